@@ -1,0 +1,103 @@
+"""The `warmstart` command line. Every command is a thin shell over a stage's `run(recipe)`."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.logging import RichHandler
+
+from .config import Recipe, load_recipe
+from .errors import WarmstartError
+
+# Stages import torch and transformers (seconds); they are imported inside the commands, after the
+# recipe is checked, so that a mistake in the recipe is reported at once.
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distill a teacher into a student, then RL on verifiable rewards.")
+
+RecipeArg = typer.Argument(..., help="Recipe TOML file.", exists=False)
+SetOption = typer.Option([], "--set", help="Override a recipe key: --set sft.lr=1e-3 (repeatable).")
+
+
+def _setup_logging() -> None:
+    # Plain lines when stderr is not a terminal, so logs that go to files are not wrapped mid-message.
+    handler = RichHandler(show_path=False, show_time=False) if sys.stderr.isatty() else logging.StreamHandler()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+
+
+def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
+    _setup_logging()
+    try:
+        from . import stages
+        from .runs import RunDir
+
+        RunDir(recipe).write_recipe()
+        for name in stage_names:
+            stages.STAGES[name](recipe)
+    except WarmstartError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _load(recipe_path: Path | None, overrides: list[str], base: dict | None = None) -> Recipe:
+    try:
+        return load_recipe(recipe_path, overrides, base)
+    except WarmstartError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("generate")
+def generate_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
+    """Teacher rollouts on the train tasks, verified."""
+    _run_stages(_load(recipe, set_), ["generate"])
+
+
+@app.command("curate")
+def curate_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
+    """Keep verified, distinct, uncontaminated trajectories."""
+    _run_stages(_load(recipe, set_), ["curate"])
+
+
+@app.command("sft")
+def sft_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
+    """Fine-tune the student on curated trajectories (resumes from the newest checkpoint)."""
+    _run_stages(_load(recipe, set_), ["sft"])
+
+
+@app.command("eval")
+def eval_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
+    """pass@k of base, student and teacher on held-out tasks."""
+    _run_stages(_load(recipe, set_), ["eval"])
+
+
+@app.command("run")
+def run_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
+    """generate -> curate -> sft -> eval; finished stages are skipped."""
+    _run_stages(_load(recipe, set_), ["generate", "curate", "sft", "eval"])
+
+
+@app.command("demo")
+def demo_cmd(
+    dir: Optional[Path] = typer.Option(None, "--dir", help="Run directory (default: a fresh runs/demo-TIMESTAMP)."),
+    set_: list[str] = SetOption,
+):
+    """The whole pump offline on the embedded default: reference teacher, tiny student, arithmetic."""
+    from .demo_recipe import DEMO_RECIPE
+
+    base = copy.deepcopy(DEMO_RECIPE)
+    base["run"]["dir"] = str(dir) if dir else time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    _run_stages(_load(None, set_, base), ["demo"])
+
+
+def main() -> None:
+    app(prog_name="warmstart")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The recipe: one TOML file, a section per stage, each section one typed model.
+
+Every default lives here, once. Unknown keys and wrong types are errors that name the key.
+`--set stage.key=value` overrides are applied to the raw TOML before validation, so they are checked
+exactly like the file. The resolved recipe (every default written out) is saved in the run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import WarmstartError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModelConfig(Section):
+    """The tiny Llama student built from scratch (see tinymodel.py)."""
+
+    vocab_size: int = Field(384, ge=300)  # 256 bytes + 4 special tokens + BPE merges
+    hidden_size: int = Field(128, ge=8)
+    intermediate_size: int = Field(512, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    max_positions: int = Field(512, ge=16)
+
+
+class RunConfig(Section):
+    dir: str = "runs/default"
+    seed: int = 0
+
+
+class EnvConfig(Section):
+    name: Literal["arithmetic"] = "arithmetic"
+    options: dict[str, Any] = Field(default_factory=dict)  # checked by the environment's own options model
+
+
+class TasksConfig(Section):
+    train: int = Field(2000, ge=1)
+    eval: int = Field(200, ge=1)
+    train_file: str | None = None  # JSONL of Task records instead of generated tasks
+    eval_file: str | None = None
+
+
+class GenerateConfig(Section):
+    teacher: str = "reference"  # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL (see policies)
+    output: str = "teacher"  # trajectories/<output>.jsonl
+    samples_per_task: int = Field(1, ge=1)
+    concurrency: int = Field(64, ge=1)  # requests in flight (a batch, for local models)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1)
+
+
+class CurateConfig(Section):
+    input: str = "teacher"  # trajectories/<input>.jsonl
+    output: str = "train"  # curated/<output>.jsonl and curated/<output>.dropped.json
+    require_passed: bool = True  # False keeps unverified data (the value-of-verification ablation)
+    strip_reasoning: bool = False  # True removes the chain (the value-of-the-chain ablation)
+    dedup: bool = True
+    decontaminate: bool = True
+
+
+class SftConfig(Section):
+    data: str = "train"  # curated/<data>.jsonl
+    output: str = "student"  # models/<output>, checkpoints/<output>
+    student: str = "tiny"  # "tiny" (built from `tiny`) or a local model directory / .gguf file
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    steps: int = Field(300, ge=1)
+    seq_len: int = Field(512, ge=16)  # packed row length in tokens
+    rows_per_micro_batch: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class EvalConfig(Section):
+    # name -> policy. "base", "student" and "teacher" mean the run's own; any other value is a policy string.
+    policies: dict[str, str] = Field(default_factory=lambda: {"base": "base", "student": "student", "teacher": "teacher"})
+    k: int = Field(4, ge=1)  # samples per task; pass@1 and pass@k are reported
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
+class Recipe(Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise WarmstartError(f"--set {text!r}: expected stage.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string: --set generate.teacher=reference
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise WarmstartError(f"--set {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def describe_validation_error(source: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key}"
+    return f"{source}: {key}: {first['msg']} (got {first.get('input')!r})"
+
+
+def validate_recipe(raw: dict, source: str) -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise WarmstartError(describe_validation_error(source, exc)) from None
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Recipe:
+    raw: dict = copy.deepcopy(base or {})
+    source = "recipe"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise WarmstartError(f"{path}: recipe file not found")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise WarmstartError(f"{path}: not valid TOML ({exc})") from None
+    return validate_recipe(apply_overrides(raw, list(overrides)), source)
+
+
+def recipe_toml(recipe: Recipe) -> str:
+    """The resolved recipe as TOML (tomllib reads only, so this small writer covers our value types)."""
+    lines: list[str] = []
+    _write_table(lines, [], recipe.model_dump(exclude_none=True))
+    return "\n".join(lines).strip() + "\n"
+
+
+def _write_table(lines: list[str], path: list[str], table: dict) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if path and (scalars or not tables):
+        lines.append(f"\n[{'.'.join(_toml_key(p) for p in path)}]")
+    for key, value in scalars.items():
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in tables.items():
+        _write_table(lines, [*path, key], value)
+
+
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: str) -> str:
+    return key if BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
+    return f'"{escaped}"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -1,0 +1,28 @@
+"""The environment protocol: a task family with a verifier (DESIGN.md "Environments")."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..types import Task, Trajectory, Verdict
+
+
+class Environment(Protocol):
+    name: str
+
+    def tasks(self, split: str, n: int, seed: int) -> list[Task]:
+        """`n` distinct tasks of `split`, the same for the same seed; train and eval never share one."""
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        """Score a finished trajectory. The same function filters teacher data, rewards RL and evaluates."""
+
+    def reference(self, task: Task, rng) -> Trajectory:
+        """A trajectory from the environment's own solver: the teacher of the offline demo."""
+
+
+def final_assistant_text(trajectory: Trajectory) -> str | None:
+    """Content of the last assistant message, or None when the policy never answered."""
+    for message in reversed(trajectory.messages):
+        if message.role == "assistant":
+            return message.content
+    return None

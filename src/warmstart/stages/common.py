@@ -1,0 +1,43 @@
+"""What several stages share: the tasks of a split, and prompt text for decontamination."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Recipe
+from ..envs.base import Environment
+from ..errors import WarmstartError
+from ..jsonl import read_records
+from ..types import Message, Task
+
+
+def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:
+    file = recipe.tasks.train_file if split == "train" else recipe.tasks.eval_file
+    if file is None:
+        try:
+            return env.tasks(split, recipe.tasks.train if split == "train" else recipe.tasks.eval, recipe.run.seed)
+        except ValueError as exc:
+            raise WarmstartError(f"tasks.{split}: {exc}") from None
+    tasks = read_records(Path(file), Task)
+    if not tasks:
+        raise WarmstartError(f"tasks.{split}_file: {file} has no tasks")
+    wrong = [t.id for t in tasks if t.split != split or t.env != env.name]
+    if wrong:
+        raise WarmstartError(f"tasks.{split}_file: task {wrong[0]} is not a {env.name} {split} task")
+    return tasks
+
+
+def prompt_key(messages: list[Message]) -> str:
+    """Prompt text normalised for matching: user and system turns, case and whitespace folded."""
+    text = " ".join(m.content or "" for m in messages if m.role in ("system", "user"))
+    return " ".join(text.lower().split())
+
+
+def check_disjoint(train: list[Task], eval_: list[Task]) -> None:
+    train_prompts = {prompt_key(t.prompt) for t in train}
+    shared = [t for t in eval_ if prompt_key(t.prompt) in train_prompts]
+    if shared:
+        raise WarmstartError(
+            f"the eval split overlaps train: {len(shared)} eval task(s) share a prompt with a train task "
+            f"(first: {shared[0].id})"
+        )

@@ -1,0 +1,93 @@
+"""`curate`: keep verified trajectories; drop failures, exact duplicates and eval-split prompts.
+
+Writes `curated/<output>.jsonl` and `curated/<output>.dropped.json` with counts per reason. Two
+switches exist for the demo's ablations: `require_passed = false` keeps unverified data (what
+training without verification would see) and `strip_reasoning = true` removes the chain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from ..config import Recipe
+from ..envs import make_env
+from ..errors import WarmstartError
+from ..jsonl import JsonlAppender, read_records, write_json_atomic
+from ..runs import RunDir, fingerprint
+from ..types import Trajectory
+from .common import load_tasks, prompt_key
+
+log = logging.getLogger(__name__)
+
+
+def drop_reason(t: Trajectory, require_passed: bool) -> str | None:
+    if t.error is not None:
+        return "policy error"
+    if t.finish_reason == "length":
+        return "truncated"
+    if t.verdict is None:
+        return "not verified"
+    if t.verdict.infra_error is not None:
+        return "verifier infra error"
+    if require_passed and not t.verdict.passed:
+        return f"failed verification ({t.verdict.details.get('reason', 'no reason given')})"
+    return None
+
+
+def strip_reasoning(t: Trajectory) -> Trajectory:
+    messages = [m.model_copy(update={"reasoning": None}) if m.role == "assistant" else m for m in t.messages]
+    return t.model_copy(update={"messages": messages})
+
+
+def curate(trajectories: list[Trajectory], eval_prompts: set[str], recipe: Recipe) -> tuple[list[Trajectory], Counter]:
+    cfg, kept, dropped, seen = recipe.curate, [], Counter(), set()
+    for t in trajectories:
+        reason = drop_reason(t, cfg.require_passed)
+        if reason is None and cfg.decontaminate and prompt_key(t.messages) in eval_prompts:
+            reason = "prompt in eval split"
+        if cfg.strip_reasoning:
+            t = strip_reasoning(t)
+        identity = json.dumps([m.model_dump() for m in t.messages], sort_keys=True)
+        if reason is None and cfg.dedup and identity in seen:
+            reason = "exact duplicate"
+        if reason:
+            dropped[reason] += 1
+            continue
+        seen.add(identity)
+        kept.append(t)
+    return kept, dropped
+
+
+def run(recipe: Recipe) -> Path:
+    started, cfg, run_dir = time.time(), recipe.curate, RunDir(recipe)
+    source, out, report = run_dir.trajectories(cfg.input), run_dir.curated(cfg.output), run_dir.dropped(cfg.output)
+    if not source.exists():
+        raise WarmstartError(f"curate.input: {source} does not exist (run generate first)")
+    stage = f"curate:{cfg.output}"
+    print_ = fingerprint({"curate": cfg.model_dump(), "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump()}, [source])
+    if run_dir.is_done(stage, print_, [out, report]):
+        log.info("%s: already done, nothing to do", stage)
+        return out
+    trajectories = read_records(source, Trajectory)
+    if not trajectories:
+        raise WarmstartError(f"{source}: has no trajectories to curate")
+    eval_prompts = {prompt_key(t.prompt) for t in load_tasks(recipe, make_env(recipe.env), "eval")}
+    kept, dropped = curate(trajectories, eval_prompts, recipe)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    with JsonlAppender(tmp) as writer:
+        for t in kept:
+            writer.append(t)
+    os.replace(tmp, out)
+    summary = {"input": len(trajectories), "kept": len(kept), "dropped": dict(dropped)}
+    write_json_atomic(report, summary)
+    log.info("%s: kept %d of %d; dropped %s", stage, len(kept), len(trajectories), dict(dropped) or "none")
+    if not kept:
+        raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dict(dropped)})")
+    run_dir.mark_done(stage, print_, [out, report], started, summary)
+    return out

@@ -1,0 +1,121 @@
+"""`eval`: k samples per held-out task for each policy; unbiased pass@1 and pass@k side by side.
+
+Policy names in `eval.policies` map to policy strings; three words mean the run's own models:
+`base` (the student before training), `student` (models/student) and `teacher` (generate.teacher);
+`run:NAME` means the run's models/NAME. The table also gives the share of the teacher-base gap each
+policy closed: (pass@1 - base) / (teacher - base).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..config import Recipe
+from ..envs import make_env
+from ..jsonl import write_json_atomic
+from ..passk import mean_pass_at_k
+from ..policies import Request, Sampling, make_policy
+from ..progress import progress_bar
+from ..runs import RunDir, fingerprint
+from .common import check_disjoint, load_tasks
+from .sft import base_model_path
+
+log = logging.getLogger(__name__)
+
+
+def resolve_policy(spec: str, recipe: Recipe) -> str:
+    run_dir = RunDir(recipe)
+    if spec == "base":
+        return f"hf:{base_model_path(recipe)}"
+    if spec == "student":
+        return f"hf:{run_dir.model(recipe.sft.output)}"
+    if spec == "teacher":
+        return recipe.generate.teacher
+    if spec.startswith("run:"):
+        return f"hf:{run_dir.model(spec[4:])}"
+    return spec
+
+
+def policy_inputs(spec: str) -> list[Path]:
+    """Files whose content decides a policy's answers (for the skip-if-done fingerprint)."""
+    if not spec.startswith("hf:"):
+        return []
+    path = Path(spec[3:])
+    weights = path / "model.safetensors"
+    return [weights] if weights.exists() else [path] if path.is_file() else []
+
+
+def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
+    cfg, started = recipe.eval, time.time()
+    policy = make_policy(spec, env, f"eval.policies.{name}")
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+    requests = [Request(t, i) for t in tasks for i in range(cfg.k)]
+    passed = {t.id: 0 for t in tasks}
+    tokens_out = 0
+    by_id = {t.id: t for t in tasks}
+    with progress_bar(f"eval {name}", len(requests)) as advance:
+        for start in range(0, len(requests), cfg.batch_size):
+            chunk = requests[start : start + cfg.batch_size]
+            for trajectory in policy.rollout(chunk, sampling, recipe.run.seed):
+                verdict = env.verify(by_id[trajectory.task_id], trajectory)
+                passed[trajectory.task_id] += verdict.passed
+                tokens_out += sum(u.tokens_out for u in trajectory.usage)
+            advance(len(chunk))
+    counts = [(cfg.k, passed[t.id]) for t in tasks]
+    return {
+        "policy": spec,
+        "pass@1": mean_pass_at_k(counts, 1),
+        f"pass@{cfg.k}": mean_pass_at_k(counts, cfg.k),
+        "tasks": len(tasks),
+        "samples_per_task": cfg.k,
+        "tokens_out": tokens_out,
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def gap_closed(results: dict, name: str) -> float | None:
+    if "base" not in results or "teacher" not in results:
+        return None
+    base, teacher = results["base"]["pass@1"], results["teacher"]["pass@1"]
+    if teacher <= base:
+        return None
+    return (results[name]["pass@1"] - base) / (teacher - base)
+
+
+def run(recipe: Recipe) -> Path:
+    started, cfg, run_dir = time.time(), recipe.eval, RunDir(recipe)
+    env = make_env(recipe.env)
+    specs = {name: resolve_policy(spec, recipe) for name, spec in cfg.policies.items()}
+    inputs = [p for spec in specs.values() for p in policy_inputs(spec)]
+    print_ = fingerprint({"eval": cfg.model_dump(), "specs": specs, "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump(), "seed": recipe.run.seed}, inputs)
+    out = run_dir.eval_results
+    if run_dir.is_done("eval", print_, [out]):
+        log.info("eval: already done, nothing to do")
+        print_table(json.loads(out.read_text()), cfg.k)
+        return out
+    tasks = load_tasks(recipe, env, "eval")
+    check_disjoint(load_tasks(recipe, env, "train"), tasks)
+    results = {name: evaluate_policy(name, spec, recipe, env, tasks) for name, spec in specs.items()}
+    for name in results:
+        results[name]["gap_closed"] = gap_closed(results, name)
+    summary = {"k": cfg.k, "temperature": cfg.temperature, "policies": results}
+    write_json_atomic(out, summary)
+    run_dir.mark_done("eval", print_, [out], started)
+    print_table(summary, cfg.k)
+    return out
+
+
+def print_table(summary: dict, k: int) -> None:
+    table = Table(title=f"held-out pass@k ({summary['policies'][next(iter(summary['policies']))]['tasks']} tasks, T={summary['temperature']})")
+    for column in ("policy", "pass@1", f"pass@{k}", "gap closed", "seconds"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for name, r in summary["policies"].items():
+        gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
+        table.add_row(name, f"{r['pass@1']:.3f}", f"{r[f'pass@{k}']:.3f}", gap, f"{r['seconds']:.1f}")
+    Console().print(table)

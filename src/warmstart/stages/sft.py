@@ -1,0 +1,203 @@
+"""`sft`: supervised fine-tuning of the student on curated teacher trajectories.
+
+Loss: cross-entropy on assistant tokens only (the loss mask of `chat.py`), summed over the whole
+optimizer step and divided by its number of target tokens, so gradient accumulation gives the same
+update as one big batch. Examples are packed into rows (`data.py`). AdamW, linear warmup then cosine
+decay to `min_lr_ratio`, gradient clipping. Checkpoints are atomic (`checkpoint.py`); a rerun resumes
+from the newest complete one and continues exactly as if it had never stopped.
+
+Left out on purpose: mixed precision and distributed training (accelerate arrives with scale-out),
+LoRA (peft) for large students.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from ..chat import check_template, template_messages
+from ..checkpoint import MARKER, complete_checkpoints, load_state, save
+from ..config import Recipe, SftConfig
+from ..data import Example, collate, epoch_order, pack, tokenize
+from ..errors import WarmstartError
+from ..jsonl import read_records
+from ..models import gguf_to_pretrained, load_model_and_tokenizer, resolve_model_path
+from ..progress import progress_bar
+from ..runs import RunDir, fingerprint
+from ..tinymodel import save_tiny_student
+from ..types import Trajectory
+
+log = logging.getLogger(__name__)
+BASE_INFO = "warmstart_base.json"
+
+
+def base_model_path(recipe: Recipe) -> Path:
+    """The student before training: the run's tiny model or converted GGUF, or the user's model path."""
+    if recipe.sft.student == "tiny":
+        return RunDir(recipe).model("base")
+    path = resolve_model_path(recipe.sft.student, "sft.student")
+    converted = RunDir(recipe).model("base")
+    return converted if path.suffix == ".gguf" and converted.exists() else path
+
+
+def prepare_user_base(recipe: Recipe) -> Path:
+    """The user's student; a GGUF file is converted once to models/base (a plain float checkpoint)."""
+    path = resolve_model_path(recipe.sft.student, "sft.student")
+    if path.suffix != ".gguf":
+        return path
+    converted = RunDir(recipe).model("base")
+    return converted if converted.exists() else gguf_to_pretrained(path, converted)
+
+
+def prepare_tiny_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
+    """Build the tiny student once per run (ablations share it); refuse a base built differently."""
+    path, tiny = RunDir(recipe).model("base"), recipe.sft.tiny.model_dump()
+    info = {"tiny": tiny, "seed": recipe.run.seed}
+    if (path / BASE_INFO).exists():
+        if json.loads((path / BASE_INFO).read_text()) != info:
+            raise WarmstartError(f"{path}: was built with another sft.tiny config or seed; remove it to rebuild")
+        return path
+    # Role names are in the corpus so that chat-template headers become a few tokens, not one per byte.
+    texts = ["\n".join(f"{m['role']}\n{m['content']}" for m in template_messages(t.messages)) for t in trajectories]
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_tiny_student(texts, tmp, recipe.sft.tiny, recipe.run.seed)
+    (tmp / BASE_INFO).write_text(json.dumps(info))
+    os.replace(tmp, path)
+    return path
+
+
+def lr_factor(step: int, cfg: SftConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def masked_ce_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of next-token cross-entropy over target tokens. logits: [B, T, V]; targets: [B, T-1]."""
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    targets, weights = batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:]
+    losses = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
+    return (losses * weights.flatten()).sum()
+
+
+class RowStream:
+    """Packed rows in a seeded order, epoch after epoch; its position is saved in checkpoints."""
+
+    def __init__(self, examples: list[Example], cfg: SftConfig, seed: int, position: dict | None = None):
+        self.examples, self.cfg, self.seed = examples, cfg, seed
+        self.epoch, self.row = (position["epoch"], position["row"]) if position else (0, 0)
+        self.rows = pack(examples, epoch_order(len(examples), seed, self.epoch), cfg.seq_len)
+
+    def next_rows(self, n: int) -> list[list[int]]:
+        out = []
+        while len(out) < n:
+            if self.row == len(self.rows):
+                self.epoch, self.row = self.epoch + 1, 0
+                self.rows = pack(self.examples, epoch_order(len(self.examples), self.seed, self.epoch), self.cfg.seq_len)
+            out.append(self.rows[self.row])
+            self.row += 1
+        return out
+
+    @property
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "row": self.row}
+
+
+def run(recipe: Recipe) -> Path:
+    started, cfg, run_dir = time.time(), recipe.sft, RunDir(recipe)
+    data_path, out = run_dir.curated(cfg.data), run_dir.model(cfg.output)
+    stage = f"sft:{cfg.output}"
+    if not data_path.exists():
+        raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
+    print_ = fingerprint({"sft": cfg.model_dump(), "seed": recipe.run.seed}, [data_path])
+    if run_dir.is_done(stage, print_, [out]):
+        log.info("%s: already done, nothing to do", stage)
+        return out
+    trajectories = read_records(data_path, Trajectory)
+    if not trajectories:
+        raise WarmstartError(f"{data_path}: has no trajectories to train on")
+    base = prepare_tiny_base(recipe, trajectories) if cfg.student == "tiny" else prepare_user_base(recipe)
+    stats = train(recipe, base, trajectories)
+    _save_final(run_dir.checkpoints(cfg.output), out)
+    run_dir.mark_done(stage, print_, [out], started, stats)
+    return out
+
+
+def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
+    cfg, seed = recipe.sft, recipe.run.seed
+    ckpt_root = RunDir(recipe).checkpoints(cfg.output)
+    resume = complete_checkpoints(ckpt_root)
+    model, tokenizer = load_model_and_tokenizer(resume[-1] if resume else base, "sft.student")
+    check_template(tokenizer, "sft.student")
+    examples, too_long = tokenize(tokenizer, trajectories, cfg.seq_len)
+    if not examples:
+        raise WarmstartError(f"sft: every example is longer than sft.seq_len={cfg.seq_len} tokens")
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    step, position = 0, None
+    if resume:
+        state = load_state(resume[-1])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, position = state["step"], state["position"]
+        log.info("sft:%s resuming from %s", cfg.output, resume[-1])
+    stream = RowStream(examples, cfg, seed, position)
+    model.train()
+    tokens, losses, t0 = 0, [], time.time()
+    with progress_bar(f"sft {cfg.output}", cfg.steps) as advance:
+        advance(step)
+        while step < cfg.steps:
+            loss_value, step_tokens = train_step(model, optimizer, stream, cfg, tokenizer.pad_token_id)
+            scheduler.step()
+            step += 1
+            tokens += step_tokens
+            losses.append(loss_value)
+            advance(1, note=f"loss {loss_value:.4f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save(ckpt_root, step, model, tokenizer, optimizer, scheduler, stream.position, cfg.keep_checkpoints)
+    seconds = time.time() - t0
+    return {
+        "examples": len(examples),
+        "dropped_too_long": too_long,
+        "first_loss": losses[0] if losses else None,  # of this run (a resumed run starts mid-way)
+        "final_loss": losses[-1] if losses else None,
+        "tokens_this_run": tokens,
+        "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def train_step(model, optimizer, stream: RowStream, cfg: SftConfig, pad_id: int) -> tuple[float, int]:
+    row_groups = [stream.next_rows(cfg.rows_per_micro_batch) for _ in range(cfg.grad_accum)]
+    micro_batches = [collate(rows, stream.examples, cfg.seq_len, pad_id) for rows in row_groups]
+    targets = sum(float(b["loss_mask"][:, 1:].sum()) for b in micro_batches)
+    total = 0.0
+    for batch in micro_batches:
+        loss = masked_ce_sum(model, batch) / max(targets, 1.0)
+        loss.backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    real_tokens = sum(len(stream.examples[i].input_ids) for rows in row_groups for row in rows for i in row)
+    return total, real_tokens
+
+
+def _save_final(ckpt_root: Path, out: Path) -> None:
+    """The last checkpoint's model and tokenizer become models/<output>, swapped in atomically."""
+    last = complete_checkpoints(ckpt_root)[-1]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(last, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)

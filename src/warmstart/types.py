@@ -1,0 +1,102 @@
+"""The shared vocabulary: Message, Task, Trajectory, Verdict (see DESIGN.md "Core types").
+
+Records are pydantic models serialised one per JSONL line with a schema version (`jsonl.py`).
+Messages follow the OpenAI chat schema plus `reasoning`, the teacher's visible thinking, kept apart
+from `content` so that the chain can be removed (answer-only ablation) or rendered as the student's
+template needs (`chat.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class Record(BaseModel):
+    """Base of every record: unknown fields are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolFunction(Record):
+    name: str
+    arguments: str  # JSON text, as in the OpenAI schema
+
+
+class ToolCall(Record):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+class Message(Record):
+    role: Role
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class Task(Record):
+    """One problem. `hidden` holds what verification needs (answer, tests); it never enters a prompt."""
+
+    id: str
+    env: str
+    prompt: list[Message]
+    hidden: dict[str, Any] = Field(default_factory=dict)
+    split: Literal["train", "eval"]
+    meta: dict[str, Any] = Field(default_factory=dict)  # e.g. difficulty, op
+
+
+class Usage(Record):
+    """Tokens of one policy turn. `cached` counts prompt tokens served from a provider's cache."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cached: int = 0
+
+
+class Verdict(Record):
+    """Outcome of verification.
+
+    `infra_error` is set when the verifier itself could not judge (sandbox crashed, judge unparseable,
+    API error): such a trajectory is masked and counted, never scored 0. A bad answer is not an infra
+    error: it is `passed=False` with the reason in `details`.
+    """
+
+    reward: float
+    passed: bool
+    details: dict[str, Any] = Field(default_factory=dict)
+    infra_error: str | None = None
+
+
+class Provenance(Record):
+    provider: str  # "reference", "hf", "openai", ...
+    model: str
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+    created: float  # unix time
+    terms: str | None = None  # note on the provider's terms of use for outputs, where relevant
+
+
+class Trajectory(Record):
+    schema_version: int = SCHEMA_VERSION
+    task_id: str
+    sample_index: int = 0
+    policy: str
+    messages: list[Message]  # the whole conversation, prompt included
+    usage: list[Usage] = Field(default_factory=list)  # one per policy turn
+    logprobs: list[Any] | None = None  # per-token (top-k) logprobs where the backend gives them
+    verdict: Verdict | None = None
+    provenance: Provenance
+    finish_reason: str | None = None  # "stop", or "length" when generation hit its token limit
+    error: str | None = None  # a policy failure: the record exists so nothing is silently missing
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task_id, self.sample_index)

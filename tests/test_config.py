@@ -1,0 +1,269 @@
+"""The recipe: typed sections, errors that name the key, `--set` overrides, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from warmstart import cli
+from warmstart.config import Recipe, load_recipe, parse_override, recipe_toml
+from warmstart.errors import WarmstartError
+from warmstart.types import Message, Provenance, Trajectory
+
+WARMSTART = Path(sys.executable).with_name("warmstart")  # the console script of the venv running the tests
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# --- the recipe model -----------------------------------------------------------------------------
+
+
+def test_defaults_validate_and_agree():
+    assert load_recipe(None) == Recipe() == Recipe.model_validate({})
+    assert Recipe().generate.teacher == "reference" and Recipe().env.name == "arithmetic"
+
+
+@pytest.mark.parametrize("section", [*Recipe.model_fields, "sft.tiny"])
+def test_unknown_key_in_any_section_names_the_full_key(tmp_path, section):
+    head, _, sub = section.partition(".")
+    table = f"[{head}]\n" + (f"[{head}.{sub}]\n" if sub else "") + "bogus_key = 1\n"
+    recipe = write(tmp_path / "r.toml", table)
+    with pytest.raises(WarmstartError) as info:
+        load_recipe(recipe)
+    assert str(info.value) == f"{recipe}: unknown key {section}.bogus_key"
+
+
+def test_unknown_section_and_misspelled_key_are_named():
+    with pytest.raises(WarmstartError, match=r"^recipe: unknown key sftt$"):
+        load_recipe(None, ["sftt.lr=1"])
+    with pytest.raises(WarmstartError, match=r"^recipe: unknown key sft\.lrr$"):
+        load_recipe(None, ["sft.lrr=0.1"])
+
+
+@pytest.mark.parametrize(
+    "key, toml_value",
+    [
+        ("run.seed", '"zero"'),
+        ("env.name", '"chess"'),
+        ("tasks.train", "0"),  # out of range is a wrong value too
+        ("generate.concurrency", '"many"'),
+        ("curate.dedup", '"maybe"'),
+        ("sft.lr", "[1, 2]"),
+        ("sft.tiny.hidden_size", '"big"'),
+        ("eval.top_p", "1.5"),
+        ("eval.policies", '"student"'),
+    ],
+)
+def test_wrong_type_names_the_key(tmp_path, key, toml_value):
+    *tables, name = key.split(".")
+    recipe = write(tmp_path / "r.toml", f"[{'.'.join(tables)}]\n{name} = {toml_value}\n")
+    with pytest.raises(WarmstartError, match=f"^{re.escape(str(recipe))}: {re.escape(key)}: "):
+        load_recipe(recipe)
+
+
+def test_missing_and_malformed_recipe_files(tmp_path):
+    with pytest.raises(WarmstartError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.toml")
+    with pytest.raises(WarmstartError, match="not valid TOML"):
+        load_recipe(write(tmp_path / "bad.toml", "[run\nseed = 1\n"))
+
+
+# --- --set overrides ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, path, value",
+    [
+        ("sft.lr=1e-3", ["sft", "lr"], 1e-3),
+        ("run.seed=7", ["run", "seed"], 7),
+        ("curate.dedup=false", ["curate", "dedup"], False),
+        ("env.options.digits=[1, 2, 3]", ["env", "options", "digits"], [1, 2, 3]),
+        ('generate.output="042"', ["generate", "output"], "042"),
+        ("generate.teacher=reference", ["generate", "teacher"], "reference"),  # a bare word is a string
+        ("generate.teacher=hf:/models/x", ["generate", "teacher"], "hf:/models/x"),
+        ("eval.policies.api=openai:m@http://h/v1?a=b", ["eval", "policies", "api"], "openai:m@http://h/v1?a=b"),
+    ],
+)
+def test_parse_override(text, path, value):
+    assert parse_override(text) == (path, value)
+
+
+def test_overrides_apply_on_top_of_the_file_and_create_nested_keys(tmp_path):
+    recipe = write(tmp_path / "r.toml", "[sft]\nlr = 0.5\nsteps = 10\n")
+    loaded = load_recipe(recipe, ["sft.lr=1e-4", "env.options.digits=[3]", "sft.tiny.num_layers=2", "eval.policies.big=hf:/m"])
+    assert loaded.sft.lr == 1e-4 and loaded.sft.steps == 10  # untouched keys keep the file's value
+    assert loaded.env.options == {"digits": [3]}
+    assert loaded.sft.tiny.num_layers == 2
+    assert loaded.eval.policies["big"] == "hf:/m"
+
+
+def test_bad_overrides_are_errors(tmp_path):
+    with pytest.raises(WarmstartError, match="expected stage.key=value"):
+        load_recipe(None, ["sft.lr"])
+    with pytest.raises(WarmstartError, match=r"^recipe: sft\.steps: "):
+        load_recipe(None, ["sft.steps=many"])
+    with pytest.raises(WarmstartError, match="lr is not a section"):
+        load_recipe(write(tmp_path / "r.toml", "[sft]\nlr = 0.5\n"), ["sft.lr.x=1"])
+
+
+def test_overrides_do_not_leak_into_the_base_dict():
+    # The CLI's demo passes its embedded recipe as `base`; loading twice must not carry overrides over.
+    base = {"run": {"seed": 1}, "env": {"options": {"digits": [1]}}}
+    load_recipe(None, ["run.seed=5", "env.options.digits=[2]"], base=base)
+    assert base == {"run": {"seed": 1}, "env": {"options": {"digits": [1]}}}
+
+
+# --- the resolved recipe as TOML ----------------------------------------------------------------
+
+
+def reload(recipe: Recipe) -> Recipe:
+    return Recipe.model_validate(tomllib.loads(recipe_toml(recipe)))
+
+
+def test_recipe_toml_round_trips():
+    assert reload(Recipe()) == Recipe()
+    custom = load_recipe(None, [
+        'run.dir="runs/with \\"quotes\\" and \\\\ backslash"', "run.seed=-3", "tasks.train_file=/data/t.jsonl",
+        "env.options.ops=['+', '*']", "env.options.teacher_error_rate=0.0", "sft.lr=1e-10",
+        "curate.require_passed=false", "generate.temperature=0.0", "eval.policies.api=openai:m@http://h/v1",
+    ])
+    assert reload(custom) == custom
+    assert "eval_file" not in recipe_toml(custom)  # None means "not set": left out, not written as ""
+
+
+def test_recipe_toml_round_trips_policy_names_that_are_not_bare_keys():
+    # Policy names are the user's; "qwen2.5" must not come back as a nested table {"qwen2": {"5": ...}}.
+    custom = load_recipe(None, ["eval.policies.x=hf:/m"])
+    custom.eval.policies = {"qwen2.5-7b": "hf:/models/qwen", "student, answer only": "run:student-answer-only"}
+    assert reload(custom) == custom
+
+
+# --- the CLI: one line on stderr, exit 1, nothing written ------------------------------------------
+
+CLI_RECIPE = """
+[run]
+dir = "{dir}"
+[tasks]
+train = 4
+eval = 4
+[generate]
+teacher = "reference"
+concurrency = 1
+"""
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli_in_fork(args: list[str], tmp_path: Path) -> CliResult:
+    """`warmstart ARGS` in a forked child: a real process with its own exit status and stderr, without
+    paying the torch + transformers import of a fresh interpreter again (~10 s on a busy 2-core box)."""
+    out_file, err_file = tmp_path / "cli.out", tmp_path / "cli.err"
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        code = 70
+        try:
+            for fd, path in ((1, out_file), (2, err_file)):
+                target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                os.dup2(target, fd)
+                os.close(target)
+            sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+            logging.root.handlers.clear()  # as in a fresh interpreter, so the CLI's own logging setup applies
+            sys.argv = ["warmstart", *args]
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return CliResult(os.waitstatus_to_exitcode(status), out_file.read_text(), err_file.read_text())
+
+
+@pytest.fixture
+def run_dir_with_records(tmp_path) -> tuple[Path, Path]:
+    """A recipe and an existing trajectories file: one record plus a torn tail that any appender would cut."""
+    recipe = write(tmp_path / "recipe.toml", CLI_RECIPE.format(dir=tmp_path / "run"))
+    out = tmp_path / "run" / "trajectories" / "teacher.jsonl"
+    out.parent.mkdir(parents=True)
+    record = Trajectory(
+        task_id="arithmetic/not-a-task", policy="reference", messages=[Message(role="assistant", content="Answer: 3")],
+        provenance=Provenance(provider="reference", model="m", created=0.0),
+    )
+    out.write_text(record.model_dump_json() + "\n" + '{"task_id": "torn')
+    return recipe, out
+
+
+def assert_one_error_line(result: CliResult, *fragments: str) -> None:
+    assert result.code == 1, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    "recipe_text, args, fragments",
+    [
+        ("[sft]\nlrr = 1\n", [], ["unknown key sft.lrr"]),
+        ('[sft]\nsteps = "many"\n', [], ["sft.steps", "integer"]),
+        ("", ["--set", "generate.teacher=openai:gpt-4o"], ["generate.teacher", "'openai' is not available"]),
+        ("", ["--set", "generate.teacher=hf:/nonexistent"], ["generate.teacher", "/nonexistent"]),
+        ('[env.options]\nopss = ["+"]\n', [], ["env.options", "unknown key opss"]),
+        ("", ["--set", "generate.teacher"], ["expected stage.key=value"]),
+        ("[run\n", [], ["not valid TOML"]),
+    ],
+    ids=["unknown-key", "wrong-type", "openai", "hf-missing", "env-option-typo", "set-without-equals", "bad-toml"],
+)
+def test_cli_errors_are_one_line_and_write_no_records(run_dir_with_records, tmp_path, recipe_text, args, fragments):
+    recipe, out = run_dir_with_records
+    recipe.write_text(recipe.read_text() + recipe_text)  # appended: "[run\n" breaks the whole file
+    before = out.read_bytes()
+    assert_one_error_line(run_cli_in_fork(["generate", str(recipe), *args], tmp_path), *fragments)
+    assert out.read_bytes() == before
+
+
+def test_cli_missing_recipe_file(tmp_path):
+    missing = tmp_path / "missing.toml"
+    assert_one_error_line(run_cli_in_fork(["generate", str(missing)], tmp_path), str(missing), "not found")
+
+
+def test_cli_success_appends_records(run_dir_with_records, tmp_path):
+    # The control for the tests above: the same harness does see a stage that writes.
+    recipe, out = run_dir_with_records
+    result = run_cli_in_fork(["generate", str(recipe)], tmp_path)
+    assert result.code == 0, result
+    assert "error" not in result.stderr
+    assert len(out.read_text().splitlines()) == 1 + 4  # the existing record kept, the torn tail cut
+
+
+def test_console_script_in_a_fresh_interpreter(run_dir_with_records):
+    # One run through the installed entry point: nothing else (import warnings, logs) lands on stderr.
+    recipe, out = run_dir_with_records
+    recipe.write_text(recipe.read_text() + "[sft]\nlrr = 1\n")
+    before = out.read_bytes()
+    result = subprocess.run([str(WARMSTART), "generate", str(recipe)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: {recipe}: unknown key sft.lrr"]
+    assert out.read_bytes() == before
