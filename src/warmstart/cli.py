@@ -28,6 +28,9 @@ def _setup_logging() -> None:
     # Plain lines when stderr is not a terminal, so logs that go to files are not wrapped mid-message.
     handler = RichHandler(show_path=False, show_time=False) if sys.stderr.isatty() else logging.StreamHandler()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # per-file load/save bars would drown the stage bars
 
 
 def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:

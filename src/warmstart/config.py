@@ -27,7 +27,7 @@ class TinyModelConfig(Section):
 
     vocab_size: int = Field(384, ge=300)  # 256 bytes + 4 special tokens + BPE merges
     hidden_size: int = Field(128, ge=8)
-    intermediate_size: int = Field(512, ge=8)
+    intermediate_size: int = Field(256, ge=8)  # narrow MLP: ~1.5x the steps per second of 4x width, and steps matter more
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
     max_positions: int = Field(512, ge=16)
@@ -70,15 +70,17 @@ class CurateConfig(Section):
 
 
 class SftConfig(Section):
+    # Defaults suit the tiny student on 2 CPU cores (measured: see README); set lr, seq_len and the
+    # batch for a real model, e.g. lr = 2e-5 and seq_len = 2048.
     data: str = "train"  # curated/<data>.jsonl
     output: str = "student"  # models/<output>, checkpoints/<output>
     student: str = "tiny"  # "tiny" (built from `tiny`) or a local model directory / .gguf file
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
-    steps: int = Field(300, ge=1)
-    seq_len: int = Field(512, ge=16)  # packed row length in tokens
-    rows_per_micro_batch: int = Field(8, ge=1)
+    steps: int = Field(600, ge=1)
+    seq_len: int = Field(256, ge=16)  # packed row length in tokens
+    rows_per_micro_batch: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
-    lr: float = Field(3e-3, gt=0.0)
+    lr: float = Field(2e-3, gt=0.0)
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.0, ge=0.0)

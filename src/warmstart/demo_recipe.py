@@ -2,9 +2,10 @@
 
 DEMO_RECIPE = {
     "run": {"seed": 0},
-    "env": {"name": "arithmetic", "options": {"ops": ["+", "-", "*"], "digits": [1, 2], "teacher_error_rate": 0.1}},
-    "tasks": {"train": 3000, "eval": 200},
+    # Multiplication is left out of the 5-minute default: it has only ~800 distinct 2-digit x 1-digit
+    # train problems, too few for the tiny student in this budget (README gives the measured numbers).
+    "env": {"name": "arithmetic", "options": {"ops": ["+", "-"], "digits": [1, 2], "teacher_error_rate": 0.1}},
+    "tasks": {"train": 10000, "eval": 200},
     "generate": {"teacher": "reference"},
-    "sft": {"steps": 300},
-    "eval": {"k": 4, "max_new_tokens": 160},
+    "eval": {"k": 4, "max_new_tokens": 128},
 }

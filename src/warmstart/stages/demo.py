@@ -45,17 +45,21 @@ def run(recipe: Recipe) -> Path:
 
 
 def write_report(run_dir: RunDir, summary: dict, seconds: float) -> None:
-    k = summary["k"]
+    k, sft_cfg = summary["k"], run_dir.recipe.sft
+    teacher = summary["policies"]["teacher"]["pass@1"]
     lines = [
         "# warmstart demo",
         "",
-        f"Wall time: {seconds:.0f} s. Held-out tasks: {next(iter(summary['policies'].values()))['tasks']}, "
-        f"{k} samples each at temperature {summary['temperature']}.",
+        f"Wall time: {seconds:.0f} s. Held-out tasks: {summary['policies']['teacher']['tasks']}, "
+        f"{k} samples each at temperature {summary['temperature']}. Each SFT run: {sft_cfg.steps} steps of "
+        f"{sft_cfg.rows_per_micro_batch * sft_cfg.grad_accum} packed rows x {sft_cfg.seq_len} tokens.",
         "",
-        f"| policy | pass@1 | pass@{k} | gap closed |",
-        "|---|---|---|---|",
+        f"| policy | pass@1 | pass@{k} | % of teacher pass@1 | gap closed |",
+        "|---|---|---|---|---|",
     ]
-    for name, r in summary["policies"].items():
+    for name in summary["rows"]:
+        r = summary["policies"][name]
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
-        lines.append(f"| {name} | {r['pass@1']:.3f} | {r[f'pass@{k}']:.3f} | {gap} |")
+        share = f"{r['pass@1'] / teacher:.0%}" if teacher > 0 else ""
+        lines.append(f"| {name} | {r['pass@1']:.3f} | {r[f'pass@{k}']:.3f} | {share} | {gap} |")
     (run_dir.root / "report.md").write_text("\n".join(lines) + "\n")

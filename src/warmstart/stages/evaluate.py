@@ -104,7 +104,7 @@ def run(recipe: Recipe) -> Path:
     results = {name: evaluate_policy(name, spec, recipe, env, tasks) for name, spec in specs.items()}
     for name in results:
         results[name]["gap_closed"] = gap_closed(results, name)
-    summary = {"k": cfg.k, "temperature": cfg.temperature, "policies": results}
+    summary = {"k": cfg.k, "temperature": cfg.temperature, "rows": list(results), "policies": results}
     write_json_atomic(out, summary)
     run_dir.mark_done("eval", print_, [out], started)
     print_table(summary, cfg.k)
@@ -115,7 +115,8 @@ def print_table(summary: dict, k: int) -> None:
     table = Table(title=f"held-out pass@k ({summary['policies'][next(iter(summary['policies']))]['tasks']} tasks, T={summary['temperature']})")
     for column in ("policy", "pass@1", f"pass@{k}", "gap closed", "seconds"):
         table.add_column(column, justify="left" if column == "policy" else "right")
-    for name, r in summary["policies"].items():
+    for name in summary["rows"]:  # the recipe's order (the JSON file sorts its keys)
+        r = summary["policies"][name]
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
         table.add_row(name, f"{r['pass@1']:.3f}", f"{r[f'pass@{k}']:.3f}", gap, f"{r['seconds']:.1f}")
     Console().print(table)

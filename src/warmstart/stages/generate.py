@@ -42,13 +42,13 @@ def run(recipe: Recipe) -> Path:
     if run_dir.is_done(stage, print_, [out]):
         log.info("%s: already done, nothing to do", stage)
         return out
+    policy = make_policy(cfg.teacher, env, "generate.teacher")  # a bad spec or path fails before any file is read
     _claim_output(run_dir, stage, print_, out)
     tasks = load_tasks(recipe, env, "train")
     check_disjoint(tasks, load_tasks(recipe, env, "eval"))
     done = {t.key for t in read_records(out, Trajectory)} if out.exists() else set()
     pending = [Request(t, i) for t in tasks for i in range(cfg.samples_per_task) if (t.id, i) not in done]
     by_id = {t.id: t for t in tasks}
-    policy = make_policy(cfg.teacher, env, "generate.teacher")
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     passed = 0
     with JsonlAppender(out) as writer, progress_bar(f"generate {cfg.output}", len(pending)) as advance:
