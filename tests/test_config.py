@@ -230,7 +230,7 @@ def assert_one_error_line(result: CliResult, *fragments: str) -> None:
         ('[sft]\nsteps = "many"\n', [], ["sft.steps", "integer"]),
         ("", ["--set", "generate.teacher=openai:gpt-4o"], ["generate.teacher", "'openai' is not available"]),
         ("", ["--set", "generate.teacher=hf:/nonexistent"], ["generate.teacher", "/nonexistent"]),
-        ('[env.options]\nopss = ["+"]\n', [], ["env.options", "unknown key opss"]),
+        ('[env.options]\nopss = ["+"]\n', [], ["unknown key env.options.opss"]),
         ("", ["--set", "generate.teacher"], ["expected stage.key=value"]),
         ("[run\n", [], ["not valid TOML"]),
     ],

@@ -132,9 +132,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def describe_validation_error(source: str, exc: ValidationError) -> str:
+def describe_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
+    """One line naming the first bad key, e.g. `recipe.toml: unknown key sft.lrr`."""
     first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
+    key = ".".join([prefix, *(str(p) for p in first["loc"])] if prefix else [str(p) for p in first["loc"]])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key}"
     return f"{source}: {key}: {first['msg']} (got {first.get('input')!r})"

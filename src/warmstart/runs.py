@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 from .config import Recipe, recipe_toml
@@ -74,15 +75,13 @@ class RunDir:
         return bool(entry) and entry["fingerprint"] == print_ and all(Path(p).exists() for p in outputs)
 
     def mark_done(self, stage: str, print_: str, outputs: list[Path], started: float, extra: dict | None = None) -> None:
-        from . import __version__
-
         manifest = self.manifest()
         manifest["stages"][stage] = {
             "fingerprint": print_,
             "outputs": [str(Path(p).relative_to(self.root)) for p in outputs],
             "seconds": round(time.time() - started, 3),
             "finished": time.time(),
-            "warmstart": __version__,
+            "versions": {name: version(name) for name in ("warmstart", "torch", "transformers")},
             **(extra or {}),
         }
         write_json_atomic(self.manifest_path, manifest)

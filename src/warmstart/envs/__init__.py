@@ -15,5 +15,5 @@ def make_env(config: EnvConfig) -> Environment:
     try:
         options = ArithmeticOptions.model_validate(config.options)
     except ValidationError as exc:
-        raise WarmstartError(describe_validation_error("recipe: env.options", exc)) from None
+        raise WarmstartError(describe_validation_error("recipe", exc, prefix="env.options")) from None
     return Arithmetic(options)
