@@ -74,3 +74,13 @@ def load_state(checkpoint: Path) -> dict:
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
     return state
+
+
+def publish(checkpoint: Path, out: Path) -> None:
+    """A checkpoint's model and tokenizer become `out` (a plain save_pretrained directory), atomically."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)

@@ -73,6 +73,12 @@ def sft_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
     _run_stages(_load(recipe, set_), ["sft"])
 
 
+@app.command("grpo")
+def grpo_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
+    """RL (GRPO) on the environment's verifier, from the distilled student."""
+    _run_stages(_load(recipe, set_), ["grpo"])
+
+
 @app.command("eval")
 def eval_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
     """pass@k of base, student and teacher on held-out tasks."""

@@ -89,6 +89,33 @@ class SftConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
 
 
+class GrpoConfig(Section):
+    """RL on the environment's verifier (see stages/grpo.py for what each knob does)."""
+
+    init: str = "student"  # "student", "base", "run:NAME" or a model directory: where RL starts
+    output: str = "student-grpo"  # models/<output>, checkpoints/<output>
+    steps: int = Field(50, ge=1)
+    tasks_per_step: int = Field(16, ge=1)
+    group_size: int = Field(8, ge=2)
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    warmup_steps: int = Field(5, ge=0)
+    updates_per_batch: int = Field(2, ge=1)  # optimizer steps on each sampled batch (old log-probs kept)
+    clip_low: float = Field(0.2, ge=0.0, lt=1.0)
+    clip_high: float = Field(0.28, ge=0.0)  # > clip_low: clip-higher
+    kl_weight: float = Field(0.0, ge=0.0)  # 0 keeps no reference model in memory
+    normalization: Literal["token", "sequence", "constant"] = "token"  # "constant" with scale_by_std=false: Dr. GRPO
+    scale_by_std: bool = True
+    drop_zero_variance: bool = True  # dynamic sampling: refill from the next tasks
+    max_refills: int = Field(4, ge=0)  # extra sampling rounds per step to replace dropped groups
+    overlong_buffer: int = Field(0, ge=0)  # >0: soft penalty over the last N tokens before max_new_tokens
+    grad_clip: float = Field(1.0, gt=0.0)
+    checkpoint_every: int = Field(10, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+
 class EvalConfig(Section):
     # name -> policy. "base", "student" and "teacher" mean the run's own; any other value is a policy string.
     policies: dict[str, str] = Field(default_factory=lambda: {"base": "base", "student": "student", "teacher": "teacher"})
@@ -106,6 +133,7 @@ class Recipe(Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from ..chat import check_template, template_messages
-from ..checkpoint import MARKER, complete_checkpoints, load_state, save
+from ..checkpoint import complete_checkpoints, load_state, publish, save
 from ..config import Recipe, SftConfig
 from ..data import Example, collate, epoch_order, pack, tokenize
 from ..errors import WarmstartError
@@ -127,7 +127,7 @@ def run(recipe: Recipe) -> Path:
         raise WarmstartError(f"{data_path}: has no trajectories to train on")
     base = prepare_tiny_base(recipe, trajectories) if cfg.student == "tiny" else prepare_user_base(recipe)
     stats = train(recipe, base, trajectories)
-    _save_final(run_dir.checkpoints(cfg.output), out)
+    publish(complete_checkpoints(run_dir.checkpoints(cfg.output))[-1], out)
     run_dir.mark_done(stage, print_, [out], started, stats)
     return out
 
@@ -191,13 +191,3 @@ def train_step(model, optimizer, stream: RowStream, cfg: SftConfig, pad_id: int)
     real_tokens = sum(len(stream.examples[i].input_ids) for rows in row_groups for row in rows for i in row)
     return total, real_tokens
 
-
-def _save_final(ckpt_root: Path, out: Path) -> None:
-    """The last checkpoint's model and tokenizer become models/<output>, swapped in atomically."""
-    last = complete_checkpoints(ckpt_root)[-1]
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(last, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)

@@ -1,0 +1,204 @@
+"""`grpo`: reinforcement learning on the environment's verifier, from the distilled student.
+
+Each step: take the next `tasks_per_step` train tasks, sample `group_size` completions each from the
+current policy, score them with `env.verify` (the same function that filtered the teacher's data),
+turn rewards into group-relative advantages, and take `updates_per_batch` optimizer steps on the
+clipped policy-ratio loss, with the log-probs of the sampling policy kept as the "old" ones.
+
+Knobs (GrpoConfig), all variants of one loss (`losses.py`): clip_low/clip_high (clip-higher),
+normalization (token / sequence / constant = Dr. GRPO) and scale_by_std, kl_weight (0: no reference
+model in memory), drop_zero_variance (dynamic sampling: groups whose rewards are all equal carry no
+signal and are replaced by groups of the next tasks, up to max_refills rounds), overlong_buffer.
+
+A verdict with `infra_error` is masked out of the update and counted, never scored 0.
+
+Resume: a rerun continues from the newest complete checkpoint (policy, optimizer, scheduler, RNG,
+step, task cursor, history, and the starting model's identity); sampling seeds derive from the step,
+so the resumed run continues as if it had never stopped.
+
+Left out for now: multi-turn tool use (the rollout loop of the tool-use issue) and the cold-start
+comparison in the demo.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import complete_checkpoints, load_state, publish, save
+from ..config import GrpoConfig, Recipe
+from ..envs import make_env
+from ..envs.base import Environment
+from ..errors import WarmstartError
+from ..losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, token_logprobs, zero_variance_groups
+from ..chat import stop_token_ids
+from ..models import load_model_and_tokenizer
+from ..policies.base import Sampling
+from ..policies.hf import Sampled, completion_message, sample
+from ..progress import progress_bar
+from ..runs import RunDir, fingerprint
+from ..types import Provenance, Trajectory
+from .common import load_tasks
+from .evaluate import resolve_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Group:
+    samples: list[Sampled]
+    rewards: list[float]
+    valid: list[bool]  # False where verification had an infra error
+
+
+def init_path(recipe: Recipe) -> Path:
+    spec = resolve_policy(recipe.grpo.init, recipe)
+    return Path(spec[3:] if spec.startswith("hf:") else spec)
+
+
+def score(env, task, tokenizer, sampled: Sampled, cfg: GrpoConfig) -> tuple[float, bool]:
+    trajectory = Trajectory(
+        task_id=task.id,
+        policy="grpo",
+        messages=[*task.prompt, completion_message(tokenizer, sampled)],
+        provenance=Provenance(provider="hf", model="grpo", created=0.0),
+    )
+    verdict = env.verify(task, trajectory)
+    if verdict.infra_error is not None:
+        return 0.0, False
+    reward = verdict.reward
+    if cfg.overlong_buffer:
+        reward += overlong_penalty(torch.tensor([len(sampled.completion_ids)]), cfg.max_new_tokens, cfg.overlong_buffer).item()
+    return reward, True
+
+
+def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int) -> tuple[list[Group], int, dict]:
+    """Sample groups until `tasks_per_step` informative ones are found or refills run out."""
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+    groups, stats = [], {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0}
+    for round_ in range(cfg.max_refills + 1):
+        need = cfg.tasks_per_step - len(groups)
+        if need <= 0 or (round_ and not cfg.drop_zero_variance):
+            break
+        batch = [tasks[(cursor + i) % len(tasks)] for i in range(need)]
+        cursor += need
+        prompts = [t.prompt for t in batch for _ in range(cfg.group_size)]
+        sampled = sample(model, tokenizer, prompts, sampling, stop_ids, seed + cursor)
+        for g, task in enumerate(batch):
+            members = sampled[g * cfg.group_size : (g + 1) * cfg.group_size]
+            scored = [score(env, task, tokenizer, s, cfg) for s in members]
+            group = Group(members, [r for r, _ in scored], [v for _, v in scored])
+            stats["groups"] += 1
+            stats["infra_errors"] += group.valid.count(False)
+            stats["reward_sum"] += sum(group.rewards)
+            stats["samples"] += len(members)
+            flat = zero_variance_groups(torch.tensor([group.rewards])).item()
+            stats["zero_variance"] += flat
+            if not (flat and cfg.drop_zero_variance):
+                groups.append(group)
+    return groups, cursor, stats
+
+
+def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, loss_mask: [B, L] (right-padded); advantages: [B]. Masked-out samples get mask 0."""
+    rewards = torch.tensor([g.rewards for g in groups])
+    advantages = group_advantages(rewards, scale_by_std=cfg.scale_by_std).flatten()
+    rows = [(s, v) for g in groups for s, v in zip(g.samples, g.valid)]
+    length = max(len(s.prompt_ids) + len(s.completion_ids) for s, _ in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length))
+    for r, (s, valid) in enumerate(rows):
+        seq = s.prompt_ids + s.completion_ids
+        ids[r, : len(seq)] = torch.tensor(seq)
+        if valid:
+            mask[r, len(s.prompt_ids) : len(seq)] = 1.0
+    return {"input_ids": ids, "loss_mask": mask, "advantages": advantages}
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log p of each next token: [B, L-1] (position t scores token t+1)."""
+    attention = torch.ones_like(batch["input_ids"])
+    logits = model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits
+    return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
+
+
+def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: GrpoConfig) -> float:
+    mask = batch["loss_mask"][:, 1:]
+    with torch.no_grad():
+        old = sequence_logprobs(model, batch)
+        ref = sequence_logprobs(reference, batch) if reference is not None else None
+    loss_value = 0.0
+    for _ in range(cfg.updates_per_batch):
+        logp = sequence_logprobs(model, batch)
+        loss = clipped_policy_loss(logp, old, batch["advantages"], mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens)
+        if ref is not None:
+            kl = kl_to_reference(logp, ref)
+            loss = loss + cfg.kl_weight * (kl * mask).sum() / mask.sum().clamp(min=1.0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = loss.item()
+    return loss_value
+
+
+def run(recipe: Recipe, env: Environment | None = None) -> Path:
+    """`env` replaces the recipe's environment (a custom one from Python); its name must still match."""
+    started, cfg, run_dir = time.time(), recipe.grpo, RunDir(recipe)
+    start_from = init_path(recipe)
+    out, ckpt_root = run_dir.model(cfg.output), run_dir.checkpoints(cfg.output)
+    stage = f"grpo:{cfg.output}"
+    inputs = [start_from / "model.safetensors"] if (start_from / "model.safetensors").exists() else []
+    print_ = fingerprint({"grpo": cfg.model_dump(), "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump(), "seed": recipe.run.seed}, inputs)
+    if run_dir.is_done(stage, print_, [out]):
+        log.info("%s: already done, nothing to do", stage)
+        return out
+    env = env or make_env(recipe.env)
+    tasks = load_tasks(recipe, env, "train")
+    resume = complete_checkpoints(ckpt_root)
+    model, tokenizer = load_model_and_tokenizer(resume[-1] if resume else start_from, "grpo.init")
+    reference = load_model_and_tokenizer(start_from, "grpo.init")[0].eval() if cfg.kl_weight > 0 else None
+    stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+    torch.manual_seed(recipe.run.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    history, cursor, done = [], 0, 0
+    if resume:
+        state = load_state(resume[-1])
+        if state["position"]["fingerprint"] != print_:
+            raise WarmstartError(f"{ckpt_root}: checkpoints of another grpo config or starting model; remove them or set grpo.output")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        done, cursor, history = state["step"], state["position"]["cursor"], state["position"]["history"]
+        log.info("%s: resuming from %s", stage, resume[-1])
+    with progress_bar(f"grpo {cfg.output}", cfg.steps) as advance:
+        advance(done)
+        for step in range(done + 1, cfg.steps + 1):
+            model.eval()
+            groups, cursor, stats = collect(model, tokenizer, env, tasks, cursor, cfg, stop_ids, recipe.run.seed + 1000 * step)
+            model.train()
+            loss = None
+            if groups:  # every group flat: nothing to learn from this step
+                loss = update(model, reference, optimizer, batch_tensors(groups, cfg, tokenizer.pad_token_id), cfg)
+                scheduler.step()
+            entry = {
+                "step": step,
+                "mean_reward": stats["reward_sum"] / max(1, stats["samples"]),
+                "zero_variance_fraction": stats["zero_variance"] / max(1, stats["groups"]),
+                "infra_errors": stats["infra_errors"],
+                "groups_used": len(groups),
+                "loss": loss,
+            }
+            history.append(entry)
+            advance(1, note=f"reward {entry['mean_reward']:.3f} flat {entry['zero_variance_fraction']:.2f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                position = {"cursor": cursor, "history": history, "fingerprint": print_, "init": str(start_from)}
+                save(ckpt_root, step, model, tokenizer, optimizer, scheduler, position, cfg.keep_checkpoints)
+    publish(complete_checkpoints(ckpt_root)[-1], out)
+    run_dir.mark_done(stage, print_, [out], started, {"history": history})
+    return out
+

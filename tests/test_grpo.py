@@ -1,0 +1,111 @@
+"""GRPO: the update moves probability toward rewarded samples; flat groups and infra errors carry no signal."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from helpers import curated_run
+from warmstart.config import GrpoConfig, TinyModelConfig
+from warmstart.policies.hf import Sampled
+from warmstart.stages import grpo, sft
+from warmstart.stages.grpo import Group, batch_tensors, sequence_logprobs, update
+from warmstart.tinymodel import build_tiny_llama, train_tokenizer
+
+
+def tiny_model():
+    tokenizer = train_tokenizer(["What is 1+1? Answer: 2 carry so far"] * 4, 300)
+    cfg = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=300)
+    return build_tiny_llama(tokenizer, cfg, seed=0), tokenizer
+
+
+def completion_logprob(model, batch, row: int) -> float:
+    with torch.no_grad():
+        logp = sequence_logprobs(model, batch)
+    return float((logp[row] * batch["loss_mask"][row, 1:]).sum())
+
+
+def test_update_moves_probability_toward_the_rewarded_sample():
+    model, tokenizer = tiny_model()
+    prompt = tokenizer("What is 1+1?")["input_ids"]
+    good, bad = tokenizer("Answer: 2")["input_ids"], tokenizer("Answer: 3")["input_ids"]
+    group = Group([Sampled(prompt, good, True), Sampled(prompt, bad, True)], rewards=[1.0, 0.0], valid=[True, True])
+    cfg = GrpoConfig(updates_per_batch=4, lr=1e-2)
+    batch = batch_tensors([group], cfg, tokenizer.pad_token_id)
+    before = [completion_logprob(model, batch, r) for r in (0, 1)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    update(model, None, optimizer, batch, cfg)
+    after = [completion_logprob(model, batch, r) for r in (0, 1)]
+    # The shared prefix "Answer: " gets opposite pushes from the two samples; what must move is the gap.
+    assert after[0] - after[1] > before[0] - before[1] + 0.5
+
+
+def test_an_infra_error_is_masked_out_not_scored():
+    _, tokenizer = tiny_model()
+    prompt = tokenizer("What is 1+1?")["input_ids"]
+    samples = [Sampled(prompt, tokenizer("Answer: 2")["input_ids"], True)] * 2
+    batch = batch_tensors([Group(samples, rewards=[1.0, 0.0], valid=[True, False])], GrpoConfig(), tokenizer.pad_token_id)
+    assert batch["loss_mask"][0].sum() > 0 and batch["loss_mask"][1].sum() == 0
+
+
+def test_a_cold_start_gets_only_flat_groups_and_no_update(tmp_path):
+    # An untrained model never answers correctly: every group is all-zero reward, so dynamic sampling
+    # drops them all and the weights do not move. This is the waste a warm start avoids.
+    recipe = curated_run(
+        tmp_path, "sft.steps=1", "grpo.init=base", "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2",
+        "grpo.max_new_tokens=12", "grpo.max_refills=1", "grpo.checkpoint_every=1",
+    )
+    sft.run(recipe)  # builds models/base
+    out = grpo.run(recipe)
+    history = json.loads((tmp_path / "manifest.json").read_text())["stages"]["grpo:student-grpo"]["history"]
+    assert [h["zero_variance_fraction"] for h in history] == [1.0, 1.0]
+    assert [h["groups_used"] for h in history] == [0, 0]
+    before, after = load_file(tmp_path / "models" / "base" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_killed_rl_run_resumes_as_if_uninterrupted(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from helpers import write_recipe_file
+    from warmstart.checkpoint import MARKER
+
+    child = Path(__file__).with_name("grpo_child.py")
+    settings = ["sft.steps=1", "grpo.init=base", "grpo.steps=8", "grpo.tasks_per_step=2", "grpo.group_size=4",
+                "grpo.max_new_tokens=10", "grpo.checkpoint_every=2", "grpo.keep_checkpoints=5", "grpo.lr=1e-2"]
+    files = {}
+    for name in ("whole", "cut"):
+        recipe = curated_run(tmp_path / name, *settings)
+        sft.run(recipe)
+        files[name] = write_recipe_file(tmp_path / f"{name}.toml", recipe)
+    subprocess.run([sys.executable, str(child), str(files["whole"])], check=True, capture_output=True)
+
+    command = [sys.executable, str(child), str(files["cut"])]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "cut" / "checkpoints" / "student-grpo" / "step-4" / MARKER
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "cut" / "models" / "student-grpo").exists(), "killed too late"
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+
+    a = load_file(tmp_path / "whole" / "models" / "student-grpo" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "models" / "student-grpo" / "model.safetensors")
+    base = load_file(tmp_path / "whole" / "models" / "base" / "model.safetensors")
+    assert any(not torch.equal(a[k], base[k]) for k in a), "RL never updated the policy: the test would prove nothing"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    history = [json.loads(p.read_text())["stages"]["grpo:student-grpo"]["history"] for p in (tmp_path / "whole" / "manifest.json", tmp_path / "cut" / "manifest.json")]
+    assert history[0] == history[1]
