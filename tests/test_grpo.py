@@ -108,4 +108,5 @@ def test_a_killed_rl_run_resumes_as_if_uninterrupted(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     history = [json.loads(p.read_text())["stages"]["grpo:student-grpo"]["history"] for p in (tmp_path / "whole" / "manifest.json", tmp_path / "cut" / "manifest.json")]
-    assert history[0] == history[1]
+    drop_time = [[{k: v for k, v in h.items() if k != "seconds"} for h in run] for run in history]
+    assert drop_time[0] == drop_time[1]  # same rewards, losses and compute step by step

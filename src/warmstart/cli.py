@@ -94,6 +94,7 @@ def run_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
 @app.command("demo")
 def demo_cmd(
     dir: Optional[Path] = typer.Option(None, "--dir", help="Run directory (default: a fresh runs/demo-TIMESTAMP)."),
+    rl: bool = typer.Option(False, "--rl", help="Add GRPO from the student (warm) and from the base (cold start)."),
     set_: list[str] = SetOption,
 ):
     """The whole pump offline on the embedded default: reference teacher, tiny student, arithmetic."""
@@ -101,7 +102,7 @@ def demo_cmd(
 
     base = copy.deepcopy(DEMO_RECIPE)
     base["run"]["dir"] = str(dir) if dir else time.strftime("runs/demo-%Y%m%d-%H%M%S")
-    _run_stages(_load(None, set_, base), ["demo"])
+    _run_stages(_load(None, set_, base), ["demo-rl" if rl else "demo"])
 
 
 def main() -> None:

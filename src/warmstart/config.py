@@ -95,6 +95,8 @@ class GrpoConfig(Section):
     init: str = "student"  # "student", "base", "run:NAME" or a model directory: where RL starts
     output: str = "student-grpo"  # models/<output>, checkpoints/<output>
     steps: int = Field(50, ge=1)
+    flops_budget: float | None = Field(None, gt=0)  # stop early once the estimated compute reaches this
+    seconds_budget: float | None = Field(None, gt=0)  # or once this many seconds of RL were spent
     tasks_per_step: int = Field(16, ge=1)
     group_size: int = Field(8, ge=2)
     temperature: float = Field(1.0, gt=0.0)

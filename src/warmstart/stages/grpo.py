@@ -79,7 +79,7 @@ def score(env, task, tokenizer, sampled: Sampled, cfg: GrpoConfig) -> tuple[floa
 def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int) -> tuple[list[Group], int, dict]:
     """Sample groups until `tasks_per_step` informative ones are found or refills run out."""
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
-    groups, stats = [], {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0}
+    groups, stats = [], {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0, "tokens": 0}
     for round_ in range(cfg.max_refills + 1):
         need = cfg.tasks_per_step - len(groups)
         if need <= 0 or (round_ and not cfg.drop_zero_variance):
@@ -96,6 +96,7 @@ def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids
             stats["infra_errors"] += group.valid.count(False)
             stats["reward_sum"] += sum(group.rewards)
             stats["samples"] += len(members)
+            stats["tokens"] += sum(len(m.prompt_ids) + len(m.completion_ids) for m in members)
             flat = zero_variance_groups(torch.tensor([group.rewards])).item()
             stats["zero_variance"] += flat
             if not (flat and cfg.drop_zero_variance):
@@ -146,6 +147,16 @@ def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: Grp
     return loss_value
 
 
+def budget_used(history: list[dict], cfg: GrpoConfig) -> float:
+    """Fraction of the FLOPs or seconds budget spent (the larger of the two); 0 without a budget."""
+    used = 0.0
+    if cfg.flops_budget is not None:
+        used = max(used, sum(h["flops_estimate"] for h in history) / cfg.flops_budget)
+    if cfg.seconds_budget is not None:
+        used = max(used, sum(h["seconds"] for h in history) / cfg.seconds_budget)
+    return used
+
+
 def run(recipe: Recipe, env: Environment | None = None) -> Path:
     """`env` replaces the recipe's environment (a custom one from Python); its name must still match."""
     started, cfg, run_dir = time.time(), recipe.grpo, RunDir(recipe)
@@ -163,6 +174,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     model, tokenizer = load_model_and_tokenizer(resume[-1] if resume else start_from, "grpo.init")
     reference = load_model_and_tokenizer(start_from, "grpo.init")[0].eval() if cfg.kl_weight > 0 else None
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+    params = sum(p.numel() for p in model.parameters())
     torch.manual_seed(recipe.run.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
@@ -175,16 +187,22 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         done, cursor, history = state["step"], state["position"]["cursor"], state["position"]["history"]
         log.info("%s: resuming from %s", stage, resume[-1])
-    with progress_bar(f"grpo {cfg.output}", cfg.steps) as advance:
-        advance(done)
+    # A budgeted run shows its progress in percent of the budget, not of its step cap.
+    budgeted = cfg.flops_budget is not None or cfg.seconds_budget is not None
+    with progress_bar(f"grpo {cfg.output}" + (" (% of budget)" if budgeted else ""), 100 if budgeted else cfg.steps) as advance:
+        shown = 0
+        advance(0 if budgeted else done)
         for step in range(done + 1, cfg.steps + 1):
+            step_started = time.time()
             model.eval()
             groups, cursor, stats = collect(model, tokenizer, env, tasks, cursor, cfg, stop_ids, recipe.run.seed + 1000 * step)
             model.train()
-            loss = None
+            loss, trained_tokens = None, 0
             if groups:  # every group flat: nothing to learn from this step
-                loss = update(model, reference, optimizer, batch_tensors(groups, cfg, tokenizer.pad_token_id), cfg)
+                batch = batch_tensors(groups, cfg, tokenizer.pad_token_id)
+                loss = update(model, reference, optimizer, batch, cfg)
                 scheduler.step()
+                trained_tokens = int(batch["input_ids"].numel())
             entry = {
                 "step": step,
                 "mean_reward": stats["reward_sum"] / max(1, stats["samples"]),
@@ -192,13 +210,31 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
                 "infra_errors": stats["infra_errors"],
                 "groups_used": len(groups),
                 "loss": loss,
+                # Compute estimate: 2 x params per sampled token; per trained token 2 for the old
+                # log-probs (and 2 more for a reference model) plus 6 per update.
+                "flops_estimate": params * (2 * stats["tokens"] + (2 + 2 * (reference is not None) + 6 * cfg.updates_per_batch) * trained_tokens),
+                "seconds": time.time() - step_started,
             }
             history.append(entry)
-            advance(1, note=f"reward {entry['mean_reward']:.3f} flat {entry['zero_variance_fraction']:.2f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            used = budget_used(history, cfg)
+            out_of_budget = used >= 1.0
+            moved = min(100, int(100 * used)) - shown if budgeted else 1
+            shown += moved if budgeted else 0
+            advance(moved, note=f"reward {entry['mean_reward']:.3f} flat {entry['zero_variance_fraction']:.2f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget:
                 position = {"cursor": cursor, "history": history, "fingerprint": print_, "init": str(start_from)}
                 save(ckpt_root, step, model, tokenizer, optimizer, scheduler, position, cfg.keep_checkpoints)
+            if out_of_budget:
+                break
     publish(complete_checkpoints(ckpt_root)[-1], out)
-    run_dir.mark_done(stage, print_, [out], started, {"history": history})
+    summary = {
+        "steps": len(history),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "flops_estimate": sum(h["flops_estimate"] for h in history),
+        "zero_variance_fraction": sum(h["zero_variance_fraction"] for h in history) / len(history),
+        "updates": sum(h["groups_used"] > 0 for h in history) * cfg.updates_per_batch,
+        "history": history,
+    }
+    run_dir.mark_done(stage, print_, [out], started, summary)
     return out
 

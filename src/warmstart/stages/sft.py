@@ -144,12 +144,13 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    step, position = 0, None
+    step, position, earlier = 0, None, {"tokens": 0, "seconds": 0.0}
     if resume:
         state = load_state(resume[-1])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, position = state["step"], state["position"]
+        earlier = position.get("totals", earlier)
         log.info("sft:%s resuming from %s", cfg.output, resume[-1])
     stream = RowStream(examples, cfg, seed, position)
     model.train()
@@ -164,7 +165,8 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
             losses.append(loss_value)
             advance(1, note=f"loss {loss_value:.4f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save(ckpt_root, step, model, tokenizer, optimizer, scheduler, stream.position, cfg.keep_checkpoints)
+                totals = {"tokens": earlier["tokens"] + tokens, "seconds": earlier["seconds"] + time.time() - t0}
+                save(ckpt_root, step, model, tokenizer, optimizer, scheduler, {**stream.position, "totals": totals}, cfg.keep_checkpoints)
     seconds = time.time() - t0
     return {
         "examples": len(examples),
@@ -172,6 +174,10 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
         "first_loss": losses[0] if losses else None,  # of this run (a resumed run starts mid-way)
         "final_loss": losses[-1] if losses else None,
         "tokens_this_run": tokens,
+        # Over the whole training, resumed parts included: the compute the student cost.
+        "train_seconds": earlier["seconds"] + seconds,
+        # Training compute estimate: 6 x parameters x tokens (forward + backward; attention left out).
+        "flops_estimate": 6 * sum(p.numel() for p in model.parameters()) * (earlier["tokens"] + tokens),
         "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
     }
 
