@@ -45,9 +45,12 @@ def test_update_moves_probability_toward_the_rewarded_sample():
 def test_an_infra_error_is_masked_out_not_scored():
     _, tokenizer = tiny_model()
     prompt = tokenizer("What is 1+1?")["input_ids"]
-    samples = [Sampled(prompt, tokenizer("Answer: 2")["input_ids"], True)] * 2
-    batch = batch_tensors([Group(samples, rewards=[1.0, 0.0], valid=[True, False])], GrpoConfig(), tokenizer.pad_token_id)
-    assert batch["loss_mask"][0].sum() > 0 and batch["loss_mask"][1].sum() == 0
+    samples = [Sampled(prompt, tokenizer("Answer: 2")["input_ids"], True)] * 3
+    group = Group(samples, rewards=[1.0, 0.0, 0.0], valid=[True, False, True])
+    batch = batch_tensors([group], GrpoConfig(), tokenizer.pad_token_id)
+    assert batch["loss_mask"][0].sum() > 0 and batch["loss_mask"][1].sum() == 0 and batch["loss_mask"][2].sum() > 0
+    # The baseline comes from the two valid samples only: +1 and -1, and 0 for the masked one.
+    torch.testing.assert_close(batch["advantages"], torch.tensor([1.0, 0.0, -1.0]), atol=1e-5, rtol=0)
 
 
 def test_a_cold_start_gets_only_flat_groups_and_no_update(tmp_path):

@@ -16,4 +16,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def mean_pass_at_k(counts: list[tuple[int, int]], k: int) -> float:
     """Mean over tasks of pass@k, from (samples, passed) per task."""
+    if not counts:
+        raise ValueError("pass@k of no tasks")
     return sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)

@@ -101,5 +101,5 @@ def write_report(run_dir: RunDir, summary: dict, seconds: float) -> None:
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
         share = f"{r['pass@1'] / teacher:.0%}" if teacher > 0 else ""
         wall, flops, flat = compute_of(name, stages)
-        lines.append(f"| {name} | {r['pass@1']:.3f} | {r[f'pass@{k}']:.3f} | {share} | {gap} | {wall} | {flops} | {flat} |")
+        lines.append(f"| {name} | {r['pass@1']:.3f} | {evaluate.fmt(r[f'pass@{k}'])} | {share} | {gap} | {wall} | {flops} | {flat} |")
     (run_dir.root / "report.md").write_text("\n".join(lines) + "\n")

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..config import Recipe
 from ..envs import make_env
+from ..errors import WarmstartError
 from ..jsonl import write_json_atomic
 from ..passk import mean_pass_at_k
 from ..policies import Request, Sampling, make_policy
@@ -57,21 +58,30 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     requests = [Request(t, i) for t in tasks for i in range(cfg.k)]
     passed = {t.id: 0 for t in tasks}
-    tokens_out = 0
+    judged = {t.id: 0 for t in tasks}  # samples with a verdict: infra errors are left out, not scored 0
+    tokens_out, infra_errors = 0, 0
     by_id = {t.id: t for t in tasks}
     with progress_bar(f"eval {name}", len(requests)) as advance:
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
             for trajectory in policy.rollout(chunk, sampling, recipe.run.seed):
                 verdict = env.verify(by_id[trajectory.task_id], trajectory)
+                if verdict.infra_error is not None:
+                    infra_errors += 1
+                    continue
+                judged[trajectory.task_id] += 1
                 passed[trajectory.task_id] += verdict.passed
                 tokens_out += sum(u.tokens_out for u in trajectory.usage)
             advance(len(chunk))
-    counts = [(cfg.k, passed[t.id]) for t in tasks]
+    counts = [(judged[t.id], passed[t.id]) for t in tasks]
+    if not any(n for n, _ in counts):
+        raise WarmstartError(f"eval.policies.{name}: every sample ended in a verifier infra error ({infra_errors})")
+    full = [c for c in counts if c[0] >= cfg.k]  # tasks that kept all k samples
     return {
         "policy": spec,
-        "pass@1": mean_pass_at_k(counts, 1),
-        f"pass@{cfg.k}": mean_pass_at_k(counts, cfg.k),
+        "pass@1": mean_pass_at_k([c for c in counts if c[0] >= 1], 1),
+        f"pass@{cfg.k}": mean_pass_at_k(full, cfg.k) if full else None,  # None: no task kept k judged samples
+        "infra_errors": infra_errors,
         "tasks": len(tasks),
         "samples_per_task": cfg.k,
         "tokens_out": tokens_out,
@@ -111,6 +121,10 @@ def run(recipe: Recipe) -> Path:
     return out
 
 
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def print_table(summary: dict, k: int) -> None:
     table = Table(title=f"held-out pass@k ({summary['policies'][next(iter(summary['policies']))]['tasks']} tasks, T={summary['temperature']})")
     for column in ("policy", "pass@1", f"pass@{k}", "gap closed", "seconds"):
@@ -118,5 +132,5 @@ def print_table(summary: dict, k: int) -> None:
     for name in summary["rows"]:  # the recipe's order (the JSON file sorts its keys)
         r = summary["policies"][name]
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
-        table.add_row(name, f"{r['pass@1']:.3f}", f"{r[f'pass@{k}']:.3f}", gap, f"{r['seconds']:.1f}")
+        table.add_row(name, f"{r['pass@1']:.3f}", fmt(r[f"pass@{k}"]), gap, f"{r['seconds']:.1f}")
     Console().print(table)

@@ -94,20 +94,27 @@ def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids
             group = Group(members, [r for r, _ in scored], [v for _, v in scored])
             stats["groups"] += 1
             stats["infra_errors"] += group.valid.count(False)
-            stats["reward_sum"] += sum(group.rewards)
-            stats["samples"] += len(members)
+            valid_rewards = [r for r, v in scored if v]
+            stats["reward_sum"] += sum(valid_rewards)
+            stats["samples"] += len(valid_rewards)
             stats["tokens"] += sum(len(m.prompt_ids) + len(m.completion_ids) for m in members)
-            flat = zero_variance_groups(torch.tensor([group.rewards])).item()
+            flat = len(valid_rewards) < 2 or zero_variance_groups(torch.tensor([valid_rewards])).item()
             stats["zero_variance"] += flat
             if not (flat and cfg.drop_zero_variance):
                 groups.append(group)
     return groups, cursor, stats
 
 
+def valid_advantages(group: Group, cfg: GrpoConfig) -> list[float]:
+    """Advantages from the valid samples only: an infra error neither gets a score nor shifts the baseline."""
+    valid = [r for r, v in zip(group.rewards, group.valid) if v]
+    scaled = iter(group_advantages(torch.tensor([valid]), scale_by_std=cfg.scale_by_std)[0].tolist()) if valid else iter(())
+    return [next(scaled) if v else 0.0 for v in group.valid]
+
+
 def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str, torch.Tensor]:
     """input_ids, loss_mask: [B, L] (right-padded); advantages: [B]. Masked-out samples get mask 0."""
-    rewards = torch.tensor([g.rewards for g in groups])
-    advantages = group_advantages(rewards, scale_by_std=cfg.scale_by_std).flatten()
+    advantages = torch.tensor([a for g in groups for a in valid_advantages(g, cfg)])
     rows = [(s, v) for g in groups for s, v in zip(g.samples, g.valid)]
     length = max(len(s.prompt_ids) + len(s.completion_ids) for s, _ in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
