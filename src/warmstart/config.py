@@ -95,8 +95,7 @@ class GrpoConfig(Section):
     init: str = "student"  # "student", "base", "run:NAME" or a model directory: where RL starts
     output: str = "student-grpo"  # models/<output>, checkpoints/<output>
     steps: int = Field(50, ge=1)
-    flops_budget: float | None = Field(None, gt=0)  # stop early once the estimated compute reaches this
-    seconds_budget: float | None = Field(None, gt=0)  # or once this many seconds of RL were spent
+    seconds_budget: float | None = Field(None, gt=0)  # stop early once this many seconds of RL were spent
     tasks_per_step: int = Field(16, ge=1)
     group_size: int = Field(8, ge=2)
     temperature: float = Field(1.0, gt=0.0)
@@ -165,7 +164,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def describe_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
     """One line naming the first bad key, e.g. `recipe.toml: unknown key sft.lrr`."""
     first = exc.errors()[0]
-    key = ".".join([prefix, *(str(p) for p in first["loc"])] if prefix else [str(p) for p in first["loc"]])
+    key = ".".join([*([prefix] if prefix else []), *map(str, first["loc"])])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key}"
     return f"{source}: {key}: {first['msg']} (got {first.get('input')!r})"

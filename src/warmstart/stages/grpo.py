@@ -16,8 +16,9 @@ Resume: a rerun continues from the newest complete checkpoint (policy, optimizer
 step, task cursor, history, and the starting model's identity); sampling seeds derive from the step,
 so the resumed run continues as if it had never stopped.
 
-Left out for now: multi-turn tool use (the rollout loop of the tool-use issue) and the cold-start
-comparison in the demo.
+A `seconds_budget` stops the run early (the demo's equal-wall-time cold start).
+
+Left out for now: multi-turn tool use (the rollout loop of the tool-use issue).
 """
 
 from __future__ import annotations
@@ -154,18 +155,8 @@ def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: Grp
     return loss_value
 
 
-def budget_used(history: list[dict], cfg: GrpoConfig) -> float:
-    """Fraction of the FLOPs or seconds budget spent (the larger of the two); 0 without a budget."""
-    used = 0.0
-    if cfg.flops_budget is not None:
-        used = max(used, sum(h["flops_estimate"] for h in history) / cfg.flops_budget)
-    if cfg.seconds_budget is not None:
-        used = max(used, sum(h["seconds"] for h in history) / cfg.seconds_budget)
-    return used
-
-
 def run(recipe: Recipe, env: Environment | None = None) -> Path:
-    """`env` replaces the recipe's environment (a custom one from Python); its name must still match."""
+    """`env` replaces the recipe's environment (a custom one from Python)."""
     started, cfg, run_dir = time.time(), recipe.grpo, RunDir(recipe)
     start_from = init_path(recipe)
     out, ckpt_root = run_dir.model(cfg.output), run_dir.checkpoints(cfg.output)
@@ -195,10 +186,10 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         done, cursor, history = state["step"], state["position"]["cursor"], state["position"]["history"]
         log.info("%s: resuming from %s", stage, resume[-1])
     # A budgeted run shows its progress in percent of the budget, not of its step cap.
-    budgeted = cfg.flops_budget is not None or cfg.seconds_budget is not None
-    with progress_bar(f"grpo {cfg.output}" + (" (% of budget)" if budgeted else ""), 100 if budgeted else cfg.steps) as advance:
+    budget = cfg.seconds_budget
+    with progress_bar(f"grpo {cfg.output}" + (" (% of time budget)" if budget else ""), 100 if budget else cfg.steps) as advance:
         shown = 0
-        advance(0 if budgeted else done)
+        advance(0 if budget else done)
         for step in range(done + 1, cfg.steps + 1):
             step_started = time.time()
             model.eval()
@@ -223,10 +214,10 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
                 "seconds": time.time() - step_started,
             }
             history.append(entry)
-            used = budget_used(history, cfg)
+            used = sum(h["seconds"] for h in history) / budget if budget else 0.0
             out_of_budget = used >= 1.0
-            moved = min(100, int(100 * used)) - shown if budgeted else 1
-            shown += moved if budgeted else 0
+            moved = min(100, int(100 * used)) - shown if budget else 1
+            shown += moved if budget else 0
             advance(moved, note=f"reward {entry['mean_reward']:.3f} flat {entry['zero_variance_fraction']:.2f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget:
                 position = {"cursor": cursor, "history": history, "fingerprint": print_, "init": str(start_from)}

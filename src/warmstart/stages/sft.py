@@ -150,7 +150,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, position = state["step"], state["position"]
-        earlier = position.get("totals", earlier)
+        earlier = position["totals"]
         log.info("sft:%s resuming from %s", cfg.output, resume[-1])
     stream = RowStream(examples, cfg, seed, position)
     model.train()
