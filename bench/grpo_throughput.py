@@ -21,7 +21,7 @@ from warmstart.config import GrpoConfig, TinyModelConfig
 from warmstart.envs.arithmetic import Arithmetic
 from warmstart.models import load_model_and_tokenizer
 from warmstart.policies.base import Sampling
-from warmstart.policies.hf import sample
+from warmstart.rollout import run_episodes
 from warmstart.stages.grpo import Group, batch_tensors, update
 from warmstart.tinymodel import save_tiny_student
 
@@ -47,12 +47,12 @@ def main() -> None:
     rollout_rates, train_rates, step_times = [], [], []
     for step in range(args.steps):
         batch_tasks = tasks[step * args.tasks : (step + 1) * args.tasks]
-        prompts = [t.prompt for t in batch_tasks for _ in range(args.group)]
+        starts = [(t, i) for t in batch_tasks for i in range(args.group)]
         model.eval()
         t0 = time.perf_counter()
-        sampled = sample(model, tokenizer, prompts, Sampling(1.0, 1.0, args.max_new), stops, seed=step)
+        sampled = run_episodes(model, tokenizer, env, starts, Sampling(1.0, 1.0, args.max_new), stops, seed=step, max_turns=1)
         t1 = time.perf_counter()
-        generated = sum(len(s.completion_ids) for s in sampled)
+        generated = sum(sum(e.policy_mask) for e in sampled)
         # Alternating rewards give every group variance, so every sample is trained on.
         groups = [Group(sampled[g * args.group : (g + 1) * args.group], [float(i % 2) for i in range(args.group)], [True] * args.group) for g in range(args.tasks)]
         batch = batch_tensors(groups, cfg, tokenizer.pad_token_id)

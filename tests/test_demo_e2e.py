@@ -17,7 +17,7 @@ ROWS = {"base", "teacher", "student", "student, answer only", "student, unverifi
 
 def demo(run_dir) -> subprocess.CompletedProcess:
     args = [arg for override in SMALL for arg in ("--set", override)]
-    return subprocess.run([sys.executable, "-m", "warmstart.cli", "demo", "--rl", "--dir", str(run_dir), *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "warmstart.cli", "demo", "--dir", str(run_dir), *args], capture_output=True, text=True, timeout=600)
 
 
 def test_demo_runs_every_stage_and_reports_every_row(tmp_path):

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from helpers import curated_run
 from warmstart.config import GrpoConfig, TinyModelConfig
-from warmstart.policies.hf import Sampled
+from warmstart.rollout import Episode
 from warmstart.stages import grpo, sft
 from warmstart.stages.grpo import Group, batch_tensors, sequence_logprobs, update
 from warmstart.tinymodel import build_tiny_llama, train_tokenizer
@@ -19,6 +19,10 @@ def tiny_model():
     tokenizer = train_tokenizer(["What is 1+1? Answer: 2 carry so far"] * 4, 300)
     cfg = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=300)
     return build_tiny_llama(tokenizer, cfg, seed=0), tokenizer
+
+
+def sampled(prompt: list[int], completion: list[int]) -> Episode:
+    return Episode(None, 0, [], prompt + completion, [0] * len(prompt) + [1] * len(completion))
 
 
 def completion_logprob(model, batch, row: int) -> float:
@@ -31,7 +35,7 @@ def test_update_moves_probability_toward_the_rewarded_sample():
     model, tokenizer = tiny_model()
     prompt = tokenizer("What is 1+1?")["input_ids"]
     good, bad = tokenizer("Answer: 2")["input_ids"], tokenizer("Answer: 3")["input_ids"]
-    group = Group([Sampled(prompt, good, True), Sampled(prompt, bad, True)], rewards=[1.0, 0.0], valid=[True, True])
+    group = Group([sampled(prompt, good), sampled(prompt, bad)], rewards=[1.0, 0.0], valid=[True, True])
     cfg = GrpoConfig(updates_per_batch=4, lr=1e-2)
     batch = batch_tensors([group], cfg, tokenizer.pad_token_id)
     before = [completion_logprob(model, batch, r) for r in (0, 1)]
@@ -45,7 +49,7 @@ def test_update_moves_probability_toward_the_rewarded_sample():
 def test_an_infra_error_is_masked_out_not_scored():
     _, tokenizer = tiny_model()
     prompt = tokenizer("What is 1+1?")["input_ids"]
-    samples = [Sampled(prompt, tokenizer("Answer: 2")["input_ids"], True)] * 3
+    samples = [sampled(prompt, tokenizer("Answer: 2")["input_ids"])] * 3
     group = Group(samples, rewards=[1.0, 0.0, 0.0], valid=[True, False, True])
     batch = batch_tensors([group], GrpoConfig(), tokenizer.pad_token_id)
     assert batch["loss_mask"][0].sum() > 0 and batch["loss_mask"][1].sum() == 0 and batch["loss_mask"][2].sum() > 0

@@ -16,6 +16,12 @@ A template that can do neither (e.g. one that rewrites earlier turns and has no 
 
 Reasoning is folded into the assistant content as `<think>...</think>` before rendering, so every
 template sees it the same way, and `parse_completion` splits it back out of what a student generates.
+Tool calls and tool results are passed to the template in the OpenAI shape (`toolcalls.py` parses
+calls back out of generated text); environment tools are passed as `tools=`.
+
+Multi-turn rollouts never re-tokenize what the policy produced: after a policy turn, only the text the
+template adds after it (tool results, the next generation prompt) is rendered and tokenized
+(`continuation_text`), so the token ids of a rollout are exactly what the policy saw and sampled.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from .errors import WarmstartError
+from .toolcalls import split_tool_calls, template_tool_calls
 from .types import Message
 
 THINK_RE = re.compile(r"^\s*<think>\n?(.*?)\n?</think>\n?", re.DOTALL)
@@ -46,18 +53,29 @@ def template_messages(messages: list[Message]) -> list[dict]:
         content = m.content or ""
         if m.role == "assistant" and m.reasoning:
             content = f"<think>\n{m.reasoning}\n</think>\n{content}"
-        out.append({"role": m.role, "content": content})
+        d = {"role": m.role, "content": content}
+        if m.tool_calls:
+            d["tool_calls"] = template_tool_calls(m.tool_calls)
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        out.append(d)
     return out
 
 
-def parse_completion(text: str) -> Message:
-    """A generated assistant turn as a Message, with a leading think block moved to `reasoning`."""
+def parse_completion(text: str, tool_call_prefix: str | None = None) -> Message:
+    """A generated assistant turn as a Message: a leading think block moved to `reasoning`, and, when
+    `tool_call_prefix` is given (the environment has tools), tool calls parsed out with ids from it."""
     match = THINK_RE.match(text)
     if match:
-        return Message(role="assistant", reasoning=match.group(1), content=text[match.end():])
-    if text.lstrip().startswith("<think>"):  # never closed its reasoning: there is no answer
-        return Message(role="assistant", reasoning=text.lstrip()[len("<think>"):], content="")
-    return Message(role="assistant", content=text)
+        reasoning, content = match.group(1), text[match.end():]
+    elif text.lstrip().startswith("<think>"):  # never closed its reasoning: there is no answer
+        reasoning, content = text.lstrip()[len("<think>"):], ""
+    else:
+        reasoning, content = None, text
+    calls = None
+    if tool_call_prefix is not None:
+        content, calls = split_tool_calls(content, tool_call_prefix)
+    return Message(role="assistant", reasoning=reasoning, content=content, tool_calls=calls or None)
 
 
 def check_template(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
@@ -65,18 +83,42 @@ def check_template(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
         raise WarmstartError(f"{where}: the tokenizer has no chat template, so assistant turns cannot be marked")
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> str:
-    return tokenizer.apply_chat_template(template_messages(messages), tokenize=False, add_generation_prompt=True)
+def _render(tokenizer, dicts: list[dict], tools: list[dict] | None, generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(dicts, tools=tools or None, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def render_for_training(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> Rendered:
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message], tools: list[dict] | None = None) -> str:
+    return _render(tokenizer, template_messages(messages), tools, generation_prompt=True)
+
+
+def continuation_text(tokenizer, messages: list[Message], end_of_turn: str, tools: list[dict] | None = None) -> str:
+    """The text the template puts between the end of the last policy turn and the next generation.
+
+    `messages` ends with tool results (or any non-assistant turns) after the policy's last turn, whose
+    generated text ended with `end_of_turn`. Anything the template writes after that token (e.g. a
+    newline) belongs to the continuation, since the policy never produced it.
+    """
+    last = max(i for i, m in enumerate(messages) if m.role == "assistant")
+    dicts = template_messages(messages)
+    through = _render(tokenizer, dicts[: last + 1], tools)
+    full = _render(tokenizer, dicts, tools, generation_prompt=True)
+    end = through.rfind(end_of_turn)
+    if not full.startswith(through) or end < 0:
+        raise WarmstartError(
+            "the tokenizer's chat template does not render a conversation's turns as prefixes of the whole, "
+            "so a multi-turn rollout cannot keep the policy's own tokens"
+        )
+    return full[end + len(end_of_turn):]
+
+
+def render_for_training(tokenizer: PreTrainedTokenizerBase, messages: list[Message], tools: list[dict] | None = None) -> Rendered:
     check_template(tokenizer, "sft")
     dicts = template_messages(messages)
-    spans = _assistant_spans(tokenizer, dicts)
+    spans = _assistant_spans(tokenizer, dicts, tools)
     if spans is not None:
-        rendered = _tokenize_pieces(tokenizer, tokenizer.apply_chat_template(dicts, tokenize=False), spans)
+        rendered = _tokenize_pieces(tokenizer, _render(tokenizer, dicts, tools), spans)
     elif GENERATION_TAG_RE.search(tokenizer.chat_template):
-        rendered = _render_with_generation_tags(tokenizer, dicts)
+        rendered = _render_with_generation_tags(tokenizer, dicts, tools)
     else:
         raise WarmstartError(
             "sft: the tokenizer's chat template cannot mark assistant turns (it has no {% generation %} "
@@ -87,15 +129,15 @@ def render_for_training(tokenizer: PreTrainedTokenizerBase, messages: list[Messa
     return rendered
 
 
-def _assistant_spans(tokenizer, dicts: list[dict]) -> list[tuple[int, int]] | None:
+def _assistant_spans(tokenizer, dicts: list[dict], tools: list[dict] | None) -> list[tuple[int, int]] | None:
     """Character spans of assistant turns in the full rendering, or None if prefixes don't line up."""
-    full = tokenizer.apply_chat_template(dicts, tokenize=False)
+    full = _render(tokenizer, dicts, tools)
     spans = []
     for i, d in enumerate(dicts):
         if d["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(dicts[:i], tokenize=False, add_generation_prompt=True)
-        through = tokenizer.apply_chat_template(dicts[: i + 1], tokenize=False)
+        before = _render(tokenizer, dicts[:i], tools, generation_prompt=True)
+        through = _render(tokenizer, dicts[: i + 1], tools)
         if not (through.startswith(before) and full.startswith(through)) or len(through) == len(before):
             return None
         spans.append((len(before), len(through)))
@@ -116,8 +158,8 @@ def _tokenize_pieces(tokenizer, text: str, spans: list[tuple[int, int]]) -> Rend
     return Rendered(ids, mask)
 
 
-def _render_with_generation_tags(tokenizer, dicts: list[dict]) -> Rendered:
-    out = tokenizer.apply_chat_template(dicts, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+def _render_with_generation_tags(tokenizer, dicts: list[dict], tools: list[dict] | None) -> Rendered:
+    out = tokenizer.apply_chat_template(dicts, tools=tools or None, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     return Rendered(list(out["input_ids"]), list(out["assistant_masks"]))
 
 

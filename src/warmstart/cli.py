@@ -86,23 +86,34 @@ def eval_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
 
 
 @app.command("run")
-def run_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
-    """generate -> curate -> sft -> eval; finished stages are skipped."""
-    _run_stages(_load(recipe, set_), ["generate", "curate", "sft", "eval"])
+def run_cmd(
+    recipe: Path = RecipeArg,
+    rl: bool = typer.Option(False, "--rl", help="Also GRPO from the student, evaluated as 'student + GRPO'."),
+    set_: list[str] = SetOption,
+):
+    """generate -> curate -> sft [-> grpo] -> eval; finished stages are skipped."""
+    loaded = _load(recipe, set_)
+    if not rl:
+        _run_stages(loaded, ["generate", "curate", "sft", "eval"])
+        return
+    grpo_row = f"run:{loaded.grpo.output}"
+    if grpo_row not in loaded.eval.policies.values():
+        policies = {**loaded.eval.policies, "student + GRPO": grpo_row}
+        loaded = loaded.model_copy(update={"eval": loaded.eval.model_copy(update={"policies": policies})})
+    _run_stages(loaded, ["generate", "curate", "sft", "grpo", "eval"])
 
 
 @app.command("demo")
 def demo_cmd(
     dir: Optional[Path] = typer.Option(None, "--dir", help="Run directory (default: a fresh runs/demo-TIMESTAMP)."),
-    rl: bool = typer.Option(False, "--rl", help="Add GRPO from the student (warm) and from the base (cold start)."),
     set_: list[str] = SetOption,
 ):
-    """The whole pump offline on the embedded default: reference teacher, tiny student, arithmetic."""
+    """The whole pump offline on the embedded default: reference teacher, tiny student, arithmetic, SFT then GRPO."""
     from .demo_recipe import DEMO_RECIPE
 
     base = copy.deepcopy(DEMO_RECIPE)
     base["run"]["dir"] = str(dir) if dir else time.strftime("runs/demo-%Y%m%d-%H%M%S")
-    _run_stages(_load(None, set_, base), ["demo-rl" if rl else "demo"])
+    _run_stages(_load(None, set_, base), ["demo"])
 
 
 def main() -> None:

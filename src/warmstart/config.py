@@ -39,8 +39,9 @@ class RunConfig(Section):
 
 
 class EnvConfig(Section):
-    name: Literal["arithmetic"] = "arithmetic"
+    name: Literal["arithmetic", "calculator"] = "arithmetic"
     options: dict[str, Any] = Field(default_factory=dict)  # checked by the environment's own options model
+    max_turns: int = Field(4, ge=1)  # policy turns per rollout where the environment has tools
 
 
 class TasksConfig(Section):

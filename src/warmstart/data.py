@@ -23,11 +23,11 @@ class Example:
     loss_mask: list[int]
 
 
-def tokenize(tokenizer, trajectories: list[Trajectory], seq_len: int) -> tuple[list[Example], int]:
-    """Examples that fit in a row, and the number dropped as too long."""
+def tokenize(tokenizer, trajectories: list[Trajectory], seq_len: int, tools: list[dict] | None = None) -> tuple[list[Example], int]:
+    """Examples that fit in a row, and the number dropped as too long. `tools`: the environment's."""
     examples, too_long = [], 0
     for trajectory in trajectories:
-        rendered = render_for_training(tokenizer, trajectory.messages)
+        rendered = render_for_training(tokenizer, trajectory.messages, tools)
         if len(rendered.input_ids) > seq_len:
             too_long += 1
             continue

@@ -7,6 +7,6 @@ DEMO_RECIPE = {
     "env": {"name": "arithmetic", "options": {"ops": ["+", "-"], "digits": [1, 2], "teacher_error_rate": 0.1}},
     "tasks": {"train": 10000, "eval": 200},
     "generate": {"teacher": "reference"},
-    "grpo": {"steps": 10, "tasks_per_step": 16, "group_size": 8, "max_new_tokens": 128},  # used with --rl
+    "grpo": {"steps": 10, "tasks_per_step": 16, "group_size": 8, "max_new_tokens": 128},
     "eval": {"k": 4, "max_new_tokens": 128},
 }

@@ -21,12 +21,22 @@ from .config import TinyModelConfig
 PAD, BOS, EOS_TURN, TURN_START = "<|pad|>", "<|bos|>", "<|im_end|>", "<|im_start|>"
 
 # ChatML without a system default. `{% generation %}` marks the tokens the assistant produced, which is
-# how `apply_chat_template(..., return_assistant_tokens_mask=True)` builds the loss mask.
+# how `apply_chat_template(..., return_assistant_tokens_mask=True)` builds the loss mask. Tool calls are
+# written in the `<tool_call>{json}</tool_call>` format `toolcalls.py` parses; tool results are a `tool`
+# turn. Tool schemas (`tools=`) are not rendered: they would cost the tiny student most of its context,
+# and it learns its tools from the teacher's calls.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
     "{%- if message['role'] == 'assistant' -%}"
-    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}"
+    "{%- generation -%}"
+    "{{- message['content'] -}}"
+    "{%- for call in message.tool_calls or [] -%}"
+    "{%- if message['content'] or not loop.first -%}{{- '\\n' -}}{%- endif -%}"
+    "{{- '<tool_call>\\n' + {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson + '\\n</tool_call>' -}}"
+    "{%- endfor -%}"
+    "{{- '<|im_end|>' -}}"
+    "{%- endgeneration -%}"
     "{%- else -%}"
     "{{- message['content'] + '<|im_end|>' -}}"
     "{%- endif -%}"

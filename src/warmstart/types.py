@@ -94,7 +94,7 @@ class Trajectory(Record):
     logprobs: list[Any] | None = None  # per-token (top-k) logprobs where the backend gives them
     verdict: Verdict | None = None
     provenance: Provenance
-    finish_reason: str | None = None  # "stop", or "length" when generation hit its token limit
+    finish_reason: str | None = None  # "stop"; "length": a turn hit its token limit; "turns": the turn limit came first
     error: str | None = None  # a policy failure: the record exists so nothing is silently missing
 
     @property

@@ -8,12 +8,16 @@ from ..config import EnvConfig, describe_validation_error
 from ..errors import WarmstartError
 from .arithmetic import Arithmetic, ArithmeticOptions
 from .base import Environment
+from .calculator import Calculator, CalculatorOptions
+
+# name -> (environment class, its options model); the recipe's EnvConfig.name lists the same names.
+BUILT_IN = {"arithmetic": (Arithmetic, ArithmeticOptions), "calculator": (Calculator, CalculatorOptions)}
 
 
 def make_env(config: EnvConfig) -> Environment:
-    # One family for now; a mapping of names to classes arrives with the second one.
+    env_class, options_model = BUILT_IN[config.name]
     try:
-        options = ArithmeticOptions.model_validate(config.options)
+        options = options_model.model_validate(config.options)
     except ValidationError as exc:
         raise WarmstartError(describe_validation_error("recipe", exc, prefix="env.options")) from None
-    return Arithmetic(options)
+    return env_class(options)

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..types import Message, Provenance, Task, Trajectory, Verdict
+from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import final_assistant_text
 
 Op = Literal["+", "-", "*"]
@@ -50,7 +50,7 @@ def prompt_text(a: int, op: str, b: int) -> str:
     return f"What is {a}{op}{b}? End with 'Answer: <integer>'."
 
 
-def _operand(rng: random.Random, digits: int) -> int:
+def operand(rng: random.Random, digits: int) -> int:
     return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
 
@@ -126,12 +126,32 @@ def chain_mul(a: int, b: int, slip: int | None) -> tuple[list[str], int]:
     return lines, total
 
 
+def verify_integer_answer(task: Task, trajectory: Trajectory) -> Verdict:
+    """Reward 1 when the final reply's last `Answer: <integer>` line equals `task.hidden["answer"]`."""
+    text = final_assistant_text(trajectory)
+    if text is None:
+        return Verdict(reward=0.0, passed=False, details={"reason": "no assistant reply"})
+    if len(text) > MAX_REPLY_CHARS:
+        return Verdict(reward=0.0, passed=False, details={"reason": f"reply longer than {MAX_REPLY_CHARS} chars"})
+    matches = ANSWER_RE.findall(text)
+    if not matches:
+        return Verdict(reward=0.0, passed=False, details={"reason": "no 'Answer: <integer>' line"})
+    answer = int(matches[-1])
+    passed = answer == task.hidden["answer"]
+    details = {"answer": answer} if passed else {"answer": answer, "reason": "wrong answer"}
+    return Verdict(reward=1.0 if passed else 0.0, passed=passed, details=details)
+
+
 CHAINS = {"+": chain_add, "-": chain_sub, "*": chain_mul}
 EXACT = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 class Arithmetic:
     name = "arithmetic"
+    tools: tuple[dict, ...] = ()  # single-turn: the chain is worked in the head
+
+    def step(self, task: Task, call: ToolCall) -> str:
+        raise ValueError("arithmetic has no tools")  # unreachable: tool calls are parsed only where tools exist
 
     def __init__(self, options: ArithmeticOptions | None = None):
         self.options = options or ArithmeticOptions()
@@ -140,7 +160,7 @@ class Arithmetic:
         op = rng.choice(self.options.ops)
         digits = rng.choice(self.options.digits)
         second = min(digits, self.options.mul_digits) if op == "*" else digits
-        return _operand(rng, digits), op, _operand(rng, second)
+        return operand(rng, digits), op, operand(rng, second)
 
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
         rng = random.Random(f"arithmetic-{seed}")
@@ -169,18 +189,7 @@ class Arithmetic:
         )
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
-        text = final_assistant_text(trajectory)
-        if text is None:
-            return Verdict(reward=0.0, passed=False, details={"reason": "no assistant reply"})
-        if len(text) > MAX_REPLY_CHARS:
-            return Verdict(reward=0.0, passed=False, details={"reason": f"reply longer than {MAX_REPLY_CHARS} chars"})
-        matches = ANSWER_RE.findall(text)
-        if not matches:
-            return Verdict(reward=0.0, passed=False, details={"reason": "no 'Answer: <integer>' line"})
-        answer = int(matches[-1])
-        passed = answer == task.hidden["answer"]
-        details = {"answer": answer} if passed else {"answer": answer, "reason": "wrong answer"}
-        return Verdict(reward=1.0 if passed else 0.0, passed=passed, details=details)
+        return verify_integer_answer(task, trajectory)
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
         a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..types import Task, Trajectory, Verdict
+from ..types import Task, ToolCall, Trajectory, Verdict
 
 
 class Environment(Protocol):
     name: str
+    tools: tuple[dict, ...]  # OpenAI tool schemas; empty for a single-turn environment
 
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
         """`n` distinct tasks of `split`, the same for the same seed; train and eval never share one."""
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         """Score a finished trajectory. The same function filters teacher data, rewards RL and evaluates."""
+
+    def step(self, task: Task, call: ToolCall) -> str:
+        """Run one well-formed tool call (known name, JSON-object arguments) and return the tool's reply.
+        Bad argument values are the policy's mistake: answer them with an error text, never raise."""
 
     def reference(self, task: Task, rng) -> Trajectory:
         """A trajectory from the environment's own solver: the teacher of the offline demo."""

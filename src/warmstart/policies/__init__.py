@@ -20,12 +20,12 @@ from .reference import ReferencePolicy
 LATER_BACKENDS = {"openai", "anthropic", "vllm"}
 
 
-def make_policy(spec: str, env: Environment, key: str) -> Policy:
+def make_policy(spec: str, env: Environment, key: str, max_turns: int) -> Policy:
     kind, _, rest = spec.partition(":")
     if spec == "reference":
         return ReferencePolicy(env)
     if kind == "hf" and rest:
-        return HFPolicy(Path(rest), key)
+        return HFPolicy(Path(rest), key, env, max_turns)
     if kind in LATER_BACKENDS:
         raise WarmstartError(
             f"{key}: backend '{kind}' is not available in this version yet (it arrives with the API backends); "

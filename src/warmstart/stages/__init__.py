@@ -2,4 +2,4 @@
 
 from . import curate, demo, evaluate, generate, grpo, sft
 
-STAGES = {"generate": generate.run, "curate": curate.run, "sft": sft.run, "grpo": grpo.run, "eval": evaluate.run, "demo": demo.run, "demo-rl": demo.run_with_rl}
+STAGES = {"generate": generate.run, "curate": curate.run, "sft": sft.run, "grpo": grpo.run, "eval": evaluate.run, "demo": demo.run}

@@ -1,14 +1,12 @@
 """`demo`: the whole pump offline, on an embedded default, in a few minutes on 2 CPU cores.
 
-reference teacher (with slips) -> verified trajectories -> curate -> SFT of a tiny Llama -> eval of
-base, student and teacher. Two more SFT runs with the same budget answer two questions the field
-argues about: what the reasoning chain is worth (same tasks, chain removed) and what verification is
-worth (same budget on the unfiltered teacher data, slips included).
-
-With `rl=True` (`warmstart demo --rl`, a few minutes more) two GRPO runs are added: from the SFT
-student (warm start) and from the untrained base (cold start) with the same wall time as SFT +
-GRPO, and the report gives each row's compute (wall seconds and estimated FLOPs) and the fraction of RL groups
-whose rewards were all equal (no learning signal).
+reference teacher (with slips) -> verified trajectories -> curate -> SFT of a tiny Llama -> GRPO ->
+eval of base, student, student + GRPO and teacher. Two more SFT runs with the same budget answer two
+questions the field argues about: what the reasoning chain is worth (same tasks, chain removed) and
+what verification is worth (same budget on the unfiltered teacher data, slips included). A cold-start
+GRPO run from the untrained base gets the same wall time as SFT + GRPO: the warm start measured
+against RL alone. The report gives each row's compute (wall seconds and estimated FLOPs) and the
+fraction of RL groups whose rewards were all equal (no learning signal).
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ def with_section(recipe: Recipe, section: str, **changes) -> Recipe:
     return recipe.model_copy(update={section: getattr(recipe, section).model_copy(update=changes)})
 
 
-def run(recipe: Recipe, rl: bool = False) -> Path:
+def run(recipe: Recipe) -> Path:
     started = time.time()
     run_dir = RunDir(recipe)
     run_dir.write_recipe()
@@ -52,23 +50,18 @@ def run(recipe: Recipe, rl: bool = False) -> Path:
         curate.run(with_section(recipe, "curate", output=data, **curate_changes))
         sft.run(with_section(recipe, "sft", data=data, output=f"student-{data}"))
         policies[row] = f"run:student-{data}"
-    if rl:
-        grpo.run(with_section(recipe, "grpo", init="student", output="student-grpo"))
-        # The cold start gets the wall time that SFT + GRPO took (the compute a user pays for here).
-        # Equal estimated FLOPs would take ~5x longer: sampling does far fewer FLOP/s than training on
-        # a CPU. Both are reported. No refills: all its groups are flat, refilling adds nothing.
-        stages = run_dir.manifest()["stages"]
-        budget = stages["sft:student"]["train_seconds"] + stages["grpo:student-grpo"]["train_seconds"]
-        grpo.run(with_section(recipe, "grpo", init="base", output="cold-grpo", max_refills=0, steps=100_000, seconds_budget=budget))
-        policies["student + GRPO"] = "run:student-grpo"
-        policies["base + GRPO (cold start)"] = "run:cold-grpo"
+    grpo.run(with_section(recipe, "grpo", init="student", output="student-grpo"))
+    # The cold start gets the wall time that SFT + GRPO took (the compute a user pays for here).
+    # Equal estimated FLOPs would take ~5x longer: sampling does far fewer FLOP/s than training on
+    # a CPU. Both are reported. No refills: all its groups are flat, refilling adds nothing.
+    stages = run_dir.manifest()["stages"]
+    budget = stages["sft:student"]["train_seconds"] + stages["grpo:student-grpo"]["train_seconds"]
+    grpo.run(with_section(recipe, "grpo", init="base", output="cold-grpo", max_refills=0, steps=100_000, seconds_budget=budget))
+    policies["student + GRPO"] = "run:student-grpo"
+    policies["base + GRPO (cold start)"] = "run:cold-grpo"
     results_path = evaluate.run(with_section(recipe, "eval", policies=policies))
     write_report(run_dir, json.loads(results_path.read_text()), time.time() - started)
     return results_path
-
-
-def run_with_rl(recipe: Recipe) -> Path:
-    return run(recipe, rl=True)
 
 
 def compute_of(row: str, stages: dict) -> tuple[str, str, str]:

@@ -54,13 +54,14 @@ def policy_inputs(spec: str) -> list[Path]:
 
 def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
     cfg, started = recipe.eval, time.time()
-    policy = make_policy(spec, env, f"eval.policies.{name}")
+    policy = make_policy(spec, env, f"eval.policies.{name}", recipe.env.max_turns)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     requests = [Request(t, i) for t in tasks for i in range(cfg.k)]
     passed = {t.id: 0 for t in tasks}
     judged = {t.id: 0 for t in tasks}  # samples with a verdict: infra errors are left out, not scored 0
     tokens_out, infra_errors = 0, 0
     by_id = {t.id: t for t in tasks}
+    by_size = BySize()
     with progress_bar(f"eval {name}", len(requests)) as advance:
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
@@ -72,6 +73,7 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
                 judged[trajectory.task_id] += 1
                 passed[trajectory.task_id] += verdict.passed
                 tokens_out += sum(u.tokens_out for u in trajectory.usage)
+                by_size.add(by_id[trajectory.task_id], trajectory, verdict.passed)
             advance(len(chunk))
     counts = [(judged[t.id], passed[t.id]) for t in tasks]
     if not any(n for n, _ in counts):
@@ -86,7 +88,30 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
         "samples_per_task": cfg.k,
         "tokens_out": tokens_out,
         "seconds": round(time.time() - started, 2),
+        **(by_size.summary() if env.tools else {}),
     }
+
+
+class BySize:
+    """Per task size (`meta["size"]`, where tasks have one): the share of samples that called a tool
+    (did the student learn *when* to use one, not only how) and the share that passed."""
+
+    def __init__(self):
+        self.samples: dict[str, list[tuple[bool, bool]]] = {}
+
+    def add(self, task, trajectory, passed: bool) -> None:
+        used = any(m.tool_calls for m in trajectory.messages if m.role == "assistant")
+        self.samples.setdefault(task.meta.get("size", "all"), []).append((used, passed))
+
+    def summary(self) -> dict:
+        def share(values) -> float:
+            return round(sum(values) / len(values), 4)
+
+        sizes = sorted(self.samples.items())
+        return {
+            "tool_use": {size: share([used for used, _ in s]) for size, s in sizes},
+            "passed_by_size": {size: share([passed for _, passed in s]) for size, s in sizes},
+        }
 
 
 def gap_closed(results: dict, name: str) -> float | None:
@@ -127,10 +152,16 @@ def fmt(value: float | None) -> str:
 
 def print_table(summary: dict, k: int) -> None:
     table = Table(title=f"held-out pass@k ({summary['policies'][next(iter(summary['policies']))]['tasks']} tasks, T={summary['temperature']})")
-    for column in ("policy", "pass@1", f"pass@{k}", "gap closed", "seconds"):
+    tools = any("tool_use" in r for r in summary["policies"].values())
+    for column in ("policy", "pass@1", f"pass@{k}", "gap closed", "seconds", *(["uses tool"] if tools else [])):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name in summary["rows"]:  # the recipe's order (the JSON file sorts its keys)
         r = summary["policies"][name]
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
-        table.add_row(name, f"{r['pass@1']:.3f}", fmt(r[f"pass@{k}"]), gap, f"{r['seconds']:.1f}")
+        row = [name, f"{r['pass@1']:.3f}", fmt(r[f"pass@{k}"]), gap, f"{r['seconds']:.1f}"]
+        table.add_row(*row, *([tool_use_text(r.get("tool_use", {}))] if tools else []))
     Console().print(table)
+
+
+def tool_use_text(rates: dict[str, float]) -> str:
+    return ", ".join(f"{size} {rate:.0%}" for size, rate in rates.items())

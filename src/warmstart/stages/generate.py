@@ -42,7 +42,7 @@ def run(recipe: Recipe) -> Path:
     if run_dir.is_done(stage, print_, [out]):
         log.info("%s: already done, nothing to do", stage)
         return out
-    policy = make_policy(cfg.teacher, env, "generate.teacher")  # a bad spec or path fails before any file is read
+    policy = make_policy(cfg.teacher, env, "generate.teacher", recipe.env.max_turns)  # a bad spec or path fails before any file is read
     _claim_output(run_dir, stage, print_, out)
     tasks = load_tasks(recipe, env, "train")
     check_disjoint(tasks, load_tasks(recipe, env, "eval"))

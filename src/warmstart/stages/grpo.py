@@ -18,7 +18,8 @@ so the resumed run continues as if it had never stopped.
 
 A `seconds_budget` stops the run early (the demo's equal-wall-time cold start).
 
-Left out for now: multi-turn tool use (the rollout loop of the tool-use issue).
+Multi-turn: where the environment has tools, each sample is a whole episode (`rollout.py`): the
+policy's turns are trained on, tool results and template text between turns are not (loss mask 0).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from ..losses import clipped_policy_loss, group_advantages, kl_to_reference, ove
 from ..chat import stop_token_ids
 from ..models import load_model_and_tokenizer
 from ..policies.base import Sampling
-from ..policies.hf import Sampled, completion_message, sample
 from ..progress import progress_bar
+from ..rollout import Episode, run_episodes
 from ..runs import RunDir, fingerprint
 from ..types import Provenance, Trajectory
 from .common import load_tasks
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Group:
-    samples: list[Sampled]
+    samples: list[Episode]
     rewards: list[float]
     valid: list[bool]  # False where verification had an infra error
 
@@ -61,23 +62,24 @@ def init_path(recipe: Recipe) -> Path:
     return Path(spec[3:] if spec.startswith("hf:") else spec)
 
 
-def score(env, task, tokenizer, sampled: Sampled, cfg: GrpoConfig) -> tuple[float, bool]:
+def score(env, episode: Episode, cfg: GrpoConfig) -> tuple[float, bool]:
     trajectory = Trajectory(
-        task_id=task.id,
+        task_id=episode.task.id,
         policy="grpo",
-        messages=[*task.prompt, completion_message(tokenizer, sampled)],
+        messages=episode.messages,
+        finish_reason=episode.finish_reason,
         provenance=Provenance(provider="hf", model="grpo", created=0.0),
     )
-    verdict = env.verify(task, trajectory)
+    verdict = env.verify(episode.task, trajectory)
     if verdict.infra_error is not None:
         return 0.0, False
     reward = verdict.reward
-    if cfg.overlong_buffer:
-        reward += overlong_penalty(torch.tensor([len(sampled.completion_ids)]), cfg.max_new_tokens, cfg.overlong_buffer).item()
+    if cfg.overlong_buffer:  # on the last turn: the one a token limit can cut
+        reward += overlong_penalty(torch.tensor([episode.usage[-1].tokens_out]), cfg.max_new_tokens, cfg.overlong_buffer).item()
     return reward, True
 
 
-def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int) -> tuple[list[Group], int, dict]:
+def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int) -> tuple[list[Group], int, dict]:
     """Sample groups until `tasks_per_step` informative ones are found or refills run out."""
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     groups, stats = [], {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0, "tokens": 0}
@@ -87,18 +89,18 @@ def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids
             break
         batch = [tasks[(cursor + i) % len(tasks)] for i in range(need)]
         cursor += need
-        prompts = [t.prompt for t in batch for _ in range(cfg.group_size)]
-        sampled = sample(model, tokenizer, prompts, sampling, stop_ids, seed + cursor)
-        for g, task in enumerate(batch):
-            members = sampled[g * cfg.group_size : (g + 1) * cfg.group_size]
-            scored = [score(env, task, tokenizer, s, cfg) for s in members]
+        starts = [(t, i) for t in batch for i in range(cfg.group_size)]
+        episodes = run_episodes(model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns)
+        for g in range(len(batch)):
+            members = episodes[g * cfg.group_size : (g + 1) * cfg.group_size]
+            scored = [score(env, e, cfg) for e in members]
             group = Group(members, [r for r, _ in scored], [v for _, v in scored])
             stats["groups"] += 1
             stats["infra_errors"] += group.valid.count(False)
             valid_rewards = [r for r, v in scored if v]
             stats["reward_sum"] += sum(valid_rewards)
             stats["samples"] += len(valid_rewards)
-            stats["tokens"] += sum(len(m.prompt_ids) + len(m.completion_ids) for m in members)
+            stats["tokens"] += sum(len(e.ids) for e in members)
             flat = len(valid_rewards) < 2 or zero_variance_groups(torch.tensor([valid_rewards])).item()
             stats["zero_variance"] += flat
             if not (flat and cfg.drop_zero_variance):
@@ -116,15 +118,14 @@ def valid_advantages(group: Group, cfg: GrpoConfig) -> list[float]:
 def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str, torch.Tensor]:
     """input_ids, loss_mask: [B, L] (right-padded); advantages: [B]. Masked-out samples get mask 0."""
     advantages = torch.tensor([a for g in groups for a in valid_advantages(g, cfg)])
-    rows = [(s, v) for g in groups for s, v in zip(g.samples, g.valid)]
-    length = max(len(s.prompt_ids) + len(s.completion_ids) for s, _ in rows)
+    rows = [(e, v) for g in groups for e, v in zip(g.samples, g.valid)]
+    length = max(len(e.ids) for e, _ in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), length))
-    for r, (s, valid) in enumerate(rows):
-        seq = s.prompt_ids + s.completion_ids
-        ids[r, : len(seq)] = torch.tensor(seq)
+    for r, (e, valid) in enumerate(rows):
+        ids[r, : len(e.ids)] = torch.tensor(e.ids)
         if valid:
-            mask[r, len(s.prompt_ids) : len(seq)] = 1.0
+            mask[r, : len(e.ids)] = torch.tensor(e.policy_mask, dtype=torch.float)
     return {"input_ids": ids, "loss_mask": mask, "advantages": advantages}
 
 
@@ -193,7 +194,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         for step in range(done + 1, cfg.steps + 1):
             step_started = time.time()
             model.eval()
-            groups, cursor, stats = collect(model, tokenizer, env, tasks, cursor, cfg, stop_ids, recipe.run.seed + 1000 * step)
+            groups, cursor, stats = collect(model, tokenizer, env, tasks, cursor, cfg, stop_ids, recipe.run.seed + 1000 * step, recipe.env.max_turns)
             model.train()
             loss, trained_tokens = None, 0
             if groups:  # every group flat: nothing to learn from this step

@@ -26,6 +26,7 @@ from ..chat import check_template, template_messages
 from ..checkpoint import complete_checkpoints, load_state, publish, save
 from ..config import Recipe, SftConfig
 from ..data import Example, collate, epoch_order, pack, tokenize
+from ..envs import make_env
 from ..errors import WarmstartError
 from ..jsonl import read_records
 from ..models import gguf_to_pretrained, load_model_and_tokenizer, resolve_model_path
@@ -65,13 +66,18 @@ def prepare_tiny_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
             raise WarmstartError(f"{path}: was built with another sft.tiny config or seed; remove it to rebuild")
         return path
     # Role names are in the corpus so that chat-template headers become a few tokens, not one per byte.
-    texts = ["\n".join(f"{m['role']}\n{m['content']}" for m in template_messages(t.messages)) for t in trajectories]
+    texts = ["\n".join(corpus_line(m) for m in template_messages(t.messages)) for t in trajectories]
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_tiny_student(texts, tmp, recipe.sft.tiny, recipe.run.seed)
     (tmp / BASE_INFO).write_text(json.dumps(info))
     os.replace(tmp, path)
     return path
+
+
+def corpus_line(message: dict) -> str:
+    calls = "".join(f"<tool_call>\n{json.dumps(c['function'])}\n</tool_call>" for c in message.get("tool_calls", []))
+    return f"{message['role']}\n{message['content']}{calls}"
 
 
 def lr_factor(step: int, cfg: SftConfig) -> float:
@@ -138,7 +144,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
     resume = complete_checkpoints(ckpt_root)
     model, tokenizer = load_model_and_tokenizer(resume[-1] if resume else base, "sft.student")
     check_template(tokenizer, "sft.student")
-    examples, too_long = tokenize(tokenizer, trajectories, cfg.seq_len)
+    examples, too_long = tokenize(tokenizer, trajectories, cfg.seq_len, list(make_env(recipe.env).tools))
     if not examples:
         raise WarmstartError(f"sft: every example is longer than sft.seq_len={cfg.seq_len} tokens")
     torch.manual_seed(seed)

@@ -1,0 +1,64 @@
+"""Batched, KV-cached sampling from a local transformers model, on token ids.
+
+Prompts are token ids, not text, so a multi-turn rollout continues from exactly the tokens the policy
+saw and produced (`rollout.py`); they are left-padded into one batch. The sampled ids are kept as they
+are: RL needs them, not a re-tokenization of their text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .chat import parse_completion
+from .policies.base import Sampling
+from .types import Message
+
+
+@dataclass
+class Sampled:
+    prompt_ids: list[int]
+    completion_ids: list[int]  # up to and including the stop token, if one came
+    stopped: bool  # False: cut by max_new_tokens
+
+
+def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        attention[row, width - len(prompt) :] = 1
+    return ids, attention
+
+
+@torch.inference_mode()
+def sample_ids(model, pad_id: int, prompts: list[list[int]], sampling: Sampling, stop_ids: list[int], seed: int) -> list[Sampled]:
+    """Sample one completion per prompt (token ids); generation stops at any of `stop_ids`."""
+    ids, attention = left_padded(prompts, pad_id)
+    torch.manual_seed(seed)
+    do_sample = sampling.temperature > 0
+    output = model.generate(
+        input_ids=ids,
+        attention_mask=attention,
+        do_sample=do_sample,
+        temperature=sampling.temperature if do_sample else None,
+        top_p=sampling.top_p if do_sample else None,
+        top_k=None,
+        max_new_tokens=sampling.max_new_tokens,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_id,
+    )
+    out = []
+    for prompt, generated in zip(prompts, output[:, ids.shape[1] :].tolist()):
+        stop_at = next((i for i, t in enumerate(generated) if t in stop_ids), None)
+        completion = generated if stop_at is None else generated[: stop_at + 1]
+        out.append(Sampled(list(prompt), completion, stop_at is not None))
+    return out
+
+
+def completion_message(tokenizer, sampled: Sampled, tool_call_prefix: str | None = None) -> Message:
+    """The sampled turn as a Message (think block and, with a prefix, tool calls parsed out)."""
+    produced = sampled.completion_ids[:-1] if sampled.stopped else sampled.completion_ids
+    return parse_completion(tokenizer.decode(produced, skip_special_tokens=True), tool_call_prefix)
