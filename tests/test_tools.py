@@ -212,3 +212,14 @@ def test_grpo_trains_only_on_the_policy_tokens_of_a_multi_turn_episode(tokenizer
         assert batch["loss_mask"][row, : len(episode.ids)].tolist() == episode.policy_mask
         assert batch["loss_mask"][row, len(episode.ids) :].sum() == 0
         assert "<|im_start|>tool\n2<|im_end|>" in tokenizer.decode([t for t, m in zip(episode.ids, episode.policy_mask) if not m])
+
+
+def test_a_turn_ended_by_a_token_the_template_never_writes_is_a_clear_error(tokenizer):
+    from warmstart.chat import continuation_text
+    from warmstart.errors import WarmstartError
+
+    call = ToolCall(id="call-0-0", function=ToolFunction(name="calculator", arguments='{"expression": "1+1"}'))
+    messages = [Message(role="user", content="What is 1+1?"), Message(role="assistant", content="", tool_calls=[call]), Message(role="tool", tool_call_id="call-0-0", content="2")]
+    assert continuation_text(tokenizer, messages, "<|im_end|>", TOOLS) == "<|im_start|>tool\n2<|im_end|><|im_start|>assistant\n"
+    with pytest.raises(WarmstartError, match="never writes after a turn"):
+        continuation_text(tokenizer, messages, "<|endoftext|>", TOOLS)

@@ -102,12 +102,14 @@ def continuation_text(tokenizer, messages: list[Message], end_of_turn: str, tool
     dicts = template_messages(messages)
     through = _render(tokenizer, dicts[: last + 1], tools)
     full = _render(tokenizer, dicts, tools, generation_prompt=True)
-    end = through.rfind(end_of_turn)
-    if not full.startswith(through) or end < 0:
+    if not full.startswith(through):
         raise WarmstartError(
             "the tokenizer's chat template does not render a conversation's turns as prefixes of the whole, "
             "so a multi-turn rollout cannot keep the policy's own tokens"
         )
+    end = through.rfind(end_of_turn)
+    if end < 0:
+        raise WarmstartError(f"the policy ended its turn with {end_of_turn!r}, which its chat template never writes after a turn")
     return full[end + len(end_of_turn):]
 
 
