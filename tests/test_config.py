@@ -228,13 +228,15 @@ def assert_one_error_line(result: CliResult, *fragments: str) -> None:
     [
         ("[sft]\nlrr = 1\n", [], ["unknown key sft.lrr"]),
         ('[sft]\nsteps = "many"\n', [], ["sft.steps", "integer"]),
-        ("", ["--set", "generate.teacher=openai:gpt-4o"], ["generate.teacher", "'openai' is not available"]),
+        ("", ["--set", "generate.teacher=openai:gpt-4o", "--set", "api.key_env=WARMSTART_NO_SUCH_KEY"], ["generate.teacher", "WARMSTART_NO_SUCH_KEY is not set"]),
+        ("", ["--set", "generate.teacher=openai:m@http://127.0.0.1:9/v1"], ["generate.teacher", "cannot reach http://127.0.0.1:9/v1"]),
+        ("", ["--set", "generate.teacher=gemini:pro"], ["generate.teacher", "unknown policy 'gemini:pro'"]),
         ("", ["--set", "generate.teacher=hf:/nonexistent"], ["generate.teacher", "/nonexistent"]),
         ('[env.options]\nopss = ["+"]\n', [], ["unknown key env.options.opss"]),
         ("", ["--set", "generate.teacher"], ["expected stage.key=value"]),
         ("[run\n", [], ["not valid TOML"]),
     ],
-    ids=["unknown-key", "wrong-type", "openai", "hf-missing", "env-option-typo", "set-without-equals", "bad-toml"],
+    ids=["unknown-key", "wrong-type", "openai-no-key", "openai-unreachable", "unknown-backend", "hf-missing", "env-option-typo", "set-without-equals", "bad-toml"],
 )
 def test_cli_errors_are_one_line_and_write_no_records(run_dir_with_records, tmp_path, recipe_text, args, fragments):
     recipe, out = run_dir_with_records

@@ -7,6 +7,7 @@ import pytest
 from helpers import small_recipe
 from warmstart.envs.arithmetic import Arithmetic, ArithmeticOptions
 from warmstart.errors import WarmstartError
+from warmstart.costs import CostLedger
 from warmstart.stages.evaluate import evaluate_policy
 from warmstart.types import Verdict
 
@@ -28,7 +29,7 @@ def test_infra_errors_are_left_out_of_pass_at_k(tmp_path):
     recipe = small_recipe(tmp_path, "eval.k=2")
     env = FlakyVerifier(broken={0})
     tasks = env.tasks("eval", 10, 0)
-    row = evaluate_policy("teacher", "reference", recipe, env, tasks)
+    row = evaluate_policy("teacher", "reference", recipe, env, tasks, CostLedger({}, False))
     # The flawless reference passes every judged sample: scoring the crashes 0 would give 0.5.
     assert row["pass@1"] == 1.0
     assert row["infra_errors"] == 10
@@ -39,4 +40,4 @@ def test_a_policy_whose_every_sample_crashed_the_verifier_is_an_error(tmp_path):
     recipe = small_recipe(tmp_path, "eval.k=2")
     env = FlakyVerifier(broken={0, 1})
     with pytest.raises(WarmstartError, match="infra error"):
-        evaluate_policy("teacher", "reference", recipe, env, env.tasks("eval", 5, 0))
+        evaluate_policy("teacher", "reference", recipe, env, env.tasks("eval", 5, 0), CostLedger({}, False))

@@ -116,6 +116,25 @@ def demo_cmd(
     _run_stages(_load(None, set_, base), ["demo"])
 
 
+@app.command("serve")
+def serve_cmd(
+    model_dir: Path = typer.Argument(..., help="Model directory (save_pretrained) or .gguf file."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (no authentication: keep it local)."),
+    port: int = typer.Option(8000, "--port", help="Port; 0 picks a free one (printed)."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Most sequences generated together."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="Model id clients use (default: the directory name)."),
+):
+    """An OpenAI-compatible HTTP server (/v1/chat/completions) over a local transformers model."""
+    _setup_logging()
+    try:
+        from .serve import serve
+
+        serve(model_dir, host, port, max_batch, model_name)
+    except WarmstartError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:
     app(prog_name="warmstart")
 

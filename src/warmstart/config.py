@@ -38,10 +38,19 @@ class RunConfig(Section):
     seed: int = 0
 
 
+class JudgeConfig(Section):
+    """An LLM judge beside (or instead of) the verifier: see judge.py."""
+
+    policy: str  # any policy string, e.g. the teacher's
+    rubric: str = "The final answer is correct and complete."
+    use: Literal["compare", "reward"] = "compare"  # compare: the verifier decides; reward: the judge does
+
+
 class EnvConfig(Section):
     name: Literal["arithmetic", "calculator"] = "arithmetic"
     options: dict[str, Any] = Field(default_factory=dict)  # checked by the environment's own options model
     max_turns: int = Field(4, ge=1)  # policy turns per rollout where the environment has tools
+    judge: JudgeConfig | None = None
 
 
 class TasksConfig(Section):
@@ -59,6 +68,23 @@ class GenerateConfig(Section):
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
+
+
+class ApiConfig(Section):
+    """Remote backends (openai:, anthropic:): limits, retries, logprobs, prices."""
+
+    key_env: str | None = None  # variable holding the key; default OPENAI_API_KEY / ANTHROPIC_API_KEY
+    concurrency: int = Field(16, ge=1)  # requests in flight
+    rpm: int | None = Field(None, ge=1)  # client-side requests per minute
+    tpm: int | None = Field(None, ge=1)  # client-side tokens per minute (prompt + completion)
+    timeout_s: float = Field(120.0, gt=0)  # per request
+    max_retries: int = Field(6, ge=0)
+    backoff_s: float = Field(1.0, gt=0)  # first retry waits up to this; doubles each time (full jitter)
+    top_logprobs: int = Field(0, ge=0, le=20)  # >0: ask for token logprobs and this many alternatives
+    send_seed: bool = True  # a per-request seed (best-effort reproducibility); `warmstart serve` runs seeded requests alone, unbatched
+    thinking_tokens: int = Field(0, ge=0)  # anthropic: >0 turns extended thinking on with this budget
+    prices: str | None = None  # TOML price table used instead of the built-in one (src/warmstart/prices.toml)
+    batch_discount: bool = False  # price requests at the provider's batch rate
 
 
 class CurateConfig(Section):
@@ -133,6 +159,7 @@ class Recipe(Section):
     env: EnvConfig = Field(default_factory=EnvConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)

@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from .config import Recipe, recipe_toml
+from .costs import write_costs
 from .jsonl import write_json_atomic
 
 
@@ -85,3 +86,4 @@ class RunDir:
             **(extra or {}),
         }
         write_json_atomic(self.manifest_path, manifest)
+        write_costs(self.root, manifest)  # costs.json follows the manifest: money and seconds per stage

@@ -38,6 +38,9 @@ class Message(Record):
     role: Role
     content: str | None = None
     reasoning: str | None = None
+    # Opaque token some providers attach to reasoning (Anthropic's thinking signature): it must be sent
+    # back unchanged with that reasoning on later turns of the same conversation.
+    reasoning_signature: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 

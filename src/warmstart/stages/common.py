@@ -5,10 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Recipe
+from ..envs import make_env
 from ..envs.base import Environment
 from ..errors import WarmstartError
 from ..jsonl import read_records
 from ..types import Message, Task
+
+
+def make_environment(recipe: Recipe) -> Environment:
+    """The recipe's environment, wrapped with its LLM judge when `[env.judge]` is set."""
+    env = make_env(recipe.env)
+    cfg = recipe.env.judge
+    if cfg is None:
+        return env
+    from ..judge import Judged, NoTools, RubricJudge
+    from ..policies import make_policy
+
+    return Judged(env, RubricJudge(lambda: make_policy(cfg.policy, NoTools(), "env.judge.policy", recipe), cfg.rubric), cfg.use)
 
 
 def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:

@@ -25,11 +25,16 @@ from .common import load_tasks, prompt_key
 log = logging.getLogger(__name__)
 
 
+# Finish reasons that make a reply unusable as training data, whatever the verifier says.
+FLAGGED_FINISH = {"length": "truncated", "refusal": "refused", "content_filter": "content filtered"}
+
+
 def drop_reason(t: Trajectory, require_passed: bool) -> str | None:
     if t.error is not None:
         return "policy error"
-    if t.finish_reason == "length":
-        return "truncated"
+    flagged = FLAGGED_FINISH.get(t.finish_reason or "")
+    if flagged:
+        return flagged
     if t.verdict is None:
         return "not verified"
     if t.verdict.infra_error is not None:

@@ -17,14 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import Recipe
-from ..envs import make_env
+from ..costs import CostLedger, load_prices
 from ..errors import WarmstartError
 from ..jsonl import write_json_atomic
 from ..passk import mean_pass_at_k
 from ..policies import Request, Sampling, make_policy
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
-from .common import check_disjoint, load_tasks
+from .common import check_disjoint, load_tasks, make_environment
 from .sft import base_model_path
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ def policy_inputs(spec: str) -> list[Path]:
     return [weights] if weights.exists() else [path] if path.is_file() else []
 
 
-def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
+def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: CostLedger) -> dict:
     cfg, started = recipe.eval, time.time()
-    policy = make_policy(spec, env, f"eval.policies.{name}", recipe.env.max_turns)
+    policy = make_policy(spec, env, f"eval.policies.{name}", recipe)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     requests = [Request(t, i) for t in tasks for i in range(cfg.k)]
     passed = {t.id: 0 for t in tasks}
@@ -62,6 +62,7 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
     tokens_out, infra_errors = 0, 0
     by_id = {t.id: t for t in tasks}
     by_size = BySize()
+    agreement = Agreement()
     with progress_bar(f"eval {name}", len(requests)) as advance:
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
@@ -74,6 +75,8 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
                 passed[trajectory.task_id] += verdict.passed
                 tokens_out += sum(u.tokens_out for u in trajectory.usage)
                 by_size.add(by_id[trajectory.task_id], trajectory, verdict.passed)
+                agreement.add(verdict.details)
+                ledger.add(trajectory, verdict.passed)
             advance(len(chunk))
     counts = [(judged[t.id], passed[t.id]) for t in tasks]
     if not any(n for n, _ in counts):
@@ -89,7 +92,32 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks) -> dict:
         "tokens_out": tokens_out,
         "seconds": round(time.time() - started, 2),
         **(by_size.summary() if env.tools else {}),
+        **({"judge_agreement": agreement.summary()} if agreement.samples else {}),
     }
+
+
+class Agreement:
+    """Judge vs verifier on the samples where both gave an opinion (see judge.py)."""
+
+    def __init__(self):
+        self.samples, self.agree, self.judge_only, self.verifier_only = 0, 0, 0, 0
+
+    def add(self, details: dict) -> None:
+        judge, verifier = details.get("judge_passed"), details.get("verifier_passed")
+        if judge is None or verifier is None:
+            return
+        self.samples += 1
+        self.agree += judge == verifier
+        self.judge_only += judge and not verifier
+        self.verifier_only += verifier and not judge
+
+    def summary(self) -> dict:
+        return {
+            "samples": self.samples,
+            "agreement": round(self.agree / self.samples, 4),
+            "judge_pass_verifier_fail": self.judge_only,
+            "judge_fail_verifier_pass": self.verifier_only,
+        }
 
 
 class BySize:
@@ -125,7 +153,7 @@ def gap_closed(results: dict, name: str) -> float | None:
 
 def run(recipe: Recipe) -> Path:
     started, cfg, run_dir = time.time(), recipe.eval, RunDir(recipe)
-    env = make_env(recipe.env)
+    env = make_environment(recipe)
     specs = {name: resolve_policy(spec, recipe) for name, spec in cfg.policies.items()}
     inputs = [p for spec in specs.values() for p in policy_inputs(spec)]
     print_ = fingerprint({"eval": cfg.model_dump(), "specs": specs, "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump(), "seed": recipe.run.seed}, inputs)
@@ -136,12 +164,13 @@ def run(recipe: Recipe) -> Path:
         return out
     tasks = load_tasks(recipe, env, "eval")
     check_disjoint(load_tasks(recipe, env, "train"), tasks)
-    results = {name: evaluate_policy(name, spec, recipe, env, tasks) for name, spec in specs.items()}
+    ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+    results = {name: evaluate_policy(name, spec, recipe, env, tasks, ledger) for name, spec in specs.items()}
     for name in results:
         results[name]["gap_closed"] = gap_closed(results, name)
     summary = {"k": cfg.k, "temperature": cfg.temperature, "rows": list(results), "policies": results}
     write_json_atomic(out, summary)
-    run_dir.mark_done("eval", print_, [out], started)
+    run_dir.mark_done("eval", print_, [out], started, {"api_cost": ledger.summary()})
     print_table(summary, cfg.k)
     return out
 

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 from ..config import Recipe
-from ..envs import make_env
+from ..costs import CostLedger, describe, load_prices
 from ..errors import WarmstartError
 from ..jsonl import JsonlAppender, read_records, write_json_atomic
 from ..policies import Request, Sampling, make_policy
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
 from ..types import Trajectory
-from .common import check_disjoint, load_tasks
+from .common import check_disjoint, load_tasks, make_environment
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,13 @@ def stage_fingerprint(recipe: Recipe) -> str:
 
 def run(recipe: Recipe) -> Path:
     started, cfg, run_dir = time.time(), recipe.generate, RunDir(recipe)
-    env = make_env(recipe.env)
+    env = make_environment(recipe)
     out = run_dir.trajectories(cfg.output)
     stage, print_ = f"generate:{cfg.output}", stage_fingerprint(recipe)
     if run_dir.is_done(stage, print_, [out]):
         log.info("%s: already done, nothing to do", stage)
         return out
-    policy = make_policy(cfg.teacher, env, "generate.teacher", recipe.env.max_turns)  # a bad spec or path fails before any file is read
+    policy = make_policy(cfg.teacher, env, "generate.teacher", recipe)  # a bad spec or path fails before any file is read
     _claim_output(run_dir, stage, print_, out)
     tasks = load_tasks(recipe, env, "train")
     check_disjoint(tasks, load_tasks(recipe, env, "eval"))
@@ -51,6 +51,7 @@ def run(recipe: Recipe) -> Path:
     by_id = {t.id: t for t in tasks}
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     passed = 0
+    ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
     with JsonlAppender(out) as writer, progress_bar(f"generate {cfg.output}", len(pending)) as advance:
         for start in range(0, len(pending), cfg.concurrency):
             chunk = pending[start : start + cfg.concurrency]
@@ -60,7 +61,11 @@ def run(recipe: Recipe) -> Path:
                     passed += trajectory.verdict.passed
                 writer.append(trajectory)
             advance(len(chunk), note=f"verified {passed}")
-    run_dir.mark_done(stage, print_, [out], started, {"records": len(done) + len(pending)})
+    for trajectory in read_records(out, Trajectory):  # the whole file: earlier, killed runs cost money too
+        ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
+    cost = ledger.summary()
+    log.info(describe(stage, cost))
+    run_dir.mark_done(stage, print_, [out], started, {"records": len(done) + len(pending), "api_cost": cost})
     return out
 
 

@@ -33,7 +33,6 @@ import torch
 
 from ..checkpoint import complete_checkpoints, load_state, publish, save
 from ..config import GrpoConfig, Recipe
-from ..envs import make_env
 from ..envs.base import Environment
 from ..errors import WarmstartError
 from ..losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, token_logprobs, zero_variance_groups
@@ -44,7 +43,7 @@ from ..progress import progress_bar
 from ..rollout import Episode, run_episodes
 from ..runs import RunDir, fingerprint
 from ..types import Provenance, Trajectory
-from .common import load_tasks
+from .common import load_tasks, make_environment
 from .evaluate import resolve_policy
 
 log = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     if run_dir.is_done(stage, print_, [out]):
         log.info("%s: already done, nothing to do", stage)
         return out
-    env = env or make_env(recipe.env)
+    env = env or make_environment(recipe)
     tasks = load_tasks(recipe, env, "train")
     resume = complete_checkpoints(ckpt_root)
     model, tokenizer = load_model_and_tokenizer(resume[-1] if resume else start_from, "grpo.init")

@@ -1,0 +1,86 @@
+"""`anthropic:MODEL[@BASE_URL]`: Anthropic's Messages API through the official `anthropic` SDK.
+
+Thinking, tool_use and tool_result blocks are normalized into the canonical Message and rendered back
+on later turns by `anthropic_format.py`. The API returns no token logprobs, so this teacher feeds
+SFT (and on-policy distillation by text), never logit distillation. `api.thinking_tokens > 0` turns
+extended thinking on. No temperature or top_p is sent: the installed SDK's `messages.create` no longer
+takes them (current models sample at their own settings), so `generate.temperature` does not apply
+here; the sample index still keeps samples of one task apart in the cache.
+
+The key comes from `api.key_env` (default ANTHROPIC_API_KEY). The model list is checked before any
+request is paid for. The SDK's retries are off: `api.py` retries 429 / 5xx / 529 (overloaded) and
+stops on 400 / 401 / 403 and on a 429 that reports a spend limit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anthropic
+
+from ..errors import WarmstartError
+from ..types import Message
+from .anthropic_format import from_anthropic, to_anthropic, usage_from_anthropic
+from .api import Capabilities, Reply, request_error, served_models
+from .base import Sampling
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def anthropic_tools(tools: list[dict]) -> list[dict]:
+    """OpenAI function schemas as Anthropic tools."""
+    return [
+        {"name": t["function"]["name"], "description": t["function"].get("description", ""), "input_schema": t["function"].get("parameters", {"type": "object"})}
+        for t in tools
+    ]
+
+
+class AnthropicBackend:
+    provider = "anthropic"
+    capabilities = Capabilities(tools=True, reasoning=True)
+
+    def __init__(self, model: str, base_url: str, key: str, timeout_s: float, thinking_tokens: int):
+        self.model, self.endpoint, self.key, self.timeout_s = model, base_url, key, timeout_s
+        self.thinking_tokens = thinking_tokens
+        self.client: anthropic.AsyncAnthropic | None = None  # made inside the running event loop
+
+    @classmethod
+    def connect(cls, rest: str, key_env: str | None, timeout_s: float, thinking_tokens: int, where: str) -> "AnthropicBackend":
+        model, at, url = rest.rpartition("@")
+        model, base_url = (model, url.rstrip("/")) if at and url.startswith(("http://", "https://")) else (rest, DEFAULT_BASE_URL)
+        name = key_env or "ANTHROPIC_API_KEY"
+        key = os.environ.get(name)
+        if not key:
+            raise WarmstartError(f"{where}: the API key variable {name} is not set (set it, or name another in api.key_env)")
+        check_model(base_url, key, model, where)
+        return cls(model, base_url, key, timeout_s, thinking_tokens)
+
+    async def complete(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int) -> Reply:
+        if self.client is None:
+            self.client = anthropic.AsyncAnthropic(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s)
+        system, turns = to_anthropic(messages)
+        options: dict = {"system": system} if system else {}
+        if tools:
+            options["tools"] = anthropic_tools(tools)
+        if self.thinking_tokens:
+            options["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_tokens}
+        try:
+            response = await self.client.messages.create(model=self.model, max_tokens=sampling.max_new_tokens, messages=turns, **options)
+        except (anthropic.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise request_error(exc, anthropic) from None
+        message, finish = from_anthropic(list(response.content), response.stop_reason)
+        return Reply(message=message, usage=usage_from_anthropic(response.usage), finish_reason=finish)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+
+def check_model(base_url: str, key: str, model: str, where: str) -> None:
+    served = served_models(anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), anthropic, base_url, where)
+    if served is None:
+        return
+    # Aliases ("claude-sonnet-4-5", "...-latest") name dated ids ("claude-sonnet-4-5-20250929").
+    if not any(m == model or m.startswith(model + "-") for m in served) and not model.endswith("-latest"):
+        raise WarmstartError(f"{where}: {base_url} does not serve model {model!r} (it serves: {', '.join(served[:10]) or 'nothing'})")

@@ -1,0 +1,115 @@
+"""Client-side rate limits and the retry policy shared by the API backends.
+
+RateLimiter keeps requests-per-minute and tokens-per-minute under their limits over a sliding window,
+as the provider counts them. A request is counted from the moment it is sent until a full window after
+its response came back: the provider saw it arrive somewhere in between, so no window the provider can
+draw holds more than the limits. Its tokens are reserved up front with an upper bound (prompt bytes +
+max tokens) and settled to the real count when the usage comes back.
+
+Retry policy: connection errors, timeouts, 408/409/5xx/529 and rate-limit 429s are retried with
+exponential backoff and full jitter, waiting at least what `Retry-After` asks. 400/401/403/404/422 and a
+429 that says a spend or quota limit was reached are not: retrying cannot fix them and may cost money,
+so the stage stops with the provider's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+
+from ..errors import WarmstartError
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
+SPEND_LIMIT_WORDS = ("insufficient_quota", "quota", "spend limit", "spending limit", "billing", "credit balance")
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass
+class Failure:
+    retry: bool
+    message: str
+    retry_after: float | None = None  # seconds the server asked for
+
+
+def classify(status: int | None, body: str, headers: dict[str, str] | None, message: str) -> Failure:
+    """What to do after a failed request. `status` None: no HTTP answer (connection, timeout, bad body)."""
+    if status is None:
+        return Failure(True, message)
+    wait = retry_after_seconds(headers or {})
+    if status == 429 and any(word in body.lower() for word in SPEND_LIMIT_WORDS):
+        return Failure(False, f"HTTP 429, a spend or quota limit was reached: {message}")
+    if status in RETRYABLE_STATUS:
+        return Failure(True, f"HTTP {status}: {message}", wait)
+    return Failure(False, f"HTTP {status}: {message}")
+
+
+def retry_after_seconds(headers: dict[str, str]) -> float | None:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lowered:
+        try:
+            return float(lowered["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def backoff_seconds(attempt: int, base_s: float, retry_after: float | None, rng: random.Random) -> float:
+    """Full jitter over base * 2^attempt (capped), but never less than the server's Retry-After."""
+    jittered = rng.uniform(0, min(MAX_BACKOFF_S, base_s * 2**attempt))
+    return max(jittered, retry_after or 0.0)
+
+
+class RateLimiter:
+    """Sliding-window RPM / TPM limits for one backend, shared by all its concurrent requests.
+
+    Single-threaded asyncio makes check-then-append atomic (no await in between), so no lock is needed;
+    the state is plain data and survives across event loops (one per `rollout` call)."""
+
+    def __init__(self, rpm: int | None, tpm: int | None, window_s: float = 60.0):
+        self.rpm, self.tpm, self.window_s = rpm, tpm, window_s
+        self.entries: list[list] = []  # [sent at, finished at or None while in flight, tokens]
+
+    def _expire(self, now: float) -> None:
+        self.entries = [e for e in self.entries if e[1] is None or e[1] + self.window_s > now]
+
+    def _fits(self, tokens: int) -> bool:
+        if self.rpm is not None and len(self.entries) >= self.rpm:
+            return False
+        return self.tpm is None or sum(e[2] for e in self.entries) + tokens <= self.tpm
+
+    async def acquire(self, tokens: int) -> list:
+        if self.tpm is not None and tokens > self.tpm:
+            raise WarmstartError(f"api.tpm: one request may use up to {tokens} tokens, more than the limit of {self.tpm}")
+        while True:
+            now = time.monotonic()
+            self._expire(now)
+            if self._fits(tokens):
+                entry = [now, None, tokens]
+                self.entries.append(entry)
+                return entry
+            finished = [e[1] for e in self.entries if e[1] is not None]
+            # The next slot opens when the oldest finished entry leaves the window; in-flight ones
+            # must finish first, so poll briefly when every entry is still in flight.
+            wait = min(finished) + self.window_s - now if finished else 0.05
+            await asyncio.sleep(max(wait, 0.005))
+
+    def release(self, entry: list, tokens: int | None) -> None:
+        """The request is over; `tokens` is what it really used (None: keep the reservation)."""
+        entry[1] = time.monotonic()
+        if tokens is not None:
+            entry[2] = tokens
+
+
+def reservation(messages_bytes: int, message_count: int, max_tokens: int) -> int:
+    """An upper bound on a request's tokens: byte-level tokenizers never give more tokens than bytes."""
+    return messages_bytes + 8 * message_count + max_tokens

@@ -1,0 +1,135 @@
+"""`openai:MODEL[@BASE_URL]`: any OpenAI-compatible chat endpoint through the official `openai` SDK.
+
+OpenAI itself, vLLM, SGLang, llama.cpp's server, `warmstart serve`. The key comes from the environment
+variable `api.key_env` (default OPENAI_API_KEY); a loopback base URL may go without one. Before any
+request is paid for, the endpoint's model list is checked: an unreachable URL, a rejected key or a
+model the server does not serve is one clear error.
+
+The SDK's own retries are off (`max_retries=0`): `api.py` retries with the project's policy, which
+stops on a spend-limit 429 the SDK would retry. Reasoning is read from `reasoning_content` or
+`reasoning` where a server returns it (vLLM, SGLang, DeepSeek); it is not sent back on later turns,
+since the chat API has no field for it.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import openai
+
+from ..errors import WarmstartError
+from ..types import Message, ToolCall, ToolFunction, Usage
+from .api import Capabilities, Reply, RequestError, request_error, served_models
+from .base import Sampling
+from .limits import classify
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def parse_spec(rest: str) -> tuple[str, str]:
+    """`MODEL[@BASE_URL]` -> (model, base URL)."""
+    model, at, url = rest.rpartition("@")
+    if at and url.startswith(("http://", "https://")):
+        return model, url.rstrip("/")
+    return rest, DEFAULT_BASE_URL
+
+
+def api_key(base_url: str, key_env: str | None, where: str) -> str:
+    name = key_env or "OPENAI_API_KEY"
+    key = os.environ.get(name)
+    if key:
+        return key
+    if urlparse(base_url).hostname in LOOPBACK_HOSTS:
+        return "unused"  # local servers usually take no key; the SDK insists on one
+    raise WarmstartError(f"{where}: the API key variable {name} is not set (set it, or name another in api.key_env)")
+
+
+def check_endpoint(base_url: str, key: str, model: str, where: str) -> None:
+    """Fail before spending anything when the server is unreachable, the key is bad or the model unknown."""
+    served = served_models(openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), openai, base_url, where)
+    if served is not None and model not in served:
+        raise WarmstartError(f"{where}: {base_url} does not serve model {model!r} (it serves: {', '.join(served[:10]) or 'nothing'})")
+
+
+def to_openai(messages: list[Message]) -> list[dict]:
+    out = []
+    for m in messages:
+        d: dict = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:
+            d["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        out.append(d)
+    return out
+
+
+def from_openai(choice, usage) -> Reply:
+    message = choice.message
+    extra = message.model_extra or {}
+    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    calls = [
+        ToolCall(id=c.id, function=ToolFunction(name=c.function.name, arguments=c.function.arguments or "{}"))
+        for c in message.tool_calls or []
+        if getattr(c, "function", None) is not None
+    ]
+    finish = "refusal" if getattr(message, "refusal", None) else (choice.finish_reason or "stop")
+    details = getattr(usage, "prompt_tokens_details", None)
+    return Reply(
+        message=Message(role="assistant", content=message.content or message.refusal or "", reasoning=reasoning or None, tool_calls=calls or None),
+        usage=Usage(
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+            tokens_cached=(getattr(details, "cached_tokens", None) or 0) if details else 0,
+        ),
+        finish_reason="stop" if finish == "function_call" else finish,
+        logprobs=token_logprobs(choice),
+    )
+
+
+def token_logprobs(choice) -> list[dict] | None:
+    content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+    if not content:
+        return None
+    return [
+        {"token": t.token, "logprob": t.logprob, "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in t.top_logprobs or []]}
+        for t in content
+    ]
+
+
+class OpenAIBackend:
+    provider = "openai"
+    capabilities = Capabilities(logprobs=True, top_logprobs=True, tools=True, reasoning=True)
+
+    def __init__(self, model: str, base_url: str, key: str, timeout_s: float):
+        self.model, self.endpoint, self.key, self.timeout_s = model, base_url, key, timeout_s
+        self.client: openai.AsyncOpenAI | None = None  # made inside the running event loop
+
+    async def complete(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int) -> Reply:
+        if self.client is None:
+            self.client = openai.AsyncOpenAI(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s)
+        options: dict = {"tools": tools} if tools else {}
+        if seed is not None:
+            options["seed"] = seed
+        if top_logprobs:
+            options |= {"logprobs": True, "top_logprobs": top_logprobs}
+        try:
+            response = await self.client.chat.completions.create(
+                model=self.model,
+                messages=to_openai(messages),
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                **options,
+            )
+        except (openai.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise request_error(exc, openai) from None
+        if not response.choices:
+            raise RequestError(classify(None, "", None, "the response has no choices"))
+        return from_openai(response.choices[0], response.usage)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None

@@ -1,0 +1,185 @@
+"""A loopback HTTP server speaking just enough of the OpenAI and Anthropic APIs to inject faults.
+
+Real servers do not fail on demand; this one does, request by request, from a queue of faults:
+
+    429          rate limited, Retry-After: 1
+    quota        429 whose body says the spend quota is exhausted
+    500 / 529    server error / Anthropic-style "overloaded"
+    401          bad key
+    reset        headers sent, then the connection is dropped mid-body
+    malformed    200 with a body that is not JSON
+    slow         answers after `slow_s` seconds (longer than the client's timeout)
+    length / refusal / filter   a 200 whose reply was cut, refused or content-filtered
+    garbage / lie  (as a judge) a reply with no verdict line / the wrong verdict
+
+With no fault queued it answers correctly: for "What is A+B? ..." it replies "Answer: <A+B>". Every
+request is logged (arrival time, tokens, outcome), so tests assert on what the server saw.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PROBLEM_RE = re.compile(r"What is (-?\d+)([+\-*])(-?\d+)\?")
+MODELS = ["fake-model", "claude-fake-1"]
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 refuses connections under 32 concurrent clients
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # dropped connections are what some faults are for: no traceback on the test's stderr
+
+
+class FakeAPI:
+    def __init__(self, slow_s: float = 2.0, delay_s: float = 0.0):
+        self.faults: list[str] = []
+        self.log: list[dict] = []
+        self.lock = threading.Lock()
+        self.slow_s, self.delay_s = slow_s, delay_s
+        self.server = Server(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "FakeAPI":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def next_fault(self) -> str | None:
+        with self.lock:
+            return self.faults.pop(0) if self.faults else None
+
+    def record(self, entry: dict) -> None:
+        with self.lock:
+            self.log.append(entry)
+
+    def _handler(self):
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    data = [{"id": m, "object": "model", "created": 0, "owned_by": "test", "type": "model", "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODELS]
+                    return self._json(200, {"object": "list", "data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
+                self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                arrived = time.time()
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                fault = api.next_fault()
+                anthropic = self.path.endswith("/messages")
+                prompt_tokens, completion_tokens = 20, 6
+                api.record({"t": arrived, "fault": fault, "tokens": prompt_tokens + completion_tokens, "body": body})
+                if api.delay_s:
+                    time.sleep(api.delay_s)
+                if fault == "slow":
+                    time.sleep(api.slow_s)
+                if fault in ("429", "quota", "500", "529", "401"):
+                    return self._error(fault)
+                if fault == "reset":
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", "1000")
+                    self.end_headers()
+                    self.wfile.write(b'{"id": "x", "choi')
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                if fault == "malformed":
+                    return self._raw(200, b"{this is not json")
+                text = answer_text(body, fault)
+                if anthropic:
+                    return self._json(200, anthropic_reply(body, text, fault, prompt_tokens, completion_tokens))
+                self._json(200, openai_reply(body, text, fault, prompt_tokens, completion_tokens))
+
+            def _error(self, fault: str):
+                status = {"429": 429, "quota": 429, "500": 500, "529": 529, "401": 401}[fault]
+                message = {
+                    "quota": {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}},
+                    "529": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                }.get(fault, {"error": {"message": f"fault {fault}", "type": "test"}})
+                self._json(status, message, {"retry-after": "1"} if fault == "429" else {})
+
+            def _json(self, status: int, obj: dict, headers: dict | None = None):
+                self._raw(status, json.dumps(obj).encode(), headers)
+
+            def _raw(self, status: int, data: bytes, headers: dict | None = None):
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+def answer_text(body: dict, fault: str | None = None) -> str:
+    if any("strict grader" in str(m.get("content")) for m in body.get("messages", [])):
+        return judge_text(body, fault)
+    first_user = next((m for m in body.get("messages", []) if m["role"] == "user"), {})
+    content = first_user.get("content", "")
+    if isinstance(content, list):
+        content = " ".join(block.get("text", "") for block in content if isinstance(block, dict))
+    match = PROBLEM_RE.search(content)
+    if not match:
+        return "I do not know."
+    a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
+    return f"Answer: {a + b if op == '+' else a - b if op == '-' else a * b}"
+
+
+def judge_text(body: dict, fault: str | None) -> str:
+    """A grader that checks the candidate's `Answer:` against the problem (or misbehaves on demand)."""
+    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    problem = PROBLEM_RE.search(user)
+    given = re.findall(r"Answer: (-?\d+)", user)
+    a, op, b = int(problem.group(1)), problem.group(2), int(problem.group(3))
+    right = bool(given) and int(given[-1]) == (a + b if op == "+" else a - b if op == "-" else a * b)
+    if fault == "garbage":
+        return "Looks fine to me."
+    verdict = "PASS" if right != (fault == "lie") else "FAIL"
+    return f"The arithmetic {'checks out' if right else 'is wrong'}.\nVERDICT: {verdict}"
+
+
+def openai_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, completion_tokens: int) -> dict:
+    finish = {"length": "length", "filter": "content_filter"}.get(fault or "", "stop")
+    message = {"role": "assistant", "content": text if fault != "refusal" else None, "refusal": "I can't help with that." if fault == "refusal" else None}
+    choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+    if body.get("logprobs"):
+        k = body.get("top_logprobs", 0)
+        choice["logprobs"] = {"content": [
+            {"token": tok, "logprob": -0.1, "bytes": list(tok.encode()), "top_logprobs": [{"token": tok, "logprob": -0.1 * (i + 1), "bytes": list(tok.encode())} for i in range(k)]}
+            for tok in text.split(" ")
+        ]}
+    return {
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
+        "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def anthropic_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, completion_tokens: int) -> dict:
+    stop = {"length": "max_tokens", "refusal": "refusal"}.get(fault or "", "end_turn")
+    return {
+        "id": "msg_test", "type": "message", "role": "assistant", "model": body.get("model"),
+        "content": [{"type": "text", "text": text}], "stop_reason": stop, "stop_sequence": None,
+        "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+    }

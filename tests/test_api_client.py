@@ -1,0 +1,221 @@
+"""API backends against a fault-injecting loopback server (fake_api.py), through the official SDKs:
+retries and what is never retried, timeouts, the response cache, flagged replies, rate limits, costs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fake_api import FakeAPI
+from helpers import small_recipe
+from warmstart.envs.arithmetic import Arithmetic
+from warmstart.errors import WarmstartError
+from warmstart.jsonl import read_records
+from warmstart.policies import make_policy
+from warmstart.policies.api import APIPolicy, ApiSettings, ResponseCache
+from warmstart.policies.base import Request, Sampling
+from warmstart.policies.limits import RateLimiter
+from warmstart.policies.openai_api import OpenAIBackend
+from warmstart.stages import curate, generate
+from warmstart.types import Trajectory
+
+ENV = Arithmetic()
+FAST = ["api.backoff_s=0.05", "api.timeout_s=1.0", "api.max_retries=3"]
+
+
+def recipe_for(tmp_path, api: FakeAPI, *overrides: str, train: int = 6, provider: str = "openai", model: str = "fake-model"):
+    base = f"{api.url}/v1" if provider == "openai" else api.url
+    return small_recipe(tmp_path, f"generate.teacher='{provider}:{model}@{base}'", *FAST, *overrides, train=train)
+
+
+def one_rollout(recipe, n: int = 1) -> list[Trajectory]:
+    policy = make_policy(recipe.generate.teacher, ENV, "generate.teacher", recipe)
+    tasks = ENV.tasks("train", n, 0)
+    return policy.rollout([Request(t, 0) for t in tasks], Sampling(0.0, 1.0, 32), seed=0)
+
+
+@pytest.mark.parametrize("fault", ["500", "529", "reset", "malformed", "slow"])
+def test_a_transient_failure_is_retried_and_the_answer_kept(tmp_path, fault):
+    with FakeAPI(slow_s=1.5) as api:
+        api.faults = [fault]
+        [trajectory] = one_rollout(recipe_for(tmp_path, api))
+    assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
+    assert [e["fault"] for e in api.log] == [fault, None]
+
+
+def test_a_429_waits_at_least_its_retry_after(tmp_path):
+    with FakeAPI() as api:
+        api.faults = ["429"]
+        [trajectory] = one_rollout(recipe_for(tmp_path, api))
+    assert trajectory.error is None
+    first, second = api.log
+    assert second["t"] - first["t"] >= 1.0  # Retry-After: 1, though the backoff alone would be ~0.05 s
+
+
+@pytest.mark.parametrize(("fault", "words"), [("401", "HTTP 401"), ("quota", "spend or quota limit")])
+def test_errors_that_retrying_cannot_fix_stop_the_stage_after_one_request(tmp_path, fault, words):
+    with FakeAPI() as api:
+        api.faults = [fault]
+        with pytest.raises(WarmstartError, match=words):
+            one_rollout(recipe_for(tmp_path, api))
+    assert len(api.log) == 1
+
+
+def test_a_request_that_keeps_failing_becomes_a_record_with_an_error(tmp_path):
+    with FakeAPI() as api:
+        api.faults = ["500"] * 4
+        [trajectory] = one_rollout(recipe_for(tmp_path, api))
+    assert trajectory.error is not None and "HTTP 500" in trajectory.error
+    assert len(api.log) == 4  # the first try and api.max_retries = 3
+
+
+def test_an_unknown_model_is_refused_before_any_request(tmp_path):
+    with FakeAPI() as api:
+        with pytest.raises(WarmstartError, match="does not serve model 'gpt-9'.*fake-model"):
+            one_rollout(recipe_for(tmp_path, api, model="gpt-9"))
+    assert api.log == []
+
+
+def test_generate_caches_every_reply_and_a_rerun_pays_for_nothing(tmp_path):
+    with FakeAPI() as api:
+        recipe = recipe_for(tmp_path, api, "generate.samples_per_task=2")
+        out = generate.run(recipe)
+        assert len(api.log) == 12
+        generate.run(recipe)  # finished: skipped
+        out.unlink()  # lose the records: the cache still has every reply
+        (tmp_path / "manifest.json").unlink()
+        generate.run(recipe)
+        assert len(api.log) == 12
+    records = read_records(out, Trajectory)
+    assert len(records) == 12 and all(r.verdict.passed for r in records)
+    costs = json.loads((tmp_path / "costs.json").read_text())
+    api_cost = costs["stages"]["generate:teacher"]["api"]
+    assert api_cost["requests"] == 12 and api_cost["tokens_in"] == 12 * 20 and api_cost["tokens_out"] == 12 * 6
+    assert api_cost["usd"] is None and api_cost["unknown_price_models"] == ["fake-model"]  # flagged, not 0
+
+
+def test_prices_turn_tokens_into_money_per_accepted_trajectory(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."fake"]\ninput = 1.0\ncached_input = 0.5\noutput = 2.0\nbatch = 0.5\n')
+    with FakeAPI() as api:
+        generate.run(recipe_for(tmp_path / "run", api, f"api.prices='{prices}'", "api.batch_discount=true"))
+    cost = json.loads((tmp_path / "run" / "costs.json").read_text())["total"]
+    per_request = (20 * 1.0 + 6 * 2.0) / 1e6 * 0.5  # "fake-model" priced by its longest listed prefix
+    assert cost["usd"] == pytest.approx(6 * per_request)
+    assert cost["usd_per_accepted_trajectory"] == pytest.approx(per_request)
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("length", "truncated"), ("refusal", "refused"), ("filter", "content filtered")])
+def test_cut_refused_and_filtered_replies_are_flagged_not_cached_and_dropped(tmp_path, fault, reason):
+    with FakeAPI() as api:
+        recipe = recipe_for(tmp_path, api, "generate.concurrency=1")
+        api.faults = [fault]
+        generate.run(recipe)
+        cache = ResponseCache(tmp_path / "cache" / "responses.jsonl")
+        assert len(cache.replies) == 5  # six replies, the flagged one not cached
+        curate.run(recipe)
+    dropped = json.loads((tmp_path / "curated" / "train.dropped.json").read_text())
+    assert dropped["dropped"] == {reason: 1}
+
+
+def test_logprobs_are_stored_on_the_trajectory(tmp_path):
+    with FakeAPI() as api:
+        [trajectory] = one_rollout(recipe_for(tmp_path, api, "api.top_logprobs=3"))
+    assert api.log[0]["body"]["top_logprobs"] == 3
+    [turn] = trajectory.logprobs
+    assert turn[0]["token"] == "Answer:" and len(turn[0]["top_logprobs"]) == 3
+
+
+def test_anthropic_backend_retries_overloaded_and_normalizes_the_reply(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    with FakeAPI() as api:
+        api.faults = ["529"]
+        [trajectory] = one_rollout(recipe_for(tmp_path, api, provider="anthropic", model="claude-fake"))
+    assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
+    assert trajectory.usage[0].tokens_in == 20 and trajectory.provenance.provider == "anthropic"
+    assert [e["fault"] for e in api.log] == ["529", None]
+
+
+def test_a_killed_generate_reruns_without_losing_duplicating_or_repaying(tmp_path):
+    with FakeAPI(delay_s=0.05) as api:
+        recipe_file = tmp_path / "recipe.toml"
+        from helpers import write_recipe_file
+
+        write_recipe_file(recipe_file, recipe_for(tmp_path / "run", api, "api.concurrency=2", "generate.concurrency=8", train=40))
+        command = [sys.executable, "-m", "warmstart.cli", "generate", str(recipe_file)]
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 60
+        while len(api.log) < 15 and time.time() < deadline:
+            time.sleep(0.01)
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        sent_before = len(api.log)
+        assert 15 <= sent_before < 40
+        assert subprocess.run(command, capture_output=True, timeout=120).returncode == 0
+    records = read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory)
+    assert sorted(r.task_id for r in records) == sorted(t.id for t in ENV.tasks("train", 40, 0))  # none lost, none twice
+    # Only requests in flight at the kill (at most api.concurrency) can have been sent twice.
+    assert len(api.log) <= 40 + 2
+
+
+def test_a_thousand_requests_never_exceed_rpm_or_tpm_in_any_window(tmp_path):
+    # The limiter's code path with a 1-s window instead of 60, to keep the test fast. Each request uses
+    # 26 tokens, so the token limit binds (~115 requests per window) before the request limit (150).
+    window, rpm, tpm = 1.0, 150, 3_000
+    with FakeAPI() as api:
+        backend = OpenAIBackend("fake-model", f"{api.url}/v1", "unused", timeout_s=10)
+        settings = ApiSettings(concurrency=32, timeout_s=10, max_retries=0, backoff_s=0.05, top_logprobs=0)
+        policy = APIPolicy(backend, ENV, 1, settings, RateLimiter(rpm, tpm, window_s=window), ResponseCache(tmp_path / "cache.jsonl"))
+        tasks = ENV.tasks("train", 1000, 0)
+        started = time.time()
+        trajectories = policy.rollout([Request(t, 0) for t in tasks], Sampling(0.0, 1.0, 16), seed=0)
+        elapsed = time.time() - started
+    assert all(t.error is None for t in trajectories) and len(api.log) == 1000
+    times = sorted((e["t"], e["tokens"]) for e in api.log)
+    for i, (start, _) in enumerate(times):
+        inside = [tokens for t, tokens in times[i:] if t < start + window]
+        assert len(inside) <= rpm and sum(inside) <= tpm
+    assert elapsed >= (1000 * 26 / tpm - 1) * window  # the limits really held it back
+
+
+def test_a_judge_beside_the_verifier_reports_agreement_and_unparseable_replies_are_not_zeros(tmp_path):
+    from warmstart.stages import evaluate
+
+    with FakeAPI() as api:
+        judge = f"openai:fake-model@{api.url}/v1"
+        recipe = small_recipe(
+            tmp_path, f"env.judge.policy='{judge}'", "env.judge.use=compare", *FAST,
+            "eval.policies={teacher=\"teacher\"}", "eval.k=2", train=10,
+        )
+        api.faults = ["garbage", "garbage", "lie"]  # one judgement unparseable twice, then one wrong
+        summary = json.loads(evaluate.run(recipe).read_text())
+    row = summary["policies"]["teacher"]
+    agreement = row["judge_agreement"]
+    assert agreement["samples"] == 20 * 2 - 1  # the unparseable judgement left out, not counted as a fail
+    assert agreement["judge_pass_verifier_fail"] + agreement["judge_fail_verifier_pass"] == 1  # the lie
+    assert agreement["agreement"] == pytest.approx((39 - 1) / 39, abs=1e-4)
+    assert row["infra_errors"] == 0  # compare mode: the verifier decided every sample
+
+
+def test_a_judge_as_the_reward_masks_an_unparseable_judgement(tmp_path):
+    from warmstart.judge import Judged, NoTools, RubricJudge
+
+    with FakeAPI() as api:
+        recipe = small_recipe(tmp_path, *FAST)
+        judge = RubricJudge(lambda: make_policy(f"openai:fake-model@{api.url}/v1", NoTools(), "judge", recipe), "Correct answer.")
+        env = Judged(ENV, judge, "reward")
+        first, second = ENV.tasks("train", 2, 0)
+        api.faults = ["garbage", "garbage", "garbage"]
+        unparseable = env.verify(first, ENV.reference(first, random.Random(0)))
+        recovered = env.verify(second, ENV.reference(second, random.Random(0)))  # garbage once, then asked again
+    assert unparseable.infra_error is not None and "VERDICT" in unparseable.infra_error
+    assert recovered.infra_error is None
+    assert recovered.details["judge_passed"] == recovered.details["verifier_passed"] == recovered.passed
+    assert len(api.log) == 4
