@@ -85,6 +85,7 @@ class Judged:
     def __init__(self, env, judge: RubricJudge, use: str):
         self.env, self.judge, self.use = env, judge, use
         self.name, self.tools = env.name, env.tools
+        self.verify_workers = 1  # judge requests share one client and its rate limits
 
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
         return self.env.tasks(split, n, seed)

@@ -9,9 +9,14 @@ from ..errors import WarmstartError
 from .arithmetic import Arithmetic, ArithmeticOptions
 from .base import Environment
 from .calculator import Calculator, CalculatorOptions
+from .python import PythonEnv, PythonOptions
 
 # name -> (environment class, its options model); the recipe's EnvConfig.name lists the same names.
-BUILT_IN = {"arithmetic": (Arithmetic, ArithmeticOptions), "calculator": (Calculator, CalculatorOptions)}
+BUILT_IN = {
+    "arithmetic": (Arithmetic, ArithmeticOptions),
+    "calculator": (Calculator, CalculatorOptions),
+    "python": (PythonEnv, PythonOptions),
+}
 
 
 def make_env(config: EnvConfig) -> Environment:

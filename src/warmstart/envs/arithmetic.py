@@ -149,6 +149,7 @@ EXACT = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a *
 class Arithmetic:
     name = "arithmetic"
     tools: tuple[dict, ...] = ()  # single-turn: the chain is worked in the head
+    verify_workers = 1  # verification is a regex: nothing to gain from a pool
 
     def step(self, task: Task, call: ToolCall) -> str:
         raise ValueError("arithmetic has no tools")  # unreachable: tool calls are parsed only where tools exist

@@ -10,6 +10,7 @@ from ..types import Task, ToolCall, Trajectory, Verdict
 class Environment(Protocol):
     name: str
     tools: tuple[dict, ...]  # OpenAI tool schemas; empty for a single-turn environment
+    verify_workers: int  # >1: verification runs in subprocesses, so a process pool may run it in parallel
 
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
         """`n` distinct tasks of `split`, the same for the same seed; train and eval never share one."""

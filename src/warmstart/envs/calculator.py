@@ -95,6 +95,7 @@ def _value(node: ast.AST) -> int:
 class Calculator:
     name = "calculator"
     tools: tuple[dict, ...] = (CALCULATOR_TOOL,)
+    verify_workers = 1
 
     def __init__(self, options: CalculatorOptions | None = None):
         self.options = options or CalculatorOptions()

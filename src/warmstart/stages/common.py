@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..config import Recipe
@@ -9,7 +11,7 @@ from ..envs import make_env
 from ..envs.base import Environment
 from ..errors import WarmstartError
 from ..jsonl import read_records
-from ..types import Message, Task
+from ..types import Message, Task, Trajectory, Verdict
 
 
 def make_environment(recipe: Recipe) -> Environment:
@@ -22,6 +24,18 @@ def make_environment(recipe: Recipe) -> Environment:
     from ..policies import make_policy
 
     return Judged(env, RubricJudge(lambda: make_policy(cfg.policy, NoTools(), "env.judge.policy", recipe), cfg.rubric), cfg.use)
+
+
+def verify_all(env: Environment, pairs: list[tuple[Task, Trajectory]]) -> list[Verdict]:
+    """Verdicts in order. Environments that verify in subprocesses (`verify_workers > 1`, e.g. python's
+    sandbox) are verified by a process pool, so a batch's programs run side by side; each worker runs
+    one sandbox at a time. Everything else is verified here, in order."""
+    if env.verify_workers <= 1 or len(pairs) < 2:
+        return [env.verify(task, trajectory) for task, trajectory in pairs]
+    # forkserver: forking this process (torch threads running) could deadlock a child.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=min(env.verify_workers, len(pairs)), mp_context=context) as pool:
+        return list(pool.map(env.verify, [t for t, _ in pairs], [tr for _, tr in pairs]))
 
 
 def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:

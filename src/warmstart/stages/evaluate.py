@@ -24,7 +24,7 @@ from ..passk import mean_pass_at_k
 from ..policies import Request, Sampling, make_policy
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
-from .common import check_disjoint, load_tasks, make_environment
+from .common import check_disjoint, load_tasks, make_environment, verify_all
 from .sft import base_model_path
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: Co
     with progress_bar(f"eval {name}", len(requests)) as advance:
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
-            for trajectory in policy.rollout(chunk, sampling, recipe.run.seed):
-                verdict = env.verify(by_id[trajectory.task_id], trajectory)
+            trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
+            for trajectory, verdict in zip(trajectories, verify_all(env, [(by_id[t.task_id], t) for t in trajectories])):
                 if verdict.infra_error is not None:
                     infra_errors += 1
                     continue

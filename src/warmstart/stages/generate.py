@@ -19,7 +19,7 @@ from ..policies import Request, Sampling, make_policy
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
 from ..types import Trajectory
-from .common import check_disjoint, load_tasks, make_environment
+from .common import check_disjoint, load_tasks, make_environment, verify_all
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,12 @@ def run(recipe: Recipe) -> Path:
     with JsonlAppender(out) as writer, progress_bar(f"generate {cfg.output}", len(pending)) as advance:
         for start in range(0, len(pending), cfg.concurrency):
             chunk = pending[start : start + cfg.concurrency]
-            for trajectory in policy.rollout(chunk, sampling, recipe.run.seed):
-                if trajectory.error is None:
-                    trajectory.verdict = env.verify(by_id[trajectory.task_id], trajectory)
-                    passed += trajectory.verdict.passed
+            trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
+            answered = [t for t in trajectories if t.error is None]
+            for trajectory, verdict in zip(answered, verify_all(env, [(by_id[t.task_id], t) for t in answered])):
+                trajectory.verdict = verdict
+                passed += verdict.passed
+            for trajectory in trajectories:
                 writer.append(trajectory)
             advance(len(chunk), note=f"verified {passed}")
     for trajectory in read_records(out, Trajectory):  # the whole file: earlier, killed runs cost money too

@@ -1,0 +1,105 @@
+"""The harness that runs a candidate program inside the sandbox (standard library only).
+
+It is copied into the sandbox with the program and the hidden tests' *call arguments* (never their
+expected values), loads the program, calls the entry point once per test call and writes each
+result as plain data: `<nonce> {"i": index, "value": ...}` or `{"i": index, "raised": "TypeError"}`.
+The parent decodes the values and evaluates the tests' assertions itself (python.py).
+
+Why that cannot be forged: the program shares this process and can write anything anywhere it likes,
+including lines that look like results. But a result is only a claimed return value, judged outside
+against expectations that never enter the sandbox; claiming the right value means computing it.
+Printing PASSED, exiting with 0, exiting early, patching unittest or pytest, or returning an object
+whose `__eq__` is always true gain nothing: there is no exit code or report to fake, a missing result
+is a failure, and only exact plain types (None, bool, int, float, str, list, tuple, dict, set) can be
+encoded at all.
+
+The same encode / decode functions are imported by the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+PLAIN = (type(None), bool, int, str)
+
+
+def encode(value, depth: int = 0):
+    if depth > 50:
+        raise TypeError("value nested too deeply")
+    kind = type(value)
+    if kind in PLAIN:
+        return value
+    if kind is float:
+        return {"float": repr(value)}
+    if kind is list:
+        return [encode(v, depth + 1) for v in value]
+    if kind is tuple:
+        return {"tuple": [encode(v, depth + 1) for v in value]}
+    if kind in (set, frozenset):
+        return {"set": [encode(v, depth + 1) for v in value]}
+    if kind is dict:
+        return {"dict": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    raise TypeError(f"cannot return a {kind.__name__}")
+
+
+def decode(data):
+    if isinstance(data, list):
+        return [decode(v) for v in data]
+    if isinstance(data, dict):
+        (tag, inner), = data.items()
+        if tag == "float":
+            return float(inner)
+        if tag == "tuple":
+            return tuple(decode(v) for v in inner)
+        if tag == "set":
+            return {decode(v) for v in inner}
+        if tag == "dict":
+            return {decode(k): decode(v) for k, v in inner}
+        raise ValueError(f"unknown tag {tag!r}")
+    return data
+
+
+class CallTimeout(BaseException):
+    pass
+
+
+def on_alarm(signum, frame):
+    raise CallTimeout()
+
+
+def main() -> None:
+    spec = json.load(open("/task/input.json"))
+    out = os.fdopen(os.dup(1), "w")  # our channel out; the program's own prints go nowhere
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+
+    def emit(record: dict) -> None:
+        out.write(f"{spec['nonce']} {json.dumps(record)}\n")
+        out.flush()
+
+    namespace = {"__name__": "solution"}
+    try:
+        exec(compile(spec["program"], "solution.py", "exec"), namespace)
+        function = namespace[spec["entry_point"]]
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: nothing stops the harness
+        emit({"load_error": f"{type(exc).__name__}: {exc}"[:500]})
+        return
+    signal.signal(signal.SIGALRM, on_alarm)
+    for index, call in enumerate(spec["calls"]):
+        try:
+            signal.setitimer(signal.ITIMER_REAL, spec["per_call_s"])
+            value = function(*decode(call["args"]), **{k: decode(v) for k, v in call["kwargs"].items()})
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            emit({"i": index, "value": encode(value)})
+        except BaseException as exc:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            emit({"i": index, "raised": type(exc).__name__})
+
+
+if __name__ == "__main__":
+    sys.setrecursionlimit(10_000)
+    main()

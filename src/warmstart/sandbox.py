@@ -1,0 +1,212 @@
+"""Running untrusted code (model-written programs) under bubblewrap, with limits, killed from outside.
+
+What it protects against, per execution:
+- network: a new, empty network namespace (no interface but its own loopback), so no outbound TCP or
+  DNS and no connection to servers on the host's loopback;
+- the host's files: only /usr (read-only) and the task's own directory (read-only) are visible; the
+  working directory /work and /tmp are private tmpfs mounts capped in size; no home, no /etc secrets,
+  no site-packages of ours; writes anywhere else fail;
+- the environment: cleared (no API keys or other secrets leak in);
+- privileges: it runs as `nobody` in new user, pid, ipc, uts and cgroup namespaces, with every
+  capability dropped and a new session (no terminal to inject into);
+- resources: rlimits on CPU seconds, address space, file size, processes (counted for `nobody`, which
+  is why the sandbox never runs as root) and open files; output is read with a cap and the run killed
+  when it is exceeded (`truncated`); a wall-clock limit kills bwrap from outside, and since the
+  sandbox's init process dies with bwrap (--die-with-parent) the kernel kills every process left in
+  the pid namespace: background daemons, double forks and processes ignoring signals included.
+
+What it does not protect against: kernel exploits (bubblewrap is namespaces, not a VM); CPU time used
+by other sandboxes on the same machine; timing side channels. It needs unprivileged user namespaces
+(as on stock Debian) and the `bwrap` binary. Without bwrap it refuses to run unless `unsafe=True`,
+which runs the same command as a plain subprocess with only the rlimits: for trusted code only.
+
+The interpreter inside is the system's /usr/bin/python3 (readable by `nobody`): sandboxed programs get
+the standard library only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import WarmstartError
+
+NOBODY = 65534
+PR_SET_CHILD_SUBREAPER = 36
+SANDBOX_PYTHON = "/usr/bin/python3"
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float = 10.0
+    cpu_s: int = 10
+    memory_bytes: int = 1 << 30  # address space
+    file_bytes: int = 16 << 20  # largest file a process may write
+    processes: int = 64  # processes of the sandbox user
+    open_files: int = 64
+    output_bytes: int = 1 << 20  # stdout + stderr kept; more kills the run
+    tmpfs_bytes: int = 64 << 20  # /work and /tmp, each
+
+
+@dataclass
+class Execution:
+    returncode: int | None  # None: killed by us
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    truncated: bool = False
+    seconds: float = 0.0
+    sandboxed: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def bwrap_command(task_dir: Path, argv: list[str], limits: Limits) -> list[str]:
+    tmpfs = str(limits.tmpfs_bytes)
+    return [
+        bwrap_path(),
+        "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", tmpfs, "--tmpfs", "/work", "--size", tmpfs, "--tmpfs", "/tmp",
+        "--ro-bind", str(task_dir), "/task",
+        "--chdir", "/work",
+        "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/work", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+        "--", *argv,
+    ]
+
+
+def apply_limits(limits: Limits, demote: bool) -> None:
+    """Runs in the child between fork and exec: rlimits, then (when root) become `nobody`."""
+    os.setpgrp()
+    for name, value in (
+        (resource.RLIMIT_CPU, limits.cpu_s),
+        (resource.RLIMIT_AS, limits.memory_bytes),
+        (resource.RLIMIT_FSIZE, limits.file_bytes),
+        (resource.RLIMIT_NPROC, limits.processes),
+        (resource.RLIMIT_NOFILE, limits.open_files),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(name, (value, value))
+    if demote and os.getuid() == 0:  # RLIMIT_NPROC does not bind root
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+
+def run(argv: list[str], task_dir: Path, limits: Limits = Limits(), unsafe: bool = False) -> Execution:
+    """Run `argv` (paths inside the sandbox: the task directory is /task, the cwd /work)."""
+    sandboxed = bwrap_path() is not None
+    if not sandboxed and not unsafe:
+        raise WarmstartError("sandbox: bubblewrap (bwrap) is not installed; install it (apt-get install bubblewrap) or pass unsafe=True for trusted code")
+    os.chmod(task_dir, 0o755)  # `nobody` must be able to read the task it runs
+    for path in Path(task_dir).rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    # Without bwrap there is no /task mount: the same paths are the task directory itself.
+    command = bwrap_command(Path(task_dir), argv, limits) if sandboxed else [a.replace("/task", str(task_dir), 1) if a.startswith("/task") else a for a in argv]
+    become_subreaper()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=task_dir if not sandboxed else None,
+        env={"PATH": "/usr/bin"} if not sandboxed else {},
+        preexec_fn=lambda: apply_limits(limits, demote=sandboxed),
+    )
+    execution = _collect(process, limits, started)
+    execution.sandboxed = sandboxed
+    reap_orphans()
+    return execution
+
+
+def become_subreaper() -> None:
+    """Make orphans of our children come to us instead of the machine's init.
+
+    bwrap's namespace-init process can outlive bwrap by a moment (then dies of --die-with-parent);
+    orphaned, it would wait as a zombie for PID 1, which in containers may never reap it. Setting
+    this on our own process is idempotent; it is process state, not module state."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans() -> None:
+    """Kill and reap the sandbox user's processes re-parented to us; other children are left alone."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            owner = os.stat(f"/proc/{entry}").st_uid
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+        if owner == NOBODY and parent == me:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                os.waitpid(int(entry), 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def _collect(process: subprocess.Popen, limits: Limits, started: float) -> Execution:
+    """Read both pipes with a cap until the process ends, the output is too long or time is up."""
+    out_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    size, timed_out, truncated = 0, False, False
+    open_fds = set(chunks)
+    while open_fds:
+        remaining = limits.wall_s - (time.monotonic() - started)
+        if remaining <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select(list(open_fds), [], [], remaining)
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if not data:
+                open_fds.discard(fd)
+                continue
+            size += len(data)
+            if size > limits.output_bytes:
+                truncated = True
+                break
+            chunks[fd].append(data)
+        if truncated:
+            break
+    if timed_out or truncated:
+        _kill(process)
+    try:
+        process.wait(timeout=max(1.0, limits.wall_s))
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        process.wait()
+    process.stdout.close()
+    process.stderr.close()
+    return Execution(
+        returncode=None if (timed_out or truncated) else process.returncode,
+        stdout=b"".join(chunks[out_fd]),
+        stderr=b"".join(chunks[err_fd]),
+        timed_out=timed_out,
+        truncated=truncated,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """SIGKILL bwrap's process group; the sandbox's pid namespace goes down with it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
