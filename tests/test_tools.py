@@ -175,7 +175,7 @@ def test_the_calculator_tool_evaluates_only_integer_arithmetic():
     task = ENV.tasks("train", 1, 0)[0]
 
     def run(expression):
-        return ENV.step(task, ToolCall(id="x", function=ToolFunction(name="calculator", arguments=f'{{"expression": "{expression}"}}')))
+        return ENV.step(task, ToolCall(id="x", function=ToolFunction(name="calculator", arguments=f'{{"expression": "{expression}"}}')), task.prompt)
 
     assert run("(12+3)*-4") == "-60"
     assert run("98765*4321") == str(98765 * 4321)

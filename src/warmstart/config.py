@@ -47,7 +47,7 @@ class JudgeConfig(Section):
 
 
 class EnvConfig(Section):
-    name: Literal["arithmetic", "calculator", "python"] = "arithmetic"
+    name: Literal["arithmetic", "calculator", "python", "repo"] = "arithmetic"
     options: dict[str, Any] = Field(default_factory=dict)  # checked by the environment's own options model
     max_turns: int = Field(4, ge=1)  # policy turns per rollout where the environment has tools
     judge: JudgeConfig | None = None

@@ -36,7 +36,7 @@ class NoTools:
     name = "judge"
     tools: tuple[dict, ...] = ()
 
-    def step(self, task: Task, call: ToolCall) -> str:
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         raise ValueError("the judge has no tools")
 
 
@@ -90,8 +90,8 @@ class Judged:
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
         return self.env.tasks(split, n, seed)
 
-    def step(self, task: Task, call: ToolCall) -> str:
-        return self.env.step(task, call)
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
+        return self.env.step(task, call, messages)
 
     def reference(self, task: Task, rng) -> Trajectory:
         return self.env.reference(task, rng)

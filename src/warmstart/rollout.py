@@ -37,12 +37,13 @@ class Episode:
     finish_reason: str | None = None  # stop | length | turns; None while running
 
 
-def tool_results(env, task: Task, message: Message) -> list[Message]:
-    """One tool message per call: the environment's answer, or the error the call had."""
+def tool_results(env, task: Task, messages: list[Message]) -> list[Message]:
+    """One tool message per call of the last (assistant) message: the environment's answer, or the
+    error the call had. The environment sees the conversation so far (its state, e.g. earlier writes)."""
     results = []
-    for call in message.tool_calls or []:
+    for call in messages[-1].tool_calls or []:
         error = call_error(call, list(env.tools))
-        content = error if error is not None else env.step(task, call)
+        content = error if error is not None else env.step(task, call, messages)
         results.append(Message(role="tool", tool_call_id=call.id, content=content))
     return results
 
@@ -79,7 +80,7 @@ def run_episodes(model, tokenizer, env, starts: list[tuple[Task, int]], sampling
 
 
 def continue_after_tools(tokenizer, env, episode: Episode, end_of_turn: str, tools) -> None:
-    episode.messages += tool_results(env, episode.task, episode.messages[-1])
+    episode.messages += tool_results(env, episode.task, episode.messages)
     text = continuation_text(tokenizer, episode.messages, end_of_turn, tools)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     episode.ids += ids

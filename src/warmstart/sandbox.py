@@ -72,15 +72,17 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def bwrap_command(task_dir: Path, argv: list[str], limits: Limits) -> list[str]:
+def bwrap_command(task_dir: Path, argv: list[str], limits: Limits, work_dir: Path | None) -> list[str]:
     tmpfs = str(limits.tmpfs_bytes)
+    # /work: a private tmpfs, or a throwaway copy the caller made (a repository to work in).
+    work = ["--bind", str(work_dir), "/work"] if work_dir else ["--size", tmpfs, "--tmpfs", "/work"]
     return [
         bwrap_path(),
         "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
         "--proc", "/proc", "--dev", "/dev",
-        "--size", tmpfs, "--tmpfs", "/work", "--size", tmpfs, "--tmpfs", "/tmp",
+        *work, "--size", tmpfs, "--tmpfs", "/tmp",
         "--ro-bind", str(task_dir), "/task",
         "--chdir", "/work",
         "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/work", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
@@ -106,22 +108,23 @@ def apply_limits(limits: Limits, demote: bool) -> None:
         os.setuid(NOBODY)
 
 
-def run(argv: list[str], task_dir: Path, limits: Limits = Limits(), unsafe: bool = False) -> Execution:
-    """Run `argv` (paths inside the sandbox: the task directory is /task, the cwd /work)."""
+def run(argv: list[str], task_dir: Path, limits: Limits = Limits(), unsafe: bool = False, work_dir: Path | None = None) -> Execution:
+    """Run `argv` (paths inside the sandbox: the task directory is /task, read-only, and the cwd is
+    /work: a size-capped tmpfs, or `work_dir` mounted writable — a copy the caller throws away)."""
     sandboxed = bwrap_path() is not None
     if not sandboxed and not unsafe:
         raise WarmstartError("sandbox: bubblewrap (bwrap) is not installed; install it (apt-get install bubblewrap) or pass unsafe=True for trusted code")
-    os.chmod(task_dir, 0o755)  # `nobody` must be able to read the task it runs
-    for path in Path(task_dir).rglob("*"):
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    hand_over(Path(task_dir), writable=False)  # `nobody` must be able to read the task it runs
+    if work_dir is not None:
+        hand_over(Path(work_dir), writable=True)
     # Without bwrap there is no /task mount: the same paths are the task directory itself.
-    command = bwrap_command(Path(task_dir), argv, limits) if sandboxed else [a.replace("/task", str(task_dir), 1) if a.startswith("/task") else a for a in argv]
+    command = bwrap_command(Path(task_dir), argv, limits, work_dir) if sandboxed else [a.replace("/task", str(task_dir), 1) if a.startswith("/task") else a for a in argv]
     become_subreaper()
     started = time.monotonic()
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=task_dir if not sandboxed else None,
+        cwd=(work_dir or task_dir) if not sandboxed else None,
         env={"PATH": "/usr/bin"} if not sandboxed else {},
         preexec_fn=lambda: apply_limits(limits, demote=sandboxed),
     )
@@ -129,6 +132,16 @@ def run(argv: list[str], task_dir: Path, limits: Limits = Limits(), unsafe: bool
     execution.sandboxed = sandboxed
     reap_orphans()
     return execution
+
+
+def hand_over(root: Path, writable: bool) -> None:
+    """Let the sandbox user read (and, for a work copy, own) a directory tree."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if writable and os.getuid() == 0:
+            os.chown(path, NOBODY, NOBODY)
+        os.chmod(path, (0o755 if path.is_dir() else 0o644) | (0o200 if writable else 0))
 
 
 def become_subreaper() -> None:

@@ -10,12 +10,14 @@ from .arithmetic import Arithmetic, ArithmeticOptions
 from .base import Environment
 from .calculator import Calculator, CalculatorOptions
 from .python import PythonEnv, PythonOptions
+from .repo import RepoEnv, RepoOptions
 
 # name -> (environment class, its options model); the recipe's EnvConfig.name lists the same names.
 BUILT_IN = {
     "arithmetic": (Arithmetic, ArithmeticOptions),
     "calculator": (Calculator, CalculatorOptions),
     "python": (PythonEnv, PythonOptions),
+    "repo": (RepoEnv, RepoOptions),
 }
 
 

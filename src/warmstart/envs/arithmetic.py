@@ -151,7 +151,7 @@ class Arithmetic:
     tools: tuple[dict, ...] = ()  # single-turn: the chain is worked in the head
     verify_workers = 1  # verification is a regex: nothing to gain from a pool
 
-    def step(self, task: Task, call: ToolCall) -> str:
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         raise ValueError("arithmetic has no tools")  # unreachable: tool calls are parsed only where tools exist
 
     def __init__(self, options: ArithmeticOptions | None = None):

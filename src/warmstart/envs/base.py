@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..types import Task, ToolCall, Trajectory, Verdict
+from ..types import Message, Task, ToolCall, Trajectory, Verdict
 
 
 class Environment(Protocol):
@@ -18,8 +18,10 @@ class Environment(Protocol):
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         """Score a finished trajectory. The same function filters teacher data, rewards RL and evaluates."""
 
-    def step(self, task: Task, call: ToolCall) -> str:
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         """Run one well-formed tool call (known name, JSON-object arguments) and return the tool's reply.
+        `messages` is the conversation so far: an environment with state (files written earlier)
+        rebuilds it from there, so environments stay stateless and episodes can run in any order.
         Bad argument values are the policy's mistake: answer them with an error text, never raise."""
 
     def reference(self, task: Task, rng) -> Trajectory:

@@ -139,7 +139,7 @@ class Calculator:
             meta={"a": a, "op": op, "b": b, "size": size},
         )
 
-    def step(self, task: Task, call: ToolCall) -> str:
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         expression = (call_arguments(call) or {}).get("expression")
         if not isinstance(expression, str):
             return 'error: calculator needs {"expression": "<integer expression>"}'
@@ -157,7 +157,7 @@ class Calculator:
         a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]
         if task.meta["size"] == "large":
             call = ToolCall(id="call-0-0", function=ToolFunction(name="calculator", arguments=json.dumps({"expression": f"{a}{op}{b}"})))
-            result = self.step(task, call)
+            result = self.step(task, call, task.prompt)
             turns = [
                 Message(role="assistant", content="", tool_calls=[call]),
                 Message(role="tool", tool_call_id=call.id, content=result),

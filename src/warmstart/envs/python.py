@@ -164,7 +164,7 @@ class PythonEnv:
         random.Random(f"python-{seed}").shuffle(pool)
         return pool[:n]
 
-    def step(self, task: Task, call: ToolCall) -> str:
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         raise ValueError("python has no tools")
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:

@@ -167,7 +167,7 @@ class APIPolicy:
                 if turn == self.max_turns - 1:
                     finish = "turns"
                     break
-                messages += tool_results(self.env, task, reply.message)
+                messages += tool_results(self.env, task, messages)
             error = None
         except RequestError as exc:
             error = f"request failed after {self.settings.max_retries} retries: {exc}"
