@@ -11,7 +11,7 @@ import pytest
 from helpers import small_recipe
 from warmstart.envs.python import DEFAULT_TASKS, PythonEnv, PythonOptions
 from warmstart.errors import WarmstartError
-from warmstart.stages import curate, evaluate, generate, sft
+from warmstart.stages import curate, evaluate, generate, grpo, sft
 from warmstart.stages.common import verify_all
 from warmstart.types import Message, Provenance, Trajectory
 
@@ -66,6 +66,11 @@ def test_the_pipeline_runs_on_python_tasks(tmp_path):
     dropped = json.loads((tmp_path / "curated" / "train.dropped.json").read_text())
     assert dropped["kept"] == 30  # the reference solutions all pass in the sandbox
     sft.run(recipe)
+    grpo_recipe = small_recipe(tmp_path, *ENV_ARGS, "sft.steps=4", "sft.seq_len=2048", "sft.tiny.max_positions=4096",
+                               "grpo.steps=1", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=16", "grpo.max_refills=0", train=30, eval_=4)
+    grpo.run(grpo_recipe)  # rewards from the sandbox; an untrained student earns none
+    stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    assert stages["grpo:student-grpo"]["zero_variance_fraction"] == 1.0
     summary = json.loads(evaluate.run(recipe).read_text())
     assert summary["policies"]["teacher"]["pass@1"] == 1.0
     assert summary["policies"]["student"]["pass@1"] == 0.0  # four SFT steps write no working code
