@@ -33,7 +33,19 @@ CORRECT = "def add(a, b):\n    return a + b\n"
 def env(tmp_path_factory) -> PythonEnv:
     tasks = tmp_path_factory.mktemp("tasks") / "tasks.jsonl"
     tasks.write_text(json.dumps(ADD_TASK) + "\n")
-    return PythonEnv(PythonOptions(tasks_file=str(tasks), wall_s=4.0, per_call_s=1.0, memory_mb=512))
+    env = PythonEnv(PythonOptions(tasks_file=str(tasks), wall_s=4.0, per_call_s=1.0, memory_mb=512))
+    grade(env, CORRECT)  # starts the zygote: its own processes are the only ones allowed to stay
+    return env
+
+
+@pytest.fixture()
+def zygote_only(env):
+    """After the test, the sandbox user owns exactly the zygote's processes it owned before."""
+    before = set(nobody_processes())
+    yield
+    time.sleep(0.1)
+    assert set(nobody_processes()) <= before  # daemons, forks and signal-ignorers all died with their namespaces
+    assert env.zygote.process.poll() is None  # and none of them could take the zygote down
 
 
 def grade(env: PythonEnv, program: str):
@@ -100,13 +112,29 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("program", HOSTILE.values(), ids=HOSTILE.keys())
-def test_a_hostile_program_gets_no_reward_and_leaves_nothing_behind(env, program):
+def test_a_hostile_program_gets_no_reward_and_leaves_nothing_behind(env, zygote_only, program):
     started = time.monotonic()
     verdict = grade(env, program)
     assert verdict.reward == 0.0
     assert time.monotonic() - started < 4.0 + 3.0  # the wall-clock limit held (plus teardown)
+    assert grade(env, CORRECT).passed  # the next program runs in a clean namespace, unharmed
+
+
+@pytest.mark.parametrize("program", ["import os, signal\nos.kill(0, signal.SIGKILL)\n", "import os, signal\nos.killpg(os.getpgid(0), signal.SIGKILL)\n"], ids=["kill-0", "killpg"])
+def test_a_program_cannot_kill_the_zygote(env, zygote_only, program):
+    assert grade(env, program).reward == 0.0
+    assert grade(env, CORRECT).passed
+
+
+@pytest.mark.parametrize("program", list(HOSTILE.values())[:4], ids=list(HOSTILE)[:4])
+def test_without_the_zygote_each_run_gets_a_new_sandbox_with_the_same_outcome(tmp_path, program):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps(ADD_TASK) + "\n")
+    cold = PythonEnv(PythonOptions(tasks_file=str(tasks), wall_s=4.0, per_call_s=1.0, memory_mb=512, zygote=False))
+    before = set(nobody_processes())  # other tests' zygotes, if any
+    assert grade(cold, program).reward == 0.0 and grade(cold, CORRECT).passed
     time.sleep(0.1)
-    assert nobody_processes() == []  # daemons, forks and signal-ignorers all died with the sandbox
+    assert set(nobody_processes()) <= before and cold.zygote is None
 
 
 def test_no_network_of_any_kind(env):
@@ -157,7 +185,7 @@ def test_a_normal_import_works_under_the_memory_cap(env):
     assert grade(env, program).passed
 
 
-def test_a_slow_but_correct_program_gets_the_same_verdict_twenty_times_under_load(env):
+def test_a_slow_but_correct_program_gets_the_same_verdict_twenty_times_under_load(env, zygote_only):
     program = "import time\ndef add(a, b):\n    time.sleep(0.05)\n    total = 0\n    for _ in range(50_000):\n        total += 1\n    return a + b\n"
     # Load from other processes (as other sandboxes would be), busy on both cores.
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
@@ -168,7 +196,6 @@ def test_a_slow_but_correct_program_gets_the_same_verdict_twenty_times_under_loa
             process.kill()
             process.wait()
     assert verdicts == [True] * 20
-    assert nobody_processes() == []
 
 
 def test_tests_that_cannot_be_graded_outside_the_sandbox_are_refused_at_load():

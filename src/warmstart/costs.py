@@ -81,6 +81,8 @@ class CostLedger:
 
 
 def describe(stage: str, cost: dict) -> str:
+    if cost["requests"] == 0:
+        return f"{stage}: no API requests (a local policy: its cost is the stage's compute time in costs.json)"
     money = f"${cost['usd']:.4f}" if cost["usd"] is not None else f"price unknown for {', '.join(cost['unknown_price_models'])}"
     per = f" (${cost['usd_per_accepted']:.5f} per accepted trajectory)" if cost["usd_per_accepted"] is not None else ""
     return (

@@ -8,7 +8,8 @@ taken as the body that completes the prompt.
 
 Grading: `check(candidate)` must consist of `assert` statements whose `candidate(...)` calls have
 literal arguments (most HumanEval- and MBPP-style tests do; others are refused at load time, naming
-the task and line). Only those calls run in the sandbox (`sandbox.py`, via `python_harness.py`); their
+the task and line). Only those calls run in the sandbox (`sandbox.py`: by default in its pre-started
+zygote, a fresh set of namespaces per run; via `python_harness.py`); their
 results come back as plain data and every assertion is evaluated here, outside the sandbox, with the
 results in place of the calls. Reward 1 when every assertion holds; the fraction is a detail. A
 sandbox that could not start is an infra error, never a 0.
@@ -27,6 +28,7 @@ import re
 import secrets
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +58,7 @@ class PythonOptions(BaseModel):
     per_call_s: float = Field(2.0, gt=0)
     memory_mb: int = Field(1024, ge=64)
     unsafe_no_sandbox: bool = False  # run without bubblewrap: trusted code only
+    zygote: bool = True  # one pre-started sandboxed interpreter forking an isolated child per run (fast); false: a new sandbox per run
 
 
 def split_of(task_id: str) -> str:
@@ -136,6 +139,7 @@ class PythonEnv:
         self.options = options or PythonOptions()
         if sandbox.bwrap_path() is None and not self.options.unsafe_no_sandbox:
             raise WarmstartError("env python: bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set env.options.unsafe_no_sandbox = true for trusted code only")
+        self.zygote: sandbox.Zygote | None = None
         path = Path(self.options.tasks_file) if self.options.tasks_file else DEFAULT_TASKS
         self.all_tasks = [self._task(r, f"{path.name}: task {r.get('task_id')}") for r in load_task_records(path)]
 
@@ -174,18 +178,31 @@ class PythonEnv:
         program = program_of(reply, task.hidden["prompt_code"], task.hidden["entry_point"])
         return self.grade(task, program)
 
-    def grade(self, task: Task, program: str) -> Verdict:
-        hidden, nonce = task.hidden, secrets.token_hex(8)
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "zygote": None}  # a process pool's workers start their own
+
+    def execute(self, spec: dict) -> sandbox.Execution:
+        """One program run: in the pre-started zygote (fresh namespaces per run), or without it in a
+        new sandbox per run (`zygote = false`), or unsandboxed (`unsafe_no_sandbox`, trusted code)."""
+        limits = sandbox.Limits(wall_s=self.options.wall_s, cpu_s=int(self.options.wall_s) + 1, memory_bytes=self.options.memory_mb << 20)
+        if self.options.zygote and not self.options.unsafe_no_sandbox:
+            if self.zygote is None:
+                self.zygote = sandbox.Zygote({"python_harness.py": HARNESS.read_text()}, limits)
+                weakref.finalize(self, self.zygote.close)
+            return self.zygote.execute(spec, limits)
         with tempfile.TemporaryDirectory(prefix="warmstart-py-") as tmp:
             task_dir = Path(tmp)
-            spec = {"program": program, "entry_point": hidden["entry_point"], "calls": hidden["calls"], "nonce": nonce, "per_call_s": self.options.per_call_s}
             (task_dir / "input.json").write_text(json.dumps(spec))
             (task_dir / "harness.py").write_text(HARNESS.read_text())
-            limits = sandbox.Limits(wall_s=self.options.wall_s, cpu_s=int(self.options.wall_s) + 1, memory_bytes=self.options.memory_mb << 20)
-            execution = sandbox.run([sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, limits, unsafe=self.options.unsafe_no_sandbox)
+            return sandbox.run([sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, limits, unsafe=self.options.unsafe_no_sandbox)
+
+    def grade(self, task: Task, program: str) -> Verdict:
+        hidden, nonce = task.hidden, secrets.token_hex(8)
+        spec = {"program": program, "entry_point": hidden["entry_point"], "calls": hidden["calls"], "nonce": nonce, "per_call_s": self.options.per_call_s}
+        execution = self.execute(spec)
         results, load_error = parse_results(execution.stdout, nonce, len(hidden["calls"]))
-        if not results and load_error is None and execution.returncode not in (0, None) and b"bwrap" in execution.stderr:
-            return Verdict(reward=0.0, passed=False, infra_error=f"sandbox failed to start: {execution.stderr[-300:].decode(errors='replace')}")
+        if not results and load_error is None and execution.returncode not in (0, None) and (b"bwrap" in execution.stderr or b"zygote" in execution.stderr):
+            return Verdict(reward=0.0, passed=False, infra_error=f"sandbox failed: {execution.stderr[-300:].decode(errors='replace')}")
         passed = sum(assertion_holds(a, results) for a in hidden["asserts"])
         total = len(hidden["asserts"])
         details = {"tests_passed": passed, "tests": total, "fraction": passed / total, "seconds": round(execution.seconds, 3)}

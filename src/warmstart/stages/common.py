@@ -31,11 +31,22 @@ def verify_all(env: Environment, pairs: list[tuple[Task, Trajectory]]) -> list[V
     sandbox) are verified by a process pool, so a batch's programs run side by side; each worker runs
     one sandbox at a time. Everything else is verified here, in order."""
     if env.verify_workers <= 1 or len(pairs) < 2:
-        return [env.verify(task, trajectory) for task, trajectory in pairs]
-    # forkserver: forking this process (torch threads running) could deadlock a child.
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=min(env.verify_workers, len(pairs)), mp_context=context) as pool:
-        return list(pool.map(env.verify, [t for t, _ in pairs], [tr for _, tr in pairs]))
+        return verify_in_order(env, pairs)
+    # One share per worker, interleaved for balance: each worker gets the environment once, so what it
+    # starts (python's sandboxed zygote) serves its whole share. forkserver: forking this process
+    # (torch threads running) could deadlock a child.
+    workers = min(env.verify_workers, len(pairs))
+    shares = [pairs[w::workers] for w in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        results = list(pool.map(verify_in_order, [env] * workers, shares))
+    verdicts: list[Verdict] = [None] * len(pairs)  # type: ignore[list-item]
+    for w, share in enumerate(results):
+        verdicts[w::workers] = share
+    return verdicts
+
+
+def verify_in_order(env: Environment, pairs: list[tuple[Task, Trajectory]]) -> list[Verdict]:
+    return [env.verify(task, trajectory) for task, trajectory in pairs]
 
 
 def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:

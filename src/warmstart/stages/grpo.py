@@ -43,7 +43,7 @@ from ..progress import progress_bar
 from ..rollout import Episode, run_episodes
 from ..runs import RunDir, fingerprint
 from ..types import Provenance, Trajectory
-from .common import load_tasks, make_environment
+from .common import load_tasks, make_environment, verify_all
 from .evaluate import resolve_policy
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,17 @@ def init_path(recipe: Recipe) -> Path:
     return Path(spec[3:] if spec.startswith("hf:") else spec)
 
 
-def score(env, episode: Episode, cfg: GrpoConfig) -> tuple[float, bool]:
-    trajectory = Trajectory(
+def as_trajectory(episode: Episode) -> Trajectory:
+    return Trajectory(
         task_id=episode.task.id,
         policy="grpo",
         messages=episode.messages,
         finish_reason=episode.finish_reason,
         provenance=Provenance(provider="hf", model="grpo", created=0.0),
     )
-    verdict = env.verify(episode.task, trajectory)
+
+
+def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
     if verdict.infra_error is not None:
         return 0.0, False
     reward = verdict.reward
@@ -90,9 +92,10 @@ def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids
         cursor += need
         starts = [(t, i) for t in batch for i in range(cfg.group_size)]
         episodes = run_episodes(model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns)
+        verdicts = verify_all(env, [(e.task, as_trajectory(e)) for e in episodes])  # a pool where verification is a subprocess
         for g in range(len(batch)):
             members = episodes[g * cfg.group_size : (g + 1) * cfg.group_size]
-            scored = [score(env, e, cfg) for e in members]
+            scored = [score(e, v, cfg) for e, v in zip(members, verdicts[g * cfg.group_size : (g + 1) * cfg.group_size])]
             group = Group(members, [r for r, _ in scored], [v for _, v in scored])
             stats["groups"] += 1
             stats["infra_errors"] += group.valid.count(False)
