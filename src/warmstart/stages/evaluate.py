@@ -184,12 +184,13 @@ def print_table(summary: dict, k: int) -> None:
     tools = any("tool_use" in r for r in summary["policies"].values())
     judged = any("judge_agreement" in r for r in summary["policies"].values())
     extra = [*(["uses tool"] if tools else []), *(["judge agrees"] if judged else [])]
-    for column in ("policy", "pass@1", f"pass@{k}", "gap closed", "seconds", *extra):
+    pass_k = [f"pass@{k}"] if k > 1 else []  # with k = 1 it is the pass@1 column
+    for column in ("policy", "pass@1", *pass_k, "gap closed", "seconds", *extra):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name in summary["rows"]:  # the recipe's order (the JSON file sorts its keys)
         r = summary["policies"][name]
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
-        row = [name, f"{r['pass@1']:.3f}", fmt(r[f"pass@{k}"]), gap, f"{r['seconds']:.1f}"]
+        row = [name, f"{r['pass@1']:.3f}", *([fmt(r[f"pass@{k}"])] if k > 1 else []), gap, f"{r['seconds']:.1f}"]
         agreement = r.get("judge_agreement")
         agrees = f"{agreement['agreement']:.0%} of {agreement['samples']}" if agreement else ""
         table.add_row(*row, *([tool_use_text(r.get("tool_use", {}))] if tools else []), *([agrees] if judged else []))
