@@ -219,3 +219,23 @@ def test_a_judge_as_the_reward_masks_an_unparseable_judgement(tmp_path):
     assert recovered.infra_error is None
     assert recovered.details["judge_passed"] == recovered.details["verifier_passed"] == recovered.passed
     assert len(api.log) == 4
+
+
+def test_in_eval_a_request_that_keeps_failing_is_an_infra_error_not_a_zero(tmp_path):
+    from warmstart.stages import evaluate
+
+    with FakeAPI() as api:
+        recipe = recipe_for(tmp_path, api, "eval.policies={teacher=\"teacher\"}", "eval.k=1", "eval.batch_size=1")
+        api.faults = ["500"] * 4  # the first eval request and its three retries
+        row = json.loads(evaluate.run(recipe).read_text())["policies"]["teacher"]
+    assert row["infra_errors"] == 1
+    assert row["pass@1"] == 1.0  # the 19 answered samples are all right; the failed one is left out
+    costs = json.loads((tmp_path / "costs.json").read_text())["stages"]["eval"]["api"]
+    assert costs["trajectories"] == 20 and costs["accepted"] == 19
+
+
+@pytest.mark.parametrize(("headers", "seconds"), [({"Retry-After": "3"}, 3.0), ({"retry-after-ms": "250"}, 0.25), ({"Retry-After": "soon"}, None), ({}, None)])
+def test_retry_after_is_read_and_an_unreadable_one_is_ignored(headers, seconds):
+    from warmstart.policies.limits import retry_after_seconds
+
+    assert retry_after_seconds(headers) == seconds

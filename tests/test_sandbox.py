@@ -55,12 +55,16 @@ def grade(env: PythonEnv, program: str):
     return env.verify(task, trajectory)
 
 
+SANDBOX_UID = 65534 if os.getuid() == 0 else os.getuid()  # unprivileged, bwrap keeps the caller's uid
+
+
 def nobody_processes() -> list[int]:
+    """Processes of the sandbox's user (compared before / after a run: as non-root that is our own uid)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.stat(f"/proc/{entry}").st_uid == 65534:
+                if os.stat(f"/proc/{entry}").st_uid == SANDBOX_UID:
                     pids.append(int(entry))
             except FileNotFoundError:
                 pass
@@ -97,7 +101,7 @@ HOSTILE = {
         "def add(a, b):\n    return 0\n"
     ),
     "forged result lines": (
-        "import json, os\nnonce = json.load(open('/task/input.json'))['nonce']\n"
+        "import json, os, sys\nnonce = sys._getframe(1).f_locals['spec']['nonce']  # the harness's own spec\n"
         "for fd in (3, 4, 5):\n    for i in range(3):\n        try:\n            os.write(fd, (nonce + ' ' + json.dumps({'i': i, 'value': 42}) + '\\n').encode())\n        except OSError:\n            pass\n"
         "def add(a, b):\n    return 42\n"
     ),
@@ -106,7 +110,6 @@ HOSTILE = {
         "open('conftest.py', 'w').write('def pytest_runtest_makereport(item, call):\\n    pass\\n')\n"
         "def add(a, b):\n    return None\n"
     ),
-    "overwrite the test input": "try:\n    open('/task/input.json', 'w').write('{}')\nexcept OSError:\n    pass\ndef add(a, b):\n    return 0\n",
     "syntax error": "def add(a, b)\n    return a + b\n",
 }
 
@@ -135,6 +138,30 @@ def test_without_the_zygote_each_run_gets_a_new_sandbox_with_the_same_outcome(tm
     assert grade(cold, program).reward == 0.0 and grade(cold, CORRECT).passed
     time.sleep(0.1)
     assert set(nobody_processes()) <= before and cold.zygote is None
+
+
+def test_forged_result_lines_claiming_wrong_values_do_not_pass(env):
+    verdict = grade(env, HOSTILE["forged result lines"])
+    assert "reason" not in verdict.details  # it loaded and wrote its forgeries; the values claimed are just wrong
+    assert verdict.details["tests_passed"] == 0
+
+
+def test_the_task_files_cannot_be_overwritten(env):
+    program = (
+        "import glob\nfor path in glob.glob('/task/*'):\n    try:\n        open(path, 'w').write('')\n    except OSError:\n        pass\n"
+        "def add(a, b):\n    return a + b\n"
+    )
+    assert grade(env, program).passed  # the attempt failed harmlessly, and the harness still ran
+    assert grade(env, CORRECT).passed
+
+
+@pytest.mark.parametrize("zygote", [True, False])
+def test_deep_recursion_gets_the_same_verdict_with_or_without_the_zygote(tmp_path, zygote):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps(ADD_TASK) + "\n")
+    env = PythonEnv(PythonOptions(tasks_file=str(tasks), zygote=zygote))
+    program = "def deep(n):\n    return 0 if n == 0 else 1 + deep(n - 1)\ndef add(a, b):\n    return a + b + deep(3000) - 3000\n"
+    assert grade(env, program).passed
 
 
 def test_no_network_of_any_kind(env):

@@ -215,7 +215,14 @@ def test_generated_tool_call_becomes_an_openai_tool_call():
     assert call.function.name == "calculator" and json.loads(call.function.arguments) == {"expression": "1+2"}
     # Round trip: the call, sent back as a conversation, renders as the text the model wrote.
     back = parse_messages([{"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}])
-    assert back[0].tool_calls[0].function.name == "calculator"
+    assert CALL_TEXT + "<|im_end|>" in template_text(back)
+
+
+def template_text(messages) -> str:
+    from warmstart.chat import template_messages
+    from warmstart.tinymodel import train_tokenizer
+
+    return train_tokenizer(["x"], 300).apply_chat_template(template_messages(messages), tokenize=False)
 
 
 def test_tool_calls_only_with_tools_and_only_when_they_parse():

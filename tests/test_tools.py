@@ -133,9 +133,9 @@ def test_a_bad_tool_call_becomes_an_error_the_policy_reads(tokenizer, first_turn
 
 
 def trajectory_of(episode):
-    from warmstart.types import Provenance, Trajectory
+    from warmstart.stages.grpo import as_trajectory
 
-    return Trajectory(task_id=episode.task.id, policy="test", messages=episode.messages, provenance=Provenance(provider="test", model="test", created=0))
+    return as_trajectory(episode)
 
 
 def test_the_turn_limit_ends_a_rollout_that_keeps_calling_tools(tokenizer):

@@ -61,7 +61,7 @@ class TasksConfig(Section):
 
 
 class GenerateConfig(Section):
-    teacher: str = "reference"  # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL (see policies)
+    teacher: str = "reference"  # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL[@URL] (see policies)
     output: str = "teacher"  # trajectories/<output>.jsonl
     samples_per_task: int = Field(1, ge=1)
     concurrency: int = Field(64, ge=1)  # requests in flight (a batch, for local models)

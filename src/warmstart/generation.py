@@ -58,7 +58,12 @@ def sample_ids(model, pad_id: int, prompts: list[list[int]], sampling: Sampling,
     return out
 
 
+def produced_ids(completion_ids: list[int], stopped: bool) -> list[int]:
+    """The tokens that make the text: the end-of-turn token is not part of it."""
+    return completion_ids[:-1] if stopped else completion_ids
+
+
 def completion_message(tokenizer, sampled: Sampled, tool_call_prefix: str | None = None) -> Message:
     """The sampled turn as a Message (think block and, with a prefix, tool calls parsed out)."""
-    produced = sampled.completion_ids[:-1] if sampled.stopped else sampled.completion_ids
+    produced = produced_ids(sampled.completion_ids, sampled.stopped)
     return parse_completion(tokenizer.decode(produced, skip_special_tokens=True), tool_call_prefix)

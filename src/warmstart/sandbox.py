@@ -28,6 +28,7 @@ sandbox with a pre-started interpreter that runs each job in fresh nested namesp
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import select
@@ -36,7 +37,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import WarmstartError
@@ -44,6 +45,8 @@ from .errors import WarmstartError
 NOBODY = 65534
 PR_SET_CHILD_SUBREAPER = 36
 PRLIMIT, SETPRIV = "/usr/bin/prlimit", "/usr/bin/setpriv"  # util-linux: on every Debian
+SANDBOX_FAILED = "sandbox failed: "  # how an Execution that never ran begins its stderr
+ZYGOTE_SETUP_FAILED = (70, 71, 72)  # sandbox_zygote.SETUP_FAILED
 SANDBOX_PYTHON = "/usr/bin/python3"
 
 
@@ -67,8 +70,14 @@ class Execution:
     timed_out: bool = False
     truncated: bool = False
     seconds: float = 0.0
-    sandboxed: bool = True
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def infra_error(self) -> str | None:
+        """Why the sandbox itself failed (so the program's outcome says nothing about it), or None."""
+        bwrap_failed = self.returncode not in (0, None) and self.stderr.startswith(b"bwrap:")
+        if bwrap_failed or self.stderr.startswith(SANDBOX_FAILED.encode()):
+            return self.stderr[-300:].decode(errors="replace")
+        return None
 
 
 def bwrap_path() -> str | None:
@@ -128,7 +137,6 @@ def run(argv: list[str], task_dir: Path, limits: Limits = Limits(), unsafe: bool
         process_group=0,  # its own process group: the kill from outside takes all of it
     )
     execution = _collect(process, limits, started)
-    execution.sandboxed = sandboxed
     reap_orphans()
     return execution
 
@@ -154,18 +162,21 @@ def become_subreaper() -> None:
 
 
 def reap_orphans() -> None:
-    """Kill and reap the sandbox user's processes re-parented to us; other children are left alone."""
+    """Kill and reap sandbox namespace inits re-parented to us.
+
+    They are told apart from our own children (a running zygote's bwrap, any other subprocess) by
+    living in a nested pid namespace: their NSpid line lists more than one pid. Nothing we spawned
+    ourselves does."""
     me = os.getpid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            owner = os.stat(f"/proc/{entry}").st_uid
-            with open(f"/proc/{entry}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        if owner == NOBODY and parent == me:
+        if int(fields.get("PPid", "0")) == me and len(fields.get("NSpid", "").split()) > 1:
             try:
                 os.kill(int(entry), signal.SIGKILL)
                 os.waitpid(int(entry), 0)
@@ -240,7 +251,7 @@ class Zygote:
             (self.dir / name).write_text(text)
         hand_over(self.dir, writable=False)
         # The zygote's own limits are loose (it forks every job); each job sets its own tight ones.
-        loose = Limits(wall_s=self.limits.wall_s, cpu_s=10**6, memory_bytes=4 << 30, processes=self.limits.processes + 8, open_files=256)
+        loose = Limits(cpu_s=10**6, memory_bytes=4 << 30, processes=self.limits.processes + 8, open_files=256)
         command = bwrap_command(self.dir, [SANDBOX_PYTHON, "-I", "-S", "/task/zygote.py"], self.limits, None)
         become_subreaper()
         self.process = subprocess.Popen(limited(command, loose, demote=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, process_group=0)
@@ -248,21 +259,19 @@ class Zygote:
     def execute(self, spec: dict, limits: Limits) -> Execution:
         if self.process is None or self.process.poll() is not None:
             self._start()
-        job = {
-            "spec": spec, "wall_s": limits.wall_s, "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
-            "open_files": limits.open_files, "processes": limits.processes, "output_bytes": limits.output_bytes, "tmpfs_bytes": limits.tmpfs_bytes,
-        }
+        job = {"spec": spec, **dataclasses.asdict(limits)}
         started = time.monotonic()
         try:
             self.process.stdin.write((json.dumps(job) + "\n").encode())
             self.process.stdin.flush()
             header = self._read_line(limits.wall_s + 5.0)
-            _, size, timed_out, truncated = header.split()
+            _, size, timed_out, truncated, code = header.split()
             data = self._read_exactly(int(size), 5.0)
         except (OSError, ValueError, TimeoutError) as exc:
             self.close()  # the hard kill from outside; the next job starts a fresh zygote
-            return Execution(returncode=None, stdout=b"", stderr=f"zygote failed: {exc}".encode(), timed_out=True, seconds=time.monotonic() - started)
-        return Execution(returncode=0, stdout=data, stderr=b"", timed_out=timed_out == "1", truncated=truncated == "1", seconds=time.monotonic() - started)
+            return Execution(returncode=None, stdout=b"", stderr=f"{SANDBOX_FAILED}{exc}".encode(), seconds=time.monotonic() - started)
+        setup = f"{SANDBOX_FAILED}the job could not be isolated (exit {code})".encode() if int(code) in ZYGOTE_SETUP_FAILED else b""
+        return Execution(returncode=int(code), stdout=data, stderr=setup, timed_out=timed_out == "1", truncated=truncated == "1", seconds=time.monotonic() - started)
 
     def _read_line(self, timeout_s: float) -> str:
         line = b""

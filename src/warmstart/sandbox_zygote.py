@@ -9,7 +9,8 @@ is still isolated from the others: its files, processes, IPC and network die wit
 of a pid namespace kills everything in it), and the zygote itself never runs untrusted code.
 
 Protocol (stdin / stdout of the zygote): one JSON job per line; for each, a header line
-`RESULT <bytes> <timed_out> <truncated>` and then that many bytes of the job's output.
+`RESULT <bytes> <timed_out> <truncated> <exit code>` and then that many bytes of the job's output.
+Exit codes 70-72 mean the job could not be isolated (SETUP_FAILED): the caller's infra error.
 """
 
 import ctypes
@@ -27,6 +28,7 @@ import python_harness  # noqa: E402  (copied beside this file)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 PR_SET_PDEATHSIG = 1
+SETUP_FAILED = (70, 71, 72)  # unshare / parent gone / mount: kept in step with sandbox.py
 
 
 def isolate_and_run(job: dict, channel: int, libc) -> None:
@@ -39,8 +41,8 @@ def isolate_and_run(job: dict, channel: int, libc) -> None:
         # Asked to stop (time or output limit): kill pid 1, whose exit waits for the kernel to kill and
         # reap everything else in its namespace, so the zygote's wait returns only once all are gone.
         signal.signal(signal.SIGTERM, lambda *_: os.kill(inner, signal.SIGKILL))
-        os.waitpid(inner, 0)
-        os._exit(0)
+        _, status = os.waitpid(inner, 0)
+        os._exit(exit_code(status))
     os.close(alive_write)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the zygote kills our parent, we (pid 1) go too
     if select.select([alive_read], [], [], 0)[0]:  # EOF already: the parent died before the prctl
@@ -63,7 +65,12 @@ def isolate_and_run(job: dict, channel: int, libc) -> None:
     os._exit(0)
 
 
-def collect(fd: int, child: int, wall_s: float, cap: int) -> tuple[bytes, bool, bool]:
+def exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+
+
+def collect(fd: int, child: int, wall_s: float, cap: int) -> tuple[bytes, bool, bool, int]:
     chunks, size, deadline = [], 0, time.monotonic() + wall_s
     timed_out = truncated = False
     while True:
@@ -84,8 +91,8 @@ def collect(fd: int, child: int, wall_s: float, cap: int) -> tuple[bytes, bool, 
         chunks.append(data)
     if timed_out or truncated:
         os.kill(child, signal.SIGTERM)  # our own code in the child: it takes the namespace down
-    os.waitpid(child, 0)
-    return b"".join(chunks), timed_out, truncated
+    _, status = os.waitpid(child, 0)
+    return b"".join(chunks), timed_out, truncated, exit_code(status)
 
 
 def main() -> None:
@@ -99,9 +106,9 @@ def main() -> None:
             os.close(read_end)
             isolate_and_run(job, write_end, libc)
         os.close(write_end)
-        data, timed_out, truncated = collect(read_end, child, job["wall_s"], job["output_bytes"])
+        data, timed_out, truncated, code = collect(read_end, child, job["wall_s"], job["output_bytes"])
         os.close(read_end)
-        out.write(f"RESULT {len(data)} {int(timed_out)} {int(truncated)}\n".encode() + data)
+        out.write(f"RESULT {len(data)} {int(timed_out)} {int(truncated)} {code}\n".encode() + data)
         out.flush()
 
 

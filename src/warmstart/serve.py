@@ -17,7 +17,7 @@ and `reasoning_content`, text content parts), `tools`, `tool_choice: "auto"`, `n
 
 - A leading `<think>` block is returned in `message.reasoning_content` (vLLM's field), not in content.
 - Tool calls are parsed from `<tool_call>{json}</tool_call>` text (`toolcalls.py`) only when the request
-  has `tools`; a call that does not parse is left in the content as written.
+  has `tools`; if any call of a turn does not parse, the whole turn is returned as content, as written.
 - Log-probs are the model's own distribution (raw logits, before temperature and top-p) of the tokens of
   the returned text; the end-of-turn token is not listed. `usage.completion_tokens` counts it.
 - Stop strings are applied to the finished text (the model generates on to its end-of-turn token or

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .generation import Sampled, left_padded, sample_ids
+from .generation import Sampled, left_padded, produced_ids, sample_ids
 from .policies.base import Sampling
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,6 @@ class BatchEngine:
         sampled = sample_ids(self.model, self.pad_id, prompts, jobs[0].sampling, self.stop_ids, seed)
         logprobs = token_logprobs(self.model, self.pad_id, sampled, wanted)
         return [Row(s.completion_ids, s.stopped, lp) for s, lp in zip(sampled, logprobs)]
-
-
-def produced_ids(completion_ids: list[int], stopped: bool) -> list[int]:
-    """The tokens that make the text: the end-of-turn token is not part of it."""
-    return completion_ids[:-1] if stopped else completion_ids
 
 
 @torch.inference_mode()

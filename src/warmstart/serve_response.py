@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 
 from .chat import parse_completion
-from .serve_engine import Row, TokenLogprob, produced_ids
+from .generation import produced_ids
+from .serve_engine import Row, TokenLogprob
 
 WORD_RE = re.compile(r"\S+\s*|\s+")  # stream pieces: a word with the space after it (or leading space)
 

@@ -15,7 +15,6 @@ would: that is what verification has to catch.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import time
@@ -24,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
-from .base import final_assistant_text
+from .base import final_assistant_text, hash_split
 
 Op = Literal["+", "-", "*"]
 ANSWER_RE = re.compile(r"(?:^|[ \t])Answer:[ \t]*(-?[0-9]{1,64})[ \t]*\.?[ \t]*$", re.MULTILINE)
@@ -42,8 +41,7 @@ class ArithmeticOptions(BaseModel):
 
 
 def split_of(a: int, op: str, b: int) -> str:
-    digest = hashlib.sha256(f"{a}{op}{b}".encode()).digest()
-    return "eval" if digest[0] % EVAL_BUCKETS == 0 else "train"
+    return hash_split(f"{a}{op}{b}", EVAL_BUCKETS)
 
 
 def prompt_text(a: int, op: str, b: int) -> str:
@@ -126,6 +124,13 @@ def chain_mul(a: int, b: int, slip: int | None) -> tuple[list[str], int]:
     return lines, total
 
 
+def reference_chain(a: int, op: str, b: int, error_rate: float, rng: random.Random) -> tuple[list[str], int]:
+    """The column-by-column chain, with one slip in a random column with probability `error_rate`."""
+    columns = len(str(a)) if op == "*" else max(len(str(a)), len(str(b)))
+    slip = rng.randrange(columns) if rng.random() < error_rate else None
+    return CHAINS[op](a, b, slip)
+
+
 def verify_integer_answer(task: Task, trajectory: Trajectory) -> Verdict:
     """Reward 1 when the final reply's last `Answer: <integer>` line equals `task.hidden["answer"]`."""
     text = final_assistant_text(trajectory)
@@ -193,10 +198,7 @@ class Arithmetic:
         return verify_integer_answer(task, trajectory)
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
-        a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]
-        columns = len(str(a)) if op == "*" else max(len(str(a)), len(str(b)))
-        slip = rng.randrange(columns) if rng.random() < self.options.teacher_error_rate else None
-        lines, result = CHAINS[op](a, b, slip)
+        lines, result = reference_chain(task.meta["a"], task.meta["op"], task.meta["b"], self.options.teacher_error_rate, rng)
         answer = Message(role="assistant", reasoning="\n".join(lines), content=f"Answer: {result}")
         return Trajectory(
             task_id=task.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 from ..types import Message, Task, ToolCall, Trajectory, Verdict
@@ -26,6 +27,11 @@ class Environment(Protocol):
 
     def reference(self, task: Task, rng) -> Trajectory:
         """A trajectory from the environment's own solver: the teacher of the offline demo."""
+
+
+def hash_split(key: str, eval_buckets: int) -> str:
+    """"eval" for one key in `eval_buckets`, by a hash of the key: splits disjoint by construction."""
+    return "eval" if hashlib.sha256(key.encode()).digest()[0] % eval_buckets == 0 else "train"
 
 
 def final_assistant_text(trajectory: Trajectory) -> str | None:

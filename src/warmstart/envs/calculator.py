@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..toolcalls import call_arguments
 from ..types import Message, Provenance, Task, ToolCall, ToolFunction, Trajectory, Verdict
-from .arithmetic import CHAINS, EXACT, Op, operand, split_of, verify_integer_answer
+from .arithmetic import EXACT, Op, operand, reference_chain, split_of, verify_integer_answer
 
 MAX_EXPRESSION_CHARS = 200
 MAX_RESULT = 10**100
@@ -164,9 +164,7 @@ class Calculator:
                 Message(role="assistant", content=f"Answer: {result}"),
             ]
         else:
-            columns = len(str(a)) if op == "*" else max(len(str(a)), len(str(b)))
-            slip = rng.randrange(columns) if rng.random() < self.options.teacher_error_rate else None
-            lines, result = CHAINS[op](a, b, slip)
+            lines, result = reference_chain(a, op, b, self.options.teacher_error_rate, rng)
             turns = [Message(role="assistant", reasoning="\n".join(lines), content=f"Answer: {result}")]
         return Trajectory(
             task_id=task.id,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import hashlib
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import sandbox
 from ..errors import WarmstartError
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
-from .base import final_assistant_text
+from .base import final_assistant_text, hash_split
 from .python_harness import decode, encode
 
 DEFAULT_TASKS = Path(__file__).with_name("python_tasks.jsonl")
@@ -59,10 +58,6 @@ class PythonOptions(BaseModel):
     memory_mb: int = Field(1024, ge=64)
     unsafe_no_sandbox: bool = False  # run without bubblewrap: trusted code only
     zygote: bool = True  # one pre-started sandboxed interpreter forking an isolated child per run (fast); false: a new sandbox per run
-
-
-def split_of(task_id: str) -> str:
-    return "eval" if hashlib.sha256(task_id.encode()).digest()[0] % EVAL_BUCKETS == 0 else "train"
 
 
 def literal(node: ast.AST, where: str):
@@ -157,7 +152,7 @@ class PythonEnv:
             env=self.name,
             prompt=[Message(role="user", content=text)],
             hidden=hidden,
-            split=split_of(record["task_id"]),
+            split=hash_split(record["task_id"], EVAL_BUCKETS),
             meta={"difficulty": record.get("difficulty", "unknown")},
         )
 
@@ -191,18 +186,15 @@ class PythonEnv:
                 weakref.finalize(self, self.zygote.close)
             return self.zygote.execute(spec, limits)
         with tempfile.TemporaryDirectory(prefix="warmstart-py-") as tmp:
-            task_dir = Path(tmp)
-            (task_dir / "input.json").write_text(json.dumps(spec))
-            (task_dir / "harness.py").write_text(HARNESS.read_text())
-            return sandbox.run([sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, limits, unsafe=self.options.unsafe_no_sandbox)
+            return run_harness(spec, Path(tmp), limits, self.options.unsafe_no_sandbox)
 
     def grade(self, task: Task, program: str) -> Verdict:
         hidden, nonce = task.hidden, secrets.token_hex(8)
         spec = {"program": program, "entry_point": hidden["entry_point"], "calls": hidden["calls"], "nonce": nonce, "per_call_s": self.options.per_call_s}
         execution = self.execute(spec)
         results, load_error = parse_results(execution.stdout, nonce, len(hidden["calls"]))
-        if not results and load_error is None and execution.returncode not in (0, None) and (b"bwrap" in execution.stderr or b"zygote" in execution.stderr):
-            return Verdict(reward=0.0, passed=False, infra_error=f"sandbox failed: {execution.stderr[-300:].decode(errors='replace')}")
+        if not results and load_error is None and execution.infra_error:
+            return Verdict(reward=0.0, passed=False, infra_error=execution.infra_error)
         passed = sum(assertion_holds(a, results) for a in hidden["asserts"])
         total = len(hidden["asserts"])
         details = {"tests_passed": passed, "tests": total, "fraction": passed / total, "seconds": round(execution.seconds, 3)}
@@ -225,6 +217,13 @@ class PythonEnv:
             messages=[*task.prompt, Message(role="assistant", content=f"```python\n{solution}```")],
             provenance=Provenance(provider="reference", model="python-canonical-solutions", created=time.time()),
         )
+
+
+def run_harness(spec: dict, task_dir: Path, limits: sandbox.Limits, unsafe: bool, work_dir: Path | None = None) -> sandbox.Execution:
+    """The harness on `spec` in a new sandbox: `task_dir` (empty, ours) becomes its /task."""
+    (task_dir / "input.json").write_text(json.dumps(spec))
+    (task_dir / "harness.py").write_text(HARNESS.read_text())
+    return sandbox.run([sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, limits, unsafe=unsafe, work_dir=work_dir)
 
 
 def parse_results(stdout: bytes, nonce: str, n_calls: int) -> tuple[dict[int, dict], str | None]:

@@ -75,6 +75,7 @@ def main() -> None:
 
 
 def run_spec(spec: dict) -> None:
+    sys.setrecursionlimit(10_000)  # here, not in main: the zygote calls run_spec directly
     out = os.fdopen(os.dup(1), "w")  # our channel out; the program's own prints go nowhere
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
@@ -105,5 +106,4 @@ def run_spec(spec: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.setrecursionlimit(10_000)
     main()

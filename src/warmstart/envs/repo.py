@@ -18,7 +18,6 @@ cannot be forged).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -34,7 +33,8 @@ from .. import sandbox
 from ..errors import WarmstartError
 from ..toolcalls import call_arguments
 from ..types import Message, Provenance, Task, ToolCall, ToolFunction, Trajectory, Verdict
-from .python import HARNESS, parse_results
+from .base import hash_split
+from .python import parse_results, run_harness
 from .python_harness import decode, encode
 from .repo_fixtures import FIXTURES
 
@@ -135,7 +135,6 @@ class RepoEnv:
 
     def _task(self, fixture: dict) -> Task:
         probes = [{**p, "args": encode(p["args"]), "expected": encode(p["expected"])} for p in fixture["probes"]]
-        split = "eval" if hashlib.sha256(fixture["id"].encode()).digest()[0] % EVAL_BUCKETS == 0 else "train"
         text = (
             f"Fix this issue in the repository:\n\n{fixture['issue']}\n\nUse the tools to look at the code, change it "
             "and run the tests; then reply with a one-line summary of the fix."
@@ -145,7 +144,7 @@ class RepoEnv:
             env=self.name,
             prompt=[Message(role="user", content=text)],
             hidden={"files": fixture["files"], "fix": fixture["fix"], "probes": probes},
-            split=split,
+            split=hash_split(fixture["id"], EVAL_BUCKETS),
         )
 
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
@@ -203,12 +202,10 @@ class RepoEnv:
             task_dir.mkdir()
             calls = [{"function": "__probe", "args": [p["module"], p["function"], *p["args"]], "kwargs": {}} for p in probes]
             spec = {"program": PROBE_PROGRAM, "entry_point": None, "calls": calls, "nonce": nonce, "per_call_s": 5.0}
-            (task_dir / "input.json").write_text(json.dumps(spec))
-            (task_dir / "harness.py").write_text(HARNESS.read_text())
-            execution = sandbox.run([sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, self._limits(), unsafe=self.options.unsafe_no_sandbox, work_dir=work)
+            execution = run_harness(spec, task_dir, self._limits(), self.options.unsafe_no_sandbox, work_dir=work)
         results, load_error = parse_results(execution.stdout, nonce, len(probes))
-        if not results and load_error is None and b"bwrap" in execution.stderr:
-            return Verdict(reward=0.0, passed=False, infra_error=f"sandbox failed to start: {execution.stderr[-300:].decode(errors='replace')}")
+        if not results and load_error is None and execution.infra_error:
+            return Verdict(reward=0.0, passed=False, infra_error=execution.infra_error)
         outcome = {p["name"]: probe_passed(p, results.get(i)) for i, p in enumerate(probes)}
         failed = [name for name, ok in outcome.items() if not ok]
         details = {

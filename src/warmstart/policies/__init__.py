@@ -3,7 +3,7 @@
     reference            the environment's own solver (the offline demo's teacher)
     hf:PATH              a local transformers model directory or .gguf file
     openai:MODEL[@URL]   any OpenAI-compatible endpoint (default https://api.openai.com/v1)
-    anthropic:MODEL      Anthropic's Messages API
+    anthropic:MODEL[@URL] Anthropic's Messages API
     vllm:PATH            vLLM on a GPU: not available yet (`warmstart serve` or vLLM's own server with
                          openai:MODEL@URL covers serving a local model meanwhile)
 """
@@ -18,7 +18,7 @@ from ..errors import WarmstartError
 from ..runs import RunDir
 from .base import Policy, Request, Sampling
 
-KNOWN = "reference, hf:PATH, openai:MODEL[@URL] or anthropic:MODEL"
+KNOWN = "reference, hf:PATH, openai:MODEL[@URL] or anthropic:MODEL[@URL]"
 
 
 def make_policy(spec: str, env: Environment, key: str, recipe: Recipe) -> Policy:
@@ -45,10 +45,11 @@ def make_api_policy(kind: str, rest: str, env: Environment, key: str, recipe: Re
 
     cfg = recipe.api
     if kind == "openai":
-        from .openai_api import OpenAIBackend, api_key, check_endpoint, parse_spec
+        from .api import api_key, parse_spec
+        from .openai_api import DEFAULT_BASE_URL, OpenAIBackend, check_endpoint
 
-        model, base_url = parse_spec(rest)
-        secret = api_key(base_url, cfg.key_env, key)
+        model, base_url = parse_spec(rest, DEFAULT_BASE_URL)
+        secret = api_key(base_url, cfg.key_env or "OPENAI_API_KEY", key)
         check_endpoint(base_url, secret, model, key)
         backend = OpenAIBackend(model, base_url, secret, cfg.timeout_s)
     else:

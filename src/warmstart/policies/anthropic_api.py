@@ -14,14 +14,12 @@ stops on 400 / 401 / 403 and on a 429 that reports a spend limit.
 
 from __future__ import annotations
 
-import os
 
 import anthropic
 
-from ..errors import WarmstartError
 from ..types import Message
 from .anthropic_format import from_anthropic, to_anthropic, usage_from_anthropic
-from .api import Capabilities, Reply, request_error, served_models
+from .api import Capabilities, Reply, api_key, parse_spec, request_error, require_served, served_models
 from .base import Sampling
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -46,12 +44,8 @@ class AnthropicBackend:
 
     @classmethod
     def connect(cls, rest: str, key_env: str | None, timeout_s: float, thinking_tokens: int, where: str) -> "AnthropicBackend":
-        model, at, url = rest.rpartition("@")
-        model, base_url = (model, url.rstrip("/")) if at and url.startswith(("http://", "https://")) else (rest, DEFAULT_BASE_URL)
-        name = key_env or "ANTHROPIC_API_KEY"
-        key = os.environ.get(name)
-        if not key:
-            raise WarmstartError(f"{where}: the API key variable {name} is not set (set it, or name another in api.key_env)")
+        model, base_url = parse_spec(rest, DEFAULT_BASE_URL)
+        key = api_key(base_url, key_env or "ANTHROPIC_API_KEY", where)
         check_model(base_url, key, model, where)
         return cls(model, base_url, key, timeout_s, thinking_tokens)
 
@@ -79,8 +73,7 @@ class AnthropicBackend:
 
 def check_model(base_url: str, key: str, model: str, where: str) -> None:
     served = served_models(anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), anthropic, base_url, where)
-    if served is None:
+    if model.endswith("-latest"):
         return
-    # Aliases ("claude-sonnet-4-5", "...-latest") name dated ids ("claude-sonnet-4-5-20250929").
-    if not any(m == model or m.startswith(model + "-") for m in served) and not model.endswith("-latest"):
-        raise WarmstartError(f"{where}: {base_url} does not serve model {model!r} (it serves: {', '.join(served[:10]) or 'nothing'})")
+    # Aliases ("claude-sonnet-4-5") name dated ids ("claude-sonnet-4-5-20250929").
+    require_served(model, served, lambda wanted, name: name == wanted or name.startswith(wanted + "-"), base_url, where)

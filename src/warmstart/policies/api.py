@@ -21,11 +21,13 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from ..errors import WarmstartError
 from ..jsonl import JsonlAppender, read_records
@@ -88,6 +90,32 @@ def request_error(exc: Exception, sdk) -> RequestError:
     return RequestError(classify(None, "", None, f"{type(exc).__name__}: {exc}"))
 
 
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def parse_spec(rest: str, default_url: str) -> tuple[str, str]:
+    """`MODEL[@BASE_URL]` -> (model, base URL)."""
+    model, at, url = rest.rpartition("@")
+    if at and url.startswith(("http://", "https://")):
+        return model, url.rstrip("/")
+    return rest, default_url
+
+
+def api_key(base_url: str, variable: str, where: str) -> str:
+    key = os.environ.get(variable)
+    if key:
+        return key
+    if urlparse(base_url).hostname in LOOPBACK_HOSTS:
+        return "unused"  # local servers usually take no key; the SDKs insist on one
+    raise WarmstartError(f"{where}: the API key variable {variable} is not set (set it, or name another in api.key_env)")
+
+
+def require_served(model: str, served: list[str] | None, matches, base_url: str, where: str) -> None:
+    """Refuse a model the endpoint does not list (no list: the first request will tell)."""
+    if served is not None and not any(matches(model, name) for name in served):
+        raise WarmstartError(f"{where}: {base_url} does not serve model {model!r} (it serves: {', '.join(served[:10]) or 'nothing'})")
+
+
 def served_models(client, sdk, base_url: str, where: str) -> list[str] | None:
     """The endpoint's model ids, None when it lists none (404); a clear error when it cannot be used."""
     try:
@@ -139,8 +167,6 @@ class APIPolicy:
         self.backend, self.env, self.max_turns, self.settings = backend, env, max_turns, settings
         self.limiter, self.cache = limiter, cache
         self.spec = f"{backend.provider}:{backend.model}"
-        self.capabilities = backend.capabilities
-        self.requests_sent = 0  # HTTP requests, retries included (what was paid for, or tried)
 
     def rollout(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Trajectory]:
         return asyncio.run(self._rollout_all(requests, sampling, seed))
@@ -212,7 +238,6 @@ class APIPolicy:
         for attempt in range(self.settings.max_retries + 1):
             async with in_flight:
                 entry = await self.limiter.acquire(reservation(size, len(messages), sampling.max_new_tokens))
-                self.requests_sent += 1
                 try:
                     reply = await asyncio.wait_for(
                         self.backend.complete(messages, tools, sampling, request_seed if self.settings.send_seed else None, self.settings.top_logprobs),

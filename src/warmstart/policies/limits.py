@@ -59,8 +59,11 @@ def retry_after_seconds(headers: dict[str, str]) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        pass
+    try:  # an HTTP date
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # unreadable: the backoff alone decides
 
 
 def backoff_seconds(attempt: int, base_s: float, retry_after: float | None, rng: random.Random) -> float:

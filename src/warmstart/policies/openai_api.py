@@ -13,44 +13,20 @@ since the chat API has no field for it.
 
 from __future__ import annotations
 
-import os
-from urllib.parse import urlparse
-
 import openai
 
-from ..errors import WarmstartError
 from ..types import Message, ToolCall, ToolFunction, Usage
-from .api import Capabilities, Reply, RequestError, request_error, served_models
+from .api import Capabilities, Reply, RequestError, request_error, require_served, served_models
 from .base import Sampling
 from .limits import classify
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-def parse_spec(rest: str) -> tuple[str, str]:
-    """`MODEL[@BASE_URL]` -> (model, base URL)."""
-    model, at, url = rest.rpartition("@")
-    if at and url.startswith(("http://", "https://")):
-        return model, url.rstrip("/")
-    return rest, DEFAULT_BASE_URL
-
-
-def api_key(base_url: str, key_env: str | None, where: str) -> str:
-    name = key_env or "OPENAI_API_KEY"
-    key = os.environ.get(name)
-    if key:
-        return key
-    if urlparse(base_url).hostname in LOOPBACK_HOSTS:
-        return "unused"  # local servers usually take no key; the SDK insists on one
-    raise WarmstartError(f"{where}: the API key variable {name} is not set (set it, or name another in api.key_env)")
 
 
 def check_endpoint(base_url: str, key: str, model: str, where: str) -> None:
     """Fail before spending anything when the server is unreachable, the key is bad or the model unknown."""
     served = served_models(openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), openai, base_url, where)
-    if served is not None and model not in served:
-        raise WarmstartError(f"{where}: {base_url} does not serve model {model!r} (it serves: {', '.join(served[:10]) or 'nothing'})")
+    require_served(model, served, lambda wanted, name: wanted == name, base_url, where)
 
 
 def to_openai(messages: list[Message]) -> list[dict]:
@@ -79,8 +55,8 @@ def from_openai(choice, usage) -> Reply:
     return Reply(
         message=Message(role="assistant", content=message.content or message.refusal or "", reasoning=reasoning or None, tool_calls=calls or None),
         usage=Usage(
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
+            tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens,
             tokens_cached=(getattr(details, "cached_tokens", None) or 0) if details else 0,
         ),
         finish_reason="stop" if finish == "function_call" else finish,
@@ -125,8 +101,8 @@ class OpenAIBackend:
             )
         except (openai.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, openai) from None
-        if not response.choices:
-            raise RequestError(classify(None, "", None, "the response has no choices"))
+        if not response.choices or response.usage is None:  # no usage: the cost would be unknown, not 0
+            raise RequestError(classify(None, "", None, "the response has no choices or no usage"))
         return from_openai(response.choices[0], response.usage)
 
     async def close(self) -> None:

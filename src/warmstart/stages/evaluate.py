@@ -67,7 +67,13 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: Co
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
             trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
-            for trajectory, verdict in zip(trajectories, verify_all(env, [(by_id[t.task_id], t) for t in trajectories])):
+            failed = [t for t in trajectories if t.error is not None]  # a failed request is never a 0
+            for trajectory in failed:
+                ledger.add(trajectory, False)  # it may still have cost tokens
+            infra_errors += len(failed)
+            answered = [t for t in trajectories if t.error is None]
+            for trajectory, verdict in zip(answered, verify_all(env, [(by_id[t.task_id], t) for t in answered])):
+                ledger.add(trajectory, verdict.passed and verdict.infra_error is None)
                 if verdict.infra_error is not None:
                     infra_errors += 1
                     continue
@@ -76,7 +82,6 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: Co
                 tokens_out += sum(u.tokens_out for u in trajectory.usage)
                 by_size.add(by_id[trajectory.task_id], trajectory, verdict.passed)
                 agreement.add(verdict.details)
-                ledger.add(trajectory, verdict.passed)
             advance(len(chunk))
     counts = [(judged[t.id], passed[t.id]) for t in tasks]
     if not any(n for n, _ in counts):

@@ -46,12 +46,15 @@ def run(recipe: Recipe) -> Path:
     _claim_output(run_dir, stage, print_, out)
     tasks = load_tasks(recipe, env, "train")
     check_disjoint(tasks, load_tasks(recipe, env, "eval"))
-    done = {t.key for t in read_records(out, Trajectory)} if out.exists() else set()
+    earlier = read_records(out, Trajectory) if out.exists() else []
+    done = {t.key for t in earlier}
     pending = [Request(t, i) for t in tasks for i in range(cfg.samples_per_task) if (t.id, i) not in done]
     by_id = {t.id: t for t in tasks}
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     passed = 0
     ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+    for trajectory in earlier:  # earlier, killed runs cost money too
+        ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
     with JsonlAppender(out) as writer, progress_bar(f"generate {cfg.output}", len(pending)) as advance:
         for start in range(0, len(pending), cfg.concurrency):
             chunk = pending[start : start + cfg.concurrency]
@@ -62,9 +65,8 @@ def run(recipe: Recipe) -> Path:
                 passed += verdict.passed
             for trajectory in trajectories:
                 writer.append(trajectory)
+                ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
             advance(len(chunk), note=f"verified {passed}")
-    for trajectory in read_records(out, Trajectory):  # the whole file: earlier, killed runs cost money too
-        ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
     cost = ledger.summary()
     log.info(describe(stage, cost))
     run_dir.mark_done(stage, print_, [out], started, {"records": len(done) + len(pending), "api_cost": cost})
