@@ -13,7 +13,9 @@ Real servers do not fail on demand; this one does, request by request, from a qu
     garbage / lie  (as a judge) a reply with no verdict line / the wrong verdict
 
 With no fault queued it answers correctly: for "What is A+B? ..." it replies "Answer: <A+B>". Every
-request is logged (arrival time, tokens, outcome), so tests assert on what the server saw.
+request is logged (arrival time, tokens, outcome), so tests assert on what the server saw. The legacy
+`/v1/completions` endpoint answers as OpenAI's hosted models do when asked to echo a token-id prompt with
+logprobs: a completion with no logprobs at all (a server that cannot score a prompt).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class FakeAPI:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 fault = api.next_fault()
                 anthropic = self.path.endswith("/messages")
+                legacy = self.path.endswith("/completions") and not self.path.endswith("/chat/completions")
                 prompt_tokens, completion_tokens = 20, 6
                 api.record({"t": arrived, "fault": fault, "tokens": prompt_tokens + completion_tokens, "body": body})
                 if api.delay_s:
@@ -108,6 +111,8 @@ class FakeAPI:
                 text = answer_text(body, fault)
                 if anthropic:
                     return self._json(200, anthropic_reply(body, text, fault, prompt_tokens, completion_tokens))
+                if legacy:
+                    return self._json(200, legacy_reply(body, text, prompt_tokens, completion_tokens))
                 self._json(200, openai_reply(body, text, fault, prompt_tokens, completion_tokens))
 
             def _error(self, fault: str):
@@ -173,6 +178,15 @@ def openai_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, c
     return {
         "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
         "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def legacy_reply(body: dict, text: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    """A `text_completion` with `logprobs: null`, whatever the request asked for."""
+    return {
+        "id": "cmpl-test", "object": "text_completion", "created": 0, "model": body.get("model"),
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
     }
 

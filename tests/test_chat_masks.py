@@ -216,7 +216,7 @@ def test_tokenize_drops_examples_longer_than_a_row(tokenizer):
         messages = [Message(role="user", content="What is 1+2?"), Message(role="assistant", content=content)]
         return Trajectory(task_id="t", policy="p", messages=messages, provenance=Provenance(provider="p", model="m", created=0))
 
-    examples, too_long = tokenize(tokenizer, [trajectory("Answer: 3"), trajectory("carry " * 200)], seq_len=64)
+    examples, too_long, _ = tokenize(tokenizer, [trajectory("Answer: 3"), trajectory("carry " * 200)], seq_len=64)
     assert too_long == 1 and len(examples) == 1
     assert masked_text(tokenizer, render_for_training(tokenizer, trajectory("Answer: 3").messages)) == "Answer: 3<|im_end|>"
 

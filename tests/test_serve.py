@@ -284,7 +284,7 @@ def test_missing_model_dir_is_one_error_line(tmp_path):
     assert done.stderr.strip().splitlines() == [f"error: serve: no model directory or .gguf file at {tmp_path / 'absent'}"]
 
 
-def test_a_generate_stage_with_this_server_as_the_teacher(base_url, tmp_path):
+def test_a_generate_stage_with_this_server_as_the_teacher(base_url, tmp_path, caplog):
     """The whole path a user takes: `openai:MODEL@URL` of a `warmstart serve` process as the teacher."""
     from helpers import small_recipe
     from warmstart.jsonl import read_records
@@ -297,7 +297,10 @@ def test_a_generate_stage_with_this_server_as_the_teacher(base_url, tmp_path):
 
     recipe = small_recipe(tmp_path, f"generate.teacher='openai:tiny@{base_url}'", "generate.max_new_tokens=16", "api.send_seed=false", train=6)
     before = served_requests()
-    out = generate.run(recipe)
+    with caplog.at_level("INFO"):
+        out = generate.run(recipe)
+    # The backend could give top-k log-probs for sparse KD; nobody asked, and the stage says so.
+    assert "can return top-k log-probs but api.top_logprobs = 0" in caplog.text
     records = read_records(out, Trajectory)
     assert len(records) == 6 and all(r.error is None and r.verdict is not None for r in records)
     assert all(r.usage[0].tokens_in > 0 and r.provenance.provider == "openai" for r in records)

@@ -80,7 +80,7 @@ class ApiConfig(Section):
     timeout_s: float = Field(120.0, gt=0)  # per request
     max_retries: int = Field(6, ge=0)
     backoff_s: float = Field(1.0, gt=0)  # first retry waits up to this; doubles each time (full jitter)
-    top_logprobs: int = Field(0, ge=0, le=20)  # >0: ask for token logprobs and this many alternatives
+    top_logprobs: int = Field(0, ge=0, le=20)  # >0: record token logprobs and this many alternatives (APIs and hf: local models)
     send_seed: bool = True  # a per-request seed (best-effort reproducibility); `warmstart serve` runs seeded requests alone, unbatched
     thinking_tokens: int = Field(0, ge=0)  # anthropic: >0 turns extended thinking on with this budget
     prices: str | None = None  # TOML price table used instead of the built-in one (src/warmstart/prices.toml)
@@ -114,6 +114,11 @@ class SftConfig(Section):
     grad_clip: float = Field(1.0, gt=0.0)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    # Distillation signal (kd_signal.py): auto takes the richest the teacher offers (logits > topk > tokens).
+    distill: Literal["auto", "tokens", "topk", "logits"] = "auto"
+    kd_weight: float = Field(0.5, ge=0.0, le=1.0)  # loss = (1 - w) CE + w KL where the teacher's distribution is known; 0 = plain SFT
+    teacher: str = "teacher"  # whose logits dense KD uses: "teacher" (generate.teacher), run:NAME or hf:PATH
+    kd_chunk: int = Field(1024, ge=1)  # scored positions per logits chunk: bounds KD memory to chunk x vocabulary
 
 
 class GrpoConfig(Section):
@@ -140,6 +145,11 @@ class GrpoConfig(Section):
     max_refills: int = Field(4, ge=0)  # extra sampling rounds per step to replace dropped groups
     overlong_buffer: int = Field(0, ge=0)  # >0: soft penalty over the last N tokens before max_new_tokens
     grad_clip: float = Field(1.0, gt=0.0)
+    # On-policy distillation: a teacher scores the student's own tokens; per-token advantage
+    # log q - log p (reverse KL) plus reward_weight x the verifier's group advantage.
+    teacher: str | None = None  # None: plain GRPO; "teacher", run:NAME, hf:PATH, or openai:MODEL@URL serving prompt logprobs
+    reward_weight: float = Field(1.0, ge=0.0)  # with a teacher: 0 = pure distillation
+    teacher_tokens_budget: int | None = Field(None, ge=1)  # stop once the teacher has scored this many tokens
     checkpoint_every: int = Field(10, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
 

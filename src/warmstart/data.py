@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .chat import render_for_training
+from .kd_data import Alignment, TeacherTokens, align
 from .types import Trajectory
 
 
@@ -21,18 +22,26 @@ from .types import Trajectory
 class Example:
     input_ids: list[int]
     loss_mask: list[int]
+    teacher: TeacherTokens | None = None  # the teacher's top-k per position (sparse KD only)
 
 
-def tokenize(tokenizer, trajectories: list[Trajectory], seq_len: int, tools: list[dict] | None = None) -> tuple[list[Example], int]:
-    """Examples that fit in a row, and the number dropped as too long. `tools`: the environment's."""
-    examples, too_long = [], 0
+def tokenize(
+    tokenizer, trajectories: list[Trajectory], seq_len: int, tools: list[dict] | None = None, teacher_index: dict[str, int] | None = None
+) -> tuple[list[Example], int, Alignment]:
+    """Examples that fit in a row, the number dropped as too long, and how the teacher's recorded
+    log-probs lined up (only with a `teacher_index`, `kd_data.token_index`). `tools`: the environment's."""
+    examples, too_long, alignment = [], 0, Alignment()
     for trajectory in trajectories:
         rendered = render_for_training(tokenizer, trajectory.messages, tools)
         if len(rendered.input_ids) > seq_len:
             too_long += 1
             continue
-        examples.append(Example(rendered.input_ids, rendered.loss_mask))
-    return examples, too_long
+        teacher = None
+        if teacher_index is not None:
+            teacher, stats = align(rendered.input_ids, rendered.loss_mask, trajectory.logprobs, teacher_index)
+            alignment.add(stats)
+        examples.append(Example(rendered.input_ids, rendered.loss_mask, teacher))
+    return examples, too_long, alignment
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -72,4 +81,27 @@ def collate(rows: list[list[int]], examples: list[Example], seq_len: int, pad_id
             mask[r, at] = 0.0
             at += n
         positions[r, at:] = torch.arange(seq_len - at)
-    return {"input_ids": ids, "position_ids": positions, "loss_mask": mask}
+    batch = {"input_ids": ids, "position_ids": positions, "loss_mask": mask}
+    if any(examples[i].teacher is not None for row in rows for i in row):
+        batch |= collate_teacher(rows, examples, seq_len)
+    return batch
+
+
+def collate_teacher(rows: list[list[int]], examples: list[Example], seq_len: int) -> dict[str, torch.Tensor]:
+    """kd_ids, kd_logp: [rows, seq_len, K]; kd_mask: [rows, seq_len]. Padding repeats the position's
+    first id with log-prob -inf (what `kd_losses.sparse_kl` expects); positions without a teacher get id 0."""
+    width = max((len(ids) for row in rows for i in row if examples[i].teacher for ids in examples[i].teacher.ids), default=1)
+    kd_ids = torch.zeros((len(rows), seq_len, max(width, 1)), dtype=torch.long)
+    kd_logp = torch.full((len(rows), seq_len, max(width, 1)), float("-inf"))
+    kd_mask = torch.zeros((len(rows), seq_len), dtype=torch.bool)
+    for r, row in enumerate(rows):
+        at = 0
+        for index in row:
+            teacher = examples[index].teacher
+            for offset, (ids, logps) in enumerate(zip(teacher.ids, teacher.logp) if teacher else ()):
+                if ids:
+                    kd_ids[r, at + offset] = torch.tensor(ids + ids[:1] * (width - len(ids)))
+                    kd_logp[r, at + offset, : len(ids)] = torch.tensor(logps)
+                    kd_mask[r, at + offset] = True
+            at += len(examples[index].input_ids)
+    return {"kd_ids": kd_ids, "kd_logp": kd_logp, "kd_mask": kd_mask}

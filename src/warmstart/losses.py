@@ -64,11 +64,12 @@ def clipped_policy_loss(
 ) -> torch.Tensor:
     """PPO-style clipped surrogate, negated for minimisation.
 
-    logp, logp_old, mask: [B, T]; advantages: [B] (one per sequence, broadcast over its tokens).
+    logp, logp_old, mask: [B, T]; advantages: [B] (one per sequence, broadcast over its tokens) or
+    [B, T] (one per token, as on-policy distillation's).
     per token: -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A), ratio = exp(logp - logp_old).
     """
     ratio = torch.exp(logp - logp_old)
-    a = advantages.unsqueeze(1)
+    a = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
     per_token = -torch.minimum(ratio * a, ratio.clamp(1 - clip_low, 1 + clip_high) * a)
     return reduce_tokens(per_token, mask, normalization, length)
 

@@ -8,6 +8,7 @@ Endpoints:
     GET  /v1/models               the one model; its id is the directory name unless --model-name is given
     GET  /v1/models/{id}
     POST /v1/chat/completions     see below
+    POST /v1/completions          legacy text completions, for prompt log-probs (`serve_completions.py`)
     GET  /health                  {"status", "model", "batches", "requests", "sequences"}: counters since start
 
 Chat completions support: messages (system / developer / user / assistant / tool, assistant `tool_calls`
@@ -27,7 +28,13 @@ and `reasoning_content`, text content parts), `tools`, `tool_choice: "auto"`, `n
 - A request with a `seed` runs in a batch of its own, so the same seed gives the same output; requests
   without one share batches with others of the same temperature, top_p and max_tokens.
 
-Not supported (a 400 that names the parameter): prompt logprobs, `response_format` / structured output,
+Prompt log-probs: POST /v1/completions with `prompt` a string or a list of token ids, `echo: true`,
+`logprobs: N` (0-20 alternatives) and `max_tokens: 0` returns the log-prob of every prompt token given the
+tokens before it (null for the first), from one forward pass, as vLLM does; with max_tokens > 0 the
+model continues the prompt (no chat template) and the generated tokens follow. Also `temperature`,
+`top_p`, `seed`, `stop`; one prompt per request, `n` 1.
+
+Not supported (a 400 that names the parameter): `response_format` / structured output,
 `tool_choice` other than "auto", non-zero frequency / presence penalties, `logit_bias`, images and audio,
 the legacy `functions`, message `name`. There is no authentication: the API key is ignored, and the
 default host is loopback for that reason. The prompt length is not checked against the model's context.
@@ -47,8 +54,9 @@ from jinja2 import TemplateError
 
 from .chat import render_prompt, stop_token_ids
 from .errors import WarmstartError
+from .serve_completions import CompletionRequest, completion_json, parse_completion_request
 from .serve_engine import BatchEngine, Job
-from .serve_request import ApiError, ChatRequest, parse_chat_request
+from .serve_request import ApiError, ChatRequest, bad, parse_chat_request
 from .serve_response import decode_row, response_json, stream_chunks
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,8 @@ class ChatServer:
         # A fast tokenizer may raise "Already borrowed" when two threads use it at once; handler threads take turns.
         self.tokenizer_lock = threading.Lock()
         stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+        # Ids a prompt may hold: known to the tokenizer and inside the embedding (which may have padding rows).
+        self.vocab_size = min(len(tokenizer), model.get_input_embeddings().num_embeddings)
         self.engine = BatchEngine(model, tokenizer.pad_token_id, stop_ids, max_batch)
 
     def model_json(self) -> dict:
@@ -82,6 +92,19 @@ class ChatServer:
         with self.tokenizer_lock:
             completions = [decode_row(self.tokenizer, row, request.stop) for row in rows]
         return response_json(self.name, completions, len(prompt_ids), request.tools is not None)
+
+    def complete_text(self, request: CompletionRequest) -> dict:
+        """Legacy completions: the prompt as it is (no chat template), continued and/or scored (echo)."""
+        prompt_ids = request.prompt
+        if isinstance(prompt_ids, str):
+            with self.tokenizer_lock:
+                prompt_ids = self.tokenizer(prompt_ids, add_special_tokens=False)["input_ids"]
+            if not prompt_ids:
+                raise bad("prompt", "the text has no tokens")
+        job = Job(prompt_ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo)
+        [row] = self.engine.submit(job).result()
+        with self.tokenizer_lock:
+            return completion_json(self.name, self.tokenizer, request, prompt_ids, row)
 
     def encode_prompt(self, request: ChatRequest) -> list[int]:
         with self.tokenizer_lock:
@@ -126,9 +149,12 @@ class Handler(BaseHTTPRequestHandler):
     def _post(self) -> None:
         path = urlsplit(self.path).path
         body = self._read_json()  # read first, so the connection is clean for the next request either way
+        app = self.server.app
+        if path == "/v1/completions":
+            self._send_json(200, app.complete_text(parse_completion_request(body, app.name, app.vocab_size)))
+            return
         if path != "/v1/chat/completions":
             raise ApiError(404, f"no such endpoint: POST {path}")
-        app = self.server.app
         request = parse_chat_request(body, app.name, app.max_batch)
         response = app.complete(request)
         if request.stream:

@@ -8,7 +8,9 @@ with a seed runs alone, so that its seed alone decides its output); expands `n` 
 torch RNG that `sample_ids` seeds is never raced.
 
 Log-probs come from a second forward pass over prompt + completion, for the rows that asked: the model's
-own distribution (raw logits: no temperature, no top-p), as OpenAI and vLLM report them.
+own distribution (raw logits: no temperature, no top-p), as OpenAI and vLLM report them. A job with
+`echo` (the legacy completions endpoint) has its prompt tokens scored in the same pass, and one with
+max_tokens 0 is that pass alone, with no generation: how a teacher scores a student's tokens.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Row:
     completion_ids: list[int]  # up to and including the end-of-turn token, if one came
     stopped: bool  # False: cut by max_tokens
     logprobs: list[TokenLogprob] | None  # one per produced token (the end-of-turn token excluded)
+    prompt_logprobs: list[TokenLogprob] | None = None  # with echo: one per prompt token from the second on
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Job:
     sampling: Sampling
     seed: int | None
     top_logprobs: int | None  # None: no logprobs
+    echo: bool = False  # score the prompt's tokens too (with top_logprobs not None)
     future: Future = field(default_factory=Future)  # resolves to list[Row], n of them
 
 
@@ -136,31 +140,53 @@ class BatchEngine:
     def _generate(self, jobs: list[Job]) -> list[Row]:
         prompts = [job.prompt_ids for job in jobs for _ in range(job.n)]
         wanted = [job.top_logprobs for job in jobs for _ in range(job.n)]
-        seed = jobs[0].seed if jobs[0].seed is not None else secrets.randbelow(2**31)
-        sampled = sample_ids(self.model, self.pad_id, prompts, jobs[0].sampling, self.stop_ids, seed)
-        logprobs = token_logprobs(self.model, self.pad_id, sampled, wanted)
-        return [Row(s.completion_ids, s.stopped, lp) for s, lp in zip(sampled, logprobs)]
+        echo = [job.echo for job in jobs for _ in range(job.n)]
+        sampling = jobs[0].sampling
+        if sampling.max_new_tokens == 0:  # scoring only (legacy completions with echo)
+            sampled = [Sampled(list(p), [], False) for p in prompts]
+        else:
+            seed = jobs[0].seed if jobs[0].seed is not None else secrets.randbelow(2**31)
+            sampled = sample_ids(self.model, self.pad_id, prompts, sampling, self.stop_ids, seed)
+        logprobs = token_logprobs(self.model, self.pad_id, sampled, wanted, echo)
+        return [_row(s, lp, e) for s, lp, e in zip(sampled, logprobs, echo)]
 
 
-@torch.inference_mode()
-def token_logprobs(model, pad_id: int, sampled: list[Sampled], wanted: list[int | None]) -> list[list[TokenLogprob] | None]:
-    """Per produced token: its log-prob and the `k` best alternatives, for the rows where k is not None."""
+def _row(sampled: Sampled, scored: list[TokenLogprob] | None, echo: bool) -> Row:
+    """`scored` starts at the second prompt token with echo, else at the first produced token."""
+    if scored is None or not echo:
+        return Row(sampled.completion_ids, sampled.stopped, scored)
+    cut = len(sampled.prompt_ids) - 1
+    return Row(sampled.completion_ids, sampled.stopped, scored[cut:], scored[:cut])
+
+
+def token_logprobs(model, pad_id: int, sampled: list[Sampled], wanted: list[int | None], echo: list[bool]) -> list[list[TokenLogprob] | None]:
+    """For the rows where k is not None: each produced token's log-prob and its k best alternatives,
+    preceded, where `echo`, by those of the prompt's tokens from the second on (nothing predicts the first)."""
     out: list[list[TokenLogprob] | None] = [None] * len(sampled)
     rows = [i for i, k in enumerate(wanted) if k is not None]
     if not rows:
         return out
-    produced = [produced_ids(sampled[i].completion_ids, sampled[i].stopped) for i in rows]
-    ids, attention = left_padded([sampled[i].prompt_ids + p for i, p in zip(rows, produced)], pad_id)
+    sequences = [sampled[i].prompt_ids + produced_ids(sampled[i].completion_ids, sampled[i].stopped) for i in rows]
+    starts = [1 if echo[i] else len(sampled[i].prompt_ids) for i in rows]
+    for i, scored in zip(rows, sequence_logprobs(model, pad_id, sequences, starts, [wanted[i] for i in rows])):
+        out[i] = scored
+    return out
+
+
+@torch.inference_mode()
+def sequence_logprobs(model, pad_id: int, sequences: list[list[int]], starts: list[int], ks: list[int]) -> list[list[TokenLogprob]]:
+    """Per sequence: every token from index `start` on, scored given the tokens before it, with its k best
+    alternatives. One forward pass over the (left-padded) batch."""
+    ids, attention = left_padded(sequences, pad_id)
     # Left padding shifts positions; as generate() does, each row's tokens sit at 0, 1, ... (RoPE models do
     # not care about a shift, models with absolute position embeddings such as GPT-2 do).
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits  # [B, T, V]
-    width = max(len(p) for p in produced)
-    # Completions are right-aligned: the logits at T-width-1 .. T-2 predict the last `width` tokens.
+    scored = [s[start:] for s, start in zip(sequences, starts)]
+    width = max(len(t) for t in scored)
+    # Sequences are right-aligned: the logits at T-width-1 .. T-2 predict the last `width` tokens.
     logp = torch.log_softmax(logits[:, ids.shape[1] - width - 1 : -1].float(), dim=-1)  # [B, width, V]
-    for b, (i, p) in enumerate(zip(rows, produced)):
-        out[i] = _row_logprobs(logp[b, width - len(p) :], p, wanted[i])
-    return out
+    return [_row_logprobs(logp[b, width - len(t) :], t, k) for b, (t, k) in enumerate(zip(scored, ks))]
 
 
 def _row_logprobs(logp: torch.Tensor, tokens: list[int], k: int) -> list[TokenLogprob]:

@@ -1,7 +1,8 @@
 """Reading an OpenAI chat completion request for `warmstart serve`: JSON body -> ChatRequest, or an ApiError.
 
 Validation is strict on purpose: a parameter the server cannot honour is a 400 that names it, never a
-silent fallback (a client that asks for `response_format` and gets free text would not notice).
+silent fallback (a client that asks for `response_format` and gets free text would not notice). The
+checks (`check_params`, `flag`, `integer`, ...) are shared with the legacy completions endpoint.
 """
 
 from __future__ import annotations
@@ -53,44 +54,54 @@ class ChatRequest:
     include_usage: bool  # stream_options.include_usage: a last chunk carries the usage
 
 
-def parse_chat_request(body: dict, model_name: str, max_batch: int) -> ChatRequest:
-    unknown = sorted(set(body) - KNOWN)
+def check_params(body: dict, known: set[str], harmless: dict, model_name: str) -> None:
+    """Refuse parameters the server does not know, harmless ones with an effect, and a model it does not serve."""
+    unknown = sorted(set(body) - known)
     if unknown:
         raise ApiError(400, f"unsupported parameter(s): {', '.join(unknown)}", param=unknown[0])
-    for key, allowed in HARMLESS.items():
+    for key, allowed in harmless.items():
         if allowed is not None and body.get(key) not in (None, allowed):
             raise bad(key, f"only {allowed!r} is supported")
     if not isinstance(body.get("model"), str):
         raise bad("model", "a model name (string) is required")
     if body["model"] != model_name:
         raise ApiError(404, f"the model {body['model']!r} does not exist; this server serves {model_name!r}", code="model_not_found", param="model")
+
+
+def parse_chat_request(body: dict, model_name: str, max_batch: int) -> ChatRequest:
+    check_params(body, KNOWN, HARMLESS, model_name)
     if body.get("tool_choice", "auto") != "auto":
         raise bad("tool_choice", "only 'auto' is supported")
-    stream = _flag(body, "stream")
-    logprobs = _flag(body, "logprobs")
+    stream = flag(body, "stream")
+    logprobs = flag(body, "logprobs")
     return ChatRequest(
         messages=parse_messages(body.get("messages")),
         tools=_tools(body.get("tools")),
-        n=_integer(body, "n", 1, 1, max_batch),
+        n=integer(body, "n", 1, 1, max_batch),
         sampling=_sampling(body),
-        stop=_stop(body.get("stop")),
-        seed=_integer(body, "seed", None, -(2**63), 2**63 - 1),
+        stop=stop_strings(body.get("stop")),
+        seed=integer(body, "seed", None, -(2**63), 2**63 - 1),
         top_logprobs=_top_logprobs(body, logprobs),
         stream=stream,
         include_usage=_include_usage(body.get("stream_options"), stream),
     )
 
 
-def _sampling(body: dict) -> Sampling:
+def temperature_top_p(body: dict) -> dict:
     """Only the settings the client gave; the rest keep Sampling's defaults (OpenAI's: 1.0 and 1.0)."""
     given: dict = {}
     if body.get("temperature") is not None:
-        given["temperature"] = _number(body, "temperature", 0.0, 2.0)
+        given["temperature"] = number(body, "temperature", 0.0, 2.0)
     if body.get("top_p") is not None:
-        given["top_p"] = _number(body, "top_p", 0.0, 1.0)
+        given["top_p"] = number(body, "top_p", 0.0, 1.0)
         if given["top_p"] == 0:  # transformers needs top_p > 0; greedy is temperature 0
             raise bad("top_p", "must be > 0 (for greedy decoding use temperature 0)")
-    limits = {k: _integer(body, k, None, 1, 2**31) for k in ("max_tokens", "max_completion_tokens")}
+    return given
+
+
+def _sampling(body: dict) -> Sampling:
+    given = temperature_top_p(body)
+    limits = {k: integer(body, k, None, 1, 2**31) for k in ("max_tokens", "max_completion_tokens")}
     if None not in limits.values() and limits["max_tokens"] != limits["max_completion_tokens"]:
         raise bad("max_completion_tokens", "differs from max_tokens; give one of them")
     limit = limits["max_completion_tokens"] or limits["max_tokens"]
@@ -99,7 +110,7 @@ def _sampling(body: dict) -> Sampling:
     return Sampling(**given)
 
 
-def _flag(body: dict, key: str) -> bool:
+def flag(body: dict, key: str) -> bool:
     value = body.get(key, False)
     if value is None:
         return False
@@ -108,14 +119,14 @@ def _flag(body: dict, key: str) -> bool:
     return value
 
 
-def _number(body: dict, key: str, low: float, high: float) -> float:
+def number(body: dict, key: str, low: float, high: float) -> float:
     value = body[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise bad(key, f"must be a number from {low} to {high}, got {value!r}")
     return float(value)
 
 
-def _integer(body: dict, key: str, default: int | None, low: int, high: int) -> int | None:
+def integer(body: dict, key: str, default: int | None, low: int, high: int) -> int | None:
     value = body.get(key)
     if value is None:
         return default
@@ -125,13 +136,13 @@ def _integer(body: dict, key: str, default: int | None, low: int, high: int) -> 
 
 
 def _top_logprobs(body: dict, logprobs: bool) -> int | None:
-    top = _integer(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
+    top = integer(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
     if top is not None and not logprobs:
         raise bad("top_logprobs", "needs logprobs: true")  # as OpenAI answers
     return (top or 0) if logprobs else None
 
 
-def _stop(value) -> list[str]:
+def stop_strings(value) -> list[str]:
     stops = [value] if isinstance(value, str) else value or []
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise bad("stop", "must be a non-empty string or a list of non-empty strings")

@@ -31,7 +31,7 @@ def make_policy(spec: str, env: Environment, key: str, recipe: Recipe) -> Policy
     if spec == "reference":
         return ReferencePolicy(env)
     if kind == "hf" and rest:
-        return HFPolicy(Path(rest), key, env, recipe.env.max_turns)
+        return HFPolicy(Path(rest), key, env, recipe.env.max_turns, recipe.api.top_logprobs)
     if kind in ("openai", "anthropic") and rest:
         return make_api_policy(kind, rest, env, key, recipe)
     if kind == "vllm":

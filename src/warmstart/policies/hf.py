@@ -1,4 +1,10 @@
-"""A local transformers model as a policy: batched multi-turn rollouts (`rollout.py`)."""
+"""A local transformers model as a policy: batched multi-turn rollouts (`rollout.py`).
+
+With `top_logprobs` > 0 (`api.top_logprobs`), each trajectory also records, for every token of each
+of its turns (end-of-turn token included), the model's log-prob of it and of its `k` likeliest
+alternatives, by token id: what sparse KD trains on (`kd_data.py`), in the shape an API's log-probs
+take, with ids instead of token text since no tokenizer needs to be bridged.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ import hashlib
 import time
 from pathlib import Path
 
+import torch
+
 from ..chat import stop_token_ids
+from ..kd_data import assistant_spans
 from ..models import load_model_and_tokenizer
 from ..rollout import Episode, run_episodes
 from ..types import Provenance, Trajectory
@@ -36,10 +45,29 @@ def episode_trajectory(episode: Episode, spec: str, sampling: Sampling, seed: in
     )
 
 
+@torch.inference_mode()
+def turn_logprobs(model, episode: Episode, k: int) -> list[list[dict]]:
+    """Per policy turn, per token: {"id", "logprob", "top_logprobs": [{"id", "logprob"}, ...]}."""
+    ids = torch.tensor([episode.ids])
+    logp = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0, :-1].float(), dim=-1)  # row t scores token t + 1
+    top_values, top_ids = logp.topk(k, dim=-1)
+    turns = []
+    for start, end in assistant_spans(episode.policy_mask):
+        turns.append([
+            {
+                "id": episode.ids[t],
+                "logprob": logp[t - 1, episode.ids[t]].item(),
+                "top_logprobs": [{"id": i, "logprob": v} for i, v in zip(top_ids[t - 1].tolist(), top_values[t - 1].tolist())],
+            }
+            for t in range(start, end)
+        ])
+    return turns
+
+
 class HFPolicy:
-    def __init__(self, path: Path, key: str, env, max_turns: int):
+    def __init__(self, path: Path, key: str, env, max_turns: int, top_logprobs: int = 0):
         self.spec = f"hf:{path}"
-        self.env, self.max_turns = env, max_turns
+        self.env, self.max_turns, self.top_logprobs = env, max_turns, top_logprobs
         self.model, self.tokenizer = load_model_and_tokenizer(path, key)
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
@@ -47,4 +75,8 @@ class HFPolicy:
     def rollout(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Trajectory]:
         starts = [(r.task, r.sample_index) for r in requests]
         episodes = run_episodes(self.model, self.tokenizer, self.env, starts, sampling, self.stop_ids, batch_seed(seed, requests), self.max_turns)
-        return [episode_trajectory(e, self.spec, sampling, seed) for e in episodes]
+        trajectories = [episode_trajectory(e, self.spec, sampling, seed) for e in episodes]
+        if self.top_logprobs:
+            for trajectory, episode in zip(trajectories, episodes):
+                trajectory.logprobs = turn_logprobs(self.model, episode, self.top_logprobs)
+        return trajectories

@@ -15,6 +15,7 @@ from ..config import Recipe
 from ..costs import CostLedger, describe, load_prices
 from ..errors import WarmstartError
 from ..jsonl import JsonlAppender, read_records, write_json_atomic
+from ..kd_signal import unrequested_logprobs
 from ..policies import Request, Sampling, make_policy
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
@@ -43,6 +44,9 @@ def run(recipe: Recipe) -> Path:
         log.info("%s: already done, nothing to do", stage)
         return out
     policy = make_policy(cfg.teacher, env, "generate.teacher", recipe)  # a bad spec or path fails before any file is read
+    note = unrequested_logprobs(policy, recipe)
+    if note:
+        log.info("%s: %s", stage, note)
     _claim_output(run_dir, stage, print_, out)
     tasks = load_tasks(recipe, env, "train")
     check_disjoint(tasks, load_tasks(recipe, env, "eval"))

@@ -18,6 +18,16 @@ so the resumed run continues as if it had never stopped.
 
 A `seconds_budget` stops the run early (the demo's equal-wall-time cold start).
 
+On-policy distillation (`grpo.teacher`): a teacher (`teacher_scoring.py`: a local model, or a server
+returning prompt logprobs) scores the student's sampled tokens, and each token gets its own advantage
+log q(x_t) - log p(x_t) (`kd_losses.reverse_kl_advantages`), plus `reward_weight` x the verifier's
+group advantage. It is an advantage in this machinery rather than a separate loss because then it needs
+only the log-prob of the sampled token, which a server gives (a full-distribution reverse KL would need
+the teacher's whole distribution at every student position), and it reuses the sampler, masks,
+clipping, checkpoints and the verifier mix unchanged. Flat reward groups are kept then (the teacher's
+signal does not depend on reward variance). `teacher_tokens_budget` stops the run once the teacher has
+scored that many student tokens (the demo's equal-teacher-tokens ablation).
+
 Multi-turn: where the environment has tools, each sample is a whole episode (`rollout.py`): the
 policy's turns are trained on, tool results and template text between turns are not (loss mask 0).
 """
@@ -35,6 +45,7 @@ from ..checkpoint import complete_checkpoints, load_state, publish, save
 from ..config import GrpoConfig, Recipe
 from ..envs.base import Environment
 from ..errors import WarmstartError
+from ..kd_losses import reverse_kl_advantages
 from ..losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, token_logprobs, zero_variance_groups
 from ..chat import stop_token_ids
 from ..models import load_model_and_tokenizer
@@ -42,6 +53,7 @@ from ..policies.base import Sampling
 from ..progress import progress_bar
 from ..rollout import Episode, run_episodes
 from ..runs import RunDir, fingerprint
+from ..teacher_scoring import make_teacher
 from ..types import Provenance, Trajectory
 from .common import load_tasks, make_environment, verify_all
 from .evaluate import resolve_policy
@@ -81,12 +93,14 @@ def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
 
 
 def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int) -> tuple[list[Group], int, dict]:
-    """Sample groups until `tasks_per_step` informative ones are found or refills run out."""
+    """Sample groups until `tasks_per_step` informative ones are found or refills run out (with a
+    teacher every group is informative: one round, nothing dropped)."""
+    drop_flat = cfg.drop_zero_variance and cfg.teacher is None
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     groups, stats = [], {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0, "tokens": 0}
     for round_ in range(cfg.max_refills + 1):
         need = cfg.tasks_per_step - len(groups)
-        if need <= 0 or (round_ and not cfg.drop_zero_variance):
+        if need <= 0 or (round_ and not drop_flat):
             break
         batch = [tasks[(cursor + i) % len(tasks)] for i in range(need)]
         cursor += need
@@ -105,7 +119,7 @@ def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids
             stats["tokens"] += sum(len(e.ids) for e in members)
             flat = len(valid_rewards) < 2 or zero_variance_groups(torch.tensor([valid_rewards])).item()
             stats["zero_variance"] += flat
-            if not (flat and cfg.drop_zero_variance):
+            if not (flat and drop_flat):
                 groups.append(group)
     return groups, cursor, stats
 
@@ -128,7 +142,7 @@ def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str
         ids[r, : len(e.ids)] = torch.tensor(e.ids)
         if valid:
             mask[r, : len(e.ids)] = torch.tensor(e.policy_mask, dtype=torch.float)
-    return {"input_ids": ids, "loss_mask": mask, "advantages": advantages}
+    return {"input_ids": ids, "loss_mask": mask, "advantages": advantages, "lengths": [len(e.ids) for e, _ in rows]}
 
 
 def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -138,15 +152,29 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
 
 
-def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: GrpoConfig) -> float:
+def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -> tuple[torch.Tensor, dict]:
+    """[B] group advantages, or with a teacher [B, L-1] per-token ones; and the teacher's statistics."""
+    if teacher is None:
+        return batch["advantages"], {}
+    mask = batch["loss_mask"][:, 1:]
+    teacher_logp = teacher.logprobs(batch, batch["lengths"])
+    per_token = reverse_kl_advantages(old, teacher_logp, mask) + cfg.reward_weight * batch["advantages"].unsqueeze(1) * mask
+    scored = float(mask.sum())
+    # Mean over the student's tokens of log p - log q: the sampled estimate of the reverse KL per token.
+    reverse_kl = float(((old - teacher_logp) * mask).sum()) / max(scored, 1.0)
+    return per_token, {"reverse_kl": reverse_kl, "teacher_tokens": int(scored)}
+
+
+def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: GrpoConfig, teacher=None) -> tuple[float, dict]:
     mask = batch["loss_mask"][:, 1:]
     with torch.no_grad():
         old = sequence_logprobs(model, batch)
         ref = sequence_logprobs(reference, batch) if reference is not None else None
+    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)
     loss_value = 0.0
     for _ in range(cfg.updates_per_batch):
         logp = sequence_logprobs(model, batch)
-        loss = clipped_policy_loss(logp, old, batch["advantages"], mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens)
+        loss = clipped_policy_loss(logp, old, advantages, mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens)
         if ref is not None:
             kl = kl_to_reference(logp, ref)
             loss = loss + cfg.kl_weight * (kl * mask).sum() / mask.sum().clamp(min=1.0)
@@ -155,7 +183,23 @@ def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: Grp
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss_value = loss.item()
-    return loss_value
+    return loss_value, teacher_stats
+
+
+def budget_used(history: list[dict], cfg: GrpoConfig) -> float | None:
+    """The share of its budget (seconds or teacher tokens, whichever is further along) a run has used;
+    None without a budget."""
+    shares = []
+    if cfg.seconds_budget:
+        shares.append(sum(h["seconds"] for h in history) / cfg.seconds_budget)
+    if cfg.teacher_tokens_budget:
+        shares.append(sum(h.get("teacher_tokens", 0) for h in history) / cfg.teacher_tokens_budget)
+    return max(shares) if shares else None
+
+
+def progress_note(entry: dict) -> str:
+    note = f"reward {entry['mean_reward']:.3f} flat {entry['zero_variance_fraction']:.2f}"
+    return note + (f" reverse KL {entry['reverse_kl']:.3f}" if "reverse_kl" in entry else "")
 
 
 def run(recipe: Recipe, env: Environment | None = None) -> Path:
@@ -164,7 +208,11 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     start_from = init_path(recipe)
     out, ckpt_root = run_dir.model(cfg.output), run_dir.checkpoints(cfg.output)
     stage = f"grpo:{cfg.output}"
-    inputs = [start_from / "model.safetensors"] if (start_from / "model.safetensors").exists() else []
+    teacher_spec = resolve_policy(cfg.teacher, recipe) if cfg.teacher else None
+    weights = [start_from / "model.safetensors"]
+    if teacher_spec and teacher_spec.startswith("hf:"):
+        weights.append(Path(teacher_spec[3:]) / "model.safetensors")
+    inputs = [w for w in weights if w.exists()]
     print_ = fingerprint({"grpo": cfg.model_dump(), "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump(), "seed": recipe.run.seed}, inputs)
     if run_dir.is_done(stage, print_, [out]):
         log.info("%s: already done, nothing to do", stage)
@@ -174,6 +222,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     resume = complete_checkpoints(ckpt_root)
     model, tokenizer = load_model_and_tokenizer(resume[-1] if resume else start_from, "grpo.init")
     reference = load_model_and_tokenizer(start_from, "grpo.init")[0].eval() if cfg.kl_weight > 0 else None
+    teacher = make_teacher(teacher_spec, "grpo.teacher", recipe, tokenizer) if teacher_spec else None
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     params = sum(p.numel() for p in model.parameters())
     torch.manual_seed(recipe.run.seed)
@@ -189,19 +238,19 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         done, cursor, history = state["step"], state["position"]["cursor"], state["position"]["history"]
         log.info("%s: resuming from %s", stage, resume[-1])
     # A budgeted run shows its progress in percent of the budget, not of its step cap.
-    budget = cfg.seconds_budget
-    with progress_bar(f"grpo {cfg.output}" + (" (% of time budget)" if budget else ""), 100 if budget else cfg.steps) as advance:
-        shown = 0
-        advance(0 if budget else done)
+    budgeted = budget_used(history, cfg) is not None
+    with progress_bar(f"grpo {cfg.output}" + (" (% of budget)" if budgeted else ""), 100 if budgeted else cfg.steps) as advance:
+        shown = min(100, int(100 * budget_used(history, cfg))) if budgeted else 0
+        advance(shown if budgeted else done)
         for step in range(done + 1, cfg.steps + 1):
             step_started = time.time()
             model.eval()
             groups, cursor, stats = collect(model, tokenizer, env, tasks, cursor, cfg, stop_ids, recipe.run.seed + 1000 * step, recipe.env.max_turns)
             model.train()
-            loss, trained_tokens = None, 0
+            loss, trained_tokens, teacher_stats = None, 0, {}
             if groups:  # every group flat: nothing to learn from this step
                 batch = batch_tensors(groups, cfg, tokenizer.pad_token_id)
-                loss = update(model, reference, optimizer, batch, cfg)
+                loss, teacher_stats = update(model, reference, optimizer, batch, cfg, teacher)
                 scheduler.step()
                 trained_tokens = int(batch["input_ids"].numel())
             entry = {
@@ -213,15 +262,18 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
                 "loss": loss,
                 # Compute estimate: 2 x params per sampled token; per trained token 2 for the old
                 # log-probs (and 2 more for a reference model) plus 6 per update.
-                "flops_estimate": params * (2 * stats["tokens"] + (2 + 2 * (reference is not None) + 6 * cfg.updates_per_batch) * trained_tokens),
+                # A local teacher's scoring pass adds 2 x its parameters per trained token.
+                "flops_estimate": params * (2 * stats["tokens"] + (2 + 2 * (reference is not None) + 6 * cfg.updates_per_batch) * trained_tokens)
+                + 2 * (teacher.params if teacher else 0) * trained_tokens,
                 "seconds": time.time() - step_started,
+                **teacher_stats,
             }
             history.append(entry)
-            used = sum(h["seconds"] for h in history) / budget if budget else 0.0
-            out_of_budget = used >= 1.0
-            moved = min(100, int(100 * used)) - shown if budget else 1
-            shown += moved if budget else 0
-            advance(moved, note=f"reward {entry['mean_reward']:.3f} flat {entry['zero_variance_fraction']:.2f}")
+            used = budget_used(history, cfg)
+            out_of_budget = used is not None and used >= 1.0
+            moved = min(100, int(100 * used)) - shown if budgeted else 1
+            shown += moved if budgeted else 0
+            advance(moved, note=progress_note(entry))
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget:
                 position = {"cursor": cursor, "history": history, "fingerprint": print_, "init": str(start_from)}
                 save(ckpt_root, step, model, tokenizer, optimizer, scheduler, position, cfg.keep_checkpoints)
@@ -234,6 +286,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         "flops_estimate": sum(h["flops_estimate"] for h in history),
         "zero_variance_fraction": sum(h["zero_variance_fraction"] for h in history) / len(history),
         "updates": sum(h["groups_used"] > 0 for h in history) * cfg.updates_per_batch,
+        **({"teacher_tokens": sum(h.get("teacher_tokens", 0) for h in history)} if teacher else {}),
         "history": history,
     }
     run_dir.mark_done(stage, print_, [out], started, summary)

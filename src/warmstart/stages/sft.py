@@ -6,6 +6,12 @@ update as one big batch. Examples are packed into rows (`data.py`). AdamW, linea
 decay to `min_lr_ratio`, gradient clipping. Checkpoints are atomic (`checkpoint.py`); a rerun resumes
 from the newest complete one and continues exactly as if it had never stopped.
 
+Distillation beyond one-hot tokens (`kd_signal.py` picks the signal, `sft.distill`): with a local
+teacher that shares the student's tokenizer, KL to its full next-token distribution computed on the fly
+(dense KD, `kd_step.py`); with trajectories that carry the teacher's top-k log-probs, KL on that
+support plus a tail bucket (sparse KD, `kd_losses.py`); else plain SFT. Mixed with cross-entropy by
+`kd_weight`; the choice and its reason are logged and recorded in the manifest.
+
 Left out on purpose: mixed precision and distributed training (accelerate arrives with scale-out),
 LoRA (peft) for large students.
 """
@@ -29,6 +35,9 @@ from ..data import Example, collate, epoch_order, pack, tokenize
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..jsonl import read_records
+from ..kd_data import token_index
+from ..kd_signal import Signal, choose, local_teacher_path
+from ..kd_step import KdSetup, KdTotals, check_plain_head, kd_backward
 from ..models import gguf_to_pretrained, load_model_and_tokenizer, resolve_model_path
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
@@ -124,7 +133,9 @@ def run(recipe: Recipe) -> Path:
     stage = f"sft:{cfg.output}"
     if not data_path.exists():
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
-    print_ = fingerprint({"sft": cfg.model_dump(), "seed": recipe.run.seed}, [data_path])
+    teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
+    teacher_weights = [teacher / "model.safetensors"] if teacher and (teacher / "model.safetensors").exists() else []
+    print_ = fingerprint({"sft": cfg.model_dump(), "seed": recipe.run.seed}, [data_path, *teacher_weights])
     if run_dir.is_done(stage, print_, [out]):
         log.info("%s: already done, nothing to do", stage)
         return out
@@ -144,9 +155,17 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
     resume = complete_checkpoints(ckpt_root)
     model, tokenizer = load_model_and_tokenizer(resume[-1] if resume else base, "sft.student")
     check_template(tokenizer, "sft.student")
-    examples, too_long = tokenize(tokenizer, trajectories, cfg.seq_len, list(make_env(recipe.env).tools))
+    wants_topk = cfg.kd_weight > 0 and cfg.distill in ("auto", "topk") and any(t.logprobs for t in trajectories)
+    index = token_index(tokenizer) if wants_topk else None
+    examples, too_long, alignment = tokenize(tokenizer, trajectories, cfg.seq_len, list(make_env(recipe.env).tools), index)
     if not examples:
         raise WarmstartError(f"sft: every example is longer than sft.seq_len={cfg.seq_len} tokens")
+    signal = choose(recipe, tokenizer, alignment if wants_topk else None)
+    log.info("sft:%s: training signal %s: %s", cfg.output, signal.kind, signal.reason)
+    if signal.kind != "topk":
+        for example in examples:
+            example.teacher = None
+    kd = kd_setup(signal, cfg, model)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
@@ -160,11 +179,11 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
         log.info("sft:%s resuming from %s", cfg.output, resume[-1])
     stream = RowStream(examples, cfg, seed, position)
     model.train()
-    tokens, losses, t0 = 0, [], time.time()
+    tokens, losses, t0, kd_totals = 0, [], time.time(), KdTotals()
     with progress_bar(f"sft {cfg.output}", cfg.steps) as advance:
         advance(step)
         while step < cfg.steps:
-            loss_value, step_tokens = train_step(model, optimizer, stream, cfg, tokenizer.pad_token_id)
+            loss_value, step_tokens = train_step(model, optimizer, stream, cfg, tokenizer.pad_token_id, kd, kd_totals)
             scheduler.step()
             step += 1
             tokens += step_tokens
@@ -174,7 +193,11 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
                 totals = {"tokens": earlier["tokens"] + tokens, "seconds": earlier["seconds"] + time.time() - t0}
                 save(ckpt_root, step, model, tokenizer, optimizer, scheduler, {**stream.position, "totals": totals}, cfg.keep_checkpoints)
     seconds = time.time() - t0
+    teacher_params = sum(p.numel() for p in kd.teacher.parameters()) if kd and kd.teacher is not None else 0
     return {
+        "distill": {**signal.record(), "kd_weight": cfg.kd_weight, **alignment_record(alignment, signal)},
+        # Mean KL to the teacher over the positions that had its distribution, this run.
+        "mean_kd": kd_totals.kd_sum / kd_totals.kd_positions if kd_totals.kd_positions else None,
         "examples": len(examples),
         "dropped_too_long": too_long,
         "first_loss": losses[0] if losses else None,  # of this run (a resumed run starts mid-way)
@@ -183,17 +206,42 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
         # Over the whole training, resumed parts included: the compute the student cost.
         "train_seconds": earlier["seconds"] + seconds,
         # Training compute estimate: 6 x parameters x tokens (forward + backward; attention left out).
-        "flops_estimate": 6 * sum(p.numel() for p in model.parameters()) * (earlier["tokens"] + tokens),
+        # Dense KD adds the teacher's forward pass: 2 x its parameters per token.
+        "flops_estimate": (6 * sum(p.numel() for p in model.parameters()) + 2 * teacher_params) * (earlier["tokens"] + tokens),
         "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
     }
 
 
-def train_step(model, optimizer, stream: RowStream, cfg: SftConfig, pad_id: int) -> tuple[float, int]:
+def kd_setup(signal: Signal, cfg: SftConfig, model) -> KdSetup | None:
+    """None for plain SFT; else the KD loss's settings, with the local teacher loaded for dense KD."""
+    if signal.kind == "tokens":
+        return None
+    check_plain_head(model, "sft.student")
+    teacher = None
+    if signal.kind == "logits":
+        teacher = load_model_and_tokenizer(signal.teacher_path, "sft.teacher")[0].eval().requires_grad_(False)
+        check_plain_head(teacher, "sft.teacher")
+    return KdSetup(signal.kind, cfg.kd_weight, cfg.kd_chunk, teacher)
+
+
+def alignment_record(alignment, signal: Signal) -> dict:
+    if signal.kind != "topk":
+        return {}
+    return {"turns_with_logprobs": alignment.turns, "turns_aligned": alignment.aligned}
+
+
+def train_step(model, optimizer, stream: RowStream, cfg: SftConfig, pad_id: int, kd: KdSetup | None = None, kd_totals: KdTotals | None = None) -> tuple[float, int]:
     row_groups = [stream.next_rows(cfg.rows_per_micro_batch) for _ in range(cfg.grad_accum)]
     micro_batches = [collate(rows, stream.examples, cfg.seq_len, pad_id) for rows in row_groups]
     targets = sum(float(b["loss_mask"][:, 1:].sum()) for b in micro_batches)
     total = 0.0
     for batch in micro_batches:
+        if kd is not None:  # backward inside, chunk by chunk
+            step_totals = kd_backward(model, batch, kd, 1.0 / max(targets, 1.0))
+            total += step_totals.loss
+            kd_totals.kd_sum += step_totals.kd_sum
+            kd_totals.kd_positions += step_totals.kd_positions
+            continue
         loss = masked_ce_sum(model, batch) / max(targets, 1.0)
         loss.backward()
         total += loss.item()

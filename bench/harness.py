@@ -1,0 +1,68 @@
+"""What every side-by-side benchmark shares: A B A B repetitions, medians and ratios, and the results file.
+
+Each benchmark script measures two systems in one process run, alternating them over several
+repetitions so that drift in a shared, noisy machine hits both alike, and reports medians. It writes
+its section to bench/results/<name>.md; `bench/run_all.py` runs them all and joins the sections into
+bench/results.md under a header naming the machine and library versions.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def interleaved(systems: dict[str, Callable[[], float]], repetitions: int) -> dict[str, list[float]]:
+    """Call each system once per repetition, in turn (A B A B ...); each call returns one measurement."""
+    out: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(repetitions):
+        for name, measure in systems.items():
+            out[name].append(measure())
+    return out
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> str:
+    """One markdown paragraph: machine, cores, Python and library versions."""
+    packages = ["warmstart", "torch", "transformers", "trl", "accelerate", "openai"]
+    versions = ", ".join(f"{p} {version(p)}" for p in packages)
+    return f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python {sys.version.split()[0]}; {versions}."
+
+
+def write_section(name: str, markdown: str) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    path.write_text(markdown.rstrip() + "\n")
+    return path
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
