@@ -21,6 +21,7 @@ from warmstart.config import GrpoConfig, TinyModelConfig
 from warmstart.envs.arithmetic import Arithmetic
 from warmstart.models import load_model_and_tokenizer
 from warmstart.policies.base import Sampling
+from warmstart.generation import sample_ids_pruned
 from warmstart.rollout import run_episodes
 from warmstart.stages.grpo import Group, batch_tensors, update
 from warmstart.tinymodel import save_tiny_student
@@ -50,7 +51,7 @@ def main() -> None:
         starts = [(t, i) for t in batch_tasks for i in range(args.group)]
         model.eval()
         t0 = time.perf_counter()
-        sampled = run_episodes(model, tokenizer, env, starts, Sampling(1.0, 1.0, args.max_new), stops, seed=step, max_turns=1)
+        sampled = run_episodes(model, tokenizer, env, starts, Sampling(1.0, 1.0, args.max_new), stops, seed=step, max_turns=1, sampler=sample_ids_pruned)
         t1 = time.perf_counter()
         generated = sum(sum(e.policy_mask) for e in sampled)
         # Alternating rewards give every group variance, so every sample is trained on.
@@ -60,7 +61,7 @@ def main() -> None:
         t2 = time.perf_counter()
         update(model, None, optimizer, batch, cfg)
         t3 = time.perf_counter()
-        trained = int(batch["input_ids"].numel()) * (cfg.updates_per_batch + 1)  # old log-probs + updates
+        trained = int(batch["input_ids"].numel()) * (cfg.updates_per_batch + (cfg.updates_per_batch > 1))  # updates (+ old log-probs)
         rollout_rates.append(generated / (t1 - t0))
         train_rates.append(trained / (t3 - t2))
         step_times.append(t3 - t0)

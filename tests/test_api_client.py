@@ -239,3 +239,67 @@ def test_retry_after_is_read_and_an_unreadable_one_is_ignored(headers, seconds):
     from warmstart.policies.limits import retry_after_seconds
 
     assert retry_after_seconds(headers) == seconds
+
+
+def test_the_cache_returns_a_reply_only_once_an_fsync_covers_it_and_groups_concurrent_replies(tmp_path, monkeypatch):
+    import asyncio
+
+    from warmstart.policies import api as api_module
+    from warmstart.policies.api import Reply
+    from warmstart.types import Message, Usage
+
+    synced_sizes = []  # the file size each fsync made durable
+
+    def slow_sync(fd):
+        size = os.fstat(fd).st_size
+        time.sleep(0.02)
+        synced_sizes.append(size)
+
+    monkeypatch.setattr(api_module, "_sync", slow_sync)
+    path = tmp_path / "cache" / "responses.jsonl"
+    cache = ResponseCache(path)
+    reply = Reply(message=Message(role="assistant", content="Answer: 1"), usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop")
+    ends = {}
+
+    async def one(i: int):
+        await asyncio.sleep(random.Random(i).uniform(0, 0.05))
+        await cache.put(f"k{i}", reply)
+        ends[i] = max(synced_sizes)  # what was durable when the reply came back
+        assert f"k{i}" in cache.replies
+
+    async def main():
+        await asyncio.gather(*(one(i) for i in range(40)))
+
+    asyncio.run(main())
+    cache.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    offsets, end = {}, 0
+    for line in lines:
+        end += len(line)
+        offsets[json.loads(line)["key"]] = end
+    assert sorted(offsets) == sorted(f"k{i}" for i in range(40))
+    assert all(offsets[f"k{i}"] <= ends[i] for i in range(40))  # durable before it was returned
+    assert len(synced_sizes) < 40  # replies arriving during an fsync shared the next one
+    assert ResponseCache(path).replies.keys() == offsets.keys()
+
+
+def test_a_failed_fsync_fails_the_put_and_the_reply_is_not_used(tmp_path, monkeypatch):
+    import asyncio
+
+    from warmstart.policies import api as api_module
+    from warmstart.policies.api import Reply
+    from warmstart.types import Message, Usage
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(api_module, "_sync", broken)
+    cache = ResponseCache(tmp_path / "responses.jsonl")
+    reply = Reply(message=Message(role="assistant", content="x"), usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop")
+
+    async def main():
+        return await asyncio.gather(*(cache.put(f"k{i}", reply) for i in range(5)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    cache.close()
+    assert all(isinstance(r, OSError) for r in results) and cache.replies == {}

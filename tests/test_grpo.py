@@ -117,3 +117,44 @@ def test_a_killed_rl_run_resumes_as_if_uninterrupted(tmp_path):
     history = [json.loads(p.read_text())["stages"]["grpo:student-grpo"]["history"] for p in (tmp_path / "whole" / "manifest.json", tmp_path / "cut" / "manifest.json")]
     drop_time = [[{k: v for k, v in h.items() if k != "seconds"} for h in run] for run in history]
     assert drop_time[0] == drop_time[1]  # same rewards, losses and compute step by step
+
+
+def test_pruned_sampling_is_generate_when_greedy():
+    from warmstart.generation import sample_ids, sample_ids_pruned
+    from warmstart.policies.base import Sampling
+
+    model, tokenizer = tiny_model()
+    model.eval()
+    prompts = [tokenizer(p)["input_ids"] for p in ["What is 1+1?", "Answer: 2", "carry so far 1+1"]]  # unequal lengths: left padding
+    stops = [tokenizer.convert_tokens_to_ids("a")]  # some rows stop early, others run to the limit
+    sampling = Sampling(0.0, 1.0, 12)
+    ours, theirs = (f(model, tokenizer.pad_token_id, prompts, sampling, stops, 0) for f in (sample_ids_pruned, sample_ids))
+    assert [(s.completion_ids, s.stopped) for s in ours] == [(s.completion_ids, s.stopped) for s in theirs]
+
+
+def test_chunked_update_equals_one_batch_update():
+    import copy
+
+    from warmstart.losses import clipped_policy_loss
+    from warmstart.stages import grpo as grpo_stage
+
+    model, tokenizer = tiny_model()
+    torch.manual_seed(0)
+    episodes = [sampled([5] * 4, torch.randint(10, 200, (n,)).tolist()) for n in (3, 40, 7, 25, 60, 2, 11, 33)]
+    groups = [Group(episodes[:4], [1.0, 0.0, 0.0, 1.0], [True, True, False, True]), Group(episodes[4:], [1.0] * 4, [True] * 4)]
+    for normalization in ("token", "sequence", "constant"):
+        cfg = GrpoConfig(updates_per_batch=1, normalization=normalization, drop_zero_variance=False)
+        batch = batch_tensors(groups, cfg, tokenizer.pad_token_id)
+        ours, ref = copy.deepcopy(model), copy.deepcopy(model)
+        saved, grpo_stage.MICRO_BATCH_TOKENS = grpo_stage.MICRO_BATCH_TOKENS, 64  # several chunks
+        try:
+            update(ours, None, torch.optim.SGD(ours.parameters(), lr=1.0), batch, cfg)
+        finally:
+            grpo_stage.MICRO_BATCH_TOKENS = saved
+        logp = sequence_logprobs(ref, batch)
+        loss = clipped_policy_loss(logp, logp.detach(), batch["advantages"], batch["loss_mask"][:, 1:], cfg.clip_low, cfg.clip_high, normalization, cfg.max_new_tokens)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), cfg.grad_clip)
+        torch.optim.SGD(ref.parameters(), lr=1.0).step()
+        for a, b in zip(ours.parameters(), ref.parameters()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)

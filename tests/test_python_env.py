@@ -74,3 +74,18 @@ def test_the_pipeline_runs_on_python_tasks(tmp_path):
     summary = json.loads(evaluate.run(recipe).read_text())
     assert summary["policies"]["teacher"]["pass@1"] == 1.0
     assert summary["policies"]["student"]["pass@1"] == 0.0  # four SFT steps write no working code
+
+
+def test_verification_pool_workers_do_not_import_the_training_stages():
+    """A pool worker imports the module of the function it runs: that module and the environments must not
+    pull in torch (seconds per worker, paid by every verified batch)."""
+    import subprocess
+    import sys
+
+    code = "import sys, warmstart.verification, warmstart.envs; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-500:]
+    from warmstart.stages.common import verify_all
+    from warmstart.verification import verify_in_order
+
+    assert verify_all.__module__ == verify_in_order.__module__ == "warmstart.verification"

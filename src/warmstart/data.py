@@ -65,6 +65,11 @@ def pack(examples: list[Example], order: list[int], seq_len: int) -> list[list[i
     return rows
 
 
+def row_width(rows: list[list[int]], examples: list[Example]) -> int:
+    """Tokens in the fullest of `rows`: collating to this width instead of seq_len drops only padding."""
+    return max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+
+
 def collate(rows: list[list[int]], examples: list[Example], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
     """input_ids, position_ids, loss_mask: [rows, seq_len]. Padding is its own segment, never a target."""
     ids = torch.full((len(rows), seq_len), pad_id, dtype=torch.long)

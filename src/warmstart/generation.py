@@ -58,6 +58,60 @@ def sample_ids(model, pad_id: int, prompts: list[list[int]], sampling: Sampling,
     return out
 
 
+def next_token_scores(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """Temperature, then nucleus (top-p) filtering as transformers' TopPLogitsWarper does it (the
+    most likely token always kept). logits: [B, V] -> [B, V] float."""
+    scores = logits.float() / sampling.temperature
+    if sampling.top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=False)
+        drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - sampling.top_p)
+        drop[:, -1] = False
+        scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return scores
+
+
+@torch.inference_mode()
+def sample_ids_pruned(model, pad_id: int, prompts: list[list[int]], sampling: Sampling, stop_ids: list[int], seed: int) -> list[Sampled]:
+    """`sample_ids` in a decoding loop of our own, for a batch whose completions vary in length (GRPO's
+    rollouts): the model's own forward with a DynamicCache, each sequence dropped from the batch (and
+    the cache) as soon as it stops, where `generate` keeps stepping finished rows. Same distribution
+    (temperature, top-p; greedy at temperature 0 equals `generate`'s, tested), another random stream.
+    Measured on the tiny model, 128 prompts x 128 new tokens: ~1.6x faster than `generate`. (A
+    hand-written Llama decoding step over preallocated K/V buffers was tried and was no faster.)"""
+    from transformers import DynamicCache
+
+    ids, attention = left_padded(prompts, pad_id)
+    torch.manual_seed(seed)
+    stops = torch.tensor(sorted(stop_ids) or [-1])
+    completions: list[list[int]] = [[] for _ in prompts]
+    stopped = [False] * len(prompts)
+    rows = torch.arange(len(prompts))  # batch position -> prompt index
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1]
+    position = positions[:, -1:]
+    for step in range(sampling.max_new_tokens):
+        if sampling.temperature > 0:
+            token = torch.multinomial(next_token_scores(logits, sampling).softmax(dim=-1), 1)[:, 0]
+        else:
+            token = logits.argmax(dim=-1)
+        for row, t in zip(rows.tolist(), token.tolist()):
+            completions[row].append(t)
+        done = torch.isin(token, stops)
+        for row in rows[done].tolist():
+            stopped[row] = True
+        keep = (~done).nonzero()[:, 0]
+        if len(keep) == 0 or step == sampling.max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            rows, token, attention, position = rows[keep], token[keep], attention[keep], position[keep]
+            cache.batch_select_indices(keep)
+        attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+        position = position + 1
+        logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=position, past_key_values=cache, use_cache=True).logits[:, -1]
+    return [Sampled(list(p), c, s) for p, c, s in zip(prompts, completions, stopped)]
+
+
 def produced_ids(completion_ids: list[int], stopped: bool) -> list[int]:
     """The tokens that make the text: the end-of-turn token is not part of it."""
     return completion_ids[:-1] if stopped else completion_ids

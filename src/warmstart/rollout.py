@@ -53,15 +53,16 @@ def start_episode(tokenizer, task: Task, sample_index: int, tools) -> Episode:
     return Episode(task, sample_index, list(task.prompt), ids, [0] * len(ids))
 
 
-def run_episodes(model, tokenizer, env, starts: list[tuple[Task, int]], sampling: Sampling, stop_ids: list[int], seed: int, max_turns: int) -> list[Episode]:
-    """Roll out one episode per (task, sample index), all advancing turn by turn together."""
+def run_episodes(model, tokenizer, env, starts: list[tuple[Task, int]], sampling: Sampling, stop_ids: list[int], seed: int, max_turns: int, sampler=sample_ids) -> list[Episode]:
+    """Roll out one episode per (task, sample index), all advancing turn by turn together. `sampler`:
+    `generation.sample_ids` (transformers' generate) or `generation.sample_ids_pruned` (GRPO's)."""
     tools = list(env.tools) or None
     episodes = [start_episode(tokenizer, task, index, tools) for task, index in starts]
     for turn in range(max_turns):
         active = [e for e in episodes if e.finish_reason is None]
         if not active:
             break
-        sampled = sample_ids(model, tokenizer.pad_token_id, [e.ids for e in active], sampling, stop_ids, seed + 100_003 * turn)
+        sampled = sampler(model, tokenizer.pad_token_id, [e.ids for e in active], sampling, stop_ids, seed + 100_003 * turn)
         for episode, s in zip(active, sampled):
             episode.usage.append(Usage(tokens_in=len(episode.ids), tokens_out=len(s.completion_ids)))
             episode.ids += s.completion_ids

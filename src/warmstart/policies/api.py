@@ -7,8 +7,8 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
 - concurrency: asyncio, at most `api.concurrency` requests in flight;
 - limits and retries: `limits.py` (RPM / TPM windows, backoff with jitter honouring Retry-After; no
   retry on errors retrying cannot fix, which stop the stage with a clear error);
-- the response cache (`ResponseCache`): every successful reply is appended (one flushed line) under a
-  key of everything that changes the answer, before it is used. A rerun, or a rerun after SIGKILL,
+- the response cache (`ResponseCache`): every successful reply is appended (one line, fsynced by group
+  commit) under a key of everything that changes the answer, and is durable before it is used. A rerun, or a rerun after SIGKILL,
   asks the cache first, so nothing is paid for twice. Replies cut by the token limit, refused or
   content-filtered are not cached as successes: they are flagged on the trajectory and `curate`
   drops them with the reason counted;
@@ -133,11 +133,22 @@ def served_models(client, sdk, base_url: str, where: str) -> list[str] | None:
 
 
 class ResponseCache:
-    """Successful replies by request key, appended to a JSONL file as they arrive."""
+    """Successful replies by request key, appended to a JSONL file as they arrive.
+
+    `put` returns only once the reply's line is on disk (fsynced): a reply is never used or counted
+    before a kill would leave it in the cache. Durability is a group commit: one fsync, run in a
+    thread so the event loop keeps serving other requests, covers every line written before it began;
+    replies that arrive while it runs wait for the next one, which covers them all. So at concurrency N
+    there is about one fsync per round of replies instead of one per reply, and none blocks the loop.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.replies = {r.key: r.reply for r in read_records(path, CachedReply)} if path.exists() else {}
+        self._fd: int | None = None
+        self._written = 0  # lines written through this cache
+        self._durable = 0  # of which known to be on disk
+        self._syncing: tuple[asyncio.Future, int] | None = None  # the fsync in progress, lines it covers
 
     @staticmethod
     def key(parts: dict) -> str:
@@ -146,10 +157,44 @@ class ResponseCache:
     def get(self, key: str) -> Reply | None:
         return self.replies.get(key)
 
-    def put(self, key: str, reply: Reply) -> None:
-        with JsonlAppender(self.path) as writer:  # one flushed, fsynced line: a kill loses nothing paid for
-            writer.append(CachedReply(key=key, reply=reply))
+    def _open(self) -> int:
+        if self._fd is None:
+            JsonlAppender(self.path).close()  # creates the directory, cuts a torn last line once
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        return self._fd
+
+    async def put(self, key: str, reply: Reply) -> None:
+        """Append the reply and return once it is durable (see the class docstring)."""
+        line = (CachedReply(key=key, reply=reply).model_dump_json() + "\n").encode()
+        fd = self._open()
+        written = os.write(fd, line)  # one O_APPEND write: lines of concurrent puts never interleave
+        if written != len(line):
+            raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
+        self._written += 1
+        mine = self._written
+        while self._durable < mine:
+            if self._syncing is None:  # lead a group: every line written so far
+                self._syncing = (asyncio.get_running_loop().run_in_executor(None, _sync, fd), self._written)
+            syncing = self._syncing
+            future, covers = syncing
+            try:
+                # A group's fsync may have begun before this line was written: then wait, and look again.
+                # Shielded: a cancelled waiter leaves the fsync to the rest of its group.
+                await asyncio.shield(future)  # its error (a disk failure) is every waiter's
+                self._durable = max(self._durable, covers)
+            finally:
+                if self._syncing is syncing:
+                    self._syncing = None
         self.replies[key] = reply
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _sync(fd: int) -> None:
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)  # fdatasync: data and the file size, no timestamps
 
 
 @dataclass
@@ -176,6 +221,7 @@ class APIPolicy:
         try:
             return await asyncio.gather(*(self._episode(r, sampling, seed, in_flight) for r in requests))
         finally:
+            self.cache.close()
             await self.backend.close()
 
     async def _episode(self, request: Request, sampling: Sampling, seed: int, in_flight: asyncio.Semaphore) -> Trajectory:
@@ -252,7 +298,7 @@ class APIPolicy:
                 else:
                     self.limiter.release(entry, reply.usage.tokens_in + reply.usage.tokens_out)
                     if reply.finish_reason in CACHEABLE:
-                        self.cache.put(key, reply)
+                        await self.cache.put(key, reply)  # durable before used; holds the slot until then
                     return reply
             if not failure.retry:
                 raise WarmstartError(f"{self.spec}: {failure.message}")

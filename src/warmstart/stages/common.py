@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..config import Recipe
@@ -11,7 +9,8 @@ from ..envs import make_env
 from ..envs.base import Environment
 from ..errors import WarmstartError
 from ..jsonl import read_records
-from ..types import Message, Task, Trajectory, Verdict
+from ..types import Message, Task
+from ..verification import verify_all, verify_in_order  # noqa: F401  (the stages' import path)
 
 
 def make_environment(recipe: Recipe) -> Environment:
@@ -24,29 +23,6 @@ def make_environment(recipe: Recipe) -> Environment:
     from ..policies import make_policy
 
     return Judged(env, RubricJudge(lambda: make_policy(cfg.policy, NoTools(), "env.judge.policy", recipe), cfg.rubric), cfg.use)
-
-
-def verify_all(env: Environment, pairs: list[tuple[Task, Trajectory]]) -> list[Verdict]:
-    """Verdicts in order. Environments that verify in subprocesses (`verify_workers > 1`, e.g. python's
-    sandbox) are verified by a process pool, so a batch's programs run side by side; each worker runs
-    one sandbox at a time. Everything else is verified here, in order."""
-    if env.verify_workers <= 1 or len(pairs) < 2:
-        return verify_in_order(env, pairs)
-    # One share per worker, interleaved for balance: each worker gets the environment once, so what it
-    # starts (python's sandboxed zygote) serves its whole share. forkserver: forking this process
-    # (torch threads running) could deadlock a child.
-    workers = min(env.verify_workers, len(pairs))
-    shares = [pairs[w::workers] for w in range(workers)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        results = list(pool.map(verify_in_order, [env] * workers, shares))
-    verdicts: list[Verdict] = [None] * len(pairs)  # type: ignore[list-item]
-    for w, share in enumerate(results):
-        verdicts[w::workers] = share
-    return verdicts
-
-
-def verify_in_order(env: Environment, pairs: list[tuple[Task, Trajectory]]) -> list[Verdict]:
-    return [env.verify(task, trajectory) for task, trajectory in pairs]
 
 
 def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:

@@ -48,6 +48,7 @@ from ..errors import WarmstartError
 from ..kd_losses import reverse_kl_advantages
 from ..losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, token_logprobs, zero_variance_groups
 from ..chat import stop_token_ids
+from ..generation import sample_ids_pruned
 from ..models import load_model_and_tokenizer
 from ..policies.base import Sampling
 from ..progress import progress_bar
@@ -105,7 +106,7 @@ def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids
         batch = [tasks[(cursor + i) % len(tasks)] for i in range(need)]
         cursor += need
         starts = [(t, i) for t in batch for i in range(cfg.group_size)]
-        episodes = run_episodes(model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns)
+        episodes = run_episodes(model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, sampler=sample_ids_pruned)
         verdicts = verify_all(env, [(e.task, as_trajectory(e)) for e in episodes])  # a pool where verification is a subprocess
         for g in range(len(batch)):
             members = episodes[g * cfg.group_size : (g + 1) * cfg.group_size]
@@ -165,24 +166,73 @@ def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -
     return per_token, {"reverse_kl": reverse_kl, "teacher_tokens": int(scored)}
 
 
-def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: GrpoConfig, teacher=None) -> tuple[float, dict]:
+MICRO_BATCH_TOKENS = 4096  # padded tokens per forward/backward chunk of an update
+
+
+def micro_batches(lengths: list[int], max_tokens: int | None = None) -> list[list[int]]:
+    """Rows grouped by length (shortest first) into chunks of at most `max_tokens` padded tokens, so
+    each chunk is padded only to its own longest row; a row longer than the budget is a chunk alone."""
+    max_tokens = max_tokens or MICRO_BATCH_TOKENS
+    chunks: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lambda r: lengths[r]):
+        if chunks and (len(chunks[-1]) + 1) * lengths[row] <= max_tokens:
+            chunks[-1].append(row)
+        else:
+            chunks.append([row])
+    return chunks
+
+
+def chunk_of(batch: dict, rows: list[int]) -> dict:
+    width = max(batch["lengths"][r] for r in rows)
+    index = torch.tensor(rows)
+    return {"input_ids": batch["input_ids"][index, :width], "loss_mask": batch["loss_mask"][index, :width], "rows": index, "width": width}
+
+
+def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: GrpoConfig, teacher=None, skip_silent_rows: bool = True) -> tuple[float, dict]:
+    """`updates_per_batch` optimizer steps on the batch. Each step runs in length-sorted chunks (less
+    padding: `micro_batches`) whose gradients add up to the whole batch's loss: every chunk's loss is
+    weighted by its share of the batch's normalizer (counted over all rows, computed or not). With one update per batch and no teacher the
+    sampling policy is the current one, so the "old" log-probs are the current ones detached (ratio
+    1) and their separate no-grad pass is skipped."""
     mask = batch["loss_mask"][:, 1:]
+    reuse_current = teacher is None and cfg.updates_per_batch == 1
+    # Rows that add nothing to the gradient are not computed (they still count in the normalizer): no
+    # policy token (an infra error), or, with one advantage per sequence and no KL term, advantage 0
+    # (a flat group kept with drop_zero_variance off), since then each of its tokens' loss is 0.
+    silent = (batch["loss_mask"].sum(dim=1) == 0) | ((batch["advantages"] == 0) & (reference is None) & (teacher is None))
+    silent &= skip_silent_rows  # False: computed anyway (the benchmark's ablation)
+    live = [r for r in range(len(batch["lengths"])) if not silent[r]]
+    chunks = [chunk_of(batch, [live[i] for i in rows]) for rows in micro_batches([batch["lengths"][r] for r in live])]
+    old, ref = None, [None] * len(chunks)
     with torch.no_grad():
-        old = sequence_logprobs(model, batch)
-        ref = sequence_logprobs(reference, batch) if reference is not None else None
-    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)
+        if not reuse_current:
+            old = sequence_logprobs(model, batch)
+        if reference is not None:
+            ref = [sequence_logprobs(reference, c) for c in chunks]
+    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher) if not reuse_current else (batch["advantages"], {})
+    tokens = mask.sum().clamp(min=1.0)
     loss_value = 0.0
     for _ in range(cfg.updates_per_batch):
-        logp = sequence_logprobs(model, batch)
-        loss = clipped_policy_loss(logp, old, advantages, mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens)
-        if ref is not None:
-            kl = kl_to_reference(logp, ref)
-            loss = loss + cfg.kl_weight * (kl * mask).sum() / mask.sum().clamp(min=1.0)
-        loss.backward()
+        total = 0.0
+        for c, c_ref in zip(chunks, ref):
+            c_mask = c["loss_mask"][:, 1:]
+            logp = sequence_logprobs(model, c)
+            c_old = logp.detach() if reuse_current else old[c["rows"], : c["width"] - 1]
+            c_adv = advantages[c["rows"]] if advantages.dim() == 1 else advantages[c["rows"], : c["width"] - 1]
+            # The chunk's share of the batch normalizer: tokens for "token", sequences otherwise.
+            share = c_mask.sum() / tokens if cfg.normalization == "token" else len(c["rows"]) / len(batch["lengths"])
+            loss = share * clipped_policy_loss(logp, c_old, c_adv, c_mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens)
+            if c_ref is not None:
+                loss = loss + cfg.kl_weight * (kl_to_reference(logp, c_ref) * c_mask).sum() / tokens
+            loss.backward()
+            total += loss.item()
+        if not chunks:  # every row silent: a zero gradient, as computing them would have given
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()
+        loss_value = total
     return loss_value, teacher_stats
 
 
@@ -225,6 +275,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     teacher = make_teacher(teacher_spec, "grpo.teacher", recipe, tokenizer) if teacher_spec else None
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     params = sum(p.numel() for p in model.parameters())
+    old_pass = teacher is not None or cfg.updates_per_batch > 1  # see update()
     torch.manual_seed(recipe.run.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
@@ -261,9 +312,9 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
                 "groups_used": len(groups),
                 "loss": loss,
                 # Compute estimate: 2 x params per sampled token; per trained token 2 for the old
-                # log-probs (and 2 more for a reference model) plus 6 per update.
+                # log-probs where they take a pass of their own (and 2 more for a reference model) plus 6 per update.
                 # A local teacher's scoring pass adds 2 x its parameters per trained token.
-                "flops_estimate": params * (2 * stats["tokens"] + (2 + 2 * (reference is not None) + 6 * cfg.updates_per_batch) * trained_tokens)
+                "flops_estimate": params * (2 * stats["tokens"] + (2 * old_pass + 2 * (reference is not None) + 6 * cfg.updates_per_batch) * trained_tokens)
                 + 2 * (teacher.params if teacher else 0) * trained_tokens,
                 "seconds": time.time() - step_started,
                 **teacher_stats,

@@ -12,12 +12,20 @@ teacher that shares the student's tokenizer, KL to its full next-token distribut
 support plus a tail bucket (sparse KD, `kd_losses.py`); else plain SFT. Mixed with cross-entropy by
 `kd_weight`; the choice and its reason are logged and recorded in the manifest.
 
-Left out on purpose: mixed precision and distributed training (accelerate arrives with scale-out),
-LoRA (peft) for large students.
+Speed: each micro-batch is only as wide as its longest packed row (padding beyond it is never
+computed), and the output head and cross-entropy run only at positions that predict a scored
+(assistant) token, as in KD, not at every position of the row. `sft.precision = "bf16"` runs the
+forward and backward under CPU bfloat16 autocast (weights, optimizer state and the loss stay float32);
+it pays only on CPUs with native bf16 matmul (AVX512-BF16 / AMX): without them bf16 matmul is emulated
+and many times slower than fp32 (see bench/results/utilisation.md).
+
+Left out on purpose: distributed training (accelerate arrives with scale-out), LoRA (peft) for large
+students.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,13 +39,13 @@ import torch.nn.functional as F
 from ..chat import check_template, template_messages
 from ..checkpoint import complete_checkpoints, load_state, publish, save
 from ..config import Recipe, SftConfig
-from ..data import Example, collate, epoch_order, pack, tokenize
+from ..data import Example, collate, epoch_order, pack, row_width, tokenize
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..jsonl import read_records
 from ..kd_data import token_index
 from ..kd_signal import Signal, choose, local_teacher_path
-from ..kd_step import KdSetup, KdTotals, check_plain_head, kd_backward
+from ..kd_step import LOGIT_TRANSFORMS, KdSetup, KdTotals, check_plain_head, kd_backward, scored_hidden
 from ..models import gguf_to_pretrained, load_model_and_tokenizer, resolve_model_path
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
@@ -97,11 +105,17 @@ def lr_factor(step: int, cfg: SftConfig) -> float:
 
 
 def masked_ce_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of next-token cross-entropy over target tokens. logits: [B, T, V]; targets: [B, T-1]."""
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    targets, weights = batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:]
-    losses = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
-    return (losses * weights.flatten()).sum()
+    """Sum of next-token cross-entropy over target tokens (loss mask 1).
+
+    Logits are computed only at the N positions that predict a target ([N, V], not [B, T, V]); a model
+    whose config transforms its logits (soft-capping, scaling) gets the full forward pass instead."""
+    positions = batch["loss_mask"][:, 1:] > 0
+    targets = batch["input_ids"][:, 1:][positions]
+    if any(getattr(model.config, name, None) not in (None, 1, 1.0) for name in LOGIT_TRANSFORMS):
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[:, :-1][positions]
+    else:
+        logits = model.get_output_embeddings()(scored_hidden(model, batch, positions))
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
 class RowStream:
@@ -167,8 +181,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
             example.teacher = None
     kd = kd_setup(signal, cfg, model)
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    optimizer, scheduler = make_optimizer(model, cfg)
     step, position, earlier = 0, None, {"tokens": 0, "seconds": 0.0}
     if resume:
         state = load_state(resume[-1])
@@ -212,6 +225,17 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
     }
 
 
+def make_optimizer(model, cfg: SftConfig):
+    """AdamW (betas 0.9, 0.95) and the warmup + cosine schedule of `lr_factor`."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+
+
+def autocast(cfg: SftConfig):
+    """bf16 autocast on CPU for `precision = "bf16"`, else nothing."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
+
+
 def kd_setup(signal: Signal, cfg: SftConfig, model) -> KdSetup | None:
     """None for plain SFT; else the KD loss's settings, with the local teacher loaded for dense KD."""
     if signal.kind == "tokens":
@@ -232,17 +256,19 @@ def alignment_record(alignment, signal: Signal) -> dict:
 
 def train_step(model, optimizer, stream: RowStream, cfg: SftConfig, pad_id: int, kd: KdSetup | None = None, kd_totals: KdTotals | None = None) -> tuple[float, int]:
     row_groups = [stream.next_rows(cfg.rows_per_micro_batch) for _ in range(cfg.grad_accum)]
-    micro_batches = [collate(rows, stream.examples, cfg.seq_len, pad_id) for rows in row_groups]
+    micro_batches = [collate(rows, stream.examples, row_width(rows, stream.examples), pad_id) for rows in row_groups]
     targets = sum(float(b["loss_mask"][:, 1:].sum()) for b in micro_batches)
     total = 0.0
     for batch in micro_batches:
         if kd is not None:  # backward inside, chunk by chunk
-            step_totals = kd_backward(model, batch, kd, 1.0 / max(targets, 1.0))
+            with autocast(cfg):
+                step_totals = kd_backward(model, batch, kd, 1.0 / max(targets, 1.0))
             total += step_totals.loss
             kd_totals.kd_sum += step_totals.kd_sum
             kd_totals.kd_positions += step_totals.kd_positions
             continue
-        loss = masked_ce_sum(model, batch) / max(targets, 1.0)
+        with autocast(cfg):
+            loss = masked_ce_sum(model, batch) / max(targets, 1.0)
         loss.backward()
         total += loss.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

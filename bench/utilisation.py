@@ -1,0 +1,148 @@
+"""Utilisation: warmstart's SFT training step on SmolLM2-135M, achieved FLOP/s vs the machine's torch.mm peak.
+
+`.venv/bin/python bench/utilisation.py [--quick]` -> bench/results/utilisation.md
+
+Peak: torch.mm on the model's own matmul shapes (tokens x 576 @ 576 x {576, 1536, 49152}, and
+1536 -> 576) and a large square, same process, same thread count, in fp32 and in bf16; the best shape
+is the peak. Achieved: `sft.train_step` (what `warmstart sft` runs) with `precision = "fp32"` and
+`"bf16"` (CPU autocast) on full rows of tokens (no padding, every position scored), steps 2..N timed.
+FLOPs per trained token = 6 x parameters + 12 x layers x hidden x seq_len (attention scores and
+values, forward + backward, causal mask not discounted). Measurements alternate mm-peak and step, per
+precision, over the repetitions; medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import environment, interleaved, median, table, write_section  # noqa: E402
+from sft_vs_trl import SMOLLM2, prepare, top_entries  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
+    """Best FLOP/s of torch.mm and F.linear over the model's matmul shapes and a square one."""
+    dtype = DTYPES[precision]
+    square = 1024 if precision == "fp32" else 256
+    shapes = [(tokens, 576, 576), (tokens, 576, 1536), (tokens, 1536, 576), (tokens, 576, 49152), (square, square, square)]
+    best, where = 0.0, ""
+    # torch.mm and F.linear (what autocast runs for nn.Linear: another kernel path in bf16) on each shape.
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        weight = b.t().contiguous()
+        for name, op in (("mm", lambda: torch.mm(a, b)), ("linear", lambda: torch.nn.functional.linear(a, weight))):
+            op()
+            calls, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / (2 * len(shapes)) or calls < 2:
+                op()
+                calls += 1
+            rate = 2 * m * k * n * calls / (time.perf_counter() - start)
+            if rate > best:
+                best, where = rate, f"{name} {m}x{k} @ {k}x{n}"
+    return best, where
+
+
+def step_rate(precision: str, rows: int, seq_len: int, steps: int, profile: cProfile.Profile | None = None) -> dict:
+    from warmstart.config import SftConfig
+    from warmstart.data import Example
+    from warmstart.models import load_model_and_tokenizer
+    from warmstart.stages.sft import RowStream, make_optimizer, train_step
+
+    model, tokenizer = load_model_and_tokenizer(SMOLLM2, "bench")
+    cfg = SftConfig(steps=steps, seq_len=seq_len, rows_per_micro_batch=rows, lr=2e-5, warmup_steps=1, kd_weight=0.0, precision=precision)
+    rng = random.Random(0)
+    examples = [Example([rng.randrange(1000, 40000) for _ in range(seq_len)], [1] * seq_len) for _ in range(rows * steps)]
+    optimizer, _ = make_optimizer(model, cfg)
+    stream = RowStream(examples, cfg, seed=0)
+    model.train()
+    times, tokens = [time.perf_counter()], []
+    for step in range(steps):
+        if profile is not None and step == 1:
+            profile.enable()
+        tokens.append(train_step(model, optimizer, stream, cfg, tokenizer.pad_token_id)[1])
+        times.append(time.perf_counter())
+    if profile is not None:
+        profile.disable()
+    c = model.config
+    params = sum(p.numel() for p in model.parameters())
+    flops_per_token = 6 * params + 12 * c.num_hidden_layers * c.hidden_size * seq_len
+    tokens_per_s = sum(tokens[1:]) / (times[-1] - times[1])
+    return {"tokens_per_s": tokens_per_s, "flops": flops_per_token * tokens_per_s, "params": params, "flops_per_token": flops_per_token}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repetitions", type=int, default=None)
+    a = parser.parse_args()
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    repetitions = a.repetitions or (1 if a.quick else 3)
+    prepare()
+    # bf16 matmul is emulated (slow) on CPUs without AVX512-BF16/AMX, so its step is kept short.
+    shape = {"fp32": (1, 256, 3 if a.quick else 4), "bf16": (1, 32, 2 if a.quick else 3)}
+    results: dict[str, dict] = {}
+
+    def peak(precision):
+        def call():
+            rate, where = mm_peak(precision, shape[precision][1], 4.0 if a.quick else 8.0)
+            results.setdefault(f"where {precision}", []).append(where)
+            return rate
+
+        return call
+
+    def step(precision):
+        def call():
+            r = step_rate(precision, *shape[precision])
+            results.setdefault(f"step {precision}", []).append(r)
+            print(precision, r, flush=True)
+            return r["flops"]
+
+        return call
+
+    measured = interleaved(
+        {"mm fp32": peak("fp32"), "step fp32": step("fp32"), "mm bf16": peak("bf16"), "step bf16": step("bf16")}, repetitions
+    )
+    rows, ratios = [], {}
+    for precision in ("fp32", "bf16"):
+        peak_rate, achieved = median(measured[f"mm {precision}"]), median(measured[f"step {precision}"])
+        steps = results[f"step {precision}"]
+        ratios[precision] = achieved / peak_rate
+        rows.append([
+            precision, f"{shape[precision][0]} x {shape[precision][1]}", f"{median([r['tokens_per_s'] for r in steps]):,.1f}",
+            f"{achieved / 1e9:.2f}", f"{peak_rate / 1e9:.2f} ({results[f'where {precision}'][-1]})", f"**{ratios[precision]:.0%}**",
+        ])
+    params, fpt = steps[0]["params"], steps[0]["flops_per_token"]
+    sections = [
+        "## Utilisation: warmstart SFT step on SmolLM2-135M vs torch.mm peak",
+        environment() + f" torch threads: {torch.get_num_threads()}.",
+        f"Reproduce: `.venv/bin/python bench/utilisation.py{' --quick' if a.quick else ''}` ({'quick' if a.quick else 'full'} run, "
+        f"{repetitions} interleaved repetitions of mm-peak fp32, step fp32, mm-peak bf16, step bf16; medians).",
+        f"FLOPs per trained token = 6 x {params:,} parameters + 12 x layers x hidden x seq_len (attention) = {fpt / 1e9:.3f} GFLOP "
+        "at the fp32 row length. Peak = the best torch.mm rate over the model's matmul shapes and a square one.",
+        table(["precision", "rows x seq_len", "tokens/s", "achieved GFLOP/s", "torch.mm peak GFLOP/s (shape)", "utilisation"], rows),
+        "Goal: >= 60 % of the bf16 matmul peak.",
+    ]
+    if min(ratios.values()) < 0.6:
+        for precision in ("fp32", "bf16"):
+            profile = cProfile.Profile()
+            step_rate(precision, *shape[precision], profile=profile)
+            sections.append(f"Where the time goes, {precision} step (cProfile of steps 2..N, top by own time):\n\n```\n{top_entries(profile)}\n```")
+    md = "\n\n".join(sections)
+    print(md)
+    print(write_section("utilisation", md))
+
+
+if __name__ == "__main__":
+    main()
