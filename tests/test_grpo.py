@@ -146,11 +146,8 @@ def test_chunked_update_equals_one_batch_update():
         cfg = GrpoConfig(updates_per_batch=1, normalization=normalization, drop_zero_variance=False)
         batch = batch_tensors(groups, cfg, tokenizer.pad_token_id)
         ours, ref = copy.deepcopy(model), copy.deepcopy(model)
-        saved, grpo_stage.MICRO_BATCH_TOKENS = grpo_stage.MICRO_BATCH_TOKENS, 64  # several chunks
-        try:
-            update(ours, None, torch.optim.SGD(ours.parameters(), lr=1.0), batch, cfg)
-        finally:
-            grpo_stage.MICRO_BATCH_TOKENS = saved
+        assert len(grpo_stage.micro_batches(batch["lengths"], 64)) > 2  # several chunks
+        update(ours, None, torch.optim.SGD(ours.parameters(), lr=1.0), batch, cfg, chunk_tokens=64)
         logp = sequence_logprobs(ref, batch)
         loss = clipped_policy_loss(logp, logp.detach(), batch["advantages"], batch["loss_mask"][:, 1:], cfg.clip_low, cfg.clip_high, normalization, cfg.max_new_tokens)
         loss.backward()

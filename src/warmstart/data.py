@@ -95,9 +95,9 @@ def collate(rows: list[list[int]], examples: list[Example], seq_len: int, pad_id
 def collate_teacher(rows: list[list[int]], examples: list[Example], seq_len: int) -> dict[str, torch.Tensor]:
     """kd_ids, kd_logp: [rows, seq_len, K]; kd_mask: [rows, seq_len]. Padding repeats the position's
     first id with log-prob -inf (what `kd_losses.sparse_kl` expects); positions without a teacher get id 0."""
-    width = max((len(ids) for row in rows for i in row if examples[i].teacher for ids in examples[i].teacher.ids), default=1)
-    kd_ids = torch.zeros((len(rows), seq_len, max(width, 1)), dtype=torch.long)
-    kd_logp = torch.full((len(rows), seq_len, max(width, 1)), float("-inf"))
+    width = max([1, *(len(ids) for row in rows for i in row if examples[i].teacher for ids in examples[i].teacher.ids)])
+    kd_ids = torch.zeros((len(rows), seq_len, width), dtype=torch.long)
+    kd_logp = torch.full((len(rows), seq_len, width), float("-inf"))
     kd_mask = torch.zeros((len(rows), seq_len), dtype=torch.bool)
     for r, row in enumerate(rows):
         at = 0

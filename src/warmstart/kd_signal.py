@@ -19,12 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from .config import Recipe
 from .errors import WarmstartError
 from .kd_data import Alignment
-from .models import resolve_model_path
+from .models import load_tokenizer, resolve_model_path
 
 
 @dataclass
@@ -47,11 +45,7 @@ def local_teacher_path(recipe: Recipe) -> Path | None:
 
 def same_vocabulary(teacher_path: Path, student_tokenizer) -> str | None:
     """None if the teacher's tokenizer has the student's vocabulary, else what differs."""
-    if teacher_path.suffix == ".gguf":
-        teacher = AutoTokenizer.from_pretrained(teacher_path.parent, gguf_file=teacher_path.name)
-    else:
-        teacher = AutoTokenizer.from_pretrained(teacher_path)
-    ours, theirs = student_tokenizer.get_vocab(), teacher.get_vocab()
+    ours, theirs = student_tokenizer.get_vocab(), load_tokenizer(teacher_path, "teacher").get_vocab()
     if ours == theirs:
         return None
     only = sorted(set(theirs) - set(ours))[:1] or sorted(set(ours) - set(theirs))[:1]

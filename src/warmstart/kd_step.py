@@ -40,8 +40,13 @@ class KdTotals:
     kd_positions: int = 0
 
 
+def logit_transforms(model) -> list[str]:
+    """The config settings by which the model's logits are more than its output head applied to the last hidden state."""
+    return [name for name in LOGIT_TRANSFORMS if getattr(model.config, name, None) not in (None, 1, 1.0)]
+
+
 def check_plain_head(model, key: str) -> None:
-    transforms = [name for name in LOGIT_TRANSFORMS if getattr(model.config, name, None) not in (None, 1, 1.0)]
+    transforms = logit_transforms(model)
     if transforms:
         raise WarmstartError(f"{key}: the model's config transforms its logits ({transforms[0]}), which chunked KD does not reproduce")
 

@@ -6,9 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .errors import WarmstartError
+from .losses import token_logprobs
 
 
 def resolve_model_path(path: str | Path, key: str) -> Path:
@@ -22,18 +24,30 @@ def resolve_model_path(path: str | Path, key: str) -> Path:
     return path
 
 
-def load_model_and_tokenizer(path: str | Path, key: str):
-    path = resolve_model_path(path, key)
-    if path.suffix == ".gguf":
-        kwargs = {"gguf_file": path.name}
-        path = path.parent
-    else:
-        kwargs = {}
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
+def _from_pretrained_args(path: Path) -> tuple[Path, dict]:
+    """A directory as it is; a .gguf file as its directory plus `gguf_file`."""
+    return (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
+
+
+def load_tokenizer(path: str | Path, key: str):
+    directory, kwargs = _from_pretrained_args(resolve_model_path(path, key))
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
+
+
+def load_model_and_tokenizer(path: str | Path, key: str):
+    directory, kwargs = _from_pretrained_args(resolve_model_path(path, key))
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32", **kwargs)
+    return model, load_tokenizer(path, key)
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log p of each next token of a right-padded batch: [B, L-1] (position t scores token t+1)."""
+    attention = torch.ones_like(batch["input_ids"])
+    logits = model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits
+    return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
 
 
 def gguf_to_pretrained(gguf: Path, out: Path) -> Path:

@@ -1,7 +1,7 @@
 """A teacher that scores the student's own tokens (on-policy distillation).
 
 Two kinds, one method: `logprobs(batch)` gives log q(token t + 1 | tokens up to t) for every position of
-a right-padded [B, L] batch of the student's sequences, as [B, L-1] (what `grpo.sequence_logprobs` gives
+a right-padded [B, L] batch of the student's sequences, as [B, L-1] (what `models.sequence_logprobs` gives
 for the student).
 
     local    hf:PATH / run:NAME: one forward pass of the teacher over the same ids
@@ -19,14 +19,7 @@ import torch
 
 from .errors import WarmstartError
 from .kd_signal import same_vocabulary
-from .models import load_model_and_tokenizer, resolve_model_path
-
-
-def position_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, L-1]: log p of each next token under `model` (position t scores token t + 1)."""
-    attention = torch.ones_like(batch["input_ids"])
-    logits = model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits[:, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+from .models import load_model_and_tokenizer, resolve_model_path, sequence_logprobs
 
 
 class LocalTeacher:
@@ -40,7 +33,7 @@ class LocalTeacher:
 
     @torch.no_grad()
     def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
-        return position_logprobs(self.model, batch)
+        return sequence_logprobs(self.model, batch)
 
 
 class RemoteTeacher:

@@ -12,12 +12,11 @@ import hashlib
 import time
 from pathlib import Path
 
-import torch
-
 from ..chat import stop_token_ids
 from ..kd_data import assistant_spans
 from ..models import load_model_and_tokenizer
 from ..rollout import Episode, run_episodes
+from ..serve_engine import sequence_logprobs
 from ..types import Provenance, Trajectory
 from .base import Request, Sampling
 
@@ -45,23 +44,14 @@ def episode_trajectory(episode: Episode, spec: str, sampling: Sampling, seed: in
     )
 
 
-@torch.inference_mode()
-def turn_logprobs(model, episode: Episode, k: int) -> list[list[dict]]:
-    """Per policy turn, per token: {"id", "logprob", "top_logprobs": [{"id", "logprob"}, ...]}."""
-    ids = torch.tensor([episode.ids])
-    logp = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0, :-1].float(), dim=-1)  # row t scores token t + 1
-    top_values, top_ids = logp.topk(k, dim=-1)
-    turns = []
-    for start, end in assistant_spans(episode.policy_mask):
-        turns.append([
-            {
-                "id": episode.ids[t],
-                "logprob": logp[t - 1, episode.ids[t]].item(),
-                "top_logprobs": [{"id": i, "logprob": v} for i, v in zip(top_ids[t - 1].tolist(), top_values[t - 1].tolist())],
-            }
-            for t in range(start, end)
-        ])
-    return turns
+def turn_logprobs(model, pad_id: int, episode: Episode, k: int) -> list[list[dict]]:
+    """Per policy turn, per token: {"id", "logprob", "top_logprobs": [{"id", "logprob"}, ...]}.
+    One forward pass per episode (a batch of them would hold [B, T, vocabulary] log-probs at once)."""
+    [scored] = sequence_logprobs(model, pad_id, [episode.ids], [1], [k])  # scored[t - 1] is token t's
+    return [
+        [{"id": s.token_id, "logprob": s.logprob, "top_logprobs": [{"id": i, "logprob": v} for i, v in s.top]} for s in scored[start - 1 : end - 1]]
+        for start, end in assistant_spans(episode.policy_mask)
+    ]
 
 
 class HFPolicy:
@@ -78,5 +68,5 @@ class HFPolicy:
         trajectories = [episode_trajectory(e, self.spec, sampling, seed) for e in episodes]
         if self.top_logprobs:
             for trajectory, episode in zip(trajectories, episodes):
-                trajectory.logprobs = turn_logprobs(self.model, episode, self.top_logprobs)
+                trajectory.logprobs = turn_logprobs(self.model, self.tokenizer.pad_token_id, episode, self.top_logprobs)
         return trajectories

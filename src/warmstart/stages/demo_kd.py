@@ -42,6 +42,10 @@ from .demo import with_section
 
 
 
+# row name -> model: the on-policy rows (GRPO checkpoints)
+ONPOLICY = {"on-policy from base": "run:kd-onpolicy", "SFT on half, then on-policy": "run:kd-half-onpolicy"}
+
+
 @dataclass(frozen=True)
 class KdDemo:
     """The ablation's sizes (the tests run it smaller)."""
@@ -78,9 +82,8 @@ def run(recipe: Recipe, demo: KdDemo = KdDemo()) -> Path:
         sft.run(offline_row(kd, "kd-train-half" if model == "kd-sft-half" else "kd-train", model, changes, demo))
     budget = teacher_tokens(run_dir.curated("kd-train"))
     grpo.run(onpolicy_row(kd, "base", "kd-onpolicy", budget, demo))
-    rows["on-policy from base"] = "run:kd-onpolicy"
     grpo.run(onpolicy_row(kd, "run:kd-sft-half", "kd-half-onpolicy", budget - half_tokens, demo))
-    rows["SFT on half, then on-policy"] = "run:kd-half-onpolicy"
+    rows |= ONPOLICY
     results = json.loads(evaluate.run(with_section(kd, "eval", policies={"base": "base", **rows, "teacher": "teacher"})).read_text())
     curves = learning_curves(kd, rows)
     write_json_atomic(run_dir.root / "kd-curves.json", curves)
@@ -141,10 +144,7 @@ def write_half(run_dir: RunDir) -> int:
     lines = source.read_text().splitlines(keepends=True)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text("".join(lines[: len(lines) // 2]))
-    if not target.exists() or target.read_text() != tmp.read_text():
-        tmp.replace(target)
-    else:
-        tmp.unlink()
+    tmp.replace(target)  # same content on a rerun: stages fingerprint files by content, so nothing reruns
     return teacher_tokens(target)
 
 
@@ -156,7 +156,8 @@ def learning_curves(kd: Recipe, rows: dict[str, str]) -> dict:
     curves = {}
     for name, spec in rows.items():
         model = spec.removeprefix("run:")
-        per_step = 2 if "onpolicy" in model else 1  # GRPO: updates_per_batch optimizer steps per RL step
+        rl = model in (m.removeprefix("run:") for m in ONPOLICY.values())
+        per_step = kd.grpo.updates_per_batch if rl else 1  # a GRPO checkpoint's step is an RL step
         points = []
         for checkpoint in complete_checkpoints(run_dir.checkpoints(model)):
             result = evaluate.evaluate_policy(f"{name} @ {checkpoint.name}", f"hf:{checkpoint}", one, env, tasks, CostLedger({}, False))

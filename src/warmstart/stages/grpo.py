@@ -46,10 +46,10 @@ from ..config import GrpoConfig, Recipe
 from ..envs.base import Environment
 from ..errors import WarmstartError
 from ..kd_losses import reverse_kl_advantages
-from ..losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, token_logprobs, zero_variance_groups
+from ..losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, zero_variance_groups
 from ..chat import stop_token_ids
 from ..generation import sample_ids_pruned
-from ..models import load_model_and_tokenizer
+from ..models import load_model_and_tokenizer, sequence_logprobs
 from ..policies.base import Sampling
 from ..progress import progress_bar
 from ..rollout import Episode, run_episodes
@@ -146,13 +146,6 @@ def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str
     return {"input_ids": ids, "loss_mask": mask, "advantages": advantages, "lengths": [len(e.ids) for e, _ in rows]}
 
 
-def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log p of each next token: [B, L-1] (position t scores token t+1)."""
-    attention = torch.ones_like(batch["input_ids"])
-    logits = model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits
-    return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
-
-
 def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -> tuple[torch.Tensor, dict]:
     """[B] group advantages, or with a teacher [B, L-1] per-token ones; and the teacher's statistics."""
     if teacher is None:
@@ -169,10 +162,9 @@ def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -
 MICRO_BATCH_TOKENS = 4096  # padded tokens per forward/backward chunk of an update
 
 
-def micro_batches(lengths: list[int], max_tokens: int | None = None) -> list[list[int]]:
+def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """Rows grouped by length (shortest first) into chunks of at most `max_tokens` padded tokens, so
     each chunk is padded only to its own longest row; a row longer than the budget is a chunk alone."""
-    max_tokens = max_tokens or MICRO_BATCH_TOKENS
     chunks: list[list[int]] = []
     for row in sorted(range(len(lengths)), key=lambda r: lengths[r]):
         if chunks and (len(chunks[-1]) + 1) * lengths[row] <= max_tokens:
@@ -188,28 +180,36 @@ def chunk_of(batch: dict, rows: list[int]) -> dict:
     return {"input_ids": batch["input_ids"][index, :width], "loss_mask": batch["loss_mask"][index, :width], "rows": index, "width": width}
 
 
-def update(model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: GrpoConfig, teacher=None, skip_silent_rows: bool = True) -> tuple[float, dict]:
+def separate_old_pass(cfg: GrpoConfig, teacher) -> bool:
+    """Whether the sampling policy's log-probs need a pass of their own: with one update per batch and
+    no teacher they are the current policy's, detached (ratio 1), and come from the update's own pass."""
+    return teacher is not None or cfg.updates_per_batch > 1
+
+
+def update(
+    model, reference, optimizer, batch: dict[str, torch.Tensor], cfg: GrpoConfig, teacher=None,
+    skip_silent_rows: bool = True, chunk_tokens: int = MICRO_BATCH_TOKENS,
+) -> tuple[float, dict]:
     """`updates_per_batch` optimizer steps on the batch. Each step runs in length-sorted chunks (less
     padding: `micro_batches`) whose gradients add up to the whole batch's loss: every chunk's loss is
-    weighted by its share of the batch's normalizer (counted over all rows, computed or not). With one update per batch and no teacher the
-    sampling policy is the current one, so the "old" log-probs are the current ones detached (ratio
-    1) and their separate no-grad pass is skipped."""
+    weighted by its share of the batch's normalizer (counted over all rows, computed or not). The
+    "old" log-probs take a no-grad pass only where `separate_old_pass`."""
     mask = batch["loss_mask"][:, 1:]
-    reuse_current = teacher is None and cfg.updates_per_batch == 1
+    reuse_current = not separate_old_pass(cfg, teacher)
     # Rows that add nothing to the gradient are not computed (they still count in the normalizer): no
     # policy token (an infra error), or, with one advantage per sequence and no KL term, advantage 0
     # (a flat group kept with drop_zero_variance off), since then each of its tokens' loss is 0.
     silent = (batch["loss_mask"].sum(dim=1) == 0) | ((batch["advantages"] == 0) & (reference is None) & (teacher is None))
     silent &= skip_silent_rows  # False: computed anyway (the benchmark's ablation)
     live = [r for r in range(len(batch["lengths"])) if not silent[r]]
-    chunks = [chunk_of(batch, [live[i] for i in rows]) for rows in micro_batches([batch["lengths"][r] for r in live])]
+    chunks = [chunk_of(batch, [live[i] for i in rows]) for rows in micro_batches([batch["lengths"][r] for r in live], chunk_tokens)]
     old, ref = None, [None] * len(chunks)
     with torch.no_grad():
         if not reuse_current:
             old = sequence_logprobs(model, batch)
         if reference is not None:
             ref = [sequence_logprobs(reference, c) for c in chunks]
-    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher) if not reuse_current else (batch["advantages"], {})
+    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)  # without a teacher, `old` is not read
     tokens = mask.sum().clamp(min=1.0)
     loss_value = 0.0
     for _ in range(cfg.updates_per_batch):
@@ -275,7 +275,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     teacher = make_teacher(teacher_spec, "grpo.teacher", recipe, tokenizer) if teacher_spec else None
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     params = sum(p.numel() for p in model.parameters())
-    old_pass = teacher is not None or cfg.updates_per_batch > 1  # see update()
+    old_pass = separate_old_pass(cfg, teacher)
     torch.manual_seed(recipe.run.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))

@@ -45,7 +45,7 @@ from ..errors import WarmstartError
 from ..jsonl import read_records
 from ..kd_data import token_index
 from ..kd_signal import Signal, choose, local_teacher_path
-from ..kd_step import LOGIT_TRANSFORMS, KdSetup, KdTotals, check_plain_head, kd_backward, scored_hidden
+from ..kd_step import KdSetup, KdTotals, check_plain_head, kd_backward, logit_transforms, scored_hidden
 from ..models import gguf_to_pretrained, load_model_and_tokenizer, resolve_model_path
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
@@ -111,7 +111,7 @@ def masked_ce_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     whose config transforms its logits (soft-capping, scaling) gets the full forward pass instead."""
     positions = batch["loss_mask"][:, 1:] > 0
     targets = batch["input_ids"][:, 1:][positions]
-    if any(getattr(model.config, name, None) not in (None, 1, 1.0) for name in LOGIT_TRANSFORMS):
+    if logit_transforms(model):
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[:, :-1][positions]
     else:
         logits = model.get_output_embeddings()(scored_hidden(model, batch, positions))
