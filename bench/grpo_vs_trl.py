@@ -23,6 +23,7 @@ step (sampling / scoring / update) from timers around the phases.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -104,12 +105,9 @@ class Warmstart:
             normalization="token", scale_by_std=True, drop_zero_variance=False, overlong_buffer=0, grad_clip=1.0,
         )  # fmt: skip
         torch.manual_seed(0)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=0.0, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
         self.cursor, self.step_no, self.rewards = 0, 0, []
-        if phases:  # the phases of collect: sampling (run_episodes) and scoring (verify_all)
-            grpo.run_episodes = phases.wrap("sampling", grpo.run_episodes)  # sampling incl. prompt rendering and decoding
-            grpo.verify_all = phases.wrap("scoring", grpo.verify_all)
 
     def step(self, skip_silent_rows: bool = True) -> float:
         """One step of stages/grpo.run, minus progress and checkpoint bookkeeping."""
@@ -117,7 +115,8 @@ class Warmstart:
         self.step_no += 1
         t0 = time.perf_counter()
         self.model.eval()
-        groups, self.cursor, stats = g.collect(self.model, self.tokenizer, self.env, self.tasks, self.cursor, cfg, self.stop_ids, 1000 * self.step_no, 1)
+        with self.timed_collect():
+            groups, self.cursor, stats = g.collect(self.model, self.tokenizer, self.env, self.tasks, self.cursor, cfg, self.stop_ids, 1000 * self.step_no, 1)
         self.model.train()
         t1 = time.perf_counter()
         if groups:
@@ -130,6 +129,22 @@ class Warmstart:
             self.phases.add("step", t2 - t0)
         self.rewards.append(stats["reward_sum"] / max(1, stats["samples"]))
         return t2 - t0
+
+
+    @contextlib.contextmanager
+    def timed_collect(self):
+        """The phases of collect, sampling (run_episodes, incl. prompt rendering and decoding) and scoring
+        (verify_all), timed for this instance only: the module functions are wrapped during its collect."""
+        if not self.phases:
+            yield
+            return
+        saved = self.grpo.run_episodes, self.grpo.verify_all
+        self.grpo.run_episodes = self.phases.wrap("sampling", saved[0])
+        self.grpo.verify_all = self.phases.wrap("scoring", saved[1])
+        try:
+            yield
+        finally:
+            self.grpo.run_episodes, self.grpo.verify_all = saved
 
 
 # --- TRL ---------------------------------------------------------------------------------------
@@ -176,7 +191,7 @@ class Trl:
             gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1, num_generations=s["group"],
             max_completion_length=s["max_new"], temperature=1.0, top_p=1.0, top_k=0, beta=0.0, learning_rate=LR,
             lr_scheduler_type="constant", warmup_steps=0, adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0,
-            max_grad_norm=1.0, optim="adamw_torch", epsilon=0.2, epsilon_high=0.28, loss_type="dapo",
+            max_grad_norm=1.0, optim="adamw_torch_fused", epsilon=0.2, epsilon_high=0.28, loss_type="dapo",
             scale_rewards="group", mask_truncated_completions=False, use_cpu=True, bf16=False, fp16=False,
             gradient_checkpointing=False, use_vllm=False, shuffle_dataset=False, save_strategy="no",
             logging_strategy="no", report_to=[], disable_tqdm=True, log_completions=False,
@@ -322,9 +337,8 @@ def report(s, med, times, ratio, ratio_all, notes, rewards, phases, args, wall) 
         "it grows with the share of flat groups (low or high pass rates).",
         "",
         "What warmstart does per step that makes the difference (src/warmstart/generation.py `sample_ids_pruned`, "
-        "stages/grpo.py `update`): sampling drops each finished sequence from the batch and, for a plain Llama, decodes "
-        "with a lean step over preallocated K/V buffers (fused q/k/v and gate/up; greedy output equals `generate`'s) instead "
-        "of `generate`; the update skips the separate no-grad pass for the old log-probs when there is one update per batch "
+        "stages/grpo.py `update`): sampling drops each finished sequence (and its KV cache rows) from the batch instead of "
+        "decoding padding until the longest is done, as `generate` does (greedy output equals `generate`'s); the update skips the separate no-grad pass for the old log-probs when there is one update per batch "
         "(the ratio is 1, as TRL also does), runs forward/backward in length-sorted chunks of ≤ 4,096 padded tokens (less "
         "padding, smaller activations) and skips zero-gradient rows.",
         "",

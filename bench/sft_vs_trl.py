@@ -181,7 +181,7 @@ def trl_run(model_dir: Path, dataset, s: dict, profile: cProfile.Profile | None 
         args = SFTConfig(
             output_dir=out_dir, max_steps=s["steps"], per_device_train_batch_size=s["rows"], gradient_accumulation_steps=1,
             learning_rate=s["lr"], lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
-            warmup_steps=s["warmup"], optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
+            warmup_steps=s["warmup"], optim="adamw_torch_fused", adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
             use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, report_to=[], logging_strategy="no",
             save_strategy="no", dataloader_num_workers=0, disable_tqdm=True, seed=0, data_seed=0,
             max_length=s["seq_len"], packing=True, packing_strategy="bfd", completion_only_loss=True,
@@ -271,11 +271,12 @@ def main() -> None:
         environment() + f" torch threads: {torch.get_num_threads()}.",
         f"Reproduce: `{command}` ({'quick' if a.quick else 'full'} run, {repetitions} interleaved repetitions, medians).",
         "Settings (both systems): same curated arithmetic chains (reference teacher, `+`/`-`, 1-12 digit operands, "
-        "51-431 tokens with the tiny tokenizer), same initial weights, fp32 on CPU, AdamW (betas 0.9/0.95, weight decay 0, "
-        "grad clip 1.0), linear warmup then cosine decay to 0.1 x lr, grad accumulation 1, loss on assistant tokens only. "
-        "Effective batch: the same in row capacity (rows x seq_len tokens per step); warmstart packs greedily in shuffled "
-        "order (next-fit) and pads rows, TRL packs best-fit-decreasing (`packing=True, packing_strategy='bfd'`, padding-free), "
-        "so the real tokens per step differ (column 'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
+        "51-431 tokens with the tiny tokenizer), same initial weights, fp32 on CPU, torch's fused AdamW (TRL's default "
+        "`adamw_torch_fused`; betas 0.9/0.95, weight decay 0, grad clip 1.0), linear warmup then cosine decay to 0.1 x lr, "
+        "grad accumulation 1, loss on assistant tokens only. Effective batch: the same in row capacity (rows x seq_len tokens "
+        "per step); both pack best-fit decreasing (TRL: `packing=True, packing_strategy='bfd'`, padding-free; warmstart: "
+        "`data.pack`, rows padded to the step's fullest row), so the real tokens per step differ a little (column "
+        "'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
         "conversational data, `gradient_checkpointing=False` (its default is True, which would cost it ~1/3 more compute), "
         "`use_cpu=True`, no bf16, logging and saving off, dataloader workers 0.",
         "Definitions: tokens/s = real (non-pad) tokens in steps 2..N / their wall time. Loss = mean of the last "

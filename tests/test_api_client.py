@@ -50,6 +50,18 @@ def test_a_transient_failure_is_retried_and_the_answer_kept(tmp_path, fault):
     assert [e["fault"] for e in api.log] == [fault, None]
 
 
+def test_api_timeout_s_ends_a_request_the_sdk_would_still_wait_for(tmp_path):
+    with FakeAPI(slow_s=3.0) as api:
+        api.faults = ["slow"]
+        backend = OpenAIBackend("fake-model", f"{api.url}/v1", "unused", timeout_s=60)  # the SDK's own limit: far off
+        settings = ApiSettings(concurrency=1, timeout_s=0.5, max_retries=1, backoff_s=0.05, top_logprobs=0)
+        policy = APIPolicy(backend, ENV, 1, settings, RateLimiter(None, None), ResponseCache(tmp_path / "cache.jsonl"))
+        started = time.monotonic()
+        [trajectory] = policy.rollout([Request(ENV.tasks("train", 1, 0)[0], 0)], Sampling(0.0, 1.0, 16), seed=0)
+    assert trajectory.error is None and time.monotonic() - started < 2.5
+    assert [e["fault"] for e in api.log] == ["slow", None]
+
+
 def test_a_429_waits_at_least_its_retry_after(tmp_path):
     with FakeAPI() as api:
         api.faults = ["429"]
@@ -241,65 +253,136 @@ def test_retry_after_is_read_and_an_unreadable_one_is_ignored(headers, seconds):
     assert retry_after_seconds(headers) == seconds
 
 
-def test_the_cache_returns_a_reply_only_once_an_fsync_covers_it_and_groups_concurrent_replies(tmp_path, monkeypatch):
-    import asyncio
-
-    from warmstart.policies import api as api_module
+def cached_reply(text: str = "Answer: 1"):
     from warmstart.policies.api import Reply
     from warmstart.types import Message, Usage
 
-    synced_sizes = []  # the file size each fsync made durable
+    return Reply(message=Message(role="assistant", content=text), usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop")
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_put_never_waits_for_the_disk_and_one_background_fsync_per_interval_covers_earlier_lines(tmp_path, monkeypatch):
+    import threading
+
+    from warmstart.policies import api as api_module
+
+    disk = threading.Event()  # the disk answers only when the test says so
+    syncs = []  # (when it began, file size then: the lines it covers)
 
     def slow_sync(fd):
-        size = os.fstat(fd).st_size
-        time.sleep(0.02)
-        synced_sizes.append(size)
+        syncs.append((time.monotonic(), os.fstat(fd).st_size))
+        disk.wait()
 
     monkeypatch.setattr(api_module, "_sync", slow_sync)
     path = tmp_path / "cache" / "responses.jsonl"
+    cache = ResponseCache(path, sync_interval_s=0.1)
+    cache.put("k0", cached_reply())
+    wait_until(lambda: len(syncs) == 1)
+    for i in range(1, 20):  # the first fdatasync hangs: none of these waits for it
+        cache.put(f"k{i}", cached_reply())
+    assert len(syncs) == 1 and set(cache.replies) == {f"k{i}" for i in range(20)}
+    disk.set()
+    for i in range(20, 60):
+        cache.put(f"k{i}", cached_reply())
+        time.sleep(0.01)
+    closing = time.monotonic()
+    cache.close()
+    assert ResponseCache(path).replies.keys() == {f"k{i}" for i in range(60)}
+    background = [t for t, _ in syncs if t < closing]
+    assert all(later - earlier >= 0.09 for earlier, later in zip(background, background[1:]))  # at most one per interval
+    assert 3 <= len(background) < 20  # grouped: far fewer than one per reply
+    assert syncs[-1][1] == path.stat().st_size  # after close, everything written is synced
+
+
+def test_a_reply_written_by_put_survives_a_sigkill_without_any_fsync(tmp_path):
+    path = tmp_path / "responses.jsonl"
+    child = f"""
+import sys, time
+from pathlib import Path
+from warmstart.policies import api
+from warmstart.policies.api import Reply, ResponseCache
+from warmstart.types import Message, Usage
+
+api._sync = lambda fd: time.sleep(3600)  # no fdatasync ever completes
+cache = ResponseCache(Path({str(path)!r}))
+reply = Reply(message=Message(role="assistant", content="Answer: 7"), usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop")
+cache.put("k", reply)
+print("put", flush=True)
+time.sleep(3600)
+"""
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "put\n"
+    finally:
+        process.kill()  # SIGKILL: no close, no final fsync
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert ResponseCache(path).get("k").message.content == "Answer: 7"
+
+
+def test_a_torn_last_line_left_by_a_kill_is_cut_before_the_cache_appends(tmp_path):
+    path = tmp_path / "responses.jsonl"
     cache = ResponseCache(path)
-    reply = Reply(message=Message(role="assistant", content="Answer: 1"), usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop")
-    ends = {}
-
-    async def one(i: int):
-        await asyncio.sleep(random.Random(i).uniform(0, 0.05))
-        await cache.put(f"k{i}", reply)
-        ends[i] = max(synced_sizes)  # what was durable when the reply came back
-        assert f"k{i}" in cache.replies
-
-    async def main():
-        await asyncio.gather(*(one(i) for i in range(40)))
-
-    asyncio.run(main())
+    cache.put("k0", cached_reply())
     cache.close()
-    lines = path.read_bytes().splitlines(keepends=True)
-    offsets, end = {}, 0
-    for line in lines:
-        end += len(line)
-        offsets[json.loads(line)["key"]] = end
-    assert sorted(offsets) == sorted(f"k{i}" for i in range(40))
-    assert all(offsets[f"k{i}"] <= ends[i] for i in range(40))  # durable before it was returned
-    assert len(synced_sizes) < 40  # replies arriving during an fsync shared the next one
-    assert ResponseCache(path).replies.keys() == offsets.keys()
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[: len(whole) // 2])  # a kill in the middle of a write
+    cache = ResponseCache(path)
+    assert set(cache.replies) == {"k0"}
+    cache.put("k1", cached_reply())
+    cache.close()
+    assert ResponseCache(path).replies.keys() == {"k0", "k1"} and path.read_bytes().startswith(whole)
 
 
-def test_a_failed_fsync_fails_the_put_and_the_reply_is_not_used(tmp_path, monkeypatch):
-    import asyncio
-
+def broken_disk(monkeypatch, healthy_syncs: int = 0):
+    """The disk fails every fdatasync after the first `healthy_syncs`; returns the fds it was asked to sync."""
     from warmstart.policies import api as api_module
-    from warmstart.policies.api import Reply
-    from warmstart.types import Message, Usage
 
-    def broken(fd):
-        raise OSError(5, "Input/output error")
+    calls = []
 
-    monkeypatch.setattr(api_module, "_sync", broken)
-    cache = ResponseCache(tmp_path / "responses.jsonl")
-    reply = Reply(message=Message(role="assistant", content="x"), usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop")
+    def sync(fd):
+        calls.append(fd)
+        if len(calls) > healthy_syncs:
+            raise OSError(5, "Input/output error")
 
-    async def main():
-        return await asyncio.gather(*(cache.put(f"k{i}", reply) for i in range(5)), return_exceptions=True)
+    monkeypatch.setattr(api_module, "_sync", sync)
+    return calls
 
-    results = asyncio.run(main())
-    cache.close()
-    assert all(isinstance(r, OSError) for r in results) and cache.replies == {}
+
+def test_a_failed_background_fsync_fails_the_next_put_naming_the_cache(tmp_path, monkeypatch):
+    calls = broken_disk(monkeypatch)
+    path = tmp_path / "responses.jsonl"
+    cache = ResponseCache(path, sync_interval_s=0.01)
+    cache.put("k0", cached_reply())  # written; its fdatasync fails in the background
+    wait_until(lambda: cache._syncer.failure is not None)
+    for key in ("k1", "k2"):  # and every later put, which writes nothing
+        with pytest.raises(OSError, match="could not be synced") as failed:
+            cache.put(key, cached_reply())
+        assert failed.value.filename == str(path) and str(path) in str(failed.value)
+    cache.close()  # already raised by a put: not again
+    assert len(calls) == 1  # no retry that could report a lost write as success
+    assert set(cache.replies) == {"k0"} and ResponseCache(path).replies.keys() == {"k0"}
+
+
+def test_a_failed_fsync_nobody_was_told_of_is_raised_by_close(tmp_path, monkeypatch):
+    path = tmp_path / "responses.jsonl"
+    broken_disk(monkeypatch)  # the background fdatasync fails, no put comes to hear of it
+    cache = ResponseCache(path, sync_interval_s=3600)
+    cache.put("k0", cached_reply())  # the first line is synced at once
+    wait_until(lambda: cache._syncer.failure is not None)
+    with pytest.raises(OSError, match="could not be synced"):
+        cache.close()
+    calls = broken_disk(monkeypatch, healthy_syncs=1)  # the background fdatasync works, close's fails
+    cache = ResponseCache(path, sync_interval_s=3600)
+    cache.put("k1", cached_reply())
+    wait_until(lambda: len(calls) == 1)
+    cache.put("k2", cached_reply())  # left for close: the next background sync is an hour away
+    with pytest.raises(OSError, match=str(path)):
+        cache.close()
+    assert len(calls) == 2

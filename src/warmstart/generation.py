@@ -7,6 +7,7 @@ are: RL needs them, not a re-tokenization of their text.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,9 @@ def sample_ids_pruned(model, pad_id: int, prompts: list[list[int]], sampling: Sa
     rows = torch.arange(len(prompts))  # batch position -> prompt index
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1]
+    # transformers 5.x names the argument `cache` (and deprecates `past_key_values`); 4.x knows only the old name.
+    cache_arg = {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache}
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **cache_arg).logits[:, -1]
     position = positions[:, -1:]
     for step in range(sampling.max_new_tokens):
         if sampling.temperature > 0:
@@ -108,7 +111,7 @@ def sample_ids_pruned(model, pad_id: int, prompts: list[list[int]], sampling: Sa
             cache.batch_select_indices(keep)
         attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
         position = position + 1
-        logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=position, past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=position, use_cache=True, **cache_arg).logits[:, -1]
     return [Sampled(list(p), c, s) for p, c, s in zip(prompts, completions, stopped)]
 
 

@@ -176,6 +176,13 @@ class PythonEnv:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "zygote": None}  # a process pool's workers start their own
 
+    def close(self) -> None:
+        """Stop the zygote now, not when this object is collected: a verification worker calls it as it
+        exits, since a worker process ends without running weakref finalizers. The next run starts a new one."""
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
+
     def execute(self, spec: dict) -> sandbox.Execution:
         """One program run: in the pre-started zygote (fresh namespaces per run), or without it in a
         new sandbox per run (`zygote = false`), or unsandboxed (`unsafe_no_sandbox`, trusted code)."""

@@ -82,6 +82,11 @@ class RateLimiter:
         self.rpm, self.tpm, self.window_s = rpm, tpm, window_s
         self.entries: list[list] = []  # [sent at, finished at or None while in flight, tokens]
 
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether `acquire` needs a request's token reservation (without a TPM limit it is never read)."""
+        return self.tpm is not None
+
     def _expire(self, now: float) -> None:
         self.entries = [e for e in self.entries if e[1] is None or e[1] + self.window_s > now]
 

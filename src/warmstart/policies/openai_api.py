@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import openai
 
+try:  # the openai SDK's HTTP library: httpx2 in recent releases, httpx before (pyproject allows both)
+    import httpx2 as sdk_http
+except ImportError:  # pragma: no cover - only with an older openai
+    import httpx as sdk_http
+
 from ..types import Message, ToolCall, ToolFunction, Usage
 from .api import Capabilities, Reply, RequestError, request_error, require_served, served_models
 from .base import Sampling
@@ -81,10 +86,19 @@ class OpenAIBackend:
     def __init__(self, model: str, base_url: str, key: str, timeout_s: float):
         self.model, self.endpoint, self.key, self.timeout_s = model, base_url, key, timeout_s
         self.client: openai.AsyncOpenAI | None = None  # made inside the running event loop
+        # The client's TLS settings (the CA certificates loaded: 25-40 ms), exactly as the SDK would make them,
+        # made once: a client is made per event loop (one per `rollout`: per chunk in generate, per judgement
+        # for a judge) and would load them again each time.
+        self.tls = sdk_http.create_ssl_context()
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
+        http = openai.DefaultAsyncHttpxClient(base_url=self.endpoint, timeout=self.timeout_s, verify=self.tls)
+        return openai.AsyncOpenAI(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http)
 
     async def complete(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int) -> Reply:
         if self.client is None:
-            self.client = openai.AsyncOpenAI(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s)
+            self.client = self._new_client()
         options: dict = {"tools": tools} if tools else {}
         if seed is not None:
             options["seed"] = seed

@@ -10,7 +10,7 @@ from ..envs.base import Environment
 from ..errors import WarmstartError
 from ..jsonl import read_records
 from ..types import Message, Task
-from ..verification import verify_all, verify_in_order  # noqa: F401  (the stages' import path)
+from ..verification import Verifier, verify_all, verify_in_order  # noqa: F401  (the stages' import path)
 
 
 def make_environment(recipe: Recipe) -> Environment:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from ..passk import mean_pass_at_k
 from ..policies import Request, Sampling, make_policy
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
-from .common import check_disjoint, load_tasks, make_environment, verify_all
+from .common import Verifier, check_disjoint, load_tasks, make_environment
 from .sft import base_model_path
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def policy_inputs(spec: str) -> list[Path]:
     return [weights] if weights.exists() else [path] if path.is_file() else []
 
 
-def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: CostLedger) -> dict:
+def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: CostLedger, verifier: Verifier | None = None) -> dict:
+    """`verifier`: the caller's, shared by several policies; without one, this policy's batches get their own."""
     cfg, started = recipe.eval, time.time()
     policy = make_policy(spec, env, f"eval.policies.{name}", recipe)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
@@ -63,7 +65,7 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: Co
     by_id = {t.id: t for t in tasks}
     by_size = BySize()
     agreement = Agreement()
-    with progress_bar(f"eval {name}", len(requests)) as advance:
+    with (nullcontext(verifier) if verifier else Verifier(env)) as verifier, progress_bar(f"eval {name}", len(requests)) as advance:
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
             trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
@@ -72,7 +74,7 @@ def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: Co
                 ledger.add(trajectory, False)  # it may still have cost tokens
             infra_errors += len(failed)
             answered = [t for t in trajectories if t.error is None]
-            for trajectory, verdict in zip(answered, verify_all(env, [(by_id[t.task_id], t) for t in answered])):
+            for trajectory, verdict in zip(answered, verifier.verify_all([(by_id[t.task_id], t) for t in answered])):
                 ledger.add(trajectory, verdict.passed and verdict.infra_error is None)
                 if verdict.infra_error is not None:
                     infra_errors += 1
@@ -170,7 +172,8 @@ def run(recipe: Recipe) -> Path:
     tasks = load_tasks(recipe, env, "eval")
     check_disjoint(load_tasks(recipe, env, "train"), tasks)
     ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
-    results = {name: evaluate_policy(name, spec, recipe, env, tasks, ledger) for name, spec in specs.items()}
+    with Verifier(env) as verifier:  # one for every policy: its workers (python's sandboxes) start once
+        results = {name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier) for name, spec in specs.items()}
     for name in results:
         results[name]["gap_closed"] = gap_closed(results, name)
     summary = {"k": cfg.k, "temperature": cfg.temperature, "rows": list(results), "policies": results}

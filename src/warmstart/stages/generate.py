@@ -20,7 +20,7 @@ from ..policies import Request, Sampling, make_policy
 from ..progress import progress_bar
 from ..runs import RunDir, fingerprint
 from ..types import Trajectory
-from .common import check_disjoint, load_tasks, make_environment, verify_all
+from .common import Verifier, check_disjoint, load_tasks, make_environment
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,13 @@ def run(recipe: Recipe) -> Path:
     ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
     for trajectory in earlier:  # earlier, killed runs cost money too
         ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
-    with JsonlAppender(out) as writer, progress_bar(f"generate {cfg.output}", len(pending)) as advance:
+    # One Verifier for all chunks: its workers (python's sandboxes) start once and stop with the loop.
+    with JsonlAppender(out) as writer, Verifier(env) as verifier, progress_bar(f"generate {cfg.output}", len(pending)) as advance:
         for start in range(0, len(pending), cfg.concurrency):
             chunk = pending[start : start + cfg.concurrency]
             trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
             answered = [t for t in trajectories if t.error is None]
-            for trajectory, verdict in zip(answered, verify_all(env, [(by_id[t.task_id], t) for t in answered])):
+            for trajectory, verdict in zip(answered, verifier.verify_all([(by_id[t.task_id], t) for t in answered])):
                 trajectory.verdict = verdict
                 passed += verdict.passed
             for trajectory in trajectories:

@@ -56,7 +56,7 @@ from ..rollout import Episode, run_episodes
 from ..runs import RunDir, fingerprint
 from ..teacher_scoring import make_teacher
 from ..types import Provenance, Trajectory
-from .common import load_tasks, make_environment, verify_all
+from .common import Verifier, load_tasks, make_environment, verify_all
 from .evaluate import resolve_policy
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,12 @@ def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
     return reward, True
 
 
-def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int) -> tuple[list[Group], int, dict]:
+def collect(
+    model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int, verifier: Verifier | None = None,
+) -> tuple[list[Group], int, dict]:
     """Sample groups until `tasks_per_step` informative ones are found or refills run out (with a
-    teacher every group is informative: one round, nothing dropped)."""
+    teacher every group is informative: one round, nothing dropped). `verifier`: the run's, whose
+    workers (python's sandboxes) serve every step; without one, each batch starts its own."""
     drop_flat = cfg.drop_zero_variance and cfg.teacher is None
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     groups, stats = [], {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0, "tokens": 0}
@@ -107,7 +110,8 @@ def collect(model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids
         cursor += need
         starts = [(t, i) for t in batch for i in range(cfg.group_size)]
         episodes = run_episodes(model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, sampler=sample_ids_pruned)
-        verdicts = verify_all(env, [(e.task, as_trajectory(e)) for e in episodes])  # a pool where verification is a subprocess
+        pairs = [(e.task, as_trajectory(e)) for e in episodes]
+        verdicts = verifier.verify_all(pairs) if verifier else verify_all(env, pairs)  # worker processes where verification is a subprocess
         for g in range(len(batch)):
             members = episodes[g * cfg.group_size : (g + 1) * cfg.group_size]
             scored = [score(e, v, cfg) for e, v in zip(members, verdicts[g * cfg.group_size : (g + 1) * cfg.group_size])]
@@ -277,7 +281,8 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     params = sum(p.numel() for p in model.parameters())
     old_pass = separate_old_pass(cfg, teacher)
     torch.manual_seed(recipe.run.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    # fused: one kernel over all parameters, ~5x faster than the per-tensor loop on CPU (bench/results.md)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     history, cursor, done = [], 0, 0
     if resume:
@@ -290,13 +295,15 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         log.info("%s: resuming from %s", stage, resume[-1])
     # A budgeted run shows its progress in percent of the budget, not of its step cap.
     budgeted = budget_used(history, cfg) is not None
-    with progress_bar(f"grpo {cfg.output}" + (" (% of budget)" if budgeted else ""), 100 if budgeted else cfg.steps) as advance:
+    # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
+    # stop with the loop, however it ends.
+    with Verifier(env) as verifier, progress_bar(f"grpo {cfg.output}" + (" (% of budget)" if budgeted else ""), 100 if budgeted else cfg.steps) as advance:
         shown = min(100, int(100 * budget_used(history, cfg))) if budgeted else 0
         advance(shown if budgeted else done)
         for step in range(done + 1, cfg.steps + 1):
             step_started = time.time()
             model.eval()
-            groups, cursor, stats = collect(model, tokenizer, env, tasks, cursor, cfg, stop_ids, recipe.run.seed + 1000 * step, recipe.env.max_turns)
+            groups, cursor, stats = collect(model, tokenizer, env, tasks, cursor, cfg, stop_ids, recipe.run.seed + 1000 * step, recipe.env.max_turns, verifier)
             model.train()
             loss, trained_tokens, teacher_stats = None, 0, {}
             if groups:  # every group flat: nothing to learn from this step

