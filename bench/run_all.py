@@ -25,7 +25,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # In this order; the ones not written yet are skipped. Any other bench/*.py that writes a section
 # (harness.write_section) and takes --quick follows the convention too and runs after these.
-KNOWN = ["sandbox_vs_multiprocessing.py", "api_client_overhead.py", "sft_vs_trl.py", "grpo_vs_trl.py", "utilisation.py"]
+KNOWN = ["sandbox_vs_multiprocessing.py", "api_client_overhead.py", "sft_vs_trl.py", "grpo_vs_trl.py", "utilisation.py", "matmul_layouts.py"]
 NOT_BENCHMARKS = {"harness.py", "run_all.py", "profiling.py", "humaneval_style.py"}
 STDERR_LINES = 20
 

