@@ -310,9 +310,9 @@ def main() -> None:
         "51-431 tokens with the tiny tokenizer), same initial weights, fp32 on CPU, torch's fused AdamW (TRL's default "
         "`adamw_torch_fused`; betas 0.9/0.95, weight decay 0, grad clip 1.0), linear warmup then cosine decay to 0.1 x lr, "
         "grad accumulation 1, loss on assistant tokens only. Effective batch: the same in row capacity (rows x seq_len tokens "
-        "per step); both pack best-fit decreasing (TRL: `packing=True, packing_strategy='bfd'`, padding-free; warmstart: "
-        "`data.pack`, rows padded to the step's fullest row), so the real tokens per step differ a little (column "
-        "'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
+        "per step); warmstart packs in shuffled order (next-fit, `data.pack`) and pads rows to the step's fullest row, TRL "
+        "packs best-fit decreasing (`packing=True, packing_strategy='bfd'`, padding-free), so the real tokens per step "
+        "differ (column 'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
         "conversational data, `gradient_checkpointing=False` (its default is True, which would cost it ~1/3 more compute), "
         "`use_cpu=True`, no bf16, logging and saving off, dataloader workers 0.",
         "Definitions: tokens/s = real (non-pad) tokens in steps 2..N / their wall time. Held-out loss (the goal's loss): "

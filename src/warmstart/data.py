@@ -8,7 +8,6 @@ token of each example is never a target, since it cannot be predicted from the e
 
 from __future__ import annotations
 
-import bisect
 import random
 from dataclasses import dataclass
 
@@ -52,29 +51,18 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def pack(examples: list[Example], order: list[int], seq_len: int) -> list[list[int]]:
-    """Rows of example indices, each fitting in `seq_len`, packed best-fit decreasing.
-
-    Longest example first, each into the row it fills most tightly (a new row if none has room):
-    rows come out nearly full, so an epoch takes fewer steps and less compute goes to padding than
-    filling rows in order (next-fit), which closes a row as soon as the next example does not fit.
-    Rows are then put in the order of their first (longest) example in `order`, the epoch's
-    shuffle, so the row order is as random as the shuffle and long rows are not bunched together.
-    """
-    by_length = sorted(order, key=lambda index: -len(examples[index].input_ids))  # stable: ties in shuffle order
-    rows: list[list[int]] = []
-    room: list[tuple[int, int]] = []  # (free tokens, row number), ascending: the first fit is the best fit
-    for index in by_length:
+    """Rows of example indices, filled greedily in `order`; each row's examples fit in `seq_len`."""
+    rows, row, used = [], [], 0
+    for index in order:
         length = len(examples[index].input_ids)
-        at = bisect.bisect_left(room, (length, -1))
-        if at < len(room):
-            free, row = room.pop(at)
-        else:
-            free, row = seq_len, len(rows)
-            rows.append([])
-        rows[row].append(index)
-        bisect.insort(room, (free - length, row))
-    rank = {index: position for position, index in enumerate(order)}
-    return sorted(rows, key=lambda row: rank[row[0]])
+        if used + length > seq_len:
+            rows.append(row)
+            row, used = [], 0
+        row.append(index)
+        used += length
+    if row:
+        rows.append(row)
+    return rows
 
 
 def row_width(rows: list[list[int]], examples: list[Example]) -> int:
