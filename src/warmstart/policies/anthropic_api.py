@@ -19,7 +19,7 @@ import anthropic
 
 from ..types import Message
 from .anthropic_format import from_anthropic, to_anthropic, usage_from_anthropic
-from .api import Capabilities, Reply, api_key, parse_spec, request_error, require_served, served_models
+from .api import Capabilities, Reply, api_key, sdk_tls_context, parse_spec, request_error, require_served, served_models
 from .base import Sampling
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -41,6 +41,7 @@ class AnthropicBackend:
         self.model, self.endpoint, self.key, self.timeout_s = model, base_url, key, timeout_s
         self.thinking_tokens = thinking_tokens
         self.client: anthropic.AsyncAnthropic | None = None  # made inside the running event loop
+        self.tls = sdk_tls_context()  # once, not per client
 
     @classmethod
     def connect(cls, rest: str, key_env: str | None, timeout_s: float, thinking_tokens: int, where: str) -> "AnthropicBackend":
@@ -51,7 +52,9 @@ class AnthropicBackend:
 
     async def complete(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int) -> Reply:
         if self.client is None:
-            self.client = anthropic.AsyncAnthropic(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s)
+            # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
+            http = anthropic.DefaultAsyncHttpxClient(base_url=self.endpoint, timeout=self.timeout_s, verify=self.tls)
+            self.client = anthropic.AsyncAnthropic(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http)
         system, turns = to_anthropic(messages)
         options: dict = {"system": system} if system else {}
         if tools:

@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import openai
 
-try:  # the openai SDK's HTTP library: httpx2 in recent releases, httpx before (pyproject allows both)
-    import httpx2 as sdk_http
-except ImportError:  # pragma: no cover - only with an older openai
-    import httpx as sdk_http
-
 from ..types import Message, ToolCall, ToolFunction, Usage
-from .api import Capabilities, Reply, RequestError, request_error, require_served, served_models
+from .api import Capabilities, Reply, RequestError, request_error, require_served, sdk_tls_context, served_models
 from .base import Sampling
 from .limits import classify
 
@@ -86,10 +81,7 @@ class OpenAIBackend:
     def __init__(self, model: str, base_url: str, key: str, timeout_s: float):
         self.model, self.endpoint, self.key, self.timeout_s = model, base_url, key, timeout_s
         self.client: openai.AsyncOpenAI | None = None  # made inside the running event loop
-        # The client's TLS settings (the CA certificates loaded: 25-40 ms), exactly as the SDK would make them,
-        # made once: a client is made per event loop (one per `rollout`: per chunk in generate, per judgement
-        # for a judge) and would load them again each time.
-        self.tls = sdk_http.create_ssl_context()
+        self.tls = sdk_tls_context()  # once, not per client
 
     def _new_client(self) -> openai.AsyncOpenAI:
         # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
