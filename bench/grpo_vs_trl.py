@@ -108,6 +108,9 @@ class Warmstart:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=0.0, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
         self.cursor, self.step_no, self.rewards = 0, 0, []
+        self.verifier = grpo.Verifier(self.env)  # arithmetic verifies in-process: no workers to stop
+        if phases:  # scoring, timed for this instance only
+            self.verifier.verify_all = phases.wrap("scoring", self.verifier.verify_all)
 
     def step(self, skip_silent_rows: bool = True) -> float:
         """One step of stages/grpo.run, minus progress and checkpoint bookkeeping."""
@@ -116,7 +119,7 @@ class Warmstart:
         t0 = time.perf_counter()
         self.model.eval()
         with self.timed_collect():
-            groups, self.cursor, stats = g.collect(self.model, self.tokenizer, self.env, self.tasks, self.cursor, cfg, self.stop_ids, 1000 * self.step_no, 1)
+            groups, self.cursor, stats = g.collect(self.model, self.tokenizer, self.env, self.tasks, self.cursor, cfg, self.stop_ids, 1000 * self.step_no, 1, self.verifier)
         self.model.train()
         t1 = time.perf_counter()
         if groups:
@@ -133,18 +136,17 @@ class Warmstart:
 
     @contextlib.contextmanager
     def timed_collect(self):
-        """The phases of collect, sampling (run_episodes, incl. prompt rendering and decoding) and scoring
-        (verify_all), timed for this instance only: the module functions are wrapped during its collect."""
+        """Sampling (run_episodes, incl. prompt rendering and decoding) timed for this instance only: the
+        module's function is wrapped during its collect."""
         if not self.phases:
             yield
             return
-        saved = self.grpo.run_episodes, self.grpo.verify_all
-        self.grpo.run_episodes = self.phases.wrap("sampling", saved[0])
-        self.grpo.verify_all = self.phases.wrap("scoring", saved[1])
+        saved = self.grpo.run_episodes
+        self.grpo.run_episodes = self.phases.wrap("sampling", saved)
         try:
             yield
         finally:
-            self.grpo.run_episodes, self.grpo.verify_all = saved
+            self.grpo.run_episodes = saved
 
 
 # --- TRL ---------------------------------------------------------------------------------------

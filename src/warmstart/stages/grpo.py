@@ -56,7 +56,7 @@ from ..rollout import Episode, run_episodes
 from ..runs import RunDir, fingerprint
 from ..teacher_scoring import make_teacher
 from ..types import Provenance, Trajectory
-from .common import Verifier, load_tasks, make_environment, verify_all
+from .common import Verifier, load_tasks, make_environment
 from .evaluate import resolve_policy
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,11 @@ def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
 
 
 def collect(
-    model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int, verifier: Verifier | None = None,
+    model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int, verifier: Verifier,
 ) -> tuple[list[Group], int, dict]:
     """Sample groups until `tasks_per_step` informative ones are found or refills run out (with a
     teacher every group is informative: one round, nothing dropped). `verifier`: the run's, whose
-    workers (python's sandboxes) serve every step; without one, each batch starts its own."""
+    workers (python's sandboxes) serve every step."""
     drop_flat = cfg.drop_zero_variance and cfg.teacher is None
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     groups, stats = [], {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0, "tokens": 0}
@@ -110,8 +110,7 @@ def collect(
         cursor += need
         starts = [(t, i) for t in batch for i in range(cfg.group_size)]
         episodes = run_episodes(model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, sampler=sample_ids_pruned)
-        pairs = [(e.task, as_trajectory(e)) for e in episodes]
-        verdicts = verifier.verify_all(pairs) if verifier else verify_all(env, pairs)  # worker processes where verification is a subprocess
+        verdicts = verifier.verify_all([(e.task, as_trajectory(e)) for e in episodes])
         for g in range(len(batch)):
             members = episodes[g * cfg.group_size : (g + 1) * cfg.group_size]
             scored = [score(e, v, cfg) for e, v in zip(members, verdicts[g * cfg.group_size : (g + 1) * cfg.group_size])]
