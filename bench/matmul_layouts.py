@@ -1,14 +1,14 @@
-"""Why a bf16 training step is slow on this CPU: torch.mm rates by operand layout, fp32 vs bf16.
+"""Why a plain bf16 autocast training step is slow on this CPU: matmul rates by operand layout, fp32 vs bf16.
 
 `.venv/bin/python bench/matmul_layouts.py [--quick]` -> bench/results/matmul_layouts.md
 
 A training step's matmuls through `nn.Linear` (weight W stored [out, in]) take three layouts:
 forward y = x @ W^T, input gradient dx = dy @ W, weight gradient dW = dy^T @ x. This times each on
-SmolLM2-135M's shapes (256 tokens; 576 -> 1536, 1536 -> 576, and the 576 -> 49,152 head), and dx
-once more the way a fast layout would compute it (`F.linear(dy, W^T contiguous)`: the same product
-through the forward's kernel, plus a copy of W). bench/utilisation.py's bf16 profile shows the
-backward taking ~13x the forward; this shows which product is slow. Rates are medians of
-interleaved repetitions, GFLOP/s.
+SmolLM2-135M's shapes (256 tokens; 576 -> 1536, 1536 -> 576, and the 576 -> 49,152 head) as plain
+autocast's backward computes them, and both gradients once more as warmstart's `bf16_autocast`
+computes them (`warmstart.bf16_cpu.Bf16Linear`: dx = F.linear(dy, W^T made contiguous), the
+forward's kernel, and dW = dy^T @ x, over row blocks of W; copies included). Under plain autocast
+a bf16 backward took ~13x its forward. Rates are medians of interleaved repetitions, GFLOP/s.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from warmstart.bf16_cpu import ROW_BLOCK
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import environment, interleaved, median, table, write_section  # noqa: E402
@@ -42,8 +44,13 @@ def products(tokens: int, fan_in: int, fan_out: int, dtype: torch.dtype) -> dict
         "forward x @ W^T (F.linear)": lambda: F.linear(x, w),
         "input grad dy @ W": lambda: dy @ w,
         "weight grad dy^T @ x": lambda: dy.t() @ x,
-        "input grad as F.linear(dy, W^T)": lambda: F.linear(dy, w.t().contiguous()),
+        "input grad, Bf16Linear": lambda: sum(F.linear(dy[:, r], w[r].t().contiguous()) for r in row_blocks(fan_out)),
+        "weight grad, Bf16Linear": lambda: torch.cat([dy[:, r].t() @ x for r in row_blocks(fan_out)]),
     }
+
+
+def row_blocks(fan_out: int) -> list[slice]:
+    return [slice(start, start + ROW_BLOCK) for start in range(0, fan_out, ROW_BLOCK)]
 
 
 def main() -> None:
@@ -51,7 +58,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     seconds, repetitions = (0.3, 2) if args.quick else (1.0, 3)
-    rows, slowdowns = [], []
+    rows, slowdowns, fixed = [], [], []
     for tokens, fan_in, fan_out in SHAPES:
         flops = 2 * tokens * fan_in * fan_out
         ops = {f"{p} {name}": op for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)) for name, op in products(tokens, fan_in, fan_out, dtype).items()}
@@ -59,9 +66,11 @@ def main() -> None:
         for name in products(tokens, fan_in, fan_out, torch.float32):
             fp32, bf16 = median(measured[f"fp32 {name}"]), median(measured[f"bf16 {name}"])
             rows.append([f"{tokens}x{fan_in} -> {fan_out}", name, f"{fp32 / 1e9:.1f}", f"{bf16 / 1e9:.1f}"])
-        slowdowns.append(median(measured["bf16 forward x @ W^T (F.linear)"]) / median(measured["bf16 input grad dy @ W"]))
+        forward = median(measured["bf16 forward x @ W^T (F.linear)"])
+        slowdowns.append(forward / median(measured["bf16 input grad dy @ W"]))
+        fixed += [median(measured[f"bf16 {g} grad, Bf16Linear"]) / forward for g in ("input", "weight")]
     md = "\n\n".join([
-        "## Matmul layouts: why bf16 training is slow here",
+        "## Matmul layouts: why plain bf16 autocast training is slow here",
         environment() + f" torch threads: {torch.get_num_threads()}.",
         f"Reproduce: `.venv/bin/python bench/matmul_layouts.py{' --quick' if args.quick else ''}` ({repetitions} interleaved "
         "repetitions, medians).",
@@ -70,8 +79,9 @@ def main() -> None:
         f"Measured here: bf16's input-gradient product (dy @ W, both operands row-major) runs "
         f"{min(slowdowns):.1f}-{max(slowdowns):.1f}x slower than bf16's forward product on the same shape. On a CPU without "
         "native bf16 (no AVX512-BF16 or AMX) every bf16 product is emulated, and this layout takes a slower path again. "
-        "warmstart does not reroute the backward through the forward's layout: even then bf16 would stay several times "
-        "slower than fp32 on such a CPU, where `sft.precision = \"fp32\"` is the setting to use.",
+        f"warmstart's `bf16_autocast` (what `sft.precision = \"bf16\"` runs) computes both gradients at "
+        f"{min(fixed):.2f}-{max(fixed):.2f}x the forward product's rate. bf16 stays several times slower than fp32 on "
+        "such a CPU, where `sft.precision = \"fp32\"` is the setting to use.",
     ])
     print(md)
     print(write_section("matmul_layouts", md))

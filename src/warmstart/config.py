@@ -120,7 +120,7 @@ class SftConfig(Section):
     teacher: str = "teacher"  # whose logits dense KD uses: "teacher" (generate.teacher), run:NAME or hf:PATH
     kd_chunk: int = Field(1024, ge=1)  # scored positions per logits chunk: bounds KD memory to chunk x vocabulary
     # Forward/backward under CPU bf16 autocast (weights, AdamW state, loss in fp32). Faster only where the
-    # CPU has native bf16 matmul (AVX512-BF16/AMX); on AVX2-only CPUs it is many times slower than fp32.
+    # CPU has native bf16 matmul (AVX512-BF16/AMX); on AVX2-only CPUs it is ~5x slower than fp32.
     precision: Literal["fp32", "bf16"] = "fp32"
 
 

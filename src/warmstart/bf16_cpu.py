@@ -1,0 +1,80 @@
+"""bf16 autocast on CPU, with linear layers' backward computed in the layouts CPU kernels run fast.
+
+Under plain `torch.autocast("cpu", bfloat16)`, `nn.Linear`'s backward computes the input gradient as
+dy @ W with both operands row-major. On CPUs without native bf16 matmul (AVX2 only: no AVX512-BF16 or
+AMX) that product takes a path 7-19x slower than the forward's y = x @ W^T on the same shapes
+(bench/matmul_layouts.py), and the weight gradient dy^T @ x slows ~4x once W has many rows (the
+49k-row LM head): the backward of a bf16 step ran ~13x its forward (bench/utilisation.py).
+
+`bf16_autocast()` keeps autocast for everything else and sends each linear product it would run in
+bf16 through `Bf16Linear`, whose backward computes the same products as
+  dx = F.linear(dy, W^T made contiguous)   (the forward's kernel and layout)
+  dW = dy^T @ x                            (fast while W's row block stays small)
+over blocks of at most `ROW_BLOCK` rows of W: measured on SmolLM2-135M's shapes, every product then
+runs at 10-23 GFLOP/s in bf16 against 0.8-4.7 before. The arithmetic is the same products and sums
+in bf16; only the order of the head's row blocks differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+# Rows of W (output features) per backward product: 4096 x 576 bf16 is ~4.7 MB, which the products
+# above keep fast; 8192 and more fell back to 5-7 GFLOP/s on the head (measured, 2-core EPYC).
+ROW_BLOCK = 4096
+
+
+class Bf16Linear(torch.autograd.Function):
+    """y = x @ W^T + b on bf16 tensors, with a backward in the fast layouts (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        dy = grad_out.reshape(-1, grad_out.shape[-1]).contiguous()
+        blocks = [slice(start, start + ROW_BLOCK) for start in range(0, weight.shape[0], ROW_BLOCK)]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = sum(F.linear(dy[:, rows], weight[rows].t().contiguous()) for rows in blocks)
+            grad_x = grad_x.reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            flat_x = x.reshape(-1, x.shape[-1])
+            grad_w = torch.cat([dy[:, rows].t() @ flat_x for rows in blocks])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = dy.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class _RouteLinear(TorchFunctionMode):
+    """Sends F.linear through Bf16Linear wherever CPU autocast is on (not in regions that turn it off)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.linear or not torch.is_autocast_enabled("cpu"):
+            return func(*args, **kwargs)
+        x, weight, bias = bound_linear_args(*args, **kwargs)
+        if not (x.is_floating_point() and weight.is_floating_point()):
+            return func(*args, **kwargs)
+        dtype = torch.get_autocast_dtype("cpu")
+        cast_bias = bias.to(dtype) if bias is not None else None
+        return Bf16Linear.apply(x.to(dtype), weight.to(dtype), cast_bias)
+
+
+def bound_linear_args(input, weight, bias=None):
+    return input, weight, bias
+
+
+@contextlib.contextmanager
+def bf16_autocast():
+    """CPU bf16 autocast whose linear layers backpropagate through `Bf16Linear`."""
+    with torch.autocast("cpu", dtype=torch.bfloat16), _RouteLinear():
+        yield
