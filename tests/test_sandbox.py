@@ -182,6 +182,13 @@ def test_no_network_of_any_kind(env):
     assert verdict.reward == 0.0
 
 
+def test_a_module_the_zygote_preloaded_and_a_job_patched_is_intact_for_the_next(env, zygote_only):
+    """The zygote imports common stdlib modules once (sandbox_zygote.PRELOADED); a job's patches stay its own."""
+    patcher = "import math, typing\nmath.sqrt = lambda x: 0\ntyping.List = None\ndef add(a, b):\n    return a + b + int(math.sqrt(4))\n"
+    assert grade(env, patcher).passed  # its patch took effect within its own execution (sqrt(4) -> 0)
+    assert grade(env, "import math, typing\ndef add(a, b):\n    return a + b + int(math.sqrt(4)) - 2 + (typing.List is None)\n").passed
+
+
 def test_no_secrets_and_no_host_files(env, monkeypatch):
     monkeypatch.setenv("WARMSTART_TEST_SECRET", "s3cret")
     program = (

@@ -244,6 +244,7 @@ class Zygote:
         self.files, self.limits = files, limits
         self.process: subprocess.Popen | None = None
         self.dir: Path | None = None
+        self.pending = b""  # read from the zygote, not yet consumed
 
     def _start(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="warmstart-zygote-"))
@@ -255,6 +256,7 @@ class Zygote:
         command = bwrap_command(self.dir, [SANDBOX_PYTHON, "-I", "-S", "/task/zygote.py"], self.limits, None)
         become_subreaper()
         self.process = subprocess.Popen(limited(command, loose, demote=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, process_group=0)
+        self.pending = b""
 
     def execute(self, spec: dict, limits: Limits) -> Execution:
         if self.process is None or self.process.poll() is not None:
@@ -274,22 +276,29 @@ class Zygote:
         return Execution(returncode=int(code), stdout=data, stderr=setup, timed_out=timed_out == "1", truncated=truncated == "1", seconds=time.monotonic() - started)
 
     def _read_line(self, timeout_s: float) -> str:
-        line = b""
-        while not line.endswith(b"\n"):
-            line += self._read_exactly(1, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.pending:
+            self._read_more(deadline)
+        line, _, self.pending = self.pending.partition(b"\n")
         return line.decode()
 
     def _read_exactly(self, n: int, timeout_s: float) -> bytes:
-        fd, data, deadline = self.process.stdout.fileno(), b"", time.monotonic() + timeout_s
-        while len(data) < n:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise TimeoutError("no answer in time")
-            chunk = os.read(fd, n - len(data))
-            if not chunk:
-                raise OSError("the zygote exited")
-            data += chunk
+        deadline = time.monotonic() + timeout_s
+        while len(self.pending) < n:
+            self._read_more(deadline)
+        data, self.pending = self.pending[:n], self.pending[n:]
         return data
+
+    def _read_more(self, deadline: float) -> None:
+        """Whatever the zygote has written, up to 64 KiB (a header and a short output come in one read)."""
+        fd = self.process.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise TimeoutError("no answer in time")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise OSError("the zygote exited")
+        self.pending += chunk
 
     def close(self) -> None:
         if self.process is not None:

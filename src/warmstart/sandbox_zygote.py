@@ -14,6 +14,7 @@ Exit codes 70-72 mean the job could not be isolated (SETUP_FAILED): the caller's
 """
 
 import ctypes
+import importlib
 import json
 import os
 import resource
@@ -29,6 +30,12 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWN
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 PR_SET_PDEATHSIG = 1
 SETUP_FAILED = (70, 71, 72)  # unshare / parent gone / mount: kept in step with sandbox.py
+# Standard-library modules that model-written programs import most (type hints, collections, math,
+# regexes, heaps), imported here once so every job's fork inherits them: `typing` alone takes ~3.5 ms
+# to import afresh, more than the rest of a job's set-up, and 28 of the 48 shipped tasks import it. A
+# job that changes one changes its own copy-on-write copy. Left out: modules seeded at import (random,
+# secrets, tempfile), whose state every job would then share.
+PRELOADED = ("typing", "collections", "itertools", "functools", "math", "re", "heapq", "bisect", "string", "operator")
 
 
 def isolate_and_run(job: dict, channel: int, libc) -> None:
@@ -96,6 +103,8 @@ def collect(fd: int, child: int, wall_s: float, cap: int) -> tuple[bytes, bool, 
 
 
 def main() -> None:
+    for module in PRELOADED:
+        importlib.import_module(module)
     libc = ctypes.CDLL(None, use_errno=True)
     out = sys.stdout.buffer
     for line in sys.stdin:
