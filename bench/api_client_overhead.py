@@ -41,17 +41,21 @@ GOAL = 0.95  # within 5 % of the bare SDK
 
 def sdk_rate(url: str, prompts: list[str], concurrency: int) -> float:
     """The clock covers what `warmstart_rate`'s covers: an event loop run, every request, the client closed.
-    The client is made before it, as warmstart's backend (with its TLS settings) is."""
+    The client is made before it, as warmstart's backend (with its TLS settings) is. Each request's body has
+    the fields warmstart's has (a per-request seed, top_p; checked in `main`): the same requests, so
+    the SDK's own handling of the body is the same on both sides."""
     client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
 
     async def run() -> None:
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(prompt: str):
+        async def one(index: int, prompt: str):
             async with gate:
-                await client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": prompt}], max_tokens=16, temperature=0.0)
+                await client.chat.completions.create(
+                    model="fake-model", messages=[{"role": "user", "content": prompt}], max_tokens=16, temperature=0.0, top_p=1.0, seed=index
+                )
 
-        await asyncio.gather(*(one(p) for p in prompts))
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
         await client.close()
 
     started = time.perf_counter()
@@ -69,11 +73,22 @@ def warmstart_rate(url: str, tasks, concurrency: int, cache_path: Path) -> float
     return len(tasks) / elapsed
 
 
+def same_request_fields(api: FakeAPI, url: str, prompts: list[str], tasks, cache_path: Path) -> str:
+    """The fields and messages of one request each system sends, compared (the seeds' values differ)."""
+    sdk_rate(url, prompts, 1)
+    sdk_body = api.log[-1]["body"]
+    warmstart_rate(url, tasks, 1, cache_path)
+    ours = api.log[-1]["body"]
+    if sorted(sdk_body) != sorted(ours) or sdk_body["messages"] != ours["messages"]:
+        raise SystemExit(f"the two systems send different requests: SDK {sdk_body} vs warmstart {ours}")
+    return ", ".join(sorted(ours))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
     parser.add_argument("--requests", type=int, help="per measurement (default 400; quick 150)")
-    parser.add_argument("--repetitions", type=int, default=5, help="A B rounds per concurrency (5: a shared machine is noisy)")
+    parser.add_argument("--repetitions", type=int, default=9, help="A B rounds per concurrency (9: single rounds vary by +-15 %% on a shared machine)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     args = parser.parse_args()
     n = args.requests or (150 if args.quick else 400)
@@ -95,6 +110,7 @@ def main() -> None:
         url = f"{api.url}/v1"
         cache = lambda: Path(tmp) / f"cache-{next(fresh)}.jsonl"  # noqa: E731 - a fresh cache: every request is sent
         sdk_rate(url, prompts[:20], 4), warmstart_rate(url, tasks[:20], 4, cache())  # warm-up, not measured
+        same_body = same_request_fields(api, url, prompts[:1], tasks[:1], cache())
         for c in args.concurrency:
             before = syncs[0]
             measured = harness.interleaved({
@@ -124,7 +140,8 @@ def main() -> None:
 
 Requests per second against the same loopback OpenAI-compatible server (tests/fake_api.py, answering at once, so
 only the client is measured), {n} single-turn requests per measurement, median over {args.repetitions} interleaved
-rounds. SDK: `AsyncOpenAI.chat.completions.create` under an asyncio semaphore. warmstart: `APIPolicy` +
+rounds. SDK: `AsyncOpenAI.chat.completions.create` under an asyncio semaphore, sending the same fields as warmstart
+(checked in-run on one request each: {same_body}; the seed's value differs). warmstart: `APIPolicy` +
 `OpenAIBackend` with the same concurrency, a fresh response cache each run (so every request is sent and every reply
 is written to the cache before it is used), rate-limit bookkeeping and usage recorded per trajectory for the cost
 ledger. For both, the clock covers one event-loop run: every request, then closing the client (and, for warmstart,

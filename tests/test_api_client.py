@@ -14,7 +14,7 @@ import time
 import pytest
 
 from fake_api import FakeAPI
-from helpers import small_recipe
+from helpers import small_recipe, write_recipe_file
 from warmstart.envs.arithmetic import Arithmetic
 from warmstart.errors import WarmstartError
 from warmstart.jsonl import read_records
@@ -386,3 +386,18 @@ def test_a_failed_fsync_nobody_was_told_of_is_raised_by_close(tmp_path, monkeypa
     with pytest.raises(OSError, match=str(path)):
         cache.close()
     assert len(calls) == 2
+
+
+def test_generating_and_curating_from_an_api_teacher_never_import_torch(tmp_path):
+    """`warmstart generate` / `curate` with an API teacher: no model, so no torch (seconds of start-up, and
+    ~200k objects more for every full garbage collection of a long rollout to scan)."""
+    with FakeAPI() as api:
+        recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe_for(tmp_path, api))
+        for stage in ("generate", "curate"):
+            done = subprocess.run(
+                [sys.executable, "-X", "importtime", "-m", "warmstart.cli", stage, str(recipe_file)], capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+            assert "warmstart.stages.common" in imported and ("openai" in imported or stage == "curate")  # the stage ran
+            assert "torch" not in imported and "transformers" not in imported

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,9 +29,9 @@ def _setup_logging() -> None:
     # Plain lines when stderr is not a terminal, so logs that go to files are not wrapped mid-message.
     handler = RichHandler(show_path=False, show_time=False) if sys.stderr.isatty() else logging.StreamHandler()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # per-file load/save bars would drown the stage bars
+    # Per-file load/save bars of transformers and the hub would drown the stage bars. Both read this when
+    # first imported, which a stage that needs no model (generate from an API, curate) never does.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
@@ -41,7 +42,7 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
 
         RunDir(recipe).write_recipe()
         for name in stage_names:
-            stages.STAGES[name](recipe)
+            stages.runner(name)(recipe)
     except WarmstartError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -22,7 +22,6 @@ from pathlib import Path
 from .config import Recipe
 from .errors import WarmstartError
 from .kd_data import Alignment
-from .models import load_tokenizer, resolve_model_path
 
 
 @dataclass
@@ -37,6 +36,7 @@ class Signal:
 
 def local_teacher_path(recipe: Recipe) -> Path | None:
     """The directory of `sft.teacher` when it is a local model, else None (an API or the reference)."""
+    from .models import resolve_model_path  # here: generate imports this module and never needs torch
     from .stages.evaluate import resolve_policy  # evaluate imports the sft stage, which imports this module
 
     spec = resolve_policy(recipe.sft.teacher, recipe)
@@ -45,6 +45,8 @@ def local_teacher_path(recipe: Recipe) -> Path | None:
 
 def same_vocabulary(teacher_path: Path, student_tokenizer) -> str | None:
     """None if the teacher's tokenizer has the student's vocabulary, else what differs."""
+    from .models import load_tokenizer
+
     ours, theirs = student_tokenizer.get_vocab(), load_tokenizer(teacher_path, "teacher").get_vocab()
     if ours == theirs:
         return None

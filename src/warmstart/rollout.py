@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .chat import continuation_text, render_prompt
 from .policies.base import Sampling
 from .generation import completion_message, sample_ids
-from .toolcalls import call_error
+from .toolcalls import tool_results
 from .types import Message, Task, Usage
 
 
@@ -35,17 +35,6 @@ class Episode:
     policy_mask: list[int]  # 1 on tokens the policy produced
     usage: list[Usage] = field(default_factory=list)  # one per policy turn
     finish_reason: str | None = None  # stop | length | turns; None while running
-
-
-def tool_results(env, task: Task, messages: list[Message]) -> list[Message]:
-    """One tool message per call of the last (assistant) message: the environment's answer, or the
-    error the call had. The environment sees the conversation so far (its state, e.g. earlier writes)."""
-    results = []
-    for call in messages[-1].tool_calls or []:
-        error = call_error(call, list(env.tools))
-        content = error if error is not None else env.step(task, call, messages)
-        results.append(Message(role="tool", tool_call_id=call.id, content=content))
-    return results
 
 
 def start_episode(tokenizer, task: Task, sample_index: int, tools) -> Episode:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 
-from .types import ToolCall, ToolFunction
+from .types import Message, Task, ToolCall, ToolFunction
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 OPEN_TAG = "<tool_call>"
@@ -82,3 +82,14 @@ def template_tool_calls(calls: list[ToolCall]) -> list[dict]:
         arguments = call_arguments(c)
         out.append({"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments if arguments is None else arguments}})
     return out
+
+
+def tool_results(env, task: Task, messages: list[Message]) -> list[Message]:
+    """One tool message per call of the last (assistant) message: the environment's answer, or the
+    error the call had. The environment sees the conversation so far (its state, e.g. earlier writes)."""
+    results = []
+    for call in messages[-1].tool_calls or []:
+        error = call_error(call, list(env.tools))
+        content = error if error is not None else env.step(task, call, messages)
+        results.append(Message(role="tool", tool_call_id=call.id, content=content))
+    return results

@@ -22,15 +22,16 @@ KNOWN = "reference, hf:PATH, openai:MODEL[@URL] or anthropic:MODEL[@URL]"
 
 
 def make_policy(spec: str, env: Environment, key: str, recipe: Recipe) -> Policy:
-    # Imported here: the local policy pulls in the rollout loop, which imports generation, which needs
-    # policies.base; importing it at the top would make that a cycle.
-    from .hf import HFPolicy
-    from .reference import ReferencePolicy
-
     kind, _, rest = spec.partition(":")
     if spec == "reference":
+        from .reference import ReferencePolicy
+
         return ReferencePolicy(env)
     if kind == "hf" and rest:
+        # Imported here: the local policy pulls in the rollout loop and torch, which an API teacher never
+        # needs; and the rollout loop imports generation, which needs policies.base (a cycle at the top).
+        from .hf import HFPolicy
+
         return HFPolicy(Path(rest), key, env, recipe.env.max_turns, recipe.api.top_logprobs)
     if kind in ("openai", "anthropic") and rest:
         return make_api_policy(kind, rest, env, key, recipe)

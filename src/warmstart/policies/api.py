@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 
 from ..errors import WarmstartError
 from ..jsonl import JsonlAppender, read_records
-from ..rollout import tool_results
+from ..toolcalls import tool_results
 from ..types import Message, Provenance, Record, Trajectory, Usage
 from .base import Request, Sampling
 from .limits import Failure, RateLimiter, backoff_seconds, classify, reservation
