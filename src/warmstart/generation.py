@@ -71,6 +71,23 @@ def next_token_scores(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return scores
 
 
+def draw(scores: torch.Tensor) -> torch.Tensor:
+    """One token per row from softmax(scores) [B, V], by inverse CDF: one uniform number per row.
+
+    `torch.multinomial` draws an exponential variate for every vocabulary entry, and torch's CPU random
+    generator is slow: 128 rows took 1.3 ms at the tiny model's 322-token vocabulary and 220 ms at
+    SmolLM2's 49k, per decoding step (measured); this takes 0.14 and 40 ms. Tokens with probability 0
+    (top-p's cut) are never drawn: the search returns the first token whose cumulative sum exceeds the
+    draw, and a zero-probability token's sum equals the one before it."""
+    probs = scores.softmax(dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    token = torch.searchsorted(cdf, torch.rand(len(cdf), 1) * cdf[:, -1:], right=True)[:, 0]
+    beyond = (token >= cdf.shape[1]).nonzero()[:, 0]  # the draw rounded up to the total: rare
+    if len(beyond):
+        token[beyond] = cdf.shape[1] - 1 - (probs[beyond].flip(-1) > 0).to(torch.int8).argmax(dim=-1)
+    return token
+
+
 @torch.inference_mode()
 def sample_ids_pruned(model, pad_id: int, prompts: list[list[int]], sampling: Sampling, stop_ids: list[int], seed: int) -> list[Sampled]:
     """`sample_ids` in a decoding loop of our own, for a batch whose completions vary in length (GRPO's
@@ -95,7 +112,7 @@ def sample_ids_pruned(model, pad_id: int, prompts: list[list[int]], sampling: Sa
     position = positions[:, -1:]
     for step in range(sampling.max_new_tokens):
         if sampling.temperature > 0:
-            token = torch.multinomial(next_token_scores(logits, sampling).softmax(dim=-1), 1)[:, 0]
+            token = draw(next_token_scores(logits, sampling))
         else:
             token = logits.argmax(dim=-1)
         for row, t in zip(rows.tolist(), token.tolist()):
