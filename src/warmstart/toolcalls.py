@@ -9,7 +9,8 @@ student's template), so parsing it back out of generated text gives the canonica
 
 A call that cannot be parsed (bad JSON, no name, a tag never closed) is kept with an empty name and
 the text as written, so that the rollout loop answers it with an error the policy sees (`call_error`)
-rather than crashing or dropping it.
+rather than crashing or dropping it. `tool_results` gives a turn's calls their answers, for local and
+API rollouts alike (here, not in the local rollout loop, so that an API rollout never imports torch).
 """
 
 from __future__ import annotations
