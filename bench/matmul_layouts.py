@@ -6,7 +6,7 @@ A training step's matmuls through `nn.Linear` (weight W stored [out, in]) take t
 forward y = x @ W^T, input gradient dx = dy @ W, weight gradient dW = dy^T @ x. This times each on
 SmolLM2-135M's shapes (256 tokens; 576 -> 1536, 1536 -> 576, and the 576 -> 49,152 head) as plain
 autocast's backward computes them, and both gradients once more as warmstart's `bf16_autocast`
-computes them (`warmstart.bf16_cpu.Bf16Linear`: dx = F.linear(dy, W^T made contiguous), the
+computes them (`warmstart.bf16_cpu.input_grad` and `weight_grad`, which Bf16Linear runs: dx = F.linear(dy, W^T made contiguous), the
 forward's kernel, and dW = dy^T @ x, over row blocks of W; copies included). Under plain autocast
 a bf16 backward took ~13x its forward. Rates are medians of interleaved repetitions, GFLOP/s.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from warmstart.bf16_cpu import ROW_BLOCK
+from warmstart.bf16_cpu import input_grad, weight_grad
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import environment, interleaved, median, table, write_section  # noqa: E402
@@ -44,13 +44,9 @@ def products(tokens: int, fan_in: int, fan_out: int, dtype: torch.dtype) -> dict
         "forward x @ W^T (F.linear)": lambda: F.linear(x, w),
         "input grad dy @ W": lambda: dy @ w,
         "weight grad dy^T @ x": lambda: dy.t() @ x,
-        "input grad, Bf16Linear": lambda: sum(F.linear(dy[:, r], w[r].t().contiguous()) for r in row_blocks(fan_out)),
-        "weight grad, Bf16Linear": lambda: torch.cat([dy[:, r].t() @ x for r in row_blocks(fan_out)]),
+        "input grad, Bf16Linear": lambda: input_grad(dy, w),
+        "weight grad, Bf16Linear": lambda: weight_grad(dy, x),
     }
-
-
-def row_blocks(fan_out: int) -> list[slice]:
-    return [slice(start, start + ROW_BLOCK) for start in range(0, fan_out, ROW_BLOCK)]
 
 
 def main() -> None:
