@@ -28,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fa
 import harness  # noqa: E402
 from fake_api import FakeAPI  # noqa: E402
 from profiling import profile  # noqa: E402
-
 from warmstart.envs.arithmetic import Arithmetic  # noqa: E402
-from warmstart.policies import api as api_module  # noqa: E402
-from warmstart.policies.api import SYNC_INTERVAL_S, APIPolicy, ApiSettings, Reply, ResponseCache  # noqa: E402
-from warmstart.policies.base import Request, Sampling  # noqa: E402
+from warmstart.policies import cache as cache_module  # noqa: E402
+from warmstart.policies.api import APIPolicy, ApiSettings  # noqa: E402
+from warmstart.policies.backend import Reply  # noqa: E402
+from warmstart.policies.cache import SYNC_INTERVAL_S, ResponseCache  # noqa: E402
 from warmstart.policies.limits import RateLimiter  # noqa: E402
 from warmstart.policies.openai_api import OpenAIBackend  # noqa: E402
-from warmstart.types import Message, Usage  # noqa: E402
+from warmstart.types import Message, Request, Sampling, Usage  # noqa: E402  # noqa: E402
 
 GOAL = 0.95  # within 5 % of the bare SDK
 
@@ -53,7 +53,12 @@ def sdk_rate(url: str, prompts: list[str], concurrency: int) -> float:
         async def one(index: int, prompt: str):
             async with gate:
                 await client.chat.completions.create(
-                    model="fake-model", messages=[{"role": "user", "content": prompt}], max_tokens=16, temperature=0.0, top_p=1.0, seed=index
+                    model="fake-model",
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=16,
+                    temperature=0.0,
+                    top_p=1.0,
+                    seed=index,
                 )
 
         await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
@@ -66,7 +71,14 @@ def sdk_rate(url: str, prompts: list[str], concurrency: int) -> float:
 
 def warmstart_rate(url: str, tasks, concurrency: int, cache_path: Path) -> float:
     settings = ApiSettings(concurrency=concurrency, timeout_s=30, max_retries=0, backoff_s=0.1, top_logprobs=0)
-    policy = APIPolicy(OpenAIBackend("fake-model", url, "unused", 30), Arithmetic(), 1, settings, RateLimiter(None, None), ResponseCache(cache_path))
+    policy = APIPolicy(
+        OpenAIBackend("fake-model", url, "unused", 30),
+        Arithmetic(),
+        1,
+        settings,
+        RateLimiter(None, None),
+        ResponseCache(cache_path),
+    )
     started = time.perf_counter()
     trajectories = policy.rollout([Request(t, 0) for t in tasks], Sampling(0.0, 1.0, 16), seed=0)
     elapsed = time.perf_counter() - started
@@ -81,7 +93,11 @@ class AnswersAtOnce:
     provider, model, endpoint = "openai", "fake-model", "memory"
 
     def __init__(self):
-        self.reply = Reply(message=Message(role="assistant", content="Answer: 134"), usage=Usage(tokens_in=20, tokens_out=6), finish_reason="stop")
+        self.reply = Reply(
+            message=Message(role="assistant", content="Answer: 134"),
+            usage=Usage(tokens_in=20, tokens_out=6),
+            finish_reason="stop",
+        )
 
     async def complete(self, messages, tools, sampling, seed, top_logprobs) -> Reply:
         await asyncio.sleep(0)  # one event-loop round, as a reply arriving would take
@@ -115,7 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
     parser.add_argument("--requests", type=int, help="per measurement (default 400; quick 150)")
-    parser.add_argument("--repetitions", type=int, default=9, help="A B rounds per concurrency (9: single rounds vary by +-15 %% on a shared machine)")
+    parser.add_argument(
+        "--repetitions",
+        type=int,
+        default=9,
+        help="A B rounds per concurrency (9: single rounds vary by +-15 %% on a shared machine)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     args = parser.parse_args()
     n = args.requests or (150 if args.quick else 400)
@@ -123,13 +144,13 @@ def main() -> None:
     prompts = [t.prompt[0].content for t in tasks]
     fresh = itertools.count()
     syncs = [0]
-    real_sync = api_module._sync
+    real_sync = cache_module._sync
 
     def counting_sync(fd: int) -> None:
         syncs[0] += 1
         real_sync(fd)
 
-    api_module._sync = counting_sync
+    cache_module._sync = counting_sync
     rows, results = [], {}
     scratch = Path(__file__).resolve().parent / ".cache"  # the cache on the repository's disk, never a tmpfs
     scratch.mkdir(exist_ok=True)
@@ -147,26 +168,42 @@ def main() -> None:
                 counted[0] += syncs[0] - before
                 return rate
 
-            measured = harness.interleaved({
-                "sdk": lambda: sdk_rate(url, prompts, c),
-                "warmstart": warmstart_run,
-                "layer": lambda: layer_ms(tasks, c, cache()),
-            }, args.repetitions)
+            measured = harness.interleaved(
+                {
+                    "sdk": lambda: sdk_rate(url, prompts, c),
+                    "warmstart": warmstart_run,
+                    "layer": lambda: layer_ms(tasks, c, cache()),
+                },
+                args.repetitions,
+            )
             layer = harness.median(measured["layer"])
             syncs_per_run = warmstart_syncs[0] / args.repetitions
             sdk, ours = harness.median(measured["sdk"]), harness.median(measured["warmstart"])
             results[c] = (sdk, ours, layer)
             extra_ms = (1 / ours - 1 / sdk) * 1000
-            pairs = [w / b for w, b in zip(measured["warmstart"], measured["sdk"])]  # each round's two runs, side by side
-            rows.append([
-                str(c), f"{sdk:.0f}", f"**{ours:.0f}**", f"**{ours / sdk:.2f}**", f"{min(pairs):.2f}–{max(pairs):.2f}", f"{extra_ms:.2f} ms",
-                f"{layer:.3f} ms = {layer * sdk / 1000:.1%}", f"{syncs_per_run:.0f} / {n}",
-            ])
-            print(f"concurrency {c:>3}: SDK {sdk:6.0f}/s  warmstart {ours:6.0f}/s  ratio {ours / sdk:.2f}  fdatasyncs {syncs_per_run:.0f}/{n}", flush=True)
+            pairs = [
+                w / b for w, b in zip(measured["warmstart"], measured["sdk"])
+            ]  # each round's two runs, side by side
+            rows.append(
+                [
+                    str(c),
+                    f"{sdk:.0f}",
+                    f"**{ours:.0f}**",
+                    f"**{ours / sdk:.2f}**",
+                    f"{min(pairs):.2f}–{max(pairs):.2f}",
+                    f"{extra_ms:.2f} ms",
+                    f"{layer:.3f} ms = {layer * sdk / 1000:.1%}",
+                    f"{syncs_per_run:.0f} / {n}",
+                ]
+            )
+            print(
+                f"concurrency {c:>3}: SDK {sdk:6.0f}/s  warmstart {ours:6.0f}/s  ratio {ours / sdk:.2f}  fdatasyncs {syncs_per_run:.0f}/{n}",
+                flush=True,
+            )
         worst = min(results, key=lambda c: results[c][1] / results[c][0])
         wall, table = profile(lambda: warmstart_rate(url, tasks, worst, cache()), top=10)
         sdk_wall, sdk_table = profile(lambda: sdk_rate(url, prompts, worst), top=5)
-    api_module._sync = real_sync
+    cache_module._sync = real_sync
 
     command = ".venv/bin/python bench/api_client_overhead.py" + (" --quick" if args.quick else "")
     missed = {c: v for c, v in results.items() if v[1] / v[0] < GOAL}
@@ -175,8 +212,11 @@ def main() -> None:
     if not missed:
         goal = f"**Goal (within 5 % of the bare SDK): met at every concurrency**; {layer}."
     else:
-        goal = f"**Goal (within 5 % of the bare SDK): missed by the rates at concurrency {', '.join(map(str, missed))}** — " + "; ".join(
-            f"{c}: {v[1]:.0f} vs {v[0]:.0f} req/s, ratio {v[1] / v[0]:.2f}" for c, v in missed.items()) + f"; {layer}."
+        goal = (
+            f"**Goal (within 5 % of the bare SDK): missed by the rates at concurrency {', '.join(map(str, missed))}** — "
+            + "; ".join(f"{c}: {v[1]:.0f} vs {v[0]:.0f} req/s, ratio {v[1] / v[0]:.2f}" for c, v in missed.items())
+            + f"; {layer}."
+        )
     md = f"""## Teacher client: warmstart's `openai:` backend vs the bare `openai` SDK
 
 Requests per second against the same loopback OpenAI-compatible server (tests/fake_api.py, answering at once, so

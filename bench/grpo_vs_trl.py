@@ -12,7 +12,7 @@ generation batch, no KL term, lr, AdamW betas, grad clip, clip range (0.2 / 0.28
 normalization (warmstart "token" = TRL "dapo" with one accumulation step), std-scaled group
 advantages, no dynamic sampling, fp32 on CPU, no vLLM, no logging or saving.
 
-A step of warmstart is what `warmstart grpo` runs per step (stages/grpo.run): `collect` (sample +
+A step of warmstart is what `warmstart grpo` runs per step (stages/grpo.grpo_step): `collect` (sample +
 verify), `batch_tensors`, `update`, `scheduler.step()`. A step of TRL is one `trainer.train()` step
 (generation, reward, advantages, forward/backward, optimizer step) timed from `on_step_begin` to
 `on_step_end` by a callback; `trainer.train()` runs in a worker thread that the callback holds between
@@ -49,7 +49,7 @@ ALL_ROWS = "warmstart, zero-gradient rows computed"
 
 def recipe():
     from warmstart.config import load_recipe
-    from warmstart.demo_recipe import DEMO_RECIPE
+    from warmstart.demos.recipe import DEMO_RECIPE
 
     return load_recipe(None, [f"run.dir='{CACHE}'", "tasks.train=2000", f"sft.steps={SFT_STEPS}"], base=DEMO_RECIPE)
 
@@ -89,11 +89,12 @@ class Phases:
 
 class Warmstart:
     def __init__(self, model_dir: Path, tasks, s: dict, phases: Phases | None):
-        from warmstart.chat import stop_token_ids
         from warmstart.config import GrpoConfig
         from warmstart.envs.arithmetic import Arithmetic, ArithmeticOptions
-        from warmstart.models import load_model_and_tokenizer
-        from warmstart.stages import grpo
+        from warmstart.envs.verification import Verifier
+        from warmstart.lm.chat import stop_token_ids
+        from warmstart.lm.models import load_model_and_tokenizer
+        from warmstart.train import grpo
 
         self.grpo, self.tasks, self.phases = grpo, tasks, phases
         self.env = Arithmetic(ArithmeticOptions(**recipe().env.options))
@@ -105,21 +106,34 @@ class Warmstart:
             normalization="token", scale_by_std=True, drop_zero_variance=False, overlong_buffer=0, grad_clip=1.0,
         )  # fmt: skip
         torch.manual_seed(0)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=0.0, fused=True)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=0.0, fused=True
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
         self.cursor, self.step_no, self.rewards = 0, 0, []
-        self.verifier = grpo.Verifier(self.env)  # arithmetic verifies in-process: no workers to stop
+        self.verifier = Verifier(self.env)  # arithmetic verifies in-process: no workers to stop
         if phases:  # scoring, timed for this instance only
             self.verifier.verify_all = phases.wrap("scoring", self.verifier.verify_all)
 
     def step(self, skip_silent_rows: bool = True) -> float:
-        """One step of stages/grpo.run, minus progress and checkpoint bookkeeping."""
+        """One step of stages/grpo.grpo_step (train/grpo.collect and update), minus progress and checkpoint bookkeeping."""
         g, cfg = self.grpo, self.cfg
         self.step_no += 1
         t0 = time.perf_counter()
         self.model.eval()
         with self.timed_collect():
-            groups, self.cursor, stats = g.collect(self.model, self.tokenizer, self.env, self.tasks, self.cursor, cfg, self.stop_ids, 1000 * self.step_no, 1, self.verifier)
+            groups, self.cursor, stats = g.collect(
+                self.model,
+                self.tokenizer,
+                self.env,
+                self.tasks,
+                self.cursor,
+                cfg,
+                self.stop_ids,
+                1000 * self.step_no,
+                1,
+                self.verifier,
+            )
         self.model.train()
         t1 = time.perf_counter()
         if groups:
@@ -132,7 +146,6 @@ class Warmstart:
             self.phases.add("step", t2 - t0)
         self.rewards.append(stats["reward_sum"] / max(1, stats["samples"]))
         return t2 - t0
-
 
     @contextlib.contextmanager
     def timed_collect(self):
@@ -155,7 +168,7 @@ class Warmstart:
 def verifier_reward(env, tasks_by_id):
     """The arithmetic verifier as a TRL reward function (conversational format: each completion is a
     list with one assistant message dict; dataset columns arrive as keyword lists)."""
-    from warmstart.chat import parse_completion
+    from warmstart.lm.chat import parse_completion
     from warmstart.types import Message, Provenance, Trajectory
 
     def arithmetic_verify(prompts, completions, task_id, **_) -> list[float]:
@@ -164,7 +177,12 @@ def verifier_reward(env, tasks_by_id):
             task = tasks_by_id[tid]
             messages = [Message(role=m["role"], content=m["content"]) for m in prompt]
             messages.append(parse_completion(completion[0]["content"]))
-            trajectory = Trajectory(task_id=tid, policy="trl", messages=messages, provenance=Provenance(provider="hf", model="trl", created=0.0))
+            trajectory = Trajectory(
+                task_id=tid,
+                policy="trl",
+                messages=messages,
+                provenance=Provenance(provider="hf", model="trl", created=0.0),
+            )
             rewards.append(env.verify(task, trajectory).reward)
         return rewards
 
@@ -178,12 +196,15 @@ class Trl:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
         from trl import GRPOConfig, GRPOTrainer
+
         from warmstart.envs.arithmetic import Arithmetic, ArithmeticOptions
 
         env = Arithmetic(ArithmeticOptions(**recipe().env.options))
         n = s["prompts"] * steps
         rows = [tasks[i % len(tasks)] for i in range(n)]  # the same tasks, in the same order, as warmstart's cursor
-        dataset = Dataset.from_list([{"prompt": [{"role": m.role, "content": m.content} for m in t.prompt], "task_id": t.id} for t in rows])
+        dataset = Dataset.from_list(
+            [{"prompt": [{"role": m.role, "content": m.content} for m in t.prompt], "task_id": t.id} for t in rows]
+        )
         reward = verifier_reward(env, {t.id: t for t in tasks})
         if phases:
             reward = phases.wrap("scoring", reward)
@@ -214,11 +235,20 @@ class Trl:
                 outer.times.append(time.perf_counter() - outer.started)
                 outer.done.release()
 
-        self.trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[OneStepAtATime()])
+        self.trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[OneStepAtATime()],
+        )
         self.tokenizer, self.error = tokenizer, None
         if phases:  # sampling = transformers generate; update = forward/backward/optimizer (all but generation+scoring)
             self.trainer._generate_single_turn = phases.wrap("sampling", self.trainer._generate_single_turn)
-            self.trainer._generate_and_score_completions = phases.wrap("generate_and_score", self.trainer._generate_and_score_completions)
+            self.trainer._generate_and_score_completions = phases.wrap(
+                "generate_and_score", self.trainer._generate_and_score_completions
+            )
         self.phases = phases
         self.thread = threading.Thread(target=self._train, daemon=True)
         self.thread.start()
@@ -248,14 +278,24 @@ class Trl:
 
 def check_equal_inputs(ws: Warmstart, trl: Trl, tasks) -> list[str]:
     """The prompts' token ids and the stop tokens the two systems use, compared."""
-    from warmstart.chat import render_prompt
+    from warmstart.lm.chat import render_prompt
 
     notes = []
     ours = ws.tokenizer(render_prompt(ws.tokenizer, tasks[0].prompt), add_special_tokens=False)["input_ids"]
-    theirs = trl.tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in tasks[0].prompt], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-    notes.append("prompt token ids: " + ("identical" if list(ours) == list(theirs) else f"DIFFER ({len(ours)} vs {len(theirs)} tokens)"))
+    theirs = trl.tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in tasks[0].prompt],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+    )["input_ids"]
+    notes.append(
+        "prompt token ids: "
+        + ("identical" if list(ours) == list(theirs) else f"DIFFER ({len(ours)} vs {len(theirs)} tokens)")
+    )
     stops = sorted(set(trl.trainer.eos_token_ids))
-    notes.append("stop tokens: " + ("identical" if stops == ws.stop_ids else f"DIFFER (warmstart {ws.stop_ids}, TRL {stops})"))
+    notes.append(
+        "stop tokens: " + ("identical" if stops == ws.stop_ids else f"DIFFER (warmstart {ws.stop_ids}, TRL {stops})")
+    )
     return notes
 
 
@@ -264,7 +304,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller steps, fewer repetitions (~1 min)")
     parser.add_argument("--profile", action="store_true", help="also time sampling / scoring / update inside each step")
     parser.add_argument("--reps", type=int, help="measured steps per system (default 4, --quick 3)")
-    parser.add_argument("--threads", type=int, help="torch threads for both (default: torch's own; 1 helps on a crowded machine)")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads for both (default: torch's own; 1 helps on a crowded machine)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -285,7 +327,11 @@ def main() -> None:
         trl = Trl(model_dir, tasks, s, s["reps"] + 1, phases["TRL"], workdir)
         notes = check_equal_inputs(ws, trl, tasks)
         keep_rows = lambda: ws_all.step(skip_silent_rows=False)  # noqa: E731
-        warm = {"warmstart": ws.step(), "TRL": trl.step(), ALL_ROWS: keep_rows()}  # warm-up: first-call costs, not counted
+        warm = {
+            "warmstart": ws.step(),
+            "TRL": trl.step(),
+            ALL_ROWS: keep_rows(),
+        }  # warm-up: first-call costs, not counted
         if args.profile:
             for p in phases.values():
                 p.seconds.clear()
@@ -298,14 +344,33 @@ def main() -> None:
     print(f"settings {s}; warm-up {warm}")
     for k, v in times.items():
         print(f"{k}: median {med[k]:.2f} s/step  {['%.2f' % x for x in v]}")
-    print(f"TRL / warmstart = {ratio:.2f}x (zero-gradient rows computed: {ratio_all:.2f}x); warmstart mean reward per step {['%.2f' % r for r in rewards]}")
+    print(
+        f"TRL / warmstart = {ratio:.2f}x (zero-gradient rows computed: {ratio_all:.2f}x); warmstart mean reward per step {['%.2f' % r for r in rewards]}"
+    )
     print("; ".join(notes))
-    md = report(s, med, times, ratio, ratio_all, notes, rewards, phases if args.profile else None, args, time.perf_counter() - t_start)
+    md = report(
+        s,
+        med,
+        times,
+        ratio,
+        ratio_all,
+        notes,
+        rewards,
+        phases if args.profile else None,
+        args,
+        time.perf_counter() - t_start,
+    )
     print(f"wrote {write_section('grpo_vs_trl', md)}")
 
 
 def report(s, med, times, ratio, ratio_all, notes, rewards, phases, args, wall) -> str:
-    cmd = ".venv/bin/python bench/grpo_vs_trl.py" + (" --quick" if args.quick else "") + (" --profile" if args.profile else "") + (f" --reps {args.reps}" if args.reps else "") + (f" --threads {args.threads}" if args.threads else "")
+    cmd = (
+        ".venv/bin/python bench/grpo_vs_trl.py"
+        + (" --quick" if args.quick else "")
+        + (" --profile" if args.profile else "")
+        + (f" --reps {args.reps}" if args.reps else "")
+        + (f" --threads {args.threads}" if args.threads else "")
+    )
     rows = [[k, f"{med[k]:.2f}", ", ".join(f"{x:.2f}" for x in times[k])] for k in times]
     verdict = "goal met (≥ 2×)" if ratio >= 2 else ("goal missed (< 2×)" if ratio >= 1 else "TRL is faster")
     md = [
@@ -338,8 +403,8 @@ def report(s, med, times, ratio, ratio_all, notes, rewards, phases, args, wall) 
         "and no KL term, or no policy token), TRL computes them: part of the update-time gap below comes from that, and "
         "it grows with the share of flat groups (low or high pass rates).",
         "",
-        "What warmstart does per step that makes the difference (src/warmstart/generation.py `sample_ids_pruned`, "
-        "stages/grpo.py `update`): sampling drops each finished sequence (and its KV cache rows) from the batch instead of "
+        "What warmstart does per step that makes the difference (src/warmstart/lm/generation.py `sample_ids_pruned`, "
+        "train/grpo.py `update`): sampling drops each finished sequence (and its KV cache rows) from the batch instead of "
         "decoding padding until the longest is done, as `generate` does (greedy output equals `generate`'s); the update skips the separate no-grad pass for the old log-probs when there is one update per batch "
         "(the ratio is 1, as TRL also does), runs forward/backward in length-sorted chunks of ≤ 4,096 padded tokens (less "
         "padding, smaller activations) and skips zero-gradient rows.",
@@ -362,7 +427,16 @@ def report(s, med, times, ratio, ratio_all, notes, rewards, phases, args, wall) 
             else:
                 sampling, scoring, update = sec.get("sampling", 0.0), sec.get("scoring", 0.0), sec.get("update", 0.0)
                 other_gen = sec.get("step", 0.0) - sampling - scoring - update
-            prow.append([name, f"{sampling:.2f}", f"{scoring:.3f}", f"{update:.2f}", f"{other_gen:.2f}", f"{sec.get('step', 0.0):.2f}"])
+            prow.append(
+                [
+                    name,
+                    f"{sampling:.2f}",
+                    f"{scoring:.3f}",
+                    f"{update:.2f}",
+                    f"{other_gen:.2f}",
+                    f"{sec.get('step', 0.0):.2f}",
+                ]
+            )
         md.append(table(["system", "sampling", "scoring (verify)", "update (fwd/bwd/opt)", "other", "total"], prow))
     return "\n".join(md)
 

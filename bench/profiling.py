@@ -20,9 +20,13 @@ def profile(run: Callable[[], object], top: int = 8, sort: str = "tottime") -> t
     wall = time.perf_counter() - started
     stats = pstats.Stats(profiler)
     rows = []
-    for (filename, line, name), (_, calls, tottime, cumtime, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2 if sort == "tottime" else 3])[:top]:
+    for (filename, line, name), (_, calls, tottime, cumtime, _) in sorted(
+        stats.stats.items(), key=lambda kv: -kv[1][2 if sort == "tottime" else 3]
+    )[:top]:
         where = name if filename == "~" else f"{_short(filename)}:{line} {name}"
-        rows.append(f"| `{where}` | {calls} | {tottime:.3f} | {cumtime:.3f} | {100 * (tottime if sort == 'tottime' else cumtime) / wall:.0f} % |")
+        rows.append(
+            f"| `{where}` | {calls} | {tottime:.3f} | {cumtime:.3f} | {100 * (tottime if sort == 'tottime' else cumtime) / wall:.0f} % |"
+        )
     header = f"| function | calls | own s | with callees s | share of {wall:.2f} s wall |\n|---|---|---|---|---|"
     return wall, header + "\n" + "\n".join(rows)
 

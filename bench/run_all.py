@@ -25,7 +25,14 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # In this order; the ones not written yet are skipped. Any other bench/*.py that writes a section
 # (harness.write_section) and takes --quick follows the convention too and runs after these.
-KNOWN = ["sandbox_vs_multiprocessing.py", "api_client_overhead.py", "sft_vs_trl.py", "grpo_vs_trl.py", "utilisation.py", "matmul_layouts.py"]
+KNOWN = [
+    "sandbox_vs_multiprocessing.py",
+    "api_client_overhead.py",
+    "sft_vs_trl.py",
+    "grpo_vs_trl.py",
+    "utilisation.py",
+    "matmul_layouts.py",
+]
 NOT_BENCHMARKS = {"harness.py", "run_all.py", "profiling.py", "humaneval_style.py"}
 STDERR_LINES = 20
 
@@ -45,7 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     parser.add_argument("--only", nargs="+", metavar="SCRIPT", help="run only these scripts (file names in bench/)")
-    parser.add_argument("--join-only", action="store_true", help="run nothing: join the sections already in bench/results/")
+    parser.add_argument(
+        "--join-only", action="store_true", help="run nothing: join the sections already in bench/results/"
+    )
     args = parser.parse_args()
     todo = scripts()
     if args.only:
@@ -70,17 +79,28 @@ def main() -> None:
             continue
         tail = "\n".join(result.stderr.rstrip().splitlines()[-STDERR_LINES:]) or "(no stderr)"
         print(f"== {path.name}: FAILED (exit {result.returncode}) after {seconds:.0f} s", flush=True)
-        outcomes.append((path.name, f"## {path.stem}: failed\n\n`{' '.join(command)}` exited with {result.returncode} after {seconds:.0f} s. "
-                                    f"Last stderr lines:\n\n```\n{tail}\n```\n"))
+        outcomes.append(
+            (
+                path.name,
+                f"## {path.stem}: failed\n\n`{' '.join(command)}` exited with {result.returncode} after {seconds:.0f} s. "
+                f"Last stderr lines:\n\n```\n{tail}\n```\n",
+            )
+        )
 
     failed = [md for _, md in outcomes if md]
     paths = sorted(harness.RESULTS.glob("*.md"))
     stale = [  # sections this run did not write: kept, with their date, so the reader can tell
         f"{p.name} ({datetime.datetime.fromtimestamp(p.stat().st_mtime, datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)"
-        for p in paths if p.stat().st_mtime < started_at.timestamp() - 1
+        for p in paths
+        if p.stat().st_mtime < started_at.timestamp() - 1
     ]
     sections = [p.read_text().rstrip() + "\n" for p in paths]
-    command = ".venv/bin/python bench/run_all.py" + (" --quick" if args.quick else "") + (f" --only {' '.join(args.only)}" if args.only else "") + (" --join-only" if args.join_only else "")
+    command = (
+        ".venv/bin/python bench/run_all.py"
+        + (" --quick" if args.quick else "")
+        + (f" --only {' '.join(args.only)}" if args.only else "")
+        + (" --join-only" if args.join_only else "")
+    )
     header = (
         "# Benchmarks side by side with the peers\n\n"
         f"{harness.environment()}\n\n"

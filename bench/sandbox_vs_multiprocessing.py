@@ -29,18 +29,16 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from profiling import profile  # noqa: E402
-
 from warmstart.envs.python import DEFAULT_TASKS, PythonEnv  # noqa: E402
-from warmstart.verification import Verifier, verify_all, verify_in_order  # noqa: E402
+from warmstart.envs.verification import Verifier, verify_all, verify_in_order  # noqa: E402
 
-POOL_MODULE = "warmstart.verification"  # what each worker imports (no torch)
+POOL_MODULE = "warmstart.envs.verification"  # what each worker imports (no torch)
 
 TIMEOUT_S = 10.0  # per execution on both sides (warmstart's default env.options.wall_s)
 
@@ -51,7 +49,9 @@ class Peer:
 
     def __init__(self):
         script = Path(__file__).resolve().with_name("humaneval_style.py")
-        self.process = subprocess.Popen([sys.executable, str(script), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.executions = self.failed = 0  # reference solutions the peer wrongly failed (a stuck fork), if any
 
     def rate(self, batch: list[tuple[dict, str]], workers: int) -> float:
@@ -71,6 +71,7 @@ class Peer:
 
 
 # --- the workload ----------------------------------------------------------------------------------
+
 
 def programs(count: int) -> list[dict]:
     """`count` tasks spread over the file (every difficulty), each with its reference solution."""
@@ -102,7 +103,9 @@ def main() -> None:
     tasks = [by_id[f"python/{r['task_id']}"] for r in records]
     pairs = [(t, env.reference(t, None)) for t in tasks]
     batch = [pairs[i % len(pairs)] for i in range(executions)]
-    peer_batch = [(records[i % len(records)], records[i % len(records)]["canonical_solution"]) for i in range(executions)]
+    peer_batch = [
+        (records[i % len(records)], records[i % len(records)]["canonical_solution"]) for i in range(executions)
+    ]
 
     def ours_sequential() -> float:
         started = time.perf_counter()
@@ -150,15 +153,38 @@ def main() -> None:
             measured = harness.interleaved(systems, repetitions)
             ours, theirs = harness.median(measured["warmstart"]), harness.median(measured["peer"])
             results[mode] = (ours, theirs)
-            rows.append([mode, f"{theirs:.1f} ({spread(measured['peer'])})", f"**{ours:.1f}** ({spread(measured['warmstart'])})", f"{ours / theirs:.2f}"])
+            rows.append(
+                [
+                    mode,
+                    f"{theirs:.1f} ({spread(measured['peer'])})",
+                    f"**{ours:.1f}** ({spread(measured['warmstart'])})",
+                    f"{ours / theirs:.2f}",
+                ]
+            )
             print(f"{mode:>22}: peer {theirs:7.1f}/s  warmstart {ours:7.1f}/s  ratio {ours / theirs:.2f}", flush=True)
         first = harness.median(measured[started_for_the_batch])
-        rows.append([f"{pool_mode}, started for the batch (one-off: a stage's first batch)", f"{theirs:.1f}", f"{first:.1f} ({spread(measured[started_for_the_batch])})", f"{first / theirs:.2f}"])
-        print(f"{'pool started per batch':>22}: peer {theirs:7.1f}/s  warmstart {first:7.1f}/s  ratio {first / theirs:.2f}", flush=True)
+        rows.append(
+            [
+                f"{pool_mode}, started for the batch (one-off: a stage's first batch)",
+                f"{theirs:.1f}",
+                f"{first:.1f} ({spread(measured[started_for_the_batch])})",
+                f"{first / theirs:.2f}",
+            ]
+        )
+        print(
+            f"{'pool started per batch':>22}: peer {theirs:7.1f}/s  warmstart {first:7.1f}/s  ratio {first / theirs:.2f}",
+            flush=True,
+        )
         # The one-off start, on its own: a small batch (one execution per worker) through workers started
         # for it against the same batch through the running ones, alternated.
         small = pairs[:cores]
-        timings = harness.interleaved({"fresh": lambda: seconds(lambda: verify_all(env, small)), "running": lambda: seconds(lambda: verifier.verify_all(small))}, repetitions)
+        timings = harness.interleaved(
+            {
+                "fresh": lambda: seconds(lambda: verify_all(env, small)),
+                "running": lambda: seconds(lambda: verifier.verify_all(small)),
+            },
+            repetitions,
+        )
     startup_s = harness.median(timings["fresh"]) - harness.median(timings["running"])
 
     seq_rate, pool_rate = results["sequential"][0], results[pool_mode][0]
@@ -166,18 +192,34 @@ def main() -> None:
     import_s = None
     if not args.quick:  # what each worker imports: this module (no torch), through the forkserver
         probe = f"import time; t = time.perf_counter(); import {POOL_MODULE}; print(time.perf_counter() - t)"
-        import_s = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+        import_s = float(
+            subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        )
     imported = f"{import_s:.1f} s in a fresh interpreter, measured" if import_s else "not measured with --quick"
     prof_wall, prof_table = profile(lambda: verify_in_order(env, batch[: min(60, executions)]), top=6)
     peer.close()
 
-    peer_failures = (f"\nThe peer wrongly failed {peer.failed} of its {peer.executions} executions of reference solutions (counted in its time; a fork\n"
-                     "from its threaded parent can leave a child stuck on a lock until the timeout — human-eval shares this hazard).\n") if peer.failed else ""
+    peer_failures = (
+        (
+            f"\nThe peer wrongly failed {peer.failed} of its {peer.executions} executions of reference solutions (counted in its time; a fork\n"
+            "from its threaded parent can leave a child stuck on a lock until the timeout — human-eval shares this hazard).\n"
+        )
+        if peer.failed
+        else ""
+    )
     command = ".venv/bin/python bench/sandbox_vs_multiprocessing.py" + (" --quick" if args.quick else "")
     missed = [mode for mode, (ours, theirs) in results.items() if ours < theirs]
-    goal = "**Goal (≥ 1×, isolation for free): met in every mode** (the steady state; the one-off start below)." if not missed else (
-        f"**Goal (≥ 1×, isolation for free): missed in {', '.join(missed)}** — "
-        + "; ".join(f"{m}: {results[m][0]:.1f} vs {results[m][1]:.1f} executions/s, ratio {results[m][0] / results[m][1]:.2f}" for m in missed) + "."
+    goal = (
+        "**Goal (≥ 1×, isolation for free): met in every mode** (the steady state; the one-off start below)."
+        if not missed
+        else (
+            f"**Goal (≥ 1×, isolation for free): missed in {', '.join(missed)}** — "
+            + "; ".join(
+                f"{m}: {results[m][0]:.1f} vs {results[m][1]:.1f} executions/s, ratio {results[m][0] / results[m][1]:.2f}"
+                for m in missed
+            )
+            + "."
+        )
     )
     md = f"""## Sandbox: warmstart's bubblewrap sandbox vs a HumanEval-style multiprocessing executor
 

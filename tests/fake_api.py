@@ -79,8 +79,28 @@ class FakeAPI:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
-                    data = [{"id": m, "object": "model", "created": 0, "owned_by": "test", "type": "model", "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODELS]
-                    return self._json(200, {"object": "list", "data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
+                    data = [
+                        {
+                            "id": m,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "test",
+                            "type": "model",
+                            "display_name": m,
+                            "created_at": "2025-01-01T00:00:00Z",
+                        }
+                        for m in MODELS
+                    ]
+                    return self._json(
+                        200,
+                        {
+                            "object": "list",
+                            "data": data,
+                            "has_more": False,
+                            "first_id": MODELS[0],
+                            "last_id": MODELS[-1],
+                        },
+                    )
                 self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
@@ -118,7 +138,13 @@ class FakeAPI:
             def _error(self, fault: str):
                 status = {"429": 429, "quota": 429, "500": 500, "529": 529, "401": 401}[fault]
                 message = {
-                    "quota": {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}},
+                    "quota": {
+                        "error": {
+                            "message": "You exceeded your current quota",
+                            "type": "insufficient_quota",
+                            "code": "insufficient_quota",
+                        }
+                    },
                     "529": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
                 }.get(fault, {"error": {"message": f"fault {fault}", "type": "test"}})
                 self._json(status, message, {"retry-after": "1"} if fault == "429" else {})
@@ -167,34 +193,71 @@ def judge_text(body: dict, fault: str | None) -> str:
 
 def openai_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, completion_tokens: int) -> dict:
     finish = {"length": "length", "filter": "content_filter"}.get(fault or "", "stop")
-    message = {"role": "assistant", "content": text if fault != "refusal" else None, "refusal": "I can't help with that." if fault == "refusal" else None}
+    message = {
+        "role": "assistant",
+        "content": text if fault != "refusal" else None,
+        "refusal": "I can't help with that." if fault == "refusal" else None,
+    }
     choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
     if body.get("logprobs"):
         k = body.get("top_logprobs", 0)
-        choice["logprobs"] = {"content": [
-            {"token": tok, "logprob": -0.1, "bytes": list(tok.encode()), "top_logprobs": [{"token": tok, "logprob": -0.1 * (i + 1), "bytes": list(tok.encode())} for i in range(k)]}
-            for tok in text.split(" ")
-        ]}
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": tok,
+                    "logprob": -0.1,
+                    "bytes": list(tok.encode()),
+                    "top_logprobs": [
+                        {"token": tok, "logprob": -0.1 * (i + 1), "bytes": list(tok.encode())} for i in range(k)
+                    ],
+                }
+                for tok in text.split(" ")
+            ]
+        }
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model"),
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model"),
         "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
 def legacy_reply(body: dict, text: str, prompt_tokens: int, completion_tokens: int) -> dict:
     """A `text_completion` with `logprobs: null`, whatever the request asked for."""
     return {
-        "id": "cmpl-test", "object": "text_completion", "created": 0, "model": body.get("model"),
+        "id": "cmpl-test",
+        "object": "text_completion",
+        "created": 0,
+        "model": body.get("model"),
         "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
 def anthropic_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, completion_tokens: int) -> dict:
     stop = {"length": "max_tokens", "refusal": "refusal"}.get(fault or "", "end_turn")
     return {
-        "id": "msg_test", "type": "message", "role": "assistant", "model": body.get("model"),
-        "content": [{"type": "text", "text": text}], "stop_reason": stop, "stop_sequence": None,
-        "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        "id": "msg_test",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model"),
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": prompt_tokens,
+            "output_tokens": completion_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
     }

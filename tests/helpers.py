@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from warmstart.config import Recipe, load_recipe
+from warmstart.config import Recipe, TinyModelConfig, load_recipe
+from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
 from warmstart.stages import curate, generate
+from warmstart.types import Message, Provenance, ToolCall, ToolFunction, Trajectory, Usage, Verdict
 
 TINY = [
     "sft.tiny.hidden_size=32",
@@ -36,3 +38,34 @@ def curated_run(run_dir: Path, *overrides: str, train: int = 120) -> Recipe:
     generate.run(recipe)
     curate.run(recipe)
     return recipe
+
+
+def make_trajectory(task_id: str = "t/1", sample_index: int = 0) -> Trajectory:
+    return Trajectory(
+        task_id=task_id,
+        sample_index=sample_index,
+        policy="reference",
+        messages=[
+            Message(role="system", content="Be brief."),
+            Message(role="user", content='What is 2+2? ünïcødé "quotes" \n newline'),
+            Message(
+                role="assistant",
+                reasoning="2+2=4",
+                tool_calls=[ToolCall(id="c1", function=ToolFunction(name="calc", arguments='{"x": "2+2"}'))],
+            ),
+            Message(role="tool", tool_call_id="c1", content="4"),
+            Message(role="assistant", content="Answer: 4"),
+        ],
+        usage=[Usage(tokens_in=10, tokens_out=3, tokens_cached=2), Usage(tokens_in=14, tokens_out=4)],
+        logprobs=[{"token": "4", "logprob": -0.01, "top": [["4", -0.01], ["5", -4.6]]}],
+        verdict=Verdict(reward=1.0, passed=True, details={"answer": 4}),
+        provenance=Provenance(provider="reference", model="m", sampling={"temperature": 0.7}, seed=3, created=1.5),
+        finish_reason="stop",
+    )
+
+
+def tiny_model():
+    """A 2-layer tiny Llama and its tokenizer, built in memory (no run directory)."""
+    tokenizer = train_tokenizer(["What is 1+1? Answer: 2 carry so far"] * 4, 300)
+    cfg = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=300)
+    return build_tiny_llama(tokenizer, cfg, seed=0), tokenizer

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from warmstart import cli
-from warmstart.config import Recipe, load_recipe, parse_override, recipe_toml
+from warmstart.config import PolicySpec, Recipe, load_recipe, parse_override, recipe_toml, with_section
 from warmstart.errors import WarmstartError
 from warmstart.types import Message, Provenance, Trajectory
 
@@ -32,7 +32,7 @@ def write(path: Path, text: str) -> Path:
 
 def test_defaults_validate_and_agree():
     assert load_recipe(None) == Recipe() == Recipe.model_validate({})
-    assert Recipe().generate.teacher == "reference" and Recipe().env.name == "arithmetic"
+    assert str(Recipe().generate.teacher) == "reference" and Recipe().env.name == "arithmetic"
 
 
 @pytest.mark.parametrize("section", [*Recipe.model_fields, "sft.tiny"])
@@ -102,11 +102,13 @@ def test_parse_override(text, path, value):
 
 def test_overrides_apply_on_top_of_the_file_and_create_nested_keys(tmp_path):
     recipe = write(tmp_path / "r.toml", "[sft]\nlr = 0.5\nsteps = 10\n")
-    loaded = load_recipe(recipe, ["sft.lr=1e-4", "env.options.digits=[3]", "sft.tiny.num_layers=2", "eval.policies.big=hf:/m"])
+    loaded = load_recipe(
+        recipe, ["sft.lr=1e-4", "env.options.digits=[3]", "sft.tiny.num_layers=2", "eval.policies.big=hf:/m"]
+    )
     assert loaded.sft.lr == 1e-4 and loaded.sft.steps == 10  # untouched keys keep the file's value
     assert loaded.env.options == {"digits": [3]}
     assert loaded.sft.tiny.num_layers == 2
-    assert loaded.eval.policies["big"] == "hf:/m"
+    assert str(loaded.eval.policies["big"]) == "hf:/m"
 
 
 def test_bad_overrides_are_errors(tmp_path):
@@ -134,11 +136,20 @@ def reload(recipe: Recipe) -> Recipe:
 
 def test_recipe_toml_round_trips():
     assert reload(Recipe()) == Recipe()
-    custom = load_recipe(None, [
-        'run.dir="runs/with \\"quotes\\" and \\\\ backslash"', "run.seed=-3", "tasks.train_file=/data/t.jsonl",
-        "env.options.ops=['+', '*']", "env.options.teacher_error_rate=0.0", "sft.lr=1e-10",
-        "curate.require_passed=false", "generate.temperature=0.0", "eval.policies.api=openai:m@http://h/v1",
-    ])
+    custom = load_recipe(
+        None,
+        [
+            'run.dir="runs/with \\"quotes\\" and \\\\ backslash"',
+            "run.seed=-3",
+            "tasks.train_file=/data/t.jsonl",
+            "env.options.ops=['+', '*']",
+            "env.options.teacher_error_rate=0.0",
+            "sft.lr=1e-10",
+            "curate.require_passed=false",
+            "generate.temperature=0.0",
+            "eval.policies.api=openai:m@http://h/v1",
+        ],
+    )
     assert reload(custom) == custom
     assert "eval_file" not in recipe_toml(custom)  # None means "not set": left out, not written as ""
 
@@ -146,7 +157,9 @@ def test_recipe_toml_round_trips():
 def test_recipe_toml_round_trips_policy_names_that_are_not_bare_keys():
     # Policy names are the user's; "qwen2.5" must not come back as a nested table {"qwen2": {"5": ...}}.
     custom = load_recipe(None, ["eval.policies.x=hf:/m"])
-    custom.eval.policies = {"qwen2.5-7b": "hf:/models/qwen", "student, answer only": "run:student-answer-only"}
+    custom = with_section(
+        custom, "eval", policies={"qwen2.5-7b": "hf:/models/qwen", "student, answer only": "run:student-answer-only"}
+    )
     assert reload(custom) == custom
 
 
@@ -208,7 +221,9 @@ def run_dir_with_records(tmp_path) -> tuple[Path, Path]:
     out = tmp_path / "run" / "trajectories" / "teacher.jsonl"
     out.parent.mkdir(parents=True)
     record = Trajectory(
-        task_id="arithmetic/not-a-task", policy="reference", messages=[Message(role="assistant", content="Answer: 3")],
+        task_id="arithmetic/not-a-task",
+        policy="reference",
+        messages=[Message(role="assistant", content="Answer: 3")],
         provenance=Provenance(provider="reference", model="m", created=0.0),
     )
     out.write_text(record.model_dump_json() + "\n" + '{"task_id": "torn')
@@ -228,15 +243,33 @@ def assert_one_error_line(result: CliResult, *fragments: str) -> None:
     [
         ("[sft]\nlrr = 1\n", [], ["unknown key sft.lrr"]),
         ('[sft]\nsteps = "many"\n', [], ["sft.steps", "integer"]),
-        ("", ["--set", "generate.teacher=openai:gpt-4o", "--set", "api.key_env=WARMSTART_NO_SUCH_KEY"], ["generate.teacher", "WARMSTART_NO_SUCH_KEY is not set"]),
-        ("", ["--set", "generate.teacher=openai:m@http://127.0.0.1:9/v1"], ["generate.teacher", "cannot reach http://127.0.0.1:9/v1"]),
+        (
+            "",
+            ["--set", "generate.teacher=openai:gpt-4o", "--set", "api.key_env=WARMSTART_NO_SUCH_KEY"],
+            ["generate.teacher", "WARMSTART_NO_SUCH_KEY is not set"],
+        ),
+        (
+            "",
+            ["--set", "generate.teacher=openai:m@http://127.0.0.1:9/v1"],
+            ["generate.teacher", "cannot reach http://127.0.0.1:9/v1"],
+        ),
         ("", ["--set", "generate.teacher=gemini:pro"], ["generate.teacher", "unknown policy 'gemini:pro'"]),
         ("", ["--set", "generate.teacher=hf:/nonexistent"], ["generate.teacher", "/nonexistent"]),
         ('[env.options]\nopss = ["+"]\n', [], ["unknown key env.options.opss"]),
         ("", ["--set", "generate.teacher"], ["expected stage.key=value"]),
         ("[run\n", [], ["not valid TOML"]),
     ],
-    ids=["unknown-key", "wrong-type", "openai-no-key", "openai-unreachable", "unknown-backend", "hf-missing", "env-option-typo", "set-without-equals", "bad-toml"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "openai-no-key",
+        "openai-unreachable",
+        "unknown-backend",
+        "hf-missing",
+        "env-option-typo",
+        "set-without-equals",
+        "bad-toml",
+    ],
 )
 def test_cli_errors_are_one_line_and_write_no_records(run_dir_with_records, tmp_path, recipe_text, args, fragments):
     recipe, out = run_dir_with_records
@@ -269,3 +302,59 @@ def test_console_script_in_a_fresh_interpreter(run_dir_with_records):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"error: {recipe}: unknown key sft.lrr"]
     assert out.read_bytes() == before
+
+
+# --- policy strings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, kind, name, base_url",
+    [
+        ("reference", "reference", "", None),
+        ("teacher", "own", "teacher", None),
+        ("base", "own", "base", None),
+        ("run:student-grpo", "run", "student-grpo", None),
+        ("hf:/models/qwen", "hf", "/models/qwen", None),
+        ("hf:model.Q4_1.gguf", "hf", "model.Q4_1.gguf", None),
+        ("vllm:/models/big", "vllm", "/models/big", None),
+        ("openai:gpt-4.1", "openai", "gpt-4.1", None),
+        ("openai:tiny@http://127.0.0.1:8000/v1/", "openai", "tiny", "http://127.0.0.1:8000/v1"),
+        ("openai:org/model@v2", "openai", "org/model@v2", None),  # an @ not followed by a URL is part of the name
+        (
+            "anthropic:claude-sonnet-4-5@https://proxy.example/",
+            "anthropic",
+            "claude-sonnet-4-5",
+            "https://proxy.example",
+        ),
+    ],
+)
+def test_policy_strings_parse_once_and_write_back_as_written(text, kind, name, base_url):
+    spec = PolicySpec.parse(text)
+    assert (spec.kind, spec.name, spec.base_url) == (kind, name, base_url)
+    assert str(spec) == text
+    loaded = load_recipe(None, [f"generate.teacher='{text}'"])
+    assert loaded.generate.teacher == spec and loaded.model_dump()["generate"]["teacher"] == text
+    assert reload(loaded) == loaded
+
+
+@pytest.mark.parametrize("text", ["gemini:pro", "hf:", "openai:", "", "students", "/a/bare/path"])
+def test_an_unknown_policy_string_is_refused_at_load_naming_the_key(text):
+    with pytest.raises(
+        WarmstartError, match=f"recipe: eval.policies.x: unknown policy {text!r}; expected reference, hf:PATH"
+    ):
+        load_recipe(None, [f"eval.policies.x='{text}'"])
+
+
+def test_a_model_to_start_from_may_be_a_bare_directory():
+    spec = load_recipe(None, ["grpo.init=/models/my-student"]).grpo.init
+    assert (spec.kind, spec.name, str(spec)) == ("hf", "/models/my-student", "/models/my-student")
+    assert load_recipe(None, ["grpo.init=base"]).grpo.init == PolicySpec.parse("base")
+
+
+def test_with_section_validates_its_changes_like_a_recipe_file():
+    changed = with_section(Recipe(), "sft", teacher="run:kd-teacher", steps=3)
+    assert changed.sft.teacher == PolicySpec("run", "kd-teacher", text="run:kd-teacher") and changed.sft.steps == 3
+    with pytest.raises(WarmstartError, match="sft.steps"):
+        with_section(Recipe(), "sft", steps=0)
+    with pytest.raises(WarmstartError, match="unknown policy 'nope'"):
+        with_section(Recipe(), "generate", teacher="nope")

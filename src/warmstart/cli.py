@@ -13,13 +13,16 @@ from typing import Optional
 import typer
 from rich.logging import RichHandler
 
-from .config import Recipe, load_recipe
+from .config import PolicySpec, Recipe, load_recipe, with_section
+from .demos.recipe import DEMO_RECIPE
 from .errors import WarmstartError
 
 # Stages import torch and transformers (seconds); they are imported inside the commands, after the
 # recipe is checked, so that a mistake in the recipe is reported at once.
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distill a teacher into a student, then RL on verifiable rewards.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Distill a teacher into a student, then RL on verifiable rewards."
+)
 
 RecipeArg = typer.Argument(..., help="Recipe TOML file.", exists=False)
 SetOption = typer.Option([], "--set", help="Override a recipe key: --set sft.lr=1e-3 (repeatable).")
@@ -35,14 +38,22 @@ def _setup_logging() -> None:
 
 
 def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
-    _setup_logging()
-    try:
+    def run_all() -> None:
         from . import stages
-        from .runs import RunDir
+        from .runs.directory import RunDir
 
         RunDir(recipe).write_recipe()
         for name in stage_names:
             stages.runner(name)(recipe)
+
+    _run_reporting_errors(run_all)
+
+
+def _run_reporting_errors(action) -> None:
+    """Run `action` with logging set up; a WarmstartError is one `error:` line and exit status 1."""
+    _setup_logging()
+    try:
+        action()
     except WarmstartError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -97,27 +108,33 @@ def run_cmd(
     if not rl:
         _run_stages(loaded, ["generate", "curate", "sft", "eval"])
         return
-    grpo_row = f"run:{loaded.grpo.output}"
+    grpo_row = PolicySpec.parse(f"run:{loaded.grpo.output}")
     if grpo_row not in loaded.eval.policies.values():
-        policies = {**loaded.eval.policies, "student + GRPO": grpo_row}
-        loaded = loaded.model_copy(update={"eval": loaded.eval.model_copy(update={"policies": policies})})
+        loaded = with_section(loaded, "eval", policies={**loaded.eval.policies, "student + GRPO": grpo_row})
     _run_stages(loaded, ["generate", "curate", "sft", "grpo", "eval"])
 
 
 @app.command("demo")
 def demo_cmd(
     dir: Optional[Path] = typer.Option(None, "--dir", help="Run directory (default: a fresh runs/demo-TIMESTAMP)."),
-    kd: bool = typer.Option(False, "--kd", help="Instead: the distillation ablation (SFT vs sparse vs dense KD vs on-policy), ~19 min."),
+    kd: bool = typer.Option(
+        False, "--kd", help="Instead: the distillation ablation (SFT vs sparse vs dense KD vs on-policy), ~19 min."
+    ),
     set_: list[str] = SetOption,
 ):
     """The whole pump offline on the embedded default: reference teacher, tiny student, arithmetic, SFT then GRPO."""
-    from .demo_recipe import DEMO_RECIPE
-
     base = copy.deepcopy(DEMO_RECIPE)
     base["run"]["dir"] = str(dir) if dir else time.strftime(f"runs/demo{'-kd' if kd else ''}-%Y%m%d-%H%M%S")
     if kd:  # at the default 600 no student row reached 90 % of the KD teacher yet (0.61-0.69 pass@1, still rising)
         base["sft"] = {"steps": 1200}
-    _run_stages(_load(None, set_, base), ["demo-kd" if kd else "demo"])
+    recipe = _load(None, set_, base)
+
+    def run_demo() -> None:
+        from .demos import kd_ablation, pump  # each writes the run's recipe itself
+
+        (kd_ablation if kd else pump).run(recipe)
+
+    _run_reporting_errors(run_demo)
 
 
 @app.command("serve")
@@ -126,17 +143,18 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (no authentication: keep it local)."),
     port: int = typer.Option(8000, "--port", help="Port; 0 picks a free one (printed)."),
     max_batch: int = typer.Option(32, "--max-batch", help="Most sequences generated together."),
-    model_name: Optional[str] = typer.Option(None, "--model-name", help="Model id clients use (default: the directory name)."),
+    model_name: Optional[str] = typer.Option(
+        None, "--model-name", help="Model id clients use (default: the directory name)."
+    ),
 ):
     """An OpenAI-compatible HTTP server (/v1/chat/completions) over a local transformers model."""
-    _setup_logging()
-    try:
-        from .serve import serve
+
+    def run_server() -> None:
+        from .serve.server import serve
 
         serve(model_dir, host, port, max_batch, model_name)
-    except WarmstartError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+
+    _run_reporting_errors(run_server)
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 Every default lives here, once. Unknown keys and wrong types are errors that name the key.
 `--set stage.key=value` overrides are applied to the raw TOML before validation, so they are checked
 exactly like the file. The resolved recipe (every default written out) is saved in the run directory.
+Policies are named by strings parsed once, here, into `PolicySpec`s; `with_section` changes a section
+of a recipe and validates it as a file would be.
 """
 
 from __future__ import annotations
@@ -10,12 +12,89 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
 
 from .errors import WarmstartError
+
+POLICY_FORMS = "reference, hf:PATH, openai:MODEL[@URL], anthropic:MODEL[@URL], run:NAME, base, student or teacher"
+OWN_MODELS = ("base", "student", "teacher")
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A policy named in a recipe, parsed once from its string; everything past the recipe takes this.
+
+        reference               the environment's own solver (the offline demo's teacher)
+        hf:PATH                 a local transformers model directory or .gguf file
+        openai:MODEL[@URL]      any OpenAI-compatible endpoint (default: OpenAI's)
+        anthropic:MODEL[@URL]   Anthropic's Messages API
+        vllm:PATH               vLLM on a GPU (refused when used: not available yet)
+        run:NAME                the run's own models/NAME
+        base | student | teacher  the run's own untrained student, SFT student, and generate.teacher
+
+    `kind` is the prefix ("own" for the three words), `name` what follows it (a path, a model, a run
+    model's name), `base_url` the part after `@`. `str()` gives the text back exactly as written, so
+    fingerprints and the saved recipe do not change. `policies.spec.resolve` turns the run's own
+    names into the concrete policy they stand for.
+    """
+
+    kind: Literal["reference", "hf", "openai", "anthropic", "vllm", "run", "own"]
+    name: str = ""
+    base_url: str | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> PolicySpec:
+        if text == "reference":
+            return cls("reference", text=text)
+        if text in OWN_MODELS:
+            return cls("own", text, text=text)
+        kind, colon, rest = text.partition(":")
+        if colon and rest and kind in ("hf", "vllm", "run"):
+            return cls(kind, rest, text=text)
+        if colon and rest and kind in ("openai", "anthropic"):
+            model, at, url = rest.rpartition("@")
+            if at and model and url.startswith(("http://", "https://")):
+                return cls(kind, model, url.rstrip("/"), text)
+            return cls(kind, rest, None, text)
+        raise ValueError(f"unknown policy {text!r}; expected {POLICY_FORMS}")
+
+    @classmethod
+    def local(cls, path: str | Path) -> PolicySpec:
+        """A local model directory (or .gguf file) as a policy."""
+        return cls("hf", str(path), text=f"hf:{path}")
+
+    @property
+    def is_local_model(self) -> bool:
+        return self.kind == "hf"
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def validate(cls, value: Any) -> PolicySpec:
+        """A recipe value as a PolicySpec (already one, or a policy string)."""
+        if isinstance(value, PolicySpec):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"a policy is a string ({POLICY_FORMS})")
+        return cls.parse(value)
+
+
+def model_or_policy(value: Any) -> PolicySpec:
+    """Where a model to start from is asked for, a bare path means that local model (`hf:PATH`)."""
+    if isinstance(value, str) and value not in OWN_MODELS and value != "reference" and ":" not in value:
+        return PolicySpec("hf", value, text=value)
+    return PolicySpec.validate(value)
+
+
+# In a recipe a policy is its string: parsed when the recipe loads, written back (model_dump, TOML) as written.
+PolicyField = Annotated[PolicySpec, PlainValidator(PolicySpec.validate), PlainSerializer(str, return_type=str)]
+ModelSpec = Annotated[PolicySpec, PlainValidator(model_or_policy), PlainSerializer(str, return_type=str)]
 
 
 class Section(BaseModel):
@@ -23,11 +102,13 @@ class Section(BaseModel):
 
 
 class TinyModelConfig(Section):
-    """The tiny Llama student built from scratch (see tinymodel.py)."""
+    """The tiny Llama student built from scratch (see lm/tinymodel.py)."""
 
     vocab_size: int = Field(384, ge=300)  # 256 bytes + 4 special tokens + BPE merges
     hidden_size: int = Field(128, ge=8)
-    intermediate_size: int = Field(256, ge=8)  # narrow MLP: ~1.5x the steps per second of 4x width, and steps matter more
+    intermediate_size: int = Field(
+        256, ge=8
+    )  # narrow MLP: ~1.5x the steps per second of 4x width, and steps matter more
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
     max_positions: int = Field(512, ge=16)
@@ -39,9 +120,9 @@ class RunConfig(Section):
 
 
 class JudgeConfig(Section):
-    """An LLM judge beside (or instead of) the verifier: see judge.py."""
+    """An LLM judge beside (or instead of) the verifier: see envs/judge.py."""
 
-    policy: str  # any policy string, e.g. the teacher's
+    policy: PolicyField  # any policy, e.g. the teacher's
     rubric: str = "The final answer is correct and complete."
     use: Literal["compare", "reward"] = "compare"  # compare: the verifier decides; reward: the judge does
 
@@ -61,7 +142,9 @@ class TasksConfig(Section):
 
 
 class GenerateConfig(Section):
-    teacher: str = "reference"  # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL[@URL] (see policies)
+    teacher: PolicyField = PolicySpec.parse(
+        "reference"
+    )  # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL[@URL] | run:NAME
     output: str = "teacher"  # trajectories/<output>.jsonl
     samples_per_task: int = Field(1, ge=1)
     concurrency: int = Field(64, ge=1)  # requests in flight (a batch, for local models)
@@ -80,10 +163,12 @@ class ApiConfig(Section):
     timeout_s: float = Field(120.0, gt=0)  # per request
     max_retries: int = Field(6, ge=0)
     backoff_s: float = Field(1.0, gt=0)  # first retry waits up to this; doubles each time (full jitter)
-    top_logprobs: int = Field(0, ge=0, le=20)  # >0: record token logprobs and this many alternatives (APIs and hf: local models)
+    top_logprobs: int = Field(
+        0, ge=0, le=20
+    )  # >0: record token logprobs and this many alternatives (APIs and hf: local models)
     send_seed: bool = True  # a per-request seed (best-effort reproducibility); `warmstart serve` runs seeded requests alone, unbatched
     thinking_tokens: int = Field(0, ge=0)  # anthropic: >0 turns extended thinking on with this budget
-    prices: str | None = None  # TOML price table used instead of the built-in one (src/warmstart/prices.toml)
+    prices: str | None = None  # TOML price table used instead of the built-in one (src/warmstart/runs/prices.toml)
     batch_discount: bool = False  # price requests at the provider's batch rate
 
 
@@ -114,10 +199,14 @@ class SftConfig(Section):
     grad_clip: float = Field(1.0, gt=0.0)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
-    # Distillation signal (kd_signal.py): auto takes the richest the teacher offers (logits > topk > tokens).
+    # Distillation signal (distill/signal_choice.py): auto takes the richest the teacher offers (logits > topk > tokens).
     distill: Literal["auto", "tokens", "topk", "logits"] = "auto"
-    kd_weight: float = Field(0.5, ge=0.0, le=1.0)  # loss = (1 - w) CE + w KL where the teacher's distribution is known; 0 = plain SFT
-    teacher: str = "teacher"  # whose logits dense KD uses: "teacher" (generate.teacher), run:NAME or hf:PATH
+    kd_weight: float = Field(
+        0.5, ge=0.0, le=1.0
+    )  # loss = (1 - w) CE + w KL where the teacher's distribution is known; 0 = plain SFT
+    teacher: PolicyField = PolicySpec.parse(
+        "teacher"
+    )  # whose logits dense KD uses: "teacher" (generate.teacher), run:NAME or hf:PATH
     kd_chunk: int = Field(1024, ge=1)  # scored positions per logits chunk: bounds KD memory to chunk x vocabulary
     # Forward/backward under CPU bf16 autocast (weights, AdamW state, loss in fp32). Faster only where the
     # CPU has native bf16 matmul (AVX512-BF16/AMX); on AVX2-only CPUs it is ~5x slower than fp32.
@@ -127,7 +216,7 @@ class SftConfig(Section):
 class GrpoConfig(Section):
     """RL on the environment's verifier (see stages/grpo.py for what each knob does)."""
 
-    init: str = "student"  # "student", "base", "run:NAME" or a model directory: where RL starts
+    init: ModelSpec = PolicySpec.parse("student")  # "student", "base", "run:NAME" or a model directory: where RL starts
     output: str = "student-grpo"  # models/<output>, checkpoints/<output>
     steps: int = Field(50, ge=1)
     seconds_budget: float | None = Field(None, gt=0)  # stop early once this many seconds of RL were spent
@@ -150,7 +239,9 @@ class GrpoConfig(Section):
     grad_clip: float = Field(1.0, gt=0.0)
     # On-policy distillation: a teacher scores the student's own tokens; per-token advantage
     # log q - log p (reverse KL) plus reward_weight x the verifier's group advantage.
-    teacher: str | None = None  # None: plain GRPO; "teacher", run:NAME, hf:PATH, or openai:MODEL@URL serving prompt logprobs
+    teacher: PolicyField | None = (
+        None  # None: plain GRPO; "teacher", run:NAME, hf:PATH, or openai:MODEL@URL serving prompt logprobs
+    )
     reward_weight: float = Field(1.0, ge=0.0)  # with a teacher: 0 = pure distillation
     teacher_tokens_budget: int | None = Field(None, ge=1)  # stop once the teacher has scored this many tokens
     checkpoint_every: int = Field(10, ge=1)
@@ -159,7 +250,9 @@ class GrpoConfig(Section):
 
 class EvalConfig(Section):
     # name -> policy. "base", "student" and "teacher" mean the run's own; any other value is a policy string.
-    policies: dict[str, str] = Field(default_factory=lambda: {"base": "base", "student": "student", "teacher": "teacher"})
+    policies: dict[str, PolicyField] = Field(
+        default_factory=lambda: {name: PolicySpec.parse(name) for name in OWN_MODELS}
+    )
     k: int = Field(4, ge=1)  # samples per task; pass@1 and pass@k are reported
     temperature: float = Field(0.6, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -208,6 +301,8 @@ def describe_validation_error(source: str, exc: ValidationError, prefix: str = "
     key = ".".join([*([prefix] if prefix else []), *map(str, first["loc"])])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key}"
+    if first["type"] == "value_error":  # our own validators' messages say what was wrong and with what
+        return f"{source}: {key}: {first['msg'].removeprefix('Value error, ')}"
     return f"{source}: {key}: {first['msg']} (got {first.get('input')!r})"
 
 
@@ -216,6 +311,13 @@ def validate_recipe(raw: dict, source: str) -> Recipe:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
         raise WarmstartError(describe_validation_error(source, exc)) from None
+
+
+def with_section(recipe: Recipe, section: str, **changes) -> Recipe:
+    """The recipe with keys of one section changed, validated as a recipe file would be."""
+    raw = recipe.model_dump()
+    raw[section] = {**raw[section], **changes}
+    return validate_recipe(raw, "recipe")
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Recipe:

@@ -1,13 +1,14 @@
-"""The shared vocabulary: Message, Task, Trajectory, Verdict (see DESIGN.md "Core types").
+"""The shared vocabulary: Message, Task, Trajectory, Verdict, and what a policy is asked (Request, Sampling).
 
-Records are pydantic models serialised one per JSONL line with a schema version (`jsonl.py`).
+Records are pydantic models serialised one per JSONL line with a schema version (`runs/jsonl.py`).
 Messages follow the OpenAI chat schema plus `reasoning`, the teacher's visible thinking, kept apart
 from `content` so that the chain can be removed (answer-only ablation) or rendered as the student's
-template needs (`chat.py`).
+template needs (`lm/chat.py`). See ARCHITECTURE.md, "Core types".
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -103,3 +104,20 @@ class Trajectory(Record):
     @property
     def key(self) -> tuple[str, int]:
         return (self.task_id, self.sample_index)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a policy samples a turn. Hashable: `warmstart serve` batches requests that share one."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class Request:
+    """One rollout asked of a policy: a task, and which of its samples this is."""
+
+    task: Task
+    sample_index: int

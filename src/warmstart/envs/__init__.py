@@ -1,4 +1,13 @@
-"""Built-in environments, chosen by `env.name` in the recipe."""
+"""Environments: task families with a verifier (`base.Environment`), chosen by `env.name` in the recipe.
+
+`arithmetic` (reasoning chains), `calculator` (when to call a tool), `python` (functions graded by hidden
+tests in the sandbox), `repo` (SWE-style fixes through tools); `verification.py` runs a stage's
+verification (in worker processes where an environment asks for them); `judge.py` wraps an environment
+with an LLM judge; `sandbox/` runs model-written code under bubblewrap.
+
+May import `lm.toolcalls` and the core modules, never torch (a verification worker starts in ~0.3 s).
+See ARCHITECTURE.md, "Where to add things".
+"""
 
 from __future__ import annotations
 

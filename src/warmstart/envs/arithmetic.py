@@ -176,7 +176,9 @@ class Arithmetic:
         while len(tasks) < n:
             attempts += 1
             if attempts > 200 * n + 10_000:
-                raise ValueError(f"arithmetic: only {len(tasks)} distinct {split} tasks exist for these options, {n} asked")
+                raise ValueError(
+                    f"arithmetic: only {len(tasks)} distinct {split} tasks exist for these options, {n} asked"
+                )
             a, op, b = problem = self._problem(rng)
             if problem in seen or split_of(a, op, b) != split:
                 continue
@@ -198,7 +200,9 @@ class Arithmetic:
         return verify_integer_answer(task, trajectory)
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
-        lines, result = reference_chain(task.meta["a"], task.meta["op"], task.meta["b"], self.options.teacher_error_rate, rng)
+        lines, result = reference_chain(
+            task.meta["a"], task.meta["op"], task.meta["b"], self.options.teacher_error_rate, rng
+        )
         answer = Message(role="assistant", reasoning="\n".join(lines), content=f"Answer: {result}")
         return Trajectory(
             task_id=task.id,

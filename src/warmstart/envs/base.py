@@ -1,4 +1,4 @@
-"""The environment protocol: a task family with a verifier (DESIGN.md "Environments")."""
+"""The environment protocol: a task family with a verifier (ARCHITECTURE.md, "Environments")."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Environment(Protocol):
 
 
 def hash_split(key: str, eval_buckets: int) -> str:
-    """"eval" for one key in `eval_buckets`, by a hash of the key: splits disjoint by construction."""
+    """ "eval" for one key in `eval_buckets`, by a hash of the key: splits disjoint by construction."""
     return "eval" if hashlib.sha256(key.encode()).digest()[0] % eval_buckets == 0 else "train"
 
 

@@ -28,7 +28,7 @@ import warnings
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..toolcalls import call_arguments
+from ..lm.toolcalls import call_arguments
 from ..types import Message, Provenance, Task, ToolCall, ToolFunction, Trajectory, Verdict
 from .arithmetic import EXACT, Op, operand, reference_chain, split_of, verify_integer_answer
 
@@ -125,7 +125,9 @@ class Calculator:
             if split_of(*problem) == split:
                 found[problem] = None
         if len(found) < n:
-            raise ValueError(f"calculator: only {len(found)} distinct {size} {split} problems exist for these options, {n} asked")
+            raise ValueError(
+                f"calculator: only {len(found)} distinct {size} {split} problems exist for these options, {n} asked"
+            )
         return list(found)
 
     def _task(self, a: int, op: str, b: int, split: str) -> Task:
@@ -133,7 +135,12 @@ class Calculator:
         return Task(
             id=f"calculator/{a}{op}{b}",
             env=self.name,
-            prompt=[Message(role="user", content=f"What is {a}{op}{b}? A calculator tool is available. End with 'Answer: <integer>'.")],
+            prompt=[
+                Message(
+                    role="user",
+                    content=f"What is {a}{op}{b}? A calculator tool is available. End with 'Answer: <integer>'.",
+                )
+            ],
             hidden={"answer": EXACT[op](a, b)},
             split=split,
             meta={"a": a, "op": op, "b": b, "size": size},
@@ -150,13 +157,18 @@ class Calculator:
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         verdict = verify_integer_answer(task, trajectory)
-        verdict.details["tool_calls"] = sum(len(m.tool_calls or []) for m in trajectory.messages if m.role == "assistant")
+        verdict.details["tool_calls"] = sum(
+            len(m.tool_calls or []) for m in trajectory.messages if m.role == "assistant"
+        )
         return verdict
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
         a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]
         if task.meta["size"] == "large":
-            call = ToolCall(id="call-0-0", function=ToolFunction(name="calculator", arguments=json.dumps({"expression": f"{a}{op}{b}"})))
+            call = ToolCall(
+                id="call-0-0",
+                function=ToolFunction(name="calculator", arguments=json.dumps({"expression": f"{a}{op}{b}"})),
+            )
             result = self.step(task, call, task.prompt)
             turns = [
                 Message(role="assistant", content="", tool_calls=[call]),

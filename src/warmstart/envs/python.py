@@ -8,7 +8,7 @@ taken as the body that completes the prompt.
 
 Grading: `check(candidate)` must consist of `assert` statements whose `candidate(...)` calls have
 literal arguments (most HumanEval- and MBPP-style tests do; others are refused at load time, naming
-the task and line). Only those calls run in the sandbox (`sandbox.py`: by default in its pre-started
+the task and line). Only those calls run in the sandbox (`sandbox/bubblewrap.py`: by default in its pre-started
 zygote, a fresh set of namespaces per run; via `python_harness.py`); their
 results come back as plain data and every assertion is evaluated here, outside the sandbox, with the
 results in place of the calls. Reward 1 when every assertion holds; the fraction is a detail. A
@@ -32,11 +32,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import sandbox
 from ..errors import WarmstartError
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import final_assistant_text, hash_split
 from .python_harness import decode, encode
+from .sandbox import bubblewrap as sandbox
 
 DEFAULT_TASKS = Path(__file__).with_name("python_tasks.jsonl")
 HARNESS = Path(__file__).with_name("python_harness.py")
@@ -45,14 +45,16 @@ EVAL_BUCKETS = 8
 # What a test's assertion may use beside the results (plain data) when it is evaluated here.
 SAFE_BUILTINS = {
     name: getattr(builtins, name)
-    for name in ("abs", "all", "any", "bool", "dict", "float", "frozenset", "int", "isinstance", "len", "list", "max", "min", "round", "set", "sorted", "str", "sum", "tuple", "type")
+    for name in "abs all any bool dict float frozenset int isinstance len list max min round set sorted str sum tuple type".split()
 }
 
 
 class PythonOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tasks_file: str | None = None  # JSONL (task_id, prompt, test, entry_point[, canonical_solution]); default: the built-in set
+    tasks_file: str | None = (
+        None  # JSONL (task_id, prompt, test, entry_point[, canonical_solution]); default: the built-in set
+    )
     wall_s: float = Field(10.0, gt=0)  # per program, all test calls included
     per_call_s: float = Field(2.0, gt=0)
     memory_mb: int = Field(1024, ge=64)
@@ -64,7 +66,9 @@ def literal(node: ast.AST, where: str):
     try:
         return ast.literal_eval(node)
     except ValueError:
-        raise WarmstartError(f"{where}: the arguments of candidate(...) must be literals (got {ast.unparse(node)!r})") from None
+        raise WarmstartError(
+            f"{where}: the arguments of candidate(...) must be literals (got {ast.unparse(node)!r})"
+        ) from None
 
 
 def compile_tests(test: str, entry_point: str, where: str) -> tuple[list[dict], list[dict]]:
@@ -79,16 +83,20 @@ def compile_tests(test: str, entry_point: str, where: str) -> tuple[list[dict], 
         if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
             continue  # a docstring
         if not isinstance(statement, ast.Assert):
-            raise WarmstartError(f"{where}: line {statement.lineno} of the test is not an `assert` (only asserts can be graded outside the sandbox)")
+            raise WarmstartError(
+                f"{where}: line {statement.lineno} of the test is not an `assert` (only asserts can be graded outside the sandbox)"
+            )
         used: list[int] = []
 
         class Replace(ast.NodeTransformer):
             def visit_Call(self, node: ast.Call):
                 if isinstance(node.func, ast.Name) and node.func.id in names:
-                    calls.append({
-                        "args": [encode(literal(a, where)) for a in node.args],
-                        "kwargs": {k.arg: encode(literal(k.value, where)) for k in node.keywords},
-                    })
+                    calls.append(
+                        {
+                            "args": [encode(literal(a, where)) for a in node.args],
+                            "kwargs": {k.arg: encode(literal(k.value, where)) for k in node.keywords},
+                        }
+                    )
                     used.append(len(calls) - 1)
                     return ast.copy_location(ast.Name(id=f"__r{len(calls) - 1}", ctx=ast.Load()), node)
                 return self.generic_visit(node)
@@ -119,7 +127,10 @@ def program_of(reply: str, prompt_code: str, entry_point: str) -> str:
     blocks = CODE_BLOCK_RE.findall(reply)
     code = blocks[-1] if blocks else reply
     try:
-        defines = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point for n in ast.parse(code).body)
+        defines = any(
+            isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point
+            for n in ast.parse(code).body
+        )
     except SyntaxError:
         defines = False
     return code if defines else prompt_code + code
@@ -133,7 +144,9 @@ class PythonEnv:
     def __init__(self, options: PythonOptions | None = None):
         self.options = options or PythonOptions()
         if sandbox.bwrap_path() is None and not self.options.unsafe_no_sandbox:
-            raise WarmstartError("env python: bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set env.options.unsafe_no_sandbox = true for trusted code only")
+            raise WarmstartError(
+                "env python: bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set env.options.unsafe_no_sandbox = true for trusted code only"
+            )
         self.zygote: sandbox.Zygote | None = None
         path = Path(self.options.tasks_file) if self.options.tasks_file else DEFAULT_TASKS
         self.all_tasks = [self._task(r, f"{path.name}: task {r.get('task_id')}") for r in load_task_records(path)]
@@ -143,7 +156,12 @@ class PythonEnv:
         if missing:
             raise WarmstartError(f"{where}: missing {', '.join(missing)}")
         calls, asserts = compile_tests(record["test"], record["entry_point"], where)
-        hidden = {"calls": calls, "asserts": asserts, "entry_point": record["entry_point"], "prompt_code": record["prompt"]}
+        hidden = {
+            "calls": calls,
+            "asserts": asserts,
+            "entry_point": record["entry_point"],
+            "prompt_code": record["prompt"],
+        }
         if record.get("canonical_solution"):
             hidden["solution"] = record["prompt"] + record["canonical_solution"]
         text = f"Complete this Python function. Reply with the whole function in one ```python block.\n\n```python\n{record['prompt']}```"
@@ -186,7 +204,9 @@ class PythonEnv:
     def execute(self, spec: dict) -> sandbox.Execution:
         """One program run: in the pre-started zygote (fresh namespaces per run), or without it in a
         new sandbox per run (`zygote = false`), or unsandboxed (`unsafe_no_sandbox`, trusted code)."""
-        limits = sandbox.Limits(wall_s=self.options.wall_s, cpu_s=int(self.options.wall_s) + 1, memory_bytes=self.options.memory_mb << 20)
+        limits = sandbox.Limits(
+            wall_s=self.options.wall_s, cpu_s=int(self.options.wall_s) + 1, memory_bytes=self.options.memory_mb << 20
+        )
         if self.options.zygote and not self.options.unsafe_no_sandbox:
             if self.zygote is None:
                 self.zygote = sandbox.Zygote({"python_harness.py": HARNESS.read_text()}, limits)
@@ -197,14 +217,25 @@ class PythonEnv:
 
     def grade(self, task: Task, program: str) -> Verdict:
         hidden, nonce = task.hidden, secrets.token_hex(8)
-        spec = {"program": program, "entry_point": hidden["entry_point"], "calls": hidden["calls"], "nonce": nonce, "per_call_s": self.options.per_call_s}
+        spec = {
+            "program": program,
+            "entry_point": hidden["entry_point"],
+            "calls": hidden["calls"],
+            "nonce": nonce,
+            "per_call_s": self.options.per_call_s,
+        }
         execution = self.execute(spec)
         results, load_error = parse_results(execution.stdout, nonce, len(hidden["calls"]))
         if not results and load_error is None and execution.infra_error:
             return Verdict(reward=0.0, passed=False, infra_error=execution.infra_error)
         passed = sum(assertion_holds(a, results) for a in hidden["asserts"])
         total = len(hidden["asserts"])
-        details = {"tests_passed": passed, "tests": total, "fraction": passed / total, "seconds": round(execution.seconds, 3)}
+        details = {
+            "tests_passed": passed,
+            "tests": total,
+            "fraction": passed / total,
+            "seconds": round(execution.seconds, 3),
+        }
         if load_error:
             details["reason"] = f"program did not load: {load_error}"
         elif execution.timed_out:
@@ -226,11 +257,15 @@ class PythonEnv:
         )
 
 
-def run_harness(spec: dict, task_dir: Path, limits: sandbox.Limits, unsafe: bool, work_dir: Path | None = None) -> sandbox.Execution:
+def run_harness(
+    spec: dict, task_dir: Path, limits: sandbox.Limits, unsafe: bool, work_dir: Path | None = None
+) -> sandbox.Execution:
     """The harness on `spec` in a new sandbox: `task_dir` (empty, ours) becomes its /task."""
     (task_dir / "input.json").write_text(json.dumps(spec))
     (task_dir / "harness.py").write_text(HARNESS.read_text())
-    return sandbox.run([sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, limits, unsafe=unsafe, work_dir=work_dir)
+    return sandbox.run(
+        [sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, limits, unsafe=unsafe, work_dir=work_dir
+    )
 
 
 def parse_results(stdout: bytes, nonce: str, n_calls: int) -> tuple[dict[int, dict], str | None]:
@@ -242,7 +277,7 @@ def parse_results(stdout: bytes, nonce: str, n_calls: int) -> tuple[dict[int, di
         if not line.startswith(prefix):
             continue
         try:
-            record = json.loads(line[len(prefix):])
+            record = json.loads(line[len(prefix) :])
         except ValueError:
             continue
         if not isinstance(record, dict):

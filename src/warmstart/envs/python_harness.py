@@ -49,7 +49,7 @@ def decode(data):
     if isinstance(data, list):
         return [decode(v) for v in data]
     if isinstance(data, dict):
-        (tag, inner), = data.items()
+        ((tag, inner),) = data.items()
         if tag == "float":
             return float(inner)
         if tag == "tuple":

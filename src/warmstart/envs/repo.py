@@ -5,7 +5,7 @@ keeps no state: the agent's working copy is the pristine repository plus every `
 conversation so far, replayed in order, so episodes can run anywhere and in any order. `run` builds
 that copy as a fresh git repository with one commit (the pristine files; nothing else reachable: no
 other commits, reflog entries, tags or packed objects, so the fix cannot be dug out of history) and
-runs the command in the sandbox (`sandbox.py`), as `nobody`, with no network.
+runs the command in the sandbox (`sandbox/bubblewrap.py`), as `nobody`, with no network.
 
 Grading (`verify`): a fresh copy with only the agent's non-test changes (writes under `tests/` or to
 `test_*.py` files are dropped), then the hidden probes — calls with expected results, fail-to-pass and
@@ -29,14 +29,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import sandbox
 from ..errors import WarmstartError
-from ..toolcalls import call_arguments
+from ..lm.toolcalls import call_arguments
 from ..types import Message, Provenance, Task, ToolCall, ToolFunction, Trajectory, Verdict
 from .base import hash_split
 from .python import parse_results, run_harness
 from .python_harness import decode, encode
 from .repo_fixtures import FIXTURES
+from .sandbox import bubblewrap as sandbox
 
 MAX_FILE_BYTES = 100_000
 MAX_TOOL_OUTPUT = 4_000
@@ -44,14 +44,27 @@ EVAL_BUCKETS = 3  # three fixtures: one lands in eval
 
 
 def function_tool(name: str, description: str, properties: dict) -> dict:
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": {"type": "object", "properties": properties, "required": list(properties)}}}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": list(properties)},
+        },
+    }
 
 
 TOOLS = (
     function_tool("list_files", "List the repository's files.", {}),
     function_tool("read_file", "Read a file of the repository.", {"path": {"type": "string"}}),
-    function_tool("write_file", "Replace (or create) a file with the given content.", {"path": {"type": "string"}, "content": {"type": "string"}}),
-    function_tool("run", "Run a shell command in the repository (sandboxed, no network).", {"command": {"type": "string"}}),
+    function_tool(
+        "write_file",
+        "Replace (or create) a file with the given content.",
+        {"path": {"type": "string"}, "content": {"type": "string"}},
+    ),
+    function_tool(
+        "run", "Run a shell command in the repository (sandboxed, no network).", {"command": {"type": "string"}}
+    ),
 )
 PROBE_PROGRAM = (
     "import importlib, sys\nsys.path.insert(0, '/work')\n"
@@ -116,9 +129,19 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
 def git_repository(root: Path, files: dict[str, str]) -> None:
     """A repository whose only commit holds `files`: no history beyond it."""
     write_tree(root, files)
-    env = {"PATH": "/usr/bin:/bin", "GIT_AUTHOR_NAME": "warmstart", "GIT_AUTHOR_EMAIL": "w@example.invalid",
-           "GIT_COMMITTER_NAME": "warmstart", "GIT_COMMITTER_EMAIL": "w@example.invalid", "HOME": str(root)}
-    for command in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "Initial commit"]):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "GIT_AUTHOR_NAME": "warmstart",
+        "GIT_AUTHOR_EMAIL": "w@example.invalid",
+        "GIT_COMMITTER_NAME": "warmstart",
+        "GIT_COMMITTER_EMAIL": "w@example.invalid",
+        "HOME": str(root),
+    }
+    for command in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "Initial commit"],
+    ):
         subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
 
 
@@ -130,7 +153,9 @@ class RepoEnv:
     def __init__(self, options: RepoOptions | None = None):
         self.options = options or RepoOptions()
         if sandbox.bwrap_path() is None and not self.options.unsafe_no_sandbox:
-            raise WarmstartError("env repo: bubblewrap (bwrap) is not installed: install it, or set env.options.unsafe_no_sandbox = true for trusted code only")
+            raise WarmstartError(
+                "env repo: bubblewrap (bwrap) is not installed: install it, or set env.options.unsafe_no_sandbox = true for trusted code only"
+            )
         self.all_tasks = [self._task(f) for f in FIXTURES]
 
     def _task(self, fixture: dict) -> Task:
@@ -184,13 +209,23 @@ class RepoEnv:
             empty.mkdir()
             git_repository(work, task.hidden["files"])
             write_tree(work, {p: c for p, c in files.items() if task.hidden["files"].get(p) != c})
-            execution = sandbox.run(["/bin/sh", "-c", command], empty, self._limits(), unsafe=self.options.unsafe_no_sandbox, work_dir=work)
+            execution = sandbox.run(
+                ["/bin/sh", "-c", command], empty, self._limits(), unsafe=self.options.unsafe_no_sandbox, work_dir=work
+            )
         output = (execution.stdout + execution.stderr).decode(errors="replace")
-        status = "time limit" if execution.timed_out else "output limit" if execution.truncated else f"exit code {execution.returncode}"
+        status = (
+            "time limit"
+            if execution.timed_out
+            else "output limit"
+            if execution.truncated
+            else f"exit code {execution.returncode}"
+        )
         return f"{status}\n{output[-MAX_TOOL_OUTPUT:]}"
 
     def _limits(self) -> sandbox.Limits:
-        return sandbox.Limits(wall_s=self.options.wall_s, cpu_s=int(self.options.wall_s) + 1, memory_bytes=self.options.memory_mb << 20)
+        return sandbox.Limits(
+            wall_s=self.options.wall_s, cpu_s=int(self.options.wall_s) + 1, memory_bytes=self.options.memory_mb << 20
+        )
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         changes = {p: c for p, c in written_files(trajectory.messages).items() if not is_test_path(p)}
@@ -200,7 +235,9 @@ class RepoEnv:
             work, task_dir = Path(tmp) / "work", Path(tmp) / "task"
             write_tree(work, {**task.hidden["files"], **changes})
             task_dir.mkdir()
-            calls = [{"function": "__probe", "args": [p["module"], p["function"], *p["args"]], "kwargs": {}} for p in probes]
+            calls = [
+                {"function": "__probe", "args": [p["module"], p["function"], *p["args"]], "kwargs": {}} for p in probes
+            ]
             spec = {"program": PROBE_PROGRAM, "entry_point": None, "calls": calls, "nonce": nonce, "per_call_s": 5.0}
             execution = run_harness(spec, task_dir, self._limits(), self.options.unsafe_no_sandbox, work_dir=work)
         results, load_error = parse_results(execution.stdout, nonce, len(probes))
@@ -222,7 +259,7 @@ class RepoEnv:
     def reference(self, task: Task, rng) -> Trajectory:
         """Solve through the tools, as an agent would: look, read, write the fix, run the tests."""
         messages = list(task.prompt)
-        (path, fixed), = task.hidden["fix"].items()
+        ((path, fixed),) = task.hidden["fix"].items()
         plan = [
             ("list_files", {}),
             ("read_file", {"path": path}),
@@ -234,7 +271,12 @@ class RepoEnv:
             messages.append(Message(role="assistant", content="", tool_calls=[call]))
             messages.append(Message(role="tool", tool_call_id=call.id, content=self.step(task, call, messages)))
         messages.append(Message(role="assistant", content=f"Fixed the issue in {path}; the tests pass."))
-        return Trajectory(task_id=task.id, policy="reference", messages=messages, provenance=Provenance(provider="reference", model="repo-fixes", created=time.time()))
+        return Trajectory(
+            task_id=task.id,
+            policy="reference",
+            messages=messages,
+            provenance=Provenance(provider="reference", model="repo-fixes", created=time.time()),
+        )
 
 
 def probe_passed(probe: dict, record: dict | None) -> bool:

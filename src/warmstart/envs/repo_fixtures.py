@@ -54,7 +54,9 @@ def newer(a, b):
     return parse_version(a) > parse_version(b)
 '''
 
-VERSIONS_FIXED = VERSIONS.replace('    return tuple(text.strip().split("."))\n', '    return tuple(int(part) for part in text.strip().split("."))\n')
+VERSIONS_FIXED = VERSIONS.replace(
+    '    return tuple(text.strip().split("."))\n', '    return tuple(int(part) for part in text.strip().split("."))\n'
+)
 
 FIXTURES = [
     {
@@ -70,10 +72,38 @@ FIXTURES = [
         },
         "fix": {"pystats/stats.py": STATS_FIXED},
         "probes": [
-            {"name": "median_even", "kind": "fail_to_pass", "module": "pystats.stats", "function": "median", "args": [[1, 2, 3, 4]], "expected": 2.5},
-            {"name": "median_even_unsorted", "kind": "fail_to_pass", "module": "pystats.stats", "function": "median", "args": [[10, 2, 8, 4]], "expected": 6.0},
-            {"name": "median_odd", "kind": "pass_to_pass", "module": "pystats.stats", "function": "median", "args": [[5, 1, 3]], "expected": 3},
-            {"name": "mean", "kind": "pass_to_pass", "module": "pystats.stats", "function": "mean", "args": [[1, 2, 3, 6]], "expected": 3.0},
+            {
+                "name": "median_even",
+                "kind": "fail_to_pass",
+                "module": "pystats.stats",
+                "function": "median",
+                "args": [[1, 2, 3, 4]],
+                "expected": 2.5,
+            },
+            {
+                "name": "median_even_unsorted",
+                "kind": "fail_to_pass",
+                "module": "pystats.stats",
+                "function": "median",
+                "args": [[10, 2, 8, 4]],
+                "expected": 6.0,
+            },
+            {
+                "name": "median_odd",
+                "kind": "pass_to_pass",
+                "module": "pystats.stats",
+                "function": "median",
+                "args": [[5, 1, 3]],
+                "expected": 3,
+            },
+            {
+                "name": "mean",
+                "kind": "pass_to_pass",
+                "module": "pystats.stats",
+                "function": "mean",
+                "args": [[1, 2, 3, 6]],
+                "expected": 3.0,
+            },
         ],
     },
     {
@@ -88,10 +118,38 @@ FIXTURES = [
         },
         "fix": {"textkit/slug.py": SLUG_FIXED},
         "probes": [
-            {"name": "punctuation", "kind": "fail_to_pass", "module": "textkit.slug", "function": "slugify", "args": ["Hello, World!"], "expected": "hello-world"},
-            {"name": "extra_spaces", "kind": "fail_to_pass", "module": "textkit.slug", "function": "slugify", "args": ["  Many   spaces here "], "expected": "many-spaces-here"},
-            {"name": "simple", "kind": "pass_to_pass", "module": "textkit.slug", "function": "slugify", "args": ["Hello World"], "expected": "hello-world"},
-            {"name": "digits", "kind": "pass_to_pass", "module": "textkit.slug", "function": "slugify", "args": ["release 2"], "expected": "release-2"},
+            {
+                "name": "punctuation",
+                "kind": "fail_to_pass",
+                "module": "textkit.slug",
+                "function": "slugify",
+                "args": ["Hello, World!"],
+                "expected": "hello-world",
+            },
+            {
+                "name": "extra_spaces",
+                "kind": "fail_to_pass",
+                "module": "textkit.slug",
+                "function": "slugify",
+                "args": ["  Many   spaces here "],
+                "expected": "many-spaces-here",
+            },
+            {
+                "name": "simple",
+                "kind": "pass_to_pass",
+                "module": "textkit.slug",
+                "function": "slugify",
+                "args": ["Hello World"],
+                "expected": "hello-world",
+            },
+            {
+                "name": "digits",
+                "kind": "pass_to_pass",
+                "module": "textkit.slug",
+                "function": "slugify",
+                "args": ["release 2"],
+                "expected": "release-2",
+            },
         ],
     },
     {
@@ -106,10 +164,38 @@ FIXTURES = [
         },
         "fix": {"vercmp/versions.py": VERSIONS_FIXED},
         "probes": [
-            {"name": "two_digit_minor", "kind": "fail_to_pass", "module": "vercmp.versions", "function": "newer", "args": ["1.10.0", "1.9.0"], "expected": True},
-            {"name": "parse", "kind": "fail_to_pass", "module": "vercmp.versions", "function": "parse_version", "args": [" 2.0.11 "], "expected": (2, 0, 11)},
-            {"name": "patch", "kind": "pass_to_pass", "module": "vercmp.versions", "function": "newer", "args": ["1.0.1", "1.0.0"], "expected": True},
-            {"name": "older", "kind": "pass_to_pass", "module": "vercmp.versions", "function": "newer", "args": ["0.9", "1.0"], "expected": False},
+            {
+                "name": "two_digit_minor",
+                "kind": "fail_to_pass",
+                "module": "vercmp.versions",
+                "function": "newer",
+                "args": ["1.10.0", "1.9.0"],
+                "expected": True,
+            },
+            {
+                "name": "parse",
+                "kind": "fail_to_pass",
+                "module": "vercmp.versions",
+                "function": "parse_version",
+                "args": [" 2.0.11 "],
+                "expected": (2, 0, 11),
+            },
+            {
+                "name": "patch",
+                "kind": "pass_to_pass",
+                "module": "vercmp.versions",
+                "function": "newer",
+                "args": ["1.0.1", "1.0.0"],
+                "expected": True,
+            },
+            {
+                "name": "older",
+                "kind": "pass_to_pass",
+                "module": "vercmp.versions",
+                "function": "newer",
+                "args": ["0.9", "1.0"],
+                "expected": False,
+            },
         ],
     },
 ]

@@ -14,13 +14,12 @@ stops on 400 / 401 / 403 and on a 429 that reports a spend limit.
 
 from __future__ import annotations
 
-
 import anthropic
 
-from ..types import Message
+from ..config import PolicySpec
+from ..types import Message, Sampling
 from .anthropic_format import from_anthropic, to_anthropic, usage_from_anthropic
-from .api import Capabilities, Reply, api_key, sdk_tls_context, parse_spec, request_error, require_served, served_models
-from .base import Sampling
+from .backend import Capabilities, Reply, api_key, request_error, require_served, sdk_tls_context, served_models
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -28,7 +27,11 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 def anthropic_tools(tools: list[dict]) -> list[dict]:
     """OpenAI function schemas as Anthropic tools."""
     return [
-        {"name": t["function"]["name"], "description": t["function"].get("description", ""), "input_schema": t["function"].get("parameters", {"type": "object"})}
+        {
+            "name": t["function"]["name"],
+            "description": t["function"].get("description", ""),
+            "input_schema": t["function"].get("parameters", {"type": "object"}),
+        }
         for t in tools
     ]
 
@@ -44,17 +47,24 @@ class AnthropicBackend:
         self.tls = sdk_tls_context()  # once, not per client
 
     @classmethod
-    def connect(cls, rest: str, key_env: str | None, timeout_s: float, thinking_tokens: int, where: str) -> "AnthropicBackend":
-        model, base_url = parse_spec(rest, DEFAULT_BASE_URL)
+    def connect(
+        cls, spec: PolicySpec, key_env: str | None, timeout_s: float, thinking_tokens: int, where: str
+    ) -> "AnthropicBackend":
+        """The backend of an `anthropic:MODEL[@URL]` spec, once the API has accepted the key and lists the model."""
+        base_url = spec.base_url or DEFAULT_BASE_URL
         key = api_key(base_url, key_env or "ANTHROPIC_API_KEY", where)
-        check_model(base_url, key, model, where)
-        return cls(model, base_url, key, timeout_s, thinking_tokens)
+        check_model(base_url, key, spec.name, where)
+        return cls(spec.name, base_url, key, timeout_s, thinking_tokens)
 
-    async def complete(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int) -> Reply:
+    async def complete(
+        self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int
+    ) -> Reply:
         if self.client is None:
             # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
             http = anthropic.DefaultAsyncHttpxClient(base_url=self.endpoint, timeout=self.timeout_s, verify=self.tls)
-            self.client = anthropic.AsyncAnthropic(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http)
+            self.client = anthropic.AsyncAnthropic(
+                base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http
+            )
         system, turns = to_anthropic(messages)
         options: dict = {"system": system} if system else {}
         if tools:
@@ -62,7 +72,9 @@ class AnthropicBackend:
         if self.thinking_tokens:
             options["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_tokens}
         try:
-            response = await self.client.messages.create(model=self.model, max_tokens=sampling.max_new_tokens, messages=turns, **options)
+            response = await self.client.messages.create(
+                model=self.model, max_tokens=sampling.max_new_tokens, messages=turns, **options
+            )
         except (anthropic.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, anthropic) from None
         message, finish = from_anthropic(list(response.content), response.stop_reason)
@@ -75,7 +87,9 @@ class AnthropicBackend:
 
 
 def check_model(base_url: str, key: str, model: str, where: str) -> None:
-    served = served_models(anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), anthropic, base_url, where)
+    served = served_models(
+        anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), anthropic, base_url, where
+    )
     if model.endswith("-latest"):
         return
     # Aliases ("claude-sonnet-4-5") name dated ids ("claude-sonnet-4-5-20250929").

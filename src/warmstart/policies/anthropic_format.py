@@ -46,7 +46,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import WarmstartError
-from ..toolcalls import call_arguments
+from ..lm.toolcalls import call_arguments
 from ..types import Message, ToolCall, ToolFunction, Usage
 
 BLOCKS_PREFIX = "anthropic-blocks:"  # marks a reasoning_signature that holds whole reasoning blocks
@@ -105,7 +105,7 @@ def _reasoning_blocks(m: Message) -> list[dict]:
     if signature is None:
         return []  # unsigned reasoning is dropped: see the module docstring
     if signature.startswith(BLOCKS_PREFIX):
-        blocks = json.loads(signature[len(BLOCKS_PREFIX):])
+        blocks = json.loads(signature[len(BLOCKS_PREFIX) :])
         return blocks if _readable_reasoning(blocks) == m.reasoning else []
     if not m.reasoning:
         return []
@@ -141,7 +141,9 @@ def from_anthropic(content_blocks: list[Any], stop_reason: str | None) -> tuple[
     blocks = [_as_dict(b) for b in content_blocks]
     unsupported = sorted({b["type"] for b in blocks} - {"text", "tool_use", *REASONING_TYPES})
     if unsupported:
-        raise WarmstartError(f"Anthropic response has content blocks warmstart cannot represent: {', '.join(unsupported)}")
+        raise WarmstartError(
+            f"Anthropic response has content blocks warmstart cannot represent: {', '.join(unsupported)}"
+        )
     reasoning = [_reasoning_block(b) for b in blocks if b["type"] in REASONING_TYPES]
     message = Message(
         role="assistant",
@@ -209,5 +211,7 @@ def usage_from_anthropic(usage: Any) -> Usage:
     if usage is None:
         raise WarmstartError("Anthropic response has no usage: its tokens cannot be counted")
     fields = usage.model_dump() if isinstance(usage, BaseModel) else dict(usage)
-    uncached, written, read = (fields.get(k) or 0 for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    uncached, written, read = (
+        fields.get(k) or 0 for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
     return Usage(tokens_in=uncached + written + read, tokens_out=fields.get("output_tokens") or 0, tokens_cached=read)

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from ..types import Task, Trajectory
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-
-
-@dataclass(frozen=True)
-class Request:
-    task: Task
-    sample_index: int
+from ..types import Request, Sampling, Trajectory
 
 
 class Policy(Protocol):

@@ -1,8 +1,8 @@
-"""A local transformers model as a policy: batched multi-turn rollouts (`rollout.py`).
+"""A local transformers model as a policy: batched multi-turn rollouts (`lm/rollout.py`).
 
 With `top_logprobs` > 0 (`api.top_logprobs`), each trajectory also records, for every token of each
 of its turns (end-of-turn token included), the model's log-prob of it and of its `k` likeliest
-alternatives, by token id: what sparse KD trains on (`kd_data.py`), in the shape an API's log-probs
+alternatives, by token id: what sparse KD trains on (`distill/topk.py`), in the shape an API's log-probs
 take, with ids instead of token text since no tokenizer needs to be bridged.
 """
 
@@ -12,13 +12,11 @@ import hashlib
 import time
 from pathlib import Path
 
-from ..chat import stop_token_ids
-from ..kd_data import assistant_spans
-from ..models import load_model_and_tokenizer
-from ..rollout import Episode, run_episodes
-from ..serve_engine import sequence_logprobs
-from ..types import Provenance, Trajectory
-from .base import Request, Sampling
+from ..lm.chat import assistant_spans, stop_token_ids
+from ..lm.models import load_model_and_tokenizer
+from ..lm.rollout import Episode, run_episodes
+from ..lm.scoring import score_tokens
+from ..types import Provenance, Request, Sampling, Trajectory
 
 
 def batch_seed(seed: int, requests: list[Request]) -> int:
@@ -37,7 +35,11 @@ def episode_trajectory(episode: Episode, spec: str, sampling: Sampling, seed: in
         provenance=Provenance(
             provider="hf",
             model=spec.removeprefix("hf:"),
-            sampling={"temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens},
+            sampling={
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "max_new_tokens": sampling.max_new_tokens,
+            },
             seed=seed,
             created=time.time(),
         ),
@@ -47,15 +49,18 @@ def episode_trajectory(episode: Episode, spec: str, sampling: Sampling, seed: in
 def turn_logprobs(model, pad_id: int, episode: Episode, k: int) -> list[list[dict]]:
     """Per policy turn, per token: {"id", "logprob", "top_logprobs": [{"id", "logprob"}, ...]}.
     One forward pass per episode (a batch of them would hold [B, T, vocabulary] log-probs at once)."""
-    [scored] = sequence_logprobs(model, pad_id, [episode.ids], [1], [k])  # scored[t - 1] is token t's
+    [scored] = score_tokens(model, pad_id, [episode.ids], [1], [k])  # scored[t - 1] is token t's
     return [
-        [{"id": s.token_id, "logprob": s.logprob, "top_logprobs": [{"id": i, "logprob": v} for i, v in s.top]} for s in scored[start - 1 : end - 1]]
+        [
+            {"id": s.token_id, "logprob": s.logprob, "top_logprobs": [{"id": i, "logprob": v} for i, v in s.top]}
+            for s in scored[start - 1 : end - 1]
+        ]
         for start, end in assistant_spans(episode.policy_mask)
     ]
 
 
 class HFPolicy:
-    def __init__(self, path: Path, key: str, env, max_turns: int, top_logprobs: int = 0):
+    def __init__(self, path: str | Path, key: str, env, max_turns: int, top_logprobs: int = 0):
         self.spec = f"hf:{path}"
         self.env, self.max_turns, self.top_logprobs = env, max_turns, top_logprobs
         self.model, self.tokenizer = load_model_and_tokenizer(path, key)
@@ -64,7 +69,16 @@ class HFPolicy:
 
     def rollout(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Trajectory]:
         starts = [(r.task, r.sample_index) for r in requests]
-        episodes = run_episodes(self.model, self.tokenizer, self.env, starts, sampling, self.stop_ids, batch_seed(seed, requests), self.max_turns)
+        episodes = run_episodes(
+            self.model,
+            self.tokenizer,
+            self.env,
+            starts,
+            sampling,
+            self.stop_ids,
+            batch_seed(seed, requests),
+            self.max_turns,
+        )
         trajectories = [episode_trajectory(e, self.spec, sampling, seed) for e in episodes]
         if self.top_logprobs:
             for trajectory, episode in zip(trajectories, episodes):

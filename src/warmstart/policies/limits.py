@@ -97,7 +97,9 @@ class RateLimiter:
 
     async def acquire(self, tokens: int) -> list:
         if self.tpm is not None and tokens > self.tpm:
-            raise WarmstartError(f"api.tpm: one request may use up to {tokens} tokens, more than the limit of {self.tpm}")
+            raise WarmstartError(
+                f"api.tpm: one request may use up to {tokens} tokens, more than the limit of {self.tpm}"
+            )
         if self.rpm is None and self.tpm is None:
             return [time.monotonic(), None, tokens]  # no limits: nothing to count, nothing kept
         while True:

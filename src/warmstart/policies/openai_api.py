@@ -15,9 +15,18 @@ from __future__ import annotations
 
 import openai
 
-from ..types import Message, ToolCall, ToolFunction, Usage
-from .api import Capabilities, Reply, RequestError, request_error, require_served, sdk_tls_context, served_models
-from .base import Sampling
+from ..config import PolicySpec
+from ..types import Message, Sampling, ToolCall, ToolFunction, Usage
+from .backend import (
+    Capabilities,
+    Reply,
+    RequestError,
+    api_key,
+    request_error,
+    require_served,
+    sdk_tls_context,
+    served_models,
+)
 from .limits import classify
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -25,7 +34,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 def check_endpoint(base_url: str, key: str, model: str, where: str) -> None:
     """Fail before spending anything when the server is unreachable, the key is bad or the model unknown."""
-    served = served_models(openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), openai, base_url, where)
+    served = served_models(
+        openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), openai, base_url, where
+    )
     require_served(model, served, lambda wanted, name: wanted == name, base_url, where)
 
 
@@ -53,7 +64,12 @@ def from_openai(choice, usage) -> Reply:
     finish = "refusal" if getattr(message, "refusal", None) else (choice.finish_reason or "stop")
     details = getattr(usage, "prompt_tokens_details", None)
     return Reply(
-        message=Message(role="assistant", content=message.content or message.refusal or "", reasoning=reasoning or None, tool_calls=calls or None),
+        message=Message(
+            role="assistant",
+            content=message.content or message.refusal or "",
+            reasoning=reasoning or None,
+            tool_calls=calls or None,
+        ),
         usage=Usage(
             tokens_in=usage.prompt_tokens,
             tokens_out=usage.completion_tokens,
@@ -69,7 +85,11 @@ def token_logprobs(choice) -> list[dict] | None:
     if not content:
         return None
     return [
-        {"token": t.token, "logprob": t.logprob, "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in t.top_logprobs or []]}
+        {
+            "token": t.token,
+            "logprob": t.logprob,
+            "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in t.top_logprobs or []],
+        }
         for t in content
     ]
 
@@ -83,12 +103,24 @@ class OpenAIBackend:
         self.client: openai.AsyncOpenAI | None = None  # made inside the running event loop
         self.tls = sdk_tls_context()  # once, not per client
 
+    @classmethod
+    def connect(cls, spec: PolicySpec, key_env: str | None, timeout_s: float, where: str) -> "OpenAIBackend":
+        """The backend of an `openai:MODEL[@URL]` spec, once the endpoint has accepted the key and lists the model."""
+        base_url = spec.base_url or DEFAULT_BASE_URL
+        key = api_key(base_url, key_env or "OPENAI_API_KEY", where)
+        check_endpoint(base_url, key, spec.name, where)
+        return cls(spec.name, base_url, key, timeout_s)
+
     def _new_client(self) -> openai.AsyncOpenAI:
         # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
         http = openai.DefaultAsyncHttpxClient(base_url=self.endpoint, timeout=self.timeout_s, verify=self.tls)
-        return openai.AsyncOpenAI(base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http)
+        return openai.AsyncOpenAI(
+            base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http
+        )
 
-    async def complete(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int) -> Reply:
+    async def complete(
+        self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int
+    ) -> Reply:
         if self.client is None:
             self.client = self._new_client()
         options: dict = {"tools": tools} if tools else {}

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import openai
 
+from ..config import PolicySpec
 from ..errors import WarmstartError
-from .api import api_key as key_from_env, parse_spec
+from .backend import api_key
 from .openai_api import DEFAULT_BASE_URL, check_endpoint
 
 
@@ -50,11 +51,17 @@ class RemoteScorer:
         if not ids:
             return ScoredSequence([], [])
         try:
-            response = self.client.completions.create(model=self.model, prompt=ids, max_tokens=1, echo=True, logprobs=0, temperature=0)
+            response = self.client.completions.create(
+                model=self.model, prompt=ids, max_tokens=1, echo=True, logprobs=0, temperature=0
+            )
         except openai.APIStatusError as exc:
-            raise WarmstartError(f"{self._name()}: HTTP {exc.status_code} from {self.base_url}: {_one_line(exc.message)}") from None
+            raise WarmstartError(
+                f"{self._name()}: HTTP {exc.status_code} from {self.base_url}: {_one_line(exc.message)}"
+            ) from None
         except (openai.APIError, ValueError) as exc:  # no answer after the retries; ValueError: a body that is not JSON
-            raise WarmstartError(f"{self._name()}: no usable answer from {self.base_url}: {type(exc).__name__}: {_one_line(str(exc))}") from None
+            raise WarmstartError(
+                f"{self._name()}: no usable answer from {self.base_url}: {type(exc).__name__}: {_one_line(str(exc))}"
+            ) from None
         logprobs = response.choices[0].logprobs if response.choices else None
         n = len(ids)
         listed = logprobs.token_logprobs if logprobs is not None and logprobs.tokens is not None else None
@@ -69,13 +76,13 @@ class RemoteScorer:
         return f"openai:{self.model}"
 
 
-def connect_scorer(rest: str, api_cfg, key: str) -> RemoteScorer:
-    """`MODEL@URL` (the part after `openai:`) as a scorer, after checking that the server serves MODEL.
+def connect_scorer(spec: PolicySpec, api_cfg, key: str) -> RemoteScorer:
+    """An `openai:MODEL@URL` spec as a scorer, after checking that the server serves MODEL.
     `api_cfg` is the recipe's ApiConfig; `key` names the recipe setting in error messages."""
-    model, base_url = parse_spec(rest, DEFAULT_BASE_URL)
-    secret = key_from_env(base_url, api_cfg.key_env or "OPENAI_API_KEY", key)
-    check_endpoint(base_url, secret, model, key)
-    return RemoteScorer(model, base_url, secret, api_cfg.timeout_s, api_cfg.concurrency, api_cfg.max_retries)
+    base_url = spec.base_url or DEFAULT_BASE_URL
+    secret = api_key(base_url, api_cfg.key_env or "OPENAI_API_KEY", key)
+    check_endpoint(base_url, secret, spec.name, key)
+    return RemoteScorer(spec.name, base_url, secret, api_cfg.timeout_s, api_cfg.concurrency, api_cfg.max_retries)
 
 
 def _one_line(text: str) -> str:

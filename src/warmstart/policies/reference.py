@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 from ..envs.base import Environment
-from ..types import Trajectory
-from .base import Request, Sampling
+from ..types import Request, Sampling, Trajectory
 
 
 class ReferencePolicy:

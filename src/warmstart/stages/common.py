@@ -7,10 +7,11 @@ from pathlib import Path
 from ..config import Recipe
 from ..envs import make_env
 from ..envs.base import Environment
+from ..envs.judge import Judged, NoTools, RubricJudge
 from ..errors import WarmstartError
-from ..jsonl import read_records
+from ..policies import make_policy
+from ..runs.jsonl import read_records
 from ..types import Message, Task
-from ..verification import Verifier, verify_all, verify_in_order  # noqa: F401  (the stages' import path)
 
 
 def make_environment(recipe: Recipe) -> Environment:
@@ -19,10 +20,9 @@ def make_environment(recipe: Recipe) -> Environment:
     cfg = recipe.env.judge
     if cfg is None:
         return env
-    from ..judge import Judged, NoTools, RubricJudge
-    from ..policies import make_policy
-
-    return Judged(env, RubricJudge(lambda: make_policy(cfg.policy, NoTools(), "env.judge.policy", recipe), cfg.rubric), cfg.use)
+    return Judged(
+        env, RubricJudge(lambda: make_policy(cfg.policy, NoTools(), "env.judge.policy", recipe), cfg.rubric), cfg.use
+    )
 
 
 def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections import Counter
 from pathlib import Path
 
 from ..config import Recipe
 from ..envs import make_env
 from ..errors import WarmstartError
-from ..jsonl import JsonlAppender, read_records, write_json_atomic
-from ..runs import RunDir, fingerprint
+from ..runs.directory import RunDir
+from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..types import Trajectory
 from .common import load_tasks, prompt_key
 
@@ -69,30 +68,33 @@ def curate(trajectories: list[Trajectory], eval_prompts: set[str], recipe: Recip
 
 
 def run(recipe: Recipe) -> Path:
-    started, cfg, run_dir = time.time(), recipe.curate, RunDir(recipe)
+    cfg, run_dir = recipe.curate, RunDir(recipe)
     source, out, report = run_dir.trajectories(cfg.input), run_dir.curated(cfg.output), run_dir.dropped(cfg.output)
     if not source.exists():
         raise WarmstartError(f"curate.input: {source} does not exist (run generate first)")
-    stage = f"curate:{cfg.output}"
-    print_ = fingerprint({"curate": cfg.model_dump(), "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump()}, [source])
-    if run_dir.is_done(stage, print_, [out, report]):
-        log.info("%s: already done, nothing to do", stage)
-        return out
-    trajectories = read_records(source, Trajectory)
-    if not trajectories:
-        raise WarmstartError(f"{source}: has no trajectories to curate")
-    eval_prompts = {prompt_key(t.prompt) for t in load_tasks(recipe, make_env(recipe.env), "eval")}
-    kept, dropped = curate(trajectories, eval_prompts, recipe)
-    tmp = out.with_name(out.name + ".tmp")
+    config = {"curate": cfg.model_dump(), "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump()}
+    with run_dir.stage(f"curate:{cfg.output}", config, [source], [out, report]) as stage:
+        if stage.done:
+            return out
+        trajectories = read_records(source, Trajectory)
+        if not trajectories:
+            raise WarmstartError(f"{source}: has no trajectories to curate")
+        eval_prompts = {prompt_key(t.prompt) for t in load_tasks(recipe, make_env(recipe.env), "eval")}
+        kept, dropped = curate(trajectories, eval_prompts, recipe)
+        write_records(out, kept)
+        stage.summary = {"input": len(trajectories), "kept": len(kept), "dropped": dict(dropped)}
+        write_json_atomic(report, stage.summary)
+        log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dict(dropped) or "none")
+        if not kept:
+            raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dict(dropped)})")
+    return out
+
+
+def write_records(path: Path, records: list[Trajectory]) -> None:
+    """`path` holds exactly `records`, replaced whole (a reader never sees half of it)."""
+    tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     with JsonlAppender(tmp) as writer:
-        for t in kept:
-            writer.append(t)
-    os.replace(tmp, out)
-    summary = {"input": len(trajectories), "kept": len(kept), "dropped": dict(dropped)}
-    write_json_atomic(report, summary)
-    log.info("%s: kept %d of %d; dropped %s", stage, len(kept), len(trajectories), dict(dropped) or "none")
-    if not kept:
-        raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dict(dropped)})")
-    run_dir.mark_done(stage, print_, [out, report], started, summary)
-    return out
+        for record in records:
+            writer.append(record)
+    os.replace(tmp, path)

@@ -17,94 +17,102 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Recipe
-from ..costs import CostLedger, load_prices
+from ..config import PolicySpec, Recipe
+from ..envs.verification import Verifier
 from ..errors import WarmstartError
-from ..jsonl import write_json_atomic
-from ..passk import mean_pass_at_k
-from ..policies import Request, Sampling, make_policy
-from ..progress import progress_bar
-from ..runs import RunDir, fingerprint
-from .common import Verifier, check_disjoint, load_tasks, make_environment
-from .sft import base_model_path
+from ..metrics.passk import mean_pass_at_k
+from ..policies import make_policy
+from ..policies.spec import resolve
+from ..runs.costs import CostLedger, load_prices
+from ..runs.directory import RunDir
+from ..runs.jsonl import write_json_atomic
+from ..runs.progress import progress_bar
+from ..types import Request, Sampling
+from .common import check_disjoint, load_tasks, make_environment
 
 log = logging.getLogger(__name__)
 
 
-def resolve_policy(spec: str, recipe: Recipe) -> str:
-    run_dir = RunDir(recipe)
-    if spec == "base":
-        return f"hf:{base_model_path(recipe)}"
-    if spec == "student":
-        return f"hf:{run_dir.model(recipe.sft.output)}"
-    if spec == "teacher":
-        return recipe.generate.teacher
-    if spec.startswith("run:"):
-        return f"hf:{run_dir.model(spec[4:])}"
-    return spec
-
-
-def policy_inputs(spec: str) -> list[Path]:
-    """Files whose content decides a policy's answers (for the skip-if-done fingerprint)."""
-    if not spec.startswith("hf:"):
+def policy_inputs(spec: PolicySpec) -> list[Path]:
+    """Files whose content decides a resolved policy's answers (for the skip-if-done fingerprint)."""
+    if not spec.is_local_model:
         return []
-    path = Path(spec[3:])
+    path = Path(spec.name)
     weights = path / "model.safetensors"
     return [weights] if weights.exists() else [path] if path.is_file() else []
 
 
-def evaluate_policy(name: str, spec: str, recipe: Recipe, env, tasks, ledger: CostLedger, verifier: Verifier | None = None) -> dict:
+def evaluate_policy(
+    name: str, spec: PolicySpec, recipe: Recipe, env, tasks, ledger: CostLedger, verifier: Verifier | None = None
+) -> dict:
     """`verifier`: the caller's, shared by several policies; without one, this policy's batches get their own."""
     cfg, started = recipe.eval, time.time()
     policy = make_policy(spec, env, f"eval.policies.{name}", recipe)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     requests = [Request(t, i) for t in tasks for i in range(cfg.k)]
-    passed = {t.id: 0 for t in tasks}
-    judged = {t.id: 0 for t in tasks}  # samples with a verdict: infra errors are left out, not scored 0
-    tokens_out, infra_errors = 0, 0
     by_id = {t.id: t for t in tasks}
-    by_size = BySize()
-    agreement = Agreement()
-    with (nullcontext(verifier) if verifier else Verifier(env)) as verifier, progress_bar(f"eval {name}", len(requests)) as advance:
+    tally = Tally(tasks)
+    with (
+        nullcontext(verifier) if verifier else Verifier(env) as verifier,
+        progress_bar(f"eval {name}", len(requests)) as advance,
+    ):
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
             trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
-            failed = [t for t in trajectories if t.error is not None]  # a failed request is never a 0
-            for trajectory in failed:
-                ledger.add(trajectory, False)  # it may still have cost tokens
-            infra_errors += len(failed)
+            for trajectory in trajectories:
+                if trajectory.error is not None:  # a failed request is never a 0
+                    ledger.add(trajectory, False)  # it may still have cost tokens
+                    tally.infra_errors += 1
             answered = [t for t in trajectories if t.error is None]
             for trajectory, verdict in zip(answered, verifier.verify_all([(by_id[t.task_id], t) for t in answered])):
                 ledger.add(trajectory, verdict.passed and verdict.infra_error is None)
-                if verdict.infra_error is not None:
-                    infra_errors += 1
-                    continue
-                judged[trajectory.task_id] += 1
-                passed[trajectory.task_id] += verdict.passed
-                tokens_out += sum(u.tokens_out for u in trajectory.usage)
-                by_size.add(by_id[trajectory.task_id], trajectory, verdict.passed)
-                agreement.add(verdict.details)
+                tally.add(by_id[trajectory.task_id], trajectory, verdict)
             advance(len(chunk))
-    counts = [(judged[t.id], passed[t.id]) for t in tasks]
-    if not any(n for n, _ in counts):
-        raise WarmstartError(f"eval.policies.{name}: every sample ended in a verifier infra error ({infra_errors})")
-    full = [c for c in counts if c[0] >= cfg.k]  # tasks that kept all k samples
-    return {
-        "policy": spec,
-        "pass@1": mean_pass_at_k([c for c in counts if c[0] >= 1], 1),
-        f"pass@{cfg.k}": mean_pass_at_k(full, cfg.k) if full else None,  # None: no task kept k judged samples
-        "infra_errors": infra_errors,
-        "tasks": len(tasks),
-        "samples_per_task": cfg.k,
-        "tokens_out": tokens_out,
-        "seconds": round(time.time() - started, 2),
-        **(by_size.summary() if env.tools else {}),
-        **({"judge_agreement": agreement.summary()} if agreement.samples else {}),
-    }
+    return {"policy": str(spec), **tally.row(name, cfg.k, bool(env.tools)), "seconds": round(time.time() - started, 2)}
+
+
+class Tally:
+    """One policy's eval samples: per task how many were judged and passed (infra errors left out, not
+    scored 0), and what rides along (tokens, tool use by task size, judge agreement)."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+        self.passed = {t.id: 0 for t in tasks}
+        self.judged = {t.id: 0 for t in tasks}  # samples with a verdict
+        self.tokens_out, self.infra_errors = 0, 0
+        self.by_size, self.agreement = BySize(), Agreement()
+
+    def add(self, task, trajectory, verdict) -> None:
+        if verdict.infra_error is not None:
+            self.infra_errors += 1
+            return
+        self.judged[task.id] += 1
+        self.passed[task.id] += verdict.passed
+        self.tokens_out += sum(u.tokens_out for u in trajectory.usage)
+        self.by_size.add(task, trajectory, verdict.passed)
+        self.agreement.add(verdict.details)
+
+    def row(self, name: str, k: int, tools: bool) -> dict:
+        counts = [(self.judged[t.id], self.passed[t.id]) for t in self.tasks]
+        if not any(n for n, _ in counts):
+            raise WarmstartError(
+                f"eval.policies.{name}: every sample ended in a verifier infra error ({self.infra_errors})"
+            )
+        full = [c for c in counts if c[0] >= k]  # tasks that kept all k samples
+        return {
+            "pass@1": mean_pass_at_k([c for c in counts if c[0] >= 1], 1),
+            f"pass@{k}": mean_pass_at_k(full, k) if full else None,  # None: no task kept k judged samples
+            "infra_errors": self.infra_errors,
+            "tasks": len(self.tasks),
+            "samples_per_task": k,
+            "tokens_out": self.tokens_out,
+            **(self.by_size.summary() if tools else {}),
+            **({"judge_agreement": self.agreement.summary()} if self.agreement.samples else {}),
+        }
 
 
 class Agreement:
-    """Judge vs verifier on the samples where both gave an opinion (see judge.py)."""
+    """Judge vs verifier on the samples where both gave an opinion (see envs/judge.py)."""
 
     def __init__(self):
         self.samples, self.agree, self.judge_only, self.verifier_only = 0, 0, 0, 0
@@ -159,26 +167,34 @@ def gap_closed(results: dict, name: str) -> float | None:
 
 
 def run(recipe: Recipe) -> Path:
-    started, cfg, run_dir = time.time(), recipe.eval, RunDir(recipe)
+    cfg, run_dir = recipe.eval, RunDir(recipe)
     env = make_environment(recipe)
-    specs = {name: resolve_policy(spec, recipe) for name, spec in cfg.policies.items()}
+    specs = {name: resolve(spec, recipe) for name, spec in cfg.policies.items()}
+    config = {
+        "eval": cfg.model_dump(),
+        "specs": {name: str(spec) for name, spec in specs.items()},
+        "env": recipe.env.model_dump(),
+        "tasks": recipe.tasks.model_dump(),
+        "seed": recipe.run.seed,
+    }
     inputs = [p for spec in specs.values() for p in policy_inputs(spec)]
-    print_ = fingerprint({"eval": cfg.model_dump(), "specs": specs, "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump(), "seed": recipe.run.seed}, inputs)
     out = run_dir.eval_results
-    if run_dir.is_done("eval", print_, [out]):
-        log.info("eval: already done, nothing to do")
-        print_table(json.loads(out.read_text()), cfg.k)
-        return out
-    tasks = load_tasks(recipe, env, "eval")
-    check_disjoint(load_tasks(recipe, env, "train"), tasks)
-    ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
-    with Verifier(env) as verifier:  # one for every policy: its workers (python's sandboxes) start once
-        results = {name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier) for name, spec in specs.items()}
-    for name in results:
-        results[name]["gap_closed"] = gap_closed(results, name)
-    summary = {"k": cfg.k, "temperature": cfg.temperature, "rows": list(results), "policies": results}
-    write_json_atomic(out, summary)
-    run_dir.mark_done("eval", print_, [out], started, {"api_cost": ledger.summary()})
+    with run_dir.stage("eval", config, inputs, [out]) as stage:
+        if stage.done:
+            print_table(json.loads(out.read_text()), cfg.k)
+            return out
+        tasks = load_tasks(recipe, env, "eval")
+        check_disjoint(load_tasks(recipe, env, "train"), tasks)
+        ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+        with Verifier(env) as verifier:  # one for every policy: its workers (python's sandboxes) start once
+            results = {
+                name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier) for name, spec in specs.items()
+            }
+        for name in results:
+            results[name]["gap_closed"] = gap_closed(results, name)
+        summary = {"k": cfg.k, "temperature": cfg.temperature, "rows": list(results), "policies": results}
+        write_json_atomic(out, summary)
+        stage.summary = {"api_cost": ledger.summary()}
     print_table(summary, cfg.k)
     return out
 
@@ -188,7 +204,9 @@ def fmt(value: float | None) -> str:
 
 
 def print_table(summary: dict, k: int) -> None:
-    table = Table(title=f"held-out pass@k ({summary['policies'][next(iter(summary['policies']))]['tasks']} tasks, T={summary['temperature']})")
+    table = Table(
+        title=f"held-out pass@k ({summary['policies'][next(iter(summary['policies']))]['tasks']} tasks, T={summary['temperature']})"
+    )
     tools = any("tool_use" in r for r in summary["policies"].values())
     judged = any("judge_agreement" in r for r in summary["policies"].values())
     extra = [*(["uses tool"] if tools else []), *(["judge agrees"] if judged else [])]

@@ -1,0 +1,77 @@
+"""A teacher that scores the student's own tokens (on-policy distillation).
+
+Two kinds, one method: `logprobs(batch)` gives log q(token t + 1 | tokens up to t) for every position of
+a right-padded [B, L] batch of the student's sequences, as [B, L-1] (what `lm.scoring.sequence_logprobs` gives
+for the student).
+
+    local    hf:PATH / run:NAME: one forward pass of the teacher over the same ids
+    remote   openai:MODEL@URL: a server's legacy completions endpoint with echo + logprobs, the token
+             ids sent as the prompt (`warmstart serve`, vLLM); one request per sequence
+
+Both need the student's tokenizer: a local teacher's vocabulary must equal it, and a server's text of
+each scored token must be the student's text of the id sent (checked on the first batch), else the
+scores would be of other tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import PolicySpec
+from ..errors import WarmstartError
+from ..lm.models import load_model_and_tokenizer, vocabulary_mismatch
+from ..lm.paths import resolve_model_path
+from ..lm.scoring import sequence_logprobs
+
+
+class LocalTeacher:
+    def __init__(self, path: str, key: str, student_tokenizer):
+        path = resolve_model_path(path, key)
+        mismatch = vocabulary_mismatch(path, student_tokenizer)
+        if mismatch:
+            raise WarmstartError(f"{key}: {mismatch}; on-policy distillation needs the student's tokenizer")
+        self.model = load_model_and_tokenizer(path, key)[0].eval().requires_grad_(False)
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    @torch.no_grad()
+    def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
+        return sequence_logprobs(self.model, batch)
+
+
+class RemoteTeacher:
+    def __init__(self, scorer, key: str, student_tokenizer):
+        self.scorer, self.key, self.tokenizer = scorer, key, student_tokenizer
+        self.checked, self.params = False, 0  # the remote model's size is unknown: no FLOPs counted for it
+
+    def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
+        sequences = [row[:n] for row, n in zip(batch["input_ids"].tolist(), lengths)]
+        scored = self.scorer.score(sequences)
+        if not self.checked:
+            self.check_tokens(sequences[0], scored[0].tokens)
+            self.checked = True
+        out = torch.zeros(batch["input_ids"].shape[0], batch["input_ids"].shape[1] - 1)
+        for row, s in enumerate(scored):
+            out[row, : len(s.logprobs) - 1] = torch.tensor([v if v is not None else 0.0 for v in s.logprobs[1:]])
+        return out
+
+    def check_tokens(self, ids: list[int], texts: list[str]) -> None:
+        for token_id, text in zip(ids, texts):
+            ours = self.tokenizer.decode([token_id])
+            if ours != text:
+                raise WarmstartError(
+                    f"{self.key}: the server reads token id {token_id} as {text!r}, the student as {ours!r}: "
+                    "on-policy distillation needs the student's tokenizer on both sides"
+                )
+
+
+def make_teacher(spec: PolicySpec, key: str, recipe, student_tokenizer):
+    """`spec`, resolved (`policies.spec.resolve`): hf:PATH or openai:MODEL@URL; nothing else can score tokens."""
+    if spec.kind == "hf":
+        return LocalTeacher(spec.name, key, student_tokenizer)
+    if spec.kind == "openai":
+        from ..policies.openai_scoring import connect_scorer  # the SDK loads only when a served teacher is used
+
+        return RemoteTeacher(connect_scorer(spec, recipe.api, key), key, student_tokenizer)
+    raise WarmstartError(
+        f"{key}: {str(spec)!r} cannot score the student's tokens; expected a local model (hf:PATH, run:NAME) or openai:MODEL@URL serving prompt logprobs"
+    )

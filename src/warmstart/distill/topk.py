@@ -1,0 +1,99 @@
+"""The teacher's recorded top-k log-probs, lined up with the student's training tokens (sparse KD).
+
+A trajectory's `logprobs` hold one list per generated assistant turn (None where the backend gave
+none), one entry per token: `{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}` from an API
+(token text), or the same with `"id"` instead of `"token"` from a local teacher (`policies/hf.py`).
+
+A turn is used only if the teacher's tokens are exactly the first tokens of that turn's span in the
+rendered training ids (the span ends with the end-of-turn token, which gets no teacher distribution).
+Token text is mapped to ids through the student's own vocabulary; text that is not one of its tokens
+means the teacher tokenizes differently, which logit KD cannot bridge. Turns that do not line up
+(e.g. a tool call the template re-renders with other spacing, or reasoning the API left out of the
+log-probs) are trained with cross-entropy only and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..lm.chat import assistant_spans
+
+
+@dataclass
+class Alignment:
+    """Counts over a dataset, for the report and the shared-tokenizer check."""
+
+    turns: int = 0  # generated turns that carry log-probs
+    aligned: int = 0
+    foreign_tokens: int = 0  # turns with a token text that is not a token of the student
+    example: str | None = None  # the first foreign token, for the error message
+
+    def add(self, other: "Alignment") -> None:
+        self.turns += other.turns
+        self.aligned += other.aligned
+        self.foreign_tokens += other.foreign_tokens
+        self.example = self.example or other.example
+
+
+@dataclass
+class TeacherTokens:
+    """Per training position: the teacher's support ids and log-probs (empty lists: no teacher there)."""
+
+    ids: list[list[int]] = field(default_factory=list)
+    logp: list[list[float]] = field(default_factory=list)
+
+
+def token_index(tokenizer) -> dict[str, int]:
+    """Token text -> id over the student's vocabulary; texts two ids share are left out (ambiguous)."""
+    seen: dict[str, int] = {}
+    ambiguous = set()
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        if text in seen:
+            ambiguous.add(text)
+        seen[text] = token_id
+    return {text: i for text, i in seen.items() if text not in ambiguous}
+
+
+def entry_id(entry: dict, index: dict[str, int]) -> int | None:
+    return entry["id"] if "id" in entry else index.get(entry["token"])
+
+
+def support(entry: dict, index: dict[str, int]) -> tuple[list[int], list[float]] | None:
+    """The sampled token first, then the alternatives not already listed; None if one is not a token."""
+    ids, logps = [], []
+    for item in [entry, *(entry.get("top_logprobs") or [])]:
+        token_id = entry_id(item, index)
+        if token_id is None:
+            return None
+        if token_id not in ids and item["logprob"] is not None:
+            ids.append(token_id)
+            logps.append(float(item["logprob"]))
+    return ids, logps
+
+
+def align(
+    input_ids: list[int], loss_mask: list[int], turns: list | None, index: dict[str, int]
+) -> tuple[TeacherTokens, Alignment]:
+    """The teacher's distributions at the positions of the turns that line up with the training ids."""
+    teacher = TeacherTokens([[] for _ in input_ids], [[] for _ in input_ids])
+    stats = Alignment()
+    spans = assistant_spans(loss_mask)
+    if not turns or len(turns) > len(spans):
+        stats.turns = sum(t is not None for t in turns or [])
+        return teacher, stats
+    for (start, end), entries in zip(spans[len(spans) - len(turns) :], turns):
+        if entries is None:
+            continue
+        stats.turns += 1
+        supports = [support(e, index) for e in entries]
+        if any(s is None for s in supports):
+            stats.foreign_tokens += 1
+            stats.example = stats.example or next(e.get("token") for e, s in zip(entries, supports) if s is None)
+            continue
+        if len(entries) > end - start or [s[0][0] for s in supports] != input_ids[start : start + len(entries)]:
+            continue
+        stats.aligned += 1
+        for offset, (ids, logps) in enumerate(supports):
+            teacher.ids[start + offset], teacher.logp[start + offset] = ids, logps
+    return teacher, stats

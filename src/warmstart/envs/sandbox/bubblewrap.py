@@ -1,0 +1,351 @@
+"""Running untrusted code (model-written programs) under bubblewrap, with limits, killed from outside.
+
+What it protects against, per execution:
+- network: a new, empty network namespace (no interface but its own loopback), so no outbound TCP or
+  DNS and no connection to servers on the host's loopback;
+- the host's files: only /usr (read-only) and the task's own directory (read-only) are visible; the
+  working directory /work and /tmp are private tmpfs mounts capped in size; no home, no /etc secrets,
+  no site-packages of ours; writes anywhere else fail;
+- the environment: cleared (no API keys or other secrets leak in);
+- privileges: it runs as `nobody` in new user, pid, ipc, uts and cgroup namespaces, with every
+  capability dropped and a new session (no terminal to inject into);
+- resources: rlimits on CPU seconds, address space, file size, processes (counted for `nobody`, which
+  is why the sandbox never runs as root) and open files; output is read with a cap and the run killed
+  when it is exceeded (`truncated`); a wall-clock limit kills bwrap from outside, and since the
+  sandbox's init process dies with bwrap (--die-with-parent) the kernel kills every process left in
+  the pid namespace: background daemons, double forks and processes ignoring signals included.
+
+What it does not protect against: kernel exploits (bubblewrap is namespaces, not a VM); CPU time used
+by other sandboxes on the same machine; timing side channels. It needs unprivileged user namespaces
+(as on stock Debian) and the `bwrap` binary. Without bwrap it refuses to run unless `unsafe=True`,
+which runs the same command as a plain subprocess with only the rlimits: for trusted code only.
+
+The interpreter inside is the system's /usr/bin/python3 (readable by `nobody`): sandboxed programs get
+the standard library only. `run` starts a new sandbox per execution (~30 ms); `Zygote` keeps one
+sandbox with a pre-started interpreter that runs each job in fresh nested namespaces (~5 ms).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import WarmstartError
+
+NOBODY = 65534
+PR_SET_CHILD_SUBREAPER = 36
+PRLIMIT, SETPRIV = "/usr/bin/prlimit", "/usr/bin/setpriv"  # util-linux: on every Debian
+SANDBOX_FAILED = "sandbox failed: "  # how an Execution that never ran begins its stderr
+ZYGOTE_SETUP_FAILED = (70, 71, 72)  # zygote.SETUP_FAILED
+SANDBOX_PYTHON = "/usr/bin/python3"
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float = 10.0
+    cpu_s: int = 10
+    memory_bytes: int = 1 << 30  # address space
+    file_bytes: int = 16 << 20  # largest file a process may write
+    processes: int = 64  # processes of the sandbox user
+    open_files: int = 64
+    output_bytes: int = 1 << 20  # stdout + stderr kept; more kills the run
+    tmpfs_bytes: int = 64 << 20  # /work and /tmp, each
+
+
+@dataclass
+class Execution:
+    returncode: int | None  # None: killed by us
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    truncated: bool = False
+    seconds: float = 0.0
+
+    @property
+    def infra_error(self) -> str | None:
+        """Why the sandbox itself failed (so the program's outcome says nothing about it), or None."""
+        bwrap_failed = self.returncode not in (0, None) and self.stderr.startswith(b"bwrap:")
+        if bwrap_failed or self.stderr.startswith(SANDBOX_FAILED.encode()):
+            return self.stderr[-300:].decode(errors="replace")
+        return None
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def bwrap_command(task_dir: Path, argv: list[str], limits: Limits, work_dir: Path | None) -> list[str]:
+    tmpfs = str(limits.tmpfs_bytes)
+    # /work: a private tmpfs, or a throwaway copy the caller made (a repository to work in).
+    work = ["--bind", str(work_dir), "/work"] if work_dir else ["--size", tmpfs, "--tmpfs", "/work"]
+    # fmt: off
+    return [
+        bwrap_path(),
+        "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+        "--proc", "/proc", "--dev", "/dev",
+        *work, "--size", tmpfs, "--tmpfs", "/tmp",
+        "--ro-bind", str(task_dir), "/task",
+        "--chdir", "/work",
+        "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/work", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+        "--", *argv,
+    ]
+    # fmt: on
+
+
+def limited(command: list[str], limits: Limits, demote: bool) -> list[str]:
+    """`command` under util-linux's prlimit (rlimits) and, when we are root, setpriv (become `nobody`,
+    since RLIMIT_NPROC does not bind root). Done by exec wrappers rather than a Python preexec_fn,
+    which would force a slow fork of this (large) process for every execution."""
+    rlimits = [
+        f"--cpu={limits.cpu_s}",
+        f"--as={limits.memory_bytes}",
+        f"--fsize={limits.file_bytes}",
+        f"--nproc={limits.processes}",
+        f"--nofile={limits.open_files}",
+        "--core=0",
+    ]
+    wrapped = [PRLIMIT, *rlimits, "--", *command]
+    if demote and os.getuid() == 0:
+        wrapped = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *wrapped]
+    return wrapped
+
+
+def run(
+    argv: list[str], task_dir: Path, limits: Limits = Limits(), unsafe: bool = False, work_dir: Path | None = None
+) -> Execution:
+    """Run `argv` (paths inside the sandbox: the task directory is /task, read-only, and the cwd is
+    /work: a size-capped tmpfs, or `work_dir` mounted writable — a copy the caller throws away)."""
+    sandboxed = bwrap_path() is not None
+    if not sandboxed and not unsafe:
+        raise WarmstartError(
+            "sandbox: bubblewrap (bwrap) is not installed; install it (apt-get install bubblewrap) or pass unsafe=True for trusted code"
+        )
+    hand_over(Path(task_dir), writable=False)  # `nobody` must be able to read the task it runs
+    if work_dir is not None:
+        hand_over(Path(work_dir), writable=True)
+    # Without bwrap there is no /task mount: the same paths are the task directory itself.
+    command = (
+        bwrap_command(Path(task_dir), argv, limits, work_dir)
+        if sandboxed
+        else [a.replace("/task", str(task_dir), 1) if a.startswith("/task") else a for a in argv]
+    )
+    become_subreaper()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        limited(command, limits, demote=sandboxed),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=(work_dir or task_dir) if not sandboxed else None,
+        env={"PATH": "/usr/bin"} if not sandboxed else {},
+        process_group=0,  # its own process group: the kill from outside takes all of it
+    )
+    execution = _collect(process, limits, started)
+    reap_orphans()
+    return execution
+
+
+def hand_over(root: Path, writable: bool) -> None:
+    """Let the sandbox user read (and, for a work copy, own) a directory tree."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if writable and os.getuid() == 0:
+            os.chown(path, NOBODY, NOBODY)
+        os.chmod(path, (0o755 if path.is_dir() else 0o644) | (0o200 if writable else 0))
+
+
+def become_subreaper() -> None:
+    """Make orphans of our children come to us instead of the machine's init.
+
+    bwrap's namespace-init process can outlive bwrap by a moment (then dies of --die-with-parent);
+    orphaned, it would wait as a zombie for PID 1, which in containers may never reap it. Setting
+    this on our own process is idempotent; it is process state, not module state."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans() -> None:
+    """Kill and reap sandbox namespace inits re-parented to us.
+
+    They are told apart from our own children (a running zygote's bwrap, any other subprocess) by
+    living in a nested pid namespace: their NSpid line lists more than one pid. Nothing we spawned
+    ourselves does."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields.get("PPid", "0")) == me and len(fields.get("NSpid", "").split()) > 1:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                os.waitpid(int(entry), 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def _collect(process: subprocess.Popen, limits: Limits, started: float) -> Execution:
+    """Read both pipes with a cap until the process ends, the output is too long or time is up."""
+    out_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    size, timed_out, truncated = 0, False, False
+    open_fds = set(chunks)
+    while open_fds:
+        remaining = limits.wall_s - (time.monotonic() - started)
+        if remaining <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select(list(open_fds), [], [], remaining)
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if not data:
+                open_fds.discard(fd)
+                continue
+            size += len(data)
+            if size > limits.output_bytes:
+                truncated = True
+                break
+            chunks[fd].append(data)
+        if truncated:
+            break
+    if timed_out or truncated:
+        _kill(process)
+    try:
+        process.wait(timeout=max(1.0, limits.wall_s))
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        process.wait()
+    process.stdout.close()
+    process.stderr.close()
+    return Execution(
+        returncode=None if (timed_out or truncated) else process.returncode,
+        stdout=b"".join(chunks[out_fd]),
+        stderr=b"".join(chunks[err_fd]),
+        timed_out=timed_out,
+        truncated=truncated,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """SIGKILL bwrap's process group; the sandbox's pid namespace goes down with it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Zygote:
+    """One long-lived sandbox whose pre-started interpreter runs each job in fresh nested namespaces
+    (`zygote.py`): the same isolation per execution without an interpreter start per
+    execution. Started on first use; restarted if it stops answering (killed from outside)."""
+
+    def __init__(self, files: dict[str, str], limits: Limits):
+        self.files, self.limits = files, limits
+        self.process: subprocess.Popen | None = None
+        self.dir: Path | None = None
+        self.pending = b""  # read from the zygote, not yet consumed
+
+    def _start(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="warmstart-zygote-"))
+        for name, text in {**self.files, "zygote.py": Path(__file__).with_name("zygote.py").read_text()}.items():
+            (self.dir / name).write_text(text)
+        hand_over(self.dir, writable=False)
+        # The zygote's own limits are loose (it forks every job); each job sets its own tight ones.
+        loose = Limits(cpu_s=10**6, memory_bytes=4 << 30, processes=self.limits.processes + 8, open_files=256)
+        command = bwrap_command(self.dir, [SANDBOX_PYTHON, "-I", "-S", "/task/zygote.py"], self.limits, None)
+        become_subreaper()
+        self.process = subprocess.Popen(
+            limited(command, loose, demote=True),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            process_group=0,
+        )
+        self.pending = b""
+
+    def execute(self, spec: dict, limits: Limits) -> Execution:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        job = {"spec": spec, **dataclasses.asdict(limits)}
+        started = time.monotonic()
+        try:
+            self.process.stdin.write((json.dumps(job) + "\n").encode())
+            self.process.stdin.flush()
+            header = self._read_line(limits.wall_s + 5.0)
+            _, size, timed_out, truncated, code = header.split()
+            data = self._read_exactly(int(size), 5.0)
+        except (OSError, ValueError, TimeoutError) as exc:
+            self.close()  # the hard kill from outside; the next job starts a fresh zygote
+            return Execution(
+                returncode=None,
+                stdout=b"",
+                stderr=f"{SANDBOX_FAILED}{exc}".encode(),
+                seconds=time.monotonic() - started,
+            )
+        setup = (
+            f"{SANDBOX_FAILED}the job could not be isolated (exit {code})".encode()
+            if int(code) in ZYGOTE_SETUP_FAILED
+            else b""
+        )
+        return Execution(
+            returncode=int(code),
+            stdout=data,
+            stderr=setup,
+            timed_out=timed_out == "1",
+            truncated=truncated == "1",
+            seconds=time.monotonic() - started,
+        )
+
+    def _read_line(self, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.pending:
+            self._read_more(deadline)
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode()
+
+    def _read_exactly(self, n: int, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while len(self.pending) < n:
+            self._read_more(deadline)
+        data, self.pending = self.pending[:n], self.pending[n:]
+        return data
+
+    def _read_more(self, deadline: float) -> None:
+        """Whatever the zygote has written, up to 64 KiB (a header and a short output come in one read)."""
+        fd = self.process.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise TimeoutError("no answer in time")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise OSError("the zygote exited")
+        self.pending += chunk
+
+    def close(self) -> None:
+        if self.process is not None:
+            _kill(self.process)
+            self.process.wait()
+            self.process.stdin.close()
+            self.process.stdout.close()
+            self.process = None
+            reap_orphans()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None

@@ -1,0 +1,197 @@
+"""Rendering conversations with a student tokenizer's chat template, and the loss mask.
+
+The mask is 1 exactly on tokens the assistant produced (its content and end-of-turn token) and 0 on
+everything else. Two ways to find those tokens, tried in order:
+
+1. each assistant turn is located by rendering the conversation up to it with the generation prompt
+   and up to its end, and taking the text in between. The text is then tokenized piece by piece, so
+   an assistant turn gets exactly the tokens it would have if the model had generated it after that
+   prompt (tokenizing the whole text can merge the prompt's last newline into the reply's first
+   token). This needs a template that renders every prefix of a conversation as a prefix of the
+   whole, which is checked;
+2. a template that is not prefix-consistent but marks assistant text with `{% generation %}` is
+   used through transformers' `return_assistant_tokens_mask` (whole-text tokenization).
+
+A template that can do neither (e.g. one that rewrites earlier turns and has no tags) is refused.
+
+Reasoning is folded into the assistant content as `<think>...</think>` before rendering, so every
+template sees it the same way, and `parse_completion` splits it back out of what a student generates.
+Tool calls and tool results are passed to the template in the OpenAI shape (`toolcalls.py` parses
+calls back out of generated text); environment tools are passed as `tools=`.
+
+Multi-turn rollouts never re-tokenize what the policy produced: after a policy turn, only the text the
+template adds after it (tool results, the next generation prompt) is rendered and tokenized
+(`continuation_text`), so the token ids of a rollout are exactly what the policy saw and sampled.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from ..errors import WarmstartError
+from ..types import Message
+from .toolcalls import split_tool_calls, template_tool_calls
+
+THINK_RE = re.compile(r"^\s*<think>\n?(.*?)\n?</think>\n?", re.DOTALL)
+GENERATION_TAG_RE = re.compile(r"{%-?\s*generation\s*-?%}")
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    loss_mask: list[int]  # 1 on assistant-produced tokens
+
+
+def template_messages(messages: list[Message]) -> list[dict]:
+    """Messages as the dicts chat templates expect, with reasoning folded into content."""
+    out = []
+    for m in messages:
+        content = m.content or ""
+        if m.role == "assistant" and m.reasoning:
+            content = f"<think>\n{m.reasoning}\n</think>\n{content}"
+        d = {"role": m.role, "content": content}
+        if m.tool_calls:
+            d["tool_calls"] = template_tool_calls(m.tool_calls)
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        out.append(d)
+    return out
+
+
+def parse_completion(text: str, tool_call_prefix: str | None = None) -> Message:
+    """A generated assistant turn as a Message: a leading think block moved to `reasoning`, and, when
+    `tool_call_prefix` is given (the environment has tools), tool calls parsed out with ids from it."""
+    match = THINK_RE.match(text)
+    if match:
+        reasoning, content = match.group(1), text[match.end() :]
+    elif text.lstrip().startswith("<think>"):  # never closed its reasoning: there is no answer
+        reasoning, content = text.lstrip()[len("<think>") :], ""
+    else:
+        reasoning, content = None, text
+    calls = None
+    if tool_call_prefix is not None:
+        content, calls = split_tool_calls(content, tool_call_prefix)
+    return Message(role="assistant", reasoning=reasoning, content=content, tool_calls=calls or None)
+
+
+def check_template(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise WarmstartError(f"{where}: the tokenizer has no chat template, so assistant turns cannot be marked")
+
+
+def _render(tokenizer, dicts: list[dict], tools: list[dict] | None, generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(
+        dicts, tools=tools or None, tokenize=False, add_generation_prompt=generation_prompt
+    )
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message], tools: list[dict] | None = None) -> str:
+    return _render(tokenizer, template_messages(messages), tools, generation_prompt=True)
+
+
+def continuation_text(tokenizer, messages: list[Message], end_of_turn: str, tools: list[dict] | None = None) -> str:
+    """The text the template puts between the end of the last policy turn and the next generation.
+
+    `messages` ends with tool results (or any non-assistant turns) after the policy's last turn, whose
+    generated text ended with `end_of_turn`. Anything the template writes after that token (e.g. a
+    newline) belongs to the continuation, since the policy never produced it.
+    """
+    last = max(i for i, m in enumerate(messages) if m.role == "assistant")
+    dicts = template_messages(messages)
+    through = _render(tokenizer, dicts[: last + 1], tools)
+    full = _render(tokenizer, dicts, tools, generation_prompt=True)
+    if not full.startswith(through):
+        raise WarmstartError(
+            "the tokenizer's chat template does not render a conversation's turns as prefixes of the whole, "
+            "so a multi-turn rollout cannot keep the policy's own tokens"
+        )
+    end = through.rfind(end_of_turn)
+    if end < 0:
+        raise WarmstartError(
+            f"the policy ended its turn with {end_of_turn!r}, which its chat template never writes after a turn"
+        )
+    return full[end + len(end_of_turn) :]
+
+
+def render_for_training(
+    tokenizer: PreTrainedTokenizerBase, messages: list[Message], tools: list[dict] | None = None
+) -> Rendered:
+    check_template(tokenizer, "sft")
+    dicts = template_messages(messages)
+    spans = _assistant_spans(tokenizer, dicts, tools)
+    if spans is not None:
+        rendered = _tokenize_pieces(tokenizer, _render(tokenizer, dicts, tools), spans)
+    elif GENERATION_TAG_RE.search(tokenizer.chat_template):
+        rendered = _render_with_generation_tags(tokenizer, dicts, tools)
+    else:
+        raise WarmstartError(
+            "sft: the tokenizer's chat template cannot mark assistant turns (it has no {% generation %} "
+            "tags and does not render conversations prefix-consistently)"
+        )
+    if any(m.role == "assistant" for m in messages) and not any(rendered.loss_mask):
+        raise WarmstartError(
+            "sft: the chat template marked no assistant tokens in a conversation with an assistant turn"
+        )
+    return rendered
+
+
+def _assistant_spans(tokenizer, dicts: list[dict], tools: list[dict] | None) -> list[tuple[int, int]] | None:
+    """Character spans of assistant turns in the full rendering, or None if prefixes don't line up."""
+    full = _render(tokenizer, dicts, tools)
+    spans = []
+    for i, d in enumerate(dicts):
+        if d["role"] != "assistant":
+            continue
+        before = _render(tokenizer, dicts[:i], tools, generation_prompt=True)
+        through = _render(tokenizer, dicts[: i + 1], tools)
+        if not (through.startswith(before) and full.startswith(through)) or len(through) == len(before):
+            return None
+        spans.append((len(before), len(through)))
+    return spans
+
+
+def _tokenize_pieces(tokenizer, text: str, spans: list[tuple[int, int]]) -> Rendered:
+    ids: list[int] = []
+    mask: list[int] = []
+    at = 0
+    for start, end in [*spans, (len(text), len(text))]:
+        for piece, is_assistant in ((text[at:start], 0), (text[start:end], 1)):
+            if piece:
+                piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+                ids += piece_ids
+                mask += [is_assistant] * len(piece_ids)
+        at = end
+    return Rendered(ids, mask)
+
+
+def _render_with_generation_tags(tokenizer, dicts: list[dict], tools: list[dict] | None) -> Rendered:
+    out = tokenizer.apply_chat_template(
+        dicts, tools=tools or None, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    return Rendered(list(out["input_ids"]), list(out["assistant_masks"]))
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, generation_eos) -> list[int]:
+    """Token ids that end an assistant turn: the tokenizer's eos, known end-of-turn tokens, the model's eos."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+    if generation_eos is not None:
+        ids |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
+    return sorted(ids)
+
+
+def assistant_spans(loss_mask: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of 1s in a loss mask: the token spans of the assistant's turns."""
+    spans, start = [], None
+    for i, m in enumerate([*loss_mask, 0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans

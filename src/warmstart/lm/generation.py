@@ -1,0 +1,149 @@
+"""Batched, KV-cached sampling from a local transformers model, on token ids.
+
+Prompts are token ids, not text, so a multi-turn rollout continues from exactly the tokens the policy
+saw and produced (`rollout.py`); they are left-padded into one batch. The sampled ids are kept as they
+are: RL needs them, not a re-tokenization of their text.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from ..types import Message, Sampling
+from .chat import parse_completion
+
+
+@dataclass
+class Sampled:
+    prompt_ids: list[int]
+    completion_ids: list[int]  # up to and including the stop token, if one came
+    stopped: bool  # False: cut by max_new_tokens
+
+
+def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        attention[row, width - len(prompt) :] = 1
+    return ids, attention
+
+
+@torch.inference_mode()
+def sample_ids(
+    model, pad_id: int, prompts: list[list[int]], sampling: Sampling, stop_ids: list[int], seed: int
+) -> list[Sampled]:
+    """Sample one completion per prompt (token ids); generation stops at any of `stop_ids`."""
+    ids, attention = left_padded(prompts, pad_id)
+    torch.manual_seed(seed)
+    do_sample = sampling.temperature > 0
+    output = model.generate(
+        input_ids=ids,
+        attention_mask=attention,
+        do_sample=do_sample,
+        temperature=sampling.temperature if do_sample else None,
+        top_p=sampling.top_p if do_sample else None,
+        top_k=None,
+        max_new_tokens=sampling.max_new_tokens,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_id,
+    )
+    out = []
+    for prompt, generated in zip(prompts, output[:, ids.shape[1] :].tolist()):
+        stop_at = next((i for i, t in enumerate(generated) if t in stop_ids), None)
+        completion = generated if stop_at is None else generated[: stop_at + 1]
+        out.append(Sampled(list(prompt), completion, stop_at is not None))
+    return out
+
+
+def next_token_scores(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """Temperature, then nucleus (top-p) filtering as transformers' TopPLogitsWarper does it (the
+    most likely token always kept). logits: [B, V] -> [B, V] float."""
+    scores = logits.float() / sampling.temperature
+    if sampling.top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=False)
+        drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - sampling.top_p)
+        drop[:, -1] = False
+        scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return scores
+
+
+def draw(scores: torch.Tensor) -> torch.Tensor:
+    """One token per row from softmax(scores) [B, V], by inverse CDF: one uniform number per row.
+
+    `torch.multinomial` draws an exponential variate for every vocabulary entry, and torch's CPU random
+    generator is slow: 128 rows took 1.3 ms at the tiny model's 322-token vocabulary and 220 ms at
+    SmolLM2's 49k, per decoding step (measured); this takes 0.14 and 40 ms. Tokens with probability 0
+    (top-p's cut) are never drawn: the search returns the first token whose cumulative sum exceeds the
+    draw, and a zero-probability token's sum equals the one before it."""
+    probs = scores.softmax(dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    token = torch.searchsorted(cdf, torch.rand(len(cdf), 1) * cdf[:, -1:], right=True)[:, 0]
+    beyond = (token >= cdf.shape[1]).nonzero()[:, 0]  # the draw rounded up to the total: rare
+    if len(beyond):
+        token[beyond] = cdf.shape[1] - 1 - (probs[beyond].flip(-1) > 0).to(torch.int8).argmax(dim=-1)
+    return token
+
+
+@torch.inference_mode()
+def sample_ids_pruned(
+    model, pad_id: int, prompts: list[list[int]], sampling: Sampling, stop_ids: list[int], seed: int
+) -> list[Sampled]:
+    """`sample_ids` in a decoding loop of our own, for a batch whose completions vary in length (GRPO's
+    rollouts): the model's own forward with a DynamicCache, each sequence dropped from the batch (and
+    the cache) as soon as it stops, where `generate` keeps stepping finished rows. Same distribution
+    (temperature, top-p; greedy at temperature 0 equals `generate`'s, tested), another random stream.
+    Measured on the tiny model, 128 prompts x 128 new tokens: ~1.6x faster than `generate`. (A
+    hand-written Llama decoding step over preallocated K/V buffers was tried and was no faster.)"""
+    ids, attention = left_padded(prompts, pad_id)
+    torch.manual_seed(seed)
+    stops = torch.tensor(sorted(stop_ids) or [-1])
+    completions: list[list[int]] = [[] for _ in prompts]
+    stopped = [False] * len(prompts)
+    rows = torch.arange(len(prompts))  # batch position -> prompt index
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    # transformers 5.x names the argument `cache` (and deprecates `past_key_values`); 4.x knows only the old name.
+    cache_arg = {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache}
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **cache_arg).logits[
+        :, -1
+    ]
+    position = positions[:, -1:]
+    for step in range(sampling.max_new_tokens):
+        if sampling.temperature > 0:
+            token = draw(next_token_scores(logits, sampling))
+        else:
+            token = logits.argmax(dim=-1)
+        for row, t in zip(rows.tolist(), token.tolist()):
+            completions[row].append(t)
+        done = torch.isin(token, stops)
+        for row in rows[done].tolist():
+            stopped[row] = True
+        keep = (~done).nonzero()[:, 0]
+        if len(keep) == 0 or step == sampling.max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            rows, token, attention, position = rows[keep], token[keep], attention[keep], position[keep]
+            cache.batch_select_indices(keep)
+        attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+        position = position + 1
+        logits = model(
+            input_ids=token[:, None], attention_mask=attention, position_ids=position, use_cache=True, **cache_arg
+        ).logits[:, -1]
+    return [Sampled(list(p), c, s) for p, c, s in zip(prompts, completions, stopped)]
+
+
+def produced_ids(completion_ids: list[int], stopped: bool) -> list[int]:
+    """The tokens that make the text: the end-of-turn token is not part of it."""
+    return completion_ids[:-1] if stopped else completion_ids
+
+
+def completion_message(tokenizer, sampled: Sampled, tool_call_prefix: str | None = None) -> Message:
+    """The sampled turn as a Message (think block and, with a prefix, tool calls parsed out)."""
+    produced = produced_ids(sampled.completion_ids, sampled.stopped)
+    return parse_completion(tokenizer.decode(produced, skip_special_tokens=True), tool_call_prefix)

@@ -1,0 +1,75 @@
+"""Loading local causal LMs: a `save_pretrained` directory, or a GGUF file (dequantized to float)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..errors import WarmstartError
+from .paths import resolve_model_path
+
+# transformers dequantizes GGUF through the `gguf` package and refuses without `accelerate` installed.
+GGUF_NEEDS = ("gguf", "accelerate")
+
+
+def _from_pretrained_args(path: Path, key: str) -> tuple[Path, dict]:
+    """A directory as it is; a .gguf file as its directory plus `gguf_file`."""
+    if path.suffix != ".gguf":
+        return path, {}
+    missing = [name for name in GGUF_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise WarmstartError(f"{key}: reading {path.name} needs {' and '.join(missing)}: pip install 'warmstart[gguf]'")
+    return path.parent, {"gguf_file": path.name}
+
+
+def load_tokenizer(path: str | Path, key: str):
+    directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(path: str | Path, key: str):
+    directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32", **kwargs)
+    return model, load_tokenizer(path, key)
+
+
+def gguf_to_pretrained(gguf: Path, out: Path, key: str = "sft.student") -> Path:
+    """A GGUF checkpoint as a plain float `save_pretrained` directory.
+
+    transformers dequantizes GGUF on load but keeps the model flagged as quantized, which it then
+    refuses to save; a fresh model built from the same config takes the dequantized weights instead.
+    """
+    directory, kwargs = _from_pretrained_args(gguf, key)
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(directory, dtype="float32", **kwargs)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype="float32")
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def vocabulary_mismatch(teacher_path: Path, student_tokenizer) -> str | None:
+    """None if the teacher's tokenizer has the student's vocabulary, else what differs (logit distillation
+    and a teacher scoring the student's tokens both need one tokenizer on both sides)."""
+    ours, theirs = student_tokenizer.get_vocab(), load_tokenizer(teacher_path, "teacher").get_vocab()
+    if ours == theirs:
+        return None
+    only = sorted(set(theirs) - set(ours))[:1] or sorted(set(ours) - set(theirs))[:1]
+    return f"the teacher's vocabulary ({len(theirs)} tokens) differs from the student's ({len(ours)})" + (
+        f", e.g. {only[0]!r}" if only else ""
+    )

@@ -1,0 +1,65 @@
+"""Log-probs a model gives to tokens it is shown (no sampling): for training losses, and for reporting.
+
+Two shapes of the same question, "how likely is each of these tokens, given the ones before it":
+
+- `sequence_logprobs(model, batch)`: a right-padded [B, L] batch -> [B, L-1] tensor with gradients,
+  what GRPO's update, its reference model and a local teacher scoring the student's tokens need;
+- `score_tokens(model, pad_id, sequences, starts, ks)`: plain lists with each token's k likeliest
+  alternatives (`TokenLogprob`), what `warmstart serve` returns as `logprobs` and a local teacher records
+  for sparse KD. The model's own distribution: raw logits, no temperature, no top-p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .generation import left_padded
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token id, logprob), most likely first
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per position. logits: [B, T, V], targets: [B, T] -> [B, T]."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log p of each next token of a right-padded batch: [B, L-1] (position t scores token t+1)."""
+    attention = torch.ones_like(batch["input_ids"])
+    logits = model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits
+    return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
+
+
+@torch.inference_mode()
+def score_tokens(
+    model, pad_id: int, sequences: list[list[int]], starts: list[int], ks: list[int]
+) -> list[list[TokenLogprob]]:
+    """Per sequence: every token from index `start` on, scored given the tokens before it, with its k best
+    alternatives. One forward pass over the (left-padded) batch."""
+    ids, attention = left_padded(sequences, pad_id)
+    # Left padding shifts positions; as generate() does, each row's tokens sit at 0, 1, ... (RoPE models do
+    # not care about a shift, models with absolute position embeddings such as GPT-2 do).
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits  # [B, T, V]
+    scored = [s[start:] for s, start in zip(sequences, starts)]
+    width = max(len(t) for t in scored)
+    # Sequences are right-aligned: the logits at T-width-1 .. T-2 predict the last `width` tokens.
+    logp = torch.log_softmax(logits[:, ids.shape[1] - width - 1 : -1].float(), dim=-1)  # [B, width, V]
+    return [_row_logprobs(logp[b, width - len(t) :], t, k) for b, (t, k) in enumerate(zip(scored, ks))]
+
+
+def _row_logprobs(logp: torch.Tensor, tokens: list[int], k: int) -> list[TokenLogprob]:
+    """logp: [len(tokens), V] log-probs at the positions that produced `tokens`."""
+    chosen = logp.gather(-1, torch.tensor(tokens, dtype=torch.long).unsqueeze(-1)).squeeze(-1).tolist()
+    top_values, top_ids = logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long())
+    return [
+        TokenLogprob(token, value, list(zip(alt_ids, alt_values)))
+        for token, value, alt_ids, alt_values in zip(tokens, chosen, top_ids.tolist(), top_values.tolist())
+    ]

@@ -1,0 +1,4 @@
+"""Numbers computed from results: unbiased pass@k (`passk.py`).
+
+Imports nothing of warmstart. See ARCHITECTURE.md.
+"""

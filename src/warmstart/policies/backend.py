@@ -1,0 +1,110 @@
+"""What an API backend is (`openai_api.py`, `anthropic_api.py`): one conversation in, one assistant reply
+out (`Backend.complete`), failures named (`RequestError`, classified by `limits.classify`); and what both
+check before any request is paid for (the key, the endpoint's model list) and share (TLS settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import httpx2
+
+from ..errors import WarmstartError
+from ..types import Message, Record, Sampling, Usage
+from .limits import Failure, classify
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    logprobs: bool = False
+    top_logprobs: bool = False
+    prompt_logprobs: bool = False
+    tools: bool = False
+    reasoning: bool = False
+
+
+class Reply(Record):
+    message: Message
+    usage: Usage
+    finish_reason: str  # stop | tool_calls | length | content_filter | refusal
+    logprobs: list[Any] | None = None  # per generated token: {token, logprob, top_logprobs}
+
+
+class RequestError(Exception):
+    """A failed request, classified (see limits.classify)."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class Backend(Protocol):
+    provider: str
+    model: str
+    endpoint: str  # base URL: part of the cache key, since two servers may serve one name differently
+    capabilities: Capabilities
+
+    async def complete(
+        self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int
+    ) -> Reply:
+        """One assistant turn; raise RequestError on failure. `seed` None: send none."""
+
+    async def close(self) -> None: ...
+
+
+def request_error(exc: Exception, sdk) -> RequestError:
+    """Both official SDKs (`sdk` is the module) raise APIStatusError with status, body and headers, or
+    connection / timeout errors with no HTTP answer."""
+    if isinstance(exc, sdk.APIStatusError):
+        body = json.dumps(exc.body) if exc.body is not None else ""
+        return RequestError(classify(exc.status_code, body, dict(exc.response.headers), exc.message))
+    return RequestError(classify(None, "", None, f"{type(exc).__name__}: {exc}"))
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def api_key(base_url: str, variable: str, where: str) -> str:
+    key = os.environ.get(variable)
+    if key:
+        return key
+    if urlparse(base_url).hostname in LOOPBACK_HOSTS:
+        return "unused"  # local servers usually take no key; the SDKs insist on one
+    raise WarmstartError(
+        f"{where}: the API key variable {variable} is not set (set it, or name another in api.key_env)"
+    )
+
+
+def require_served(model: str, served: list[str] | None, matches, base_url: str, where: str) -> None:
+    """Refuse a model the endpoint does not list (no list: the first request will tell)."""
+    if served is not None and not any(matches(model, name) for name in served):
+        raise WarmstartError(
+            f"{where}: {base_url} does not serve model {model!r} (it serves: {', '.join(served[:10]) or 'nothing'})"
+        )
+
+
+def served_models(client, sdk, base_url: str, where: str) -> list[str] | None:
+    """The endpoint's model ids, None when it lists none (404); a clear error when it cannot be used."""
+    try:
+        return [m.id for m in client.models.list()]
+    except sdk.APIConnectionError:
+        raise WarmstartError(f"{where}: cannot reach {base_url}") from None
+    except sdk.AuthenticationError:
+        raise WarmstartError(f"{where}: {base_url} rejected the API key") from None
+    except sdk.APIStatusError as exc:
+        if exc.status_code == 404:
+            return None  # no model list here: the first request will say if the model is unknown
+        raise WarmstartError(f"{where}: {base_url} answered HTTP {exc.status_code} to the model list") from None
+    finally:
+        client.close()
+
+
+def sdk_tls_context():
+    """The TLS settings (CA certificates loaded: 25-40 ms) exactly as the openai / anthropic SDKs make them,
+    for a backend to make once: it makes a client per event loop (one per `rollout`: per chunk in
+    generate, per judgement for a judge), and each would load them again."""
+    return httpx2.create_ssl_context()  # the SDKs' HTTP library; a plain ssl.SSLContext, which any release takes

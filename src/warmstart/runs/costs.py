@@ -1,0 +1,117 @@
+"""The cost ledger: API tokens times a price table, with local compute time beside the money.
+
+Stages that call a policy add up the usage of every turn of every trajectory (`CostLedger`) and store
+the summary in the manifest under their stage; `write_costs` then rebuilds `costs.json` from the
+manifest: per stage the API money (or a flag naming the models with no price: an unknown price is
+never counted as 0) and the stage's wall seconds, with totals and the money per accepted (verified)
+trajectory of the generate stages.
+
+Not priced: Anthropic's cache-write premium (cache writes are counted as plain input tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from ..errors import WarmstartError
+from .jsonl import write_json_atomic
+from ..types import Trajectory
+
+log = logging.getLogger(__name__)
+PRICED_PROVIDERS = {"openai", "anthropic"}  # others run locally: their cost is compute time
+
+
+def load_prices(path: str | None) -> dict[str, dict]:
+    try:
+        text = Path(path).read_text() if path else resources.files("warmstart.runs").joinpath("prices.toml").read_text()
+        return tomllib.loads(text).get("models", {})
+    except FileNotFoundError:
+        raise WarmstartError(f"api.prices: {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise WarmstartError(f"api.prices: {path} is not valid TOML ({exc})") from None
+
+
+def price_of(model: str, prices: dict[str, dict]) -> dict | None:
+    if model in prices:
+        return prices[model]
+    matches = [name for name in prices if model.startswith(name)]
+    return prices[max(matches, key=len)] if matches else None
+
+
+class CostLedger:
+    def __init__(self, prices: dict[str, dict], batch: bool):
+        self.prices, self.batch = prices, batch
+        self.totals = {"trajectories": 0, "accepted": 0, "requests": 0, "tokens_in": 0, "tokens_out": 0, "tokens_cached": 0}
+        self.usd = 0.0
+        self.unknown: set[str] = set()
+
+    def add(self, trajectory: Trajectory, accepted: bool) -> None:
+        self.totals["trajectories"] += 1
+        self.totals["accepted"] += accepted
+        provider, model = trajectory.provenance.provider, trajectory.provenance.model
+        for usage in trajectory.usage:
+            self.totals["requests"] += provider in PRICED_PROVIDERS
+            self.totals["tokens_in"] += usage.tokens_in
+            self.totals["tokens_out"] += usage.tokens_out
+            self.totals["tokens_cached"] += usage.tokens_cached
+            if provider in PRICED_PROVIDERS:
+                self._price(model, usage)
+
+    def _price(self, model: str, usage) -> None:
+        price = price_of(model, self.prices)
+        if price is None:
+            self.unknown.add(model)
+            return
+        fresh = usage.tokens_in - usage.tokens_cached
+        cost = fresh * price["input"] + usage.tokens_cached * price.get("cached_input", price["input"]) + usage.tokens_out * price["output"]
+        self.usd += cost / 1e6 * (price.get("batch", 1.0) if self.batch else 1.0)
+
+    def summary(self) -> dict:
+        usd = None if self.unknown else round(self.usd, 6)
+        accepted = self.totals["accepted"]
+        return {
+            **self.totals,
+            "usd": usd,
+            "usd_per_accepted": round(usd / accepted, 6) if usd is not None and accepted else None,
+            "unknown_price_models": sorted(self.unknown),
+        }
+
+
+def describe(stage: str, cost: dict) -> str:
+    if cost["requests"] == 0:
+        return f"{stage}: no API requests (a local policy: its cost is the stage's compute time in costs.json)"
+    money = f"${cost['usd']:.4f}" if cost["usd"] is not None else f"price unknown for {', '.join(cost['unknown_price_models'])}"
+    per = f" (${cost['usd_per_accepted']:.5f} per accepted trajectory)" if cost["usd_per_accepted"] is not None else ""
+    return (
+        f"{stage}: {cost['requests']} API requests, tokens in {cost['tokens_in']:,} (cached {cost['tokens_cached']:,}) "
+        f"out {cost['tokens_out']:,}: {money}{per}"
+    )
+
+
+def write_costs(root: Path, manifest: dict) -> dict:
+    """costs.json from the manifest's stages: money and seconds per stage, and totals."""
+    stages, usd, unknown, accepted = {}, 0.0, set(), 0
+    for name, info in sorted(manifest.get("stages", {}).items()):
+        entry = {"seconds": info.get("seconds")}
+        cost = info.get("api_cost")
+        if cost:
+            entry["api"] = cost
+            unknown |= set(cost["unknown_price_models"])
+            usd += cost["usd"] or 0.0
+            accepted += cost["accepted"] if name.startswith("generate:") else 0
+        stages[name] = entry
+    total_usd = None if unknown else round(usd, 6)
+    summary = {
+        "stages": stages,
+        "total": {
+            "usd": total_usd,
+            "unknown_price_models": sorted(unknown),
+            "usd_per_accepted_trajectory": round(total_usd / accepted, 6) if total_usd is not None and accepted else None,
+            "seconds": round(sum(s["seconds"] or 0.0 for s in stages.values()), 2),
+        },
+    }
+    write_json_atomic(root / "costs.json", summary)
+    return summary

@@ -1,0 +1,127 @@
+"""The run directory: every stage reads and writes files here (layout in ARCHITECTURE.md).
+
+`manifest.json` records, per stage, a fingerprint of its config and inputs, its outputs and timings.
+A stage whose fingerprint matches a finished entry and whose outputs exist is skipped: a rerun of a
+finished stage does no work. `RunDir.stage` is that sequence, written once for every stage (`Stage`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from ..config import Recipe, recipe_toml
+from .costs import write_costs
+from .jsonl import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def fingerprint(config: dict, inputs: list[Path]) -> str:
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for path in inputs:
+        h.update(str(path).encode())
+        h.update(file_digest(path).encode() if Path(path).is_file() else b"<dir>")
+    return h.hexdigest()[:16]
+
+
+class RunDir:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.root = Path(recipe.run.dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def trajectories(self, name: str) -> Path:
+        return self.root / "trajectories" / f"{name}.jsonl"
+
+    def curated(self, name: str) -> Path:
+        return self.root / "curated" / f"{name}.jsonl"
+
+    def dropped(self, name: str) -> Path:
+        return self.root / "curated" / f"{name}.dropped.json"
+
+    def model(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def checkpoints(self, name: str) -> Path:
+        return self.root / "checkpoints" / name
+
+    @property
+    def eval_results(self) -> Path:
+        return self.root / "eval" / "results.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {"stages": {}}
+        return json.loads(self.manifest_path.read_text())
+
+    def write_recipe(self) -> None:
+        (self.root / "recipe.toml").write_text(recipe_toml(self.recipe))
+
+    def stage(self, name: str, config: dict, inputs: list[Path], outputs: list[Path]) -> Stage:
+        """The bookkeeping of stage `name`, whose work depends on `config` and the files `inputs` and
+        writes `outputs`: see `Stage`."""
+        return Stage(self, name, config, inputs, outputs)
+
+    def is_done(self, stage: str, fingerprint: str, outputs: list[Path]) -> bool:
+        entry = self.manifest()["stages"].get(stage)
+        return bool(entry) and entry["fingerprint"] == fingerprint and all(Path(p).exists() for p in outputs)
+
+    def mark_done(self, stage: str, fingerprint: str, outputs: list[Path], started: float, extra: dict | None = None) -> None:
+        manifest = self.manifest()
+        manifest["stages"][stage] = {
+            "fingerprint": fingerprint,
+            "outputs": [str(Path(p).relative_to(self.root)) for p in outputs],
+            "seconds": round(time.time() - started, 3),
+            "finished": time.time(),
+            "versions": {name: version(name) for name in ("warmstart", "torch", "transformers")},
+            **(extra or {}),
+        }
+        write_json_atomic(self.manifest_path, manifest)
+        write_costs(self.root, manifest)  # costs.json follows the manifest: money and seconds per stage
+
+
+class Stage:
+    """One stage's run-dir bookkeeping, the same for every stage:
+
+        with run_dir.stage("curate:train", config, inputs=[source], outputs=[out]) as stage:
+            if stage.done:  # a finished entry with this fingerprint, outputs present: nothing to do
+                return out
+            ...             # the work
+            stage.summary = {"kept": ...}  # recorded in the manifest beside fingerprint, outputs, seconds
+
+    Leaving the block normally marks a stage that was not done as done (manifest.json, then costs.json);
+    an exception marks nothing, so the next run does the work again (resuming where the stage can).
+    """
+
+    def __init__(self, run_dir: RunDir, name: str, config: dict, inputs: list[Path], outputs: list[Path]):
+        self.started = time.time()  # the stage's seconds include hashing its inputs
+        self.run_dir, self.name, self.outputs = run_dir, name, outputs
+        self.fingerprint = fingerprint(config, inputs)
+        self.done = run_dir.is_done(name, self.fingerprint, outputs)
+        self.summary: dict = {}
+
+    def __enter__(self) -> Stage:
+        if self.done:
+            log.info("%s: already done, nothing to do", self.name)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None and not self.done:
+            self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, self.summary)

@@ -1,0 +1,116 @@
+"""Tokenized training examples and sequence packing.
+
+Packing puts several examples in one row. Position ids restart at 0 for each example; with no 2-D
+attention mask, transformers turns those restarts into a block-diagonal causal mask, so a token
+never attends across an example boundary (tested: packed logits equal unpacked ones). The first
+token of each example is never a target, since it cannot be predicted from the example before it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..distill.topk import Alignment, TeacherTokens, align
+from ..lm.chat import render_for_training
+from ..types import Trajectory
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    loss_mask: list[int]
+    teacher: TeacherTokens | None = None  # the teacher's top-k per position (sparse KD only)
+
+
+def tokenize(
+    tokenizer,
+    trajectories: list[Trajectory],
+    seq_len: int,
+    tools: list[dict] | None = None,
+    teacher_index: dict[str, int] | None = None,
+) -> tuple[list[Example], int, Alignment]:
+    """Examples that fit in a row, the number dropped as too long, and how the teacher's recorded
+    log-probs lined up (only with a `teacher_index`, `distill.topk.token_index`). `tools`: the environment's."""
+    examples, too_long, alignment = [], 0, Alignment()
+    for trajectory in trajectories:
+        rendered = render_for_training(tokenizer, trajectory.messages, tools)
+        if len(rendered.input_ids) > seq_len:
+            too_long += 1
+            continue
+        teacher = None
+        if teacher_index is not None:
+            teacher, stats = align(rendered.input_ids, rendered.loss_mask, trajectory.logprobs, teacher_index)
+            alignment.add(stats)
+        examples.append(Example(rendered.input_ids, rendered.loss_mask, teacher))
+    return examples, too_long, alignment
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(f"{seed}/epoch/{epoch}").shuffle(order)
+    return order
+
+
+def pack(examples: list[Example], order: list[int], seq_len: int) -> list[list[int]]:
+    """Rows of example indices, filled greedily in `order`; each row's examples fit in `seq_len`."""
+    rows, row, used = [], [], 0
+    for index in order:
+        length = len(examples[index].input_ids)
+        if used + length > seq_len:
+            rows.append(row)
+            row, used = [], 0
+        row.append(index)
+        used += length
+    if row:
+        rows.append(row)
+    return rows
+
+
+def row_width(rows: list[list[int]], examples: list[Example]) -> int:
+    """Tokens in the fullest of `rows`: collating to this width instead of seq_len drops only padding."""
+    return max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+
+
+def collate(rows: list[list[int]], examples: list[Example], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, position_ids, loss_mask: [rows, seq_len]. Padding is its own segment, never a target."""
+    ids = torch.full((len(rows), seq_len), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), seq_len), dtype=torch.long)
+    mask = torch.zeros((len(rows), seq_len), dtype=torch.float32)
+    for r, row in enumerate(rows):
+        at = 0
+        for index in row:
+            example = examples[index]
+            n = len(example.input_ids)
+            ids[r, at : at + n] = torch.tensor(example.input_ids)
+            positions[r, at : at + n] = torch.arange(n)
+            mask[r, at : at + n] = torch.tensor(example.loss_mask, dtype=torch.float32)
+            mask[r, at] = 0.0
+            at += n
+        positions[r, at:] = torch.arange(seq_len - at)
+    batch = {"input_ids": ids, "position_ids": positions, "loss_mask": mask}
+    if any(examples[i].teacher is not None for row in rows for i in row):
+        batch |= collate_teacher(rows, examples, seq_len)
+    return batch
+
+
+def collate_teacher(rows: list[list[int]], examples: list[Example], seq_len: int) -> dict[str, torch.Tensor]:
+    """kd_ids, kd_logp: [rows, seq_len, K]; kd_mask: [rows, seq_len]. Padding repeats the position's
+    first id with log-prob -inf (what `distill.losses.sparse_kl` expects); positions without a teacher get id 0."""
+    width = max([1, *(len(ids) for row in rows for i in row if examples[i].teacher for ids in examples[i].teacher.ids)])
+    kd_ids = torch.zeros((len(rows), seq_len, width), dtype=torch.long)
+    kd_logp = torch.full((len(rows), seq_len, width), float("-inf"))
+    kd_mask = torch.zeros((len(rows), seq_len), dtype=torch.bool)
+    for r, row in enumerate(rows):
+        at = 0
+        for index in row:
+            teacher = examples[index].teacher
+            for offset, (ids, logps) in enumerate(zip(teacher.ids, teacher.logp) if teacher else ()):
+                if ids:
+                    kd_ids[r, at + offset] = torch.tensor(ids + ids[:1] * (width - len(ids)))
+                    kd_logp[r, at + offset, : len(ids)] = torch.tensor(logps)
+                    kd_mask[r, at + offset] = True
+            at += len(examples[index].input_ids)
+    return {"kd_ids": kd_ids, "kd_logp": kd_logp, "kd_mask": kd_mask}

@@ -1,0 +1,260 @@
+"""One GRPO step, and what it needs: sample groups and score them with the verifier (`collect`), turn
+rewards into advantages, and take the clipped policy-ratio update (`update`).
+
+Each step: take the next `tasks_per_step` train tasks, sample `group_size` completions each from the
+current policy, score them with `env.verify` (the same function that filtered the teacher's data),
+turn rewards into group-relative advantages, and take `updates_per_batch` optimizer steps on the
+clipped policy-ratio loss, with the log-probs of the sampling policy kept as the "old" ones.
+
+Knobs (GrpoConfig), all variants of one loss (`losses.py`): clip_low/clip_high (clip-higher),
+normalization (token / sequence / constant = Dr. GRPO) and scale_by_std, kl_weight (0: no reference
+model in memory), drop_zero_variance (dynamic sampling: groups whose rewards are all equal carry no
+signal and are replaced by groups of the next tasks, up to max_refills rounds), overlong_buffer.
+
+A verdict with `infra_error` is masked out of the update and counted, never scored 0.
+
+On-policy distillation (`grpo.teacher`): a teacher (`distill/teacher.py`: a local model, or a server
+returning prompt logprobs) scores the student's sampled tokens, and each token gets its own advantage
+log q(x_t) - log p(x_t) (`distill/losses.reverse_kl_advantages`), plus `reward_weight` x the verifier's
+group advantage. It is an advantage in this machinery rather than a separate loss because then it needs
+only the log-prob of the sampled token, which a server gives (a full-distribution reverse KL would need
+the teacher's whole distribution at every student position), and it reuses the sampler, masks,
+clipping, checkpoints and the verifier mix unchanged. Flat reward groups are kept then (the teacher's
+signal does not depend on reward variance).
+
+Multi-turn: where the environment has tools, each sample is a whole episode (`lm/rollout.py`): the
+policy's turns are trained on, tool results and template text between turns are not (loss mask 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import GrpoConfig
+from ..distill.losses import reverse_kl_advantages
+from ..envs.verification import Verifier
+from ..lm.generation import sample_ids_pruned
+from ..lm.rollout import Episode, run_episodes
+from ..lm.scoring import sequence_logprobs
+from ..types import Provenance, Sampling, Trajectory
+from .losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, zero_variance_groups
+
+
+@dataclass
+class Group:
+    samples: list[Episode]
+    rewards: list[float]
+    valid: list[bool]  # False where verification had an infra error
+
+
+def as_trajectory(episode: Episode) -> Trajectory:
+    return Trajectory(
+        task_id=episode.task.id,
+        policy="grpo",
+        messages=episode.messages,
+        finish_reason=episode.finish_reason,
+        provenance=Provenance(provider="hf", model="grpo", created=0.0),
+    )
+
+
+def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
+    if verdict.infra_error is not None:
+        return 0.0, False
+    reward = verdict.reward
+    if cfg.overlong_buffer:  # on the last turn: the one a token limit can cut
+        reward += overlong_penalty(
+            torch.tensor([episode.usage[-1].tokens_out]), cfg.max_new_tokens, cfg.overlong_buffer
+        ).item()
+    return reward, True
+
+
+def collect(
+    model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int, verifier: Verifier
+) -> tuple[list[Group], int, dict]:
+    """Sample groups until `tasks_per_step` informative ones are found or refills run out (with a
+    teacher every group is informative: one round, nothing dropped). `verifier`: the run's, whose
+    workers (python's sandboxes) serve every step."""
+    drop_flat = cfg.drop_zero_variance and cfg.teacher is None
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+    groups: list[Group] = []
+    stats = {"groups": 0, "zero_variance": 0, "infra_errors": 0, "reward_sum": 0.0, "samples": 0, "tokens": 0}
+    for round_ in range(cfg.max_refills + 1):
+        need = cfg.tasks_per_step - len(groups)
+        if need <= 0 or (round_ and not drop_flat):
+            break
+        batch = [tasks[(cursor + i) % len(tasks)] for i in range(need)]
+        cursor += need
+        starts = [(t, i) for t in batch for i in range(cfg.group_size)]
+        episodes = run_episodes(
+            model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, sampler=sample_ids_pruned
+        )
+        verdicts = verifier.verify_all([(e.task, as_trajectory(e)) for e in episodes])
+        for g in range(len(batch)):
+            members = slice(g * cfg.group_size, (g + 1) * cfg.group_size)
+            group = scored_group(episodes[members], verdicts[members], cfg)
+            flat = tally(stats, group)
+            if not (flat and drop_flat):
+                groups.append(group)
+    return groups, cursor, stats
+
+
+def scored_group(members: list[Episode], verdicts: list, cfg: GrpoConfig) -> Group:
+    scored = [score(e, v, cfg) for e, v in zip(members, verdicts)]
+    return Group(members, [r for r, _ in scored], [v for _, v in scored])
+
+
+def tally(stats: dict, group: Group) -> bool:
+    """Count a group into the step's statistics; whether it is flat (all valid rewards equal: no signal)."""
+    valid_rewards = [r for r, v in zip(group.rewards, group.valid) if v]
+    stats["groups"] += 1
+    stats["infra_errors"] += group.valid.count(False)
+    stats["reward_sum"] += sum(valid_rewards)
+    stats["samples"] += len(valid_rewards)
+    stats["tokens"] += sum(len(e.ids) for e in group.samples)
+    flat = len(valid_rewards) < 2 or zero_variance_groups(torch.tensor([valid_rewards])).item()
+    stats["zero_variance"] += flat
+    return flat
+
+
+def valid_advantages(group: Group, cfg: GrpoConfig) -> list[float]:
+    """Advantages from the valid samples only: an infra error neither gets a score nor shifts the baseline."""
+    valid = [r for r, v in zip(group.rewards, group.valid) if v]
+    scaled = (
+        iter(group_advantages(torch.tensor([valid]), scale_by_std=cfg.scale_by_std)[0].tolist()) if valid else iter(())
+    )
+    return [next(scaled) if v else 0.0 for v in group.valid]
+
+
+def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, loss_mask: [B, L] (right-padded); advantages: [B]. Masked-out samples get mask 0."""
+    advantages = torch.tensor([a for g in groups for a in valid_advantages(g, cfg)])
+    rows = [(e, v) for g in groups for e, v in zip(g.samples, g.valid)]
+    length = max(len(e.ids) for e, _ in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length))
+    for r, (e, valid) in enumerate(rows):
+        ids[r, : len(e.ids)] = torch.tensor(e.ids)
+        if valid:
+            mask[r, : len(e.ids)] = torch.tensor(e.policy_mask, dtype=torch.float)
+    return {"input_ids": ids, "loss_mask": mask, "advantages": advantages, "lengths": [len(e.ids) for e, _ in rows]}
+
+
+def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -> tuple[torch.Tensor, dict]:
+    """[B] group advantages, or with a teacher [B, L-1] per-token ones; and the teacher's statistics."""
+    if teacher is None:
+        return batch["advantages"], {}
+    mask = batch["loss_mask"][:, 1:]
+    teacher_logp = teacher.logprobs(batch, batch["lengths"])
+    per_token = (
+        reverse_kl_advantages(old, teacher_logp, mask) + cfg.reward_weight * batch["advantages"].unsqueeze(1) * mask
+    )
+    scored = float(mask.sum())
+    # Mean over the student's tokens of log p - log q: the sampled estimate of the reverse KL per token.
+    reverse_kl = float(((old - teacher_logp) * mask).sum()) / max(scored, 1.0)
+    return per_token, {"reverse_kl": reverse_kl, "teacher_tokens": int(scored)}
+
+
+MICRO_BATCH_TOKENS = 4096  # padded tokens per forward/backward chunk of an update
+
+
+def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Rows grouped by length (shortest first) into chunks of at most `max_tokens` padded tokens, so
+    each chunk is padded only to its own longest row; a row longer than the budget is a chunk alone."""
+    chunks: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lambda r: lengths[r]):
+        if chunks and (len(chunks[-1]) + 1) * lengths[row] <= max_tokens:
+            chunks[-1].append(row)
+        else:
+            chunks.append([row])
+    return chunks
+
+
+def chunk_of(batch: dict, rows: list[int]) -> dict:
+    width = max(batch["lengths"][r] for r in rows)
+    index = torch.tensor(rows)
+    return {
+        "input_ids": batch["input_ids"][index, :width],
+        "loss_mask": batch["loss_mask"][index, :width],
+        "rows": index,
+        "width": width,
+    }
+
+
+def separate_old_pass(cfg: GrpoConfig, teacher) -> bool:
+    """Whether the sampling policy's log-probs need a pass of their own: with one update per batch and
+    no teacher they are the current policy's, detached (ratio 1), and come from the update's own pass."""
+    return teacher is not None or cfg.updates_per_batch > 1
+
+
+def update(
+    model,
+    reference,
+    optimizer,
+    batch: dict[str, torch.Tensor],
+    cfg: GrpoConfig,
+    teacher=None,
+    skip_silent_rows: bool = True,
+    chunk_tokens: int = MICRO_BATCH_TOKENS,
+) -> tuple[float, dict]:
+    """`updates_per_batch` optimizer steps on the batch. Each step runs in length-sorted chunks (less
+    padding: `micro_batches`) whose gradients add up to the whole batch's loss: every chunk's loss is
+    weighted by its share of the batch's normalizer (counted over all rows, computed or not). The
+    "old" log-probs take a no-grad pass only where `separate_old_pass`."""
+    reuse_current = not separate_old_pass(cfg, teacher)
+    chunks = live_chunks(
+        batch, skip_silent_rows and reference is None and teacher is None, skip_silent_rows, chunk_tokens
+    )
+    old, ref = None, [None] * len(chunks)
+    with torch.no_grad():
+        if not reuse_current:
+            old = sequence_logprobs(model, batch)
+        if reference is not None:
+            ref = [sequence_logprobs(reference, c) for c in chunks]
+    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)  # without a teacher, `old` is not read
+    loss_value = 0.0
+    for _ in range(cfg.updates_per_batch):
+        loss_value = 0.0
+        for c, c_ref in zip(chunks, ref):
+            c_old = None if reuse_current else old[c["rows"], : c["width"] - 1]
+            loss = chunk_loss(model, c, c_old, c_ref, advantages, batch, cfg)
+            loss.backward()
+            loss_value += loss.item()
+        if not chunks:  # every row silent: a zero gradient, as computing them would have given
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss_value, teacher_stats
+
+
+def live_chunks(batch: dict, skip_zero_advantage: bool, skip_maskless: bool, chunk_tokens: int) -> list[dict]:
+    """The rows that add to the gradient, in length-sorted chunks. Rows left out still count in the
+    normalizer: those with no policy token (an infra error), and, where each sequence has one advantage
+    and there is no KL term, those with advantage 0 (a flat group kept with drop_zero_variance off),
+    since then each of their tokens' loss is 0. `skip_*` False: computed anyway (the benchmark's ablation)."""
+    silent = (batch["loss_mask"].sum(dim=1) == 0) & skip_maskless
+    silent |= (batch["advantages"] == 0) & skip_zero_advantage
+    live = [r for r in range(len(batch["lengths"])) if not silent[r]]
+    lengths = [batch["lengths"][r] for r in live]
+    return [chunk_of(batch, [live[i] for i in rows]) for rows in micro_batches(lengths, chunk_tokens)]
+
+
+def chunk_loss(model, c: dict, c_old, c_ref, advantages: torch.Tensor, batch: dict, cfg: GrpoConfig) -> torch.Tensor:
+    """A chunk's clipped policy loss (plus KL to the reference), weighted by its share of the batch's
+    normalizer. `c_old` None: the sampling policy is the current one (ratio 1, log-probs detached)."""
+    c_mask = c["loss_mask"][:, 1:]
+    tokens = batch["loss_mask"][:, 1:].sum().clamp(min=1.0)
+    logp = sequence_logprobs(model, c)
+    c_old = logp.detach() if c_old is None else c_old
+    c_adv = advantages[c["rows"]] if advantages.dim() == 1 else advantages[c["rows"], : c["width"] - 1]
+    # The chunk's share of the batch normalizer: tokens for "token", sequences otherwise.
+    share = c_mask.sum() / tokens if cfg.normalization == "token" else len(c["rows"]) / len(batch["lengths"])
+    loss = share * clipped_policy_loss(
+        logp, c_old, c_adv, c_mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens
+    )
+    if c_ref is not None:
+        loss = loss + cfg.kl_weight * (kl_to_reference(logp, c_ref) * c_mask).sum() / tokens
+    return loss

@@ -1,0 +1,64 @@
+"""The server the serve tests speak to: a real `warmstart serve` process over a real tiny model, one per
+test module (each module that asks for `client` or `base_url` starts its own and stops it at its end)."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+from transformers import AutoTokenizer
+
+from warmstart.config import TinyModelConfig
+from warmstart.lm.tinymodel import save_tiny_student
+
+TINY = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=300)
+TEXTS = [f"what is {a} plus {b}? the answer is {a + b}." for a in range(20) for b in range(15)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_student(TEXTS, tmp_path_factory.mktemp("serve") / "tiny", TINY, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def base_url(model_dir, tmp_path_factory):
+    """The URL of a `warmstart serve` process, terminated when the module's tests are done."""
+    stderr = (tmp_path_factory.mktemp("serve-log") / "stderr.txt").open(
+        "w+"
+    )  # a file: a full pipe would block the server
+    command = [sys.executable, "-m", "warmstart.cli", "serve", str(model_dir), "--port", "0", "--max-batch", "16"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        line = _first_line(process, timeout_s=90)
+        assert line.startswith("serving tiny on http://127.0.0.1:"), _failure(line, stderr)
+        yield line.split(" on ")[1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        stderr.close()
+
+
+def _first_line(process: subprocess.Popen, timeout_s: float) -> str:
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    return process.stdout.readline() if ready else ""
+
+
+def _failure(line: str, stderr) -> str:
+    stderr.seek(0)
+    return f"no 'serving' line (got {line!r}); server stderr:\n{stderr.read()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=120)
+    yield client
+    client.close()

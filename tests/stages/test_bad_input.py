@@ -1,0 +1,118 @@
+"""Bad input ends with one line naming the problem, a non-zero exit, and nothing written is lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import curated_run, small_recipe, write_recipe_file
+from warmstart.envs.arithmetic import Arithmetic
+from warmstart.lm.tinymodel import TinyModelConfig, save_tiny_student
+from warmstart.runs.jsonl import JsonlAppender
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "recipe.toml"
+    }
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmstart.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture()
+def run(tmp_path):
+    recipe = curated_run(tmp_path / "run", "sft.steps=2")
+    return recipe, write_recipe_file(tmp_path / "recipe.toml", recipe)
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json\n", b'{"task_id": "x"}\n'])
+def test_empty_or_corrupt_curated_data(run, content):
+    recipe, recipe_file = run
+    root = Path(recipe.run.dir)
+    (root / "curated" / "train.jsonl").write_bytes(content)
+    before = snapshot(root)
+    result = cli("sft", str(recipe_file))
+    assert_one_line_error(result, "train.jsonl")
+    assert snapshot(root) == before
+
+
+def test_corrupt_trajectories_file_for_curate(run):
+    recipe, recipe_file = run
+    root = Path(recipe.run.dir)
+    path = root / "trajectories" / "teacher.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([lines[0], b"garbage", *lines[1:]]))
+    (root / "manifest.json").unlink()  # forget that curate ran, so it reads the file again
+    before = snapshot(root)
+    assert_one_line_error(cli("curate", str(recipe_file)), "teacher.jsonl:2")
+    assert snapshot(root) == before
+
+
+def test_missing_student_model(run):
+    recipe, recipe_file = run
+    before = snapshot(Path(recipe.run.dir))
+    assert_one_line_error(
+        cli("sft", str(recipe_file), "--set", "sft.student=/nonexistent/model"), "sft.student", "/nonexistent/model"
+    )
+    assert snapshot(Path(recipe.run.dir)) == before
+
+
+def test_template_that_cannot_mark_assistant_turns(run, tmp_path):
+    recipe, recipe_file = run
+    student = save_tiny_student(
+        ["user assistant hello"],
+        tmp_path / "odd-student",
+        TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, vocab_size=300),
+        seed=0,
+    )
+    # Renders the number of messages in every header: no prefix of a conversation renders as a prefix of it.
+    odd = "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ messages|length }}\n{{ m['content'] }}<|im_end|>{% endfor %}"
+    config = student / "tokenizer_config.json"
+    import json
+
+    settings = json.loads(config.read_text())
+    settings["chat_template"] = odd
+    config.write_text(json.dumps(settings))
+    (student / "chat_template.jinja").unlink(missing_ok=True)
+    before = snapshot(Path(recipe.run.dir))
+    assert_one_line_error(
+        cli("sft", str(recipe_file), "--set", f"sft.student='{student}'"), "cannot mark assistant turns"
+    )
+    assert snapshot(Path(recipe.run.dir)) == before
+
+
+def test_eval_split_that_overlaps_train(tmp_path):
+    env = Arithmetic()
+    train, eval_ = env.tasks("train", 30, 0), env.tasks("eval", 10, 0)
+    leaked = eval_[0].model_copy(update={"split": "train"})
+    with JsonlAppender(tmp_path / "train.jsonl") as w:
+        for task in [*train, leaked]:
+            w.append(task)
+    with JsonlAppender(tmp_path / "eval.jsonl") as w:
+        for task in eval_:
+            w.append(task)
+    recipe = small_recipe(
+        tmp_path / "run",
+        f"tasks.train_file='{tmp_path / 'train.jsonl'}'",
+        f"tasks.eval_file='{tmp_path / 'eval.jsonl'}'",
+    )
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    for stage in ("generate", "eval"):
+        assert_one_line_error(cli(stage, str(recipe_file)), "eval split overlaps train", eval_[0].id)
+    assert not (tmp_path / "run" / "trajectories").exists()
