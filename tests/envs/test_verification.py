@@ -207,8 +207,17 @@ def test_an_exception_in_the_block_stops_the_workers_and_their_zygotes(python_en
     assert_nothing_left_but(before)
 
 
+@pytest.fixture()
+def ctrl_c_raises():
+    """Ctrl-C raising KeyboardInterrupt here, as in a terminal: a process started in the background of a
+    non-interactive shell inherits SIGINT ignored, and Python then leaves it ignored."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
 @needs_sandbox
-def test_ctrl_c_during_a_batch_stops_the_workers_and_their_zygotes(python_env):
+def test_ctrl_c_during_a_batch_stops_the_workers_and_their_zygotes(python_env, ctrl_c_raises):
     """Ctrl-C reaches the whole process group: this process and the workers alike."""
     before = descendants()
     started = time.monotonic()

@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import WarmstartError
-from .jsonl import write_json_atomic
 from ..types import Trajectory
+from .jsonl import write_json_atomic
 
 log = logging.getLogger(__name__)
 PRICED_PROVIDERS = {"openai", "anthropic"}  # others run locally: their cost is compute time
@@ -44,7 +44,14 @@ def price_of(model: str, prices: dict[str, dict]) -> dict | None:
 class CostLedger:
     def __init__(self, prices: dict[str, dict], batch: bool):
         self.prices, self.batch = prices, batch
-        self.totals = {"trajectories": 0, "accepted": 0, "requests": 0, "tokens_in": 0, "tokens_out": 0, "tokens_cached": 0}
+        self.totals = {
+            "trajectories": 0,
+            "accepted": 0,
+            "requests": 0,
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "tokens_cached": 0,
+        }
         self.usd = 0.0
         self.unknown: set[str] = set()
 
@@ -66,7 +73,11 @@ class CostLedger:
             self.unknown.add(model)
             return
         fresh = usage.tokens_in - usage.tokens_cached
-        cost = fresh * price["input"] + usage.tokens_cached * price.get("cached_input", price["input"]) + usage.tokens_out * price["output"]
+        cost = (
+            fresh * price["input"]
+            + usage.tokens_cached * price.get("cached_input", price["input"])
+            + usage.tokens_out * price["output"]
+        )
         self.usd += cost / 1e6 * (price.get("batch", 1.0) if self.batch else 1.0)
 
     def summary(self) -> dict:
@@ -83,7 +94,11 @@ class CostLedger:
 def describe(stage: str, cost: dict) -> str:
     if cost["requests"] == 0:
         return f"{stage}: no API requests (a local policy: its cost is the stage's compute time in costs.json)"
-    money = f"${cost['usd']:.4f}" if cost["usd"] is not None else f"price unknown for {', '.join(cost['unknown_price_models'])}"
+    money = (
+        f"${cost['usd']:.4f}"
+        if cost["usd"] is not None
+        else f"price unknown for {', '.join(cost['unknown_price_models'])}"
+    )
     per = f" (${cost['usd_per_accepted']:.5f} per accepted trajectory)" if cost["usd_per_accepted"] is not None else ""
     return (
         f"{stage}: {cost['requests']} API requests, tokens in {cost['tokens_in']:,} (cached {cost['tokens_cached']:,}) "
@@ -109,7 +124,9 @@ def write_costs(root: Path, manifest: dict) -> dict:
         "total": {
             "usd": total_usd,
             "unknown_price_models": sorted(unknown),
-            "usd_per_accepted_trajectory": round(total_usd / accepted, 6) if total_usd is not None and accepted else None,
+            "usd_per_accepted_trajectory": round(total_usd / accepted, 6)
+            if total_usd is not None and accepted
+            else None,
             "seconds": round(sum(s["seconds"] or 0.0 for s in stages.values()), 2),
         },
     }

@@ -83,7 +83,9 @@ class RunDir:
         entry = self.manifest()["stages"].get(stage)
         return bool(entry) and entry["fingerprint"] == fingerprint and all(Path(p).exists() for p in outputs)
 
-    def mark_done(self, stage: str, fingerprint: str, outputs: list[Path], started: float, extra: dict | None = None) -> None:
+    def mark_done(
+        self, stage: str, fingerprint: str, outputs: list[Path], started: float, extra: dict | None = None
+    ) -> None:
         manifest = self.manifest()
         manifest["stages"][stage] = {
             "fingerprint": fingerprint,

@@ -1,0 +1,90 @@
+"""JSONL files that survive a SIGKILL: flushed per record, a torn last line skipped and cut, corruption named."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from helpers import make_trajectory
+from warmstart.errors import WarmstartError
+from warmstart.runs.jsonl import JsonlAppender, read_records
+from warmstart.types import (
+    Trajectory,
+)
+
+
+def test_appender_flushes_each_record_before_close(tmp_path):
+    path = tmp_path / "sub" / "t.jsonl"
+    writer = JsonlAppender(path)  # creates the parent directory
+    writer.append(make_trajectory("a"))
+    # Read through a separate handle while the writer is still open: a SIGKILL now would keep this line.
+    assert path.read_bytes().count(b"\n") == 1
+    writer.append(make_trajectory("b"))
+    assert [t.task_id for t in read_records(path, Trajectory)] == ["a", "b"]
+    writer.close()
+    with JsonlAppender(path) as again:  # reopening appends, never truncates complete records
+        again.append(make_trajectory("c"))
+    assert [t.task_id for t in read_records(path, Trajectory)] == ["a", "b", "c"]
+
+
+def test_reader_skips_torn_last_line_with_warning(tmp_path, caplog):
+    path = tmp_path / "t.jsonl"
+    with JsonlAppender(path) as writer:
+        writer.append(make_trajectory("a"))
+        writer.append(make_trajectory("b"))
+    full = path.read_bytes()
+    with path.open("ab") as f:
+        f.write(full[:57])  # half of a record, as a kill mid-write leaves it
+    with caplog.at_level(logging.WARNING, logger="warmstart.runs.jsonl"):
+        records = read_records(path, Trajectory)
+    assert [t.task_id for t in records] == ["a", "b"]
+    assert any("torn last line" in r.getMessage() for r in caplog.records)
+
+
+def test_reader_of_complete_file_does_not_warn(tmp_path, caplog):
+    path = tmp_path / "t.jsonl"
+    with JsonlAppender(path) as writer:
+        writer.append(make_trajectory("a"))
+    with caplog.at_level(logging.WARNING, logger="warmstart.runs.jsonl"):
+        assert len(read_records(path, Trajectory)) == 1
+    assert not caplog.records
+
+
+def test_corrupt_middle_line_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    good = make_trajectory("a").model_dump_json()
+    path.write_text(good + "\n" + good[:40] + "\n" + good + "\n")
+    with pytest.raises(WarmstartError, match=re.escape(f"{path}:2: not a valid Trajectory record")):
+        read_records(path, Trajectory)
+    # A well-formed JSON line that is not a record (unknown field) is corruption too.
+    path.write_text(good + "\n" + good + "\n" + '{"surprise": 1}\n')
+    with pytest.raises(WarmstartError, match=re.escape(f"{path}:3:")):
+        read_records(path, Trajectory)
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(WarmstartError, match="file not found"):
+        read_records(tmp_path / "nope.jsonl", Trajectory)
+
+
+@pytest.mark.parametrize("torn", [b'{"schema_version": 1, "task_id": "half', b"   "])
+def test_appender_cuts_torn_tail_so_next_record_is_intact(tmp_path, torn):
+    path = tmp_path / "t.jsonl"
+    with JsonlAppender(path) as writer:
+        writer.append(make_trajectory("a"))
+    with path.open("ab") as f:
+        f.write(torn)
+    with JsonlAppender(path) as writer:
+        writer.append(make_trajectory("b"))
+    assert path.read_bytes().endswith(b"\n") and torn not in path.read_bytes()
+    assert [t.task_id for t in read_records(path, Trajectory)] == ["a", "b"]
+
+
+def test_appender_on_file_without_any_newline_starts_over(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"torn": ')
+    with JsonlAppender(path) as writer:
+        writer.append(make_trajectory("a"))
+    assert [t.task_id for t in read_records(path, Trajectory)] == ["a"]
