@@ -12,6 +12,22 @@ Real servers do not fail on demand; this one does, request by request, from a qu
     length / refusal / filter   a 200 whose reply was cut, refused or content-filtered
     garbage / lie  (as a judge) a reply with no verdict line / the wrong verdict
 
+and replies no real server should send, which a client must survive:
+
+    retry_after_huge   429 with Retry-After: 999999999 (seconds)
+    surrogates         a 200 whose text holds a lone surrogate (valid JSON, not valid Unicode)
+    negative_usage     a 200 billing -1,000,000,000 prompt tokens
+    no_usage / bad_usage   a 200 with no usage / with token counts that are strings
+    no_choices         a 200 with an empty `choices` list (and usage)
+    empty              a 200 whose message has no content and no tool call
+    huge               a 200 whose text is `huge_bytes` long whatever max_tokens asked
+    other_model        a 200 that says another model answered
+
+`chaos` (a seeded random.Random) draws a fault for each request instead of the queue: each of
+`CHAOS_FAULTS` with probability `chaos_rate`. `billed` logs the usage of every reply delivered whole with
+counts a provider could bill (what a client's ledger should add up to; a `slow` reply, which the client
+has stopped waiting for when it comes, is left out).
+
 With no fault queued it answers correctly: for "What is A+B? ..." it replies "Answer: <A+B>". Every
 request is logged (arrival time, tokens, outcome), so tests assert on what the server saw. The legacy
 `/v1/completions` endpoint answers as OpenAI's hosted models do when asked to echo a token-id prompt with
@@ -28,6 +44,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PROBLEM_RE = re.compile(r"What is (-?\d+)([+\-*])(-?\d+)\?")
 MODELS = ["fake-model", "claude-fake-1"]
+CHAOS_FAULTS = [
+    "429", "500", "529", "reset", "malformed", "slow", "length", "refusal", "filter", "retry_after_huge",
+    "surrogates", "negative_usage", "no_usage", "bad_usage", "no_choices", "empty", "huge", "other_model",
+]  # fmt: skip
 
 
 class Server(ThreadingHTTPServer):
@@ -39,11 +59,15 @@ class Server(ThreadingHTTPServer):
 
 
 class FakeAPI:
-    def __init__(self, slow_s: float = 2.0, delay_s: float = 0.0):
+    def __init__(
+        self, slow_s: float = 2.0, delay_s: float = 0.0, huge_bytes: int = 2_000_000, chaos=None, chaos_rate=0.0
+    ):
         self.faults: list[str] = []
         self.log: list[dict] = []
+        self.billed: list[dict] = []  # {"prompt", "completion", "model"} of each reply a provider would bill
         self.lock = threading.Lock()
-        self.slow_s, self.delay_s = slow_s, delay_s
+        self.slow_s, self.delay_s, self.huge_bytes = slow_s, delay_s, huge_bytes
+        self.chaos, self.chaos_rate = chaos, chaos_rate
         self.server = Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -61,7 +85,18 @@ class FakeAPI:
 
     def next_fault(self) -> str | None:
         with self.lock:
+            if self.chaos is not None:
+                return self.chaos.choice(CHAOS_FAULTS) if self.chaos.random() < self.chaos_rate else None
             return self.faults.pop(0) if self.faults else None
+
+    def bill(self, reply: dict) -> None:
+        """Log a delivered reply's usage if a provider could bill it (whole, non-negative counts)."""
+        usage = reply.get("usage") or {}
+        counts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")]
+        counts = [c for c in counts if c is not None]
+        if len(counts) == 2 and all(isinstance(c, int) and c >= 0 for c in counts):
+            with self.lock:
+                self.billed.append({"prompt": counts[0], "completion": counts[1], "model": reply.get("model")})
 
     def record(self, entry: dict) -> None:
         with self.lock:
@@ -115,7 +150,7 @@ class FakeAPI:
                     time.sleep(api.delay_s)
                 if fault == "slow":
                     time.sleep(api.slow_s)
-                if fault in ("429", "quota", "500", "529", "401"):
+                if fault in ("429", "quota", "500", "529", "401", "retry_after_huge"):
                     return self._error(fault)
                 if fault == "reset":
                     self.send_response(200)
@@ -129,14 +164,22 @@ class FakeAPI:
                 if fault == "malformed":
                     return self._raw(200, b"{this is not json")
                 text = answer_text(body, fault)
+                if fault == "huge":
+                    text = (text + " ") * (api.huge_bytes // (len(text) + 1))
+                if fault == "surrogates":
+                    text = text + " \ud800"
                 if anthropic:
-                    return self._json(200, anthropic_reply(body, text, fault, prompt_tokens, completion_tokens))
-                if legacy:
-                    return self._json(200, legacy_reply(body, text, prompt_tokens, completion_tokens))
-                self._json(200, openai_reply(body, text, fault, prompt_tokens, completion_tokens))
+                    reply = anthropic_reply(body, text, fault, prompt_tokens, completion_tokens)
+                elif legacy:
+                    reply = legacy_reply(body, text, prompt_tokens, completion_tokens)
+                else:
+                    reply = odd_openai_reply(openai_reply(body, text, fault, prompt_tokens, completion_tokens), fault)
+                if fault != "slow":  # a client that timed out never sees this reply: it cannot count it
+                    api.bill(reply)
+                self._json(200, reply)
 
             def _error(self, fault: str):
-                status = {"429": 429, "quota": 429, "500": 500, "529": 529, "401": 401}[fault]
+                status = {"429": 429, "quota": 429, "500": 500, "529": 529, "401": 401, "retry_after_huge": 429}[fault]
                 message = {
                     "quota": {
                         "error": {
@@ -147,7 +190,8 @@ class FakeAPI:
                     },
                     "529": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
                 }.get(fault, {"error": {"message": f"fault {fault}", "type": "test"}})
-                self._json(status, message, {"retry-after": "1"} if fault == "429" else {})
+                retry_after = {"429": "1", "retry_after_huge": "999999999"}.get(fault)
+                self._json(status, message, {"retry-after": retry_after} if retry_after else {})
 
             def _json(self, status: int, obj: dict, headers: dict | None = None):
                 self._raw(status, json.dumps(obj).encode(), headers)
@@ -226,6 +270,23 @@ def openai_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, c
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def odd_openai_reply(reply: dict, fault: str | None) -> dict:
+    """A chat completion as a misbehaving server would send it (see the module docstring)."""
+    if fault == "negative_usage":
+        reply["usage"]["prompt_tokens"] = -1_000_000_000
+    elif fault == "no_usage":
+        del reply["usage"]
+    elif fault == "bad_usage":
+        reply["usage"] = {"prompt_tokens": "twenty", "completion_tokens": "six", "total_tokens": "many"}
+    elif fault == "no_choices":
+        reply["choices"] = []
+    elif fault == "empty":
+        reply["choices"][0]["message"]["content"] = None
+    elif fault == "other_model":
+        reply["model"] = "other-model"
+    return reply
 
 
 def legacy_reply(body: dict, text: str, prompt_tokens: int, completion_tokens: int) -> dict:

@@ -57,6 +57,10 @@ def _run_reporting_errors(action) -> None:
     except WarmstartError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:  # the file system or the machine, not a bug: one line naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _load(recipe_path: Path | None, overrides: list[str], base: dict | None = None) -> Recipe:

@@ -106,9 +106,8 @@ class TinyModelConfig(Section):
 
     vocab_size: int = Field(384, ge=300)  # 256 bytes + 4 special tokens + BPE merges
     hidden_size: int = Field(128, ge=8)
-    intermediate_size: int = Field(
-        256, ge=8
-    )  # narrow MLP: ~1.5x the steps per second of 4x width, and steps matter more
+    # narrow MLP: ~1.5x the steps per second of 4x width, and steps matter more
+    intermediate_size: int = Field(256, ge=8)
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
     max_positions: int = Field(512, ge=16)
@@ -142,15 +141,17 @@ class TasksConfig(Section):
 
 
 class GenerateConfig(Section):
-    teacher: PolicyField = PolicySpec.parse(
-        "reference"
-    )  # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL[@URL] | run:NAME
+    # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL[@URL] | run:NAME
+    teacher: PolicyField = PolicySpec.parse("reference")
     output: str = "teacher"  # trajectories/<output>.jsonl
     samples_per_task: int = Field(1, ge=1)
     concurrency: int = Field(64, ge=1)  # requests in flight (a batch, for local models)
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
+    # More records of the stage's tasks ending in an error than this share: the stage fails (exit status 1,
+    # one line); a rerun asks again for exactly those.
+    max_error_rate: float = Field(0.2, ge=0.0, le=1.0)
 
 
 class ApiConfig(Section):
@@ -163,12 +164,18 @@ class ApiConfig(Section):
     timeout_s: float = Field(120.0, gt=0)  # per request
     max_retries: int = Field(6, ge=0)
     backoff_s: float = Field(1.0, gt=0)  # first retry waits up to this; doubles each time (full jitter)
-    top_logprobs: int = Field(
-        0, ge=0, le=20
-    )  # >0: record token logprobs and this many alternatives (APIs and hf: local models)
-    send_seed: bool = True  # a per-request seed (best-effort reproducibility); `warmstart serve` runs seeded requests alone, unbatched
+    max_retry_after_s: float = Field(300.0, gt=0)  # a server's Retry-After is obeyed up to this (logged when capped)
+    # A request, its retries and their waits included, gives up this long after it is first sent; None:
+    # the retry policy's own worst case, (max_retries + 1) x timeout_s plus the longest waits. Either is
+    # stated when generate starts.
+    deadline_s: float | None = Field(None, gt=0)
+    # >0: record token logprobs and this many alternatives (APIs and hf: local models)
+    top_logprobs: int = Field(0, ge=0, le=20)
+    # A per-request seed (best-effort reproducibility); `warmstart serve` runs seeded requests alone, unbatched.
+    send_seed: bool = True
     thinking_tokens: int = Field(0, ge=0)  # anthropic: >0 turns extended thinking on with this budget
-    prices: str | None = None  # TOML price table used instead of the built-in one (src/warmstart/runs/prices.toml)
+    # TOML price table used instead of the built-in one (src/warmstart/runs/prices.toml)
+    prices: str | None = None
     batch_discount: bool = False  # price requests at the provider's batch rate
 
 
@@ -201,12 +208,10 @@ class SftConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     # Distillation signal (distill/signal_choice.py): auto takes the richest the teacher offers (logits > topk > tokens).
     distill: Literal["auto", "tokens", "topk", "logits"] = "auto"
-    kd_weight: float = Field(
-        0.5, ge=0.0, le=1.0
-    )  # loss = (1 - w) CE + w KL where the teacher's distribution is known; 0 = plain SFT
-    teacher: PolicyField = PolicySpec.parse(
-        "teacher"
-    )  # whose logits dense KD uses: "teacher" (generate.teacher), run:NAME or hf:PATH
+    # loss = (1 - w) CE + w KL where the teacher's distribution is known; 0 = plain SFT
+    kd_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # whose logits dense KD uses: "teacher" (generate.teacher), run:NAME or hf:PATH
+    teacher: PolicyField = PolicySpec.parse("teacher")
     kd_chunk: int = Field(1024, ge=1)  # scored positions per logits chunk: bounds KD memory to chunk x vocabulary
     # Forward/backward under CPU bf16 autocast (weights, AdamW state, loss in fp32). Faster only where the
     # CPU has native bf16 matmul (AVX512-BF16/AMX); on AVX2-only CPUs it is ~5x slower than fp32.
@@ -239,9 +244,8 @@ class GrpoConfig(Section):
     grad_clip: float = Field(1.0, gt=0.0)
     # On-policy distillation: a teacher scores the student's own tokens; per-token advantage
     # log q - log p (reverse KL) plus reward_weight x the verifier's group advantage.
-    teacher: PolicyField | None = (
-        None  # None: plain GRPO; "teacher", run:NAME, hf:PATH, or openai:MODEL@URL serving prompt logprobs
-    )
+    # None: plain GRPO; "teacher", run:NAME, hf:PATH, or openai:MODEL@URL serving prompt logprobs
+    teacher: PolicyField | None = None
     reward_weight: float = Field(1.0, ge=0.0)  # with a teacher: 0 = pure distillation
     teacher_tokens_budget: int | None = Field(None, ge=1)  # stop once the teacher has scored this many tokens
     checkpoint_every: int = Field(10, ge=1)

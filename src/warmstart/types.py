@@ -58,11 +58,13 @@ class Task(Record):
 
 
 class Usage(Record):
-    """Tokens of one policy turn. `cached` counts prompt tokens served from a provider's cache."""
+    """Tokens of one reply. `tokens_cached` counts prompt tokens served from a provider's prompt cache."""
 
     tokens_in: int = 0
     tokens_out: int = 0
     tokens_cached: int = 0
+    model: str | None = None  # the model the provider says answered (it may differ from the one asked for)
+    from_cache: bool = False  # answered from warmstart's response cache: no request was sent, nothing paid
 
 
 class Verdict(Record):
@@ -86,6 +88,7 @@ class Provenance(Record):
     seed: int | None = None
     created: float  # unix time
     terms: str | None = None  # note on the provider's terms of use for outputs, where relevant
+    endpoint: str | None = None  # the API's base URL (not part of a stage's fingerprint: a port may change)
 
 
 class Trajectory(Record):
@@ -95,6 +98,8 @@ class Trajectory(Record):
     policy: str
     messages: list[Message]  # the whole conversation, prompt included
     usage: list[Usage] = Field(default_factory=list)  # one per policy turn
+    # Replies the provider billed that were rejected (invalid text or usage, empty, no choices) and asked again.
+    rejected_usage: list[Usage] = Field(default_factory=list)
     logprobs: list[Any] | None = None  # per-token (top-k) logprobs where the backend gives them
     verdict: Verdict | None = None
     provenance: Provenance

@@ -103,6 +103,7 @@ def test_generate_caches_every_reply_and_a_rerun_pays_for_nothing(tmp_path):
         recipe = recipe_for(tmp_path, api, "generate.samples_per_task=2")
         out = generate.run(recipe)
         assert len(api.log) == 12
+        paid = json.loads((tmp_path / "costs.json").read_text())["stages"]["generate:teacher"]["api"]
         generate.run(recipe)  # finished: skipped
         out.unlink()  # lose the records: the cache still has every reply
         (tmp_path / "manifest.json").unlink()
@@ -110,10 +111,14 @@ def test_generate_caches_every_reply_and_a_rerun_pays_for_nothing(tmp_path):
         assert len(api.log) == 12
     records = read_records(out, Trajectory)
     assert len(records) == 12 and all(r.verdict.passed for r in records)
-    costs = json.loads((tmp_path / "costs.json").read_text())
-    api_cost = costs["stages"]["generate:teacher"]["api"]
-    assert api_cost["requests"] == 12 and api_cost["tokens_in"] == 12 * 20 and api_cost["tokens_out"] == 12 * 6
-    assert api_cost["usd"] is None and api_cost["unknown_price_models"] == ["fake-model"]  # flagged, not 0
+    assert paid["requests"] == paid["requests_sent"] == 12 and paid["cache_hits"] == 0
+    assert paid["tokens_in"] == 12 * 20 and paid["tokens_out"] == 12 * 6
+    assert paid["usd"] is None and paid["unknown_price_models"] == ["fake-model"]  # flagged, not 0
+    # The rerun sent nothing: its ledger bills nothing and counts the cache hits apart.
+    cached = json.loads((tmp_path / "costs.json").read_text())["stages"]["generate:teacher"]["api"]
+    assert cached["requests"] == cached["requests_sent"] == 0 and cached["cache_hits"] == 12
+    assert cached["tokens_in"] == cached["tokens_out"] == 0 and cached["usd"] == 0.0
+    assert all(u.from_cache for r in records for u in r.usage)
 
 
 def test_prices_turn_tokens_into_money_per_accepted_trajectory(tmp_path):

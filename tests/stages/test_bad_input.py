@@ -15,10 +15,12 @@ from warmstart.runs.jsonl import JsonlAppender
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
+    """The run directory's files, but the resolved recipe the CLI writes and the lock a stage takes (which
+    names the pid that held it last)."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "recipe.toml"
+        if p.is_file() and p.name not in ("recipe.toml", ".lock")
     }
 
 

@@ -59,7 +59,14 @@ def make_api_policy(spec: PolicySpec, env: Environment, key: str, recipe: Recipe
     if cfg.top_logprobs and not backend.capabilities.top_logprobs:
         raise WarmstartError(f"{key}: {spec.kind} does not return token logprobs; set api.top_logprobs = 0")
     settings = ApiSettings(
-        cfg.concurrency, cfg.timeout_s, cfg.max_retries, cfg.backoff_s, cfg.top_logprobs, cfg.send_seed
+        cfg.concurrency,
+        cfg.timeout_s,
+        cfg.max_retries,
+        cfg.backoff_s,
+        cfg.top_logprobs,
+        cfg.send_seed,
+        cfg.max_retry_after_s,
+        cfg.deadline_s,
     )
     cache = ResponseCache(RunDir(recipe).root / "cache" / "responses.jsonl")
     return APIPolicy(backend, env, recipe.env.max_turns, settings, RateLimiter(cfg.rpm, cfg.tpm), cache)

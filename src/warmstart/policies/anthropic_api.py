@@ -15,11 +15,21 @@ stops on 400 / 401 / 403 and on a 429 that reports a spend limit.
 from __future__ import annotations
 
 import anthropic
+from pydantic import ValidationError
 
 from ..config import PolicySpec
 from ..types import Message, Sampling
 from .anthropic_format import from_anthropic, to_anthropic, usage_from_anthropic
-from .backend import Capabilities, Reply, api_key, request_error, require_served, sdk_tls_context, served_models
+from .backend import (
+    Capabilities,
+    Reply,
+    api_key,
+    invalid_reply,
+    request_error,
+    require_served,
+    sdk_tls_context,
+    served_models,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -77,8 +87,19 @@ class AnthropicBackend:
             )
         except (anthropic.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, anthropic) from None
-        message, finish = from_anthropic(list(response.content), response.stop_reason)
-        return Reply(message=message, usage=usage_from_anthropic(response.usage), finish_reason=finish)
+        usage = usage_from_anthropic(response.usage, response.model if isinstance(response.model, str) else None)
+        if usage is None:  # the cost would be unknown, not 0
+            raise invalid_reply("no token usage")
+        try:
+            message, finish = from_anthropic(list(response.content or []), response.stop_reason)
+        except (
+            ValidationError,
+            TypeError,
+            AttributeError,
+            KeyError,
+        ) as exc:  # blocks it cannot hold raise WarmstartError
+            raise invalid_reply(f"a message warmstart cannot read ({type(exc).__name__})", usage) from None
+        return Reply(message=message, usage=usage, finish_reason=finish)
 
     async def close(self) -> None:
         if self.client is not None:

@@ -202,16 +202,18 @@ def finish_reason(stop_reason: str | None) -> str:
             return stop_reason
 
 
-def usage_from_anthropic(usage: Any) -> Usage:
-    """Token counts of one response (the SDK's Usage or its dict).
+def usage_from_anthropic(usage: Any, model: str | None = None) -> Usage | None:
+    """Token counts of one response (the SDK's Usage or its dict); None where the server sent none.
 
     Anthropic's `input_tokens` excludes cached tokens, so the prompt's total is the sum of the three input
-    counts; the cache fields may be missing or None.
+    counts; the cache fields may be missing or None. Counts are taken as sent, negative ones included:
+    `api.reply_problem` refuses a reply whose counts are impossible.
     """
     if usage is None:
-        raise WarmstartError("Anthropic response has no usage: its tokens cannot be counted")
+        return None
     fields = usage.model_dump() if isinstance(usage, BaseModel) else dict(usage)
-    uncached, written, read = (
-        fields.get(k) or 0 for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
-    return Usage(tokens_in=uncached + written + read, tokens_out=fields.get("output_tokens") or 0, tokens_cached=read)
+    uncached, tokens_out = fields.get("input_tokens"), fields.get("output_tokens")
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in (uncached, tokens_out)):
+        return None
+    written, read = (fields.get(k) or 0 for k in ("cache_creation_input_tokens", "cache_read_input_tokens"))
+    return Usage(tokens_in=uncached + written + read, tokens_out=tokens_out, tokens_cached=read, model=model)

@@ -5,15 +5,22 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
 
 - turns: policy turn -> tool calls -> `env.step` -> tool results -> ... up to `env.max_turns`;
 - concurrency: asyncio, at most `api.concurrency` requests in flight;
-- limits and retries: `limits.py` (RPM / TPM windows, backoff with jitter honouring Retry-After; no
-  retry on errors retrying cannot fix, which stop the stage with a clear error);
-- the response cache (`ResponseCache`): every successful reply is appended (one line) under a key of
-  everything that changes the answer, before it is used. A rerun asks the cache first: after a SIGKILL
-  nothing is paid for twice except the requests that were in flight; after a machine crash at most about
-  the last second of replies is asked again (see `ResponseCache`). Replies cut by the token limit, refused or
-  content-filtered are not cached as successes: they are flagged on the trajectory and `curate`
-  drops them with the reason counted;
-- a request that still fails after its retries becomes a trajectory with `error` set, never a gap.
+- limits and retries: `limits.py` (RPM / TPM windows, backoff with jitter honouring Retry-After up to
+  `api.max_retry_after_s`; no retry on errors retrying cannot fix, which stop the stage with a clear
+  error). Every wait is bounded: a request, its retries included, gives up at `api.deadline_s` (by
+  default the retry policy's own worst case, `ApiSettings.worst_case_s`);
+- replies are checked before use (`reply_problem`): impossible token counts, text that is not Unicode
+  (lone surrogates), an empty reply are refused and asked again, and the usage they carried is kept on
+  the trajectory (`rejected_usage`: the provider bills it); a reply far longer than `max_new_tokens`
+  allows is cut and flagged `oversized` (`flag_oversized`). The model the provider says answered is
+  recorded on each turn's usage, and pricing follows it; one that is not the model asked for is warned of;
+- the response cache (`cache.py`): every successful reply is appended (one line) under a key of
+  everything that changes the answer, before it is used. A rerun asks the cache first (a turn answered
+  from it is marked `from_cache`: nothing was paid for it): after a SIGKILL nothing is paid for twice
+  except the requests that were in flight. Replies cut by the token limit, refused, content-filtered or
+  oversized are not cached as successes: they are flagged on the trajectory and `curate` drops them;
+- a request that still fails after its retries becomes a trajectory with `error` set, never a gap;
+- `RequestTally` counts requests sent, failed, retried and answered from the cache, for the stage's ledger.
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ from dataclasses import dataclass
 
 from ..errors import WarmstartError
 from ..lm.toolcalls import tool_results
-from ..types import Message, Provenance, Request, Sampling, Trajectory
+from ..types import Message, Provenance, Request, Sampling, Trajectory, Usage
 from .backend import Backend, Reply, RequestError
 from .cache import ResponseCache
-from .limits import Failure, RateLimiter, backoff_seconds, reservation
+from .limits import Failure, RateLimiter, backoff_seconds, longest_backoff, reservation
 
 log = logging.getLogger(__name__)
 CACHEABLE = {"stop", "tool_calls"}  # finish reasons of a complete, usable reply
@@ -44,6 +51,71 @@ class ApiSettings:
     backoff_s: float
     top_logprobs: int  # 0: none requested
     send_seed: bool = True
+    max_retry_after_s: float = 300.0
+    deadline_s: float | None = None  # None: the retry policy's worst case
+
+    def worst_case_s(self) -> float:
+        """The longest one request can take, its retries and their waits included (rate-limit queueing aside)."""
+        waits = sum(longest_backoff(a, self.backoff_s, self.max_retry_after_s) for a in range(self.max_retries))
+        policy = (self.max_retries + 1) * self.timeout_s + waits
+        return min(policy, self.deadline_s) if self.deadline_s else policy
+
+
+@dataclass
+class RequestTally:
+    """What a policy's requests came to in this process (the ledger's figures that no record holds)."""
+
+    sent: int = 0  # requests sent to the provider, retries included
+    failed: int = 0  # of which ended without a usable reply (an error, a timeout, a reply refused)
+    retried: int = 0  # failures that were asked again
+    rejected: int = 0  # replies refused as unusable (their usage is billed: see rejected_usage)
+    cache_hits: int = 0  # turns answered from the response cache: nothing sent
+    worst_case_s: float = 0.0  # the longest one request may take
+
+    def summary(self) -> dict:
+        return {
+            "requests_sent": self.sent,
+            "requests_failed": self.failed,
+            "retries": self.retried,
+            "replies_rejected": self.rejected,
+            "cache_hits": self.cache_hits,
+        }
+
+
+# A token's text is rarely over a few bytes; a reply whose text exceeds this many bytes per token of
+# `max_new_tokens` (or whose reported output tokens exceed the limit by a tenth) was not bounded by it.
+MAX_BYTES_PER_TOKEN = 32
+
+
+def reply_problem(reply: Reply) -> str | None:
+    """Why a reply cannot be used (it is asked again), or None."""
+    usage = reply.usage
+    if min(usage.tokens_in, usage.tokens_out, usage.tokens_cached) < 0 or usage.tokens_cached > usage.tokens_in:
+        return f"impossible token counts (in {usage.tokens_in}, out {usage.tokens_out}, cached {usage.tokens_cached})"
+    message = reply.message
+    if not (message.content or message.tool_calls):
+        return "an empty reply (no text and no tool call)"
+    try:
+        reply.model_dump_json()
+    except ValueError:  # pydantic's serializer refuses lone surrogates: such text cannot be stored or sent on
+        return "text that is not valid Unicode (lone surrogates)"
+    return None
+
+
+def usage_is_valid(usage: Usage | None) -> bool:
+    return usage is not None and min(usage.tokens_in, usage.tokens_out, usage.tokens_cached) >= 0
+
+
+def flag_oversized(reply: Reply, sampling: Sampling) -> Reply:
+    """A reply longer than `max_new_tokens` allows, cut to that bound and flagged `oversized` (not cached,
+    dropped by curate); any other reply as it is."""
+    limit = sampling.max_new_tokens * MAX_BYTES_PER_TOKEN + 1024
+    text = reply.message.content or ""
+    too_many_tokens = reply.usage.tokens_out > sampling.max_new_tokens * 1.1 + 16
+    if len(text) <= limit and not too_many_tokens and len(text.encode()) <= limit:
+        return reply
+    cut = reply.message.model_copy(update={"content": text.encode()[:limit].decode(errors="ignore")})
+    return reply.model_copy(update={"message": cut, "finish_reason": "oversized", "logprobs": None})
 
 
 class APIPolicy:
@@ -53,6 +125,8 @@ class APIPolicy:
         self.backend, self.env, self.max_turns, self.settings = backend, env, max_turns, settings
         self.limiter, self.cache = limiter, cache
         self.spec = f"{backend.provider}:{backend.model}"
+        self.request_tally = RequestTally(worst_case_s=settings.worst_case_s())
+        self.served_elsewhere: set[str] = set()  # served models already warned of
 
     def rollout(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Trajectory]:
         return asyncio.run(self._rollout_all(requests, sampling, seed))
@@ -71,10 +145,10 @@ class APIPolicy:
         self, request: Request, sampling: Sampling, seed: int, in_flight: asyncio.Semaphore
     ) -> Trajectory:
         task, tools = request.task, list(self.env.tools)
-        messages, usage, logprobs, finish = list(task.prompt), [], [], "stop"
+        messages, usage, logprobs, finish, rejected = list(task.prompt), [], [], "stop", []
         try:
             for turn in range(self.max_turns):
-                reply = await self._turn(messages, tools, sampling, seed, request.sample_index, in_flight)
+                reply = await self._turn(messages, tools, sampling, seed, request.sample_index, in_flight, rejected)
                 messages.append(reply.message)
                 usage.append(reply.usage)
                 logprobs.append(reply.logprobs)
@@ -87,27 +161,32 @@ class APIPolicy:
                 messages += tool_results(self.env, task, messages)
             error = None
         except RequestError as exc:
-            error = f"request failed after {self.settings.max_retries} retries: {exc}"
+            error = f"request failed: {exc}"
         return Trajectory(
             task_id=task.id,
             sample_index=request.sample_index,
             policy=self.spec,
             messages=messages,
             usage=usage,
+            rejected_usage=rejected,
             logprobs=logprobs if any(lp is not None for lp in logprobs) else None,
             finish_reason=None if error else ("stop" if finish == "tool_calls" else finish),
             error=error,
-            provenance=Provenance(
-                provider=self.backend.provider,
-                model=self.backend.model,
-                sampling={
-                    "temperature": sampling.temperature,
-                    "top_p": sampling.top_p,
-                    "max_new_tokens": sampling.max_new_tokens,
-                },
-                seed=seed,
-                created=time.time(),
-            ),
+            provenance=self._provenance(sampling, seed),
+        )
+
+    def _provenance(self, sampling: Sampling, seed: int) -> Provenance:
+        return Provenance(
+            provider=self.backend.provider,
+            model=self.backend.model,
+            endpoint=self.backend.endpoint,
+            sampling={
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "max_new_tokens": sampling.max_new_tokens,
+            },
+            seed=seed,
+            created=time.time(),
         )
 
     def _key(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int, sample_index: int) -> str:
@@ -132,44 +211,107 @@ class APIPolicy:
         )
         return reservation(size, len(messages), sampling.max_new_tokens)
 
-    async def _turn(self, messages, tools, sampling: Sampling, seed: int, sample_index: int, in_flight) -> Reply:
+    async def _turn(
+        self, messages, tools, sampling: Sampling, seed: int, sample_index: int, in_flight, rejected
+    ) -> Reply:
+        """One policy turn: from the cache, or asked of the provider with retries until `api.deadline_s`.
+        The usage of replies refused on the way goes to `rejected` (they were billed)."""
         key = self._key(messages, tools, sampling, seed, sample_index)
         cached = self.cache.get(key)
         if cached is not None:
-            return cached
-        request_seed = int(key[:8], 16)  # the provider's seed, where it honours one: per request, stable
+            self.request_tally.cache_hits += 1
+            return cached.model_copy(update={"usage": cached.usage.model_copy(update={"from_cache": True})})
+        ask = Ask(messages, tools, sampling, int(key[:8], 16))
         rng = None  # the backoff's jitter, seeded by the key: made on the first retry, not per request
-        tokens = self._reservation(messages, tools, sampling) if self.limiter.counts_tokens else 0
         for attempt in range(self.settings.max_retries + 1):
-            async with in_flight:
-                entry = await self.limiter.acquire(tokens)
-                try:
-                    # asyncio.timeout, not wait_for: no extra task and event-loop rounds per request
-                    async with asyncio.timeout(self.settings.timeout_s):
-                        reply = await self.backend.complete(
-                            messages,
-                            tools,
-                            sampling,
-                            request_seed if self.settings.send_seed else None,
-                            self.settings.top_logprobs,
-                        )
-                except RequestError as exc:
-                    self.limiter.release(entry, None)
-                    failure = exc.failure
-                except TimeoutError:  # asyncio.timeout's; the SDK's own timeout is an APITimeoutError
-                    self.limiter.release(entry, None)
-                    failure = Failure(True, f"no answer within api.timeout_s={self.settings.timeout_s}")
-                else:
-                    self.limiter.release(entry, reply.usage.tokens_in + reply.usage.tokens_out)
-                    if reply.finish_reason in CACHEABLE:
-                        self.cache.put(key, reply)  # written (a kill cannot lose it) before it is used
-                    return reply
+            reply, failure = await self._attempt(ask, in_flight, rejected)
+            if reply is not None:
+                if reply.finish_reason in CACHEABLE:
+                    self.cache.put(key, reply)  # written (a kill cannot lose it) before it is used
+                return reply
             if not failure.retry:
                 raise WarmstartError(f"{self.spec}: {failure.message}")
             if attempt == self.settings.max_retries:
-                raise RequestError(failure)
+                raise RequestError(Failure(False, f"{failure.message} (after {attempt} retries)"))
             rng = rng or random.Random(key)
-            wait = backoff_seconds(attempt, self.settings.backoff_s, failure.retry_after, rng)
-            log.warning("%s: %s; retry %d in %.1f s", self.spec, failure.message, attempt + 1, wait)
-            await asyncio.sleep(wait)
+            await self._wait_to_retry(attempt, failure, rng, ask.deadline)  # set by the first try
         raise AssertionError("unreachable")
+
+    async def _wait_to_retry(self, attempt: int, failure: Failure, rng: random.Random, deadline: float) -> None:
+        cap = self.settings.max_retry_after_s
+        wait = backoff_seconds(attempt, self.settings.backoff_s, failure.retry_after, rng, cap)
+        if time.monotonic() + wait >= deadline:
+            raise RequestError(
+                Failure(
+                    False, f"{failure.message}; gave up after {attempt + 1} tries: another would pass api.deadline_s"
+                )
+            )
+        capped = (
+            f" (Retry-After {failure.retry_after:.0f} s capped by api.max_retry_after_s)"
+            if (failure.retry_after or 0) > cap
+            else ""
+        )
+        log.warning("%s: %s; retry %d in %.1f s%s", self.spec, failure.message, attempt + 1, wait, capped)
+        self.request_tally.retried += 1
+        await asyncio.sleep(wait)
+
+    async def _attempt(self, ask: Ask, in_flight, rejected: list[Usage]) -> tuple[Reply | None, Failure | None]:
+        """One request: (a usable reply, None) or (None, why not)."""
+        seed = ask.seed if self.settings.send_seed else None
+        tokens = self._reservation(ask.messages, ask.tools, ask.sampling) if self.limiter.counts_tokens else 0
+        async with in_flight:
+            entry = await self.limiter.acquire(tokens)
+            if ask.deadline is None:  # from the first send: waiting for a slot or the rate limits is not the request's
+                ask.deadline = time.monotonic() + self.request_tally.worst_case_s
+            self.request_tally.sent += 1
+            try:
+                # asyncio.timeout, not wait_for: no extra task and event-loop rounds per request
+                async with asyncio.timeout(max(0.001, min(self.settings.timeout_s, ask.deadline - time.monotonic()))):
+                    reply = await self.backend.complete(
+                        ask.messages, ask.tools, ask.sampling, seed, self.settings.top_logprobs
+                    )
+            except RequestError as exc:
+                self.limiter.release(
+                    entry, exc.billed.tokens_in + exc.billed.tokens_out if usage_is_valid(exc.billed) else None
+                )
+                return None, self._failed(exc.failure, exc.billed, rejected)
+            except TimeoutError:  # asyncio.timeout's; the SDK's own timeout is an APITimeoutError
+                self.limiter.release(entry, None)
+                return None, self._failed(
+                    Failure(True, f"no answer within api.timeout_s={self.settings.timeout_s}"), None, rejected
+                )
+        valid = usage_is_valid(reply.usage)
+        self.limiter.release(entry, reply.usage.tokens_in + reply.usage.tokens_out if valid else None)
+        problem = reply_problem(reply)
+        if problem:
+            self.request_tally.rejected += 1
+            return None, self._failed(
+                Failure(True, f"invalid reply: {problem}"), reply.usage if valid else None, rejected
+            )
+        self._note_served_model(reply.usage.model)
+        return flag_oversized(reply, ask.sampling), None
+
+    def _failed(self, failure: Failure, billed: Usage | None, rejected: list[Usage]) -> Failure:
+        self.request_tally.failed += 1
+        if usage_is_valid(billed):
+            rejected.append(billed)
+        return failure
+
+    def _note_served_model(self, served: str | None) -> None:
+        """Warn, once per model, of a reply served by a model other than the one asked for (a dated
+        snapshot of it, `gpt-4o-2024-08-06` for `gpt-4o`, is the same model)."""
+        if served is None or served.startswith(self.backend.model) or served in self.served_elsewhere:
+            return
+        self.served_elsewhere.add(served)
+        log.warning("%s: the server says %r answered; its replies are priced as %r", self.spec, served, served)
+
+
+@dataclass
+class Ask:
+    """What one turn asks the provider, the same on every try."""
+
+    messages: list[Message]
+    tools: list[dict]
+    sampling: Sampling
+    seed: int  # the provider's seed, where it honours one: per request, stable
+    deadline: float | None = None  # time.monotonic() by which the turn gives up: set when it is first sent

@@ -35,11 +35,22 @@ class Reply(Record):
 
 
 class RequestError(Exception):
-    """A failed request, classified (see limits.classify)."""
+    """A failed request, classified (see limits.classify). `billed`: the usage a reply carried, where the
+    request got one that could not be used (no choices, text that is not Unicode): the provider bills it."""
 
-    def __init__(self, failure: Failure):
+    def __init__(self, failure: Failure, billed: Usage | None = None):
         super().__init__(failure.message)
-        self.failure = failure
+        self.failure, self.billed = failure, billed
+
+
+def invalid_reply(problem: str, billed: Usage | None = None) -> RequestError:
+    """A reply that came back but cannot be used: retried like a server error, its usage (if any) billed."""
+    return RequestError(Failure(True, f"invalid reply: {problem}"), billed)
+
+
+def whole_count(value) -> int | None:
+    """A token count as an int, or None where a server sent none or something else (a float, a string)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Backend(Protocol):

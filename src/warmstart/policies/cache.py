@@ -6,6 +6,7 @@ rerun asks the cache first, so nothing is paid for twice (see `ResponseCache` fo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..runs.jsonl import JsonlAppender, read_records
+from ..runs.jsonl import JsonlAppender, fs_error, read_records
 from ..types import Record
 from .backend import Reply
 
@@ -73,11 +74,23 @@ class ResponseCache:
         self._raise_disk_failure()
         line = (CachedReply(key=key, reply=reply).model_dump_json() + "\n").encode()
         fd = self._open()
-        written = os.write(fd, line)  # one O_APPEND write: lines of concurrent puts never interleave
-        if written != len(line):
-            raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
+        try:
+            written = os.write(fd, line)  # one O_APPEND write: lines of concurrent puts never interleave
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+        except OSError as exc:
+            self._cut_back(fd)
+            raise fs_error(self.path, "could not cache a reply", exc) from None
+        self._size += len(line)
         self._syncer.wrote()
         self.replies[key] = reply
+
+    def _cut_back(self, fd: int) -> None:
+        """Remove what part of a failed line reached the file: it ends with its last whole reply."""
+        try:
+            os.ftruncate(fd, self._size)
+        except OSError:
+            pass  # the next writer cuts a torn tail before it appends
 
     def close(self) -> None:
         """Make every written line durable (a final fdatasync), then close the file."""
@@ -99,7 +112,11 @@ class ResponseCache:
                 if not ends_with_newline(self.path):
                     JsonlAppender(self.path).close()  # cuts the torn last line a killed writer left
                 self._tail_checked = True
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                self._size = os.fstat(self._fd).st_size  # the file ends with a whole line here
+            except OSError as exc:
+                raise fs_error(self.path, "cannot write to it", exc) from None
             self._syncer = PeriodicSync(self._fd, self.path, self.sync_interval_s)
         return self._fd
 

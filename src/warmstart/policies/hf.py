@@ -60,6 +60,8 @@ def turn_logprobs(model, pad_id: int, episode: Episode, k: int) -> list[list[dic
 
 
 class HFPolicy:
+    request_tally = None  # no requests: its cost is compute time
+
     def __init__(self, path: str | Path, key: str, env, max_turns: int, top_logprobs: int = 0):
         self.spec = f"hf:{path}"
         self.env, self.max_turns, self.top_logprobs = env, max_turns, top_logprobs

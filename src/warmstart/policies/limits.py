@@ -6,8 +6,9 @@ its response came back: the provider saw it arrive somewhere in between, so no w
 draw holds more than the limits. Its tokens are reserved up front with an upper bound (prompt bytes +
 max tokens) and settled to the real count when the usage comes back.
 
-Retry policy: connection errors, timeouts, 408/409/5xx/529 and rate-limit 429s are retried with
-exponential backoff and full jitter, waiting at least what `Retry-After` asks. 400/401/403/404/422 and a
+Retry policy: connection errors, timeouts, 408/409/5xx/529, rate-limit 429s and replies that cannot be
+used are retried with exponential backoff and full jitter, waiting at least what `Retry-After` asks, up
+to `api.max_retry_after_s`. 400/401/403/404/422 and a
 429 that says a spend or quota limit was reached are not: retrying cannot fix them and may cost money,
 so the stage stops with the provider's message.
 """
@@ -66,10 +67,16 @@ def retry_after_seconds(headers: dict[str, str]) -> float | None:
         return None  # unreadable: the backoff alone decides
 
 
-def backoff_seconds(attempt: int, base_s: float, retry_after: float | None, rng: random.Random) -> float:
-    """Full jitter over base * 2^attempt (capped), but never less than the server's Retry-After."""
+def backoff_seconds(attempt: int, base_s: float, retry_after: float | None, rng: random.Random, cap_s: float) -> float:
+    """Full jitter over base * 2^attempt (capped), but never less than the server's Retry-After, which is
+    itself obeyed only up to `cap_s` (`api.max_retry_after_s`): a server asking for a week waits `cap_s`."""
     jittered = rng.uniform(0, min(MAX_BACKOFF_S, base_s * 2**attempt))
-    return max(jittered, retry_after or 0.0)
+    return max(jittered, min(retry_after or 0.0, cap_s))
+
+
+def longest_backoff(attempt: int, base_s: float, cap_s: float) -> float:
+    """The longest `backoff_seconds` can wait before retry `attempt + 1`."""
+    return max(min(MAX_BACKOFF_S, base_s * 2**attempt), cap_s)
 
 
 class RateLimiter:

@@ -14,20 +14,21 @@ since the chat API has no field for it.
 from __future__ import annotations
 
 import openai
+from pydantic import ValidationError
 
 from ..config import PolicySpec
 from ..types import Message, Sampling, ToolCall, ToolFunction, Usage
 from .backend import (
     Capabilities,
     Reply,
-    RequestError,
     api_key,
+    invalid_reply,
     request_error,
     require_served,
     sdk_tls_context,
     served_models,
+    whole_count,
 )
-from .limits import classify
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -52,7 +53,20 @@ def to_openai(messages: list[Message]) -> list[dict]:
     return out
 
 
-def from_openai(choice, usage) -> Reply:
+def usage_from_openai(usage, model: str | None) -> Usage | None:
+    """The reply's token counts, or None where the server sent none (or not as whole numbers). Counts are
+    taken as sent, negative ones included: `api.reply_problem` refuses a reply whose counts are impossible."""
+    if usage is None:
+        return None
+    tokens_in, tokens_out = whole_count(usage.prompt_tokens), whole_count(usage.completion_tokens)
+    if tokens_in is None or tokens_out is None:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = whole_count(getattr(details, "cached_tokens", None)) or 0
+    return Usage(tokens_in=tokens_in, tokens_out=tokens_out, tokens_cached=cached, model=model)
+
+
+def from_openai(choice, usage: Usage) -> Reply:
     message = choice.message
     extra = message.model_extra or {}
     reasoning = extra.get("reasoning_content") or extra.get("reasoning")
@@ -62,7 +76,6 @@ def from_openai(choice, usage) -> Reply:
         if getattr(c, "function", None) is not None
     ]
     finish = "refusal" if getattr(message, "refusal", None) else (choice.finish_reason or "stop")
-    details = getattr(usage, "prompt_tokens_details", None)
     return Reply(
         message=Message(
             role="assistant",
@@ -70,11 +83,7 @@ def from_openai(choice, usage) -> Reply:
             reasoning=reasoning or None,
             tool_calls=calls or None,
         ),
-        usage=Usage(
-            tokens_in=usage.prompt_tokens,
-            tokens_out=usage.completion_tokens,
-            tokens_cached=(getattr(details, "cached_tokens", None) or 0) if details else 0,
-        ),
+        usage=usage,
         finish_reason="stop" if finish == "function_call" else finish,
         logprobs=token_logprobs(choice),
     )
@@ -139,9 +148,15 @@ class OpenAIBackend:
             )
         except (openai.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, openai) from None
-        if not response.choices or response.usage is None:  # no usage: the cost would be unknown, not 0
-            raise RequestError(classify(None, "", None, "the response has no choices or no usage"))
-        return from_openai(response.choices[0], response.usage)
+        usage = usage_from_openai(response.usage, response.model if isinstance(response.model, str) else None)
+        if usage is None:  # the cost would be unknown, not 0
+            raise invalid_reply("no token usage")
+        if not response.choices:
+            raise invalid_reply("no choices", usage)
+        try:
+            return from_openai(response.choices[0], usage)
+        except (ValidationError, TypeError, AttributeError) as exc:  # e.g. a tool call without a name
+            raise invalid_reply(f"a message warmstart cannot read ({type(exc).__name__})", usage) from None
 
     async def close(self) -> None:
         if self.client is not None:

@@ -10,6 +10,7 @@ from ..types import Request, Sampling, Trajectory
 
 class ReferencePolicy:
     spec = "reference"
+    request_tally = None  # no requests: its cost is compute time
 
     def __init__(self, env: Environment):
         self.env = env

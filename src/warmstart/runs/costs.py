@@ -42,30 +42,51 @@ def price_of(model: str, prices: dict[str, dict]) -> dict | None:
 
 
 class CostLedger:
+    """Billed tokens and money of a stage's trajectories, and (`count_requests`) what its requests came to.
+
+    Every reply that carried usage is billed: each turn's (`Trajectory.usage`) and the ones refused and
+    asked again (`Trajectory.rejected_usage`), priced as the model the provider says served it. A turn
+    answered from the response cache cost nothing and is counted apart. A reply with impossible counts
+    never reaches a record (`policies.api.reply_problem`), so nothing negative is priced.
+    """
+
     def __init__(self, prices: dict[str, dict], batch: bool):
         self.prices, self.batch = prices, batch
         self.totals = {
             "trajectories": 0,
             "accepted": 0,
-            "requests": 0,
+            "errors": 0,
+            "requests": 0,  # replies billed (each turn's and each refused one's)
+            "cache_hits": 0,
             "tokens_in": 0,
             "tokens_out": 0,
             "tokens_cached": 0,
         }
+        self.requests: dict = {}  # this process's request tally (sent, failed, retried): `count_requests`
+        self.api = False  # an API policy's trajectories were added: money is the stage's cost
         self.usd = 0.0
         self.unknown: set[str] = set()
 
     def add(self, trajectory: Trajectory, accepted: bool) -> None:
         self.totals["trajectories"] += 1
         self.totals["accepted"] += accepted
-        provider, model = trajectory.provenance.provider, trajectory.provenance.model
-        for usage in trajectory.usage:
-            self.totals["requests"] += provider in PRICED_PROVIDERS
+        self.totals["errors"] += trajectory.error is not None
+        if trajectory.provenance.provider not in PRICED_PROVIDERS:
+            return  # a local policy: its cost is compute time
+        self.api = True
+        for usage in [*trajectory.usage, *trajectory.rejected_usage]:
+            if usage.from_cache:
+                self.totals["cache_hits"] += 1
+                continue
+            self.totals["requests"] += 1
             self.totals["tokens_in"] += usage.tokens_in
             self.totals["tokens_out"] += usage.tokens_out
             self.totals["tokens_cached"] += usage.tokens_cached
-            if provider in PRICED_PROVIDERS:
-                self._price(model, usage)
+            self._price(usage.model or trajectory.provenance.model, usage)
+
+    def count_requests(self, tally: dict) -> None:
+        """What this process's requests came to (`policies.api.RequestTally.summary`): sent, failed, retried."""
+        self.requests = tally
 
     def _price(self, model: str, usage) -> None:
         price = price_of(model, self.prices)
@@ -85,14 +106,16 @@ class CostLedger:
         accepted = self.totals["accepted"]
         return {
             **self.totals,
-            "usd": usd,
-            "usd_per_accepted": round(usd / accepted, 6) if usd is not None and accepted else None,
+            **self.requests,
+            "api": self.api,
+            "usd": usd if self.api else 0.0,
+            "usd_per_accepted": round(usd / accepted, 6) if self.api and usd is not None and accepted else None,
             "unknown_price_models": sorted(self.unknown),
         }
 
 
 def describe(stage: str, cost: dict) -> str:
-    if cost["requests"] == 0:
+    if not cost.get("api", cost["requests"] > 0):
         return f"{stage}: no API requests (a local policy: its cost is the stage's compute time in costs.json)"
     money = (
         f"${cost['usd']:.4f}"
@@ -100,9 +123,14 @@ def describe(stage: str, cost: dict) -> str:
         else f"price unknown for {', '.join(cost['unknown_price_models'])}"
     )
     per = f" (${cost['usd_per_accepted']:.5f} per accepted trajectory)" if cost["usd_per_accepted"] is not None else ""
+    sent = (
+        f"; this run sent {cost['requests_sent']}, {cost['requests_failed']} failed, {cost['retries']} retried"
+        if "requests_sent" in cost
+        else ""
+    )
     return (
-        f"{stage}: {cost['requests']} API requests, tokens in {cost['tokens_in']:,} (cached {cost['tokens_cached']:,}) "
-        f"out {cost['tokens_out']:,}: {money}{per}"
+        f"{stage}: {cost['requests']} replies billed, {cost['cache_hits']} from the cache{sent}; "
+        f"tokens in {cost['tokens_in']:,} (cached {cost['tokens_cached']:,}) out {cost['tokens_out']:,}: {money}{per}"
     )
 
 
@@ -110,7 +138,7 @@ def write_costs(root: Path, manifest: dict) -> dict:
     """costs.json from the manifest's stages: money and seconds per stage, and totals."""
     stages, usd, unknown, accepted = {}, 0.0, set(), 0
     for name, info in sorted(manifest.get("stages", {}).items()):
-        entry = {"seconds": info.get("seconds")}
+        entry = {"seconds": info.get("seconds"), **({"status": info["status"]} if "status" in info else {})}
         cost = info.get("api_cost")
         if cost:
             entry["api"] = cost

@@ -15,8 +15,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ..config import Recipe, recipe_toml
+from ..errors import WarmstartError
 from .costs import write_costs
-from .jsonl import write_json_atomic
+from .jsonl import write_json_atomic, write_text_atomic
+from .lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,10 @@ class RunDir:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
         self.root = Path(recipe.run.dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WarmstartError(f"run.dir: {self.root} cannot be the run directory ({exc.strerror})") from None
 
     def trajectories(self, name: str) -> Path:
         return self.root / "trajectories" / f"{name}.jsonl"
@@ -72,20 +77,28 @@ class RunDir:
         return json.loads(self.manifest_path.read_text())
 
     def write_recipe(self) -> None:
-        (self.root / "recipe.toml").write_text(recipe_toml(self.recipe))
+        write_text_atomic(self.root / "recipe.toml", recipe_toml(self.recipe))
 
-    def stage(self, name: str, config: dict, inputs: list[Path], outputs: list[Path]) -> Stage:
+    def stage(self, name: str, config: dict, inputs: list[Path], outputs: list[Path], finished=None) -> Stage:
         """The bookkeeping of stage `name`, whose work depends on `config` and the files `inputs` and
-        writes `outputs`: see `Stage`."""
-        return Stage(self, name, config, inputs, outputs)
+        writes `outputs`: see `Stage`. `finished(entry)`, where given, may still find a recorded run
+        unfinished (generate: some rollouts ended in an error, which a rerun asks for again)."""
+        return Stage(self, name, config, inputs, outputs, finished)
 
     def is_done(self, stage: str, fingerprint: str, outputs: list[Path]) -> bool:
         entry = self.manifest()["stages"].get(stage)
-        return bool(entry) and entry["fingerprint"] == fingerprint and all(Path(p).exists() for p in outputs)
+        return (
+            bool(entry)
+            and entry.get("status", "done") == "done"
+            and entry["fingerprint"] == fingerprint
+            and all(Path(p).exists() for p in outputs)
+        )
 
     def mark_done(
         self, stage: str, fingerprint: str, outputs: list[Path], started: float, extra: dict | None = None
     ) -> None:
+        """Record a finished stage (or, with `extra["status"] = "failed"`, one that ended in an error after it
+        had spent something worth recording), then rebuild costs.json."""
         manifest = self.manifest()
         manifest["stages"][stage] = {
             "fingerprint": fingerprint,
@@ -108,22 +121,42 @@ class Stage:
             ...             # the work
             stage.summary = {"kept": ...}  # recorded in the manifest beside fingerprint, outputs, seconds
 
-    Leaving the block normally marks a stage that was not done as done (manifest.json, then costs.json);
-    an exception marks nothing, so the next run does the work again (resuming where the stage can).
+    Leaving the block normally marks a stage that was not done as done (manifest.json, then costs.json).
+    An exception marks nothing done, so the next run does the work again (resuming where the stage can);
+    a stage that set a summary before it failed (what it spent, say) has it recorded with status
+    "failed", so costs.json counts it. While in the block the stage holds the run directory's lock
+    (`lock.RunLock`): a second process running a stage there is refused.
     """
 
-    def __init__(self, run_dir: RunDir, name: str, config: dict, inputs: list[Path], outputs: list[Path]):
+    def __init__(
+        self, run_dir: RunDir, name: str, config: dict, inputs: list[Path], outputs: list[Path], finished=None
+    ):
         self.started = time.time()  # the stage's seconds include hashing its inputs
-        self.run_dir, self.name, self.outputs = run_dir, name, outputs
+        self.run_dir, self.name, self.outputs, self.finished = run_dir, name, outputs, finished
         self.fingerprint = fingerprint(config, inputs)
-        self.done = run_dir.is_done(name, self.fingerprint, outputs)
+        self.lock = RunLock(run_dir.root)
+        self.done = False
         self.summary: dict = {}
 
     def __enter__(self) -> Stage:
+        self.lock.acquire(self.name)
+        self.done = self.run_dir.is_done(self.name, self.fingerprint, self.outputs)
+        if self.done and self.finished is not None:
+            self.done = self.finished(self.run_dir.manifest()["stages"][self.name])
         if self.done:
             log.info("%s: already done, nothing to do", self.name)
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None and not self.done:
-            self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, self.summary)
+        try:
+            if exc_type is None and not self.done:
+                self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, self.summary)
+            elif exc_type is not None and self.summary:
+                failed = {
+                    **self.summary,
+                    "status": "failed",
+                    "error": str(exc).splitlines()[0] if str(exc) else exc_type.__name__,
+                }
+                self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
+        finally:
+            self.lock.release()

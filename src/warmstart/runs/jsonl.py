@@ -1,13 +1,14 @@
 """Append-only JSONL records that survive a SIGKILL.
 
-A writer appends one line per record and flushes it, so a killed stage loses at most the line being
-written. That torn last line is skipped by readers with a warning and cut off by the next writer before
+A writer appends one line per record in one write, so a killed stage loses at most the line being
+written, and a write the file system refuses is cut back off (no torn line is left by a full disk). That torn last line is skipped by readers with a warning and cut off by the next writer before
 it appends, so a rerun neither loses nor duplicates complete records. A bad line anywhere *but* the
 end is corruption, not a kill, and is an error naming the file and line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,8 +38,11 @@ def iter_records(path: Path, model: type[M]) -> Iterator[M]:
     path = Path(path)
     if not path.exists():
         raise WarmstartError(f"{path}: file not found")
-    with path.open("rb") as f:
-        lines = f.read().split(b"\n")
+    try:
+        with path.open("rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as exc:
+        raise WarmstartError(f"{path}: cannot read ({exc.strerror})") from None
     # After the final newline split() leaves b"" (complete file) or the torn tail of a killed writer.
     torn_tail = lines.pop()
     if torn_tail.strip():
@@ -54,26 +58,57 @@ def iter_records(path: Path, model: type[M]) -> Iterator[M]:
 
 
 class JsonlAppender:
-    """Appends records to a JSONL file, one flushed line each. Use as a context manager."""
+    """Appends records to a JSONL file, one line each, written whole or not at all. Use as a context manager.
+
+    Each line goes out in one `write` to an O_APPEND descriptor: once `append` returns, it is in the kernel
+    and survives a kill of this process. A write the file system refuses (no space, over a size limit, a
+    read-only or failing disk) is cut back off, so the file still ends with its last complete record, and
+    is one `WarmstartError` naming the file; a rerun once the cause is fixed continues from there.
+    `close` fsyncs.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            keep = _complete_length(self.path)
-            if keep != self.path.stat().st_size:
-                log.warning("%s: cutting a torn last line before appending", self.path)
-                os.truncate(self.path, keep)
-        self._file = self.path.open("a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                keep = _complete_length(self.path)
+                if keep != self.path.stat().st_size:
+                    log.warning("%s: cutting a torn last line before appending", self.path)
+                    os.truncate(self.path, keep)
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise fs_error(self.path, "cannot write to it", exc) from None
 
     def append(self, record: BaseModel) -> None:
-        self._file.write(record.model_dump_json() + "\n")
-        self._file.flush()
+        line = (record.model_dump_json() + "\n").encode()
+        try:
+            written = os.write(self._fd, line)
+            while written < len(line):  # a short write: the rest, or the error that cut it short
+                written += os.write(self._fd, line[written:])
+        except OSError as exc:
+            self._cut_back()
+            raise fs_error(self.path, "could not write a record", exc) from None
+        self._size += len(line)
+
+    def _cut_back(self) -> None:
+        """Remove whatever part of a failed line reached the file (a torn line is worse than none)."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            log.warning("%s: could not cut a partly written line; the next reader skips it", self.path)
 
     def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise fs_error(self.path, "could not be synced to disk", exc) from None
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> "JsonlAppender":
         return self
@@ -82,14 +117,29 @@ class JsonlAppender:
         self.close()
 
 
+def fs_error(path: Path, what: str, exc: OSError) -> WarmstartError:
+    """A file-system failure as one line naming the file: `runs/x/teacher.jsonl: could not write a record
+    (No space left on device)`."""
+    return WarmstartError(f"{path}: {what} ({exc.strerror or exc})")
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """Write a JSON file via a temporary file and rename, so readers never see half of it."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file via a temporary file, fsync and rename: a reader sees the old file or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise fs_error(path, "could not be written", exc) from None

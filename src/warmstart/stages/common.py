@@ -11,7 +11,7 @@ from ..envs.judge import Judged, NoTools, RubricJudge
 from ..errors import WarmstartError
 from ..policies import make_policy
 from ..runs.jsonl import read_records
-from ..types import Message, Task
+from ..types import Message, Task, Trajectory
 
 
 def make_environment(recipe: Recipe) -> Environment:
@@ -39,6 +39,15 @@ def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:
     if wrong:
         raise WarmstartError(f"tasks.{split}_file: task {wrong[0]} is not a {env.name} {split} task")
     return tasks
+
+
+def latest_attempts(trajectories: list[Trajectory]) -> list[Trajectory]:
+    """The last record of each (task, sample index), in the order the keys first appear: a rerun of
+    generate appends a new attempt for a rollout that ended in an error, and the newest one stands."""
+    latest: dict[tuple[str, int], Trajectory] = {}
+    for trajectory in trajectories:
+        latest[trajectory.key] = trajectory
+    return list(latest.values())
 
 
 def prompt_key(messages: list[Message]) -> str:

@@ -19,13 +19,18 @@ from ..errors import WarmstartError
 from ..runs.directory import RunDir
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..types import Trajectory
-from .common import load_tasks, prompt_key
+from .common import latest_attempts, load_tasks, prompt_key
 
 log = logging.getLogger(__name__)
 
 
 # Finish reasons that make a reply unusable as training data, whatever the verifier says.
-FLAGGED_FINISH = {"length": "truncated", "refusal": "refused", "content_filter": "content filtered"}
+FLAGGED_FINISH = {
+    "length": "truncated",
+    "refusal": "refused",
+    "content_filter": "content filtered",
+    "oversized": "oversized (longer than max_new_tokens allows)",
+}
 
 
 def drop_reason(t: Trajectory, require_passed: bool) -> str | None:
@@ -76,13 +81,16 @@ def run(recipe: Recipe) -> Path:
     with run_dir.stage(f"curate:{cfg.output}", config, [source], [out, report]) as stage:
         if stage.done:
             return out
-        trajectories = read_records(source, Trajectory)
-        if not trajectories:
+        records = read_records(source, Trajectory)
+        if not records:
             raise WarmstartError(f"{source}: has no trajectories to curate")
+        trajectories = latest_attempts(records)  # an attempt a rerun of generate replaced is not data
         eval_prompts = {prompt_key(t.prompt) for t in load_tasks(recipe, make_env(recipe.env), "eval")}
         kept, dropped = curate(trajectories, eval_prompts, recipe)
         write_records(out, kept)
         stage.summary = {"input": len(trajectories), "kept": len(kept), "dropped": dict(dropped)}
+        if len(records) > len(trajectories):
+            stage.summary["superseded_attempts"] = len(records) - len(trajectories)
         write_json_atomic(report, stage.summary)
         log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dict(dropped) or "none")
         if not kept:

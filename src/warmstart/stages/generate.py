@@ -19,15 +19,19 @@ from ..runs.directory import RunDir, Stage
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling, Trajectory
-from .common import check_disjoint, load_tasks, make_environment
+from .common import check_disjoint, latest_attempts, load_tasks, make_environment
 
 log = logging.getLogger(__name__)
 
 
 def stage_config(recipe: Recipe) -> tuple[dict, list[Path]]:
-    """What decides the answers: the config (not its batching) and the task file."""
+    """What decides the answers: the config (not its batching or error tolerance), the teacher by backend
+    and model (not by its URL: the same server on another port is the same teacher), and the task file."""
+    generate = recipe.generate.model_dump(exclude={"concurrency", "max_error_rate"})
+    teacher = recipe.generate.teacher
+    generate["teacher"] = f"{teacher.kind}:{teacher.name}" if teacher.base_url else str(teacher)
     config = {
-        "generate": recipe.generate.model_dump(exclude={"concurrency"}),  # batching changes no answer
+        "generate": generate,
         "env": recipe.env.model_dump(),
         "tasks": recipe.tasks.model_dump(exclude={"eval", "eval_file"}),
         "seed": recipe.run.seed,
@@ -39,12 +43,14 @@ def run(recipe: Recipe) -> Path:
     cfg, run_dir = recipe.generate, RunDir(recipe)
     env = make_environment(recipe)
     out = run_dir.trajectories(cfg.output)
-    with run_dir.stage(f"generate:{cfg.output}", *stage_config(recipe), [out]) as stage:
+    # Done only with no rollout ended in an error: a rerun asks for exactly those again.
+    with run_dir.stage(
+        f"generate:{cfg.output}", *stage_config(recipe), [out], lambda entry: not entry.get("errors")
+    ) as stage:
         if stage.done:
             return out
-        policy = make_policy(
-            cfg.teacher, env, "generate.teacher", recipe
-        )  # a bad spec or path fails before any file is read
+        # A bad spec or path fails before any file is read.
+        policy = make_policy(cfg.teacher, env, "generate.teacher", recipe)
         note = unrequested_logprobs(policy, recipe)
         if note:
             log.info("%s: %s", stage.name, note)
@@ -52,16 +58,45 @@ def run(recipe: Recipe) -> Path:
         tasks = load_tasks(recipe, env, "train")
         check_disjoint(tasks, load_tasks(recipe, env, "eval"))
         earlier = read_records(out, Trajectory) if out.exists() else []
-        done = {t.key for t in earlier}
+        done = {t.key for t in latest_attempts(earlier) if t.error is None}  # errors are asked again
         pending = [Request(t, i) for t in tasks for i in range(cfg.samples_per_task) if (t.id, i) not in done]
         ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
-        for trajectory in earlier:  # earlier, killed runs cost money too
+        for trajectory in earlier:  # earlier runs' replies cost money too, failed attempts included
             ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
+        if policy.request_tally is not None:
+            log.info("%s: %s", stage.name, limits_note(len(pending), recipe, policy.request_tally.worst_case_s))
         answer_all(policy, env, pending, {t.id: t for t in tasks}, out, ledger, recipe)
+        if policy.request_tally is not None:
+            ledger.count_requests(policy.request_tally.summary())
         cost = ledger.summary()
         log.info(describe(stage.name, cost))
-        stage.summary = {"records": len(done) + len(pending), "api_cost": cost}
+        final = latest_attempts(read_records(out, Trajectory))
+        stage.summary = {"records": len(final), "errors": sum(t.error is not None for t in final), "api_cost": cost}
+        check_error_rate(final, cfg.max_error_rate, stage.name)
     return out
+
+
+def limits_note(pending: int, recipe: Recipe, worst_case_s: float) -> str:
+    """What the stage will ask and how long a request may take at worst (its retries and waits included)."""
+    api = recipe.api
+    return (
+        f"{pending} rollouts to ask for, at most {api.concurrency} requests in flight; a request gives up after "
+        f"at most {worst_case_s:,.0f} s ({api.max_retries} retries of up to api.timeout_s = {api.timeout_s:g} s, "
+        f"waits capped at api.max_retry_after_s = {api.max_retry_after_s:g} s"
+        + (f", api.deadline_s = {api.deadline_s:g} s" if api.deadline_s else "")
+        + "; rate-limit queueing aside)"
+    )
+
+
+def check_error_rate(records: list[Trajectory], max_rate: float, stage: str) -> None:
+    """A stage whose records ended in an error more often than `max_rate` fails (it is not done: a rerun
+    asks again for exactly those)."""
+    errors = [t for t in records if t.error is not None]
+    if records and len(errors) / len(records) > max_rate:
+        raise WarmstartError(
+            f"{stage}: {len(errors)} of {len(records)} rollouts ended in an error, more than generate.max_error_rate "
+            f"= {max_rate:g} (first: {errors[0].error}); a rerun asks again for exactly those"
+        )
 
 
 def answer_all(policy, env, pending: list[Request], by_id: dict, out: Path, ledger: CostLedger, recipe: Recipe) -> None:

@@ -1,0 +1,195 @@
+"""The teacher client under replies no real server should send: bounded waits, no crash on odd replies,
+honest failure accounting (tests/fake_api.py injects each fault)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+
+import pytest
+
+from fake_api import FakeAPI
+from helpers import small_recipe
+from warmstart.envs.arithmetic import Arithmetic
+from warmstart.errors import WarmstartError
+from warmstart.policies import make_policy
+from warmstart.runs.jsonl import read_records
+from warmstart.stages import curate, generate
+from warmstart.types import Request, Sampling, Trajectory
+
+ENV = Arithmetic()
+FAST = ["api.backoff_s=0.05", "api.timeout_s=1.0", "api.max_retries=3"]
+PRICES = "[models.fake-model]\ninput = 1.0\noutput = 2.0\n\n[models.other-model]\ninput = 10.0\noutput = 20.0\n"
+
+
+def recipe_for(tmp_path, api: FakeAPI, *overrides: str, train: int = 6):
+    teacher = f"generate.teacher='openai:fake-model@{api.url}/v1'"
+    return small_recipe(tmp_path / "run", teacher, *FAST, *overrides, train=train)
+
+
+def rollouts(recipe, n: int = 1, max_new_tokens: int = 32) -> list[Trajectory]:
+    policy = make_policy(recipe.generate.teacher, ENV, "generate.teacher", recipe)
+    tasks = ENV.tasks("train", n, 0)
+    return policy.rollout([Request(t, 0) for t in tasks], Sampling(0.0, 1.0, max_new_tokens), seed=0)
+
+
+def stage_cost(run_dir) -> dict:
+    return json.loads((run_dir / "costs.json").read_text())["stages"]["generate:teacher"]["api"]
+
+
+def test_a_retry_after_of_years_is_capped_and_the_cap_is_logged(tmp_path, caplog):
+    with FakeAPI() as api, caplog.at_level(logging.WARNING, logger="warmstart.policies.api"):
+        api.faults = ["retry_after_huge"]
+        started = time.monotonic()
+        [trajectory] = rollouts(recipe_for(tmp_path, api, "api.max_retry_after_s=0.3"))
+    assert time.monotonic() - started < 10
+    assert trajectory.error is None and [e["fault"] for e in api.log] == ["retry_after_huge", None]
+    assert any("Retry-After 999999999 s capped by api.max_retry_after_s" in r.getMessage() for r in caplog.records)
+
+
+def test_api_deadline_s_bounds_a_request_and_its_retries(tmp_path):
+    with FakeAPI() as api:
+        api.faults = ["500"] * 50
+        started = time.monotonic()
+        [trajectory] = rollouts(
+            recipe_for(tmp_path, api, "api.max_retries=40", "api.backoff_s=0.2", "api.deadline_s=1.5")
+        )
+    assert time.monotonic() - started < 5
+    assert "gave up after" in trajectory.error and "api.deadline_s" in trajectory.error
+    assert 2 <= len(api.log) < 40
+
+
+@pytest.mark.parametrize(
+    "fault, why",
+    [
+        ("surrogates", "not valid Unicode"),
+        ("empty", "an empty reply"),
+        ("no_choices", "no choices"),
+        ("negative_usage", "impossible token counts"),
+        ("no_usage", "no token usage"),
+        ("bad_usage", "no token usage"),
+    ],
+)
+def test_an_odd_reply_is_asked_again_and_billed_only_where_its_usage_is_real(tmp_path, fault, why):
+    with FakeAPI() as api:
+        api.faults = [fault]
+        [trajectory] = rollouts(recipe_for(tmp_path / "once", api))
+        assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
+        billed_twice = fault in ("surrogates", "empty", "no_choices")  # valid counts on a reply that was refused
+        assert len(trajectory.rejected_usage) == int(billed_twice) and len(api.billed) == 1 + int(billed_twice)
+        cache = tmp_path / "once" / "run" / "cache" / "responses.jsonl"
+        assert len(cache.read_text().splitlines()) == 1  # the good reply only: a refused one is never cached
+        api.faults = [fault] * 4  # every try: an error record, never a crash
+        [failed] = rollouts(recipe_for(tmp_path / "always", api))
+    assert failed.error is not None and why in failed.error and failed.finish_reason is None
+    assert len(failed.rejected_usage) == (4 if billed_twice else 0)
+
+
+def test_a_stage_whose_every_request_failed_fails_bills_what_was_billed_and_a_rerun_retries_exactly_those(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    with FakeAPI() as api:
+        recipe = recipe_for(tmp_path, api, f"api.prices='{prices}'", "api.max_retries=1")
+        api.faults = ["no_choices"] * 12  # 6 tasks x 2 tries: every reply billed, none usable
+        with pytest.raises(
+            WarmstartError, match=r"6 of 6 rollouts ended in an error, more than generate.max_error_rate"
+        ):
+            generate.run(recipe)
+        failed = stage_cost(tmp_path / "run")
+        assert failed["requests"] == 12 and failed["requests_sent"] == 12 and failed["requests_failed"] == 12
+        assert failed["tokens_in"] == 12 * 20 and failed["usd"] == pytest.approx(12 * (20 * 1.0 + 6 * 2.0) / 1e6)
+        manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+        assert manifest["stages"]["generate:teacher"]["status"] == "failed"
+        out = generate.run(recipe)  # a healthy server now: exactly the six errors are asked again
+        assert len(api.log) == 12 + 6
+    records = read_records(out, Trajectory)
+    assert len(records) == 12 and sum(r.error is not None for r in records) == 6
+    latest = {r.key: r for r in records}
+    assert len(latest) == 6 and all(r.error is None for r in latest.values())
+    done = stage_cost(tmp_path / "run")
+    assert done["requests"] == 12 + 6 and done["requests_sent"] == 6  # the ledger keeps the failed run's bill
+    curate.run(recipe)
+    assert len(read_records(tmp_path / "run" / "curated" / "train.jsonl", Trajectory)) == 6
+
+
+def test_an_unpriced_model_is_null_never_zero_even_when_every_request_failed(tmp_path):
+    with FakeAPI() as api:
+        api.faults = ["no_choices"] * 6
+        with pytest.raises(WarmstartError, match="max_error_rate"):
+            generate.run(recipe_for(tmp_path, api, "api.max_retries=0"))
+    cost = stage_cost(tmp_path / "run")
+    assert cost["requests"] == 6 and cost["usd"] is None and cost["unknown_price_models"] == ["fake-model"]
+
+
+def test_the_served_model_is_recorded_priced_and_warned_of(tmp_path, caplog):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    with FakeAPI() as api, caplog.at_level(logging.WARNING, logger="warmstart.policies.api"):
+        api.faults = ["other_model", "other_model"]
+        out = generate.run(recipe_for(tmp_path, api, f"api.prices='{prices}'", train=3))
+    served = [u.model for r in read_records(out, Trajectory) for u in r.usage]
+    assert sorted(served) == ["fake-model", "other-model", "other-model"]
+    assert stage_cost(tmp_path / "run")["usd"] == pytest.approx((20 * 1.0 + 6 * 2.0 + 2 * (20 * 10.0 + 6 * 20.0)) / 1e6)
+    warnings = [r.getMessage() for r in caplog.records if "other-model" in r.getMessage()]
+    assert len(warnings) == 1  # once per model
+
+
+def test_a_reply_far_longer_than_max_tokens_is_cut_flagged_and_never_cached(tmp_path):
+    with FakeAPI(huge_bytes=3_000_000) as api:
+        api.faults = ["huge"]
+        recipe = recipe_for(tmp_path, api, "generate.max_new_tokens=64", train=2)
+        out = generate.run(recipe)
+    records = read_records(out, Trajectory)
+    oversized = [r for r in records if r.finish_reason == "oversized"]
+    assert len(oversized) == 1 and len(oversized[0].messages[-1].content.encode()) <= 64 * 32 + 1024
+    assert out.stat().st_size < 20_000
+    assert (tmp_path / "run" / "cache" / "responses.jsonl").stat().st_size < 20_000  # the huge reply is not cached
+    curate.run(recipe)
+    dropped = json.loads((tmp_path / "run" / "curated" / "train.dropped.json").read_text())["dropped"]
+    assert dropped == {"oversized (longer than max_new_tokens allows)": 1}
+
+
+def test_the_teacher_behind_another_port_is_the_same_teacher(tmp_path):
+    with FakeAPI() as first, FakeAPI() as second:
+        first.faults = ["no_choices"] * 6
+        with pytest.raises(WarmstartError, match="max_error_rate"):
+            generate.run(recipe_for(tmp_path, first, "api.max_retries=0"))
+        out = generate.run(recipe_for(tmp_path, second))  # the same stage resumed, not "another config"
+        assert len(second.log) == 6
+        generate.run(recipe_for(tmp_path, first))  # done: nothing asked, whatever the port
+        assert len(first.log) == 6
+    assert {r.provenance.endpoint for r in read_records(out, Trajectory)} == {f"{first.url}/v1", f"{second.url}/v1"}
+
+
+SOAK_REQUESTS = 200  # the closing note's soak: 2,000, by editing this line
+
+
+def test_a_soak_of_every_fault_at_random_ends_in_time_with_every_rollout_once_and_an_exact_ledger(tmp_path):
+    tasks = SOAK_REQUESTS // 2  # about two requests per rollout at this fault rate
+    # A reply that comes after the client stopped waiting is billed by the server and never seen by the client:
+    # the timeout is far above how long any but a `slow` reply takes, even on a loaded machine.
+    settings = ["api.max_retries=2", "api.backoff_s=0.01", "api.max_retry_after_s=0.05", "api.timeout_s=3"]
+    with FakeAPI(slow_s=3.5, huge_bytes=200_000, chaos=random.Random(0), chaos_rate=0.5) as api:
+        recipe = recipe_for(
+            tmp_path, api, *settings, "generate.max_error_rate=1.0", "generate.concurrency=32", train=tasks
+        )
+        worst = make_policy(recipe.generate.teacher, ENV, "t", recipe).request_tally.worst_case_s  # as the stage states
+        started = time.monotonic()
+        out = generate.run(recipe)
+        seconds = time.monotonic() - started
+        billed = list(api.billed)
+        api.chaos = None  # healthy now
+        generate.run(recipe)
+    records = read_records(out, Trajectory)
+    first_run = records[:tasks]
+    assert sorted(r.key for r in first_run) == sorted((t.id, 0) for t in ENV.tasks("train", tasks, recipe.run.seed))
+    assert seconds < math.ceil(tasks / 32) * worst + 30  # chunks of 32, each bounded by its worst request
+    ledger = sum((r.usage + r.rejected_usage for r in first_run), [])
+    assert sum(u.tokens_in for u in ledger) == sum(b["prompt"] for b in billed)
+    assert sum(u.tokens_out for u in ledger) == sum(b["completion"] for b in billed)
+    latest = {r.key: r for r in records}
+    assert len(latest) == tasks and all(r.error is None for r in latest.values())
+    assert len(records) == tasks + sum(r.error is not None for r in first_run)
