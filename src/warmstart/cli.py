@@ -14,7 +14,7 @@ import typer
 from rich.logging import RichHandler
 
 from .config import PolicySpec, Recipe, load_recipe, with_section
-from .demos.recipe import DEMO_RECIPE
+from .demos.recipe import DEMO_RECIPE, KD_SFT_STEPS
 from .errors import WarmstartError
 
 # Stages import torch and transformers (seconds); they are imported inside the commands, after the
@@ -28,10 +28,23 @@ RecipeArg = typer.Argument(..., help="Recipe TOML file.", exists=False)
 SetOption = typer.Option([], "--set", help="Override a recipe key: --set sft.lr=1e-3 (repeatable).")
 
 
-def _setup_logging() -> None:
+# Libraries that log a line per request at INFO ("HTTP Request: POST ..."): 20,000 lines for a real
+# generate. Shown with -v; their warnings always are.
+CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic")
+
+
+@app.callback()
+def options(verbose: bool = typer.Option(False, "-v", "--verbose", help="Also log every request.")):
+    """Runs before any command: the logging every command shares."""
+    _setup_logging(verbose)
+
+
+def _setup_logging(verbose: bool) -> None:
     # Plain lines when stderr is not a terminal, so logs that go to files are not wrapped mid-message.
     handler = RichHandler(show_path=False, show_time=False) if sys.stderr.isatty() else logging.StreamHandler()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     # Per-file load/save bars of transformers and the hub would drown the stage bars. Both read this when
     # first imported, which a stage that needs no model (generate from an API, curate) never does.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -50,8 +63,7 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
 
 
 def _run_reporting_errors(action) -> None:
-    """Run `action` with logging set up; a WarmstartError is one `error:` line and exit status 1."""
-    _setup_logging()
+    """Run `action`; a WarmstartError (or a file-system error) is one `error:` line and exit status 1."""
     try:
         action()
     except WarmstartError as exc:
@@ -124,21 +136,63 @@ def demo_cmd(
     kd: bool = typer.Option(
         False, "--kd", help="Instead: the distillation ablation (SFT vs sparse vs dense KD vs on-policy), ~19 min."
     ),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Run the demo with seeds 0..N-1; report mean and spread."),
     set_: list[str] = SetOption,
 ):
     """The whole pump offline on the embedded default: reference teacher, tiny student, arithmetic, SFT then GRPO."""
+    if kd and seeds > 1:
+        typer.echo("error: --seeds runs the main demo; the --kd ablation takes one seed (--set run.seed=N)", err=True)
+        raise typer.Exit(1)
     base = copy.deepcopy(DEMO_RECIPE)
-    base["run"]["dir"] = str(dir) if dir else time.strftime(f"runs/demo{'-kd' if kd else ''}-%Y%m%d-%H%M%S")
-    if kd:  # at the default 600 no student row reached 90 % of the KD teacher yet (0.61-0.69 pass@1, still rising)
-        base["sft"] = {"steps": 1200}
+    name = "demo-kd" if kd else "demo-seeds" if seeds > 1 else "demo"
+    base["run"]["dir"] = str(dir) if dir else time.strftime(f"runs/{name}-%Y%m%d-%H%M%S")
+    if kd:
+        base["sft"] = {"steps": KD_SFT_STEPS}
     recipe = _load(None, set_, base)
 
     def run_demo() -> None:
         from .demos import kd_ablation, pump  # each writes the run's recipe itself
+        from .demos import seeds as seeded
 
-        (kd_ablation if kd else pump).run(recipe)
+        if seeds > 1:
+            seeded.run(recipe, seeds)
+        else:
+            (kd_ablation if kd else pump).run(recipe)
 
     _run_reporting_errors(run_demo)
+
+
+@app.command("study")
+def study_cmd(
+    dir: Optional[Path] = typer.Option(None, "--dir", help="Study directory (default: a fresh runs/study-TIMESTAMP)."),
+    kd_seeds: int = typer.Option(3, "--kd-seeds", min=1, help="Seeds of the KD ablation (E4)."),
+    set_: list[str] = SetOption,
+):
+    """The project's claims E1-E6 on the embedded default, each with its 95 % interval (hours on 2 cores)."""
+    base = copy.deepcopy(DEMO_RECIPE)
+    base["run"]["dir"] = str(dir) if dir else time.strftime("runs/study-%Y%m%d-%H%M%S")
+    recipe = _load(None, set_, base)
+
+    def run_study() -> None:
+        from .demos import study
+
+        print(study.run(recipe, kd_seeds))
+
+    _run_reporting_errors(run_study)
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory (run.dir of a recipe).")):
+    """Rebuild RUN_DIR/report.html: results with intervals, figures, the data funnel, failures."""
+
+    def build() -> None:
+        from .report.html import build_report
+
+        if not (run_dir / "manifest.json").is_file():
+            raise WarmstartError(f"{run_dir}: not a run directory (no manifest.json)")
+        print(build_report(run_dir))
+
+    _run_reporting_errors(build)
 
 
 @app.command("serve")

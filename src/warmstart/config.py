@@ -262,6 +262,16 @@ class EvalConfig(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
     batch_size: int = Field(256, ge=1)
+    # Pairs of policy names [a, b] whose paired difference of pass@1 (a - b) eval reports, beside every
+    # policy against "base" (which it always reports where base is a row).
+    compare: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class LogConfig(Section):
+    """Where training scalars go (runs/tracking.py): metrics.jsonl always, and these backends (optional extras)."""
+
+    to: list[Literal["jsonl", "tensorboard", "trackio", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
+    project: str = "warmstart"  # the trackio / W&B project
 
 
 class Recipe(Section):
@@ -274,6 +284,7 @@ class Recipe(Section):
     sft: SftConfig = Field(default_factory=SftConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -377,6 +388,6 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return _toml_string(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

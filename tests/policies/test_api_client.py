@@ -440,3 +440,17 @@ def test_generating_and_curating_from_an_api_teacher_never_import_torch(tmp_path
                 "openai" in imported or stage == "curate"
             )  # the stage ran
             assert "torch" not in imported and "transformers" not in imported
+
+
+def test_generate_is_quiet_by_default_and_logs_every_request_with_v(tmp_path):
+    def generate_cli(run: str, *flags: str) -> str:
+        recipe_file = write_recipe_file(tmp_path / f"{run}.toml", recipe_for(tmp_path / run, api))
+        command = [sys.executable, "-m", "warmstart.cli", *flags, "generate", str(recipe_file)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    with FakeAPI() as api:
+        quiet, verbose = generate_cli("quiet"), generate_cli("verbose", "-v")
+    assert "HTTP Request" not in quiet and len(quiet.splitlines()) <= 4  # the bar and a summary line per stage
+    assert verbose.count("HTTP Request: POST") == 6

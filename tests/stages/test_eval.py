@@ -44,3 +44,41 @@ def test_a_policy_whose_every_sample_crashed_the_verifier_is_an_error(tmp_path):
         evaluate_policy(
             "teacher", PolicySpec.parse("reference"), recipe, env, env.tasks("eval", 5, 0), CostLedger({}, False)
         )
+
+
+def test_eval_reports_intervals_paired_differences_and_keeps_every_sample_with_its_verdict(tmp_path):
+    import json
+
+    from warmstart.runs.jsonl import read_records
+    from warmstart.stages import evaluate
+    from warmstart.types import Trajectory
+
+    recipe = small_recipe(
+        tmp_path,
+        "eval.k=2",
+        "eval.policies.base='reference'",  # a "base" row: every other row is compared with it
+        "eval.policies.teacher='reference'",
+        "eval.compare=[['teacher', 'base']]",
+        "env.options.teacher_error_rate=0.5",
+        eval_=40,
+    )
+    summary = json.loads(evaluate.run(recipe).read_text())
+    teacher = summary["policies"]["teacher"]
+    low, high = teacher["pass@1_ci"]
+    assert low <= teacher["pass@1"] <= high and high - low > 0.05  # slips half the time: real uncertainty
+    assert sorted(teacher["per_task"]) == sorted(t.id for t in Arithmetic().tasks("eval", 40, 0))
+    assert sum(c for _, c in teacher["per_task"].values()) / 80 == pytest.approx(teacher["pass@1"])
+    [versus_base] = summary["comparisons"]  # "teacher - base" once, though asked for twice
+    assert (versus_base["a"], versus_base["b"]) == ("teacher", "base")
+    assert versus_base["diff"] == pytest.approx(0.0, abs=0.01) and versus_base["within_noise"]
+    samples = read_records(tmp_path / "eval" / "teacher.jsonl", Trajectory)
+    assert len(samples) == 80 and all(s.verdict is not None for s in samples)
+    assert sum(s.verdict.passed for s in samples) == sum(c for _, c in teacher["per_task"].values())
+
+
+def test_a_comparison_of_a_policy_eval_does_not_have_is_refused(tmp_path):
+    from warmstart.stages import evaluate
+
+    recipe = small_recipe(tmp_path, "eval.policies.teacher='reference'", "eval.compare=[['teacher', 'nobody']]")
+    with pytest.raises(WarmstartError, match="eval.compare: 'nobody' is not a policy of eval.policies"):
+        evaluate.run(recipe)

@@ -23,6 +23,7 @@ optimizer steps it took to reach 90 % of the teacher's pass@1, and at the end wi
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from transformers import AutoTokenizer
 
 from ..config import PolicySpec, Recipe, TinyModelConfig, with_section
 from ..lm.tinymodel import build_tiny_llama
+from ..report.html import build_report
+from ..report.lineage import row_lineages
 from ..runs.checkpoint import complete_checkpoints
 from ..runs.costs import CostLedger
 from ..runs.directory import RunDir
@@ -38,6 +41,9 @@ from ..runs.jsonl import read_records, write_json_atomic
 from ..stages import curate, evaluate, generate, grpo, sft
 from ..stages.common import load_tasks, make_environment
 from ..types import Trajectory
+from .pump import comparison_lines
+
+log = logging.getLogger(__name__)
 
 # row name -> model: the on-policy rows (GRPO checkpoints)
 ONPOLICY = {"on-policy from base": "run:kd-onpolicy", "SFT on half, then on-policy": "run:kd-half-onpolicy"}
@@ -81,12 +87,14 @@ def run(recipe: Recipe, demo: KdDemo = KdDemo()) -> Path:
     grpo.run(onpolicy_row(kd, "base", "kd-onpolicy", budget, demo))
     grpo.run(onpolicy_row(kd, "run:kd-sft-half", "kd-half-onpolicy", budget - half_tokens, demo))
     rows |= ONPOLICY
-    results = json.loads(
-        evaluate.run(with_section(kd, "eval", policies={"base": "base", **rows, "teacher": "teacher"})).read_text()
-    )
+    sft_row = "SFT on the teacher's tokens"
+    compare = [[row, sft_row] for row in rows if row != sft_row]  # each signal against plain SFT, same tokens
+    policies = {"base": "base", **rows, "teacher": "teacher"}
+    results = json.loads(evaluate.run(with_section(kd, "eval", policies=policies, compare=compare)).read_text())
     curves = learning_curves(kd, rows)
     write_json_atomic(run_dir.root / "kd-curves.json", curves)
     write_report(run_dir, results, curves, budget, time.time() - started, demo)
+    log.info("report: %s", build_report(run_dir.root))
     return run_dir.root / "kd-report.md"
 
 
@@ -206,34 +214,27 @@ def steps_to(points: list[dict], target: float, offset: int = 0) -> str:
 def write_report(run_dir: RunDir, results: dict, curves: dict, budget: int, seconds: float, demo: KdDemo) -> None:
     k, policies = results["k"], results["policies"]
     teacher = policies["teacher"]["pass@1"]
-    stages = run_dir.manifest()["stages"]
+    lineages = row_lineages(results, run_dir.manifest()["stages"])
     lines = [
         "# warmstart demo --kd: distillation signals at equal teacher tokens",
         "",
         f"Wall time: {seconds:.0f} s. Teacher: a {demo.teacher_width}-wide tiny Llama with the student's tokenizer, "
-        f"SFT {demo.teacher_steps} steps at lr {demo.teacher_lr} on the reference chains. Students: {run_dir.recipe.sft.steps} SFT steps. Its {budget} tokens on {demo.kd_tasks} train tasks (verified) are every row's teacher tokens. "
-        f"Held-out: {policies['teacher']['tasks']} tasks x {k} samples at T={results['temperature']}; the 90 % column uses k = 1 at each checkpoint.",
+        f"SFT {demo.teacher_steps} steps at lr {demo.teacher_lr} on the reference chains. Students: "
+        f"{run_dir.recipe.sft.steps} SFT steps. Its {budget} tokens on {demo.kd_tasks} train tasks (verified) are "
+        f"every row's teacher tokens. Held-out: {policies['teacher']['tasks']} tasks x {k} samples at "
+        f"T={results['temperature']}; the 90 % column uses k = 1 at each checkpoint. Intervals: 95 %, bootstrap "
+        "over tasks.",
         "",
-        f"| policy | pass@1 | pass@{k} | % of teacher | optimizer steps to 90 % of teacher | train s |",
+        f"| policy | pass@1 [95 %] | pass@{k} | % of teacher | optimizer steps to 90 % of teacher | train s |",
         "|---|---|---|---|---|---|",
     ]
     for name in results["rows"]:
-        r = policies[name]
+        r, lin = policies[name], lineages.get(name)
         share = f"{r['pass@1'] / teacher:.0%}" if teacher > 0 else ""
         offset = run_dir.recipe.sft.steps if name == "SFT on half, then on-policy" else 0  # its SFT part came first
         to_90 = steps_to(curves[name], 0.9 * teacher, offset) if name in curves else ""
-        lines.append(
-            f"| {name} | {r['pass@1']:.3f} | {evaluate.fmt(r[f'pass@{k}'])} | {share} | {to_90} | {row_seconds(name, stages, demo)} |"
-        )
+        seconds = f"{lin.seconds:.0f}" if lin is not None and lin.stages else ""
+        pass_1 = evaluate.fmt(r["pass@1"], r.get("pass@1_ci"))
+        lines.append(f"| {name} | {pass_1} | {evaluate.fmt(r[f'pass@{k}'])} | {share} | {to_90} | {seconds} |")
+    lines += comparison_lines(results.get("comparisons", []))
     (run_dir.root / "kd-report.md").write_text("\n".join(lines) + "\n")
-
-
-def row_seconds(name: str, stages: dict, demo: KdDemo) -> str:
-    names = {
-        "teacher": ["sft:kd-teacher"],
-        "on-policy from base": ["grpo:kd-onpolicy"],
-        "SFT on half, then on-policy": ["sft:kd-sft-half", "grpo:kd-half-onpolicy"],
-        **{row: [f"sft:{model}"] for row, (model, _) in demo.offline_rows().items()},
-    }.get(name, [])
-    found = [stages[n]["train_seconds"] for n in names if n in stages]
-    return f"{sum(found):.0f}" if found and len(found) == len(names) else ""

@@ -12,26 +12,31 @@ fraction of RL groups whose rewards were all equal (no learning signal).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from ..config import Recipe, with_section
+from ..report.html import build_report
+from ..report.lineage import row_lineages
 from ..runs.directory import RunDir
 from ..stages import curate, evaluate, generate, grpo, sft
+
+log = logging.getLogger(__name__)
 
 ABLATIONS = {
     # eval row name: (curated data name, curate overrides)
     "student, answer only": ("answer-only", {"strip_reasoning": True}),
     "student, unverified data": ("unverified", {"require_passed": False}),
 }
-# eval row name -> the stages whose compute it took (for the report)
-COMPUTE = {
-    "student": ["sft:student"],
-    "student, answer only": ["sft:student-answer-only"],
-    "student, unverified data": ["sft:student-unverified"],
-    "student + GRPO": ["sft:student", "grpo:student-grpo"],
-    "base + GRPO (cold start)": ["grpo:cold-grpo"],
-}
+# The paired differences the demo is about, beside every row minus base: what GRPO added to the student,
+# what the chain and verification are worth, and the warm start against the cold one.
+COMPARE = [
+    ["student + GRPO", "student"],
+    ["student", "student, answer only"],
+    ["student", "student, unverified data"],
+    ["student + GRPO", "base + GRPO (cold start)"],
+]
 
 
 def run(recipe: Recipe) -> Path:
@@ -59,42 +64,56 @@ def run(recipe: Recipe) -> Path:
     )
     policies["student + GRPO"] = "run:student-grpo"
     policies["base + GRPO (cold start)"] = "run:cold-grpo"
-    results_path = evaluate.run(with_section(recipe, "eval", policies=policies))
+    results_path = evaluate.run(with_section(recipe, "eval", policies=policies, compare=COMPARE))
     write_report(run_dir, json.loads(results_path.read_text()), time.time() - started)
+    log.info("report: %s", build_report(run_dir.root))
     return results_path
 
 
-def compute_of(row: str, stages: dict) -> tuple[str, str, str]:
+def compute_of(row: str, lineages: dict, stages: dict) -> tuple[str, str, str]:
     """Wall seconds, estimated FLOPs and flat-group fraction of the stages a row's model took."""
-    names = COMPUTE.get(row)
-    if not names or not all(n in stages for n in names):
+    lin = lineages.get(row)
+    if lin is None or not lin.stages:
         return "", "", ""
-    seconds = sum(stages[n]["train_seconds"] for n in names)
-    flops = sum(stages[n].get("flops_estimate", 0) for n in names)
-    flat = [stages[n]["zero_variance_fraction"] for n in names if "zero_variance_fraction" in stages[n]]
-    return f"{seconds:.0f}", f"{flops:.2e}", f"{flat[0]:.0%}" if flat else ""
+    last = stages[lin.stages[0]]
+    flat = f"{last['zero_variance_fraction']:.0%}" if "zero_variance_fraction" in last else ""
+    return f"{lin.seconds:.0f}", f"{lin.flops:.2e}", flat
 
 
 def write_report(run_dir: RunDir, summary: dict, seconds: float) -> None:
     k, sft_cfg = summary["k"], run_dir.recipe.sft
     teacher = summary["policies"]["teacher"]["pass@1"]
     stages = run_dir.manifest()["stages"]
+    lineages = row_lineages(summary, stages)
     lines = [
         "# warmstart demo",
         "",
         f"Wall time: {seconds:.0f} s. Held-out tasks: {summary['policies']['teacher']['tasks']}, "
         f"{k} samples each at temperature {summary['temperature']}. Each SFT run: {sft_cfg.steps} steps of "
-        f"{sft_cfg.rows_per_micro_batch * sft_cfg.grad_accum} packed rows x {sft_cfg.seq_len} tokens.",
+        f"{sft_cfg.rows_per_micro_batch * sft_cfg.grad_accum} packed rows x {sft_cfg.seq_len} tokens. "
+        "Intervals: 95 %, bootstrap over tasks.",
         "",
-        f"| policy | pass@1 | pass@{k} | % of teacher pass@1 | gap closed | train s | train FLOPs (est.) | flat RL groups |",
+        f"| policy | pass@1 [95 %] | pass@{k} | % of teacher pass@1 | gap closed | train s | train FLOPs (est.) "
+        "| flat RL groups |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in summary["rows"]:
         r = summary["policies"][name]
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
         share = f"{r['pass@1'] / teacher:.0%}" if teacher > 0 else ""
-        wall, flops, flat = compute_of(name, stages)
+        wall, flops, flat = compute_of(name, lineages, stages)
+        pass_1 = evaluate.fmt(r["pass@1"], r.get("pass@1_ci"))
         lines.append(
-            f"| {name} | {r['pass@1']:.3f} | {evaluate.fmt(r[f'pass@{k}'])} | {share} | {gap} | {wall} | {flops} | {flat} |"
+            f"| {name} | {pass_1} | {evaluate.fmt(r[f'pass@{k}'])} | {share} | {gap} | {wall} | {flops} | {flat} |"
         )
+    lines += comparison_lines(summary.get("comparisons", []))
     (run_dir.root / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def comparison_lines(comparisons: list[dict]) -> list[str]:
+    """The paired differences of an eval as a markdown table (after a blank line)."""
+    lines = ["", "| policy | minus | pass@1 difference [95 %] | |", "|---|---|---|---|"]
+    for c in comparisons:
+        noise = "within noise" if c["within_noise"] else ""
+        lines.append(f"| {c['a']} | {c['b']} | {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {noise} |")
+    return lines

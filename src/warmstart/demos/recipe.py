@@ -10,3 +10,7 @@ DEMO_RECIPE = {
     "grpo": {"steps": 10, "tasks_per_step": 16, "group_size": 8, "max_new_tokens": 128},
     "eval": {"k": 4, "max_new_tokens": 128},
 }
+
+# SFT steps of `demo --kd` and the study's E4: at the default 600 no student row reached 90 % of the KD
+# teacher yet (0.61-0.69 pass@1, still rising).
+KD_SFT_STEPS = 1200

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..errors import WarmstartError
 from .costs import write_costs
 from .jsonl import write_json_atomic, write_text_atomic
 from .lock import RunLock
+from .tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,11 @@ class RunDir:
     def write_recipe(self) -> None:
         write_text_atomic(self.root / "recipe.toml", recipe_toml(self.recipe))
 
+    def tracker(self, stage: str) -> Tracker:
+        """Where stage `stage` logs its training scalars (`[log]`: metrics.jsonl and the backends asked for)."""
+        log_cfg = self.recipe.log
+        return Tracker(self.root, stage, log_cfg.to, log_cfg.project, self.recipe.model_dump(mode="json"))
+
     def stage(self, name: str, config: dict, inputs: list[Path], outputs: list[Path], finished=None) -> Stage:
         """The bookkeeping of stage `name`, whose work depends on `config` and the files `inputs` and
         writes `outputs`: see `Stage`. `finished(entry)`, where given, may still find a recorded run
@@ -110,6 +117,18 @@ class RunDir:
         }
         write_json_atomic(self.manifest_path, manifest)
         write_costs(self.root, manifest)  # costs.json follows the manifest: money and seconds per stage
+
+
+def sample_paths(root: Path, names: list[str]) -> dict[str, Path]:
+    """eval/<name>.jsonl per eval row: every sample with its verdict. The name made a file name, kept
+    distinct where two names would slug alike."""
+    paths: dict[str, Path] = {}
+    for name in names:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "policy"
+        while any(p.stem == slug for p in paths.values()):
+            slug += "-"
+        paths[name] = Path(root) / "eval" / f"{slug}.jsonl"
+    return paths
 
 
 class Stage:

@@ -88,7 +88,7 @@ def run(recipe: Recipe) -> Path:
         eval_prompts = {prompt_key(t.prompt) for t in load_tasks(recipe, make_env(recipe.env), "eval")}
         kept, dropped = curate(trajectories, eval_prompts, recipe)
         write_records(out, kept)
-        stage.summary = {"input": len(trajectories), "kept": len(kept), "dropped": dict(dropped)}
+        stage.summary = {"source": cfg.input, "input": len(trajectories), "kept": len(kept), "dropped": dict(dropped)}
         if len(records) > len(trajectories):
             stage.summary["superseded_attempts"] = len(records) - len(trajectories)
         write_json_atomic(report, stage.summary)

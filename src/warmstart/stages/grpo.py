@@ -116,7 +116,7 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         env = env or make_environment(recipe)
         history = train(recipe, env, start_from, stage)
         publish(complete_checkpoints(run_dir.checkpoints(cfg.output))[-1], out)
-        stage.summary = summary(history, cfg)
+        stage.summary = {**summary(history, cfg), "init": str(start_from)}
     return out
 
 
@@ -129,10 +129,24 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage) -> l
     done, cursor, history = resume_position(learner, resume, stage) if resume else (0, 0, [])
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
-    with Verifier(env) as verifier, BudgetProgress(cfg, history, done) as progress:
+    with (
+        Verifier(env) as verifier,
+        BudgetProgress(cfg, history, done) as progress,
+        RunDir(recipe).tracker(stage.name) as tracker,
+    ):
         for step in range(done + 1, cfg.steps + 1):
             entry, cursor = grpo_step(learner, env, tasks, cursor, step, recipe, verifier)
             history.append(entry)
+            tracker.log(
+                step,
+                {
+                    "reward": entry["mean_reward"],
+                    "flat_groups": entry["zero_variance_fraction"],
+                    "loss": entry["loss"],
+                    "reverse_kl": entry.get("reverse_kl"),
+                    "tokens_per_s": entry["sampled_tokens"] / max(entry["seconds"], 1e-9),
+                },
+            )
             out_of_budget = progress.advance(history, entry)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget:
                 position = {
@@ -202,6 +216,7 @@ def grpo_step(
         "groups_used": len(groups),
         "loss": loss,
         "flops_estimate": flops_estimate(learner, cfg, stats["tokens"], trained_tokens),
+        "sampled_tokens": stats["tokens"],
         "seconds": time.time() - started,
         **teacher_stats,
     }

@@ -88,7 +88,7 @@ def run(recipe: Recipe) -> Path:
         if not trajectories:
             raise WarmstartError(f"{data_path}: has no trajectories to train on")
         base = prepare_tiny_base(recipe, trajectories) if cfg.student == "tiny" else prepare_user_base(recipe)
-        stage.summary = train(recipe, base, trajectories)
+        stage.summary = {**train(recipe, base, trajectories), "data": cfg.data, "init": str(base)}
         publish(complete_checkpoints(run_dir.checkpoints(cfg.output))[-1], out)
     return out
 
@@ -152,15 +152,30 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
     stream = RowStream(s.examples, cfg, recipe.run.seed, position)
     s.model.train()
     run = RunTotals()
-    with progress_bar(f"sft {cfg.output}", cfg.steps) as advance:
+    with (
+        progress_bar(f"sft {cfg.output}", cfg.steps) as advance,
+        RunDir(recipe).tracker(f"sft:{cfg.output}") as tracker,
+    ):
         advance(step)
         while step < cfg.steps:
+            started, kd_before = time.time(), (run.kd.kd_sum, run.kd.kd_positions)
+            lr = scheduler.get_last_lr()[0]
             loss, tokens = train_step(s.model, optimizer, stream, cfg, s.tokenizer.pad_token_id, s.kd, run.kd)
             scheduler.step()
             step += 1
             run.tokens += tokens
             run.losses.append(loss)
             advance(1, note=f"loss {loss:.4f}")
+            kd_positions = run.kd.kd_positions - kd_before[1]
+            tracker.log(
+                step,
+                {
+                    "loss": loss,
+                    "lr": lr,
+                    "tokens_per_s": tokens / max(time.time() - started, 1e-9),
+                    "kl": (run.kd.kd_sum - kd_before[0]) / kd_positions if kd_positions else None,
+                },
+            )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 totals = {"tokens": earlier["tokens"] + run.tokens, "seconds": earlier["seconds"] + run.seconds}
                 position = {**stream.position, "totals": totals}

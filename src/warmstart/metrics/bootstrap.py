@@ -1,0 +1,53 @@
+"""Uncertainty of pass@k: bootstrap confidence intervals over tasks, and paired differences of policies.
+
+A policy's pass@k is the mean over tasks of each task's unbiased pass@k; its uncertainty comes mostly from
+which tasks were drawn, so the interval resamples tasks (with replacement) and takes the percentiles of
+the resampled means. Two policies evaluated on the same tasks are compared task by task: the mean of the
+per-task differences, with the same resampling of tasks applied to both, is far tighter than two separate
+intervals would suggest, since a task that is hard for one is usually hard for the other. A difference
+whose interval holds 0 is "within noise".
+
+Seeded (`random.Random`), so a report is reproducible; 2,000 resamples put the 2.5 % and 97.5 %
+percentiles within about ±0.005 of their limit for the sizes here (200 tasks).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float  # the estimate on the tasks as drawn
+    low: float
+    high: float
+
+    @property
+    def within_noise(self) -> bool:
+        """For a difference: the interval holds 0."""
+        return self.low <= 0.0 <= self.high
+
+    def as_list(self) -> list[float]:
+        return [round(self.low, 4), round(self.high, 4)]
+
+
+def bootstrap_mean(values: list[float], seed: int = 0, resamples: int = RESAMPLES, level: float = 0.95) -> Interval:
+    """The mean of `values` (one per task) with a percentile bootstrap interval over tasks."""
+    if not values:
+        raise ValueError("a bootstrap interval of no tasks")
+    rng, n = random.Random(seed), len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    cut = (1.0 - level) / 2
+    low, high = means[int(cut * resamples)], means[min(resamples - 1, int((1.0 - cut) * resamples))]
+    return Interval(sum(values) / n, low, high)
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float], seed: int = 0) -> Interval:
+    """mean(a - b) over the tasks both have (task id -> per-task value), with its bootstrap interval."""
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise ValueError("a paired difference of policies with no task in common")
+    return bootstrap_mean([a[t] - b[t] for t in shared], seed)

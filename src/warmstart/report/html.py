@@ -1,0 +1,204 @@
+"""`report.html`: one self-contained page per run, built from the files the stages wrote.
+
+- the held-out table: pass@1 and pass@k with 95 % intervals, share of the teacher, what each row cost
+  (training seconds and FLOPs, the teacher data's API dollars) and what one point of pass@1 gained cost;
+- paired differences of pass@1 on the same tasks, marked "within noise" where the interval holds 0;
+- pass@1 versus training compute, warm start and cold start (`figures.compute_figure`);
+- training curves (loss, reward, KL, flat-group share, tokens/s) from metrics.jsonl;
+- the data funnel: generated -> verified -> kept, with the drop reasons;
+- a few failed samples of each policy, from eval/<policy>.jsonl.
+
+Figures are inline SVG, so the page needs no network and no other file. `warmstart report RUN_DIR`
+rebuilds it; `warmstart demo` writes it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+from ..runs.directory import sample_paths
+from ..runs.jsonl import write_text_atomic
+from ..runs.tracking import read_metrics
+from . import figures
+from .lineage import Lineage, row_lineages
+
+FAILURES_SHOWN = 3
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+figure { margin: 1.5em 0; } figcaption { font-size: 0.85em; color: #555; }
+pre { background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; font-size: 0.8em; }
+.noise { color: #888; }
+"""
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def build_report(root: Path) -> Path:
+    """Write `<root>/report.html` from what the run holds; return its path."""
+    root = Path(root)
+    stages = (read_json(root / "manifest.json") or {}).get("stages", {})
+    results = read_json(root / "eval" / "results.json")
+    sections = [f"<h1>warmstart run: {html.escape(root.name)}</h1>", f"<p>{run_line(stages)}</p>"]
+    if results:
+        lineages = row_lineages(results, stages)
+        sections += [results_table(results, lineages, stages), comparisons_table(results.get("comparisons", []))]
+        sections.append(figure(figures.compute_figure(results, lineages), COMPUTE_CAPTION))
+    sections.append(figure(figures.training_curves(read_metrics(root)), "Training curves, per stage (metrics.jsonl)."))
+    sections.append(figure(figures.funnel_figure(funnels(stages)), "The data funnel of each curated data set."))
+    if results:
+        sections.append(failures(root, results))
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>warmstart: {html.escape(root.name)}</title>"
+    page += f"<style>{STYLE}</style></head><body>{''.join(s for s in sections if s)}</body></html>\n"
+    out = root / "report.html"
+    write_text_atomic(out, page)
+    return out
+
+
+COMPUTE_CAPTION = (
+    "Held-out pass@1 (95 % intervals over tasks) against the wall seconds of training that made each model, "
+    "cumulative from the untrained one; each arrow goes from the model a stage started from to the one it made."
+)
+
+
+def figure(svg: str | None, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>" if svg else ""
+
+
+def run_line(stages: dict) -> str:
+    seconds = sum(s.get("seconds") or 0.0 for s in stages.values())
+    failed = [name for name, s in stages.items() if s.get("status") == "failed"]
+    note = f" Failed: {', '.join(failed)}." if failed else ""
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return html.escape(f"{len(stages)} stages, {seconds:,.0f} s in all. Built {built}.{note}")
+
+
+def teacher_dollars(stages: dict, lin: Lineage) -> float | None:
+    """The API dollars of the teacher data the row's SFT stages trained on (None where a price is unknown)."""
+    total = 0.0
+    for name in lin.stages:
+        entry = stages[name]
+        curate = stages.get(f"curate:{entry.get('data')}", {}) if name.startswith("sft:") else {}
+        cost = stages.get(f"generate:{curate.get('source')}", {}).get("api_cost") if curate else None
+        if cost:
+            if cost.get("usd") is None:
+                return None
+            total += cost["usd"]
+    return total
+
+
+def results_table(results: dict, lineages: dict[str, Lineage | None], stages: dict) -> str:
+    k, policies = results["k"], results["policies"]
+    teacher = policies.get("teacher", {}).get("pass@1")
+    base = policies.get("base", {}).get("pass@1")
+    head = ["policy", "pass@1 [95 %]", f"pass@{k} [95 %]", "% of teacher", "train s", "train FLOPs", "teacher $"]
+    head += ["s per pass@1 point", "$ per pass@1 point"]
+    rows = []
+    for name in results["rows"]:
+        p, lin = policies[name], lineages.get(name)
+        share = f"{p['pass@1'] / teacher:.0%}" if teacher else ""
+        cells = [
+            name,
+            interval(p["pass@1"], p.get("pass@1_ci")),
+            interval(p.get(f"pass@{k}"), p.get(f"pass@{k}_ci")),
+            share,
+        ]
+        cells += cost_cells(p["pass@1"], base, lin, stages)
+        rows.append(cells)
+    caption = f"{first_tasks(policies)} held-out tasks, {k} samples each at temperature {results['temperature']}."
+    return "<h2>Held-out results</h2>" + table(head, rows) + f"<p>{html.escape(caption)}</p>"
+
+
+def cost_cells(pass_1: float, base: float | None, lin: Lineage | None, stages: dict) -> list[str]:
+    if lin is None or not lin.stages:
+        return ["", "", "", "", ""]
+    dollars = teacher_dollars(stages, lin)
+    points = 100 * (pass_1 - base) if base is not None else 0.0
+    per_s = f"{lin.seconds / points:,.1f}" if points > 0 else "no gain"
+    per_usd = (
+        f"{dollars / points:,.4f}" if points > 0 and dollars is not None else ("n/a" if dollars is None else "no gain")
+    )
+    usd = "price unknown" if dollars is None else f"{dollars:,.4f}"
+    return [f"{lin.seconds:,.0f}", f"{lin.flops:.2e}", usd, per_s, per_usd]
+
+
+def first_tasks(policies: dict) -> int:
+    return next(iter(policies.values()))["tasks"]
+
+
+def interval(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def comparisons_table(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return ""
+    rows = []
+    for c in comparisons:
+        noise = "within noise" if c["within_noise"] else ""
+        rows.append([c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", noise])
+    head = ["policy", "minus", "pass@1 difference", "95 % interval", ""]
+    return "<h2>Paired differences on the same tasks</h2>" + table(head, rows)
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def funnels(stages: dict) -> list[dict]:
+    """Per curate stage: what its source generated, how much of it passed verification, what it kept."""
+    out = []
+    for name, entry in sorted(stages.items()):
+        if not name.startswith("curate:") or "kept" not in entry:
+            continue
+        source = stages.get(f"generate:{entry.get('source')}", {})
+        verified = (source.get("api_cost") or {}).get("accepted", entry["kept"])
+        out.append(
+            {
+                "name": name,
+                "generated": entry["input"],
+                "verified": verified,
+                "kept": entry["kept"],
+                "dropped": entry["dropped"],
+            }
+        )
+    return out
+
+
+def failures(root: Path, results: dict) -> str:
+    parts = ["<h2>Some failures</h2>"]
+    for name, path in sample_paths(root, results["rows"]).items():
+        shown = failed_samples(path)
+        if shown:
+            parts.append(f"<h3>{html.escape(name)}</h3>" + "".join(shown))
+    return "".join(parts) if len(parts) > 1 else ""
+
+
+def failed_samples(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    shown = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        verdict = record.get("verdict") or {}
+        if verdict.get("passed") is not False or verdict.get("infra_error"):
+            continue
+        prompt = " ".join(m.get("content") or "" for m in record["messages"] if m["role"] == "user")
+        reply = next((m for m in reversed(record["messages"]) if m["role"] == "assistant"), {})
+        said = "\n".join(x for x in (reply.get("reasoning"), reply.get("content")) if x)[:600]
+        why = (verdict.get("details") or {}).get("reason", "failed")
+        shown.append(f"<pre>{html.escape(prompt)}\n---\n{html.escape(said)}\n--- {html.escape(why)}</pre>")
+        if len(shown) == FAILURES_SHOWN:
+            break
+    return shown

@@ -1,0 +1,137 @@
+"""Training scalars where users watch them: `metrics.jsonl` in the run directory always, and TensorBoard,
+trackio or Weights & Biases where `[log] to` asks for them.
+
+One set of names everywhere (`SCALARS`): a stage logs `{"loss": ..., "tokens_per_s": ...}` at a step and
+every backend gets the same names. Each stage is a run of its own in the backends (TensorBoard: a
+directory `tensorboard/<stage>` under the run directory, so `tensorboard --logdir runs/NAME/tensorboard`
+shows the stages side by side; trackio and W&B: a run named after the stage, in project `log.project`).
+The backends are optional extras, imported only when asked; one that is asked for and not installed is
+one error naming the extra. W&B runs offline unless `WANDB_API_KEY` is set (or `WANDB_MODE` says).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from ..errors import WarmstartError
+
+SCALARS = {
+    "loss": "training loss of the step (SFT: per target token; GRPO: the clipped objective)",
+    "lr": "learning rate of the step",
+    "tokens_per_s": "tokens trained per second over the step",
+    "kl": "KL to the teacher's distribution per scored token (logit distillation)",
+    "reward": "mean verifier reward of the step's samples (GRPO)",
+    "flat_groups": "share of GRPO groups whose rewards were all equal (no learning signal)",
+    "reverse_kl": "student-teacher reverse KL per token (on-policy distillation)",
+    "pass@1": "held-out pass@1 (eval, one value per policy: `pass@1/<policy>`)",
+}
+EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
+
+
+class Tracker:
+    """The scalars of one stage. Use as a context manager; `log(step, {name: value})` per step."""
+
+    def __init__(self, root: Path, stage: str, to: list[str], project: str, config: dict):
+        self.root, self.stage = Path(root), stage
+        self.path = self.root / "metrics.jsonl"
+        self.backends = [open_backend(name, self.root, stage, project, config) for name in to if name != "jsonl"]
+
+    def log(self, step: int, scalars: dict[str, float | None]) -> None:
+        values = {name: float(v) for name, v in scalars.items() if v is not None}
+        line = json.dumps({"stage": self.stage, "step": step, "time": round(time.time(), 3), **values})
+        with self.path.open("a", encoding="utf-8") as f:  # a few lines a second at most: open per line
+            f.write(line + "\n")
+        for backend in self.backends:
+            backend.log(step, values)
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_metrics(root: Path) -> list[dict]:
+    """Every line of a run's metrics.jsonl (a torn last line, from a kill, left out)."""
+    path = Path(root) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def stage_dir_name(stage: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stage)
+
+
+def open_backend(name: str, root: Path, stage: str, project: str, config: dict):
+    try:
+        if name == "tensorboard":
+            return TensorBoard(root / "tensorboard" / stage_dir_name(stage))
+        if name == "trackio":
+            return Trackio(project, stage, config)
+        return WandB(project, stage, config, root)
+    except ImportError:
+        raise WarmstartError(
+            f"log.to: {name} is not installed; pip install -c constraints-cpu.txt -e '.[{EXTRAS[name]}]'"
+        ) from None
+
+
+class TensorBoard:
+    """Event files written with the tensorboard package's own writer (no torch needed to log a scalar)."""
+
+    def __init__(self, directory: Path):
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self.event, self.summary = Event, Summary
+        self.writer = EventFileWriter(str(directory))
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        scalars = [self.summary.Value(tag=name, simple_value=value) for name, value in values.items()]
+        self.writer.add_event(self.event(summary=self.summary(value=scalars), step=step, wall_time=time.time()))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Trackio:
+    def __init__(self, project: str, stage: str, config: dict):
+        import trackio
+
+        self.trackio = trackio
+        self.run = trackio.init(project=project, name=stage, config=config)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.trackio.log(values, step=step)
+
+    def close(self) -> None:
+        self.trackio.finish()
+
+
+class WandB:
+    def __init__(self, project: str, stage: str, config: dict, root: Path):
+        import wandb
+
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        self.run = wandb.init(project=project, name=stage, config=config, dir=str(root), mode=mode, reinit=True)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.run.log(values, step=step)
+
+    def close(self) -> None:
+        self.run.finish()

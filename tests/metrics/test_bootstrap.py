@@ -1,0 +1,49 @@
+"""Bootstrap intervals over tasks and paired differences: they cover what they claim, and pairing helps."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from warmstart.metrics.bootstrap import bootstrap_mean, paired_difference
+
+
+def test_the_interval_of_a_constant_is_that_constant():
+    interval = bootstrap_mean([0.25] * 50)
+    assert interval.value == interval.low == interval.high == 0.25
+
+
+def test_the_interval_is_reproducible_from_its_seed_and_brackets_the_estimate():
+    rng = random.Random(1)
+    values = [rng.random() for _ in range(100)]
+    assert bootstrap_mean(values, seed=3) == bootstrap_mean(values, seed=3)
+    interval = bootstrap_mean(values)
+    assert interval.low < interval.value < interval.high
+
+
+def test_95_percent_intervals_cover_the_true_pass_rate_about_95_percent_of_the_time():
+    rng, p, covered, trials = random.Random(0), 0.3, 0, 300
+    for trial in range(trials):
+        tasks = [float(rng.random() < p) for _ in range(200)]
+        interval = bootstrap_mean(tasks, seed=trial, resamples=500)
+        covered += interval.low <= p <= interval.high
+    assert 0.90 <= covered / trials <= 0.99
+
+
+def test_a_paired_difference_sees_a_small_gain_that_two_separate_intervals_would_call_noise():
+    rng = random.Random(0)
+    difficulty = {f"t{i}": rng.random() for i in range(200)}  # tasks differ far more than the policies do
+    base = {t: d for t, d in difficulty.items()}
+    better = {t: min(1.0, d + 0.03) for t, d in difficulty.items()}
+    diff = paired_difference(better, base)
+    assert diff.value == pytest.approx(sum(better[t] - base[t] for t in base) / 200) and not diff.within_noise
+    a, b = bootstrap_mean(list(better.values())), bootstrap_mean(list(base.values()))
+    assert a.low < b.high  # apart, the two intervals overlap
+    assert paired_difference(base, dict(base)).within_noise  # a policy against itself: 0, within noise
+
+
+def test_only_shared_tasks_are_compared_and_none_shared_is_an_error():
+    assert paired_difference({"a": 1.0, "b": 0.0}, {"a": 0.5, "c": 1.0}).value == 0.5
+    with pytest.raises(ValueError):
+        paired_difference({"a": 1.0}, {"b": 1.0})

@@ -1,0 +1,61 @@
+"""Training scalars where users watch them: metrics.jsonl always, TensorBoard when asked, one set of names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import curated_run, write_recipe_file
+from warmstart.errors import WarmstartError
+from warmstart.runs.tracking import Tracker, read_metrics
+from warmstart.stages import grpo, sft
+
+RL = ["grpo.init=student", "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=12"]
+
+
+def test_sft_and_grpo_log_the_same_names_to_metrics_jsonl_and_tensorboard(tmp_path):
+    recipe = curated_run(tmp_path, "sft.steps=4", "log.to=['jsonl', 'tensorboard']", *RL)
+    sft.run(recipe)
+    grpo.run(recipe)
+    rows = read_metrics(tmp_path)
+    sft_rows = [r for r in rows if r["stage"] == "sft:student"]
+    rl_rows = [r for r in rows if r["stage"] == "grpo:student-grpo"]
+    assert [r["step"] for r in sft_rows] == [1, 2, 3, 4] and all(
+        {"loss", "lr", "tokens_per_s"} <= set(r) for r in sft_rows
+    )
+    assert [r["step"] for r in rl_rows] == [1, 2] and all({"reward", "flat_groups"} <= set(r) for r in rl_rows)
+    for stage, scalar, rows_of in (("sft-student", "loss", sft_rows), ("grpo-student-grpo", "reward", rl_rows)):
+        events = EventAccumulator(str(tmp_path / "tensorboard" / stage))
+        events.Reload()
+        logged = [(e.step, e.value) for e in events.Scalars(scalar)]
+        assert logged == [(r["step"], pytest.approx(r[scalar])) for r in rows_of]
+
+
+def test_a_backend_that_is_not_installed_is_one_error_naming_its_extra(tmp_path):
+    with pytest.raises(WarmstartError, match=r"log.to: wandb is not installed; pip install .*\[wandb\]"):
+        Tracker(tmp_path, "sft:x", ["jsonl", "wandb"], "p", {})
+
+
+def test_a_torn_last_line_of_metrics_jsonl_is_left_out(tmp_path):
+    with Tracker(tmp_path, "sft:x", ["jsonl"], "p", {}) as tracker:
+        tracker.log(1, {"loss": 2.0, "kl": None})
+    (tmp_path / "metrics.jsonl").open("a").write('{"stage": "sft:x", "st')
+    assert read_metrics(tmp_path) == [
+        {"stage": "sft:x", "step": 1, "time": pytest.approx(read_metrics(tmp_path)[0]["time"]), "loss": 2.0}
+    ]
+
+
+def test_an_unknown_backend_is_refused_in_the_recipe(tmp_path):
+    recipe_file = write_recipe_file(tmp_path / "r.toml", curated_run(tmp_path / "run"))
+    result = subprocess.run(
+        [sys.executable, "-m", "warmstart.cli", "sft", str(recipe_file), "--set", "log.to=['mlflow']"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "log.to.0" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"].get("sft:student") is None
