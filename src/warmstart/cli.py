@@ -14,7 +14,7 @@ import typer
 from rich.logging import RichHandler
 
 from .config import PolicySpec, Recipe, load_recipe, with_section
-from .demos.recipe import DEMO_RECIPE, KD_SFT_STEPS
+from .demos.recipe import DEMO_RECIPE, KD_SFT
 from .errors import WarmstartError
 
 # Stages import torch and transformers (seconds); they are imported inside the commands, after the
@@ -147,7 +147,7 @@ def demo_cmd(
     name = "demo-kd" if kd else "demo-seeds" if seeds > 1 else "demo"
     base["run"]["dir"] = str(dir) if dir else time.strftime(f"runs/{name}-%Y%m%d-%H%M%S")
     if kd:
-        base["sft"] = {"steps": KD_SFT_STEPS}
+        base["sft"] = dict(KD_SFT)
     recipe = _load(None, set_, base)
 
     def run_demo() -> None:

@@ -36,7 +36,7 @@ def test_demo_seeds_reports_mean_and_spread_per_row(tmp_path):
 def test_study_reports_every_experiment_with_intervals(tmp_path):
     recipe = small(tmp_path, "curate.require_passed=false", "generate.max_new_tokens=48")
     # E4's KD teacher at the KD demo test's size: an untrained one writes text that does not re-tokenize as written
-    out = study.run(recipe, kd_seeds=2, kd=SMALL_KD, kd_steps=6)
+    out = study.run(recipe, kd_seeds=2, kd=SMALL_KD, kd_sft={"steps": 6})
     rows = json.loads((tmp_path / "study.json").read_text())["rows"]
     assert {r["experiment"] for r in rows} == {"E1", "E2", "E3", "E4", "E5", "E6"}
     for r in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -35,9 +36,21 @@ def test_sft_and_grpo_log_the_same_names_to_metrics_jsonl_and_tensorboard(tmp_pa
         assert logged == [(r["step"], pytest.approx(r[scalar])) for r in rows_of]
 
 
-def test_a_backend_that_is_not_installed_is_one_error_naming_its_extra(tmp_path):
-    with pytest.raises(WarmstartError, match=r"log.to: wandb is not installed; pip install .*\[wandb\]"):
-        Tracker(tmp_path, "sft:x", ["jsonl", "wandb"], "p", {})
+@pytest.mark.parametrize("name", ["trackio", "wandb"])
+def test_a_backend_that_is_not_installed_is_one_error_naming_its_extra(tmp_path, monkeypatch, name):
+    monkeypatch.setitem(sys.modules, name, None)  # what `import` meets where the extra is not installed
+    with pytest.raises(WarmstartError, match=rf"log.to: {name} is not installed; pip install .*\[{name}\]"):
+        Tracker(tmp_path, "sft:x", ["jsonl", name], "p", {})
+
+
+def test_trackio_gets_the_same_scalars_where_it_is_installed(tmp_path):
+    trackio = pytest.importorskip("trackio")  # an optional extra, not in the test install; checked where present
+    project = f"warmstart-test-{uuid.uuid4().hex[:8]}"  # trackio keeps its projects in its own directory
+    with Tracker(tmp_path, "sft:x", ["trackio"], project, {"lr": 1e-3}) as tracker:
+        for step in (1, 2):
+            tracker.log(step, {"loss": 1.0 / step, "kl": None})
+    logs = trackio.SQLiteStorage.get_logs(project, "sft:x")
+    assert [(row["step"], row["loss"]) for row in logs] == [(1, 1.0), (2, 0.5)]
 
 
 def test_a_torn_last_line_of_metrics_jsonl_is_left_out(tmp_path):

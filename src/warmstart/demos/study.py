@@ -26,7 +26,7 @@ from ..runs.jsonl import read_records, write_json_atomic, write_text_atomic
 from ..stages import curate, evaluate, generate, sft
 from ..types import Trajectory
 from . import kd_ablation, pump
-from .recipe import KD_SFT_STEPS
+from .recipe import KD_SFT
 
 FRACTIONS = (8, 4, 2, 1)  # E1: 1/8 ... all of the verified data
 HIGH_ERROR_RATE = 0.3  # E5's second teacher
@@ -34,20 +34,23 @@ GENERATIONS = 3  # E6
 
 
 def run(
-    recipe: Recipe, kd_seeds: int = 3, kd: kd_ablation.KdDemo = kd_ablation.KdDemo(), kd_steps: int = KD_SFT_STEPS
+    recipe: Recipe, kd_seeds: int = 3, kd: kd_ablation.KdDemo = kd_ablation.KdDemo(), kd_sft: dict = KD_SFT
 ) -> Path:
-    """The whole study; `kd` and `kd_steps` size E4 (the tests run it small)."""
+    """The whole study; `kd` and `kd_sft` (sft keys) size E4 (the tests run it small)."""
     root, started, rows = Path(recipe.run.dir), time.time(), []
     demo = json.loads(pump.run(in_dir(recipe, root / "demo")).read_text())
-    rows += data_sweep(in_dir(recipe, root / "E1"))
-    rows += demo_claims(demo)
-    rows += kd_signals(recipe, root / "E4", kd_seeds, kd, kd_steps)
-    rows += verification(in_dir(recipe, root / "E5"), demo)
-    rows += iterated(in_dir(recipe, root / "E6"))
-    write_json_atomic(root / "study.json", {"rows": rows, "seconds": round(time.time() - started, 1)})
-    out = root / "study.md"
-    write_text_atomic(out, markdown(rows, time.time() - started))
-    return out
+    experiments = [
+        lambda: demo_claims(demo),  # cheapest first: a study stopped early has the most rows
+        lambda: verification(in_dir(recipe, root / "E5"), demo),
+        lambda: iterated(in_dir(recipe, root / "E6")),
+        lambda: data_sweep(in_dir(recipe, root / "E1")),
+        lambda: kd_signals(recipe, root / "E4", kd_seeds, kd, kd_sft),  # the longest, last
+    ]
+    for experiment in experiments:  # the table so far is written after each: hours of work show as they go
+        rows += experiment()
+        write_json_atomic(root / "study.json", {"rows": rows, "seconds": round(time.time() - started, 1)})
+        write_text_atomic(root / "study.md", markdown(rows, time.time() - started))
+    return root / "study.md"
 
 
 def in_dir(recipe: Recipe, path: Path) -> Recipe:
@@ -124,13 +127,11 @@ def demo_claims(demo: dict) -> list[dict]:
     ]
 
 
-def kd_signals(recipe: Recipe, root: Path, seeds: int, kd: kd_ablation.KdDemo, steps: int) -> list[dict]:
+def kd_signals(recipe: Recipe, root: Path, seeds: int, kd: kd_ablation.KdDemo, sft_keys: dict) -> list[dict]:
     """E4: the KD ablation per seed; per row the mean pass@1 over seeds and each seed's difference from SFT."""
     per_seed = []
     for seed in range(seeds):
-        seeded = with_section(
-            with_section(recipe, "run", dir=str(root / f"seed-{seed}"), seed=seed), "sft", steps=steps
-        )
+        seeded = with_section(with_section(recipe, "run", dir=str(root / f"seed-{seed}"), seed=seed), "sft", **sft_keys)
         kd_ablation.run(seeded, kd)
         per_seed.append(json.loads((root / f"seed-{seed}" / "eval" / "results.json").read_text()))
     out, sft_row = [], "SFT on the teacher's tokens"
@@ -212,7 +213,7 @@ def markdown(rows: list[dict], seconds: float) -> str:
         "| | | pass@1 [95 %] | difference [95 %] | |",
         "|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["experiment"]):  # stable: each experiment's own order kept
         value = f"{r['pass@1']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]" if "pass@1" in r else ""
         diff = f"{r['diff']:+.3f} [{r['diff_ci'][0]:+.3f}, {r['diff_ci'][1]:+.3f}]" if "diff" in r else ""
         note = "; ".join(x for x in ("within noise" if r.get("within_noise") else "", r["note"]) if x)

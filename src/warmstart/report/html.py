@@ -188,12 +188,13 @@ def failures(root: Path, results: dict) -> str:
 def failed_samples(path: Path) -> list[str]:
     if not path.exists():
         return []
-    shown = []
+    shown, tasks = [], set()
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         verdict = record.get("verdict") or {}
-        if verdict.get("passed") is not False or verdict.get("infra_error"):
-            continue
+        if verdict.get("passed") is not False or verdict.get("infra_error") or record["task_id"] in tasks:
+            continue  # one sample per task: a few different failures say more than one task's k samples
+        tasks.add(record["task_id"])
         prompt = " ".join(m.get("content") or "" for m in record["messages"] if m["role"] == "user")
         reply = next((m for m in reversed(record["messages"]) if m["role"] == "assistant"), {})
         said = "\n".join(x for x in (reply.get("reasoning"), reply.get("content")) if x)[:600]
