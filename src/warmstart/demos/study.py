@@ -16,7 +16,6 @@ interval holds 0; E4 also gives the spread across seeds. `study.md` and `study.j
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ..runs.jsonl import read_records, write_json_atomic, write_text_atomic
 from ..stages import curate, evaluate, generate, sft
 from ..types import Trajectory
 from . import kd_ablation, pump
+from . import seeds as seeded_runs
 from .recipe import KD_SFT
 
 FRACTIONS = (8, 4, 2, 1)  # E1: 1/8 ... all of the verified data
@@ -135,9 +135,9 @@ def kd_signals(recipe: Recipe, root: Path, seeds: int, kd: kd_ablation.KdDemo, s
         kd_ablation.run(seeded, kd)
         per_seed.append(json.loads((root / f"seed-{seed}" / "eval" / "results.json").read_text()))
     out, sft_row = [], "SFT on the teacher's tokens"
-    for name in per_seed[0]["rows"]:
-        values = [r["policies"][name]["pass@1"] for r in per_seed]
-        spread = f"mean of {seeds} seeds {statistics.fmean(values):.3f}, range {min(values):.3f} – {max(values):.3f}"
+    for across in seeded_runs.spread(per_seed):
+        name = across["name"]
+        spread = f"mean of {seeds} seeds {across['mean']:.3f}, range {across['min']:.3f} – {across['max']:.3f}"
         out.append(row("E4", f"{name} (seed 0)", per_seed[0]["policies"][name], note=spread))
         if name not in (sft_row, "base", "teacher"):
             diffs = [comparison(r, name, sft_row) for r in per_seed]

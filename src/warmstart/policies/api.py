@@ -30,7 +30,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..errors import WarmstartError
 from ..lm.toolcalls import tool_results
@@ -180,11 +180,7 @@ class APIPolicy:
             provider=self.backend.provider,
             model=self.backend.model,
             endpoint=self.backend.endpoint,
-            sampling={
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-                "max_new_tokens": sampling.max_new_tokens,
-            },
+            sampling=asdict(sampling),
             seed=seed,
             created=time.time(),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from ..lm.chat import assistant_spans, stop_token_ids
@@ -35,11 +36,7 @@ def episode_trajectory(episode: Episode, spec: str, sampling: Sampling, seed: in
         provenance=Provenance(
             provider="hf",
             model=spec.removeprefix("hf:"),
-            sampling={
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-                "max_new_tokens": sampling.max_new_tokens,
-            },
+            sampling=asdict(sampling),
             seed=seed,
             created=time.time(),
         ),
