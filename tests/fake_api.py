@@ -23,6 +23,12 @@ and replies no real server should send, which a client must survive:
     huge               a 200 whose text is `huge_bytes` long whatever max_tokens asked
     other_model        a 200 that says another model answered
 
+Beside faults, a server can behave like a real teacher (`Teacher`): answer each problem right with a
+known probability (`pass_rate(problem)`, drawn per request from the request's seed, so sample i of a
+task gets the same verdict whatever else is asked), write replies of realistic, varying length (a chain
+of 30 to 400 words before the answer; tokens counted as bytes / 4), put that chain in `<think>` tags,
+and leave out the log-probs it was asked for.
+
 `chaos` (a seeded random.Random) draws a fault for each request instead of the queue: each of
 `CHAOS_FAULTS` with probability `chaos_rate`. `billed` logs the usage of every reply delivered whole with
 counts a provider could bill (what a client's ledger should add up to; a `slow` reply, which the client
@@ -37,10 +43,13 @@ logprobs: a completion with no logprobs at all (a server that cannot score a pro
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 PROBLEM_RE = re.compile(r"What is (-?\d+)([+\-*])(-?\d+)\?")
 MODELS = ["fake-model", "claude-fake-1"]
@@ -58,10 +67,45 @@ class Server(ThreadingHTTPServer):
         pass  # dropped connections are what some faults are for: no traceback on the test's stderr
 
 
+@dataclass
+class Teacher:
+    """How a fault-free reply is written (see the module docstring)."""
+
+    pass_rate: Callable[[str], float] | None = None  # problem text -> probability of the right answer
+    verbose: bool = False  # a chain of 30-400 words before the answer; usage from the text's size
+    think_tags: bool = False  # the chain inside <think>...</think>, as reasoning models without a parser send it
+    logprobs: bool = True  # False: none, even when asked
+
+    def draw(self, problem: str, body: dict) -> random.Random:
+        return random.Random(f"{problem}/{body.get('seed')}/{json.dumps(body.get('messages'))[-64:]}")
+
+    def write(self, body: dict, answer: str) -> tuple[str, int, int]:
+        """The reply's text, prompt tokens and completion tokens."""
+        problem = str(next((m.get("content") for m in body.get("messages", []) if m.get("role") == "user"), ""))
+        rng = self.draw(problem, body)
+        if self.pass_rate is not None and answer.startswith("Answer: ") and rng.random() >= self.pass_rate(problem):
+            answer = f"Answer: {int(answer.removeprefix('Answer: ')) + 1}"
+        chain = " ".join(["step"] * rng.randint(30, 400)) if self.verbose or self.think_tags else ""
+        text = (f"<think>{chain}</think>\n{answer}" if self.think_tags else f"{chain}\n{answer}") if chain else answer
+        if not self.verbose:
+            return text, 20, 6
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        if limit and len(text) // 4 > limit:  # a real server stops at max_tokens (its finish_reason aside)
+            text = text[: limit * 4]
+        return text, len(json.dumps(body.get("messages"))) // 4, max(1, len(text) // 4)
+
+
 class FakeAPI:
     def __init__(
-        self, slow_s: float = 2.0, delay_s: float = 0.0, huge_bytes: int = 2_000_000, chaos=None, chaos_rate=0.0
+        self,
+        slow_s: float = 2.0,
+        delay_s: float = 0.0,
+        huge_bytes: int = 2_000_000,
+        chaos=None,
+        chaos_rate=0.0,
+        teacher: Teacher | None = None,
     ):
+        self.teacher = teacher or Teacher()
         self.faults: list[str] = []
         self.log: list[dict] = []
         self.billed: list[dict] = []  # {"prompt", "completion", "model"} of each reply a provider would bill
@@ -164,6 +208,8 @@ class FakeAPI:
                 if fault == "malformed":
                     return self._raw(200, b"{this is not json")
                 text = answer_text(body, fault)
+                if not text.startswith(("The arithmetic", "Looks fine")):  # a judge's verdict is not a teacher's
+                    text, prompt_tokens, completion_tokens = api.teacher.write(body, text)
                 if fault == "huge":
                     text = (text + " ") * (api.huge_bytes // (len(text) + 1))
                 if fault == "surrogates":
@@ -173,7 +219,8 @@ class FakeAPI:
                 elif legacy:
                     reply = legacy_reply(body, text, prompt_tokens, completion_tokens)
                 else:
-                    reply = odd_openai_reply(openai_reply(body, text, fault, prompt_tokens, completion_tokens), fault)
+                    reply = openai_reply(body, text, fault, prompt_tokens, completion_tokens, api.teacher.logprobs)
+                    reply = odd_openai_reply(reply, fault)
                 if fault != "slow":  # a client that timed out never sees this reply: it cannot count it
                     api.bill(reply)
                 self._json(200, reply)
@@ -235,7 +282,9 @@ def judge_text(body: dict, fault: str | None) -> str:
     return f"The arithmetic {'checks out' if right else 'is wrong'}.\nVERDICT: {verdict}"
 
 
-def openai_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, completion_tokens: int) -> dict:
+def openai_reply(
+    body: dict, text: str, fault: str | None, prompt_tokens: int, completion_tokens: int, logprobs: bool = True
+) -> dict:
     finish = {"length": "length", "filter": "content_filter"}.get(fault or "", "stop")
     message = {
         "role": "assistant",
@@ -243,7 +292,7 @@ def openai_reply(body: dict, text: str, fault: str | None, prompt_tokens: int, c
         "refusal": "I can't help with that." if fault == "refusal" else None,
     }
     choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-    if body.get("logprobs"):
+    if body.get("logprobs") and logprobs:
         k = body.get("top_logprobs", 0)
         choice["logprobs"] = {
             "content": [

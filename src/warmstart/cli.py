@@ -53,8 +53,10 @@ def _setup_logging(verbose: bool) -> None:
 def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
     def run_all() -> None:
         from . import stages
+        from .envs import make_env
         from .runs.directory import RunDir
 
+        make_env(recipe.env)  # an environment that cannot load (a plugin's import, its options) fails first
         RunDir(recipe).write_recipe()
         for name in stage_names:
             stages.runner(name)(recipe)
@@ -87,6 +89,22 @@ def _load(recipe_path: Path | None, overrides: list[str], base: dict | None = No
 def generate_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
     """Teacher rollouts on the train tasks, verified."""
     _run_stages(_load(recipe, set_), ["generate"])
+
+
+@app.command("estimate")
+def estimate_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
+    """The teacher's bill before the run: a pilot of the first tasks (paid, kept), the rest projected."""
+    loaded = _load(recipe, set_)
+
+    def estimate() -> None:
+        from .runs.directory import RunDir
+        from .stages import generate
+
+        RunDir(loaded).write_recipe()
+        path = generate.run(loaded, pilot_only=True)
+        print(path)
+
+    _run_reporting_errors(estimate)
 
 
 @app.command("curate")
@@ -193,6 +211,29 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory (run.di
         print(build_report(run_dir))
 
     _run_reporting_errors(build)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory (run.dir of a recipe)."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | hf (parquet and hf: warmstart[datasets])."),
+    data: str = typer.Option("train", "--data", help="The curated data set: RUN_DIR/curated/NAME.jsonl."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN_DIR/export/FORMAT)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output directory."),
+    think_in_content: bool = typer.Option(
+        False,
+        "--think-in-content",
+        help="Reasoning as <think>...</think> in the content, for chat templates that ignore reasoning_content.",
+    ),
+):
+    """Curated data as a dataset for TRL, axolotl and `datasets`, with a dataset card (docs/export.md)."""
+
+    def export() -> None:
+        from .export.exporter import export_run  # pyarrow and datasets load only for the formats that need them
+
+        print(export_run(run_dir, fmt, data, out, force, think_in_content))
+
+    _run_reporting_errors(export)
 
 
 @app.command("serve")

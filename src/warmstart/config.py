@@ -13,10 +13,20 @@ import copy
 import re
 import tomllib
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import WarmstartError
 
@@ -126,11 +136,50 @@ class JudgeConfig(Section):
     use: Literal["compare", "reward"] = "compare"  # compare: the verifier decides; reward: the judge does
 
 
+# The built-in environments: envs.BUILT_IN's names (tests/envs/test_plugins.py holds the two equal). Any
+# other `env.name` is a plugin (envs/plugins.py): `module.path:ClassName`, or an installed entry point's name.
+BUILT_IN_ENVS = ("arithmetic", "calculator", "math", "python", "repo")
+ENV_ENTRY_POINT_GROUP = "warmstart.environments"
+PLUGIN_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def installed_env_entry_points() -> list[str]:
+    return sorted({entry.name for entry in entry_points(group=ENV_ENTRY_POINT_GROUP)})
+
+
+def unknown_env_message(name: str) -> str:
+    installed = ", ".join(installed_env_entry_points()) or "none"
+    return (
+        f"unknown environment {name!r}: expected a built-in ({', '.join(BUILT_IN_ENVS)}), module.path:ClassName, "
+        f"or the name of an installed {ENV_ENTRY_POINT_GROUP} entry point (installed: {installed})"
+    )
+
+
+def check_env_name(name: str) -> str:
+    """A mistake the recipe alone shows is reported as it loads, before anything is written; importing a
+    plugin (and what can go wrong there) waits until the environment is made (envs.make_env)."""
+    if name in BUILT_IN_ENVS:
+        return name
+    if ":" in name:
+        if not PLUGIN_PATH.fullmatch(name):
+            raise ValueError(f"{name!r} is not module.path:ClassName")
+        return name
+    if name not in installed_env_entry_points():
+        raise ValueError(unknown_env_message(name))
+    return name
+
+
 class EnvConfig(Section):
-    name: Literal["arithmetic", "calculator", "python", "repo"] = "arithmetic"
+    # A built-in's name, `module.path:ClassName`, or an installed entry point's name: docs/environments.md.
+    name: str = "arithmetic"
     options: dict[str, Any] = Field(default_factory=dict)  # checked by the environment's own options model
     max_turns: int = Field(4, ge=1)  # policy turns per rollout where the environment has tools
     judge: JudgeConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return check_env_name(name)
 
 
 class TasksConfig(Section):
@@ -152,6 +201,32 @@ class GenerateConfig(Section):
     # More records of the stage's tasks ending in an error than this share: the stage fails (exit status 1,
     # one line); a rerun asks again for exactly those.
     max_error_rate: float = Field(0.2, ge=0.0, le=1.0)
+    # Budget-aware sampling (stages/sampling_plan.py). Each task is asked in rounds of one sample; a task
+    # stops once `stop_after_verified` of its samples passed, or after `max_samples_per_task` samples.
+    # None: `samples_per_task` samples each, whatever they scored (the plain mode).
+    stop_after_verified: int | None = Field(None, ge=1)
+    max_samples_per_task: int | None = Field(None, ge=1)  # None: samples_per_task
+    # adaptive: after `samples_per_task` samples, a task the teacher always passed or never passed gets no
+    # more; one it sometimes fails is asked again, up to max_samples_per_task.
+    adaptive: bool = False
+    # A hard cap on this stage's API dollars: it stops before the request that could cross it (requests in
+    # flight counted at their largest possible cost), keeps everything, and a rerun with a higher cap goes on.
+    budget_usd: float | None = Field(None, gt=0.0)
+    require_logprobs: bool = False  # api.top_logprobs asked and a reply has none: an error, not a warning
+
+    @model_validator(mode="after")
+    def _check_sampling(self) -> "GenerateConfig":
+        most = self.max_samples_per_task or self.samples_per_task
+        if self.stop_after_verified is not None and self.stop_after_verified > most:
+            raise ValueError(
+                f"stop_after_verified = {self.stop_after_verified} is above max_samples_per_task = {most}: "
+                "no task could ever stop early"
+            )
+        if self.max_samples_per_task is not None and self.max_samples_per_task < self.samples_per_task:
+            raise ValueError(
+                f"max_samples_per_task = {self.max_samples_per_task} is below samples_per_task = {self.samples_per_task}"
+            )
+        return self
 
 
 class ApiConfig(Section):
@@ -184,8 +259,32 @@ class CurateConfig(Section):
     output: str = "train"  # curated/<output>.jsonl and curated/<output>.dropped.json
     require_passed: bool = True  # False keeps unverified data (the value-of-verification ablation)
     strip_reasoning: bool = False  # True removes the chain (the value-of-the-chain ablation)
-    dedup: bool = True
-    decontaminate: bool = True
+    dedup: bool = True  # exact duplicates
+    decontaminate: bool = True  # prompts of the eval split, and n-gram overlap with it and the files below
+    # Near-duplicates (MinHash LSH, curation/near_dup.py) over the prompt and over the whole trajectory;
+    # the best-verified member of each cluster is kept.
+    near_dedup: bool = True
+    shingle_size: int = Field(5, ge=1)  # words per shingle
+    near_dup_threshold: float = Field(0.8, gt=0.0, le=1.0)  # Jaccard similarity (exact, on LSH's candidates)
+    # n-gram decontamination (curation/contamination.py): prompts and answers sharing an n-gram of
+    # normalized words with the eval split or with any of these files (JSONL or parquet)
+    decontaminate_against: list[str] = Field(default_factory=list)
+    decontaminate_field: str | None = None  # the files' text field; None: detected (prompt, question, ...)
+    ngram: int = Field(13, ge=1)
+    # Keep tasks whose teacher pass rate (over its samples) lies in [lo, hi]; None keeps every task.
+    teacher_pass_rate: tuple[float, float] | None = None
+    # Keep tasks whose pass rate by `student` (its own samples, `student_samples` per task, at eval's
+    # temperature) lies in [lo, hi]: e.g. [0, 0.75] drops what the model you start from already solves.
+    student_pass_rate: tuple[float, float] | None = None
+    student: ModelSpec = PolicySpec.parse("base")  # "base" (sft.student), a model directory or any policy
+    student_samples: int = Field(4, ge=1)
+
+    @field_validator("teacher_pass_rate", "student_pass_rate")
+    @classmethod
+    def _check_rate(cls, value):
+        if value is not None and not (0.0 <= value[0] <= value[1] <= 1.0):
+            raise ValueError(f"expected [lo, hi] with 0 <= lo <= hi <= 1, got {list(value)}")
+        return value
 
 
 class SftConfig(Section):
@@ -250,6 +349,12 @@ class GrpoConfig(Section):
     teacher_tokens_budget: int | None = Field(None, ge=1)  # stop once the teacher has scored this many tokens
     checkpoint_every: int = Field(10, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    # "learnable": a zero-advantage curriculum. The current student samples `task_filter_samples` answers
+    # to candidate tasks; only tasks it passes sometimes (0 < pass rate < 1) are trained on; refreshed
+    # every `task_filter_every` steps. "all": every task, in order.
+    task_filter: Literal["all", "learnable"] = "all"
+    task_filter_samples: int = Field(4, ge=2)
+    task_filter_every: int = Field(10, ge=1)
 
 
 class EvalConfig(Section):

@@ -452,5 +452,6 @@ def test_generate_is_quiet_by_default_and_logs_every_request_with_v(tmp_path):
 
     with FakeAPI() as api:
         quiet, verbose = generate_cli("quiet"), generate_cli("verbose", "-v")
-    assert "HTTP Request" not in quiet and len(quiet.splitlines()) <= 4  # the bar and a summary line per stage
+    # the bar, the limits and the projected bill at the start, and one closing line
+    assert "HTTP Request" not in quiet and len(quiet.splitlines()) <= 5, quiet
     assert verbose.count("HTTP Request: POST") == 6

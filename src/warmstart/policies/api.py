@@ -20,6 +20,9 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
   except the requests that were in flight. Replies cut by the token limit, refused, content-filtered or
   oversized are not cached as successes: they are flagged on the trajectory and `curate` drops them;
 - a request that still fails after its retries becomes a trajectory with `error` set, never a gap;
+- a dollar cap (`runs/budget.py`, `generate.budget_usd`): a request is sent only when its largest
+  possible cost fits beside the requests in flight; reasoning a model writes inside `<think>` tags
+  becomes the message's reasoning (`reasoning_tags.py`);
 - `RequestTally` counts requests sent, failed, retried and answered from the cache, for the stage's ledger.
 """
 
@@ -34,13 +37,16 @@ from dataclasses import asdict, dataclass
 
 from ..errors import WarmstartError
 from ..lm.toolcalls import tool_results
+from ..runs.budget import BudgetExhausted, BudgetGuard
 from ..types import Message, Provenance, Request, Sampling, Trajectory, Usage
 from .backend import Backend, Reply, RequestError
 from .cache import ResponseCache
 from .limits import Failure, RateLimiter, backoff_seconds, longest_backoff, reservation
+from .reasoning_tags import split_reasoning_tags
 
 log = logging.getLogger(__name__)
 CACHEABLE = {"stop", "tool_calls"}  # finish reasons of a complete, usable reply
+NOT_SENT = "not sent (budget)"  # the error of a rollout the dollar cap stopped: asked again by a rerun
 
 
 @dataclass
@@ -127,6 +133,7 @@ class APIPolicy:
         self.spec = f"{backend.provider}:{backend.model}"
         self.request_tally = RequestTally(worst_case_s=settings.worst_case_s())
         self.served_elsewhere: set[str] = set()  # served models already warned of
+        self.budget: BudgetGuard | None = None  # a dollar cap, set by the stage that has one
 
     def rollout(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Trajectory]:
         return asyncio.run(self._rollout_all(requests, sampling, seed))
@@ -162,6 +169,8 @@ class APIPolicy:
             error = None
         except RequestError as exc:
             error = f"request failed: {exc}"
+        except BudgetExhausted as exc:
+            error = f"{NOT_SENT}: {exc}"
         return Trajectory(
             task_id=task.id,
             sample_index=request.sample_index,
@@ -202,10 +211,7 @@ class APIPolicy:
     @staticmethod
     def _reservation(messages: list[Message], tools: list[dict], sampling: Sampling) -> int:
         """The tokens a request may use at most, for a TPM limit (a few microseconds: only when one is set)."""
-        size = sum(len(json.dumps(m.model_dump(exclude_none=True)).encode()) for m in messages) + len(
-            json.dumps(tools).encode()
-        )
-        return reservation(size, len(messages), sampling.max_new_tokens)
+        return reservation(*prompt_size(messages, tools), sampling.max_new_tokens)
 
     async def _turn(
         self, messages, tools, sampling: Sampling, seed: int, sample_index: int, in_flight, rejected
@@ -252,40 +258,58 @@ class APIPolicy:
         await asyncio.sleep(wait)
 
     async def _attempt(self, ask: Ask, in_flight, rejected: list[Usage]) -> tuple[Reply | None, Failure | None]:
-        """One request: (a usable reply, None) or (None, why not)."""
+        """One request: (a usable reply, None) or (None, why not). Under a dollar cap (`budget`) it is sent
+        only once its largest possible cost fits (`BudgetExhausted` when it never will)."""
+        largest = self._largest_cost(ask)
+        async with in_flight:
+            if self.budget is not None:
+                await self.budget.reserve(largest)
+            sent = None
+            try:
+                sent = await self._send(ask, rejected)
+                return sent.reply, sent.failure
+            finally:
+                if self.budget is not None:  # a bill not known (a timeout, a cancellation) counts at its largest
+                    known = sent is not None and sent.bill_known
+                    await self.budget.settle(largest, sent.billed if known else None, 0.0 if known else largest)
+
+    def _largest_cost(self, ask: Ask) -> float:
+        if self.budget is None:
+            return 0.0
+        size, count = prompt_size(ask.messages, ask.tools)
+        return self.budget.largest_cost(size, count, ask.sampling.max_new_tokens)
+
+    async def _send(self, ask: Ask, rejected: list[Usage]) -> Sent:
+        """Send one request within the rate limits and `api.timeout_s`; check the reply."""
         seed = ask.seed if self.settings.send_seed else None
         tokens = self._reservation(ask.messages, ask.tools, ask.sampling) if self.limiter.counts_tokens else 0
-        async with in_flight:
-            entry = await self.limiter.acquire(tokens)
-            if ask.deadline is None:  # from the first send: waiting for a slot or the rate limits is not the request's
-                ask.deadline = time.monotonic() + self.request_tally.worst_case_s
-            self.request_tally.sent += 1
-            try:
-                # asyncio.timeout, not wait_for: no extra task and event-loop rounds per request
-                async with asyncio.timeout(max(0.001, min(self.settings.timeout_s, ask.deadline - time.monotonic()))):
-                    reply = await self.backend.complete(
-                        ask.messages, ask.tools, ask.sampling, seed, self.settings.top_logprobs
-                    )
-            except RequestError as exc:
-                self.limiter.release(
-                    entry, exc.billed.tokens_in + exc.billed.tokens_out if usage_is_valid(exc.billed) else None
+        entry = await self.limiter.acquire(tokens)
+        if ask.deadline is None:  # from the first send: waiting for a slot or the rate limits is not the request's
+            ask.deadline = time.monotonic() + self.request_tally.worst_case_s
+        self.request_tally.sent += 1
+        try:
+            # asyncio.timeout, not wait_for: no extra task and event-loop rounds per request
+            async with asyncio.timeout(max(0.001, min(self.settings.timeout_s, ask.deadline - time.monotonic()))):
+                reply = await self.backend.complete(
+                    ask.messages, ask.tools, ask.sampling, seed, self.settings.top_logprobs
                 )
-                return None, self._failed(exc.failure, exc.billed, rejected)
-            except TimeoutError:  # asyncio.timeout's; the SDK's own timeout is an APITimeoutError
-                self.limiter.release(entry, None)
-                return None, self._failed(
-                    Failure(True, f"no answer within api.timeout_s={self.settings.timeout_s}"), None, rejected
-                )
+        except RequestError as exc:
+            billed = exc.billed if usage_is_valid(exc.billed) else None
+            self.limiter.release(entry, billed.tokens_in + billed.tokens_out if billed else None)
+            return Sent(None, self._failed(exc.failure, billed, rejected), billed)
+        except TimeoutError:  # asyncio.timeout's; the SDK's own timeout is an APITimeoutError
+            self.limiter.release(entry, None)
+            failure = Failure(True, f"no answer within api.timeout_s={self.settings.timeout_s}")
+            return Sent(None, self._failed(failure, None, rejected), None, bill_known=False)
         valid = usage_is_valid(reply.usage)
         self.limiter.release(entry, reply.usage.tokens_in + reply.usage.tokens_out if valid else None)
+        billed = reply.usage if valid else None
         problem = reply_problem(reply)
         if problem:
             self.request_tally.rejected += 1
-            return None, self._failed(
-                Failure(True, f"invalid reply: {problem}"), reply.usage if valid else None, rejected
-            )
+            return Sent(None, self._failed(Failure(True, f"invalid reply: {problem}"), billed, rejected), billed)
         self._note_served_model(reply.usage.model)
-        return flag_oversized(reply, ask.sampling), None
+        return Sent(split_reasoning_tags(flag_oversized(reply, ask.sampling)), None, billed)
 
     def _failed(self, failure: Failure, billed: Usage | None, rejected: list[Usage]) -> Failure:
         self.request_tally.failed += 1
@@ -300,6 +324,23 @@ class APIPolicy:
             return
         self.served_elsewhere.add(served)
         log.warning("%s: the server says %r answered; its replies are priced as %r", self.spec, served, served)
+
+
+@dataclass
+class Sent:
+    """What one request came to: a usable reply or a failure, and what the provider billed for it
+    (`bill_known` false where no answer came back: a provider may still bill a request that timed out)."""
+
+    reply: Reply | None
+    failure: Failure | None
+    billed: Usage | None
+    bill_known: bool = True
+
+
+def prompt_size(messages: list[Message], tools: list[dict]) -> tuple[int, int]:
+    """A request's prompt as (bytes of its messages and tool schemas, message count): bounds its tokens."""
+    size = sum(len(json.dumps(m.model_dump(exclude_none=True)).encode()) for m in messages)
+    return size + len(json.dumps(tools).encode()), len(messages)
 
 
 @dataclass

@@ -25,9 +25,14 @@ PRICED_PROVIDERS = {"openai", "anthropic"}  # others run locally: their cost is 
 
 
 def load_prices(path: str | None) -> dict[str, dict]:
+    return price_table(path).get("models", {})
+
+
+def price_table(path: str | None) -> dict:
+    """`api.prices` (or the built-in table) parsed: `models` (prices) and `providers` (terms of use)."""
     try:
         text = Path(path).read_text() if path else resources.files("warmstart.runs").joinpath("prices.toml").read_text()
-        return tomllib.loads(text).get("models", {})
+        return tomllib.loads(text)
     except FileNotFoundError:
         raise WarmstartError(f"api.prices: {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
@@ -39,6 +44,23 @@ def price_of(model: str, prices: dict[str, dict]) -> dict | None:
         return prices[model]
     matches = [name for name in prices if model.startswith(name)]
     return prices[max(matches, key=len)] if matches else None
+
+
+def usd_of(tokens_in: int, tokens_cached: int, tokens_out: int, price: dict, batch: bool) -> float:
+    """Dollars of one reply's tokens at `price` (per million tokens); cached prompt tokens at the cached rate."""
+    cost = (
+        (tokens_in - tokens_cached) * price["input"]
+        + tokens_cached * price.get("cached_input", price["input"])
+        + tokens_out * price["output"]
+    )
+    return cost / 1e6 * (price.get("batch", 1.0) if batch else 1.0)
+
+
+def load_terms(path: str | None) -> dict[str, str]:
+    """Each provider's terms-of-use identifier (`[providers.NAME] terms`), recorded on every trajectory: the
+    built-in table's, updated by the user's (a price table of one's own need not repeat the terms)."""
+    providers = price_table(None).get("providers", {}) | (price_table(path).get("providers", {}) if path else {})
+    return {name: entry["terms"] for name, entry in providers.items() if "terms" in entry}
 
 
 class CostLedger:
@@ -93,13 +115,7 @@ class CostLedger:
         if price is None:
             self.unknown.add(model)
             return
-        fresh = usage.tokens_in - usage.tokens_cached
-        cost = (
-            fresh * price["input"]
-            + usage.tokens_cached * price.get("cached_input", price["input"])
-            + usage.tokens_out * price["output"]
-        )
-        self.usd += cost / 1e6 * (price.get("batch", 1.0) if self.batch else 1.0)
+        self.usd += usd_of(usage.tokens_in, usage.tokens_cached, usage.tokens_out, price, self.batch)
 
     def summary(self) -> dict:
         usd = None if self.unknown else round(self.usd, 6)
@@ -139,6 +155,8 @@ def write_costs(root: Path, manifest: dict) -> dict:
     stages, usd, unknown, accepted = {}, 0.0, set(), 0
     for name, info in sorted(manifest.get("stages", {}).items()):
         entry = {"seconds": info.get("seconds"), **({"status": info["status"]} if "status" in info else {})}
+        if info.get("estimate"):  # generate's bill before the run, beside what the job came to
+            entry["estimate_vs_actual"] = {"estimate": info["estimate"], "actual": info.get("actual")}
         cost = info.get("api_cost")
         if cost:
             entry["api"] = cost

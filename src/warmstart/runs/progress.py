@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 @contextmanager
 def progress_bar(description: str, total: int):
-    """Yields `advance(n=1, note="")`: moves the bar and shows a short note (e.g. the loss)."""
+    """Yields `advance(n=1, note="", total=None)`: moves the bar and shows a short note (e.g. the loss); a
+    `total` changes the bar's length (a stage whose work grows as it learns more, `generate`'s rounds)."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -22,7 +23,8 @@ def progress_bar(description: str, total: int):
     with Progress(*columns, console=Console(stderr=True)) as progress:
         task = progress.add_task(description, total=total, note="")
 
-        def advance(n: int = 1, note: str = "") -> None:
-            progress.update(task, advance=n, note=note)
+        def advance(n: int = 1, note: str | None = None, total: int | None = None) -> None:
+            changes = {"note": note} if note is not None else {}
+            progress.update(task, advance=n, total=total, **changes)
 
         yield advance

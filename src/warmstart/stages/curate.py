@@ -1,28 +1,42 @@
-"""`curate`: keep verified trajectories; drop failures, exact duplicates and eval-split prompts.
+"""`curate`: keep verified, distinct, uncontaminated trajectories of tasks of the wanted difficulty.
 
-Writes `curated/<output>.jsonl` and `curated/<output>.dropped.json` with counts per reason. Two
-switches exist for the demo's ablations: `require_passed = false` keeps unverified data (what
-training without verification would see) and `strip_reasoning = true` removes the chain.
+Drops, in this order, each trajectory counted under its first reason: policy errors, flagged replies
+and failed verification; contamination (`curation.contamination`: the eval split's prompts and the files
+of `curate.decontaminate_against`); tasks whose teacher pass rate lies outside `curate.teacher_pass_rate`;
+exact duplicates; near-duplicate prompts (a task whose prompt nearly repeats a better one's: all its
+samples) and near-duplicate trajectories (`curation.dedup`). Writes `curated/<output>.jsonl` and
+`curated/<output>.dropped.json`: counts per reason, examples of near-duplicates, the contamination per
+source with example task ids, and the tasks per teacher pass rate (docs/curation.md). Last, with
+`curate.student_pass_rate`, tasks the student already solves (or cannot yet) by its own samples
+(`student_rates.py`). Two switches exist for the demo's ablations: `require_passed = false`
+keeps unverified data (what training without verification would see) and `strip_reasoning = true`
+removes the chain.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
 from pathlib import Path
 
-from ..config import Recipe
+from ..config import CurateConfig, Recipe
+from ..curation import difficulty
+from ..curation.benchmarks import read_texts
+from ..curation.contamination import Source, find_contamination
+from ..curation.dedup import exact_duplicates, near_duplicate_reasons
+from ..curation.text import checked_texts
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..runs.directory import RunDir
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..types import Trajectory
-from .common import latest_attempts, load_tasks, prompt_key
+from .common import latest_attempts, load_tasks
+from .student_rates import student_pass_rates
 
 log = logging.getLogger(__name__)
 
+EVAL_SPLIT = "eval split"  # the name the eval split's tasks are reported under as a contamination source
 
 # Finish reasons that make a reply unusable as training data, whatever the verifier says.
 FLAGGED_FINISH = {
@@ -53,23 +67,81 @@ def strip_reasoning(t: Trajectory) -> Trajectory:
     return t.model_copy(update={"messages": messages})
 
 
-def curate(trajectories: list[Trajectory], eval_prompts: set[str], recipe: Recipe) -> tuple[list[Trajectory], Counter]:
-    cfg, kept, dropped, seen = recipe.curate, [], Counter(), set()
-    for t in trajectories:
+def curate(
+    trajectories: list[Trajectory], sources: list[Source] | None, cfg: CurateConfig
+) -> tuple[list[Trajectory], dict]:
+    """The trajectories kept, and the report: counts per reason, near-duplicates, contamination (when
+    `sources` are given), pass rates."""
+    rates = difficulty.pass_rates(trajectories)  # from every sample, before any is dropped
+    check_pass_rate_filter(rates, cfg)
+    if cfg.strip_reasoning:
+        trajectories = [strip_reasoning(t) for t in trajectories]
+    found, index = [None] * len(trajectories), None
+    if sources is not None:
+        found, index = find_contamination(sources, [checked_texts(t.messages) for t in trajectories], cfg.ngram)
+    reasons, matched = item_reasons(trajectories, found, rates, cfg)
+    if cfg.dedup:
+        reasons |= exact_duplicates(trajectories, remaining(trajectories, reasons))
+    near_report = None
+    if cfg.near_dedup:
+        near, near_report = near_duplicate_reasons(trajectories, remaining(trajectories, reasons), cfg)
+        reasons |= near
+    report = {"dropped": dict(Counter(reasons.values()))}
+    if near_report is not None:
+        report["near_duplicates"] = near_report
+    if index is not None:
+        report["contamination"] = index.report([(source, trajectories[i].task_id) for i, source in matched.items()])
+    report["teacher_pass_rate"] = difficulty.summary(rates, cfg.teacher_pass_rate)
+    return [t for i, t in enumerate(trajectories) if i not in reasons], report
+
+
+def remaining(trajectories: list[Trajectory], reasons: dict[int, str]) -> list[int]:
+    return [i for i in range(len(trajectories)) if i not in reasons]
+
+
+def item_reasons(
+    trajectories: list[Trajectory], contamination: list[str | None], rates: dict, cfg: CurateConfig
+) -> tuple[dict[int, str], dict[int, str]]:
+    """What each trajectory alone is dropped for (index -> reason), and the contamination source of those
+    dropped for it (index -> source); `contamination` holds the source each trajectory repeats, or None."""
+    reasons, matched = {}, {}
+    for i, t in enumerate(trajectories):
         reason = drop_reason(t, cfg.require_passed)
-        if reason is None and cfg.decontaminate and prompt_key(t.messages) in eval_prompts:
-            reason = "prompt in eval split"
-        if cfg.strip_reasoning:
-            t = strip_reasoning(t)
-        identity = json.dumps([m.model_dump() for m in t.messages], sort_keys=True)
-        if reason is None and cfg.dedup and identity in seen:
-            reason = "exact duplicate"
+        if reason is None and (source := contamination[i]) is not None:
+            reason, matched[i] = f"contaminated ({source})", source
+        if reason is None and cfg.teacher_pass_rate is not None:
+            reason = difficulty.outside_reason(rates.get(t.task_id), cfg.teacher_pass_rate)
         if reason:
-            dropped[reason] += 1
-            continue
-        seen.add(identity)
-        kept.append(t)
-    return kept, dropped
+            reasons[i] = reason
+    return reasons, matched
+
+
+def check_pass_rate_filter(rates: dict, cfg: CurateConfig) -> None:
+    if cfg.teacher_pass_rate is not None and rates and max(r.judged for r in rates.values()) == 1:
+        raise WarmstartError(
+            "curate.teacher_pass_rate: every task has one judged sample, so every rate is 0 or 1; "
+            "generate several per task (generate.samples_per_task > 1)"
+        )
+
+
+def benchmark_files(cfg: CurateConfig) -> dict[str, Path]:
+    """The files of `curate.decontaminate_against` (name as listed -> path); each must exist."""
+    if not cfg.decontaminate:
+        if cfg.decontaminate_against:
+            log.warning("curate.decontaminate_against is not read: curate.decontaminate is false")
+        return {}
+    files = {name: Path(name).expanduser() for name in cfg.decontaminate_against}
+    for name, path in files.items():
+        if not path.is_file():
+            raise WarmstartError(f"curate.decontaminate_against: {name} does not exist")
+    return files
+
+
+def contamination_sources(recipe: Recipe, files: dict[str, Path]) -> list[Source]:
+    """The eval split's prompts (their user turns), then each benchmark file's items."""
+    eval_tasks = load_tasks(recipe, make_env(recipe.env), "eval")
+    sources = [Source(EVAL_SPLIT, ["\n".join(checked_texts(task.prompt)) for task in eval_tasks])]
+    return sources + [Source(name, read_texts(path, recipe.curate.decontaminate_field)) for name, path in files.items()]
 
 
 def run(recipe: Recipe) -> Path:
@@ -77,25 +149,44 @@ def run(recipe: Recipe) -> Path:
     source, out, report = run_dir.trajectories(cfg.input), run_dir.curated(cfg.output), run_dir.dropped(cfg.output)
     if not source.exists():
         raise WarmstartError(f"curate.input: {source} does not exist (run generate first)")
+    files = benchmark_files(cfg)
+    inputs = [source, *files.values()]  # a changed benchmark file reruns curate, and so does the eval split's
+    if cfg.decontaminate and recipe.tasks.eval_file and Path(recipe.tasks.eval_file).is_file():
+        inputs.append(Path(recipe.tasks.eval_file))  # (a missing one is load_tasks' error to report)
     config = {"curate": cfg.model_dump(), "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump()}
-    with run_dir.stage(f"curate:{cfg.output}", config, [source], [out, report]) as stage:
+    with run_dir.stage(f"curate:{cfg.output}", config, inputs, [out, report]) as stage:
         if stage.done:
             return out
         records = read_records(source, Trajectory)
         if not records:
             raise WarmstartError(f"{source}: has no trajectories to curate")
         trajectories = latest_attempts(records)  # an attempt a rerun of generate replaced is not data
-        eval_prompts = {prompt_key(t.prompt) for t in load_tasks(recipe, make_env(recipe.env), "eval")}
-        kept, dropped = curate(trajectories, eval_prompts, recipe)
+        sources = contamination_sources(recipe, files) if cfg.decontaminate else None
+        kept, found = curate(trajectories, sources, cfg)
+        if cfg.student_pass_rate is not None:
+            kept = drop_by_student_rate(recipe, kept, found)
         write_records(out, kept)
-        stage.summary = {"source": cfg.input, "input": len(trajectories), "kept": len(kept), "dropped": dict(dropped)}
+        stage.summary = {"source": cfg.input, "input": len(trajectories), "kept": len(kept), **found}
         if len(records) > len(trajectories):
             stage.summary["superseded_attempts"] = len(records) - len(trajectories)
         write_json_atomic(report, stage.summary)
-        log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dict(dropped) or "none")
+        dropped = found["dropped"]
+        log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dropped or "none")
         if not kept:
-            raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dict(dropped)})")
+            raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dropped})")
     return out
+
+
+def drop_by_student_rate(recipe: Recipe, kept: list[Trajectory], found: dict) -> list[Trajectory]:
+    """`kept` less the trajectories of tasks whose student pass rate lies outside `curate.student_pass_rate`
+    (counted in `found`, with the rates' summary); the student answers only the tasks still kept."""
+    bounds = recipe.curate.student_pass_rate
+    rates, samples = student_pass_rates(recipe, {t.task_id for t in kept})
+    reasons = {t.task_id: difficulty.outside_reason(rates.get(t.task_id), bounds, "student") for t in kept}
+    dropped = Counter(reasons[t.task_id] for t in kept if reasons[t.task_id])
+    found["dropped"] = dict(Counter(found["dropped"]) + dropped)
+    found["student_pass_rate"] = difficulty.summary(rates, bounds, "student") | {"samples": len(samples)}
+    return [t for t in kept if not reasons[t.task_id]]
 
 
 def write_records(path: Path, records: list[Trajectory]) -> None:

@@ -8,26 +8,33 @@ A file written under another config is refused rather than mixed with new record
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import Recipe
 from ..envs.verification import Verifier
 from ..errors import WarmstartError
 from ..policies import make_policy
-from ..runs.costs import CostLedger, describe, load_prices
+from ..policies.api import NOT_SENT
+from ..runs.budget import BudgetGuard
+from ..runs.costs import CostLedger, describe, load_prices, load_terms
 from ..runs.directory import RunDir, Stage
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..runs.progress import progress_bar
-from ..types import Request, Sampling, Trajectory
+from ..types import Request, Sampling, Task, Trajectory
+from . import estimate
 from .common import check_disjoint, latest_attempts, load_tasks, make_environment
+from .estimate import PILOT_TASKS
+from .sampling_plan import SamplingPlan
 
 log = logging.getLogger(__name__)
 
 
 def stage_config(recipe: Recipe) -> tuple[dict, list[Path]]:
-    """What decides the answers: the config (not its batching or error tolerance), the teacher by backend
-    and model (not by its URL: the same server on another port is the same teacher), and the task file."""
-    generate = recipe.generate.model_dump(exclude={"concurrency", "max_error_rate"})
+    """What decides the answers: the config (not its batching, error tolerance or dollar cap: a rerun with a
+    higher cap continues the same job), the teacher by backend and model (not by its URL: the same server on
+    another port is the same teacher), and the task file."""
+    generate = recipe.generate.model_dump(exclude={"concurrency", "max_error_rate", "budget_usd", "require_logprobs"})
     teacher = recipe.generate.teacher
     generate["teacher"] = f"{teacher.kind}:{teacher.name}" if teacher.base_url else str(teacher)
     config = {
@@ -39,7 +46,9 @@ def stage_config(recipe: Recipe) -> tuple[dict, list[Path]]:
     return config, [Path(recipe.tasks.train_file)] if recipe.tasks.train_file else []
 
 
-def run(recipe: Recipe) -> Path:
+def run(recipe: Recipe, pilot_only: bool = False) -> Path:
+    """The stage; with `pilot_only` (`warmstart estimate`), its pilot tasks and the projected bill only
+    (written to estimates/<output>.json), the stage left undone: the pilot is the job's beginning."""
     cfg, run_dir = recipe.generate, RunDir(recipe)
     env = make_environment(recipe)
     out = run_dir.trajectories(cfg.output)
@@ -48,39 +57,113 @@ def run(recipe: Recipe) -> Path:
         f"generate:{cfg.output}", *stage_config(recipe), [out], lambda entry: not entry.get("errors")
     ) as stage:
         if stage.done:
+            if pilot_only:
+                raise WarmstartError(f"{stage.name} is already done: what it cost is in {run_dir.root}/costs.json")
             return out
-        # A bad spec or path fails before any file is read.
-        policy = make_policy(cfg.teacher, env, "generate.teacher", recipe)
-        note = unrequested_logprobs(policy, recipe)
-        if note:
-            log.info("%s: %s", stage.name, note)
-        _claim_output(run_dir, stage, out)
-        tasks = load_tasks(recipe, env, "train")
-        check_disjoint(tasks, load_tasks(recipe, env, "eval"))
-        earlier = read_records(out, Trajectory) if out.exists() else []
-        done = {t.key for t in latest_attempts(earlier) if t.error is None}  # errors are asked again
-        pending = [Request(t, i) for t in tasks for i in range(cfg.samples_per_task) if (t.id, i) not in done]
-        ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
-        for trajectory in earlier:  # earlier runs' replies cost money too, failed attempts included
-            ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
-        if policy.request_tally is not None:
-            log.info("%s: %s", stage.name, limits_note(len(pending), recipe, policy.request_tally.worst_case_s))
-        answer_all(policy, env, pending, {t.id: t for t in tasks}, out, ledger, recipe)
-        if policy.request_tally is not None:
-            ledger.count_requests(policy.request_tally.summary())
-        cost = ledger.summary()
-        log.info(describe(stage.name, cost))
-        final = latest_attempts(read_records(out, Trajectory))
-        stage.summary = {"records": len(final), "errors": sum(t.error is not None for t in final), "api_cost": cost}
-        check_error_rate(final, cfg.max_error_rate, stage.name)
+        job, tasks = start_job(recipe, run_dir, stage, env, out)
+        # The first tasks are the pilot the bill is projected from (stated before the rest is asked).
+        pilot, rest = tasks[:PILOT_TASKS], tasks[PILOT_TASKS:]
+        earlier = latest_attempts(job.earlier)
+        plans = [SamplingPlan(cfg, pilot, earlier), SamplingPlan(cfg, rest, earlier)]
+        with job.progress():
+            job.ask_all(plans[0])
+            if (pilot_only or job.policy.request_tally is not None) and not job.stopped:
+                stage.summary["estimate"] = job.estimate(tasks, pilot)
+            if pilot_only:
+                stage.done = True  # not marked done: the rest of the tasks are still to ask
+                write_json_atomic(run_dir.root / "estimates" / f"{cfg.output}.json", stage.summary.get("estimate"))
+                return run_dir.root / "estimates" / f"{cfg.output}.json"
+            job.ask_all(plans[1])
+        finish_job(job, stage, plans)
     return out
 
 
-def limits_note(pending: int, recipe: Recipe, worst_case_s: float) -> str:
+def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> tuple[Job, list[Task]]:
+    """The teacher, the train tasks and the ledger of what earlier runs of the stage spent, checked."""
+    cfg = recipe.generate
+    policy = make_policy(cfg.teacher, env, "generate.teacher", recipe)  # a bad spec fails before any file is read
+    note = unrequested_logprobs(policy, recipe)
+    if note:
+        log.info("%s: %s", stage.name, note)
+    _claim_output(run_dir, stage, out)
+    tasks = load_tasks(recipe, env, "train")
+    check_disjoint(tasks, load_tasks(recipe, env, "eval"))
+    ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+    job = Job(policy, env, {t.id: t for t in tasks}, out, ledger, recipe, stage.name)
+    for trajectory in job.earlier:  # earlier runs' replies cost money too, failed attempts included
+        ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
+    job.guard = budget_guard(policy, ledger, recipe)
+    if policy.request_tally is not None:
+        log.info("%s: %s", stage.name, limits_note(len(tasks), recipe, policy.request_tally.worst_case_s))
+    return job, tasks
+
+
+def finish_job(job: Job, stage: Stage, plans: list[SamplingPlan]) -> None:
+    """The stage's summary and log lines; its error where the dollar cap or the error rate stopped it."""
+    cfg, ledger = job.cfg, job.ledger
+    if job.policy.request_tally is not None:
+        ledger.count_requests(job.policy.request_tally.summary())
+    cost = ledger.summary()
+    final = latest_attempts(read_records(job.out, Trajectory))
+    sampling = plan_summary(plans)
+    stage.summary |= {
+        "records": len(final),
+        "errors": sum(t.error is not None for t in final),
+        "sampling": sampling,
+        "api_cost": cost,
+    }
+    if stage.summary.get("estimate"):
+        stage.summary["actual"] = estimate.actual(final, cfg.teacher.name, ledger.prices, ledger.batch)
+    log.info("%s; %s", describe(stage.name, cost), describe_sampling(sampling))  # the stage's one closing line
+    if job.guard is not None and job.guard.exhausted:
+        raise WarmstartError(
+            f"{stage.name}: stopped before generate.budget_usd = ${job.guard.cap:g} could be crossed "
+            f"(${job.guard.spent:.4f} spent); everything answered is kept, and a rerun with a higher budget_usd "
+            "continues without asking anything twice"
+        )
+    check_error_rate(final, cfg.max_error_rate, stage.name)
+
+
+def budget_guard(policy, ledger: CostLedger, recipe: Recipe) -> BudgetGuard | None:
+    """The dollar cap on the policy's requests, counting what earlier runs of the stage spent."""
+    cap = recipe.generate.budget_usd
+    if cap is None:
+        return None
+    if policy.request_tally is None:
+        log.warning("generate.budget_usd: %s is not an API teacher; its cost is compute time, not capped", policy.spec)
+        return None
+    spent = ledger.summary()["usd"]
+    if spent is None:
+        raise WarmstartError(
+            f"generate.budget_usd: earlier replies were served by models with no price "
+            f"({', '.join(sorted(ledger.unknown))}), so a dollar cap cannot be kept; add them to api.prices"
+        )
+    try:
+        policy.budget = BudgetGuard(cap, spent, policy.backend.model, ledger.prices, ledger.batch)
+    except ValueError as exc:
+        raise WarmstartError(f"generate.budget_usd: {exc}; add it to api.prices") from None
+    return policy.budget
+
+
+def plan_summary(plans: list[SamplingPlan]) -> dict:
+    """The plans' summaries added up (the most samples of a task: the largest)."""
+    parts = [p.summary() for p in plans]
+    total = {key: sum(part[key] for part in parts) for key in parts[0]}
+    return total | {"most_samples_of_a_task": max(part["most_samples_of_a_task"] for part in parts)}
+
+
+def describe_sampling(summary: dict) -> str:
+    return (
+        f"{summary['samples']:,} samples of {summary['tasks']:,} tasks (at most {summary['most_samples_of_a_task']} "
+        f"of one), {summary['verified_samples']:,} verified, {summary['tasks_verified']:,} tasks with a verified sample"
+    )
+
+
+def limits_note(tasks: int, recipe: Recipe, worst_case_s: float) -> str:
     """What the stage will ask and how long a request may take at worst (its retries and waits included)."""
     api = recipe.api
     return (
-        f"{pending} rollouts to ask for, at most {api.concurrency} requests in flight; a request gives up after "
+        f"{tasks} tasks to answer, at most {api.concurrency} requests in flight; a request gives up after "
         f"at most {worst_case_s:,.0f} s ({api.max_retries} retries of up to api.timeout_s = {api.timeout_s:g} s, "
         f"waits capped at api.max_retry_after_s = {api.max_retry_after_s:g} s"
         + (f", api.deadline_s = {api.deadline_s:g} s" if api.deadline_s else "")
@@ -99,28 +182,101 @@ def check_error_rate(records: list[Trajectory], max_rate: float, stage: str) -> 
         )
 
 
-def answer_all(policy, env, pending: list[Request], by_id: dict, out: Path, ledger: CostLedger, recipe: Recipe) -> None:
-    """The policy answers `pending` in chunks of `generate.concurrency`; each answer is verified, then
-    appended to `out` (one flushed line) and entered in the ledger."""
-    cfg, passed = recipe.generate, 0
-    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
-    # One Verifier for all chunks: its workers (python's sandboxes) start once and stop with the loop.
-    with (
-        JsonlAppender(out) as writer,
-        Verifier(env) as verifier,
-        progress_bar(f"generate {cfg.output}", len(pending)) as advance,
-    ):
-        for start in range(0, len(pending), cfg.concurrency):
-            chunk = pending[start : start + cfg.concurrency]
-            trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
-            answered = [t for t in trajectories if t.error is None]
-            for trajectory, verdict in zip(answered, verifier.verify_all([(by_id[t.task_id], t) for t in answered])):
-                trajectory.verdict = verdict
-                passed += verdict.passed
-            for trajectory in trajectories:
-                writer.append(trajectory)
-                ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
-            advance(len(chunk), note=f"verified {passed}")
+class Job:
+    """The stage's work: rounds of a sampling plan, each request answered, verified, written and billed."""
+
+    def __init__(self, policy, env, by_id: dict, out: Path, ledger: CostLedger, recipe: Recipe, name: str):
+        self.policy, self.env, self.by_id, self.out, self.ledger, self.recipe = policy, env, by_id, out, ledger, recipe
+        self.name, self.cfg = name, recipe.generate
+        self.sampling = Sampling(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens)
+        self.passed, self.planned, self.stopped, self.logprobs_checked = 0, 0, False, False
+        self.answered: list[Trajectory] = []  # this run's records, for the pilot's projection
+        self.earlier = read_records(out, Trajectory) if out.exists() else []  # every record of earlier runs
+        self.guard: BudgetGuard | None = None
+        self.terms = load_terms(recipe.api.prices)  # provider -> terms of use, recorded on each trajectory
+
+    @contextmanager
+    def progress(self):
+        # One Verifier for all rounds: its workers (python's sandboxes) start once and stop with the job.
+        with (
+            JsonlAppender(self.out) as self.writer,
+            Verifier(self.env) as self.verifier,
+            progress_bar(f"generate {self.cfg.output}", 0) as self.advance,
+        ):
+            yield
+
+    def ask_all(self, plan: SamplingPlan) -> None:
+        """Ask `plan`'s rounds until it has nothing left, or the dollar cap stops the job. The bar's total
+        grows round by round: a budget-aware plan does not know its later rounds in advance."""
+        while not self.stopped:
+            pending = plan.next_round()
+            if not pending:
+                break
+            self.planned += len(pending)
+            self.advance(0, total=self.planned)
+            for start in range(0, len(pending), self.cfg.concurrency):
+                for trajectory in self.answer(pending[start : start + self.cfg.concurrency]):
+                    plan.record(trajectory)
+                if self.stopped:
+                    break
+
+    def answer(self, chunk: list[Request]) -> list[Trajectory]:
+        """The policy answers `chunk`; each answer is verified, then appended to the output (one flushed
+        line) and entered in the ledger. Rollouts the dollar cap kept from being sent are not written."""
+        trajectories = self.policy.rollout(chunk, self.sampling, self.recipe.run.seed)
+        unsent = [t for t in trajectories if is_unsent(t)]
+        self.stopped = bool(unsent)
+        trajectories = [t for t in trajectories if not is_unsent(t)]
+        answered = [t for t in trajectories if t.error is None]
+        self.check_logprobs(answered)
+        for trajectory, verdict in zip(
+            answered, self.verifier.verify_all([(self.by_id[t.task_id], t) for t in answered])
+        ):
+            trajectory.verdict = verdict
+            self.passed += verdict.passed
+        for trajectory in trajectories:
+            if trajectory.provenance.terms is None:
+                trajectory.provenance.terms = self.terms.get(trajectory.provenance.provider)
+            self.writer.append(trajectory)
+            self.ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
+        self.answered += trajectories
+        self.advance(len(trajectories), note=f"verified {self.passed}")
+        return trajectories
+
+    def check_logprobs(self, answered: list[Trajectory]) -> None:
+        """Log-probs asked (api.top_logprobs) and a reply has none: one warning at the first such reply, or
+        the stage's error with generate.require_logprobs."""
+        if self.logprobs_checked or not self.recipe.api.top_logprobs or self.policy.request_tally is None:
+            return
+        lacking = next((t for t in answered if t.logprobs is None), None)
+        if lacking is None:
+            return
+        self.logprobs_checked = True
+        message = (
+            f"{self.name}: api.top_logprobs = {self.recipe.api.top_logprobs} was asked but {self.cfg.teacher} "
+            f"returned no log-probs (first: task {lacking.task_id}); SFT will train on the teacher's tokens only"
+        )
+        if self.cfg.require_logprobs:
+            raise WarmstartError(message.split(";")[0] + " and generate.require_logprobs = true")
+        log.warning(message)
+
+    def estimate(self, tasks: list[Task], pilot: list[Task]) -> dict | None:
+        """The whole stage's bill projected from the pilot's tasks (logged; None without a usable pilot)."""
+        records = latest_attempts([*self.earlier, *self.answered])
+        figures = estimate.task_costs(pilot, records, list(self.env.tools))
+        if not figures:
+            return None
+        model = self.cfg.teacher.name if self.policy.request_tally is not None else None  # None: a local teacher
+        projection = estimate.project(
+            figures, tasks, list(self.env.tools), model, self.ledger.prices, self.ledger.batch
+        )
+        log.info(estimate.describe(self.name, projection))
+        return projection
+
+
+def is_unsent(trajectory: Trajectory) -> bool:
+    """A rollout the dollar cap stopped before any reply: nothing to keep (a rerun asks it)."""
+    return (trajectory.error or "").startswith(NOT_SENT) and not trajectory.usage and not trajectory.rejected_usage
 
 
 def unrequested_logprobs(policy, recipe: Recipe) -> str | None:
@@ -141,7 +297,8 @@ def _claim_output(run_dir: RunDir, stage: Stage, out: Path) -> None:
     claims = manifest.setdefault("claims", {})
     if out.exists() and claims.get(out.name, stage.fingerprint) != stage.fingerprint:
         raise WarmstartError(
-            f"{out}: was written by a generate stage with another config; remove it or set generate.output"
+            f"{out}: was written by a generate stage (or an estimate) with another config; "
+            "remove it or set generate.output"
         )
     claims[out.name] = stage.fingerprint
     write_json_atomic(run_dir.manifest_path, manifest)

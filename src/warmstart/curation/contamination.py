@@ -1,0 +1,156 @@
+"""Decontamination: does a trajectory's text repeat an item of the eval split or of a benchmark?
+
+Texts are compared as normalized words (`text.words`). A trajectory is contaminated by a source when
+one of its texts (a user turn, an assistant turn) either
+
+- **contains a whole item** of the source, as a contiguous run of words: how an item shorter than n
+  words is matched at all (the demo's eval prompts have 11 words, fewer than 13: containing one whole
+  is the only evidence there is, and it is exact: `what is 2 + 3 ...` is not inside `what is 12 + 3 ...`,
+  whose words differ); items of fewer than MIN_ITEM_WORDS words are skipped and counted, as they
+  would be found everywhere; or
+- **shares an n-gram** (n = `curate.ngram`, 13 by default as in GPT-3's decontamination) with an item of
+  n words or more, among the item's own n-grams: those that share no word with a **template** n-gram,
+  one whose shape (numbers, symbols and identifiers masked) recurs in more than TEMPLATE_SHARE of the
+  texts that meet, the source's items and the trajectories checked together (and in two at least).
+  A template is an instruction the prompts repeat (`Complete this Python function. Reply with the whole
+  function in one ```python block.`; `... A calculator tool is available. End with 'Answer:
+  <integer>'.` with any number in front): an environment's train and eval prompts share it by
+  construction, so it says nothing about one item leaking, and neither does an n-gram that runs from it
+  into the next few words (`... in one python block from typing import`). Both sides are counted
+  because either may be too small to tell alone (one eval task of a repository, four of a function
+  set); with only a couple of texts on each side, an n-gram one item and one trajectory share counts as
+  a template. An item repeated whole is still caught.
+
+The first match stands; its source is reported (the eval split first, then the files as listed).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from .text import is_content, words
+
+MIN_ITEM_WORDS = 3
+TEMPLATE_SHARE = 0.1
+EXAMPLES = 5  # task ids shown per source in the report
+
+Words = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # "eval split", or the file as listed in curate.decontaminate_against
+    texts: list[str]
+
+
+def find_contamination(
+    sources: list[Source], checked: list[list[str]], n: int
+) -> tuple[list[str | None], ContaminationIndex]:
+    """For each trajectory's texts (`checked`), the name of the source it repeats or None; and the index,
+    whose `report` says what each source held and matched."""
+    tokenized = [[tuple(words(text)) for text in texts] for texts in checked]
+    index = ContaminationIndex(sources, n, tokenized)
+    return [index.match(texts) for texts in tokenized], index
+
+
+class ContaminationIndex:
+    """The items of every source, ready to be found in the tokenized texts of the trajectories
+    (`corpus`, one list of texts per trajectory), whose shared n-grams are templates."""
+
+    def __init__(self, sources: list[Source], n: int, corpus: list[list[Words]]):
+        self.n = n
+        self.names = [source.name for source in sources]
+        self.ngrams: dict[int, int] = {}  # hash of an n-gram -> the first source that has it
+        self.heads: dict[int, dict[Words, list[tuple[Words, int]]]] = defaultdict(lambda: defaultdict(list))
+        self.sizes: dict[str, dict[str, int]] = {}  # per source: items indexed, items too short to match
+        self.first_words: set[str] = set()  # a position starting with another word matches nothing
+        items = [self._items(source) for source in sources]
+        long_items = any(len(item) >= n for source_items in items for item in source_items)
+        corpus_shapes = shape_counts(corpus, n) if long_items else Counter()  # only long items have n-grams
+        for index, source_items in enumerate(items):
+            self._add(index, source_items, corpus_shapes, len(corpus))
+
+    def _items(self, source: Source) -> list[Words]:
+        """The source's distinct items, as words; those too short to mean anything counted and left out."""
+        all_items = {tuple(words(text)) for text in source.texts}
+        items = sorted(item for item in all_items if len(item) >= MIN_ITEM_WORDS)
+        self.sizes[source.name] = {"items": len(items), "too_short": len(all_items) - len(items)}
+        return items
+
+    def _add(self, index: int, items: list[Words], corpus_shapes: Counter, corpus_size: int) -> None:
+        for item in items:
+            head = item[: self.n]  # whole items are found by their first n words, then compared in full
+            self.heads[len(head)][head].append((item, index))
+            self.first_words.add(item[0])
+        shapes = {item: shape_hashes(item, self.n) for item in items}
+        template = template_shapes(list(shapes.values()), corpus_shapes, corpus_size)
+        for item, item_shapes in shapes.items():
+            for gram in own_ngrams(item, [shape in template for shape in item_shapes], self.n):
+                self.ngrams.setdefault(hash(gram), index)
+                self.first_words.add(gram[0])
+
+    def match(self, texts: list[Words]) -> str | None:
+        """The name of the source an item of which is in one of `texts`, or None."""
+        for tokens in texts:
+            for position, token in enumerate(tokens):
+                found = self._match_at(tokens, position) if token in self.first_words else None
+                if found is not None:
+                    return self.names[found]
+        return None
+
+    def report(self, matches: list[tuple[str, str]]) -> dict:
+        """Per source: its items (indexed, and too short to match), how many trajectories it matched, and
+        the first few of their tasks; `matches` holds (source, task id) per trajectory dropped."""
+        sources = {}
+        for name, sizes in self.sizes.items():
+            tasks = [task for source, task in matches if source == name]
+            examples = list(dict.fromkeys(tasks))[:EXAMPLES]
+            sources[name] = {**sizes, "dropped": len(tasks), "examples": examples}
+        return {"ngram": self.n, "sources": sources}
+
+    def _match_at(self, tokens: Words, position: int) -> int | None:
+        gram = tokens[position : position + self.n]
+        if len(gram) == self.n and (found := self.ngrams.get(hash(gram))) is not None:
+            return found
+        for length, heads in self.heads.items():
+            for item, index in heads.get(tokens[position : position + length], ()):
+                if tokens[position : position + len(item)] == item:
+                    return index
+        return None
+
+
+def ngrams(item: Words, n: int) -> list[Words]:
+    return [item[i : i + n] for i in range(len(item) - n + 1)]
+
+
+def own_ngrams(item: Words, is_template: list[bool], n: int) -> list[Words]:
+    """The n-grams of `item` that share no word with a template n-gram: one that runs from the template
+    into the words after it (`... in one python block from typing import`) is as common as the template."""
+    covered = [0] * (len(item) + 1)  # covered[i]: how many of the first i words lie in a template n-gram
+    in_template = [False] * len(item)
+    for start, flag in enumerate(is_template):
+        if flag:
+            in_template[start : start + n] = [True] * n
+    for i, flag in enumerate(in_template):
+        covered[i + 1] = covered[i] + flag
+    return [item[i : i + n] for i in range(len(item) - n + 1) if covered[i + n] == covered[i]]
+
+
+def shape_hashes(item: Words, n: int) -> list[int]:
+    """The hash of each n-gram's shape: its numbers, symbols and identifiers masked."""
+    masked = tuple("#" if is_content(token) else token for token in item)
+    return [hash(gram) for gram in ngrams(masked, n)]
+
+
+def shape_counts(corpus: list[list[Words]], n: int) -> Counter:
+    """In how many of the trajectories (each a list of texts) each n-gram shape occurs."""
+    return Counter(h for texts in corpus for h in {h for text in texts for h in shape_hashes(text, n)})
+
+
+def template_shapes(item_shapes: list[list[int]], corpus_shapes: Counter, corpus_size: int) -> set[int]:
+    """The n-gram shapes of a source's items found in more than TEMPLATE_SHARE of its items and the
+    corpus's trajectories together (and in two at least)."""
+    counts = Counter(h for shapes in item_shapes for h in set(shapes))
+    most = max(1.0, TEMPLATE_SHARE * (len(item_shapes) + corpus_size))
+    return {h for h, count in counts.items() if count + corpus_shapes[h] > most}

@@ -1,0 +1,91 @@
+"""Text as curation compares it: normalized words, segments, and the content a text is about.
+
+Normalization folds what does not change a problem (case, Unicode forms, punctuation, spacing,
+thousands separators, the hyphen of `step-by-step`) and keeps what does: every number as written, the
+math symbols and parentheses, and identifiers. `What is 12+34?` and `what is 12 + 34` are the same
+words; `What is 12+35?` is not.
+
+A segment is a line or a sentence: near-duplicate detection takes its shingles within segments, so
+steps or sentences put in another order are the same text to it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from ..types import Message
+
+# Operator look-alikes that NFKC leaves alone.
+SYMBOL_FORMS = str.maketrans({"×": "*", "÷": "/", "−": "-", "≤": "<=", "≥": ">="})
+WORD_HYPHEN = re.compile(r"(?<=[^\W\d_])-(?=[^\W\d_])")  # step-by-step: one word each side, no minus
+THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # 1,000 is the number 1000, not 1 and 000
+TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d]\w*|[-+*/=<>^%()]")
+SEGMENT_BREAK = re.compile(r"\n|(?<=[.!?;])\s+|(?<=[.!?;][\"')\]])\s+")  # a line, or a sentence's end
+SYMBOLS = frozenset("-+*/=<>^%()")
+DIGIT_OR_UNDERSCORE = re.compile(r"[\d_]")
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).translate(SYMBOL_FORMS).lower()
+    return THOUSANDS.sub("", WORD_HYPHEN.sub(" ", text))
+
+
+def words(text: str) -> list[str]:
+    """The normalized tokens of `text`: words, numbers, math symbols; punctuation dropped."""
+    return TOKEN.findall(normalize(text))
+
+
+def segments(text: str) -> list[list[str]]:
+    """The words of each line and sentence of `text` (empty ones left out)."""
+    parts = (words(part) for part in SEGMENT_BREAK.split(text))
+    return [part for part in parts if part]
+
+
+def is_content(token: str) -> bool:
+    """A number, a math symbol, or an identifier (a name with a digit or an underscore: `x1`, `count_vowels`):
+    what makes two problems of one template different problems."""
+    return token in SYMBOLS or DIGIT_OR_UNDERSCORE.search(token) is not None
+
+
+def content_signature(parts: list[list[str]]) -> tuple[tuple[str, ...], ...]:
+    """The content tokens of each segment in their order, the segments sorted.
+
+    Two texts can be near-duplicates only if these are equal: within a segment order is content
+    (`12-34` is not `34-12`, `subtract 12 from 34` is not `subtract 34 from 12`), while the order of
+    segments is not (a reordered chain, a sentence moved). A paraphrase that splits or merges the
+    sentences holding the numbers has another signature and is not caught: a missed near-duplicate is
+    cheaper than two distinct problems merged."""
+    content = (tuple(t for t in part if is_content(t)) for part in parts)
+    return tuple(sorted(c for c in content if c))
+
+
+def message_texts(message: Message) -> list[str]:
+    """What a message says: its content, its reasoning and its tool calls' names and arguments."""
+    texts = [message.content, message.reasoning]
+    texts += [f"{call.function.name} {call.function.arguments}" for call in message.tool_calls or []]
+    return [t for t in texts if t]
+
+
+def prompt_messages(messages: list[Message]) -> list[Message]:
+    """The messages before the first assistant turn: the task as the policy was asked it."""
+    first = next((i for i, m in enumerate(messages) if m.role == "assistant"), len(messages))
+    return messages[:first]
+
+
+def prompt_text(messages: list[Message]) -> str:
+    """The prompt's turns but the system's: a system prompt every task shares would make any two prompts
+    look alike."""
+    return "\n".join(text for m in prompt_messages(messages) if m.role != "system" for text in message_texts(m))
+
+
+def trajectory_text(messages: list[Message]) -> str:
+    """Every turn but the system's (see `prompt_text`), tool results included."""
+    return "\n".join(text for m in messages if m.role != "system" for text in message_texts(m))
+
+
+def checked_texts(messages: list[Message]) -> list[str]:
+    """The texts decontamination reads: the user's turns and the assistant's (content, reasoning, tool
+    calls), each alone. System prompts are left out (train and eval share them by construction, so they
+    would match every item), and so are tool results (what the environment said, not the data's text)."""
+    return [text for m in messages if m.role in ("user", "assistant") for text in message_texts(m)]

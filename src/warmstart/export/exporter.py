@@ -1,0 +1,82 @@
+"""`warmstart export RUN`: the steps from a run directory to a written dataset.
+
+Every check that can fail on the user's input (the format and its libraries, the run directory, the
+curated file, the output directory) runs before anything is read in full or written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..errors import WarmstartError
+from ..runs.directory import file_digest
+from ..runs.jsonl import read_records
+from ..types import Trajectory
+from .card import CardFacts, dataset_card
+from .output import check_output, staged
+from .rows import trajectory_row
+from .writers import format_named
+
+log = logging.getLogger(__name__)
+
+
+def export_run(
+    root: Path,
+    fmt: str,
+    data: str = "train",
+    out: Path | None = None,
+    force: bool = False,
+    think_in_content: bool = False,
+) -> Path:
+    """Write `root`'s `curated/<data>.jsonl` as a dataset in format `fmt` (jsonl, parquet, hf) with its card,
+    into `out` (default `root/export/<fmt>`); return the output directory. `think_in_content`: the
+    reasoning as `<think>...</think>` in the content, not in `reasoning_content` (`rows.py`)."""
+    root = Path(root)
+    form = format_named(fmt)
+    form.check_libraries()
+    source = curated_file(root, data)
+    out = Path(out) if out is not None else root / "export" / form.name
+    check_output(out, [root, source], force)
+    trajectories = read_records(source, Trajectory)
+    if not trajectories:
+        raise WarmstartError(f"{source}: has no trajectories to export")
+    rows = [trajectory_row(t, think_in_content) for t in trajectories]
+    dropped, costs = read_json(source.with_name(f"{data}.dropped.json")), read_json(root / "costs.json")
+    with staged(out) as stage:
+        form.write(rows, stage)
+        facts = CardFacts(
+            title=f"warmstart {root.name}: {data}",
+            source=f"curated/{source.name}",
+            fmt=form,
+            rows=rows,
+            dropped=dropped,
+            costs=costs,
+            think_in_content=think_in_content,
+            data_digest=file_digest(stage / form.data_file) if form.data_file else None,
+        )
+        (stage / "README.md").write_text(dataset_card(facts), encoding="utf-8")
+    log.info("export: %d rows of %s as %s in %s", len(rows), source, form.name, out)
+    return out
+
+
+def curated_file(root: Path, data: str) -> Path:
+    """`root/curated/<data>.jsonl`, after checking that `root` is a run directory and the file exists."""
+    if not (root / "manifest.json").is_file():
+        raise WarmstartError(f"{root}: not a run directory (no manifest.json)")
+    source = root / "curated" / f"{data}.jsonl"
+    if not source.is_file():
+        names = sorted(p.stem for p in (root / "curated").glob("*.jsonl")) if (root / "curated").is_dir() else []
+        here = f"curated data here: {', '.join(names)} (--data NAME)" if names else "no curated data here (run curate)"
+        raise WarmstartError(f"--data {data}: {source} not found; {here}")
+    return source
+
+
+def read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise WarmstartError(f"{path}: not valid JSON ({exc})") from None

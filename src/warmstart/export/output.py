@@ -1,0 +1,63 @@
+"""The output directory of an export: complete or absent, never half-written.
+
+The export is written into a hidden sibling directory and renamed into place when it is complete, so an
+interrupted export leaves the previous output (or nothing) where the output goes. An existing non-empty
+directory is refused unless `force`, and even then never one that holds the run directory or the data
+being exported (replacing it would delete them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import WarmstartError
+
+
+def check_output(out: Path, protected: list[Path], force: bool) -> None:
+    """Refuse `out` before any work: a file, a non-empty directory without `force`, or one whose
+    replacement would delete a path in `protected`."""
+    if out.exists() and not out.is_dir():
+        raise WarmstartError(f"--out {out}: exists and is not a directory")
+    for path in protected:
+        if path.resolve().is_relative_to(out.resolve()):
+            raise WarmstartError(f"--out {out}: holds {path}, which the export would replace; choose another directory")
+    if _non_empty(out) and not force:
+        raise WarmstartError(f"--out {out}: exists and is not empty (--force replaces it)")
+
+
+def _non_empty(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A fresh directory to write the export into; on leaving without an exception it becomes `out`
+    (replacing what was there), and on an exception it is removed."""
+    stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage.mkdir()
+    try:
+        yield stage
+        _replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _replace(stage: Path, out: Path) -> None:
+    if not _non_empty(out):
+        os.replace(stage, out)  # rename(2) replaces an empty directory in one step
+        return
+    old = stage.with_name(stage.name.replace(".partial", ".old"))
+    os.replace(out, old)
+    try:
+        os.replace(stage, out)
+    except OSError:
+        os.replace(old, out)  # put the previous export back: the new one is removed by the caller
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,123 @@
+"""Bad input to `warmstart export`: one `error:` line naming the problem, a non-zero exit, and nothing
+half-written left behind (an earlier export stays as it was)."""
+
+from __future__ import annotations
+
+import errno
+import sys
+
+import datasets
+import pytest
+from typer.testing import CliRunner
+
+from warmstart.cli import app
+from warmstart.export import writers
+
+
+def export(*args: str):
+    return CliRunner().invoke(app, ["export", *map(str, args)])
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.exit_code != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_not_a_run_directory(tmp_path):
+    assert_one_line_error(export(tmp_path), str(tmp_path), "not a run directory")
+
+
+def test_no_such_curated_data_names_those_there_are(arithmetic_run, tmp_path):
+    assert_one_line_error(export(arithmetic_run, "--data", "nope", "--out", tmp_path / "o"), "nope.jsonl", "train")
+
+
+def test_no_curated_data_at_all(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"stages": {}}')
+    assert_one_line_error(export(tmp_path), "no curated data here")
+
+
+def test_empty_curated_data(copied_run):
+    (copied_run / "curated" / "train.jsonl").write_text("")
+    assert_one_line_error(export(copied_run), "no trajectories")
+    assert not (copied_run / "export").exists()
+
+
+def test_unknown_format(arithmetic_run, tmp_path):
+    assert_one_line_error(
+        export(arithmetic_run, "--format", "csv", "--out", tmp_path / "o"), "csv", "jsonl, parquet, hf"
+    )
+
+
+def test_a_non_empty_output_directory_is_kept_without_force(arithmetic_run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert_one_line_error(export(arithmetic_run, "--out", out), str(out), "--force")
+    assert files(out) == {"mine.txt": b"keep me"}
+
+
+def test_an_output_that_is_a_file(arithmetic_run, tmp_path):
+    (tmp_path / "out").write_text("a file")
+    assert_one_line_error(export(arithmetic_run, "--out", tmp_path / "out", "--force"), "not a directory")
+    assert (tmp_path / "out").read_text() == "a file"
+
+
+def test_an_empty_output_directory_is_used_without_force(arithmetic_run, tmp_path):
+    (tmp_path / "out").mkdir()
+    result = export(arithmetic_run, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert set(files(tmp_path / "out")) == {"data.jsonl", "README.md"}
+
+
+def test_force_replaces_it_whole(arithmetic_run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from before")
+    result = export(arithmetic_run, "--out", out, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert set(files(out)) == {"data.jsonl", "README.md"}
+    assert list(tmp_path.iterdir()) == [out]  # no staging or old directory left beside it
+
+
+def test_force_never_replaces_the_run_itself(copied_run):
+    before = files(copied_run)
+    assert_one_line_error(export(copied_run, "--out", copied_run, "--force"), "choose another directory")
+    assert_one_line_error(export(copied_run, "--out", copied_run / "curated", "--force"), "train.jsonl")
+    assert files(copied_run) == before
+
+
+def test_a_failed_write_leaves_the_earlier_export(arithmetic_run, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert export(arithmetic_run, "--out", out).exit_code == 0
+    before = files(out)
+
+    def disk_full(rows, directory):
+        (directory / "data.jsonl").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory / "data.jsonl"))
+
+    monkeypatch.setitem(writers.FORMATS, "jsonl", writers.Format("jsonl", disk_full, "data.jsonl"))
+    assert_one_line_error(export(arithmetic_run, "--out", out, "--force"), "No space left on device")
+    assert files(out) == before
+    assert list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hf"])
+def test_a_missing_library_names_the_extra(arithmetic_run, tmp_path, monkeypatch, fmt):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what `import pyarrow` finds when it is not installed
+    assert_one_line_error(
+        export(arithmetic_run, "--format", fmt, "--out", tmp_path / "o"), "pyarrow", "pip install 'warmstart[datasets]'"
+    )
+    assert not (tmp_path / "o").exists()
+    assert export(arithmetic_run, "--format", "jsonl", "--out", tmp_path / "j").exit_code == 0  # needs neither
+
+
+def test_a_datasets_without_json_names_the_version(arithmetic_run, tmp_path, monkeypatch):
+    monkeypatch.delattr(datasets, "Json")  # as in datasets before 4.7
+    assert_one_line_error(export(arithmetic_run, "--format", "hf", "--out", tmp_path / "o"), "datasets 4.7 or later")

@@ -1,0 +1,44 @@
+"""curate.student_pass_rate: tasks the student already solves (or cannot yet) are dropped, from the
+student's own verified samples. The student is a loopback server through the openai SDK with a known
+pass rate per task (tests/fake_api.py), so which tasks go is known in advance."""
+
+from __future__ import annotations
+
+import json
+
+from fake_api import FakeAPI, Teacher
+from helpers import small_recipe
+from warmstart.runs.jsonl import read_records
+from warmstart.stages import curate, generate
+from warmstart.stages.common import load_tasks, make_environment
+from warmstart.types import Trajectory
+
+
+def student_rate(problem: str) -> float:
+    """1.0 for problems with a '+', 0.0 otherwise: the student solves sums only."""
+    return 1.0 if "+" in problem.split("?")[0] else 0.0
+
+
+def test_tasks_the_student_always_solves_are_dropped_and_counted(tmp_path):
+    with FakeAPI(teacher=Teacher(pass_rate=student_rate)) as api:
+        recipe = small_recipe(
+            tmp_path,
+            f"curate.student='openai:fake-model@{api.url}/v1'",
+            "curate.student_pass_rate=[0.0, 0.75]",
+            "curate.student_samples=2",
+            "api.backoff_s=0.05",
+            train=60,
+        )
+        teacher = read_records(generate.run(recipe), Trajectory)  # the reference teacher (wrong one time in ten)
+        out = curate.run(recipe)
+        asked = len(api.log)
+    tasks = {t.id: t for t in load_tasks(recipe, make_environment(recipe), "train")}
+    candidates = {t.task_id for t in teacher if t.verdict.passed}  # what curate keeps before the student's turn
+    sums = {i for i in candidates if student_rate(tasks[i].prompt[-1].content) == 1.0}
+    kept = {t.task_id for t in read_records(out, Trajectory)}
+    assert sums and kept == candidates - sums  # exactly the tasks the student solves are gone
+    assert asked == 2 * len(candidates)  # student_samples per candidate task, and no other
+    report = json.loads((tmp_path / "curated" / "train.dropped.json").read_text())
+    assert report["dropped"]["student pass rate 1.00 outside [0, 0.75]"] == len(sums)
+    assert sum(report["dropped"].values()) == len(tasks) - len(kept)
+    assert report["student_pass_rate"]["tasks_outside"] == len(sums) and report["student_pass_rate"]["samples"] == asked
