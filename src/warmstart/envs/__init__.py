@@ -18,6 +18,8 @@ from ..errors import WarmstartError
 from .arithmetic import Arithmetic, ArithmeticOptions
 from .base import Environment
 from .calculator import Calculator, CalculatorOptions
+from .math import MathEnv, MathOptions
+from .plugins import make_plugin_env
 from .python import PythonEnv, PythonOptions
 from .repo import RepoEnv, RepoOptions
 
@@ -25,12 +27,15 @@ from .repo import RepoEnv, RepoOptions
 BUILT_IN = {
     "arithmetic": (Arithmetic, ArithmeticOptions),
     "calculator": (Calculator, CalculatorOptions),
+    "math": (MathEnv, MathOptions),
     "python": (PythonEnv, PythonOptions),
     "repo": (RepoEnv, RepoOptions),
 }
 
 
 def make_env(config: EnvConfig) -> Environment:
+    if config.name not in BUILT_IN:  # a plugin: `module.path:ClassName` or an entry point's name
+        return make_plugin_env(config)
     env_class, options_model = BUILT_IN[config.name]
     try:
         options = options_model.model_validate(config.options)

@@ -207,13 +207,20 @@ class PythonEnv:
         limits = sandbox.Limits(
             wall_s=self.options.wall_s, cpu_s=int(self.options.wall_s) + 1, memory_bytes=self.options.memory_mb << 20
         )
-        if self.options.zygote and not self.options.unsafe_no_sandbox:
+        if self.options.unsafe_no_sandbox:
+            with tempfile.TemporaryDirectory(prefix="warmstart-py-") as tmp:
+                return run_harness(spec, Path(tmp), limits, unsafe=True)
+        if self.options.zygote:
             if self.zygote is None:
                 self.zygote = sandbox.Zygote({"python_harness.py": HARNESS.read_text()}, limits)
                 weakref.finalize(self, self.zygote.close)
             return self.zygote.execute(spec, limits)
-        with tempfile.TemporaryDirectory(prefix="warmstart-py-") as tmp:
-            return run_harness(spec, Path(tmp), limits, self.options.unsafe_no_sandbox)
+        # A new sandbox for this one run, set up by the same code as the zygote's jobs (the same caps).
+        one_off = sandbox.Zygote({"python_harness.py": HARNESS.read_text()}, limits)
+        try:
+            return one_off.execute(spec, limits)
+        finally:
+            one_off.close()
 
     def grade(self, task: Task, program: str) -> Verdict:
         hidden, nonce = task.hidden, secrets.token_hex(8)

@@ -4,8 +4,12 @@ What it protects against, per execution:
 - network: a new, empty network namespace (no interface but its own loopback), so no outbound TCP or
   DNS and no connection to servers on the host's loopback;
 - the host's files: only /usr (read-only) and the task's own directory (read-only) are visible; the
-  working directory /work and /tmp are private tmpfs mounts capped in size; no home, no /etc secrets,
-  no site-packages of ours; writes anywhere else fail;
+  working directory /work, /tmp and /dev/shm are private tmpfs mounts capped in size, fresh for each
+  execution; the root and /dev are read-only; no home, no /etc secrets, no site-packages of ours;
+  writes anywhere else fail;
+- other executions: nothing one execution writes is seen by the next or outlives it (its tmpfs die
+  with its namespaces, killed or not), including in the zygote, whose own namespace holds nothing
+  writable (zygote.py says how each job gets its own);
 - the environment: cleared (no API keys or other secrets leak in);
 - privileges: it runs as `nobody` in new user, pid, ipc, uts and cgroup namespaces, with every
   capability dropped and a new session (no terminal to inject into);
@@ -59,7 +63,8 @@ class Limits:
     processes: int = 64  # processes of the sandbox user
     open_files: int = 64
     output_bytes: int = 1 << 20  # stdout + stderr kept; more kills the run
-    tmpfs_bytes: int = 64 << 20  # /work and /tmp, each
+    tmpfs_bytes: int = 64 << 20  # /work, /tmp and /dev/shm, each: writing more fails with ENOSPC
+    tmpfs_inodes: int = 4096  # files and directories in each of them (a zygote's jobs; bwrap cannot set it)
 
 
 @dataclass
@@ -84,19 +89,30 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def bwrap_command(task_dir: Path, argv: list[str], limits: Limits, work_dir: Path | None) -> list[str]:
-    tmpfs = str(limits.tmpfs_bytes)
-    # /work: a private tmpfs, or a throwaway copy the caller made (a repository to work in).
-    work = ["--bind", str(work_dir), "/work"] if work_dir else ["--size", tmpfs, "--tmpfs", "/work"]
+def bwrap_command(
+    task_dir: Path, argv: list[str], limits: Limits, work_dir: Path | None, scratch: bool = True
+) -> list[str]:
+    """The bwrap command line. Writable: /work, /tmp and /dev/shm only, size-capped tmpfs of this sandbox
+    (`work_dir` instead, when given, on /work: a throwaway copy the caller made of a repository to work
+    in); everything else read-only. `scratch=False` (the zygote): nothing writable at all, since the
+    zygote's namespace outlives its jobs and each job mounts its own scratch tmpfs (zygote.py)."""
     # fmt: off
+    if not scratch:
+        writable = ["--dir", "/work", "--dir", "/tmp"]  # mount points for each job's own tmpfs
+    else:
+        tmpfs = str(limits.tmpfs_bytes)
+        work = ["--bind", str(work_dir), "/work"] if work_dir else ["--size", tmpfs, "--tmpfs", "/work"]
+        writable = [*work, "--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", "/dev/shm"]
     return [
         bwrap_path(),
         "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
         "--proc", "/proc", "--dev", "/dev",
-        *work, "--size", tmpfs, "--tmpfs", "/tmp",
+        *writable,
         "--ro-bind", str(task_dir), "/task",
+        # bwrap's own tmpfs under / and /dev are not size-capped: nothing may be written there.
+        "--remount-ro", "/dev", "--remount-ro", "/",
         "--chdir", "/work",
         "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/work", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
         "--", *argv,
@@ -269,7 +285,8 @@ class Zygote:
         hand_over(self.dir, writable=False)
         # The zygote's own limits are loose (it forks every job); each job sets its own tight ones.
         loose = Limits(cpu_s=10**6, memory_bytes=4 << 30, processes=self.limits.processes + 8, open_files=256)
-        command = bwrap_command(self.dir, [SANDBOX_PYTHON, "-I", "-S", "/task/zygote.py"], self.limits, None)
+        argv = [SANDBOX_PYTHON, "-I", "-S", "/task/zygote.py"]
+        command = bwrap_command(self.dir, argv, self.limits, None, scratch=False)
         become_subreaper()
         self.process = subprocess.Popen(
             limited(command, loose, demote=True),

@@ -4,9 +4,18 @@ Runs as the sandbox's program (standard library only; the python harness sits be
 Starting an interpreter inside a new sandbox costs ~20 ms per execution; this zygote pays it once.
 For every job it forks; the child unshares new user, mount, pid, network, ipc and uts namespaces
 (nested inside the sandbox's own), forks again to become pid 1 of the new pid namespace, mounts fresh
-size-capped tmpfs on /work and /tmp, sets the job's rlimits and runs the harness. So each execution
-is still isolated from the others: its files, processes, IPC and network die with it (killing pid 1
-of a pid namespace kills everything in it), and the zygote itself never runs untrusted code.
+tmpfs capped in bytes and inodes on /work, /tmp and /dev/shm, drops every capability, sets the job's
+rlimits and runs the harness. So each execution is still isolated from the others: its files,
+processes, IPC and network die with it (killing pid 1 of a pid namespace kills everything in it), and
+the zygote itself never runs untrusted code.
+
+Why one execution's files cannot reach the next: those three tmpfs are the only writable filesystems
+a job has, and they belong to its own mount namespace, which the kernel frees when its last process
+dies (a timed-out or killed job included). Everything the zygote's own namespace holds is read-only
+(bubblewrap.py mounts nothing writable for it), so there is nothing shared to write into even under
+the job's mounts. The job cannot take those mounts off: it has no capabilities left, and a user
+namespace it creates for itself gets a copy in which the kernel locks them in place. Nor can it
+reach into the zygote through /proc/<pid>/mem: the zygote is not dumpable (PR_SET_DUMPABLE 0).
 
 Protocol (stdin / stdout of the zygote): one JSON job per line; for each, a header line
 `RESULT <bytes> <timed_out> <truncated> <exit code>` and then that many bytes of the job's output.
@@ -34,9 +43,11 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWN
     0x20000000,
     0x40000000,
 )
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
-PR_SET_PDEATHSIG = 1
-SETUP_FAILED = (70, 71, 72)  # unshare / parent gone / mount: kept in step with bubblewrap.py
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
+PR_CAP_AMBIENT_CLEAR_ALL, CAPABILITY_VERSION_3, LAST_CAPABILITY = 4, 0x20080522, 63
+SETUP_FAILED = (70, 71, 72)  # unshare / parent gone / mount or capabilities: kept in step with bubblewrap.py
+SCRATCH = (b"/work", b"/tmp", b"/dev/shm")  # every path a job can write: each a fresh tmpfs of its own
 # Standard-library modules that model-written programs import most (type hints, collections, math,
 # regexes, heaps), imported here once so every job's fork inherits them: `typing` alone takes ~3.5 ms
 # to import afresh, more than the rest of a job's set-up, and 28 of the 48 shipped tasks import it. A
@@ -47,8 +58,14 @@ PRELOADED = ("typing", "collections", "itertools", "functools", "math", "re", "h
 
 def isolate_and_run(job: dict, channel: int, libc) -> None:
     """In the forked child: new namespaces, then pid 1 of them runs the job. Never returns."""
+    uid, gid = os.getuid(), os.getgid()
+    # Dumpable for a moment: a process may write its own uid_map only then. Nothing else runs as us now.
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) != 0:
         os._exit(70)
+    if not map_own_ids(uid, gid):
+        os._exit(70)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     alive_read, alive_write = os.pipe()  # open in the parent for as long as it lives
     inner = os.fork()
     if inner:
@@ -62,10 +79,7 @@ def isolate_and_run(job: dict, channel: int, libc) -> None:
     if select.select([alive_read], [], [], 0)[0]:  # EOF already: the parent died before the prctl
         os._exit(71)
     os.setsid()  # out of the zygote's process group: kill(0, ...) must not reach the zygote
-    size = f"size={job['tmpfs_bytes']}".encode()
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0 or any(
-        libc.mount(b"tmpfs", target, b"tmpfs", 0, size) != 0 for target in (b"/work", b"/tmp")
-    ):
+    if not mount_scratch(libc, job["tmpfs_bytes"], job["tmpfs_inodes"]) or not drop_capabilities(libc):
         os._exit(72)
     os.chdir("/work")
     for name, value in (
@@ -81,6 +95,47 @@ def isolate_and_run(job: dict, channel: int, libc) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     python_harness.run_spec(job["spec"])
     os._exit(0)
+
+
+def map_own_ids(uid: int, gid: int) -> bool:
+    """Be the same user inside the new user namespace as outside: without a mapping the job could create
+    no file in the tmpfs it mounts (their owner would be unmapped), only in the zygote's, shared ones."""
+    try:
+        for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{path}", "w") as f:
+                f.write(text)
+    except OSError:
+        return False
+    return True
+
+
+def mount_scratch(libc, size_bytes: int, inodes: int) -> bool:
+    """Fresh tmpfs, capped in bytes and in files, on every path the job may write; private, so nothing
+    mounted here propagates back to the zygote."""
+    options = f"size={size_bytes},nr_inodes={inodes},mode=1777".encode()
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False
+    return all(libc.mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, options) == 0 for target in SCRATCH)
+
+
+class CapabilityHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class CapabilityData(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+
+
+def drop_capabilities(libc) -> bool:
+    """Give up the capabilities the new user namespace granted (the job would otherwise be able to unmount
+    its scratch tmpfs), for good: bounding and ambient sets emptied, no privilege gained by exec."""
+    for capability in range(LAST_CAPABILITY + 1):
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # EINVAL past the kernel's last one: fine
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return False
+    none = (CapabilityData * 2)()
+    return libc.capset(ctypes.byref(CapabilityHeader(CAPABILITY_VERSION_3, 0)), none) == 0
 
 
 def exit_code(status: int) -> int:
@@ -114,9 +169,11 @@ def collect(fd: int, child: int, wall_s: float, cap: int) -> tuple[bytes, bool, 
 
 
 def main() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    # Not dumpable: a job runs as the same user, and could otherwise write into /proc/<zygote>/mem.
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     for module in PRELOADED:
         importlib.import_module(module)
-    libc = ctypes.CDLL(None, use_errno=True)
     out = sys.stdout.buffer
     for line in sys.stdin:
         job = json.loads(line)

@@ -1,0 +1,154 @@
+"""Environments from outside warmstart: `env.name = "my_package.module:MyEnv"`, or the name of an entry
+point in group `warmstart.environments` (an installed package's `[project.entry-points."warmstart.environments"]`).
+
+A plugin is a class with the protocol of `base.Environment`: the methods `tasks`, `verify`, `reference` and
+`step`, and a `name`; `tools` defaults to () (single turn) and `verify_workers` to 1 (verify in this
+process). Its options model is its `Options` attribute (a pydantic model), which gets `env.options` and
+is passed to the constructor; without one it takes no options and is constructed with no arguments.
+
+Whatever goes wrong in loading it (the import, a missing method, a bad `Options`, the constructor) is one
+`WarmstartError` line, and an exception from its `verify` is the verdict's `infra_error` (masked and
+counted, never a reward of 0): see `PluginEnvironment`. docs/environments.md, "Write your own environment".
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel, ValidationError
+
+from ..config import ENV_ENTRY_POINT_GROUP, EnvConfig, describe_validation_error, unknown_env_message
+from ..errors import WarmstartError
+from ..types import Message, Task, ToolCall, Trajectory, Verdict
+
+METHODS = ("tasks", "verify", "reference", "step")
+
+
+def make_plugin_env(config: EnvConfig) -> PluginEnvironment:
+    where = f"env.name {config.name!r}"
+    env_class, options_model = resolve(config.name)
+    if options_model is None and config.options:
+        raise WarmstartError(
+            f"env.options: {config.name} takes no options (its class has no Options model), got {', '.join(config.options)}"
+        )
+    try:
+        env = env_class(validated_options(config, options_model)) if options_model else env_class()
+    except WarmstartError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug in the plugin, said in one line naming it
+        raise WarmstartError(f"{where}: {env_class.__qualname__}() raised {describe(exc)}") from None
+    wrong = wrong_attributes(env)
+    if wrong:
+        raise WarmstartError(f"{where}: {not_an_environment(env_class)}: {', '.join(wrong)}")
+    return PluginEnvironment(env)
+
+
+def not_an_environment(env_class: type) -> str:
+    return f"{env_class.__qualname__} is not a warmstart environment (docs/environments.md), missing or wrong"
+
+
+def wrong_attributes(env) -> list[str]:
+    """What is wrong with the attributes of `env` (an instance: they may be set by its constructor);
+    `tools` and `verify_workers` may be left out."""
+    wrong = [] if isinstance(getattr(env, "name", None), str) and env.name else ["name (a non-empty string)"]
+    tools = getattr(env, "tools", ())
+    if not isinstance(tools, (tuple, list)) or not all(isinstance(tool, dict) for tool in tools):
+        wrong.append("tools (a tuple of OpenAI tool schemas, dicts)")
+    workers = getattr(env, "verify_workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        wrong.append("verify_workers (an integer >= 1)")
+    return wrong
+
+
+def resolve(name: str) -> tuple[type, type[BaseModel] | None]:
+    """The environment class `name` stands for, and its options model (None: it takes no options)."""
+    env_class = import_class(name) if ":" in name else entry_point_class(name)
+    if not isinstance(env_class, type):
+        raise WarmstartError(f"env.name {name!r}: {env_class!r} is not a class")
+    missing = [f"{method}()" for method in METHODS if not callable(getattr(env_class, method, None))]
+    if missing:
+        raise WarmstartError(f"env.name {name!r}: {not_an_environment(env_class)}: {', '.join(missing)}")
+    options_model = getattr(env_class, "Options", None)
+    if options_model is not None and not (isinstance(options_model, type) and issubclass(options_model, BaseModel)):
+        raise WarmstartError(f"env.name {name!r}: {env_class.__qualname__}.Options is not a pydantic model")
+    return env_class, options_model
+
+
+def import_class(name: str) -> object:
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the plugin's import, whatever it raised, said in one line
+        raise WarmstartError(f"env.name {name!r}: importing {module_name} raised {describe(exc)}") from None
+    if not hasattr(module, attribute):
+        raise WarmstartError(f"env.name {name!r}: module {module_name} has no {attribute}")
+    return getattr(module, attribute)
+
+
+def entry_point_class(name: str) -> object:
+    found = {entry.value: entry for entry in entry_points(group=ENV_ENTRY_POINT_GROUP) if entry.name == name}
+    if not found:
+        raise WarmstartError(f"env.name: {unknown_env_message(name)}")
+    if len(found) > 1:  # two installed packages claim the name: choosing one silently would hide it
+        raise WarmstartError(f"env.name {name!r}: entry points of several packages have this name: {', '.join(found)}")
+    (entry,) = found.values()
+    try:
+        return entry.load()
+    except Exception as exc:  # noqa: BLE001 - as for an import
+        raise WarmstartError(f"env.name {name!r}: loading entry point {entry.value} raised {describe(exc)}") from None
+
+
+def validated_options(config: EnvConfig, options_model: type[BaseModel]) -> BaseModel:
+    try:
+        return options_model.model_validate(config.options)
+    except ValidationError as exc:
+        raise WarmstartError(describe_validation_error("recipe", exc, prefix="env.options")) from None
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class PluginEnvironment:
+    """A plugin's environment as the stages see it: the protocol's optional attributes filled in, and its
+    `verify` unable to turn a bug into a reward. Everything else is the plugin's own."""
+
+    def __init__(self, env):
+        self.env = env
+        self.name: str = env.name
+        self.tools: tuple[dict, ...] = tuple(getattr(env, "tools", ()))
+        self.verify_workers: int = getattr(env, "verify_workers", 1)
+
+    def tasks(self, split: str, n: int, seed: int) -> list[Task]:
+        return self.env.tasks(split, n, seed)
+
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
+        return self.env.step(task, call, messages)
+
+    def reference(self, task: Task, rng) -> Trajectory:
+        return self.env.reference(task, rng)
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        """The plugin's verdict; an exception or something that is not a Verdict is an infra error (the
+        trajectory masked and counted), never a 0 that would train against a right answer. A
+        WarmstartError is the plugin saying the user must fix something: it stops the stage as one line."""
+        try:
+            verdict = self.env.verify(task, trajectory)
+        except WarmstartError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            return infra_error(f"{self.name}.verify raised {describe(exc)}")
+        if not isinstance(verdict, Verdict):
+            return infra_error(f"{self.name}.verify returned {type(verdict).__name__}, not a Verdict")
+        return verdict
+
+    def close(self) -> None:
+        """Called by a verification worker as it exits: the plugin's own `close`, where it has one."""
+        close = getattr(self.env, "close", None)
+        if close is not None:
+            close()
+
+
+def infra_error(message: str) -> Verdict:
+    return Verdict(reward=0.0, passed=False, infra_error=message)
