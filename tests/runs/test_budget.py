@@ -14,11 +14,12 @@ PRICES = {"m": {"input": 1.0, "output": 4.0}}
 
 
 async def one_request(guard: BudgetGuard, rng: random.Random, sent: list[float]) -> None:
-    largest = guard.largest_cost(rng.randint(100, 4000), 3, 512)
+    prompt_bytes = rng.randint(100, 4000)
+    largest = guard.largest_cost(prompt_bytes, 3, 512)
     await guard.reserve(largest)
     await asyncio.sleep(rng.random() / 1000)
-    # a real bill is below the bound: fewer prompt tokens than bytes, a reply shorter than max_new_tokens
-    usage = Usage(tokens_in=rng.randint(10, 1000), tokens_out=rng.randint(1, 512), model="m")
+    # a real bill is within the bound: no more prompt tokens than bytes, no longer a reply than max_new_tokens
+    usage = Usage(tokens_in=rng.randint(prompt_bytes // 5, prompt_bytes), tokens_out=rng.randint(1, 512), model="m")
     before = guard.spent
     await guard.settle(largest, usage)
     sent.append(guard.spent - before)

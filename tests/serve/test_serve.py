@@ -320,11 +320,16 @@ def test_a_generate_stage_with_this_server_as_the_teacher(base_url, tmp_path, ca
     records = read_records(out, Trajectory)
     assert len(records) == 6 and all(r.error is None and r.verdict is not None for r in records)
     assert all(r.usage[0].tokens_in > 0 and r.provenance.provider == "openai" for r in records)
-    assert served_requests() - before == 6
     costs = json.loads((tmp_path / "costs.json").read_text())
+    first = costs["stages"]["generate:teacher"]["api"]
+    assert first["requests_sent"] == 6 + first["retries"] and served_requests() - before == first["requests_sent"]
     assert costs["total"]["usd"] is None and costs["total"]["unknown_price_models"] == ["tiny"]  # flagged, not free
     out.unlink()
     (tmp_path / "manifest.json").unlink()
+    sent_before_rerun = served_requests()
     generate.run(recipe)  # replies that stopped cleanly come from the cache; cut ones are asked again
     cut = sum(r.finish_reason == "length" for r in records)
-    assert served_requests() - before == 6 + cut
+    rerun = json.loads((tmp_path / "costs.json").read_text())["stages"]["generate:teacher"]["api"]
+    # (a re-asked reply the tiny model ends at once is refused as empty and asked again: a retry, counted)
+    assert rerun["cache_hits"] == 6 - cut and rerun["requests_sent"] == cut + rerun["retries"]
+    assert served_requests() - sent_before_rerun == rerun["requests_sent"]

@@ -3,9 +3,13 @@
 The loop: each step collects groups and updates the policy (`train/grpo.py`, which says what each
 GrpoConfig knob does), logs the step's reward, flat-group share and compute, and checkpoints.
 
+Tasks: every train task in order (`task_filter = "all"`), or only those the current policy passes
+sometimes (`"learnable"`: the zero-advantage curriculum of `train/task_filter.py`, refreshed every
+`task_filter_every` steps; its rollouts are counted and logged apart from training's).
+
 Resume: a rerun continues from the newest complete checkpoint (policy, optimizer, scheduler, RNG,
-step, task cursor, history, and the starting model's identity); sampling seeds derive from the step,
-so the resumed run continues as if it had never stopped.
+step, task cursor, the filter's task pool, history, and the starting model's identity); sampling seeds
+derive from the step, so the resumed run continues as if it had never stopped.
 
 Budgets stop a run early: `seconds_budget` (the demo's equal-wall-time cold start) and, with a teacher
 (on-policy distillation), `teacher_tokens_budget` once it has scored that many student tokens (the KD
@@ -33,6 +37,8 @@ from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir, Stage
 from ..runs.progress import progress_bar
 from ..train.grpo import batch_tensors, collect, separate_old_pass, update
+from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
+from ..types import Task
 from .common import load_tasks, make_environment
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,16 @@ def load_learner(recipe: Recipe, start_from: Path, resume_from: Path | None) -> 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     return Learner(model, tokenizer, reference, teacher, optimizer, scheduler, stop_ids)
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """A refresh of the task filter: its record (train/task_filter.describe) and what its sampling cost."""
+
+    record: dict
+    rollouts: int
+    sampled_tokens: int
+    seconds: float
 
 
 def init_path(recipe: Recipe) -> Path:
@@ -126,7 +142,8 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage) -> l
     tasks = load_tasks(recipe, env, "train")
     resume = complete_checkpoints(ckpt_root)
     learner = load_learner(recipe, start_from, resume[-1] if resume else None)
-    done, cursor, history = resume_position(learner, resume, stage) if resume else (0, 0, [])
+    done, cursor, history, pool_ids = resume_position(learner, resume, stage) if resume else (0, 0, [], None)
+    pool = tasks if pool_ids is None else tasks_by_id(tasks, pool_ids)
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
     with (
@@ -135,22 +152,19 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage) -> l
         RunDir(recipe).tracker(stage.name) as tracker,
     ):
         for step in range(done + 1, cfg.steps + 1):
-            entry, cursor = grpo_step(learner, env, tasks, cursor, step, recipe, verifier)
+            filtered = None
+            if cfg.task_filter == "learnable" and refresh_due(step, cfg.task_filter_every):
+                pool, filtered = refresh_pool(learner, env, tasks, step, recipe, verifier)
+                cursor = 0  # a new pool is drawn from its start
+            entry, cursor = grpo_step(learner, env, pool, cursor, step, recipe, verifier, filtered)
             history.append(entry)
-            tracker.log(
-                step,
-                {
-                    "reward": entry["mean_reward"],
-                    "flat_groups": entry["zero_variance_fraction"],
-                    "loss": entry["loss"],
-                    "reverse_kl": entry.get("reverse_kl"),
-                    "tokens_per_s": entry["sampled_tokens"] / max(entry["seconds"], 1e-9),
-                },
-            )
+            tracker.log(step, step_scalars(entry))
             out_of_budget = progress.advance(history, entry)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget:
                 position = {
                     "cursor": cursor,
+                    # The pool a refresh chose depends on the policy then: kept, not recomputed on resume.
+                    "pool": [t.id for t in pool] if cfg.task_filter == "learnable" else None,
                     "history": history,
                     "fingerprint": stage.fingerprint,
                     "init": str(start_from),
@@ -170,8 +184,68 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage) -> l
     return history
 
 
-def resume_position(learner: Learner, resume: list[Path], stage: Stage) -> tuple[int, int, list[dict]]:
-    """Optimizer, schedule and RNG from the newest checkpoint; (its step, task cursor, history)."""
+def step_scalars(entry: dict) -> dict:
+    """The step's scalars for the trackers; the filter's estimates on the steps that refreshed it."""
+    refresh = entry.get("task_filter")
+    sampled = entry["sampled_tokens"] + entry["filter_sampled_tokens"]
+    return {
+        "reward": entry["mean_reward"],
+        "flat_groups": entry["zero_variance_fraction"],
+        "loss": entry["loss"],
+        "reverse_kl": entry.get("reverse_kl"),
+        "tokens_per_s": sampled / max(entry["seconds"], 1e-9),
+        "rollouts": entry["rollouts"],
+        "filter_rollouts": entry["filter_rollouts"],
+        "filter_learnable": refresh["learnable"] / max(1, refresh["candidates"]) if refresh else None,
+        "filter_pass_rate": refresh["mean_pass_rate"] if refresh else None,
+    }
+
+
+def tasks_by_id(tasks: list[Task], ids: list[str]) -> list[Task]:
+    known = {t.id: t for t in tasks}
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise WarmstartError(f"grpo: the checkpoint's task pool names task {missing[0]}, which is not a train task")
+    return [known[i] for i in ids]
+
+
+def refresh_pool(
+    learner: Learner, env, tasks: list[Task], step: int, recipe: Recipe, verifier: Verifier
+) -> tuple[list[Task], Refresh]:
+    """The learnable tasks among the step's candidates, estimated with the current policy; (the pool,
+    the refresh's record and cost)."""
+    cfg, started = recipe.grpo, time.time()
+    learner.model.eval()
+    rates = estimate_pass_rates(
+        learner.model,
+        learner.tokenizer,
+        env,
+        candidates(tasks, step, cfg),
+        cfg,
+        learner.stop_ids,
+        filter_seed(recipe.run.seed, step),
+        recipe.env.max_turns,
+        verifier,
+    )
+    pool, topped_up = select_pool(rates, cfg.tasks_per_step)
+    record = describe(rates, pool, topped_up)
+    if topped_up:
+        log.warning(
+            "grpo step %d: only %d of %d candidate tasks are learnable (passed sometimes in %d samples; "
+            "passes per task %s); the pool is topped up with %d others nearest a 0.5 pass rate",
+            step,
+            record["learnable"],
+            record["candidates"],
+            cfg.task_filter_samples,
+            record["pass_counts"],
+            topped_up,
+        )
+    return pool, Refresh(record, rates.rollouts, rates.sampled_tokens, time.time() - started)
+
+
+def resume_position(learner: Learner, resume: list[Path], stage: Stage) -> tuple[int, int, list[dict], list | None]:
+    """Optimizer, schedule and RNG from the newest checkpoint; (its step, task cursor, history, and the
+    filter's task ids: None where the run trains on every task)."""
     state = load_state(resume[-1])
     if state["position"]["fingerprint"] != stage.fingerprint:
         raise WarmstartError(
@@ -180,13 +254,22 @@ def resume_position(learner: Learner, resume: list[Path], stage: Stage) -> tuple
     learner.optimizer.load_state_dict(state["optimizer"])
     learner.scheduler.load_state_dict(state["scheduler"])
     log.info("%s: resuming from %s", stage.name, resume[-1])
-    return state["step"], state["position"]["cursor"], state["position"]["history"]
+    position = state["position"]
+    return state["step"], position["cursor"], position["history"], position.get("pool")
 
 
 def grpo_step(
-    learner: Learner, env, tasks, cursor: int, step: int, recipe: Recipe, verifier: Verifier
+    learner: Learner,
+    env,
+    tasks,
+    cursor: int,
+    step: int,
+    recipe: Recipe,
+    verifier: Verifier,
+    filtered: Refresh | None = None,
 ) -> tuple[dict, int]:
-    """Collect groups, update on them; the step's history entry and the next task cursor."""
+    """Collect groups, update on them; the step's history entry and the next task cursor. `filtered`:
+    the task filter's refresh taken before this step (`refresh_pool`), whose cost the step counts."""
     cfg, started = recipe.grpo, time.time()
     learner.model.eval()
     groups, cursor, stats = collect(
@@ -208,6 +291,7 @@ def grpo_step(
         loss, teacher_stats = update(learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher)
         learner.scheduler.step()
         trained_tokens = int(batch["input_ids"].numel())
+    cost = filtered or Refresh({}, 0, 0, 0.0)
     entry = {
         "step": step,
         "mean_reward": stats["reward_sum"] / max(1, stats["samples"]),
@@ -215,10 +299,16 @@ def grpo_step(
         "infra_errors": stats["infra_errors"],
         "groups_used": len(groups),
         "loss": loss,
-        "flops_estimate": flops_estimate(learner, cfg, stats["tokens"], trained_tokens),
+        # The filter's sampling is compute this step spent: in its FLOPs and seconds, and counted apart.
+        "flops_estimate": flops_estimate(learner, cfg, stats["tokens"] + cost.sampled_tokens, trained_tokens),
         "sampled_tokens": stats["tokens"],
-        "seconds": time.time() - started,
+        "rollouts": stats["groups"] * cfg.group_size,
+        "filter_rollouts": cost.rollouts,
+        "filter_sampled_tokens": cost.sampled_tokens,
+        "filter_seconds": cost.seconds,
+        "seconds": time.time() - started + cost.seconds,
         **teacher_stats,
+        **({"task_filter": filtered.record} if filtered else {}),
     }
     return entry, cursor
 
@@ -269,6 +359,21 @@ def summary(history: list[dict], cfg: GrpoConfig) -> dict:
         "flops_estimate": sum(h["flops_estimate"] for h in history),
         "zero_variance_fraction": sum(h["zero_variance_fraction"] for h in history) / len(history),
         "updates": sum(h["groups_used"] > 0 for h in history) * cfg.updates_per_batch,
+        "rollouts": sum(h["rollouts"] for h in history),
+        "filter_rollouts": sum(h["filter_rollouts"] for h in history),
+        **({"task_filter": filter_summary(history)} if cfg.task_filter == "learnable" else {}),
         **({"teacher_tokens": sum(h.get("teacher_tokens", 0) for h in history)} if cfg.teacher else {}),
         "history": history,
+    }
+
+
+def filter_summary(history: list[dict]) -> dict:
+    """The refreshes of a learnable-filtered run: how many, how many were topped up (too few learnable
+    tasks), and the share of candidates found learnable."""
+    records = [h["task_filter"] for h in history if "task_filter" in h]
+    return {
+        "refreshes": len(records),
+        "topped_up_refreshes": sum(r["topped_up"] > 0 for r in records),
+        "learnable_share": sum(r["learnable"] for r in records) / max(1, sum(r["candidates"] for r in records)),
+        "filter_seconds": sum(h["filter_seconds"] for h in history),
     }
