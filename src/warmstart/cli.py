@@ -245,13 +245,16 @@ def serve_cmd(
     model_name: Optional[str] = typer.Option(
         None, "--model-name", help="Model id clients use (default: the directory name)."
     ),
+    max_request_bytes: int = typer.Option(
+        4 * 1024 * 1024, "--max-request-bytes", help="Largest request body accepted; a larger one is a 413."
+    ),
 ):
     """An OpenAI-compatible HTTP server (/v1/chat/completions) over a local transformers model."""
 
     def run_server() -> None:
         from .serve.server import serve
 
-        serve(model_dir, host, port, max_batch, model_name)
+        serve(model_dir, host, port, max_batch, model_name, max_request_bytes)
 
     _run_reporting_errors(run_server)
 

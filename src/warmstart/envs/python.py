@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import WarmstartError
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import final_assistant_text, hash_split
+from .io_tests import grade_io, io_task_parts, is_io_record
 from .python_harness import decode, encode
 from .sandbox import bubblewrap as sandbox
 
@@ -53,7 +54,7 @@ class PythonOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks_file: str | None = (
-        None  # JSONL (task_id, prompt, test, entry_point[, canonical_solution]); default: the built-in set
+        None  # JSONL (task_id, prompt, test, entry_point[, canonical_solution]) or stdin/stdout tasks (io_tests.py); default: the built-in set
     )
     wall_s: float = Field(10.0, gt=0)  # per program, all test calls included
     per_call_s: float = Field(2.0, gt=0)
@@ -123,9 +124,13 @@ def load_task_records(path: Path) -> list[dict]:
     return records
 
 
-def program_of(reply: str, prompt_code: str, entry_point: str) -> str:
+def last_code_block(reply: str) -> str:
     blocks = CODE_BLOCK_RE.findall(reply)
-    code = blocks[-1] if blocks else reply
+    return blocks[-1] if blocks else reply
+
+
+def program_of(reply: str, prompt_code: str, entry_point: str) -> str:
+    code = last_code_block(reply)
     try:
         defines = any(
             isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point
@@ -149,9 +154,13 @@ class PythonEnv:
             )
         self.zygote: sandbox.Zygote | None = None
         path = Path(self.options.tasks_file) if self.options.tasks_file else DEFAULT_TASKS
-        self.all_tasks = [self._task(r, f"{path.name}: task {r.get('task_id')}") for r in load_task_records(path)]
+        self.all_tasks = [
+            self._task(r, f"{path.name}: task {r.get('task_id', r.get('problem_id'))}") for r in load_task_records(path)
+        ]
 
     def _task(self, record: dict, where: str) -> Task:
+        if is_io_record(record):
+            return self._io_task(record, where)
         missing = [k for k in ("task_id", "prompt", "test", "entry_point") if k not in record]
         if missing:
             raise WarmstartError(f"{where}: missing {', '.join(missing)}")
@@ -174,6 +183,17 @@ class PythonEnv:
             meta={"difficulty": record.get("difficulty", "unknown")},
         )
 
+    def _io_task(self, record: dict, where: str) -> Task:
+        task_id, text, hidden, difficulty = io_task_parts(record, where)
+        return Task(
+            id=f"python/{task_id}",
+            env=self.name,
+            prompt=[Message(role="user", content=text)],
+            hidden=hidden,
+            split=hash_split(task_id, EVAL_BUCKETS),
+            meta={"difficulty": difficulty},
+        )
+
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
         pool = [t for t in self.all_tasks if t.split == split]
         if n > len(pool):
@@ -188,6 +208,8 @@ class PythonEnv:
         reply = final_assistant_text(trajectory)
         if not reply:
             return Verdict(reward=0.0, passed=False, details={"reason": "no assistant reply"})
+        if "io_tests" in task.hidden:  # a stdin/stdout program, run once per test input
+            return grade_io(task.hidden, last_code_block(reply), self.execute, self.options.per_call_s)
         program = program_of(reply, task.hidden["prompt_code"], task.hidden["entry_point"])
         return self.grade(task, program)
 

@@ -52,6 +52,7 @@ class ChatRequest:
     top_logprobs: int | None  # None: no logprobs; else alternatives per token (0..20)
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk carries the usage
+    max_tokens_given: bool = True  # False: sampling.max_new_tokens is the default, to be fitted to the context
 
 
 def check_params(body: dict, known: set[str], harmless: dict, model_name: str) -> None:
@@ -84,6 +85,7 @@ def parse_chat_request(body: dict, model_name: str, max_batch: int) -> ChatReque
         tools=_tools(body.get("tools")),
         n=integer(body, "n", 1, 1, max_batch),
         sampling=_sampling(body),
+        max_tokens_given=body.get("max_tokens") is not None or body.get("max_completion_tokens") is not None,
         stop=stop_strings(body.get("stop")),
         seed=integer(body, "seed", None, -(2**63), 2**63 - 1),
         top_logprobs=_top_logprobs(body, logprobs),

@@ -37,7 +37,12 @@ model continues the prompt (no chat template) and the generated tokens follow. A
 Not supported (a 400 that names the parameter): `response_format` / structured output,
 `tool_choice` other than "auto", non-zero frequency / presence penalties, `logit_bias`, images and audio,
 the legacy `functions`, message `name`. There is no authentication: the API key is ignored, and the
-default host is loopback for that reason. The prompt length is not checked against the model's context.
+default host is loopback for that reason.
+
+Admission (`admission.py`): a body over --max-request-bytes is a 413; a prompt (after the chat template)
+plus max_tokens beyond the model's context, or max_tokens alone beyond it, is a 400 with code
+`context_length_exceeded`, answered by the handler thread before the request is queued. Without
+max_tokens the default (256) is fitted to the room the prompt leaves, as OpenAI does.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,24 +61,30 @@ from jinja2 import TemplateError
 from ..errors import WarmstartError
 from ..lm.chat import render_prompt, stop_token_ids
 from ..lm.models import load_model_and_tokenizer
+from .admission import ContextLimit, context_window, longest_token_chars
 from .completions import CompletionRequest, completion_json, parse_completion_request
 from .engine import BatchEngine, Job
 from .request import ApiError, ChatRequest, bad, parse_chat_request
 from .response import decode_row, response_json, stream_chunks
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # ~1M tokens of text: far beyond any context served here
+# A refused body is read and dropped up to this size, so that the client, still sending, gets the 413 rather
+# than a connection reset; a larger one is not read at all.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class ChatServer:
     """What a running server holds: the model's name, its tokenizer, and the batch engine that owns the model."""
 
-    def __init__(self, model, tokenizer, name: str, max_batch: int):
+    def __init__(self, model, tokenizer, name: str, max_batch: int, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
         if not tokenizer.chat_template:
             raise WarmstartError(
                 "serve: the tokenizer has no chat template, so chat messages cannot be turned into a prompt"
             )
         self.name, self.tokenizer, self.max_batch = name, tokenizer, max_batch
+        self.max_request_bytes = max_request_bytes
+        self.context = ContextLimit(context_window(model.config, tokenizer), longest_token_chars(tokenizer))
         self.created = int(time.time())
         # A fast tokenizer may raise "Already borrowed" when two threads use it at once; handler threads take turns.
         self.tokenizer_lock = threading.Lock()
@@ -95,7 +107,7 @@ class ChatServer:
         }
 
     def complete(self, request: ChatRequest) -> dict:
-        prompt_ids = self.encode_prompt(request)
+        request, prompt_ids = self.admit(request)
         job = Job(prompt_ids, request.n, request.sampling, request.seed, request.top_logprobs)
         rows = self.engine.submit(job).result()
         with self.tokenizer_lock:
@@ -105,15 +117,31 @@ class ChatServer:
     def complete_text(self, request: CompletionRequest) -> dict:
         """Legacy completions: the prompt as it is (no chat template), continued and/or scored (echo)."""
         prompt_ids = request.prompt
+        self.context.check_max_tokens(request.sampling.max_new_tokens)
         if isinstance(prompt_ids, str):
+            self.context.check_chars(len(prompt_ids), "prompt")
             with self.tokenizer_lock:
                 prompt_ids = self.tokenizer(prompt_ids, add_special_tokens=False)["input_ids"]
             if not prompt_ids:
                 raise bad("prompt", "the text has no tokens")
+        self.context.check_prompt(len(prompt_ids), request.sampling.max_new_tokens, "prompt")
         job = Job(prompt_ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo)
         [row] = self.engine.submit(job).result()
         with self.tokenizer_lock:
             return completion_json(self.name, self.tokenizer, request, prompt_ids, row)
+
+    def admit(self, request: ChatRequest) -> tuple[ChatRequest, list[int]]:
+        """The request as it will run (a default max_tokens fitted to the context) and its prompt's ids, or the
+        ApiError that refuses it: all before it is queued, so a request that cannot fit never costs the engine."""
+        asked = request.sampling.max_new_tokens
+        if request.max_tokens_given:
+            self.context.check_max_tokens(asked)
+        prompt_ids = self.encode_prompt(request)
+        if not request.max_tokens_given:
+            fitted = replace(request.sampling, max_new_tokens=self.context.completion_room(len(prompt_ids), asked))
+            request = replace(request, sampling=fitted)
+        self.context.check_prompt(len(prompt_ids), request.sampling.max_new_tokens, "messages")
+        return request, prompt_ids
 
     def encode_prompt(self, request: ChatRequest) -> list[int]:
         with self.tokenizer_lock:
@@ -123,6 +151,8 @@ class ChatServer:
                 raise ApiError(
                     400, f"messages: the model's chat template cannot render them: {exc}", param="messages"
                 ) from None
+            # Rendering is linear and cheap; tokenizing a huge text is not, so a hopeless one stops here.
+            self.context.check_chars(len(text), "messages")
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -191,8 +221,14 @@ class Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length", "")
         if not length.isdigit():
             raise ApiError(400, "the request needs a JSON body with a Content-Length header")
-        if int(length) > MAX_BODY_BYTES:
-            raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        limit = self.server.app.max_request_bytes
+        if int(length) > limit:
+            self._drain(int(length))
+            raise ApiError(
+                413,
+                f"the request body is {length} bytes, more than this server's limit of {limit} (--max-request-bytes)",
+                code="request_too_large",
+            )
         raw = self.rfile.read(int(length))
         try:
             body = json.loads(raw)
@@ -201,6 +237,15 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return body
+
+    def _drain(self, length: int) -> None:
+        """Read and drop a refused body, a chunk at a time, if it is small enough to be worth reading."""
+        left = length if length <= DRAIN_LIMIT_BYTES else 0
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1024 * 1024))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def _send_json(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -240,17 +285,28 @@ def load_for_serving(model_dir: Path):
     return model, tokenizer
 
 
-def serve(model_dir: Path, host: str, port: int, max_batch: int, model_name: str | None) -> None:
+def serve(
+    model_dir: Path,
+    host: str,
+    port: int,
+    max_batch: int,
+    model_name: str | None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> None:
     """Load the model, listen, print `serving NAME on http://HOST:PORT/v1`, and serve until interrupted."""
     if max_batch < 1:
         raise WarmstartError("serve: --max-batch must be at least 1")
+    if max_request_bytes < 1024:
+        raise WarmstartError("serve: --max-request-bytes must be at least 1024")
     model, tokenizer = load_for_serving(model_dir)
-    app = ChatServer(model, tokenizer, model_name or Path(model_dir).resolve().name, max_batch)
+    name = model_name or Path(model_dir).resolve().name
+    app = ChatServer(model, tokenizer, name, max_batch, max_request_bytes)
     try:
         httpd = ChatHTTPServer((host, port), app)
     except OSError as exc:
         raise WarmstartError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     app.engine.start()
+    log.info("context window: %s tokens; request bodies up to %d bytes", app.context.tokens, max_request_bytes)
     print(f"serving {app.name} on http://{host}:{httpd.server_address[1]}/v1", flush=True)  # tests wait for this line
     try:
         httpd.serve_forever()

@@ -10,6 +10,8 @@ Knobs (GrpoConfig), all variants of one loss (`losses.py`): clip_low/clip_high (
 normalization (token / sequence / constant = Dr. GRPO) and scale_by_std, kl_weight (0: no reference
 model in memory), drop_zero_variance (dynamic sampling: groups whose rewards are all equal carry no
 signal and are replaced by groups of the next tasks, up to max_refills rounds), overlong_buffer.
+Which tasks `collect` draws from is the caller's: every train task, or with task_filter = "learnable"
+only those the policy passes sometimes (`task_filter.py`), so fewer groups are flat to begin with.
 
 A verdict with `infra_error` is masked out of the update and counted, never scored 0.
 
