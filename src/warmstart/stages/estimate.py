@@ -13,6 +13,7 @@ the job came to in `costs.json` (estimate vs actual).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import fmean
 
 from ..metrics.bootstrap import bootstrap_mean
 from ..policies.api import prompt_size
@@ -61,10 +62,10 @@ def project(
     out = {
         "tasks": n,
         "pilot_tasks": len(pilot),
-        "samples": round(n * mean(c.samples for c in pilot)),
-        "requests": round(n * mean(c.requests for c in pilot)),
+        "samples": round(n * fmean(c.samples for c in pilot)),
+        "requests": round(n * fmean(c.requests for c in pilot)),
         "tokens_in": round(n * mean_bytes * in_per_byte),
-        "tokens_out": round(n * mean(c.tokens_out for c in pilot)),
+        "tokens_out": round(n * fmean(c.tokens_out for c in pilot)),
         "usd": None,
         "usd_range": None,
     }
@@ -80,11 +81,6 @@ def project(
         interval = bootstrap_mean(per_task)
         out["usd_range"] = [round(n * interval.low, 6), round(n * interval.high, 6)]
     return out
-
-
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def describe(stage: str, estimate: dict) -> str:

@@ -104,7 +104,7 @@ def finish_job(job: Job, stage: Stage, plans: list[SamplingPlan]) -> None:
     if job.policy.request_tally is not None:
         ledger.count_requests(job.policy.request_tally.summary())
     cost = ledger.summary()
-    final = latest_attempts(read_records(job.out, Trajectory))
+    final = latest_attempts([*job.earlier, *job.answered])  # the output file's records, without reading it again
     sampling = plan_summary(plans)
     stage.summary |= {
         "records": len(final),
@@ -224,8 +224,7 @@ class Job:
         """The policy answers `chunk`; each answer is verified, then appended to the output (one flushed
         line) and entered in the ledger. Rollouts the dollar cap kept from being sent are not written."""
         trajectories = self.policy.rollout(chunk, self.sampling, self.recipe.run.seed)
-        unsent = [t for t in trajectories if is_unsent(t)]
-        self.stopped = bool(unsent)
+        self.stopped = self.guard is not None and self.guard.exhausted
         trajectories = [t for t in trajectories if not is_unsent(t)]
         answered = [t for t in trajectories if t.error is None]
         self.check_logprobs(answered)
@@ -252,13 +251,13 @@ class Job:
         if lacking is None:
             return
         self.logprobs_checked = True
-        message = (
+        missing = (
             f"{self.name}: api.top_logprobs = {self.recipe.api.top_logprobs} was asked but {self.cfg.teacher} "
-            f"returned no log-probs (first: task {lacking.task_id}); SFT will train on the teacher's tokens only"
+            f"returned no log-probs (first: task {lacking.task_id})"
         )
         if self.cfg.require_logprobs:
-            raise WarmstartError(message.split(";")[0] + " and generate.require_logprobs = true")
-        log.warning(message)
+            raise WarmstartError(f"{missing} and generate.require_logprobs = true")
+        log.warning("%s; SFT will train on the teacher's tokens only", missing)
 
     def estimate(self, tasks: list[Task], pilot: list[Task]) -> dict | None:
         """The whole stage's bill projected from the pilot's tasks (logged; None without a usable pilot)."""

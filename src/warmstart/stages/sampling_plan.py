@@ -82,8 +82,9 @@ class SamplingPlan:
         probe = self.cfg.samples_per_task if self.cfg.adaptive else 0
         if self.cfg.adaptive and answered >= probe and (entry.passed == 0 or entry.failed == 0):
             return 0  # always passed or never passed in its probe: more samples would repeat that
-        at_least = max(probe - answered, (k - entry.passed) if k is not None else 0, 1)
-        return min(room, at_least if answered < max(probe, 1) or k is not None else 1)
+        # the rest of the probe, or the passes still missing toward k (each needs a sample), else one more
+        missing_passes = k - entry.passed if k is not None else 0
+        return min(room, max(probe - answered, missing_passes, 1))
 
     def summary(self) -> dict:
         """Samples asked per task and where tasks ended: for the stage's log and manifest."""
