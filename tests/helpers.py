@@ -69,3 +69,13 @@ def tiny_model():
     tokenizer = train_tokenizer(["What is 1+1? Answer: 2 carry so far"] * 4, 300)
     cfg = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=300)
     return build_tiny_llama(tokenizer, cfg, seed=0), tokenizer
+
+
+def code_reply(task, code: str, before: str = "") -> Trajectory:
+    """A trajectory whose assistant turn answers `task` with `code` in a ```python block."""
+    return Trajectory(
+        task_id=task.id,
+        policy="t",
+        messages=[*task.prompt, Message(role="assistant", content=f"{before}```python\n{code}```")],
+        provenance=Provenance(provider="t", model="t", created=0),
+    )

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
+from helpers import code_reply
 from warmstart.envs.io_tests import grade_io, outputs_match
 from warmstart.envs.python import PythonEnv, PythonOptions
 from warmstart.envs.sandbox.bubblewrap import SANDBOX_FAILED, Execution
 from warmstart.errors import WarmstartError
-from warmstart.types import Message, Provenance, Trajectory
+from warmstart.types import Trajectory
 
 # Sample io tasks with reference solutions (for these tests only; the package ships none).
 SAMPLE_TASKS = [
@@ -76,12 +77,7 @@ def write_tasks(tmp_path, records, name="io.jsonl"):
 
 
 def answer(task, code: str) -> Trajectory:
-    return Trajectory(
-        task_id=task.id,
-        policy="t",
-        messages=[*task.prompt, Message(role="assistant", content=f"Here:\n```python\n{code}```")],
-        provenance=Provenance(provider="t", model="t", created=0),
-    )
+    return code_reply(task, code, "Here:\n")
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,18 @@ import random
 
 import pytest
 
-from helpers import small_recipe
+from helpers import code_reply, small_recipe
 from warmstart.envs.python import DEFAULT_TASKS, PythonEnv, PythonOptions
 from warmstart.envs.verification import verify_all
 from warmstart.errors import WarmstartError
 from warmstart.stages import curate, evaluate, generate, grpo, sft
-from warmstart.types import Message, Provenance, Trajectory
+from warmstart.types import Trajectory
 
 ENV_ARGS = ["env.name=python"]
 
 
 def answer(task, code: str) -> Trajectory:
-    return Trajectory(
-        task_id=task.id,
-        policy="t",
-        messages=[*task.prompt, Message(role="assistant", content=f"```python\n{code}```")],
-        provenance=Provenance(provider="t", model="t", created=0),
-    )
+    return code_reply(task, code)
 
 
 def test_every_shipped_task_passes_its_reference_and_fails_its_wrong_answer_in_the_sandbox():
@@ -59,12 +54,20 @@ def test_a_humaneval_style_file_loads_and_grades(tmp_path):
     assert env.verify(task, answer(task, "    return sum(xs)\n")).passed  # a body completing the prompt
     half = env.verify(task, answer(task, "def total(xs):\n    return sum(xs) if xs else 1\n"))
     assert not half.passed and half.details["tests_passed"] == 1
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(
-        json.dumps({**record, "test": "def check(candidate):\n    for x in [1]:\n        assert candidate([x]) == x\n"})
+    looped = tmp_path / "looped.jsonl"
+    looped.write_text(
+        json.dumps(
+            {**record, "test": "def check(candidate):\n    for x in [1, 5]:\n        assert candidate([x]) == x\n"}
+        )
         + "\n"
     )
-    with pytest.raises(WarmstartError, match="HumanEval/0-like.*not an `assert`"):
+    [proxied] = PythonEnv(PythonOptions(tasks_file=str(looped))).all_tasks  # not literal: through the proxy
+    assert proxied.hidden["mode"] == "proxy"
+    assert env.verify(proxied, answer(proxied, "    return sum(xs)\n")).passed
+    assert not env.verify(proxied, answer(proxied, "    return len(xs)\n")).passed
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**record, "test": "def check(candidate):\n    assert candidate([1] == 1\n"}) + "\n")
+    with pytest.raises(WarmstartError, match="HumanEval/0-like: the test cannot be parsed"):
         PythonEnv(PythonOptions(tasks_file=str(bad)))
 
 

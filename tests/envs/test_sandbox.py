@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.envs.python import PythonEnv, PythonOptions, compile_tests
+from warmstart.envs.python import PythonEnv, PythonOptions
+from warmstart.envs.python_tests import compile_tests
 from warmstart.errors import WarmstartError
 from warmstart.types import Message, Provenance, Trajectory
 

@@ -6,13 +6,16 @@ this project (`python_tasks.jsonl`, 48 tasks over three difficulty levels). The 
 ```python block (or the whole reply) is the program; a reply that does not define the entry point is
 taken as the body that completes the prompt.
 
-Grading: `check(candidate)` must consist of `assert` statements whose `candidate(...)` calls have
-literal arguments (most HumanEval- and MBPP-style tests do; others are refused at load time, naming
-the task and line). Only those calls run in the sandbox (`sandbox/bubblewrap.py`: by default in its pre-started
-zygote, a fresh set of namespaces per run; via `python_harness.py`); their
-results come back as plain data and every assertion is evaluated here, outside the sandbox, with the
-results in place of the calls. Reward 1 when every assertion holds; the fraction is a detail. A
-sandbox that could not start is an infra error, never a 0.
+MBPP's layout (`text`, `code`, `test_list`[, `test_setup_code`]) and stdin/stdout tasks (io_tests.py)
+are read too.
+
+Grading (python_tests.py decides the way per task as it loads): a test made of asserts over literal
+calls has only the calls run in the sandbox (`sandbox/bubblewrap.py`: by default in its pre-started
+zygote, a fresh set of namespaces per run; via `python_harness.py`) and every assertion evaluated here
+on the returned plain data; any other test (loops, helpers, random inputs, ...) runs in a sandboxed
+process of its own that calls the candidate, in another, through a proxy (python_proxy.py). Reward 1
+when every assertion (every test unit) holds; the fraction is a detail. A sandbox that could not start
+is an infra error, never a 0.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import secrets
 import tempfile
 import time
 import weakref
+import zlib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,11 +40,14 @@ from ..errors import WarmstartError
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import final_assistant_text, hash_split
 from .io_tests import grade_io, io_task_parts, is_io_record
-from .python_harness import decode, encode
+from .python_harness import decode
+from .python_tests import humaneval_tests, is_mbpp_record, mbpp_parts, parses, proxy_spec
 from .sandbox import bubblewrap as sandbox
+from .sandbox.interpreter import Interpreter, interpreter
 
 DEFAULT_TASKS = Path(__file__).with_name("python_tasks.jsonl")
 HARNESS = Path(__file__).with_name("python_harness.py")
+PROXY = Path(__file__).with_name("python_proxy.py")
 CODE_BLOCK_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 EVAL_BUCKETS = 8
 # What a test's assertion may use beside the results (plain data) when it is evaluated here.
@@ -61,54 +68,9 @@ class PythonOptions(BaseModel):
     memory_mb: int = Field(1024, ge=64)
     unsafe_no_sandbox: bool = False  # run without bubblewrap: trusted code only
     zygote: bool = True  # one pre-started sandboxed interpreter forking an isolated child per run (fast); false: a new sandbox per run
-
-
-def literal(node: ast.AST, where: str):
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        raise WarmstartError(
-            f"{where}: the arguments of candidate(...) must be literals (got {ast.unparse(node)!r})"
-        ) from None
-
-
-def compile_tests(test: str, entry_point: str, where: str) -> tuple[list[dict], list[dict]]:
-    """(calls to run in the sandbox, assertions to evaluate outside) from a `check(candidate)` source."""
-    check = next((n for n in ast.parse(test).body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
-    if check is None or not check.args.args:
-        raise WarmstartError(f"{where}: the test has no `def check(candidate):`")
-    names = {check.args.args[0].arg, entry_point}
-    calls: list[dict] = []
-    asserts: list[dict] = []
-    for statement in check.body:
-        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
-            continue  # a docstring
-        if not isinstance(statement, ast.Assert):
-            raise WarmstartError(
-                f"{where}: line {statement.lineno} of the test is not an `assert` (only asserts can be graded outside the sandbox)"
-            )
-        used: list[int] = []
-
-        class Replace(ast.NodeTransformer):
-            def visit_Call(self, node: ast.Call):
-                if isinstance(node.func, ast.Name) and node.func.id in names:
-                    calls.append(
-                        {
-                            "args": [encode(literal(a, where)) for a in node.args],
-                            "kwargs": {k.arg: encode(literal(k.value, where)) for k in node.keywords},
-                        }
-                    )
-                    used.append(len(calls) - 1)
-                    return ast.copy_location(ast.Name(id=f"__r{len(calls) - 1}", ctx=ast.Load()), node)
-                return self.generic_visit(node)
-
-        expression = Replace().visit(statement.test)
-        if not used:
-            raise WarmstartError(f"{where}: line {statement.lineno} of the test never calls the candidate")
-        asserts.append({"expr": ast.unparse(expression), "calls": used})
-    if not asserts:
-        raise WarmstartError(f"{where}: the test has no assertions")
-    return calls, asserts
+    python: str | None = (
+        None  # an interpreter (e.g. a venv's bin/python) whose packages programs may import, mounted read-only; default: the system's, standard library only
+    )
 
 
 def load_task_records(path: Path) -> list[dict]:
@@ -130,6 +92,9 @@ def last_code_block(reply: str) -> str:
 
 
 def program_of(reply: str, prompt_code: str, entry_point: str) -> str:
+    """The program to grade: a reply that defines the entry point, after the prompt's own code when that
+    is a whole program (so the helpers the prompt defines are there, as in HumanEval's harness); any other
+    reply is taken as the body that completes the prompt."""
     code = last_code_block(reply)
     try:
         defines = any(
@@ -138,7 +103,9 @@ def program_of(reply: str, prompt_code: str, entry_point: str) -> str:
         )
     except SyntaxError:
         defines = False
-    return code if defines else prompt_code + code
+    if not defines:
+        return prompt_code + code
+    return f"{prompt_code}\n\n{code}" if prompt_code and parses(prompt_code) else code
 
 
 class PythonEnv:
@@ -153,6 +120,9 @@ class PythonEnv:
                 "env python: bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set env.options.unsafe_no_sandbox = true for trusted code only"
             )
         self.zygote: sandbox.Zygote | None = None
+        self.python = interpreter(self.options.python)
+        if self.options.python and not self.options.unsafe_no_sandbox:
+            check_starts_sandboxed(self.python, self.options.python)
         path = Path(self.options.tasks_file) if self.options.tasks_file else DEFAULT_TASKS
         self.all_tasks = [
             self._task(r, f"{path.name}: task {r.get('task_id', r.get('problem_id'))}") for r in load_task_records(path)
@@ -161,25 +131,29 @@ class PythonEnv:
     def _task(self, record: dict, where: str) -> Task:
         if is_io_record(record):
             return self._io_task(record, where)
+        if is_mbpp_record(record):
+            task_id, text, hidden = mbpp_parts(record, where)
+            return self._code_task(task_id, text, hidden, record)
         missing = [k for k in ("task_id", "prompt", "test", "entry_point") if k not in record]
         if missing:
             raise WarmstartError(f"{where}: missing {', '.join(missing)}")
-        calls, asserts = compile_tests(record["test"], record["entry_point"], where)
         hidden = {
-            "calls": calls,
-            "asserts": asserts,
+            **humaneval_tests(record, where),
             "entry_point": record["entry_point"],
             "prompt_code": record["prompt"],
         }
         if record.get("canonical_solution"):
             hidden["solution"] = record["prompt"] + record["canonical_solution"]
         text = f"Complete this Python function. Reply with the whole function in one ```python block.\n\n```python\n{record['prompt']}```"
+        return self._code_task(str(record["task_id"]), text, hidden, record)
+
+    def _code_task(self, task_id: str, text: str, hidden: dict, record: dict) -> Task:
         return Task(
-            id=f"python/{record['task_id']}",
+            id=f"python/{task_id}",
             env=self.name,
             prompt=[Message(role="user", content=text)],
             hidden=hidden,
-            split=hash_split(record["task_id"], EVAL_BUCKETS),
+            split=hash_split(task_id, EVAL_BUCKETS),
             meta={"difficulty": record.get("difficulty", "unknown")},
         )
 
@@ -211,6 +185,8 @@ class PythonEnv:
         if "io_tests" in task.hidden:  # a stdin/stdout program, run once per test input
             return grade_io(task.hidden, last_code_block(reply), self.execute, self.options.per_call_s)
         program = program_of(reply, task.hidden["prompt_code"], task.hidden["entry_point"])
+        if task.hidden.get("mode") == "proxy":
+            return self.grade_proxied(task, program)
         return self.grade(task, program)
 
     def __getstate__(self) -> dict:
@@ -231,14 +207,15 @@ class PythonEnv:
         )
         if self.options.unsafe_no_sandbox:
             with tempfile.TemporaryDirectory(prefix="warmstart-py-") as tmp:
-                return run_harness(spec, Path(tmp), limits, unsafe=True)
+                return run_harness(spec, Path(tmp), limits, unsafe=True, python=self.python)
+        files = {"python_harness.py": HARNESS.read_text(), "python_proxy.py": PROXY.read_text()}
         if self.options.zygote:
             if self.zygote is None:
-                self.zygote = sandbox.Zygote({"python_harness.py": HARNESS.read_text()}, limits)
+                self.zygote = sandbox.Zygote(files, limits, self.python)
                 weakref.finalize(self, self.zygote.close)
             return self.zygote.execute(spec, limits)
         # A new sandbox for this one run, set up by the same code as the zygote's jobs (the same caps).
-        one_off = sandbox.Zygote({"python_harness.py": HARNESS.read_text()}, limits)
+        one_off = sandbox.Zygote(files, limits, self.python)
         try:
             return one_off.execute(spec, limits)
         finally:
@@ -274,6 +251,40 @@ class PythonEnv:
         ok = passed == total
         return Verdict(reward=1.0 if ok else 0.0, passed=ok, details=details)
 
+    def grade_proxied(self, task: Task, program: str) -> Verdict:
+        """A test that calls the candidate through the proxy (python_proxy.py): each unit (a whole
+        `check`, or one MBPP assert) passes or fails as reported by the test's own process."""
+        nonce, units = secrets.token_hex(8), task.hidden["units"]
+        seed = zlib.crc32(task.id.encode())  # a test's random inputs: the same for every sample of a task
+        execution = self.execute(proxy_spec(task.hidden, program, nonce, self.options.per_call_s, seed))
+        report = parse_report(execution.stdout, nonce, len(units))
+        if "test_error" in report:
+            return Verdict(
+                reward=0.0,
+                passed=False,
+                infra_error=f"{task.id}: the task's own test code failed: {report['test_error']}",
+            )
+        if not report["units"] and "load_error" not in report and execution.infra_error:
+            return Verdict(reward=0.0, passed=False, infra_error=execution.infra_error)
+        passed = sum(bool(u.get("passed")) for u in report["units"].values())
+        details = {
+            "tests_passed": passed,
+            "tests": len(units),
+            "fraction": passed / len(units),
+            "seconds": round(execution.seconds, 3),
+        }
+        failed = [u for u in report["units"].values() if not u.get("passed")]
+        if "load_error" in report:
+            details["reason"] = f"program did not load: {report['load_error']}"
+        elif execution.timed_out or any(u.get("timeout") for u in failed):
+            details["reason"] = "time limit"
+        elif execution.truncated:
+            details["reason"] = "output limit"
+        elif failed:
+            details["first_failure"] = str(failed[0].get("error", ""))[:300]
+        ok = passed == len(units)
+        return Verdict(reward=1.0 if ok else 0.0, passed=ok, details=details)
+
     def reference(self, task: Task, rng) -> Trajectory:
         solution = task.hidden.get("solution")
         if solution is None:
@@ -286,21 +297,40 @@ class PythonEnv:
         )
 
 
+def check_starts_sandboxed(python: Interpreter, given: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="warmstart-py-") as tmp:
+        started = sandbox.run([*python.argv(), "-c", "pass"], Path(tmp), sandbox.Limits(wall_s=60), python=python)
+    if started.returncode != 0:
+        why = started.stderr.decode(errors="replace").strip().splitlines() or [f"exit {started.returncode}"]
+        raise WarmstartError(
+            f"env.options.python: {given} does not start inside the sandbox (it runs as `nobody`, who must be able to read it): {why[-1]}"
+        )
+
+
 def run_harness(
-    spec: dict, task_dir: Path, limits: sandbox.Limits, unsafe: bool, work_dir: Path | None = None
+    spec: dict,
+    task_dir: Path,
+    limits: sandbox.Limits,
+    unsafe: bool,
+    work_dir: Path | None = None,
+    python: Interpreter = Interpreter(),
 ) -> sandbox.Execution:
-    """The harness on `spec` in a new sandbox: `task_dir` (empty, ours) becomes its /task."""
+    """The harness on `spec` in a new sandbox: `task_dir` (empty, ours) becomes its /task. A proxied
+    spec runs both of its processes there (python_proxy.py's `pair`: for trusted code, with `unsafe`)."""
     (task_dir / "input.json").write_text(json.dumps(spec))
-    (task_dir / "harness.py").write_text(HARNESS.read_text())
-    return sandbox.run(
-        [sandbox.SANDBOX_PYTHON, "-I", "-S", "/task/harness.py"], task_dir, limits, unsafe=unsafe, work_dir=work_dir
+    (task_dir / "python_harness.py").write_text(HARNESS.read_text())
+    (task_dir / "python_proxy.py").write_text(PROXY.read_text())
+    script = (
+        ["/task/python_proxy.py", "pair", "/task/input.json"]
+        if spec.get("mode") == "proxy"
+        else ["/task/python_harness.py", "/task/input.json"]
     )
+    argv = [*python.argv(sandboxed=sandbox.bwrap_path() is not None), *script]
+    return sandbox.run(argv, task_dir, limits, unsafe=unsafe, work_dir=work_dir, python=python)
 
 
-def parse_results(stdout: bytes, nonce: str, n_calls: int) -> tuple[dict[int, dict], str | None]:
-    """The first result per call index (later lines for an index are ignored), and any load error."""
-    results: dict[int, dict] = {}
-    load_error = None
+def nonce_records(stdout: bytes, nonce: str):
+    """The JSON objects the harness wrote on lines that start with this execution's nonce."""
     prefix = nonce + " "
     for line in stdout.decode(errors="replace").splitlines():
         if not line.startswith(prefix):
@@ -309,8 +339,29 @@ def parse_results(stdout: bytes, nonce: str, n_calls: int) -> tuple[dict[int, di
             record = json.loads(line[len(prefix) :])
         except ValueError:
             continue
-        if not isinstance(record, dict):
-            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def parse_report(stdout: bytes, nonce: str, n_units: int) -> dict:
+    """A proxied test's report: {"units": {index: record}} (the first record per unit), and the first
+    "load_error" / "test_error" if any."""
+    report: dict = {"units": {}}
+    for record in nonce_records(stdout, nonce):
+        for key in ("load_error", "test_error"):
+            if key in record:
+                report.setdefault(key, str(record[key]))
+        index = record.get("unit")
+        if isinstance(index, int) and 0 <= index < n_units and index not in report["units"]:
+            report["units"][index] = record
+    return report
+
+
+def parse_results(stdout: bytes, nonce: str, n_calls: int) -> tuple[dict[int, dict], str | None]:
+    """The first result per call index (later lines for an index are ignored), and any load error."""
+    results: dict[int, dict] = {}
+    load_error = None
+    for record in nonce_records(stdout, nonce):
         if "load_error" in record and load_error is None:
             load_error = str(record["load_error"])
         index = record.get("i")

@@ -34,12 +34,16 @@ def encode(value, depth: int = 0):
         return value
     if kind is float:
         return {"float": repr(value)}
+    if kind is complex:
+        return {"complex": [repr(value.real), repr(value.imag)]}
+    if kind is bytes:
+        return {"bytes": value.hex()}
     if kind is list:
         return [encode(v, depth + 1) for v in value]
     if kind is tuple:
         return {"tuple": [encode(v, depth + 1) for v in value]}
     if kind in (set, frozenset):
-        return {"set": [encode(v, depth + 1) for v in value]}
+        return {kind.__name__: [encode(v, depth + 1) for v in value]}
     if kind is dict:
         return {"dict": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
     raise TypeError(f"cannot return a {kind.__name__}")
@@ -52,10 +56,16 @@ def decode(data):
         ((tag, inner),) = data.items()
         if tag == "float":
             return float(inner)
+        if tag == "complex":
+            return complex(float(inner[0]), float(inner[1]))
+        if tag == "bytes":
+            return bytes.fromhex(inner)
         if tag == "tuple":
             return tuple(decode(v) for v in inner)
         if tag == "set":
             return {decode(v) for v in inner}
+        if tag == "frozenset":
+            return frozenset(decode(v) for v in inner)
         if tag == "dict":
             return {decode(k): decode(v) for k, v in inner}
         raise ValueError(f"unknown tag {tag!r}")
@@ -71,7 +81,9 @@ def on_alarm(signum, frame):
 
 
 def main() -> None:
-    run_spec(json.load(open("/task/input.json")))
+    # The spec's path comes as an argument: outside bubblewrap (trusted code) /task is not a mount.
+    with open(sys.argv[1] if len(sys.argv) > 1 else "/task/input.json") as f:
+        run_spec(json.load(f))
 
 
 def run_spec(spec: dict) -> None:

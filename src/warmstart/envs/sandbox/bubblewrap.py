@@ -25,7 +25,8 @@ by other sandboxes on the same machine; timing side channels. It needs unprivile
 which runs the same command as a plain subprocess with only the rlimits: for trusted code only.
 
 The interpreter inside is the system's /usr/bin/python3 (readable by `nobody`): sandboxed programs get
-the standard library only. `run` starts a new sandbox per execution (~30 ms); `Zygote` keeps one
+the standard library only, unless another interpreter is named (interpreter.py: its directories are
+mounted read-only). `run` starts a new sandbox per execution (~30 ms); `Zygote` keeps one
 sandbox with a pre-started interpreter that runs each job in fresh nested namespaces (~5 ms).
 """
 
@@ -45,13 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import WarmstartError
+from .interpreter import Interpreter
 
 NOBODY = 65534
 PR_SET_CHILD_SUBREAPER = 36
 PRLIMIT, SETPRIV = "/usr/bin/prlimit", "/usr/bin/setpriv"  # util-linux: on every Debian
 SANDBOX_FAILED = "sandbox failed: "  # how an Execution that never ran begins its stderr
-ZYGOTE_SETUP_FAILED = (70, 71, 72)  # zygote.SETUP_FAILED
-SANDBOX_PYTHON = "/usr/bin/python3"
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,12 @@ def bwrap_path() -> str | None:
 
 
 def bwrap_command(
-    task_dir: Path, argv: list[str], limits: Limits, work_dir: Path | None, scratch: bool = True
+    task_dir: Path,
+    argv: list[str],
+    limits: Limits,
+    work_dir: Path | None,
+    scratch: bool = True,
+    python: Interpreter = Interpreter(),
 ) -> list[str]:
     """The bwrap command line. Writable: /work, /tmp and /dev/shm only, size-capped tmpfs of this sandbox
     (`work_dir` instead, when given, on /work: a throwaway copy the caller made of a repository to work
@@ -106,7 +111,7 @@ def bwrap_command(
     return [
         bwrap_path(),
         "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
-        "--ro-bind", "/usr", "/usr",
+        "--ro-bind", "/usr", "/usr", *python.bwrap_mounts(),
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
         "--proc", "/proc", "--dev", "/dev",
         *writable,
@@ -139,10 +144,16 @@ def limited(command: list[str], limits: Limits, demote: bool) -> list[str]:
 
 
 def run(
-    argv: list[str], task_dir: Path, limits: Limits = Limits(), unsafe: bool = False, work_dir: Path | None = None
+    argv: list[str],
+    task_dir: Path,
+    limits: Limits = Limits(),
+    unsafe: bool = False,
+    work_dir: Path | None = None,
+    python: Interpreter = Interpreter(),
 ) -> Execution:
     """Run `argv` (paths inside the sandbox: the task directory is /task, read-only, and the cwd is
-    /work: a size-capped tmpfs, or `work_dir` mounted writable — a copy the caller throws away)."""
+    /work: a size-capped tmpfs, or `work_dir` mounted writable — a copy the caller throws away), with
+    `python`'s directories mounted read-only."""
     sandboxed = bwrap_path() is not None
     if not sandboxed and not unsafe:
         raise WarmstartError(
@@ -153,7 +164,7 @@ def run(
         hand_over(Path(work_dir), writable=True)
     # Without bwrap there is no /task mount: the same paths are the task directory itself.
     command = (
-        bwrap_command(Path(task_dir), argv, limits, work_dir)
+        bwrap_command(Path(task_dir), argv, limits, work_dir, python=python)
         if sandboxed
         else [a.replace("/task", str(task_dir), 1) if a.startswith("/task") else a for a in argv]
     )
@@ -272,8 +283,8 @@ class Zygote:
     (`zygote.py`): the same isolation per execution without an interpreter start per
     execution. Started on first use; restarted if it stops answering (killed from outside)."""
 
-    def __init__(self, files: dict[str, str], limits: Limits):
-        self.files, self.limits = files, limits
+    def __init__(self, files: dict[str, str], limits: Limits, python: Interpreter = Interpreter()):
+        self.files, self.limits, self.python = files, limits, python
         self.process: subprocess.Popen | None = None
         self.dir: Path | None = None
         self.pending = b""  # read from the zygote, not yet consumed
@@ -285,8 +296,8 @@ class Zygote:
         hand_over(self.dir, writable=False)
         # The zygote's own limits are loose (it forks every job); each job sets its own tight ones.
         loose = Limits(cpu_s=10**6, memory_bytes=4 << 30, processes=self.limits.processes + 8, open_files=256)
-        argv = [SANDBOX_PYTHON, "-I", "-S", "/task/zygote.py"]
-        command = bwrap_command(self.dir, argv, self.limits, None, scratch=False)
+        argv = [*self.python.argv(), "/task/zygote.py"]
+        command = bwrap_command(self.dir, argv, self.limits, None, scratch=False, python=self.python)
         become_subreaper()
         self.process = subprocess.Popen(
             limited(command, loose, demote=True),
@@ -306,7 +317,7 @@ class Zygote:
             self.process.stdin.write((json.dumps(job) + "\n").encode())
             self.process.stdin.flush()
             header = self._read_line(limits.wall_s + 5.0)
-            _, size, timed_out, truncated, code = header.split()
+            _, size, timed_out, truncated, code, isolated = header.split()
             data = self._read_exactly(int(size), 5.0)
         except (OSError, ValueError, TimeoutError) as exc:
             self.close()  # the hard kill from outside; the next job starts a fresh zygote
@@ -316,11 +327,7 @@ class Zygote:
                 stderr=f"{SANDBOX_FAILED}{exc}".encode(),
                 seconds=time.monotonic() - started,
             )
-        setup = (
-            f"{SANDBOX_FAILED}the job could not be isolated (exit {code})".encode()
-            if int(code) in ZYGOTE_SETUP_FAILED
-            else b""
-        )
+        setup = b"" if isolated == "1" else f"{SANDBOX_FAILED}the job could not be isolated (exit {code})".encode()
         return Execution(
             returncode=int(code),
             stdout=data,

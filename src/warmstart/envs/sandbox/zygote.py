@@ -17,9 +17,15 @@ the job's mounts. The job cannot take those mounts off: it has no capabilities l
 namespace it creates for itself gets a copy in which the kernel locks them in place. Nor can it
 reach into the zygote through /proc/<pid>/mem: the zygote is not dumpable (PR_SET_DUMPABLE 0).
 
+A proxied job (`spec["mode"] == "proxy"`, python_proxy.py) is two such children, each isolated on its
+own: the test's runner, forked from here, and the candidate, which execs a fresh interpreter before any of
+its code runs (this process has held the test, and a fork would hand the program a copy of it); the two
+talk only through a pair of pipes, and only the runner reports.
+
 Protocol (stdin / stdout of the zygote): one JSON job per line; for each, a header line
-`RESULT <bytes> <timed_out> <truncated> <exit code>` and then that many bytes of the job's output.
-Exit codes 70-72 mean the job could not be isolated (SETUP_FAILED): the caller's infra error.
+`RESULT <bytes> <timed_out> <truncated> <exit code> <isolated>` and then that many bytes of the job's
+output. `isolated` 0: a child's isolation failed before any job code ran (the caller's infra error); only
+a byte the set-up writes says so, never an exit code, which a program could choose.
 """
 
 import ctypes
@@ -34,6 +40,7 @@ import time
 
 sys.path.insert(0, "/task")
 import python_harness  # noqa: E402  (copied beside this file)
+import python_proxy  # noqa: E402
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
     0x20000,
@@ -46,7 +53,6 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWN
 MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
 PR_CAP_AMBIENT_CLEAR_ALL, CAPABILITY_VERSION_3, LAST_CAPABILITY = 4, 0x20080522, 63
-SETUP_FAILED = (70, 71, 72)  # unshare / parent gone / mount or capabilities: kept in step with bubblewrap.py
 SCRATCH = (b"/work", b"/tmp", b"/dev/shm")  # every path a job can write: each a fresh tmpfs of its own
 # Standard-library modules that model-written programs import most (type hints, collections, math,
 # regexes, heaps), imported here once so every job's fork inherits them: `typing` alone takes ~3.5 ms
@@ -56,8 +62,10 @@ SCRATCH = (b"/work", b"/tmp", b"/dev/shm")  # every path a job can write: each a
 PRELOADED = ("typing", "collections", "itertools", "functools", "math", "re", "heapq", "bisect", "string", "operator")
 
 
-def isolate_and_run(job: dict, channel: int, libc) -> None:
-    """In the forked child: new namespaces, then pid 1 of them runs the job. Never returns."""
+def isolate_and_run(job: dict, ready: int, libc, run) -> None:
+    """In the forked child: new namespaces, then pid 1 of them calls `run()`. Never returns. One byte on
+    `ready` says the isolation is complete: written before any job code runs and closed at once, so a
+    program cannot fake a failed set-up (by its exit code, say) to pass its failure off as ours."""
     uid, gid = os.getuid(), os.getgid()
     # Dumpable for a moment: a process may write its own uid_map only then. Nothing else runs as us now.
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
@@ -91,10 +99,80 @@ def isolate_and_run(job: dict, channel: int, libc) -> None:
         (resource.RLIMIT_CORE, 0),
     ):
         resource.setrlimit(name, (value, value))
+    os.write(ready, b"R")
+    os.close(ready)
+    try:
+        run()
+    finally:  # whatever happens, this copy of the zygote never returns to its loop
+        os._exit(0)
+
+
+def run_harness(job: dict, channel: int) -> None:
+    """A job of the literal-call harness (python_harness.py): its results are written to `channel`."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # not the zygote's own stdin, where the next jobs arrive
     os.dup2(channel, 1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    os.dup2(null, 2)
     python_harness.run_spec(job["spec"])
-    os._exit(0)
+
+
+def run_check(job: dict, channel: int, to_candidate: int, from_candidate: int) -> None:
+    """The test side of a proxied job (python_proxy.py): trusted code, reporting on `channel`."""
+    spec, out = job["spec"], os.fdopen(channel, "w")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+
+    def emit(record: dict) -> None:
+        out.write(f"{spec['nonce']} {json.dumps(record)}\n")
+        out.flush()
+
+    python_proxy.run_check(spec, python_proxy.Channel(to_candidate, from_candidate, spec["per_call_s"]), emit)
+
+
+def exec_candidate(requests: int, replies: int) -> None:
+    """The candidate side of a proxied job: a fresh interpreter (exec), so that nothing of this process's
+    memory, where tests and earlier jobs have been, reaches the program; its stdin and stdout are the two
+    pipes (its program comes first on stdin) and every other descriptor closes on exec (Python opens them
+    so)."""
+    os.dup2(requests, 0)
+    os.dup2(replies, 1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    python = [sys.executable, "-I", *(["-S"] if sys.flags.no_site else [])]
+    os.execv(sys.executable, [*python, "/task/python_proxy.py", "serve", ",".join(PRELOADED)])
+
+
+def spawn_candidate(job: dict, libc) -> dict:
+    """A candidate server in its own isolated namespaces, started now and waiting for its program: the
+    zygote keeps one ready after a proxied job, so the next one does not wait for an interpreter to start."""
+    to_candidate, from_candidate = os.pipe(), os.pipe()  # (read, write) each
+    keep = (to_candidate[0], from_candidate[1])
+    job = {**job, "fds": [*to_candidate, *from_candidate]}
+    pid, ready = fork_job(job, libc, lambda: exec_candidate(*keep), keep=keep)
+    for fd in keep:
+        os.close(fd)
+    return {
+        "pid": pid,
+        "ready": ready,
+        "requests": to_candidate[1],
+        "replies": from_candidate[0],
+        "limits": limits_of(job),
+    }
+
+
+def limits_of(job: dict) -> str:
+    return json.dumps({k: v for k, v in job.items() if k not in ("spec", "fds")}, sort_keys=True)
+
+
+def retire(candidate: dict) -> bool:
+    """Stop a candidate server; whether its isolation had been complete."""
+    for fd in (candidate["requests"], candidate["replies"]):
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # handed over and closed already
+    stop(candidate["pid"])
+    return was_isolated(candidate["ready"])
 
 
 def map_own_ids(uid: int, gid: int) -> bool:
@@ -143,7 +221,7 @@ def exit_code(status: int) -> int:
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
-def collect(fd: int, child: int, wall_s: float, cap: int) -> tuple[bytes, bool, bool, int]:
+def collect(fd: int, wall_s: float, cap: int) -> tuple[bytes, bool, bool]:
     chunks, size, deadline = [], 0, time.monotonic() + wall_s
     timed_out = truncated = False
     while True:
@@ -162,10 +240,71 @@ def collect(fd: int, child: int, wall_s: float, cap: int) -> tuple[bytes, bool, 
             truncated = True
             break
         chunks.append(data)
-    if timed_out or truncated:
-        os.kill(child, signal.SIGTERM)  # our own code in the child: it takes the namespace down
+    return b"".join(chunks), timed_out, truncated
+
+
+def stop(child: int) -> int:
+    """Our own code in the child takes its namespace down on SIGTERM; its exit code once all is gone."""
+    try:
+        os.kill(child, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
     _, status = os.waitpid(child, 0)
-    return b"".join(chunks), timed_out, truncated, exit_code(status)
+    return exit_code(status)
+
+
+def fork_job(job: dict, libc, run, keep: tuple[int, ...]) -> tuple[int, int]:
+    """(pid, read end of its ready pipe) of a new isolated child that calls `run()`; in the child every
+    pipe end of this job but `keep` is closed first (`job["fds"]`: the ones the zygote opened for it)."""
+    ready_read, ready_write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        for fd in job["fds"]:
+            if fd not in keep:
+                os.close(fd)
+        os.close(ready_read)
+        isolate_and_run(job, ready_write, libc, run)
+    os.close(ready_write)
+    return child, ready_read
+
+
+def was_isolated(ready_read: int) -> bool:
+    isolated = os.read(ready_read, 1) == b"R"
+    os.close(ready_read)
+    return isolated
+
+
+def run_job(job: dict, libc, spare: dict | None) -> tuple[bytes, bool, bool, int, bool]:
+    """(output, timed out, truncated, exit code, isolated) of one job: the literal-call harness in one
+    isolated process, or a proxied test (`spec["mode"] == "proxy"`) in two, each isolated on its own (the
+    candidate's: `spare` when its limits match, else one started now)."""
+    report_read, report_write = os.pipe()
+    job["fds"] = [report_read, report_write]
+    if job["spec"].get("mode") != "proxy":
+        child, ready = fork_job(job, libc, lambda: run_harness(job, report_write), keep=(report_write,))
+        os.close(report_write)
+        data, timed_out, truncated = collect(report_read, job["wall_s"], job["output_bytes"])
+        os.close(report_read)
+        return data, timed_out, truncated, stop(child), was_isolated(ready)
+    candidate = spare if spare is not None and spare["limits"] == limits_of(job) else spawn_candidate(job, libc)
+    if spare is not None and candidate is not spare:
+        retire(spare)
+    try:
+        os.write(candidate["requests"], python_proxy.program_line(job["spec"]))
+    except OSError:
+        pass  # it died: the test finds no program there, and its isolation byte tells whether that was ours
+    channel = (candidate["requests"], candidate["replies"])
+    job["fds"] += channel
+    test, test_ready = fork_job(
+        job, libc, lambda: run_check(job, report_write, *channel), keep=(report_write, *channel)
+    )
+    for fd in (report_write, *channel):
+        os.close(fd)
+    data, timed_out, truncated = collect(report_read, job["wall_s"], job["output_bytes"])
+    os.close(report_read)
+    code = stop(test)
+    isolated = was_isolated(test_ready) and retire(candidate)
+    return data, timed_out, truncated, code, isolated
 
 
 def main() -> None:
@@ -175,18 +314,16 @@ def main() -> None:
     for module in PRELOADED:
         importlib.import_module(module)
     out = sys.stdout.buffer
+    spare = None
     for line in sys.stdin:
         job = json.loads(line)
-        read_end, write_end = os.pipe()
-        child = os.fork()
-        if child == 0:
-            os.close(read_end)
-            isolate_and_run(job, write_end, libc)
-        os.close(write_end)
-        data, timed_out, truncated, code = collect(read_end, child, job["wall_s"], job["output_bytes"])
-        os.close(read_end)
-        out.write(f"RESULT {len(data)} {int(timed_out)} {int(truncated)} {code}\n".encode() + data)
+        data, timed_out, truncated, code, isolated = run_job(job, libc, spare)
+        out.write(f"RESULT {len(data)} {int(timed_out)} {int(truncated)} {code} {int(isolated)}\n".encode() + data)
         out.flush()
+        # After a proxied job, the next one's candidate starts now, while the caller reads this result.
+        spare = spawn_candidate(job, libc) if job["spec"].get("mode") == "proxy" else None
+    if spare is not None:
+        retire(spare)
 
 
 if __name__ == "__main__":
