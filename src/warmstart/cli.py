@@ -131,6 +131,29 @@ def eval_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
     _run_stages(_load(recipe, set_), ["eval"])
 
 
+@app.command("plan")
+def plan_cmd(
+    recipe: Path = RecipeArg,
+    set_: list[str] = SetOption,
+    stage: str = typer.Option("all", "--stage", help="sft, grpo or all."),
+):
+    """The estimated peak memory of sft and grpo on this machine's device, before anything loads."""
+    loaded = _load(recipe, set_)
+    if stage not in ("sft", "grpo", "all"):
+        typer.echo(f"error: --stage {stage}: expected sft, grpo or all", err=True)
+        raise typer.Exit(1)
+
+    def plan() -> None:
+        from .train import memory_plan
+
+        plans = [memory_plan.plan_for(loaded, name) for name in (["sft", "grpo"] if stage == "all" else [stage])]
+        print("\n\n".join(p.render() for p in plans))
+        for p in plans:
+            memory_plan.check(p)
+
+    _run_reporting_errors(plan)
+
+
 @app.command("run")
 def run_cmd(
     recipe: Path = RecipeArg,
@@ -248,13 +271,14 @@ def serve_cmd(
     max_request_bytes: int = typer.Option(
         4 * 1024 * 1024, "--max-request-bytes", help="Largest request body accepted; a larger one is a 413."
     ),
+    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps."),
 ):
     """An OpenAI-compatible HTTP server (/v1/chat/completions) over a local transformers model."""
 
     def run_server() -> None:
         from .serve.server import serve
 
-        serve(model_dir, host, port, max_batch, model_name, max_request_bytes)
+        serve(model_dir, host, port, max_batch, model_name, max_request_bytes, device)
 
     _run_reporting_errors(run_server)
 

@@ -126,6 +126,19 @@ class TinyModelConfig(Section):
 class RunConfig(Section):
     dir: str = "runs/default"
     seed: int = 0
+    # Where models train and generate (lm/device.py): "auto" takes cuda, then mps, then the CPU; a device
+    # asked for by name and absent is an error, never a silent fallback.
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+class LoraSettings(Section):
+    """A LoRA adapter through peft instead of full fine-tuning (train/lora.py); r = 0 is off."""
+
+    r: int = Field(0, ge=0)  # the adapter's rank; 0: train every weight
+    alpha: float = Field(16.0, gt=0.0)  # scaling alpha / r
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # peft's names: "all-linear" (every linear layer but the output head) or module names, e.g. ["q_proj", "v_proj"]
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
 
 
 class JudgeConfig(Section):
@@ -312,9 +325,12 @@ class SftConfig(Section):
     # whose logits dense KD uses: "teacher" (generate.teacher), run:NAME or hf:PATH
     teacher: PolicyField = PolicySpec.parse("teacher")
     kd_chunk: int = Field(1024, ge=1)  # scored positions per logits chunk: bounds KD memory to chunk x vocabulary
-    # Forward/backward under CPU bf16 autocast (weights, AdamW state, loss in fp32). Faster only where the
-    # CPU has native bf16 matmul (AVX512-BF16/AMX); on AVX2-only CPUs it is ~5x slower than fp32.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # bf16: forward/backward under bf16 autocast (weights, AdamW state, loss in fp32). "auto" (lm/device.py):
+    # bf16 on a GPU that supports it, fp32 on the CPU, where bf16 is faster only with native bf16 matmul
+    # (AVX512-BF16/AMX) and ~5x slower than fp32 on AVX2-only CPUs.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
 
 
 class GrpoConfig(Section):
@@ -355,6 +371,10 @@ class GrpoConfig(Section):
     task_filter: Literal["all", "learnable"] = "all"
     task_filter_samples: int = Field(4, ge=2)
     task_filter_every: int = Field(10, ge=1)
+    lora: LoraSettings = Field(
+        default_factory=LoraSettings
+    )  # with kl_weight > 0 the adapter-disabled base is the reference
+    gradient_checkpointing: bool = False
 
 
 class EvalConfig(Section):

@@ -285,3 +285,25 @@ def test_a_teacher_that_cannot_score_tokens_is_refused(kd_run, foreign_teacher):
         grpo.run(onpolicy(kd_run, "ref-teacher", "reference"))
     with pytest.raises(WarmstartError, match="vocabulary .* differs"):
         grpo.run(onpolicy(kd_run, "foreign-teacher", f"hf:{foreign_teacher}"))
+
+
+def test_lora_trains_with_dense_and_sparse_kd_and_on_policy_distillation(kd_run):
+    """An adapter, not the weights, learns from each teacher signal; each publishes a merged model and its adapter."""
+    lora = {"r": 4, "alpha": 8.0}
+    dense = with_section(
+        kd_run, "sft", data="kd", output="lora-dense", distill="logits", teacher="run:kd-teacher", steps=3
+    )
+    topk = with_section(kd_run, "sft", data="kd", output="lora-topk", distill="topk", steps=3)
+    for recipe, signal in ((dense, "logits"), (topk, "topk")):
+        out = sft.run(with_section(recipe, "sft", lora=lora))
+        stats = RunDir(kd_run).manifest()["stages"][f"sft:{recipe.sft.output}"]
+        assert signal_of(kd_run, recipe.sft.output)["signal"] == signal and stats["mean_kd"] is not None
+        assert (
+            0
+            < stats["trainable_parameters"]
+            < 0.2 * sum(p.numel() for p in load_model_and_tokenizer(out, "s")[0].parameters())
+        )
+        assert (out / "adapter" / "adapter_model.safetensors").exists()
+    out = grpo.run(onpolicy(kd_run, "lora-onpolicy", "run:dense", init="base", lora=lora))
+    stats = RunDir(kd_run).manifest()["stages"]["grpo:lora-onpolicy"]
+    assert all(h["reverse_kl"] > 0 for h in stats["history"]) and (out / "adapter" / "adapter_config.json").exists()

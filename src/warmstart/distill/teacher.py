@@ -19,18 +19,19 @@ import torch
 
 from ..config import PolicySpec
 from ..errors import WarmstartError
+from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer, vocabulary_mismatch
 from ..lm.paths import resolve_model_path
 from ..lm.scoring import sequence_logprobs
 
 
 class LocalTeacher:
-    def __init__(self, path: str, key: str, student_tokenizer):
+    def __init__(self, path: str, key: str, student_tokenizer, device=None):
         path = resolve_model_path(path, key)
         mismatch = vocabulary_mismatch(path, student_tokenizer)
         if mismatch:
             raise WarmstartError(f"{key}: {mismatch}; on-policy distillation needs the student's tokenizer")
-        self.model = load_model_and_tokenizer(path, key)[0].eval().requires_grad_(False)
+        self.model = load_model_and_tokenizer(path, key, device)[0].eval().requires_grad_(False)
         self.params = sum(p.numel() for p in self.model.parameters())
 
     @torch.no_grad()
@@ -49,7 +50,9 @@ class RemoteTeacher:
         if not self.checked:
             self.check_tokens(sequences[0], scored[0].tokens)
             self.checked = True
-        out = torch.zeros(batch["input_ids"].shape[0], batch["input_ids"].shape[1] - 1)
+        out = torch.zeros(
+            batch["input_ids"].shape[0], batch["input_ids"].shape[1] - 1, device=batch["input_ids"].device
+        )
         for row, s in enumerate(scored):
             out[row, : len(s.logprobs) - 1] = torch.tensor([v if v is not None else 0.0 for v in s.logprobs[1:]])
         return out
@@ -67,7 +70,7 @@ class RemoteTeacher:
 def make_teacher(spec: PolicySpec, key: str, recipe, student_tokenizer):
     """`spec`, resolved (`policies.spec.resolve`): hf:PATH or openai:MODEL@URL; nothing else can score tokens."""
     if spec.kind == "hf":
-        return LocalTeacher(spec.name, key, student_tokenizer)
+        return LocalTeacher(spec.name, key, student_tokenizer, resolve_device(recipe.run.device))
     if spec.kind == "openai":
         from ..policies.openai_scoring import connect_scorer  # the SDK loads only when a served teacher is used
 

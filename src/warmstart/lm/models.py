@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import WarmstartError
 from .paths import resolve_model_path
@@ -34,10 +34,17 @@ def load_tokenizer(path: str | Path, key: str):
     return tokenizer
 
 
-def load_model_and_tokenizer(path: str | Path, key: str):
+def load_config(path: str | Path, key: str):
+    """The model's config alone (no weights read)."""
+    directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
+    return AutoConfig.from_pretrained(directory, **kwargs)
+
+
+def load_model_and_tokenizer(path: str | Path, key: str, device=None):
+    """(model in fp32 on `device`, or the CPU; tokenizer)."""
     directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32", **kwargs)
-    return model, load_tokenizer(path, key)
+    return (model.to(device) if device is not None else model), load_tokenizer(path, key)
 
 
 def gguf_to_pretrained(gguf: Path, out: Path, key: str = "sft.student") -> Path:

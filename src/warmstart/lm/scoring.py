@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .generation import left_padded
+from .generation import device_of, left_padded
 
 
 @dataclass
@@ -43,7 +43,7 @@ def score_tokens(
 ) -> list[list[TokenLogprob]]:
     """Per sequence: every token from index `start` on, scored given the tokens before it, with its k best
     alternatives. One forward pass over the (left-padded) batch."""
-    ids, attention = left_padded(sequences, pad_id)
+    ids, attention = left_padded(sequences, pad_id, device_of(model))
     # Left padding shifts positions; as generate() does, each row's tokens sit at 0, 1, ... (RoPE models do
     # not care about a shift, models with absolute position embeddings such as GPT-2 do).
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -57,7 +57,9 @@ def score_tokens(
 
 def _row_logprobs(logp: torch.Tensor, tokens: list[int], k: int) -> list[TokenLogprob]:
     """logp: [len(tokens), V] log-probs at the positions that produced `tokens`."""
-    chosen = logp.gather(-1, torch.tensor(tokens, dtype=torch.long).unsqueeze(-1)).squeeze(-1).tolist()
+    chosen = (
+        logp.gather(-1, torch.tensor(tokens, dtype=torch.long, device=logp.device).unsqueeze(-1)).squeeze(-1).tolist()
+    )
     top_values, top_ids = logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long())
     return [
         TokenLogprob(token, value, list(zip(alt_ids, alt_values)))

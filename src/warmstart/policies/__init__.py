@@ -32,9 +32,11 @@ def make_policy(spec: PolicySpec, env: Environment, key: str, recipe: Recipe) ->
 
         return ReferencePolicy(env)
     if spec.kind == "hf":
+        from ..lm.device import resolve_device
         from .hf import HFPolicy
 
-        return HFPolicy(spec.name, key, env, recipe.env.max_turns, recipe.api.top_logprobs)
+        device = resolve_device(recipe.run.device)
+        return HFPolicy(spec.name, key, env, recipe.env.max_turns, recipe.api.top_logprobs, device)
     if spec.kind in ("openai", "anthropic"):
         return make_api_policy(spec, env, key, recipe)
     raise WarmstartError(

@@ -59,10 +59,10 @@ def turn_logprobs(model, pad_id: int, episode: Episode, k: int) -> list[list[dic
 class HFPolicy:
     request_tally = None  # no requests: its cost is compute time
 
-    def __init__(self, path: str | Path, key: str, env, max_turns: int, top_logprobs: int = 0):
+    def __init__(self, path: str | Path, key: str, env, max_turns: int, top_logprobs: int = 0, device=None):
         self.spec = f"hf:{path}"
         self.env, self.max_turns, self.top_logprobs = env, max_turns, top_logprobs
-        self.model, self.tokenizer = load_model_and_tokenizer(path, key)
+        self.model, self.tokenizer = load_model_and_tokenizer(path, key, device)
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
 

@@ -60,6 +60,7 @@ from jinja2 import TemplateError
 
 from ..errors import WarmstartError
 from ..lm.chat import render_prompt, stop_token_ids
+from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer
 from .admission import ContextLimit, context_window, longest_token_chars
 from .completions import CompletionRequest, completion_json, parse_completion_request
@@ -275,9 +276,10 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)  # one line per request would drown the batch log
 
 
-def load_for_serving(model_dir: Path):
+def load_for_serving(model_dir: Path, device: str = "auto"):
+    where = resolve_device(device, "serve --device")
     try:
-        model, tokenizer = load_model_and_tokenizer(model_dir, "serve")
+        model, tokenizer = load_model_and_tokenizer(model_dir, "serve", where)
     except (OSError, ValueError, KeyError) as exc:  # what transformers raises for a broken directory
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WarmstartError(f"serve: cannot load the model at {model_dir}: {first_line}") from None
@@ -292,13 +294,14 @@ def serve(
     max_batch: int,
     model_name: str | None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    device: str = "auto",
 ) -> None:
     """Load the model, listen, print `serving NAME on http://HOST:PORT/v1`, and serve until interrupted."""
     if max_batch < 1:
         raise WarmstartError("serve: --max-batch must be at least 1")
     if max_request_bytes < 1024:
         raise WarmstartError("serve: --max-request-bytes must be at least 1024")
-    model, tokenizer = load_for_serving(model_dir)
+    model, tokenizer = load_for_serving(model_dir, device)
     name = model_name or Path(model_dir).resolve().name
     app = ChatServer(model, tokenizer, name, max_batch, max_request_bytes)
     try:

@@ -31,15 +31,18 @@ from ..envs.base import Environment
 from ..envs.verification import Verifier
 from ..errors import WarmstartError
 from ..lm.chat import stop_token_ids
-from ..lm.models import load_model_and_tokenizer
+from ..lm.device import resolve_device
+from ..lm.models import load_config, load_model_and_tokenizer
 from ..policies.spec import resolve
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir, Stage
 from ..runs.progress import progress_bar
+from ..train import lora, memory_plan
 from ..train.grpo import batch_tensors, collect, separate_old_pass, update
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
 from .common import load_tasks, make_environment
+from .sft import announce
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +65,30 @@ class Learner:
         return sum(p.numel() for p in self.model.parameters())
 
 
+def load_policy(cfg: GrpoConfig, start_from: Path, resume_from: Path | None, device: torch.device):
+    """(policy, tokenizer, KL reference or None) on `device`. With LoRA the policy is the starting model
+    plus an adapter (the checkpoint's, or a fresh one) and the reference is that model with it switched off."""
+    if lora.enabled(cfg.lora):
+        model, tokenizer = lora.load_for_training(start_from, resume_from, cfg.lora, "grpo", device)
+        reference = lora.AdapterOff(model) if cfg.kl_weight > 0 else None
+    else:
+        model, tokenizer = load_model_and_tokenizer(resume_from or start_from, "grpo.init", device)
+        reference = None
+        if cfg.kl_weight > 0:
+            reference = load_model_and_tokenizer(start_from, "grpo.init", device)[0].eval()
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer, reference
+
+
 def load_learner(recipe: Recipe, start_from: Path, resume_from: Path | None) -> Learner:
     cfg = recipe.grpo
-    model, tokenizer = load_model_and_tokenizer(resume_from or start_from, "grpo.init")
-    reference = load_model_and_tokenizer(start_from, "grpo.init")[0].eval() if cfg.kl_weight > 0 else None
+    model, tokenizer, reference = load_policy(cfg, start_from, resume_from, resolve_device(recipe.run.device))
     teacher = make_teacher(resolve(cfg.teacher, recipe), "grpo.teacher", recipe, tokenizer) if cfg.teacher else None
     torch.manual_seed(recipe.run.seed)
     # fused: one kernel over all parameters, ~5x faster than the per-tensor loop on CPU (bench/results.md)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=True)
+    trained = [p for p in model.parameters() if p.requires_grad]  # all of them, or a LoRA adapter's
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     return Learner(model, tokenizer, reference, teacher, optimizer, scheduler, stop_ids)
@@ -126,12 +145,19 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         "tasks": recipe.tasks.model_dump(),
         "seed": recipe.run.seed,
     }
+    memory_plan.check(announce(memory_plan.plan_for(recipe, "grpo")))  # the device too: before anything is written
+    if lora.enabled(cfg.lora):  # before anything is loaded or written
+        lora.check_targets(load_config(start_from, "grpo.init"), cfg.lora, "grpo.lora")
     with run_dir.stage(f"grpo:{cfg.output}", config, stage_inputs(recipe, start_from), [out]) as stage:
         if stage.done:
             return out
         env = env or make_environment(recipe)
         history = train(recipe, env, start_from, stage)
-        publish(complete_checkpoints(run_dir.checkpoints(cfg.output))[-1], out)
+        last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
+        if lora.enabled(cfg.lora):
+            lora.publish(last, start_from, out)
+        else:
+            publish(last, out)
         stage.summary = {**summary(history, cfg), "init": str(start_from)}
     return out
 
@@ -287,7 +313,7 @@ def grpo_step(
     learner.model.train()
     loss, trained_tokens, teacher_stats = None, 0, {}
     if groups:  # every group flat: nothing to learn from this step
-        batch = batch_tensors(groups, cfg, learner.tokenizer.pad_token_id)
+        batch = batch_tensors(groups, cfg, learner.tokenizer.pad_token_id, next(learner.model.parameters()).device)
         loss, teacher_stats = update(learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher)
         learner.scheduler.step()
         trained_tokens = int(batch["input_ids"].numel())

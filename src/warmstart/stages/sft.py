@@ -10,8 +10,9 @@ the fly (dense KD); with trajectories that carry the teacher's top-k log-probs, 
 a tail bucket (sparse KD); else plain SFT. Mixed with cross-entropy by `kd_weight`; the choice and its
 reason are logged and recorded in the manifest.
 
-Left out on purpose: distributed training (accelerate arrives with scale-out), LoRA (peft) for large
-students.
+LoRA (`[sft.lora]`, r > 0; train/lora.py): an adapter is trained instead of the weights; checkpoints
+hold the adapter, and models/<output> is the base with it merged in, the adapter beside it.
+`sft.gradient_checkpointing` recomputes activations in the backward pass.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import LlamaConfig
 
 from ..config import Recipe, SftConfig
 from ..distill.signal_choice import Signal, choose, local_teacher_path
@@ -33,13 +35,15 @@ from ..distill.topk import Alignment, token_index
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..lm.chat import check_template
-from ..lm.models import gguf_to_pretrained, load_model_and_tokenizer
+from ..lm.device import resolve_device
+from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer
 from ..lm.paths import resolve_model_path
 from ..lm.tinymodel import save_tiny_student, tokenizer_corpus
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
+from ..train import lora, memory_plan
 from ..train.data import Example, tokenize
 from ..train.sft import RowStream, make_optimizer, train_step
 from ..types import Trajectory
@@ -55,6 +59,26 @@ def prepare_user_base(recipe: Recipe) -> Path:
         return path
     converted = RunDir(recipe).model("base")
     return converted if converted.exists() else gguf_to_pretrained(path, converted)
+
+
+def announce(plan: memory_plan.Plan) -> memory_plan.Plan:
+    """One line on the planned peak memory (`warmstart plan` prints the whole table)."""
+    log.info(
+        "%s: planned peak memory %s on %s (%s available; largest: %s)",
+        plan.stage,
+        memory_plan.gb(plan.total_bytes),
+        plan.device,
+        memory_plan.gb(plan.available_bytes),
+        plan.biggest().name,
+    )
+    return plan
+
+
+def student_config(cfg: SftConfig):
+    """The student's architecture without its weights (the tiny student: a Llama, as built)."""
+    if cfg.student == "tiny":
+        return LlamaConfig(num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=2)
+    return load_config(cfg.student, "sft.student")
 
 
 def prepare_tiny_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
@@ -81,6 +105,9 @@ def run(recipe: Recipe) -> Path:
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
     teacher_weights = [teacher / "model.safetensors"] if teacher and (teacher / "model.safetensors").exists() else []
     config = {"sft": cfg.model_dump(), "seed": recipe.run.seed}
+    memory_plan.check(announce(memory_plan.plan_for(recipe, "sft")))  # the device too: before anything is written
+    if lora.enabled(cfg.lora):  # before anything is built or written
+        lora.check_targets(student_config(cfg), cfg.lora, "sft.lora")
     with run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights], [out]) as stage:
         if stage.done:
             return out
@@ -89,7 +116,11 @@ def run(recipe: Recipe) -> Path:
             raise WarmstartError(f"{data_path}: has no trajectories to train on")
         base = prepare_tiny_base(recipe, trajectories) if cfg.student == "tiny" else prepare_user_base(recipe)
         stage.summary = {**train(recipe, base, trajectories), "data": cfg.data, "init": str(base)}
-        publish(complete_checkpoints(run_dir.checkpoints(cfg.output))[-1], out)
+        last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
+        if lora.enabled(cfg.lora):
+            lora.publish(last, base, out)
+        else:
+            publish(last, out)
     return out
 
 
@@ -120,10 +151,25 @@ class RunTotals:
         return time.time() - self.started
 
 
-def prepare(recipe: Recipe, start: Path, trajectories: list[Trajectory]) -> Setup:
-    """The student from `start`, the tokenized examples, and the richest teacher signal they carry."""
+def load_student(cfg: SftConfig, base: Path, checkpoint: Path | None, device: torch.device):
+    """(model, tokenizer) to train on `device`: the newest checkpoint's weights, or with LoRA the base plus
+    the checkpoint's adapter (a fresh one to start)."""
+    if lora.enabled(cfg.lora):
+        model, tokenizer = lora.load_for_training(base, checkpoint, cfg.lora, "sft", device)
+    else:
+        model, tokenizer = load_model_and_tokenizer(checkpoint or base, "sft.student", device)
+    if cfg.gradient_checkpointing:
+        # use_reentrant=False: gradients reach a LoRA adapter even though the inputs need none
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
+
+
+def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: list[Trajectory]) -> Setup:
+    """The student (from `base` or `checkpoint`), the tokenized examples, and the richest teacher signal
+    they carry."""
     cfg = recipe.sft
-    model, tokenizer = load_model_and_tokenizer(start, "sft.student")
+    device = resolve_device(recipe.run.device)
+    model, tokenizer = load_student(cfg, base, checkpoint, device)
     check_template(tokenizer, "sft.student")
     wants_topk = cfg.kd_weight > 0 and cfg.distill in ("auto", "topk") and any(t.logprobs for t in trajectories)
     index = token_index(tokenizer) if wants_topk else None
@@ -136,7 +182,7 @@ def prepare(recipe: Recipe, start: Path, trajectories: list[Trajectory]) -> Setu
     if signal.kind != "topk":
         for example in examples:
             example.teacher = None
-    return Setup(model, tokenizer, examples, too_long, alignment, signal, kd_setup(signal, cfg, model))
+    return Setup(model, tokenizer, examples, too_long, alignment, signal, kd_setup(signal, cfg, model, device))
 
 
 def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
@@ -144,7 +190,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
     cfg = recipe.sft
     ckpt_root = RunDir(recipe).checkpoints(cfg.output)
     resume = complete_checkpoints(ckpt_root)
-    s = prepare(recipe, resume[-1] if resume else base, trajectories)
+    s = prepare(recipe, base, resume[-1] if resume else None, trajectories)
     torch.manual_seed(recipe.run.seed)
     optimizer, scheduler = make_optimizer(s.model, cfg)
     step, position = resume_state(resume[-1], optimizer, scheduler, cfg) if resume else (0, None)
@@ -206,22 +252,28 @@ def training_summary(s: Setup, cfg: SftConfig, run: RunTotals, earlier: dict) ->
         "tokens_this_run": run.tokens,
         # Over the whole training, resumed parts included: the compute the student cost.
         "train_seconds": earlier["seconds"] + seconds,
-        # Training compute estimate: 6 x parameters x tokens (forward + backward; attention left out).
-        # Dense KD adds the teacher's forward pass: 2 x its parameters per token.
-        "flops_estimate": (6 * sum(p.numel() for p in s.model.parameters()) + 2 * teacher_params)
+        # Training compute estimate per token (attention left out): forward 2 x parameters, backward 2 x
+        # parameters for the activations' gradients and 2 x the trained ones for theirs (6 x parameters
+        # without LoRA). Dense KD adds the teacher's forward pass: 2 x its parameters per token.
+        "flops_estimate": (4 * parameters(s.model) + 2 * parameters(s.model, trainable=True) + 2 * teacher_params)
         * (earlier["tokens"] + run.tokens),
+        "trainable_parameters": parameters(s.model, trainable=True),
         "tokens_per_second": round(run.tokens / seconds, 1) if seconds > 0 else None,
     }
 
 
-def kd_setup(signal: Signal, cfg: SftConfig, model) -> KdSetup | None:
+def parameters(model, trainable: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def kd_setup(signal: Signal, cfg: SftConfig, model, device: torch.device) -> KdSetup | None:
     """None for plain SFT; else the KD loss's settings, with the local teacher loaded for dense KD."""
     if signal.kind == "tokens":
         return None
     check_plain_head(model, "sft.student")
     teacher = None
     if signal.kind == "logits":
-        teacher = load_model_and_tokenizer(signal.teacher_path, "sft.teacher")[0].eval().requires_grad_(False)
+        teacher = load_model_and_tokenizer(signal.teacher_path, "sft.teacher", device)[0].eval().requires_grad_(False)
         check_plain_head(teacher, "sft.teacher")
     return KdSetup(signal.kind, cfg.kd_weight, cfg.kd_chunk, teacher)
 

@@ -129,8 +129,10 @@ def valid_advantages(group: Group, cfg: GrpoConfig) -> list[float]:
     return [next(scaled) if v else 0.0 for v in group.valid]
 
 
-def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str, torch.Tensor]:
-    """input_ids, loss_mask: [B, L] (right-padded); advantages: [B]. Masked-out samples get mask 0."""
+def batch_tensors(
+    groups: list[Group], cfg: GrpoConfig, pad_id: int, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """input_ids, loss_mask: [B, L] (right-padded); advantages: [B], on `device`. Masked-out samples get mask 0."""
     advantages = torch.tensor([a for g in groups for a in valid_advantages(g, cfg)])
     rows = [(e, v) for g in groups for e, v in zip(g.samples, g.valid)]
     length = max(len(e.ids) for e, _ in rows)
@@ -140,7 +142,8 @@ def batch_tensors(groups: list[Group], cfg: GrpoConfig, pad_id: int) -> dict[str
         ids[r, : len(e.ids)] = torch.tensor(e.ids)
         if valid:
             mask[r, : len(e.ids)] = torch.tensor(e.policy_mask, dtype=torch.float)
-    return {"input_ids": ids, "loss_mask": mask, "advantages": advantages, "lengths": [len(e.ids) for e, _ in rows]}
+    tensors = {"input_ids": ids.to(device), "loss_mask": mask.to(device), "advantages": advantages.to(device)}
+    return {**tensors, "lengths": [len(e.ids) for e, _ in rows]}
 
 
 def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -> tuple[torch.Tensor, dict]:
@@ -175,7 +178,7 @@ def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
 
 def chunk_of(batch: dict, rows: list[int]) -> dict:
     width = max(batch["lengths"][r] for r in rows)
-    index = torch.tensor(rows)
+    index = torch.tensor(rows, device=batch["input_ids"].device)
     return {
         "input_ids": batch["input_ids"][index, :width],
         "loss_mask": batch["loss_mask"][index, :width],

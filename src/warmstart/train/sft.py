@@ -16,7 +16,6 @@ under CPU bfloat16 autocast with linear layers' backward in the layouts CPU kern
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 from ..config import SftConfig
 from ..distill.step import KdSetup, KdTotals, kd_backward, logit_transforms, scored_hidden
-from ..lm.precision import bf16_autocast
+from ..lm.device import autocast as device_autocast
 from .data import Example, collate, epoch_order, pack, row_width
 
 
@@ -81,14 +80,22 @@ def make_optimizer(model, cfg: SftConfig):
     # fused: one kernel over all parameters instead of a Python loop of per-tensor ops — ~5x faster
     # optimizer steps on CPU (0.1 vs 0.6 s for SmolLM2-135M), a quarter of a step there.
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay, fused=True
+        [p for p in model.parameters() if p.requires_grad],  # all of them, or a LoRA adapter's
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        weight_decay=cfg.weight_decay,
+        fused=True,
     )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 
 
-def autocast(cfg: SftConfig):
-    """bf16 autocast on CPU for `precision = "bf16"` (linear backward in fast layouts: lm/precision), else nothing."""
-    return bf16_autocast() if cfg.precision == "bf16" else contextlib.nullcontext()
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def autocast(cfg: SftConfig, device: torch.device):
+    """bf16 autocast for `precision = "bf16"` (or "auto" on a GPU with bf16: lm/device.py), else nothing."""
+    return device_autocast(cfg.precision, device)
 
 
 def train_step(
@@ -102,18 +109,22 @@ def train_step(
 ) -> tuple[float, int]:
     """One optimizer step over `grad_accum` micro-batches of the stream's next rows: (loss, real tokens)."""
     row_groups = [stream.next_rows(cfg.rows_per_micro_batch) for _ in range(cfg.grad_accum)]
-    micro_batches = [collate(rows, stream.examples, row_width(rows, stream.examples), pad_id) for rows in row_groups]
+    device = next(model.parameters()).device
+    micro_batches = [
+        to_device(collate(rows, stream.examples, row_width(rows, stream.examples), pad_id), device)
+        for rows in row_groups
+    ]
     targets = sum(float(b["loss_mask"][:, 1:].sum()) for b in micro_batches)
     total = 0.0
     for batch in micro_batches:
         if kd is not None:  # backward inside, chunk by chunk
-            with autocast(cfg):
+            with autocast(cfg, device):
                 step_totals = kd_backward(model, batch, kd, 1.0 / max(targets, 1.0))
             total += step_totals.loss
             kd_totals.kd_sum += step_totals.kd_sum
             kd_totals.kd_positions += step_totals.kd_positions
             continue
-        with autocast(cfg):
+        with autocast(cfg, device):
             loss = masked_ce_sum(model, batch) / max(targets, 1.0)
         loss.backward()
         total += loss.item()

@@ -1,0 +1,53 @@
+"""Where models run and in what precision: one place, so no stage scatters `.cuda()` calls.
+
+`run.device = "auto"` takes a CUDA GPU, then Apple's MPS, then the CPU; a device named and absent is an
+error naming it, never a silent fallback to the CPU. Precision `"auto"` is bf16 autocast (weights and
+optimizer state stay fp32) on a GPU that supports it and fp32 on the CPU, where bf16 is only faster with
+native bf16 matmul (AVX512-BF16 / AMX: `sft.precision = "bf16"` asks for it, lm/precision.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..errors import WarmstartError
+
+
+def resolve_device(name: str, key: str = "run.device") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        build = (
+            "a CPU-only build of torch" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+        )
+        raise WarmstartError(f'{key} = "cuda": no CUDA device is visible ({build})')
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise WarmstartError(f'{key} = "mps": no Apple MPS device is available')
+    if name not in ("cpu", "cuda", "mps"):
+        raise WarmstartError(f"{key} = {name!r}: not one of auto, cpu, cuda, mps")
+    return torch.device(name)
+
+
+def wants_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: asked for, or `auto` on a GPU with bf16."""
+    if precision == "bf16":
+        return True
+    return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def autocast(precision: str, device: torch.device):
+    """The training step's autocast context: CPU bf16 through lm/precision's fast linear layouts, GPU
+    bf16 through torch's own, or nothing (fp32)."""
+    if not wants_bf16(precision, device):
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        from .precision import bf16_autocast
+
+        return bf16_autocast()
+    return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -1,0 +1,117 @@
+"""LoRA adapters through peft: `[sft.lora]` / `[grpo.lora]` with r > 0 train an adapter, not the weights.
+
+A checkpoint then holds the adapter only (peft's `save_pretrained`: adapter_config.json and
+adapter_model.safetensors, with the tokenizer and the trainer state); resume puts it back on the same
+base. The published model (models/<output>) is the base with the adapter merged in, an ordinary
+`save_pretrained` directory that serve, eval and any other tool load as they are, and the adapter
+itself beside it in models/<output>/adapter/ for tools that load base + adapter (vLLM's LoRA endpoints,
+peft). With GRPO's kl_weight > 0 no second model is kept: the base with the adapter switched off is
+the reference (`AdapterOff`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from ..config import LoraSettings
+from ..errors import WarmstartError
+from ..lm.models import load_model_and_tokenizer
+
+log = logging.getLogger(__name__)
+ADAPTER_DIR = "adapter"  # inside a published model directory
+
+
+def enabled(settings: LoraSettings) -> bool:
+    return settings.r > 0
+
+
+def peft_config(settings: LoraSettings) -> LoraConfig:
+    targets = settings.target_modules
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        # peft takes "all-linear" as a string (every linear layer but the output head), names as a list
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def linear_names(model: torch.nn.Module) -> list[str]:
+    """The distinct last names of the model's linear layers: what target_modules may name."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def check_targets(config, settings: LoraSettings, key: str) -> None:
+    """Before anything loads or is written: the target modules exist in a model of this config (built on
+    the meta device, which allocates nothing)."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    wanted = [t for t in settings.target_modules if t != "all-linear"]
+    missing = [t for t in wanted if t not in linear_names(model)]
+    if missing:
+        raise WarmstartError(
+            f"{key}.target_modules: {', '.join(missing)} not among the model's linear layers ({', '.join(linear_names(model))})"
+        )
+
+
+def wrap(model: torch.nn.Module, settings: LoraSettings, key: str) -> PeftModel:
+    """`model` with a fresh adapter."""
+    check_targets(model.config, settings, key)
+    try:
+        wrapped = get_peft_model(model, peft_config(settings))
+    except ValueError as exc:  # peft's own refusal (e.g. a model class it cannot adapt)
+        raise WarmstartError(f"{key}: peft cannot add a LoRA adapter to this model: {exc}") from None
+    log.info("%s: %s", key, trainable_summary(wrapped))
+    return wrapped
+
+
+def trainable_summary(model: torch.nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"LoRA trains {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f} %)"
+
+
+def load_for_training(base: Path, adapter: Path | None, settings: LoraSettings, key: str, device=None):
+    """(model, tokenizer) on `device`: `base` with a fresh adapter, or with the one saved in checkpoint `adapter`."""
+    model, tokenizer = load_model_and_tokenizer(base, key, device)
+    if adapter is None:
+        return wrap(model, settings, f"{key}.lora"), tokenizer
+    return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
+
+
+def publish(checkpoint: Path, base: Path, out: Path) -> None:
+    """models/<output>: `base` with the checkpoint's adapter merged in (a plain save_pretrained model),
+    the adapter beside it in adapter/; written to a temporary directory and swapped in whole."""
+    model, tokenizer = load_model_and_tokenizer(base, "lora")
+    merged = PeftModel.from_pretrained(model, checkpoint).merge_and_unload()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / ADAPTER_DIR).mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy2(checkpoint / name, tmp / ADAPTER_DIR / name)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+class AdapterOff(torch.nn.Module):
+    """The base under a peft model, as a module of its own: its forward runs with the adapter switched
+    off. GRPO's KL reference with LoRA, without a second copy of the weights."""
+
+    def __init__(self, model: PeftModel):
+        super().__init__()
+        self.__dict__["peft_model"] = model  # not a registered submodule: its parameters are not ours
+
+    def forward(self, *args, **kwargs):
+        with self.peft_model.disable_adapter():
+            return self.peft_model(*args, **kwargs)

@@ -1,0 +1,386 @@
+"""A memory plan before anything loads: the estimated peak memory of an SFT or GRPO run per device.
+
+`plan_for(recipe, stage)` reads the model's config only (AutoConfig, or the recipe's tiny config) and
+counts its parameters exactly on the meta device: no weights are read, no run directory is created.
+The rows are the usual terms of a training step (weights, gradients, AdamW's two states, the saved
+activations, the output-head logits, GRPO's KV cache, a reference model or a dense-KD teacher) plus the
+process itself. `check(plan)` refuses a plan larger than the memory found, in one line naming its
+biggest term and the recipe knob that shrinks it. docs/memory.md has the measured accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+
+from ..config import LoraSettings, PolicySpec, Recipe, TinyModelConfig
+from ..errors import WarmstartError
+from ..lm.device import resolve_device
+from ..lm.models import load_config
+from .grpo import MICRO_BATCH_TOKENS
+
+MB = 1024**2
+FLOAT32 = 4
+BF16 = 2
+# Python + torch + transformers + warmstart's stages imported, then a tiny-model SFT run's own
+# buffers (tokenizer, examples, oneDNN scratch, checkpoint writes): ru_maxrss of
+# `python -c "import warmstart.stages.sft, warmstart.cli"` is 393 MB and a 5-step SFT of a 40k-parameter
+# tiny model peaks 33 MB above its imports (torch 2.13 CPU, transformers 5.24, 2-core AMD EPYC).
+CPU_PROCESS_BASELINE = 426 * MB
+# On an accelerator the interpreter stays in host memory; the device holds the CUDA context and
+# the caching allocator's slack.
+GPU_PROCESS_BASELINE = 500 * MB
+# Saved activations per token and layer of a Llama decoder layer in floats, counted from what
+# autograd keeps (two RMSNorms 3h each, q and its rotary copy 2h, k/v/k-rotary 3 x kv, attention output
+# and its contiguous copy 2h, the residual h, gate/up/silu/product 4 x intermediate), times this
+# factor measured on CPU: peak RSS runs ~1.55x the saved tensors (backward's transient gradient
+# buffers and the allocator's unreturned free blocks). Two configurations agreed to 1 %.
+ACTIVATION_SLACK = 1.55
+# Rollout prompts are not in the recipe; an arithmetic or math prompt in a chat template is ~50-150 tokens.
+GRPO_PROMPT_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    bytes: int
+    # "rollout" and "update" rows of GRPO are never live together: the peak holds the larger phase.
+    phase: str = "all"
+
+
+@dataclass
+class Plan:
+    stage: str  # "sft" or "grpo"
+    device: str
+    available_bytes: int
+    rows: list[Row]
+    knobs: dict[str, str]  # row name -> what to change in the recipe to shrink it
+    notes: list[str] = field(default_factory=list)
+    parameters: int = 0
+    trainable_parameters: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        shared = sum(r.bytes for r in self.rows if r.phase == "all")
+        phases = {r.phase for r in self.rows if r.phase != "all"}
+        return shared + max((sum(r.bytes for r in self.rows if r.phase == p) for p in phases), default=0)
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.available_bytes
+
+    def biggest(self) -> Row:
+        return max((r for r in self.rows if r.name in self.knobs), key=lambda r: r.bytes)
+
+    def render(self) -> str:
+        lines = [
+            f"{self.stage} memory plan on {self.device} ({self.parameters:,} parameters, {self.trainable_parameters:,} trained)"
+        ]
+        lines += [f"  {'component':<28}{'MB':>10}"]
+        for row in self.rows:
+            phase = "" if row.phase == "all" else f" [{row.phase}]"
+            lines.append(f"  {row.name + phase:<28}{row.bytes / MB:>10.1f}")
+        verdict = "fits" if self.fits else "does NOT fit"
+        lines.append(f"  {'total (peak)':<28}{self.total_bytes / MB:>10.1f}")
+        lines.append(f"  {'available':<28}{self.available_bytes / MB:>10.1f}  {verdict}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def check(plan: Plan) -> None:
+    """Raise one line when the plan does not fit: what it needs, what is there, the biggest term's knob."""
+    if plan.fits:
+        return
+    big = plan.biggest()
+    raise WarmstartError(
+        f"{plan.stage}: needs ~{gb(plan.total_bytes)} on {plan.device}, {gb(plan.available_bytes)} available; "
+        f"the largest term is {big.name} ({gb(big.bytes)}): {plan.knobs[big.name]}"
+    )
+
+
+def gb(n: int) -> str:
+    return f"{n / 1024**3:.1f} GB" if n >= 1024**3 else f"{n / MB:.0f} MB"
+
+
+def plan_for(recipe: Recipe, stage: str, available_bytes: int | None = None) -> Plan:
+    """The plan of `stage` ("sft" or "grpo"); `available_bytes` overrides the memory found on the device."""
+    device = device_name(recipe.run.device)
+    available = device_available_bytes(device) if available_bytes is None else available_bytes
+    if stage == "sft":
+        return sft_plan(recipe, device, available)
+    if stage == "grpo":
+        return grpo_plan(recipe, device, available)
+    raise WarmstartError(f"plan: unknown stage {stage!r} (sft or grpo)")
+
+
+# --- the device -------------------------------------------------------------------------------------
+
+
+def device_name(wanted: str) -> str:
+    """run.device as the training stages take it (lm/device.py): "auto" is cuda, then mps, then the CPU."""
+    return resolve_device(wanted).type
+
+
+def device_available_bytes(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    if device == "mps":
+        return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+    # The plan counts this process's own footprint (the baseline row), so what it already holds is
+    # added back to what the kernel says is free for new allocations.
+    return meminfo_available() + current_rss()
+
+
+def meminfo_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise WarmstartError("plan: /proc/meminfo has no MemAvailable line")
+
+
+def current_rss() -> int:
+    statm = Path("/proc/self/statm")
+    if statm.exists():
+        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def process_baseline(device: str) -> int:
+    return CPU_PROCESS_BASELINE if device == "cpu" else GPU_PROCESS_BASELINE
+
+
+# --- the model's config, without its weights --------------------------------------------------------
+
+
+def tiny_llama_config(tiny: TinyModelConfig) -> LlamaConfig:
+    """What lm/tinymodel.build_tiny_llama builds; the vocabulary at its configured size (an upper bound:
+    the trained tokenizer can come out smaller on little text)."""
+    return LlamaConfig(
+        vocab_size=tiny.vocab_size,
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        max_position_embeddings=tiny.max_positions,
+        tie_word_embeddings=True,
+    )
+
+
+def run_model_dir(recipe: Recipe, name: str) -> Path:
+    # Not RunDir(recipe).model(name): RunDir creates the run directory, and a plan writes nothing.
+    return Path(recipe.run.dir) / "models" / name
+
+
+def has_config(path: Path | None) -> bool:
+    return path is not None and (path / "config.json").is_file()
+
+
+def sft_student_config(recipe: Recipe, notes: list[str]) -> PretrainedConfig:
+    """sft.student's config: the run's built base, a model directory, or the tiny config."""
+    student, base = recipe.sft.student, run_model_dir(recipe, "base")
+    if has_config(base):
+        return AutoConfig.from_pretrained(base)
+    if student != "tiny":  # a directory, a .gguf file (its header) or package:NAME/FILE
+        return load_config(student, "sft.student")
+    return tiny_llama_config(recipe.sft.tiny)
+
+
+def spec_path(spec: PolicySpec, recipe: Recipe) -> Path | None:
+    """The local model a policy string stands for (as policies/spec.resolve, without touching the run dir)."""
+    if spec.kind == "run":
+        return run_model_dir(recipe, spec.name)
+    if spec.kind == "own" and spec.name == "student":
+        return run_model_dir(recipe, recipe.sft.output)
+    if spec.kind == "own" and spec.name == "base":
+        student = recipe.sft.student
+        return run_model_dir(recipe, "base") if student == "tiny" or student.endswith(".gguf") else Path(student)
+    if spec.kind == "own" and recipe.generate.teacher.kind != "own":  # "teacher"
+        return spec_path(recipe.generate.teacher, recipe)
+    return Path(spec.name).expanduser() if spec.is_local_model else None
+
+
+def grpo_init_config(recipe: Recipe, notes: list[str]) -> PretrainedConfig:
+    path = spec_path(recipe.grpo.init, recipe)
+    if has_config(path):
+        return AutoConfig.from_pretrained(path)
+    notes.append(f"grpo.init {recipe.grpo.init} ({path}) does not exist yet: planned with sft.student's config")
+    return sft_student_config(recipe, notes)
+
+
+def meta_model(config: PretrainedConfig) -> torch.nn.Module:
+    """The model with its parameters on the meta device: exact shapes, no memory."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+
+
+def lora_parameter_count(model: torch.nn.Module, lora: LoraSettings) -> int:
+    """r x (in + out) per adapted linear layer; "all-linear" is every nn.Linear but the output head."""
+    head = model.get_output_embeddings()
+    wanted = set(lora.target_modules)
+    count = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is head:
+            continue
+        if "all-linear" in wanted or name.rsplit(".", 1)[-1] in wanted:
+            count += lora.r * (module.in_features + module.out_features)
+    return count
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the activation, logits and KV-cache terms need of a config."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config: PretrainedConfig) -> Shape:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = text.num_attention_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        return cls(
+            layers=text.num_hidden_layers,
+            hidden=text.hidden_size,
+            intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
+            heads=heads,
+            kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+            head_dim=head_dim,
+            vocab=text.vocab_size,
+        )
+
+    def layer_floats_per_token(self) -> float:
+        kv = self.kv_heads * self.head_dim
+        q = self.heads * self.head_dim
+        saved = 9 * self.hidden + 2 * q + 3 * kv + 4 * self.intermediate + self.heads  # + attention's logsumexp
+        return ACTIVATION_SLACK * saved
+
+
+def activation_bytes(shape: Shape, tokens: int, checkpointing: bool) -> int:
+    """Saved activations of one forward over `tokens` tokens, fp32. With gradient checkpointing only each
+    layer's input is kept, and one layer's full activations while it is recomputed."""
+    per_layer = shape.layer_floats_per_token() * tokens * FLOAT32
+    if checkpointing:
+        return int(shape.layers * shape.hidden * tokens * FLOAT32 + per_layer)
+    return int(shape.layers * per_layer + shape.hidden * tokens * FLOAT32)  # + the embeddings' output
+
+
+# --- the stages -------------------------------------------------------------------------------------
+
+
+def training_rows(model: torch.nn.Module, lora: LoraSettings) -> tuple[list[Row], int, int]:
+    """Weights, gradients and fused AdamW's two fp32 states per trained parameter; (rows, total, trained)."""
+    total = parameter_count(model)
+    trained = lora_parameter_count(model, lora) if lora.r > 0 else total
+    weights = (total + (trained if lora.r > 0 else 0)) * FLOAT32  # the adapter's own weights too
+    rows = [
+        Row("weights", weights),
+        Row("gradients", trained * FLOAT32),
+        Row("optimizer (AdamW)", 2 * trained * FLOAT32),
+    ]
+    return rows, total, trained
+
+
+def weight_knob(section: str, lora: LoraSettings, model_key: str) -> str:
+    if lora.r > 0:
+        return f"pick a smaller model ({model_key})"
+    return f"set {section}.lora.r = 16 (train an adapter, not every weight) or pick a smaller model ({model_key})"
+
+
+def sft_logits_bytes(recipe: Recipe, shape: Shape, teacher: bool) -> int:
+    """The output head's logits at scored positions (train/sft.masked_ce_sum: at most every position of
+    the micro-batch, [N, V] fp32), cross-entropy's log-softmax and their gradient: 3 x N x V. KD goes
+    chunk by chunk (distill/step.kd_backward): the student's, the teacher's, two log-softmaxes, a grad."""
+    cfg = recipe.sft
+    positions = cfg.rows_per_micro_batch * (cfg.seq_len - 1)
+    if cfg.kd_weight > 0 and cfg.distill != "tokens" and teacher:
+        return 5 * min(positions, cfg.kd_chunk) * shape.vocab * FLOAT32
+    return 3 * positions * shape.vocab * FLOAT32
+
+
+def sft_teacher(recipe: Recipe, notes: list[str]) -> torch.nn.Module | None:
+    """The local teacher dense KD would load (sft.kd_weight > 0, distill "logits"/"auto"), on the meta device."""
+    cfg = recipe.sft
+    if cfg.kd_weight == 0 or cfg.distill not in ("auto", "logits"):
+        return None
+    path = spec_path(cfg.teacher, recipe)
+    if path is None:
+        return None
+    if not has_config(path):
+        notes.append(f"sft.teacher {cfg.teacher} ({path}) has no config.json: its weights are not counted")
+        return None
+    return meta_model(AutoConfig.from_pretrained(path))
+
+
+def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
+    cfg, notes = recipe.sft, []
+    model = meta_model(sft_student_config(recipe, notes))
+    shape = Shape.of(model.config)
+    rows, total, trained = training_rows(model, cfg.lora)
+    tokens = cfg.rows_per_micro_batch * cfg.seq_len
+    teacher = sft_teacher(recipe, notes)
+    rows.append(Row("activations", activation_bytes(shape, tokens, cfg.gradient_checkpointing)))
+    rows.append(Row("logits", sft_logits_bytes(recipe, shape, teacher is not None)))
+    if cfg.precision == "bf16" and device == "cpu":
+        # autocast keeps fp32 weights and caches a bf16 copy of each one a matmul uses within the step
+        rows.append(Row("bf16 weight copies", total * BF16))
+    if teacher is not None:
+        rows.append(Row("teacher (dense KD)", parameter_count(teacher) * FLOAT32))
+    rows.append(Row("process baseline", process_baseline(device)))
+    shrink = f"lower sft.rows_per_micro_batch ({cfg.rows_per_micro_batch}) or sft.seq_len ({cfg.seq_len})"
+    knobs = {
+        "weights": weight_knob("sft", cfg.lora, "sft.student"),
+        "gradients": weight_knob("sft", cfg.lora, "sft.student"),
+        "optimizer (AdamW)": weight_knob("sft", cfg.lora, "sft.student"),
+        "activations": shrink + ("" if cfg.gradient_checkpointing else ", or set sft.gradient_checkpointing = true"),
+        "logits": f"lower sft.kd_chunk ({cfg.kd_chunk})" if teacher is not None else shrink,
+        "bf16 weight copies": 'set sft.precision = "fp32"',
+        "teacher (dense KD)": 'set sft.distill = "tokens" or sft.kd_weight = 0 (no teacher in memory)',
+    }
+    return Plan("sft", device, available, rows, knobs, notes, total, trained)
+
+
+def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
+    cfg, notes = recipe.grpo, []
+    model = meta_model(grpo_init_config(recipe, notes))
+    shape = Shape.of(model.config)
+    rows, total, trained = training_rows(model, cfg.lora)
+    rows[1] = Row(rows[1].name, rows[1].bytes, "update")  # gradients live only during the update
+    sequences = cfg.tasks_per_step * cfg.group_size
+    seq_len = GRPO_PROMPT_TOKENS + cfg.max_new_tokens
+    notes.append(f"rollout length: {GRPO_PROMPT_TOKENS} prompt tokens (assumed) + grpo.max_new_tokens")
+    kv = sequences * seq_len * shape.layers * 2 * shape.kv_heads * shape.head_dim * FLOAT32
+    rows.append(Row("KV cache (rollouts)", kv, "rollout"))
+    # train/grpo.update runs length-sorted chunks of at most MICRO_BATCH_TOKENS padded tokens (a longer row alone)
+    chunk_tokens = max(min(MICRO_BATCH_TOKENS, sequences * seq_len), seq_len)
+    rows.append(Row("activations", activation_bytes(shape, chunk_tokens, cfg.gradient_checkpointing), "update"))
+    rows.append(Row("logits", 3 * chunk_tokens * shape.vocab * FLOAT32, "update"))  # logits, log-softmax, grad
+    if cfg.kl_weight > 0 and cfg.lora.r == 0:
+        rows.append(Row("reference model", total * FLOAT32))
+    rows.append(Row("process baseline", process_baseline(device)))
+    knobs = {
+        "weights": weight_knob("grpo", cfg.lora, "grpo.init"),
+        "gradients": weight_knob("grpo", cfg.lora, "grpo.init"),
+        "optimizer (AdamW)": weight_knob("grpo", cfg.lora, "grpo.init"),
+        "KV cache (rollouts)": f"lower grpo.tasks_per_step ({cfg.tasks_per_step}), grpo.group_size ({cfg.group_size}) "
+        f"or grpo.max_new_tokens ({cfg.max_new_tokens})",
+        "activations": f"lower grpo.max_new_tokens ({cfg.max_new_tokens})"
+        + ("" if cfg.gradient_checkpointing else " or set grpo.gradient_checkpointing = true"),
+        "logits": f"lower grpo.max_new_tokens ({cfg.max_new_tokens})",
+        "reference model": "set grpo.kl_weight = 0, or grpo.lora.r > 0 (the adapter-free base is the reference)",
+    }
+    return Plan("grpo", device, available, rows, knobs, notes, total, trained)

@@ -1,0 +1,120 @@
+"""The memory plan: exact parameter counts, its total against a real SFT run's peak RSS, refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import small_recipe, tiny_model, write_recipe_file
+from warmstart.errors import WarmstartError
+from warmstart.train.memory_plan import MB, check, plan_for
+
+TESTS = Path(__file__).resolve().parents[1]
+
+# A short SFT in a fresh interpreter, so that its peak RSS is that of one training run alone.
+SFT_PEAK = """
+import json, resource, sys
+sys.path.insert(0, {tests!r})
+from helpers import curated_run
+from warmstart.stages import sft
+recipe = curated_run({run_dir!r}, *{overrides!r})
+sft.run(recipe)
+print(json.dumps({{"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+"""
+
+WIDE = ["sft.tiny.hidden_size=512", "sft.tiny.intermediate_size=1024", "sft.tiny.num_heads=8"]
+LONG = [
+    "sft.tiny.hidden_size=256",
+    "sft.tiny.intermediate_size=512",
+    "sft.tiny.num_layers=4",
+    "sft.tiny.num_heads=4",
+    "sft.tiny.max_positions=1024",
+    "sft.seq_len=1024",
+    "sft.rows_per_micro_batch=4",
+]
+IMPOSSIBLE = ["sft.seq_len=100000", "sft.rows_per_micro_batch=4096"]
+
+
+def measured_peak(run_dir: Path, overrides: list[str]) -> int:
+    script = SFT_PEAK.format(tests=str(TESTS), run_dir=str(run_dir), overrides=overrides)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss"]
+
+
+def test_parameter_count_is_the_real_models(tmp_path):
+    model, tokenizer = tiny_model()
+    model.save_pretrained(tmp_path / "models" / "base")  # the run's built student, as sft writes it
+    plan = plan_for(small_recipe(tmp_path), "sft")
+    assert plan.parameters == sum(p.numel() for p in model.parameters())
+    assert plan.trainable_parameters == plan.parameters
+
+
+def test_lora_trains_only_the_adapter(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = tiny_model()
+    model.save_pretrained(tmp_path / "models" / "base")
+    plan = plan_for(small_recipe(tmp_path, "sft.lora.r=8"), "sft")
+    peft_model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert plan.trainable_parameters == sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    rows = {r.name: r.bytes for r in plan.rows}
+    assert rows["optimizer (AdamW)"] == 2 * 4 * plan.trainable_parameters
+
+
+@pytest.mark.parametrize("overrides", [[], WIDE + ["sft.seq_len=512", "sft.rows_per_micro_batch=4"], LONG])
+def test_plan_is_within_25_percent_of_the_peak_rss(tmp_path, overrides):
+    overrides = ["sft.steps=2", "sft.checkpoint_every=2", *overrides]
+    planned = plan_for(small_recipe(tmp_path / "plan", *overrides), "sft").total_bytes
+    peak = measured_peak(tmp_path / "run", overrides)
+    error = (planned - peak) / peak
+    print(f"{overrides}: planned {planned / MB:.0f} MB, peak RSS {peak / MB:.0f} MB, {100 * error:+.1f} %")
+    assert abs(error) <= 0.25
+
+
+def test_an_impossible_plan_is_refused_naming_the_knob(tmp_path):
+    recipe = small_recipe(tmp_path / "run", *IMPOSSIBLE)
+    plan = plan_for(recipe, "sft", available_bytes=200 * MB)
+    with pytest.raises(WarmstartError) as refused:
+        check(plan)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "activations" in message and "sft.rows_per_micro_batch (4096)" in message
+    assert "sft.gradient_checkpointing = true" in message
+    assert not (tmp_path / "run").exists()  # planned from the config alone: nothing loaded or written
+
+
+def test_grpo_plan_counts_the_rollouts_kv_cache(tmp_path):
+    small = plan_for(small_recipe(tmp_path, "grpo.group_size=4"), "grpo")
+    large = plan_for(small_recipe(tmp_path, "grpo.group_size=16"), "grpo")
+    small_kv, large_kv = (next(r.bytes for r in p.rows if r.name.startswith("KV cache")) for p in (small, large))
+    assert large_kv == 4 * small_kv
+    assert any("does not exist yet" in note for note in small.notes)  # no sft ran: the tiny config
+    with_reference = plan_for(small_recipe(tmp_path, "grpo.kl_weight=0.1"), "grpo")
+    assert "reference model" in {r.name for r in with_reference.rows}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmstart.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_the_plans(tmp_path):
+    recipe = write_recipe_file(tmp_path / "recipe.toml", small_recipe(tmp_path / "run"))
+    done = run_cli("plan", str(recipe))
+    assert done.returncode == 0, done.stderr
+    assert "sft memory plan" in done.stdout and "grpo memory plan" in done.stdout
+    assert "total (peak)" in done.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_an_impossible_plan_in_one_line(tmp_path):
+    recipe = write_recipe_file(tmp_path / "recipe.toml", small_recipe(tmp_path / "run", *IMPOSSIBLE))
+    done = run_cli("plan", str(recipe), "--stage", "sft")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "sft.rows_per_micro_batch" in errors[0]
+    assert not (tmp_path / "run").exists()
