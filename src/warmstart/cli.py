@@ -57,7 +57,8 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
         from .runs.directory import RunDir
 
         make_env(recipe.env)  # an environment that cannot load (a plugin's import, its options) fails first
-        RunDir(recipe).write_recipe()
+        if os.environ.get("RANK", "0") == "0":  # under torchrun the main process writes, the others read
+            RunDir(recipe).write_recipe()
         for name in stage_names:
             stages.runner(name)(recipe)
 
@@ -69,12 +70,18 @@ def _run_reporting_errors(action) -> None:
     try:
         action()
     except WarmstartError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _report(f"error: {exc}")
         raise typer.Exit(1) from None
     except OSError as exc:  # the file system or the machine, not a bug: one line naming the file
         where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        _report(f"error: {where}{exc.strerror or exc}")
         raise typer.Exit(1) from None
+
+
+def _report(line: str) -> None:
+    """An error line, said once: under torchrun every process meets the same error, the main one says it."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(line, err=True)
 
 
 def _load(recipe_path: Path | None, overrides: list[str], base: dict | None = None) -> Recipe:

@@ -287,7 +287,7 @@ def test_a_teacher_that_cannot_score_tokens_is_refused(kd_run, foreign_teacher):
         grpo.run(onpolicy(kd_run, "foreign-teacher", f"hf:{foreign_teacher}"))
 
 
-def test_lora_trains_with_dense_and_sparse_kd_and_on_policy_distillation(kd_run):
+def test_lora_trains_with_dense_and_sparse_kd_and_on_policy_distillation(kd_run, dense_student):
     """An adapter, not the weights, learns from each teacher signal; each publishes a merged model and its adapter."""
     lora = {"r": 4, "alpha": 8.0}
     dense = with_section(

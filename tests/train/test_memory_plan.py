@@ -9,20 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import small_recipe, tiny_model, write_recipe_file
+from helpers import curated_run, small_recipe, tiny_model, write_recipe_file
 from warmstart.errors import WarmstartError
 from warmstart.train.memory_plan import MB, check, plan_for
 
-TESTS = Path(__file__).resolve().parents[1]
-
-# A short SFT in a fresh interpreter, so that its peak RSS is that of one training run alone.
+# A short SFT in a fresh interpreter, so that its peak RSS is that of one training run alone (the data
+# is generated and curated beforehand, in the test's own process).
 SFT_PEAK = """
-import json, resource, sys
-sys.path.insert(0, {tests!r})
-from helpers import curated_run
+import json, resource
+from warmstart.config import load_recipe
 from warmstart.stages import sft
-recipe = curated_run({run_dir!r}, *{overrides!r})
-sft.run(recipe)
+sft.run(load_recipe({recipe_file!r}))
 print(json.dumps({{"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
 """
 
@@ -40,7 +37,8 @@ IMPOSSIBLE = ["sft.seq_len=100000", "sft.rows_per_micro_batch=4096"]
 
 
 def measured_peak(run_dir: Path, overrides: list[str]) -> int:
-    script = SFT_PEAK.format(tests=str(TESTS), run_dir=str(run_dir), overrides=overrides)
+    recipe_file = write_recipe_file(run_dir.with_name("recipe.toml"), curated_run(run_dir, *overrides))
+    script = SFT_PEAK.format(recipe_file=str(recipe_file))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss"]

@@ -9,6 +9,7 @@ native bf16 matmul (AVX512-BF16 / AMX: `sft.precision = "bf16"` asks for it, lm/
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -18,7 +19,7 @@ from ..errors import WarmstartError
 def resolve_device(name: str, key: str = "run.device") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return cuda_device()
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -31,7 +32,12 @@ def resolve_device(name: str, key: str = "run.device") -> torch.device:
         raise WarmstartError(f'{key} = "mps": no Apple MPS device is available')
     if name not in ("cpu", "cuda", "mps"):
         raise WarmstartError(f"{key} = {name!r}: not one of auto, cpu, cuda, mps")
-    return torch.device(name)
+    return cuda_device() if name == "cuda" else torch.device(name)
+
+
+def cuda_device() -> torch.device:
+    """This process's GPU: under torchrun / accelerate launch, the one its LOCAL_RANK names."""
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def wants_bf16(precision: str, device: torch.device) -> bool:

@@ -43,8 +43,9 @@ from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
-from ..train import lora, memory_plan
+from ..train import distributed, lora, memory_plan
 from ..train.data import Example, tokenize
+from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, make_optimizer, train_step
 from ..types import Trajectory
 
@@ -108,20 +109,29 @@ def run(recipe: Recipe) -> Path:
     memory_plan.check(announce(memory_plan.plan_for(recipe, "sft")))  # the device too: before anything is written
     if lora.enabled(cfg.lora):  # before anything is built or written
         lora.check_targets(student_config(cfg), cfg.lora, "sft.lora")
-    with run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights], [out]) as stage:
-        if stage.done:
+    world = distributed.join(resolve_device(recipe.run.device))
+    distributed.check_divisible(world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft")
+    stage = run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights], [out])
+    with distributed.stage_or_follower(world, stage) as stage:  # only the main process writes
+        if world.agree(stage.done):
             return out
         trajectories = read_records(data_path, Trajectory)
         if not trajectories:
             raise WarmstartError(f"{data_path}: has no trajectories to train on")
-        base = prepare_tiny_base(recipe, trajectories) if cfg.student == "tiny" else prepare_user_base(recipe)
-        stage.summary = {**train(recipe, base, trajectories), "data": cfg.data, "init": str(base)}
-        last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
-        if lora.enabled(cfg.lora):
-            lora.publish(last, base, out)
-        else:
-            publish(last, out)
+        base = world.agree(prepare_base(recipe, trajectories) if world.main else None)  # built once, by the main one
+        summary = train(recipe, base, trajectories, world)
+        if world.main:
+            stage.summary = {**summary, "data": cfg.data, "init": str(base), "processes": world.size}
+            last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
+            if lora.enabled(cfg.lora):
+                lora.publish(last, base, out)
+            else:
+                publish(last, out)
     return out
+
+
+def prepare_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
+    return prepare_tiny_base(recipe, trajectories) if recipe.sft.student == "tiny" else prepare_user_base(recipe)
 
 
 @dataclass
@@ -185,8 +195,9 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     return Setup(model, tokenizer, examples, too_long, alignment, signal, kd_setup(signal, cfg, model, device))
 
 
-def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
-    """`sft.steps` optimizer steps from `base` (or the newest checkpoint), checkpointing as it goes."""
+def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: World = SINGLE) -> dict:
+    """`sft.steps` optimizer steps from `base` (or the newest checkpoint), checkpointing as it goes (the
+    main process; every process trains its share of each step: train/distributed.py)."""
     cfg = recipe.sft
     ckpt_root = RunDir(recipe).checkpoints(cfg.output)
     resume = complete_checkpoints(ckpt_root)
@@ -199,14 +210,14 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
     s.model.train()
     run = RunTotals()
     with (
-        progress_bar(f"sft {cfg.output}", cfg.steps) as advance,
-        RunDir(recipe).tracker(f"sft:{cfg.output}") as tracker,
+        progress_bar(f"sft {cfg.output}", cfg.steps) if world.main else silent_bar() as advance,
+        RunDir(recipe).tracker(f"sft:{cfg.output}") if world.main else silent_tracker() as tracker,
     ):
         advance(step)
         while step < cfg.steps:
             started, kd_before = time.time(), (run.kd.kd_sum, run.kd.kd_positions)
             lr = scheduler.get_last_lr()[0]
-            loss, tokens = train_step(s.model, optimizer, stream, cfg, s.tokenizer.pad_token_id, s.kd, run.kd)
+            loss, tokens = train_step(s.model, optimizer, stream, cfg, s.tokenizer.pad_token_id, s.kd, run.kd, world)
             scheduler.step()
             step += 1
             run.tokens += tokens
@@ -222,7 +233,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory]) -> dict:
                     "kl": (run.kd.kd_sum - kd_before[0]) / kd_positions if kd_positions else None,
                 },
             )
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if world.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 totals = {"tokens": earlier["tokens"] + run.tokens, "seconds": earlier["seconds"] + run.seconds}
                 position = {**stream.position, "totals": totals}
                 save(ckpt_root, step, s.model, s.tokenizer, optimizer, scheduler, position, cfg.keep_checkpoints)

@@ -25,6 +25,7 @@ from ..config import SftConfig
 from ..distill.step import KdSetup, KdTotals, kd_backward, logit_transforms, scored_hidden
 from ..lm.device import autocast as device_autocast
 from .data import Example, collate, epoch_order, pack, row_width
+from .distributed import SINGLE, World, sum_gradients
 
 
 def lr_factor(step: int, cfg: SftConfig) -> float:
@@ -106,15 +107,19 @@ def train_step(
     pad_id: int,
     kd: KdSetup | None = None,
     kd_totals: KdTotals | None = None,
+    world: World = SINGLE,
 ) -> tuple[float, int]:
-    """One optimizer step over `grad_accum` micro-batches of the stream's next rows: (loss, real tokens)."""
+    """One optimizer step over `grad_accum` micro-batches of the stream's next rows: (loss, real tokens).
+    With several processes (train/distributed.py) each takes its share of the step's rows and the
+    gradients are summed across them before the step: the same step as one process would take."""
     row_groups = [stream.next_rows(cfg.rows_per_micro_batch) for _ in range(cfg.grad_accum)]
+    mine = row_groups if world.size == 1 else in_groups(world.share(sum(row_groups, [])), cfg.rows_per_micro_batch)
     device = next(model.parameters()).device
     micro_batches = [
-        to_device(collate(rows, stream.examples, row_width(rows, stream.examples), pad_id), device)
-        for rows in row_groups
+        to_device(collate(rows, stream.examples, row_width(rows, stream.examples), pad_id), device) for rows in mine
     ]
-    targets = sum(float(b["loss_mask"][:, 1:].sum()) for b in micro_batches)
+    targets = world.total(sum(float(b["loss_mask"][:, 1:].sum()) for b in micro_batches))
+    kd_before = (kd_totals.kd_sum, kd_totals.kd_positions) if kd_totals is not None else None
     total = 0.0
     for batch in micro_batches:
         if kd is not None:  # backward inside, chunk by chunk
@@ -128,8 +133,16 @@ def train_step(
             loss = masked_ce_sum(model, batch) / max(targets, 1.0)
         loss.backward()
         total += loss.item()
+    sum_gradients(model, world)
+    if kd_before is not None and world.size > 1:  # the step's KD totals over every process
+        kd_totals.kd_sum = kd_before[0] + world.total(kd_totals.kd_sum - kd_before[0])
+        kd_totals.kd_positions = kd_before[1] + int(world.total(kd_totals.kd_positions - kd_before[1]))
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     real_tokens = sum(len(stream.examples[i].input_ids) for rows in row_groups for row in rows for i in row)
-    return total, real_tokens
+    return world.total(total), real_tokens
+
+
+def in_groups(rows: list, size: int) -> list[list]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
