@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -57,13 +56,15 @@ def run_once(model: Path, processes: int, lora: bool, steps: int, seq_len: int, 
     command = [sys.executable, "-m", "warmstart.cli", "sft", str(recipe), *sets]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "warmstart.cli", "sft", str(recipe), *sets]  # fmt: skip
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)  # this run's own usage: its peak includes its children's
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:6])} ... exited with {process.returncode}")
     stats = json.loads((WORK / "run" / "manifest.json").read_text())["stages"]["sft:student"]
     return {
         "tokens_per_s": stats["tokens_this_run"] / stats["train_seconds"],
-        "peak_mb": peak_kb / 1024 if peak_kb > before else None,  # None: not above an earlier child's peak
+        "peak_mb": usage.ru_maxrss / 1024,
         "trainable": stats["trainable_parameters"],
         "planned_mb": planned_mb(model, steps, seq_len, rows, lora),
     }
@@ -97,7 +98,8 @@ def main() -> None:
         measured = interleaved({k: (lambda f=f: f()) for k, f in systems.items()}, repetitions)
         for system, runs in measured.items():
             rate = median([r["tokens_per_s"] for r in runs])
-            peaks = [r["peak_mb"] for r in runs if r["peak_mb"]]
+            peak = max(r["peak_mb"] for r in runs)
+            error = f"{100 * (runs[0]['planned_mb'] / peak - 1):+.0f} %"
             results[(name, system)] = rate
             base = results[(name, "1 process, full")]
             rows_out.append(
@@ -106,7 +108,8 @@ def main() -> None:
                     system,
                     f"{rate:.0f}",
                     f"{rate / base:.2f}",
-                    f"{max(peaks):.0f}" if peaks else "—",
+                    f"{peak:.0f}",
+                    f"{runs[0]['planned_mb']:.0f} ({error})",
                     f"{runs[0]['trainable']:,}",
                 ]
             )

@@ -21,10 +21,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from transformers import AutoModelForCausalLM
 
 from warmstart.lm.chat import render_prompt
-from warmstart.serve.engine import Job, group_jobs
 from warmstart.serve.request import parse_messages
 from warmstart.serve.response import Completion, response_json, stream_chunks
-from warmstart.types import Message, Sampling
+from warmstart.types import Message
 
 QUESTION = [{"role": "user", "content": "what is 2 plus 3?"}]
 CALCULATOR = {
@@ -266,19 +265,6 @@ def test_bad_requests_are_400_and_the_server_lives_on(client, base_url):
         with pytest.raises(openai.BadRequestError, match=named):
             _ask(client, **options)
     assert _ask(client, max_tokens=2).usage.completion_tokens <= 2
-
-
-def test_seeded_jobs_run_alone_and_batches_respect_max_batch():
-    greedy, sampled = Sampling(temperature=0.0), Sampling()
-    jobs = [
-        Job([1], 2, sampled, None, None),
-        Job([1], 1, greedy, None, None),
-        Job([1], 1, sampled, 7, None),
-        Job([1], 3, sampled, None, None),
-    ]
-    batches = group_jobs(jobs, max_batch=4)
-    assert [[jobs.index(j) for j in batch] for batch in batches] == [[0], [1], [2], [3]]
-    assert [[jobs.index(j) for j in b] for b in group_jobs(jobs, max_batch=8)] == [[0, 3], [1], [2]]
 
 
 def test_missing_model_dir_is_one_error_line(tmp_path):

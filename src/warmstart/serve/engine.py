@@ -1,11 +1,14 @@
 """The model side of `warmstart serve`: one worker thread owns the model and runs batches.
 
 HTTP handler threads submit a Job (one request: prompt ids, `n`, sampling settings) and wait on its
-future. The worker takes whatever is pending, up to `max_batch` sequences, waiting a few ms for more to
-arrive; groups jobs that can share one `generate` call (same temperature, top_p and max_tokens; a job
-with a seed runs alone, so that its seed alone decides its output); expands `n` into rows; samples with
-`lm.generation.sample_ids`; and resolves the futures. Only this thread touches the model, so the global
-torch RNG that `sample_ids` seeds is never raced.
+future. The worker keeps the rows it is generating (`Live`, `n` per job) and advances them in slices of
+at most `SLICE_TOKENS` new tokens: each slice is one `lm.generation.sample_ids` call over up to `max_batch`
+rows that share temperature and top_p, and between slices the worker admits what has arrived. So a short
+request that comes while long ones run joins at the next slice instead of waiting for them to finish
+(continuous batching at the granularity of a slice; each slice re-reads its rows' prompt + tokens so far,
+the price of not keeping a KV cache across slices). Groups of other settings take turns. A job with a seed
+still runs alone, to its end, so that its seed alone decides its output. Only this thread touches the
+model, so the global torch RNG that `sample_ids` seeds is never raced.
 
 Log-probs come from a second forward pass over prompt + completion, for the rows that asked: the model's
 own distribution (raw logits: no temperature, no top-p), as OpenAI and vLLM report them. A job with
@@ -51,20 +54,22 @@ class Job:
     future: Future = field(default_factory=Future)  # resolves to list[Row], n of them
 
 
-def group_jobs(jobs: list[Job], max_batch: int) -> list[list[Job]]:
-    """Jobs that can share one generate call: same sampling settings, at most `max_batch` rows, a seeded job alone."""
-    batches: list[list[Job]] = []
-    open_batch: dict[Sampling, list[Job]] = {}
-    for job in jobs:
-        if job.seed is not None:
-            batches.append([job])
-            continue
-        batch = open_batch.get(job.sampling)
-        if batch is None or sum(j.n for j in batch) + job.n > max_batch:
-            batch = open_batch[job.sampling] = []
-            batches.append(batch)
-        batch.append(job)
-    return batches
+SLICE_TOKENS = 64  # new tokens per row per slice: the longest a newly arrived request waits to join
+
+
+@dataclass
+class Live:
+    """One row being generated: its job, the tokens so far, and whether it has finished."""
+
+    job: Job
+    completion: list[int] = field(default_factory=list)
+    stopped: bool = False
+    done: bool = False
+    siblings: list[Live] = field(default_factory=list)  # the job's n rows, this one included
+
+    @property
+    def remaining(self) -> int:
+        return self.job.sampling.max_new_tokens - len(self.completion)
 
 
 class BatchEngine:
@@ -87,28 +92,87 @@ class BatchEngine:
         return job.future
 
     def _loop(self) -> None:
-        while (jobs := self._take()) is not None:
-            for batch in group_jobs(jobs, self.max_batch):
-                self._run(batch)
+        live: list[Live] = []
+        stopping = False
+        while not (stopping and not live):
+            jobs, stopping = self._take(wait=not live, room=self.max_batch - len(live), stopping=stopping)
+            for job in jobs:
+                if job.seed is not None or job.sampling.max_new_tokens == 0:
+                    self._run([job])  # alone and whole: its seed alone decides its output
+                else:
+                    rows = [Live(job) for _ in range(job.n)]
+                    for row in rows:
+                        row.siblings = rows
+                    live += rows
+            if live:
+                live = self._advance(live)
 
-    def _take(self) -> list[Job] | None:
-        """The jobs pending now, or arriving within `wait_s`, up to `max_batch` rows; None when stopped."""
-        first = self.pending.get()
-        if first is None:
-            return None
-        jobs, rows = [first], first.n
-        deadline = time.monotonic() + self.wait_s
-        while rows < self.max_batch:
+    def _take(self, wait: bool, room: int, stopping: bool) -> tuple[list[Job], bool]:
+        """The jobs pending now, up to `room` rows (with `wait`: blocking for the first, then a few ms for
+        more to batch with it); and whether the worker was asked to stop (it finishes its rows first)."""
+        if stopping:
+            return [], True
+        jobs: list[Job] = []
+        if wait:
+            first = self.pending.get()
+            if first is None:
+                return [], True
+            jobs.append(first)
+        deadline = time.monotonic() + (self.wait_s if wait else 0.0)
+        while sum(job.n for job in jobs) < room:
             try:
-                job = self.pending.get(timeout=max(deadline - time.monotonic(), 0))
+                job = (
+                    self.pending.get(timeout=max(deadline - time.monotonic(), 0)) if wait else self.pending.get_nowait()
+                )
             except queue.Empty:
                 break
             if job is None:
-                self.pending.put(None)  # finish what was taken, then stop
-                break
+                return jobs, True
             jobs.append(job)
-            rows += job.n
-        return jobs
+        return jobs, False
+
+    def _advance(self, live: list[Live]) -> list[Live]:
+        """One slice for the oldest rows' settings (up to max_batch rows); finished jobs resolved. The rows
+        advanced go to the back, so that other settings take turns."""
+        sampling = live[0].job.sampling
+        group = [r for r in live if r.job.sampling == sampling][: self.max_batch]
+        new_tokens = min(SLICE_TOKENS, min(r.remaining for r in group))
+        prompts = [r.job.prompt_ids + r.completion for r in group]
+        step = Sampling(sampling.temperature, sampling.top_p, new_tokens)
+        try:
+            sampled = sample_ids(self.model, self.pad_id, prompts, step, self.stop_ids, secrets.randbelow(2**31))
+        except Exception as exc:  # a failed slice fails its requests (500), never the worker
+            log.exception("a slice of %d sequences failed", len(group))
+            failed = {id(r.job) for r in group}
+            for job in {id(r.job): r.job for r in group}.values():
+                job.future.set_exception(exc)
+            return [r for r in live if id(r.job) not in failed]
+        self.batches_run += 1
+        for row, s in zip(group, sampled):
+            row.completion += s.completion_ids
+            row.stopped = s.stopped
+            row.done = s.stopped or row.remaining <= 0
+        self._resolve_finished(group)
+        advanced = {id(r) for r in group}
+        return [r for r in live if not r.done and id(r) not in advanced] + [r for r in group if not r.done]
+
+    def _resolve_finished(self, advanced: list[Live]) -> None:
+        """Every job of these rows whose rows are all done: its log-probs scored, its future resolved."""
+        jobs = {id(r.job): r.siblings for r in advanced if all(s.done for s in r.siblings)}
+        for rows in jobs.values():
+            job = rows[0].job
+            sampled = [Sampled(list(job.prompt_ids), r.completion, r.stopped) for r in rows]
+            try:
+                scored = requested_logprobs(
+                    self.model, self.pad_id, sampled, [job.top_logprobs] * job.n, [job.echo] * job.n
+                )
+            except Exception as exc:
+                log.exception("scoring a request failed")
+                job.future.set_exception(exc)
+                continue
+            self.jobs_done += 1
+            self.rows_done += job.n
+            job.future.set_result([_row(s, lp, job.echo) for s, lp in zip(sampled, scored)])
 
     def _run(self, jobs: list[Job]) -> None:
         start = time.monotonic()

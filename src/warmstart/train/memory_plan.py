@@ -132,8 +132,10 @@ def device_available_bytes(device: str) -> int:
     if device == "mps":
         return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
     # The plan counts this process's own footprint (the baseline row), so what it already holds is
-    # added back to what the kernel says is free for new allocations.
-    return meminfo_available() + current_rss()
+    # added back to what the kernel says is free for new allocations. Processes torchrun started on this
+    # machine share its memory: each may plan with its part.
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return (meminfo_available() + current_rss()) // max(1, sharing)
 
 
 def meminfo_available() -> int:
