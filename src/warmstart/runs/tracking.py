@@ -27,6 +27,10 @@ SCALARS = {
     "reward": "mean verifier reward of the step's samples (GRPO)",
     "flat_groups": "share of GRPO groups whose rewards were all equal (no learning signal)",
     "reverse_kl": "student-teacher reverse KL per token (on-policy distillation)",
+    "rollouts": "sequences the GRPO step sampled for training (refills included)",
+    "filter_rollouts": "sequences the learnable-task filter sampled at this step (0 between refreshes)",
+    "filter_learnable": "share of the filter's candidate tasks with 0 < pass rate < 1 (steps that refresh it)",
+    "filter_pass_rate": "the filter's mean estimated pass rate over its candidates (steps that refresh it)",
     "pass@1": "held-out pass@1 (eval, one value per policy: `pass@1/<policy>`)",
 }
 EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
