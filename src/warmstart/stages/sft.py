@@ -127,6 +127,7 @@ def run(recipe: Recipe) -> Path:
                 lora.publish(last, base, out)
             else:
                 publish(last, out)
+    distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
     return out
 
 

@@ -81,6 +81,16 @@ def join(device: torch.device) -> World:
     return world
 
 
+def finish(world: World) -> None:
+    """The end of a multi-process stage: every process waits until the main one has written its outputs,
+    then leaves the process group (a process that exits with gloo's threads still up aborts, and torchrun
+    would take that for a failure and stop the main one mid-write)."""
+    if world.size == 1:
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def check_divisible(world: World, rows_per_step: int, key: str) -> None:
     if world.size > rows_per_step:
         raise WarmstartError(
