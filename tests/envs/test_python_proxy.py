@@ -251,3 +251,34 @@ def test_mbpp_records_missing_a_field_or_calling_nothing_they_define_are_refused
         record = {k: v for k, v in {**base, **change}.items() if v is not None}
         with pytest.raises(WarmstartError, match=message):
             PythonEnv(PythonOptions(tasks_file=write_tasks(tmp_path, [record])))
+
+
+def test_alternating_proxied_and_literal_jobs_leave_nothing_behind_in_the_zygote(tmp_path):
+    """The zygote keeps a candidate process waiting after a proxied job; a literal job next must retire
+    it, or each switch would leave processes behind until the sandbox's process limit stops the zygote."""
+    records = [
+        {
+            "task_id": "alt/proxied",
+            "prompt": "def one() -> int:\n    pass\n",
+            "canonical_solution": "    return 1\n",
+            "test": "def check(candidate):\n    for _ in range(2):\n        assert candidate() == 1\n",
+            "entry_point": "one",
+        },
+        {
+            "task_id": "alt/literal",
+            "prompt": "def one() -> int:\n    pass\n",
+            "canonical_solution": "    return 1\n",
+            "test": "def check(candidate):\n    assert candidate() == 1\n",
+            "entry_point": "one",
+        },
+    ]
+    env = PythonEnv(PythonOptions(tasks_file=write_tasks(tmp_path, records)))
+    proxied, literal = env.all_tasks
+    assert proxied.hidden["mode"] == "proxy" and "calls" in literal.hidden
+    try:
+        for _ in range(60):  # more switches than the zygote's spare processes (8) could absorb
+            for task in (proxied, literal):
+                verdict = env.verify(task, env.reference(task, random.Random(0)))
+                assert verdict.passed, (task.id, verdict)
+    finally:
+        env.close()

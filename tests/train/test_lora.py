@@ -117,3 +117,18 @@ def test_lora_target_modules_that_do_not_exist_are_one_error_and_nothing_is_writ
         p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*") if p.name not in (".lock", "recipe.toml")
     )
     assert [p for p in after if p not in before] == []
+
+
+def test_resuming_with_other_lora_settings_is_one_error_naming_the_checkpoints(tmp_path):
+    from warmstart.errors import WarmstartError
+
+    recipe = curated_run(tmp_path, "sft.steps=2", "sft.checkpoint_every=1", *LORA)
+    sft.run(recipe)
+    for change, message in (
+        ({"steps": 4, "lora": {"r": 8, "alpha": 8.0}}, "was trained with r=4"),
+        ({"steps": 4, "lora": {"r": 0}}, "holds a LoRA adapter but sft.lora is off"),
+    ):
+        changed = recipe.model_copy(update={"sft": recipe.sft.model_copy(update=change)})
+        changed = changed.model_copy(update={"sft": type(recipe.sft).model_validate(changed.sft.model_dump())})
+        with pytest.raises(WarmstartError, match=message):
+            sft.run(changed)

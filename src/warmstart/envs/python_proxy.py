@@ -70,7 +70,10 @@ class Channel:
         request = {"i": self.sequence, "function": function, "args": encode(list(args))}
         request["kwargs"] = {k: encode(v) for k, v in kwargs.items()}
         try:
-            os.write(self.out, (json.dumps(request) + "\n").encode())
+            try:
+                write_all(self.out, (json.dumps(request) + "\n").encode())
+            except OSError:  # the reading end is gone
+                raise CandidateGone("the program's process ended") from None
             reply = self.read_reply(self.sequence)
             if reply.get("timeout"):
                 raise CandidateTimeout("the call ran past its time")
@@ -104,6 +107,13 @@ class Channel:
         if not isinstance(message, dict):
             raise CandidateGone("a malformed answer")
         return message
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` into a pipe: one write may take only part of it (a signal, a large call)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def answer(reply: dict):

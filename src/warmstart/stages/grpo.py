@@ -72,6 +72,8 @@ def load_policy(cfg: GrpoConfig, start_from: Path, resume_from: Path | None, dev
         model, tokenizer = lora.load_for_training(start_from, resume_from, cfg.lora, "grpo", device)
         reference = lora.AdapterOff(model) if cfg.kl_weight > 0 else None
     else:
+        if resume_from is not None:
+            lora.check_resumable(resume_from, None, "grpo")
         model, tokenizer = load_model_and_tokenizer(resume_from or start_from, "grpo.init", device)
         reference = None
         if cfg.kl_weight > 0:

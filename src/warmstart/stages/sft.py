@@ -112,9 +112,21 @@ def run(recipe: Recipe) -> Path:
     world = distributed.join(resolve_device(recipe.run.device))
     distributed.check_divisible(world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft")
     stage = run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights], [out])
-    with distributed.stage_or_follower(world, stage) as stage:  # only the main process writes
+    try:
+        run_stage(recipe, world, stage, data_path, out)
+    except BaseException:
+        distributed.abandon(world)  # the others' collectives fail at once, and torchrun ends them
+        raise
+    distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
+    return out
+
+
+def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -> None:
+    """The stage's work, in every process; only the main one writes (train/distributed.py)."""
+    cfg, run_dir = recipe.sft, RunDir(recipe)
+    with distributed.stage_or_follower(world, stage) as stage:
         if world.agree(stage.done):
-            return out
+            return
         trajectories = read_records(data_path, Trajectory)
         if not trajectories:
             raise WarmstartError(f"{data_path}: has no trajectories to train on")
@@ -127,8 +139,6 @@ def run(recipe: Recipe) -> Path:
                 lora.publish(last, base, out)
             else:
                 publish(last, out)
-    distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
-    return out
 
 
 def prepare_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
@@ -168,6 +178,8 @@ def load_student(cfg: SftConfig, base: Path, checkpoint: Path | None, device: to
     if lora.enabled(cfg.lora):
         model, tokenizer = lora.load_for_training(base, checkpoint, cfg.lora, "sft", device)
     else:
+        if checkpoint is not None:
+            lora.check_resumable(checkpoint, None, "sft")
         model, tokenizer = load_model_and_tokenizer(checkpoint or base, "sft.student", device)
     if cfg.gradient_checkpointing:
         # use_reentrant=False: gradients reach a LoRA adapter even though the inputs need none
@@ -201,7 +213,8 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: Wor
     main process; every process trains its share of each step: train/distributed.py)."""
     cfg = recipe.sft
     ckpt_root = RunDir(recipe).checkpoints(cfg.output)
-    resume = complete_checkpoints(ckpt_root)
+    newest = complete_checkpoints(ckpt_root)[-1:] if world.main else []
+    resume = world.agree(newest)  # the main process's view (the run directory must be shared by all)
     s = prepare(recipe, base, resume[-1] if resume else None, trajectories)
     torch.manual_seed(recipe.run.seed)
     optimizer, scheduler = make_optimizer(s.model, cfg)

@@ -74,7 +74,10 @@ def join(device: torch.device) -> World:
     if launched_size() == 1:
         return SINGLE
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # this process's GPU, before NCCL picks one
+        # gloo for CPU tensors (the object broadcasts, scalar totals), NCCL for the gradients on a GPU
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     world = World(dist.get_rank(), dist.get_world_size())
     if not world.main:  # one voice: the main process says what the stage does; warnings still show
         logging.getLogger("warmstart").setLevel(logging.WARNING)
@@ -89,6 +92,12 @@ def finish(world: World) -> None:
         return
     dist.barrier()
     dist.destroy_process_group()
+
+
+def abandon(world: World) -> None:
+    """Leave the process group without waiting (this process failed)."""
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_divisible(world: World, rows_per_step: int, key: str) -> None:

@@ -11,6 +11,7 @@ the reference (`AdapterOff`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -84,7 +85,34 @@ def load_for_training(base: Path, adapter: Path | None, settings: LoraSettings, 
     model, tokenizer = load_model_and_tokenizer(base, key, device)
     if adapter is None:
         return wrap(model, settings, f"{key}.lora"), tokenizer
+    check_resumable(adapter, settings, key)
     return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
+
+
+def check_resumable(checkpoint: Path, settings: LoraSettings | None, key: str) -> None:
+    """A checkpoint to resume is of the run's kind: an adapter with these settings for LoRA, whole weights
+    without it; else one error (a changed setting would otherwise resume the old adapter, or fail in peft)."""
+    config_path = checkpoint / "adapter_config.json"
+    if settings is None or not enabled(settings):
+        if config_path.exists():
+            raise WarmstartError(
+                f"{key}: {checkpoint} holds a LoRA adapter but {key}.lora is off: remove {checkpoint.parent} or set another output"
+            )
+        return
+    if not config_path.exists():
+        raise WarmstartError(
+            f"{key}.lora: {checkpoint} holds whole weights, not an adapter: remove {checkpoint.parent} or set another output"
+        )
+    saved = json.loads(config_path.read_text())
+    wanted = peft_config(settings)
+    same_targets = (
+        set(saved.get("target_modules") or []) == set(wanted.target_modules) or wanted.target_modules == "all-linear"
+    )
+    if saved.get("r") != wanted.r or saved.get("lora_alpha") != wanted.lora_alpha or not same_targets:
+        raise WarmstartError(
+            f"{key}.lora: {checkpoint} was trained with r={saved.get('r')}, alpha={saved.get('lora_alpha')}: "
+            f"remove {checkpoint.parent} to train with the new settings, or set another output"
+        )
 
 
 def publish(checkpoint: Path, base: Path, out: Path) -> None:
@@ -113,5 +141,10 @@ class AdapterOff(torch.nn.Module):
         self.__dict__["peft_model"] = model  # not a registered submodule: its parameters are not ours
 
     def forward(self, *args, **kwargs):
-        with self.peft_model.disable_adapter():
-            return self.peft_model(*args, **kwargs)
+        training = self.peft_model.training
+        self.peft_model.eval()  # a reference, as the frozen copy it replaces was: no dropout
+        try:
+            with self.peft_model.disable_adapter():
+                return self.peft_model(*args, **kwargs)
+        finally:
+            self.peft_model.train(training)

@@ -290,7 +290,7 @@ def run_job(job: dict, libc, spare: dict | None) -> tuple[bytes, bool, bool, int
     if spare is not None and candidate is not spare:
         retire(spare)
     try:
-        os.write(candidate["requests"], python_proxy.program_line(job["spec"]))
+        python_proxy.write_all(candidate["requests"], python_proxy.program_line(job["spec"]))
     except OSError:
         pass  # it died: the test finds no program there, and its isolation byte tells whether that was ours
     channel = (candidate["requests"], candidate["replies"])
@@ -303,7 +303,9 @@ def run_job(job: dict, libc, spare: dict | None) -> tuple[bytes, bool, bool, int
     data, timed_out, truncated = collect(report_read, job["wall_s"], job["output_bytes"])
     os.close(report_read)
     code = stop(test)
-    isolated = was_isolated(test_ready) and retire(candidate)
+    test_isolated = was_isolated(test_ready)
+    candidate_isolated = retire(candidate)  # always: a candidate left behind would run on
+    isolated = test_isolated and candidate_isolated
     return data, timed_out, truncated, code, isolated
 
 
@@ -317,6 +319,9 @@ def main() -> None:
     spare = None
     for line in sys.stdin:
         job = json.loads(line)
+        if spare is not None and job["spec"].get("mode") != "proxy":
+            retire(spare)  # a literal or io job next: the waiting candidate is not needed (nor inherited)
+            spare = None
         data, timed_out, truncated, code, isolated = run_job(job, libc, spare)
         out.write(f"RESULT {len(data)} {int(timed_out)} {int(truncated)} {code} {int(isolated)}\n".encode() + data)
         out.flush()
