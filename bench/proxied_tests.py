@@ -16,6 +16,7 @@ Sequential grading of reference solutions, A B rounds, medians:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,7 @@ def main() -> None:
 
     general = humaneval_style_tasks()
     path = Path("/tmp/warmstart-bench-humaneval-format.jsonl")
-    path.write_text("".join(__import__("json").dumps(r) + "\n" for r in general))
+    path.write_text("".join(json.dumps(r) + "\n" for r in general))
     general_env = PythonEnv(PythonOptions(tasks_file=str(path)))
     general_pairs = [(t, general_env.reference(t, None)) for t in general_env.all_tasks]
     peer_general = [(r, r["canonical_solution"]) for r in general]

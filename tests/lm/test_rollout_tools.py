@@ -34,6 +34,9 @@ class ScriptedModel:
     def __init__(self, tokenizer, replies: dict[str, list[str]]):
         self.tokenizer, self.replies = tokenizer, replies
 
+    def parameters(self):  # where a real model's weights are: the CPU
+        return iter([torch.zeros(1)])
+
     def generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, **_):
         rows = []
         for ids, keep in zip(input_ids.tolist(), attention_mask.tolist()):

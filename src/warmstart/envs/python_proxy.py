@@ -60,9 +60,6 @@ class Channel:
         self.out, self.inp, self.per_call_s = to_candidate, from_candidate, per_call_s
         self.buffer, self.sequence, self.dead = b"", 0, None
 
-    def first(self, wait_s: float) -> dict:
-        return self.read_message(wait_s)
-
     def call(self, function: str, args: tuple, kwargs: dict):
         if self.dead:
             raise CandidateGone(self.dead)
@@ -146,7 +143,7 @@ def run_check(spec: dict, channel: Channel, emit) -> None:
     code failed before any call (a broken task, not the candidate's doing), else {"unit": i, "passed"...}
     per unit (a HumanEval check, or one MBPP assert), then {"done": true}."""
     try:
-        ready = channel.first(spec["load_s"])
+        ready = channel.read_message(spec["load_s"])
     except CandidateGone as exc:
         emit({"load_error": f"the program's process gave no sign of life ({exc})"})
         return

@@ -71,10 +71,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
-def build_tiny_llama(tokenizer: PreTrainedTokenizerFast, config: TinyModelConfig, seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    llama_config = LlamaConfig(
-        vocab_size=len(tokenizer),
+def tiny_llama_config(config: TinyModelConfig, vocab_size: int | None = None, **special_ids) -> LlamaConfig:
+    """The tiny student's architecture; `vocab_size` defaults to the configured one (an upper bound: a
+    tokenizer trained on little text can come out smaller)."""
+    return LlamaConfig(
+        vocab_size=vocab_size or config.vocab_size,
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_layers,
@@ -82,6 +83,15 @@ def build_tiny_llama(tokenizer: PreTrainedTokenizerFast, config: TinyModelConfig
         num_key_value_heads=config.num_heads,
         max_position_embeddings=config.max_positions,
         tie_word_embeddings=True,
+        **special_ids,
+    )
+
+
+def build_tiny_llama(tokenizer: PreTrainedTokenizerFast, config: TinyModelConfig, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    llama_config = tiny_llama_config(
+        config,
+        len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -42,7 +42,6 @@ from ..train.grpo import batch_tensors, collect, separate_old_pass, update
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
 from .common import load_tasks, make_environment
-from .sft import announce
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,9 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         "tasks": recipe.tasks.model_dump(),
         "seed": recipe.run.seed,
     }
-    memory_plan.check(announce(memory_plan.plan_for(recipe, "grpo")))  # the device too: before anything is written
+    memory_plan.check(
+        memory_plan.announce(memory_plan.plan_for(recipe, "grpo"))
+    )  # the device too: before anything is written
     if lora.enabled(cfg.lora):  # before anything is loaded or written
         lora.check_targets(load_config(start_from, "grpo.init"), cfg.lora, "grpo.lora")
     with run_dir.stage(f"grpo:{cfg.output}", config, stage_inputs(recipe, start_from), [out]) as stage:

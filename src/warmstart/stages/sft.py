@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig
 
 from ..config import Recipe, SftConfig
 from ..distill.signal_choice import Signal, choose, local_teacher_path
@@ -38,7 +37,7 @@ from ..lm.chat import check_template
 from ..lm.device import resolve_device
 from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer
 from ..lm.paths import resolve_model_path
-from ..lm.tinymodel import save_tiny_student, tokenizer_corpus
+from ..lm.tinymodel import save_tiny_student, tiny_llama_config, tokenizer_corpus
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
@@ -62,24 +61,9 @@ def prepare_user_base(recipe: Recipe) -> Path:
     return converted if converted.exists() else gguf_to_pretrained(path, converted)
 
 
-def announce(plan: memory_plan.Plan) -> memory_plan.Plan:
-    """One line on the planned peak memory (`warmstart plan` prints the whole table)."""
-    log.info(
-        "%s: planned peak memory %s on %s (%s available; largest: %s)",
-        plan.stage,
-        memory_plan.gb(plan.total_bytes),
-        plan.device,
-        memory_plan.gb(plan.available_bytes),
-        plan.biggest().name,
-    )
-    return plan
-
-
 def student_config(cfg: SftConfig):
-    """The student's architecture without its weights (the tiny student: a Llama, as built)."""
-    if cfg.student == "tiny":
-        return LlamaConfig(num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=2)
-    return load_config(cfg.student, "sft.student")
+    """The student's architecture without its weights."""
+    return tiny_llama_config(cfg.tiny) if cfg.student == "tiny" else load_config(cfg.student, "sft.student")
 
 
 def prepare_tiny_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
@@ -106,7 +90,9 @@ def run(recipe: Recipe) -> Path:
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
     teacher_weights = [teacher / "model.safetensors"] if teacher and (teacher / "model.safetensors").exists() else []
     config = {"sft": cfg.model_dump(), "seed": recipe.run.seed}
-    memory_plan.check(announce(memory_plan.plan_for(recipe, "sft")))  # the device too: before anything is written
+    memory_plan.check(
+        memory_plan.announce(memory_plan.plan_for(recipe, "sft"))
+    )  # the device too: before anything is written
     if lora.enabled(cfg.lora):  # before anything is built or written
         lora.check_targets(student_config(cfg), cfg.lora, "sft.lora")
     world = distributed.join(resolve_device(recipe.run.device))

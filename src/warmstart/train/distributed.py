@@ -127,8 +127,8 @@ def sum_gradients(model: torch.nn.Module, world: World) -> None:
 class Follower:
     """What a stage's bookkeeping is on a process other than the main one: nothing is locked or written."""
 
-    done = False
-    summary: dict = {}
+    def __init__(self):
+        self.done, self.summary = False, {}
 
     def __enter__(self):
         return self

@@ -10,19 +10,23 @@ biggest term and the recipe knob that shrinks it. docs/memory.md has the measure
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from ..config import LoraSettings, PolicySpec, Recipe, TinyModelConfig
+from ..config import LoraSettings, PolicySpec, Recipe
 from ..errors import WarmstartError
 from ..lm.device import resolve_device
 from ..lm.models import load_config
+from ..lm.tinymodel import tiny_llama_config
 from .grpo import MICRO_BATCH_TOKENS
+
+log = logging.getLogger(__name__)
 
 MB = 1024**2
 FLOAT32 = 4
@@ -92,6 +96,19 @@ class Plan:
         return "\n".join(lines)
 
 
+def announce(plan: Plan) -> Plan:
+    """One log line on the planned peak (`warmstart plan` prints the whole table)."""
+    log.info(
+        "%s: planned peak memory %s on %s (%s available; largest: %s)",
+        plan.stage,
+        gb(plan.total_bytes),
+        plan.device,
+        gb(plan.available_bytes),
+        plan.biggest().name,
+    )
+    return plan
+
+
 def check(plan: Plan) -> None:
     """Raise one line when the plan does not fit: what it needs, what is there, the biggest term's knob."""
     if plan.fits:
@@ -157,21 +174,6 @@ def process_baseline(device: str) -> int:
 
 
 # --- the model's config, without its weights --------------------------------------------------------
-
-
-def tiny_llama_config(tiny: TinyModelConfig) -> LlamaConfig:
-    """What lm/tinymodel.build_tiny_llama builds; the vocabulary at its configured size (an upper bound:
-    the trained tokenizer can come out smaller on little text)."""
-    return LlamaConfig(
-        vocab_size=tiny.vocab_size,
-        hidden_size=tiny.hidden_size,
-        intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads,
-        num_key_value_heads=tiny.num_heads,
-        max_position_embeddings=tiny.max_positions,
-        tie_word_embeddings=True,
-    )
 
 
 def run_model_dir(recipe: Recipe, name: str) -> Path:

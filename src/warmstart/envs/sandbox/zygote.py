@@ -167,10 +167,8 @@ def limits_of(job: dict) -> str:
 def retire(candidate: dict) -> bool:
     """Stop a candidate server; whether its isolation had been complete."""
     for fd in (candidate["requests"], candidate["replies"]):
-        try:
+        if fd is not None:  # None: handed to a test child, closed here then
             os.close(fd)
-        except OSError:
-            pass  # handed over and closed already
     stop(candidate["pid"])
     return was_isolated(candidate["ready"])
 
@@ -300,6 +298,7 @@ def run_job(job: dict, libc, spare: dict | None) -> tuple[bytes, bool, bool, int
     )
     for fd in (report_write, *channel):
         os.close(fd)
+    candidate["requests"] = candidate["replies"] = None  # handed over: the test child holds them now
     data, timed_out, truncated = collect(report_read, job["wall_s"], job["output_bytes"])
     os.close(report_read)
     code = stop(test)
