@@ -49,11 +49,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> str:
+    """The CPU's flags that decide float kernels (floats round differently with and without them)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return (
+                    " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in present)
+                    or "none of avx2/avx512/amx"
+                )
+    except OSError:
+        pass
+    return "unknown"
+
+
 def environment() -> str:
-    """One markdown paragraph: machine, cores, Python and library versions."""
+    """One markdown paragraph: machine, CPU flags, cores, Python and library versions."""
     packages = ["warmstart", "torch", "transformers", "trl", "accelerate", "openai"]
     versions = ", ".join(f"{p} {version(p)}" for p in packages)
-    return f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python {sys.version.split()[0]}; {versions}."
+    return (
+        f"Machine: {cpu_model()} (CPU flags {cpu_flags()}), {os.cpu_count()} cores, {platform.system()} "
+        f"{platform.release()}; Python {sys.version.split()[0]}; {versions}."
+    )
 
 
 def write_section(name: str, markdown: str) -> Path:
