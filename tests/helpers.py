@@ -79,3 +79,31 @@ def code_reply(task, code: str, before: str = "") -> Trajectory:
         messages=[*task.prompt, Message(role="assistant", content=f"{before}```python\n{code}```")],
         provenance=Provenance(provider="t", model="t", created=0),
     )
+
+
+def kill_every_process_of(recipe_file: Path) -> None:
+    """SIGKILL every process whose command line names `recipe_file`: torchrun and its workers, which
+    torchrun starts in sessions of their own (killing torchrun's process group leaves them running)."""
+    import os
+    import signal
+    import time
+
+    def running() -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and str(recipe_file).encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:  # the process ended while we looked
+                continue
+        return [pid for pid in pids if pid != os.getpid()]
+
+    for pid in running():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 30
+    while running():  # zombies of this process's own children count until reaped by the caller
+        assert time.time() < deadline, "processes outlived SIGKILL"
+        time.sleep(0.01)

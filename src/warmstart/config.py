@@ -331,6 +331,9 @@ class SftConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
+    # Under torchrun: "none" (every process holds the whole model, gradients summed: train/distributed.py)
+    # or "fsdp" (FSDP2: weights, gradients and optimizer state split over the processes: train/sharding.py)
+    sharding: Literal["none", "fsdp"] = "none"
 
 
 class GrpoConfig(Section):

@@ -165,7 +165,7 @@ def test_a_bad_tool_call_becomes_an_error_the_policy_reads(tokenizer, first_turn
 
 
 def trajectory_of(episode):
-    from warmstart.train.grpo import as_trajectory
+    from warmstart.train.rollouts import as_trajectory
 
     return as_trajectory(episode)
 

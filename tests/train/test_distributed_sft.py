@@ -1,19 +1,19 @@
-"""`warmstart sft` under torchrun with 2 gloo processes: the same weights as one process at the same global
-batch; a SIGKILLed 2-process run resumes to the same weights; more processes than rows is one error."""
+"""`warmstart sft` under torchrun with 2 gloo processes, each holding the whole model or a shard of it
+(FSDP2): the same weights as one process at the same global batch; a SIGKILLed 2-process run resumes to
+the same weights; more processes than rows is one error, as is what sharding cannot do."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import curated_run, write_recipe_file
+from helpers import curated_run, kill_every_process_of, write_recipe_file
 from warmstart.runs.checkpoint import MARKER
 
 SETTINGS = [
@@ -42,9 +42,9 @@ def assert_same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
 
 
-def one_and_two_processes(tmp_path) -> tuple[Path, Path, Path]:
+def one_and_two_processes(tmp_path, *two_settings: str) -> tuple[Path, Path, Path]:
     one = curated_run(tmp_path / "one", *SETTINGS)
-    two = curated_run(tmp_path / "two", *SETTINGS)
+    two = curated_run(tmp_path / "two", *SETTINGS, *two_settings)
     subprocess.run(
         [sys.executable, "-m", "warmstart.cli", "sft", str(write_recipe_file(tmp_path / "one.toml", one))],
         check=True,
@@ -53,8 +53,9 @@ def one_and_two_processes(tmp_path) -> tuple[Path, Path, Path]:
     return tmp_path / "one", tmp_path / "two", write_recipe_file(tmp_path / "two.toml", two)
 
 
-def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path):
-    one, two, two_file = one_and_two_processes(tmp_path)
+@pytest.mark.parametrize("sharding", ["none", "fsdp"])
+def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, sharding):
+    one, two, two_file = one_and_two_processes(tmp_path, f"sft.sharding={sharding}")
     result = subprocess.run(torchrun(two_file, 2), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_weights(student_weights(one), student_weights(two))
@@ -62,8 +63,10 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path):
     assert '"processes": 2' in manifest
 
 
-def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
-    one, two, two_file = one_and_two_processes(tmp_path)
+# ("fsdp", 1): sharded training saves its optimizer state by parameter name; one process takes it up.
+@pytest.mark.parametrize("sharding, resumed_by", [("none", 2), ("fsdp", 2), ("fsdp", 1)])
+def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path, sharding, resumed_by):
+    one, two, two_file = one_and_two_processes(tmp_path, f"sft.sharding={sharding}")
     process = subprocess.Popen(
         torchrun(two_file, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -73,11 +76,12 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both of its workers
+    kill_every_process_of(two_file)  # torchrun and both of its workers
     process.wait()
     assert not (two / "models" / "student").exists(), "killed too late: training had finished"
-    result = subprocess.run(torchrun(two_file, 2), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(torchrun(two_file, resumed_by), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stderr
     assert_same_weights(student_weights(one), student_weights(two))
 
 
@@ -88,4 +92,15 @@ def test_more_processes_than_rows_in_a_step_is_one_error(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode != 0 and len(errors) == 1, result.stderr[-3000:]
     assert "sft: 2 processes but a step has only 1 rows" in errors[0]
+    assert not (tmp_path / "run" / "models" / "student").exists()
+
+
+def test_sharding_with_lora_is_one_error(tmp_path):
+    recipe = curated_run(tmp_path / "run", *SETTINGS, "sft.sharding=fsdp", "sft.lora.r=4")
+    result = subprocess.run(
+        torchrun(write_recipe_file(tmp_path / "recipe.toml", recipe), 2), capture_output=True, text=True, timeout=600
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1, result.stderr[-3000:]
+    assert "sft.sharding = 'fsdp' with sft.lora" in errors[0]
     assert not (tmp_path / "run" / "models" / "student").exists()

@@ -123,3 +123,15 @@ def test_cli_refuses_an_impossible_plan_in_one_line(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "sft.rows_per_micro_batch" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_fsdp_plans_each_process_with_its_shard(tmp_path, monkeypatch):
+    whole = plan_for(small_recipe(tmp_path, "sft.sharding=fsdp"), "sft")  # one process: nothing to shard over
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    sharded = plan_for(small_recipe(tmp_path, "sft.sharding=fsdp"), "sft")
+    whole_rows, sharded_rows = ({r.name: r.bytes for r in p.rows} for p in (whole, sharded))
+    for name in ("weights", "gradients", "optimizer (AdamW)"):
+        assert sharded_rows[name] == whole_rows[name] // 4
+    assert "unsharded unit (FSDP)" not in whole_rows
+    assert 0 < sharded_rows["unsharded unit (FSDP)"] < whole_rows["weights"] * 2
+    assert any("gathers the whole state" in note for note in sharded.notes)

@@ -7,6 +7,7 @@ are: RL needs them, not a re-tokenization of their text.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from dataclasses import dataclass
 
@@ -43,9 +44,17 @@ def device_of(model) -> torch.device:
 
 @torch.inference_mode()
 def sample_ids(
-    model, pad_id: int, prompts: list[list[int]], sampling: Sampling, stop_ids: list[int], seed: int
+    model,
+    pad_id: int,
+    prompts: list[list[int]],
+    sampling: Sampling,
+    stop_ids: list[int],
+    seed: int,
+    keys: list[str] | None = None,
 ) -> list[Sampled]:
-    """Sample one completion per prompt (token ids); generation stops at any of `stop_ids`."""
+    """Sample one completion per prompt (token ids); generation stops at any of `stop_ids`. `generate`
+    draws one random stream for the whole batch from `seed`, so a row's tokens depend on the batch it is
+    in; `keys` is not used (it is `sample_ids_pruned`'s: one stream per row)."""
     ids, attention = left_padded(prompts, pad_id, device_of(model))
     torch.manual_seed(seed)
     do_sample = sampling.temperature > 0
@@ -80,8 +89,9 @@ def next_token_scores(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return scores
 
 
-def draw(scores: torch.Tensor) -> torch.Tensor:
-    """One token per row from softmax(scores) [B, V], by inverse CDF: one uniform number per row.
+def draw(scores: torch.Tensor, uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row from softmax(scores) [B, V], by inverse CDF: one uniform number per row
+    (`uniforms` [B], or drawn from torch's global generator).
 
     `torch.multinomial` draws an exponential variate for every vocabulary entry, and torch's CPU random
     generator is slow: 128 rows took 1.3 ms at the tiny model's 322-token vocabulary and 220 ms at
@@ -90,26 +100,53 @@ def draw(scores: torch.Tensor) -> torch.Tensor:
     draw, and a zero-probability token's sum equals the one before it."""
     probs = scores.softmax(dim=-1)
     cdf = probs.cumsum(dim=-1)
-    token = torch.searchsorted(cdf, torch.rand(len(cdf), 1, device=cdf.device) * cdf[:, -1:], right=True)[:, 0]
+    if uniforms is None:
+        uniforms = torch.rand(len(cdf), device=cdf.device)
+    token = torch.searchsorted(cdf, uniforms[:, None].to(cdf.dtype) * cdf[:, -1:], right=True)[:, 0]
     beyond = (token >= cdf.shape[1]).nonzero()[:, 0]  # the draw rounded up to the total: rare
     if len(beyond):
         token[beyond] = cdf.shape[1] - 1 - (probs[beyond].flip(-1) > 0).to(torch.int8).argmax(dim=-1)
     return token
 
 
+def row_seed(seed: int, key: str) -> int:
+    """A row's own seed, from the batch's seed and what the row is (e.g. task id / sample index): the same
+    in any process and any batch (a digest, not Python's per-process salted `hash`)."""
+    digest = hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # torch's seeds are below 2**63
+
+
+def row_uniforms(seed: int, keys: list[str], steps: int, device: torch.device) -> torch.Tensor:
+    """[B, steps] uniform numbers: row b's draw at each decoding step, from its own generator."""
+    table = torch.empty((len(keys), steps))
+    for row, key in enumerate(keys):
+        table[row] = torch.rand(steps, generator=torch.Generator().manual_seed(row_seed(seed, key)))
+    return table.to(device)
+
+
 @torch.inference_mode()
 def sample_ids_pruned(
-    model, pad_id: int, prompts: list[list[int]], sampling: Sampling, stop_ids: list[int], seed: int
+    model,
+    pad_id: int,
+    prompts: list[list[int]],
+    sampling: Sampling,
+    stop_ids: list[int],
+    seed: int,
+    keys: list[str] | None = None,
 ) -> list[Sampled]:
     """`sample_ids` in a decoding loop of our own, for a batch whose completions vary in length (GRPO's
     rollouts): the model's own forward with a DynamicCache, each sequence dropped from the batch (and
     the cache) as soon as it stops, where `generate` keeps stepping finished rows. Same distribution
     (temperature, top-p; greedy at temperature 0 equals `generate`'s, tested), another random stream.
     Measured on the tiny model, 128 prompts x 128 new tokens: ~1.6x faster than `generate`. (A
-    hand-written Llama decoding step over preallocated K/V buffers was tried and was no faster.)"""
+    hand-written Llama decoding step over preallocated K/V buffers was tried and was no faster.)
+
+    Each row draws from its own stream, seeded by `seed` and its key (`keys`, one per prompt; the row's
+    index without them), so a row's tokens do not depend on which other rows share its batch: the same
+    rollout whichever process of a data-parallel run samples it (train/distributed.py)."""
     device = device_of(model)
     ids, attention = left_padded(prompts, pad_id, device)
-    torch.manual_seed(seed)
+    uniforms = row_uniforms(seed, keys or [str(i) for i in range(len(prompts))], sampling.max_new_tokens, device)
     stops = torch.tensor(sorted(stop_ids) or [-1], device=device)
     completions: list[list[int]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
@@ -126,7 +163,7 @@ def sample_ids_pruned(
     position = positions[:, -1:]
     for step in range(sampling.max_new_tokens):
         if sampling.temperature > 0:
-            token = draw(next_token_scores(logits, sampling))
+            token = draw(next_token_scores(logits, sampling), uniforms[rows, step])
         else:
             token = logits.argmax(dim=-1)
         for row, t in zip(rows.tolist(), token.tolist()):

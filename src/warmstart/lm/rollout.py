@@ -61,7 +61,13 @@ def run_episodes(
         if not active:
             break
         sampled = sampler(
-            model, tokenizer.pad_token_id, [e.ids for e in active], sampling, stop_ids, seed + 100_003 * turn
+            model,
+            tokenizer.pad_token_id,
+            [e.ids for e in active],
+            sampling,
+            stop_ids,
+            seed + 100_003 * turn,
+            [f"{e.task.id}/{e.sample_index}" for e in active],
         )
         for episode, s in zip(active, sampled):
             episode.usage.append(Usage(tokens_in=len(episode.ids), tokens_out=len(s.completion_ids)))

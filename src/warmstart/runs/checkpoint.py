@@ -38,18 +38,31 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def save(root: Path, step: int, model, tokenizer, optimizer, scheduler, position: dict, keep: int) -> Path:
+def save(
+    root: Path,
+    step: int,
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    position: dict,
+    keep: int,
+    states: tuple[dict, dict] | None = None,
+) -> Path:
+    """`states`: the model's and optimizer's state dicts where the objects do not hold them whole (a
+    sharded model: train/sharding.py gathers them)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".step-{step}.tmp"
     for stale in (tmp, final):  # leftovers of a kill during an earlier attempt at this step
         if stale.exists():
             shutil.rmtree(stale)
-    model.save_pretrained(tmp)
+    model_state, optimizer_state = states or (None, optimizer.state_dict())
+    model.save_pretrained(tmp, state_dict=model_state)
     tokenizer.save_pretrained(tmp)
     torch.save(
         {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),

@@ -37,7 +37,8 @@ from ..policies.spec import resolve
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir, Stage
 from ..runs.progress import progress_bar
-from ..train import lora, memory_plan
+from ..train import distributed, lora, memory_plan
+from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.grpo import batch_tensors, collect, separate_old_pass, update
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
@@ -151,51 +152,70 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     )  # the device too: before anything is written
     if lora.enabled(cfg.lora):  # before anything is loaded or written
         lora.check_targets(load_config(start_from, "grpo.init"), cfg.lora, "grpo.lora")
-    with run_dir.stage(f"grpo:{cfg.output}", config, stage_inputs(recipe, start_from), [out]) as stage:
-        if stage.done:
-            return out
-        env = env or make_environment(recipe)
-        history = train(recipe, env, start_from, stage)
-        last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
-        if lora.enabled(cfg.lora):
-            lora.publish(last, start_from, out)
-        else:
-            publish(last, out)
-        stage.summary = {**summary(history, cfg), "init": str(start_from)}
+    world = distributed.join(resolve_device(recipe.run.device))
+    distributed.check_divisible(world, cfg.tasks_per_step * cfg.group_size, "grpo", "tasks_per_step x group_size")
+    stage = run_dir.stage(f"grpo:{cfg.output}", config, stage_inputs(recipe, start_from), [out])
+    try:
+        run_stage(recipe, world, stage, env, start_from, out)
+    except BaseException:
+        distributed.abandon(world)  # the others' collectives fail at once, and torchrun ends them
+        raise
+    distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
     return out
 
 
-def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage) -> list[dict]:
-    """GRPO steps until `grpo.steps` or a budget runs out, checkpointing as it goes; the steps' history."""
+def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, start_from: Path, out: Path) -> None:
+    """The stage's work, in every process; only the main one writes (train/distributed.py)."""
+    cfg = recipe.grpo
+    with distributed.stage_or_follower(world, stage) as stage:
+        if world.agree(stage.done):
+            return
+        env = env or make_environment(recipe)
+        history = train(recipe, env, start_from, stage, world)
+        if world.main:
+            last = complete_checkpoints(RunDir(recipe).checkpoints(cfg.output))[-1]
+            if lora.enabled(cfg.lora):
+                lora.publish(last, start_from, out)
+            else:
+                publish(last, out)
+            stage.summary = {**summary(history, cfg), "init": str(start_from), "processes": world.size}
+
+
+def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, world: World = SINGLE) -> list[dict]:
+    """GRPO steps until `grpo.steps` or a budget runs out, checkpointing as it goes (the main process);
+    the steps' history. Every process samples and trains its share of each step (train/rollouts.py)."""
     cfg, ckpt_root = recipe.grpo, RunDir(recipe).checkpoints(recipe.grpo.output)
     tasks = load_tasks(recipe, env, "train")
-    resume = complete_checkpoints(ckpt_root)
+    # The main process's view of the checkpoints (the run directory must be shared by all).
+    resume = world.agree(complete_checkpoints(ckpt_root) if world.main else [])
     learner = load_learner(recipe, start_from, resume[-1] if resume else None)
-    done, cursor, history, pool_ids = resume_position(learner, resume, stage) if resume else (0, 0, [], None)
+    fingerprint = world.agree(stage.fingerprint if world.main else None)
+    done, cursor, history, pool_ids = resume_position(learner, resume, fingerprint) if resume else (0, 0, [], None)
     pool = tasks if pool_ids is None else tasks_by_id(tasks, pool_ids)
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
     with (
         Verifier(env) as verifier,
-        BudgetProgress(cfg, history, done) as progress,
-        RunDir(recipe).tracker(stage.name) as tracker,
+        BudgetProgress(cfg, history, done, world.main) as progress,
+        RunDir(recipe).tracker(f"grpo:{cfg.output}") if world.main else silent_tracker() as tracker,
     ):
         for step in range(done + 1, cfg.steps + 1):
             filtered = None
             if cfg.task_filter == "learnable" and refresh_due(step, cfg.task_filter_every):
-                pool, filtered = refresh_pool(learner, env, tasks, step, recipe, verifier)
+                pool, filtered = refresh_pool(learner, env, tasks, step, recipe, verifier, world)
                 cursor = 0  # a new pool is drawn from its start
-            entry, cursor = grpo_step(learner, env, pool, cursor, step, recipe, verifier, filtered)
+            entry, cursor = grpo_step(learner, env, pool, cursor, step, recipe, verifier, filtered, world)
             history.append(entry)
             tracker.log(step, step_scalars(entry))
-            out_of_budget = progress.advance(history, entry)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget:
+            # Seconds differ between processes: the main one's decide when a budget is spent.
+            out_of_budget = world.agree(progress.advance(history, entry))
+            if world.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget):
                 position = {
                     "cursor": cursor,
                     # The pool a refresh chose depends on the policy then: kept, not recomputed on resume.
                     "pool": [t.id for t in pool] if cfg.task_filter == "learnable" else None,
                     "history": history,
-                    "fingerprint": stage.fingerprint,
+                    "fingerprint": fingerprint,
                     "init": str(start_from),
                 }
                 save(
@@ -239,7 +259,7 @@ def tasks_by_id(tasks: list[Task], ids: list[str]) -> list[Task]:
 
 
 def refresh_pool(
-    learner: Learner, env, tasks: list[Task], step: int, recipe: Recipe, verifier: Verifier
+    learner: Learner, env, tasks: list[Task], step: int, recipe: Recipe, verifier: Verifier, world: World = SINGLE
 ) -> tuple[list[Task], Refresh]:
     """The learnable tasks among the step's candidates, estimated with the current policy; (the pool,
     the refresh's record and cost)."""
@@ -255,6 +275,7 @@ def refresh_pool(
         filter_seed(recipe.run.seed, step),
         recipe.env.max_turns,
         verifier,
+        world,
     )
     pool, topped_up = select_pool(rates, cfg.tasks_per_step)
     record = describe(rates, pool, topped_up)
@@ -272,17 +293,17 @@ def refresh_pool(
     return pool, Refresh(record, rates.rollouts, rates.sampled_tokens, time.time() - started)
 
 
-def resume_position(learner: Learner, resume: list[Path], stage: Stage) -> tuple[int, int, list[dict], list | None]:
+def resume_position(learner: Learner, resume: list[Path], fingerprint: str) -> tuple[int, int, list[dict], list | None]:
     """Optimizer, schedule and RNG from the newest checkpoint; (its step, task cursor, history, and the
     filter's task ids: None where the run trains on every task)."""
     state = load_state(resume[-1])
-    if state["position"]["fingerprint"] != stage.fingerprint:
+    if state["position"]["fingerprint"] != fingerprint:
         raise WarmstartError(
             f"{resume[-1].parent}: checkpoints of another grpo config or starting model; remove them or set grpo.output"
         )
     learner.optimizer.load_state_dict(state["optimizer"])
     learner.scheduler.load_state_dict(state["scheduler"])
-    log.info("%s: resuming from %s", stage.name, resume[-1])
+    log.info("grpo: resuming from %s", resume[-1])
     position = state["position"]
     return state["step"], position["cursor"], position["history"], position.get("pool")
 
@@ -296,6 +317,7 @@ def grpo_step(
     recipe: Recipe,
     verifier: Verifier,
     filtered: Refresh | None = None,
+    world: World = SINGLE,
 ) -> tuple[dict, int]:
     """Collect groups, update on them; the step's history entry and the next task cursor. `filtered`:
     the task filter's refresh taken before this step (`refresh_pool`), whose cost the step counts."""
@@ -312,12 +334,15 @@ def grpo_step(
         recipe.run.seed + 1000 * step,
         recipe.env.max_turns,
         verifier,
+        world,
     )
     learner.model.train()
     loss, trained_tokens, teacher_stats = None, 0, {}
     if groups:  # every group flat: nothing to learn from this step
         batch = batch_tensors(groups, cfg, learner.tokenizer.pad_token_id, next(learner.model.parameters()).device)
-        loss, teacher_stats = update(learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher)
+        loss, teacher_stats = update(
+            learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher, world=world
+        )
         learner.scheduler.step()
         trained_tokens = int(batch["input_ids"].numel())
     cost = filtered or Refresh({}, 0, 0, 0.0)
@@ -356,13 +381,13 @@ def flops_estimate(learner: Learner, cfg: GrpoConfig, sampled_tokens: int, train
 class BudgetProgress:
     """The progress bar: in steps, or for a budgeted run in percent of its budget (not of its step cap)."""
 
-    def __init__(self, cfg: GrpoConfig, history: list[dict], done: int):
+    def __init__(self, cfg: GrpoConfig, history: list[dict], done: int, shown: bool = True):
         self.cfg = cfg
         self.budgeted = budget_used(history, cfg) is not None
         self.shown = min(100, int(100 * budget_used(history, cfg))) if self.budgeted else done
-        self.bar = progress_bar(
-            f"grpo {cfg.output}" + (" (% of budget)" if self.budgeted else ""), 100 if self.budgeted else cfg.steps
-        )
+        label = f"grpo {cfg.output}" + (" (% of budget)" if self.budgeted else "")
+        # The other processes of a data-parallel run: the main one shows the progress.
+        self.bar = progress_bar(label, 100 if self.budgeted else cfg.steps) if shown else silent_bar()
 
     def __enter__(self) -> BudgetProgress:
         self.move = self.bar.__enter__()

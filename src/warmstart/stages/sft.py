@@ -42,10 +42,10 @@ from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
-from ..train import distributed, lora, memory_plan
+from ..train import distributed, lora, memory_plan, sharding
 from ..train.data import Example, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
-from ..train.sft import RowStream, make_optimizer, train_step
+from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
 from ..types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,9 @@ def run(recipe: Recipe) -> Path:
     if lora.enabled(cfg.lora):  # before anything is built or written
         lora.check_targets(student_config(cfg), cfg.lora, "sft.lora")
     world = distributed.join(resolve_device(recipe.run.device))
-    distributed.check_divisible(world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft")
+    distributed.check_divisible(
+        world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft", "rows_per_micro_batch x grad_accum"
+    )
     stage = run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights], [out])
     try:
         run_stage(recipe, world, stage, data_path, out)
@@ -202,9 +204,10 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: Wor
     newest = complete_checkpoints(ckpt_root)[-1:] if world.main else []
     resume = world.agree(newest)  # the main process's view (the run directory must be shared by all)
     s = prepare(recipe, base, resume[-1] if resume else None, trajectories)
+    shard_if_asked(s, cfg, world)
     torch.manual_seed(recipe.run.seed)
     optimizer, scheduler = make_optimizer(s.model, cfg)
-    step, position = resume_state(resume[-1], optimizer, scheduler, cfg) if resume else (0, None)
+    step, position = resume_state(resume[-1], s.model, optimizer, scheduler, cfg) if resume else (0, None)
     earlier = position["totals"] if position else {"tokens": 0, "seconds": 0.0}
     stream = RowStream(s.examples, cfg, recipe.run.seed, position)
     s.model.train()
@@ -233,17 +236,43 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: Wor
                     "kl": (run.kd.kd_sum - kd_before[0]) / kd_positions if kd_positions else None,
                 },
             )
-            if world.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                totals = {"tokens": earlier["tokens"] + run.tokens, "seconds": earlier["seconds"] + run.seconds}
-                position = {**stream.position, "totals": totals}
-                save(ckpt_root, step, s.model, s.tokenizer, optimizer, scheduler, position, cfg.keep_checkpoints)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                # A sharded model's whole state is gathered by every process, to the main one that writes it.
+                sharded = sharding.is_sharded(s.model)
+                states = sharding.full_states(s.model, optimizer) if sharded else None
+                if world.main:
+                    totals = {"tokens": earlier["tokens"] + run.tokens, "seconds": earlier["seconds"] + run.seconds}
+                    position = {**stream.position, "totals": totals, "sharded": sharded}
+                    save(
+                        ckpt_root,
+                        step,
+                        s.model,
+                        s.tokenizer,
+                        optimizer,
+                        scheduler,
+                        position,
+                        cfg.keep_checkpoints,
+                        states,
+                    )
     return training_summary(s, cfg, run, earlier)
 
 
-def resume_state(checkpoint: Path, optimizer, scheduler, cfg: SftConfig) -> tuple[int, dict]:
+def shard_if_asked(s: Setup, cfg: SftConfig, world: World) -> None:
+    """`sft.sharding = "fsdp"`: the student split over the processes (train/sharding.py)."""
+    if cfg.sharding != "fsdp":
+        return
+    if world.size == 1:
+        log.info("sft:%s: sharding = 'fsdp' in one process: nothing to shard over, the model stays whole", cfg.output)
+        return
+    sharding.check_shardable(cfg, world, uses_kd=s.kd is not None)
+    sharding.shard(s.model, masked_ce_sum)
+
+
+def resume_state(checkpoint: Path, model, optimizer, scheduler, cfg: SftConfig) -> tuple[int, dict]:
     """Optimizer, schedule and RNG from a checkpoint; (its step, its data position)."""
     state = load_state(checkpoint)
-    optimizer.load_state_dict(state["optimizer"])
+    # Sharded training saves the optimizer's state by parameter name: either resumes the other.
+    sharding.load_optimizer(model, optimizer, state["optimizer"], state["position"].get("sharded", False))
     scheduler.load_state_dict(state["scheduler"])
     log.info("sft:%s resuming from %s", cfg.output, checkpoint)
     return state["step"], state["position"]

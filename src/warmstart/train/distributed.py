@@ -44,6 +44,18 @@ class World:
         """This process's part of `items` (every size-th one, from its rank on)."""
         return items[self.rank :: self.size]
 
+    def gather_shares(self, mine: list) -> list:
+        """Every process's `share` put back together, in the order of the list they were shared from
+        (a collective: every process calls it)."""
+        if self.size == 1:
+            return mine
+        shares: list = [None] * self.size
+        dist.all_gather_object(shares, mine)
+        whole = []
+        for index in range(max(len(s) for s in shares)):
+            whole += [s[index] for s in shares if index < len(s)]
+        return whole
+
     def agree(self, value):
         """The main process's `value`, everywhere (a collective: every process calls it)."""
         if self.size == 1:
@@ -100,11 +112,12 @@ def abandon(world: World) -> None:
         dist.destroy_process_group()
 
 
-def check_divisible(world: World, rows_per_step: int, key: str) -> None:
+def check_divisible(world: World, rows_per_step: int, key: str, knobs: str) -> None:
+    """A process with no rows of its own in a step would only wait: more processes than rows is an error."""
     if world.size > rows_per_step:
         raise WarmstartError(
             f"{key}: {world.size} processes but a step has only {rows_per_step} rows "
-            "(rows_per_micro_batch x grad_accum): raise them or start fewer processes"
+            f"({knobs}): raise them or start fewer processes"
         )
 
 

@@ -37,11 +37,12 @@ import torch
 from ..config import GrpoConfig
 from ..distill.losses import reverse_kl_advantages
 from ..envs.verification import Verifier
-from ..lm.generation import sample_ids_pruned
-from ..lm.rollout import Episode, run_episodes
+from ..lm.rollout import Episode
 from ..lm.scoring import sequence_logprobs
-from ..types import Provenance, Sampling, Trajectory
+from ..types import Sampling
+from .distributed import SINGLE, World, sum_gradients
 from .losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, zero_variance_groups
+from .rollouts import sample_and_verify
 
 
 @dataclass
@@ -49,16 +50,6 @@ class Group:
     samples: list[Episode]
     rewards: list[float]
     valid: list[bool]  # False where verification had an infra error
-
-
-def as_trajectory(episode: Episode) -> Trajectory:
-    return Trajectory(
-        task_id=episode.task.id,
-        policy="grpo",
-        messages=episode.messages,
-        finish_reason=episode.finish_reason,
-        provenance=Provenance(provider="hf", model="grpo", created=0.0),
-    )
 
 
 def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
@@ -73,11 +64,22 @@ def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
 
 
 def collect(
-    model, tokenizer, env, tasks, cursor: int, cfg: GrpoConfig, stop_ids, seed: int, max_turns: int, verifier: Verifier
+    model,
+    tokenizer,
+    env,
+    tasks,
+    cursor: int,
+    cfg: GrpoConfig,
+    stop_ids,
+    seed: int,
+    max_turns: int,
+    verifier: Verifier,
+    world: World = SINGLE,
 ) -> tuple[list[Group], int, dict]:
     """Sample groups until `tasks_per_step` informative ones are found or refills run out (with a
     teacher every group is informative: one round, nothing dropped). `verifier`: the run's, whose
-    workers (python's sandboxes) serve every step."""
+    workers (python's sandboxes) serve every step. Each process samples its share of the rollouts and
+    every process ends with all the groups (train/rollouts.py)."""
     drop_flat = cfg.drop_zero_variance and cfg.teacher is None
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     groups: list[Group] = []
@@ -89,10 +91,9 @@ def collect(
         batch = [tasks[(cursor + i) % len(tasks)] for i in range(need)]
         cursor += need
         starts = [(t, i) for t in batch for i in range(cfg.group_size)]
-        episodes = run_episodes(
-            model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, sampler=sample_ids_pruned
+        episodes, verdicts = sample_and_verify(
+            model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, verifier, world
         )
-        verdicts = verifier.verify_all([(e.task, as_trajectory(e)) for e in episodes])
         for g in range(len(batch)):
             members = slice(g * cfg.group_size, (g + 1) * cfg.group_size)
             group = scored_group(episodes[members], verdicts[members], cfg)
@@ -143,7 +144,26 @@ def batch_tensors(
         if valid:
             mask[r, : len(e.ids)] = torch.tensor(e.policy_mask, dtype=torch.float)
     tensors = {"input_ids": ids.to(device), "loss_mask": mask.to(device), "advantages": advantages.to(device)}
-    return {**tensors, "lengths": [len(e.ids) for e, _ in rows]}
+    # The normalizers of the whole batch: a process training some of its rows (`rows_of`) still divides
+    # by these, so the processes' gradients add up to the whole batch's.
+    totals = {"scored_tokens": mask[:, 1:].sum().clamp(min=1.0).item(), "sequences": len(rows)}
+    return {**tensors, "lengths": [len(e.ids) for e, _ in rows], **totals}
+
+
+def rows_of(batch: dict, rows: list[int]) -> dict:
+    """The batch's `rows` (indices), keeping the whole batch's normalizers."""
+    index = torch.tensor(rows, dtype=torch.long, device=batch["input_ids"].device)
+    picked = {key: batch[key][index] for key in ("input_ids", "loss_mask", "advantages")}
+    return {**batch, **picked, "lengths": [batch["lengths"][r] for r in rows]}
+
+
+def process_rows(batch: dict, world: World) -> dict:
+    """This process's rows of the batch: every size-th of the rows sorted by length, so each process
+    gets a like share of long and short ones."""
+    if world.size == 1:
+        return batch
+    by_length = sorted(range(len(batch["lengths"])), key=lambda r: batch["lengths"][r])
+    return rows_of(batch, sorted(world.share(by_length)))
 
 
 def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -> tuple[torch.Tensor, dict]:
@@ -155,10 +175,20 @@ def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -
     per_token = (
         reverse_kl_advantages(old, teacher_logp, mask) + cfg.reward_weight * batch["advantages"].unsqueeze(1) * mask
     )
-    scored = float(mask.sum())
-    # Mean over the student's tokens of log p - log q: the sampled estimate of the reverse KL per token.
-    reverse_kl = float(((old - teacher_logp) * mask).sum()) / max(scored, 1.0)
-    return per_token, {"reverse_kl": reverse_kl, "teacher_tokens": int(scored)}
+    # Sums over the student's tokens of log p - log q (the sampled estimate of the reverse KL): a
+    # process's rows' share, which `update` adds up over the processes and turns into a mean.
+    return per_token, {
+        "reverse_kl_sum": float(((old - teacher_logp) * mask).sum()),
+        "teacher_tokens": float(mask.sum()),
+    }
+
+
+def total_teacher_stats(stats: dict, world: World) -> dict:
+    """The teacher's statistics over the whole batch: tokens scored and the mean reverse KL per token."""
+    if not stats:
+        return {}
+    tokens = world.total(stats["teacher_tokens"])
+    return {"reverse_kl": world.total(stats["reverse_kl_sum"]) / max(tokens, 1.0), "teacher_tokens": int(tokens)}
 
 
 MICRO_BATCH_TOKENS = 4096  # padded tokens per forward/backward chunk of an update
@@ -202,11 +232,14 @@ def update(
     teacher=None,
     skip_silent_rows: bool = True,
     chunk_tokens: int = MICRO_BATCH_TOKENS,
+    world: World = SINGLE,
 ) -> tuple[float, dict]:
     """`updates_per_batch` optimizer steps on the batch. Each step runs in length-sorted chunks (less
     padding: `micro_batches`) whose gradients add up to the whole batch's loss: every chunk's loss is
     weighted by its share of the batch's normalizer (counted over all rows, computed or not). The
-    "old" log-probs take a no-grad pass only where `separate_old_pass`."""
+    "old" log-probs take a no-grad pass only where `separate_old_pass`. Several processes: each computes
+    its rows' gradients (`process_rows`), summed over the processes before clipping and the step."""
+    batch = process_rows(batch, world)
     reuse_current = not separate_old_pass(cfg, teacher)
     chunks = live_chunks(
         batch, skip_silent_rows and reference is None and teacher is None, skip_silent_rows, chunk_tokens
@@ -229,10 +262,11 @@ def update(
         if not chunks:  # every row silent: a zero gradient, as computing them would have given
             for p in model.parameters():
                 p.grad = torch.zeros_like(p)
+        sum_gradients(model, world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return loss_value, teacher_stats
+    return world.total(loss_value), total_teacher_stats(teacher_stats, world)
 
 
 def live_chunks(batch: dict, skip_zero_advantage: bool, skip_maskless: bool, chunk_tokens: int) -> list[dict]:
@@ -251,12 +285,12 @@ def chunk_loss(model, c: dict, c_old, c_ref, advantages: torch.Tensor, batch: di
     """A chunk's clipped policy loss (plus KL to the reference), weighted by its share of the batch's
     normalizer. `c_old` None: the sampling policy is the current one (ratio 1, log-probs detached)."""
     c_mask = c["loss_mask"][:, 1:]
-    tokens = batch["loss_mask"][:, 1:].sum().clamp(min=1.0)
+    tokens = batch["scored_tokens"]
     logp = sequence_logprobs(model, c)
     c_old = logp.detach() if c_old is None else c_old
     c_adv = advantages[c["rows"]] if advantages.dim() == 1 else advantages[c["rows"], : c["width"] - 1]
     # The chunk's share of the batch normalizer: tokens for "token", sequences otherwise.
-    share = c_mask.sum() / tokens if cfg.normalization == "token" else len(c["rows"]) / len(batch["lengths"])
+    share = c_mask.sum() / tokens if cfg.normalization == "token" else len(c["rows"]) / batch["sequences"]
     loss = share * clipped_policy_loss(
         logp, c_old, c_adv, c_mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens
     )

@@ -299,6 +299,22 @@ def training_rows(model: torch.nn.Module, lora: LoraSettings) -> tuple[list[Row]
     return rows, total, trained
 
 
+def sharded_rows(rows: list[Row], model: torch.nn.Module, shards: int, notes: list[str]) -> list[Row]:
+    """Under FSDP (train/sharding.py) each process keeps 1/N of the weights, gradients and AdamW state,
+    and holds whole only the unit that computes: the largest of a decoder layer and the root (embedding,
+    final norm, head), weights and gradient."""
+    layers = model.get_decoder().layers
+    layer = parameter_count(layers[0]) if len(layers) else 0
+    root = parameter_count(model) - sum(parameter_count(one) for one in layers)
+    notes.append(
+        f"sft.sharding = 'fsdp' over {shards} processes; the main process also gathers the whole state "
+        "(12 bytes per parameter, on the CPU) while it writes a checkpoint"
+    )
+    return [Row(r.name, r.bytes // shards, r.phase) for r in rows] + [
+        Row("unsharded unit (FSDP)", 2 * max(layer, root) * FLOAT32)
+    ]
+
+
 def weight_knob(section: str, lora: LoraSettings, model_key: str) -> str:
     if lora.r > 0:
         return f"pick a smaller model ({model_key})"
@@ -335,6 +351,9 @@ def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
     model = meta_model(sft_student_config(recipe, notes))
     shape = Shape.of(model.config)
     rows, total, trained = training_rows(model, cfg.lora)
+    shards = int(os.environ.get("WORLD_SIZE", "1")) if cfg.sharding == "fsdp" else 1
+    if shards > 1:
+        rows = sharded_rows(rows, model, shards, notes)
     tokens = cfg.rows_per_micro_batch * cfg.seq_len
     teacher = sft_teacher(recipe, notes)
     rows.append(Row("activations", activation_bytes(shape, tokens, cfg.gradient_checkpointing)))
@@ -353,6 +372,7 @@ def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
         "activations": shrink + ("" if cfg.gradient_checkpointing else ", or set sft.gradient_checkpointing = true"),
         "logits": f"lower sft.kd_chunk ({cfg.kd_chunk})" if teacher is not None else shrink,
         "bf16 weight copies": 'set sft.precision = "fp32"',
+        "unsharded unit (FSDP)": "pick a smaller model (sft.student)",
         "teacher (dense KD)": 'set sft.distill = "tokens" or sft.kd_weight = 0 (no teacher in memory)',
     }
     return Plan("sft", device, available, rows, knobs, notes, total, trained)

@@ -26,6 +26,7 @@ from ..distill.step import KdSetup, KdTotals, kd_backward, logit_transforms, sco
 from ..lm.device import autocast as device_autocast
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
+from .sharding import is_sharded
 
 
 def lr_factor(step: int, cfg: SftConfig) -> float:
@@ -130,10 +131,14 @@ def train_step(
             kd_totals.kd_positions += step_totals.kd_positions
             continue
         with autocast(cfg, device):
-            loss = masked_ce_sum(model, batch) / max(targets, 1.0)
+            # A sharded model (train/sharding.py) runs the loss as a forward of its own, where FSDP gathers
+            # the weights and reduces the gradients (summed over the processes, as sum_gradients does).
+            ce_sum = model.scored_ce_sum(batch) if is_sharded(model) else masked_ce_sum(model, batch)
+            loss = ce_sum / max(targets, 1.0)
         loss.backward()
         total += loss.item()
-    sum_gradients(model, world)
+    if not is_sharded(model):
+        sum_gradients(model, world)
     if kd_before is not None and world.size > 1:  # the step's KD totals over every process
         kd_totals.kd_sum = kd_before[0] + world.total(kd_totals.kd_sum - kd_before[0])
         kd_totals.kd_positions = kd_before[1] + int(world.total(kd_totals.kd_positions - kd_before[1]))

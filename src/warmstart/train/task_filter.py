@@ -34,10 +34,9 @@ from dataclasses import dataclass
 
 from ..config import GrpoConfig
 from ..envs.verification import Verifier
-from ..lm.generation import sample_ids_pruned
-from ..lm.rollout import run_episodes
 from ..types import Sampling, Task
-from .grpo import as_trajectory
+from .distributed import SINGLE, World
+from .rollouts import sample_and_verify
 
 # The filter's sampling seeds sit far from the training's (run seed + 1000 x step + task cursor), so no
 # filter sample reuses a training sample's random numbers.
@@ -79,20 +78,28 @@ def candidates(tasks: list[Task], step: int, cfg: GrpoConfig) -> list[Task]:
 
 
 def estimate_pass_rates(
-    model, tokenizer, env, tasks: list[Task], cfg: GrpoConfig, stop_ids, seed: int, max_turns: int, verifier: Verifier
+    model,
+    tokenizer,
+    env,
+    tasks: list[Task],
+    cfg: GrpoConfig,
+    stop_ids,
+    seed: int,
+    max_turns: int,
+    verifier: Verifier,
+    world: World = SINGLE,
 ) -> PassRates:
     """`task_filter_samples` rollouts per task from the current policy, verified, in chunks of at most
-    one training step's rollouts."""
+    one training step's rollouts (each process sampling its share: train/rollouts.py)."""
     per_chunk = max(1, cfg.tasks_per_step * cfg.group_size // cfg.task_filter_samples)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     rates = PassRates(tasks, [], [], 0, 0)
     for number, start in enumerate(range(0, len(tasks), per_chunk)):
         chunk = tasks[start : start + per_chunk]
         starts = [(t, i) for t in chunk for i in range(cfg.task_filter_samples)]
-        episodes = run_episodes(
-            model, tokenizer, env, starts, sampling, stop_ids, seed + number, max_turns, sampler=sample_ids_pruned
+        episodes, verdicts = sample_and_verify(
+            model, tokenizer, env, starts, sampling, stop_ids, seed + number, max_turns, verifier, world
         )
-        verdicts = verifier.verify_all([(e.task, as_trajectory(e)) for e in episodes])
         for t in range(len(chunk)):
             mine = verdicts[t * cfg.task_filter_samples : (t + 1) * cfg.task_filter_samples]
             rates.passed.append(sum(v.passed for v in mine if v.infra_error is None))
