@@ -290,6 +290,53 @@ def serve_cmd(
     _run_reporting_errors(run_server)
 
 
+tasks_app = typer.Typer(no_args_is_help=True, help="Make task sets for the environments.")
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("mine-bugs")
+def mine_bugs_cmd(
+    path: Path = typer.Argument(
+        ..., help="A pure-Python package's source tree with a pytest suite (or a git repository)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Task set directory (default: swe-tasks/NAME)."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="The repository's name in task ids (default: PATH's name)."
+    ),
+    python: str = typer.Option(
+        sys.executable,
+        "--python",
+        help="Interpreter with pytest (and the package's dependencies) to run the suite in the sandbox.",
+    ),
+    max_failing: int = typer.Option(5, "--max-failing", min=1, help="Keep a mutation that fails 1 to N tests."),
+    max_tasks: int = typer.Option(30, "--max-tasks", min=1, help="Stop after this many tasks."),
+    max_mutations: int = typer.Option(200, "--max-mutations", min=1, help="Try at most this many mutations."),
+    seed: int = typer.Option(0, "--seed", help="Order in which mutations are tried."),
+    wall_s: float = typer.Option(60.0, "--wall-s", min=1.0, help="Time limit of one run of the suite."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Suite runs in parallel."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output directory."),
+):
+    """Mine bug-fix tasks for the `swe` environment: mutations of PATH's source its own tests catch (docs/swe.md)."""
+
+    def mine() -> None:
+        # Imported here, as the stages are: no other command needs the environments.
+        from .envs.swe.mining import MineSettings, mine_to_directory
+
+        def progress(tried: int, kept: int) -> None:
+            if tried % 10 < workers:
+                typer.echo(f"  {tried} mutations tried, {kept} kept")
+
+        settings = MineSettings(max_failing, max_tasks, max_mutations, seed, wall_s, workers=workers)
+        target = out or Path("swe-tasks") / (name or path.resolve().name)
+        result = mine_to_directory(path, target, name, python, settings, force, progress)
+        typer.echo(
+            f"{result.name}: {len(result.tasks)} tasks from {result.tried} mutations "
+            f"(acceptance {result.acceptance:.0%}), {result.tests} tests, {result.seconds:.1f} s; wrote {target}"
+        )
+
+    _run_reporting_errors(mine)
+
+
 def main() -> None:
     app(prog_name="warmstart")
 

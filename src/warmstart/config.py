@@ -151,7 +151,7 @@ class JudgeConfig(Section):
 
 # The built-in environments: envs.BUILT_IN's names (tests/envs/test_plugins.py holds the two equal). Any
 # other `env.name` is a plugin (envs/plugins.py): `module.path:ClassName`, or an installed entry point's name.
-BUILT_IN_ENVS = ("arithmetic", "calculator", "math", "python", "repo")
+BUILT_IN_ENVS = ("arithmetic", "calculator", "math", "python", "repo", "swe")
 ENV_ENTRY_POINT_GROUP = "warmstart.environments"
 PLUGIN_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
@@ -395,6 +395,34 @@ class EvalConfig(Section):
     compare: list[tuple[str, str]] = Field(default_factory=list)
 
 
+RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:\d{1,5}")
+
+
+class RayConfig(Section):
+    """`generate` and `eval` on a Ray cluster (cluster/, docs/ray.md): rollouts fan out to worker actors,
+    verification to sandbox actors, and this process alone writes the records, the response cache and the
+    ledger. Without a `[ray]` section everything runs in this process and Ray is never imported."""
+
+    # "auto": the cluster this machine joined (`ray start`, or RAY_ADDRESS); "local": a Ray instance started
+    # for this process; "HOST:PORT": a cluster's GCS address; "ray://HOST:PORT": through Ray Client.
+    address: str = "auto"
+    # Rollout actors. None: one per GPU of the cluster for a local model (one in all without GPUs), else one
+    # per CPU of the cluster. An API teacher's workers share api.rpm / api.tpm: the limits hold cluster-wide.
+    workers: int | None = Field(None, ge=1)
+    # Verification actors. None: the environment's verify_workers, as actors only where it is above 1
+    # (a sandboxed environment); a number: that many actors, whatever the environment.
+    verify_workers: int | None = Field(None, ge=1)
+    # A worker that dies is restarted up to this many times, the piece of work it held asked again of it.
+    max_restarts: int = Field(3, ge=0)
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, address: str) -> str:
+        if address in ("auto", "local") or RAY_ADDRESS.fullmatch(address):
+            return address
+        raise ValueError(f"{address!r} is not auto, local, HOST:PORT or ray://HOST:PORT")
+
+
 class LogConfig(Section):
     """Where training scalars go (runs/tracking.py): metrics.jsonl always, and these backends (optional extras)."""
 
@@ -413,6 +441,7 @@ class Recipe(Section):
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    ray: RayConfig | None = None  # absent: no Ray (see RayConfig)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -1,7 +1,8 @@
 """Environments: task families with a verifier (`base.Environment`), chosen by `env.name` in the recipe.
 
 `arithmetic` (reasoning chains), `calculator` (when to call a tool), `python` (functions graded by hidden
-tests in the sandbox), `repo` (SWE-style fixes through tools); `verification.py` runs a stage's
+tests in the sandbox), `repo` (SWE-style fixes through tools), `swe` (bugs mined from real packages, graded by
+their own pytest suites: envs/swe/); `verification.py` runs a stage's
 verification (in worker processes where an environment asks for them); `judge.py` wraps an environment
 with an LLM judge; `sandbox/` runs model-written code under bubblewrap.
 
@@ -22,6 +23,7 @@ from .math import MathEnv, MathOptions
 from .plugins import make_plugin_env
 from .python import PythonEnv, PythonOptions
 from .repo import RepoEnv, RepoOptions
+from .swe.env import SweEnv, SweOptions
 
 # name -> (environment class, its options model); the recipe's EnvConfig.name lists the same names.
 BUILT_IN = {
@@ -30,6 +32,7 @@ BUILT_IN = {
     "math": (MathEnv, MathOptions),
     "python": (PythonEnv, PythonOptions),
     "repo": (RepoEnv, RepoOptions),
+    "swe": (SweEnv, SweOptions),
 }
 
 

@@ -258,7 +258,6 @@ class RepoEnv:
 
     def reference(self, task: Task, rng) -> Trajectory:
         """Solve through the tools, as an agent would: look, read, write the fix, run the tests."""
-        messages = list(task.prompt)
         ((path, fixed),) = task.hidden["fix"].items()
         plan = [
             ("list_files", {}),
@@ -266,17 +265,24 @@ class RepoEnv:
             ("write_file", {"path": path, "content": fixed}),
             ("run", {"command": "python3 -m unittest 2>&1 | tail -n 3"}),
         ]
-        for turn, (name, arguments) in enumerate(plan):
-            call = ToolCall(id=f"call-{turn}-0", function=ToolFunction(name=name, arguments=json.dumps(arguments)))
-            messages.append(Message(role="assistant", content="", tool_calls=[call]))
-            messages.append(Message(role="tool", tool_call_id=call.id, content=self.step(task, call, messages)))
-        messages.append(Message(role="assistant", content=f"Fixed the issue in {path}; the tests pass."))
-        return Trajectory(
-            task_id=task.id,
-            policy="reference",
-            messages=messages,
-            provenance=Provenance(provider="reference", model="repo-fixes", created=time.time()),
-        )
+        return scripted_episode(self, task, plan, f"Fixed the issue in {path}; the tests pass.", "repo-fixes")
+
+
+def scripted_episode(env, task: Task, plan: list[tuple[str, dict]], answer: str, model: str) -> Trajectory:
+    """A reference solver's episode: each (tool, arguments) of `plan` called through `env.step` in turn,
+    its result answered, then the final `answer`."""
+    messages = list(task.prompt)
+    for turn, (name, arguments) in enumerate(plan):
+        call = ToolCall(id=f"call-{turn}-0", function=ToolFunction(name=name, arguments=json.dumps(arguments)))
+        messages.append(Message(role="assistant", content="", tool_calls=[call]))
+        messages.append(Message(role="tool", tool_call_id=call.id, content=env.step(task, call, messages)))
+    messages.append(Message(role="assistant", content=answer))
+    return Trajectory(
+        task_id=task.id,
+        policy="reference",
+        messages=messages,
+        provenance=Provenance(provider="reference", model=model, created=time.time()),
+    )
 
 
 def probe_passed(probe: dict, record: dict | None) -> bool:

@@ -8,7 +8,8 @@ policy closed: (pass@1 - base) / (teacher - base).
 Every number comes with its uncertainty: pass@1 and pass@k with 95 % bootstrap intervals over tasks, and
 paired differences of pass@1 on the same tasks (each policy minus `base`, and the pairs of
 `eval.compare`), marked "within noise" where the interval holds 0 (`metrics/`). Every sample is kept with
-its verdict in eval/<policy>.jsonl, so what a policy answered, and why it failed, can be read.
+its verdict in eval/<policy>.jsonl, so what a policy answered, and why it failed, can be read. With
+`[ray]` the policies and the verifier are the cluster's (`cluster/`); this process writes every file.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .. import cluster
 from ..config import PolicySpec, Recipe
-from ..envs.verification import Verifier
 from ..errors import WarmstartError
 from ..metrics.tally import PassTally, compare
-from ..policies import make_policy
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, load_prices
 from ..runs.directory import RunDir, sample_paths
@@ -55,26 +55,30 @@ def evaluate_policy(
     env,
     tasks,
     ledger: CostLedger,
-    verifier: Verifier | None = None,
+    verifier=None,
     samples: Path | None = None,
 ) -> dict:
-    """`verifier`: the caller's, shared by several policies; without one, this policy's batches get their own.
+    """`verifier`: the caller's (a local or a Ray verifier), shared by several policies; without one, this
+    policy's batches get their own.
     `samples`: where to keep every sample with its verdict (JSONL), replaced whole when the policy is done."""
     cfg, started = recipe.eval, time.time()
-    policy = make_policy(spec, env, f"eval.policies.{name}", recipe)
+    policy = cluster.make_policy(spec, env, f"eval.policies.{name}", recipe)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     requests = [Request(t, i) for t in tasks for i in range(cfg.k)]
     by_id = {t.id: t for t in tasks}
     tally = PassTally([t.id for t in tasks])
     kept = samples.with_name(samples.name + ".tmp") if samples else None
+    seen: set[tuple[str, int]] = set()  # (task, sample index) counted: each once
     with (
-        nullcontext(verifier) if verifier else Verifier(env) as verifier,
+        cluster.stopping(policy, recipe),
+        nullcontext(verifier) if verifier else cluster.make_verifier(env, recipe) as verifier,
         JsonlAppender(kept) if kept else nullcontext() as writer,
         progress_bar(f"eval {name}", len(requests)) as advance,
     ):
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
-            trajectories = policy.rollout(chunk, sampling, recipe.run.seed)
+            trajectories = [t for t in policy.rollout(chunk, sampling, recipe.run.seed) if t.key not in seen]
+            seen.update(t.key for t in trajectories)
             for trajectory in trajectories:
                 if trajectory.error is not None:  # a failed request is never a 0
                     ledger.add(trajectory, False)  # it may still have cost tokens
@@ -130,6 +134,7 @@ def run(recipe: Recipe) -> Path:
     }
     inputs = [p for spec in specs.values() for p in policy_inputs(spec)]
     out = run_dir.eval_results
+    cluster.connect(recipe)  # an unreachable cluster fails here, before the stage writes anything
     with run_dir.stage("eval", config, inputs, [out]) as stage:
         if stage.done:
             print_table(json.loads(out.read_text()), cfg.k)
@@ -141,7 +146,8 @@ def run(recipe: Recipe) -> Path:
         if unknown:
             raise WarmstartError(f"eval.compare: {unknown[0]!r} is not a policy of eval.policies")
         samples = sample_paths(run_dir.root, list(specs))
-        with Verifier(env) as verifier:  # one for every policy: its workers (python's sandboxes) start once
+        # One verifier for every policy: its workers (python's sandboxes, local or Ray actors) start once.
+        with cluster.make_verifier(env, recipe) as verifier:
             results = {
                 name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier, samples[name])
                 for name, spec in specs.items()

@@ -1,8 +1,10 @@
 """`generate`: a policy answers the train tasks, n samples each; every answer is verified.
 
 Resumable: records already in `trajectories/<output>.jsonl` are skipped by (task, sample index), so a
-killed run is rerun without losing or duplicating anything. Records go out one flushed line each.
-A file written under another config is refused rather than mixed with new records.
+killed run is rerun without losing or duplicating anything. Records go out one flushed line each, each
+(task, sample index) once per run. A file written under another config is refused rather than mixed with
+new records. With `[ray]` the teacher and the verifier are the cluster's (`cluster/`); this process
+still writes every file.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import cluster
 from ..config import Recipe
-from ..envs.verification import Verifier
 from ..errors import WarmstartError
-from ..policies import make_policy
 from ..policies.api import NOT_SENT
 from ..runs.budget import BudgetGuard
 from ..runs.costs import CostLedger, describe, load_prices, load_terms
@@ -51,6 +52,7 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
     (written to estimates/<output>.json), the stage left undone: the pilot is the job's beginning."""
     cfg, run_dir = recipe.generate, RunDir(recipe)
     env = make_environment(recipe)
+    cluster.connect(recipe)  # an unreachable cluster fails here, before the stage writes anything
     out = run_dir.trajectories(cfg.output)
     # Done only with no rollout ended in an error: a rerun asks for exactly those again.
     with run_dir.stage(
@@ -81,7 +83,8 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
 def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> tuple[Job, list[Task]]:
     """The teacher, the train tasks and the ledger of what earlier runs of the stage spent, checked."""
     cfg = recipe.generate
-    policy = make_policy(cfg.teacher, env, "generate.teacher", recipe)  # a bad spec fails before any file is read
+    # A bad spec (or a cluster's worker that cannot make the policy) fails before any file is read.
+    policy = cluster.make_policy(cfg.teacher, env, "generate.teacher", recipe)
     note = unrequested_logprobs(policy, recipe)
     if note:
         log.info("%s: %s", stage.name, note)
@@ -139,10 +142,13 @@ def budget_guard(policy, ledger: CostLedger, recipe: Recipe) -> BudgetGuard | No
             f"({', '.join(sorted(ledger.unknown))}), so a dollar cap cannot be kept; add them to api.prices"
         )
     try:
-        policy.budget = BudgetGuard(cap, spent, policy.backend.model, ledger.prices, ledger.batch)
+        guard = BudgetGuard(cap, spent, policy.backend.model, ledger.prices, ledger.batch)
     except ValueError as exc:
         raise WarmstartError(f"generate.budget_usd: {exc}; add it to api.prices") from None
-    return policy.budget
+    if recipe.ray is not None:  # one actor keeps the cap for every worker's requests together (cluster/budget.py)
+        return policy.share_budget(guard)
+    policy.budget = guard
+    return guard
 
 
 def plan_summary(plans: list[SamplingPlan]) -> dict:
@@ -191,6 +197,7 @@ class Job:
         self.sampling = Sampling(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens)
         self.passed, self.planned, self.stopped, self.logprobs_checked = 0, 0, False, False
         self.answered: list[Trajectory] = []  # this run's records, for the pilot's projection
+        self.written: set[tuple[str, int]] = set()  # their (task, sample index): each written once per run
         self.earlier = read_records(out, Trajectory) if out.exists() else []  # every record of earlier runs
         self.guard: BudgetGuard | None = None
         self.terms = load_terms(recipe.api.prices)  # provider -> terms of use, recorded on each trajectory
@@ -199,8 +206,9 @@ class Job:
     def progress(self):
         # One Verifier for all rounds: its workers (python's sandboxes) start once and stop with the job.
         with (
+            cluster.stopping(self.policy, self.recipe),
             JsonlAppender(self.out) as self.writer,
-            Verifier(self.env) as self.verifier,
+            cluster.make_verifier(self.env, self.recipe) as self.verifier,
             progress_bar(f"generate {self.cfg.output}", 0) as self.advance,
         ):
             yield
@@ -225,7 +233,7 @@ class Job:
         line) and entered in the ledger. Rollouts the dollar cap kept from being sent are not written."""
         trajectories = self.policy.rollout(chunk, self.sampling, self.recipe.run.seed)
         self.stopped = self.guard is not None and self.guard.exhausted
-        trajectories = [t for t in trajectories if not is_unsent(t)]
+        trajectories = [t for t in trajectories if not is_unsent(t) and t.key not in self.written]
         answered = [t for t in trajectories if t.error is None]
         self.check_logprobs(answered)
         for trajectory, verdict in zip(
@@ -237,6 +245,7 @@ class Job:
             if trajectory.provenance.terms is None:
                 trajectory.provenance.terms = self.terms.get(trajectory.provenance.provider)
             self.writer.append(trajectory)
+            self.written.add(trajectory.key)
             self.ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
         self.answered += trajectories
         self.advance(len(trajectories), note=f"verified {self.passed}")

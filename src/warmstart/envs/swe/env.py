@@ -1,0 +1,182 @@
+"""`swe`: fix a bug in a real Python package through tools; its own pytest suite, in the sandbox, decides.
+
+Tasks come from a mined task set (`env.options.tasks_dir`: `warmstart tasks mine-bugs`, taskset.py).
+Tools as in `repo` (`list_files`, `read_file`, `write_file`, `run`) plus `edit_file` (replace one
+exact occurrence: large files need not be rewritten whole). State is the replay of the conversation's
+writes and edits (tools.py). `run` builds the working copy as a git repository whose only commit is the
+broken tree (so `git diff` / `git status` show the agent's own changes and nothing else is in the
+history) and runs the command in the sandbox with the task's interpreter first on PATH (`python -m
+pytest` works, with the packages of `env.options.python` mounted read-only), no network, and time,
+memory and output limits. `verify` is the real-suite grader (grader.py). The reference solver puts the
+original lines back with `edit_file`, runs the failing tests, and answers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import random
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...errors import WarmstartError
+from ...lm.toolcalls import call_arguments
+from ...types import Message, Task, ToolCall, Trajectory, Verdict
+from ..base import hash_split
+from ..repo import TOOLS as REPO_TOOLS
+from ..repo import clean_path, git_repository, scripted_episode, write_tree
+from ..sandbox import bubblewrap as sandbox
+from ..sandbox.interpreter import interpreter
+from .grader import grade
+from .suite import check_pytest
+from .taskset import load_task_sets
+from .tools import EDIT_TOOL, changed, edit, working_files, write
+
+EVAL_BUCKETS = 4
+MAX_TOOL_OUTPUT = 4_000
+MAX_READ_CHARS = 20_000
+
+
+class SweOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks_dir: str  # a mined task set, or a directory of them (taskset.py)
+    python: str | None = None  # interpreter with pytest and the packages' dependencies; default: the one mined with
+    wall_s: float = Field(60.0, gt=0)  # per grading
+    tool_wall_s: float = Field(30.0, gt=0)  # per `run` command
+    memory_mb: int = Field(2048, ge=256)
+
+
+class SweEnv:
+    name = "swe"
+    tools: tuple[dict, ...] = (*REPO_TOOLS[:3], EDIT_TOOL, REPO_TOOLS[3])
+    verify_workers = max(1, os.cpu_count() or 1)
+
+    def __init__(self, options: SweOptions | dict):
+        self.options = options if isinstance(options, SweOptions) else SweOptions.model_validate(options)
+        if sandbox.bwrap_path() is None:
+            raise WarmstartError(
+                "env swe: bubblewrap (bwrap) is not installed; the test suites run only in the sandbox"
+            )
+        sets = load_task_sets(Path(self.options.tasks_dir))
+        given = self.options.python or sets[0].manifest["python"]
+        self.python = interpreter(given)
+        check_pytest(self.python, given)
+        self.snapshots = {s.manifest["name"]: s.snapshot for s in sets}
+        self.all_tasks = [self._task(record) for s in sets for record in s.tasks]
+
+    def _task(self, record: dict) -> Task:
+        text = (
+            f"You are working in a git repository of the Python package {record['repo']}. A bug was reported:\n\n"
+            f"{record['problem']}\n\nUse the tools to look at the code, fix it and run the tests "
+            "(`python -m pytest ...`); then reply with a one-line summary of the fix."
+        )
+        return Task(
+            id=f"swe/{record['id']}",
+            env=self.name,
+            prompt=[Message(role="user", content=text)],
+            hidden={k: record[k] for k in ("repo", "file", "broken", "fail_to_pass", "pass_to_pass")},
+            split=hash_split(record["id"], EVAL_BUCKETS),
+            meta={"repo": record["repo"], "mutation": record.get("mutation", "")},
+        )
+
+    def tasks(self, split: str, n: int, seed: int) -> list[Task]:
+        pool = [t for t in self.all_tasks if t.split == split]
+        if n > len(pool):
+            raise ValueError(f"swe: only {len(pool)} {split} tasks in {self.options.tasks_dir}, {n} asked")
+        random.Random(f"swe-{seed}").shuffle(pool)
+        return pool[:n]
+
+    def start_files(self, task: Task) -> dict[str, str]:
+        return {**self.snapshots[task.hidden["repo"]], task.hidden["file"]: task.hidden["broken"]}
+
+    def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
+        arguments = call_arguments(call) or {}
+        name = call.function.name
+        before = working_files(self.start_files(task), messages, before_call=call.id)
+        if name == "list_files":
+            return "\n".join(sorted(before))
+        if name == "read_file":
+            path = clean_path(arguments.get("path"))
+            if path is None or path not in before:
+                return f"error: no such file: {arguments.get('path')}"
+            text = before[path]
+            return text if len(text) <= MAX_READ_CHARS else text[:MAX_READ_CHARS] + "\n[... cut: use run with sed -n]"
+        if name in ("write_file", "edit_file"):
+            files = dict(before)
+            error = (write if name == "write_file" else edit)(files, arguments)
+            return error or f"{name}: {clean_path(arguments.get('path'))} updated"
+        command = arguments.get("command")
+        if not isinstance(command, str) or not command.strip():
+            return "error: run needs a command"
+        return self._run(task, before, command)
+
+    def _run(self, task: Task, files: dict[str, str], command: str) -> str:
+        start = self.start_files(task)
+        bin_dir = os.path.dirname(self.python.path)
+        script = f'PATH="{bin_dir}:/usr/bin"; export PATH; {command}'
+        limits = sandbox.Limits(
+            wall_s=self.options.tool_wall_s,
+            cpu_s=int(self.options.tool_wall_s) + 1,
+            memory_bytes=self.options.memory_mb << 20,
+            open_files=256,
+        )
+        with tempfile.TemporaryDirectory(prefix="warmstart-swe-") as tmp:
+            os.chmod(tmp, 0o755)  # the sandbox user must reach the two directories inside
+            work, empty = Path(tmp) / "work", Path(tmp) / "task"
+            empty.mkdir()
+            git_repository(work, start)
+            write_tree(work, changed(start, files))
+            execution = sandbox.run(["/bin/sh", "-c", script], empty, limits, work_dir=work, python=self.python)
+        output = (execution.stdout + execution.stderr).decode(errors="replace")
+        status = (
+            "time limit"
+            if execution.timed_out
+            else "output limit"
+            if execution.truncated
+            else f"exit code {execution.returncode}"
+        )
+        return f"{status}\n{output[-MAX_TOOL_OUTPUT:]}"
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        start = self.start_files(task)
+        changes = changed(start, working_files(start, trajectory.messages))
+        limits = sandbox.Limits(
+            wall_s=self.options.wall_s,
+            cpu_s=int(self.options.wall_s) + 1,
+            memory_bytes=self.options.memory_mb << 20,
+            open_files=256,
+            processes=128,
+        )
+        broken = {task.hidden["file"]: task.hidden["broken"]}
+        original = self.snapshots[task.hidden["repo"]]
+        hidden = task.hidden
+        return grade(original, broken, changes, hidden["fail_to_pass"], hidden["pass_to_pass"], self.python, limits)
+
+    def reference(self, task: Task, rng) -> Trajectory:
+        """Put the original lines back with one edit_file, run the failing tests, answer."""
+        path = task.hidden["file"]
+        old, new = fix_edit(task.hidden["broken"], self.snapshots[task.hidden["repo"]][path])
+        tests = " ".join(f"'{i}'" for i in task.hidden["fail_to_pass"][:5])
+        plan = [
+            ("edit_file", {"path": path, "old": old, "new": new}),
+            ("run", {"command": f"python -m pytest -q -p no:cacheprovider {tests} 2>&1 | tail -n 3"}),
+        ]
+        answer = f"Fixed the bug in {path}; the failing tests pass."
+        return scripted_episode(self, task, plan, answer, "swe-original-files")
+
+
+def fix_edit(broken: str, fixed: str) -> tuple[str, str]:
+    """The smallest (old, new) pair of whole lines, with context until `old` is unique in `broken`."""
+    a, b = broken.splitlines(keepends=True), fixed.splitlines(keepends=True)
+    codes = [c for c in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if c[0] != "equal"]
+    i1, i2, j1, j2 = codes[0][1], codes[-1][2], codes[0][3], codes[-1][4]
+    while True:
+        old = "".join(a[i1:i2])
+        if old and broken.count(old) == 1 or (i1 == 0 and i2 == len(a)):
+            return old, "".join(b[j1:j2])
+        i1, j1 = max(0, i1 - 1), max(0, j1 - (1 if i1 > 0 else 0))
+        if i2 < len(a):
+            i2, j2 = i2 + 1, j2 + 1

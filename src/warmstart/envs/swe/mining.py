@@ -1,0 +1,238 @@
+"""Mining bug-fix tasks from a package's own test suite (`warmstart tasks mine-bugs PATH`).
+
+The suite is listed and run once unmutated in the sandbox (every collected test must collect, and none
+may fail: a suite that fails before any mutation is refused); then candidate mutations of the non-test
+source files (mutations.py) are tried one at a time, in an order shuffled by the seed and interleaved
+across files, each by running the tests that passed, in the sandbox, and reading the JUnit XML. A
+mutation is kept when at least one and at most `max_failing` tests fail (`--maxfail` stops a run once
+more have failed) and the run finished: those are its fail-to-pass tests, the others that passed its
+pass-to-pass. Each kept mutation becomes a task (taskset.py); the problem statement is written from
+the failing tests' ids and their assertion messages, and never names the file or the change.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ...errors import WarmstartError
+from ..sandbox import bubblewrap as sandbox
+from ..sandbox.interpreter import Interpreter, interpreter
+from .junit import junit_key, outcome_of
+from .mutations import Mutation, mutations
+from .paths import is_protected
+from .snapshot import read_tree
+from .suite import TAMPERED, check_pytest, run_pytest
+from .taskset import write_task_set
+
+NOT_MINED = ("setup.py", "conftest.py", "versioneer.py", "_version.py", "__main__.py")
+NOT_MINED_DIRS = ("docs", "doc", "examples", "benchmarks", "bench", "scripts")
+LISTED_FAILURES = 5
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")  # object addresses in messages: the same task mined twice reads the same
+
+
+@dataclass(frozen=True)
+class MineSettings:
+    max_failing: int = 5
+    max_tasks: int = 30
+    max_mutations: int = 200
+    seed: int = 0
+    wall_s: float = 60.0
+    memory_mb: int = 2048
+    workers: int = 2
+
+
+@dataclass
+class MineResult:
+    name: str
+    tests: int
+    tried: int
+    tasks: list[dict]
+    seconds: float
+
+    @property
+    def acceptance(self) -> float:
+        return len(self.tasks) / self.tried if self.tried else 0.0
+
+
+def limits(settings: MineSettings) -> sandbox.Limits:
+    return sandbox.Limits(
+        wall_s=settings.wall_s,
+        cpu_s=int(settings.wall_s) + 1,
+        memory_bytes=settings.memory_mb << 20,
+        open_files=256,
+        processes=128,
+    )
+
+
+def source_files(files: dict[str, str]) -> list[str]:
+    """The files mutations go into: Python source of the package, not its tests, setup or docs."""
+    return [
+        p
+        for p in files
+        if p.endswith(".py")
+        and not is_protected(p)
+        and p.rsplit("/", 1)[-1] not in NOT_MINED
+        and p.split("/")[0] not in NOT_MINED_DIRS
+    ]
+
+
+def check_package(path: Path) -> dict[str, str]:
+    if not path.is_dir():
+        raise WarmstartError(f"{path}: not a directory")
+    files = read_tree(path)
+    if not source_files(files):
+        raise WarmstartError(f"{path}: not a Python package (no Python source files outside tests)")
+    return files
+
+
+def passing_tests(path: Path, files: dict[str, str], python: Interpreter, settings: MineSettings) -> list[str]:
+    """The suite's node ids, all of which pass unmutated (skipped ones are left out); else one error."""
+    listing = run_pytest(files, files, [], python, limits(settings), collect_only=True)
+    if listing.collected is None or listing.collected["errors"]:
+        why = (listing.collected or {}).get("errors") or [{"nodeid": "", "message": no_report(listing.execution)}]
+        raise WarmstartError(f"{path}: the tests cannot be collected: {why[0]['nodeid']} {why[0]['message']}".rstrip())
+    ids = listing.collected["ids"]
+    if not ids:
+        raise WarmstartError(f"{path}: the test suite collects no tests")
+    baseline = run_pytest(files, files, ids, python, limits(settings), assert_mode="rewrite")
+    if baseline.outcomes is None:
+        raise WarmstartError(f"{path}: the unmutated test suite left no report: {no_report(baseline.execution)}")
+    failed = [i for i in ids if outcome_of(i, baseline.outcomes).kind in ("failure", "error")]
+    if failed:
+        first = outcome_of(failed[0], baseline.outcomes)
+        raise WarmstartError(
+            f"{path}: the test suite fails before any mutation: {len(failed)} failing, first {failed[0]}: {first_line(first.message)}"
+        )
+    keys = [junit_key(i) for i in ids]
+    unique = {k for k in keys if keys.count(k) == 1}  # two ids that write one JUnit entry cannot be told apart
+    return [i for i, k in zip(ids, keys) if k in unique and outcome_of(i, baseline.outcomes).passed]
+
+
+def candidate_order(files: dict[str, str], seed: int) -> list[Mutation]:
+    """Every file's mutations shuffled, then taken one file at a time in turn (so no file dominates)."""
+    rng = random.Random(seed)
+    per_file = []
+    for path in sorted(source_files(files)):
+        seen, unique = set(), []
+        for m in mutations(path, files[path]):
+            if m.source not in seen:
+                seen.add(m.source)
+                unique.append(m)
+        rng.shuffle(unique)
+        per_file.append(unique)
+    rng.shuffle(per_file)
+    order = []
+    for round_ in range(max((len(f) for f in per_file), default=0)):
+        order.extend(f[round_] for f in per_file if round_ < len(f))
+    return order
+
+
+def try_mutation(m: Mutation, files, ids, python, settings: MineSettings) -> list[tuple[str, str]] | None:
+    """The (id, message) of each test the mutation fails, or None when it is not a task."""
+    run = run_pytest(
+        {**files, m.path: m.source}, files, ids, python, limits(settings), "rewrite", settings.max_failing + 1
+    )
+    if run.outcomes is None:
+        return None
+    failing = [(i, outcome_of(i, run.outcomes)) for i in ids]
+    failing = [(i, o.message or o.kind) for i, o in failing if not o.passed]
+    return failing if 1 <= len(failing) <= settings.max_failing else None
+
+
+def problem_statement(name: str, failing: list[tuple[str, str]]) -> str:
+    shown = sorted(failing)[:LISTED_FAILURES]
+    lines = [
+        f"{name}: {len(failing)} test{'s' if len(failing) > 1 else ''} of the repository's own suite fail{'' if len(failing) > 1 else 's'}.",
+        "",
+    ]
+    for test_id, message in shown:
+        lines.append(f"- `{test_id}`")
+        lines.extend(f"    {line}" for line in ADDRESS.sub("0x...", message).splitlines()[:6])
+    if len(failing) > len(shown):
+        lines.append(f"- ... and {len(failing) - len(shown)} more")
+    lines += ["", "The tests are right; the library's code has a bug. Find it and fix the source (not the tests)."]
+    return "\n".join(lines)
+
+
+def mine(
+    path: Path, name: str, python: Interpreter, settings: MineSettings, progress=None
+) -> tuple[dict[str, str], MineResult]:
+    started = time.monotonic()
+    files = check_package(path)
+    check_pytest(python, str(python.host))
+    ids = passing_tests(path, files, python, settings)
+    candidates = candidate_order(files, settings.seed)[: settings.max_mutations]
+    tasks: list[dict] = []
+    tried = 0
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+        # In batches of `workers`, so the tally stops as soon as enough are kept.
+        for start in range(0, len(candidates), settings.workers):
+            if len(tasks) >= settings.max_tasks:
+                break
+            batch = candidates[start : start + settings.workers]
+            results = list(pool.map(lambda m: try_mutation(m, files, ids, python, settings), batch))
+            for m, failing in zip(batch, results):
+                tried += 1
+                if failing is not None and len(tasks) < settings.max_tasks:
+                    tasks.append(task_record(name, len(tasks), m, failing, ids))
+            if progress is not None:
+                progress(tried, len(tasks))
+    return files, MineResult(name, len(ids), tried, tasks, time.monotonic() - started)
+
+
+def task_record(name: str, index: int, m: Mutation, failing: list[tuple[str, str]], ids: list[str]) -> dict:
+    failed = {i for i, _ in failing}
+    return {
+        "id": f"{name}/{index:03d}",
+        "repo": name,
+        "file": m.path,
+        "broken": m.source,
+        "mutation": f"{m.kind}: {m.description} ({m.path}:{m.line})",
+        "problem": problem_statement(name, failing),
+        # Sorted: tests parametrized over a set are collected in an order that changes with the hash seed.
+        "fail_to_pass": sorted(i for i in ids if i in failed),
+        "pass_to_pass": sorted(i for i in ids if i not in failed),
+    }
+
+
+def mine_to_directory(
+    path: Path, out: Path, name: str | None, python_path: str, settings: MineSettings, force: bool, progress=None
+) -> MineResult:
+    """`mine`, then the task set written whole to `out` (or nothing written: any error comes first)."""
+    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+        raise WarmstartError(f"{out}: already exists and is not empty (pass --force to replace it)")
+    name = name or path.resolve().name
+    python = interpreter(python_path)
+    files, result = mine(path, name, python, settings, progress)
+    if not result.tasks:
+        raise WarmstartError(f"{path}: none of {result.tried} mutations made 1 to {settings.max_failing} tests fail")
+    manifest = {
+        "name": name,
+        "source": str(path.resolve()),
+        "python": python.host,
+        "tests": result.tests,
+        "mutations_tried": result.tried,
+        "tasks": len(result.tasks),
+        "acceptance": round(result.acceptance, 3),
+        "seconds": round(result.seconds, 1),
+        "settings": asdict(settings),
+    }
+    write_task_set(out, manifest, files, result.tasks, force)
+    return result
+
+
+def no_report(execution) -> str:
+    if execution.timed_out:
+        return "it did not finish in the time limit (--wall-s)"
+    if execution.returncode == TAMPERED:
+        return "its code changed pytest's machinery or the import system while it ran, which the runner refuses (docs/swe.md)"
+    return execution.infra_error or f"pytest exited with {execution.returncode} before writing one"
+
+
+def first_line(message: str) -> str:
+    return (message.strip().splitlines() or [""])[0][:200]

@@ -1,0 +1,98 @@
+"""One pytest run over a repository in the sandbox, its outcomes read from the JUnit XML it wrote.
+
+The sandbox's /work is a fresh directory holding the repository (`repo/`) and a results directory with
+a random name made for this run (the agent's tool calls never saw it, so nothing can have been prepared
+there); the runner (runner.py, in the read-only /task) writes the XML there. Exit code and output are
+never read (the runner sends both to /dev/null); a run killed at its time limit has no XML, so every
+test in it is missing, a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import WarmstartError
+from ..sandbox import bubblewrap as sandbox
+from ..sandbox.interpreter import Interpreter
+from .junit import Outcome, read_outcomes
+from .paths import source_roots
+
+RUNNER = Path(__file__).with_name("runner.py")
+NO_PYTEST = 5  # runner.py's exit codes: the interpreter cannot import pytest; the watched machinery changed
+TAMPERED = 6
+
+
+@dataclass
+class SuiteRun:
+    outcomes: dict[tuple[str, str], Outcome] | None  # None: no JUnit XML (killed, exited early, tampered)
+    collected: dict | None  # collect-only mode: {"ids": node ids, "errors": [{nodeid, message}]}
+    execution: sandbox.Execution
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for path, content in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+
+
+def run_pytest(
+    files: dict[str, str],
+    roots_from: dict[str, str],
+    ids: list[str],
+    python: Interpreter,
+    limits: sandbox.Limits,
+    assert_mode: str = "plain",
+    maxfail: int | None = None,
+    collect_only: bool = False,
+) -> SuiteRun:
+    """pytest over `files` (the whole tree), selecting `ids` (none: the whole suite). `roots_from`: the
+    original tree, whose layout decides sys.path (never the tree under test)."""
+    with tempfile.TemporaryDirectory(prefix="warmstart-swe-") as tmp:
+        os.chmod(tmp, 0o755)  # the sandbox user must reach the directories inside
+        work, task = Path(tmp) / "work", Path(tmp) / "task"
+        results_name = f"results-{secrets.token_hex(16)}"
+        write_tree(work / "repo", files)
+        (work / results_name).mkdir(parents=True)
+        task.mkdir()
+        (task / "runner.py").write_text(RUNNER.read_text())
+        spec = {
+            "root": "/work/repo",
+            "paths": source_roots(roots_from),
+            "results": f"/work/{results_name}",
+            "ids": ids,
+            "assert": assert_mode,
+            "maxfail": maxfail,
+            "collect_only": collect_only,
+        }
+        (task / "spec.json").write_text(json.dumps(spec))
+        argv = [*python.argv(), "/task/runner.py", "/task/spec.json"]
+        execution = sandbox.run(argv, task, limits, work_dir=work, python=python)
+        junit = work / results_name / "junit.xml"
+        collected = work / results_name / "collected.json"
+        outcomes = read_outcomes(junit.read_text(errors="replace")) if junit.is_file() else None
+        listed = json.loads(collected.read_text()) if collect_only and collected.is_file() else None
+    return SuiteRun(outcomes, listed, execution)
+
+
+def check_pytest(python: Interpreter, given: str) -> None:
+    """Before anything untrusted runs: the interpreter starts in the sandbox and imports pytest there."""
+    with tempfile.TemporaryDirectory(prefix="warmstart-swe-") as tmp:
+        task = Path(tmp)
+        (task / "runner.py").write_text(RUNNER.read_text())
+        (task / "spec.json").write_text(json.dumps({"probe": True, "root": "/work", "results": "/work"}))
+        done = sandbox.run(
+            [*python.argv(), "/task/runner.py", "/task/spec.json"], task, sandbox.Limits(wall_s=60), python=python
+        )
+    if done.infra_error:
+        raise WarmstartError(f"swe: the sandbox did not start: {done.infra_error}")
+    if done.returncode == NO_PYTEST:
+        raise WarmstartError(f"swe: {given} cannot import pytest inside the sandbox; install pytest into it")
+    if done.returncode != 0:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise WarmstartError(f"swe: {given} does not run inside the sandbox (it runs as `nobody`): {last}")

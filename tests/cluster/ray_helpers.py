@@ -1,0 +1,21 @@
+"""What the Ray tests compare: a run's records without what may differ between two runs of one recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def comparable(path: Path) -> list[str]:
+    """Each record as canonical JSON, sorted, without its creation time (the one field a run may change)."""
+    out = []
+    for line in path.read_bytes().splitlines():
+        record = json.loads(line)
+        del record["provenance"]["created"]
+        out.append(json.dumps(record, sort_keys=True))
+    return sorted(out)
+
+
+def ids_and_verdicts(path: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in path.read_bytes().splitlines()]
+    return sorted((r["task_id"], r["sample_index"], json.dumps(r["verdict"], sort_keys=True)) for r in rows)

@@ -1,0 +1,138 @@
+"""The `swe` environment on a task set of the tiny package: tools, replayed state, reference, grading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from swe_fixture import BROKEN, FAIL_TO_PASS, FILES, PASS_TO_PASS
+
+from warmstart.config import EnvConfig
+from warmstart.envs import make_env
+from warmstart.envs.swe.env import SweEnv, SweOptions, fix_edit
+from warmstart.envs.swe.taskset import write_task_set
+from warmstart.errors import WarmstartError
+from warmstart.types import Message, Provenance, ToolCall, ToolFunction, Trajectory
+
+
+@pytest.fixture()
+def env(tmp_path, sandbox_python):
+    record = {
+        "id": "calc/000",
+        "repo": "calc",
+        "file": "calc/core.py",
+        "broken": BROKEN["calc/core.py"],
+        "mutation": "clamp returns low above high",
+        "problem": "calc: 1 test fails.\n- `tests/test_core.py::test_clamp_high`",
+        "fail_to_pass": FAIL_TO_PASS,
+        "pass_to_pass": PASS_TO_PASS,
+    }
+    manifest = {"name": "calc", "python": sandbox_python.host}
+    write_task_set(tmp_path / "tasks" / "calc", manifest, FILES, [record], force=False)
+    return SweEnv(SweOptions(tasks_dir=str(tmp_path / "tasks"), wall_s=60, tool_wall_s=60))
+
+
+def call(name: str, turn: int, **arguments) -> ToolCall:
+    return ToolCall(id=f"c{turn}", function=ToolFunction(name=name, arguments=json.dumps(arguments)))
+
+
+def conversation(env, task, *calls: ToolCall) -> tuple[list[Message], list[str]]:
+    messages, replies = list(task.prompt), []
+    for c in calls:
+        messages.append(Message(role="assistant", content="", tool_calls=[c]))
+        replies.append(env.step(task, c, messages))
+        messages.append(Message(role="tool", tool_call_id=c.id, content=replies[-1]))
+    return messages, replies
+
+
+def trajectory(task, messages) -> Trajectory:
+    done = [*messages, Message(role="assistant", content="done")]
+    return Trajectory(
+        task_id=task.id, policy="test", messages=done, provenance=Provenance(provider="test", model="t", created=0.0)
+    )
+
+
+def only_task(env):
+    (task,) = env.all_tasks
+    return task
+
+
+def test_the_reference_solves_and_an_empty_patch_does_not(env):
+    task = only_task(env)
+    reference = env.reference(task, None)
+    assert env.verify(task, reference).reward == 1.0
+    assert "1 passed" in reference.messages[-2].content
+    assert env.verify(task, trajectory(task, list(task.prompt))).reward == 0.0
+
+
+def test_tools_see_the_broken_tree_and_the_episodes_own_writes(env):
+    task = only_task(env)
+    messages, replies = conversation(
+        env,
+        task,
+        call("list_files", 0),
+        call("read_file", 1, path="calc/core.py"),
+        call("edit_file", 2, path="calc/core.py", old="return", new="x"),
+        call(
+            "edit_file",
+            3,
+            path="calc/core.py",
+            old="        return low\n    return value",
+            new="        return high\n    return value",
+        ),
+        call(
+            "run",
+            4,
+            command="git status --short && git log --oneline | wc -l && python -m pytest -q -p no:cacheprovider 2>&1 | tail -n 1",
+        ),
+        call("read_file", 5, path="../etc/passwd"),
+        call("write_file", 6, path=".git/config", content="x"),
+    )
+    assert "calc/core.py" in replies[0].splitlines() and "tests/test_core.py" in replies[0].splitlines()
+    assert replies[1] == BROKEN["calc/core.py"]
+    assert "occurs" in replies[2] and replies[3].startswith("edit_file:")
+    assert replies[4].startswith("exit code 0") and "M calc/core.py" in replies[4] and "6 passed" in replies[4]
+    assert "\n1\n" in replies[4]  # one commit: nothing of the fix in the history
+    assert replies[5].startswith("error") and replies[6].startswith("error")
+    assert env.verify(task, trajectory(task, messages)).reward == 1.0
+    # Another episode starts from the broken tree again: state lives in the conversation only.
+    _, fresh = conversation(env, task, call("read_file", 0, path="calc/core.py"))
+    assert fresh[0] == BROKEN["calc/core.py"]
+
+
+def test_test_edits_through_the_tools_are_not_graded(env):
+    task = only_task(env)
+    passing = "def test_clamp_high():\n    pass\n"
+    messages, _ = conversation(
+        env,
+        task,
+        call("write_file", 0, path="tests/test_core.py", content=passing),
+        call("write_file", 1, path="conftest.py", content="import pytest\n"),
+    )
+    verdict = env.verify(task, trajectory(task, messages))
+    assert verdict.reward == 0.0 and verdict.details["changed_files"] == []
+
+
+def test_the_sandbox_has_no_network(env):
+    task = only_task(env)
+    command = "python -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\" 2>&1 | tail -n 1"
+    _, replies = conversation(env, task, call("run", 0, command=command))
+    assert "unreachable" in replies[0] or "Errno" in replies[0]
+
+
+def test_made_from_a_recipe_and_bad_options_are_one_error(env, tmp_path, sandbox_python):
+    made = make_env(EnvConfig(name="swe", options={"tasks_dir": env.options.tasks_dir, "python": sandbox_python.host}))
+    assert [t.id for t in made.all_tasks] == ["swe/calc/000"]
+    with pytest.raises(WarmstartError, match="not a directory"):
+        make_env(EnvConfig(name="swe", options={"tasks_dir": str(tmp_path / "none")}))
+    with pytest.raises(WarmstartError, match="pytest"):
+        make_env(EnvConfig(name="swe", options={"tasks_dir": env.options.tasks_dir, "python": "/usr/bin/python3"}))
+
+
+def test_fix_edit_is_a_unique_small_replacement():
+    broken = "a = 1\nb = 2\na = 1\nc = 3\n"
+    fixed = "a = 1\nb = 2\na = 0\nc = 3\n"
+    old, new = fix_edit(broken, fixed)
+    assert broken.count(old) == 1 and broken.replace(old, new) == fixed
+    old, new = fix_edit("x\ny\n", "x\nif q:\n    z\ny\n")  # a removed branch put back
+    assert "x\ny\n".replace(old, new) == "x\nif q:\n    z\ny\n"

@@ -1,0 +1,91 @@
+"""The real-suite grader on a tiny generated package: the fix scores 1, the broken tree and bad edits 0."""
+
+from __future__ import annotations
+
+import pytest
+from swe_fixture import BROKEN, CORE, FAIL_TO_PASS, FILES, PASS_TO_PASS
+
+from warmstart.envs.sandbox import bubblewrap as sandbox
+from warmstart.envs.swe.grader import grade
+from warmstart.envs.swe.junit import junit_key, read_outcomes
+from warmstart.envs.swe.paths import applicable
+
+LIMITS = sandbox.Limits(wall_s=60, cpu_s=60, memory_bytes=2 << 30, open_files=256)
+
+
+def graded(python, changes, fail_to_pass=FAIL_TO_PASS, pass_to_pass=PASS_TO_PASS):
+    return grade(FILES, BROKEN, changes, fail_to_pass, pass_to_pass, python, LIMITS)
+
+
+def test_the_fix_scores_one(sandbox_python):
+    verdict = graded(sandbox_python, {"calc/core.py": CORE})
+    assert verdict.reward == 1.0 and verdict.passed, verdict.details
+    assert verdict.details["changed_files"] == ["calc/core.py"]
+
+
+def test_no_change_scores_zero(sandbox_python):
+    verdict = graded(sandbox_python, {})
+    assert verdict.reward == 0.0
+    assert verdict.details["fail_to_pass"] == 0 and verdict.details["pass_to_pass"] == len(PASS_TO_PASS)
+
+
+def test_a_fix_that_breaks_another_test_scores_zero(sandbox_python):
+    verdict = graded(sandbox_python, {"calc/core.py": CORE.replace("bool(a and b)", "bool(a or b)")})
+    assert verdict.reward == 0.0 and verdict.details["fail_to_pass"] == 1
+
+
+def test_a_missing_or_unknown_test_id_fails(sandbox_python):
+    verdict = graded(sandbox_python, {"calc/core.py": CORE}, pass_to_pass=["tests/test_core.py::test_nothing"])
+    assert verdict.reward == 0.0
+
+
+def test_a_new_module_in_a_package_is_applied(sandbox_python):
+    fixed = CORE.replace('"""Small numeric helpers."""', "from .limits import upper").replace(
+        "        return high\n    return value", "        return upper(high)\n    return value"
+    )
+    broken_core = BROKEN["calc/core.py"]
+    assert fixed != broken_core
+    changes = {"calc/limits.py": "def upper(high):\n    return high\n", "calc/core.py": fixed}
+    assert graded(sandbox_python, changes).reward == 1.0
+
+
+@pytest.mark.parametrize(
+    "path, applied",
+    [
+        ("calc/core.py", True),
+        ("calc/new.py", True),
+        ("README.md", True),
+        ("newtop.py", False),
+        ("calc/sub/new.py", False),
+        ("tests/test_core.py", False),
+        ("calc/test_x.py", False),
+        ("calc/x_test.py", False),
+        ("conftest.py", False),
+        ("calc/conftest.py", False),
+        ("pyproject.toml", False),
+        ("calc/pytest.ini", False),
+        ("setup.cfg", False),
+        ("tox.ini", False),
+        ("calc/sitecustomize.py", False),
+        ("calc/evil.pth", False),
+        ("calc/pytest.py", False),
+        (".git/config", False),
+        ("calc/.hidden.py", False),
+    ],
+)
+def test_which_paths_the_grader_applies(path, applied):
+    assert applicable(path, {**FILES, **BROKEN}) is applied
+
+
+def test_junit_keys_match_what_pytest_writes():
+    assert junit_key("tests/test_a.py::TestX::test_y[1-a::b]") == ("tests.test_a.TestX", "test_y[1-a::b]")
+    assert junit_key("test_top.py::test_z") == ("test_top", "test_z")
+    xml = (
+        '<testsuites><testsuite><testcase classname="t" name="a"/>'
+        '<testcase classname="t" name="b"><skipped type="pytest.xfail" message="x"/></testcase>'
+        '<testcase classname="t" name="c"/><testcase classname="t" name="c"><error message="teardown"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    outcomes = read_outcomes(xml)
+    assert outcomes[("t", "a")].passed and not outcomes[("t", "b")].passed and not outcomes[("t", "c")].passed
+    assert read_outcomes("PASSED 10 passed") is None

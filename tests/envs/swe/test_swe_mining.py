@@ -1,0 +1,130 @@
+"""`warmstart tasks mine-bugs` on the tiny package: tasks whose tests really fail, bad input refused."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from swe_fixture import BROKEN, FILES
+
+from warmstart.envs.sandbox import bubblewrap as sandbox
+from warmstart.envs.swe.grader import grade
+from warmstart.envs.swe.mining import MineSettings, mine_to_directory
+from warmstart.envs.swe.mutations import mutations
+from warmstart.envs.swe.suite import write_tree
+from warmstart.envs.swe.taskset import read_task_set
+
+SETTINGS = MineSettings(max_failing=3, max_tasks=4, max_mutations=10, wall_s=60)
+
+
+def package(root: Path, files: dict[str, str]) -> Path:
+    write_tree(root, files)
+    return root
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warmstart.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_mined_tasks_fail_their_tests_and_the_original_file_fixes_them(tmp_path, sandbox_python):
+    source = package(tmp_path / "calc", FILES)
+    out = tmp_path / "tasks" / "calc"
+    result = mine_to_directory(source, out, "calc", sandbox_python.host, SETTINGS, force=False)
+    task_set = read_task_set(out)
+    assert task_set.snapshot == FILES
+    assert 1 <= len(task_set.tasks) == len(result.tasks) <= SETTINGS.max_tasks
+    manifest = task_set.manifest
+    assert manifest["tests"] == 6 and manifest["tasks"] == len(task_set.tasks)
+    assert manifest["mutations_tried"] >= manifest["tasks"] and manifest["python"] == sandbox_python.host
+    limits = sandbox.Limits(wall_s=60, cpu_s=60, memory_bytes=2 << 30, open_files=256)
+    for task in task_set.tasks:
+        assert 1 <= len(task["fail_to_pass"]) <= SETTINGS.max_failing
+        assert len(task["fail_to_pass"]) + len(task["pass_to_pass"]) == 6
+        assert all(test_id.split("::")[-1] in task["problem"] for test_id in task["fail_to_pass"])
+        assert task["file"] not in task["problem"]  # the statement names the failing tests, not the change
+        broken = {task["file"]: task["broken"]}
+        f2p, p2p = task["fail_to_pass"], task["pass_to_pass"]
+        assert grade(FILES, broken, {}, f2p, p2p, sandbox_python, limits).reward == 0.0
+        fix = {task["file"]: FILES[task["file"]]}
+        assert grade(FILES, broken, fix, f2p, p2p, sandbox_python, limits).reward == 1.0
+
+
+def test_mutations_are_small_text_edits():
+    found = mutations("calc/core.py", FILES["calc/core.py"])
+    kinds = {m.kind for m in found}
+    assert {"flipped comparison", "off by one", "removed if branch", "and/or swapped", "+/- swapped"} <= kinds
+    assert {"wrong default", "range bound off by one"} <= kinds
+    original = FILES["calc/core.py"].splitlines()
+    for m in found:
+        codes = difflib.SequenceMatcher(None, original, m.source.splitlines()).get_opcodes()
+        changed = sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in codes if tag != "equal")
+        assert 1 <= changed <= 3, m
+
+
+def test_not_a_python_package(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no code here\n")
+    line = one_error_line(cli("tasks", "mine-bugs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")))
+    assert "not a Python package" in line and str(tmp_path / "empty") in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_suite_failing_before_any_mutation(tmp_path, sandbox_python):
+    source = package(tmp_path / "calc", {**FILES, **BROKEN})
+    out = tmp_path / "out"
+    args = ("tasks", "mine-bugs", str(source), "--out", str(out), "--python", sandbox_python.host)
+    line = one_error_line(cli(*args))
+    assert "fails before any mutation" in line and "test_clamp_high" in line
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize(
+    "bad_test, needle",
+    [("from calc import nothing_here\n", "test_broken.py"), ("def test_x(:\n    pass\n", "test_broken.py")],
+)
+def test_tests_that_cannot_be_collected(tmp_path, sandbox_python, bad_test, needle):
+    source = package(tmp_path / "calc", {**FILES, "tests/test_broken.py": bad_test})
+    out = tmp_path / "out"
+    line = one_error_line(cli("tasks", "mine-bugs", str(source), "--out", str(out), "--python", sandbox_python.host))
+    assert "cannot be collected" in line and needle in line
+    assert not out.exists()
+
+
+def test_an_interpreter_without_pytest(tmp_path):
+    source = package(tmp_path / "calc", FILES)
+    line = one_error_line(
+        cli("tasks", "mine-bugs", str(source), "--out", str(tmp_path / "o"), "--python", "/usr/bin/python3")
+    )
+    assert "pytest" in line and "/usr/bin/python3" in line
+
+
+def test_an_existing_task_set_is_kept_without_force(tmp_path):
+    source = package(tmp_path / "calc", FILES)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"keep": True}))
+    line = one_error_line(cli("tasks", "mine-bugs", str(source), "--out", str(out)))
+    assert "--force" in line and json.loads((out / "manifest.json").read_text()) == {"keep": True}
+
+
+def test_a_package_that_patches_pytest_itself(tmp_path, sandbox_python):
+    patching = {
+        **FILES,
+        "calc/__init__.py": "import unittest\nunittest.TestCase.assertTrue = print\n" + FILES["calc/__init__.py"],
+    }
+    source = package(tmp_path / "calc", patching)
+    line = one_error_line(
+        cli("tasks", "mine-bugs", str(source), "--out", str(tmp_path / "o"), "--python", sandbox_python.host)
+    )
+    assert "changed pytest's machinery" in line and str(source) in line
