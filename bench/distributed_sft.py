@@ -1,4 +1,5 @@
-"""SFT throughput of 1 vs 2 processes (torchrun, gloo) and of LoRA vs full fine-tuning, with peak memory.
+"""SFT throughput of 1 vs 2 processes (torchrun, gloo; whole copies or FSDP2 shards) and of LoRA vs full
+fine-tuning, with peak memory.
 
     .venv/bin/python bench/distributed_sft.py [--quick]   -> bench/results/distributed_sft.md
 
@@ -28,8 +29,9 @@ from sft_vs_trl import CACHE, DATA_RUN, prepare  # noqa: E402
 WORK = CACHE / "distributed-sft"
 
 
-def overrides(model: Path, steps: int, seq_len: int, rows: int, lora: bool) -> list[str]:
+def overrides(model: Path, steps: int, seq_len: int, rows: int, lora: bool, sharding: str = "none") -> list[str]:
     return [
+        f"sft.sharding={sharding}",
         f"run.dir='{WORK / 'run'}'",
         f"sft.student='{model}'",
         f"sft.steps={steps}",
@@ -42,12 +44,14 @@ def overrides(model: Path, steps: int, seq_len: int, rows: int, lora: bool) -> l
     ]
 
 
-def run_once(model: Path, processes: int, lora: bool, steps: int, seq_len: int, rows: int) -> dict:
+def run_once(
+    model: Path, processes: int, lora: bool, steps: int, seq_len: int, rows: int, sharding: str = "none"
+) -> dict:
     """A fresh run directory holding only the curated data; one `warmstart sft`; its tokens/s and peak RSS."""
     shutil.rmtree(WORK, ignore_errors=True)
     (WORK / "run" / "curated").mkdir(parents=True)
     shutil.copy(DATA_RUN / "curated" / "train.jsonl", WORK / "run" / "curated" / "train.jsonl")
-    sets = [arg for o in overrides(model, steps, seq_len, rows, lora) for arg in ("--set", o)]
+    sets = [arg for o in overrides(model, steps, seq_len, rows, lora, sharding) for arg in ("--set", o)]
     recipe = WORK / "recipe.toml"
     recipe.write_text("# every key comes from --set\n")
     cores = os.cpu_count() or 1
@@ -66,17 +70,24 @@ def run_once(model: Path, processes: int, lora: bool, steps: int, seq_len: int, 
         "tokens_per_s": stats["tokens_this_run"] / stats["train_seconds"],
         "peak_mb": usage.ru_maxrss / 1024,
         "trainable": stats["trainable_parameters"],
-        "planned_mb": planned_mb(model, steps, seq_len, rows, lora),
+        "planned_mb": planned_mb(model, steps, seq_len, rows, lora, sharding, processes),
     }
 
 
-def planned_mb(model: Path, steps: int, seq_len: int, rows: int, lora: bool) -> float:
-    """What `warmstart plan` says this run's process peaks at (train/memory_plan.py)."""
+def planned_mb(
+    model: Path, steps: int, seq_len: int, rows: int, lora: bool, sharding: str = "none", processes: int = 1
+) -> float:
+    """What `warmstart plan` says one process of this run peaks at (train/memory_plan.py; a sharded plan
+    reads the process count from WORLD_SIZE, as under torchrun)."""
     from warmstart.config import load_recipe
     from warmstart.train.memory_plan import plan_for
 
-    recipe = load_recipe(None, overrides(model, steps, seq_len, rows, lora))
-    return plan_for(recipe, "sft").total_bytes / 2**20
+    recipe = load_recipe(None, overrides(model, steps, seq_len, rows, lora, sharding))
+    os.environ["WORLD_SIZE"] = str(processes)
+    try:
+        return plan_for(recipe, "sft").total_bytes / 2**20
+    finally:
+        del os.environ["WORLD_SIZE"]
 
 
 def main() -> None:
@@ -92,6 +103,7 @@ def main() -> None:
         systems = {
             "1 process, full": lambda m=model: run_once(m, 1, False, steps, seq_len, rows),
             "2 processes, full": lambda m=model: run_once(m, 2, False, steps, seq_len, rows),
+            "2 processes, FSDP": lambda m=model: run_once(m, 2, False, steps, seq_len, rows, "fsdp"),
         }
         if name == "smollm2":
             systems["1 process, LoRA r=16"] = lambda m=model: run_once(m, 1, True, steps, seq_len, rows)
@@ -119,7 +131,8 @@ def main() -> None:
 
 tokens/s (median of {repetitions}), ratio to 1 process with full fine-tuning, peak resident memory of the
 largest process beside what `warmstart plan` planned for one process (for 2 processes the plan is of one
-process too: each holds a whole copy), trained parameters. 2 processes = torchrun --standalone, gloo, one thread each;
+process too: each holds a whole copy, or with FSDP half of the weights, gradients and AdamW state), trained
+parameters. 2 processes = torchrun --standalone, gloo, one thread each;
 1 process = all cores' threads. Global batch identical (rows_per_micro_batch x grad_accum=2).
 
 {table(["model", "system", "tokens/s", "ratio", "peak MB (one process)", "planned MB (error)", "trained parameters"], rows_out)}
