@@ -57,6 +57,10 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
         from .runs.directory import RunDir
 
         make_env(recipe.env)  # an environment that cannot load (a plugin's import, its options) fails first
+        if {"generate", "eval"} & set(stage_names):  # an unreachable [ray] cluster too, before anything is written
+            from . import cluster
+
+            cluster.connect(recipe)
         if os.environ.get("RANK", "0") == "0":  # under torchrun the main process writes, the others read
             RunDir(recipe).write_recipe()
         for name in stage_names:
