@@ -61,6 +61,10 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, sharding):
     assert_same_weights(student_weights(one), student_weights(two))
     manifest = (two / "manifest.json").read_text()
     assert '"processes": 2' in manifest
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(two / "models" / "student")  # a plain save_pretrained model
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight  # still tied
 
 
 # ("fsdp", 1): sharded training saves its optimizer state by parameter name; one process takes it up.

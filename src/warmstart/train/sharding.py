@@ -63,11 +63,24 @@ def check_shardable(cfg: SftConfig, world: World, uses_kd: bool) -> None:
         )
 
 
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder's list of layers, each an FSDP unit; a model laid out otherwise is one error."""
+    get_decoder = getattr(model, "get_decoder", None)
+    layers = getattr(get_decoder(), "layers", None) if callable(get_decoder) else None
+    if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
+        raise WarmstartError(
+            f"sft.sharding = 'fsdp': cannot wrap {type(model).__name__} (its decoder has no `layers` list, "
+            "the units this sharding splits); train it with sharding = 'none' or LoRA"
+        )
+    return layers
+
+
 def shard(model: torch.nn.Module, ce_sum) -> torch.nn.Module:
     """`model` split over the processes in place (layers, then the root); `model.scored_ce_sum(batch)` is
     `ce_sum(model, batch)` run as a forward of the root."""
+    layers = decoder_layers(model)  # before anything is wrapped
     policy = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
-    for layer in model.get_decoder().layers:
+    for layer in layers:
         fully_shard(layer, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     for module in model.modules():
