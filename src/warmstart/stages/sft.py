@@ -95,6 +95,8 @@ def run(recipe: Recipe) -> Path:
     )  # the device too: before anything is written
     if lora.enabled(cfg.lora):  # before anything is built or written
         lora.check_targets(student_config(cfg), cfg.lora, "sft.lora")
+    if cfg.sharding == "fsdp":  # likewise
+        sharding.check_wrappable(student_config(cfg))
     world = distributed.join(resolve_device(recipe.run.device))
     distributed.check_divisible(
         world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft", "rows_per_micro_batch x grad_accum"

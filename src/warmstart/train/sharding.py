@@ -37,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from transformers import AutoModelForCausalLM
 
 from ..config import SftConfig
 from ..errors import WarmstartError
@@ -73,6 +74,13 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
             "the units this sharding splits); train it with sharding = 'none' or LoRA"
         )
     return layers
+
+
+def check_wrappable(config) -> None:
+    """Before anything is built or written: a model of this config (on the meta device, which allocates
+    nothing) has the layer list sharding splits."""
+    with torch.device("meta"):
+        decoder_layers(AutoModelForCausalLM.from_config(config))
 
 
 def shard(model: torch.nn.Module, ce_sum) -> torch.nn.Module:
