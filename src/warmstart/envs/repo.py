@@ -212,15 +212,7 @@ class RepoEnv:
             execution = sandbox.run(
                 ["/bin/sh", "-c", command], empty, self._limits(), unsafe=self.options.unsafe_no_sandbox, work_dir=work
             )
-        output = (execution.stdout + execution.stderr).decode(errors="replace")
-        status = (
-            "time limit"
-            if execution.timed_out
-            else "output limit"
-            if execution.truncated
-            else f"exit code {execution.returncode}"
-        )
-        return f"{status}\n{output[-MAX_TOOL_OUTPUT:]}"
+        return command_report(execution)
 
     def _limits(self) -> sandbox.Limits:
         return sandbox.Limits(
@@ -283,6 +275,18 @@ def scripted_episode(env, task: Task, plan: list[tuple[str, dict]], answer: str,
         messages=messages,
         provenance=Provenance(provider="reference", model=model, created=time.time()),
     )
+
+
+def command_report(execution) -> str:
+    """A `run` command's answer to the agent: how it ended, then the tail of what it printed."""
+    output = (execution.stdout + execution.stderr).decode(errors="replace")
+    if execution.timed_out:
+        status = "time limit"
+    elif execution.truncated:
+        status = "output limit"
+    else:
+        status = f"exit code {execution.returncode}"
+    return f"{status}\n{output[-MAX_TOOL_OUTPUT:]}"
 
 
 def probe_passed(probe: dict, record: dict | None) -> bool:

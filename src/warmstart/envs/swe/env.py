@@ -26,7 +26,7 @@ from ...lm.toolcalls import call_arguments
 from ...types import Message, Task, ToolCall, Trajectory, Verdict
 from ..base import hash_split
 from ..repo import TOOLS as REPO_TOOLS
-from ..repo import clean_path, git_repository, scripted_episode, write_tree
+from ..repo import clean_path, command_report, git_repository, scripted_episode, write_tree
 from ..sandbox import bubblewrap as sandbox
 from ..sandbox.interpreter import interpreter
 from .grader import grade
@@ -35,7 +35,6 @@ from .taskset import load_task_sets
 from .tools import EDIT_TOOL, changed, edit, working_files, write
 
 EVAL_BUCKETS = 4
-MAX_TOOL_OUTPUT = 4_000
 MAX_READ_CHARS = 20_000
 
 
@@ -130,15 +129,7 @@ class SweEnv:
             git_repository(work, start)
             write_tree(work, changed(start, files))
             execution = sandbox.run(["/bin/sh", "-c", script], empty, limits, work_dir=work, python=self.python)
-        output = (execution.stdout + execution.stderr).decode(errors="replace")
-        status = (
-            "time limit"
-            if execution.timed_out
-            else "output limit"
-            if execution.truncated
-            else f"exit code {execution.returncode}"
-        )
-        return f"{status}\n{output[-MAX_TOOL_OUTPUT:]}"
+        return command_report(execution)
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         start = self.start_files(task)

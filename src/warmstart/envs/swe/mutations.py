@@ -14,6 +14,8 @@ import ast
 import copy
 from dataclasses import dataclass
 
+from ..python_tests import parses
+
 COMPARE_FLIPS = {
     ast.Lt: ast.LtE,
     ast.LtE: ast.Lt,
@@ -132,11 +134,3 @@ def mutations(path: str, source: str) -> list[Mutation]:
                 what = f"`if {ast.unparse(node.test)}:` branch removed"
                 found.append(Mutation(path, "removed if branch", node.lineno, what, text))
     return [m for m in found if m.source != source and parses(m.source)]
-
-
-def parses(source: str) -> bool:
-    try:
-        ast.parse(source)
-    except SyntaxError:
-        return False
-    return True
