@@ -218,6 +218,7 @@ class FakeAPI:
                     reply = anthropic_reply(body, text, fault, prompt_tokens, completion_tokens)
                 elif legacy:
                     reply = legacy_reply(body, text, prompt_tokens, completion_tokens)
+                    reply["model"] = "another-model" if fault == "other_model" else reply["model"]
                 else:
                     reply = openai_reply(body, text, fault, prompt_tokens, completion_tokens, api.teacher.logprobs)
                     reply = odd_openai_reply(reply, fault)

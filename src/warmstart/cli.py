@@ -273,7 +273,9 @@ def export_cmd(
 @app.command("serve")
 def serve_cmd(
     model_dir: Path = typer.Argument(..., help="Model directory (save_pretrained) or .gguf file."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (no authentication: keep it local)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; one other than loopback needs --api-key."
+    ),
     port: int = typer.Option(8000, "--port", help="Port; 0 picks a free one (printed)."),
     max_batch: int = typer.Option(32, "--max-batch", help="Most sequences generated together."),
     model_name: Optional[str] = typer.Option(
@@ -283,13 +285,36 @@ def serve_cmd(
         4 * 1024 * 1024, "--max-request-bytes", help="Largest request body accepted; a larger one is a 413."
     ),
     device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps."),
+    enable_lora: bool = typer.Option(
+        False, "--enable-lora", help="LoRA adapters at runtime: /v1/load_lora_adapter, /v1/unload_lora_adapter."
+    ),
+    enable_weight_updates: bool = typer.Option(
+        False, "--enable-weight-updates", help="New weights at runtime: /update_weights_from_disk, /get_model_info."
+    ),
+    api_key: Optional[str] = typer.Option(
+        None,
+        "--api-key",
+        envvar="WARMSTART_API_KEY",
+        show_envvar=True,
+        help="Require `Authorization: Bearer KEY` (all but /health and /metrics).",
+    ),
+    request_timeout: Optional[float] = typer.Option(
+        None, "--request-timeout", help="Seconds a request may run; a longer one is ended with a 504."
+    ),
 ):
     """An OpenAI-compatible HTTP server (/v1/chat/completions) over a local transformers model."""
 
     def run_server() -> None:
-        from .serve.server import serve
+        from .serve.server import ServeOptions, serve
 
-        serve(model_dir, host, port, max_batch, model_name, max_request_bytes, device)
+        options = ServeOptions(
+            enable_lora=enable_lora,
+            enable_weight_updates=enable_weight_updates,
+            api_key=api_key,
+            request_timeout_s=request_timeout,
+            max_request_bytes=max_request_bytes,
+        )
+        serve(model_dir, host, port, max_batch, model_name, options, device)
 
     _run_reporting_errors(run_server)
 

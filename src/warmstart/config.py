@@ -339,6 +339,8 @@ class SftConfig(Section):
 class GrpoConfig(Section):
     """RL on the environment's verifier (see stages/grpo.py for what each knob does)."""
 
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
     init: ModelSpec = PolicySpec.parse("student")  # "student", "base", "run:NAME" or a model directory: where RL starts
     output: str = "student-grpo"  # models/<output>, checkpoints/<output>
     steps: int = Field(50, ge=1)
@@ -378,6 +380,43 @@ class GrpoConfig(Section):
         default_factory=LoraSettings
     )  # with kl_weight > 0 the adapter-disabled base is the reference
     gradient_checkpointing: bool = False
+    # Train-inference mismatch (train/mismatch.py): each policy token's loss weighted by
+    # min(p_trainer / p_sampler, tis_cap) (truncated importance sampling; 0: off); a step whose mean
+    # |log p_trainer - log p_sampler| exceeds mismatch_limit stops the run (the sampler is not this policy).
+    tis_cap: float = Field(2.0, ge=0.0)  # 0: off (weights 1)
+    mismatch_limit: float = Field(1.0, gt=0.0)
+    # "openai:NAME@URL": the groups are sampled by an OpenAI-compatible server serving NAME = grpo.init
+    # (vLLM, SGLang, `warmstart serve`) that returns token ids and log-probs; the weights reach it after each
+    # update (train/rollout_server.py). None: sampled in this process.
+    rollout_server: PolicyField | None = None
+    # 1: one-step-off-policy. The next step's groups are sampled (by the rollout server, with the weights
+    # before this step's update) while this step trains; TIS corrects for the one step of staleness. 0: off.
+    # (`async` is a Python keyword: the field is async_steps, written and read as `async`.)
+    async_steps: int = Field(0, ge=0, le=1, alias="async")
+
+    @field_validator("tis_cap")
+    @classmethod
+    def _cap_at_least_one(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError(
+                f"must be 0 (off) or at least 1 (a cap below 1 would shrink on-policy tokens), got {value}"
+            )
+        return value
+
+    @field_validator("rollout_server")
+    @classmethod
+    def _rollout_server_is_openai(cls, value: PolicySpec | None) -> PolicySpec | None:
+        if value is not None and (value.kind != "openai" or not value.base_url):
+            raise ValueError(f"expected openai:NAME@URL (an OpenAI-compatible server), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _async_needs_a_server(self) -> GrpoConfig:
+        if self.async_steps and self.rollout_server is None:
+            raise ValueError(
+                "async = 1 needs grpo.rollout_server: the next step is sampled there while this one trains"
+            )
+        return self
 
 
 class EvalConfig(Section):

@@ -3,13 +3,11 @@ test module (each module that asks for `client` or `base_url` starts its own and
 
 from __future__ import annotations
 
-import select
-import subprocess
-import sys
 from pathlib import Path
 
 import openai
 import pytest
+from serve_helpers import running_server
 from transformers import AutoTokenizer
 
 from warmstart.config import TinyModelConfig
@@ -32,29 +30,8 @@ def tokenizer(model_dir):
 @pytest.fixture(scope="module")
 def base_url(model_dir, tmp_path_factory):
     """The URL of a `warmstart serve` process, terminated when the module's tests are done."""
-    stderr = (tmp_path_factory.mktemp("serve-log") / "stderr.txt").open(
-        "w+"
-    )  # a file: a full pipe would block the server
-    command = [sys.executable, "-m", "warmstart.cli", "serve", str(model_dir), "--port", "0", "--max-batch", "16"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    try:
-        line = _first_line(process, timeout_s=90)
-        assert line.startswith("serving tiny on http://127.0.0.1:"), _failure(line, stderr)
-        yield line.split(" on ")[1].strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        stderr.close()
-
-
-def _first_line(process: subprocess.Popen, timeout_s: float) -> str:
-    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-    return process.stdout.readline() if ready else ""
-
-
-def _failure(line: str, stderr) -> str:
-    stderr.seek(0)
-    return f"no 'serving' line (got {line!r}); server stderr:\n{stderr.read()[-3000:]}"
+    with running_server(model_dir, tmp_path_factory.mktemp("serve-log")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

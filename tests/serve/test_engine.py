@@ -8,7 +8,7 @@ import time
 import pytest
 from transformers import AutoModelForCausalLM
 
-from warmstart.serve.engine import SLICE_TOKENS, BatchEngine, Job
+from warmstart.serve.engine import SLICE_TOKENS, AdapterGone, BatchEngine, Control, Job
 from warmstart.types import Sampling
 
 GREEDY_LONG = Sampling(temperature=0.0, max_new_tokens=5 * SLICE_TOKENS)
@@ -56,3 +56,27 @@ def test_more_rows_than_max_batch_and_seeded_jobs(engine):
     assert [r.completion_ids for r in first.result(timeout=120)] == [
         r.completion_ids for r in again.result(timeout=120)
     ]
+
+
+def test_controls_run_between_slices_once_the_rows_they_wait_for_are_done(engine):
+    """A control that waits for every running row runs after the long job; one that waits for none runs
+    at the next slice boundary, while the long job goes on; jobs queued after a control run after it."""
+    long = engine.submit(Job([5, 6, 7, 8], 1, GREEDY_LONG, None, None))
+    deadline = time.monotonic() + 60
+    while engine.batches_run == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    at_once = engine.submit(Control(lambda: long.done()))
+    after_all = engine.submit(Control(lambda: long.done(), blocks=lambda job: True))
+    behind = engine.submit(Job([9, 10], 1, Sampling(max_new_tokens=2), None, None))
+    assert at_once.result(timeout=300) is False
+    assert after_all.result(timeout=300) is True
+    assert len(behind.result(timeout=120)[0].completion_ids) <= 2
+    failing = engine.submit(Control(lambda: 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        failing.result(timeout=120)
+    assert len(engine.submit(Job([9], 1, Sampling(max_new_tokens=1), None, None)).result(timeout=120)) == 1
+
+
+def test_a_job_for_an_adapter_not_loaded_fails_alone(engine):
+    with pytest.raises(AdapterGone):
+        engine.submit(Job([5, 6], 1, Sampling(max_new_tokens=2), None, None, adapter="nope")).result(timeout=120)

@@ -23,6 +23,9 @@ class Sampled:
     prompt_ids: list[int]
     completion_ids: list[int]  # up to and including the stop token, if one came
     stopped: bool  # False: cut by max_new_tokens
+    # The sampler's log-prob of each completion token under the model's own distribution (raw logits: no
+    # temperature, no top-p), as a server reports it; None where the sampler does not give them (`generate`).
+    logprobs: list[float] | None = None
 
 
 def left_padded(
@@ -149,6 +152,7 @@ def sample_ids_pruned(
     uniforms = row_uniforms(seed, keys or [str(i) for i in range(len(prompts))], sampling.max_new_tokens, device)
     stops = torch.tensor(sorted(stop_ids) or [-1], device=device)
     completions: list[list[int]] = [[] for _ in prompts]
+    logprobs: list[list[float]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
     rows = torch.arange(len(prompts), device=device)  # batch position -> prompt index
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
@@ -166,8 +170,10 @@ def sample_ids_pruned(
             token = draw(next_token_scores(logits, sampling), uniforms[rows, step])
         else:
             token = logits.argmax(dim=-1)
-        for row, t in zip(rows.tolist(), token.tolist()):
+        chosen = torch.log_softmax(logits.float(), dim=-1).gather(1, token[:, None])[:, 0]
+        for row, t, lp in zip(rows.tolist(), token.tolist(), chosen.tolist()):
             completions[row].append(t)
+            logprobs[row].append(lp)
         done = torch.isin(token, stops)
         for row in rows[done].tolist():
             stopped[row] = True
@@ -182,7 +188,7 @@ def sample_ids_pruned(
         logits = model(
             input_ids=token[:, None], attention_mask=attention, position_ids=position, use_cache=True, **cache_arg
         ).logits[:, -1]
-    return [Sampled(list(p), c, s) for p, c, s in zip(prompts, completions, stopped)]
+    return [Sampled(list(p), c, s, lp) for p, c, s, lp in zip(prompts, completions, stopped, logprobs)]
 
 
 def produced_ids(completion_ids: list[int], stopped: bool) -> list[int]:

@@ -32,13 +32,16 @@ class Episode:
     messages: list[Message]
     ids: list[int]
     policy_mask: list[int]  # 1 on tokens the policy produced
+    # Per id: the sampler's log-prob of a token the policy produced (lm.generation.Sampled.logprobs), None
+    # elsewhere and where the sampler gave none. GRPO's importance weights compare them with the trainer's.
+    sampler_logprobs: list[float | None] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)  # one per policy turn
     finish_reason: str | None = None  # stop | length | turns; None while running
 
 
 def start_episode(tokenizer, task: Task, sample_index: int, tools) -> Episode:
     ids = tokenizer(render_prompt(tokenizer, task.prompt, tools), add_special_tokens=False)["input_ids"]
-    return Episode(task, sample_index, list(task.prompt), ids, [0] * len(ids))
+    return Episode(task, sample_index, list(task.prompt), ids, [0] * len(ids), [None] * len(ids))
 
 
 def run_episodes(
@@ -73,6 +76,7 @@ def run_episodes(
             episode.usage.append(Usage(tokens_in=len(episode.ids), tokens_out=len(s.completion_ids)))
             episode.ids += s.completion_ids
             episode.policy_mask += [1] * len(s.completion_ids)
+            episode.sampler_logprobs += s.logprobs if s.logprobs is not None else [None] * len(s.completion_ids)
             message = completion_message(tokenizer, s, f"call-{turn}" if tools else None)
             episode.messages.append(message)
             if not s.stopped:
@@ -92,3 +96,4 @@ def continue_after_tools(tokenizer, env, episode: Episode, end_of_turn: str, too
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     episode.ids += ids
     episode.policy_mask += [0] * len(ids)
+    episode.sampler_logprobs += [None] * len(ids)

@@ -12,6 +12,10 @@ both decode to U+FFFD, are one key, the likelier; null for the first prompt toke
 and `text_offset` (where each listed token's text starts, counting the texts of the listed tokens before
 it). With echo the lists cover the prompt's tokens, then the generated ones.
 
+With `return_token_ids: true` (vLLM's extension) the choice also has `token_ids` (every generated token,
+the end-of-turn token included when generation stopped on it) and `prompt_token_ids`, and the generated
+part of `logprobs` has one entry per token id, the end-of-turn token scored like the others.
+
 Left out (a 400 that names the parameter): several prompts in one request (send several requests; the
 engine batches them), `n` > 1, `best_of`, `suffix`, `logit_bias`, streaming.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..types import Sampling
@@ -30,7 +35,10 @@ from .response import decode_row, logprob_entry
 # Accepted without effect: `user` only labels the caller, a zero penalty is none, and the others ask for
 # what the server does anyway.
 HARMLESS = {"user": None, "frequency_penalty": 0, "presence_penalty": 0, "n": 1, "best_of": 1, "stream": False}
-KNOWN = {"model", "prompt", "max_tokens", "echo", "logprobs", "temperature", "top_p", "seed", "stop", *HARMLESS}
+KNOWN = {
+    *"model prompt max_tokens echo logprobs temperature top_p seed stop return_token_ids".split(),
+    *HARMLESS,
+}
 DEFAULT_MAX_TOKENS = 16  # OpenAI's
 
 
@@ -42,10 +50,12 @@ class CompletionRequest:
     logprobs: int | None  # alternatives per token (0..20); None: no logprobs
     stop: list[str]
     seed: int | None
+    model: str = ""  # the name asked: the base model's or a loaded adapter's
+    return_token_ids: bool = False  # vLLM's extension: token ids out, the end-of-turn token's log-prob listed
 
 
-def parse_completion_request(body: dict, model_name: str, vocab_size: int) -> CompletionRequest:
-    check_params(body, KNOWN, HARMLESS, model_name)
+def parse_completion_request(body: dict, models: Sequence[str], vocab_size: int) -> CompletionRequest:
+    check_params(body, KNOWN, HARMLESS, models)
     echo = flag(body, "echo")
     max_tokens = integer(body, "max_tokens", DEFAULT_MAX_TOKENS, 0, 2**31)
     if max_tokens == 0 and not echo:
@@ -57,6 +67,8 @@ def parse_completion_request(body: dict, model_name: str, vocab_size: int) -> Co
         logprobs=integer(body, "logprobs", None, 0, MAX_TOP_LOGPROBS),
         stop=stop_strings(body.get("stop")),
         seed=integer(body, "seed", None, -(2**63), 2**63 - 1),
+        model=body["model"],
+        return_token_ids=flag(body, "return_token_ids"),
     )
 
 
@@ -80,7 +92,7 @@ def parse_prompt(value, vocab_size: int) -> str | list[int]:
     return value
 
 
-def completion_json(model: str, tokenizer, request: CompletionRequest, prompt_ids: list[int], row: Row) -> dict:
+def completion_json(tokenizer, request: CompletionRequest, prompt_ids: list[int], row: Row) -> dict:
     completion = decode_row(tokenizer, row, request.stop)  # stop strings apply to the generated text only
     text = completion.text
     if request.echo:
@@ -91,11 +103,13 @@ def completion_json(model: str, tokenizer, request: CompletionRequest, prompt_id
         entries = prompt_entries(tokenizer, prompt_ids, row) if request.echo else []
         logprobs = legacy_logprobs(entries + (completion.logprobs or []))
     choice = {"index": 0, "text": text, "finish_reason": completion.finish_reason, "logprobs": logprobs}
+    if request.return_token_ids:
+        choice |= {"token_ids": row.completion_ids[: completion.tokens], "prompt_token_ids": list(prompt_ids)}
     return {
         "id": f"cmpl-{secrets.token_hex(12)}",
         "object": "text_completion",
         "created": int(time.time()),
-        "model": model,
+        "model": request.model,
         "choices": [choice],
         "usage": {
             "prompt_tokens": len(prompt_ids),

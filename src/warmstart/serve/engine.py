@@ -1,19 +1,26 @@
 """The model side of `warmstart serve`: one worker thread owns the model and runs batches.
 
-HTTP handler threads submit a Job (one request: prompt ids, `n`, sampling settings) and wait on its
-future. The worker keeps the rows it is generating (`Live`, `n` per job) and advances them in slices of
+HTTP handler threads submit a Job (one request: prompt ids, `n`, sampling settings, adapter) and wait on
+its future. The worker keeps the rows it is generating (`Live`, `n` per job) and advances them in slices of
 at most `SLICE_TOKENS` new tokens: each slice is one `lm.generation.sample_ids` call over up to `max_batch`
-rows that share temperature and top_p, and between slices the worker admits what has arrived. So a short
-request that comes while long ones run joins at the next slice instead of waiting for them to finish
-(continuous batching at the granularity of a slice; each slice re-reads its rows' prompt + tokens so far,
-the price of not keeping a KV cache across slices). Groups of other settings take turns. A job with a seed
-still runs alone, to its end, so that its seed alone decides its output. Only this thread touches the
-model, so the global torch RNG that `sample_ids` seeds is never raced.
+rows that share temperature, top_p and LoRA adapter, and between slices the worker admits what has
+arrived. So a short request that comes while long ones run joins at the next slice instead of waiting for
+them to finish (continuous batching at the granularity of a slice; each slice re-reads its rows' prompt +
+tokens so far, the price of not keeping a KV cache across slices). Groups of other settings take turns. A
+job with a seed runs alone, slice after slice, so that its seed alone decides its output. Only this thread
+touches the model, so the global torch RNG that `sample_ids` seeds is never raced.
+
+Work on the model itself (an adapter loaded or unloaded, new weights) is a `Control` on the same queue: the
+worker runs it between slices, once no running row depends on what it changes; the jobs queued after it
+wait for it, so every request sees the model as it was when it was queued or later, never half of each.
+
+A job with a timeout that is still unfinished after a slice ends past it fails with `RequestTimeout`, its
+rows dropped; the others go on.
 
 Log-probs come from a second forward pass over prompt + completion, for the rows that asked: the model's
-own distribution (raw logits: no temperature, no top-p), as OpenAI and vLLM report them. A job with
-`echo` (the legacy completions endpoint) has its prompt tokens scored in the same pass, and one with
-max_tokens 0 is that pass alone, with no generation: how a teacher scores a student's tokens.
+own distribution (raw logits: no temperature, no top-p) under the job's adapter, as OpenAI and vLLM report
+them. A job with `echo` (the legacy completions endpoint) has its prompt tokens scored in the same pass,
+and one with max_tokens 0 is that pass alone, with no generation: how a teacher scores a student's tokens.
 """
 
 from __future__ import annotations
@@ -23,14 +30,25 @@ import queue
 import secrets
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from ..lm.generation import Sampled, produced_ids, sample_ids
+from ..lm.generation import Sampled, produced_ids, row_seed, sample_ids
 from ..lm.scoring import TokenLogprob, score_tokens
 from ..types import Sampling
+from .lora import LoraSet
 
 log = logging.getLogger(__name__)
+
+
+class RequestTimeout(Exception):
+    """A job still generating when its time ran out."""
+
+
+class AdapterGone(Exception):
+    """A job for an adapter that was unloaded before the job began."""
 
 
 @dataclass
@@ -39,7 +57,8 @@ class Row:
 
     completion_ids: list[int]  # up to and including the end-of-turn token, if one came
     stopped: bool  # False: cut by max_tokens
-    logprobs: list[TokenLogprob] | None  # one per produced token (the end-of-turn token excluded)
+    # One per produced token; the end-of-turn token is excluded unless the job asked `score_stop`.
+    logprobs: list[TokenLogprob] | None
     prompt_logprobs: list[TokenLogprob] | None = None  # with echo: one per prompt token from the second on
 
 
@@ -51,7 +70,33 @@ class Job:
     seed: int | None
     top_logprobs: int | None  # None: no logprobs
     echo: bool = False  # score the prompt's tokens too (with top_logprobs not None)
+    adapter: str | None = None  # a loaded LoRA adapter's name; None: the base model
+    score_stop: bool = False  # list the end-of-turn token's log-prob too (return_token_ids)
+    timeout_s: float | None = None  # ended at the first slice boundary past this many seconds
     future: Future = field(default_factory=Future)  # resolves to list[Row], n of them
+    queued: float = field(default_factory=time.monotonic)
+
+    @property
+    def expired(self) -> bool:
+        return self.timeout_s is not None and time.monotonic() - self.queued > self.timeout_s
+
+    @property
+    def batch_key(self) -> tuple:
+        """Rows share a slice only with rows of equal key: one adapter and one way of sampling per call."""
+        return (self.sampling.temperature, self.sampling.top_p, self.adapter)
+
+
+def never(job: Job) -> bool:
+    return False
+
+
+@dataclass
+class Control:
+    """Work on the model, run by the worker between slices once no running row's job `blocks` it."""
+
+    action: Callable[[], object]
+    blocks: Callable[[Job], bool] = never
+    future: Future = field(default_factory=Future)  # resolves to what `action` returns, or its exception
 
 
 SLICE_TOKENS = 64  # new tokens per row per slice: the longest a newly arrived request waits to join
@@ -73,10 +118,21 @@ class Live:
 
 
 class BatchEngine:
-    def __init__(self, model, pad_id: int, stop_ids: list[int], max_batch: int, wait_s: float = 0.005):
+    def __init__(
+        self,
+        model,
+        pad_id: int,
+        stop_ids: list[int],
+        max_batch: int,
+        wait_s: float = 0.005,
+        on_slice: Callable[[int], None] = lambda rows: None,
+    ):
         self.model, self.pad_id, self.stop_ids = model, pad_id, stop_ids
-        self.max_batch, self.wait_s = max_batch, wait_s
-        self.pending: queue.Queue[Job | None] = queue.Queue()  # None: stop the worker
+        self.max_batch, self.wait_s, self.on_slice = max_batch, wait_s, on_slice
+        self.adapters = LoraSet(model)  # changed by Controls only, so by the worker only
+        self.pending: queue.Queue[Job | Control | None] = queue.Queue()  # None: stop the worker
+        self.waiting: deque[Job | Control] = deque()  # taken from `pending`, not yet admitted (worker only)
+        self.live: list[Live] = []  # the rows being generated (worker only; others read its length)
         self.batches_run = self.jobs_done = self.rows_done = 0  # written by the worker only
         self.worker = threading.Thread(target=self._loop, name="serve-worker", daemon=True)
 
@@ -87,74 +143,106 @@ class BatchEngine:
         self.pending.put(None)
         self.worker.join()
 
-    def submit(self, job: Job) -> Future:
-        self.pending.put(job)
-        return job.future
+    def submit(self, item: Job | Control) -> Future:
+        self.pending.put(item)
+        return item.future
+
+    def queued(self) -> int:
+        """Jobs and controls waiting to be admitted (read from any thread: a moment's count)."""
+        return self.pending.qsize() + len(self.waiting)
 
     def _loop(self) -> None:
-        live: list[Live] = []
         stopping = False
-        while not (stopping and not live):
-            jobs, stopping = self._take(wait=not live, room=self.max_batch - len(live), stopping=stopping)
-            for job in jobs:
-                if job.seed is not None or job.sampling.max_new_tokens == 0:
-                    self._run([job])  # alone and whole: its seed alone decides its output
-                else:
-                    rows = [Live(job) for _ in range(job.n)]
-                    for row in rows:
-                        row.siblings = rows
-                    live += rows
-            if live:
-                live = self._advance(live)
+        while not stopping or self.live or self.waiting:
+            if not stopping:
+                stopping = self._pull(block=not self.live and not self.waiting)
+            self._admit()
+            if self.live:
+                self._advance()
 
-    def _take(self, wait: bool, room: int, stopping: bool) -> tuple[list[Job], bool]:
-        """The jobs pending now, up to `room` rows (with `wait`: blocking for the first, then a few ms for
-        more to batch with it); and whether the worker was asked to stop (it finishes its rows first)."""
-        if stopping:
-            return [], True
-        jobs: list[Job] = []
-        if wait:
-            first = self.pending.get()
-            if first is None:
-                return [], True
-            jobs.append(first)
-        deadline = time.monotonic() + (self.wait_s if wait else 0.0)
-        while sum(job.n for job in jobs) < room:
+    def _pull(self, block: bool) -> bool:
+        """Move what has arrived to `waiting` (with `block`: wait for the first, then a few ms for more to
+        batch with it). True when the worker is asked to stop (it finishes what it holds first)."""
+        deadline = None
+        while True:
             try:
-                job = (
-                    self.pending.get(timeout=max(deadline - time.monotonic(), 0)) if wait else self.pending.get_nowait()
-                )
+                if not block:
+                    item = self.pending.get_nowait()
+                elif deadline is None:
+                    item = self.pending.get()
+                else:
+                    item = self.pending.get(timeout=max(deadline - time.monotonic(), 0))
             except queue.Empty:
-                break
-            if job is None:
-                return jobs, True
-            jobs.append(job)
-        return jobs, False
+                return False
+            if item is None:
+                return True
+            self.waiting.append(item)
+            deadline = deadline or time.monotonic() + self.wait_s
 
-    def _advance(self, live: list[Live]) -> list[Live]:
-        """One slice for the oldest rows' settings (up to max_batch rows); finished jobs resolved. The rows
-        advanced go to the back, so that other settings take turns."""
-        sampling = live[0].job.sampling
-        group = [r for r in live if r.job.sampling == sampling][: self.max_batch]
+    def _admit(self) -> None:
+        """Admit waiting jobs in order, up to `max_batch` rows, running a control when its turn comes and
+        nothing running depends on it; a control that must wait holds the jobs behind it."""
+        admitted, room = 0, self.max_batch - len(self.live)
+        while self.waiting:
+            item = self.waiting[0]
+            if isinstance(item, Control):
+                if any(item.blocks(r.job) for r in self.live):
+                    return
+                self.waiting.popleft()
+                _settle(item.future, item.action)
+                continue
+            if admitted >= room:
+                return
+            self.waiting.popleft()
+            if item.adapter is not None and item.adapter not in self.adapters.loaded:
+                item.future.set_exception(AdapterGone(item.adapter))
+            elif item.seed is not None or item.sampling.max_new_tokens == 0:
+                self._run_alone(item)  # its seed alone decides its output
+            else:
+                rows = [Live(item) for _ in range(item.n)]
+                for row in rows:
+                    row.siblings = rows
+                self.live += rows
+                admitted += item.n
+
+    def _advance(self) -> None:
+        """One slice for the oldest rows' settings (up to max_batch rows); finished jobs resolved, expired
+        ones dropped. The rows advanced go to the back, so that other settings take turns."""
+        first = self.live[0].job
+        group = [r for r in self.live if r.job.batch_key == first.batch_key][: self.max_batch]
         new_tokens = min(SLICE_TOKENS, min(r.remaining for r in group))
         prompts = [r.job.prompt_ids + r.completion for r in group]
-        step = Sampling(sampling.temperature, sampling.top_p, new_tokens)
+        step = Sampling(first.sampling.temperature, first.sampling.top_p, new_tokens)
         try:
-            sampled = sample_ids(self.model, self.pad_id, prompts, step, self.stop_ids, secrets.randbelow(2**31))
+            with self.adapters.using(first.adapter):
+                sampled = self._slice(prompts, step, secrets.randbelow(2**31))
         except Exception as exc:  # a failed slice fails its requests (500), never the worker
             log.exception("a slice of %d sequences failed", len(group))
-            failed = {id(r.job) for r in group}
-            for job in {id(r.job): r.job for r in group}.values():
-                job.future.set_exception(exc)
-            return [r for r in live if id(r.job) not in failed]
-        self.batches_run += 1
+            self._drop({id(r.job): r.job for r in group}, exc)
+            return
         for row, s in zip(group, sampled):
             row.completion += s.completion_ids
             row.stopped = s.stopped
             row.done = s.stopped or row.remaining <= 0
-        self._resolve_finished(group)
+        expired = {id(r.job): r.job for r in group if not r.done and r.job.expired}
         advanced = {id(r) for r in group}
-        return [r for r in live if not r.done and id(r) not in advanced] + [r for r in group if not r.done]
+        # The batch is updated before any future resolves: a client that has its answer sees its rows gone.
+        self.live = [r for r in self.live if not r.done and id(r) not in advanced] + [r for r in group if not r.done]
+        self._resolve_finished(group)
+        self._drop(expired, None)
+
+    def _slice(self, prompts: list[list[int]], step: Sampling, seed: int) -> list[Sampled]:
+        sampled = sample_ids(self.model, self.pad_id, prompts, step, self.stop_ids, seed)
+        # Counted before any future resolves, so a client that saw its answer also sees its slice counted.
+        self.batches_run += 1
+        self.on_slice(len(prompts))
+        return sampled
+
+    def _drop(self, jobs: dict[int, Job], exc: Exception | None) -> None:
+        """Fail these jobs (with `exc`, or a timeout) and take their rows out of the batch."""
+        self.live = [r for r in self.live if id(r.job) not in jobs]
+        for job in jobs.values():
+            job.future.set_exception(exc or RequestTimeout(f"generation ran past {job.timeout_s} s"))
 
     def _resolve_finished(self, advanced: list[Live]) -> None:
         """Every job of these rows whose rows are all done: its log-probs scored, its future resolved."""
@@ -163,54 +251,57 @@ class BatchEngine:
             job = rows[0].job
             sampled = [Sampled(list(job.prompt_ids), r.completion, r.stopped) for r in rows]
             try:
-                scored = requested_logprobs(
-                    self.model, self.pad_id, sampled, [job.top_logprobs] * job.n, [job.echo] * job.n
-                )
+                self._finish(job, sampled)
             except Exception as exc:
                 log.exception("scoring a request failed")
                 job.future.set_exception(exc)
-                continue
-            self.jobs_done += 1
-            self.rows_done += job.n
-            job.future.set_result([_row(s, lp, job.echo) for s, lp in zip(sampled, scored)])
 
-    def _run(self, jobs: list[Job]) -> None:
-        start = time.monotonic()
+    def _finish(self, job: Job, sampled: list[Sampled]) -> None:
+        with self.adapters.using(job.adapter):
+            scored = requested_logprobs(
+                self.model, self.pad_id, sampled, [job.top_logprobs] * job.n, [job.echo] * job.n, job.score_stop
+            )
+        self.jobs_done += 1
+        self.rows_done += job.n
+        job.future.set_result([_row(s, lp, job.echo) for s, lp in zip(sampled, scored)])
+
+    def _run_alone(self, job: Job) -> None:
+        """A seeded or scoring-only job, in a batch of its own, slice after slice until it is done."""
         try:
-            rows = self._generate(jobs)
-        except Exception as exc:  # a failed batch fails its requests (500), never the worker
-            log.exception("batch of %d requests failed", len(jobs))
-            for job in jobs:
-                job.future.set_exception(exc)
-            return
-        # Counted before the futures resolve, so a client that saw its answer also sees its batch counted.
-        self.batches_run += 1
-        self.jobs_done += len(jobs)
-        self.rows_done += len(rows)
-        log.info(
-            "batch %d: %d sequences from %d requests in %.2fs",
-            self.batches_run,
-            len(rows),
-            len(jobs),
-            time.monotonic() - start,
-        )
-        at = 0
-        for job in jobs:
-            job.future.set_result(rows[at : at + job.n])
-            at += job.n
+            with self.adapters.using(job.adapter):
+                sampled = self._generate_alone(job)
+            self._finish(job, sampled)
+        except Exception as exc:  # a failed batch fails its request (500, or 504 for a timeout), never the worker
+            if not isinstance(exc, RequestTimeout):
+                log.exception("a request run alone failed")
+            job.future.set_exception(exc)
 
-    def _generate(self, jobs: list[Job]) -> list[Row]:
-        prompts = [job.prompt_ids for job in jobs for _ in range(job.n)]
-        wanted = [job.top_logprobs for job in jobs for _ in range(job.n)]
-        echo = [job.echo for job in jobs for _ in range(job.n)]
-        sampling = jobs[0].sampling
-        if sampling.max_new_tokens == 0:  # scoring only (legacy completions with echo)
-            sampled = [Sampled(list(p), [], False) for p in prompts]
-        else:
-            seed = jobs[0].seed if jobs[0].seed is not None else secrets.randbelow(2**31)
-            sampled = sample_ids(self.model, self.pad_id, prompts, sampling, self.stop_ids, seed)
-        logprobs = requested_logprobs(self.model, self.pad_id, sampled, wanted, echo)
-        return [_row(s, lp, e) for s, lp, e in zip(sampled, logprobs, echo)]
+    def _generate_alone(self, job: Job) -> list[Sampled]:
+        rows = [Sampled(list(job.prompt_ids), [], False) for _ in range(job.n)]
+        limit = job.sampling.max_new_tokens
+        for index in range(limit):  # at most one slice per token; most jobs take one slice
+            open_rows = [r for r in rows if not r.stopped and len(r.completion_ids) < limit]
+            if not open_rows:
+                break
+            if index > 0 and job.expired:
+                raise RequestTimeout(f"generation ran past {job.timeout_s} s")
+            tokens = min(SLICE_TOKENS, min(limit - len(r.completion_ids) for r in open_rows))
+            step = Sampling(job.sampling.temperature, job.sampling.top_p, tokens)
+            # The first slice takes the seed itself (one slice is all most requests need); later ones a seed
+            # drawn from it, so the same seed still gives the same tokens.
+            seed = job.seed if index == 0 else row_seed(job.seed, f"slice {index}")
+            prompts = [r.prompt_ids + r.completion_ids for r in open_rows]
+            for row, s in zip(open_rows, self._slice(prompts, step, seed)):
+                row.completion_ids += s.completion_ids
+                row.stopped = s.stopped
+        return rows
+
+
+def _settle(future: Future, action: Callable[[], object]) -> None:
+    try:
+        future.set_result(action())
+    except Exception as exc:  # the control's caller gets it; the worker goes on
+        future.set_exception(exc)
 
 
 def _row(sampled: Sampled, scored: list[TokenLogprob] | None, echo: bool) -> Row:
@@ -222,15 +313,20 @@ def _row(sampled: Sampled, scored: list[TokenLogprob] | None, echo: bool) -> Row
 
 
 def requested_logprobs(
-    model, pad_id: int, sampled: list[Sampled], wanted: list[int | None], echo: list[bool]
+    model, pad_id: int, sampled: list[Sampled], wanted: list[int | None], echo: list[bool], score_stop: bool = False
 ) -> list[list[TokenLogprob] | None]:
-    """For the rows where k is not None: each produced token's log-prob and its k best alternatives,
-    preceded, where `echo`, by those of the prompt's tokens from the second on (nothing predicts the first)."""
+    """For the rows where k is not None: each produced token's log-prob and its k best alternatives (the
+    end-of-turn token too with `score_stop`), preceded, where `echo`, by those of the prompt's tokens from
+    the second on (nothing predicts the first)."""
     out: list[list[TokenLogprob] | None] = [None] * len(sampled)
     rows = [i for i, k in enumerate(wanted) if k is not None]
     if not rows:
         return out
-    sequences = [sampled[i].prompt_ids + produced_ids(sampled[i].completion_ids, sampled[i].stopped) for i in rows]
+
+    def scored_part(s: Sampled) -> list[int]:
+        return s.completion_ids if score_stop else produced_ids(s.completion_ids, s.stopped)
+
+    sequences = [sampled[i].prompt_ids + scored_part(sampled[i]) for i in rows]
     starts = [1 if echo[i] else len(sampled[i].prompt_ids) for i in rows]
     for i, scored in zip(rows, score_tokens(model, pad_id, sequences, starts, [wanted[i] for i in rows])):
         out[i] = scored

@@ -7,6 +7,7 @@ checks (`check_params`, `flag`, `integer`, ...) are shared with the legacy compl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -19,7 +20,7 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 HARMLESS = {"user": None, "frequency_penalty": 0, "presence_penalty": 0, "parallel_tool_calls": True}
 KNOWN = {
     *"model messages tools tool_choice n temperature top_p max_tokens max_completion_tokens stop seed".split(),
-    *"logprobs top_logprobs stream stream_options".split(),
+    *"logprobs top_logprobs stream stream_options return_token_ids".split(),
     *HARMLESS,
 }
 MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "reasoning_content"}
@@ -53,10 +54,13 @@ class ChatRequest:
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk carries the usage
     max_tokens_given: bool = True  # False: sampling.max_new_tokens is the default, to be fitted to the context
+    model: str = ""  # the name asked: the base model's or a loaded adapter's
+    return_token_ids: bool = False  # vLLM's extension: token ids out, the end-of-turn token's log-prob listed
 
 
-def check_params(body: dict, known: set[str], harmless: dict, model_name: str) -> None:
-    """Refuse parameters the server does not know, harmless ones with an effect, and a model it does not serve."""
+def check_params(body: dict, known: set[str], harmless: dict, models: Sequence[str]) -> None:
+    """Refuse parameters the server does not know, harmless ones with an effect, and a model it does not serve
+    (`models`: the base model's name first, then the adapters loaded)."""
     unknown = sorted(set(body) - known)
     if unknown:
         raise ApiError(400, f"unsupported parameter(s): {', '.join(unknown)}", param=unknown[0])
@@ -65,17 +69,17 @@ def check_params(body: dict, known: set[str], harmless: dict, model_name: str) -
             raise bad(key, f"only {allowed!r} is supported")
     if not isinstance(body.get("model"), str):
         raise bad("model", "a model name (string) is required")
-    if body["model"] != model_name:
+    if body["model"] not in models:
         raise ApiError(
             404,
-            f"the model {body['model']!r} does not exist; this server serves {model_name!r}",
+            f"the model {body['model']!r} does not exist; this server serves {', '.join(map(repr, models))}",
             code="model_not_found",
             param="model",
         )
 
 
-def parse_chat_request(body: dict, model_name: str, max_batch: int) -> ChatRequest:
-    check_params(body, KNOWN, HARMLESS, model_name)
+def parse_chat_request(body: dict, models: Sequence[str], max_batch: int) -> ChatRequest:
+    check_params(body, KNOWN, HARMLESS, models)
     if body.get("tool_choice", "auto") != "auto":
         raise bad("tool_choice", "only 'auto' is supported")
     stream = flag(body, "stream")
@@ -91,6 +95,8 @@ def parse_chat_request(body: dict, model_name: str, max_batch: int) -> ChatReque
         top_logprobs=_top_logprobs(body, logprobs),
         stream=stream,
         include_usage=_include_usage(body.get("stream_options"), stream),
+        model=body["model"],
+        return_token_ids=flag(body, "return_token_ids"),
     )
 
 

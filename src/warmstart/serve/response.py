@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..lm.chat import parse_completion
 from ..lm.generation import produced_ids
@@ -28,6 +28,7 @@ class Completion:
     tokens: int  # completion tokens generated up to the cut, end-of-turn token included
     finish_reason: str  # "stop" | "length"
     logprobs: list[dict] | None  # OpenAI `logprobs.content` entries of the tokens kept
+    token_ids: list[int] = field(default_factory=list)  # the `tokens` generated, end-of-turn token included
 
 
 def decode_row(tokenizer, row: Row, stop: list[str]) -> Completion:
@@ -35,14 +36,16 @@ def decode_row(tokenizer, row: Row, stop: list[str]) -> Completion:
     text = tokenizer.decode(produced, skip_special_tokens=True)
     cut = first_stop(text, stop)
     if cut is None:
-        kept, tokens, finish = len(produced), len(row.completion_ids), "stop" if row.stopped else "length"
+        tokens, finish = len(row.completion_ids), "stop" if row.stopped else "length"
     else:
         start, end = cut
         text = text[:start]
-        kept = tokens = tokens_through(tokenizer, produced, end)
+        tokens = tokens_through(tokenizer, produced, end)
         finish = "stop"
-    logprobs = None if row.logprobs is None else [logprob_entry(tokenizer, t) for t in row.logprobs[:kept]]
-    return Completion(text, tokens, finish, logprobs)
+    # A row scored with its end-of-turn token (`Job.score_stop`) has one log-prob per token counted, else
+    # one per token of the text: the first `tokens` are what was kept either way.
+    logprobs = None if row.logprobs is None else [logprob_entry(tokenizer, t) for t in row.logprobs[:tokens]]
+    return Completion(text, tokens, finish, logprobs, row.completion_ids[:tokens])
 
 
 def first_stop(text: str, stop: list[str]) -> tuple[int, int] | None:
@@ -78,7 +81,7 @@ def _token(tokenizer, token_id: int, logprob: float) -> dict:
     return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
 
-def choice_json(index: int, completion: Completion, tools_given: bool) -> dict:
+def choice_json(index: int, completion: Completion, tools_given: bool, token_ids: bool = False) -> dict:
     parsed = parse_completion(completion.text, f"call_{secrets.token_hex(8)}" if tools_given else None)
     calls = parsed.tool_calls or []
     if any(not c.function.name for c in calls):  # a call that does not parse stays the text the model wrote
@@ -90,23 +93,33 @@ def choice_json(index: int, completion: Completion, tools_given: bool) -> dict:
         message["reasoning_content"] = parsed.reasoning
     finish = "tool_calls" if calls and completion.finish_reason == "stop" else completion.finish_reason
     logprobs = None if completion.logprobs is None else {"content": completion.logprobs, "refusal": None}
-    return {"index": index, "message": message, "finish_reason": finish, "logprobs": logprobs}
+    choice = {"index": index, "message": message, "finish_reason": finish, "logprobs": logprobs}
+    return choice | {"token_ids": completion.token_ids} if token_ids else choice
 
 
-def response_json(model: str, completions: list[Completion], prompt_tokens: int, tools_given: bool) -> dict:
+def response_json(
+    model: str,
+    completions: list[Completion],
+    prompt_tokens: int,
+    tools_given: bool,
+    prompt_token_ids: list[int] | None = None,
+) -> dict:
+    """With `prompt_token_ids` (return_token_ids, vLLM's fields): those, and each choice's `token_ids`."""
     produced = sum(c.tokens for c in completions)
-    return {
+    with_ids = prompt_token_ids is not None
+    response = {
         "id": f"chatcmpl-{secrets.token_hex(12)}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [choice_json(i, c, tools_given) for i, c in enumerate(completions)],
+        "choices": [choice_json(i, c, tools_given, with_ids) for i, c in enumerate(completions)],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": produced,
             "total_tokens": prompt_tokens + produced,
         },
     }
+    return response | {"prompt_token_ids": prompt_token_ids} if with_ids else response
 
 
 def stream_chunks(response: dict, include_usage: bool) -> list[dict]:

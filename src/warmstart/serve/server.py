@@ -5,39 +5,53 @@ has a chat template. Standard library HTTP (`ThreadingHTTPServer`); one worker t
 batches concurrent requests (`engine.py`).
 
 Endpoints:
-    GET  /v1/models               the one model; its id is the directory name unless --model-name is given
+    GET  /v1/models               the base model (its id is the directory name unless --model-name is given),
+                                  then each loaded LoRA adapter ({"id", "parent": base, "root": lora_path})
     GET  /v1/models/{id}
     POST /v1/chat/completions     see below
     POST /v1/completions          legacy text completions, for prompt log-probs (`completions.py`)
+    POST /v1/load_lora_adapter    {"lora_name", "lora_path", "load_inplace"?}: with --enable-lora (vLLM's API)
+    POST /v1/unload_lora_adapter  {"lora_name"}: with --enable-lora
+    POST /update_weights_from_disk {"model_path", "weight_version"?}: with --enable-weight-updates (SGLang's)
+    GET  /get_model_info          {"model_path", "weight_version"}: with --enable-weight-updates
     GET  /health                  {"status", "model", "batches", "requests", "sequences"}: counters since start
+    GET  /metrics                 Prometheus text format (`metrics.py`)
 
 Chat completions support: messages (system / developer / user / assistant / tool, assistant `tool_calls`
 and `reasoning_content`, text content parts), `tools`, `tool_choice: "auto"`, `n` (up to --max-batch),
 `temperature`, `top_p`, `max_tokens` / `max_completion_tokens`, `stop`, `seed`, `logprobs` with
-`top_logprobs` (0-20), `stream` with `stream_options.include_usage`.
+`top_logprobs` (0-20), `stream` with `stream_options.include_usage`, and `return_token_ids` (vLLM's:
+each choice's `token_ids`, the response's `prompt_token_ids`). `model` is the base model's name or a
+loaded adapter's (base + that adapter).
 
 - A leading `<think>` block is returned in `message.reasoning_content` (vLLM's field), not in content.
 - Tool calls are parsed from `<tool_call>{json}</tool_call>` text (`lm/toolcalls.py`) only when the request
   has `tools`; if any call of a turn does not parse, the whole turn is returned as content, as written.
 - Log-probs are the model's own distribution (raw logits, before temperature and top-p) of the tokens of
-  the returned text; the end-of-turn token is not listed. `usage.completion_tokens` counts it.
+  the returned text; the end-of-turn token is not listed, unless `return_token_ids` asks for the ids (then
+  there is one log-prob per id). `usage.completion_tokens` counts it.
 - Stop strings are applied to the finished text (the model generates on to its end-of-turn token or
   max_tokens); the tokens after the cut are not counted.
 - Streaming is simulated: the whole completion is generated first, then sent as chunks (role, reasoning,
   content word by word, tool calls, a last chunk with finish_reason and the logprobs).
 - A request with a `seed` runs in a batch of its own, so the same seed gives the same output; requests
-  without one share batches with others of the same temperature, top_p and max_tokens.
+  without one share slices with others of the same temperature, top_p and adapter.
 
 Prompt log-probs: POST /v1/completions with `prompt` a string or a list of token ids, `echo: true`,
 `logprobs: N` (0-20 alternatives) and `max_tokens: 0` returns the log-prob of every prompt token given the
 tokens before it (null for the first), from one forward pass, as vLLM does; with max_tokens > 0 the
 model continues the prompt (no chat template) and the generated tokens follow. Also `temperature`,
-`top_p`, `seed`, `stop`; one prompt per request, `n` 1.
+`top_p`, `seed`, `stop`, `return_token_ids`; one prompt per request, `n` 1.
 
 Not supported (a 400 that names the parameter): `response_format` / structured output,
 `tool_choice` other than "auto", non-zero frequency / presence penalties, `logit_bias`, images and audio,
-the legacy `functions`, message `name`. There is no authentication: the API key is ignored, and the
-default host is loopback for that reason.
+the legacy `functions`, message `name`.
+
+Access: with --api-key (or WARMSTART_API_KEY) every request but /health and /metrics needs
+`Authorization: Bearer KEY` (else 401, code `invalid_api_key`); without a key the server refuses to listen
+on anything but loopback. --request-timeout ends a request still generating at the first slice boundary
+past it (504, code `timeout`). Every error, http.server's own included (a malformed request line, PUT or
+DELETE), is an OpenAI-shaped JSON body.
 
 Admission (`admission.py`): a body over --max-request-bytes is a 413; a prompt (after the chat template)
 plus max_tokens beyond the model's context, or max_tokens alone beyond it, is a 400 with code
@@ -47,11 +61,13 @@ max_tokens the default (256) is fitted to the room the prompt leaves, as OpenAI 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,11 +78,15 @@ from ..errors import WarmstartError
 from ..lm.chat import render_prompt, stop_token_ids
 from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer
+from . import admin
 from .admission import ContextLimit, context_window, longest_token_chars
 from .completions import CompletionRequest, completion_json, parse_completion_request
-from .engine import BatchEngine, Job
+from .engine import AdapterGone, BatchEngine, Job, RequestTimeout
+from .lora import linear_layers
+from .metrics import ServerMetrics
 from .request import ApiError, ChatRequest, bad, parse_chat_request
 from .response import decode_row, response_json, stream_chunks
+from .weights import weight_shapes
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # ~1M tokens of text: far beyond any context served here
@@ -75,16 +95,31 @@ DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # ~1M tokens of text: far beyond an
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `warmstart serve`'s flags turn on beyond generation."""
+
+    model_path: str = ""  # what /v1/models gives as the base model's `root` and /get_model_info as its path
+    enable_lora: bool = False
+    enable_weight_updates: bool = False
+    api_key: str | None = None
+    request_timeout_s: float | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+
 class ChatServer:
     """What a running server holds: the model's name, its tokenizer, and the batch engine that owns the model."""
 
-    def __init__(self, model, tokenizer, name: str, max_batch: int, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+    def __init__(self, model, tokenizer, name: str, max_batch: int, options: ServeOptions = ServeOptions()):
         if not tokenizer.chat_template:
             raise WarmstartError(
                 "serve: the tokenizer has no chat template, so chat messages cannot be turned into a prompt"
             )
         self.name, self.tokenizer, self.max_batch = name, tokenizer, max_batch
-        self.max_request_bytes = max_request_bytes
+        self.max_request_bytes, self.api_key = options.max_request_bytes, options.api_key
+        self.enable_lora, self.enable_weight_updates = options.enable_lora, options.enable_weight_updates
+        self.request_timeout_s = options.request_timeout_s
+        self.model_path, self.weight_version = options.model_path, "0"
         self.context = ContextLimit(context_window(model.config, tokenizer), longest_token_chars(tokenizer))
         self.created = int(time.time())
         # A fast tokenizer may raise "Already borrowed" when two threads use it at once; handler threads take turns.
@@ -92,10 +127,24 @@ class ChatServer:
         stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
         # Ids a prompt may hold: known to the tokenizer and inside the embedding (which may have padding rows).
         self.vocab_size = min(len(tokenizer), model.get_input_embeddings().num_embeddings)
-        self.engine = BatchEngine(model, tokenizer.pad_token_id, stop_ids, max_batch)
+        # What adapters and new weights are checked against, read now: later only the worker touches the model.
+        self.linears, self.weight_shapes = linear_layers(model), weight_shapes(model)
+        self.engine = BatchEngine(model, tokenizer.pad_token_id, stop_ids, max_batch, on_slice=self._sliced)
+        self.metrics = ServerMetrics(self.engine)
 
-    def model_json(self) -> dict:
-        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "warmstart"}
+    def _sliced(self, rows: int) -> None:
+        self.metrics.slice_rows.observe(rows)
+
+    def models(self) -> list[str]:
+        """The names requests may ask for: the base model's, then the loaded adapters'."""
+        return [self.name, *self.engine.adapters.loaded]
+
+    def model_json(self, name: str) -> dict:
+        model = {"id": name, "object": "model", "created": self.created, "owned_by": "warmstart"}
+        adapter = self.engine.adapters.loaded.get(name) if name != self.name else None
+        if adapter is None:
+            return model | {"root": self.model_path, "parent": None}
+        return model | {"root": adapter.path, "parent": self.name}
 
     def health_json(self) -> dict:
         engine = self.engine
@@ -107,13 +156,36 @@ class ChatServer:
             "sequences": engine.rows_done,
         }
 
+    def adapter_of(self, model: str) -> str | None:
+        return None if model == self.name else model
+
+    def run(self, job: Job) -> list:
+        """The job's rows, once the engine has them; a timeout or a vanished adapter as the client's error."""
+        try:
+            return self.engine.submit(job).result()
+        except RequestTimeout as exc:
+            raise ApiError(504, f"the request timed out: {exc} (--request-timeout)", code="timeout") from None
+        except AdapterGone as exc:
+            raise ApiError(
+                404, f"the model {exc} was unloaded before the request ran", code="model_not_found", param="model"
+            ) from None
+
     def complete(self, request: ChatRequest) -> dict:
         request, prompt_ids = self.admit(request)
         job = Job(prompt_ids, request.n, request.sampling, request.seed, request.top_logprobs)
-        rows = self.engine.submit(job).result()
+        rows = self.run(self.configure(job, request.model, request.return_token_ids))
         with self.tokenizer_lock:
             completions = [decode_row(self.tokenizer, row, request.stop) for row in rows]
-        return response_json(self.name, completions, len(prompt_ids), request.tools is not None)
+        ids = list(prompt_ids) if request.return_token_ids else None
+        response = response_json(request.model, completions, len(prompt_ids), request.tools is not None, ids)
+        self.metrics.tokens(response["usage"])
+        return response
+
+    def configure(self, job: Job, model: str, return_token_ids: bool) -> Job:
+        """The settings every job shares: its adapter, its timeout, whether the end-of-turn token is scored."""
+        return replace(
+            job, adapter=self.adapter_of(model), score_stop=return_token_ids, timeout_s=self.request_timeout_s
+        )
 
     def complete_text(self, request: CompletionRequest) -> dict:
         """Legacy completions: the prompt as it is (no chat template), continued and/or scored (echo)."""
@@ -127,9 +199,11 @@ class ChatServer:
                 raise bad("prompt", "the text has no tokens")
         self.context.check_prompt(len(prompt_ids), request.sampling.max_new_tokens, "prompt")
         job = Job(prompt_ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo)
-        [row] = self.engine.submit(job).result()
+        [row] = self.run(self.configure(job, request.model, request.return_token_ids))
         with self.tokenizer_lock:
-            return completion_json(self.name, self.tokenizer, request, prompt_ids, row)
+            response = completion_json(self.tokenizer, request, prompt_ids, row)
+        self.metrics.tokens(response["usage"])
+        return response
 
     def admit(self, request: ChatRequest) -> tuple[ChatRequest, list[int]]:
         """The request as it will run (a default max_tokens fitted to the context) and its prompt's ids, or the
@@ -175,41 +249,64 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._answer(self._post)
 
-    def _get(self) -> None:
-        app, path = self.server.app, urlsplit(self.path).path
+    def do_PUT(self) -> None:
+        self._answer(self._not_allowed)
+
+    do_DELETE = do_PATCH = do_PUT
+
+    def _get(self, path: str) -> None:
+        app = self.server.app
+        admin.authorize(app, path, self.headers.get("Authorization"))
         if path == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [app.model_json()]})
-        elif path == f"/v1/models/{app.name}":
-            self._send_json(200, app.model_json())
+            self._send_json(200, {"object": "list", "data": [app.model_json(name) for name in app.models()]})
         elif path.startswith("/v1/models/"):
-            raise ApiError(
-                404, f"the model {path.removeprefix('/v1/models/')!r} does not exist", code="model_not_found"
-            )
+            name = path.removeprefix("/v1/models/")
+            if name not in app.models():
+                raise ApiError(404, f"the model {name!r} does not exist", code="model_not_found")
+            self._send_json(200, app.model_json(name))
         elif path == "/health":
             self._send_json(200, app.health_json())
+        elif path == "/metrics":
+            self._send_bytes(200, app.metrics.text(), app.metrics.content_type)
+        elif path == "/get_model_info":
+            self._send_json(200, admin.model_info(app))
         else:
             raise ApiError(404, f"no such endpoint: GET {path}")
 
-    def _post(self) -> None:
-        path = urlsplit(self.path).path
-        body = self._read_json()  # read first, so the connection is clean for the next request either way
+    def _post(self, path: str) -> None:
+        raw = self._read_body()  # read first, so the connection is clean for the next request either way
         app = self.server.app
-        if path == "/v1/completions":
-            self._send_json(200, app.complete_text(parse_completion_request(body, app.name, app.vocab_size)))
-            return
-        if path != "/v1/chat/completions":
-            raise ApiError(404, f"no such endpoint: POST {path}")
-        request = parse_chat_request(body, app.name, app.max_batch)
-        response = app.complete(request)
-        if request.stream:
-            self._send_events(stream_chunks(response, request.include_usage))
+        admin.authorize(app, path, self.headers.get("Authorization"))
+        body = _json_object(raw)
+        if path == "/v1/chat/completions":
+            request = parse_chat_request(body, app.models(), app.max_batch)
+            response = app.complete(request)
+            if request.stream:
+                self._send_events(stream_chunks(response, request.include_usage))
+            else:
+                self._send_json(200, response)
+        elif path == "/v1/completions":
+            self._send_json(200, app.complete_text(parse_completion_request(body, app.models(), app.vocab_size)))
+        elif path == "/v1/load_lora_adapter":
+            self._send_bytes(200, admin.load_adapter(app, body).encode(), "text/plain; charset=utf-8")
+        elif path == "/v1/unload_lora_adapter":
+            self._send_bytes(200, admin.unload_adapter(app, body).encode(), "text/plain; charset=utf-8")
+        elif path == "/update_weights_from_disk":
+            self._send_json(200, admin.update_weights(app, body))
         else:
-            self._send_json(200, response)
+            raise ApiError(404, f"no such endpoint: POST {path}")
+
+    def _not_allowed(self, path: str) -> None:
+        length = self.headers.get("Content-Length", "")
+        if length.isdigit():
+            self._drain(int(length))
+        raise ApiError(405, f"method {self.command} is not allowed: this server answers GET and POST")
 
     def _answer(self, route) -> None:
         """Run a route; every failure becomes an OpenAI error body, never a traceback for the client."""
+        path = urlsplit(self.path).path
         try:
-            route()
+            route(path)
         except ApiError as exc:
             self._send_json(exc.status, exc.body())
         except (BrokenPipeError, ConnectionResetError):
@@ -218,7 +315,15 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("request failed: %s %s", self.command, self.path)
             self._send_json(500, ApiError(500, f"internal error: {type(exc).__name__}: {exc}").body())
 
-    def _read_json(self) -> dict:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, an unknown method, headers too long) as an
+        OpenAI error body rather than its HTML page."""
+        text = message or HTTPStatus(code).phrase
+        if self.request_version == "HTTP/0.9":  # a request line too broken to name a version: answer in 1.0
+            self.request_version = "HTTP/1.0"
+        self._send_json(code, ApiError(code, f"{code} {HTTPStatus(code).phrase}: {text}").body())
+
+    def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length", "")
         if not length.isdigit():
             raise ApiError(400, "the request needs a JSON body with a Content-Length header")
@@ -230,14 +335,7 @@ class Handler(BaseHTTPRequestHandler):
                 f"the request body is {length} bytes, more than this server's limit of {limit} (--max-request-bytes)",
                 code="request_too_large",
             )
-        raw = self.rfile.read(int(length))
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
+        return self.rfile.read(int(length))
 
     def _drain(self, length: int) -> None:
         """Read and drop a refused body, a chunk at a time, if it is small enough to be worth reading."""
@@ -249,9 +347,17 @@ class Handler(BaseHTTPRequestHandler):
             left -= len(chunk)
 
     def _send_json(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+        self._send_bytes(status, json.dumps(body).encode(), "application/json")
+
+    def _count(self, status: int) -> None:
+        """Counted before the answer is written, so a client that has it sees it in /metrics."""
+        path = urlsplit(self.path).path if self.command else "other"  # no command: the request line did not parse
+        self.server.app.metrics.request(path, status)
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+        self._count(status)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         if status >= 400:  # after an error the request body may be unread: start the next request afresh
             self.send_header("Connection", "close")
@@ -261,6 +367,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_events(self, chunks: list[dict]) -> None:
         """Server-sent events, in HTTP/1.1 chunked encoding so the connection stays reusable."""
+        self._count(200)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -274,6 +381,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)  # one line per request would drown the batch log
+
+
+def _json_object(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def load_for_serving(model_dir: Path, device: str = "auto"):
@@ -293,23 +419,20 @@ def serve(
     port: int,
     max_batch: int,
     model_name: str | None,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    options: ServeOptions = ServeOptions(),
     device: str = "auto",
 ) -> None:
     """Load the model, listen, print `serving NAME on http://HOST:PORT/v1`, and serve until interrupted."""
-    if max_batch < 1:
-        raise WarmstartError("serve: --max-batch must be at least 1")
-    if max_request_bytes < 1024:
-        raise WarmstartError("serve: --max-request-bytes must be at least 1024")
+    check_options(host, max_batch, options)
     model, tokenizer = load_for_serving(model_dir, device)
     name = model_name or Path(model_dir).resolve().name
-    app = ChatServer(model, tokenizer, name, max_batch, max_request_bytes)
+    app = ChatServer(model, tokenizer, name, max_batch, replace(options, model_path=str(model_dir)))
     try:
         httpd = ChatHTTPServer((host, port), app)
     except OSError as exc:
         raise WarmstartError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     app.engine.start()
-    log.info("context window: %s tokens; request bodies up to %d bytes", app.context.tokens, max_request_bytes)
+    log.info("context window: %s tokens; request bodies up to %d bytes", app.context.tokens, app.max_request_bytes)
     print(f"serving {app.name} on http://{host}:{httpd.server_address[1]}/v1", flush=True)  # tests wait for this line
     try:
         httpd.serve_forever()
@@ -318,3 +441,20 @@ def serve(
     finally:
         httpd.server_close()
         app.engine.stop()
+
+
+def check_options(host: str, max_batch: int, options: ServeOptions) -> None:
+    """The flags' mistakes, before the model loads."""
+    if max_batch < 1:
+        raise WarmstartError("serve: --max-batch must be at least 1")
+    if options.max_request_bytes < 1024:
+        raise WarmstartError("serve: --max-request-bytes must be at least 1024")
+    if options.request_timeout_s is not None and options.request_timeout_s <= 0:
+        raise WarmstartError("serve: --request-timeout must be more than 0 seconds")
+    if options.api_key is not None and not options.api_key.strip():
+        raise WarmstartError("serve: --api-key (or WARMSTART_API_KEY) is empty")
+    if options.api_key is None and not is_loopback(host):
+        raise WarmstartError(
+            f"serve: --host {host} is reachable from other machines: give --api-key (or WARMSTART_API_KEY), "
+            "or keep it on loopback (127.0.0.1)"
+        )

@@ -18,6 +18,7 @@ demo's equal-teacher-tokens ablation).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..envs.verification import Verifier
 from ..errors import WarmstartError
 from ..lm.chat import stop_token_ids
 from ..lm.device import resolve_device
+from ..lm.generation import sample_ids_pruned
 from ..lm.models import load_config, load_model_and_tokenizer
 from ..policies.spec import resolve
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
@@ -42,6 +44,7 @@ from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.grpo import batch_tensors, collect, separate_old_pass, update
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
+from . import grpo_server
 from .common import load_tasks, make_environment
 
 log = logging.getLogger(__name__)
@@ -196,6 +199,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     # stop with the loop, however it ends.
     with (
         Verifier(env) as verifier,
+        server_rollouts(recipe, learner, env, lambda: pool, verifier, world, done) as served,
         BudgetProgress(cfg, history, done, world.main) as progress,
         RunDir(recipe).tracker(f"grpo:{cfg.output}") if world.main else silent_tracker() as tracker,
     ):
@@ -204,7 +208,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
             if cfg.task_filter == "learnable" and refresh_due(step, cfg.task_filter_every):
                 pool, filtered = refresh_pool(learner, env, tasks, step, recipe, verifier, world)
                 cursor = 0  # a new pool is drawn from its start
-            entry, cursor = grpo_step(learner, env, pool, cursor, step, recipe, verifier, filtered, world)
+            entry, cursor = grpo_step(learner, env, pool, cursor, step, recipe, verifier, filtered, world, served)
             history.append(entry)
             tracker.log(step, step_scalars(entry))
             # Seconds differ between processes: the main one's decide when a budget is spent.
@@ -233,6 +237,42 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     return history
 
 
+@contextlib.contextmanager
+def server_rollouts(recipe: Recipe, learner: Learner, env, current_pool, verifier: Verifier, world: World, done: int):
+    """With `grpo.rollout_server`: the server's rollouts for the run (stages/grpo_server.py), closed with
+    it; else None (the policy samples in this process)."""
+    if recipe.grpo.rollout_server is None:
+        yield None
+        return
+
+    def collect_at(step: int, cursor: int):
+        return collect_groups(learner, env, current_pool(), cursor, step, recipe, verifier, world, served.server.sample)
+
+    served = grpo_server.connect(recipe, learner.model, world, done, collect_at)
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def collect_groups(learner: Learner, env, tasks, cursor: int, step: int, recipe: Recipe, verifier, world, sampler):
+    """The step's groups (train/grpo.collect), its seed derived from the step."""
+    return collect(
+        learner.model,
+        learner.tokenizer,
+        env,
+        tasks,
+        cursor,
+        recipe.grpo,
+        learner.stop_ids,
+        recipe.run.seed + 1000 * step,
+        recipe.env.max_turns,
+        verifier,
+        world,
+        sampler,
+    )
+
+
 def step_scalars(entry: dict) -> dict:
     """The step's scalars for the trackers; the filter's estimates on the steps that refreshed it."""
     refresh = entry.get("task_filter")
@@ -247,6 +287,10 @@ def step_scalars(entry: dict) -> dict:
         "filter_rollouts": entry["filter_rollouts"],
         "filter_learnable": refresh["learnable"] / max(1, refresh["candidates"]) if refresh else None,
         "filter_pass_rate": refresh["mean_pass_rate"] if refresh else None,
+        "mismatch_abs_logp": entry.get("mismatch_abs_logp"),
+        "is_ratio_p95": entry.get("is_ratio_p95"),
+        "tis_capped_fraction": entry.get("tis_capped_fraction"),
+        "policy_version": entry.get("policy_version"),
     }
 
 
@@ -318,33 +362,33 @@ def grpo_step(
     verifier: Verifier,
     filtered: Refresh | None = None,
     world: World = SINGLE,
+    served: grpo_server.ServerRollouts | None = None,
 ) -> tuple[dict, int]:
     """Collect groups, update on them; the step's history entry and the next task cursor. `filtered`:
-    the task filter's refresh taken before this step (`refresh_pool`), whose cost the step counts."""
+    the task filter's refresh taken before this step (`refresh_pool`), whose cost the step counts.
+    `served`: the groups come from a rollout server, which gets the new weights after the update."""
     cfg, started = recipe.grpo, time.time()
     learner.model.eval()
-    groups, cursor, stats = collect(
-        learner.model,
-        learner.tokenizer,
-        env,
-        tasks,
-        cursor,
-        cfg,
-        learner.stop_ids,
-        recipe.run.seed + 1000 * step,
-        recipe.env.max_turns,
-        verifier,
-        world,
-    )
+    if served is None:
+        (groups, cursor, stats), version = (
+            collect_groups(learner, env, tasks, cursor, step, recipe, verifier, world, sample_ids_pruned),
+            None,
+        )
+    else:
+        (groups, cursor, stats), version = served.take(step, cursor, cfg.steps)
+    sampled_at = time.time()
     learner.model.train()
-    loss, trained_tokens, teacher_stats = None, 0, {}
+    loss, trained_tokens, update_stats = None, 0, {}
     if groups:  # every group flat: nothing to learn from this step
         batch = batch_tensors(groups, cfg, learner.tokenizer.pad_token_id, next(learner.model.parameters()).device)
-        loss, teacher_stats = update(
+        loss, update_stats = update(
             learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher, world=world
         )
         learner.scheduler.step()
         trained_tokens = int(batch["input_ids"].numel())
+    trained_at = time.time()
+    if served is not None:
+        served.after_update(step)  # one step off: first waits for the next batch, sampled meanwhile
     cost = filtered or Refresh({}, 0, 0, 0.0)
     entry = {
         "step": step,
@@ -361,7 +405,13 @@ def grpo_step(
         "filter_sampled_tokens": cost.sampled_tokens,
         "filter_seconds": cost.seconds,
         "seconds": time.time() - started + cost.seconds,
-        **teacher_stats,
+        # Where the step's wall time went: waiting for its batch, training, and with a server the rest
+        # (one step off: waiting for the next batch to finish; then publishing the new weights).
+        "sample_seconds": sampled_at - started,
+        "update_seconds": trained_at - sampled_at,
+        **({"publish_seconds": time.time() - trained_at} if served is not None else {}),
+        **({"policy_version": version} if served is not None else {}),
+        **update_stats,
         **({"task_filter": filtered.record} if filtered else {}),
     }
     return entry, cursor

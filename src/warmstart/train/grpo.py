@@ -37,11 +37,14 @@ import torch
 from ..config import GrpoConfig
 from ..distill.losses import reverse_kl_advantages
 from ..envs.verification import Verifier
+from ..errors import WarmstartError
+from ..lm.generation import sample_ids_pruned
 from ..lm.rollout import Episode
 from ..lm.scoring import sequence_logprobs
 from ..types import Sampling
 from .distributed import SINGLE, World, sum_gradients
 from .losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, zero_variance_groups
+from .mismatch import MismatchTally, tis_weights
 from .rollouts import sample_and_verify
 
 
@@ -75,11 +78,13 @@ def collect(
     max_turns: int,
     verifier: Verifier,
     world: World = SINGLE,
+    sampler=sample_ids_pruned,
 ) -> tuple[list[Group], int, dict]:
     """Sample groups until `tasks_per_step` informative ones are found or refills run out (with a
     teacher every group is informative: one round, nothing dropped). `verifier`: the run's, whose
     workers (python's sandboxes) serve every step. Each process samples its share of the rollouts and
-    every process ends with all the groups (train/rollouts.py)."""
+    every process ends with all the groups (train/rollouts.py). `sampler`: the local decoding loop, or a
+    rollout server's."""
     drop_flat = cfg.drop_zero_variance and cfg.teacher is None
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     groups: list[Group] = []
@@ -92,7 +97,7 @@ def collect(
         cursor += need
         starts = [(t, i) for t in batch for i in range(cfg.group_size)]
         episodes, verdicts = sample_and_verify(
-            model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, verifier, world
+            model, tokenizer, env, starts, sampling, stop_ids, seed + cursor, max_turns, verifier, world, sampler
         )
         for g in range(len(batch)):
             members = slice(g * cfg.group_size, (g + 1) * cfg.group_size)
@@ -139,11 +144,19 @@ def batch_tensors(
     length = max(len(e.ids) for e, _ in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), length))
+    sampler = torch.full((len(rows), length), float("nan"))  # unknown where the sampler gave none
     for r, (e, valid) in enumerate(rows):
         ids[r, : len(e.ids)] = torch.tensor(e.ids)
         if valid:
             mask[r, : len(e.ids)] = torch.tensor(e.policy_mask, dtype=torch.float)
-    tensors = {"input_ids": ids.to(device), "loss_mask": mask.to(device), "advantages": advantages.to(device)}
+        if len(e.sampler_logprobs) == len(e.ids):
+            sampler[r, : len(e.ids)] = torch.tensor([float("nan") if v is None else v for v in e.sampler_logprobs])
+    tensors = {
+        "input_ids": ids.to(device),
+        "loss_mask": mask.to(device),
+        "advantages": advantages.to(device),
+        "sampler_logp": sampler.to(device),  # [B, L]: position t holds log p(token t), as sampled
+    }
     # The normalizers of the whole batch: a process training some of its rows (`rows_of`) still divides
     # by these, so the processes' gradients add up to the whole batch's.
     totals = {"scored_tokens": mask[:, 1:].sum().clamp(min=1.0).item(), "sequences": len(rows)}
@@ -153,7 +166,7 @@ def batch_tensors(
 def rows_of(batch: dict, rows: list[int]) -> dict:
     """The batch's `rows` (indices), keeping the whole batch's normalizers."""
     index = torch.tensor(rows, dtype=torch.long, device=batch["input_ids"].device)
-    picked = {key: batch[key][index] for key in ("input_ids", "loss_mask", "advantages")}
+    picked = {key: batch[key][index] for key in ("input_ids", "loss_mask", "advantages", "sampler_logp")}
     return {**batch, **picked, "lengths": [batch["lengths"][r] for r in rows]}
 
 
@@ -212,6 +225,7 @@ def chunk_of(batch: dict, rows: list[int]) -> dict:
     return {
         "input_ids": batch["input_ids"][index, :width],
         "loss_mask": batch["loss_mask"][index, :width],
+        "sampler_logp": batch["sampler_logp"][index, 1:width],  # aligned with the log-probs of tokens 1..
         "rows": index,
         "width": width,
     }
@@ -251,14 +265,17 @@ def update(
         if reference is not None:
             ref = [sequence_logprobs(reference, c) for c in chunks]
     advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)  # without a teacher, `old` is not read
+    mismatch = MismatchTally()
     loss_value = 0.0
-    for _ in range(cfg.updates_per_batch):
+    for update_index in range(cfg.updates_per_batch):
         loss_value = 0.0
         for c, c_ref in zip(chunks, ref):
             c_old = None if reuse_current else old[c["rows"], : c["width"] - 1]
-            loss = chunk_loss(model, c, c_old, c_ref, advantages, batch, cfg)
+            loss = chunk_loss(model, c, c_old, c_ref, advantages, batch, cfg, mismatch if update_index == 0 else None)
             loss.backward()
             loss_value += loss.item()
+        if update_index == 0:
+            mismatch_stats = checked_mismatch(mismatch, cfg, world)  # before any step on a batch it rejects
         if not chunks:  # every row silent: a zero gradient, as computing them would have given
             for p in model.parameters():
                 p.grad = torch.zeros_like(p)
@@ -266,7 +283,20 @@ def update(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return world.total(loss_value), total_teacher_stats(teacher_stats, world)
+    return world.total(loss_value), {**total_teacher_stats(teacher_stats, world), **mismatch_stats}
+
+
+def checked_mismatch(mismatch: MismatchTally, cfg: GrpoConfig, world: World) -> dict:
+    """The batch's mismatch statistics, or an error where the sampler is too far from the trainer to be
+    sampling this policy (no update is taken on such a batch)."""
+    stats = mismatch.stats(world)
+    if stats and stats["mismatch_abs_logp"] > cfg.mismatch_limit:
+        raise WarmstartError(
+            f"grpo: the sampler's log-probs differ from the trainer's by {stats['mismatch_abs_logp']:.3f} nats per "
+            f"token on average (grpo.mismatch_limit = {cfg.mismatch_limit}): the tokens were not sampled from this "
+            "policy (a rollout server serving another model or stale weights?); no update was taken on them"
+        )
+    return stats
 
 
 def live_chunks(batch: dict, skip_zero_advantage: bool, skip_maskless: bool, chunk_tokens: int) -> list[dict]:
@@ -281,18 +311,25 @@ def live_chunks(batch: dict, skip_zero_advantage: bool, skip_maskless: bool, chu
     return [chunk_of(batch, [live[i] for i in rows]) for rows in micro_batches(lengths, chunk_tokens)]
 
 
-def chunk_loss(model, c: dict, c_old, c_ref, advantages: torch.Tensor, batch: dict, cfg: GrpoConfig) -> torch.Tensor:
+def chunk_loss(
+    model, c: dict, c_old, c_ref, advantages: torch.Tensor, batch: dict, cfg: GrpoConfig, mismatch=None
+) -> torch.Tensor:
     """A chunk's clipped policy loss (plus KL to the reference), weighted by its share of the batch's
-    normalizer. `c_old` None: the sampling policy is the current one (ratio 1, log-probs detached)."""
+    normalizer, each token by its importance weight against the sampler (train/mismatch.py). `c_old`
+    None: the policy before the update is the current one (ratio 1, log-probs detached). `mismatch`: a
+    MismatchTally the chunk's tokens are counted into."""
     c_mask = c["loss_mask"][:, 1:]
     tokens = batch["scored_tokens"]
     logp = sequence_logprobs(model, c)
     c_old = logp.detach() if c_old is None else c_old
+    if mismatch is not None:
+        mismatch.add(c_old, c["sampler_logp"], c_mask, cfg.tis_cap or None)
     c_adv = advantages[c["rows"]] if advantages.dim() == 1 else advantages[c["rows"], : c["width"] - 1]
     # The chunk's share of the batch normalizer: tokens for "token", sequences otherwise.
     share = c_mask.sum() / tokens if cfg.normalization == "token" else len(c["rows"]) / batch["sequences"]
+    weights = tis_weights(c_old, c["sampler_logp"], cfg.tis_cap or None)
     loss = share * clipped_policy_loss(
-        logp, c_old, c_adv, c_mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens
+        logp, c_old, c_adv, c_mask, cfg.clip_low, cfg.clip_high, cfg.normalization, cfg.max_new_tokens, weights
     )
     if c_ref is not None:
         loss = loss + cfg.kl_weight * (kl_to_reference(logp, c_ref) * c_mask).sum() / tokens

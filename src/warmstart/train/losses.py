@@ -58,16 +58,20 @@ def clipped_policy_loss(
     clip_high: float = 0.2,
     normalization: Normalization = "token",
     length: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """PPO-style clipped surrogate, negated for minimisation.
 
     logp, logp_old, mask: [B, T]; advantages: [B] (one per sequence, broadcast over its tokens) or
-    [B, T] (one per token, as on-policy distillation's).
-    per token: -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A), ratio = exp(logp - logp_old).
+    [B, T] (one per token, as on-policy distillation's); weights: [B, T] per-token importance weights
+    (truncated importance sampling, train/mismatch.py), None: 1.
+    per token: -w * min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A), ratio = exp(logp - logp_old).
     """
     ratio = torch.exp(logp - logp_old)
     a = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
     per_token = -torch.minimum(ratio * a, ratio.clamp(1 - clip_low, 1 + clip_high) * a)
+    if weights is not None:
+        per_token = per_token * weights
     return reduce_tokens(per_token, mask, normalization, length)
 
 

@@ -37,10 +37,12 @@ def sample_and_verify(
     max_turns: int,
     verifier: Verifier,
     world: World = SINGLE,
+    sampler=sample_ids_pruned,
 ) -> tuple[list[Episode], list[Verdict]]:
-    """One episode per (task, sample index) of `starts`, with its verdict, in the order of `starts`."""
+    """One episode per (task, sample index) of `starts`, with its verdict, in the order of `starts`.
+    `sampler`: the local decoding loop, or a rollout server's (policies/rollout_server.py)."""
     mine = world.share(starts)
-    episodes = run_episodes(model, tokenizer, env, mine, sampling, stop_ids, seed, max_turns, sampler=sample_ids_pruned)
+    episodes = run_episodes(model, tokenizer, env, mine, sampling, stop_ids, seed, max_turns, sampler=sampler)
     verdicts = verifier.verify_all([(e.task, as_trajectory(e)) for e in episodes]) if episodes else []
     pairs = world.gather_shares(list(zip(episodes, verdicts)))
     return [e for e, _ in pairs], [v for _, v in pairs]

@@ -1,0 +1,194 @@
+"""GRPO's rollouts sampled by an inference server (`grpo.rollout_server = "openai:NAME@URL"`).
+
+The server serves NAME, the model GRPO starts from, and answers the legacy completions endpoint on token
+ids: `prompt` as ids, `return_token_ids: true` (vLLM's extension, also SGLang's and `warmstart serve`'s)
+and `logprobs: 0`, so each sampled turn comes back as the exact ids the policy produced and their
+log-probs, which GRPO trains on and weights by (train/mismatch.py). A server that does not return the ids
+is one clear error: re-tokenized text is not what was sampled.
+
+The policy the server samples is named in each request: NAME itself, or after a LoRA update the adapter
+the trainer loaded (`load_adapter`, vLLM's /v1/load_lora_adapter); full weights are reloaded in place
+(`update_weights`, SGLang's /update_weights_from_disk, with a weight version read back from
+/get_model_info). Every answer must name the policy asked for: one that does not is a policy-version
+mismatch and stops the run instead of training on another policy's tokens.
+
+Where the server stops is its own (its end-of-turn tokens): a completion is cut at the first of the
+trainer's stop ids, and one that stopped on a token the trainer does not know as a stop is an error.
+Requests carry no seed: a server batches them with others, so its samples are not reproducible from the
+run's seed (the local sampler's are).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import httpx2
+import openai
+
+from ..errors import WarmstartError
+from ..lm.generation import Sampled
+from ..types import Sampling
+from .backend import api_key, served_models
+from .openai_api import check_endpoint
+
+WHERE = "grpo.rollout_server"
+
+
+class RolloutServer:
+    """Samples turns from a served policy; loads the trainer's new weights into the server."""
+
+    def __init__(self, name: str, base_url: str, key: str, timeout_s: float, concurrency: int, max_retries: int):
+        self.base_name, self.base_url, self.key, self.concurrency = name, base_url, key, concurrency
+        self.policy = name  # the model name requests use: the base, or the newest adapter
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout_s, max_retries=max_retries)
+        self.http = httpx2.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"})
+
+    def close(self) -> None:
+        self.client.close()
+        self.http.close()
+
+    # --- sampling -------------------------------------------------------------------------------------
+
+    def sample(self, model, pad_id, prompts, sampling: Sampling, stop_ids, seed, keys=None) -> list[Sampled]:
+        """`lm.generation.sample_ids`'s signature: one completion per prompt (token ids). The model, pad id,
+        seed and keys are the local sampler's and not used: the server holds the policy."""
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(min(self.concurrency, len(prompts))) as pool:
+            return list(pool.map(lambda p: self._sample_one(p, sampling, set(stop_ids)), prompts))
+
+    def _sample_one(self, prompt: list[int], sampling: Sampling, stop_ids: set[int]) -> Sampled:
+        try:
+            response = self.client.completions.create(
+                model=self.policy,
+                prompt=prompt,
+                max_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                logprobs=0,
+                extra_body={"return_token_ids": True},
+            )
+        except openai.APIStatusError as exc:
+            raise WarmstartError(
+                f"{WHERE}: HTTP {exc.status_code} from {self.base_url}: {one_line(exc.message)}"
+            ) from None
+        except (openai.APIError, ValueError) as exc:
+            raise WarmstartError(f"{WHERE}: no usable answer from {self.base_url}: {one_line(str(exc))}") from None
+        if response.model != self.policy:
+            raise WarmstartError(
+                f"{WHERE}: asked {self.base_url} for policy {self.policy!r} and got an answer from {response.model!r} "
+                "(a policy-version mismatch); no update is taken on it"
+            )
+        return sampled_turn(prompt, response.choices[0], stop_ids, self.base_url)
+
+    # --- weights --------------------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, path: str) -> None:
+        self._post("/load_lora_adapter", {"lora_name": name, "lora_path": path}, under_v1=True)
+
+    def unload_adapter(self, name: str) -> None:
+        self._post("/unload_lora_adapter", {"lora_name": name}, under_v1=True)
+
+    def update_weights(self, path: str, version: str) -> None:
+        self._post("/update_weights_from_disk", {"model_path": path, "weight_version": version}, under_v1=False)
+
+    def weight_version(self) -> str | None:
+        info = self._get("/get_model_info")
+        return None if info.get("weight_version") is None else str(info["weight_version"])
+
+    def served(self) -> list[str]:
+        client = openai.OpenAI(base_url=self.base_url, api_key=self.key, max_retries=0, timeout=15.0)
+        return served_models(client, openai, self.base_url, WHERE) or []
+
+    def _post(self, path: str, body: dict, under_v1: bool) -> None:
+        url = (self.base_url if under_v1 else self.root) + path
+        try:
+            answer = self.http.post(url, json=body)
+        except httpx2.HTTPError as exc:
+            raise WarmstartError(f"{WHERE}: cannot reach {url}: {one_line(str(exc)) or type(exc).__name__}") from None
+        if answer.status_code != 200 or not accepted(answer):
+            raise WarmstartError(f"{WHERE}: {url} refused {body}: HTTP {answer.status_code} {reason(answer)}")
+
+    def _get(self, path: str) -> dict:
+        url = self.root + path
+        try:
+            answer = self.http.get(url)
+            answer.raise_for_status()
+            return answer.json()
+        except (httpx2.HTTPError, ValueError) as exc:
+            raise WarmstartError(f"{WHERE}: {url}: {one_line(str(exc)) or type(exc).__name__}") from None
+
+    @property
+    def root(self) -> str:
+        """The server's root, where SGLang's weight endpoints are (the base URL without its /v1)."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/').removesuffix('/v1')}"
+
+
+def sampled_turn(prompt: list[int], choice, stop_ids: set[int], base_url: str) -> Sampled:
+    """The choice's ids and log-probs as a Sampled turn, cut at the first stop id."""
+    extra = choice.model_extra or {}
+    ids = extra.get("token_ids")
+    if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
+        raise WarmstartError(
+            f"{WHERE}: {base_url} does not return the sampled token ids (return_token_ids on /v1/completions: "
+            "vLLM >= 0.10.2, SGLang and `warmstart serve` do); re-tokenized text is not what the policy sampled"
+        )
+    listed = choice.logprobs.token_logprobs if choice.logprobs is not None else None
+    logprobs = listed_logprobs(listed, ids, choice.finish_reason == "stop", base_url)
+    cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
+    if cut is not None:
+        return Sampled(list(prompt), ids[: cut + 1], True, logprobs[: cut + 1])
+    if choice.finish_reason == "stop":
+        raise WarmstartError(
+            f"{WHERE}: {base_url} stopped on token {ids[-1] if ids else None}, which is not one of the policy's "
+            f"stop tokens {sorted(stop_ids)}: the server and the trainer disagree on where a turn ends"
+        )
+    return Sampled(list(prompt), ids, False, logprobs)
+
+
+def listed_logprobs(listed, ids: list[int], stopped: bool, base_url: str) -> list[float | None]:
+    """One log-prob per id. A server that leaves the stop token's out (one short, stopped) gets None there."""
+    if listed is None:
+        raise WarmstartError(f"{WHERE}: {base_url} returned no logprobs (asked with logprobs: 0)")
+    if len(listed) == len(ids) - 1 and stopped:
+        listed = [*listed, None]
+    if len(listed) != len(ids):
+        raise WarmstartError(f"{WHERE}: {base_url} returned {len(listed)} logprobs for {len(ids)} token ids")
+    return [None if v is None else float(v) for v in listed]
+
+
+def accepted(answer) -> bool:
+    """vLLM and `warmstart serve` answer an adapter load with text; SGLang and a weight update answer with
+    JSON, whose `success` may be false."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return True
+    return not (isinstance(body, dict) and body.get("success") is False)
+
+
+def reason(answer) -> str:
+    try:
+        body = answer.json()
+    except ValueError:
+        return one_line(answer.text)[:300]
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else body.get("message")
+        if message:
+            return one_line(str(message))[:300]
+    return one_line(str(body))[:300]
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def connect_rollout_server(spec, api_cfg) -> RolloutServer:
+    """`grpo.rollout_server` as a RolloutServer, after checking the server is reachable and serves NAME.
+    `api_cfg`: the recipe's ApiConfig (key variable, timeout, concurrency, retries)."""
+    secret = api_key(spec.base_url, api_cfg.key_env or "OPENAI_API_KEY", WHERE)
+    check_endpoint(spec.base_url, secret, spec.name, WHERE)
+    return RolloutServer(spec.name, spec.base_url, secret, api_cfg.timeout_s, api_cfg.concurrency, api_cfg.max_retries)

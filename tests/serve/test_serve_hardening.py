@@ -1,0 +1,141 @@
+"""`warmstart serve` hardening: the API key (`--api-key` / WARMSTART_API_KEY), the refusal to listen
+beyond loopback without one, /metrics (parsed by prometheus-client's parser), http.server's own
+refusals as JSON, and the management endpoints off unless their flag is given."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import openai
+import pytest
+from serve_helpers import http, metric, running_server, scrape
+
+KEY = "sekrit-key"
+QUESTION = [{"role": "user", "content": "what is 2 plus 3?"}]
+
+
+@pytest.fixture(scope="module")
+def keyed_url(model_dir, tmp_path_factory):
+    with running_server(model_dir, tmp_path_factory.mktemp("serve-key-log"), env={"WARMSTART_API_KEY": KEY}) as url:
+        yield url
+
+
+def error_of(data: bytes) -> dict:
+    return json.loads(data)["error"]
+
+
+def test_the_api_key_is_required_on_everything_but_health_and_metrics(keyed_url):
+    root = keyed_url.removesuffix("/v1")
+    for method, path, body in [
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/chat/completions", {"model": "tiny", "messages": QUESTION}),
+        ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi"}),
+        ("POST", "/update_weights_from_disk", {"model_path": "/x"}),
+        ("GET", "/get_model_info", None),
+    ]:
+        for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}]:
+            status, content_type, data = http(method, root + path, body, headers)
+            assert status == 401 and content_type == "application/json", (method, path, headers)
+            assert error_of(data)["code"] == "invalid_api_key" and "Bearer" in error_of(data)["message"]
+    assert http("GET", root + "/health")[0] == 200
+    assert http("GET", root + "/metrics")[0] == 200
+
+
+def test_the_sdk_with_the_key_is_served_and_without_it_refused(keyed_url):
+    with openai.OpenAI(base_url=keyed_url, api_key=KEY, max_retries=0, timeout=120) as client:
+        assert client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=2).usage.completion_tokens
+    with openai.OpenAI(base_url=keyed_url, api_key="wrong", max_retries=0, timeout=120) as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client.models.list()
+    assert caught.value.code == "invalid_api_key"
+
+
+@pytest.mark.parametrize(("flags", "why"), [(["--host", "0.0.0.0"], "--api-key"), (["--api-key", " "], "is empty")])
+def test_unsafe_or_empty_keys_are_refused_at_start(model_dir, flags, why):
+    done = subprocess.run(
+        [sys.executable, "-m", "warmstart.cli", "serve", str(model_dir), "--port", "0", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "WARMSTART_API_KEY"},  # not the caller's key
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: serve: ") and why in lines[0]
+
+
+def test_metrics_count_requests_tokens_and_slices(client, base_url):
+    before = scrape(base_url)
+    response = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=5)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-9", messages=QUESTION)
+    http("GET", base_url.removesuffix("/v1") + "/no/such/page")
+    after = scrape(base_url)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    chat = "/v1/chat/completions"
+    assert delta("warmstart_requests_total", endpoint=chat, status="200") == 1
+    assert delta("warmstart_requests_total", endpoint=chat, status="404") == 1
+    assert delta("warmstart_requests_total", endpoint="other", status="404") == 1
+    assert delta("warmstart_prompt_tokens_total") == response.usage.prompt_tokens
+    assert delta("warmstart_generated_tokens_total") == response.usage.completion_tokens
+    assert delta("warmstart_slice_batch_size_count") >= 1
+    assert metric(after, "warmstart_slice_batch_size_bucket", le="+Inf") == metric(
+        after, "warmstart_slice_batch_size_count"
+    )
+    assert metric(after, "warmstart_queue_depth") == 0 and metric(after, "warmstart_rows_running") == 0
+    assert ("warmstart_adapter_loads_total", frozenset({("result", "ok")})) not in after  # none yet: no series
+    assert delta("warmstart_requests_total", endpoint="/metrics", status="200") == 1  # the first scrape
+
+
+def raw_exchange(base_url: str, request: bytes) -> tuple[str, bytes]:
+    """(status line, body) of one request written as raw bytes."""
+    address = urlsplit(base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(request)
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return head.split(b"\r\n")[0].decode(), body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "said"),
+    [
+        (b"PUT /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", "405", "GET and POST"),
+        (b"DELETE /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n", "405", "DELETE"),
+        (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", "501", "Unsupported method ('BREW')"),
+        (b"GARBAGE\r\n\r\n", "400", "Bad request syntax"),
+        (b"GET / HTTP/9.x\r\n\r\n", "400", "Bad request version"),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", "414", "URI Too Long"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", "431", "Line too long"),
+    ],
+)
+def test_http_servers_own_refusals_are_json(base_url, request_bytes, status, said):
+    line, body = raw_exchange(base_url, request_bytes)
+    assert line.split()[1] == status, line
+    error = error_of(body)
+    assert said in error["message"] and set(error) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "flag"),
+    [
+        ("POST", "/v1/load_lora_adapter", "--enable-lora"),
+        ("POST", "/v1/unload_lora_adapter", "--enable-lora"),
+        ("POST", "/update_weights_from_disk", "--enable-weight-updates"),
+        ("GET", "/get_model_info", "--enable-weight-updates"),
+    ],
+)
+def test_management_endpoints_are_off_without_their_flag(base_url, method, path, flag):
+    body = {"lora_name": "a", "lora_path": "/x"} if method == "POST" else None
+    status, content_type, data = http(method, base_url.removesuffix("/v1") + path, body)
+    assert status == 404 and content_type == "application/json" and flag in error_of(data)["message"]
