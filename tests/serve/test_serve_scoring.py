@@ -142,7 +142,8 @@ def test_generation_after_the_prompt_with_and_without_echo(client, model, tokeni
         ({"prompt": [-1]}, "prompt"),
         ({"prompt": []}, "prompt"),
         ({"prompt": ""}, "prompt"),
-        ({"prompt": [[5, 6], [7]]}, "prompt"),  # a batch of several prompts
+        ({"prompt": [[5, 6], [7, 300]]}, "prompt[1]"),  # several prompts: the bad one named
+        ({"prompt": [[5, 6], []]}, "prompt[1]"),
         ({"n": 2}, "n"),
         ({"logprobs": 21}, "logprobs"),
         ({"suffix": "x"}, "suffix"),
@@ -271,3 +272,16 @@ def test_a_served_teacher_with_another_tokenizer_is_refused(base_url, tmp_path):
     ids = other("zebra quartz zebra", add_special_tokens=False)["input_ids"]
     with pytest.raises(WarmstartError, match="the server reads token id .* the student's tokenizer on both sides"):
         remote.logprobs({"input_ids": torch.tensor([ids])}, [len(ids)])
+
+
+def test_several_prompts_in_one_request_answer_as_each_alone(client):
+    prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14]]
+    options = {"model": "tiny", "max_tokens": 5, "temperature": 0, "logprobs": 0}
+    together = client.completions.create(prompt=prompts, **options)
+    alone = [client.completions.create(prompt=p, **options) for p in prompts]
+    assert [c.index for c in together.choices] == [0, 1, 2]
+    for choice, single in zip(together.choices, alone):
+        assert choice.text == single.choices[0].text
+        assert choice.logprobs.token_logprobs == pytest.approx(single.choices[0].logprobs.token_logprobs, abs=1e-4)
+    assert together.usage.prompt_tokens == sum(len(p) for p in prompts)
+    assert together.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)

@@ -1,9 +1,10 @@
 """GRPO's rollouts sampled by an inference server (`grpo.rollout_server = "openai:NAME@URL"`).
 
 The server serves NAME, the model GRPO starts from, and answers the legacy completions endpoint on token
-ids: `prompt` as ids, `return_token_ids: true` (vLLM's extension, also SGLang's and `warmstart serve`'s)
-and `logprobs: 0`, so each sampled turn comes back as the exact ids the policy produced and their
-log-probs, which GRPO trains on and weights by (train/mismatch.py). A server that does not return the ids
+ids: `prompt` as a list of token-id lists (a turn's rollouts, up to 256 per request), `return_token_ids:
+true` (vLLM's extension, also SGLang's and `warmstart serve`'s) and `logprobs: 0`, so each sampled turn
+comes back as the exact ids the policy produced and their log-probs, which GRPO trains on and weights by
+(train/mismatch.py). A server that does not return the ids
 is one clear error: re-tokenized text is not what was sampled.
 
 The policy the server samples is named in each request: NAME itself, or after a LoRA update the adapter
@@ -33,6 +34,7 @@ from .backend import api_key, served_models
 from .openai_api import check_endpoint
 
 WHERE = "grpo.rollout_server"
+PROMPTS_PER_REQUEST = 256  # a turn's rollouts in few requests; bounded so one answer stays a few MB
 
 
 class RolloutServer:
@@ -55,14 +57,18 @@ class RolloutServer:
         seed and keys are the local sampler's and not used: the server holds the policy."""
         if not prompts:
             return []
-        with ThreadPoolExecutor(min(self.concurrency, len(prompts))) as pool:
-            return list(pool.map(lambda p: self._sample_one(p, sampling, set(stop_ids)), prompts))
+        chunks = [prompts[i : i + PROMPTS_PER_REQUEST] for i in range(0, len(prompts), PROMPTS_PER_REQUEST)]
+        with ThreadPoolExecutor(min(self.concurrency, len(chunks))) as pool:
+            answers = pool.map(lambda chunk: self._sample_chunk(chunk, sampling, set(stop_ids)), chunks)
+            return [turn for answer in answers for turn in answer]
 
-    def _sample_one(self, prompt: list[int], sampling: Sampling, stop_ids: set[int]) -> Sampled:
+    def _sample_chunk(self, prompts: list[list[int]], sampling: Sampling, stop_ids: set[int]) -> list[Sampled]:
+        """One request for several prompts (vLLM's and `warmstart serve`'s batch form): the server starts them
+        together, where one request per prompt would start them as they happen to arrive."""
         try:
             response = self.client.completions.create(
                 model=self.policy,
-                prompt=prompt,
+                prompt=prompts,
                 max_tokens=sampling.max_new_tokens,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
@@ -80,7 +86,10 @@ class RolloutServer:
                 f"{WHERE}: asked {self.base_url} for policy {self.policy!r} and got an answer from {response.model!r} "
                 "(a policy-version mismatch); no update is taken on it"
             )
-        return sampled_turn(prompt, response.choices[0], stop_ids, self.base_url)
+        choices = sorted(response.choices, key=lambda c: c.index)
+        if [c.index for c in choices] != list(range(len(prompts))):
+            raise WarmstartError(f"{WHERE}: {self.base_url} answered {len(choices)} choices for {len(prompts)} prompts")
+        return [sampled_turn(p, c, stop_ids, self.base_url) for p, c in zip(prompts, choices)]
 
     # --- weights --------------------------------------------------------------------------------------
 

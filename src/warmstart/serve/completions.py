@@ -16,8 +16,13 @@ With `return_token_ids: true` (vLLM's extension) the choice also has `token_ids`
 the end-of-turn token included when generation stopped on it) and `prompt_token_ids`, and the generated
 part of `logprobs` has one entry per token id, the end-of-turn token scored like the others.
 
-Left out (a 400 that names the parameter): several prompts in one request (send several requests; the
-engine batches them), `n` > 1, `best_of`, `suffix`, `logit_bias`, streaming.
+Several prompts in one request (`prompt` a list of strings or of token-id lists, as vLLM takes them, up to
+`MAX_PROMPTS`): each is its own job, all queued at once so the engine batches them into the same slices,
+and choice i answers prompt i; `usage` sums them. This is how a GRPO trainer sends a whole turn's rollouts
+(policies/rollout_server.py): one request, not one per row, so they start in one slice rather than as
+the requests happen to arrive.
+
+Left out (a 400 that names the parameter): `n` > 1, `best_of`, `suffix`, `logit_bias`, streaming.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ KNOWN = {
     *HARMLESS,
 }
 DEFAULT_MAX_TOKENS = 16  # OpenAI's
+MAX_PROMPTS = 1024  # prompts in one request: a bound on what one body can queue
 
 
 @dataclass(frozen=True)
 class CompletionRequest:
-    prompt: str | list[int]  # text (tokenized without special tokens or chat template) or token ids
+    prompts: list[str | list[int]]  # each text (tokenized without special tokens or chat template) or token ids
     sampling: Sampling  # max_new_tokens 0: score the prompt only (echo)
     echo: bool
     logprobs: int | None  # alternatives per token (0..20); None: no logprobs
@@ -61,7 +67,7 @@ def parse_completion_request(body: dict, models: Sequence[str], vocab_size: int)
     if max_tokens == 0 and not echo:
         raise bad("max_tokens", "0 is allowed only with echo: true (to score the prompt)")
     return CompletionRequest(
-        prompt=parse_prompt(body.get("prompt"), vocab_size),
+        prompts=parse_prompts(body.get("prompt"), vocab_size),
         sampling=Sampling(**temperature_top_p(body), max_new_tokens=max_tokens),
         echo=echo,
         logprobs=integer(body, "logprobs", None, 0, MAX_TOP_LOGPROBS),
@@ -72,51 +78,70 @@ def parse_completion_request(body: dict, models: Sequence[str], vocab_size: int)
     )
 
 
-def parse_prompt(value, vocab_size: int) -> str | list[int]:
-    """A string or a list of token ids, or a list of one of these (a batch of one)."""
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
-        value = value[0]
+def parse_prompts(value, vocab_size: int) -> list[str | list[int]]:
+    """A string or a list of token ids, or a list of these (several prompts)."""
+    if isinstance(value, list) and value and all(isinstance(v, (str, list)) for v in value):
+        if len(value) > MAX_PROMPTS:
+            raise bad("prompt", f"{len(value)} prompts in one request; at most {MAX_PROMPTS}")
+        return [parse_prompt(v, vocab_size, f"prompt[{i}]") for i, v in enumerate(value)]
+    return [parse_prompt(value, vocab_size)]
+
+
+def parse_prompt(value, vocab_size: int, where: str = "prompt") -> str | list[int]:
+    """A string or a list of token ids."""
     if isinstance(value, str):
         if not value:
-            raise bad("prompt", "must not be empty")
+            raise bad(where, "must not be empty")
         return value
     if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-        raise bad(
-            "prompt", "must be a string or a list of token ids (several prompts in one request are not supported)"
-        )
+        raise bad(where, "must be a string, a list of token ids, or a list of these")
     if not value:
-        raise bad("prompt", "must not be empty")
+        raise bad(where, "must not be empty")
     wrong = next((t for t in value if not 0 <= t < vocab_size), None)
     if wrong is not None:
-        raise bad("prompt", f"token id {wrong} is out of the vocabulary (0 to {vocab_size - 1})")
+        raise bad(where, f"token id {wrong} is out of the vocabulary (0 to {vocab_size - 1})")
     return value
 
 
-def completion_json(tokenizer, request: CompletionRequest, prompt_ids: list[int], row: Row) -> dict:
-    completion = decode_row(tokenizer, row, request.stop)  # stop strings apply to the generated text only
-    text = completion.text
-    if request.echo:
-        # A text prompt comes back as sent; token ids as their text, special tokens included (they are in it).
-        text = (request.prompt if isinstance(request.prompt, str) else tokenizer.decode(prompt_ids)) + text
-    logprobs = None
-    if request.logprobs is not None:
-        entries = prompt_entries(tokenizer, prompt_ids, row) if request.echo else []
-        logprobs = legacy_logprobs(entries + (completion.logprobs or []))
-    choice = {"index": 0, "text": text, "finish_reason": completion.finish_reason, "logprobs": logprobs}
-    if request.return_token_ids:
-        choice |= {"token_ids": row.completion_ids[: completion.tokens], "prompt_token_ids": list(prompt_ids)}
+def completion_json(tokenizer, request: CompletionRequest, prompt_ids: list[list[int]], rows: list[Row]) -> dict:
+    """The response: choice i for prompt i (its ids `prompt_ids[i]`, its generated row `rows[i]`)."""
+    choices, generated = [], 0
+    for index, (prompt, ids, row) in enumerate(zip(request.prompts, prompt_ids, rows)):
+        choice, tokens = completion_choice(tokenizer, request, index, prompt, ids, row)
+        choices.append(choice)
+        generated += tokens
+    prompt_tokens = sum(len(ids) for ids in prompt_ids)
     return {
         "id": f"cmpl-{secrets.token_hex(12)}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": request.model,
-        "choices": [choice],
+        "choices": choices,
         "usage": {
-            "prompt_tokens": len(prompt_ids),
-            "completion_tokens": completion.tokens,
-            "total_tokens": len(prompt_ids) + completion.tokens,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": generated,
+            "total_tokens": prompt_tokens + generated,
         },
     }
+
+
+def completion_choice(
+    tokenizer, request: CompletionRequest, index: int, prompt: str | list[int], prompt_ids: list[int], row: Row
+) -> tuple[dict, int]:
+    """One prompt's choice, and the tokens it generated."""
+    completion = decode_row(tokenizer, row, request.stop)  # stop strings apply to the generated text only
+    text = completion.text
+    if request.echo:
+        # A text prompt comes back as sent; token ids as their text, special tokens included (they are in it).
+        text = (prompt if isinstance(prompt, str) else tokenizer.decode(prompt_ids)) + text
+    logprobs = None
+    if request.logprobs is not None:
+        entries = prompt_entries(tokenizer, prompt_ids, row) if request.echo else []
+        logprobs = legacy_logprobs(entries + (completion.logprobs or []))
+    choice = {"index": index, "text": text, "finish_reason": completion.finish_reason, "logprobs": logprobs}
+    if request.return_token_ids:
+        choice |= {"token_ids": row.completion_ids[: completion.tokens], "prompt_token_ids": list(prompt_ids)}
+    return choice, completion.tokens
 
 
 def prompt_entries(tokenizer, prompt_ids: list[int], row: Row) -> list[dict]:

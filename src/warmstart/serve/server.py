@@ -41,7 +41,7 @@ Prompt log-probs: POST /v1/completions with `prompt` a string or a list of token
 `logprobs: N` (0-20 alternatives) and `max_tokens: 0` returns the log-prob of every prompt token given the
 tokens before it (null for the first), from one forward pass, as vLLM does; with max_tokens > 0 the
 model continues the prompt (no chat template) and the generated tokens follow. Also `temperature`,
-`top_p`, `seed`, `stop`, `return_token_ids`; one prompt per request, `n` 1.
+`top_p`, `seed`, `stop`, `return_token_ids`; several prompts per request (batched together), `n` 1.
 
 Not supported (a 400 that names the parameter): `response_format` / structured output,
 `tool_choice` other than "auto", non-zero frequency / presence penalties, `logit_bias`, images and audio,
@@ -161,8 +161,12 @@ class ChatServer:
 
     def run(self, job: Job) -> list:
         """The job's rows, once the engine has them; a timeout or a vanished adapter as the client's error."""
+        return self.rows_of(self.engine.submit(job))
+
+    def rows_of(self, future) -> list:
+        """A submitted job's rows (`run`'s second half: several jobs are submitted before any is awaited)."""
         try:
-            return self.engine.submit(job).result()
+            return future.result()
         except RequestTimeout as exc:
             raise ApiError(504, f"the request timed out: {exc} (--request-timeout)", code="timeout") from None
         except AdapterGone as exc:
@@ -188,22 +192,36 @@ class ChatServer:
         )
 
     def complete_text(self, request: CompletionRequest) -> dict:
-        """Legacy completions: the prompt as it is (no chat template), continued and/or scored (echo)."""
-        prompt_ids = request.prompt
+        """Legacy completions: each prompt as it is (no chat template), continued and/or scored (echo). Every
+        prompt is checked before any is queued, and all are queued before any is awaited (one batch)."""
         self.context.check_max_tokens(request.sampling.max_new_tokens)
-        if isinstance(prompt_ids, str):
-            self.context.check_chars(len(prompt_ids), "prompt")
-            with self.tokenizer_lock:
-                prompt_ids = self.tokenizer(prompt_ids, add_special_tokens=False)["input_ids"]
-            if not prompt_ids:
-                raise bad("prompt", "the text has no tokens")
-        self.context.check_prompt(len(prompt_ids), request.sampling.max_new_tokens, "prompt")
-        job = Job(prompt_ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo)
-        [row] = self.run(self.configure(job, request.model, request.return_token_ids))
+        prompt_ids = [self.text_prompt_ids(p, request.sampling.max_new_tokens) for p in request.prompts]
+        futures = [
+            self.engine.submit(
+                self.configure(
+                    Job(ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo),
+                    request.model,
+                    request.return_token_ids,
+                )
+            )
+            for ids in prompt_ids
+        ]
+        rows = [row for future in futures for row in self.rows_of(future)]
         with self.tokenizer_lock:
-            response = completion_json(self.tokenizer, request, prompt_ids, row)
+            response = completion_json(self.tokenizer, request, prompt_ids, rows)
         self.metrics.tokens(response["usage"])
         return response
+
+    def text_prompt_ids(self, prompt: str | list[int], max_tokens: int) -> list[int]:
+        """A legacy prompt's token ids (a text tokenized as it is), or the ApiError that refuses it."""
+        if isinstance(prompt, str):
+            self.context.check_chars(len(prompt), "prompt")
+            with self.tokenizer_lock:
+                prompt = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if not prompt:
+                raise bad("prompt", "the text has no tokens")
+        self.context.check_prompt(len(prompt), max_tokens, "prompt")
+        return prompt
 
     def admit(self, request: ChatRequest) -> tuple[ChatRequest, list[int]]:
         """The request as it will run (a default max_tokens fitted to the context) and its prompt's ids, or the
