@@ -334,6 +334,9 @@ class SftConfig(Section):
     # Under torchrun: "none" (every process holds the whole model, gradients summed: train/distributed.py)
     # or "fsdp" (FSDP2: weights, gradients and optimizer state split over the processes: train/sharding.py)
     sharding: Literal["none", "fsdp"] = "none"
+    # torch.compile the decoder (lm/compiled.py; eager with one warning if it fails). Off: on CPU the tiny
+    # student is no faster, SmolLM2-135M ~1.1x after minutes of compiling (bench/results/compile.md)
+    compile: bool = False
 
 
 class GrpoConfig(Section):
@@ -380,6 +383,7 @@ class GrpoConfig(Section):
         default_factory=LoraSettings
     )  # with kl_weight > 0 the adapter-disabled base is the reference
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the decoder for sampling and update, as sft.compile
     # Train-inference mismatch (train/mismatch.py): each policy token's loss weighted by
     # min(p_trainer / p_sampler, tis_cap) (truncated importance sampling; 0: off); a step whose mean
     # |log p_trainer - log p_sampler| exceeds mismatch_limit stops the run (the sampler is not this policy).

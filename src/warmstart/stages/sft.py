@@ -34,6 +34,7 @@ from ..distill.topk import Alignment, token_index
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..lm.chat import check_template
+from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device
 from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer
 from ..lm.paths import resolve_model_path
@@ -89,7 +90,8 @@ def run(recipe: Recipe) -> Path:
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
     teacher_weights = [teacher / "model.safetensors"] if teacher and (teacher / "model.safetensors").exists() else []
-    config = {"sft": cfg.model_dump(), "seed": recipe.run.seed}
+    # compile changes speed, not results: toggling it keeps the stage done and its checkpoints resumable
+    config = {"sft": cfg.model_dump(exclude={"compile"}), "seed": recipe.run.seed}
     memory_plan.check(
         memory_plan.announce(memory_plan.plan_for(recipe, "sft"))
     )  # the device too: before anything is written
@@ -207,6 +209,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: Wor
     resume = world.agree(newest)  # the main process's view (the run directory must be shared by all)
     s = prepare(recipe, base, resume[-1] if resume else None, trajectories)
     shard_if_asked(s, cfg, world)
+    compile_decoder(s.model, cfg.compile, "sft.compile")  # in place: checkpoints keep their keys
     torch.manual_seed(recipe.run.seed)
     optimizer, scheduler = make_optimizer(s.model, cfg)
     step, position = resume_state(resume[-1], s.model, optimizer, scheduler, cfg) if resume else (0, None)
