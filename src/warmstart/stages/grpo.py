@@ -372,12 +372,13 @@ def grpo_step(
     cfg, started = recipe.grpo, time.time()
     learner.model.eval()
     if served is None:
-        (groups, cursor, stats), version = (
+        batch, version = (
             collect_groups(learner, env, tasks, cursor, step, recipe, verifier, world, sample_ids_pruned),
             None,
         )
     else:
-        (groups, cursor, stats), version = served.take(step, cursor, cfg.steps)
+        batch, version = served.take(step, cursor, cfg.steps)
+    groups, cursor, stats = batch
     sampled_at = time.time()
     learner.model.train()
     loss, trained_tokens, update_stats = None, 0, {}

@@ -16,6 +16,8 @@ servers report; a token whose sampler log-prob is unknown (NaN) gets weight 1 an
 mismatch statistics. The statistics (mean |log p_trainer - log p_sampler|, quantiles of the ratio, the
 share of weights the cap cut) are reported per step; a mean beyond `grpo.mismatch_limit` stops the run:
 it means the sampler is not sampling this policy (a server serving another model or a stale adapter).
+The statistics cover the rows the update computes: rows it skips (advantage 0 and no KL term, or no
+policy token; train/grpo.live_chunks) add nothing to the gradient and are not measured.
 """
 
 from __future__ import annotations
