@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import WarmstartError
+from ..lm.scoring import logit_transforms
 from .losses import dense_kl, mixed_token_loss, sparse_kl
-
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 @dataclass
@@ -38,11 +37,6 @@ class KdTotals:
     loss: float = 0.0
     kd_sum: float = 0.0  # KL summed over the positions that had a teacher distribution
     kd_positions: int = 0
-
-
-def logit_transforms(model) -> list[str]:
-    """The config settings by which the model's logits are more than its output head applied to the last hidden state."""
-    return [name for name in LOGIT_TRANSFORMS if getattr(model.config, name, None) not in (None, 1, 1.0)]
 
 
 def check_plain_head(model, key: str) -> None:

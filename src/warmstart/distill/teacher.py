@@ -36,7 +36,7 @@ class LocalTeacher:
 
     @torch.no_grad()
     def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
-        return sequence_logprobs(self.model, batch)
+        return sequence_logprobs(self.model, batch, batch["loss_mask"][:, 1:] > 0)  # only the student's tokens
 
 
 class RemoteTeacher:

@@ -30,11 +30,33 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log p of each next token of a right-padded batch: [B, L-1] (position t scores token t+1)."""
-    attention = torch.ones_like(batch["input_ids"])
-    logits = model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits
-    return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
+# Config settings by which a model's logits are more than its output head applied to the last hidden state.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def logit_transforms(model) -> list[str]:
+    """The model's settings among LOGIT_TRANSFORMS that change its logits (none for Llama-like models)."""
+    return [name for name in LOGIT_TRANSFORMS if getattr(model.config, name, None) not in (None, 1, 1.0)]
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor], scored: torch.Tensor | None = None) -> torch.Tensor:
+    """log p of each next token of a right-padded batch: [B, L-1] (position t scores token t+1).
+
+    `scored` ([B, L-1] bool): only these positions are needed (GRPO's policy tokens). The output head and
+    the softmax then run at those N positions alone ([N, V] logits, not [B, L, V]: the prompt's positions
+    are most of a row, and the head most of a small model's FLOPs at a large vocabulary), and the other
+    positions read 0. The log-prob is the chosen logit minus the logsumexp, without a [N, V] log-softmax.
+    A model whose config transforms its logits gets the whole forward pass."""
+    ids = batch["input_ids"]
+    attention = torch.ones_like(ids)
+    if scored is None or logit_transforms(model):
+        logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
+        full = token_logprobs(logits[:, :-1], ids[:, 1:])
+        return full if scored is None else full * scored
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+    logits = model.get_output_embeddings()(hidden[:, :-1][scored]).float()  # [N, V]
+    chosen = logits.gather(-1, ids[:, 1:][scored].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return torch.zeros(scored.shape, dtype=chosen.dtype, device=chosen.device).masked_scatter(scored, chosen)
 
 
 @torch.inference_mode()

@@ -237,6 +237,11 @@ def separate_old_pass(cfg: GrpoConfig, teacher) -> bool:
     return teacher is not None or cfg.updates_per_batch > 1
 
 
+def policy_positions(batch: dict) -> torch.Tensor:
+    """[B, L-1] bool: the positions that predict a policy token, the only log-probs the loss reads."""
+    return batch["loss_mask"][:, 1:] > 0
+
+
 def update(
     model,
     reference,
@@ -261,9 +266,9 @@ def update(
     old, ref = None, [None] * len(chunks)
     with torch.no_grad():
         if not reuse_current:
-            old = sequence_logprobs(model, batch)
+            old = sequence_logprobs(model, batch, policy_positions(batch))
         if reference is not None:
-            ref = [sequence_logprobs(reference, c) for c in chunks]
+            ref = [sequence_logprobs(reference, c, policy_positions(c)) for c in chunks]
     advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)  # without a teacher, `old` is not read
     mismatch = MismatchTally()
     loss_value = 0.0
@@ -320,7 +325,7 @@ def chunk_loss(
     MismatchTally the chunk's tokens are counted into."""
     c_mask = c["loss_mask"][:, 1:]
     tokens = batch["scored_tokens"]
-    logp = sequence_logprobs(model, c)
+    logp = sequence_logprobs(model, c, policy_positions(c))
     c_old = logp.detach() if c_old is None else c_old
     if mismatch is not None:
         mismatch.add(c_old, c["sampler_logp"], c_mask, cfg.tis_cap or None)

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import SftConfig
-from ..distill.step import KdSetup, KdTotals, kd_backward, logit_transforms, scored_hidden
+from ..distill.step import KdSetup, KdTotals, kd_backward, scored_hidden
 from ..lm.device import autocast as device_autocast
+from ..lm.scoring import logit_transforms
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
 from .sharding import is_sharded
