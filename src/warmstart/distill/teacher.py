@@ -36,7 +36,13 @@ class LocalTeacher:
 
     @torch.no_grad()
     def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
-        return sequence_logprobs(self.model, batch, batch["loss_mask"][:, 1:] > 0)  # only the student's tokens
+        # Every position of each row (not its padding), through the same head-at-scored-positions path as
+        # the student's own log-probs in GRPO's update, so a teacher equal to the student reads the same.
+        ids = batch["input_ids"]
+        scored = (
+            torch.arange(ids.shape[1] - 1, device=ids.device) < torch.tensor(lengths, device=ids.device)[:, None] - 1
+        )
+        return sequence_logprobs(self.model, batch, scored)
 
 
 class RemoteTeacher:
