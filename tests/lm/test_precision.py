@@ -41,3 +41,20 @@ def test_regions_that_turn_autocast_off_stay_float32():
         out = model(x)
     assert out.dtype == torch.float32
     assert type(out.grad_fn).__name__ != "Bf16LinearBackward"
+
+
+def test_input_gradient_is_the_same_product_with_and_without_native_bf16(monkeypatch):
+    """dx = dy @ W: one product where the CPU has bf16 matmul, F.linear against W^T by row block where not."""
+    from warmstart.lm import precision
+
+    torch.manual_seed(2)
+    dy = torch.randn(7, ROW_BLOCK + 100).bfloat16()
+    weight = torch.randn(ROW_BLOCK + 100, 24).bfloat16()
+    expected = dy.float() @ weight.float()
+    results = {}
+    for native in (True, False):
+        monkeypatch.setattr(precision, "native_bf16_matmul", lambda native=native: native)
+        results[native] = precision.input_grad(dy, weight)
+        assert results[native].dtype == torch.bfloat16
+        torch.testing.assert_close(results[native].float(), expected, rtol=2e-2, atol=0.5)
+    torch.testing.assert_close(results[True], results[False], rtol=2e-2, atol=0.5)

@@ -52,8 +52,19 @@ def row_blocks(rows: int) -> list[slice]:
 
 
 def input_grad(dy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """dx = dy @ W [tokens, in], through the forward's kernel: F.linear against W^T made contiguous, by row block."""
+    """dx = dy @ W [tokens, in]. Without native bf16 matmul, through the forward's kernel (F.linear against
+    W^T made contiguous, by row block); with it, dy @ W runs as fast as that (bench/matmul_layouts.py,
+    AVX512-BF16) and the copy of W^T, ~6 % of a SmolLM2 step, is left out."""
+    if native_bf16_matmul():
+        return dy @ weight
     return sum(F.linear(dy[:, rows], weight[rows].t().contiguous()) for rows in row_blocks(weight.shape[0]))
+
+
+def native_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), as torch's CPU dispatch sees it."""
+    cpu = torch.cpu
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def weight_grad(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from ..config import LoraSettings, PolicySpec, Recipe
 from ..errors import WarmstartError
 from ..lm.device import resolve_device
+from ..lm.linear_ce import CHUNK_BYTES
 from ..lm.models import load_config
 from ..lm.tinymodel import tiny_llama_config
 from .grpo import MICRO_BATCH_TOKENS
@@ -322,14 +323,15 @@ def weight_knob(section: str, lora: LoraSettings, model_key: str) -> str:
 
 
 def sft_logits_bytes(recipe: Recipe, shape: Shape, teacher: bool) -> int:
-    """The output head's logits at scored positions (train/sft.masked_ce_sum: at most every position of
-    the micro-batch, [N, V] fp32), cross-entropy's log-softmax and their gradient: 3 x N x V. KD goes
-    chunk by chunk (distill/step.kd_backward): the student's, the teacher's, two log-softmaxes, a grad."""
+    """The gradient of the output head's logits at scored positions (train/sft.masked_ce_sum through
+    lm/linear_ce.py: at most every position of the micro-batch, [N, V] in the compute dtype, fp32
+    counted) and one chunk of fp32 logits with its softmax. KD goes chunk by chunk
+    (distill/step.kd_backward): the student's, the teacher's, two log-softmaxes, a grad."""
     cfg = recipe.sft
     positions = cfg.rows_per_micro_batch * (cfg.seq_len - 1)
     if cfg.kd_weight > 0 and cfg.distill != "tokens" and teacher:
         return 5 * min(positions, cfg.kd_chunk) * shape.vocab * FLOAT32
-    return 3 * positions * shape.vocab * FLOAT32
+    return positions * shape.vocab * FLOAT32 + 2 * CHUNK_BYTES
 
 
 def sft_teacher(recipe: Recipe, notes: list[str]) -> torch.nn.Module | None:

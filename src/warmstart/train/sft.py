@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..config import SftConfig
 from ..distill.step import KdSetup, KdTotals, kd_backward, scored_hidden
 from ..lm.device import autocast as device_autocast
+from ..lm.linear_ce import head_ce_sum
 from ..lm.scoring import logit_transforms
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
@@ -40,17 +41,15 @@ def lr_factor(step: int, cfg: SftConfig) -> float:
 def masked_ce_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of next-token cross-entropy over target tokens (loss mask 1).
 
-    Logits are computed only at the N positions that predict a target ([N, V], not [B, T, V]); a model
-    whose config transforms its logits (soft-capping, scaling) gets the full forward pass instead."""
+    The head runs only at the N positions that predict a target, chunk by chunk with the loss and its
+    gradient (lm/linear_ce.py: no [N, V] fp32 logits); a model whose config transforms its logits
+    (soft-capping, scaling) gets the full forward pass instead."""
     positions = batch["loss_mask"][:, 1:] > 0
     targets = batch["input_ids"][:, 1:][positions]
-    if logit_transforms(model):
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[
-            :, :-1
-        ][positions]
-    else:
-        logits = model.get_output_embeddings()(scored_hidden(model, batch, positions))
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+    if not logit_transforms(model):
+        return head_ce_sum(model.get_output_embeddings(), scored_hidden(model, batch, positions), targets)
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    return F.cross_entropy(logits[:, :-1][positions].float(), targets, reduction="sum")
 
 
 class RowStream:

@@ -1,0 +1,98 @@
+"""head_ce_sum (chunked cross-entropy through the output head) against F.cross_entropy on full logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from warmstart.lm import linear_ce
+from warmstart.lm.linear_ce import head_ce_sum
+from warmstart.lm.precision import bf16_autocast
+
+ROWS, WIDTH, VOCAB = 45, 16, 300
+
+
+def inputs(bias: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(WIDTH, VOCAB, bias=bias)
+    hidden = torch.randn(ROWS, WIDTH, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (ROWS,))
+    return head, hidden, targets
+
+
+def loss_and_grads(loss_of, head, hidden, targets, context=torch.enable_grad):
+    hidden.grad = None
+    head.zero_grad(set_to_none=True)
+    with context():
+        loss = loss_of(head, hidden, targets)
+    (0.37 * loss).backward()  # a scale, as train_step's 1 / targets
+    grads = [hidden.grad] + [p.grad for p in head.parameters()]
+    return loss.detach(), grads
+
+
+def plain(head, hidden, targets):
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 45, 1000])  # one row, uneven chunks, exact, one chunk
+def test_fp32_loss_and_gradients_equal_the_full_logits(monkeypatch, bias, chunk_rows):
+    monkeypatch.setattr(linear_ce, "CHUNK_BYTES", 4 * VOCAB * chunk_rows)
+    head, hidden, targets = inputs(bias)
+    loss, grads = loss_and_grads(head_ce_sum, head, hidden, targets)
+    expected_loss, expected_grads = loss_and_grads(plain, head, hidden, targets)
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-4)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_matches_the_full_logits_within_bf16_rounding(monkeypatch):
+    monkeypatch.setattr(linear_ce, "CHUNK_BYTES", 4 * VOCAB * 10)
+    head, hidden, targets = inputs(bias=True)
+    loss, grads = loss_and_grads(head_ce_sum, head, hidden, targets, bf16_autocast)
+    expected_loss, expected_grads = loss_and_grads(plain, head, hidden, targets, bf16_autocast)
+    fp32_loss, _ = loss_and_grads(plain, head, hidden, targets)
+    # The logits are bf16 products as autocast's F.linear makes them (the same loss to fp32 rounding),
+    # not fp32 ones: the loss in fp32 differs by bf16's rounding.
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-4)
+    assert abs(float(loss - fp32_loss)) > 10 * abs(float(loss - expected_loss)) + 1e-3
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert got.dtype == want.dtype == torch.float32  # gradients reach fp32 parameters as fp32
+        assert (got - want).abs().max() <= 0.01 * want.abs().max()  # bf16 products summed in another order
+
+
+def test_a_frozen_head_gets_no_gradient_and_the_hidden_states_do():
+    head, hidden, targets = inputs(bias=False)
+    head.requires_grad_(False)
+    loss = head_ce_sum(head, hidden, targets)
+    loss.backward()
+    assert head.weight.grad is None
+    hidden_grad = hidden.grad.clone()
+    hidden.grad = None
+    plain(head, hidden, targets).backward()
+    torch.testing.assert_close(hidden_grad, hidden.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_without_grad_only_the_loss_is_computed():
+    head, hidden, targets = inputs(bias=True)
+    with torch.no_grad():
+        loss = head_ce_sum(head, hidden, targets)
+        expected = plain(head, hidden, targets)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-4)
+
+
+def test_a_wrapped_head_runs_its_own_forward():
+    """A head that is not a plain Linear (an adapter on lm_head adds to the weight's product) is called."""
+
+    class Shifted(torch.nn.Linear):
+        def forward(self, x):
+            return super().forward(x) + 1.0 * (torch.arange(self.out_features) == 3)
+
+    torch.manual_seed(0)
+    head = Shifted(WIDTH, VOCAB)
+    _, hidden, targets = inputs(bias=False)
+    torch.testing.assert_close(head_ce_sum(head, hidden, targets), plain(head, hidden, targets))
