@@ -219,6 +219,8 @@ def main() -> None:
         )
     md = f"""## Teacher client: warmstart's `openai:` backend vs the bare `openai` SDK
 
+{harness.environment()}
+
 Requests per second against the same loopback OpenAI-compatible server (tests/fake_api.py, answering at once, so
 only the client is measured), {n} single-turn requests per measurement, median over {args.repetitions} interleaved
 rounds. SDK: `AsyncOpenAI.chat.completions.create` under an asyncio semaphore, sending the same fields as warmstart

@@ -223,6 +223,8 @@ def main() -> None:
     )
     md = f"""## Sandbox: warmstart's bubblewrap sandbox vs a HumanEval-style multiprocessing executor
 
+{harness.environment()}
+
 Executions per second (median over {repetitions} A B rounds, min–max in brackets); {executions} executions per
 measurement, cycling through {len(records)} tasks' reference solutions and hidden tests
 ({", ".join(sorted({r.get("difficulty", "?") for r in records}))}; {", ".join(r["task_id"].split("/")[-1] for r in records[:4])}, …). Peer (bench/humaneval_style.py, run in its own

@@ -1,7 +1,8 @@
 """Local language models, independent of any stage: loading (`models.py`, `paths.py`), the tiny student
 (`tinymodel.py`), chat rendering and loss masks (`chat.py`), tool calls as text (`toolcalls.py`),
 sampling (`generation.py`), the multi-turn rollout loop (`rollout.py`), log-probs of given tokens
-(`scoring.py`), bf16 on CPU (`precision.py`) and the decoder through torch.compile (`compiled.py`).
+(`scoring.py`), cross-entropy through the output head in chunks (`linear_ce.py`), bf16 on CPU
+(`precision.py`) and the decoder through torch.compile (`compiled.py`).
 
 May import the core modules only (config, types, errors). `paths.py` and `toolcalls.py` import no torch:
 the environments and the policy strings use them. See ARCHITECTURE.md.
