@@ -96,3 +96,13 @@ def test_a_wrapped_head_runs_its_own_forward():
     head = Shifted(WIDTH, VOCAB)
     _, hidden, targets = inputs(bias=False)
     torch.testing.assert_close(head_ce_sum(head, hidden, targets), plain(head, hidden, targets))
+
+
+def test_no_scored_rows_give_a_zero_loss_and_zero_gradients():
+    head, _, _ = inputs(bias=True)
+    hidden = torch.randn(0, WIDTH, requires_grad=True)
+    loss = head_ce_sum(head, hidden, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert hidden.grad.shape == (0, WIDTH)
+    assert (head.weight.grad == 0).all() and (head.bias.grad == 0).all()
