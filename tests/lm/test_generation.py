@@ -25,6 +25,34 @@ def test_pruned_sampling_is_generate_when_greedy():
     assert [(s.completion_ids, s.stopped) for s in ours] == [(s.completion_ids, s.stopped) for s in theirs]
 
 
+
+def test_a_repeated_prompt_is_prefilled_once_and_its_rows_sample_as_alone():
+    from warmstart.lm.generation import sample_ids_pruned
+    from warmstart.types import Sampling
+
+    model, tokenizer = tiny_model()
+    model.eval()
+    group, other = tokenizer("What is 1+1?")["input_ids"], tokenizer("carry so far")["input_ids"]
+    prompts, keys = [group, other, group, group], ["t1/0", "t2/0", "t1/1", "t1/2"]
+    sampling = Sampling(1.0, 1.0, 10)  # sampled: each row from its own stream
+    widths = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        widths.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    together = sample_ids_pruned(model, tokenizer.pad_token_id, prompts, sampling, [], 5, keys)
+    assert widths[0] == (2, max(len(group), len(other)))  # the prefill: the two distinct prompts
+    assert widths[1][0] == 4  # then every row decodes
+    for prompt, key, sampled in zip(prompts, keys, together):
+        (alone,) = sample_ids_pruned(model, tokenizer.pad_token_id, [prompt], sampling, [], 5, [key])
+        assert sampled.prompt_ids == prompt
+        assert sampled.completion_ids == alone.completion_ids
+        torch.testing.assert_close(sampled.logprobs, alone.logprobs, rtol=1e-5, atol=1e-5)
+    assert together[0].completion_ids != together[2].completion_ids  # one prompt, three streams
+
 def test_draws_follow_the_softmax_and_never_pick_a_cut_token():
     scores = torch.tensor([1.0, 0.0, -float("inf"), 2.0, -1.0])
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ are: RL needs them, not a re-tokenization of their text.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +15,7 @@ from transformers import DynamicCache
 
 from ..types import Message, Sampling
 from .chat import parse_completion
+from .shared_prefix import cache_argument
 
 
 @dataclass
@@ -127,6 +127,13 @@ def row_uniforms(seed: int, keys: list[str], steps: int, device: torch.device) -
     return table.to(device)
 
 
+def distinct_prompts(prompts: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct prompts, first seen first, and each prompt's index among them."""
+    index: dict[tuple[int, ...], int] = {}
+    which = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    return [list(p) for p in index], which
+
+
 @torch.inference_mode()
 def sample_ids_pruned(
     model,
@@ -141,6 +148,8 @@ def sample_ids_pruned(
     rollouts): the model's own forward with a DynamicCache, each sequence dropped from the batch (and
     the cache) as soon as it stops, where `generate` keeps stepping finished rows. Same distribution
     (temperature, top-p; greedy at temperature 0 equals `generate`'s, tested), another random stream.
+    A prompt given several times (a GRPO group's samples) runs through the prefill once and its KV cache
+    is copied to its rows: on the tiny model, 128 rows of 16 prompts, the prefill is ~20 % of sampling.
     Measured on the tiny model, 128 prompts x 128 new tokens: ~1.6x faster than `generate`. (A
     hand-written Llama decoding step over preallocated K/V buffers was tried and was no faster.)
 
@@ -148,7 +157,8 @@ def sample_ids_pruned(
     index without them), so a row's tokens do not depend on which other rows share its batch: the same
     rollout whichever process of a data-parallel run samples it (train/distributed.py)."""
     device = device_of(model)
-    ids, attention = left_padded(prompts, pad_id, device)
+    distinct, which = distinct_prompts(prompts)
+    ids, attention = left_padded(distinct, pad_id, device)
     uniforms = row_uniforms(seed, keys or [str(i) for i in range(len(prompts))], sampling.max_new_tokens, device)
     stops = torch.tensor(sorted(stop_ids) or [-1], device=device)
     completions: list[list[int]] = [[] for _ in prompts]
@@ -157,13 +167,14 @@ def sample_ids_pruned(
     rows = torch.arange(len(prompts), device=device)  # batch position -> prompt index
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    # transformers 5.x names the argument `cache` (and deprecates `past_key_values`); 4.x knows only the old name.
-    # (A peft model's forward takes **kwargs: the model under it names the argument.)
-    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
-    cache_arg = {"cache" if "cache" in inspect.signature(forward).parameters else "past_key_values": cache}
+    cache_arg = cache_argument(model, cache)
     logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **cache_arg).logits[
         :, -1
     ]
+    if len(distinct) < len(prompts):  # each distinct prompt ran once; now one row per prompt given
+        index = torch.tensor(which, device=device)
+        cache.batch_select_indices(index)
+        logits, attention, positions = logits[index], attention[index], positions[index]
     position = positions[:, -1:]
     for step in range(sampling.max_new_tokens):
         if sampling.temperature > 0:

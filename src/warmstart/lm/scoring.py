@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .generation import device_of, left_padded
+from .shared_prefix import shared_prefix_hidden
 
 
 @dataclass
@@ -39,22 +40,29 @@ def logit_transforms(model) -> list[str]:
     return [name for name in LOGIT_TRANSFORMS if getattr(model.config, name, None) not in (None, 1, 1.0)]
 
 
-def sequence_logprobs(model, batch: dict[str, torch.Tensor], scored: torch.Tensor | None = None) -> torch.Tensor:
+def sequence_logprobs(
+    model, batch: dict[str, torch.Tensor], scored: torch.Tensor | None = None, share_prefixes: bool = True
+) -> torch.Tensor:
     """log p of each next token of a right-padded batch: [B, L-1] (position t scores token t+1).
 
     `scored` ([B, L-1] bool): only these positions are needed (GRPO's policy tokens). The output head and
     the softmax then run at those N positions alone ([N, V] logits, not [B, L, V]: the prompt's positions
     are most of a row, and the head most of a small model's FLOPs at a large vocabulary), and the other
     positions read 0. The log-prob is the chosen logit minus the logsumexp, without a [N, V] log-softmax.
-    A model whose config transforms its logits gets the whole forward pass."""
+    Rows that share the tokens before their first scored position (a GRPO group's prompt) run that prefix
+    once (`shared_prefix.py`) unless `share_prefixes` is off. A model whose config transforms its logits
+    gets the whole forward pass."""
     ids = batch["input_ids"]
     attention = torch.ones_like(ids)
     if scored is None or logit_transforms(model):
         logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
         full = token_logprobs(logits[:, :-1], ids[:, 1:])
         return full if scored is None else full * scored
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
-    logits = model.get_output_embeddings()(hidden[:, :-1][scored]).float()  # [N, V]
+    at_scored = shared_prefix_hidden(model, ids, scored) if share_prefixes else None
+    if at_scored is None:
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+        at_scored = hidden[:, :-1][scored]
+    logits = model.get_output_embeddings()(at_scored).float()  # [N, V]
     chosen = logits.gather(-1, ids[:, 1:][scored].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return torch.zeros(scored.shape, dtype=chosen.dtype, device=chosen.device).masked_scatter(scored, chosen)
 

@@ -1,0 +1,105 @@
+"""Shared prefixes run once (lm/shared_prefix.py) against the plain forward: the same log-probs and gradients."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from helpers import tiny_model
+from warmstart.config import LoraSettings
+from warmstart.lm.scoring import sequence_logprobs
+from warmstart.lm.shared_prefix import prefix_of_rows
+from warmstart.train import lora
+
+
+def grouped_batch(vocab: int) -> tuple[dict, torch.Tensor]:
+    """Two prompts (5 and 8 tokens) with three samples each of different lengths, right-padded; one of
+    them multi-turn (a tool's tokens, unscored, between two scored turns); a row with nothing scored."""
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, vocab, (5,), generator=generator), torch.randint(4, vocab, (8,), generator=generator)]
+    rows, scored_spans = [], []
+    for prompt, lengths in zip(prompts, [(3, 9, 6), (4, 2, 11)]):
+        for length in lengths:
+            rows.append(torch.cat([prompt, torch.randint(4, vocab, (length,), generator=generator)]))
+            scored_spans.append([(len(prompt) - 1, len(prompt) - 1 + length)])  # position t scores token t+1
+    scored_spans[1] = [(4, 7), (10, 13)]  # turn, tool output, turn
+    rows.append(torch.randint(4, vocab, (7,), generator=generator))  # an infra error: nothing scored
+    scored_spans.append([])
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    scored = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+    for index, (row, spans) in enumerate(zip(rows, scored_spans)):
+        ids[index, : len(row)] = row
+        for start, end in spans:
+            scored[index, start:end] = True
+    return {"input_ids": ids}, scored
+
+
+def logprobs_and_gradients(model, batch, scored, share: bool):
+    model.zero_grad()
+    weights = torch.linspace(0.5, 2.0, scored.numel()).reshape(scored.shape)  # any loss over the scored tokens
+    logp = sequence_logprobs(model, batch, scored, share_prefixes=share)
+    (logp * weights).sum().backward()
+    return logp.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def assert_sharing_changes_nothing(model, batch, scored):
+    plain, plain_grads = logprobs_and_gradients(model, batch, scored, share=False)
+    shared, shared_grads = logprobs_and_gradients(model, batch, scored, share=True)
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+    assert (shared[~scored] == 0).all()
+    assert len(shared_grads) == len(plain_grads) > 0
+    for a, b in zip(shared_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_prompts_give_the_plain_forward_log_probs_and_gradients():
+    model, _ = tiny_model()
+    batch, scored = grouped_batch(model.config.vocab_size)
+    assert_sharing_changes_nothing(model, batch, scored)
+
+
+def test_each_distinct_prefix_runs_once():
+    model, _ = tiny_model()
+    batch, scored = grouped_batch(model.config.vocab_size)
+    calls = []
+    decoder = model.get_decoder()
+    forward = decoder.forward
+
+    def recording(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    decoder.forward = recording
+    sequence_logprobs(model, batch, scored)
+    # The prefixes (2 prompts, left-padded to the longer one's 7 tokens before its first scored position),
+    # then the 6 scored rows' suffixes; the unscored row is not run.
+    assert calls[0] == (2, 7)
+    assert calls[1][0] == 6 and len(calls) == 2
+
+
+def test_grouped_query_attention_and_a_lora_adapter():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    batch, scored = grouped_batch(config.vocab_size)
+    assert_sharing_changes_nothing(model, batch, scored)
+    adapted = lora.wrap(model, LoraSettings(r=4, alpha=8.0), "grpo.lora")
+    for name, p in adapted.named_parameters():  # peft starts B at zero: move it so the adapter counts
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    assert_sharing_changes_nothing(adapted, batch, scored)
+
+
+def test_rows_that_share_nothing_take_the_plain_forward():
+    ids = torch.tensor([[5, 6, 7, 8], [5, 9, 7, 8], [4, 6, 7, 8]])
+    scored = torch.zeros((3, 3), dtype=torch.bool)
+    scored[:, 2] = True  # prefixes [5, 6], [5, 9], [4, 6]: all distinct
+    assert prefix_of_rows(ids, scored) is None
+    scored[:, 1:] = True  # prefixes [5], [5], [4]: rows 0 and 1 share one
+    assert prefix_of_rows(ids, scored) == ([0, 1, 2], [0, 0, 1], [(5,), (4,)])
+    scored[2, 0] = True  # a row scored from its first position has no prefix: nothing is shared
+    assert prefix_of_rows(ids, scored) is None
