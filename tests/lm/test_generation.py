@@ -25,7 +25,6 @@ def test_pruned_sampling_is_generate_when_greedy():
     assert [(s.completion_ids, s.stopped) for s in ours] == [(s.completion_ids, s.stopped) for s in theirs]
 
 
-
 def test_a_repeated_prompt_is_prefilled_once_and_its_rows_sample_as_alone():
     from warmstart.lm.generation import sample_ids_pruned
     from warmstart.types import Sampling
@@ -52,6 +51,7 @@ def test_a_repeated_prompt_is_prefilled_once_and_its_rows_sample_as_alone():
         assert sampled.completion_ids == alone.completion_ids
         torch.testing.assert_close(sampled.logprobs, alone.logprobs, rtol=1e-5, atol=1e-5)
     assert together[0].completion_ids != together[2].completion_ids  # one prompt, three streams
+
 
 def test_draws_follow_the_softmax_and_never_pick_a_cut_token():
     scores = torch.tensor([1.0, 0.0, -float("inf"), 2.0, -1.0])

@@ -103,3 +103,16 @@ def test_rows_that_share_nothing_take_the_plain_forward():
     assert prefix_of_rows(ids, scored) == ([0, 1, 2], [0, 0, 1], [(5,), (4,)])
     scored[2, 0] = True  # a row scored from its first position has no prefix: nothing is shared
     assert prefix_of_rows(ids, scored) is None
+
+
+def test_a_sliding_window_shorter_than_the_prompts():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, sliding_window=4,
+    )  # fmt: skip
+    model = MistralForCausalLM(config)
+    batch, scored = grouped_batch(config.vocab_size)
+    assert_sharing_changes_nothing(model, batch, scored)
