@@ -1,8 +1,9 @@
 """A teacher that scores the student's own tokens (on-policy distillation).
 
-Two kinds, one method: `logprobs(batch)` gives log q(token t + 1 | tokens up to t) for every position of
+Two kinds, one method: `logprobs(batch)` gives log q(token t + 1 | tokens up to t) for the positions of
 a right-padded [B, L] batch of the student's sequences, as [B, L-1] (what `lm.scoring.sequence_logprobs` gives
-for the student).
+for the student): a remote teacher every position, a local one the policy's tokens where the batch carries
+GRPO's loss mask (the only ones the loss reads) and every position otherwise.
 
     local    hf:PATH / run:NAME: one forward pass of the teacher over the same ids
     remote   openai:MODEL@URL: a server's legacy completions endpoint with echo + logprobs, the token
@@ -36,12 +37,18 @@ class LocalTeacher:
 
     @torch.no_grad()
     def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
-        # Every position of each row (not its padding), through the same head-at-scored-positions path as
-        # the student's own log-probs in GRPO's update, so a teacher equal to the student reads the same.
+        # The positions the loss reads: with the batch's loss mask (GRPO's), the policy's tokens, through
+        # the same path as the student's own log-probs in the update (head at those positions, a group's
+        # prompt run once), so a teacher equal to the student reads the same floats; without one, every
+        # position of each row (not its padding). The other positions read 0.
         ids = batch["input_ids"]
-        scored = (
-            torch.arange(ids.shape[1] - 1, device=ids.device) < torch.tensor(lengths, device=ids.device)[:, None] - 1
-        )
+        if "loss_mask" in batch:
+            scored = batch["loss_mask"][:, 1:] > 0
+        else:
+            scored = (
+                torch.arange(ids.shape[1] - 1, device=ids.device)
+                < torch.tensor(lengths, device=ids.device)[:, None] - 1
+            )
         return sequence_logprobs(self.model, batch, scored)
 
 

@@ -5,8 +5,10 @@ the policy's tokens after it. Run row by row, the prompt is computed once per sa
 of 8); here the rows are cut where their scoring starts, each distinct prefix runs once through the
 decoder into a KV cache (with gradients), the cache is expanded to the rows that share it (an index, so
 its gradient sums the rows'), and the rows' suffixes run on top of it. Same function of the weights as the
-plain forward, fewer FLOPs: a prompt that is a third of each row is a third less work for the update
-(bench/grpo_vs_trl.py). The floats differ from the plain forward's at rounding level (other matmul shapes).
+plain forward, fewer FLOPs. Measured (2 threads, AVX-512 EPYC): SmolLM2-135M's GRPO update, 16 rows of a
+48-token prompt and <= 32 new tokens, 11.5 -> 5.0 s; the tiny model's, 128 rows of ~64 tokens of which 24
+prompt, ~10 % (its update chunks split the groups, and short rows are dispatch-bound). The floats differ
+from the plain forward's at rounding level (other matmul shapes).
 
 The cut: row r's prefix is its tokens before its first scored position f (position f predicts token f+1
 and needs its own hidden state), so rows share a prefix where their first f tokens are equal.
