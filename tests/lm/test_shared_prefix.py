@@ -100,7 +100,7 @@ def test_rows_that_share_nothing_take_the_plain_forward():
     scored[:, 2] = True  # prefixes [5, 6], [5, 9], [4, 6]: all distinct
     assert prefix_of_rows(ids, scored) is None
     scored[:, 1:] = True  # prefixes [5], [5], [4]: rows 0 and 1 share one
-    assert prefix_of_rows(ids, scored) == ([0, 1, 2], [0, 0, 1], [(5,), (4,)])
+    assert prefix_of_rows(ids, scored) == ([0, 1, 2], [0, 0, 1], [[5], [4]])
     scored[2, 0] = True  # a row scored from its first position has no prefix: nothing is shared
     assert prefix_of_rows(ids, scored) is None
 

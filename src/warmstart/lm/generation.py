@@ -8,6 +8,7 @@ are: RL needs them, not a re-tokenization of their text.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,6 @@ from transformers import DynamicCache
 
 from ..types import Message, Sampling
 from .chat import parse_completion
-from .shared_prefix import cache_argument
 
 
 @dataclass
@@ -38,6 +38,26 @@ def left_padded(
         ids[row, width - len(prompt) :] = torch.tensor(prompt)
         attention[row, width - len(prompt) :] = 1
     return ids.to(device), attention.to(device)
+
+
+def left_padded_positions(attention: torch.Tensor) -> torch.Tensor:
+    """Each token's position in its own sequence (0 at its first real token; padding reads 0)."""
+    return (attention.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def cache_argument(model, cache) -> dict:
+    """{name: cache} as the model's forward names it: transformers 5.x `cache` (and deprecates
+    `past_key_values`); 4.x knows only the old name. A peft model's forward takes **kwargs: the model
+    under it names the argument."""
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    return {"cache" if "cache" in inspect.signature(forward).parameters else "past_key_values": cache}
+
+
+def distinct_prompts(prompts: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct prompts, first seen first, and each prompt's index among them."""
+    index: dict[tuple[int, ...], int] = {}
+    which = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    return [list(p) for p in index], which
 
 
 def device_of(model) -> torch.device:
@@ -127,13 +147,6 @@ def row_uniforms(seed: int, keys: list[str], steps: int, device: torch.device) -
     return table.to(device)
 
 
-def distinct_prompts(prompts: list[list[int]]) -> tuple[list[list[int]], list[int]]:
-    """The distinct prompts, first seen first, and each prompt's index among them."""
-    index: dict[tuple[int, ...], int] = {}
-    which = [index.setdefault(tuple(p), len(index)) for p in prompts]
-    return [list(p) for p in index], which
-
-
 @torch.inference_mode()
 def sample_ids_pruned(
     model,
@@ -165,7 +178,7 @@ def sample_ids_pruned(
     logprobs: list[list[float]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
     rows = torch.arange(len(prompts), device=device)  # batch position -> prompt index
-    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    positions = left_padded_positions(attention)
     cache = DynamicCache(config=model.config)
     cache_arg = cache_argument(model, cache)
     logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **cache_arg).logits[

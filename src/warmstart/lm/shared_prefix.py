@@ -16,37 +16,24 @@ and needs its own hidden state), so rows share a prefix where their first f toke
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers import DynamicCache
 
-
-def cache_argument(model, cache) -> dict:
-    """{name: cache} as the model's forward names it: transformers 5.x `cache` (and deprecates
-    `past_key_values`); 4.x knows only the old name. A peft model's forward takes **kwargs: the model
-    under it names the argument."""
-    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
-    return {"cache" if "cache" in inspect.signature(forward).parameters else "past_key_values": cache}
+from .generation import cache_argument, distinct_prompts, left_padded, left_padded_positions
 
 
-def prefix_of_rows(ids: torch.Tensor, scored: torch.Tensor) -> tuple[list[int], list[int], list[tuple]] | None:
+def prefix_of_rows(ids: torch.Tensor, scored: torch.Tensor) -> tuple[list[int], list[int], list[list[int]]] | None:
     """The rows with a scored position, which distinct prefix each has (an index into the returned
     prefixes: the tokens before its first scored position), and the prefixes; None when no two rows share
     one (nothing to save) or a row is scored from its first position (no prefix to share)."""
-    any_scored = scored.any(dim=1)
-    first = scored.to(torch.int8).argmax(dim=1)
-    rows = any_scored.nonzero()[:, 0].tolist()
-    prefixes: dict[tuple[int, ...], int] = {}
-    which = []
-    for row in rows:
-        length = int(first[row])
-        if length == 0:
-            return None
-        which.append(prefixes.setdefault(tuple(ids[row, :length].tolist()), len(prefixes)))
+    rows = scored.any(dim=1).nonzero()[:, 0].tolist()
+    first = scored.to(torch.int8).argmax(dim=1).tolist()
+    if any(first[row] == 0 for row in rows):
+        return None
+    prefixes, which = distinct_prompts([ids[row, : first[row]].tolist() for row in rows])
     if len(prefixes) == len(which):
         return None
-    return rows, which, list(prefixes)
+    return rows, which, prefixes
 
 
 def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor | None:
@@ -60,19 +47,12 @@ def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torc
     rows, which, prefixes = cut
     ids, scored = ids[rows], scored[rows]  # a row with nothing scored adds nothing to the output: not run
     decoder, device = model.get_decoder(), ids.device
-    # The distinct prefixes, left-padded as a prompt batch for generation is.
-    width = max(len(p) for p in prefixes)
-    prefix_ids = torch.zeros((len(prefixes), width), dtype=torch.long, device=device)
-    prefix_mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=device)
-    for index, prefix in enumerate(prefixes):
-        prefix_ids[index, width - len(prefix) :] = torch.tensor(prefix, device=device)
-        prefix_mask[index, width - len(prefix) :] = 1
+    prefix_ids, prefix_mask = left_padded(prefixes, 0, device)  # as a prompt batch for generation is
     cache = DynamicCache(config=model.config)
-    positions = (prefix_mask.cumsum(dim=1) - 1).clamp(min=0)
     decoder(
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
-        position_ids=positions,
+        position_ids=left_padded_positions(prefix_mask),
         use_cache=True,
         **cache_argument(model, cache),
     )
