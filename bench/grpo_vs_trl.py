@@ -500,7 +500,12 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   0.98-1.13x over transformers' forward with a DynamicCache, within this machine's noise; two Python threads
   each sampling half the rows at one torch thread: no gain (0.53 vs 0.56 s). At 128 rows a decoding step is
   ~6 ms: the linear layers run near the fp32 matmul rate (~1.9 ms), attention over the cache is bound by
-  memory (~1.4 ms), the rest is dispatch; 1 thread vs 2 threads changes a decoding step by ~1.2x only."""
+  memory (~1.4 ms), the rest is dispatch; 1 thread vs 2 threads changes a decoding step by ~1.2x only.
+  On 2026-12-04 (same machine type, a busier day: the eager step measured 9.1-9.9 ms at 128 rows and a
+  cache of ~54-84 positions): transformers' StaticCache (152 positions) with the model's forward through
+  torch.compile (Inductor, static shapes, 17-27 s to compile): 7.9-8.4 ms per step, 1.15-1.25x, before
+  the recompiles that pruned batches (every new row count) would need; Inductor's C++ wrapper (less
+  Python per call) no faster. Not a lever worth 2x here."""
 
 
 def header(args, wall: float) -> str:

@@ -40,13 +40,21 @@ def version(package: str) -> str:
 
 
 def cpu_model() -> str:
+    """The CPU's name with its family and model numbers: a VM may name only the vendor's line ("AMD EPYC"),
+    and under that one name and the same flags bench/utilisation.py read bf16 matmul peaks of 785 GFLOP/s
+    (2026-12-03, family not recorded) and ~420 (2026-12-04, family 25 model 17: Zen 4)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
+            if key.strip() in ("model name", "cpu family", "model")
+        )
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        fields = {}
+    name = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        return f"{name}, family {fields['cpu family']} model {fields['model']}"
+    return name
 
 
 def cpu_flags() -> str:

@@ -46,8 +46,10 @@ def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
     """Best FLOP/s of torch.mm and F.linear over the model's matmul shapes and a square one.
 
     Each shape and op is timed in `WINDOWS` short windows and rated by their median: the best single
-    window of ten shapes is biased upward by this VM's noise (one run once rated the head's shape at
-    785 GFLOP/s in bf16, about twice what two Zen 4 cores can issue; reruns gave 230-430).
+    window over ten shapes and ops is biased upward by this VM's noise. (The run of 2026-12-03 rated the
+    head's shape at 785 GFLOP/s in bf16 from one window; on 2026-12-04's machine, a Zen 4 under the same
+    name and flags, no window came near it: 230-430. Whether the first was another CPU generation or a
+    noisy window is not known: the machine line did not yet print the CPU family.)
     """
     dtype = DTYPES[precision]
     shapes = [(tokens, 576, 576), (tokens, 576, 1536), (tokens, 1536, 576), (tokens, 576, 49152), (1024, 1024, 1024)]
