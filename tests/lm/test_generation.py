@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from helpers import tiny_model
@@ -37,6 +39,7 @@ def test_a_repeated_prompt_is_prefilled_once_and_its_rows_sample_as_alone():
     widths = []
     forward = model.forward
 
+    @functools.wraps(forward)  # keeps forward's signature, which names the cache argument (cache_argument)
     def recording(*args, **kwargs):
         widths.append(tuple(kwargs["input_ids"].shape))
         return forward(*args, **kwargs)

@@ -128,7 +128,9 @@ def test_resuming_with_other_lora_settings_is_one_error_naming_the_checkpoints(t
         ({"steps": 4, "lora": {"r": 8, "alpha": 8.0}}, "was trained with r=4"),
         ({"steps": 4, "lora": {"r": 0}}, "holds a LoRA adapter but sft.lora is off"),
     ):
-        changed = recipe.model_copy(update={"sft": recipe.sft.model_copy(update=change)})
-        changed = changed.model_copy(update={"sft": type(recipe.sft).model_validate(changed.sft.model_dump())})
+        # Validated whole, so the new lora settings are LoraSettings (a dict put in by model_copy is not).
+        changed = recipe.model_copy(
+            update={"sft": type(recipe.sft).model_validate({**recipe.sft.model_dump(), **change})}
+        )
         with pytest.raises(WarmstartError, match=message):
             sft.run(changed)
