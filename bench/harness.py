@@ -39,18 +39,20 @@ def version(package: str) -> str:
         return "not installed"
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none: not Linux)."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
+
+
 def cpu_model() -> str:
     """The CPU's name with its family and model numbers: a VM may name only the vendor's line ("AMD EPYC"),
     and under that one name and the same flags bench/utilisation.py read bf16 matmul peaks of 785 GFLOP/s
     (2026-12-03, family not recorded) and ~420 (2026-12-04, family 25 model 17: Zen 4)."""
-    try:
-        fields = dict(
-            (key.strip(), value.strip())
-            for key, _, value in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
-            if key.strip() in ("model name", "cpu family", "model")
-        )
-    except OSError:
-        fields = {}
+    fields = cpuinfo()
     name = fields.get("model name") or platform.processor() or "unknown"
     if "cpu family" in fields and "model" in fields:
         return f"{name}, family {fields['cpu family']} model {fields['model']}"
@@ -59,17 +61,13 @@ def cpu_model() -> str:
 
 def cpu_flags() -> str:
     """The CPU's flags that decide float kernels (floats round differently with and without them)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return (
-                    " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in present)
-                    or "none of avx2/avx512/amx"
-                )
-    except OSError:
-        pass
-    return "unknown"
+    flags = cpuinfo().get("flags")
+    if flags is None:
+        return "unknown"
+    present = set(flags.split())
+    return (
+        " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in present) or "none of avx2/avx512/amx"
+    )
 
 
 def environment() -> str:

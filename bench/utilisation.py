@@ -4,8 +4,10 @@
 
 Peak: torch.mm on the model's own matmul shapes (tokens x 576 @ 576 x {576, 1536, 49152}, and
 1536 -> 576) and a large square, same process, same thread count, in fp32 and in bf16; the best shape
-is the peak (each shape rated by the median of several timing windows). Achieved: `sft.train_step` (what `warmstart sft` runs) with `precision = "fp32"` and
-`"bf16"` (CPU autocast, linear backward through warmstart.lm.precision) on full rows of tokens (no padding, every position scored), steps 2..N timed.
+is the peak (each shape rated by the median of several timing windows). Achieved: `sft.train_step`
+(what `warmstart sft` runs) with `precision = "fp32"` and `"bf16"` (CPU autocast, linear backward
+through warmstart.lm.precision) on full rows of tokens (no padding, every position scored), steps 2..N
+timed.
 FLOPs per trained token = 6 x parameters + 12 x layers x hidden x seq_len (attention scores and
 values, forward + backward, causal mask not discounted). Measurements alternate mm-peak and step, per
 precision, over the repetitions; medians reported.
