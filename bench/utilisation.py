@@ -127,7 +127,7 @@ def native_bf16() -> bool:
 
 def verdicts(ratios: dict, measured: dict, results: dict) -> str:
     """The issue's goals, each against the peak of its own precision on this machine."""
-    fp32 = f"fp32: {ratios['fp32']:.0%} of the fp32 peak — goal ≥ 70 % {'met' if ratios['fp32'] >= 0.7 else 'missed'}."
+    fp32 = f"fp32: {ratios['fp32']:.1%} of the fp32 peak — goal ≥ 70 % {'met' if ratios['fp32'] >= 0.7 else 'missed'}."
     if not native_bf16():
         return fp32 + (
             " bf16: the peak is emulated (no avx512_bf16 / amx_bf16 on this CPU), so the bf16 goal is not "
@@ -140,7 +140,7 @@ def verdicts(ratios: dict, measured: dict, results: dict) -> str:
     within = abs(speed / peaks - 1) <= 0.3
     return (
         fp32 + f" bf16 (native: this CPU has {'AMX' if 'amx_bf16' in cpu_flags() else 'AVX512-BF16'}): "
-        f"{ratios['bf16']:.0%} of the bf16 peak — goal ≥ 60 % {'met' if ratios['bf16'] >= 0.6 else 'missed'}; "
+        f"{ratios['bf16']:.1%} of the bf16 peak — goal ≥ 60 % {'met' if ratios['bf16'] >= 0.6 else 'missed'}; "
         f"bf16 ran {speed:.2f}x the fp32 tokens/s where the peaks' ratio is {peaks:.2f}x — goal: within 30 % of it, "
         f"{'met' if within else 'missed'}."
     )
@@ -193,7 +193,7 @@ def main() -> None:
                 f"{median([r['tokens_per_s'] for r in steps]):,.1f}",
                 f"{achieved / 1e9:.2f}",
                 f"{peak_rate / 1e9:.2f} ({results[f'where {precision}'][-1]})",
-                f"**{ratios[precision]:.0%}**",
+                f"**{ratios[precision]:.1%}**",
             ]
         )
     params, fpt = steps[0]["params"], steps[0]["flops_per_token"]

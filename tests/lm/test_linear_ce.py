@@ -106,3 +106,26 @@ def test_no_scored_rows_give_a_zero_loss_and_zero_gradients():
     assert float(loss.detach()) == 0.0
     assert hidden.grad.shape == (0, WIDTH)
     assert (head.weight.grad == 0).all() and (head.bias.grad == 0).all()
+
+
+def test_the_chunk_logsumexp_is_torchs_bit_for_bit():
+    """ChunkScratch runs logsumexp's own operations on reused buffers: the same floats, rows of
+    infinities included (an infinite max is taken as 0, as torch.logsumexp does)."""
+    torch.manual_seed(0)
+    logits = 5 * torch.randn(9, VOCAB)
+    logits[1] = float("-inf")
+    logits[2, 7] = float("inf")
+    logits[3, :10] = float("-inf")
+    scratch = linear_ce.ChunkScratch(torch.zeros(9, WIDTH), torch.zeros(VOCAB, WIDTH))
+    assert torch.equal(scratch.logsumexp(logits.clone()), torch.logsumexp(logits, dim=-1))
+
+
+@pytest.mark.parametrize("context", [torch.enable_grad, bf16_autocast])
+def test_the_loss_without_gradients_equals_the_loss_with_them(monkeypatch, context):
+    monkeypatch.setattr(linear_ce, "CHUNK_BYTES", 4 * VOCAB * 10)
+    head, hidden, targets = inputs(bias=True)
+    with context():
+        trained = head_ce_sum(head, hidden, targets)
+        with torch.no_grad():
+            evaluated = head_ce_sum(head, hidden, targets)
+    assert torch.equal(trained.detach(), evaluated)

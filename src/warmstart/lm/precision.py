@@ -68,8 +68,9 @@ def native_bf16_matmul() -> bool:
 
 
 def weight_grad(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dW = dy^T @ x [out, in], by row block of W."""
-    return torch.cat([dy[:, rows].t() @ x for rows in row_blocks(dy.shape[1])])
+    """dW = dy^T @ x [out, in], by row block of W (one block: its product as it is, not a copy by cat)."""
+    blocks = [dy[:, rows].t() @ x for rows in row_blocks(dy.shape[1])]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 class _RouteLinear(TorchFunctionMode):
