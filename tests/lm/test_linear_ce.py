@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from warmstart.lm import linear_ce
+from warmstart.lm import linear_ce, precision
 from warmstart.lm.linear_ce import head_ce_sum
 from warmstart.lm.precision import bf16_autocast
 
@@ -109,15 +109,54 @@ def test_no_scored_rows_give_a_zero_loss_and_zero_gradients():
 
 
 def test_the_chunk_logsumexp_is_torchs_bit_for_bit():
-    """ChunkScratch runs logsumexp's own operations on reused buffers: the same floats, rows of
-    infinities included (an infinite max is taken as 0, as torch.logsumexp does)."""
+    """ChunkScratch runs logsumexp's own operations on reused buffers: the same floats on a partial chunk
+    (a slice of the buffer), at a real vocabulary's width, on rows of infinities and NaN (an infinite max
+    is taken as 0, as torch.logsumexp does)."""
     torch.manual_seed(0)
-    logits = 5 * torch.randn(9, VOCAB)
+    vocab = 49_152
+    scratch = linear_ce.ChunkScratch(torch.zeros(20, WIDTH), torch.zeros(vocab, WIDTH))
+    logits = 5 * torch.randn(9, vocab)
     logits[1] = float("-inf")
     logits[2, 7] = float("inf")
     logits[3, :10] = float("-inf")
-    scratch = linear_ce.ChunkScratch(torch.zeros(9, WIDTH), torch.zeros(VOCAB, WIDTH))
-    assert torch.equal(scratch.logsumexp(logits.clone()), torch.logsumexp(logits, dim=-1))
+    logits[4, 5] = float("nan")
+    expected = torch.logsumexp(logits, dim=-1)
+    torch.testing.assert_close(scratch.logsumexp(logits.clone()), expected, rtol=0, atol=0, equal_nan=True)
+
+
+class PlainChunks:
+    """The per-chunk operations as they were before ChunkScratch: a fresh fp32 tensor per operation."""
+
+    def __init__(self, h, w):
+        pass
+
+    def logits(self, h, w, b):
+        return F.linear(h, w, b).float()
+
+    def logsumexp(self, logits):
+        return torch.logsumexp(logits, dim=-1)
+
+
+@pytest.mark.parametrize("context", [torch.enable_grad, bf16_autocast])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_reused_buffers_give_the_same_loss_and_gradients_as_fresh_tensors(monkeypatch, context, bias):
+    monkeypatch.setattr(linear_ce, "CHUNK_BYTES", 4 * VOCAB * 7)  # uneven chunks: a partial last one
+    head, hidden, targets = inputs(bias)
+    loss, grads = loss_and_grads(head_ce_sum, head, hidden, targets, context)
+    monkeypatch.setattr(linear_ce, "ChunkScratch", PlainChunks)
+    plain_loss, plain_grads = loss_and_grads(head_ce_sum, head, hidden, targets, context)
+    assert torch.equal(loss, plain_loss)
+    assert all(torch.equal(g, p) for g, p in zip(grads, plain_grads))
+
+
+def test_the_head_weight_gradient_by_row_block_equals_the_whole_product_cast(monkeypatch):
+    """Each bf16 row block written into the fp32 result: the floats of the blocks' concatenation, cast."""
+    monkeypatch.setattr(precision, "ROW_BLOCK", 64)  # several blocks and a partial last one at VOCAB = 300
+    torch.manual_seed(0)
+    grad_logits = torch.randn(ROWS, VOCAB).bfloat16()
+    hidden = torch.randn(ROWS, WIDTH).bfloat16()
+    blocks = torch.cat([grad_logits[:, rows].t() @ hidden for rows in precision.row_blocks(VOCAB)])
+    assert torch.equal(linear_ce.head_weight_grad(grad_logits, hidden, torch.float32), blocks.float())
 
 
 @pytest.mark.parametrize("context", [torch.enable_grad, bf16_autocast])
@@ -129,3 +168,11 @@ def test_the_loss_without_gradients_equals_the_loss_with_them(monkeypatch, conte
         with torch.no_grad():
             evaluated = head_ce_sum(head, hidden, targets)
     assert torch.equal(trained.detach(), evaluated)
+
+
+def test_a_second_backward_through_the_loss_says_why_it_cannot():
+    head, hidden, targets = inputs(bias=False)
+    loss = head_ce_sum(head, hidden, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once"):
+        loss.backward()

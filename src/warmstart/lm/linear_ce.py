@@ -59,6 +59,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 lse = scratch.logsumexp(logits)
                 total += (lse - chosen(logits, targets[rows])).sum()
                 grad_logits[rows] = softmax_minus_one_hot(logits, lse, targets[rows])
+            del scratch  # its 32 MB are not needed by the products below
             grad_hidden = hidden_grad(grad_logits, w).to(hidden.dtype) if ctx.needs_input_grad[0] else None
             grad_weight = head_weight_grad(grad_logits, h, weight.dtype) if ctx.needs_input_grad[1] else None
             grad_bias = (
@@ -69,6 +70,11 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        if ctx.grads is None:  # the gradients were computed in forward and handed out by the first backward
+            raise RuntimeError(
+                "head_ce_sum's loss backpropagates once: its gradients are computed with the loss (compute the "
+                "loss again for a second backward)"
+            )
         # In place: the gradients are this function's own tensors, and a fresh [V, H] one every step comes
         # from the kernel page by page (SmolLM2's head, 113 MB: 34 ms on fresh memory, 7 ms in place).
         scaled = tuple(None if g is None else g.mul_(grad_output.to(g.dtype)) for g in ctx.grads)
