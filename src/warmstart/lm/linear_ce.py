@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .precision import input_grad, row_blocks
+from .precision import input_grad, weight_grad
 
 CHUNK_BYTES = 16 * 2**20  # fp32 logits per chunk
 
@@ -150,11 +150,5 @@ def hidden_grad(grad_logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def head_weight_grad(grad_logits: torch.Tensor, h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """dW = grad_logits^T @ h, in `dtype` (the weight's). In low precision, each row block's product is
-    written straight into the result (`precision.weight_grad`'s products, one [V, H] tensor fewer)."""
-    if not low_precision_cpu(h):
-        return (grad_logits.t() @ h).to(dtype)
-    out = torch.empty(grad_logits.shape[1], h.shape[1], dtype=dtype, device=h.device)
-    for rows in row_blocks(grad_logits.shape[1]):
-        out[rows] = grad_logits[:, rows].t() @ h
-    return out
+    """dW = grad_logits^T @ h, in `dtype` (the weight's)."""
+    return weight_grad(grad_logits, h, dtype) if low_precision_cpu(h) else (grad_logits.t() @ h).to(dtype)
