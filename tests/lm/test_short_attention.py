@@ -1,0 +1,189 @@
+"""short_attention computes torch's scaled_dot_product_attention (masks, causality, grouped heads, queries
+that see no key), as accurately in bf16 as torch's own kernel; bf16_autocast sends short training rows to it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from warmstart.config import SftConfig, TinyModelConfig
+from warmstart.lm import precision, short_attention
+from warmstart.lm.precision import bf16_autocast
+from warmstart.lm.short_attention import routable
+from warmstart.lm.short_attention import short_attention as attention
+from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
+from warmstart.train.data import Example, collate
+
+
+def packed_mask(batch: int, length: int, cuts: list[int]) -> torch.Tensor:
+    """[B, 1, T, T] bool: causal within each of the row's documents (starting at `cuts`)."""
+    doc = torch.zeros(length, dtype=torch.long)
+    for cut in cuts:
+        doc[cut:] += 1
+    same = (doc[:, None] == doc[None, :]) & torch.ones(length, length, dtype=torch.bool).tril()
+    return same.expand(batch, 1, length, length)
+
+
+def dead_rows_mask(batch: int, length: int) -> torch.Tensor:
+    """Causal, with queries 0 and 5 of the first row allowed no key (a padding row's queries)."""
+    mask = torch.ones(batch, 1, length, length, dtype=torch.bool).tril().clone()
+    mask[0, 0, [0, 5]] = False
+    return mask
+
+
+def additive(mask: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+
+
+CASES = {
+    "causal": dict(heads=4, kv_heads=4, length=24, kv_length=24, is_causal=True),
+    "causal, more keys than queries": dict(heads=4, kv_heads=4, length=9, kv_length=24, is_causal=True),
+    "grouped heads": dict(heads=6, kv_heads=2, length=24, kv_length=24, is_causal=True),
+    "no mask": dict(heads=2, kv_heads=2, length=7, kv_length=24),
+    "packed rows": dict(heads=6, kv_heads=3, length=24, kv_length=24, mask=packed_mask(2, 24, [9, 17])),
+    "additive mask": dict(heads=4, kv_heads=4, length=24, kv_length=24, mask=additive(packed_mask(2, 24, [11]))),
+    "query with no key": dict(heads=4, kv_heads=2, length=24, kv_length=24, mask=dead_rows_mask(2, 24)),
+    "query with no key, additive": dict(
+        heads=4, kv_heads=4, length=24, kv_length=24, mask=additive(dead_rows_mask(2, 24))
+    ),
+    "per-head mask": dict(heads=2, kv_heads=2, length=12, kv_length=12, mask=torch.rand(2, 2, 12, 12) > 0.3),
+}
+
+
+def inputs(case: dict, dtype: torch.dtype, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [
+        (2, case["heads"], case["length"], 16),
+        (2, case["kv_heads"], case["kv_length"], 16),
+        (2, case["kv_heads"], case["kv_length"], 16),
+        (2, case["heads"], case["length"], 16),
+    ]
+    q, k, v, grad = (torch.randn(s, generator=generator).to(dtype) for s in shapes)
+    return q, k, v, grad
+
+
+def run(fn, q, k, v, grad, dtype):
+    leaves = [t.detach().to(dtype, copy=True).requires_grad_() for t in (q, k, v)]
+    out = fn(*leaves)
+    out.backward(grad.to(dtype))
+    return [out.detach().double()] + [t.grad.double() for t in leaves]
+
+
+def torch_sdpa(case):
+    def fn(q, k, v):
+        mask = case.get("mask")
+        mask = mask.to(q.dtype) if mask is not None and mask.dtype != torch.bool else mask
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=case.get("is_causal", False),
+            enable_gqa=case["heads"] != case["kv_heads"],
+        )
+
+    return fn
+
+
+def ours(case):
+    return lambda q, k, v: attention(q, k, v, case.get("mask"), case.get("is_causal", False))
+
+
+def relative_errors(results, reference):
+    return [float((r - e).norm() / e.norm().clamp(min=1e-12)) for r, e in zip(results, reference)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float32_equals_torch_sdpa(name):
+    case = CASES[name]
+    q, k, v, grad = inputs(case, torch.float32)
+    expected = run(torch_sdpa(case), q, k, v, grad, torch.float64)
+    for got, want in zip(run(ours(case), q, k, v, grad, torch.float32), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bf16_is_as_accurate_as_torch_bf16_kernel(name):
+    """On bf16 inputs, our output and gradients are as close to the float64 result as torch's own bf16
+    attention's are (within 1.5x plus bf16's rounding step): the same class of error, not a new one."""
+    case = CASES[name]
+    q, k, v, grad = inputs(case, torch.bfloat16, seed=1)
+    exact = run(torch_sdpa(case), q, k, v, grad, torch.float64)
+    theirs = relative_errors(run(torch_sdpa(case), q, k, v, grad, torch.bfloat16), exact)
+    mine = relative_errors(run(ours(case), q, k, v, grad, torch.bfloat16), exact)
+    for m, t in zip(mine, theirs):
+        assert m <= 1.5 * t + 4e-3, (mine, theirs)
+
+
+@pytest.mark.parametrize("name", ["query with no key", "query with no key, additive"])
+def test_query_with_no_key_gets_zero_output_and_finite_gradients(name):
+    case = CASES[name]
+    q, k, v, grad = inputs(case, torch.bfloat16)
+    out, *grads = run(ours(case), q, k, v, grad, torch.bfloat16)
+    assert torch.equal(out[0, :, [0, 5]], torch.zeros_like(out[0, :, [0, 5]]))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert torch.equal(grads[0][0, :, [0, 5]], torch.zeros_like(grads[0][0, :, [0, 5]]))
+
+
+def test_only_calls_it_computes_as_sdpa_does_are_routable(monkeypatch):
+    q, k = torch.zeros(2, 6, 8, 4, dtype=torch.bfloat16), torch.zeros(2, 3, 8, 4, dtype=torch.bfloat16)
+    assert routable(q, k, k, None, 0.0, enable_gqa=True)
+    assert not routable(q, k, k, None, 0.0, enable_gqa=False)  # SDPA itself refuses these heads
+    assert not routable(q, k, k, None, 0.1, enable_gqa=True)  # dropout
+    assert not routable(q[0], k[0], k[0], None, 0.0, enable_gqa=True)  # 3-D
+    assert not routable(q, k[:1], k[:1], None, 0.0, enable_gqa=True)  # a broadcast batch
+    assert not routable(q, k, k, torch.ones(8, 9, dtype=torch.bool), 0.0, enable_gqa=True)  # mask of other keys
+    many_keys = torch.zeros(2, 3, short_attention.MAX_KEYS + 1, 4, dtype=torch.bfloat16)
+    assert not routable(q, many_keys, many_keys, None, 0.0, enable_gqa=True)  # flash is faster there
+    monkeypatch.setattr(short_attention, "PROBS_BYTES", 2 * 6 * 8 * 8 * 2 - 1)  # one byte short of these probs
+    assert not routable(q, k, k, None, 0.0, enable_gqa=True)
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    tokenizer = train_tokenizer(["user\nWhat is 12+3?", "assistant\n2+3=5 carry 0, so far 5\nAnswer: 15"] * 20, 300)
+    model = build_tiny_llama(
+        tokenizer, TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2), seed=0
+    )
+    generator = torch.Generator().manual_seed(0)
+    examples = [Example(torch.randint(5, len(tokenizer), (n,), generator=generator).tolist(), [1] * n) for n in (9, 23, 14, 30)]
+    # Two packed rows of two documents each: the model's attention gets a block-diagonal causal mask.
+    cfg = SftConfig(seq_len=48)
+    return model, collate([[0, 1], [2, 3]], examples, cfg.seq_len, tokenizer.pad_token_id)
+
+
+def bf16_gradients(model, batch):
+    model.zero_grad(set_to_none=True)
+    with bf16_autocast():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    (logits.float().logsumexp(-1) * batch["loss_mask"]).sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_bf16_training_rows_run_through_it_with_the_gradients_of_torch_kernel(model_and_batch, monkeypatch):
+    model, batch = model_and_batch
+    monkeypatch.setattr(precision, "native_bf16_matmul", lambda: True)
+    calls = []
+    real = short_attention.ShortAttention.apply
+    monkeypatch.setattr(short_attention.ShortAttention, "apply", lambda *a: calls.append(a[3]) or real(*a))
+    routed = bf16_gradients(model, batch)
+    assert len(calls) == model.config.num_hidden_layers
+    assert all(mask is not None and mask.dtype == torch.bool for mask in calls)  # the packed rows' mask
+    monkeypatch.setattr(short_attention, "PROBS_BYTES", 0)
+    flash = bf16_gradients(model, batch)
+    assert len(calls) == model.config.num_hidden_layers  # not routed: too long for the budget
+    for ours_grad, torch_grad in zip(routed, flash):
+        assert (ours_grad - torch_grad).norm() <= 0.02 * torch_grad.norm() + 1e-6
+
+
+def test_not_routed_without_native_bf16_or_without_a_backward(model_and_batch, monkeypatch):
+    model, batch = model_and_batch
+    calls = []
+    monkeypatch.setattr(short_attention.ShortAttention, "apply", lambda *a: calls.append(a) or 1 / 0)
+    monkeypatch.setattr(precision, "native_bf16_matmul", lambda: False)
+    bf16_gradients(model, batch)
+    monkeypatch.setattr(precision, "native_bf16_matmul", lambda: True)
+    with torch.no_grad(), bf16_autocast():
+        model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+    assert calls == []
