@@ -41,7 +41,19 @@ With glibc's malloc told never to mmap and never to trim (`mallopt(M_MMAP_MAX, 0
 2.8 -> 3.3 GB): each new large block lands above small ones that took the old block's place, so a long
 run would grow without bound. With a fixed 32 MiB mmap threshold and no trimming the resident set stayed
 flat and the speed did not change (42.7 vs 43.5 s for 16 steps). jemalloc or tcmalloc preloaded
-(`LD_PRELOAD`) are the allocators made for this, outside what a Python package can switch on for itself."""
+(`LD_PRELOAD`) are the allocators made for this, outside what a Python package can switch on for itself.
+
+Later that day (same machine): torch's flash attention ran SmolLM2's bf16 attention (2 x 9 heads x 256
+x 64) no faster than its fp32 (8.4-11 vs 7.7 ms forward + backward per layer), ~15 % of a bf16 step.
+Short rows' attention now runs as batched bf16 products (src/warmstart/lm/short_attention.py): the bf16
+step went from 1.96 to 1.78 s (medians of 10 steps each, interleaved in one process), and this
+benchmark from 51.8-54 % to 56.3 / 57.5 / 58.1 % of the bf16 peak in three runs. Measured then and not
+kept: the tied embedding's gradient as a sparse one (no dense zero-filled 113 MB tensor per step):
+1.77 vs 1.81 s and 1.86 vs 1.77 s per bf16 step, 3.07 vs 3.07 s fp32, no difference; the output head's
+chunks at 48 MB of logits instead of 16 (bigger products): 1.75 vs 1.68 s, slower. What is left
+besides the products (torch.profiler, per bf16 step): the fp32 weights' casts to bf16 and the bf16
+weight gradients' casts back, each on fresh memory (0.2-0.4 s depending on this VM's memory
+phase), the tied weight's two 113 MB fp32 gradients, and AdamW (45-65 ms)."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
