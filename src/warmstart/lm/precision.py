@@ -16,8 +16,8 @@ in bf16; only the order of the head's row blocks differs.
 
 On a CPU with native bf16 matmul, the attention of training rows short enough that their [T, S]
 probabilities can be kept runs through `short_attention.py` instead of torch's flash kernel, whose bf16
-tiles ran slower than its fp32 ones there: a bf16 SmolLM2 SFT step took 1.78 s instead of 1.96 s
-(medians of 10 steps each, interleaved, 2-core AVX512-BF16 EPYC).
+tiles ran no faster than its fp32 ones there: a bf16 SmolLM2 SFT step of 2 x 256 tokens took 1.70 s
+instead of 1.82 s (medians of 10 steps each, interleaved, 2-core AVX512-BF16 EPYC).
 """
 
 from __future__ import annotations
@@ -122,17 +122,33 @@ def routed_attention(func, args, kwargs):
     query, key, value = (call[name] for name in ("query", "key", "value"))
     if not all(t.is_floating_point() for t in (query, key, value)):
         return func(*args, **kwargs)
+    # As autocast casts SDPA's floating inputs, the mask included (a float32 -3.4e38 becomes bf16's -inf).
     dtype = torch.get_autocast_dtype("cpu")
     query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
-    if not routable(query, key, value, call["attn_mask"], call["dropout_p"], call["enable_gqa"]):
+    mask, causal = call["attn_mask"], call["is_causal"]
+    if not routable(query, key, value, mask, call["dropout_p"], causal, call["enable_gqa"]):
         return func(*args, **kwargs)
-    return short_attention(query, key, value, call["attn_mask"], call["is_causal"], call["scale"])
+    mask = mask.to(dtype) if mask is not None and mask.is_floating_point() else mask
+    return short_attention(query, key, value, mask, causal, call["scale"])
 
 
 def bound_attention_args(
     query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
 ) -> dict:
     return locals()
+
+
+def checkpointing_kwargs() -> dict:
+    """transformers' `gradient_checkpointing_kwargs`: non-reentrant (gradients reach a LoRA adapter even
+    though the inputs need none), recomputing under `_RouteBf16` as the forward ran. torch restores the
+    forward's autocast state for the recomputation but not its torch-function modes: without this the
+    recomputation takes torch's own linear and attention kernels, saves other tensors than the forward
+    did, and checkpoint raises. The mode does nothing where CPU autocast is off (fp32, GPU)."""
+    return {"use_reentrant": False, "context_fn": recompute_contexts}
+
+
+def recompute_contexts():
+    return contextlib.nullcontext(), _RouteBf16()
 
 
 @contextlib.contextmanager

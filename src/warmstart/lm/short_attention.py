@@ -1,26 +1,27 @@
 """Attention of short bf16 training rows as batched matrix products, for CPUs with native bf16 matmul.
 
-torch's CPU flash attention runs its bf16 tiles at ~110 GFLOP/s on SmolLM2-135M's shape (2 rows x 9
-heads x 256 positions x 64, causal, 3 key/value heads) on a 2-core AVX512-BF16 EPYC, no faster than its
-own fp32 tiles, while torch.bmm multiplies bf16 there at ~400 GFLOP/s: attention took ~15 % of a bf16
-SFT step for ~3 % of its FLOPs. Here the scores are one bmm per key/value head (its query heads
-stacked: [G*T, D] x [D, S]), the softmax is torch's, the probabilities are kept for the backward, whose
-four products are bmm too and whose softmax gradient is torch's own fused kernel.
+torch's CPU flash attention ran SmolLM2-135M's bf16 attention (2 rows x 9 heads x 256 positions x 64,
+causal, 3 key/value heads) no faster than its fp32 on a 2-core AVX512-BF16 EPYC, ~110 GFLOP/s, while
+torch.bmm multiplies bf16 there at ~400 GFLOP/s: attention took ~15 % of a bf16 SFT step for ~3 % of
+its FLOPs. Here the scores are one product per key/value head (its query heads stacked: [G*T, D] x
+[D, S]), in fp32 as flash keeps them (rounded to bf16, a logit of 30 would be off by ~0.06 and its
+probability by ~6 %); their softmax is torch's, the probabilities are kept in bf16 for the backward,
+whose four products are bf16 bmm and whose softmax gradient is torch's own fused kernel. Errors
+against float64 are those of torch's bf16 kernel (tests/lm/test_short_attention.py, logits up to std 10).
 
-Forward + backward per layer, ms, torch's flash vs this (SmolLM2's heads, causal, bf16, same machine,
-medians of 12): 2 x 128 positions 3.9 vs 1.3-1.9; 2 x 256 9.2-9.4 vs 7.6-7.8; 4 x 256 18.0-18.8 vs
-14.7-15.0; 2 x 512 30.8-31.4 vs 28.4-29.4; 4 x 512 61.6-62.5 vs 55.5-56.2; 1 x 1024 42.8-43.0 vs
-55.4-55.9; 1 x 2048 140 vs 218. Past ~512 keys flash's skipping of the masked half wins; and the [T, S]
+Measured in the SFT step (bf16, SmolLM2, medians of interleaved steps, same machine): 2 x 256 positions
+1.70 vs 1.82 s per step, 2 x 512 3.78 vs 4.03 s. Timed alone, forward + backward of one layer, the two
+kernels' order depends on the harness (2 x 256: flash 8.1-9.3 ms, this 4.4-8.1), but past ~512 keys
+flash's skipping of the masked half wins clearly (1 x 1024: 41-42 vs 75-78 ms), and the [T, S]
 probabilities of every head are kept for the backward (flash keeps only the output and a logsumexp).
 So rows come here only up to `MAX_KEYS` keys and `PROBS_BYTES` of probabilities per layer; others keep
-flash. The arithmetic is bf16 products with fp32 accumulation, as flash's; the difference to it is bf16
-rounding (tests/lm/test_short_attention.py). A query that may attend to no key gets output 0 and no
-gradient, as torch's kernels give it.
+flash. A query that may attend to no key gets output 0 and no gradient, as torch's kernels give it.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 MAX_KEYS = 512  # past it flash is faster (module docstring)
 PROBS_BYTES = 16 * 2**20  # one layer's saved [B, H, T, S] probabilities (SmolLM2, 4 x 256 in bf16: 4.5 MB)
@@ -32,19 +33,27 @@ def fits(query: torch.Tensor, key: torch.Tensor) -> bool:
     return kv_length <= MAX_KEYS and batch * heads * length * kv_length * query.element_size() <= PROBS_BYTES
 
 
-def routable(query, key, value, attn_mask, dropout_p: float, enable_gqa: bool) -> bool:
+def routable(query, key, value, attn_mask, dropout_p: float, is_causal: bool, enable_gqa: bool) -> bool:
     """Whether `ShortAttention` computes this call as torch's SDPA would: 4-D tensors of one batch, no
-    dropout, a boolean or additive mask, heads that divide (grouped only where `enable_gqa`), short rows."""
+    dropout, heads that divide (grouped only where `enable_gqa`), a value head as wide as the query's,
+    either `is_causal` or a mask (boolean, or additive in a floating dtype, needing no gradient), short
+    rows. Anything else goes to torch, which computes it or says why not."""
     if dropout_p != 0.0 or not all(t.dim() == 4 for t in (query, key, value)):
         return False
     (batch, heads, _, dim), (k_batch, kv_heads, kv_length, k_dim) = query.shape, key.shape
-    if value.shape[:3] != key.shape[:3] or (k_batch, k_dim) != (batch, dim):
+    if value.shape[:3] != key.shape[:3] or (k_batch, k_dim, value.shape[-1]) != (batch, dim, dim):
         return False
     if heads != kv_heads and not (enable_gqa and heads % kv_heads == 0):
         return False
-    if attn_mask is not None and (attn_mask.dim() > 4 or attn_mask.shape[-1] != kv_length):
+    return plain_mask(attn_mask, is_causal, kv_length) and fits(query, key)
+
+
+def plain_mask(attn_mask, is_causal: bool, kv_length: int) -> bool:
+    if attn_mask is None:
+        return True
+    if is_causal or attn_mask.requires_grad or not 2 <= attn_mask.dim() <= 4 or attn_mask.shape[-1] != kv_length:
         return False
-    return fits(query, key)
+    return attn_mask.dtype in (torch.bool, torch.float32, torch.bfloat16, torch.float16)
 
 
 def short_attention(query, key, value, attn_mask=None, is_causal=False, scale=None) -> torch.Tensor:
@@ -70,13 +79,15 @@ class ShortAttention(torch.autograd.Function):
         q = (query * scale).reshape(batch * kv_heads, groups * length, dim)
         k = key.reshape(batch * kv_heads, kv_length, dim)
         v = value.reshape(batch * kv_heads, kv_length, dim)
-        scores = torch.bmm(q, k.transpose(1, 2)).view(batch, kv_heads, groups, length, kv_length)
-        probs = masked_softmax(scores, attn_mask).view(batch * kv_heads, groups * length, kv_length)
+        # The scores in fp32 (module docstring): this product runs at the fp32 rate, the other four in bf16.
+        scores = torch.bmm(q.float(), k.float().transpose(1, 2)).view(batch, kv_heads, groups, length, kv_length)
+        probs = masked_softmax(scores, attn_mask).to(query.dtype).view(batch * kv_heads, groups * length, kv_length)
         ctx.save_for_backward(q, k, v, probs)
         ctx.scale, ctx.query_shape = scale, query.shape
         return torch.bmm(probs, v).view(batch, heads, length, dim)
 
     @staticmethod
+    @once_differentiable  # its backward's own gradient is not derived: a second backward raises
     def backward(ctx, grad_out):
         q, k, v, probs = ctx.saved_tensors
         grad_out = grad_out.reshape(q.shape).to(q.dtype)
@@ -100,14 +111,15 @@ def grouped(mask: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Softmax over the last dimension after the mask (written into the scores); a query whose every key
-    is masked out gets zeros, as torch's kernels give it (softmax alone would give NaN)."""
+    is masked out gets zeros, as torch's kernels give it (softmax alone would give NaN). A floating mask
+    counts as masking out where it is -inf."""
     if mask is None:
         return torch.softmax(scores, dim=-1)
     if mask.dtype == torch.bool:
         scores.masked_fill_(grouped(~mask, scores), float("-inf"))
         dead = ~mask.any(dim=-1, keepdim=True)
     else:
-        scores.add_(grouped(mask.to(scores.dtype), scores))
+        scores.add_(grouped(mask, scores))
         dead = (mask == float("-inf")).all(dim=-1, keepdim=True)
     probs = torch.softmax(scores, dim=-1)
     return probs.masked_fill_(grouped(dead, probs), 0.0) if dead.any() else probs
