@@ -45,10 +45,14 @@ flat and the speed did not change (42.7 vs 43.5 s for 16 steps). jemalloc or tcm
 
 Later that day (same machine): torch's flash attention ran SmolLM2's bf16 attention (2 x 9 heads x 256
 x 64) no faster than its fp32 (8.4-11 vs 7.7 ms forward + backward per layer), ~15 % of a bf16 step.
-Short rows' attention now runs as batched bf16 products (src/warmstart/lm/short_attention.py): the bf16
-step went from 1.96 to 1.78 s (medians of 10 steps each, interleaved in one process), and this
-benchmark from 51.8-54 % to 56.3 / 57.5 / 58.1 % of the bf16 peak in three runs. Measured then and not
-kept: the tied embedding's gradient as a sparse one (no dense zero-filled 113 MB tensor per step):
+Short rows' attention now runs as batched products (src/warmstart/lm/short_attention.py). With the
+scores rounded to bf16 the step went from 1.96 to 1.78 s (medians of 10 steps each, interleaved in one
+process) and this benchmark from 51.8-54 % to 56.3 / 57.5 / 58.1 % of the bf16 peak (fp32 in the same
+runs 68.3-73.2 %), but at large logits those scores were several times less accurate than flash's; with
+the scores in fp32 (as committed): 1.70 vs 1.82 s and 1.82 vs 1.91 s per step in two A/Bs, and this
+benchmark 49.7 / 51.2 / 48.4 % in three runs during a slower phase of this VM (fp32, whose code did not
+change, 61.6 / 65.8 / 65.3 % in the same runs; bf16 ran 1.75 / 1.67 / 1.60x fp32's tokens/s, 1.58x
+before the change). Measured then and not kept: the tied embedding's gradient as a sparse one (no dense zero-filled 113 MB tensor per step):
 1.77 vs 1.81 s and 1.86 vs 1.77 s per bf16 step, 3.07 vs 3.07 s fp32, no difference; the output head's
 chunks at 48 MB of logits instead of 16 (bigger products): 1.75 vs 1.68 s, slower. What is left
 besides the products (torch.profiler, per bf16 step): the fp32 weights' casts to bf16 and the bf16
