@@ -3,6 +3,8 @@ that see no key), as accurately in bf16 as torch's own kernel; bf16_autocast sen
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -242,3 +244,20 @@ def test_gradient_checkpointing_recomputes_through_the_same_route(model_and_batc
     checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
     for ours_grad, plain_grad in zip(bf16_gradients(checkpointed, batch), plain):
         torch.testing.assert_close(ours_grad, plain_grad)
+
+
+def test_checkpointing_recomputes_under_the_route_only_after_a_bf16_forward(model_and_batch):
+    _, batch, tokenizer = model_and_batch
+    assert isinstance(precision.recompute_contexts()[1], contextlib.nullcontext)  # fp32 (or GPU): no mode
+    with bf16_autocast():
+        assert isinstance(precision.recompute_contexts()[1], precision._RouteBf16)
+    shape = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
+    models = [build_tiny_llama(tokenizer, shape, seed=0).train() for _ in range(2)]
+    models[1].gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
+    grads = []
+    for model in models:
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        (logits.logsumexp(-1) * batch["loss_mask"]).sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for checkpointed, plain in zip(grads[1], grads[0]):
+        torch.testing.assert_close(checkpointed, plain)

@@ -143,12 +143,15 @@ def checkpointing_kwargs() -> dict:
     though the inputs need none), recomputing under `_RouteBf16` as the forward ran. torch restores the
     forward's autocast state for the recomputation but not its torch-function modes: without this the
     recomputation takes torch's own linear and attention kernels, saves other tensors than the forward
-    did, and checkpoint raises. The mode does nothing where CPU autocast is off (fp32, GPU)."""
+    did, and checkpoint raises."""
     return {"use_reentrant": False, "context_fn": recompute_contexts}
 
 
 def recompute_contexts():
-    return contextlib.nullcontext(), _RouteBf16()
+    """(forward, recomputation) contexts, taken when the forward runs: the route where that forward ran
+    under CPU autocast (warmstart enters it only through `bf16_autocast`), else nothing (fp32, GPU)."""
+    recompute = _RouteBf16() if torch.is_autocast_enabled("cpu") else contextlib.nullcontext()
+    return contextlib.nullcontext(), recompute
 
 
 @contextlib.contextmanager
