@@ -180,12 +180,13 @@ def test_a_float32_mask_is_cast_as_autocast_casts_it(monkeypatch):
     torch.testing.assert_close(routed, theirs, rtol=2e-2, atol=2e-2)
 
 
+SHAPE = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
+
+
 @pytest.fixture(scope="module")
 def model_and_batch():
     tokenizer = train_tokenizer(["user\nWhat is 12+3?", "assistant\n2+3=5 carry 0, so far 5\nAnswer: 15"] * 20, 300)
-    model = build_tiny_llama(
-        tokenizer, TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2), seed=0
-    )
+    model = build_tiny_llama(tokenizer, SHAPE, seed=0)
     generator = torch.Generator().manual_seed(0)
     examples = [
         Example(torch.randint(5, len(tokenizer), (n,), generator=generator).tolist(), [1] * n) for n in (9, 23, 14, 30)
@@ -195,9 +196,9 @@ def model_and_batch():
     return model, collate([[0, 1], [2, 3]], examples, cfg.seq_len, tokenizer.pad_token_id), tokenizer
 
 
-def bf16_gradients(model, batch):
+def gradients(model, batch, context=bf16_autocast):
     model.zero_grad(set_to_none=True)
-    with bf16_autocast():
+    with context():
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
     (logits.float().logsumexp(-1) * batch["loss_mask"]).sum().backward()
     return [p.grad.clone() for p in model.parameters()]
@@ -209,11 +210,11 @@ def test_bf16_training_rows_run_through_it_with_the_gradients_of_torch_kernel(mo
     calls = []
     real = short_attention.ShortAttention.apply
     monkeypatch.setattr(short_attention.ShortAttention, "apply", lambda *a: calls.append(a[3]) or real(*a))
-    routed = bf16_gradients(model, batch)
+    routed = gradients(model, batch)
     assert len(calls) == model.config.num_hidden_layers
     assert all(mask is not None and mask.dtype == torch.bool for mask in calls)  # the packed rows' mask
     monkeypatch.setattr(short_attention, "PROBS_BYTES", 0)
-    flash = bf16_gradients(model, batch)
+    flash = gradients(model, batch)
     assert len(calls) == model.config.num_hidden_layers  # not routed: too long for the budget
     for ours_grad, torch_grad in zip(routed, flash):
         assert (ours_grad - torch_grad).norm() <= 0.02 * torch_grad.norm() + 1e-6
@@ -224,40 +225,29 @@ def test_not_routed_without_native_bf16_or_without_a_backward(model_and_batch, m
     calls = []
     monkeypatch.setattr(short_attention.ShortAttention, "apply", lambda *a: calls.append(a) or 1 / 0)
     monkeypatch.setattr(precision, "native_bf16_matmul", lambda: False)
-    bf16_gradients(model, batch)
+    gradients(model, batch)
     monkeypatch.setattr(precision, "native_bf16_matmul", lambda: True)
     with torch.no_grad(), bf16_autocast():
         model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
     assert calls == []
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_gradient_checkpointing_recomputes_through_the_same_route(model_and_batch, monkeypatch, native):
+@pytest.mark.parametrize("run_precision, native", [("bf16", True), ("bf16", False), ("fp32", False)])
+def test_gradient_checkpointing_recomputes_through_the_same_route(model_and_batch, monkeypatch, run_precision, native):
     """sft/grpo's checkpointing recomputes each layer in backward, after bf16_autocast has exited; the
     recomputation must take the forward's kernels (checkpoint compares what they save) and give its
-    gradients."""
+    gradients, in bf16 (with native bf16 matmul or not) and in fp32."""
     _, batch, tokenizer = model_and_batch
     monkeypatch.setattr(precision, "native_bf16_matmul", lambda: native)
-    shape = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
-    plain = bf16_gradients(build_tiny_llama(tokenizer, shape, seed=0).train(), batch)
-    checkpointed = build_tiny_llama(tokenizer, shape, seed=0).train()
+    context = bf16_autocast if run_precision == "bf16" else contextlib.nullcontext
+    plain = gradients(build_tiny_llama(tokenizer, SHAPE, seed=0).train(), batch, context)
+    checkpointed = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
     checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
-    for ours_grad, plain_grad in zip(bf16_gradients(checkpointed, batch), plain):
+    for ours_grad, plain_grad in zip(gradients(checkpointed, batch, context), plain):
         torch.testing.assert_close(ours_grad, plain_grad)
 
 
-def test_checkpointing_recomputes_under_the_route_only_after_a_bf16_forward(model_and_batch):
-    _, batch, tokenizer = model_and_batch
+def test_checkpointing_recomputes_under_the_route_only_after_a_bf16_forward():
     assert isinstance(precision.recompute_contexts()[1], contextlib.nullcontext)  # fp32 (or GPU): no mode
     with bf16_autocast():
         assert isinstance(precision.recompute_contexts()[1], precision._RouteBf16)
-    shape = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
-    models = [build_tiny_llama(tokenizer, shape, seed=0).train() for _ in range(2)]
-    models[1].gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
-    grads = []
-    for model in models:
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        (logits.logsumexp(-1) * batch["loss_mask"]).sum().backward()
-        grads.append([p.grad for p in model.parameters()])
-    for checkpointed, plain in zip(grads[1], grads[0]):
-        torch.testing.assert_close(checkpointed, plain)
