@@ -6,8 +6,11 @@ Peak: torch.mm on the model's own matmul shapes (tokens x 576 @ 576 x {576, 1536
 1536 -> 576) and a large square, same process, same thread count, in fp32 and in bf16; the best shape
 is the peak (each shape rated by the median of several timing windows). Achieved: `sft.train_step`
 (what `warmstart sft` runs) with `precision = "fp32"` and `"bf16"` (CPU autocast, linear backward
-through warmstart.lm.precision) on full rows of tokens (no padding, every position scored), steps 2..N
-timed.
+through warmstart.lm.precision) on full rows of tokens (no padding, every position scored), timed after
+`WARMUP` steps (the full run: steps 4..8). Why 3: each measurement loads a fresh model right after the
+other precision's was freed, and its first steps run while the allocator takes memory back from the
+kernel page by page: measured per bf16 step after an fp32 model, 3.31, 2.72, 2.19, then 1.78-1.91 s
+(2-core AVX512-BF16 EPYC); timing from step 2 counted that warm-up as the step's cost.
 FLOPs per trained token = 6 x parameters + 12 x layers x hidden x seq_len (attention scores and
 values, forward + backward, causal mask not discounted). Measurements alternate mm-peak and step, per
 precision, over the repetitions; medians reported.
@@ -32,6 +35,7 @@ from sft_vs_trl import SMOLLM2, prepare, top_entries  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WINDOWS = 5  # timing windows per shape and op; the shape's rate is their median
+WARMUP = {"quick": 1, "full": 3}  # untimed steps before the timed ones (module docstring)
 TRIED = """Tried for the step's time in the kernel and not kept (2026-12-04, 2-core AMD EPYC with AVX512-BF16, 2
 threads). A SmolLM2 step frees and allocates again buffers above glibc's mmap threshold (the 113 MB
 embedding gradient, activations): ~160k page faults per step and 5-8 s of system time in a 4-step run.
@@ -93,7 +97,9 @@ def calls_per_second(op, seconds: float) -> float:
     return calls / (time.perf_counter() - start)
 
 
-def step_rate(precision: str, rows: int, seq_len: int, steps: int, profile: cProfile.Profile | None = None) -> dict:
+def step_rate(
+    precision: str, rows: int, seq_len: int, steps: int, warmup: int, profile: cProfile.Profile | None = None
+) -> dict:
     from warmstart.config import SftConfig
     from warmstart.lm.models import load_model_and_tokenizer
     from warmstart.train.data import Example
@@ -118,7 +124,7 @@ def step_rate(precision: str, rows: int, seq_len: int, steps: int, profile: cPro
     model.train()
     times, tokens = [time.perf_counter()], []
     for step in range(steps):
-        if profile is not None and step == 1:
+        if profile is not None and step == warmup:
             profile.enable()
         tokens.append(train_step(model, optimizer, stream, cfg, tokenizer.pad_token_id)[1])
         times.append(time.perf_counter())
@@ -127,9 +133,10 @@ def step_rate(precision: str, rows: int, seq_len: int, steps: int, profile: cPro
     c = model.config
     params = sum(p.numel() for p in model.parameters())
     flops_per_token = 6 * params + 12 * c.num_hidden_layers * c.hidden_size * seq_len
-    tokens_per_s = sum(tokens[1:]) / (times[-1] - times[1])
+    tokens_per_s = sum(tokens[warmup:]) / (times[-1] - times[warmup])
     return {
         "tokens_per_s": tokens_per_s,
+        "step_seconds": [round(end - start, 2) for start, end in zip(times, times[1:])],
         "flops": flops_per_token * tokens_per_s,
         "params": params,
         "flops_per_token": flops_per_token,
@@ -173,7 +180,8 @@ def main() -> None:
     prepare()
     # rows, seq_len, steps. bf16 matmul is emulated (~5x slower) on CPUs without AVX512-BF16/AMX, so
     # its quick step is kept short; the full run trains the same rows in both precisions.
-    shape = {"fp32": (1, 256, 3) if a.quick else (2, 256, 4), "bf16": (1, 64, 2) if a.quick else (2, 256, 4)}
+    shape = {"fp32": (1, 256, 3) if a.quick else (2, 256, 8), "bf16": (1, 64, 2) if a.quick else (2, 256, 8)}
+    warmup = WARMUP["quick" if a.quick else "full"]
     results: dict[str, dict] = {}
 
     def peak(precision):
@@ -186,7 +194,7 @@ def main() -> None:
 
     def step(precision):
         def call():
-            r = step_rate(precision, *shape[precision])
+            r = step_rate(precision, *shape[precision], warmup)
             results.setdefault(f"step {precision}", []).append(r)
             print(precision, r, flush=True)
             return r["flops"]
@@ -217,7 +225,12 @@ def main() -> None:
         "## Utilisation: warmstart SFT step on SmolLM2-135M vs torch.mm peak",
         environment() + f" torch threads: {torch.get_num_threads()}.",
         f"Reproduce: `.venv/bin/python bench/utilisation.py{' --quick' if a.quick else ''}` ({'quick' if a.quick else 'full'} run, "
-        f"{repetitions} interleaved repetitions of mm-peak fp32, step fp32, mm-peak bf16, step bf16; medians).",
+        f"{repetitions} interleaved repetitions of mm-peak fp32, step fp32, mm-peak bf16, step bf16; medians). "
+        f"Each step measurement loads the model afresh and times its steps after the first {warmup} "
+        "(the first ones warm the allocator up: module docstring); seconds per step, every step of each "
+        "repetition: "
+        + "; ".join(f"{p} " + ", ".join(str(r["step_seconds"]) for r in results[f"step {p}"]) for p in ("fp32", "bf16"))
+        + ".",
         f"FLOPs per trained token = 6 x {params:,} parameters + 12 x layers x hidden x seq_len (attention) = {fpt / 1e9:.3f} GFLOP "
         "at the fp32 row length. Peak = the best torch.mm rate over the model's matmul shapes and a square one, "
         f"each shape rated by the median of {WINDOWS} timing windows.",
@@ -238,9 +251,9 @@ def main() -> None:
     if min(ratios.values()) < 0.6:
         for precision in ("fp32", "bf16"):
             profile = cProfile.Profile()
-            step_rate(precision, *shape[precision], profile=profile)
+            step_rate(precision, *shape[precision], warmup, profile=profile)
             sections.append(
-                f"Where the time goes, {precision} step (cProfile of steps 2..N, top by own time):\n\n```\n{top_entries(profile)}\n```"
+                f"Where the time goes, {precision} step (cProfile of the timed steps, top by own time):\n\n```\n{top_entries(profile)}\n```"
             )
     md = "\n\n".join(sections)
     print(md)

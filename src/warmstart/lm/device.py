@@ -47,13 +47,14 @@ def wants_bf16(precision: str, device: torch.device) -> bool:
     return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def autocast(precision: str, device: torch.device):
-    """The training step's autocast context: CPU bf16 through lm/precision's fast linear layouts, GPU
+def autocast(precision: str, device: torch.device, keep_casts: bool = False):
+    """The training step's autocast context: CPU bf16 through lm/precision's fast linear layouts (with
+    `keep_casts`, the weights' bf16 copies in buffers kept between steps: not for a sharded model), GPU
     bf16 through torch's own, or nothing (fp32)."""
     if not wants_bf16(precision, device):
         return contextlib.nullcontext()
     if device.type == "cpu":
         from .precision import bf16_autocast
 
-        return bf16_autocast()
+        return bf16_autocast(keep_casts)
     return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .short_attention import routable, short_attention
+from .weight_casts import WeightCasts
 
 # Rows of W (output features) per backward product: 4096 x 576 bf16 is ~4.7 MB, which the products
 # above keep fast; 8192 and more fell back to 5-7 GFLOP/s on the head (measured, 2-core EPYC).
@@ -36,22 +37,29 @@ ROW_BLOCK = 4096
 
 
 class Bf16Linear(torch.autograd.Function):
-    """y = x @ W^T + b on bf16 tensors, with a backward in the fast layouts (module docstring)."""
+    """y = x @ W^T + b on bf16 x and b, with a backward in the fast layouts (module docstring). W comes in
+    its own dtype (fp32 master weights) and is cast here (into a kept buffer where `casts` is given:
+    lm/weight_casts.py), its gradient computed straight into that dtype: a cast outside (`weight.to(bf16)`,
+    autograd's ToCopy) costs a bf16 gradient on fresh memory and a second pass casting it back, every
+    linear layer, every step."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
+    def forward(ctx, x, weight, bias, casts=None):
+        compute_weight = weight.to(x.dtype) if casts is None else casts.cast(weight, x.dtype)
+        ctx.save_for_backward(x, compute_weight)
+        ctx.weight_dtype = weight.dtype
         ctx.has_bias = bias is not None
-        return F.linear(x, weight, bias)
+        return F.linear(x, compute_weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         dy = grad_out.reshape(-1, grad_out.shape[-1]).contiguous()
         grad_x = input_grad(dy, weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        grad_w = weight_grad(dy, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        rows = x.reshape(-1, x.shape[-1])
+        grad_w = weight_grad(dy, rows, ctx.weight_dtype) if ctx.needs_input_grad[1] else None
         grad_b = dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None
 
 
 def row_blocks(rows: int) -> list[slice]:
@@ -91,26 +99,31 @@ def weight_grad(dy: torch.Tensor, x: torch.Tensor, dtype: torch.dtype | None = N
 class _RouteBf16(TorchFunctionMode):
     """Where CPU autocast is on (not in regions that turn it off): F.linear through Bf16Linear, and on a
     CPU with native bf16 matmul, the attention of short rows that a backward will follow through
-    lm/short_attention.py (batched products: faster there than torch's flash kernel in bf16)."""
+    lm/short_attention.py (batched products: faster there than torch's flash kernel in bf16). With
+    `casts`, the weights' bf16 copies are written into buffers kept between steps (lm/weight_casts.py)."""
+
+    def __init__(self, casts: WeightCasts | None = None):
+        super().__init__()
+        self.casts = casts
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not torch.is_autocast_enabled("cpu"):
             return func(*args, **kwargs)
         if func is F.linear:
-            return routed_linear(func, args, kwargs)
+            return routed_linear(func, args, kwargs, self.casts)
         if func is F.scaled_dot_product_attention and torch.is_grad_enabled() and native_bf16_matmul():
             return routed_attention(func, args, kwargs)
         return func(*args, **kwargs)
 
 
-def routed_linear(func, args, kwargs):
+def routed_linear(func, args, kwargs, casts: WeightCasts | None = None):
     x, weight, bias = bound_linear_args(*args, **kwargs)
     if not (x.is_floating_point() and weight.is_floating_point()):
         return func(*args, **kwargs)
     dtype = torch.get_autocast_dtype("cpu")
     cast_bias = bias.to(dtype) if bias is not None else None
-    return Bf16Linear.apply(x.to(dtype), weight.to(dtype), cast_bias)
+    return Bf16Linear.apply(x.to(dtype), weight, cast_bias, casts)
 
 
 def bound_linear_args(input, weight, bias=None):
@@ -155,8 +168,9 @@ def recompute_contexts():
 
 
 @contextlib.contextmanager
-def bf16_autocast():
+def bf16_autocast(keep_casts: bool = False):
     """CPU bf16 autocast whose linear layers backpropagate through `Bf16Linear` (and whose short rows'
-    attention runs as batched products: `_RouteBf16`)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16), _RouteBf16():
+    attention runs as batched products: `_RouteBf16`). `keep_casts`: the weights' bf16 copies go into
+    buffers their parameters keep (lm/weight_casts.py: not for a sharded model)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16), _RouteBf16(WeightCasts() if keep_casts else None):
         yield

@@ -361,7 +361,7 @@ def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
     rows.append(Row("activations", activation_bytes(shape, tokens, cfg.gradient_checkpointing)))
     rows.append(Row("logits", sft_logits_bytes(recipe, shape, teacher is not None)))
     if cfg.precision == "bf16" and device == "cpu":
-        # autocast keeps fp32 weights and caches a bf16 copy of each one a matmul uses within the step
+        # fp32 weights, and a bf16 copy of each one a matmul uses, kept between steps (lm/weight_casts.py)
         rows.append(Row("bf16 weight copies", total * BF16))
     if teacher is not None:
         rows.append(Row("teacher (dense KD)", parameter_count(teacher) * FLOAT32))

@@ -95,9 +95,11 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def autocast(cfg: SftConfig, device: torch.device):
-    """bf16 autocast for `precision = "bf16"` (or "auto" on a GPU with bf16: lm/device.py), else nothing."""
-    return device_autocast(cfg.precision, device)
+def autocast(cfg: SftConfig, model, device: torch.device):
+    """bf16 autocast for `precision = "bf16"` (or "auto" on a GPU with bf16: lm/device.py), else nothing.
+    On the CPU the weights' bf16 copies are kept between steps, except for a sharded model (whose layers'
+    whole weights FSDP frees after use)."""
+    return device_autocast(cfg.precision, device, keep_casts=not is_sharded(model))
 
 
 def train_step(
@@ -124,13 +126,13 @@ def train_step(
     total = 0.0
     for batch in micro_batches:
         if kd is not None:  # backward inside, chunk by chunk
-            with autocast(cfg, device):
+            with autocast(cfg, model, device):
                 step_totals = kd_backward(model, batch, kd, 1.0 / max(targets, 1.0))
             total += step_totals.loss
             kd_totals.kd_sum += step_totals.kd_sum
             kd_totals.kd_positions += step_totals.kd_positions
             continue
-        with autocast(cfg, device):
+        with autocast(cfg, model, device):
             # A sharded model (train/sharding.py) runs the loss as a forward of its own, where FSDP gathers
             # the weights and reduces the gradients (summed over the processes, as sum_gradients does).
             ce_sum = model.scored_ce_sum(batch) if is_sharded(model) else masked_ce_sum(model, batch)

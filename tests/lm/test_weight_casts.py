@@ -1,0 +1,119 @@
+"""Kept bf16 copies of the weights (lm/weight_casts.py): the same training arithmetic as fresh casts, one
+cast per parameter per autocast context, a new cast in every new context, and a loud error (never a
+stale weight) where a graph outlives its context's copies."""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import pytest
+import torch
+
+from warmstart.config import SftConfig, TinyModelConfig
+from warmstart.lm.precision import bf16_autocast, checkpointing_kwargs
+from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
+from warmstart.lm.weight_casts import BUFFER, WeightCasts
+from warmstart.train import sft
+from warmstart.train.data import Example, collate
+
+SHAPE = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(["user\nWhat is 12+3?", "assistant\n2+3=5 carry 0, so far 5\nAnswer: 15"] * 20, 300)
+
+
+@pytest.fixture(scope="module")
+def batch(tokenizer):
+    generator = torch.Generator().manual_seed(0)
+    examples = [
+        Example(torch.randint(5, len(tokenizer), (n,), generator=generator).tolist(), [1] * n) for n in (9, 23, 14, 30)
+    ]
+    return collate([[0, 1], [2, 3]], examples, 48, tokenizer.pad_token_id)
+
+
+def gradients(model, batch, context) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    with context():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    (logits.float().logsumexp(-1) * batch["loss_mask"]).sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_kept_copies_give_the_gradients_of_fresh_casts(tokenizer, batch, checkpointing):
+    results = {}
+    for keep in (False, True):
+        model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
+        context = functools.partial(bf16_autocast, keep)
+        results[keep] = [gradients(model, batch, context) for _ in range(2)]  # the second reuses the buffers
+        kept = [p for p in model.parameters() if hasattr(p, BUFFER)]
+        assert len(kept) == (SHAPE.num_layers * 7 + 1 if keep else 0)  # q k v o gate up down, and the head
+    for fresh, kept in zip(results[False], results[True]):
+        for fresh_grad, kept_grad in zip(fresh, kept):
+            torch.testing.assert_close(kept_grad, fresh_grad, rtol=0, atol=0)
+
+
+def test_one_cast_per_context_and_a_new_one_in_the_next():
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    first = WeightCasts()
+    copy = first.cast(weight, torch.bfloat16)
+    version = copy._version
+    assert first.cast(weight, torch.bfloat16) is copy and copy._version == version  # not written again
+    weight.data.mul_(2)  # a write the version counter does not see
+    assert first.cast(weight, torch.bfloat16) is copy  # within the context: as cast
+    assert torch.equal(WeightCasts().cast(weight, torch.bfloat16), weight.detach().bfloat16())  # next: recast
+    assert WeightCasts().cast(weight, torch.bfloat16) is copy  # into the same buffer
+
+
+def test_a_counted_write_within_the_context_is_cast_again():
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    casts = WeightCasts()
+    casts.cast(weight, torch.bfloat16)
+    with torch.no_grad():
+        weight.add_(1)
+    assert torch.equal(casts.cast(weight, torch.bfloat16), weight.detach().bfloat16())
+
+
+def test_only_parameters_are_kept_and_a_changed_shape_gets_a_new_buffer():
+    casts = WeightCasts()
+    computed = torch.randn(4, 3, requires_grad=True) * 2  # a weight computed per call
+    assert torch.equal(casts.cast(computed, torch.bfloat16), computed.detach().bfloat16())
+    assert not hasattr(computed, BUFFER)
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    casts.cast(weight, torch.bfloat16)
+    weight.data = torch.randn(5, 3)
+    assert torch.equal(WeightCasts().cast(weight, torch.bfloat16), weight.detach().bfloat16())
+    assert getattr(weight, BUFFER).shape == (5, 3)
+
+
+def test_a_graph_that_outlives_its_copies_raises_instead_of_using_the_new_weights():
+    layer = torch.nn.Linear(3, 4, bias=False)
+    x = torch.randn(2, 3)
+    with bf16_autocast(keep_casts=True):
+        old = layer(x)
+    with torch.no_grad():
+        layer.weight.add_(1)
+    with bf16_autocast(keep_casts=True):
+        layer(x)  # writes the new weights into the buffer the old graph saved
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        old.float().sum().backward()
+
+
+def test_sft_keeps_copies_except_for_a_sharded_model(tokenizer, monkeypatch):
+    rng = random.Random(0)
+    examples = [Example([rng.randrange(5, len(tokenizer)) for _ in range(20)], [1] * 20) for _ in range(4)]
+    cfg = SftConfig(steps=2, seq_len=24, rows_per_micro_batch=2, precision="bf16", warmup_steps=0)
+    model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+    optimizer, _ = sft.make_optimizer(model, cfg)
+    sft.train_step(model, optimizer, sft.RowStream(examples, cfg, seed=0), cfg, tokenizer.pad_token_id)
+    assert sum(hasattr(p, BUFFER) for p in model.parameters()) == SHAPE.num_layers * 7  # the head is linear_ce's
+    monkeypatch.setattr(sft, "is_sharded", lambda model: True)
+    model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+    with sft.autocast(cfg, model, torch.device("cpu")):
+        model(input_ids=torch.tensor([[5, 6, 7]]))
+    assert not any(hasattr(p, BUFFER) for p in model.parameters())
