@@ -5,7 +5,7 @@ tensors above glibc's mmap threshold come from the kernel page by page, zeroed: 
 weights are ~210 MB of bf16 per step. Writing the same cast into a buffer the parameter keeps (allocated
 at the first step) leaves out that memory's page faults: a bf16 SmolLM2 SFT step of 2 x 256 tokens took
 1.80 instead of 1.84 s and 1.75 instead of 1.84 s in two A/Bs (medians of 12 steps each, interleaved in
-one process, 2-core AVX512-BF16 EPYC); small, but in every pair of the runs.
+one process, 2-core AVX512-BF16 EPYC): 2-5 %, less than this VM's noise between some pairs of steps.
 
 Each `WeightCasts` is one autocast context's: it casts a parameter once (a second forward in the same
 context, such as a shared prompt's, takes the same copy while the parameter's version is unchanged) and
