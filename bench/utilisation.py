@@ -61,7 +61,24 @@ before the change). Measured then and not kept: the tied embedding's gradient as
 chunks at 48 MB of logits instead of 16 (bigger products): 1.75 vs 1.68 s, slower. What is left
 besides the products (torch.profiler, per bf16 step): the fp32 weights' casts to bf16 and the bf16
 weight gradients' casts back, each on fresh memory (0.2-0.4 s depending on this VM's memory
-phase), the tied weight's two 113 MB fp32 gradients, and AdamW (45-65 ms)."""
+phase), the tied weight's two 113 MB fp32 gradients, and AdamW (45-65 ms).
+
+2026-12-05 (same machine). Kept: `Bf16Linear` takes the fp32 weight and writes its gradient straight into
+fp32 (no autograd cast node, no bf16 gradient of its own: 1.76 vs 1.81 s per bf16 step, interleaved
+A/B); `sft` writes the weights' bf16 copies into buffers their parameters keep between steps
+(src/warmstart/lm/weight_casts.py: 1.80 vs 1.84 s and 1.75 vs 1.84 s); linear_ce's fp32 logits by
+blocks of 4,096 head rows (bitwise equal; the head's loss and gradients 0.60 vs 0.66-0.71 s at 510
+rows). This benchmark then times steps 4..8 instead of 2..4: with the fp32 model just freed, a bf16
+step's first ones ran 3.31, 2.72, 2.19 s before settling at 1.78-1.91 s. Measured and not kept: the
+linear layers' fp32 gradients added straight into `param.grad` kept between steps (zero_grad without
+freeing): 1.88 vs 1.82 s, slower; the tied embedding's gradient into a kept zeroed buffer (no 113 MB
+zero-fill on fresh memory): 1.79 vs 1.83 s, within noise; as a sparse gradient again: 1.83 vs 1.76 s;
+fp32 linear layers through a backward of their own choosing the faster product layout per shape (the
+down projection's dx and dW ran 136 and 149 GFLOP/s in torch's layout, 181 and 178 in the other):
+3.05 vs 2.90 s per fp32 step, slower (a Python mode on every op and the transposed copies); bf16
+under torch.compile with plain autocast instead of the route: 1.70-1.84 s, no faster than eager; the
+bf16 head's logits by blocks of head rows or its weight gradient in another layout: no faster (the
+head's products run at 300-390 GFLOP/s, its weight gradient with K = 510 at ~255)."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
@@ -193,11 +210,16 @@ def compiled_verdicts(ratios: dict, results: dict) -> str:
         if not all(r["compiled"] for r in runs):
             said.append(f"{precision}: torch.compile failed and the decoder ran eager (see the log)")
             continue
-        first = median([r["step_seconds"][0] for r in runs])
+        firsts = [r["step_seconds"][0] for r in runs]
         said.append(
             f"{precision} {ratios[f'{precision} compiled']:.1%} — goal ≥ {goal:.0%} "
-            f"{'met' if ratios[f'{precision} compiled'] >= goal else 'missed'} with it "
-            f"(first step, compiling included: {first:.0f} s median)"
+            f"{'met' if ratios[f'{precision} compiled'] >= goal else 'missed'} with it (first step, compiling "
+            f"included: {firsts[0]:.0f} s in the first repetition"
+            + (
+                f", {median(firsts[1:]):.0f} s in the later ones, from torch.compile's warm caches)"
+                if firsts[1:]
+                else ")"
+            )
         )
     return " With `sft.compile = true`: " + "; ".join(said) + "." if said else ""
 

@@ -335,8 +335,9 @@ class SftConfig(Section):
     # or "fsdp" (FSDP2: weights, gradients and optimizer state split over the processes: train/sharding.py)
     sharding: Literal["none", "fsdp"] = "none"
     # torch.compile the decoder (lm/compiled.py; eager with one warning if it fails). Off: on CPU the tiny
-    # student gains ~0.1 s a step for minutes of compiling, SmolLM2-135M SFT ~1.15x, its GRPO step is
-    # slower compiled (bench/results/compile.md)
+    # student gains ~0.1 s a step for minutes of compiling, SmolLM2-135M SFT ~1.15x in fp32 (in bf16
+    # on a CPU with native bf16 0.94x, slower: bench/results/utilisation.md), its GRPO step is slower
+    # compiled (bench/results/compile.md)
     compile: bool = False
 
 
