@@ -117,3 +117,27 @@ def test_sft_keeps_copies_except_for_a_sharded_model(tokenizer, monkeypatch):
     with sft.autocast(cfg, model, torch.device("cpu")):
         model(input_ids=torch.tensor([[5, 6, 7]]))
     assert not any(hasattr(p, BUFFER) for p in model.parameters())
+
+
+def test_a_compiled_decoder_takes_the_new_weights_every_step(tokenizer):
+    """Under sft.compile the casts run inside the compiled decoder: with a learning rate that moves the
+    weights far each step, kept copies give the losses of fresh casts exactly (a copy traced as a
+    constant, or not written again, would train on stale weights)."""
+    from warmstart.lm.compiled import compile_decoder, is_compiled
+
+    rng = random.Random(0)
+    examples = [Example([rng.randrange(5, len(tokenizer)) for _ in range(20)], [1] * 20) for _ in range(8)]
+    cfg = SftConfig(steps=3, seq_len=24, rows_per_micro_batch=2, precision="bf16", warmup_steps=0, lr=1e-2)
+    losses = {}
+    for keep in (False, True):
+        model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+        compile_decoder(model, True, "sft.compile")
+        optimizer, _ = sft.make_optimizer(model, cfg)
+        stream = sft.RowStream(examples, cfg, seed=0)
+        context = functools.partial(bf16_autocast, keep)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sft, "autocast", lambda cfg, model, device, context=context: context())
+            losses[keep] = [sft.train_step(model, optimizer, stream, cfg, tokenizer.pad_token_id)[0] for _ in range(3)]
+        assert is_compiled(model)
+    assert losses[True] == losses[False]
+    assert losses[True][0] != losses[True][2]  # the weights did move
