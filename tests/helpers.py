@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from warmstart.config import Recipe, TinyModelConfig, load_recipe
 from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
 from warmstart.stages import curate, generate
@@ -62,6 +64,20 @@ def make_trajectory(task_id: str = "t/1", sample_index: int = 0) -> Trajectory:
         provenance=Provenance(provider="reference", model="m", sampling={"temperature": 0.7}, seed=3, created=1.5),
         finish_reason="stop",
     )
+
+
+# A 2-layer tiny Llama's shape, built by tests in memory (tests/lm/conftest.py's tokenizer and batch).
+TINY_SHAPE = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
+
+
+def logsumexp_gradients(model, batch: dict, context) -> list[torch.Tensor]:
+    """The parameters' gradients of sum(logsumexp(logits)) over `batch`'s scored positions, the forward
+    under `context()`: every logit gets a gradient."""
+    model.zero_grad(set_to_none=True)
+    with context():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    (logits.float().logsumexp(-1) * batch["loss_mask"]).sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
 
 
 def tiny_model():

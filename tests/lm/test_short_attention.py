@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from warmstart.config import SftConfig, TinyModelConfig
+from helpers import TINY_SHAPE as SHAPE
+from helpers import logsumexp_gradients
 from warmstart.lm import precision, short_attention
 from warmstart.lm.precision import bf16_autocast, checkpointing_kwargs
 from warmstart.lm.short_attention import routable
 from warmstart.lm.short_attention import short_attention as attention
-from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
-from warmstart.train.data import Example, collate
+from warmstart.lm.tinymodel import build_tiny_llama
 
 
 def packed_mask(batch: int, length: int, cuts: list[int]) -> torch.Tensor:
@@ -180,28 +180,13 @@ def test_a_float32_mask_is_cast_as_autocast_casts_it(monkeypatch):
     torch.testing.assert_close(routed, theirs, rtol=2e-2, atol=2e-2)
 
 
-SHAPE = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
-
-
 @pytest.fixture(scope="module")
-def model_and_batch():
-    tokenizer = train_tokenizer(["user\nWhat is 12+3?", "assistant\n2+3=5 carry 0, so far 5\nAnswer: 15"] * 20, 300)
-    model = build_tiny_llama(tokenizer, SHAPE, seed=0)
-    generator = torch.Generator().manual_seed(0)
-    examples = [
-        Example(torch.randint(5, len(tokenizer), (n,), generator=generator).tolist(), [1] * n) for n in (9, 23, 14, 30)
-    ]
-    # Two packed rows of two documents each: the model's attention gets a block-diagonal causal mask.
-    cfg = SftConfig(seq_len=48)
-    return model, collate([[0, 1], [2, 3]], examples, cfg.seq_len, tokenizer.pad_token_id), tokenizer
+def model_and_batch(arithmetic_tokenizer, packed_batch):
+    return build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0), packed_batch, arithmetic_tokenizer
 
 
 def gradients(model, batch, context=bf16_autocast):
-    model.zero_grad(set_to_none=True)
-    with context():
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    (logits.float().logsumexp(-1) * batch["loss_mask"]).sum().backward()
-    return [p.grad.clone() for p in model.parameters()]
+    return logsumexp_gradients(model, batch, context)
 
 
 def test_bf16_training_rows_run_through_it_with_the_gradients_of_torch_kernel(model_and_batch, monkeypatch):

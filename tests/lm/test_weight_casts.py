@@ -10,47 +10,27 @@ import random
 import pytest
 import torch
 
-from warmstart.config import SftConfig, TinyModelConfig
+from helpers import TINY_SHAPE as SHAPE
+from helpers import logsumexp_gradients
+from warmstart.config import SftConfig
 from warmstart.lm.precision import bf16_autocast, checkpointing_kwargs
-from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
+from warmstart.lm.tinymodel import build_tiny_llama
 from warmstart.lm.weight_casts import BUFFER, WeightCasts
 from warmstart.train import sft
-from warmstart.train.data import Example, collate
-
-SHAPE = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(["user\nWhat is 12+3?", "assistant\n2+3=5 carry 0, so far 5\nAnswer: 15"] * 20, 300)
-
-
-@pytest.fixture(scope="module")
-def batch(tokenizer):
-    generator = torch.Generator().manual_seed(0)
-    examples = [
-        Example(torch.randint(5, len(tokenizer), (n,), generator=generator).tolist(), [1] * n) for n in (9, 23, 14, 30)
-    ]
-    return collate([[0, 1], [2, 3]], examples, 48, tokenizer.pad_token_id)
-
-
-def gradients(model, batch, context) -> list[torch.Tensor]:
-    model.zero_grad(set_to_none=True)
-    with context():
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    (logits.float().logsumexp(-1) * batch["loss_mask"]).sum().backward()
-    return [p.grad.clone() for p in model.parameters()]
+from warmstart.train.data import Example
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_kept_copies_give_the_gradients_of_fresh_casts(tokenizer, batch, checkpointing):
+def test_kept_copies_give_the_gradients_of_fresh_casts(arithmetic_tokenizer, packed_batch, checkpointing):
     results = {}
     for keep in (False, True):
-        model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+        model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
         context = functools.partial(bf16_autocast, keep)
-        results[keep] = [gradients(model, batch, context) for _ in range(2)]  # the second reuses the buffers
+        results[keep] = [
+            logsumexp_gradients(model, packed_batch, context) for _ in range(2)
+        ]  # the second reuses the buffers
         kept = [p for p in model.parameters() if hasattr(p, BUFFER)]
         assert len(kept) == (SHAPE.num_layers * 7 + 1 if keep else 0)  # q k v o gate up down, and the head
     for fresh, kept in zip(results[False], results[True]):
@@ -104,40 +84,42 @@ def test_a_graph_that_outlives_its_copies_raises_instead_of_using_the_new_weight
         old.float().sum().backward()
 
 
-def test_sft_keeps_copies_except_for_a_sharded_model(tokenizer, monkeypatch):
+def test_sft_keeps_copies_except_for_a_sharded_model(arithmetic_tokenizer, monkeypatch):
     rng = random.Random(0)
-    examples = [Example([rng.randrange(5, len(tokenizer)) for _ in range(20)], [1] * 20) for _ in range(4)]
+    examples = [Example([rng.randrange(5, len(arithmetic_tokenizer)) for _ in range(20)], [1] * 20) for _ in range(4)]
     cfg = SftConfig(steps=2, seq_len=24, rows_per_micro_batch=2, precision="bf16", warmup_steps=0)
-    model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+    model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
     optimizer, _ = sft.make_optimizer(model, cfg)
-    sft.train_step(model, optimizer, sft.RowStream(examples, cfg, seed=0), cfg, tokenizer.pad_token_id)
+    sft.train_step(model, optimizer, sft.RowStream(examples, cfg, seed=0), cfg, arithmetic_tokenizer.pad_token_id)
     assert sum(hasattr(p, BUFFER) for p in model.parameters()) == SHAPE.num_layers * 7  # the head is linear_ce's
     monkeypatch.setattr(sft, "is_sharded", lambda model: True)
-    model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+    model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
     with sft.autocast(cfg, model, torch.device("cpu")):
         model(input_ids=torch.tensor([[5, 6, 7]]))
     assert not any(hasattr(p, BUFFER) for p in model.parameters())
 
 
-def test_a_compiled_decoder_takes_the_new_weights_every_step(tokenizer):
+def test_a_compiled_decoder_takes_the_new_weights_every_step(arithmetic_tokenizer):
     """Under sft.compile the casts run inside the compiled decoder: with a learning rate that moves the
     weights far each step, kept copies give the losses of fresh casts exactly (a copy traced as a
     constant, or not written again, would train on stale weights)."""
     from warmstart.lm.compiled import compile_decoder, is_compiled
 
     rng = random.Random(0)
-    examples = [Example([rng.randrange(5, len(tokenizer)) for _ in range(20)], [1] * 20) for _ in range(8)]
+    examples = [Example([rng.randrange(5, len(arithmetic_tokenizer)) for _ in range(20)], [1] * 20) for _ in range(8)]
     cfg = SftConfig(steps=3, seq_len=24, rows_per_micro_batch=2, precision="bf16", warmup_steps=0, lr=1e-2)
     losses = {}
     for keep in (False, True):
-        model = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
+        model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
         compile_decoder(model, True, "sft.compile")
         optimizer, _ = sft.make_optimizer(model, cfg)
         stream = sft.RowStream(examples, cfg, seed=0)
         context = functools.partial(bf16_autocast, keep)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sft, "autocast", lambda cfg, model, device, context=context: context())
-            losses[keep] = [sft.train_step(model, optimizer, stream, cfg, tokenizer.pad_token_id)[0] for _ in range(3)]
+            losses[keep] = [
+                sft.train_step(model, optimizer, stream, cfg, arithmetic_tokenizer.pad_token_id)[0] for _ in range(3)
+            ]
         assert is_compiled(model)
     assert losses[True] == losses[False]
     assert losses[True][0] != losses[True][2]  # the weights did move
