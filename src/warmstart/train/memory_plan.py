@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,25 +148,41 @@ def device_available_bytes(device: str) -> int:
         return torch.cuda.mem_get_info()[0]
     if device == "mps":
         return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
-    # The plan counts this process's own footprint (the baseline row), so what it already holds is
-    # added back to what the kernel says is free for new allocations. Processes torchrun started on this
-    # machine share its memory: each may plan with its part.
+    # Processes torchrun started on this machine share its memory: each may plan with its part.
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return (meminfo_available() + current_rss()) // max(1, sharing)
+    return host_available_bytes() // max(1, sharing)
 
 
-def meminfo_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
+def host_available_bytes(proc: Path = Path("/proc")) -> int:
+    """What the kernel says is free for new allocations plus what this process already holds (the plan
+    counts this process's own footprint in its baseline row). Without /proc (macOS), the whole memory."""
+    meminfo, statm = proc / "meminfo", proc / "self" / "statm"
+    if not meminfo.exists():
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        log.info(
+            "plan: this OS does not say how much memory is free (no /proc/meminfo): planned against all %s", gb(total)
+        )
+        return total
+    held = int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    for line in meminfo.read_text().splitlines():
         if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
+            return int(line.split()[1]) * 1024 + held
     raise WarmstartError("plan: /proc/meminfo has no MemAvailable line")
 
 
-def current_rss() -> int:
-    statm = Path("/proc/self/statm")
-    if statm.exists():
-        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak_rss_mb() -> float | None:
+    """This process's own peak resident memory (VmHWM) in MB, None where /proc does not tell it.
+
+    Not getrusage's ru_maxrss: Linux carries the spawning process's high-water mark across fork and exec
+    into it, so a run started from a large process (a test runner, a notebook) would report that one's peak.
+    """
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
 
 
 def process_baseline(device: str) -> int:
