@@ -513,7 +513,20 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   tokens, no faster (0.43-0.55 vs 0.41-0.51 s). Also tried then: pruning finished rows only once a
   share of the batch had finished (1/8, 1/4, 1/2; the finished rows decoded on as padding in between),
   so the cache is copied less often: 0.420-0.443 s per sampling against 0.440 s pruning at every finish
-  (9 interleaved samplings of 16 prompts x 8 samples, medians), the same tokens: no gain."""
+  (9 interleaved samplings of 16 prompts x 8 samples, medians), the same tokens: no gain.
+- 2026-12-05 (same machine type). Where the tiny step's time goes now (torch.profiler): in sampling, the
+  matrix products are 38 % (~58 us per call: 128-wide weights, the rows shrinking as they finish, ~29
+  calls per decoding step), flash attention over the cache 15 %, the pruning's row selection 8 %, the
+  cache's concatenation 7 %; in the update, the products are 49 % (~116 GFLOP/s, ~58 % of the fp32 peak
+  at these shapes) and flash attention forward and backward 22 %. Tried and not kept: the update's
+  attention through torch's math SDPA (products and softmax under autograd) instead of flash: 0.400 vs
+  0.379 s per update (6 recorded batches x 4 interleaved repetitions, medians); sampling each half of the
+  rows in its own process at one thread (spawned, recorded batches replayed, the same tokens in total):
+  0.217 vs 0.266 s per sampling (12 batches), 1.23x, but the whole `warmstart grpo` stage under torchrun
+  with 2 processes x 1 thread (its data-parallel path: each samples and trains half the rollouts) against
+  1 process x 2 threads, 8 steps of 16 x 8 from the same student (the stage's own per-step seconds):
+  medians 0.66 / 0.66 s per step in two runs against 0.63 / 0.71 / 0.79 s in three, no gain (the
+  update's all-reduce and the two processes' own overheads take the sampling's gain back)."""
 
 
 def header(args, wall: float) -> str:

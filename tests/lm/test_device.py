@@ -12,7 +12,7 @@ import torch
 
 from helpers import curated_run, write_recipe_file
 from warmstart.errors import WarmstartError
-from warmstart.lm.device import autocast, resolve_device, wants_bf16
+from warmstart.lm.device import autocast, resolve_device, wants_bf16, warn_if_emulated_bf16
 from warmstart.stages import sft
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -37,6 +37,26 @@ def test_precision_auto_is_fp32_on_the_cpu_and_bf16_only_when_asked():
     linear = torch.nn.Linear(4, 4)
     with autocast("bf16", cpu):
         assert linear(torch.ones(1, 4)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_one_warning(native, monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    caplog.set_level("WARNING", logger="warmstart.lm.device")
+    for precision in ("auto", "fp32"):
+        warn_if_emulated_bf16(precision, torch.device("cpu"), "sft.precision")
+    assert not caplog.records
+    sft.run(curated_run(tmp_path / "run", "sft.steps=1", "sft.precision=bf16"))  # the stage itself asks
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == (
+        []
+        if native
+        else [
+            'sft.precision = "bf16" on a CPU without AVX512-BF16 or AMX: torch emulates bf16 matmul here, slower than fp32'
+        ]
+    )
 
 
 @no_cuda

@@ -9,11 +9,15 @@ native bf16 matmul (AVX512-BF16 / AMX: `sft.precision = "bf16"` asks for it, lm/
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import platform
 
 import torch
 
 from ..errors import WarmstartError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str, key: str = "run.device") -> torch.device:
@@ -45,6 +49,22 @@ def wants_bf16(precision: str, device: torch.device) -> bool:
     if precision == "bf16":
         return True
     return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this x86 CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); without either torch emulates
+    bf16 matmul, several times slower than fp32's (bench/utilisation.py measures both peaks)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def warn_if_emulated_bf16(precision: str, device: torch.device, key: str) -> None:
+    """One warning when bf16 is asked for on an x86 CPU that would emulate it: the run is correct, only
+    slower than fp32 there (`auto` never picks bf16 on a CPU). Other architectures are not judged."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if precision == "bf16" and device.type == "cpu" and x86 and not native_cpu_bf16():
+        log.warning(
+            '%s = "bf16" on a CPU without AVX512-BF16 or AMX: torch emulates bf16 matmul here, slower than fp32', key
+        )
 
 
 def autocast(precision: str, device: torch.device, keep_casts: bool = False):

@@ -35,7 +35,7 @@ from ..envs import make_env
 from ..errors import WarmstartError
 from ..lm.chat import check_template
 from ..lm.compiled import compile_decoder
-from ..lm.device import resolve_device
+from ..lm.device import resolve_device, warn_if_emulated_bf16
 from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer
 from ..lm.paths import resolve_model_path
 from ..lm.precision import checkpointing_kwargs
@@ -100,7 +100,9 @@ def run(recipe: Recipe) -> Path:
         lora.check_targets(student_config(cfg), cfg.lora, "sft.lora")
     if cfg.sharding == "fsdp":  # likewise
         sharding.check_wrappable(student_config(cfg))
-    world = distributed.join(resolve_device(recipe.run.device))
+    device = resolve_device(recipe.run.device)
+    warn_if_emulated_bf16(cfg.precision, device, "sft.precision")
+    world = distributed.join(device)
     distributed.check_divisible(
         world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft", "rows_per_micro_batch x grad_accum"
     )
