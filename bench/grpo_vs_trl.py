@@ -257,6 +257,10 @@ class Trl:
             dataloader_num_workers=0, seed=0,
         )  # fmt: skip
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        # TRL stops at the model's generation eos and the tokenizer's; warmstart also at the chat template's
+        # end-of-turn tokens in the vocabulary (lm/chat.py), for SmolLM2 <|endoftext|> beside <|im_end|>.
+        # Given warmstart's list, both end a completion at the same tokens (checked in-run).
+        model.generation_config.eos_token_id = s["stop_ids"]
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.go, self.done = threading.Semaphore(0), threading.Semaphore(0)
         self.times: list[float] = []
@@ -433,6 +437,7 @@ def measure(model_name: str, model_dir: Path, args) -> str:
         ws = Warmstart(model_dir, tasks, s, phases["warmstart"])
         # Ablation: the same, computing the forward/backward of zero-gradient rows as TRL does (no profile).
         ws_all = Warmstart(model_dir, tasks, s, None)
+        s["stop_ids"] = ws.stop_ids  # TRL stops at the same tokens (Trl.__init__)
         trl = TrlProcess(model_dir, tasks, s, s["reps"] + 1, phases["TRL"], workdir, args.threads)
         notes = check_equal_inputs(ws, trl, tasks)
         keep_rows = lambda: ws_all.step(skip_silent_rows=False)  # noqa: E731
