@@ -85,7 +85,21 @@ runs: compiled bf16 is slower, its route through a torch-function mode recompile
 limit), but the eager steps of the repetitions after a compiled one then ran 10-20 % slower (fp32 2.83 s
 per step before, 3.2-3.6 s after); with the compiled steps in a fresh process each, fp32 compiled gave
 63.9 % against eager's 72.1 % (3.3-3.5 against 2.9-3.0 s per step), unexplained. The rows were left out:
-bench/results/compile.md measures the knob."""
+bench/results/compile.md measures the knob.
+
+2026-12-05 (same machine type). Per bf16 step (torch.profiler, 3 steps): products 1.05 s of 1.71 s,
+copies 0.15 s (the weights' bf16 casts into their kept buffers, activations' casts), fused AdamW 66 ms,
+the gradient clipping's norms 19 ms and its scaling of every gradient (`mul_`) 25 ms, zero fills 22 ms.
+Tried and not kept: the clipping folded into fused AdamW's gradient unscale (`optimizer.grad_scale` = 1 /
+the clip factor, the protocol torch.amp.GradScaler uses with fused optimizers: one pass over 540 MB of
+gradients fewer): 1.908 vs 1.960 s per bf16 step (20 interleaved steps each, medians), and this benchmark
+then measured 57.8 % (bf16) and 71.0 % (fp32) of the peaks. But g / (1 / c) rounds differently from
+torch's g x c on every clipped step, and `warmstart demo --seeds 3` (whose SFT clips) then gave seed 0
+student 0.954 instead of 0.975, the answer-only student 0.491 instead of 0.460 and verification's worth
++0.022 [-0.005, +0.050] instead of +0.046 [+0.024, +0.071] (three-seed means: student 0.947 vs 0.950,
+unverified 0.900 vs 0.897, student + GRPO 0.955 vs 0.953): within the seeds' spread, but the README's
+table and its seed-0 statements would all change for a gain that does not reach the goal. Also measured
+again: the tied embedding's gradient as a sparse one, 1.957 vs 1.928 s per step (20 each), no gain."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
