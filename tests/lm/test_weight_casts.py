@@ -28,9 +28,8 @@ def test_kept_copies_give_the_gradients_of_fresh_casts(arithmetic_tokenizer, pac
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
         context = functools.partial(bf16_autocast, keep)
-        results[keep] = [
-            logsumexp_gradients(model, packed_batch, context) for _ in range(2)
-        ]  # the second reuses the buffers
+        # The second pass reuses the buffers.
+        results[keep] = [logsumexp_gradients(model, packed_batch, context) for _ in range(2)]
         kept = [p for p in model.parameters() if hasattr(p, BUFFER)]
         assert len(kept) == (SHAPE.num_layers * 7 + 1 if keep else 0)  # q k v o gate up down, and the head
     for fresh, kept in zip(results[False], results[True]):

@@ -16,16 +16,15 @@ from warmstart.train.memory_plan import MB, check, host_available_bytes, plan_fo
 
 # A short SFT in a fresh interpreter, so that its peak RSS is that of one training run alone (the data
 # is generated and curated beforehand, in the test's own process). The peak is the interpreter's own
-# VmHWM, not getrusage's ru_maxrss: Linux carries the spawning process's high-water mark across fork and
-# exec into ru_maxrss, so a child of a pytest process grown to 1.1 GB late in a full run reported 1.1 GB.
+# VmHWM (peak_rss_mb), not getrusage's ru_maxrss: Linux carries the spawning process's high-water mark
+# across fork and exec into ru_maxrss, so a child of a pytest process grown to 1.1 GB reported 1.1 GB.
 SFT_PEAK = """
 import json
-from pathlib import Path
 from warmstart.config import load_recipe
 from warmstart.stages import sft
+from warmstart.train.memory_plan import peak_rss_mb
 sft.run(load_recipe({recipe_file!r}))
-status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-print(json.dumps({{"peak_rss": int(status["VmHWM"].split()[0]) * 1024}}))
+print(json.dumps({{"peak_mb": peak_rss_mb()}}))
 """
 
 WIDE = ["sft.tiny.hidden_size=512", "sft.tiny.intermediate_size=1024", "sft.tiny.num_heads=8"]
@@ -46,11 +45,11 @@ def measured_peak(run_dir: Path, overrides: list[str]) -> int:
     script = SFT_PEAK.format(recipe_file=str(recipe_file))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss"]
+    peak_mb = json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
     # The stage records its own peak before publishing the model: at most the whole process's, and most of it.
     recorded = json.loads((run_dir / "manifest.json").read_text())["stages"]["sft:student"]["peak_rss_mb"]
-    assert 0.8 * peak / MB <= recorded <= peak / MB + 1  # the kernel's RSS counters are approximate
-    return peak
+    assert 0.8 * peak_mb <= recorded <= peak_mb + 1  # the kernel's RSS counters are approximate
+    return int(peak_mb * MB)
 
 
 def test_a_child_process_reports_its_own_peak_not_its_parents(tmp_path):
