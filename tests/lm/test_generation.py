@@ -47,13 +47,16 @@ def test_a_repeated_prompt_is_prefilled_once_and_its_rows_sample_as_alone():
     model.forward = recording
     together = sample_ids_pruned(model, tokenizer.pad_token_id, prompts, sampling, [], 5, keys)
     assert widths[0] == (2, max(len(group), len(other)))  # the prefill: the two distinct prompts
-    assert widths[1][0] == 4  # then every row decodes
-    for prompt, key, sampled in zip(prompts, keys, together):
+    assert widths[1][0] == 4  # then every row decodes (a replaced forward: decoding goes through it)
+    del model.forward  # without the replaced forward, the lean decoding step (lm/decode_step.py) runs
+    lean = sample_ids_pruned(model, tokenizer.pad_token_id, prompts, sampling, [], 5, keys)
+    assert [s.completion_ids for s in lean] == [s.completion_ids for s in together]
+    for prompt, key, sampled in zip(prompts, keys, lean):  # each row as it samples alone
         (alone,) = sample_ids_pruned(model, tokenizer.pad_token_id, [prompt], sampling, [], 5, [key])
         assert sampled.prompt_ids == prompt
         assert sampled.completion_ids == alone.completion_ids
         torch.testing.assert_close(sampled.logprobs, alone.logprobs, rtol=1e-5, atol=1e-5)
-    assert together[0].completion_ids != together[2].completion_ids  # one prompt, three streams
+    assert lean[0].completion_ids != lean[2].completion_ids  # one prompt, three streams
 
 
 def test_draws_follow_the_softmax_and_never_pick_a_cut_token():
