@@ -531,7 +531,31 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   with 2 processes x 1 thread (its data-parallel path: each samples and trains half the rollouts) against
   1 process x 2 threads, 8 steps of 16 x 8 from the same student (the stage's own per-step seconds):
   medians 0.66 / 0.66 s per step in two runs against 0.63 / 0.71 / 0.79 s in three, no gain (the
-  update's all-reduce and the two processes' own overheads take the sampling's gain back)."""
+  update's all-reduce and the two processes' own overheads take the sampling's gain back).
+  Correction (found the next session): the recorded batches replayed above (the sampling profile, its
+  math SDPA trial and the 1.23x of two processes) were not GRPO's: the recording kept references to the
+  rollouts' prompt lists, which the rollout loop then extended in place by their completions, so the
+  replayed prompts held whole answers and most rows stopped after one token. The torchrun measurement
+  and the update's figures ran the real stage and stand.
+- 2026-12-05, later (same machine type), on batches recorded correctly (12 steps of 16 x 8, ~5,900
+  sampled tokens and ~68 decoding steps per sampling): through transformers' forward the cache's
+  concatenation was 29 % of sampling's operator time, the products 24 %, flash attention 14 %, the
+  pruning's row selection 6 %. Now the decoding steps after the prefill run in src/warmstart/lm/
+  decode_step.py (Llama and Qwen2 models): K/V written into buffers with room to grow, attention as two
+  batched matmuls over strided views of them, a finished row's slot taken by a live row from the batch's
+  end (only moved rows copied), the output head as weight @ x^T (for SmolLM2's 49,152-row head,
+  7 rows: 34 -> 8 ms), and the prefill's head at the last position only (`logits_to_keep`). Interleaved
+  on the recorded batches, the same tokens (greedy equal; sampled log-probs within 1.3e-5): tiny 0.43 ->
+  0.31 s per sampling (24 samplings, medians), SmolLM2 3.25 -> 2.85 s (8). The first
+  `--profile --reps 6` run after it: tiny 1.75x (sampling 0.30 s per step, 0.39 before; the update
+  0.37 s), SmolLM2 2.55x. (2026-12-03's decoding step of our own, 0.98-1.13x, was not kept and
+  what it did otherwise is not recorded.) The tiny step is now products and attention over the cache at
+  the machine's memory rate (a 128-row decoding step reads ~8 MB of K/V per layer at ~36 GB/s). Tried
+  and not kept: fused q/k/v and gate/up weights with torch's fused RMSNorm (0.407 vs 0.406 s: the same
+  kernels), the attention through SDPA's flash kernel on the buffers' views (0.403 vs 0.394 s),
+  Inductor-compiled attention (1.0-1.5x on that op alone, ~6 s to compile), two Python threads each
+  sampling half the rows at one torch thread (0.34 vs 0.27 s: the interpreter lock), and update chunks
+  of 1,024 / 2,048 / 16,384 tokens instead of 4,096 (0.50 / 0.46 / 0.55 vs 0.43-0.44 s per update)."""
 
 
 def header(args, wall: float) -> str:
@@ -571,8 +595,9 @@ def header(args, wall: float) -> str:
             "What warmstart does per step that makes the difference (src/warmstart/lm/generation.py `sample_ids_pruned`, "
             "train/grpo.py `update`): sampling drops each finished sequence (and its KV cache rows) from the batch "
             "instead of decoding padding until the longest is done, as `generate` does (greedy output equals "
-            "`generate`'s), and prefills each distinct prompt once (a group's samples share it: its KV cache is "
-            "copied to their rows); the update runs each chunk's shared prompts once too (src/warmstart/lm/"
+            "`generate`'s), prefills each distinct prompt once (a group's samples share it: its KV cache is "
+            "copied to their rows) and runs each decoding step itself (src/warmstart/lm/decode_step.py: K/V "
+            "buffers with room to grow, attention as batched matmuls, no cache concatenation); the update runs each chunk's shared prompts once too (src/warmstart/lm/"
             "shared_prefix.py: the prompt into a KV cache with gradients, the samples' tokens on top of it), skips "
             "the separate no-grad pass for the old log-probs when there is one update per batch (the ratio is 1, as TRL also does), runs forward/backward in length-sorted chunks of ≤ 4,096 "
             "padded tokens (less padding, smaller activations) and skips zero-gradient rows.",
