@@ -102,6 +102,11 @@ def test_a_hooked_module_sends_decoding_through_the_forward():
     assert lean_decoding_blocker(model) is None
 
 
+def test_a_namesake_of_a_lean_architecture_is_refused():
+    namesake = type("LlamaForCausalLM", (torch.nn.Module,), {})()  # e.g. remote code: not transformers' class
+    assert lean_decoding_blocker(namesake).startswith("LlamaForCausalLM is not one of transformers'")
+
+
 def test_sliding_window_and_biased_mlp_are_refused():
     qwen = Qwen2ForCausalLM(Qwen2Config(**SHAPE, use_sliding_window=True, sliding_window=4, max_window_layers=0))
     assert lean_decoding_blocker(qwen) == "it has sliding-window attention"
