@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from helpers import tiny_model
 from warmstart.lm import decode_step, generation
 from warmstart.lm.decode_step import LeanDecoder, lean_decoding_blocker
-from warmstart.lm.generation import sample_ids, sample_ids_pruned
+from warmstart.lm.generation import cache_argument, left_padded, left_padded_positions, sample_ids, sample_ids_pruned
 from warmstart.types import Sampling
 
 SHAPE = dict(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6)
@@ -79,6 +79,30 @@ def test_lean_and_forward_decoding_give_the_same_samples_and_log_probs(build, mo
     assert [s.completion_ids for s in lean] == [s.completion_ids for s in forward]
     for a, b in zip(lean, forward):  # batched-matmul attention against SDPA's kernel: rounding only
         torch.testing.assert_close(a.logprobs, b.logprobs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-4), (torch.bfloat16, 0.1)], ids=["fp32", "bf16"])
+def test_the_lean_steps_logits_are_the_forwards(dtype, atol):
+    """Teacher-forced: each step's logits against the plain forward's over the whole left-padded
+    sequences, in fp32 and in bf16. Weights 5x the default scale give logits up to ~2.6, so that an error
+    shows: a rotary position off by one moves a logit by 0.94 (seen), bf16's rounding by 0.04."""
+    torch.manual_seed(1)
+    config = LlamaConfig(**SHAPE, num_key_value_heads=2, pad_token_id=0, initializer_range=0.1)
+    model = LlamaForCausalLM(config).eval().to(dtype)
+    continuation = torch.randint(3, 300, (len(prompts()), 6), generator=torch.Generator().manual_seed(0))
+    ids, attention = left_padded([p + c.tolist() for p, c in zip(prompts(), continuation)], 0)
+    prompt_ids, prompt_mask = left_padded(prompts(), 0)
+    positions = left_padded_positions(prompt_mask)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=attention, position_ids=left_padded_positions(attention))
+        cache = DynamicCache(config=model.config)
+        prefill = dict(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
+        model(**prefill, **cache_argument(model, cache))
+        decoder = LeanDecoder(model, cache, torch.arange(len(prompts())), prompt_mask, 6)
+        for j in range(6):  # continuation token j sits at column width - 6 + j of the whole sequences
+            got = decoder.step(continuation[:, j], positions[:, -1:] + 1 + j)
+            want = expected.logits[:, ids.shape[1] - 6 + j]
+            torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=atol, msg=f"step {j}")
 
 
 def test_models_the_lean_step_does_not_take_decode_through_their_forward(monkeypatch):
