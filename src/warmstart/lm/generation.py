@@ -49,19 +49,23 @@ def left_padded_positions(attention: torch.Tensor) -> torch.Tensor:
     return (attention.cumsum(dim=1) - 1).clamp(min=0)
 
 
+def forward_parameters(model) -> set[str]:
+    """The names the model's forward takes. A peft model's forward takes **kwargs: the model under it
+    names them."""
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    return set(inspect.signature(forward).parameters)
+
+
 def cache_argument(model, cache) -> dict:
     """{name: cache} as the model's forward names it: transformers 5.x `cache` (and deprecates
-    `past_key_values`); 4.x knows only the old name. A peft model's forward takes **kwargs: the model
-    under it names the argument."""
-    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
-    return {"cache" if "cache" in inspect.signature(forward).parameters else "past_key_values": cache}
+    `past_key_values`); 4.x knows only the old name."""
+    return {"cache" if "cache" in forward_parameters(model) else "past_key_values": cache}
 
 
 def last_logits(model) -> dict:
     """The forward's argument that runs the output head at the last position only (a prefill needs no
     other: SmolLM2's head over 4 prompts of 48 tokens took 84 ms per sampling), where the model takes it."""
-    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(forward).parameters else {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
 
 
 def distinct_prompts(prompts: list[list[int]]) -> tuple[list[list[int]], list[int]]:
