@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import cpu_flags, environment, interleaved, median, table, write_section  # noqa: E402
 from sft_vs_trl import SMOLLM2, prepare, top_entries  # noqa: E402
+from warmstart.train import host_memory  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WINDOWS = 5  # timing windows per shape and op; the shape's rate is their median
@@ -99,7 +100,25 @@ student 0.954 instead of 0.975, the answer-only student 0.491 instead of 0.460 a
 +0.022 [-0.005, +0.050] instead of +0.046 [+0.024, +0.071] (three-seed means: student 0.947 vs 0.950,
 unverified 0.900 vs 0.897, student + GRPO 0.955 vs 0.953): within the seeds' spread, but the README's
 table and its seed-0 statements would all change for a gain that does not reach the goal. Also measured
-again: the tied embedding's gradient as a sparse one, 1.957 vs 1.928 s per step (20 each), no gain."""
+again: the tied embedding's gradient as a sparse one, 1.957 vs 1.928 s per step (20 each), no gain.
+
+2026-12-05, later (same machine type). The kernel's share of a step, counted: ~110k minor page faults and
+0.21-0.33 s of system time per bf16 step of 1.7-2.0 s (SmolLM2, 2 rows of 64-256 tokens, 40 steps; fp32
+~108k and 0.21 s). Kept: glibc's malloc told to keep freed blocks (src/warmstart/train/host_memory.py:
+mmap threshold fixed at its 32 MiB maximum, no trimming), as `warmstart sft` and `grpo` now do on the
+CPU: 36-44k faults and 0.06-0.10 s, bf16 1.60-1.70 vs 1.71-2.01 s per step in three pairs of processes
+(medians 1.64 vs 1.80), 1.60 vs 1.83 s over 40 varied steps, fp32 2.72 vs 2.89 s. 2026-12-04's "fixed
+32 MiB threshold, no trimming: no change" was measured before the head's and the casts' own fresh
+tensors were removed, on 16-step totals; its "flat resident set" held for rows of one length: with
+rows of 64-256 tokens the kept heap grew 3.4 -> 4.9 GB over 150 bf16 steps (malloc_trim gave 1.2-1.4 GB
+of it back), which is why the stages give it back after each checkpoint. Kept too: the tied embedding's
+gradient and the head's as one tensor (src/warmstart/lm/tied_embedding.py; no zero-filled 113 MB
+tensor on fresh pages, no 113 MB sum; bitwise the same gradients): 1.60 vs 1.64 s per bf16 step (10
+interleaved each), 2.80 vs 2.83 s fp32; and the head's bf16 copy written into its kept buffer
+(lm/linear_ce.py through the autocast context's casts: 56 MB of fresh pages a step fewer). Measured
+and not kept: short rows' attention (lm/short_attention.py) for the tiny GRPO model's fp32 update: 0.342
+vs 0.343 s. Under torch.profiler the weights' casts looked ~10x slower than alone (1.35 ms per 1536 x 576
+copy); timed without it, the step's 90 gradient casts take 16-17 ms in all: the profiler's own cost."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
@@ -216,6 +235,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     repetitions = a.repetitions or (1 if a.quick else 3)
     prepare()
+    host_memory.keep_freed_memory()  # as `warmstart sft` does on the CPU (src/warmstart/train/host_memory.py)
     # rows, seq_len, steps. bf16 matmul is emulated (~5x slower) on CPUs without AVX512-BF16/AMX, so
     # its quick step is kept short; the full run trains the same rows in both precisions.
     shape = {"fp32": (1, 256, 3) if a.quick else (2, 256, 8), "bf16": (1, 64, 2) if a.quick else (2, 256, 8)}

@@ -3,7 +3,6 @@ precision; a device asked for and absent is one error line before anything is wr
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import torch
 from helpers import curated_run, write_recipe_file
 from warmstart.errors import WarmstartError
 from warmstart.lm.device import autocast, resolve_device, wants_bf16, warn_if_emulated_bf16
+from warmstart.lm.weight_casts import WeightCasts
 from warmstart.stages import sft
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -33,10 +33,15 @@ def test_a_device_asked_for_and_absent_is_an_error_naming_it():
 def test_precision_auto_is_fp32_on_the_cpu_and_bf16_only_when_asked():
     cpu = torch.device("cpu")
     assert not wants_bf16("auto", cpu) and not wants_bf16("fp32", cpu) and wants_bf16("bf16", cpu)
-    assert isinstance(autocast("auto", cpu), contextlib.nullcontext)
     linear = torch.nn.Linear(4, 4)
-    with autocast("bf16", cpu):
+    with autocast("auto", cpu) as casts:
+        assert casts is None and not torch.is_autocast_enabled("cpu")
+        assert linear(torch.ones(1, 4)).dtype == torch.float32
+    with autocast("bf16", cpu) as casts:
+        assert casts is None  # no kept casts unless asked for
         assert linear(torch.ones(1, 4)).dtype == torch.bfloat16
+    with autocast("bf16", cpu, keep_casts=True) as casts:
+        assert isinstance(casts, WeightCasts)
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -90,7 +90,7 @@ def test_sft_keeps_copies_except_for_a_sharded_model(arithmetic_tokenizer, monke
     model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
     optimizer, _ = sft.make_optimizer(model, cfg)
     sft.train_step(model, optimizer, sft.RowStream(examples, cfg, seed=0), cfg, arithmetic_tokenizer.pad_token_id)
-    assert sum(hasattr(p, BUFFER) for p in model.parameters()) == SHAPE.num_layers * 7  # the head is linear_ce's
+    assert sum(hasattr(p, BUFFER) for p in model.parameters()) == SHAPE.num_layers * 7 + 1  # + the head: linear_ce
     monkeypatch.setattr(sft, "is_sharded", lambda model: True)
     model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
     with sft.autocast(cfg, model, torch.device("cpu")):
@@ -122,3 +122,27 @@ def test_a_compiled_decoder_takes_the_new_weights_every_step(arithmetic_tokenize
         assert is_compiled(model)
     assert losses[True] == losses[False]
     assert losses[True][0] != losses[True][2]  # the weights did move
+
+
+def test_the_sft_heads_kept_copy_gives_the_loss_and_gradients_of_a_fresh_cast(arithmetic_tokenizer, packed_batch):
+    """train/sft.masked_ce_sum hands the context's casts to linear_ce, whose head cast is outside F.linear."""
+    results = {}
+    for keep in (False, True):
+        model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
+        runs = []
+        for _ in range(2):  # the second step writes the updated weight into the same buffer
+            with bf16_autocast(keep) as casts:
+                assert (casts is not None) == keep
+                loss = sft.masked_ce_sum(model, packed_batch, casts)
+            loss.backward()
+            runs.append([loss.detach(), *(p.grad.clone() for p in model.parameters())])
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.sub_(0.1 * p.grad)
+            model.zero_grad(set_to_none=True)
+        head = model.get_output_embeddings().weight
+        assert hasattr(head, BUFFER) == keep
+        results[keep] = runs
+    for fresh, kept in zip(results[False], results[True]):
+        for a, b in zip(fresh, kept):
+            assert torch.equal(a, b)

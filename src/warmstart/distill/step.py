@@ -47,9 +47,13 @@ def check_plain_head(model, key: str) -> None:
         )
 
 
-def scored_hidden(model, batch: dict[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
-    """Last hidden states at the positions that predict a scored token: [N, H]."""
-    out = model.get_decoder()(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+def scored_hidden(
+    model, batch: dict[str, torch.Tensor], positions: torch.Tensor, embeds: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Last hidden states at the positions that predict a scored token: [N, H]. `embeds`: the input
+    embeddings of the batch's ids, computed by the caller (lm/tied_embedding.py)."""
+    inputs = {"input_ids": batch["input_ids"]} if embeds is None else {"inputs_embeds": embeds}
+    out = model.get_decoder()(**inputs, position_ids=batch["position_ids"], use_cache=False)
     return out.last_hidden_state[:, :-1][positions]
 
 

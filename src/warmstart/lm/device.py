@@ -67,14 +67,18 @@ def warn_if_emulated_bf16(precision: str, device: torch.device, key: str) -> Non
         )
 
 
+@contextlib.contextmanager
 def autocast(precision: str, device: torch.device, keep_casts: bool = False):
     """The training step's autocast context: CPU bf16 through lm/precision's fast linear layouts (with
     `keep_casts`, the weights' bf16 copies in buffers kept between steps: not for a sharded model), GPU
-    bf16 through torch's own, or nothing (fp32)."""
+    bf16 through torch's own, or nothing (fp32). Yields those kept casts (lm/weight_casts.py), or None."""
     if not wants_bf16(precision, device):
-        return contextlib.nullcontext()
-    if device.type == "cpu":
+        yield None
+    elif device.type == "cpu":
         from .precision import bf16_autocast
 
-        return bf16_autocast(keep_casts)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+        with bf16_autocast(keep_casts) as casts:
+            yield casts
+    else:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield None

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .precision import input_grad, weight_grad
+from .tied_embedding import HeadGradient
+from .weight_casts import WeightCasts
 
 CHUNK_BYTES = 16 * 2**20  # fp32 logits per chunk
 # Head rows per fp32 logits product. One product of a chunk's 85 rows against SmolLM2's whole 49,152 x 576
@@ -33,16 +35,26 @@ CHUNK_BYTES = 16 * 2**20  # fp32 logits per chunk
 VOCAB_BLOCK = 4096
 
 
-def head_ce_sum(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum over the N rows of `hidden` ([N, H]) of -log softmax(head(hidden))[target], as a 0-dim fp32 tensor."""
+def head_ce_sum(
+    head: torch.nn.Linear,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    casts: WeightCasts | None = None,
+    slot: HeadGradient | None = None,
+) -> torch.Tensor:
+    """Sum over the N rows of `hidden` ([N, H]) of -log softmax(head(hidden))[target], as a 0-dim fp32 tensor.
+    `casts`: the autocast context's kept weight casts (lm/precision.bf16_autocast), where the head's
+    compute-dtype copy is written (SmolLM2's 49k-row head: 56 MB of bf16 a step, else on fresh memory).
+    `slot`: where the weight's gradient goes instead of autograd, for a tied input embedding's backward
+    to complete and return (lm/tied_embedding.py)."""
     if type(head) is not torch.nn.Linear:  # an adapter-wrapped head (LoRA on lm_head) adds to its weight's product
         return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
     needs_grad = torch.is_grad_enabled() and (
         hidden.requires_grad or any(p.requires_grad for p in (head.weight, head.bias) if p is not None)
     )
     if needs_grad:
-        return LinearCrossEntropy.apply(hidden, head.weight, head.bias, targets)
-    h, w, b = in_compute_dtype(hidden, head.weight, head.bias)
+        return LinearCrossEntropy.apply(hidden, head.weight, head.bias, targets, casts, slot)
+    h, w, b = in_compute_dtype(hidden, head.weight, head.bias, casts)
     with torch.autocast(hidden.device.type, enabled=False):
         scratch, total = ChunkScratch(h, w), zero(h)
         for rows in chunks(h, w):
@@ -53,8 +65,8 @@ def head_ce_sum(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tens
 
 class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets):
-        h, w, b = in_compute_dtype(hidden, weight, bias)  # before autocast is turned off below
+    def forward(ctx, hidden, weight, bias, targets, casts, slot):
+        h, w, b = in_compute_dtype(hidden, weight, bias, casts)  # before autocast is turned off below
         with torch.autocast(hidden.device.type, enabled=False):
             total = zero(h)
             grad_logits = torch.empty(h.shape[0], w.shape[0], dtype=h.dtype, device=h.device)
@@ -70,7 +82,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad_bias = (
                 grad_logits.float().sum(0).to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
             )
-        ctx.grads = (grad_hidden, grad_weight, grad_bias)
+        ctx.grads, ctx.slot = (grad_hidden, grad_weight, grad_bias), slot
         return total
 
     @staticmethod
@@ -82,9 +94,13 @@ class LinearCrossEntropy(torch.autograd.Function):
             )
         # In place: the gradients are this function's own tensors, and a fresh [V, H] one every step comes
         # from the kernel page by page (SmolLM2's head, 113 MB: 34 ms on fresh memory, 7 ms in place).
-        scaled = tuple(None if g is None else g.mul_(grad_output.to(g.dtype)) for g in ctx.grads)
+        grad_hidden, grad_weight, grad_bias = (
+            None if g is None else g.mul_(grad_output.to(g.dtype)) for g in ctx.grads
+        )
         ctx.grads = None
-        return *scaled, None
+        if ctx.slot is not None:  # the tied embedding's backward, later, adds its rows and returns it
+            ctx.slot.grad, grad_weight = grad_weight, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
 class ChunkScratch:
@@ -120,11 +136,13 @@ class ChunkScratch:
         return work.sum(dim=-1).log_().add_(top.squeeze(-1))
 
 
-def in_compute_dtype(hidden, weight, bias):
-    """The inputs in autocast's dtype where autocast is on (as F.linear would run), else as they are."""
+def in_compute_dtype(hidden, weight, bias, casts: WeightCasts | None = None):
+    """The inputs in autocast's dtype where autocast is on (as F.linear would run), else as they are; the
+    weight's copy through `casts` where given (the same values, in a buffer kept between steps)."""
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    return hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+    w = weight.to(dtype) if casts is None else casts.cast(weight, dtype)
+    return hidden.to(dtype), w, None if bias is None else bias.to(dtype)
 
 
 def chunk_rows(w: torch.Tensor) -> int:

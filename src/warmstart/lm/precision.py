@@ -171,6 +171,8 @@ def recompute_contexts():
 def bf16_autocast(keep_casts: bool = False):
     """CPU bf16 autocast whose linear layers backpropagate through `Bf16Linear` (and whose short rows'
     attention runs as batched products: `_RouteBf16`). `keep_casts`: the weights' bf16 copies go into
-    buffers their parameters keep (lm/weight_casts.py: not for a sharded model)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16), _RouteBf16(WeightCasts() if keep_casts else None):
-        yield
+    buffers their parameters keep (lm/weight_casts.py: not for a sharded model); the context yields its
+    `WeightCasts` (or None), for a weight cast outside F.linear (the output head's in lm/linear_ce.py)."""
+    casts = WeightCasts() if keep_casts else None
+    with torch.autocast("cpu", dtype=torch.bfloat16), _RouteBf16(casts):
+        yield casts

@@ -41,7 +41,7 @@ from ..policies.spec import resolve
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir, Stage
 from ..runs.progress import progress_bar
-from ..train import distributed, lora, memory_plan
+from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.grpo import batch_tensors, collect, separate_old_pass, update
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
@@ -158,7 +158,10 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     )  # the device too: before anything is written
     if lora.enabled(cfg.lora):  # before anything is loaded or written
         lora.check_targets(load_config(start_from, "grpo.init"), cfg.lora, "grpo.lora")
-    world = distributed.join(resolve_device(recipe.run.device))
+    device = resolve_device(recipe.run.device)
+    if device.type == "cpu":
+        host_memory.keep_freed_memory()
+    world = distributed.join(device)
     distributed.check_divisible(world, cfg.tasks_per_step * cfg.group_size, "grpo", "tasks_per_step x group_size")
     stage = run_dir.stage(f"grpo:{cfg.output}", config, stage_inputs(recipe, start_from), [out])
     try:
@@ -235,6 +238,8 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
                     position,
                     cfg.keep_checkpoints,
                 )
+            if step % cfg.checkpoint_every == 0:
+                host_memory.release_freed_memory()  # what the steps kept for reuse: bounded by an interval's
             if out_of_budget:
                 break
     return history

@@ -44,7 +44,7 @@ from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
-from ..train import distributed, lora, memory_plan, sharding
+from ..train import distributed, host_memory, lora, memory_plan, sharding
 from ..train.data import Example, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
@@ -102,6 +102,8 @@ def run(recipe: Recipe) -> Path:
         sharding.check_wrappable(student_config(cfg))
     device = resolve_device(recipe.run.device)
     warn_if_emulated_bf16(cfg.precision, device, "sft.precision")
+    if device.type == "cpu":
+        host_memory.keep_freed_memory()
     world = distributed.join(device)
     distributed.check_divisible(
         world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft", "rows_per_micro_batch x grad_accum"
@@ -261,6 +263,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: Wor
                         cfg.keep_checkpoints,
                         states,
                     )
+                host_memory.release_freed_memory()  # what the steps kept for reuse: bounded by an interval's
     return training_summary(s, cfg, run, earlier)
 
 

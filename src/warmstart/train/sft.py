@@ -26,6 +26,8 @@ from ..distill.step import KdSetup, KdTotals, kd_backward, scored_hidden
 from ..lm.device import autocast as device_autocast
 from ..lm.linear_ce import head_ce_sum
 from ..lm.scoring import logit_transforms
+from ..lm.tied_embedding import HeadGradient, embed, tied_embedding
+from ..lm.weight_casts import WeightCasts
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
 from .sharding import is_sharded
@@ -38,16 +40,22 @@ def lr_factor(step: int, cfg: SftConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def masked_ce_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def masked_ce_sum(model, batch: dict[str, torch.Tensor], casts: WeightCasts | None = None) -> torch.Tensor:
     """Sum of next-token cross-entropy over target tokens (loss mask 1).
 
     The head runs only at the N positions that predict a target, chunk by chunk with the loss and its
-    gradient (lm/linear_ce.py: no [N, V] fp32 logits); a model whose config transforms its logits
-    (soft-capping, scaling) gets the full forward pass instead."""
+    gradient (lm/linear_ce.py: no [N, V] fp32 logits; `casts`: the bf16 context's kept weight casts, for
+    the head's); a model whose config transforms its logits (soft-capping, scaling) gets the full
+    forward pass instead."""
     positions = batch["loss_mask"][:, 1:] > 0
     targets = batch["input_ids"][:, 1:][positions]
     if not logit_transforms(model):
-        return head_ce_sum(model.get_output_embeddings(), scored_hidden(model, batch, positions), targets)
+        head, embedding = model.get_output_embeddings(), tied_embedding(model)
+        if embedding is None or not torch.is_grad_enabled():
+            return head_ce_sum(head, scored_hidden(model, batch, positions), targets, casts)
+        slot = HeadGradient()  # one gradient tensor for the tied weight (lm/tied_embedding.py)
+        hidden = scored_hidden(model, batch, positions, embed(embedding, batch["input_ids"], slot))
+        return head_ce_sum(head, hidden, targets, casts, slot)
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
     return F.cross_entropy(logits[:, :-1][positions].float(), targets, reduction="sum")
 
@@ -132,10 +140,10 @@ def train_step(
             kd_totals.kd_sum += step_totals.kd_sum
             kd_totals.kd_positions += step_totals.kd_positions
             continue
-        with autocast(cfg, model, device):
+        with autocast(cfg, model, device) as casts:
             # A sharded model (train/sharding.py) runs the loss as a forward of its own, where FSDP gathers
             # the weights and reduces the gradients (summed over the processes, as sum_gradients does).
-            ce_sum = model.scored_ce_sum(batch) if is_sharded(model) else masked_ce_sum(model, batch)
+            ce_sum = model.scored_ce_sum(batch) if is_sharded(model) else masked_ce_sum(model, batch, casts)
             loss = ce_sum / max(targets, 1.0)
         loss.backward()
         total += loss.item()
