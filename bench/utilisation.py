@@ -111,9 +111,9 @@ CPU: 36-44k faults and 0.06-0.10 s, bf16 1.60-1.70 vs 1.71-2.01 s per step in th
 32 MiB threshold, no trimming: no change" was measured before the head's and the casts' own fresh
 tensors were removed, on 16-step totals; its "flat resident set" held for rows of one length: with
 rows of 64-256 tokens the kept heap grew 3.4 -> 4.9 GB over 150 bf16 steps (malloc_trim gave 1.2-1.4 GB
-of it back), which is why the stages give it back after each checkpoint. Kept too: the tied embedding's
+of it back), which is why the stages give it back every 25 steps. Kept too: the tied embedding's
 gradient and the head's as one tensor (src/warmstart/lm/tied_embedding.py; no zero-filled 113 MB
-tensor on fresh pages, no 113 MB sum; bitwise the same gradients): 1.60 vs 1.64 s per bf16 step (10
+tensor on fresh pages, no 113 MB sum; the same gradients, torch.equal): 1.60 vs 1.64 s per bf16 step (10
 interleaved each), 2.80 vs 2.83 s fp32; and the head's bf16 copy written into its kept buffer
 (lm/linear_ce.py through the autocast context's casts: 56 MB of fresh pages a step fewer). Measured
 and not kept: short rows' attention (lm/short_attention.py) for the tiny GRPO model's fp32 update: 0.342

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from helpers import TINY_SHAPE as SHAPE
+from warmstart.config import SftConfig
 from warmstart.distill.step import scored_hidden
 from warmstart.lm.device import autocast
 from warmstart.lm.linear_ce import head_ce_sum
-from warmstart.lm.tied_embedding import HeadGradient, TiedEmbedding, tied_embedding
+from warmstart.lm.tied_embedding import HeadGradient, TiedEmbedding, embed, tied_embedding
 from warmstart.lm.tinymodel import build_tiny_llama
 from warmstart.train import sft
 from warmstart.train.data import Example, collate
@@ -45,9 +46,7 @@ def test_one_tensor_gives_the_floats_of_autograds_sum(arithmetic_tokenizer, prec
     model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
     assert tied_embedding(model) is model.get_input_embeddings()
     used = []
-    monkeypatch.setattr(
-        TiedEmbedding, "apply", lambda *a: used.append(1) or torch.autograd.Function.apply.__func__(TiedEmbedding, *a)
-    )
+    monkeypatch.setattr(sft, "embed", lambda *args: used.append(args) or embed(*args))
     tied = loss_and_gradients(model, batch, precision, tied=True)
     assert used  # the tied path ran
     plain = loss_and_gradients(model, batch, precision, tied=False)
@@ -77,4 +76,28 @@ def test_only_a_plain_trained_tied_pair_takes_this_path(arithmetic_tokenizer):
     assert tied_embedding(model) is None  # untied
     model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0)
     model.get_input_embeddings().max_norm = 1.0
+    assert tied_embedding(model) is None
+
+
+def test_a_step_over_several_micro_batches_trains_the_same_weights(arithmetic_tokenizer, monkeypatch):
+    """grad_accum = 2: each micro-batch's one tensor accumulates into the weight's gradient as autograd's sum did."""
+    generator = torch.Generator().manual_seed(2)
+    examples = [Example(torch.randint(5, 9, (20,), generator=generator).tolist(), [1] * 20) for _ in range(8)]
+    cfg = SftConfig(steps=2, seq_len=24, rows_per_micro_batch=2, grad_accum=2, warmup_steps=0, lr=1e-2)
+    weights = {}
+    for tied in (True, False):
+        if not tied:
+            monkeypatch.setattr(sft, "tied_embedding", lambda model: None)
+        model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
+        optimizer, _ = sft.make_optimizer(model, cfg)
+        stream = sft.RowStream(examples, cfg, seed=0)
+        for _ in range(2):
+            sft.train_step(model, optimizer, stream, cfg, arithmetic_tokenizer.pad_token_id)
+        weights[tied] = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(weights[True], weights[False]):
+        assert torch.equal(a, b)
+
+
+def test_a_model_off_the_cpu_keeps_autograds_sum(arithmetic_tokenizer):
+    model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).to("meta")
     assert tied_embedding(model) is None

@@ -13,7 +13,10 @@ AVX512-BF16 EPYC, glibc keeping freed memory: train/host_memory.py; interleaved,
 
 The floats are those of the two-tensor sum: each looked-up token's rows are summed first, in the order
 they occur, from zero (as torch's CPU embedding backward does), and added to the head's row once
-(tested bit for bit, repeated tokens and the padding index included).
+(tested equal, repeated tokens and the padding index included; the one difference is the sign of a zero:
+where the head's gradient holds -0.0 in a row no token looked up, the sum made it +0.0). CPU only: on a
+GPU, index_add_ over repeated indices adds atomically, in no fixed order, where torch's embedding
+backward sorts; and the fresh-page cost this removes is the CPU allocator's.
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ class HeadGradient:
 
 def tied_embedding(model) -> torch.nn.Embedding | None:
     """The model's input embedding where this module computes its gradient with the head's: a plain
-    `nn.Embedding` (no max_norm, frequency scaling or sparse gradient) sharing the plain linear head's
-    weight, which is trained. None otherwise (untied, a LoRA-wrapped or frozen head, another module)."""
+    `nn.Embedding` (no max_norm, frequency scaling or sparse gradient) on the CPU sharing the plain linear
+    head's weight, which is trained. None otherwise (untied, a LoRA-wrapped or frozen head, another
+    module, a GPU)."""
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     if type(embedding) is not torch.nn.Embedding or type(head) is not torch.nn.Linear:
         return None
     if head.weight is not embedding.weight or not embedding.weight.requires_grad:
+        return None
+    if embedding.weight.device.type != "cpu":  # module docstring
         return None
     if embedding.max_norm is not None or embedding.scale_grad_by_freq or embedding.sparse:
         return None

@@ -238,8 +238,8 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
                     position,
                     cfg.keep_checkpoints,
                 )
-            if step % cfg.checkpoint_every == 0:
-                host_memory.release_freed_memory()  # what the steps kept for reuse: bounded by an interval's
+            if step % host_memory.RELEASE_EVERY == 0:
+                host_memory.release_freed_memory()  # what the steps kept for reuse (train/host_memory.py)
             if out_of_budget:
                 break
     return history

@@ -263,7 +263,8 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: Wor
                         cfg.keep_checkpoints,
                         states,
                     )
-                host_memory.release_freed_memory()  # what the steps kept for reuse: bounded by an interval's
+            if step % host_memory.RELEASE_EVERY == 0:
+                host_memory.release_freed_memory()  # what the steps kept for reuse (train/host_memory.py)
     return training_summary(s, cfg, run, earlier)
 
 
