@@ -561,8 +561,9 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   `grpo` stage does on the CPU (src/warmstart/train/host_memory.py: glibc's mmap threshold fixed at 32 MiB,
   no trimming; TRL's spawned process keeps glibc's defaults): the tiny update 0.36 vs 0.40 s (6 recorded
   batches x 3, one process each way), sampling unchanged within noise (0.29-0.31 s either way). The
-  run of this section: tiny 1.87x (0.60 vs 1.12 s per step; sampling 0.25 s, update 0.32 s per step),
-  SmolLM2 2.40x; both systems ran faster than in the run before (TRL 1.12 vs 1.34 s). Tried and not
+  first run after it: tiny 1.87x (0.60 vs 1.12 s per step; sampling 0.25 s, update 0.32 s per step),
+  SmolLM2 2.40x, in a fast hour (TRL 1.12 s per tiny step, 1.34 s the run before); the run of this
+  section, 40 minutes later and slower for both (TRL 1.49 s): tiny 1.77x, SmolLM2 2.30x. Tried and not
   kept: the update's fp32 attention as batched products (src/warmstart/lm/short_attention.py) instead of
   flash: 0.342 vs 0.343 s per update."""
 
