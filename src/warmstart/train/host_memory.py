@@ -13,9 +13,10 @@ steps each): ~110k faults per step and 0.21-0.33 s of system time in a bf16 step
 freed blocks stay in the heap for the next step: ~36-44k faults and 0.06-0.10 s of system time per step,
 bf16 steps 1.60 vs 1.83 s and fp32 steps 2.72 vs 2.89 s (medians, the same steps, one process each way
 with glibc's tunables set alike; bench/utilisation.py measures it on the benchmark's own rows); the tiny
-GRPO benchmark model's update 0.36 vs 0.40 s (6 recorded batches x 3). The cost: the process keeps the memory it freed, so its resident
-set does not fall back between steps (its peak is the step's own), and blocks of varied sizes can leave
-gaps in the heap that small live blocks keep resident. Measured: fp32 +0.1 GB over 40 steps, then flat;
+GRPO benchmark model's update 0.36 vs 0.40 s (6 recorded batches x 3). The cost: the process keeps the
+memory it freed, so its resident set does not fall back between steps (its peak is the step's own), and
+blocks of varied sizes can leave gaps
+in the heap that small live blocks keep resident. Measured: fp32 +0.1 GB over 40 steps, then flat;
 bf16 rows of 64-256 tokens 3.4 -> 4.9 GB over 150 steps (the default allocator: 3.3 -> 3.7 GB over 40),
 of which `release_freed_memory` (glibc's malloc_trim) gave 1.2-1.4 GB back at once. The stages call it
 every `RELEASE_EVERY` steps, so what a long run keeps grows only within that many steps; the next step
