@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from helpers import tiny_model
 from warmstart.config import LoraSettings
 from warmstart.lm.scoring import sequence_logprobs
-from warmstart.lm.shared_prefix import prefix_of_rows
+from warmstart.lm.shared_prefix import expand_to_rows, prefix_of_rows
 from warmstart.train import lora
 
 
@@ -116,3 +116,25 @@ def test_a_sliding_window_shorter_than_the_prompts():
     model = MistralForCausalLM(config)
     batch, scored = grouped_batch(config.vocab_size)
     assert_sharing_changes_nothing(model, batch, scored)
+
+
+def test_expanding_the_cache_sums_the_sharers_gradients_in_row_order():
+    """The backward of the prefix cache's expansion adds each prefix's rows in their order, every run: an
+    index (`x[idx]`) accumulates repeated rows in parallel on the CPU, in no fixed order, so GRPO's
+    updates differed at rounding level from run to run."""
+    generator = torch.Generator().manual_seed(0)
+    prefixes, rows = 64, 4096
+    which = torch.randint(0, prefixes, (rows,), generator=generator)
+    keys = torch.randn(prefixes, 2, 3, 8, generator=generator, requires_grad=True)
+    values = torch.randn(prefixes, 2, 3, 8, generator=generator, requires_grad=True)
+    upstream = torch.randn(rows, 2, 3, 8, generator=generator) * 10.0 ** torch.randint(-4, 4, (rows, 1, 1, 1))
+    cache = DynamicCache()
+    cache.update(keys, values, 0)
+    expand_to_rows(cache, which)
+    assert cache.layers[0].keys.shape == (rows, 2, 3, 8)
+    ((cache.layers[0].keys + cache.layers[0].values) * upstream).sum().backward()
+    in_order = torch.zeros_like(keys)
+    for row, prefix in enumerate(which.tolist()):
+        in_order[prefix] += upstream[row]
+    assert torch.equal(keys.grad, in_order)
+    assert torch.equal(values.grad, in_order)

@@ -3,7 +3,7 @@
 GRPO's rows come in groups: a task's samples all start with the same prompt, and the update scores only
 the policy's tokens after it. Run row by row, the prompt is computed once per sample (8 times for a group
 of 8); here the rows are cut where their scoring starts, each distinct prefix runs once through the
-decoder into a KV cache (with gradients), the cache is expanded to the rows that share it (an index, so
+decoder into a KV cache (with gradients), the cache is expanded to the rows that share it (`index_select`, so
 its gradient sums the rows'), and the rows' suffixes run on top of it. Same function of the weights as the
 plain forward, fewer FLOPs. Measured (2 threads, AVX-512 EPYC): SmolLM2-135M's GRPO update, 16 rows of a
 48-token prompt and <= 32 new tokens, 11.5 -> 5.0 s; the tiny model's, 128 rows of ~64 tokens of which 24
@@ -36,6 +36,20 @@ def prefix_of_rows(ids: torch.Tensor, scored: torch.Tensor) -> tuple[list[int], 
     return rows, which, prefixes
 
 
+def expand_to_rows(cache: DynamicCache, row_prefix: torch.Tensor) -> None:
+    """Each layer's K/V from [P, ...] prefixes to [B, ...] rows, by `index_select`: its backward sums the
+    rows sharing a prefix in index order (`index_add_`), so two runs give the same gradients. The cache's
+    own `batch_select_indices` indexes (`x[idx]`), whose backward on the CPU accumulates repeated indices
+    in parallel, in no fixed order: GRPO updates then differed at rounding level run to run. A layer
+    type holding more than keys and values (an indexer's state) keeps its own selection."""
+    for layer in cache.layers:
+        if any(isinstance(held, torch.Tensor) for name, held in vars(layer).items() if name not in ("keys", "values")):
+            layer.batch_select_indices(row_prefix)
+            continue
+        layer.keys = layer.keys.index_select(0, row_prefix)
+        layer.values = layer.values.index_select(0, row_prefix)
+
+
 def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor | None:
     """The decoder's last hidden states at the `scored` positions ([N, D], row-major order, as
     `hidden[scored]` of the plain forward), computed with shared prefixes run once; None where no two
@@ -57,7 +71,7 @@ def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torc
         **cache_argument(model, cache),
     )
     row_prefix = torch.tensor(which, device=device)
-    cache.batch_select_indices(row_prefix)  # [P, ...] -> [B, ...]: an index, its backward sums the sharers
+    expand_to_rows(cache, row_prefix)
     # Each row's suffix: from its first scored position to the batch's width, right-padded.
     starts = [len(prefixes[w]) for w in which]
     suffix_width = ids.shape[1] - min(starts)
