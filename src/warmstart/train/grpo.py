@@ -205,18 +205,37 @@ def total_teacher_stats(stats: dict, world: World) -> dict:
 
 
 MICRO_BATCH_TOKENS = 4096  # padded tokens per forward/backward chunk of an update
+# What one more chunk costs, in padded tokens' worth of compute (its own pass over the shared prompts, its
+# operators' fixed cost, smaller products): chosen by timing the tiny GRPO model's update (128 rows of
+# 25-110 tokens, 2 threads) with 200, 400, 600, 1,000 and 2,500; 400-2,500 were alike within noise.
+CHUNK_COST_TOKENS = 1000
 
 
-def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Rows grouped by length (shortest first) into chunks of at most `max_tokens` padded tokens, so
-    each chunk is padded only to its own longest row; a row longer than the budget is a chunk alone."""
-    chunks: list[list[int]] = []
-    for row in sorted(range(len(lengths)), key=lambda r: lengths[r]):
-        if chunks and (len(chunks[-1]) + 1) * lengths[row] <= max_tokens:
-            chunks[-1].append(row)
-        else:
-            chunks.append([row])
-    return chunks
+def micro_batches(lengths: list[int], max_tokens: int, chunk_cost: int = CHUNK_COST_TOKENS) -> list[list[int]]:
+    """Rows grouped by length (shortest first) into chunks of at most `max_tokens` padded tokens (a row
+    longer than that is a chunk alone), each padded only to its own longest row, cut where the padded
+    tokens plus `chunk_cost` per chunk are fewest (dynamic programming over the sorted rows). Filling
+    each chunk up to the budget instead padded GRPO's first chunk, its shortest rows, to the length of
+    its longest: ~17 % of the tiny benchmark's padded tokens were padding, 3-8 % now, and the update
+    ~5 % faster (medians of 10 interleaved repetitions over 6 recorded batches, 2-core AVX-512 EPYC)."""
+    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
+    cost = [0] + [0] * len(order)  # cost[j]: the cheapest cut of the j shortest rows
+    start = [0] * (len(order) + 1)  # start[j]: where that cut's last chunk starts
+    for end in range(1, len(order) + 1):
+        width = lengths[order[end - 1]]  # the chunk's longest row: it ends here
+        cost[end] = cost[end - 1] + width + chunk_cost
+        start[end] = end - 1
+        for begin in range(end - 2, -1, -1):
+            if (end - begin) * width > max_tokens:
+                break
+            candidate = cost[begin] + (end - begin) * width + chunk_cost
+            if candidate < cost[end]:
+                cost[end], start[end] = candidate, begin
+    chunks, end = [], len(order)
+    while end:
+        chunks.append(order[start[end] : end])
+        end = start[end]
+    return chunks[::-1]
 
 
 def chunk_of(batch: dict, rows: list[int]) -> dict:
