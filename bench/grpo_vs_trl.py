@@ -498,7 +498,7 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   update 0.576 -> 0.518 s (8 repetitions; 128 rows of ~64 tokens of which 24 prompt), SmolLM2 update
   11.52 -> 5.01 s (4 repetitions; 16 rows, a 48-token prompt, <= 32 new tokens). The run before it, the
   same day and machine (`--models tiny --reps 4 --profile`): tiny warmstart 1.13 s, TRL 1.59 s, 1.41x
-  (sampling 0.57 s, update 0.55 s per step); the run of this section: tiny 1.57x, SmolLM2 2.74x (from 1.82x
+  (sampling 0.57 s, update 0.55 s per step); the run after it: tiny 1.57x, SmolLM2 2.74x (from 1.82x
   above that line). Both systems' step times move by 10-30 % between runs on this VM (its memory
   reclaimer shows as seconds of system time), so the interleaved A/B figures are the change's measure.
 - Tried for the tiny model's sampling and not kept: a decoding step of our own over preallocated K/V
@@ -563,9 +563,25 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   batches x 3, one process each way), sampling unchanged within noise (0.29-0.31 s either way). The
   first run after it: tiny 1.87x (0.60 vs 1.12 s per step; sampling 0.25 s, update 0.32 s per step),
   SmolLM2 2.40x, in a fast hour (TRL 1.12 s per tiny step, 1.34 s the run before); the run of this
-  section, 40 minutes later and slower for both (TRL 1.49 s): tiny 1.77x, SmolLM2 2.30x. Tried and not
+  section then, 40 minutes later and slower for both (TRL 1.49 s): tiny 1.77x, SmolLM2 2.30x. Tried and not
   kept: the update's fp32 attention as batched products (src/warmstart/lm/short_attention.py) instead of
-  flash: 0.342 vs 0.343 s per update."""
+  flash: 0.342 vs 0.343 s per update.
+- 2026-12-05, the next session (same machine type). The update's chunks were cut by filling each up to
+  4,096 padded tokens in length order, which padded the first chunk (the shortest rows) to its longest
+  row: ~17 % of the tiny update's padded tokens were padding (~30 % of the tokens it computed after the
+  shared prompts). Now cut (src/warmstart/train/grpo.py `micro_batches`, dynamic programming) where the
+  padded tokens plus a cost per chunk (1,000 tokens' worth: a chunk's prompt pass and fixed costs, ~14 ms
+  measured) are fewest: 3-8 % padding; the update 0.400 vs 0.422 s, in another run 0.392 vs 0.416 s (6
+  recorded batches, 10 and 4 interleaved repetitions, medians, a noisy hour). The first run after it, the
+  run of this section: tiny 1.90x, SmolLM2 2.91x; both systems' steps were 40-60 % slower in the run's
+  second half than in its first (warmstart 0.55-0.60 then 0.93-0.99 s, TRL 1.11-1.26 then 1.66-1.87 s;
+  per repetition 1.68-2.29x). Also then: the update's shared prompts' KV cache expanded to their rows by
+  `index_select` instead of an index, whose backward added repeated rows in no fixed order (two updates
+  from the same weights and batch differed at rounding; now equal). Tried and not kept: torch.compile of
+  the lean decoding step's layers (dynamic shapes): 80 s of compiling, recompiles on the buffers'
+  length past dynamo's limit, then no faster (0.32 vs 0.31-0.36 s per sampling); the gradient clip
+  folded into fused AdamW (its `grad_scale`): the optimizer step alone 94 vs 66 ms against 20 ms saved
+  (SmolLM2-sized gradients)."""
 
 
 def header(args, wall: float) -> str:
@@ -610,7 +626,8 @@ def header(args, wall: float) -> str:
             "buffers with room to grow, attention as batched matmuls, no cache concatenation); the update runs each chunk's shared prompts once too (src/warmstart/lm/"
             "shared_prefix.py: the prompt into a KV cache with gradients, the samples' tokens on top of it), skips "
             "the separate no-grad pass for the old log-probs when there is one update per batch (the ratio is 1, as TRL also does), runs forward/backward in length-sorted chunks of ≤ 4,096 "
-            "padded tokens (less padding, smaller activations) and skips zero-gradient rows.",
+            "padded tokens, cut where padding plus a cost per chunk is least (less padding, smaller activations), and skips "
+            "zero-gradient rows.",
             "",
             f"Reproduce: `{cmd}` (whole run {wall:.0f} s).",
             "",
