@@ -8,7 +8,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from helpers import tiny_model
 from warmstart.config import LoraSettings
 from warmstart.lm.scoring import sequence_logprobs
-from warmstart.lm.shared_prefix import expand_to_rows, prefix_of_rows
+from warmstart.lm.shared_prefix import PrefixPass, expand_to_rows, prefix_of_rows
 from warmstart.train import lora
 
 
@@ -43,14 +43,34 @@ def logprobs_and_gradients(model, batch, scored, share: bool):
     return logp.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
+def chunked_logprobs_and_gradients(model, batch, scored, chunks: list[list[int]]):
+    """As GRPO's update runs them: the batch's prefixes once (PrefixPass), each chunk of rows on top of
+    them with its own backward, then the prefixes' backward."""
+    model.zero_grad()
+    weights = torch.linspace(0.5, 2.0, scored.numel()).reshape(scored.shape)
+    prefix_pass = PrefixPass.start(model, batch["input_ids"], scored, list(range(len(scored))))
+    assert prefix_pass is not None
+    logp = torch.zeros(scored.shape)
+    for rows in chunks:
+        index = torch.tensor(rows)
+        chunk = {"input_ids": batch["input_ids"][index], "rows": index}
+        part = sequence_logprobs(model, chunk, scored[index], prefix_pass=prefix_pass)
+        (part * weights[index]).sum().backward()
+        logp[index] = part.detach()
+    prefix_pass.backward()
+    return logp, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
 def assert_sharing_changes_nothing(model, batch, scored):
     plain, plain_grads = logprobs_and_gradients(model, batch, scored, share=False)
     shared, shared_grads = logprobs_and_gradients(model, batch, scored, share=True)
-    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
-    assert (shared[~scored] == 0).all()
-    assert len(shared_grads) == len(plain_grads) > 0
-    for a, b in zip(shared_grads, plain_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    chunked, chunked_grads = chunked_logprobs_and_gradients(model, batch, scored, [[0, 3, 6], [1, 4], [2, 5]])
+    for logp, grads in ((shared, shared_grads), (chunked, chunked_grads)):
+        torch.testing.assert_close(logp, plain, rtol=1e-5, atol=1e-5)
+        assert (logp[~scored] == 0).all()
+        assert len(grads) == len(plain_grads) > 0
+        for a, b in zip(grads, plain_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_shared_prompts_give_the_plain_forward_log_probs_and_gradients():
@@ -138,3 +158,18 @@ def test_expanding_the_cache_sums_the_sharers_gradients_in_row_order():
         in_order[prefix] += upstream[row]
     assert torch.equal(keys.grad, in_order)
     assert torch.equal(values.grad, in_order)
+
+
+def test_gradient_checkpointing_takes_the_plain_forward():
+    """With activations recomputed in the backward (grpo.gradient_checkpointing), sequence_logprobs
+    gives the plain forward's log-probs and gradients: its layers drop the KV cache a shared prefix would
+    be kept in, so nothing is shared (sharing crashed on the empty cache before)."""
+    model, _ = tiny_model()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    batch, scored = grouped_batch(model.config.vocab_size)
+    plain, plain_grads = logprobs_and_gradients(model, batch, scored, share=False)
+    shared, shared_grads = logprobs_and_gradients(model, batch, scored, share=True)
+    assert PrefixPass.start(model, batch["input_ids"], scored, list(range(len(scored)))) is None
+    assert torch.equal(shared, plain)
+    assert all(torch.equal(a, b) for a, b in zip(shared_grads, plain_grads))

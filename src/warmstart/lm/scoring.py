@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .generation import device_of, left_padded
-from .shared_prefix import shared_prefix_hidden
+from .shared_prefix import PrefixPass, shared_prefix_hidden
 
 
 @dataclass
@@ -41,7 +41,11 @@ def logit_transforms(model) -> list[str]:
 
 
 def sequence_logprobs(
-    model, batch: dict[str, torch.Tensor], scored: torch.Tensor | None = None, share_prefixes: bool = True
+    model,
+    batch: dict[str, torch.Tensor],
+    scored: torch.Tensor | None = None,
+    share_prefixes: bool = True,
+    prefix_pass: PrefixPass | None = None,
 ) -> torch.Tensor:
     """log p of each next token of a right-padded batch: [B, L-1] (position t scores token t+1).
 
@@ -50,15 +54,20 @@ def sequence_logprobs(
     are most of a row, and the head most of a small model's FLOPs at a large vocabulary), and the other
     positions read 0. The log-prob is the chosen logit minus the logsumexp, without a [N, V] log-softmax.
     Rows that share the tokens before their first scored position (a GRPO group's prompt) run that prefix
-    once (`shared_prefix.py`) unless `share_prefixes` is off. A model whose config transforms its logits
-    gets the whole forward pass."""
+    once (`shared_prefix.py`) unless `share_prefixes` is off; with a `prefix_pass` started on a whole
+    batch, the prefixes of this chunk of it (its rows' indices in `batch["rows"]`) come from that pass.
+    A model whose config transforms its logits gets the whole forward pass."""
     ids = batch["input_ids"]
     attention = torch.ones_like(ids)
     if scored is None or logit_transforms(model):
         logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
         full = token_logprobs(logits[:, :-1], ids[:, 1:])
         return full if scored is None else full * scored
-    at_scored = shared_prefix_hidden(model, ids, scored) if share_prefixes else None
+    at_scored = None
+    if prefix_pass is not None:
+        at_scored = prefix_pass.hidden(model, ids, scored, batch["rows"].tolist())
+    if at_scored is None and share_prefixes:
+        at_scored = shared_prefix_hidden(model, ids, scored)
     if at_scored is None:
         hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
         at_scored = hidden[:, :-1][scored]

@@ -16,6 +16,8 @@ and needs its own hidden state), so rows share a prefix where their first f toke
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import DynamicCache
 
@@ -43,7 +45,7 @@ def expand_to_rows(cache: DynamicCache, row_prefix: torch.Tensor) -> None:
     in parallel, in no fixed order: GRPO updates then differed at rounding level run to run. A layer
     type holding more than keys and values (an indexer's state) keeps its own selection."""
     for layer in cache.layers:
-        if any(isinstance(held, torch.Tensor) for name, held in vars(layer).items() if name not in ("keys", "values")):
+        if holds_more_than_keys_and_values(layer):
             layer.batch_select_indices(row_prefix)
             continue
         layer.keys = layer.keys.index_select(0, row_prefix)
@@ -56,20 +58,35 @@ def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torc
     rows share a prefix. ids: [B, L] right-padded (padding after every scored position, attended as in
     the plain forward: causal, so it changes nothing); scored: [B, L-1] bool."""
     cut = prefix_of_rows(ids, scored)
-    if cut is None:
+    if cut is None or checkpointing_drops_the_cache(model):
         return None
     rows, which, prefixes = cut
-    ids, scored = ids[rows], scored[rows]  # a row with nothing scored adds nothing to the output: not run
-    decoder, device = model.get_decoder(), ids.device
-    prefix_ids, prefix_mask = left_padded(prefixes, 0, device)  # as a prompt batch for generation is
+    cache, prefix_mask = prefix_cache(model, prefixes, ids.device)
+    return suffix_hidden(model, cache, prefix_mask, prefixes, which, ids[rows], scored[rows])
+
+
+def prefix_cache(model, prefixes: list[list[int]], device) -> tuple[DynamicCache, torch.Tensor]:
+    """The distinct prefixes through the decoder, left-padded as a prompt batch for generation is: their
+    KV cache (with gradients where enabled) and padding mask [P, longest]."""
+    prefix_ids, prefix_mask = left_padded(prefixes, 0, device)
     cache = DynamicCache(config=model.config)
-    decoder(
+    model.get_decoder()(
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
         position_ids=left_padded_positions(prefix_mask),
         use_cache=True,
         **cache_argument(model, cache),
     )
+    return cache, prefix_mask
+
+
+def suffix_hidden(
+    model, cache: DynamicCache, prefix_mask: torch.Tensor, prefixes: list[list[int]], which: list[int], ids, scored
+) -> torch.Tensor:
+    """Rows' hidden states at their scored positions, each row's suffix (from its first scored position)
+    run on top of its prefix's K/V (`which`: the row's index into the cache's prefixes). `cache` is
+    expanded to the rows in place. ids [n, L], scored [n, L-1]: the rows, each with something scored."""
+    device = ids.device
     row_prefix = torch.tensor(which, device=device)
     expand_to_rows(cache, row_prefix)
     # Each row's suffix: from its first scored position to the batch's width, right-padded.
@@ -82,7 +99,7 @@ def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torc
         suffix_scored[row, : scored.shape[1] - start] = scored[row, start:]
     suffix_positions = torch.tensor(starts, device=device)[:, None] + torch.arange(suffix_width, device=device)
     attention = torch.cat([prefix_mask[row_prefix], torch.ones_like(suffix_ids)], dim=1)
-    hidden = decoder(
+    hidden = model.get_decoder()(
         input_ids=suffix_ids,
         attention_mask=attention,
         position_ids=suffix_positions,
@@ -90,3 +107,72 @@ def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torc
         **cache_argument(model, cache),
     ).last_hidden_state
     return hidden[suffix_scored]
+
+
+class PrefixPass:
+    """A whole batch's distinct prefixes run once for all the chunks an update cuts it into (`hidden`),
+    where `shared_prefix_hidden` runs each chunk's own: a chunk's suffixes attend to K/V read from
+    detached copies of the pass's, whose gradients add up over the chunks, and `backward` sends their
+    sum through the prefixes' pass once. Measured on the tiny GRPO model (128 rows of 16 prompts in 3
+    chunks, 2 threads): the prefixes' forward alone took ~16 ms of a ~330 ms update, run once per chunk;
+    run once per batch, the update 0.366 vs 0.383 s (6 recorded batches x 8 interleaved repetitions,
+    medians; 2-core AVX-512 EPYC).
+    `start` returns None where nothing is shared, a layer's cache holds more than keys and values, or
+    gradient checkpointing drops the cache."""
+
+    def __init__(self, cache: DynamicCache, prefix_mask, prefixes, prefix_of_row: dict[int, int]):
+        self.cache, self.prefix_mask, self.prefixes, self.prefix_of_row = cache, prefix_mask, prefixes, prefix_of_row
+        self.computed = [(layer.keys, layer.values) for layer in cache.layers]
+        self.leaves = [(k.detach().requires_grad_(k.requires_grad), v.detach().requires_grad_(v.requires_grad))
+                       for k, v in self.computed]  # fmt: skip
+
+    @classmethod
+    def start(cls, model, ids: torch.Tensor, scored: torch.Tensor, batch_rows: list[int]) -> PrefixPass | None:
+        """ids [B, L], scored [B, L-1]: the rows an update computes, `batch_rows` their indices in the batch."""
+        cut = prefix_of_rows(ids, scored)
+        if cut is None or checkpointing_drops_the_cache(model):
+            return None
+        rows, which, prefixes = cut
+        cache, prefix_mask = prefix_cache(model, prefixes, ids.device)
+        if any(holds_more_than_keys_and_values(layer) for layer in cache.layers):
+            return None
+        return cls(cache, prefix_mask, prefixes, {batch_rows[r]: w for r, w in zip(rows, which)})
+
+    def hidden(self, model, ids: torch.Tensor, scored: torch.Tensor, batch_rows: list[int]) -> torch.Tensor | None:
+        """As `shared_prefix_hidden` for a chunk of the batch (`batch_rows`: its rows' indices in it); None
+        where a row's prefix is not the pass's (not one of the rows it was started on)."""
+        rows = scored.any(dim=1).nonzero()[:, 0].tolist()
+        if not rows or any(batch_rows[r] not in self.prefix_of_row for r in rows):
+            return None
+        cache = copy.copy(self.cache)
+        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        for layer, (keys, values) in zip(cache.layers, self.leaves):
+            layer.keys, layer.values = keys, values
+        which = [self.prefix_of_row[batch_rows[r]] for r in rows]
+        return suffix_hidden(model, cache, self.prefix_mask, self.prefixes, which, ids[rows], scored[rows])
+
+    def backward(self) -> None:
+        """The chunks' gradients with respect to the prefixes' K/V, through the prefixes' pass."""
+        outputs, gradients = [], []
+        for computed, leaves in zip(self.computed, self.leaves):
+            for tensor, leaf in zip(computed, leaves):
+                if leaf.grad is not None:
+                    outputs.append(tensor)
+                    gradients.append(leaf.grad)
+        if outputs:
+            torch.autograd.backward(outputs, gradients)
+
+
+def holds_more_than_keys_and_values(layer) -> bool:
+    """A cache layer with per-row state of its own besides K/V (an indexer's), which its own selection
+    expands; by name, the two kinds known to hold only K/V (and constants), in any transformers version."""
+    return type(layer).__name__ not in ("DynamicLayer", "DynamicSlidingWindowLayer")
+
+
+def checkpointing_drops_the_cache(model) -> bool:
+    """Whether the decoder's layers run with gradient checkpointing now (training, gradients on): they
+    then drop the KV cache (transformers replays a layer in the backward and would write it twice), so a
+    prefix's K/V cannot be kept for the suffixes; the plain forward runs instead."""
+    if not (model.training and torch.is_grad_enabled()):
+        return False
+    return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())

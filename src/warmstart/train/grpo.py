@@ -40,7 +40,8 @@ from ..envs.verification import Verifier
 from ..errors import WarmstartError
 from ..lm.generation import sample_ids_pruned
 from ..lm.rollout import Episode
-from ..lm.scoring import sequence_logprobs
+from ..lm.scoring import logit_transforms, sequence_logprobs
+from ..lm.shared_prefix import PrefixPass
 from ..types import Sampling
 from .distributed import SINGLE, World, sum_gradients
 from .losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, zero_variance_groups
@@ -293,11 +294,15 @@ def update(
     loss_value = 0.0
     for update_index in range(cfg.updates_per_batch):
         loss_value = 0.0
+        prefixes = batch_prefix_pass(model, batch, chunks)
         for c, c_ref in zip(chunks, ref):
             c_old = None if reuse_current else old[c["rows"], : c["width"] - 1]
-            loss = chunk_loss(model, c, c_old, c_ref, advantages, batch, cfg, mismatch if update_index == 0 else None)
+            tally = mismatch if update_index == 0 else None
+            loss = chunk_loss(model, c, c_old, c_ref, advantages, batch, cfg, tally, prefixes)
             loss.backward()
             loss_value += loss.item()
+        if prefixes is not None:
+            prefixes.backward()
         if update_index == 0:
             mismatch_stats = checked_mismatch(mismatch, cfg, world)  # before any step on a batch it rejects
         if not chunks:  # every row silent: a zero gradient, as computing them would have given
@@ -335,16 +340,35 @@ def live_chunks(batch: dict, skip_zero_advantage: bool, skip_maskless: bool, chu
     return [chunk_of(batch, [live[i] for i in rows]) for rows in micro_batches(lengths, chunk_tokens)]
 
 
+def batch_prefix_pass(model, batch: dict, chunks: list[dict]) -> PrefixPass | None:
+    """The prompts the chunks' rows share, run once through the model for all of them (lm/shared_prefix.py
+    `PrefixPass`), where there is more than one chunk to share them and gradients are on."""
+    if len(chunks) < 2 or not torch.is_grad_enabled() or logit_transforms(model):
+        return None
+    rows = sorted(int(r) for c in chunks for r in c["rows"])
+    index = torch.tensor(rows, device=batch["input_ids"].device)
+    return PrefixPass.start(model, batch["input_ids"][index], policy_positions(batch)[index], rows)
+
+
 def chunk_loss(
-    model, c: dict, c_old, c_ref, advantages: torch.Tensor, batch: dict, cfg: GrpoConfig, mismatch=None
+    model,
+    c: dict,
+    c_old,
+    c_ref,
+    advantages: torch.Tensor,
+    batch: dict,
+    cfg: GrpoConfig,
+    mismatch=None,
+    prefixes: PrefixPass | None = None,
 ) -> torch.Tensor:
     """A chunk's clipped policy loss (plus KL to the reference), weighted by its share of the batch's
     normalizer, each token by its importance weight against the sampler (train/mismatch.py). `c_old`
     None: the policy before the update is the current one (ratio 1, log-probs detached). `mismatch`: a
-    MismatchTally the chunk's tokens are counted into."""
+    MismatchTally the chunk's tokens are counted into. `prefixes`: the batch's shared prompts, run once
+    for all its chunks (`batch_prefix_pass`); the caller runs its backward after the chunks'."""
     c_mask = c["loss_mask"][:, 1:]
     tokens = batch["scored_tokens"]
-    logp = sequence_logprobs(model, c, policy_positions(c))
+    logp = sequence_logprobs(model, c, policy_positions(c), prefix_pass=prefixes)
     c_old = logp.detach() if c_old is None else c_old
     if mismatch is not None:
         mismatch.add(c_old, c["sampler_logp"], c_mask, cfg.tis_cap or None)
