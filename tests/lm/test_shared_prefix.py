@@ -173,3 +173,13 @@ def test_gradient_checkpointing_takes_the_plain_forward():
     assert PrefixPass.start(model, batch["input_ids"], scored, list(range(len(scored)))) is None
     assert torch.equal(shared, plain)
     assert all(torch.equal(a, b) for a, b in zip(shared_grads, plain_grads))
+
+
+def test_a_prefix_pass_larger_than_its_budget_is_not_started():
+    """The batch's prefixes live through every chunk: beyond the tokens the caller's memory allows
+    (2 prompts left-padded to 7 tokens here: 14) the update runs each chunk's own instead."""
+    model, _ = tiny_model()
+    batch, scored = grouped_batch(model.config.vocab_size)
+    rows = list(range(len(scored)))
+    assert PrefixPass.start(model, batch["input_ids"], scored, rows, max_tokens=13) is None
+    assert PrefixPass.start(model, batch["input_ids"], scored, rows, max_tokens=14) is not None

@@ -127,12 +127,18 @@ class PrefixPass:
                        for k, v in self.computed]  # fmt: skip
 
     @classmethod
-    def start(cls, model, ids: torch.Tensor, scored: torch.Tensor, batch_rows: list[int]) -> PrefixPass | None:
-        """ids [B, L], scored [B, L-1]: the rows an update computes, `batch_rows` their indices in the batch."""
+    def start(
+        cls, model, ids: torch.Tensor, scored: torch.Tensor, batch_rows: list[int], max_tokens: int | None = None
+    ) -> PrefixPass | None:
+        """ids [B, L], scored [B, L-1]: the rows an update computes, `batch_rows` their indices in the batch.
+        None also where the distinct prefixes, left-padded, are more than `max_tokens` tokens: the pass's
+        activations live through every chunk's, so the caller bounds them by what its memory allows."""
         cut = prefix_of_rows(ids, scored)
         if cut is None or checkpointing_drops_the_cache(model):
             return None
         rows, which, prefixes = cut
+        if max_tokens is not None and len(prefixes) * max(len(p) for p in prefixes) > max_tokens:
+            return None
         cache, prefix_mask = prefix_cache(model, prefixes, ids.device)
         if any(holds_more_than_keys_and_values(layer) for layer in cache.layers):
             return None

@@ -294,7 +294,7 @@ def update(
     loss_value = 0.0
     for update_index in range(cfg.updates_per_batch):
         loss_value = 0.0
-        prefixes = batch_prefix_pass(model, batch, chunks)
+        prefixes = batch_prefix_pass(model, batch, chunks, chunk_tokens)
         for c, c_ref in zip(chunks, ref):
             c_old = None if reuse_current else old[c["rows"], : c["width"] - 1]
             tally = mismatch if update_index == 0 else None
@@ -340,14 +340,23 @@ def live_chunks(batch: dict, skip_zero_advantage: bool, skip_maskless: bool, chu
     return [chunk_of(batch, [live[i] for i in rows]) for rows in micro_batches(lengths, chunk_tokens)]
 
 
-def batch_prefix_pass(model, batch: dict, chunks: list[dict]) -> PrefixPass | None:
+def batch_prefix_pass(model, batch: dict, chunks: list[dict], chunk_tokens: int) -> PrefixPass | None:
     """The prompts the chunks' rows share, run once through the model for all of them (lm/shared_prefix.py
-    `PrefixPass`), where there is more than one chunk to share them and gradients are on."""
+    `PrefixPass`), where there is more than one chunk to share them, gradients are on, and the prompts
+    fit beside each chunk's suffixes in the chunk's token budget (the memory plan's activations)."""
     if len(chunks) < 2 or not torch.is_grad_enabled() or logit_transforms(model):
         return None
     rows = sorted(int(r) for c in chunks for r in c["rows"])
     index = torch.tensor(rows, device=batch["input_ids"].device)
-    return PrefixPass.start(model, batch["input_ids"][index], policy_positions(batch)[index], rows)
+    left = chunk_tokens - max(suffix_tokens(c) for c in chunks)
+    return PrefixPass.start(model, batch["input_ids"][index], policy_positions(batch)[index], rows, left)
+
+
+def suffix_tokens(c: dict) -> int:
+    """The padded tokens a chunk runs on top of its prompts' K/V: from its rows' earliest first policy token."""
+    scored = policy_positions(c)
+    first = int(scored.to(torch.int8).argmax(dim=1)[scored.any(dim=1)].min()) if scored.any() else 0
+    return len(c["rows"]) * (c["width"] - first)
 
 
 def chunk_loss(
