@@ -572,16 +572,21 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   shared prompts). Now cut (src/warmstart/train/grpo.py `micro_batches`, dynamic programming) where the
   padded tokens plus a cost per chunk (1,000 tokens' worth: a chunk's prompt pass and fixed costs, ~14 ms
   measured) are fewest: 3-8 % padding; the update 0.400 vs 0.422 s, in another run 0.392 vs 0.416 s (6
-  recorded batches, 10 and 4 interleaved repetitions, medians, a noisy hour). The first run after it, the
-  run of this section: tiny 1.90x, SmolLM2 2.91x; both systems' steps were 40-60 % slower in the run's
-  second half than in its first (warmstart 0.55-0.60 then 0.93-0.99 s, TRL 1.11-1.26 then 1.66-1.87 s;
-  per repetition 1.68-2.29x). Also then: the update's shared prompts' KV cache expanded to their rows by
-  `index_select` instead of an index, whose backward added repeated rows in no fixed order (two updates
-  from the same weights and batch differed at rounding; now equal). Tried and not kept: torch.compile of
-  the lean decoding step's layers (dynamic shapes): 80 s of compiling, recompiles on the buffers'
-  length past dynamo's limit, then no faster (0.32 vs 0.31-0.36 s per sampling); the gradient clip
-  folded into fused AdamW (its `grad_scale`): the optimizer step alone 94 vs 66 ms against 20 ms saved
-  (SmolLM2-sized gradients)."""
+  recorded batches, 10 and 4 interleaved repetitions, medians, a noisy hour). The first run after it:
+  tiny 1.90x (0.77 vs 1.46 s), SmolLM2 2.91x; both systems' steps were 40-60 % slower in that run's
+  second half than in its first. Then the batch's shared prompts run once for all its chunks
+  (src/warmstart/lm/shared_prefix.py `PrefixPass`: the chunks' K/V gradients summed, one backward through
+  the prompts' pass; the prompts' forward alone had taken ~16 ms of the update, once per chunk): the
+  update 0.366 vs 0.383 s (8 interleaved repetitions). The run of this section: tiny 1.92x (0.67 vs
+  1.29 s; per repetition 1.68-2.21x, median 2.07x), SmolLM2 2.36x. Also then: the prompts' KV cache
+  expanded to their rows by `index_select` instead of an index, whose backward added repeated rows in no
+  fixed order (two updates from the same weights and batch differed at rounding; now equal); and
+  `grpo.gradient_checkpointing` no longer crashes the update (checkpointed layers drop the KV cache the
+  shared prompt was kept in: those rows now run whole). Tried and not kept: torch.compile of the lean
+  decoding step's layers (dynamic shapes): 80 s of compiling, recompiles on the buffers' length past
+  dynamo's limit, then no faster (0.32 vs 0.31-0.36 s per sampling); the gradient clip folded into fused
+  AdamW (its `grad_scale`): the optimizer step alone 94 vs 66 ms against 20 ms saved (SmolLM2-sized
+  gradients)."""
 
 
 def header(args, wall: float) -> str:
