@@ -40,10 +40,11 @@ def prefix_of_rows(ids: torch.Tensor, scored: torch.Tensor) -> tuple[list[int], 
 
 def expand_to_rows(cache: DynamicCache, row_prefix: torch.Tensor) -> None:
     """Each layer's K/V from [P, ...] prefixes to [B, ...] rows, by `index_select`: its backward sums the
-    rows sharing a prefix in index order (`index_add_`), so two runs give the same gradients. The cache's
-    own `batch_select_indices` indexes (`x[idx]`), whose backward on the CPU accumulates repeated indices
-    in parallel, in no fixed order: GRPO updates then differed at rounding level run to run. A layer
-    type holding more than keys and values (an indexer's state) keeps its own selection."""
+    rows sharing a prefix in index order (`index_add_` on the CPU), so two runs give the same gradients
+    there (a GPU adds them atomically, in no fixed order). The cache's own `batch_select_indices`
+    indexes (`x[idx]`), whose backward on the CPU accumulates repeated indices in an order of its own:
+    GRPO updates then differed at rounding level run to run. A layer type holding more than keys and
+    values (an indexer's state) keeps its own selection."""
     for layer in cache.layers:
         if holds_more_than_keys_and_values(layer):
             layer.batch_select_indices(row_prefix)
