@@ -123,9 +123,7 @@ class PrefixPass:
 
     def __init__(self, cache: DynamicCache, prefix_mask, prefixes, prefix_of_row: dict[int, int]):
         self.cache, self.prefix_mask, self.prefixes, self.prefix_of_row = cache, prefix_mask, prefixes, prefix_of_row
-        self.computed = [(layer.keys, layer.values) for layer in cache.layers]
-        self.leaves = [(k.detach().requires_grad_(k.requires_grad), v.detach().requires_grad_(v.requires_grad))
-                       for k, v in self.computed]  # fmt: skip
+        self.leaves = [(detached(layer.keys), detached(layer.values)) for layer in cache.layers]
 
     @classmethod
     def start(
@@ -161,13 +159,18 @@ class PrefixPass:
     def backward(self) -> None:
         """The chunks' gradients with respect to the prefixes' K/V, through the prefixes' pass."""
         outputs, gradients = [], []
-        for computed, leaves in zip(self.computed, self.leaves):
-            for tensor, leaf in zip(computed, leaves):
+        for layer, leaves in zip(self.cache.layers, self.leaves):
+            for tensor, leaf in zip((layer.keys, layer.values), leaves):
                 if leaf.grad is not None:
                     outputs.append(tensor)
                     gradients.append(leaf.grad)
         if outputs:
             torch.autograd.backward(outputs, gradients)
+
+
+def detached(tensor: torch.Tensor) -> torch.Tensor:
+    """A leaf with the tensor's values, gathering a gradient where the tensor has one."""
+    return tensor.detach().requires_grad_(tensor.requires_grad)
 
 
 def holds_more_than_keys_and_values(layer) -> bool:

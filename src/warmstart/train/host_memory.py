@@ -15,13 +15,12 @@ bf16 steps 1.60 vs 1.83 s and fp32 steps 2.72 vs 2.89 s (medians, the same steps
 with glibc's tunables set alike; bench/utilisation.py measures it on the benchmark's own rows); the tiny
 GRPO benchmark model's update 0.36 vs 0.40 s (6 recorded batches x 3). The cost: the process keeps the
 memory it freed, so its resident set does not fall back between steps (its peak is the step's own), and
-blocks of varied sizes can leave gaps
-in the heap that small live blocks keep resident. Measured: fp32 +0.1 GB over 40 steps, then flat;
-bf16 rows of 64-256 tokens 3.4 -> 4.9 GB over 150 steps (the default allocator: 3.3 -> 3.7 GB over 40),
-of which `release_freed_memory` (glibc's malloc_trim) gave 1.2-1.4 GB back at once. The stages call it
-every `RELEASE_EVERY` steps, so what a long run keeps grows only within that many steps; the next step
-takes back what it needs (~0.3 s of faults on SmolLM2 bf16, ~1 % of 25 steps).
-Floats do not change: torch aligns every block to 64 bytes either way.
+blocks of varied sizes can leave gaps in the heap that small live blocks keep resident. Measured: fp32
++0.1 GB over 40 steps, then flat; bf16 rows of 64-256 tokens 3.4 -> 4.9 GB over 150 steps (the default
+allocator: 3.3 -> 3.7 GB over 40), of which `release_freed_memory` (glibc's malloc_trim) gave 1.2-1.4 GB
+back at once. The stages call it every `RELEASE_EVERY` steps, so what a long run keeps grows only within
+that many steps; the next step takes back what it needs (~0.3 s of faults on SmolLM2 bf16, ~1 % of 25
+steps). Floats do not change: torch aligns every block to 64 bytes either way.
 
 Process-wide, so a stage sets it once, for a run on the CPU; other C libraries (musl, macOS) keep their
 own defaults, with one log line saying so.
