@@ -141,21 +141,24 @@ def test_a_sliding_window_shorter_than_the_prompts():
 def test_expanding_the_cache_sums_the_sharers_gradients_in_row_order():
     """The backward of the prefix cache's expansion adds each prefix's rows in their order, every run: an
     index (`x[idx]`) accumulates repeated rows in parallel on the CPU, in no fixed order, so GRPO's
-    updates differed at rounding level from run to run."""
+    updates differed at rounding level from run to run. The gradient reaches it as attention gives it: a
+    slice of the gradient of the prefix's K/V concatenated with the suffix's (not contiguous)."""
     generator = torch.Generator().manual_seed(0)
     prefixes, rows = 64, 4096
     which = torch.randint(0, prefixes, (rows,), generator=generator)
     keys = torch.randn(prefixes, 2, 3, 8, generator=generator, requires_grad=True)
     values = torch.randn(prefixes, 2, 3, 8, generator=generator, requires_grad=True)
-    upstream = torch.randn(rows, 2, 3, 8, generator=generator) * 10.0 ** torch.randint(-4, 4, (rows, 1, 1, 1))
+    upstream = torch.randn(rows, 2, 5, 8, generator=generator) * 10.0 ** torch.randint(-4, 4, (rows, 1, 1, 1))
     cache = DynamicCache()
     cache.update(keys, values, 0)
     expand_to_rows(cache, which)
     assert cache.layers[0].keys.shape == (rows, 2, 3, 8)
-    ((cache.layers[0].keys + cache.layers[0].values) * upstream).sum().backward()
+    suffix = torch.zeros(rows, 2, 2, 8)
+    both = torch.cat([cache.layers[0].keys + cache.layers[0].values, suffix], dim=2)
+    (both * upstream).sum().backward()
     in_order = torch.zeros_like(keys)
     for row, prefix in enumerate(which.tolist()):
-        in_order[prefix] += upstream[row]
+        in_order[prefix] += upstream[row, :, :3]
     assert torch.equal(keys.grad, in_order)
     assert torch.equal(values.grad, in_order)
 
