@@ -586,7 +586,26 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   decoding step's layers (dynamic shapes): 80 s of compiling, recompiles on the buffers' length past
   dynamo's limit, then no faster (0.32 vs 0.31-0.36 s per sampling); the gradient clip folded into fused
   AdamW (its `grad_scale`): the optimizer step alone 94 vs 66 ms against 20 ms saved (SmolLM2-sized
-  gradients)."""
+  gradients).
+- 2026-12-05, a third session (same machine type). The expansion of the prompts' K/V to their rows
+  (src/warmstart/lm/shared_prefix.py `SelectRows`) makes the gradient coming back contiguous before
+  `index_add_` sums it: that gradient is a slice of the gradient of the prompt's K/V concatenated with the
+  suffix's, and `index_add_` over such strided rows took 9.5 ms of a tiny update (torch.profiler, 6
+  recorded batches): the update 0.369 vs 0.381 s (8 interleaved repetitions, medians), equal weights. The
+  run of this section: tiny 1.94x (0.64 vs 1.24 s; per repetition 1.85-2.28x, median 1.96x), SmolLM2
+  2.49x. Measured and not kept (sampling replays of 6 recorded steps, or the update on the 6 recorded
+  batches, interleaved, medians): the decoding step's q/k/v as one product of the stacked weights with one
+  rotary pass over q and k together (the same tokens and log-probs bit for bit): 0.396 vs 0.390 s per
+  sampling, no gain; the update's fp32 attention through transformers' eager implementation or
+  short_attention.py's batched products: 0.346 / 0.347 vs 0.359 s per update, against no difference the
+  session before (within this VM's noise; it would also change the floats, and routing it needs
+  transformers' global attention registry); chunk budgets of 1,536-16,384 padded tokens: 3,072 and 4,096
+  (the default) fastest; the prompt's part of the decoding attention computed once per distinct prompt (its
+  samples' queries as the rows of one product) in a timed model of the step (24-token prompt): faster for
+  the first ~20 new tokens, slower past ~40; libgomp's wait policy: PASSIVE 0.59 vs 0.38 s per sampling,
+  ACTIVE no faster. Where tiny sampling's time goes now: the linear layers' products ~35 %, the decoding
+  attention's batched products ~25-30 % (per layer and step 512 one-row products over cold memory: ~11
+  GB/s, where this VM streams reads at ~33 GB/s)."""
 
 
 def header(args, wall: float) -> str:
