@@ -7,6 +7,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from helpers import tiny_model
 from warmstart.config import LoraSettings
+from warmstart.lm.precision import enable_activation_checkpointing
 from warmstart.lm.scoring import sequence_logprobs
 from warmstart.lm.shared_prefix import PrefixPass, expand_to_rows, prefix_of_rows
 from warmstart.train import lora
@@ -168,7 +169,7 @@ def test_gradient_checkpointing_takes_the_plain_forward():
     gives the plain forward's log-probs and gradients: its layers drop the KV cache a shared prefix would
     be kept in, so nothing is shared (sharing crashed on the empty cache before)."""
     model, _ = tiny_model()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_activation_checkpointing(model)
     model.train()
     batch, scored = grouped_batch(model.config.vocab_size)
     plain, plain_grads = logprobs_and_gradients(model, batch, scored, share=False)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from helpers import TINY_SHAPE as SHAPE
 from helpers import logsumexp_gradients
 from warmstart.lm import precision, short_attention
-from warmstart.lm.precision import bf16_autocast, checkpointing_kwargs
+from warmstart.lm.precision import bf16_autocast, enable_activation_checkpointing
 from warmstart.lm.short_attention import routable
 from warmstart.lm.short_attention import short_attention as attention
 from warmstart.lm.tinymodel import build_tiny_llama
@@ -227,7 +227,7 @@ def test_gradient_checkpointing_recomputes_through_the_same_route(model_and_batc
     context = bf16_autocast if run_precision == "bf16" else contextlib.nullcontext
     plain = gradients(build_tiny_llama(tokenizer, SHAPE, seed=0).train(), batch, context)
     checkpointed = build_tiny_llama(tokenizer, SHAPE, seed=0).train()
-    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
+    enable_activation_checkpointing(checkpointed)
     for ours_grad, plain_grad in zip(gradients(checkpointed, batch, context), plain):
         torch.testing.assert_close(ours_grad, plain_grad)
 

@@ -13,7 +13,7 @@ import torch
 from helpers import TINY_SHAPE as SHAPE
 from helpers import logsumexp_gradients
 from warmstart.config import SftConfig
-from warmstart.lm.precision import bf16_autocast, checkpointing_kwargs
+from warmstart.lm.precision import bf16_autocast, enable_activation_checkpointing
 from warmstart.lm.tinymodel import build_tiny_llama
 from warmstart.lm.weight_casts import BUFFER, WeightCasts
 from warmstart.train import sft
@@ -26,7 +26,7 @@ def test_kept_copies_give_the_gradients_of_fresh_casts(arithmetic_tokenizer, pac
     for keep in (False, True):
         model = build_tiny_llama(arithmetic_tokenizer, SHAPE, seed=0).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
+            enable_activation_checkpointing(model)
         context = functools.partial(bf16_autocast, keep)
         # The second pass reuses the buffers.
         results[keep] = [logsumexp_gradients(model, packed_batch, context) for _ in range(2)]

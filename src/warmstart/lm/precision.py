@@ -151,6 +151,17 @@ def bound_attention_args(
     return locals()
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward, with `checkpointing_kwargs`:
+    transformers' `activation_checkpointing_enable` where it has it (5.x; its old name,
+    `gradient_checkpointing_enable`, warns of removal in v6 there), the old name before it."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=checkpointing_kwargs())
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
+
+
 def checkpointing_kwargs() -> dict:
     """transformers' `gradient_checkpointing_kwargs`: non-reentrant (gradients reach a LoRA adapter even
     though the inputs need none), recomputing under `_RouteBf16` as the forward ran. torch restores the

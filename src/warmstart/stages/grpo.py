@@ -36,7 +36,7 @@ from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device
 from ..lm.generation import sample_ids_pruned
 from ..lm.models import load_config, load_model_and_tokenizer
-from ..lm.precision import checkpointing_kwargs
+from ..lm.precision import enable_activation_checkpointing
 from ..policies.spec import resolve
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir, Stage
@@ -84,7 +84,7 @@ def load_policy(cfg: GrpoConfig, start_from: Path, resume_from: Path | None, dev
         if cfg.kl_weight > 0:
             reference = load_model_and_tokenizer(start_from, "grpo.init", device)[0].eval()
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
+        enable_activation_checkpointing(model)
     return model, tokenizer, reference
 
 

@@ -38,7 +38,7 @@ from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device, warn_if_emulated_bf16
 from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer
 from ..lm.paths import resolve_model_path
-from ..lm.precision import checkpointing_kwargs
+from ..lm.precision import enable_activation_checkpointing
 from ..lm.tinymodel import save_tiny_student, tiny_llama_config, tokenizer_corpus
 from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir
@@ -179,7 +179,7 @@ def load_student(cfg: SftConfig, base: Path, checkpoint: Path | None, device: to
             lora.check_resumable(checkpoint, None, "sft")
         model, tokenizer = load_model_and_tokenizer(checkpoint or base, "sft.student", device)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs())
+        enable_activation_checkpointing(model)
     return model, tokenizer
 
 
