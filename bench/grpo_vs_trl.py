@@ -593,7 +593,8 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   suffix's, and `index_add_` over such strided rows took 9.5 ms of a tiny update (torch.profiler, 6
   recorded batches): the update 0.369 vs 0.381 s (8 interleaved repetitions, medians), equal weights. The
   run of this section: tiny 1.94x (0.64 vs 1.24 s; per repetition 1.85-2.28x, median 1.96x), SmolLM2
-  2.49x. Measured and not kept (sampling replays of 6 recorded steps, or the update on the 6 recorded
+  2.49x; the same command an hour later, the code unchanged: tiny 1.84x (0.70 vs 1.28 s), SmolLM2 2.81x
+  (6.10 vs 17.14 s). Measured and not kept (sampling replays of 6 recorded steps, or the update on the 6 recorded
   batches, interleaved, medians): the decoding step's q/k/v as one product of the stacked weights with one
   rotary pass over q and k together (the same tokens and log-probs bit for bit): 0.396 vs 0.390 s per
   sampling, no gain; the update's fp32 attention through transformers' eager implementation or
