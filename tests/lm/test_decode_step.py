@@ -53,7 +53,7 @@ def test_greedy_lean_decoding_is_generate(build, monkeypatch):
     assert lean_decoding_blocker(model) is None
     steps = []
     monkeypatch.setattr(LeanDecoder, "step", record(LeanDecoder.step, steps))
-    monkeypatch.setattr(decode_step, "FIRST_ROOM", 3)  # the buffers grow several times in 40 tokens
+    monkeypatch.setattr(decode_step, "ROOM_STEP", 3)  # the buffers grow several times in 40 tokens
     sampling = Sampling(0.0, 1.0, 40)
     stops = stop_ids_for(model, 40)
     ours = sample_ids_pruned(model, 0, prompts(), sampling, stops, 0)
@@ -71,7 +71,7 @@ def test_lean_and_forward_decoding_give_the_same_samples_and_log_probs(build, mo
     batch = prompts() * 3
     sampling, keys = Sampling(1.0, 1.0, 60), [f"k{i}" for i in range(len(batch))]
     stops = list(range(100, 110))  # a random model's next token is near uniform: rows stop early and late
-    monkeypatch.setattr(decode_step, "FIRST_ROOM", 3)
+    monkeypatch.setattr(decode_step, "ROOM_STEP", 3)
     lean = sample_ids_pruned(model, 0, batch, sampling, stops, 7, keys)
     monkeypatch.setattr(generation, "lean_decoding_blocker", lambda model: "forced")
     forward = sample_ids_pruned(model, 0, batch, sampling, stops, 7, keys)
