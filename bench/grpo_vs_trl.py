@@ -606,7 +606,20 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   the first ~20 new tokens, slower past ~40; libgomp's wait policy: PASSIVE 0.59 vs 0.38 s per sampling,
   ACTIVE no faster. Where tiny sampling's time goes now: the linear layers' products ~35 %, the decoding
   attention's batched products ~25-30 % (per layer and step 512 one-row products over cold memory: ~11
-  GB/s, where this VM streams reads at ~33 GB/s)."""
+  GB/s, where this VM streams reads at ~33 GB/s).
+  Then found why that attention read so slowly: it read the written prefix of each row's slab of the
+  K/V buffers (room for 64 more positions, then doubled), and the gaps between the prefixes broke the
+  hardware's prefetching. Timed alone (128 rows x 4 heads x 32, four layers' buffers cold), a layer's
+  attention over 60 positions took 0.20-0.23 ms when the slabs were exactly 60 long, 0.56-0.64 ms as
+  60-position prefixes of longer slabs, and a gap of 4 positions per slab was already as slow (1: as
+  fast). Now each decoding step's attention reads the whole buffer, its unwritten positions zero and
+  weighed 0 by a -inf bias, and the buffers grow by 32 positions at a time (src/warmstart/lm/
+  decode_step.py): sampling 0.219 vs 0.261 s and 0.260 vs 0.319 s on the recorded batches (6 and 8
+  interleaved repetitions, medians); the floats move at rounding level (1 row in 768 sampled another
+  token at some step; log-probs before it within 1e-5), so the demo's two columns were run again. The
+  first run after it: tiny 2.09x (0.63 vs 1.30 s; per repetition 1.84-2.29x, median 2.10x), SmolLM2
+  2.65x; the run of this section, started right after it in a slower phase of this VM (TRL 1.43 s per
+  tiny step): tiny 1.85x (0.77 vs 1.43 s), SmolLM2 2.55x."""
 
 
 def header(args, wall: float) -> str:
@@ -648,7 +661,7 @@ def header(args, wall: float) -> str:
             "instead of decoding padding until the longest is done, as `generate` does (greedy output equals "
             "`generate`'s), prefills each distinct prompt once (a group's samples share it: its KV cache is "
             "copied to their rows) and runs each decoding step itself (src/warmstart/lm/decode_step.py: K/V "
-            "buffers with room to grow, attention as batched matmuls, no cache concatenation); the update runs each chunk's shared prompts once too (src/warmstart/lm/"
+            "buffers with room to grow, attention as batched matmuls over each layer's whole buffer, no cache concatenation); the update runs each chunk's shared prompts once too (src/warmstart/lm/"
             "shared_prefix.py: the prompt into a KV cache with gradients, the samples' tokens on top of it), skips "
             "the separate no-grad pass for the old log-probs when there is one update per batch (the ratio is 1, as TRL also does), runs forward/backward in length-sorted chunks of ≤ 4,096 "
             "padded tokens, cut where padding plus a cost per chunk is least (less padding, smaller activations), and skips "
