@@ -16,7 +16,8 @@ kernel: sampled log-probs within ~1e-5); greedy decoding equals `generate`'s (te
 
 Attention reads each layer's whole buffer, room not yet written included (zeros, weighed 0 by a -inf
 bias), not the written prefix of each row's slab: one contiguous block streams from memory, where the
-prefixes' gaps broke the hardware's prefetching. Timed alone (128 rows x 4 heads x 32, the 4 layers'
+prefixes' gaps broke the hardware's prefetching. Timed alone (2-core EPYC, CPU flags avx2 avx512_bf16,
+2 threads; 128 rows x 4 heads x 32, the 4 layers'
 buffers cold), a layer's attention over 60 positions took 0.20-0.23 ms packed, 0.56-0.64 ms as the
 prefix of 64-152-position slabs; a gap of 4 positions per slab was already as slow. So the room grows by
 ROOM_STEP positions at a time (a copy of the buffers each ROOM_STEP steps) instead of doubling. GRPO's
