@@ -43,6 +43,7 @@ from ..lm.rollout import Episode
 from ..lm.scoring import logit_transforms, sequence_logprobs
 from ..lm.shared_prefix import PrefixPass
 from ..types import Sampling
+from .clipping import clip_gradients
 from .distributed import SINGLE, World, sum_gradients
 from .losses import clipped_policy_loss, group_advantages, kl_to_reference, overlong_penalty, zero_variance_groups
 from .mismatch import MismatchTally, tis_weights
@@ -309,7 +310,7 @@ def update(
             for p in model.parameters():
                 p.grad = torch.zeros_like(p)
         sum_gradients(model, world)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        clip_gradients(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return world.total(loss_value), {**total_teacher_stats(teacher_stats, world), **mismatch_stats}

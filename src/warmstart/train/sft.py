@@ -28,6 +28,7 @@ from ..lm.linear_ce import head_ce_sum
 from ..lm.scoring import logit_transforms
 from ..lm.tied_embedding import HeadGradient, embed, tied_embedding
 from ..lm.weight_casts import WeightCasts
+from .clipping import clip_gradients
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
 from .sharding import is_sharded
@@ -152,7 +153,7 @@ def train_step(
     if kd_before is not None and world.size > 1:  # the step's KD totals over every process
         kd_totals.kd_sum = kd_before[0] + world.total(kd_totals.kd_sum - kd_before[0])
         kd_totals.kd_positions = kd_before[1] + int(world.total(kd_totals.kd_positions - kd_before[1]))
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    clip_gradients(model.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     real_tokens = sum(len(stream.examples[i].input_ids) for rows in row_groups for row in rows for i in row)

@@ -1,0 +1,29 @@
+"""Gradient clipping by the global norm, without the multiply where nothing is clipped.
+
+`torch.nn.utils.clip_grad_norm_` always multiplies every gradient by min(max_norm / (norm + 1e-6), 1):
+on an accelerator, asking whether the factor is 1 would wait for the device, so it multiplies by 1
+instead. On the CPU there is nothing to wait for, and multiplying SmolLM2-135M's 540 MB of fp32
+gradients by 1 reads and writes all of them: here the multiply is skipped where the factor is exactly 1.
+Measured on SmolLM2-135M's gradients at norm 0.12 (max 1.0): 19.4 vs 39.8 ms per clip, medians of 20
+interleaved calls (2-core AMD EPYC, family 25 model 17, CPU flags avx2 avx512_bf16, 2 threads), ~1 % of
+a bf16 SFT step of 2 x 256 tokens (~1.6 s). Where the norm is above the limit nothing changes (the
+utilisation benchmark's random tokens give norms of ~16-19: no gain there). The gradients come out bitwise the same as
+torch's (x * 1.0 == x), a non-finite norm included (its factor is not >= 1, so it is applied).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
+    """Scale the gradients of `parameters` in place so that their global 2-norm is at most `max_norm`,
+    exactly as `torch.nn.utils.clip_grad_norm_`; returns the norm before clipping."""
+    parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads or not all(type(g) is torch.Tensor and g.device.type == "cpu" for g in grads):
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)  # sharded (DTensor) or on a device
+    total = torch.nn.utils.get_total_norm(grads)
+    if not bool(max_norm / (total + 1e-6) >= 1.0):  # torch's factor, before its clamp to 1
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+    return total
