@@ -7,8 +7,9 @@ gradients by 1 reads and writes all of them: here the multiply is skipped where 
 Measured on SmolLM2-135M's gradients at norm 0.12 (max 1.0): 19.4 vs 39.8 ms per clip, medians of 20
 interleaved calls (2-core AMD EPYC, family 25 model 17, CPU flags avx2 avx512_bf16, 2 threads), ~1 % of
 a bf16 SFT step of 2 x 256 tokens (~1.6 s). Where the norm is above the limit nothing changes (the
-utilisation benchmark's random tokens give norms of ~16-19: no gain there). The gradients come out bitwise the same as
-torch's (x * 1.0 == x), a non-finite norm included (its factor is not >= 1, so it is applied).
+utilisation benchmark's random tokens give norms of ~16-19: no gain there). The gradients come out
+bitwise the same as torch's (x * 1.0 == x), a non-finite norm included (its factor is not >= 1, so it
+is applied).
 """
 
 from __future__ import annotations
