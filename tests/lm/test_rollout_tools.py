@@ -121,6 +121,28 @@ def test_rollout_tokens_and_mask_equal_what_sft_renders(tokenizer):
         assert len(episode.usage) == sum(m.role == "assistant" for m in expected.messages)
 
 
+def test_a_groups_samples_of_one_task_each_keep_their_own_tokens(tokenizer):
+    """A task given several times (a GRPO group) is rendered once; each sample's ids still grow alone."""
+    task = next(t for t in ENV.tasks("train", 50, 0) if t.meta["size"] == "large")
+    reference = ENV.reference(task, random.Random(0))
+    replies = {
+        task.prompt[0].content: [
+            d["content"] if "tool_calls" not in d else parse_back(tokenizer, d)
+            for d in template_messages(reference.messages)
+            if d["role"] == "assistant"
+        ]
+    }
+    model = ScriptedModel(tokenizer, replies)
+    stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    group = run_episodes(model, tokenizer, ENV, [(task, i) for i in range(3)], Sampling(1.0, 1.0, 200), stop, 0, 4)
+    expected = render_for_training(tokenizer, reference.messages, TOOLS)
+    assert len(reference.messages) == 4  # two policy turns: each sample's ids were appended to twice
+    for episode in group:
+        assert episode.ids == expected.input_ids
+        assert episode.policy_mask == expected.loss_mask
+    assert len({id(e.ids) for e in group}) == 3
+
+
 def parse_back(tokenizer, assistant_dict) -> str:
     """The text a model would write for an assistant turn with a tool call (the template's rendering)."""
     return (

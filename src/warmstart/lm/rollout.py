@@ -39,9 +39,19 @@ class Episode:
     finish_reason: str | None = None  # stop | length | turns; None while running
 
 
-def start_episode(tokenizer, task: Task, sample_index: int, tools) -> Episode:
-    ids = tokenizer(render_prompt(tokenizer, task.prompt, tools), add_special_tokens=False)["input_ids"]
-    return Episode(task, sample_index, list(task.prompt), ids, [0] * len(ids), [None] * len(ids))
+def start_episodes(tokenizer, starts: list[tuple[Task, int]], tools) -> list[Episode]:
+    """One episode per (task, sample index). A task given several times (a GRPO group's samples) is
+    rendered and tokenized once: 128 starts of 16 tasks took ~9 ms rendered one by one on the tiny GRPO
+    benchmark's tokenizer (2-core EPYC, CPU flags avx2 avx512_bf16), ~1.5 % of its step."""
+    prompt_ids: dict[int, list[int]] = {}  # id(task) -> its prompt's ids, for this call's tasks (all alive)
+    episodes = []
+    for task, index in starts:
+        if id(task) not in prompt_ids:
+            text = render_prompt(tokenizer, task.prompt, tools)
+            prompt_ids[id(task)] = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = list(prompt_ids[id(task)])  # each episode's own: its turns are appended to it
+        episodes.append(Episode(task, index, list(task.prompt), ids, [0] * len(ids), [None] * len(ids)))
+    return episodes
 
 
 def run_episodes(
@@ -58,7 +68,7 @@ def run_episodes(
     """Roll out one episode per (task, sample index), all advancing turn by turn together. `sampler`:
     `generation.sample_ids` (transformers' generate) or `generation.sample_ids_pruned` (GRPO's)."""
     tools = list(env.tools) or None
-    episodes = [start_episode(tokenizer, task, index, tools) for task, index in starts]
+    episodes = start_episodes(tokenizer, starts, tools)
     for turn in range(max_turns):
         active = [e for e in episodes if e.finish_reason is None]
         if not active:
