@@ -116,3 +116,21 @@ def test_two_updates_from_the_same_weights_and_batch_give_the_same_weights():
         weights.append([p.detach().clone() for p in run.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights))
     assert not all(torch.equal(a, b.detach()) for a, b in zip(weights[0], model.parameters()))
+
+
+def test_the_batch_pads_each_row_and_keeps_what_the_sampler_gave():
+    """Right padding to the longest row; an invalid row's mask all 0; the sampler's log-probs where it
+    gave them (nan where it gave none, a whole row of nan where they do not line up with the ids)."""
+    logged = Episode(None, 0, [], [5, 6, 7, 8], [0, 0, 1, 1], [None, None, -0.5, -1.5])
+    unlogged = Episode(None, 1, [], [5, 6, 9], [0, 0, 1], [])
+    failed = Episode(None, 2, [], [5, 6], [0, 1], [None, -2.0])
+    group = Group([logged, unlogged, failed], rewards=[1.0, 0.0, 0.0], valid=[True, True, False])
+    batch = batch_tensors([group], GrpoConfig(), pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [5, 6, 9, 0], [5, 6, 0, 0]]
+    assert batch["input_ids"].dtype == torch.long
+    assert batch["loss_mask"].tolist() == [[0, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0]]
+    nan = float("nan")
+    expected = torch.tensor([[nan, nan, -0.5, -1.5], [nan] * 4, [nan, -2.0, nan, nan]])
+    assert torch.equal(batch["sampler_logp"].isnan(), expected.isnan())
+    assert torch.equal(batch["sampler_logp"].nan_to_num(), expected.nan_to_num())
+    assert batch["lengths"] == [4, 3, 2] and batch["scored_tokens"] == 3.0 and batch["sequences"] == 3

