@@ -64,3 +64,10 @@ def test_parameters_without_gradients_are_left_alone():
     clip_gradients([*model.parameters(), frozen], 0.1)
     assert frozen.grad is None
     assert math.isclose(norm_of(model), 0.1, rel_tol=1e-5)
+
+
+def test_one_tensor_is_clipped_as_torch_clips_it():
+    ours, theirs = (torch.nn.Parameter(torch.arange(6.0).view(2, 3)) for _ in range(2))
+    ours.grad, theirs.grad = torch.full((2, 3), 3.0), torch.full((2, 3), 3.0)
+    assert torch.equal(clip_gradients(ours, 1.0), torch.nn.utils.clip_grad_norm_(theirs, 1.0))
+    assert torch.equal(ours.grad, theirs.grad)

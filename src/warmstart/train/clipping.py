@@ -20,7 +20,7 @@ import torch
 def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
     """Scale the gradients of `parameters` in place so that their global 2-norm is at most `max_norm`,
     exactly as `torch.nn.utils.clip_grad_norm_`; returns the norm before clipping."""
-    parameters = list(parameters)
+    parameters = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads or not all(type(g) is torch.Tensor and g.device.type == "cpu" for g in grads):
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm)  # sharded (DTensor) or on a device
