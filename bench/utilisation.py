@@ -118,7 +118,18 @@ interleaved each), 2.80 vs 2.83 s fp32; and the head's bf16 copy written into it
 (lm/linear_ce.py through the autocast context's casts: 56 MB of fresh pages a step fewer). Measured
 and not kept: short rows' attention (lm/short_attention.py) for the tiny GRPO model's fp32 update: 0.342
 vs 0.343 s. Under torch.profiler the weights' casts looked ~10x slower than alone (1.35 ms per 1536 x 576
-copy); timed without it, the step's 90 gradient casts take 16-17 ms in all: the profiler's own cost."""
+copy); timed without it, the step's 90 gradient casts take 16-17 ms in all: the profiler's own cost.
+
+2026-12-06 (same machine type). Under torch.profiler (record_shapes), a bf16 step's products ran at
+343-385 GFLOP/s but for the output head's forward: six products of a chunk's 85 rows against the
+49,152 x 576 head, at ~184 GFLOP/s (~157 ms a step). Kept: every row's logits in one product, written
+into the tensor their gradient takes (lm/linear_ce.py; the same floats, tested against the chunked
+no-grad loss): alone, 510 rows in bf16 ~77 vs ~96 ms, fp32 ~173 vs ~225 ms; in the step (interleaved in
+one process, medians) bf16 1.721 vs 1.767 s (10 steps each), fp32 3.30 vs 3.52 s (8 each, a slow phase
+of this VM). This benchmark after it, two runs: fp32 76.1 / 74.1 %, bf16 62.8 / 59.5 % (peaks 182 / 192
+and 411 / 426 GFLOP/s). Measured and not kept: one product for q, k and v and one for gate and up in
+the decoding step (the same floats): no faster at 128 rows (87 vs 89 us, 301 vs 251 us); the SFT step's
+micro-batch of 4 rows instead of 2 (`sft`'s default): 296 vs 284 tokens/s in bf16, the same per token."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:

@@ -133,6 +133,9 @@ class PlainChunks:
     def logits(self, h, w, b):
         return F.linear(h, w, b).float()
 
+    def as_fp32(self, logits):
+        return logits.float()
+
     def logsumexp(self, logits):
         return torch.logsumexp(logits, dim=-1)
 
