@@ -123,8 +123,8 @@ copy); timed without it, the step's 90 gradient casts take 16-17 ms in all: the 
 2026-12-06 (same machine type). Under torch.profiler (record_shapes), a bf16 step's products ran at
 343-385 GFLOP/s but for the output head's forward: six products of a chunk's 85 rows against the
 49,152 x 576 head, at ~184 GFLOP/s (~157 ms a step). Kept: every row's logits in one product, written
-into the tensor their gradient takes (lm/linear_ce.py; the same floats, tested against the chunked
-no-grad loss): alone, 510 rows in bf16 ~77 vs ~96 ms, fp32 ~173 vs ~225 ms; in the step (interleaved in
+into the tensor their gradient takes (lm/linear_ce.py; the same floats here as the chunked no-grad
+loss): alone, 510 rows in bf16 ~77 vs ~96 ms, fp32 ~173 vs ~225 ms; in the step (interleaved in
 one process, medians) bf16 1.721 vs 1.767 s (10 steps each), fp32 3.30 vs 3.52 s (8 each, a slow phase
 of this VM). This benchmark after it, two runs: fp32 76.1 / 74.1 %, bf16 62.8 / 59.5 % (peaks 182 / 192
 and 411 / 426 GFLOP/s). Measured and not kept: one product for q, k and v and one for gate and up in

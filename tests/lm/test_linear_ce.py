@@ -163,14 +163,19 @@ def test_the_head_weight_gradient_by_row_block_equals_the_whole_product_cast(mon
 
 
 @pytest.mark.parametrize("context", [torch.enable_grad, bf16_autocast])
-def test_the_loss_without_gradients_equals_the_loss_with_them(monkeypatch, context):
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_loss_without_gradients_equals_the_loss_with_them(monkeypatch, context, bias):
+    """With gradients the logits come from one product over every row, without them chunk by chunk (10
+    rows): the same loss to rounding (a BLAS may sum a row in another order for fewer rows; on the 2-core
+    EPYC with AVX512-BF16 this was measured, they are equal)."""
     monkeypatch.setattr(linear_ce, "CHUNK_BYTES", 4 * VOCAB * 10)
-    head, hidden, targets = inputs(bias=True)
+    head, hidden, targets = inputs(bias)
     with context():
         trained = head_ce_sum(head, hidden, targets)
         with torch.no_grad():
             evaluated = head_ce_sum(head, hidden, targets)
-    assert torch.equal(trained.detach(), evaluated)
+    # bf16: a logit one bf16 step apart (its fp32 sum rounded the other way) moves the loss by ~1e-5.
+    torch.testing.assert_close(trained.detach(), evaluated, rtol=1e-6 if context is torch.enable_grad else 1e-4, atol=0)
 
 
 def test_a_second_backward_through_the_loss_says_why_it_cannot():

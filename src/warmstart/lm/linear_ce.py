@@ -72,9 +72,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         h, w, b = in_compute_dtype(hidden, weight, bias, casts)  # before autocast is turned off below
         with torch.autocast(hidden.device.type, enabled=False):
             total = zero(h)
-            # Every row's logits in one product, where their gradient goes (module docstring). The same floats
-            # as chunk by chunk: a row's sums do not depend on the rows beside it (tested against the no-grad
-            # path, which goes chunk by chunk).
+            # Every row's logits in one product, where their gradient goes (module docstring). Chunk by chunk
+            # gave the same floats on this machine (both kernel paths, AVX-512 and AVX2, at SmolLM2's head);
+            # a BLAS may pick another kernel for fewer rows, so the no-grad path (chunk by chunk) is only
+            # guaranteed equal to rounding (tested).
             grad_logits = head_logits(h, w, b, torch.empty(h.shape[0], w.shape[0], dtype=h.dtype, device=h.device))
             scratch = ChunkScratch(h, w)
             for rows in chunks(h, w):
