@@ -1,12 +1,13 @@
 """clip_gradients: the same gradients as torch's clip_grad_norm_, bit for bit, without writing them
-where nothing is clipped."""
+where nothing is clipped. clipped_step: the clip folded into a fused AdamW's step, the same step to
+rounding."""
 
 import math
 
 import pytest
 import torch
 
-from warmstart.train.clipping import clip_gradients
+from warmstart.train.clipping import clip_gradients, clipped_step
 
 
 def two_layers(seed: int = 0) -> torch.nn.Module:
@@ -71,3 +72,79 @@ def test_one_tensor_is_clipped_as_torch_clips_it():
     ours.grad, theirs.grad = torch.full((2, 3), 3.0), torch.full((2, 3), 3.0)
     assert torch.equal(clip_gradients(ours, 1.0), torch.nn.utils.clip_grad_norm_(theirs, 1.0))
     assert torch.equal(ours.grad, theirs.grad)
+
+
+def adamw(model, fused: bool = True) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=0.1, betas=(0.9, 0.95), weight_decay=0.01, fused=fused)
+
+
+def two_steps(model, optimizer, step):
+    """Two optimizer steps of `step` (the second on gradients of the stepped weights): the moments carry
+    the first one's gradients into the second."""
+    norms = [step(optimizer, model.parameters())]
+    model.zero_grad(set_to_none=True)
+    model(torch.randn(4, 7, generator=torch.Generator().manual_seed(1))).square().sum().backward()
+    norms.append(step(optimizer, model.parameters()))
+    return norms
+
+
+def clip_then_step(max_norm):
+    def step(optimizer, parameters):
+        parameters = list(parameters)
+        norm = clip_gradients(parameters, max_norm)
+        optimizer.step()
+        return norm
+
+    return step
+
+
+def folded(max_norm, fold=True):
+    return lambda optimizer, parameters: clipped_step(optimizer, parameters, max_norm, fold=fold)
+
+
+def test_a_folded_clip_steps_as_clip_then_step_to_rounding():
+    ours, theirs = two_layers(), two_layers()
+    max_norm = norm_of(ours) / 3  # both steps clipped
+    ours_norms = two_steps(ours, adamw(ours), folded(max_norm))
+    theirs_norms = two_steps(theirs, adamw(theirs), clip_then_step(max_norm))
+    assert [float(n) for n in ours_norms] == [float(n) for n in theirs_norms]
+    assert float(ours_norms[1]) > max_norm
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        # The kernel writes each gradient back divided by the scale: the clipped gradient, as clip leaves it.
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0)
+
+
+def test_a_factor_of_one_steps_bitwise_as_clip_then_step():
+    ours, theirs = two_layers(), two_layers()
+    max_norm = norm_of(ours) * 10  # nothing clipped
+    two_steps(ours, adamw(ours), folded(max_norm))
+    two_steps(theirs, adamw(theirs), clip_then_step(max_norm))
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+
+
+@pytest.mark.parametrize("fused, fold", [(False, True), (True, False)])
+def test_without_a_fused_optimizer_or_fold_the_clip_runs_first_exactly(fused, fold):
+    ours, theirs = two_layers(), two_layers()
+    max_norm = norm_of(ours) / 3
+    two_steps(ours, adamw(ours, fused=fused), folded(max_norm, fold=fold))
+    two_steps(theirs, adamw(theirs, fused=fused), clip_then_step(max_norm))
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+
+
+def test_the_scale_is_gone_after_the_step_even_when_it_raises(monkeypatch):
+    model = two_layers()
+    optimizer = adamw(model)
+    max_norm = norm_of(model) / 3
+    clipped_step(optimizer, model.parameters(), max_norm, fold=True)
+    assert not hasattr(optimizer, "grad_scale")  # a later step would divide its gradients by it again
+
+    def fail(*args, **kwargs):
+        assert float(optimizer.grad_scale) > 1.0  # 1 / the clip factor, while the step runs
+        raise RuntimeError("step failed")
+
+    model(torch.randn(4, 7)).square().sum().backward()
+    monkeypatch.setattr(optimizer, "step", fail)
+    with pytest.raises(RuntimeError, match="step failed"):
+        clipped_step(optimizer, model.parameters(), max_norm, fold=True)
+    assert not hasattr(optimizer, "grad_scale")

@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from warmstart.config import SftConfig, TinyModelConfig
 from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
+from warmstart.train import sft
+from warmstart.train.clipping import clipped_step
 from warmstart.train.data import Example, collate, row_width
-from warmstart.train.sft import RowStream, masked_ce_sum, train_step
+from warmstart.train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,31 @@ def test_precision_sets_the_matmul_dtype_and_keeps_fp32_weights(setup, precision
     assert seen == {dtype}
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert torch.isfinite(torch.tensor(loss)) and tokens > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_clipped_step_folds_the_clip_into_adamw_under_bf16_only(setup, monkeypatch, precision):
+    """bf16: the clip factor goes into the fused AdamW's step (train/clipping.py), the same step to
+    rounding as clip then step; fp32 clips first, as torch does."""
+    _, tokenizer, examples = setup
+    cfg = SftConfig(seq_len=64, rows_per_micro_batch=2, precision=precision, kd_weight=0.0, grad_clip=1e-3)
+    folds, params = [], []
+    for fold in (None, False):  # as train_step asks, then forced to clip first
+        model = build_tiny_llama(
+            tokenizer, TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2), seed=0
+        )
+        optimizer, _ = make_optimizer(model, cfg)
+
+        def spy(optimizer, parameters, max_norm, fold=False, forced=fold):
+            folds.append(fold)
+            norm = clipped_step(optimizer, parameters, max_norm, fold=fold if forced is None else forced)
+            assert float(norm) > max_norm  # clipped: the case the fold changes
+            return norm
+
+        monkeypatch.setattr(sft, "clipped_step", spy)
+        for _ in range(2):
+            train_step(model, optimizer, RowStream(examples, cfg, seed=0), cfg, tokenizer.pad_token_id)
+        params.append([p.detach().clone() for p in model.parameters()])
+    assert folds == [precision == "bf16"] * 4
+    for a, b in zip(*params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -10,6 +10,15 @@ a bf16 SFT step of 2 x 256 tokens (~1.6 s). Where the norm is above the limit no
 utilisation benchmark's random tokens give norms of ~16-19: no gain there). The gradients come out
 bitwise the same as torch's (x * 1.0 == x), a non-finite norm included (its factor is not >= 1, so it
 is applied).
+
+`clipped_step` can also hand a clipping factor below 1 to a fused AdamW as its gradient scale (the
+protocol torch.amp.GradScaler uses with fused optimizers: the kernel divides each gradient by the scale
+as it reads it, and writes it back so), instead of a pass multiplying every gradient first: SmolLM2-135M
+bf16 SFT at 2 x 256 tokens (random tokens, norms ~16-19, every step clipped) 1.908 vs 1.960 s per step
+(20 interleaved steps each, medians; 2-core AMD EPYC, family 25 model 17, CPU flags avx2 avx512_bf16).
+g / (1 / c) rounds differently from g x c in the last bit of some gradients, so `sft` folds only under
+bf16 autocast, where the products' own rounding is ~2^16 times coarser; fp32 training (the demo's)
+keeps torch's exact clip.
 """
 
 from __future__ import annotations
@@ -28,3 +37,35 @@ def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
     if not bool(max_norm / (total + 1e-6) >= 1.0):  # torch's factor, before its clamp to 1
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
     return total
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float, fold: bool = False) -> torch.Tensor:
+    """`clip_gradients(parameters, max_norm)`, then `optimizer.step()`; returns the norm before clipping.
+    With `fold`, a factor below 1 is applied by a fused optimizer as it reads the gradients (module
+    docstring) where the gradients are plain CPU tensors; elsewhere, or for another optimizer, the
+    clip runs first as without it."""
+    parameters = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    foldable = fold and grads and all(type(g) is torch.Tensor and g.device.type == "cpu" for g in grads)
+    if not (foldable and fused_optimizer(optimizer)):
+        total = clip_gradients(parameters, max_norm)
+        optimizer.step()
+        return total
+    total = torch.nn.utils.get_total_norm(grads)
+    factor = max_norm / (total + 1e-6)  # torch's, before its clamp to 1
+    if bool(factor >= 1.0):
+        optimizer.step()
+        return total
+    optimizer.grad_scale = (1.0 / factor).to(torch.float32)  # read by torch's fused Adam/AdamW step
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale
+    return total
+
+
+def fused_optimizer(optimizer: torch.optim.Optimizer) -> bool:
+    """A torch Adam/AdamW whose every group runs the fused kernel (the one that takes a gradient scale)."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and all(
+        g.get("fused") for g in optimizer.param_groups
+    )

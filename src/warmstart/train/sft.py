@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from ..config import SftConfig
 from ..distill.step import KdSetup, KdTotals, kd_backward, scored_hidden
 from ..lm.device import autocast as device_autocast
+from ..lm.device import wants_bf16
 from ..lm.linear_ce import head_ce_sum
 from ..lm.scoring import logit_transforms
 from ..lm.tied_embedding import HeadGradient, embed, tied_embedding
 from ..lm.weight_casts import WeightCasts
-from .clipping import clip_gradients
+from .clipping import clipped_step
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
 from .sharding import is_sharded
@@ -153,8 +154,8 @@ def train_step(
     if kd_before is not None and world.size > 1:  # the step's KD totals over every process
         kd_totals.kd_sum = kd_before[0] + world.total(kd_totals.kd_sum - kd_before[0])
         kd_totals.kd_positions = kd_before[1] + int(world.total(kd_totals.kd_positions - kd_before[1]))
-    clip_gradients(model.parameters(), cfg.grad_clip)
-    optimizer.step()
+    # Under bf16 autocast a clipping factor goes into the fused AdamW's step (train/clipping.py).
+    clipped_step(optimizer, model.parameters(), cfg.grad_clip, fold=wants_bf16(cfg.precision, device))
     optimizer.zero_grad(set_to_none=True)
     real_tokens = sum(len(stream.examples[i].input_ids) for rows in row_groups for row in rows for i in row)
     return world.total(total), real_tokens
