@@ -648,8 +648,8 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   floats): 87 vs 89 us and 301 vs 251 us at 128 rows, no faster. The lean step's layers through
   torch.compile (Inductor, dynamic rows and room; embedding, rotary tables, K/V room and length kept in
   Python): 96 s of warm-up, then sampling 0.455 vs 0.407 s (6 interleaved samplings each, medians) and
-  a decoding step at 128 rows 6.7 vs 5.8 ms (both slower than in a process that never compiled: ~3.6 ms
-  eager): slower, not kept."""
+  a decoding step at 128 rows 6.7 vs 5.8 ms (eager ran ~3.6 ms earlier that day in a process that
+  compiled nothing; whether compiling slowed it is not measured): slower, not kept."""
 
 
 def header(args, wall: float) -> str:
