@@ -14,8 +14,8 @@ logsumexp, the loss, then softmax - one-hot in place, stored back. After the las
 give the gradients of the hidden states and of the head's weight; backward only scales them. The one
 product: SmolLM2's head at 510 rows ran ~77 ms in bf16 against ~96 ms as six products of a chunk's 85
 rows (~157 ms inside a training step under torch.profiler), fp32 ~173 against ~225 ms (2-core
-AVX512-BF16 EPYC, family 25 model 17, 2 threads). The arithmetic is the same as the plain way's (fp32 softmax, gradients through the
-compute dtype); the sums run in another order.
+AVX512-BF16 EPYC, family 25 model 17, 2 threads). The arithmetic is the same as the plain way's (fp32
+softmax, gradients through the compute dtype); the sums run in another order.
 
 The gradient is computed in the forward (its whole cost) whenever grad mode is on and an input needs
 it; under `torch.no_grad()` only the loss is computed.
