@@ -640,9 +640,10 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   shapes) for the prefill and the update while the decoding steps stay lean: update 0.325 / 0.371 vs eager
   0.309 / 0.360 s per step (two pairs of processes, 8 steps each, medians; 69 s of cold compile): slower.
 - 2026-12-06 (same machine type), GRPO's code unchanged (SFT's loss through the head changed; GRPO's
-  update does not run it). The run of this section, at 4b7ab09: tiny 2.36x (0.55 vs 1.30 s; per
-  repetition 2.12-2.49x), SmolLM2 2.41x (6.73 vs 16.20 s): of the six tiny runs since the decoding change,
-  2.09, 1.85, 2.30, 2.26, 2.35 and 2.36x. Timed (no profiler), a lean decoding step of the tiny model took
+  update does not run it). The run at 4b7ab09: tiny 2.36x (0.55 vs 1.30 s; per repetition 2.12-2.49x),
+  SmolLM2 2.41x (6.73 vs 16.20 s); the run of this section, at 7b04fa7: tiny 2.38x (0.57 vs 1.36 s; per
+  repetition 2.05-2.61x), SmolLM2 2.33x (8.06 vs 18.75 s): of the seven tiny runs since the decoding
+  change, 2.09, 1.85, 2.30, 2.26, 2.35, 2.36 and 2.38x. Timed (no profiler), a lean decoding step of the tiny model took
   ~1.2 ms at <= 16 rows and ~3.6 ms at 128 rows: its fixed part is the dispatch of ~200 operators, ~50 per
   layer. Measured and not kept: one product for q, k and v and one for gate and up in that step (the same
   floats): 87 vs 89 us and 301 vs 251 us at 128 rows, no faster. The lean step's layers through
