@@ -130,8 +130,9 @@ of this VM). This benchmark after it, three runs: fp32 76.1 / 74.1 / 73.9 %, bf1
 (peaks 182 / 192 / 202 and 411 / 426 / 438 GFLOP/s). Kept then: under bf16 only, the gradient clip's
 factor handed to the fused AdamW as its gradient scale (train/clipping.py `clipped_step`; the fold tried
 on 2026-12-05 moved the demo's fp32 floats, and fp32 keeps torch's exact clip): 1.602 vs 1.648 s per bf16
-step (12 interleaved each, medians). This benchmark after both, two runs: fp32 74.3 / 72.8 %, bf16 60.9 /
-62.1 %. Measured and not kept: one product for q, k and v and one for gate and up in
+step (12 interleaved each, medians). This benchmark after both, three runs: fp32 74.3 / 72.8 / 78.7 %,
+bf16 60.9 / 62.1 / 57.4 % (the last in a slow phase of this VM: the fp32 peak 164 GFLOP/s against
+197-199 in the two before). Measured and not kept: one product for q, k and v and one for gate and up in
 the decoding step (the same floats): no faster at 128 rows (87 vs 89 us, 301 vs 251 us); the SFT step's
 micro-batch of 4 rows instead of 2 (`sft`'s default): 296 vs 284 tokens/s in bf16, the same per token."""
 
