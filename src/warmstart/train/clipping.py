@@ -30,12 +30,12 @@ import torch
 def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
     """Scale the gradients of `parameters` in place so that their global 2-norm is at most `max_norm`,
     exactly as `torch.nn.utils.clip_grad_norm_`; returns the norm before clipping."""
-    parameters = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads or not all(type(g) is torch.Tensor and g.device.type == "cpu" for g in grads):
+    parameters = as_list(parameters)
+    grads = cpu_gradients(parameters)
+    if grads is None:
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm)  # sharded (DTensor) or on a device
     total = torch.nn.utils.get_total_norm(grads)
-    if not bool(max_norm / (total + 1e-6) >= 1.0):  # torch's factor, before its clamp to 1
+    if not bool(clip_factor(max_norm, total) >= 1.0):
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
     return total
 
@@ -45,15 +45,14 @@ def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float, 
     With `fold`, a factor below 1 is applied by a fused optimizer as it reads the gradients (module
     docstring) where the gradients are plain CPU tensors; elsewhere, or for another optimizer, the
     clip runs first as without it."""
-    parameters = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
-    foldable = fold and grads and all(type(g) is torch.Tensor and g.device.type == "cpu" for g in grads)
-    if not (foldable and fused_optimizer(optimizer)):
+    parameters = as_list(parameters)
+    grads = cpu_gradients(parameters) if fold and fused_optimizer(optimizer) else None
+    if grads is None:
         total = clip_gradients(parameters, max_norm)
         optimizer.step()
         return total
     total = torch.nn.utils.get_total_norm(grads)
-    factor = max_norm / (total + 1e-6)  # torch's, before its clamp to 1
+    factor = clip_factor(max_norm, total)
     if bool(factor >= 1.0):
         optimizer.step()
         return total
@@ -63,6 +62,23 @@ def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float, 
     finally:
         del optimizer.grad_scale
     return total
+
+
+def as_list(parameters) -> list:
+    return [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+
+
+def cpu_gradients(parameters: list) -> list[torch.Tensor] | None:
+    """The parameters' gradients where there are some and all are plain CPU tensors, else None."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads or not all(type(g) is torch.Tensor and g.device.type == "cpu" for g in grads):
+        return None
+    return grads
+
+
+def clip_factor(max_norm: float, total: torch.Tensor) -> torch.Tensor:
+    """torch's clipping factor, before its clamp to 1."""
+    return max_norm / (total + 1e-6)
 
 
 def fused_optimizer(optimizer: torch.optim.Optimizer) -> bool:
