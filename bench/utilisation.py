@@ -136,23 +136,27 @@ bf16 60.9 / 62.1 / 57.4 % (the last in a slow phase of this VM: the fp32 peak 16
 the decoding step (the same floats): no faster at 128 rows (87 vs 89 us, 301 vs 251 us); the SFT step's
 micro-batch of 4 rows instead of 2 (`sft`'s default): 296 vs 284 tokens/s in bf16, the same per token.
 
-2026-12-06, later (same machine type). Where a bf16 step's ~1.7 s go, timed without the profiler
-(which had shown the weights' casts at ~0.5 s a step: timed, the 211 casts take ~25 ms): the
-decoder's forward ~0.50 s (its products at ~200-330 GFLOP/s, the attention's core 77 ms, norms 22
-ms, the rest ~70 ms), the head's loss with both its gradients 0.27 s (its products 0.23 s, ~380
-GFLOP/s), the backward ~0.85 s, the clip and AdamW ~0.07 s. The same products alone run at ~400-430
-GFLOP/s on hot operands and 360-410 cycling through 60 layers' operands (the rate moved with this
-VM's phase, not with the operands' count). Measured and not kept, each in one process, steps
-interleaved, medians: q, k and v as one product and gate and up as one (the fused product's outputs
-handed out as views, its weight gradient split into the parameters' views; alone, on hot operands,
-its products ran -3 to +17 % faster): 1.606 vs 1.620 s per step (12 each), with the outputs made
-contiguous 1.630 vs 1.622 (10 each), no gain; the head's [N, V] logits and its 113 MB weight
-gradient in buffers kept between steps: 1.789 vs 1.781 s (12 each); denormals flushed to zero
-(`torch.set_flush_denormal`): 1.771 vs 1.808 s (10 each) with no denormal value in AdamW's state,
-noise; OMP_WAIT_POLICY=ACTIVE (1.800 / 1.628 s against the default's 1.722 / 1.601 in the same pairs
-of processes; PASSIVE 1.900 / 1.988) and OMP_PROC_BIND=close with OMP_PLACES=cores (2.014 / 1.878
-against 2.054 / 1.807): no gain. The same pairs show this VM's phases: a process's median step moved
-1.60-2.05 s within half an hour, more than any change above."""
+2026-12-06, later (same machine type). Where a bf16 step's ~1.7 s go, timed without the profiler (which
+had shown the weights' casts at ~0.5 s a step: timed, the 211 casts take ~25 ms): the decoder's forward
+~0.50 s (timed by module hooks: its linear layers 0.34 s, the attention's core 77 ms, norms 22 ms, the
+rest ~70 ms), the head's loss with both its gradients 0.27 s (its products 0.23 s, ~380 GFLOP/s), the
+backward ~0.85 s, the clip and AdamW ~0.07 s. Each linear layer's product timed alone inside the step
+ran at 300-400 GFLOP/s (the small k and v projections lowest), 2-14 % below the same product run again
+at once on the same operands: ~0.88 s a step for the decoder's linear products, ~1.2 s with the head's
+and the attention's. The same shapes alone run at ~400-430 GFLOP/s on hot operands and 360-410 cycling
+through 60 layers' operands (the rate moved with this VM's phase, not with the operands' count). What is
+left, ~0.45 s, is hundreds of small operators (per-layer norms, rotary, SiLU, residual sums, the
+attention's masks and softmax, the head's softmax, autograd's Python functions) and the clip and AdamW.
+Measured and not kept, each in one process, steps interleaved, medians: q, k and v as one product and
+gate and up as one (the fused product's outputs handed out as views, its weight gradient split into the
+parameters' views; alone, on hot operands, its products ran -3 to +17 % faster): 1.606 vs 1.620 s per
+step (12 each), with the outputs made contiguous 1.630 vs 1.622 (10 each), no gain; the head's [N, V]
+logits and its 113 MB weight gradient in buffers kept between steps: 1.789 vs 1.781 s (12 each);
+denormals flushed to zero (`torch.set_flush_denormal`): 1.771 vs 1.808 s (10 each) with no denormal
+value in AdamW's state, noise; OMP_WAIT_POLICY=ACTIVE (1.800 / 1.628 s against the default's 1.722 /
+1.601 in the same pairs of processes; PASSIVE 1.900 / 1.988) and OMP_PROC_BIND=close with
+OMP_PLACES=cores (2.014 / 1.878 against 2.054 / 1.807): no gain. The same pairs show this VM's phases: a
+process's median step moved 1.60-2.05 s within half an hour, more than any change above."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
