@@ -121,6 +121,19 @@ def test_generate_caches_every_reply_and_a_rerun_pays_for_nothing(tmp_path):
     assert all(u.from_cache for r in records for u in r.usage)
 
 
+def test_the_provider_seed_names_the_sample_not_the_server_it_is_asked_of(tmp_path):
+    """Two servers on two ports are asked the same samples with the same seeds: a recipe's samples do not
+    depend on where the model is served."""
+    bodies = []
+    for name in ("first", "second"):
+        with FakeAPI() as api:
+            generate.run(recipe_for(tmp_path / name, api, "generate.samples_per_task=2"))
+            bodies.append({(json.dumps(e["body"]["messages"]), e["body"]["seed"]) for e in api.log})
+    first, second = bodies
+    assert len(first) == 12 and first == second
+    assert len({seed for _, seed in first}) == 12  # every sample its own seed, both samples of a task included
+
+
 def test_prices_turn_tokens_into_money_per_accepted_trajectory(tmp_path):
     prices = tmp_path / "prices.toml"
     prices.write_text('[models."fake"]\ninput = 1.0\ncached_input = 0.5\noutput = 2.0\nbatch = 0.5\n')

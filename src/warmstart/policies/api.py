@@ -194,19 +194,22 @@ class APIPolicy:
             created=time.time(),
         )
 
-    def _key(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int, sample_index: int) -> str:
-        return ResponseCache.key(
-            {
-                "provider": self.backend.provider,
-                "model": self.backend.model,
-                "endpoint": self.backend.endpoint,
-                "messages": [m.model_dump(exclude_none=True) for m in messages],
-                "tools": tools,
-                "sampling": [sampling.temperature, sampling.top_p, sampling.max_new_tokens, self.settings.top_logprobs],
-                "seed": seed,
-                "sample_index": sample_index,
-            }
-        )
+    def _request(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int, sample_index: int):
+        """(the response cache's key, the seed sent to the provider) of one turn. The key names the server
+        (another endpoint may serve other weights under the model's name); the provider's seed names only
+        the sample (model, conversation, sampling, run seed, sample index), so the same recipe asks a
+        model for the same samples wherever it is served (a local server on another port, a mirror)."""
+        sample = {
+            "provider": self.backend.provider,
+            "model": self.backend.model,
+            "messages": [m.model_dump(exclude_none=True) for m in messages],
+            "tools": tools,
+            "sampling": [sampling.temperature, sampling.top_p, sampling.max_new_tokens, self.settings.top_logprobs],
+            "seed": seed,
+            "sample_index": sample_index,
+        }
+        key = ResponseCache.key(sample | {"endpoint": self.backend.endpoint})
+        return key, int(ResponseCache.key(sample)[:8], 16)
 
     @staticmethod
     def _reservation(messages: list[Message], tools: list[dict], sampling: Sampling) -> int:
@@ -218,12 +221,12 @@ class APIPolicy:
     ) -> Reply:
         """One policy turn: from the cache, or asked of the provider with retries until `api.deadline_s`.
         The usage of replies refused on the way goes to `rejected` (they were billed)."""
-        key = self._key(messages, tools, sampling, seed, sample_index)
+        key, provider_seed = self._request(messages, tools, sampling, seed, sample_index)
         cached = self.cache.get(key)
         if cached is not None:
             self.request_tally.cache_hits += 1
             return cached.model_copy(update={"usage": cached.usage.model_copy(update={"from_cache": True})})
-        ask = Ask(messages, tools, sampling, int(key[:8], 16))
+        ask = Ask(messages, tools, sampling, provider_seed)
         rng = None  # the backoff's jitter, seeded by the key: made on the first retry, not per request
         for attempt in range(self.settings.max_retries + 1):
             reply, failure = await self._attempt(ask, in_flight, rejected)
