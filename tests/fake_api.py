@@ -32,7 +32,8 @@ and leave out the log-probs it was asked for.
 `chaos` (a seeded random.Random) draws a fault for each request instead of the queue: each of
 `CHAOS_FAULTS` with probability `chaos_rate`. `billed` logs the usage of every reply delivered whole with
 counts a provider could bill (what a client's ledger should add up to; a `slow` reply, which the client
-has stopped waiting for when it comes, is left out).
+has stopped waiting for when it comes, is left out). `held`, a cleared threading.Event, holds every reply
+until it is set: a client caught mid-request for as long as a test needs.
 
 With no fault queued it answers correctly: for "What is A+B? ..." it replies "Answer: <A+B>". Every
 request is logged (arrival time, tokens, outcome), so tests assert on what the server saw. The legacy
@@ -112,6 +113,7 @@ class FakeAPI:
         self.lock = threading.Lock()
         self.slow_s, self.delay_s, self.huge_bytes = slow_s, delay_s, huge_bytes
         self.chaos, self.chaos_rate = chaos, chaos_rate
+        self.held: threading.Event | None = None  # where set to a cleared Event: replies wait until it is set
         self.server = Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -190,6 +192,8 @@ class FakeAPI:
                 legacy = self.path.endswith("/completions") and not self.path.endswith("/chat/completions")
                 prompt_tokens, completion_tokens = 20, 6
                 api.record({"t": arrived, "fault": fault, "tokens": prompt_tokens + completion_tokens, "body": body})
+                if api.held is not None:  # a client held mid-request for as long as a test needs
+                    api.held.wait(timeout=120)
                 if api.delay_s:
                     time.sleep(api.delay_s)
                 if fault == "slow":

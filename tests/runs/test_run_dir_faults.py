@@ -7,6 +7,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def reference_run(tmp_path: Path, train: int = 200) -> tuple[Path, Path]:
 
 
 def test_a_second_process_on_the_same_run_directory_is_refused_naming_the_first(tmp_path):
-    with FakeAPI(delay_s=0.05) as api:  # slow enough that the first process is still working
+    with FakeAPI() as api:
+        api.held = threading.Event()  # the first process's requests wait: it is working while the second runs
         recipe = small_recipe(tmp_path / "run", f"generate.teacher='openai:fake-model@{api.url}/v1'", train=40)
         recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
         first = subprocess.Popen(
@@ -52,6 +54,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused_naming_the_first(
                 time.sleep(0.01)
             line = one_error_line(cli("generate", str(recipe_file)))
         finally:
+            api.held.set()
             assert first.wait(timeout=120) == 0, first.stderr.read()
         assert f"pid {first.pid}" in line and "is running a stage in" in line
         assert len(api.log) == 40  # every request once: the second process sent none
