@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from warmstart.config import load_recipe
 from warmstart.errors import WarmstartError
 from warmstart.runs.jsonl import read_records
 from warmstart.stages import generate
-from warmstart.stages.common import make_environment
+from warmstart.stages.common import load_tasks, make_environment
 from warmstart.stages.estimate import PILOT_TASKS
 from warmstart.types import Request, Sampling, Trajectory
 
@@ -68,6 +69,20 @@ def busy_rollout_workers() -> list[int]:
     return pids
 
 
+def piece_of_each_problem(recipe) -> dict[str, int]:
+    """After the pilot, the two workers' pieces are the remaining tasks' halves, in order (one sample each):
+    the piece of each problem asked once in the whole stage (a problem two tasks share names neither)."""
+    problems = [task.prompt[-1].content for task in load_tasks(recipe, make_environment(recipe), "train")]
+    rest, once = problems[PILOT_TASKS:], {p for p, n in Counter(problems).items() if n == 1}
+    return {problem: 2 * index // len(rest) for index, problem in enumerate(rest) if problem in once}
+
+
+def pieces_begun(log: list[dict], pieces: dict[str, int]) -> int:
+    """How many of the pieces the server has had a request of."""
+    asked = (next(m["content"] for m in reversed(e["body"]["messages"]) if m["role"] == "user") for e in list(log))
+    return len({pieces[text] for text in asked if text in pieces})
+
+
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, ray_cluster):
     # After the pilot's tasks, each worker holds one piece of 90 requests, 2 in flight, 30 ms each: it is
     # killed well inside it.
@@ -78,11 +93,13 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, ray_clus
         recipe = small_recipe(
             tmp_path / "ray", teacher, *FAST, *RAY, "api.concurrency=2", "generate.concurrency=200", train=TASKS
         )
+        pieces = piece_of_each_problem(recipe)
         outcome: dict = {}
         thread = threading.Thread(target=lambda: outcome.update(out=generate.run(recipe)), daemon=True)
         thread.start()
         deadline = time.monotonic() + 60
-        while len(api.log) < before + PILOT_TASKS + 20 or len(busy_rollout_workers()) < 2:
+        # Whichever worker is killed has sent requests of its piece: both pieces have begun.
+        while pieces_begun(api.log[before:], pieces) < 2 or len(busy_rollout_workers()) < 2:
             assert thread.is_alive(), "generate ended before a worker could be killed"
             assert time.monotonic() < deadline, "the workers sent no requests within 60 s"
             time.sleep(0.005)
