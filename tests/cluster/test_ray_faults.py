@@ -79,7 +79,7 @@ def piece_of_each_problem(recipe) -> dict[str, int]:
 
 def pieces_begun(log: list[dict], pieces: dict[str, int]) -> int:
     """How many of the pieces the server has had a request of."""
-    asked = (next(m["content"] for m in reversed(e["body"]["messages"]) if m["role"] == "user") for e in list(log))
+    asked = (next(m["content"] for m in reversed(e["body"]["messages"]) if m["role"] == "user") for e in log)
     return len({pieces[text] for text in asked if text in pieces})
 
 

@@ -194,12 +194,12 @@ class APIPolicy:
             created=time.time(),
         )
 
-    def _request(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int, sample_index: int):
-        """(the response cache's key, the seed sent to the provider) of one turn. The key names the server
-        (another endpoint may serve other weights under the model's name); the provider's seed names only
-        the sample (model, conversation, sampling, run seed, sample index), so the same recipe asks a
-        model for the same samples wherever it is served (a local server on another port, a mirror)."""
-        sample = {
+    def _sample(self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int, sample_index: int):
+        """What names one turn's sample: model, conversation, sampling, run seed, sample index. The response
+        cache's key adds the server (another endpoint may serve other weights under the model's name); the
+        seed sent to the provider does not (`provider_seed`), so the same recipe asks a model for the same
+        samples wherever it is served (a local server on another port, a mirror)."""
+        return {
             "provider": self.backend.provider,
             "model": self.backend.model,
             "messages": [m.model_dump(exclude_none=True) for m in messages],
@@ -208,8 +208,6 @@ class APIPolicy:
             "seed": seed,
             "sample_index": sample_index,
         }
-        key = ResponseCache.key(sample | {"endpoint": self.backend.endpoint})
-        return key, int(ResponseCache.key(sample)[:8], 16)
 
     @staticmethod
     def _reservation(messages: list[Message], tools: list[dict], sampling: Sampling) -> int:
@@ -221,12 +219,13 @@ class APIPolicy:
     ) -> Reply:
         """One policy turn: from the cache, or asked of the provider with retries until `api.deadline_s`.
         The usage of replies refused on the way goes to `rejected` (they were billed)."""
-        key, provider_seed = self._request(messages, tools, sampling, seed, sample_index)
+        sample = self._sample(messages, tools, sampling, seed, sample_index)
+        key = ResponseCache.key(sample | {"endpoint": self.backend.endpoint})
         cached = self.cache.get(key)
         if cached is not None:
             self.request_tally.cache_hits += 1
             return cached.model_copy(update={"usage": cached.usage.model_copy(update={"from_cache": True})})
-        ask = Ask(messages, tools, sampling, provider_seed)
+        ask = Ask(messages, tools, sampling, provider_seed(sample))
         rng = None  # the backoff's jitter, seeded by the key: made on the first retry, not per request
         for attempt in range(self.settings.max_retries + 1):
             reply, failure = await self._attempt(ask, in_flight, rejected)
@@ -344,6 +343,11 @@ def prompt_size(messages: list[Message], tools: list[dict]) -> tuple[int, int]:
     """A request's prompt as (bytes of its messages and tool schemas, message count): bounds its tokens."""
     size = sum(len(json.dumps(m.model_dump(exclude_none=True)).encode()) for m in messages)
     return size + len(json.dumps(tools).encode()), len(messages)
+
+
+def provider_seed(sample: dict) -> int:
+    """The seed a provider is sent for a sample (`APIPolicy._sample`): stable across runs and servers."""
+    return int(ResponseCache.key(sample)[:8], 16)
 
 
 @dataclass
