@@ -23,6 +23,10 @@ SETTINGS = [
     "sft.checkpoint_every=2",
     "sft.keep_checkpoints=5",
 ]
+# The kill test's run. With 8 steps of the tiny model, the run went from its step-4 checkpoint to its
+# finished model in 0.09 s (0.25 s sharded), a thin margin for the poll and kill below; with 64 steps,
+# 1.6 s (4.8 s sharded), measured on a 2-core EPYC.
+KILLED_SETTINGS = [*SETTINGS, "sft.steps=64"]
 
 
 def torchrun(recipe_file: Path, processes: int, *extra: str, **popen) -> list[str]:
@@ -42,9 +46,9 @@ def assert_same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
 
 
-def one_and_two_processes(tmp_path, *two_settings: str) -> tuple[Path, Path, Path]:
-    one = curated_run(tmp_path / "one", *SETTINGS)
-    two = curated_run(tmp_path / "two", *SETTINGS, *two_settings)
+def one_and_two_processes(tmp_path, *two_settings: str, settings=SETTINGS) -> tuple[Path, Path, Path]:
+    one = curated_run(tmp_path / "one", *settings)
+    two = curated_run(tmp_path / "two", *settings, *two_settings)
     subprocess.run(
         [sys.executable, "-m", "warmstart.cli", "sft", str(write_recipe_file(tmp_path / "one.toml", one))],
         check=True,
@@ -70,7 +74,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, sharding):
 # ("fsdp", 1): sharded training saves its optimizer state by parameter name; one process takes it up.
 @pytest.mark.parametrize("sharding, resumed_by", [("none", 2), ("fsdp", 2), ("fsdp", 1)])
 def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path, sharding, resumed_by):
-    one, two, two_file = one_and_two_processes(tmp_path, f"sft.sharding={sharding}")
+    one, two, two_file = one_and_two_processes(tmp_path, f"sft.sharding={sharding}", settings=KILLED_SETTINGS)
     process = subprocess.Popen(
         torchrun(two_file, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
