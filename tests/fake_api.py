@@ -99,7 +99,7 @@ class Teacher:
 class FakeAPI:
     def __init__(
         self,
-        slow_s: float = 2.0,
+        slow_s: float = 3.0,
         delay_s: float = 0.0,
         huge_bytes: int = 2_000_000,
         chaos=None,

@@ -28,7 +28,9 @@ from warmstart.stages import curate, generate
 from warmstart.types import Request, Sampling, Trajectory
 
 ENV = Arithmetic()
-FAST = ["api.backoff_s=0.05", "api.timeout_s=1.0", "api.max_retries=3"]
+# The timeout is well above a healthy loopback reply on a loaded 2-core machine: these tests count requests
+# exactly, and a healthy reply cut off would add a retry.
+FAST = ["api.backoff_s=0.05", "api.timeout_s=2.0", "api.max_retries=3"]
 
 
 def recipe_for(
@@ -46,7 +48,7 @@ def one_rollout(recipe, n: int = 1) -> list[Trajectory]:
 
 @pytest.mark.parametrize("fault", ["500", "529", "reset", "malformed", "slow"])
 def test_a_transient_failure_is_retried_and_the_answer_kept(tmp_path, fault):
-    with FakeAPI(slow_s=1.5) as api:
+    with FakeAPI(slow_s=3.0) as api:  # past FAST's timeout
         api.faults = [fault]
         [trajectory] = one_rollout(recipe_for(tmp_path, api))
     assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")

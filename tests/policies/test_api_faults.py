@@ -21,7 +21,9 @@ from warmstart.stages import curate, generate
 from warmstart.types import Request, Sampling, Trajectory
 
 ENV = Arithmetic()
-FAST = ["api.backoff_s=0.05", "api.timeout_s=1.0", "api.max_retries=3"]
+# The timeout is well above a healthy loopback reply on a loaded 2-core machine: these tests count requests
+# exactly, and a healthy reply cut off would add a retry.
+FAST = ["api.backoff_s=0.05", "api.timeout_s=2.0", "api.max_retries=3"]
 PRICES = "[models.fake-model]\ninput = 1.0\noutput = 2.0\n\n[models.other-model]\ninput = 10.0\noutput = 20.0\n"
 
 
