@@ -130,14 +130,14 @@ def same_request_fields(api: FakeAPI, url: str, prompts: list[str], tasks, cache
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
-    parser.add_argument("--requests", type=int, help="per measurement (default 400; quick 150)")
+    parser.add_argument("--requests", type=harness.positive_int, help="per measurement (default 400; quick 150)")
     parser.add_argument(
         "--repetitions",
-        type=int,
+        type=harness.positive_int,
         default=9,
         help="A B rounds per concurrency (9: single rounds vary by +-15 %% on a shared machine)",
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--concurrency", type=harness.positive_int, nargs="+", default=[1, 16, 64])
     args = parser.parse_args()
     n = args.requests or (150 if args.quick else 400)
     tasks = Arithmetic().tasks("train", n, seed=0)

