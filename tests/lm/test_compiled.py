@@ -126,6 +126,35 @@ def test_a_backend_failing_at_the_first_call_runs_eager_with_one_warning(tokeniz
     assert torch.equal(first, expected) and torch.equal(second, expected)
 
 
+def test_a_backend_failing_at_a_later_graph_runs_eager_from_then_on_with_one_warning(tokenizer, caplog):
+    """GRPO's first decoder call samples without gradients; its update's first call, with them, compiles a
+    second graph: a backend that fails only there falls back as one failing at the first call does."""
+    graphs = []
+
+    def fails_on_the_second_graph(graph, example_inputs):
+        graphs.append(graph)
+        if len(graphs) > 1:
+            raise RuntimeError("lowering not supported for this graph")
+        return graph.forward
+
+    eager, model = tiny(tokenizer), tiny(tokenizer)
+    compile_decoder(model, True, "grpo.compile", backend=fails_on_the_second_graph)
+    ids = torch.tensor([prompts(tokenizer)[1]])
+    with caplog.at_level(logging.WARNING):
+        with torch.no_grad():
+            sampled = model(input_ids=ids).logits
+        assert is_compiled(model) and not [r for r in caplog.records if r.levelno >= logging.WARNING]  # ran compiled
+        trained = model(input_ids=ids).logits
+        trained.sum().backward()
+    assert "lowering not supported" in one_warning(caplog, "grpo.compile")
+    assert not is_compiled(model) and len(graphs) == 2
+    expected = eager(input_ids=ids).logits
+    expected.sum().backward()
+    assert torch.equal(sampled, expected.detach()) and torch.equal(trained, expected)
+    for ours, theirs in zip(model.parameters(), eager.parameters()):
+        assert torch.equal(ours.grad, theirs.grad)
+
+
 def test_torch_compile_raising_up_front_runs_eager_with_one_warning(tokenizer, caplog, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("Windows not yet supported for torch.compile")

@@ -13,8 +13,13 @@ that away at the first change and compiles again (a few SFT steps of the tiny mo
 bench/compile.py measures whether it pays (bench/results/compile.md).
 
 A backend that cannot compile (no C++ compiler, an unsupported op, a bad backend name) fails at
-`torch.compile` or at the first call; either way the decoder runs eager from then on, said in one
-WARNING line naming the reason. Only the first call is guarded: a later error is a real one and raises.
+`torch.compile`, at the first call, or at a later call that compiles another graph (GRPO's first call
+samples without gradients, its update's first call compiles the graph with them); in each case the
+decoder runs eager from then on, said in one WARNING line naming the reason, and the failed call runs
+again eagerly. After the first call, only torch.compile's own errors (Dynamo's exception classes, the
+backend's failures among them) fall back: any other is the model's own and raises, as it would eager.
+What this cannot catch: AOTAutograd compiles a graph's backward at its first backward pass, inside
+autograd's engine; a backend failing only there raises from `backward()`.
 """
 
 from __future__ import annotations
@@ -51,18 +56,19 @@ def is_compiled(model: torch.nn.Module) -> bool:
 
 
 class FirstCallGuard:
-    """The compiled forward; an exception in its first call (where tracing and code generation happen)
-    puts the eager forward back and runs the call with it."""
+    """The compiled forward. Its first call (where tracing and code generation first happen) falls back on
+    any exception; a later one on torch.compile's own (module docstring). A fallback puts the eager
+    forward back and runs the call with it."""
 
     def __init__(self, decoder: torch.nn.Module, compiled: Callable, key: str):
         self.decoder, self.compiled, self.key, self.proven = decoder, compiled, key, False
 
     def __call__(self, *args, **kwargs):
-        if self.proven:
-            return self.compiled(*args, **kwargs)
         try:
             out = self.compiled(*args, **kwargs)
         except Exception as error:
+            if self.proven and not isinstance(error, torch._dynamo.exc.TorchDynamoException):
+                raise
             del self.decoder.forward  # the class's eager forward again
             warn_eager(self.key, error)
             return self.decoder.forward(*args, **kwargs)
