@@ -633,7 +633,11 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   torch.compile (Inductor, dynamic rows and room; embedding, rotary tables, K/V room and length kept in
   Python): 96 s of warm-up, then sampling 0.455 vs 0.407 s (6 interleaved samplings each, medians) and
   a decoding step at 128 rows 6.7 vs 5.8 ms (eager ran ~3.6 ms earlier that day in a process that
-  compiled nothing; whether compiling slowed it is not measured): slower, not kept."""
+  compiled nothing; whether compiling slowed it is not measured): slower, not kept.
+- 2026-12-06, later (same machine type; GRPO's code unchanged, the benchmark's model choice moved into
+  sft_vs_trl.py's shared helpers). The run of this section, at 37a3370: tiny 2.13x (0.62 vs 1.32 s; per
+  repetition 2.00-2.54x), SmolLM2 2.39x (7.49 vs 17.87 s): of the eight tiny runs since the decoding
+  change, 2.09, 1.85, 2.30, 2.26, 2.35, 2.36, 2.38 and 2.13x; SmolLM2 2.19-2.69x in all eight."""
 
 
 def header(args, wall: float) -> str:
