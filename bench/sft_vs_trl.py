@@ -105,7 +105,7 @@ def smollm2() -> Path:
 
 def model_names(parser: argparse.ArgumentParser, text: str, known: tuple[str, ...] = MODELS) -> tuple[str, ...]:
     """`--models`' comma-separated names, each known (else argparse's one-line error, exit 2)."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))  # once each
     unknown = [name for name in names if name not in known]
     if unknown or not names:
         parser.error(f"--models {text!r}: {', '.join(unknown) or 'none given'}: not one of {', '.join(known)}")
