@@ -58,6 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     todo = scripts()
     if args.only:
+        unknown = [name for name in args.only if name not in {p.name for p in todo} | {p.stem for p in todo}]
+        if unknown:
+            parser.error(f"--only: {', '.join(unknown)}: not a benchmark here ({', '.join(p.name for p in todo)})")
         todo = [p for p in todo if p.name in args.only or p.stem in args.only]
     if args.join_only:
         todo = []
