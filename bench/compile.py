@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, interleaved, median, positive_int, table, write_section  # noqa: E402
+from harness import environment, interleaved, median, positive_int, report_errors, table, write_section  # noqa: E402
 from sft_vs_trl import fitting, model_names, prepare, sft_config  # noqa: E402  (the same data and models)
 
 SYSTEMS = ("eager", "compiled")
@@ -312,4 +312,4 @@ def report(a: argparse.Namespace, names: list[str], rows: list, notes: list, loa
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, interleaved, median, table, write_section  # noqa: E402
+from harness import environment, interleaved, median, report_errors, table, write_section  # noqa: E402
 from sft_vs_trl import CACHE, DATA_RUN, prepare  # noqa: E402
 
 WORK = CACHE / "distributed-sft"
@@ -144,4 +144,4 @@ Reproduce: `{command}`
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

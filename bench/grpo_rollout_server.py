@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, median, positive_int, table, write_section  # noqa: E402
+from harness import environment, median, positive_int, report_errors, table, write_section  # noqa: E402
 
 SYSTEMS = ("local", "server", "async")
 SMALL_RECIPE = """
@@ -192,4 +192,4 @@ Reproduce: `.venv/bin/python bench/grpo_rollout_server.py{" --run " + str(source
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

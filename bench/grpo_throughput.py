@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +27,17 @@ from warmstart.lm.tinymodel import save_tiny_student
 from warmstart.train.grpo import Group, batch_tensors, update
 from warmstart.types import Sampling
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", nargs="?")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--tasks", type=int, default=16)
-    parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--max-new", type=int, default=128)
+    parser.add_argument("--steps", type=harness.positive_int, default=5)
+    parser.add_argument("--tasks", type=harness.positive_int, default=16)
+    parser.add_argument("--group", type=harness.positive_int, default=8)
+    parser.add_argument("--max-new", type=harness.positive_int, default=128)
     args = parser.parse_args()
     env = Arithmetic()
     tasks = env.tasks("train", args.tasks * args.steps, seed=0)
@@ -97,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.report_errors(main)

@@ -39,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from harness import environment, interleaved, median, positive_int, table, write_section  # noqa: E402
+from harness import environment, interleaved, median, positive_int, report_errors, table, write_section  # noqa: E402
 from sft_vs_trl import model_names, smollm2  # noqa: E402  (SmolLM2 converted once, shared)
 
 CACHE = BENCH / ".cache" / "grpo_vs_trl"
@@ -737,4 +737,4 @@ def report(model_name, s, med, times, notes, rewards, phases) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

@@ -29,6 +29,20 @@ def interleaved(systems: dict[str, Callable[[], float]], repetitions: int) -> di
     return out
 
 
+def report_errors(main: Callable[[], None]) -> None:
+    """Run a benchmark's `main` as warmstart's CLI runs a command: a WarmstartError (bad input, a missing
+    model) or a file-system error is one `error:` line and exit status 1, not a traceback."""
+    from warmstart.errors import WarmstartError
+
+    try:
+        main()
+    except WarmstartError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SystemExit(f"error: {where}{exc.strerror or exc}") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count (repetitions, steps, requests): 0 or less is argparse's one-line error."""
     value = int(text)  # not a number: argparse says "invalid positive_int value"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from warmstart.lm.precision import input_grad, weight_grad
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, interleaved, median, table, write_section  # noqa: E402
+from harness import environment, interleaved, median, report_errors, table, write_section  # noqa: E402
 
 SHAPES = [(256, 576, 1536), (256, 1536, 576), (256, 576, 49152)]  # tokens, in, out
 
@@ -96,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

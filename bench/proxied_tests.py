@@ -133,4 +133,4 @@ Reproduce: `{command}`
 
 
 if __name__ == "__main__":
-    main()
+    harness.report_errors(main)

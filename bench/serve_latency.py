@@ -31,6 +31,9 @@ from pathlib import Path
 from warmstart.config import TinyModelConfig
 from warmstart.lm.tinymodel import save_tiny_student
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
 MODEL = TinyModelConfig(
     vocab_size=300, hidden_size=256, intermediate_size=512, num_layers=4, num_heads=4, max_positions=1024
 )
@@ -50,7 +53,10 @@ def start_server(model_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str
     line = process.stdout.readline() if ready else ""
     if " on http://" not in line:
         process.terminate()
-        raise SystemExit(f"the server did not start (got {line!r}); see {log_path}")
+        process.wait()
+        # The log lives in a temporary directory removed on exit: its last line (the server's `error:`) goes here.
+        said = (log_path.read_text().strip().splitlines() or ["(nothing)"])[-1]
+        raise SystemExit(f"the server did not start: {said}")
     return process, line.split(" on ")[1].strip()
 
 
@@ -118,9 +124,9 @@ def summary(name: str, values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", type=int, default=12, help="short requests per phase")
+    parser.add_argument("--short", type=harness.positive_int, default=12, help="short requests per phase")
     parser.add_argument("--short-every", type=float, default=1.0, help="seconds between short requests")
-    parser.add_argument("--long", type=int, default=4, help="long requests running meanwhile")
+    parser.add_argument("--long", type=harness.positive_int, default=4, help="long requests running meanwhile")
     parser.add_argument("--model-dir", type=Path, help="a model to serve instead of the tiny one built here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.report_errors(main)

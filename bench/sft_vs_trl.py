@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import environment, interleaved, median, positive_int, table, write_section  # noqa: E402
+from harness import environment, interleaved, median, positive_int, report_errors, table, write_section  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
 DATA_RUN = CACHE / "sft-data"
@@ -463,4 +463,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)

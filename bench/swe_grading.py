@@ -101,4 +101,4 @@ Reproduce: `scripts/mine-swe-tasks.sh && {command}`
 
 
 if __name__ == "__main__":
-    main()
+    harness.report_errors(main)

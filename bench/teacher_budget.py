@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from fake_api import FakeAPI, Teacher  # noqa: E402
 from warmstart.config import load_recipe  # noqa: E402
 from warmstart.runs.jsonl import read_records  # noqa: E402
@@ -73,7 +75,7 @@ def verified(out: Path) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=400)
+    parser.add_argument("--tasks", type=harness.positive_int, default=400)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []
@@ -101,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.report_errors(main)

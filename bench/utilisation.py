@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import cpu_flags, environment, interleaved, median, positive_int, table, write_section  # noqa: E402
+from harness import cpu_flags, environment, interleaved, median, positive_int, report_errors, table, write_section  # noqa: E402
 from sft_vs_trl import SMOLLM2, prepare, top_entries  # noqa: E402
 from warmstart.train import host_memory  # noqa: E402
 
@@ -391,4 +391,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report_errors(main)
