@@ -32,15 +32,12 @@ def interleaved(systems: dict[str, Callable[[], float]], repetitions: int) -> di
 def report_errors(main: Callable[[], None]) -> None:
     """Run a benchmark's `main` as warmstart's CLI runs a command: a WarmstartError (bad input, a missing
     model) or a file-system error is one `error:` line and exit status 1, not a traceback."""
-    from warmstart.errors import WarmstartError
+    from warmstart.errors import WarmstartError, error_line
 
     try:
         main()
-    except WarmstartError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        raise SystemExit(f"error: {where}{exc.strerror or exc}") from None
+    except (WarmstartError, OSError) as exc:
+        raise SystemExit(error_line(exc)) from None
 
 
 def positive_int(text: str) -> int:

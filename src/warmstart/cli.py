@@ -15,7 +15,7 @@ from rich.logging import RichHandler
 
 from .config import PolicySpec, Recipe, load_recipe, with_section
 from .demos.recipe import DEMO_RECIPE, KD_SFT
-from .errors import WarmstartError
+from .errors import WarmstartError, error_line
 
 # Stages import torch and transformers (seconds); they are imported inside the commands, after the
 # recipe is checked, so that a mistake in the recipe is reported at once.
@@ -73,12 +73,8 @@ def _run_reporting_errors(action) -> None:
     """Run `action`; a WarmstartError (or a file-system error) is one `error:` line and exit status 1."""
     try:
         action()
-    except WarmstartError as exc:
-        _report(f"error: {exc}")
-        raise typer.Exit(1) from None
-    except OSError as exc:  # the file system or the machine, not a bug: one line naming the file
-        where = f"{exc.filename}: " if exc.filename else ""
-        _report(f"error: {where}{exc.strerror or exc}")
+    except (WarmstartError, OSError) as exc:
+        _report(error_line(exc))
         raise typer.Exit(1) from None
 
 

@@ -3,3 +3,15 @@
 
 class WarmstartError(Exception):
     """A problem with the user's input or environment, stated so the user can fix it."""
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one `error:` line a command prints for a problem the user can fix: a WarmstartError, or a
+    file-system error (the machine, not a bug: named by its file). None for anything else (a bug: its
+    traceback stays)."""
+    if isinstance(exc, WarmstartError):
+        return f"error: {exc}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"error: {where}{exc.strerror or exc}"
+    return None

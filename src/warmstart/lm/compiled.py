@@ -46,16 +46,16 @@ def compile_decoder(model: torch.nn.Module, enabled: bool, key: str, **options) 
         warn_eager(key, error)
         return model
     # An instance attribute shadows the class's forward; deleting it restores eager.
-    decoder.forward = FirstCallGuard(decoder, compiled, key)
+    decoder.forward = CompileGuard(decoder, compiled, key)
     return model
 
 
 def is_compiled(model: torch.nn.Module) -> bool:
     """Whether the decoder's forward is the compiled one (False after a fallback)."""
-    return isinstance(model.get_decoder().__dict__.get("forward"), FirstCallGuard)
+    return isinstance(model.get_decoder().__dict__.get("forward"), CompileGuard)
 
 
-class FirstCallGuard:
+class CompileGuard:
     """The compiled forward. Its first call (where tracing and code generation first happen) falls back on
     any exception; a later one on torch.compile's own (module docstring). A fallback puts the eager
     forward back and runs the call with it."""
