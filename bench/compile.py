@@ -5,7 +5,9 @@
 Two measurements per model, each eager then compiled, repeated A B A B (medians):
 
 - SFT: what `warmstart sft` runs for plain SFT (`train.sft.train_step` on packed rows of the arithmetic
-  chains of bench/sft_vs_trl.py, fp32); tokens/s = real tokens of the steps after the warm-up / their time.
+  chains of bench/sft_vs_trl.py), in fp32 and, on a CPU that multiplies bf16 natively (AVX512-BF16 or
+  AMX), in bf16 (`sft.precision = "bf16"`; elsewhere bf16 is emulated and `"auto"` never picks it);
+  tokens/s = real tokens of the steps after the warm-up / their time.
 - GRPO: one step as `warmstart grpo` takes it in this process: sampling (`lm.rollout.run_episodes` with
   `sample_ids_pruned`, the batch shrinking as rows stop) then `train.grpo.update` (old log-probs and
   `updates_per_batch` clipped updates); seconds per step after the warm-up.
@@ -94,11 +96,18 @@ def load(model_dir: Path, compiled: bool):
     return model, tokenizer
 
 
-def sft_run(model_dir: Path, examples: list, s: dict, compiled: bool) -> dict:
+def precisions() -> list[str]:
+    """SFT's precisions measured here: bf16 only where this CPU multiplies it natively (module docstring)."""
+    from warmstart.lm.precision import native_bf16_matmul
+
+    return ["fp32", "bf16"] if native_bf16_matmul() else ["fp32"]
+
+
+def sft_run(model_dir: Path, examples: list, s: dict, compiled: bool, precision: str) -> dict:
     """SFT steps; (warm-up seconds, steady tokens/s, losses)."""
     from warmstart.train.sft import RowStream, make_optimizer, train_step
 
-    cfg = sft_config(s)
+    cfg = sft_config(s, precision)
     model, tokenizer = load(model_dir, compiled)
     torch.manual_seed(0)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -178,17 +187,18 @@ def grpo_run(model_dir: Path, s: dict, compiled: bool) -> dict:
 def measure_model(name: str, model_dir: Path, trajectories: list, s: dict, repetitions: int) -> tuple[list, list]:
     """(table rows, notes) for one model: SFT then GRPO, eager and compiled interleaved."""
     _, examples = fitting(model_dir, trajectories, s["seq_len"])
-    sft: dict[str, list[dict]] = {k: [] for k in SYSTEMS}
+    sfts: dict[str, dict[str, list[dict]]] = {p: {k: [] for k in SYSTEMS} for p in precisions()}
     grpo: dict[str, list[dict]] = {k: [] for k in SYSTEMS}
 
-    def run_sft(system: str):
+    def run_sft(system: str, precision: str):
         def call() -> float:
-            sft[system].append(sft_run(model_dir, examples, s, system == "compiled"))
+            runs = sfts[precision][system]
+            runs.append(sft_run(model_dir, examples, s, system == "compiled", precision))
             print(
-                f"{name} sft {system}: {sft[system][-1]['warm_s']:.1f} s warm-up, {sft[system][-1]['tokens_per_s']:,.0f} tok/s",
+                f"{name} sft {precision} {system}: {runs[-1]['warm_s']:.1f} s warm-up, {runs[-1]['tokens_per_s']:,.0f} tok/s",
                 flush=True,
             )
-            return sft[system][-1]["tokens_per_s"]
+            return runs[-1]["tokens_per_s"]
 
         return call
 
@@ -200,24 +210,16 @@ def measure_model(name: str, model_dir: Path, trajectories: list, s: dict, repet
 
         return call
 
-    interleaved({k: run_sft(k) for k in SYSTEMS}, repetitions)
+    for precision in sfts:
+        interleaved({k: run_sft(k, precision) for k in SYSTEMS}, repetitions)
     interleaved({k: run_grpo(k) for k in SYSTEMS}, repetitions)
 
     def med(results: dict, system: str, key: str) -> float:
         return median([r[key] for r in results[system]])
 
-    sft_tps = {k: med(sft, k, "tokens_per_s") for k in SYSTEMS}
     step_s = {k: med(grpo, k, "step_s") for k in SYSTEMS}
-    loss_gap = max(abs(a - b) for e, c in zip(sft["eager"], sft["compiled"]) for a, b in zip(e["losses"], c["losses"]))
-    rows = [
-        [
-            name,
-            "SFT tokens/s",
-            f"{sft_tps['eager']:,.0f}",
-            f"{sft_tps['compiled']:,.0f}",
-            f"**{sft_tps['compiled'] / sft_tps['eager']:.2f}x**",
-            f"{compile_time(sft)} (first {s['warm']} steps)",
-        ],
+    rows = [sft_row(name, precision, sft, s["warm"]) for precision, sft in sfts.items()]
+    rows += [
         [
             name,
             "GRPO step s (sample + update)",
@@ -228,14 +230,35 @@ def measure_model(name: str, model_dir: Path, trajectories: list, s: dict, repet
         ],
     ]
     notes = [
-        f"- {name}: SFT tok/s per repetition, eager {[round(r['tokens_per_s']) for r in sft['eager']]}, compiled "
-        f"{[round(r['tokens_per_s']) for r in sft['compiled']]}; warm-up s eager {[round(r['warm_s'], 1) for r in sft['eager']]}, "
-        f"compiled {[round(r['warm_s'], 1) for r in sft['compiled']]}; largest per-step loss difference {loss_gap:.2e}. "
-        f"GRPO step s eager {[round(r['step_s'], 2) for r in grpo['eager']]}, compiled {[round(r['step_s'], 2) for r in grpo['compiled']]}; "
+        f"- {name}: "
+        + " ".join(sft_note(precision, sft) for precision, sft in sfts.items())
+        + f" GRPO step s eager {[round(r['step_s'], 2) for r in grpo['eager']]}, compiled {[round(r['step_s'], 2) for r in grpo['compiled']]}; "
         f"first step s eager {[round(r['warm_s'], 1) for r in grpo['eager']]}, compiled {[round(r['warm_s'], 1) for r in grpo['compiled']]}; "
         f"sampled tokens/s eager {med(grpo, 'eager', 'sampled_tokens_per_s'):,.0f}, compiled {med(grpo, 'compiled', 'sampled_tokens_per_s'):,.0f}."
     ]
     return rows, notes
+
+
+def sft_row(name: str, precision: str, sft: dict[str, list[dict]], warm: int) -> list[str]:
+    tps = {k: median([r["tokens_per_s"] for r in sft[k]]) for k in SYSTEMS}
+    return [
+        name,
+        f"SFT tokens/s, {precision}",
+        f"{tps['eager']:,.0f}",
+        f"{tps['compiled']:,.0f}",
+        f"**{tps['compiled'] / tps['eager']:.2f}x**",
+        f"{compile_time(sft)} (first {warm} steps)",
+    ]
+
+
+def sft_note(precision: str, sft: dict[str, list[dict]]) -> str:
+    eager, compiled = sft["eager"], sft["compiled"]
+    gap = max(abs(a - b) for e, c in zip(eager, compiled) for a, b in zip(e["losses"], c["losses"]))
+    return (
+        f"SFT {precision} tok/s per repetition, eager {[round(r['tokens_per_s']) for r in eager]}, compiled "
+        f"{[round(r['tokens_per_s']) for r in compiled]}; warm-up s eager {[round(r['warm_s'], 1) for r in eager]}, "
+        f"compiled {[round(r['warm_s'], 1) for r in compiled]}; largest per-step loss difference {gap:.2e}."
+    )
 
 
 def compile_time(results: dict[str, list[dict]]) -> str:
@@ -288,7 +311,12 @@ def report(a: argparse.Namespace, names: list[str], rows: list, notes: list, loa
             + ", ".join(f"{n} {a.repetitions or s[n]['repetitions']}" for n in names)
             + ").",
             "What is compiled: the decoder's forward (`lm/compiled.py`: Inductor, `dynamic=True`), in place. "
-            "SFT: fp32, plain cross-entropy, "
+            "SFT: plain cross-entropy, "
+            + (
+                "fp32 and bf16 (this CPU multiplies bf16 natively), "
+                if len(precisions()) > 1
+                else "fp32 only (bf16 is emulated on this CPU: not measured), "
+            )
             + "; ".join(
                 f"{n} {s[n]['rows']} rows x {s[n]['seq_len']}, {s[n]['steps']} steps of which {s[n]['warm']} warm-up"
                 for n in names

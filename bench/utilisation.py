@@ -100,7 +100,8 @@ head's products run at 300-390 GFLOP/s, its weight gradient with K = 510 at ~255
 (the decoder through torch.compile) measured in this benchmark's interleaved runs: in the benchmark's own
 process, fp32 76.9 / 77.0 % of the peak and bf16 54.8 / 50.0 % (eager bf16 58.5 / 56.2 % in the same
 runs: compiled bf16 is slower, its route through a torch-function mode recompiles up to dynamo's
-limit), but the eager steps of the repetitions after a compiled one then ran 10-20 % slower (fp32 2.83 s
+limit; fixed 2026-12-06, the route now stands aside inside a compiled graph: lm/precision.py, compiled
+bf16 then 1.54 / 1.57 s per step against eager's 1.56 / 1.64 in alternating processes), but the eager steps of the repetitions after a compiled one then ran 10-20 % slower (fp32 2.83 s
 per step before, 3.2-3.6 s after); with the compiled steps in a fresh process each, fp32 compiled gave
 63.9 % against eager's 72.1 % (3.3-3.5 against 2.9-3.0 s per step), unexplained. The rows were left out:
 bench/results/compile.md measures the knob.

@@ -99,9 +99,10 @@ def test_sft_keeps_copies_except_for_a_sharded_model(arithmetic_tokenizer, monke
 
 
 def test_a_compiled_decoder_takes_the_new_weights_every_step(arithmetic_tokenizer):
-    """Under sft.compile the casts run inside the compiled decoder: with a learning rate that moves the
-    weights far each step, kept copies give the losses of fresh casts exactly (a copy traced as a
-    constant, or not written again, would train on stale weights)."""
+    """Under sft.compile the decoder's graph casts its weights itself (the route stands aside inside it:
+    lm/precision.py) and the output head's copy is kept outside it: with a learning rate that moves the
+    weights far each step, the losses are those of fresh casts exactly (a copy traced as a constant, or
+    not written again, would train on stale weights)."""
     from warmstart.lm.compiled import compile_decoder, is_compiled
 
     rng = random.Random(0)

@@ -10,7 +10,8 @@ Shapes: SFT's micro-batches are as wide as their longest row and GRPO's decoding
 stop while its KV cache grows, so dimensions change from call to call. `dynamic=True` compiles them
 symbolic from the start: torch.compile's default (`dynamic=None`) compiles the first shape static, throws
 that away at the first change and compiles again (a few SFT steps of the tiny model: 2 graphs against 1).
-bench/compile.py measures whether it pays (bench/results/compile.md).
+bench/compile.py measures whether it pays (bench/results/compile.md). Under CPU bf16 autocast warmstart's
+own route for linear layers and attention stands aside inside the compiled graph (lm/precision.py).
 
 A backend that cannot compile (no C++ compiler, an unsupported op, a bad backend name) fails at
 `torch.compile`, at the first call, or at a later call that compiles another graph (GRPO's first call
