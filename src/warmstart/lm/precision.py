@@ -106,9 +106,10 @@ class _RouteBf16(TorchFunctionMode):
     runs plain autocast's operations, whose products Inductor lays out itself. Traced, the route's kept
     casts are Python state that changes every call: Dynamo split the decoder into dozens of graphs and
     recompiled Bf16Linear's forward per call up to its limit, then ran it eager with a multi-line warning
-    (SmolLM2 bf16 SFT compiled: 7-11 % slower than eager, bench/utilisation.py's history). Standing aside, the decoder is one graph and a
-    compiled bf16 step runs as fast as an eager one (1.54 / 1.57 vs 1.56 / 1.64 s, SmolLM2, 2 x 256
-    tokens, after 167 s of compiling cold, 55 s cached; 2-core AMD EPYC, family 25 model 17, CPU flags
+    (SmolLM2 bf16 SFT compiled ran 7-11 % slower than eager: bench/utilisation.py's history). Standing
+    aside, the decoder is one graph, and a compiled SmolLM2 bf16 step runs at least as fast as an eager
+    one (bench/compile.py: 1.16x after 187 s of compiling, one repetition; in alternating processes of
+    10 steps, 1.54 and 1.57 s against 1.56 and 1.64; 2-core AMD EPYC, family 25 model 17, CPU flags
     avx2 avx512_bf16)."""
 
     def __init__(self, casts: WeightCasts | None = None):
