@@ -16,6 +16,7 @@ Compile time is reported apart: the warm-up (first SFT steps, first GRPO step) w
 same with it off. Each repetition loads a fresh model and clears Dynamo's cache, so each pays its own
 compile; Inductor's cache of generated code starts empty (a new TORCHINDUCTOR_CACHE_DIR), so the first
 repetition's is a first run's compile ("cold") and the later ones' a rerun's on the same machine ("cached").
+bf16 SFT runs after fp32's, with the same cache: its "cold" compile reuses any kernel the two graphs share.
 With TORCHINDUCTOR_CACHE_DIR set (an earlier run's cache, to save minutes) the first may be cached too:
 the report says which.
 
