@@ -11,10 +11,12 @@ the reference (`AdapterOff`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -67,7 +69,8 @@ def wrap(model: torch.nn.Module, settings: LoraSettings, key: str) -> PeftModel:
     """`model` with a fresh adapter."""
     check_targets(model.config, settings, key)
     try:
-        wrapped = get_peft_model(model, peft_config(settings))
+        with quiet_peft():
+            wrapped = get_peft_model(model, peft_config(settings))
     except ValueError as exc:  # peft's own refusal (e.g. a model class it cannot adapt)
         raise WarmstartError(f"{key}: peft cannot add a LoRA adapter to this model: {exc}") from None
     log.info("%s: %s", key, trainable_summary(wrapped))
@@ -86,7 +89,19 @@ def load_for_training(base: Path, adapter: Path | None, settings: LoraSettings, 
     if adapter is None:
         return wrap(model, settings, f"{key}.lora"), tokenizer
     check_resumable(adapter, settings, key)
-    return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
+    with quiet_peft():
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft's PeftModel reads `model.is_gradient_checkpointing`, which transformers 5 deprecates (for
+    `is_activation_checkpointing`) with a FutureWarning at every adapter wrap or load: three such lines in
+    a LoRA run, about code that is neither the user's nor warmstart's. That one message is silenced here;
+    any other warning shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def check_resumable(checkpoint: Path, settings: LoraSettings | None, key: str) -> None:
@@ -119,7 +134,8 @@ def publish(checkpoint: Path, base: Path, out: Path) -> None:
     """models/<output>: `base` with the checkpoint's adapter merged in (a plain save_pretrained model),
     the adapter beside it in adapter/; written to a temporary directory and swapped in whole."""
     model, tokenizer = load_model_and_tokenizer(base, "lora")
-    merged = PeftModel.from_pretrained(model, checkpoint).merge_and_unload()
+    with quiet_peft():
+        merged = PeftModel.from_pretrained(model, checkpoint).merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
