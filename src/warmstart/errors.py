@@ -5,13 +5,11 @@ class WarmstartError(Exception):
     """A problem with the user's input or environment, stated so the user can fix it."""
 
 
-def error_line(exc: BaseException) -> str | None:
+def error_line(exc: WarmstartError | OSError) -> str:
     """The one `error:` line a command prints for a problem the user can fix: a WarmstartError, or a
-    file-system error (the machine, not a bug: named by its file). None for anything else (a bug: its
-    traceback stays)."""
+    file-system error (the machine, not a bug: named by its file). Anything else is a bug, whose traceback
+    the callers leave as it is."""
     if isinstance(exc, WarmstartError):
         return f"error: {exc}"
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"error: {where}{exc.strerror or exc}"
-    return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"error: {where}{exc.strerror or exc}"
