@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -88,3 +89,30 @@ def test_appender_on_file_without_any_newline_starts_over(tmp_path):
     with JsonlAppender(path) as writer:
         writer.append(make_trajectory("a"))
     assert [t.task_id for t in read_records(path, Trajectory)] == ["a"]
+
+
+def test_a_whole_last_record_without_its_newline_is_kept_and_appended_after(tmp_path, caplog):
+    path = tmp_path / "t.jsonl"
+    lines = [make_trajectory(name).model_dump_json() for name in ("a", "b")]
+    path.write_text("\n".join(lines))  # as an editor or a script saves a file: no final newline
+    with caplog.at_level(logging.WARNING, logger="warmstart.runs.jsonl"):
+        assert [t.task_id for t in read_records(path, Trajectory)] == ["a", "b"]
+    assert not caplog.records
+    with JsonlAppender(path) as writer:
+        writer.append(make_trajectory("c"))
+    assert [t.task_id for t in read_records(path, Trajectory)] == ["a", "b", "c"]
+    assert path.read_text().count("\n") == 3
+
+
+def test_a_bad_record_error_names_the_field_and_the_problem(tmp_path):
+    path = tmp_path / "t.jsonl"
+    record = make_trajectory("a").model_dump()
+    path.write_text(make_trajectory("a").model_dump_json() + "\n" + json.dumps(record | {"task_id": 46}) + "\n")
+    with pytest.raises(
+        WarmstartError,
+        match=re.escape(f"{path}:2: not a valid Trajectory record (task_id: Input should be a valid string)"),
+    ):
+        read_records(path, Trajectory)
+    path.write_text("not json\n" + json.dumps(record) + "\n")
+    with pytest.raises(WarmstartError, match=re.escape(f"{path}:1: not a valid Trajectory record (Invalid JSON")):
+        read_records(path, Trajectory)

@@ -1,9 +1,13 @@
 """Append-only JSONL records that survive a SIGKILL.
 
 A writer appends one line per record in one write, so a killed stage loses at most the line being
-written, and a write the file system refuses is cut back off (no torn line is left by a full disk). That torn last line is skipped by readers with a warning and cut off by the next writer before
-it appends, so a rerun neither loses nor duplicates complete records. A bad line anywhere *but* the
-end is corruption, not a kill, and is an error naming the file and line.
+written, and a write the file system refuses is cut back off (no torn line is left by a full disk). That
+torn last line is skipped by readers with a warning and cut off by the next writer before it appends, so
+a rerun neither loses nor duplicates complete records. A last line without its newline that holds a whole
+record (a file a user wrote or an editor saved without the final newline; a JSON object cut short is never
+valid JSON) is a record: readers keep it and a writer ends it with the newline before appending. A bad
+line anywhere *but* the end is corruption, not a kill, and is an error naming the file, the line and the
+field.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-def _complete_length(path: Path) -> int:
-    """Byte length of the file up to and including its last newline."""
+def _complete_length(path: Path) -> tuple[int, bool]:
+    """Byte length of the file up to and including its last newline, and whether what follows it is a
+    whole record written without its newline (kept: see the module docstring)."""
     with path.open("rb") as f:
         data = f.read()
-    return data.rfind(b"\n") + 1
+    keep = data.rfind(b"\n") + 1
+    return keep, keep < len(data) and is_json_object(data[keep:])
 
 
 def read_records(path: Path, model: type[M]) -> list[M]:
@@ -43,18 +49,38 @@ def iter_records(path: Path, model: type[M]) -> Iterator[M]:
             lines = f.read().split(b"\n")
     except OSError as exc:
         raise WarmstartError(f"{path}: cannot read ({exc.strerror})") from None
-    # After the final newline split() leaves b"" (complete file) or the torn tail of a killed writer.
-    torn_tail = lines.pop()
-    if torn_tail.strip():
-        log.warning("%s: skipping a torn last line (%d bytes), left by an interrupted writer", path, len(torn_tail))
+    # After the final newline split() leaves b"" (complete file), a last record written without its
+    # newline, or the torn tail of a killed writer.
+    tail = lines.pop()
+    if tail.strip() and not is_json_object(tail):
+        log.warning("%s: skipping a torn last line (%d bytes), left by an interrupted writer", path, len(tail))
+    elif tail.strip():
+        lines.append(tail)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             yield model.model_validate_json(line)
         except (ValidationError, ValueError) as exc:
-            first = str(exc).splitlines()[0]
-            raise WarmstartError(f"{path}:{number}: not a valid {model.__name__} record ({first})") from None
+            raise WarmstartError(f"{path}:{number}: not a valid {model.__name__} record ({why(exc)})") from None
+
+
+def is_json_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # not JSON, or not UTF-8
+        return False
+
+
+def why(exc: ValueError) -> str:
+    """The first problem pydantic found, with the field it is in: `id: Input should be a valid string`."""
+    if not isinstance(exc, ValidationError) or not exc.errors():
+        return str(exc).splitlines()[0]
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f"; and {len(errors) - 1} more" if len(errors) > 1 else ""
+    return f"{where + ': ' if where else ''}{first['msg']}{more}"
 
 
 class JsonlAppender:
@@ -71,12 +97,15 @@ class JsonlAppender:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            unended = False
             if self.path.exists():
-                keep = _complete_length(self.path)
-                if keep != self.path.stat().st_size:
+                keep, unended = _complete_length(self.path)
+                if keep != self.path.stat().st_size and not unended:
                     log.warning("%s: cutting a torn last line before appending", self.path)
                     os.truncate(self.path, keep)
             self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if unended:  # a whole last record without its newline: end it, then append after it
+                os.write(self._fd, b"\n")
             self._size = os.fstat(self._fd).st_size
         except OSError as exc:
             raise fs_error(self.path, "cannot write to it", exc) from None
