@@ -118,3 +118,26 @@ def test_eval_split_that_overlaps_train(tmp_path):
     for stage in ("generate", "eval"):
         assert_one_line_error(cli(stage, str(recipe_file)), "eval split overlaps train", eval_[0].id)
     assert not (tmp_path / "run" / "trajectories").exists()
+
+
+def test_a_task_file_that_gives_one_id_twice(tmp_path):
+    env = Arithmetic()
+    train, eval_ = env.tasks("train", 6, 0), env.tasks("eval", 3, 0)
+    relabelled = train[1].model_copy(update={"id": train[0].id})  # another problem under the first one's id
+    for name, tasks in (("train", [*train, relabelled]), ("eval", [*eval_, eval_[0]])):
+        with JsonlAppender(tmp_path / f"{name}.jsonl") as w:
+            for task in tasks:
+                w.append(task)
+    recipe = small_recipe(
+        tmp_path / "run",
+        f"tasks.train_file='{tmp_path / 'train.jsonl'}'",
+        f"tasks.eval_file='{tmp_path / 'eval.jsonl'}'",
+    )
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    assert_one_line_error(
+        cli("generate", str(recipe_file)), "tasks.train_file", f"task id {train[0].id!r} more than once"
+    )
+    assert not (tmp_path / "run" / "trajectories").exists()
+    # The train file fixed: the eval file's repeated task is refused too (it would count twice in pass@k).
+    (tmp_path / "train.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in train))
+    assert_one_line_error(cli("eval", str(recipe_file)), "tasks.eval_file", f"task id {eval_[0].id!r} more than once")

@@ -29,15 +29,27 @@ def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:
     file = recipe.tasks.train_file if split == "train" else recipe.tasks.eval_file
     if file is None:
         try:
-            return env.tasks(split, recipe.tasks.train if split == "train" else recipe.tasks.eval, recipe.run.seed)
+            tasks = env.tasks(split, recipe.tasks.train if split == "train" else recipe.tasks.eval, recipe.run.seed)
         except ValueError as exc:
             raise WarmstartError(f"tasks.{split}: {exc}") from None
+        return unique_ids(tasks, f"tasks.{split}: the {env.name} environment")
     tasks = read_records(Path(file), Task)
     if not tasks:
         raise WarmstartError(f"tasks.{split}_file: {file} has no tasks")
     wrong = [t.id for t in tasks if t.split != split or t.env != env.name]
     if wrong:
         raise WarmstartError(f"tasks.{split}_file: task {wrong[0]} is not a {env.name} {split} task")
+    return unique_ids(tasks, f"tasks.{split}_file: {file}")
+
+
+def unique_ids(tasks: list[Task], source: str) -> list[Task]:
+    """`tasks`, once each id is known to be unique: records name their task by id (trajectories, the
+    curated data, pass@k per task), so two tasks under one id would mix their records."""
+    seen: set[str] = set()
+    for task in tasks:
+        if task.id in seen:
+            raise WarmstartError(f"{source} gives task id {task.id!r} more than once (each task needs its own id)")
+        seen.add(task.id)
     return tasks
 
 
