@@ -187,3 +187,14 @@ def test_bad_sampling_settings_are_one_line(tmp_path, setting, words):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_an_estimate_whose_every_pilot_request_failed_is_an_error_not_a_null_bill(tmp_path):
+    with FakeAPI() as api:
+        api.faults = ["500"] * 1000
+        recipe = recipe_for(tmp_path / "run", api, "generate.max_error_rate=1.0", train=20)
+        with pytest.raises(WarmstartError, match=r"no pilot task was answered.*first error: request failed: HTTP 500"):
+            generate.run(recipe, pilot_only=True)
+    assert not (tmp_path / "run" / "estimates").exists()
+    kept = read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory)
+    assert kept and all(t.error for t in kept)  # the failed pilot is on record: a rerun asks exactly it again

@@ -72,12 +72,22 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
             if (pilot_only or job.policy.request_tally is not None) and not job.stopped:
                 stage.summary["estimate"] = job.estimate(tasks, pilot)
             if pilot_only:
+                if stage.summary.get("estimate") is None:
+                    raise WarmstartError(no_estimate(stage.name, job, pilot))
                 stage.done = True  # not marked done: the rest of the tasks are still to ask
-                write_json_atomic(run_dir.root / "estimates" / f"{cfg.output}.json", stage.summary.get("estimate"))
+                write_json_atomic(run_dir.root / "estimates" / f"{cfg.output}.json", stage.summary["estimate"])
                 return run_dir.root / "estimates" / f"{cfg.output}.json"
             job.ask_all(plans[1])
         finish_job(job, stage, plans)
     return out
+
+
+def no_estimate(stage: str, job: Job, pilot: list[Task]) -> str:
+    """Why `warmstart estimate` has no bill to project: no pilot task was answered (its first error)."""
+    ids = {t.id for t in pilot}
+    errors = [t.error for t in latest_attempts([*job.earlier, *job.answered]) if t.task_id in ids and t.error]
+    why = f" (first error: {errors[0]})" if errors else ""
+    return f"{stage}: no pilot task was answered, so there is no bill to project{why}; what was paid is kept"
 
 
 def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> tuple[Job, list[Task]]:
