@@ -54,16 +54,13 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
     def run_all() -> None:
         from . import stages
         from .envs import make_env
-        from .runs.directory import RunDir
 
         make_env(recipe.env)  # an environment that cannot load (a plugin's import, its options) fails first
         if {"generate", "eval"} & set(stage_names):  # an unreachable [ray] cluster too, before anything is written
             from . import cluster
 
             cluster.connect(recipe)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun the main process writes, the others read
-            RunDir(recipe).write_recipe()
-        for name in stage_names:
+        for name in stage_names:  # each stage that does work writes the run's recipe.toml (runs/directory.py Stage)
             stages.runner(name)(recipe)
 
     _run_reporting_errors(run_all)
@@ -107,8 +104,8 @@ def estimate_cmd(recipe: Path = RecipeArg, set_: list[str] = SetOption):
         from .runs.directory import RunDir
         from .stages import generate
 
-        RunDir(loaded).write_recipe()
         path = generate.run(loaded, pilot_only=True)
+        RunDir(loaded).write_recipe()  # the pilot's records were asked under it (the stage is left undone)
         print(path)
 
     _run_reporting_errors(estimate)

@@ -141,3 +141,15 @@ def test_a_task_file_that_gives_one_id_twice(tmp_path):
     # The train file fixed: the eval file's repeated task is refused too (it would count twice in pass@k).
     (tmp_path / "train.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in train))
     assert_one_line_error(cli("eval", str(recipe_file)), "tasks.eval_file", f"task id {eval_[0].id!r} more than once")
+
+
+def test_a_refused_command_leaves_the_runs_recipe_as_it_was(tmp_path):
+    recipe = small_recipe(tmp_path / "run")
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    assert cli("generate", str(recipe_file)).returncode == 0
+    written = (tmp_path / "run" / "recipe.toml").read_text()
+    before = snapshot(tmp_path / "run")
+    refused = cli("generate", str(recipe_file), "--set", "env.options.teacher_error_rate=0.5")
+    assert_one_line_error(refused, "another config")
+    assert (tmp_path / "run" / "recipe.toml").read_text() == written  # still the recipe its data came from
+    assert snapshot(tmp_path / "run") == before
