@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -125,3 +126,54 @@ def test_verification_pool_workers_do_not_import_the_training_stages():
     from warmstart.envs.verification import verify_all, verify_in_order
 
     assert verify_all.__module__ == verify_in_order.__module__ == "warmstart.envs.verification"
+
+
+HUMANEVAL_RECORD = {
+    "task_id": "t/1",
+    "prompt": 'def total(xs):\n    """Sum of xs."""\n',
+    "canonical_solution": "    return sum(xs)\n",
+    "test": "def check(candidate):\n    assert candidate([1, 2]) == 3\n",
+    "entry_point": "total",
+}
+
+
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("[1, 2]", ":2: a task is a JSON object, not list"),
+        ('"hello"', ":2: a task is a JSON object, not str"),
+        ("null", ":2: a task is a JSON object, not NoneType"),
+        (json.dumps(HUMANEVAL_RECORD | {"prompt": 5}), "task t/1: `prompt` must be str, not int"),
+        (json.dumps(HUMANEVAL_RECORD | {"prompt": None}), "task t/1: `prompt` must be str, not NoneType"),
+        (json.dumps(HUMANEVAL_RECORD | {"test": None}), "`test` must be str"),
+        (json.dumps(HUMANEVAL_RECORD | {"canonical_solution": ["x"]}), "`canonical_solution` must be str"),
+        (json.dumps(HUMANEVAL_RECORD | {"entry_point": ["total"]}), "`entry_point` must be str"),
+        (json.dumps(HUMANEVAL_RECORD | {"task_id": True}), "`task_id` must be str or int, not bool"),
+        (json.dumps(HUMANEVAL_RECORD | {"entry_point": "totl"}), "entry_point 'totl' is defined by neither"),
+        (json.dumps(HUMANEVAL_RECORD | {"entry_point": "no such"}), "entry_point 'no such' is not a Python name"),
+        (
+            json.dumps(
+                {"task_id": 3, "text": "Add.", "code": "def f(a):\n    return a\n", "test_list": "assert f(1) == 1"}
+            ),
+            "`test_list` must be list, not str",
+        ),
+    ],
+)
+def test_a_bad_task_record_is_one_error_naming_its_line_and_field(tmp_path, line, why):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(HUMANEVAL_RECORD | {"task_id": "t/0"}) + "\n" + line + "\n")
+    with pytest.raises(WarmstartError, match=re.escape(why)) as raised:
+        PythonEnv(PythonOptions(tasks_file=str(path)))
+    assert "\n" not in str(raised.value)
+    if "JSON object" not in why:
+        assert "tasks.jsonl:2: task " in str(raised.value)
+
+
+def test_a_task_file_that_is_not_utf8_is_one_error_and_a_byte_order_mark_is_read_past(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_bytes(json.dumps(HUMANEVAL_RECORD).encode().replace(b"Sum", b"Summe \xe4") + b"\n")
+    with pytest.raises(WarmstartError, match=re.escape(f"{path} is not UTF-8 text")):
+        PythonEnv(PythonOptions(tasks_file=str(path)))
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(HUMANEVAL_RECORD).encode() + b"\n")
+    [task] = PythonEnv(PythonOptions(tasks_file=str(path))).all_tasks
+    assert task.id == "python/t/1"

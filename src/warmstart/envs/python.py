@@ -73,17 +73,71 @@ class PythonOptions(BaseModel):
     )
 
 
-def load_task_records(path: Path) -> list[dict]:
+# The fields of the three task layouts whose type is known (a field a layout does not use is not checked).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "task_id": (str, int),
+    "problem_id": (str, int),
+    "prompt": (str,),
+    "test": (str,),
+    "entry_point": (str,),
+    "canonical_solution": (str,),
+    "text": (str,),
+    "code": (str,),
+    "test_list": (list,),
+    "test_imports": (list,),
+    "test_setup_code": (str, type(None)),
+    "question": (str,),
+    "io_tests": (list,),
+    "solution": (str,),
+}
+
+
+def load_task_records(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of each task in `path`; a line that is not a JSON object is an error naming it."""
     if not path.is_file():
         raise WarmstartError(f"env.options.tasks_file: {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark some editors write is not the task's
+    except UnicodeDecodeError as exc:
+        raise WarmstartError(f"env.options.tasks_file: {path} is not UTF-8 text (byte {exc.start})") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                raise WarmstartError(f"{path}:{number}: not valid JSON") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise WarmstartError(f"{path}:{number}: not valid JSON") from None
+        if not isinstance(record, dict):
+            raise WarmstartError(f"{path}:{number}: a task is a JSON object, not {type(record).__name__}")
+        records.append((number, record))
     return records
+
+
+def check_field_types(record: dict, where: str) -> None:
+    for key, types in FIELD_TYPES.items():
+        value = record.get(key, ...)
+        if value is not ... and (not isinstance(value, types) or isinstance(value, bool)):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise WarmstartError(f"{where}: `{key}` must be {wanted}, not {type(value).__name__}")
+
+
+def check_entry_point_defined(record: dict, where: str) -> None:
+    """A HumanEval-layout task whose prompt and solution never define `entry_point` would score every answer
+    0 (the test calls a name nothing defines): refused where the code shows it."""
+    entry_point = record["entry_point"]
+    if not entry_point.isidentifier():
+        raise WarmstartError(f"{where}: entry_point {entry_point!r} is not a Python name")
+    source = record["prompt"] + record.get("canonical_solution", "")
+    if not record.get("canonical_solution") or not parses(source):
+        return  # nothing whole to check against: the sandbox's grading will say
+    if not any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point
+        for n in ast.walk(ast.parse(source))
+    ):
+        raise WarmstartError(
+            f"{where}: entry_point {entry_point!r} is defined by neither the prompt nor canonical_solution"
+        )
 
 
 def last_code_block(reply: str) -> str:
@@ -125,10 +179,12 @@ class PythonEnv:
             check_starts_sandboxed(self.python, self.options.python)
         path = Path(self.options.tasks_file) if self.options.tasks_file else DEFAULT_TASKS
         self.all_tasks = [
-            self._task(r, f"{path.name}: task {r.get('task_id', r.get('problem_id'))}") for r in load_task_records(path)
+            self._task(r, f"{path.name}:{number}: task {r.get('task_id', r.get('problem_id'))}")
+            for number, r in load_task_records(path)
         ]
 
     def _task(self, record: dict, where: str) -> Task:
+        check_field_types(record, where)
         if is_io_record(record):
             return self._io_task(record, where)
         if is_mbpp_record(record):
@@ -137,6 +193,7 @@ class PythonEnv:
         missing = [k for k in ("task_id", "prompt", "test", "entry_point") if k not in record]
         if missing:
             raise WarmstartError(f"{where}: missing {', '.join(missing)}")
+        check_entry_point_defined(record, where)
         hidden = {
             **humaneval_tests(record, where),
             "entry_point": record["entry_point"],
