@@ -153,3 +153,25 @@ def test_a_refused_command_leaves_the_runs_recipe_as_it_was(tmp_path):
     assert_one_line_error(refused, "another config")
     assert (tmp_path / "run" / "recipe.toml").read_text() == written  # still the recipe its data came from
     assert snapshot(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"hidden": {}}, "hidden.answer is missing"),
+        ({"hidden": {"answer": "134"}}, "hidden.answer must be int, not str"),
+        ({"meta": {}}, "meta.a is missing"),
+        ({"meta": {"a": "46", "op": "+", "b": 88}}, "meta.a must be int, not str"),
+        ({"meta": {"a": 46, "op": "/", "b": 88}}, "meta.op must be one of + - *"),
+        ({"hidden": {"answer": 135}}, "hidden.answer 135 is not 46+88 = 134"),
+    ],
+)
+def test_a_task_file_whose_task_lacks_what_its_environment_reads(tmp_path, change, why):
+    env = Arithmetic()
+    good = env._task(46, "+", 88, "train")
+    train = [*env.tasks("train", 4, 0), good.model_copy(update=change)]
+    (tmp_path / "train.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in train))
+    recipe = small_recipe(tmp_path / "run", f"tasks.train_file='{tmp_path / 'train.jsonl'}'")
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    assert_one_line_error(cli("generate", str(recipe_file)), "tasks.train_file", "task arithmetic/46+88", why)
+    assert not (tmp_path / "run" / "trajectories").exists()

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
-from .base import final_assistant_text, hash_split
+from .base import field_problem, final_assistant_text, hash_split
 
 Op = Literal["+", "-", "*"]
 ANSWER_RE = re.compile(r"(?:^|[ \t])Answer:[ \t]*(-?[0-9]{1,64})[ \t]*\.?[ \t]*$", re.MULTILINE)
@@ -131,6 +131,21 @@ def reference_chain(a: int, op: str, b: int, error_rate: float, rng: random.Rand
     return CHAINS[op](a, b, slip)
 
 
+def problem_of_integer_task(task: Task, meta: dict[str, tuple[type, ...]] | None = None) -> str | None:
+    """What an arithmetic-family task lacks: an integer answer, the problem (`meta` a, op, b and any further
+    keys an environment names) its reference solver works from, and an answer that is the problem's."""
+    wanted = {"a": (int,), "op": (str,), "b": (int,), **(meta or {})}
+    problem = field_problem(task.hidden, {"answer": (int,)}, "hidden") or field_problem(task.meta, wanted, "meta")
+    if problem:
+        return problem
+    a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]
+    if op not in EXACT:
+        return f"meta.op must be one of {' '.join(EXACT)}, not {op!r}"
+    if EXACT[op](a, b) != task.hidden["answer"]:
+        return f"hidden.answer {task.hidden['answer']} is not {a}{op}{b} = {EXACT[op](a, b)}"
+    return None
+
+
 def verify_integer_answer(task: Task, trajectory: Trajectory) -> Verdict:
     """Reward 1 when the final reply's last `Answer: <integer>` line equals `task.hidden["answer"]`."""
     text = final_assistant_text(trajectory)
@@ -198,6 +213,10 @@ class Arithmetic:
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         return verify_integer_answer(task, trajectory)
+
+    def task_problem(self, task: Task) -> str | None:
+        """Why a task from a user's file is not one this environment can verify and solve, or None."""
+        return problem_of_integer_task(task)
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
         lines, result = reference_chain(

@@ -40,3 +40,16 @@ def final_assistant_text(trajectory: Trajectory) -> str | None:
         if message.role == "assistant":
             return message.content
     return None
+
+
+def field_problem(fields: dict, wanted: dict[str, tuple[type, ...]], where: str) -> str | None:
+    """Why a task's `hidden` or `meta` (`where`) lacks what its environment reads (a key missing, a value
+    of another type), or None: checked when tasks come from a user's file (stages/common.py load_tasks)."""
+    for key, types in wanted.items():
+        if key not in fields:
+            return f"{where}.{key} is missing"
+        value = fields[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            return f"{where}.{key} must be {names}, not {type(value).__name__} ({value!r:.40})"
+    return None

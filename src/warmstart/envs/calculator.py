@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..lm.toolcalls import call_arguments
 from ..types import Message, Provenance, Task, ToolCall, ToolFunction, Trajectory, Verdict
-from .arithmetic import EXACT, Op, operand, reference_chain, split_of, verify_integer_answer
+from .arithmetic import EXACT, Op, operand, problem_of_integer_task, reference_chain, split_of, verify_integer_answer
 
 MAX_EXPRESSION_CHARS = 200
 MAX_RESULT = 10**100
@@ -161,6 +161,10 @@ class Calculator:
             len(m.tool_calls or []) for m in trajectory.messages if m.role == "assistant"
         )
         return verdict
+
+    def task_problem(self, task: Task) -> str | None:
+        """Why a task from a user's file is not one this environment can verify and solve, or None."""
+        return problem_of_integer_task(task, {"size": (str,)})
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
         a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]

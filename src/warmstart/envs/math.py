@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import WarmstartError
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
-from .base import final_assistant_text
+from .base import field_problem, final_assistant_text
 from .task_data import DataSource, TaskRow, load_rows, prompt_messages
 
 SAMPLE = Path(__file__).with_name("math_sample.jsonl")
@@ -196,6 +196,10 @@ class MathEnv:
             hidden=hidden,
             split=row.split,
         )
+
+    def task_problem(self, task: Task) -> str | None:
+        """Why a task from a user's file (tasks.train_file / eval_file) cannot be verified, or None."""
+        return field_problem(task.hidden, {"answer": (str,)}, "hidden")
 
     def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         raise ValueError("math has no tools")  # unreachable: tool calls are parsed only where tools exist

@@ -39,6 +39,11 @@ def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:
     wrong = [t.id for t in tasks if t.split != split or t.env != env.name]
     if wrong:
         raise WarmstartError(f"tasks.{split}_file: task {wrong[0]} is not a {env.name} {split} task")
+    check_fields = getattr(env, "task_problem", None)  # what an environment reads from hidden / meta, where it says
+    for task in tasks if check_fields else []:
+        problem = check_fields(task)
+        if problem:
+            raise WarmstartError(f"tasks.{split}_file: {file}: task {task.id}: {problem}")
     return unique_ids(tasks, f"tasks.{split}_file: {file}")
 
 
