@@ -108,6 +108,46 @@ class ConstructorRaises(Echo):
         raise RuntimeError("no config file")
 
 
+class TasksAsDicts(Echo):
+    def tasks(self, split, n, seed):
+        return [task.model_dump() for task in super().tasks(split, n, seed)]
+
+
+class TasksNone(Echo):
+    def tasks(self, split, n, seed):
+        return None
+
+
+class TasksRaise(Echo):
+    def tasks(self, split, n, seed):
+        raise KeyError("a bug in tasks")
+
+
+class TooFewTasks(Echo):
+    def tasks(self, split, n, seed):
+        return super().tasks(split, n, seed)[:-1]
+
+
+class TasksOfAnotherEnv(Echo):
+    def tasks(self, split, n, seed):
+        return [t.model_copy(update={"env": "arithmetic"}) for t in super().tasks(split, n, seed)]
+
+
+class TasksOfTheOtherSplit(Echo):
+    def tasks(self, split, n, seed):
+        return super().tasks("eval" if split == "train" else "train", n, seed)
+
+
+class ReferenceRaises(Echo):
+    def reference(self, task, rng):
+        raise IndexError("a bug in reference")
+
+
+class ReferenceNone(Echo):
+    def reference(self, task, rng):
+        return None
+
+
 def env_config(name: str, **options):
     return load_recipe(
         None, [f"env.name='{name}'", *[f"env.options.{k}={json.dumps(v)}" for k, v in options.items()]]
@@ -317,3 +357,25 @@ def test_cli_the_example_plugin_runs_generate_curate_sft_eval(tmp_path):
     assert len(results["student"]["per_task"]) == 10 and results["student"]["infra_errors"] == 0
     assert results["teacher"]["pass@1"] == 1.0  # the example's reference solver is always right
     assert (run_dir / "models" / "student").is_dir()
+
+
+@pytest.mark.parametrize(
+    "plugin, fragments",
+    [
+        ("TasksAsDicts", ["echo.tasks('train', 3, 0) returned a dict among its tasks, not a Task record"]),
+        ("TasksNone", ["returned NoneType, not a list of Task records"]),
+        ("TasksRaise", ["echo.tasks raised KeyError: 'a bug in tasks'"]),
+        ("TooFewTasks", ["returned 2 tasks, not the 3 asked"]),
+        ("TasksOfAnotherEnv", ["returned task echo/0 of env 'arithmetic'"]),
+        ("TasksOfTheOtherSplit", ["split 'eval' (asked: env 'echo', split 'train')"]),
+        ("ReferenceRaises", ["echo.reference raised IndexError: a bug in reference on task echo/0"]),
+        ("ReferenceNone", ["echo.reference returned NoneType, not a Trajectory (task echo/0)"]),
+    ],
+)
+def test_a_plugins_tasks_and_reference_are_checked_and_a_bug_is_one_line(tmp_path, plugin, fragments):
+    recipe = small_recipe(tmp_path / "run", f"env.name='{HERE}:{plugin}'", train=3, eval_=2)
+    with pytest.raises(WarmstartError) as error:
+        generate.run(recipe)
+    assert "\n" not in str(error.value)
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)

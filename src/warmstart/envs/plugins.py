@@ -121,13 +121,36 @@ class PluginEnvironment:
         self.verify_workers: int = getattr(env, "verify_workers", 1)
 
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
-        return self.env.tasks(split, n, seed)
+        """The plugin's tasks, checked against the protocol: `n` Task records of this environment and
+        `split` (a ValueError is the plugin saying it has fewer: the stage reports it as `tasks.SPLIT`)."""
+        try:
+            tasks = self.env.tasks(split, n, seed)
+        except (WarmstartError, ValueError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in the plugin, said in one line naming it
+            raise WarmstartError(f"{self.name}.tasks raised {describe(exc)}") from None
+        problem = tasks_problem(tasks, self.name, split, n)
+        if problem:
+            raise WarmstartError(f"{self.name}.tasks({split!r}, {n}, {seed}) {problem}")
+        return tasks
 
     def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         return self.env.step(task, call, messages)
 
     def reference(self, task: Task, rng) -> Trajectory:
-        return self.env.reference(task, rng)
+        """The plugin's own solution of `task` (the offline teacher); an exception or something that is not
+        a Trajectory stops the stage in one line naming the plugin (no trajectory can stand for it)."""
+        try:
+            trajectory = self.env.reference(task, rng)
+        except WarmstartError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            raise WarmstartError(f"{self.name}.reference raised {describe(exc)} on task {task.id}") from None
+        if not isinstance(trajectory, Trajectory):
+            raise WarmstartError(
+                f"{self.name}.reference returned {type(trajectory).__name__}, not a Trajectory (task {task.id})"
+            )
+        return trajectory
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         """The plugin's verdict; an exception or something that is not a Verdict is an infra error (the
@@ -148,6 +171,22 @@ class PluginEnvironment:
         close = getattr(self.env, "close", None)
         if close is not None:
             close()
+
+
+def tasks_problem(tasks, name: str, split: str, n: int) -> str | None:
+    """What is wrong with what a plugin's `tasks` returned, or None."""
+    if not isinstance(tasks, list):
+        return f"returned {type(tasks).__name__}, not a list of Task records"
+    not_tasks = [t for t in tasks if not isinstance(t, Task)]
+    if not_tasks:
+        return f"returned a {type(not_tasks[0]).__name__} among its tasks, not a Task record"
+    strangers = [t for t in tasks if t.env != name or t.split != split]
+    if strangers:
+        t = strangers[0]
+        return f"returned task {t.id} of env {t.env!r}, split {t.split!r} (asked: env {name!r}, split {split!r})"
+    if len(tasks) != n:
+        return f"returned {len(tasks)} tasks, not the {n} asked (raise ValueError when there are fewer)"
+    return None
 
 
 def infra_error(message: str) -> Verdict:
