@@ -66,6 +66,12 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
         ("b.jsonl", '{"question": "a b c"}\n\n{"question": oops}\n', None, "b.jsonl:3: not valid JSON"),
         ("b.jsonl", '["a", "b"]\n', None, "b.jsonl:1: a JSON list, not an object"),
         ("b.jsonl", '{"question": 42}\n', None, "b.jsonl:1: field 'question' holds 'int' values, not text"),
+        (
+            "b.jsonl",
+            '{"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}\n',
+            None,
+            "b.jsonl:1: field 'messages' holds a chat part whose text is 'int', not text",
+        ),
         ("b.jsonl", "", None, "b.jsonl: has no items"),
         ("b.jsonl", b"\xff\xfe\x00", None, "b.jsonl: not UTF-8"),
         ("b.parquet", "not parquet at all", None, "b.parquet: not a readable parquet file"),

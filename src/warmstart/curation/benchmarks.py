@@ -94,13 +94,18 @@ def as_text(value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(m, dict) for m in value):
-        return "\n".join(turn_text(m) for m in value if (m.get("role") or m.get("from")) in USER_ROLES)
+        return "\n".join(turn_text(m, where) for m in value if (m.get("role") or m.get("from")) in USER_ROLES)
     raise WarmstartError(f"{where} holds {type(value).__name__!r} values, not text or a list of chat messages")
 
 
-def turn_text(message: dict) -> str:
-    """A chat turn's text: OpenAI's `content` (a string or a list of parts) or ShareGPT's `value`."""
+def turn_text(message: dict, where: str) -> str:
+    """A chat turn's text: OpenAI's `content` (a string or a list of parts; parts without text, an image's,
+    add none) or ShareGPT's `value`."""
     content = message.get("content", message.get("value"))
     if isinstance(content, list):
-        return "\n".join(part.get("text") or "" for part in content if isinstance(part, dict))
+        texts = [part.get("text") for part in content if isinstance(part, dict)]
+        odd = next((text for text in texts if text is not None and not isinstance(text, str)), None)
+        if odd is not None:
+            raise WarmstartError(f"{where} holds a chat part whose text is {type(odd).__name__!r}, not text")
+        return "\n".join(text for text in texts if text)
     return content if isinstance(content, str) else ""
