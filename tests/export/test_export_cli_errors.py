@@ -76,14 +76,25 @@ def test_an_empty_output_directory_is_used_without_force(arithmetic_run, tmp_pat
     assert set(files(tmp_path / "out")) == {"data.jsonl", "README.md"}
 
 
-def test_force_replaces_it_whole(arithmetic_run, tmp_path):
+def test_force_replaces_an_earlier_export_whole(arithmetic_run, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    assert export(arithmetic_run, "--out", out).exit_code == 0
     (out / "stale.txt").write_text("from before")
     result = export(arithmetic_run, "--out", out, "--force")
     assert result.exit_code == 0, result.stderr
     assert set(files(out)) == {"data.jsonl", "README.md"}
     assert list(tmp_path.iterdir()) == [out]  # no staging or old directory left beside it
+
+
+def test_force_never_replaces_a_directory_that_is_not_an_export(arithmetic_run, copied_run, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "README.md").write_text("# my project\n")
+    for out in (mine, copied_run):  # a user's directory; another run
+        before = files(out)
+        assert_one_line_error(export(arithmetic_run, "--out", out, "--force"), "is not an earlier export")
+        assert files(out) == before
 
 
 def test_force_never_replaces_the_run_itself(copied_run):

@@ -28,10 +28,27 @@ def check_output(out: Path, protected: list[Path], force: bool) -> None:
             raise WarmstartError(f"--out {out}: holds {path}, which the export would replace; choose another directory")
     if _non_empty(out) and not force:
         raise WarmstartError(f"--out {out}: exists and is not empty (--force replaces it)")
+    if _non_empty(out) and not is_export(out):
+        raise WarmstartError(
+            f"--out {out}: is not an earlier export (no warmstart dataset card README.md), and --force replaces "
+            "only those: choose an empty or new directory"
+        )
 
 
 def _non_empty(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
+
+
+def is_export(path: Path) -> bool:
+    """Whether `path` holds what an export writes: its dataset card (card.py) names warmstart. `--force` replaces
+    only such a directory, so a mistyped `--out` cannot delete a run, a project or a home directory."""
+    card = path / "README.md"
+    try:
+        return card.is_file() and "verified and curated by warmstart" in card.read_text(
+            encoding="utf-8", errors="replace"
+        )
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
