@@ -66,4 +66,19 @@ def test_bad_role_and_split_are_rejected():
     with pytest.raises(ValidationError):
         Message(role="robot", content="hi")
     with pytest.raises(ValidationError):
-        Task(id="a", env="e", prompt=[], split="test")
+        Task(id="a", env="e", prompt=[Message(role="user", content="hi")], split="test")
+
+
+@pytest.mark.parametrize(
+    "task_id, prompt, why",
+    [
+        ("", [{"role": "user", "content": "hi"}], "id"),
+        ("  ", [{"role": "user", "content": "hi"}], "id"),
+        ("a", [], "a task's prompt needs a user message with text"),
+        ("a", [{"role": "assistant", "content": "hi"}], "a task's prompt needs a user message with text"),
+        ("a", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": None}], "needs a user message"),
+    ],
+)
+def test_a_task_that_names_nothing_or_asks_nothing_is_refused(task_id, prompt, why):
+    with pytest.raises(ValidationError, match=why):
+        Task.model_validate({"id": task_id, "env": "e", "prompt": prompt, "split": "train"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -49,12 +49,20 @@ class Message(Record):
 class Task(Record):
     """One problem. `hidden` holds what verification needs (answer, tests); it never enters a prompt."""
 
-    id: str
+    id: str = Field(min_length=1, pattern=r"\S")  # names the task's records: never empty or blank
     env: str
     prompt: list[Message]
     hidden: dict[str, Any] = Field(default_factory=dict)
     split: Literal["train", "eval"]
     meta: dict[str, Any] = Field(default_factory=dict)  # e.g. difficulty, op
+
+    @field_validator("prompt")
+    @classmethod
+    def _asks_something(cls, prompt: list[Message]) -> list[Message]:
+        # A prompt without a user turn that says something asks a policy nothing: no teacher answers it.
+        if not any(m.role == "user" and (m.content or "").strip() for m in prompt):
+            raise ValueError("a task's prompt needs a user message with text")
+        return prompt
 
 
 class Usage(Record):

@@ -10,11 +10,11 @@ from warmstart.envs.base import final_assistant_text
 from warmstart.envs.verification import Verifier
 from warmstart.lm.chat import stop_token_ids
 from warmstart.train.task_filter import PassRates, candidates, estimate_pass_rates, refresh_due, select_pool
-from warmstart.types import Task, Verdict
+from warmstart.types import Message, Task, Verdict
 
 
 def named(*ids: str) -> list[Task]:
-    return [Task(id=i, env="arithmetic", prompt=[], split="train") for i in ids]
+    return [Task(id=i, env="arithmetic", prompt=[Message(role="user", content=i)], split="train") for i in ids]
 
 
 def test_the_pool_is_the_tasks_passed_sometimes_in_candidate_order():
