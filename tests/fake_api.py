@@ -3,11 +3,16 @@
 Real servers do not fail on demand; this one does, request by request, from a queue of faults:
 
     429          rate limited, Retry-After: 1
-    quota        429 whose body says the spend quota is exhausted
+    rate_limit_openai / rate_limit_azure   429s as OpenAI (requests per minute) and Azure OpenAI (token
+                 rate) word them, Retry-After: 1; their messages link to billing and quota pages
+    quota        429 whose body says the spend quota is exhausted (OpenAI's `insufficient_quota`)
     500 / 529    server error / Anthropic-style "overloaded"
     401          bad key
+    late_401     bad key, said after `slow_s` seconds (the other requests of a call have finished by then)
+    hold         answers only once `released` is set (a client interrupted mid-request)
     reset        headers sent, then the connection is dropped mid-body
-    malformed    200 with a body that is not JSON
+    malformed    200 with a body that is not JSON (content type application/json)
+    html / event_stream   200 with an HTML error page (text/html) / the reply as server-sent events
     slow         answers after `slow_s` seconds (longer than the client's timeout)
     length / refusal / filter   a 200 whose reply was cut, refused or content-filtered
     garbage / lie  (as a judge) a reply with no verdict line / the wrong verdict
@@ -17,11 +22,14 @@ and replies no real server should send, which a client must survive:
     retry_after_huge   429 with Retry-After: 999999999 (seconds)
     surrogates         a 200 whose text holds a lone surrogate (valid JSON, not valid Unicode)
     negative_usage     a 200 billing -1,000,000,000 prompt tokens
+    huge_usage / huge_output_usage   a 200 billing 10**15 prompt tokens / 10**9 completion tokens
     no_usage / bad_usage   a 200 with no usage / with token counts that are strings
     no_choices         a 200 with an empty `choices` list (and usage)
     empty              a 200 whose message has no content and no tool call
     huge               a 200 whose text is `huge_bytes` long whatever max_tokens asked
     other_model        a 200 that says another model answered
+    no_finish          a 200 with no finish_reason (OpenAI) / a null stop_reason (Anthropic)
+    server_tool        (Anthropic) a 200 whose content starts with a server_tool_use block
 
 Beside faults, a server can behave like a real teacher (`Teacher`): answer each problem right with a
 known probability (`pass_rate(problem)`, drawn per request from the request's seed, so sample i of a
@@ -32,8 +40,10 @@ and leave out the log-probs it was asked for.
 `chaos` (a seeded random.Random) draws a fault for each request instead of the queue: each of
 `CHAOS_FAULTS` with probability `chaos_rate`. `billed` logs the usage of every reply delivered whole with
 counts a provider could bill (what a client's ledger should add up to; a `slow` reply, which the client
-has stopped waiting for when it comes, is left out). `held`, a cleared threading.Event, holds every reply
-until it is set: a client caught mid-request for as long as a test needs.
+has stopped waiting for when it comes, an `event_stream` one, whose counts it cannot read, and the
+`huge_*usage` ones, which no provider bills, are left out). `models_fault` ("html") spoils the model
+list, which is otherwise served whole. `held`, a cleared threading.Event, holds every reply until it is
+set: a client caught mid-request for as long as a test needs.
 
 With no fault queued it answers correctly: for "What is A+B? ..." it replies "Answer: <A+B>". Every
 request is logged (arrival time, tokens, outcome), so tests assert on what the server saw. The legacy
@@ -52,12 +62,49 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+HTML_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 PROBLEM_RE = re.compile(r"What is (-?\d+)([+\-*])(-?\d+)\?")
 MODELS = ["fake-model", "claude-fake-1"]
 CHAOS_FAULTS = [
     "429", "500", "529", "reset", "malformed", "slow", "length", "refusal", "filter", "retry_after_huge",
     "surrogates", "negative_usage", "no_usage", "bad_usage", "no_choices", "empty", "huge", "other_model",
+    "html", "event_stream", "huge_usage", "huge_output_usage", "no_finish",
 ]  # fmt: skip
+# Replies left out of `billed`: never seen by the client (slow), counts in a body it cannot read (event_stream),
+# counts no provider bills (huge_*).
+NOT_BILLED = ("slow", "event_stream", "huge_usage", "huge_output_usage")
+RATE_LIMITS = {
+    "rate_limit_openai": {
+        "error": {
+            "message": "Rate limit reached for fake-model in organization org-abc on requests per min (RPM): "
+            "Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
+            "https://platform.openai.com/account/rate-limits to learn more. You can increase your rate limit by "
+            "adding a payment method to your account at https://platform.openai.com/account/billing.",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    },
+    "rate_limit_azure": {
+        "error": {
+            "code": "429",
+            "message": "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-02-01 "
+            "have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 6 seconds. "
+            "Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default "
+            "rate limit.",
+        }
+    },
+}
+ERROR_BODIES = RATE_LIMITS | {
+    "quota": {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing details.",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+        }
+    },
+    "529": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+}
 
 
 class Server(ThreadingHTTPServer):
@@ -113,7 +160,9 @@ class FakeAPI:
         self.lock = threading.Lock()
         self.slow_s, self.delay_s, self.huge_bytes = slow_s, delay_s, huge_bytes
         self.chaos, self.chaos_rate = chaos, chaos_rate
+        self.released = threading.Event()  # lets go of the requests the `hold` fault keeps
         self.held: threading.Event | None = None  # where set to a cleared Event: replies wait until it is set
+        self.models_fault: str | None = None  # "html": the model list is an HTML page
         self.server = Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -126,6 +175,7 @@ class FakeAPI:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.released.set()  # no handler thread left waiting
         self.server.shutdown()
         self.server.server_close()
 
@@ -159,6 +209,8 @@ class FakeAPI:
                 pass
 
             def do_GET(self):
+                if self.path.rstrip("/").endswith("/models") and api.models_fault == "html":
+                    return self._raw(200, HTML_PAGE, content_type="text/html")
                 if self.path.rstrip("/").endswith("/models"):
                     data = [
                         {
@@ -196,9 +248,13 @@ class FakeAPI:
                     api.held.wait(timeout=120)
                 if api.delay_s:
                     time.sleep(api.delay_s)
-                if fault == "slow":
+                if fault == "hold":  # until the test lets it go (`released`): a request the client is stopped in
+                    api.released.wait(timeout=120)
+                if fault in ("slow", "late_401"):
                     time.sleep(api.slow_s)
-                if fault in ("429", "quota", "500", "529", "401", "retry_after_huge"):
+                if fault == "late_401":
+                    return self._error("401")
+                if fault in ("429", "quota", "500", "529", "401", "retry_after_huge", *RATE_LIMITS):
                     return self._error(fault)
                 if fault == "reset":
                     self.send_response(200)
@@ -211,6 +267,8 @@ class FakeAPI:
                     return
                 if fault == "malformed":
                     return self._raw(200, b"{this is not json")
+                if fault == "html":
+                    return self._raw(200, HTML_PAGE, content_type="text/html")
                 text = answer_text(body, fault)
                 if not text.startswith(("The arithmetic", "Looks fine")):  # a judge's verdict is not a teacher's
                     text, prompt_tokens, completion_tokens = api.teacher.write(body, text)
@@ -219,38 +277,35 @@ class FakeAPI:
                 if fault == "surrogates":
                     text = text + " \ud800"
                 if anthropic:
-                    reply = anthropic_reply(body, text, fault, prompt_tokens, completion_tokens)
+                    reply = odd_anthropic_reply(
+                        anthropic_reply(body, text, fault, prompt_tokens, completion_tokens), fault
+                    )
                 elif legacy:
                     reply = legacy_reply(body, text, prompt_tokens, completion_tokens)
                     reply["model"] = "another-model" if fault == "other_model" else reply["model"]
                 else:
                     reply = openai_reply(body, text, fault, prompt_tokens, completion_tokens, api.teacher.logprobs)
                     reply = odd_openai_reply(reply, fault)
-                if fault != "slow":  # a client that timed out never sees this reply: it cannot count it
+                if fault not in NOT_BILLED:
                     api.bill(reply)
+                if fault == "event_stream":  # what a server that streams whatever it is asked sends
+                    events = b"data: " + json.dumps(reply).encode() + b"\n\ndata: [DONE]\n\n"
+                    return self._raw(200, events, content_type="text/event-stream")
                 self._json(200, reply)
 
             def _error(self, fault: str):
-                status = {"429": 429, "quota": 429, "500": 500, "529": 529, "401": 401, "retry_after_huge": 429}[fault]
-                message = {
-                    "quota": {
-                        "error": {
-                            "message": "You exceeded your current quota",
-                            "type": "insufficient_quota",
-                            "code": "insufficient_quota",
-                        }
-                    },
-                    "529": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-                }.get(fault, {"error": {"message": f"fault {fault}", "type": "test"}})
-                retry_after = {"429": "1", "retry_after_huge": "999999999"}.get(fault)
+                status = {"500": 500, "529": 529, "401": 401}.get(fault, 429)
+                message = ERROR_BODIES.get(fault, {"error": {"message": f"fault {fault}", "type": "test"}})
+                retry_after = {"retry_after_huge": "999999999", "429": "1"} | dict.fromkeys(RATE_LIMITS, "1")
+                retry_after = retry_after.get(fault)
                 self._json(status, message, {"retry-after": retry_after} if retry_after else {})
 
             def _json(self, status: int, obj: dict, headers: dict | None = None):
                 self._raw(status, json.dumps(obj).encode(), headers)
 
-            def _raw(self, status: int, data: bytes, headers: dict | None = None):
+            def _raw(self, status: int, data: bytes, headers: dict | None = None, content_type="application/json"):
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -340,6 +395,26 @@ def odd_openai_reply(reply: dict, fault: str | None) -> dict:
         reply["choices"][0]["message"]["content"] = None
     elif fault == "other_model":
         reply["model"] = "other-model"
+    elif fault == "huge_usage":
+        reply["usage"]["prompt_tokens"] = 10**15
+    elif fault == "huge_output_usage":
+        reply["usage"]["completion_tokens"] = 10**9
+    elif fault == "no_finish":
+        del reply["choices"][0]["finish_reason"]
+    return reply
+
+
+def odd_anthropic_reply(reply: dict, fault: str | None) -> dict:
+    """A message as a misbehaving (or, for `server_tool`, a server-tool-using) API would send it."""
+    if fault == "huge_usage":
+        reply["usage"]["input_tokens"] = 10**15
+    elif fault == "huge_output_usage":
+        reply["usage"]["output_tokens"] = 10**9
+    elif fault == "no_finish":
+        reply["stop_reason"] = None
+    elif fault == "server_tool":
+        search = {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {"query": "sum"}}
+        reply["content"].insert(0, search)
     return reply
 
 

@@ -7,15 +7,20 @@ import json
 import logging
 import math
 import random
+import signal
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from fake_api import FakeAPI
-from helpers import small_recipe
+from helpers import small_recipe, write_recipe_file
 from warmstart.envs.arithmetic import Arithmetic
 from warmstart.errors import WarmstartError
 from warmstart.policies import make_policy
+from warmstart.policies.limits import classify
 from warmstart.runs.jsonl import read_records
 from warmstart.stages import curate, generate
 from warmstart.types import Request, Sampling, Trajectory
@@ -27,8 +32,11 @@ FAST = ["api.backoff_s=0.05", "api.timeout_s=2.0", "api.max_retries=3"]
 PRICES = "[models.fake-model]\ninput = 1.0\noutput = 2.0\n\n[models.other-model]\ninput = 10.0\noutput = 20.0\n"
 
 
-def recipe_for(tmp_path, api: FakeAPI, *overrides: str, train: int = 6):
-    teacher = f"generate.teacher='openai:fake-model@{api.url}/v1'"
+TEACHERS = {"openai": "openai:fake-model@{url}/v1", "anthropic": "anthropic:claude-fake-1@{url}"}
+
+
+def recipe_for(tmp_path, api: FakeAPI, *overrides: str, train: int = 6, provider: str = "openai"):
+    teacher = f"generate.teacher='{TEACHERS[provider].format(url=api.url)}'"
     return small_recipe(tmp_path / "run", teacher, *FAST, *overrides, train=train)
 
 
@@ -65,27 +73,37 @@ def test_api_deadline_s_bounds_a_request_and_its_retries(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "fault, why",
+    "provider, fault, why",
     [
-        ("surrogates", "not valid Unicode"),
-        ("empty", "an empty reply"),
-        ("no_choices", "no choices"),
-        ("negative_usage", "impossible token counts"),
-        ("no_usage", "no token usage"),
-        ("bad_usage", "no token usage"),
+        ("openai", "surrogates", "not valid Unicode"),
+        ("openai", "empty", "an empty reply"),
+        ("openai", "no_choices", "no choices"),
+        ("openai", "negative_usage", "impossible token counts"),
+        ("openai", "huge_usage", "implausible token counts"),
+        ("openai", "huge_output_usage", "implausible token counts"),
+        ("anthropic", "huge_usage", "implausible token counts"),
+        ("openai", "no_usage", "no token usage"),
+        ("openai", "bad_usage", "no token usage"),
+        ("openai", "html", "not JSON"),
+        ("openai", "event_stream", "not JSON"),
+        ("anthropic", "html", "not JSON"),
+        ("anthropic", "event_stream", "not JSON"),
+        ("anthropic", "server_tool", "content blocks warmstart cannot represent: server_tool_use"),
     ],
 )
-def test_an_odd_reply_is_asked_again_and_billed_only_where_its_usage_is_real(tmp_path, fault, why):
+def test_an_odd_reply_is_asked_again_and_billed_only_where_its_usage_is_real(tmp_path, provider, fault, why):
     with FakeAPI() as api:
         api.faults = [fault]
-        [trajectory] = rollouts(recipe_for(tmp_path / "once", api))
+        [trajectory] = rollouts(recipe_for(tmp_path / "once", api, provider=provider))
         assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
-        billed_twice = fault in ("surrogates", "empty", "no_choices")  # valid counts on a reply that was refused
+        assert [u.tokens_in for u in trajectory.usage] == [20]  # the good reply's, whatever the odd one claimed
+        # valid counts on a reply that was refused
+        billed_twice = fault in ("surrogates", "empty", "no_choices", "server_tool")
         assert len(trajectory.rejected_usage) == int(billed_twice) and len(api.billed) == 1 + int(billed_twice)
         cache = tmp_path / "once" / "run" / "cache" / "responses.jsonl"
         assert len(cache.read_text().splitlines()) == 1  # the good reply only: a refused one is never cached
         api.faults = [fault] * 4  # every try: an error record, never a crash
-        [failed] = rollouts(recipe_for(tmp_path / "always", api))
+        [failed] = rollouts(recipe_for(tmp_path / "always", api, provider=provider))
     assert failed.error is not None and why in failed.error and failed.finish_reason is None
     assert len(failed.rejected_usage) == (4 if billed_twice else 0)
 
@@ -195,3 +213,143 @@ def test_a_soak_of_every_fault_at_random_ends_in_time_with_every_rollout_once_an
     latest = {r.key: r for r in records}
     assert len(latest) == tasks and all(r.error is None for r in latest.values())
     assert len(records) == tasks + sum(r.error is not None for r in first_run)
+
+
+def test_an_implausible_bill_under_a_dollar_cap_is_not_spent_and_the_stage_goes_on(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    with FakeAPI() as api:
+        api.faults = ["huge_usage"]  # 10**15 prompt tokens: $1e9 at these prices, were it believed
+        generate.run(recipe_for(tmp_path, api, f"api.prices='{prices}'", "generate.budget_usd=1.0", train=2))
+        assert len(api.log) == 3
+    cost = stage_cost(tmp_path / "run")
+    assert cost["tokens_in"] == 2 * 20 and cost["usd"] == pytest.approx(2 * (20 * 1.0 + 6 * 2.0) / 1e6)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_model_list_that_is_not_json_is_one_clear_error_before_any_request(tmp_path, provider):
+    with FakeAPI() as api:
+        api.models_fault = "html"
+        with pytest.raises(WarmstartError, match="answered the model list with something that is not JSON"):
+            rollouts(recipe_for(tmp_path, api, provider=provider))
+    assert api.log == []
+
+
+@pytest.mark.parametrize("fault", ["rate_limit_openai", "rate_limit_azure"])
+def test_an_ordinary_rate_limit_is_waited_out_though_its_message_links_to_billing_and_quota(tmp_path, fault):
+    with FakeAPI() as api:
+        api.faults = [fault]
+        [trajectory] = rollouts(recipe_for(tmp_path, api))
+    assert trajectory.error is None and [e["fault"] for e in api.log] == [fault, None]
+    assert api.log[1]["t"] - api.log[0]["t"] >= 0.9  # its Retry-After (1 s), not the 0.05-s backoff
+
+
+def test_a_spend_limit_429_stops_the_stage_after_one_request(tmp_path):
+    with FakeAPI() as api:
+        api.faults = ["quota"]
+        with pytest.raises(WarmstartError, match="a spend or quota limit was reached"):
+            rollouts(recipe_for(tmp_path, api))
+    assert len(api.log) == 1
+
+
+@pytest.mark.parametrize(
+    "body, spend_limit",
+    [
+        ('{"code": "billing_hard_limit_reached", "message": "Billing hard limit has been reached"}', True),
+        ('{"type": "error", "error": {"type": "rate_limit_error", "message": "Quota of tokens per minute"}}', False),
+        ('{"error": {"code": "429", "message": "You have reached your monthly spending limit."}}', True),
+        ("Your credit balance is too low", True),
+        ("Too many requests: see https://example.com/billing/quota-increase", False),
+    ],
+)
+def test_a_429_is_a_spend_limit_by_its_code_else_by_its_words_not_by_its_links(body, spend_limit):
+    assert classify(429, body, {}, "the message").retry is not spend_limit
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_reply_with_no_finish_reason_is_kept_as_unknown_and_never_cached(tmp_path, provider):
+    with FakeAPI() as api:
+        api.faults = ["no_finish"]
+        [trajectory] = rollouts(recipe_for(tmp_path, api, provider=provider))
+    assert trajectory.error is None and trajectory.finish_reason == "unknown"
+    cache = tmp_path / "run" / "cache" / "responses.jsonl"
+    assert not cache.exists() or cache.read_text() == ""
+
+
+def release_when_arrived(api: FakeAPI, requests: int) -> None:
+    """Hold every reply until `requests` requests have arrived, so that they are all in flight together."""
+    api.held = threading.Event()
+
+    def release() -> None:
+        while len(api.log) < requests:
+            time.sleep(0.01)
+        api.held.set()
+
+    threading.Thread(target=release, daemon=True).start()
+
+
+def test_an_error_that_stops_the_call_ends_the_other_requests_before_the_client_closes(tmp_path, caplog):
+    with FakeAPI(slow_s=1.0) as api, caplog.at_level(logging.WARNING, logger="warmstart.policies.api"):
+        api.faults = ["401", "slow", "slow", "slow"]  # one bad key while three requests are in flight
+        release_when_arrived(api, 4)
+        with pytest.raises(WarmstartError, match="HTTP 401"):
+            rollouts(recipe_for(tmp_path, api, "api.concurrency=4"), n=4)
+    assert len(api.log) == 4
+    assert [r.getMessage() for r in caplog.records] == []  # no "Connection error" retry from a closed client
+
+
+def test_a_stage_stopped_by_a_fatal_error_writes_and_bills_what_had_finished(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    with FakeAPI(slow_s=1.0) as api:
+        recipe = recipe_for(tmp_path, api, f"api.prices='{prices}'", "api.concurrency=4", train=4)
+        api.faults = [None, None, None, "late_401"]  # the key is refused after the other three have answered
+        with pytest.raises(WarmstartError, match="HTTP 401"):
+            generate.run(recipe)
+        out = tmp_path / "run" / "trajectories" / "teacher.jsonl"
+        kept = read_records(out, Trajectory)
+        assert len(kept) == 3 and all(t.error is None and t.verdict.passed for t in kept)
+        stopped = stage_cost(tmp_path / "run")  # costs.json has the stopped stage's bill
+        assert stopped["requests_sent"] == 4 and stopped["tokens_in"] == 3 * 20
+        manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+        assert manifest["stages"]["generate:teacher"]["status"] == "failed"
+        generate.run(recipe)  # the key fixed: only the task that was refused is asked again
+        assert len(api.log) == 5
+    done = stage_cost(tmp_path / "run")
+    assert done["requests"] == 4 and done["cache_hits"] == 0
+    assert done["usd"] == pytest.approx(4 * (20 * 1.0 + 6 * 2.0) / 1e6)
+
+
+def test_ctrl_c_mid_call_writes_what_had_finished_and_a_rerun_pays_for_nothing_twice(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    with FakeAPI() as api:
+        recipe = recipe_for(tmp_path, api, f"api.prices='{prices}'", "api.concurrency=8", train=8)
+        recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+        api.faults = [None] * 5 + ["hold"] * 3  # five answered, three the client is waiting for
+        cache = tmp_path / "run" / "cache" / "responses.jsonl"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "warmstart.cli", "generate", str(recipe_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not (cache.exists() and cache.read_text().count("\n") == 5 and len(api.log) == 8):
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "the five replies never reached the client"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130, proc.stderr.read()
+        finally:
+            proc.kill()
+            api.released.set()
+        out = tmp_path / "run" / "trajectories" / "teacher.jsonl"
+        assert len(read_records(out, Trajectory)) == 5  # paid for, so written, though the call was stopped
+        generate.run(recipe)
+        assert len(api.log) == 8 + 3
+    records = read_records(out, Trajectory)
+    assert len(records) == len({r.key for r in records}) == 8
+    done = stage_cost(tmp_path / "run")
+    assert done["cache_hits"] == 0 and done["requests"] == 8  # no paid reply taken from the cache as free

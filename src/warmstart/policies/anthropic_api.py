@@ -9,7 +9,9 @@ here; the sample index still keeps samples of one task apart in the cache.
 
 The key comes from `api.key_env` (default ANTHROPIC_API_KEY). The model list is checked before any
 request is paid for. The SDK's retries are off: `api.py` retries 429 / 5xx / 529 (overloaded) and
-stops on 400 / 401 / 403 and on a 429 that reports a spend limit.
+stops on 400 / 401 / 403 and on a 429 that reports a spend limit. A reply it cannot use (a body that is
+not JSON, content blocks the canonical Message cannot hold, such as a server tool's) is an invalid reply:
+asked again, its usage billed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import anthropic
 from pydantic import ValidationError
 
 from ..config import PolicySpec
+from ..errors import WarmstartError
 from ..types import Message, Sampling
 from .anthropic_format import from_anthropic, to_anthropic, usage_from_anthropic
 from .backend import (
@@ -26,6 +29,7 @@ from .backend import (
     api_key,
     invalid_reply,
     request_error,
+    require_parsed,
     require_served,
     sdk_tls_context,
     served_models,
@@ -87,17 +91,15 @@ class AnthropicBackend:
             )
         except (anthropic.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, anthropic) from None
+        require_parsed(response, anthropic.types.Message)
         usage = usage_from_anthropic(response.usage, response.model if isinstance(response.model, str) else None)
         if usage is None:  # the cost would be unknown, not 0
             raise invalid_reply("no token usage")
         try:
             message, finish = from_anthropic(list(response.content or []), response.stop_reason)
-        except (
-            ValidationError,
-            TypeError,
-            AttributeError,
-            KeyError,
-        ) as exc:  # blocks it cannot hold raise WarmstartError
+        except WarmstartError as exc:  # blocks the canonical Message cannot hold (server tools): the teacher may
+            raise invalid_reply(str(exc), usage) from None  # answer without them when asked again
+        except (ValidationError, TypeError, AttributeError, KeyError) as exc:  # e.g. a block missing a field
             raise invalid_reply(f"a message warmstart cannot read ({type(exc).__name__})", usage) from None
         return Reply(message=message, usage=usage, finish_reason=finish)
 

@@ -35,7 +35,8 @@ Choices, and why:
 Also lost on the way in: citations on text blocks, and the order of text relative to tool_use blocks
 (the canonical Message has one `content` and then its `tool_calls`; text blocks are concatenated, as the
 API splits one text into several blocks around citations). Block types the canonical Message cannot hold
-(server tools: web search, code execution, ...) are an error, not silently dropped.
+(server tools: web search, code execution, ...) are an error, not silently dropped: `from_anthropic` raises,
+and `anthropic_api.py` refuses such a reply as invalid and asks again.
 """
 
 from __future__ import annotations

@@ -9,17 +9,23 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
   `api.max_retry_after_s`; no retry on errors retrying cannot fix, which stop the stage with a clear
   error). Every wait is bounded: a request, its retries included, gives up at `api.deadline_s` (by
   default the retry policy's own worst case, `ApiSettings.worst_case_s`);
-- replies are checked before use (`reply_problem`): impossible token counts, text that is not Unicode
-  (lone surrogates), an empty reply are refused and asked again, and the usage they carried is kept on
-  the trajectory (`rejected_usage`: the provider bills it); a reply far longer than `max_new_tokens`
-  allows is cut and flagged `oversized` (`flag_oversized`). The model the provider says answered is
+- replies are checked before use (`reply_problem`): text that is not Unicode (lone surrogates), an empty
+  reply are refused and asked again, and the usage they carried is kept on the trajectory
+  (`rejected_usage`: the provider bills it). Token counts that are impossible (negative) or implausible
+  (`usage_problem`: more than 4 x the request's bound + 4096 in, 4 x `max_new_tokens` + 4096 out;
+  providers add template and tool-prompt tokens) are refused and asked again too, but never billed: the
+  bill is unknown, and under a dollar cap it counts at the request's largest possible cost, as a request
+  that never answered does. A reply far longer than `max_new_tokens` allows is cut and flagged
+  `oversized` (`flag_oversized`). The model the provider says answered is
   recorded on each turn's usage, and pricing follows it; one that is not the model asked for is warned of;
 - the response cache (`cache.py`): every successful reply is appended (one line) under a key of
   everything that changes the answer, before it is used. A rerun asks the cache first (a turn answered
   from it is marked `from_cache`: nothing was paid for it): after a SIGKILL nothing is paid for twice
   except the requests that were in flight. Replies cut by the token limit, refused, content-filtered or
-  oversized are not cached as successes: they are flagged on the trajectory and `curate` drops them;
-- a request that still fails after its retries becomes a trajectory with `error` set, never a gap;
+  oversized are not cached as successes: they are flagged on the trajectory and `curate` drops them; nor
+  is a reply that names no finish reason ("unknown");
+- a request that still fails after its retries becomes a trajectory with `error` set, never a gap; an
+  error retrying cannot fix stops the whole call, once its other requests are cancelled and have ended;
 - a dollar cap (`runs/budget.py`, `generate.budget_usd`): a request is sent only when its largest
   possible cost fits beside the requests in flight; reasoning a model writes inside `<think>` tags
   becomes the message's reasoning (`reasoning_tags.py`);
@@ -34,6 +40,7 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from ..errors import WarmstartError
 from ..lm.toolcalls import tool_results
@@ -91,13 +98,16 @@ class RequestTally:
 # A token's text is rarely over a few bytes; a reply whose text exceeds this many bytes per token of
 # `max_new_tokens` (or whose reported output tokens exceed the limit by a tenth) was not bounded by it.
 MAX_BYTES_PER_TOKEN = 32
+# How far a reply's token counts may exceed what its request could use before they are not believed:
+# providers add tokens no request shows (chat templates, tool prompts, a system prompt of their own).
+PLAUSIBLE_FACTOR, PLAUSIBLE_SLACK = 4, 4096
 
 
-def reply_problem(reply: Reply) -> str | None:
+def reply_problem(reply: Reply, ask: Ask) -> str | None:
     """Why a reply cannot be used (it is asked again), or None."""
-    usage = reply.usage
-    if min(usage.tokens_in, usage.tokens_out, usage.tokens_cached) < 0 or usage.tokens_cached > usage.tokens_in:
-        return f"impossible token counts (in {usage.tokens_in}, out {usage.tokens_out}, cached {usage.tokens_cached})"
+    problem = usage_problem(reply.usage, ask)
+    if problem:
+        return problem
     message = reply.message
     if not (message.content or message.tool_calls):
         return "an empty reply (no text and no tool call)"
@@ -108,8 +118,21 @@ def reply_problem(reply: Reply) -> str | None:
     return None
 
 
-def usage_is_valid(usage: Usage | None) -> bool:
-    return usage is not None and min(usage.tokens_in, usage.tokens_out, usage.tokens_cached) >= 0
+def usage_problem(usage: Usage, ask: Ask) -> str | None:
+    """Why a reply's token counts cannot be billed as sent (they are not: the real bill is unknown), or None."""
+    counts = f"in {usage.tokens_in}, out {usage.tokens_out}, cached {usage.tokens_cached}"
+    if min(usage.tokens_in, usage.tokens_out, usage.tokens_cached) < 0 or usage.tokens_cached > usage.tokens_in:
+        return f"impossible token counts ({counts})"
+    most_in = PLAUSIBLE_FACTOR * reservation(*ask.prompt, 0) + PLAUSIBLE_SLACK
+    most_out = PLAUSIBLE_FACTOR * ask.sampling.max_new_tokens + PLAUSIBLE_SLACK
+    if usage.tokens_in > most_in or usage.tokens_out > most_out:
+        return f"implausible token counts ({counts}; this request could use at most {most_in} in, {most_out} out)"
+    return None
+
+
+def billable(usage: Usage | None, ask: Ask) -> Usage | None:
+    """The usage a reply carried, where its counts can be billed as sent."""
+    return usage if usage is not None and usage_problem(usage, ask) is None else None
 
 
 def flag_oversized(reply: Reply, sampling: Sampling) -> Reply:
@@ -140,8 +163,18 @@ class APIPolicy:
 
     async def _rollout_all(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Trajectory]:
         in_flight = asyncio.Semaphore(self.settings.concurrency)
+        episodes = [asyncio.ensure_future(self._episode(r, sampling, seed, in_flight)) for r in requests]
         try:
-            return await asyncio.gather(*(self._episode(r, sampling, seed, in_flight) for r in requests))
+            return await asyncio.gather(*episodes)
+        except BaseException as stop:
+            # One episode stopped the call (an error retrying cannot fix, a cancellation): the others must end
+            # before the backend closes under them, or each would report the closed client as a connection error.
+            for episode in episodes:
+                episode.cancel()
+            await asyncio.gather(*episodes, return_exceptions=True)
+            # What had finished was paid for: the caller keeps it (`finished_rollouts`).
+            stop.finished_rollouts = [e.result() for e in episodes if not e.cancelled() and e.exception() is None]
+            raise
         finally:
             try:
                 self.cache.close()  # everything durable, even against a machine crash
@@ -209,11 +242,6 @@ class APIPolicy:
             "sample_index": sample_index,
         }
 
-    @staticmethod
-    def _reservation(messages: list[Message], tools: list[dict], sampling: Sampling) -> int:
-        """The tokens a request may use at most, for a TPM limit (a few microseconds: only when one is set)."""
-        return reservation(*prompt_size(messages, tools), sampling.max_new_tokens)
-
     async def _turn(
         self, messages, tools, sampling: Sampling, seed: int, sample_index: int, in_flight, rejected
     ) -> Reply:
@@ -278,13 +306,13 @@ class APIPolicy:
     def _largest_cost(self, ask: Ask) -> float:
         if self.budget is None:
             return 0.0
-        size, count = prompt_size(ask.messages, ask.tools)
-        return self.budget.largest_cost(size, count, ask.sampling.max_new_tokens)
+        return self.budget.largest_cost(*ask.prompt, ask.sampling.max_new_tokens)
 
     async def _send(self, ask: Ask, rejected: list[Usage]) -> Sent:
         """Send one request within the rate limits and `api.timeout_s`; check the reply."""
         seed = ask.seed if self.settings.send_seed else None
-        tokens = self._reservation(ask.messages, ask.tools, ask.sampling) if self.limiter.counts_tokens else 0
+        # the most tokens the request may use, read by a TPM limit only
+        tokens = reservation(*ask.prompt, ask.sampling.max_new_tokens) if self.limiter.counts_tokens else 0
         entry = await self.limiter.acquire(tokens)
         if ask.deadline is None:  # from the first send: waiting for a slot or the rate limits is not the request's
             ask.deadline = time.monotonic() + self.request_tally.worst_case_s
@@ -296,26 +324,30 @@ class APIPolicy:
                     ask.messages, ask.tools, ask.sampling, seed, self.settings.top_logprobs
                 )
         except RequestError as exc:
-            billed = exc.billed if usage_is_valid(exc.billed) else None
+            billed = billable(exc.billed, ask)
             self.limiter.release(entry, billed.tokens_in + billed.tokens_out if billed else None)
-            return Sent(None, self._failed(exc.failure, billed, rejected), billed)
+            known = exc.billed is None or billed is not None  # counts came back, but not ones to believe
+            return Sent(None, self._failed(exc.failure, billed, rejected), billed, bill_known=known)
         except TimeoutError:  # asyncio.timeout's; the SDK's own timeout is an APITimeoutError
             self.limiter.release(entry, None)
             failure = Failure(True, f"no answer within api.timeout_s={self.settings.timeout_s}")
             return Sent(None, self._failed(failure, None, rejected), None, bill_known=False)
-        valid = usage_is_valid(reply.usage)
-        self.limiter.release(entry, reply.usage.tokens_in + reply.usage.tokens_out if valid else None)
-        billed = reply.usage if valid else None
-        problem = reply_problem(reply)
+        except asyncio.CancelledError:  # the call is stopping (`_rollout_all`): the slot is not held for good
+            self.limiter.release(entry, None)
+            raise
+        billed = billable(reply.usage, ask)
+        self.limiter.release(entry, billed.tokens_in + billed.tokens_out if billed else None)
+        problem = reply_problem(reply, ask)
         if problem:
             self.request_tally.rejected += 1
-            return Sent(None, self._failed(Failure(True, f"invalid reply: {problem}"), billed, rejected), billed)
+            failure = self._failed(Failure(True, f"invalid reply: {problem}"), billed, rejected)
+            return Sent(None, failure, billed, bill_known=billed is not None)
         self._note_served_model(reply.usage.model)
         return Sent(split_reasoning_tags(flag_oversized(reply, ask.sampling)), None, billed)
 
     def _failed(self, failure: Failure, billed: Usage | None, rejected: list[Usage]) -> Failure:
         self.request_tally.failed += 1
-        if usage_is_valid(billed):
+        if billed is not None:
             rejected.append(billed)
         return failure
 
@@ -326,6 +358,18 @@ class APIPolicy:
             return
         self.served_elsewhere.add(served)
         log.warning("%s: the server says %r answered; its replies are priced as %r", self.spec, served, served)
+
+
+def finished_rollouts(stop: BaseException | None) -> list[Trajectory]:
+    """The rollouts that had finished when `stop` ended a `rollout` call. Ctrl-C reaches the call as a
+    cancellation, which asyncio.run turns into a KeyboardInterrupt raised while handling it: the list is on
+    that cancellation, the interrupt's context."""
+    while stop is not None:
+        found = getattr(stop, "finished_rollouts", None)
+        if found is not None:
+            return found
+        stop = stop.__context__
+    return []
 
 
 @dataclass
@@ -359,3 +403,8 @@ class Ask:
     sampling: Sampling
     seed: int  # the provider's seed, where it honours one: per request, stable
     deadline: float | None = None  # time.monotonic() by which the turn gives up: set when it is first sent
+
+    @cached_property
+    def prompt(self) -> tuple[int, int]:
+        """`prompt_size`: measured once a try needs it (a TPM limit, a dollar cap, a reply's counts), then kept."""
+        return prompt_size(self.messages, self.tools)

@@ -48,6 +48,13 @@ def invalid_reply(problem: str, billed: Usage | None = None) -> RequestError:
     return RequestError(Failure(True, f"invalid reply: {problem}"), billed)
 
 
+def require_parsed(response, expected: type) -> None:
+    """Refuse a 200 whose body was not the JSON asked for: the SDKs return a body of another content type
+    (an HTML error page from a proxy, an event stream) as its text, not as `expected`."""
+    if not isinstance(response, expected):
+        raise invalid_reply(f"a body that is not JSON ({type(response).__name__} instead of {expected.__name__})")
+
+
 def whole_count(value) -> int | None:
     """A token count as an int, or None where a server sent none or something else (a float, a string)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -110,6 +117,8 @@ def served_models(client, sdk, base_url: str, where: str) -> list[str] | None:
         if exc.status_code == 404:
             return None  # no model list here: the first request will say if the model is unknown
         raise WarmstartError(f"{where}: {base_url} answered HTTP {exc.status_code} to the model list") from None
+    except AttributeError:  # the SDKs hand over a body that is not JSON as text, which no page can be made of
+        raise WarmstartError(f"{where}: {base_url} answered the model list with something that is not JSON") from None
     finally:
         client.close()
 

@@ -11,20 +11,36 @@ used are retried with exponential backoff and full jitter, waiting at least what
 to `api.max_retry_after_s`. 400/401/403/404/422 and a
 429 that says a spend or quota limit was reached are not: retrying cannot fix them and may cost money,
 so the stage stops with the provider's message.
+
+A spend-limit 429 is told from a rate-limit one by the error's code or type where it is one that says
+which (`insufficient_quota`, `billing_hard_limit_reached`, `billing_not_active` / `rate_limit_exceeded`,
+`rate_limit_error`), else by phrases of its message with its URLs left out: ordinary rate-limit messages
+link to quota and billing pages ("https://aka.ms/oai/quotaincrease", ".../account/billing").
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
+import re
 import time
 from dataclasses import dataclass
 
 from ..errors import WarmstartError
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
-SPEND_LIMIT_WORDS = ("insufficient_quota", "quota", "spend limit", "spending limit", "billing", "credit balance")
+SPEND_LIMIT_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
+RATE_LIMIT_CODES = {"rate_limit_exceeded", "rate_limit_error"}
+SPEND_LIMIT_PHRASES = (
+    "exceeded your current quota",
+    "spend limit",
+    "spending limit",
+    "credit balance",
+    "billing hard limit",
+)
+URL = re.compile(r"\w+://\S+")
 MAX_BACKOFF_S = 60.0
 
 
@@ -40,11 +56,37 @@ def classify(status: int | None, body: str, headers: dict[str, str] | None, mess
     if status is None:
         return Failure(True, message)
     wait = retry_after_seconds(headers or {})
-    if status == 429 and any(word in body.lower() for word in SPEND_LIMIT_WORDS):
+    if status == 429 and is_spend_limit(body):
         return Failure(False, f"HTTP 429, a spend or quota limit was reached: {message}")
     if status in RETRYABLE_STATUS:
         return Failure(True, f"HTTP {status}: {message}", wait)
     return Failure(False, f"HTTP {status}: {message}")
+
+
+def is_spend_limit(body: str) -> bool:
+    """Whether a 429's body (JSON as the provider sent it, or text) says a spend or quota limit was reached."""
+    error = error_object(body)
+    codes = {str(error.get(field)) for field in ("code", "type")}
+    if codes & SPEND_LIMIT_CODES:
+        return True
+    if codes & RATE_LIMIT_CODES:
+        return False
+    message = error.get("message")
+    text = URL.sub("", message if isinstance(message, str) else body).lower()
+    return any(phrase in text for phrase in SPEND_LIMIT_PHRASES)
+
+
+def error_object(body: str) -> dict:
+    """The error object of an error body: OpenAI's `{"error": {...}}` (the SDK hands over what is inside),
+    Anthropic's `{"type": "error", "error": {...}}`, Azure's; empty where the body is not a JSON object."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    inner = parsed.get("error")
+    return inner if isinstance(inner, dict) else parsed
 
 
 def retry_after_seconds(headers: dict[str, str]) -> float | None:

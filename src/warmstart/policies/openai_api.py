@@ -14,6 +14,7 @@ since the chat API has no field for it.
 from __future__ import annotations
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 
 from ..config import PolicySpec
@@ -24,6 +25,7 @@ from .backend import (
     api_key,
     invalid_reply,
     request_error,
+    require_parsed,
     require_served,
     sdk_tls_context,
     served_models,
@@ -67,6 +69,9 @@ def usage_from_openai(usage, model: str | None) -> Usage | None:
 
 
 def from_openai(choice, usage: Usage) -> Reply:
+    """The Reply of a chat completion's choice. A choice with no finish_reason (which the API always sends)
+    finishes "unknown", as Anthropic's reply with no stop_reason does: never mistaken for a clean stop, so
+    it is not cached as a success."""
     message = choice.message
     extra = message.model_extra or {}
     reasoning = extra.get("reasoning_content") or extra.get("reasoning")
@@ -75,7 +80,7 @@ def from_openai(choice, usage: Usage) -> Reply:
         for c in message.tool_calls or []
         if getattr(c, "function", None) is not None
     ]
-    finish = "refusal" if getattr(message, "refusal", None) else (choice.finish_reason or "stop")
+    finish = "refusal" if getattr(message, "refusal", None) else (choice.finish_reason or "unknown")
     return Reply(
         message=Message(
             role="assistant",
@@ -148,6 +153,7 @@ class OpenAIBackend:
             )
         except (openai.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, openai) from None
+        require_parsed(response, ChatCompletion)
         usage = usage_from_openai(response.usage, response.model if isinstance(response.model, str) else None)
         if usage is None:  # the cost would be unknown, not 0
             raise invalid_reply("no token usage")

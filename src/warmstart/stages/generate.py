@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import cluster
 from ..config import Recipe
 from ..errors import WarmstartError
-from ..policies.api import NOT_SENT
+from ..policies.api import NOT_SENT, finished_rollouts
 from ..runs.budget import BudgetGuard
 from ..runs.costs import CostLedger, describe, load_prices, load_terms
 from ..runs.directory import RunDir, Stage
@@ -67,7 +67,7 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
         pilot, rest = tasks[:PILOT_TASKS], tasks[PILOT_TASKS:]
         earlier = latest_attempts(job.earlier)
         plans = [SamplingPlan(cfg, pilot, earlier), SamplingPlan(cfg, rest, earlier)]
-        with job.progress():
+        with job.progress(), billing_if_stopped(job, stage):
             job.ask_all(plans[0])
             if (pilot_only or job.policy.request_tally is not None) and not job.stopped:
                 stage.summary["estimate"] = job.estimate(tasks, pilot)
@@ -80,6 +80,19 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
             job.ask_all(plans[1])
         finish_job(job, stage, plans)
     return out
+
+
+@contextmanager
+def billing_if_stopped(job: Job, stage: Stage):
+    """A job stopped by an error or an interrupt records what it spent: the stage's summary (its manifest
+    entry, status "failed") and so costs.json, as a finished job does (`finish_job`)."""
+    try:
+        yield
+    except BaseException:
+        if job.policy.request_tally is not None:
+            job.ledger.count_requests(job.policy.request_tally.summary())
+        stage.summary["api_cost"] = job.ledger.summary()
+        raise
 
 
 def no_estimate(stage: str, job: Job, pilot: list[Task]) -> str:
@@ -240,8 +253,19 @@ class Job:
 
     def answer(self, chunk: list[Request]) -> list[Trajectory]:
         """The policy answers `chunk`; each answer is verified, then appended to the output (one flushed
-        line) and entered in the ledger. Rollouts the dollar cap kept from being sent are not written."""
-        trajectories = self.policy.rollout(chunk, self.sampling, self.recipe.run.seed)
+        line) and entered in the ledger. Rollouts the dollar cap kept from being sent are not written.
+        A chunk stopped by an error or an interrupt (Ctrl-C) still writes the rollouts that had finished
+        (policies/api.py `finished_rollouts`): they were paid for, and a rerun must find them in the output,
+        not answer them from the response cache as if they had cost nothing."""
+        try:
+            trajectories = self.policy.rollout(chunk, self.sampling, self.recipe.run.seed)
+        except BaseException as stop:
+            self.keep(finished_rollouts(stop))
+            raise
+        return self.keep(trajectories)
+
+    def keep(self, trajectories: list[Trajectory]) -> list[Trajectory]:
+        """Verify, write and bill a chunk's rollouts (see `answer`)."""
         self.stopped = self.guard is not None and self.guard.exhausted
         trajectories = [t for t in trajectories if not is_unsent(t) and t.key not in self.written]
         answered = [t for t in trajectories if t.error is None]
