@@ -78,6 +78,21 @@ def test_missing_and_malformed_recipe_files(tmp_path):
         load_recipe(tmp_path / "nope.toml")
     with pytest.raises(WarmstartError, match="not valid TOML"):
         load_recipe(write(tmp_path / "bad.toml", "[run\nseed = 1\n"))
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[run]\ndir = "runs/caf\xe9"\n')
+    with pytest.raises(WarmstartError, match=re.escape(f"{latin1}: not UTF-8 text (byte 21), so not TOML")):
+        load_recipe(latin1)
+
+
+def test_an_unreadable_recipe_is_one_error(tmp_path, monkeypatch):
+    recipe = write(tmp_path / "r.toml", "[run]\nseed = 1\n")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refused)  # as a file of another user's reads (the tests run as root)
+    with pytest.raises(WarmstartError, match=re.escape(f"{recipe}: cannot read the recipe (Permission denied)")):
+        load_recipe(recipe)
 
 
 # --- --set overrides ------------------------------------------------------------------------------
@@ -358,3 +373,82 @@ def test_with_section_validates_its_changes_like_a_recipe_file():
         with_section(Recipe(), "sft", steps=0)
     with pytest.raises(WarmstartError, match="unknown policy 'nope'"):
         with_section(Recipe(), "generate", teacher="nope")
+
+
+# --- names of files and directories inside the run directory ---------------------------------------
+
+RUN_NAME_KEYS = ["generate.output", "curate.input", "curate.output", "sft.data", "sft.output", "grpo.output"]
+MODEL_NAME_KEYS = ["sft.output", "grpo.output"]
+
+
+def recipe_with(key: str, value) -> Recipe:
+    section, name = key.split(".")
+    return load_recipe(None, base={section: {name: value}})
+
+
+@pytest.mark.parametrize("key", RUN_NAME_KEYS)
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        ("", "must be a name"),
+        ("..", "starts with a dot"),
+        (".", "starts with a dot"),
+        (".hidden", "starts with a dot"),
+        ("../../escaped", "is a path"),
+        ("a/b", "is a path"),
+        ("/tmp/abs", "is a path"),
+        ("a\\b", "is a path"),
+        ("a\x00b", "control character"),
+        ("two\nlines", "control character"),
+        (" padded", "space"),
+        ("x" * 101, "101 bytes long"),
+    ],
+    ids=[
+        "empty",
+        "dotdot",
+        "dot",
+        "hidden",
+        "escape",
+        "sub",
+        "absolute",
+        "backslash",
+        "nul",
+        "newline",
+        "space",
+        "long",
+    ],
+)
+def test_a_name_inside_the_run_directory_must_be_plain(key, value, why):
+    with pytest.raises(WarmstartError) as info:
+        recipe_with(key, value)
+    message = str(info.value)
+    assert message.startswith(f"recipe: {key}: ") and why in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("key", RUN_NAME_KEYS)
+@pytest.mark.parametrize("value", ["student", "student-1of4", "kd_train.half", "v1.5", "étudiant", "a b", "x" * 100])
+def test_plain_names_are_accepted(key, value):
+    section, name = key.split(".")
+    assert getattr(getattr(recipe_with(key, value), section), name) == value
+
+
+def test_a_bad_name_from_set_is_refused_too():
+    with pytest.raises(WarmstartError, match=r"^recipe: sft\.output: '\.\.' starts with a dot"):
+        load_recipe(None, ["sft.output='..'"])
+
+
+@pytest.mark.parametrize("key", MODEL_NAME_KEYS)
+@pytest.mark.parametrize("value, why", [("base", "untrained student"), ("student.tmp", "temporary directory")])
+def test_a_trained_model_may_not_take_the_base_or_a_temporary_name(key, value, why):
+    with pytest.raises(WarmstartError, match=f"^recipe: {re.escape(key)}: .*{why}"):
+        recipe_with(key, value)
+    assert recipe_with("generate.output", value).generate.output == value  # a file name elsewhere: no clash
+
+
+def test_a_run_policy_names_a_model_of_the_run_not_a_path():
+    with pytest.raises(WarmstartError, match=r"^recipe: eval\.policies\.x: run:NAME .*'\.\./x' is a path"):
+        load_recipe(None, ["eval.policies.x='run:../x'"])
+    assert load_recipe(None, ["eval.policies.x='run:base'"]).eval.policies["x"] == PolicySpec(
+        "run", "base", text="run:base"
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,6 +33,58 @@ from .errors import WarmstartError
 
 POLICY_FORMS = "reference, hf:PATH, openai:MODEL[@URL], anthropic:MODEL[@URL], run:NAME, base, student or teacher"
 OWN_MODELS = ("base", "student", "teacher")
+
+
+# A name the recipe gives a file or directory inside the run directory (trajectories/<generate.output>.jsonl,
+# models/<sft.output>, ...) is joined to a path there, and the stages replace what it names whole (a
+# model is published by removing the old directory): a path instead of a name could write outside the
+# run directory or remove the run directory itself. So such a name is one plain file name.
+MAX_NAME_BYTES = 100  # a file name may be 255 bytes; stages add suffixes (.dropped.json, .tmp)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_run_name(name: str) -> str:
+    """`name` as it names a file or directory inside the run directory; else a ValueError saying why."""
+    shown = repr(name) if len(name) <= 40 else repr(name[:40]) + "..."
+    if not name:
+        raise ValueError("must be a name (of a file or directory inside the run directory), got ''")
+    if "/" in name or "\\" in name:
+        raise ValueError(
+            f"{shown} is a path; expected a plain name (no / or \\): the run directory decides where it goes"
+        )
+    if name.startswith("."):
+        raise ValueError(f"{shown} starts with a dot; expected a plain name (not ., .. or a hidden name)")
+    if CONTROL_CHARACTERS.search(name):
+        raise ValueError(f"{shown} holds a control character; expected a plain name")
+    if name != name.strip():
+        raise ValueError(f"{shown} starts or ends with a space; expected a plain name")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"{shown} is {len(name.encode())} bytes long; expected a name of at most {MAX_NAME_BYTES}")
+    return name
+
+
+def check_model_name(name: str) -> str:
+    """A name for models/<name> and checkpoints/<name> that a stage trains: a plain name that is not the
+    run's untrained student (models/base) nor another model's temporary directory (<name>.tmp, which
+    publishing that model replaces)."""
+    check_run_name(name)
+    if name == "base":
+        raise ValueError("'base' is the run's untrained student (models/base); name the trained model otherwise")
+    if name.endswith(".tmp"):
+        raise ValueError(f"{name!r} ends with .tmp, which names a model's temporary directory; choose another name")
+    return name
+
+
+def run_model_name(name: str) -> str:
+    """The NAME of a `run:NAME` policy: models/NAME, read, so any plain name (`base` included)."""
+    try:
+        return check_run_name(name)
+    except ValueError as exc:
+        raise ValueError(f"run:NAME names the run's models/NAME: {exc}") from None
+
+
+RunName = Annotated[str, AfterValidator(check_run_name)]
+ModelName = Annotated[str, AfterValidator(check_model_name)]
 
 
 @dataclass(frozen=True)
@@ -64,7 +117,9 @@ class PolicySpec:
         if text in OWN_MODELS:
             return cls("own", text, text=text)
         kind, colon, rest = text.partition(":")
-        if colon and rest and kind in ("hf", "vllm", "run"):
+        if colon and rest and kind == "run":
+            return cls(kind, run_model_name(rest), text=text)
+        if colon and rest and kind in ("hf", "vllm"):
             return cls(kind, rest, text=text)
         if colon and rest and kind in ("openai", "anthropic"):
             model, at, url = rest.rpartition("@")
@@ -205,7 +260,7 @@ class TasksConfig(Section):
 class GenerateConfig(Section):
     # reference | hf:PATH | openai:MODEL[@URL] | anthropic:MODEL[@URL] | run:NAME
     teacher: PolicyField = PolicySpec.parse("reference")
-    output: str = "teacher"  # trajectories/<output>.jsonl
+    output: RunName = "teacher"  # trajectories/<output>.jsonl
     samples_per_task: int = Field(1, ge=1)
     concurrency: int = Field(64, ge=1)  # requests in flight (a batch, for local models)
     temperature: float = Field(1.0, ge=0.0)
@@ -268,8 +323,8 @@ class ApiConfig(Section):
 
 
 class CurateConfig(Section):
-    input: str = "teacher"  # trajectories/<input>.jsonl
-    output: str = "train"  # curated/<output>.jsonl and curated/<output>.dropped.json
+    input: RunName = "teacher"  # trajectories/<input>.jsonl
+    output: RunName = "train"  # curated/<output>.jsonl and curated/<output>.dropped.json
     require_passed: bool = True  # False keeps unverified data (the value-of-verification ablation)
     strip_reasoning: bool = False  # True removes the chain (the value-of-the-chain ablation)
     dedup: bool = True  # exact duplicates
@@ -303,8 +358,8 @@ class CurateConfig(Section):
 class SftConfig(Section):
     # Defaults suit the tiny student on 2 CPU cores (measured: see README); set lr, seq_len and the
     # batch for a real model, e.g. lr = 2e-5 and seq_len = 2048.
-    data: str = "train"  # curated/<data>.jsonl
-    output: str = "student"  # models/<output>, checkpoints/<output>
+    data: RunName = "train"  # curated/<data>.jsonl
+    output: ModelName = "student"  # models/<output>, checkpoints/<output>
     student: str = "tiny"  # "tiny" (built from `tiny`) or a local model directory / .gguf file
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     steps: int = Field(600, ge=1)
@@ -347,7 +402,7 @@ class GrpoConfig(Section):
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
     init: ModelSpec = PolicySpec.parse("student")  # "student", "base", "run:NAME" or a model directory: where RL starts
-    output: str = "student-grpo"  # models/<output>, checkpoints/<output>
+    output: ModelName = "student-grpo"  # models/<output>, checkpoints/<output>
     steps: int = Field(50, ge=1)
     seconds_budget: float | None = Field(None, gt=0)  # stop early once this many seconds of RL were spent
     tasks_per_step: int = Field(16, ge=1)
@@ -549,6 +604,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict |
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise WarmstartError(f"{path}: not valid TOML ({exc})") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+            raise WarmstartError(f"{path}: not UTF-8 text (byte {exc.start}), so not TOML") from None
+        except OSError as exc:  # unreadable: permissions, a directory's race, an I/O error
+            raise WarmstartError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from None
     return validate_recipe(apply_overrides(raw, list(overrides)), source)
 
 

@@ -5,6 +5,7 @@ GRPO's KL reference is the base with the adapter off, not a second model."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -52,13 +53,16 @@ def test_lora_sft_publishes_a_merged_model_and_its_adapter_with_the_same_logits(
 def test_a_resumed_lora_run_ends_where_an_uninterrupted_one_does(tmp_path):
     steps = ["sft.checkpoint_every=2", "sft.keep_checkpoints=5", *LORA]
     whole = curated_run(tmp_path / "whole", "sft.steps=6", *steps)
-    cut = curated_run(tmp_path / "cut", "sft.steps=2", *steps)
-    resumed = cut.model_copy(update={"sft": cut.sft.model_copy(update={"steps": 6})})
+    cut = curated_run(tmp_path / "cut", "sft.steps=6", *steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sft.run(whole)
-        sft.run(cut)  # stops at step 2, as a killed run's newest checkpoint would
-        sft.run(resumed)
+        sft.run(cut)
+        # As a kill after step 2 leaves the run: step 2's checkpoint, no later one, no model.
+        for later in ("step-4", "step-6"):
+            shutil.rmtree(tmp_path / "cut" / "checkpoints" / "student" / later)
+        shutil.rmtree(tmp_path / "cut" / "models" / "student")
+        sft.run(cut)
     # Wrapping, resuming and publishing the adapter: no deprecation notice from peft reading transformers.
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     adapters = [

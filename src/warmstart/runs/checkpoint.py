@@ -5,6 +5,11 @@ A checkpoint is written to a temporary directory, its files fsynced, the directo
 kill at any moment leaves either the previous checkpoint or a new complete one. Resume takes the
 newest complete checkpoint. State saved: weights (`save_pretrained`, safetensors), optimizer,
 scheduler, RNG states, step and data position.
+
+A checkpoint also records the fingerprint of the stage that wrote it (`FINGERPRINT`: its config and
+input files, `runs.directory.fingerprint`), and a stage resumes only a checkpoint of its own fingerprint
+(`check_written_by`): a checkpoint of other data or settings would continue the old experiment under the
+new one's name.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import WarmstartError
+
 MARKER = "COMPLETE"
+FINGERPRINT = "FINGERPRINT"  # the writing stage's fingerprint, one line: small, read before anything loads
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -48,9 +56,11 @@ def save(
     position: dict,
     keep: int,
     states: tuple[dict, dict] | None = None,
+    *,
+    fingerprint: str,
 ) -> Path:
     """`states`: the model's and optimizer's state dicts where the objects do not hold them whole (a
-    sharded model: train/sharding.py gathers them)."""
+    sharded model: train/sharding.py gathers them). `fingerprint`: the writing stage's (`Stage.fingerprint`)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".step-{step}.tmp"
@@ -71,6 +81,7 @@ def save(
         },
         tmp / "trainer_state.pt",
     )
+    (tmp / FINGERPRINT).write_text(f"{fingerprint}\n")  # inside the directory renamed whole: never without it
     _fsync_tree(tmp)
     os.replace(tmp, final)
     with (final / MARKER).open("w") as f:
@@ -82,6 +93,34 @@ def save(
     return final
 
 
+def written_by(checkpoint: Path) -> str | None:
+    """The fingerprint of the stage that wrote `checkpoint`; None for one written before checkpoints
+    recorded it."""
+    path = checkpoint / FINGERPRINT
+    return path.read_text().strip() if path.exists() else None
+
+
+def check_written_by(checkpoint: Path, fingerprint: str, output_key: str) -> None:
+    """Refuse to resume `checkpoint` unless the stage that wrote it had `fingerprint` (the same config and
+    input data). Refused, not set aside and restarted: the checkpoints are hours of training that only the
+    user can say are worth dropping (a changed key may be a mistake to undo), and the project's other
+    resume checks (a changed LoRA setting, GRPO's starting model) refuse the same way. A checkpoint that
+    records no fingerprint (an earlier warmstart's) is refused too: what it was trained on is unknown, and
+    resuming it is the very mistake this check exists for; it costs one retrain, once."""
+    written = written_by(checkpoint)
+    if written == fingerprint:
+        return
+    made_by = (
+        f"another config or other input data (fingerprint {written}, now {fingerprint})"
+        if written
+        else "an earlier warmstart that did not record the config and data they were trained on"
+    )
+    raise WarmstartError(
+        f"{checkpoint.parent}: checkpoints of {made_by}; remove that directory to train from scratch, "
+        f"or set {output_key} to train beside them"
+    )
+
+
 def load_state(checkpoint: Path) -> dict:
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
     torch.set_rng_state(state["torch_rng"])
@@ -89,11 +128,21 @@ def load_state(checkpoint: Path) -> dict:
     return state
 
 
-def publish(checkpoint: Path, out: Path) -> None:
-    """A checkpoint's model and tokenizer become `out` (a plain save_pretrained directory), atomically."""
+def check_replaceable(out: Path, models: Path) -> None:
+    """`out` is a directory strictly inside `models` (the run's models/), the only kind publishing may
+    remove and replace. The recipe's names are checked when it loads (`config.check_model_name`); this
+    holds for any caller, since a path such as models/.. would make publishing remove the run directory."""
+    if out.name in ("", ".", "..") or out.parent.resolve() != models.resolve():
+        raise WarmstartError(f"{out}: not a directory inside {models}; refusing to replace it with a model")
+
+
+def publish(checkpoint: Path, out: Path, models: Path) -> None:
+    """A checkpoint's model and tokenizer become `out`, a directory in `models` (a plain save_pretrained
+    directory), atomically."""
+    check_replaceable(out, models)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER))
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER, FINGERPRINT))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

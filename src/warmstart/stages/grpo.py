@@ -9,7 +9,9 @@ sometimes (`"learnable"`: the zero-advantage curriculum of `train/task_filter.py
 
 Resume: a rerun continues from the newest complete checkpoint (policy, optimizer, scheduler, RNG,
 step, task cursor, the filter's task pool, history, and the starting model's identity); sampling seeds
-derive from the step, so the resumed run continues as if it had never stopped.
+derive from the step, so the resumed run continues as if it had never stopped. Only checkpoints the
+stage's own fingerprint wrote (grpo config, environment, tasks, seed, the starting model's and a local
+teacher's weights) are resumed; others are one error (`resume_position`).
 
 Budgets stop a run early: `seconds_budget` (the demo's equal-wall-time cold start) and, with a teacher
 (on-policy distillation), `teacher_tokens_budget` once it has scored that many student tokens (the KD
@@ -38,7 +40,7 @@ from ..lm.generation import sample_ids_pruned
 from ..lm.models import load_config, load_model_and_tokenizer
 from ..lm.precision import enable_activation_checkpointing
 from ..policies.spec import resolve
-from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
+from ..runs.checkpoint import check_replaceable, complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir, Stage
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan
@@ -183,10 +185,12 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
         history = train(recipe, env, start_from, stage, world)
         if world.main:
             last = complete_checkpoints(RunDir(recipe).checkpoints(cfg.output))[-1]
+            models = RunDir(recipe).root / "models"
             if lora.enabled(cfg.lora):
+                check_replaceable(out, models)
                 lora.publish(last, start_from, out)
             else:
-                publish(last, out)
+                publish(last, out, models)
             stage.summary = {**summary(history, cfg), "init": str(start_from), "processes": world.size}
 
 
@@ -237,6 +241,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
                     learner.scheduler,
                     position,
                     cfg.keep_checkpoints,
+                    fingerprint=fingerprint,
                 )
             if step % host_memory.RELEASE_EVERY == 0:
                 host_memory.release_freed_memory()  # what the steps kept for reuse (train/host_memory.py)

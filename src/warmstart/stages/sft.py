@@ -2,7 +2,9 @@
 
 The run's student is built (the tiny model, trained tokenizer included) or converted (a .gguf file)
 once into models/base; training resumes from the newest complete checkpoint (`runs/checkpoint.py`) and
-continues exactly as if it had never stopped; the last checkpoint is published as models/<output>.
+continues exactly as if it had never stopped; the last checkpoint is published as models/<output>. Only a
+checkpoint this stage's fingerprint wrote (the same sft config, seed and curated data) is resumed; one of
+other data or settings is refused with one error (`checkpoint.check_written_by` says why).
 
 Distillation beyond one-hot tokens (`distill/signal_choice.py` picks the signal, `sft.distill`): with a
 local teacher that shares the student's tokenizer, KL to its full next-token distribution computed on
@@ -40,7 +42,7 @@ from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenize
 from ..lm.paths import resolve_model_path
 from ..lm.precision import enable_activation_checkpointing
 from ..lm.tinymodel import save_tiny_student, tiny_llama_config, tokenizer_corpus
-from ..runs.checkpoint import complete_checkpoints, load_state, publish, save
+from ..runs.checkpoint import check_replaceable, check_written_by, complete_checkpoints, load_state, publish, save
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
@@ -120,7 +122,7 @@ def run(recipe: Recipe) -> Path:
 
 def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -> None:
     """The stage's work, in every process; only the main one writes (train/distributed.py)."""
-    cfg, run_dir = recipe.sft, RunDir(recipe)
+    cfg, run_dir, fingerprint = recipe.sft, RunDir(recipe), stage.fingerprint
     with distributed.stage_or_follower(world, stage) as stage:
         if world.agree(stage.done):
             return
@@ -128,14 +130,16 @@ def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -
         if not trajectories:
             raise WarmstartError(f"{data_path}: has no trajectories to train on")
         base = world.agree(prepare_base(recipe, trajectories) if world.main else None)  # built once, by the main one
-        summary = train(recipe, base, trajectories, world)
+        summary = train(recipe, base, trajectories, fingerprint, world)
         if world.main:
             stage.summary = {**summary, "data": cfg.data, "init": str(base), "processes": world.size}
             last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
+            models = run_dir.root / "models"
             if lora.enabled(cfg.lora):
+                check_replaceable(out, models)
                 lora.publish(last, base, out)
             else:
-                publish(last, out)
+                publish(last, out, models)
 
 
 def prepare_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
@@ -204,12 +208,13 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     return Setup(model, tokenizer, examples, too_long, alignment, signal, kd_setup(signal, cfg, model, device))
 
 
-def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: World = SINGLE) -> dict:
-    """`sft.steps` optimizer steps from `base` (or the newest checkpoint), checkpointing as it goes (the
-    main process; every process trains its share of each step: train/distributed.py)."""
+def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprint: str, world: World = SINGLE) -> dict:
+    """`sft.steps` optimizer steps from `base` (or the newest checkpoint, written under `fingerprint`, the
+    stage's), checkpointing as it goes (the main process; every process trains its share of each step:
+    train/distributed.py)."""
     cfg = recipe.sft
     ckpt_root = RunDir(recipe).checkpoints(cfg.output)
-    newest = complete_checkpoints(ckpt_root)[-1:] if world.main else []
+    newest = checkpoint_to_resume(cfg, ckpt_root, fingerprint) if world.main else []
     resume = world.agree(newest)  # the main process's view (the run directory must be shared by all)
     s = prepare(recipe, base, resume[-1] if resume else None, trajectories)
     shard_if_asked(s, cfg, world)
@@ -262,10 +267,23 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], world: Wor
                         position,
                         cfg.keep_checkpoints,
                         states,
+                        fingerprint=fingerprint,
                     )
             if step % host_memory.RELEASE_EVERY == 0:
                 host_memory.release_freed_memory()  # what the steps kept for reuse (train/host_memory.py)
     return training_summary(s, cfg, run, earlier)
+
+
+def checkpoint_to_resume(cfg: SftConfig, root: Path, fingerprint: str) -> list[Path]:
+    """The newest complete checkpoint (a list of it, or empty), checked to be this run's to resume: of
+    the same kind (whole weights or an adapter of these LoRA settings) and written under `fingerprint`;
+    else one error. Without the check a changed recipe or curated data would resume the old run's last
+    checkpoint, train no step, and publish the old model under the new settings."""
+    newest = complete_checkpoints(root)[-1:]
+    for checkpoint in newest:
+        lora.check_resumable(checkpoint, cfg.lora, "sft")  # first: it names the setting that changed
+        check_written_by(checkpoint, fingerprint, "sft.output")
+    return newest
 
 
 def shard_if_asked(s: Setup, cfg: SftConfig, world: World) -> None:
