@@ -42,7 +42,8 @@ and leave out the log-probs it was asked for.
 counts a provider could bill (what a client's ledger should add up to; a `slow` reply, which the client
 has stopped waiting for when it comes, an `event_stream` one, whose counts it cannot read, and the
 `huge_*usage` ones, which no provider bills, are left out). `models_fault` ("html") spoils the model
-list, which is otherwise served whole. `held`, a cleared threading.Event, holds every reply until it is
+list, which is otherwise served whole; `models_faults` queues one fault per model-list request ("429",
+"503", "529", or "trickle": a byte every 0.2 s, never the whole body). `held`, a cleared threading.Event, holds every reply until it is
 set: a client caught mid-request for as long as a test needs.
 
 With no fault queued it answers correctly: for "What is A+B? ..." it replies "Answer: <A+B>". Every
@@ -163,6 +164,7 @@ class FakeAPI:
         self.released = threading.Event()  # lets go of the requests the `hold` fault keeps
         self.held: threading.Event | None = None  # where set to a cleared Event: replies wait until it is set
         self.models_fault: str | None = None  # "html": the model list is an HTML page
+        self.models_faults: list[str] = []  # one per model-list request: "429" / "503" / "529", "trickle"
         self.server = Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -209,6 +211,21 @@ class FakeAPI:
                 pass
 
             def do_GET(self):
+                with api.lock:
+                    queued = api.models_faults.pop(0) if api.models_faults else None
+                if self.path.rstrip("/").endswith("/models") and queued in ("429", "503", "529"):
+                    body = {"error": {"message": f"fault {queued}", "type": "test"}}
+                    return self._json(int(queued), body)
+                if self.path.rstrip("/").endswith("/models") and queued == "trickle":
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", "100")
+                    self.end_headers()
+                    for _ in range(20):  # a byte every 0.2 s: every read is quick, the whole never comes
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    return None
                 if self.path.rstrip("/").endswith("/models") and api.models_fault == "html":
                     return self._raw(200, HTML_PAGE, content_type="text/html")
                 if self.path.rstrip("/").endswith("/models"):

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from fake_api import FakeAPI
 from helpers import small_recipe, write_recipe_file
 from warmstart.envs.arithmetic import Arithmetic
 from warmstart.errors import WarmstartError
-from warmstart.policies import make_policy
+from warmstart.policies import backend, make_policy
 from warmstart.policies.limits import classify
 from warmstart.runs.jsonl import read_records
 from warmstart.stages import curate, generate
@@ -233,6 +234,42 @@ def test_a_model_list_that_is_not_json_is_one_clear_error_before_any_request(tmp
         with pytest.raises(WarmstartError, match="answered the model list with something that is not JSON"):
             rollouts(recipe_for(tmp_path, api, provider=provider))
     assert api.log == []
+
+
+@pytest.fixture()
+def quick_model_list(monkeypatch):
+    """The model list's tries bounded at 1 s each, 0.05 s apart (the same code as the 15-s default)."""
+    monkeypatch.setattr(backend, "MODEL_LIST_TRY_S", 1.0)
+    monkeypatch.setattr(backend, "MODEL_LIST_BACKOFF_S", 0.05)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("faults", [["429"], ["503", "529"], ["trickle"]])
+def test_a_model_list_that_fails_for_a_moment_is_asked_again(tmp_path, provider, faults, quick_model_list):
+    with FakeAPI() as api:
+        api.models_faults = list(faults)
+        started = time.monotonic()
+        [trajectory] = rollouts(recipe_for(tmp_path, api, provider=provider))
+    assert trajectory.error is None and api.models_faults == []
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    "fault, why",
+    [
+        ("503", r"answered HTTP 503 to the model list \(.*fault 503.*\)"),
+        ("trickle", "did not answer the model list within 1 s"),
+    ],
+)
+def test_a_model_list_that_keeps_failing_is_one_error_in_bounded_time(tmp_path, provider, fault, why, quick_model_list):
+    with FakeAPI() as api:
+        api.models_faults = [fault] * 3
+        started = time.monotonic()
+        with pytest.raises(WarmstartError, match=why + re.escape(" (after 3 tries)")):
+            rollouts(recipe_for(tmp_path, api, provider=provider))
+        assert time.monotonic() - started < 10  # a trickling server no longer holds the run forever
+    assert api.log == []  # nothing paid for
 
 
 @pytest.mark.parametrize("fault", ["rate_limit_openai", "rate_limit_azure"])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -15,7 +17,7 @@ import httpx2
 
 from ..errors import WarmstartError
 from ..types import Message, Record, Sampling, Usage
-from .limits import Failure, classify
+from .limits import RETRYABLE_STATUS, Failure, classify
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,45 @@ def require_served(model: str, served: list[str] | None, matches, base_url: str,
         )
 
 
+# The model list is asked before anything is paid for: a few tries (a 429, a 5xx, an overloaded 529 or a
+# timeout is often gone a second later), each bounded as a whole: the SDK's timeout bounds each read, and a
+# server that trickles a byte at a time would never trip it.
+MODEL_LIST_TRIES = 3
+MODEL_LIST_TRY_S = 15.0
+MODEL_LIST_BACKOFF_S = 1.0
+
+
 def served_models(client, sdk, base_url: str, where: str) -> list[str] | None:
     """The endpoint's model ids, None when it lists none (404); a clear error when it cannot be used."""
     try:
-        return [m.id for m in client.models.list()]
+        for attempt in range(MODEL_LIST_TRIES):
+            outcome = list_models_once(client, sdk, base_url, where)
+            if not isinstance(outcome, Retry) or attempt == MODEL_LIST_TRIES - 1:
+                break
+            time.sleep(MODEL_LIST_BACKOFF_S * 2**attempt)
+        if isinstance(outcome, Retry):
+            raise WarmstartError(f"{where}: {outcome.why} (after {MODEL_LIST_TRIES} tries)")
+        return outcome
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A model-list answer that may be gone when asked again, and what it was."""
+
+    why: str
+
+
+def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None | Retry:
+    """One try at the model list, within `MODEL_LIST_TRY_S` in all: its ids, None (no list here: 404), a
+    `Retry`, or a WarmstartError where asking again cannot help."""
+    try:
+        return within(MODEL_LIST_TRY_S, lambda: [m.id for m in client.models.list()])
+    except TimeoutError:
+        return Retry(f"{base_url} did not answer the model list within {MODEL_LIST_TRY_S:g} s")
+    except sdk.APITimeoutError:
+        return Retry(f"{base_url} did not answer the model list within {MODEL_LIST_TRY_S:g} s")
     except sdk.APIConnectionError:
         raise WarmstartError(f"{where}: cannot reach {base_url}") from None
     except sdk.AuthenticationError:
@@ -116,11 +153,38 @@ def served_models(client, sdk, base_url: str, where: str) -> list[str] | None:
     except sdk.APIStatusError as exc:
         if exc.status_code == 404:
             return None  # no model list here: the first request will say if the model is unknown
-        raise WarmstartError(f"{where}: {base_url} answered HTTP {exc.status_code} to the model list") from None
+        said = f"{base_url} answered HTTP {exc.status_code} to the model list ({one_line(exc.message)})"
+        if exc.status_code in RETRYABLE_STATUS:
+            return Retry(said)
+        raise WarmstartError(f"{where}: {said}") from None
     except AttributeError:  # the SDKs hand over a body that is not JSON as text, which no page can be made of
         raise WarmstartError(f"{where}: {base_url} answered the model list with something that is not JSON") from None
-    finally:
-        client.close()
+
+
+def within(seconds: float, call):
+    """`call()`'s result or exception, or TimeoutError once `seconds` have passed. The call runs in a daemon
+    thread: a blocking read cannot be interrupted, so one past its time is left to end (the caller closes
+    its client) and never keeps the process from exiting."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="model-list", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def one_line(text: str) -> str:
+    return (str(text).strip().splitlines() or [""])[0][:200]
 
 
 def sdk_tls_context():
