@@ -64,6 +64,15 @@ def test_unknown_section_and_misspelled_key_are_named():
         ("sft.tiny.hidden_size", '"big"'),
         ("eval.top_p", "1.5"),
         ("eval.policies", '"student"'),
+        # values of another TOML type are not converted (lax validation took each of these)
+        ("sft.lr", "true"),
+        ("tasks.train", "true"),
+        ("eval.k", "true"),
+        ("curate.dedup", '"yes"'),
+        ("curate.dedup", "1"),
+        ("run.seed", '"7"'),
+        ("generate.temperature", "inf"),
+        ("sft.lr", "nan"),
     ],
 )
 def test_wrong_type_names_the_key(tmp_path, key, toml_value):

@@ -163,7 +163,8 @@ ModelSpec = Annotated[PolicySpec, PlainValidator(model_or_policy), PlainSerializ
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are no setting's value (a budget of inf is no budget: leave the key out)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TinyModelConfig(Section):
@@ -579,8 +580,11 @@ def describe_validation_error(source: str, exc: ValidationError, prefix: str = "
 
 
 def validate_recipe(raw: dict, source: str) -> Recipe:
+    # Strict: TOML's values are typed, so a value of another type is the user's mistake to name, not to
+    # convert (lax validation took `sft.lr = true` as 1.0 and `curate.dedup = "yes"` as true). An integer
+    # where a float is wanted is still a number.
     try:
-        return Recipe.model_validate(raw)
+        return Recipe.model_validate(raw, strict=True)
     except ValidationError as exc:
         raise WarmstartError(describe_validation_error(source, exc)) from None
 
