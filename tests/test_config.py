@@ -93,6 +93,13 @@ def test_missing_and_malformed_recipe_files(tmp_path):
         load_recipe(latin1)
 
 
+def test_a_pass_rate_range_is_a_toml_array_of_two_numbers():
+    recipe = load_recipe(None, ["curate.teacher_pass_rate=[0.2, 0.8]", "curate.student_pass_rate=[0, 0.75]"])
+    assert recipe.curate.teacher_pass_rate == (0.2, 0.8) and recipe.curate.student_pass_rate == (0.0, 0.75)
+    with pytest.raises(WarmstartError, match=r"curate.teacher_pass_rate.0: Input should be a valid number"):
+        load_recipe(None, ["curate.teacher_pass_rate=[true, 0.8]"])
+
+
 def test_an_unreadable_recipe_is_one_error(tmp_path, monkeypatch):
     recipe = write(tmp_path / "r.toml", "[run]\nseed = 1\n")
 

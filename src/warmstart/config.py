@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -83,6 +84,9 @@ def run_model_name(name: str) -> str:
         raise ValueError(f"run:NAME names the run's models/NAME: {exc}") from None
 
 
+# TOML has arrays, not tuples: a [lo, hi] pair arrives as a list, which strict validation (validate_recipe)
+# would refuse as a tuple.
+PassRateRange = Annotated[tuple[float, float], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
 RunName = Annotated[str, AfterValidator(check_run_name)]
 ModelName = Annotated[str, AfterValidator(check_model_name)]
 
@@ -341,10 +345,10 @@ class CurateConfig(Section):
     decontaminate_field: str | None = None  # the files' text field; None: detected (prompt, question, ...)
     ngram: int = Field(13, ge=1)
     # Keep tasks whose teacher pass rate (over its samples) lies in [lo, hi]; None keeps every task.
-    teacher_pass_rate: tuple[float, float] | None = None
+    teacher_pass_rate: PassRateRange | None = None
     # Keep tasks whose pass rate by `student` (its own samples, `student_samples` per task, at eval's
     # temperature) lies in [lo, hi]: e.g. [0, 0.75] drops what the model you start from already solves.
-    student_pass_rate: tuple[float, float] | None = None
+    student_pass_rate: PassRateRange | None = None
     student: ModelSpec = PolicySpec.parse("base")  # "base" (sft.student), a model directory or any policy
     student_samples: int = Field(4, ge=1)
 
