@@ -390,3 +390,23 @@ def test_ctrl_c_mid_call_writes_what_had_finished_and_a_rerun_pays_for_nothing_t
     assert len(records) == len({r.key for r in records}) == 8
     done = stage_cost(tmp_path / "run")
     assert done["cache_hits"] == 0 and done["requests"] == 8  # no paid reply taken from the cache as free
+
+
+@pytest.mark.parametrize("fault", ["no_usage", "huge_usage"])
+def test_under_a_dollar_cap_a_reply_without_a_bill_to_believe_counts_at_its_largest_cost(tmp_path, fault):
+    from warmstart.policies.api import prompt_size
+    from warmstart.runs.budget import BudgetGuard
+    from warmstart.runs.costs import load_prices
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    with FakeAPI() as api:
+        recipe = recipe_for(tmp_path, api, f"api.prices='{prices}'")
+        policy = make_policy(recipe.generate.teacher, ENV, "generate.teacher", recipe)
+        policy.budget = guard = BudgetGuard(1.0, 0.0, "fake-model", load_prices(str(prices)), False)
+        [task] = ENV.tasks("train", 1, 0)
+        api.faults = [fault]
+        [trajectory] = policy.rollout([Request(task, 0)], Sampling(0.0, 1.0, 32), seed=0)
+    assert trajectory.error is None and not trajectory.rejected_usage
+    largest = guard.largest_cost(*prompt_size(task.prompt, []), 32)
+    assert guard.spent == pytest.approx(largest + (20 * 1.0 + 6 * 2.0) / 1e6)  # the unknown bill, then the real one

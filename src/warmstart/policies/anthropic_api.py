@@ -28,6 +28,7 @@ from .backend import (
     Reply,
     api_key,
     invalid_reply,
+    no_usage_reply,
     request_error,
     require_parsed,
     require_served,
@@ -94,7 +95,7 @@ class AnthropicBackend:
         require_parsed(response, anthropic.types.Message)
         usage = usage_from_anthropic(response.usage, response.model if isinstance(response.model, str) else None)
         if usage is None:  # the cost would be unknown, not 0
-            raise invalid_reply("no token usage")
+            raise no_usage_reply()
         try:
             message, finish = from_anthropic(list(response.content or []), response.stop_reason)
         except WarmstartError as exc:  # blocks the canonical Message cannot hold (server tools): the teacher may

@@ -326,7 +326,8 @@ class APIPolicy:
         except RequestError as exc:
             billed = billable(exc.billed, ask)
             self.limiter.release(entry, billed.tokens_in + billed.tokens_out if billed else None)
-            known = exc.billed is None or billed is not None  # counts came back, but not ones to believe
+            # unknown: a reply without counts, or with counts not to believe
+            known = not exc.bill_unknown and (exc.billed is None or billed is not None)
             return Sent(None, self._failed(exc.failure, billed, rejected), billed, bill_known=known)
         except TimeoutError:  # asyncio.timeout's; the SDK's own timeout is an APITimeoutError
             self.limiter.release(entry, None)

@@ -38,11 +38,18 @@ class Reply(Record):
 
 class RequestError(Exception):
     """A failed request, classified (see limits.classify). `billed`: the usage a reply carried, where the
-    request got one that could not be used (no choices, text that is not Unicode): the provider bills it."""
+    request got one that could not be used (no choices, text that is not Unicode): the provider bills it.
+    `bill_unknown`: a reply came back without counts to bill by (it may still have been billed)."""
 
-    def __init__(self, failure: Failure, billed: Usage | None = None):
+    def __init__(self, failure: Failure, billed: Usage | None = None, bill_unknown: bool = False):
         super().__init__(failure.message)
-        self.failure, self.billed = failure, billed
+        self.failure, self.billed, self.bill_unknown = failure, billed, bill_unknown
+
+
+def no_usage_reply() -> RequestError:
+    """A reply with no token counts: refused (its cost would be unknown, not 0) and asked again; under a
+    dollar cap it counts at the request's largest possible cost."""
+    return RequestError(Failure(True, "invalid reply: no token usage"), bill_unknown=True)
 
 
 def invalid_reply(problem: str, billed: Usage | None = None) -> RequestError:

@@ -24,6 +24,7 @@ from .backend import (
     Reply,
     api_key,
     invalid_reply,
+    no_usage_reply,
     request_error,
     require_parsed,
     require_served,
@@ -156,7 +157,7 @@ class OpenAIBackend:
         require_parsed(response, ChatCompletion)
         usage = usage_from_openai(response.usage, response.model if isinstance(response.model, str) else None)
         if usage is None:  # the cost would be unknown, not 0
-            raise invalid_reply("no token usage")
+            raise no_usage_reply()
         if not response.choices:
             raise invalid_reply("no choices", usage)
         try:
