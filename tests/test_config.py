@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from warmstart import cli
 from warmstart.config import PolicySpec, Recipe, load_recipe, parse_override, recipe_toml, with_section
@@ -91,6 +92,33 @@ def test_missing_and_malformed_recipe_files(tmp_path):
     latin1.write_bytes(b'[run]\ndir = "runs/caf\xe9"\n')
     with pytest.raises(WarmstartError, match=re.escape(f"{latin1}: not UTF-8 text (byte 21), so not TOML")):
         load_recipe(latin1)
+
+
+TUPLE_KEYS = {  # every key whose value is a tuple, with a TOML array for it
+    "curate.teacher_pass_rate": "[0.2, 0.8]",
+    "curate.student_pass_rate": "[0, 0.75]",
+    "eval.compare": '[["student", "teacher"]]',
+}
+
+
+def tuple_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += tuple_keys(annotation, f"{prefix}{name}.")
+        elif "tuple" in repr(annotation):
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_tuple_key_takes_a_toml_array_under_strict_validation():
+    # TOML has no tuples: a tuple-typed key that took no array would refuse every recipe that sets it
+    # (eval.compare did, and `warmstart demo` with it).
+    assert sorted(tuple_keys(Recipe)) == sorted(TUPLE_KEYS)
+    recipe = load_recipe(None, [f"{key}={value}" for key, value in TUPLE_KEYS.items()])
+    assert recipe.eval.compare == [("student", "teacher")]
+    assert with_section(recipe, "eval", compare=[["a", "b"]]).eval.compare == [("a", "b")]
 
 
 def test_a_pass_rate_range_is_a_toml_array_of_two_numbers():

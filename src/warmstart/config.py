@@ -84,9 +84,14 @@ def run_model_name(name: str) -> str:
         raise ValueError(f"run:NAME names the run's models/NAME: {exc}") from None
 
 
-# TOML has arrays, not tuples: a [lo, hi] pair arrives as a list, which strict validation (validate_recipe)
-# would refuse as a tuple.
-PassRateRange = Annotated[tuple[float, float], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+def toml_tuple(value):
+    """TOML has arrays, not tuples: a pair arrives as a list (from a recipe, or from `with_section`'s
+    callers), which strict validation (validate_recipe) would refuse as a tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+PassRateRange = Annotated[tuple[float, float], BeforeValidator(toml_tuple)]
+PolicyPair = Annotated[tuple[str, str], BeforeValidator(toml_tuple)]
 RunName = Annotated[str, AfterValidator(check_run_name)]
 ModelName = Annotated[str, AfterValidator(check_model_name)]
 
@@ -497,7 +502,7 @@ class EvalConfig(Section):
     batch_size: int = Field(256, ge=1)
     # Pairs of policy names [a, b] whose paired difference of pass@1 (a - b) eval reports, beside every
     # policy against "base" (which it always reports where base is a row).
-    compare: list[tuple[str, str]] = Field(default_factory=list)
+    compare: list[PolicyPair] = Field(default_factory=list)
 
 
 RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:\d{1,5}")
