@@ -65,6 +65,7 @@ def test_unknown_section_and_misspelled_key_are_named():
         ("sft.tiny.hidden_size", '"big"'),
         ("eval.top_p", "1.5"),
         ("eval.policies", '"student"'),
+        ("eval.policies", "{}"),  # no row to evaluate
         # values of another TOML type are not converted (lax validation took each of these)
         ("sft.lr", "true"),
         ("tasks.train", "true"),

@@ -493,7 +493,7 @@ class GrpoConfig(Section):
 class EvalConfig(Section):
     # name -> policy. "base", "student" and "teacher" mean the run's own; any other value is a policy string.
     policies: dict[str, PolicyField] = Field(
-        default_factory=lambda: {name: PolicySpec.parse(name) for name in OWN_MODELS}
+        default_factory=lambda: {name: PolicySpec.parse(name) for name in OWN_MODELS}, min_length=1
     )
     k: int = Field(4, ge=1)  # samples per task; pass@1 and pass@k are reported
     temperature: float = Field(0.6, ge=0.0)
@@ -503,6 +503,9 @@ class EvalConfig(Section):
     # Pairs of policy names [a, b] whose paired difference of pass@1 (a - b) eval reports, beside every
     # policy against "base" (which it always reports where base is a row).
     compare: list[PolicyPair] = Field(default_factory=list)
+    # The most samples of one policy whose requests may fail (an API's, after its retries) before eval stops
+    # rather than score that policy on fewer samples than the others: failed requests are never scored 0.
+    max_error_rate: float = Field(0.05, ge=0.0, le=1.0)
 
 
 RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:\d{1,5}")

@@ -82,3 +82,32 @@ def test_a_comparison_of_a_policy_eval_does_not_have_is_refused(tmp_path):
     recipe = small_recipe(tmp_path, "eval.policies.teacher='reference'", "eval.compare=[['teacher', 'nobody']]")
     with pytest.raises(WarmstartError, match="eval.compare: 'nobody' is not a policy of eval.policies"):
         evaluate.run(recipe)
+
+
+def api_policy_row(tmp_path, faults: list[str], *overrides: str) -> dict:
+    from fake_api import FakeAPI
+
+    with FakeAPI() as api:
+        api.faults = faults
+        recipe = small_recipe(
+            tmp_path, "eval.k=2", "api.max_retries=0", "api.timeout_s=5.0", "api.concurrency=1", *overrides
+        )
+        env = Arithmetic()
+        spec = PolicySpec.parse(f"openai:fake-model@{api.url}/v1")
+        return evaluate_policy("api", spec, recipe, env, env.tasks("eval", 10, 0), CostLedger({}, False))
+
+
+def test_failed_requests_are_counted_apart_and_past_eval_max_error_rate_eval_stops(tmp_path):
+    # One of 20 samples failed (5 %): scored over the others, and the row says what it left out.
+    row = api_policy_row(tmp_path / "one", ["500"])
+    assert row["pass@1"] == 1.0 and row["request_errors"] == 1 and row["infra_errors"] == 0
+    assert row["tasks_scored"] == 10
+    from warmstart.metrics.tally import unscored
+
+    assert unscored(row) == "1 failed requests"
+    # Past the cap: an error, not a pass@1 over what happened to be answered.
+    with pytest.raises(WarmstartError, match=r"eval.policies.api: 2 of 20 samples' requests failed, more than eval"):
+        api_policy_row(tmp_path / "two", ["500", "500"])
+    # Every request failed: said as such, not as a verifier's infra errors.
+    with pytest.raises(WarmstartError, match=r"no sample could be scored \(20 requests failed, 0 verifier infra"):
+        api_policy_row(tmp_path / "all", ["500"] * 20, "eval.max_error_rate=1.0")

@@ -19,6 +19,7 @@ class PassTally:
         self.passed = {t: 0 for t in task_ids}
         self.judged = {t: 0 for t in task_ids}  # samples with a verdict
         self.tokens_out, self.infra_errors = 0, 0
+        self.request_errors = 0  # samples whose request failed (no answer to verify): never scored 0
         self.by_size, self.agreement = BySize(), Agreement()
 
     def add(self, task, trajectory, verdict) -> None:
@@ -36,7 +37,10 @@ class PassTally:
         None where no task kept k judged samples. Raises ValueError when no sample was judged at all."""
         counts = {t: (self.judged[t], self.passed[t]) for t in self.task_ids}
         if not any(n for n, _ in counts.values()):
-            raise ValueError(f"every sample ended in a verifier infra error ({self.infra_errors})")
+            raise ValueError(
+                f"no sample could be scored ({self.request_errors} requests failed, "
+                f"{self.infra_errors} verifier infra errors)"
+            )
         pass_1 = bootstrap_mean(list(per_task_pass(counts, 1).values()))
         full = per_task_pass(counts, k)
         pass_k = bootstrap_mean(list(full.values())) if full else None
@@ -46,13 +50,26 @@ class PassTally:
             f"pass@{k}": pass_k.value if pass_k else None,
             f"pass@{k}_ci": pass_k.as_list() if pass_k else None,
             "infra_errors": self.infra_errors,
+            "request_errors": self.request_errors,
             "tasks": len(self.task_ids),
+            "tasks_scored": sum(1 for n, _ in counts.values() if n),  # pass@1 is over these
             "samples_per_task": k,
             "tokens_out": self.tokens_out,
             "per_task": {t: list(c) for t, c in counts.items()},
             **(self.by_size.summary() if tools else {}),
             **({"judge_agreement": self.agreement.summary()} if self.agreement.samples else {}),
         }
+
+
+def unscored(row: dict) -> str:
+    """What a row's pass@k leaves out: samples whose request failed or whose verifier could not judge, and
+    the tasks left with no scored sample ("" where nothing was left out)."""
+    requests, infra = row.get("request_errors", 0), row.get("infra_errors", 0)
+    if not requests and not infra:
+        return ""
+    parts = [f"{requests} failed requests"] * bool(requests) + [f"{infra} infra errors"] * bool(infra)
+    missing = row["tasks"] - row.get("tasks_scored", row["tasks"])
+    return ", ".join(parts) + (f"; {missing} tasks unscored" if missing else "")
 
 
 def per_task_pass(counts: dict[str, tuple[int, int]], k: int) -> dict[str, float]:

@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from ..metrics.tally import unscored
 from ..runs.directory import sample_paths
 from ..runs.jsonl import write_text_atomic
 from ..runs.tracking import read_metrics
@@ -113,6 +114,9 @@ def results_table(results: dict, lineages: dict[str, Lineage | None], stages: di
         cells += cost_cells(p["pass@1"], base, lin, stages)
         rows.append(cells)
     caption = f"{first_tasks(policies)} held-out tasks, {k} samples each at temperature {results['temperature']}."
+    left_out = [f"{name}: {unscored(policies[name])}" for name in results["rows"] if unscored(policies[name])]
+    if left_out:  # failed requests and infra errors are never scored 0: those rows are over fewer samples
+        caption += " Not scored (left out, never counted as failures): " + "; ".join(left_out) + "."
     return "<h2>Held-out results</h2>" + table(head, rows) + f"<p>{html.escape(caption)}</p>"
 
 

@@ -27,7 +27,7 @@ from rich.table import Table
 from .. import cluster
 from ..config import PolicySpec, Recipe
 from ..errors import WarmstartError
-from ..metrics.tally import PassTally, compare
+from ..metrics.tally import PassTally, compare, unscored
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, load_prices
 from ..runs.directory import RunDir, sample_paths
@@ -69,6 +69,7 @@ def evaluate_policy(
     tally = PassTally([t.id for t in tasks])
     kept = samples.with_name(samples.name + ".tmp") if samples else None
     seen: set[tuple[str, int]] = set()  # (task, sample index) counted: each once
+    first_error: str | None = None
     with (
         cluster.stopping(policy, recipe),
         nullcontext(verifier) if verifier else cluster.make_verifier(env, recipe) as verifier,
@@ -82,7 +83,8 @@ def evaluate_policy(
             for trajectory in trajectories:
                 if trajectory.error is not None:  # a failed request is never a 0
                     ledger.add(trajectory, False)  # it may still have cost tokens
-                    tally.infra_errors += 1
+                    tally.request_errors += 1
+                    first_error = first_error or trajectory.error
             answered = [t for t in trajectories if t.error is None]
             for trajectory, verdict in zip(answered, verifier.verify_all([(by_id[t.task_id], t) for t in answered])):
                 ledger.add(trajectory, verdict.passed and verdict.infra_error is None)
@@ -94,11 +96,23 @@ def evaluate_policy(
             advance(len(chunk))
     if kept:
         os.replace(kept, samples)
+    check_request_errors(name, tally.request_errors, len(requests), first_error, cfg.max_error_rate)
     try:
         row = tally.row(cfg.k, bool(env.tools))
     except ValueError as exc:
         raise WarmstartError(f"eval.policies.{name}: {exc}") from None
     return {"policy": str(spec), **row, "seconds": round(time.time() - started, 2)}
+
+
+def check_request_errors(name: str, errors: int, samples: int, first: str | None, max_rate: float) -> None:
+    """A policy whose requests failed is scored only on the samples that were answered: past
+    `eval.max_error_rate` that would be another test than the other rows', so eval stops (not marked done:
+    a rerun asks again, the response cache answering what had succeeded)."""
+    if errors > max_rate * samples:
+        raise WarmstartError(
+            f"eval.policies.{name}: {errors} of {samples} samples' requests failed, more than eval.max_error_rate "
+            f"= {max_rate:g} (first: {first}); a rerun asks them again"
+        )
 
 
 def comparisons(results: dict[str, dict], pairs: list[list[str]]) -> list[dict]:
@@ -182,7 +196,12 @@ def print_table(summary: dict, k: int) -> None:
     )
     tools = any("tool_use" in r for r in summary["policies"].values())
     judged = any("judge_agreement" in r for r in summary["policies"].values())
-    extra = [*(["uses tool"] if tools else []), *(["judge agrees"] if judged else [])]
+    erred = any(unscored(r) for r in summary["policies"].values())
+    extra = [
+        *(["uses tool"] if tools else []),
+        *(["judge agrees"] if judged else []),
+        *(["not scored"] if erred else []),
+    ]
     pass_k = [f"pass@{k}"] if k > 1 else []  # with k = 1 it is the pass@1 column
     for column in ("policy", "pass@1", *pass_k, "gap closed", "seconds", *extra):
         table.add_column(column, justify="left" if column == "policy" else "right")
@@ -198,7 +217,12 @@ def print_table(summary: dict, k: int) -> None:
         ]
         agreement = r.get("judge_agreement")
         agrees = f"{agreement['agreement']:.0%} of {agreement['samples']}" if agreement else ""
-        table.add_row(*row, *([tool_use_text(r.get("tool_use", {}))] if tools else []), *([agrees] if judged else []))
+        table.add_row(
+            *row,
+            *([tool_use_text(r.get("tool_use", {}))] if tools else []),
+            *([agrees] if judged else []),
+            *([unscored(r)] if erred else []),
+        )
     Console().print(table)
     print_comparisons(summary.get("comparisons", []))
 
