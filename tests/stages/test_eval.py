@@ -111,3 +111,34 @@ def test_failed_requests_are_counted_apart_and_past_eval_max_error_rate_eval_sto
     # Every request failed: said as such, not as a verifier's infra errors.
     with pytest.raises(WarmstartError, match=r"no sample could be scored \(20 requests failed, 0 verifier infra"):
         api_policy_row(tmp_path / "all", ["500"] * 20, "eval.max_error_rate=1.0")
+
+
+def test_eval_is_done_again_when_its_task_file_or_a_models_files_change(tmp_path):
+    import json
+
+    from warmstart.runs.directory import model_files
+    from warmstart.stages import evaluate
+
+    env = Arithmetic()
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(t.model_dump_json() + "\n" for t in env.tasks("eval", 6, 0)))
+    recipe = small_recipe(
+        tmp_path / "run", "eval.k=1", "eval.policies={teacher='reference'}", f"tasks.eval_file='{eval_file}'"
+    )
+    results = tmp_path / "run" / "eval" / "results.json"
+    assert json.loads(evaluate.run(recipe).read_text())["policies"]["teacher"]["tasks"] == 6
+    eval_file.write_text("".join(t.model_dump_json() + "\n" for t in env.tasks("eval", 3, 0)))  # same path
+    assert json.loads(evaluate.run(recipe).read_text())["policies"]["teacher"]["tasks"] == 3
+    assert results.exists()
+    # A model directory counts by every file in it: shards, a .bin, the tokenizer, its chat template.
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "tokenizer.json"):
+        (model / name).write_text(name)
+    (model / "sub").mkdir()
+    assert [p.name for p in model_files(model)] == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "tokenizer.json",
+    ]
+    assert model_files(tmp_path / "missing") == [] and model_files(eval_file) == [eval_file]

@@ -41,6 +41,16 @@ def fingerprint(config: dict, inputs: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def model_files(path: Path) -> list[Path]:
+    """The files whose content decides a model's answers, for a fingerprint: every file of a model directory
+    (weights whole or in shards, .bin or .safetensors, the tokenizer, its chat template, the config), or the
+    file itself (a .gguf); none where nothing is there yet."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    return [path] if path.is_file() else []
+
+
 class RunDir:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe

@@ -30,7 +30,7 @@ from ..errors import WarmstartError
 from ..metrics.tally import PassTally, compare, unscored
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, load_prices
-from ..runs.directory import RunDir, sample_paths
+from ..runs.directory import RunDir, model_files, sample_paths
 from ..runs.jsonl import JsonlAppender, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling
@@ -41,11 +41,12 @@ log = logging.getLogger(__name__)
 
 def policy_inputs(spec: PolicySpec) -> list[Path]:
     """Files whose content decides a resolved policy's answers (for the skip-if-done fingerprint)."""
-    if not spec.is_local_model:
-        return []
-    path = Path(spec.name)
-    weights = path / "model.safetensors"
-    return [weights] if weights.exists() else [path] if path.is_file() else []
+    return model_files(Path(spec.name)) if spec.is_local_model else []
+
+
+def task_files(recipe: Recipe) -> list[Path]:
+    """The task files eval reads (their content, not only their names, decides what is evaluated)."""
+    return [Path(f) for f in (recipe.tasks.train_file, recipe.tasks.eval_file) if f]
 
 
 def evaluate_policy(
@@ -146,7 +147,7 @@ def run(recipe: Recipe) -> Path:
         "tasks": recipe.tasks.model_dump(),
         "seed": recipe.run.seed,
     }
-    inputs = [p for spec in specs.values() for p in policy_inputs(spec)]
+    inputs = [*task_files(recipe), *(p for spec in specs.values() for p in policy_inputs(spec))]
     out = run_dir.eval_results
     cluster.connect(recipe)  # an unreachable cluster fails here, before the stage writes anything
     with run_dir.stage("eval", config, inputs, [out]) as stage:

@@ -41,7 +41,7 @@ from ..lm.models import load_config, load_model_and_tokenizer
 from ..lm.precision import enable_activation_checkpointing
 from ..policies.spec import resolve
 from ..runs.checkpoint import check_replaceable, complete_checkpoints, load_state, publish, save
-from ..runs.directory import RunDir, Stage
+from ..runs.directory import RunDir, Stage, model_files
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
@@ -121,11 +121,9 @@ def init_path(recipe: Recipe) -> Path:
 
 def stage_inputs(recipe: Recipe, start_from: Path) -> list[Path]:
     """The weights whose content decides the run: the starting model's and a local teacher's."""
-    weights = [start_from / "model.safetensors"]
     teacher = resolve(recipe.grpo.teacher, recipe) if recipe.grpo.teacher else None
-    if teacher is not None and teacher.is_local_model:
-        weights.append(Path(teacher.name) / "model.safetensors")
-    return [w for w in weights if w.exists()]
+    local_teacher = model_files(Path(teacher.name)) if teacher is not None and teacher.is_local_model else []
+    return [*model_files(start_from), *local_teacher]
 
 
 def budget_used(history: list[dict], cfg: GrpoConfig) -> float | None:

@@ -43,7 +43,7 @@ from ..lm.paths import resolve_model_path
 from ..lm.precision import enable_activation_checkpointing
 from ..lm.tinymodel import save_tiny_student, tiny_llama_config, tokenizer_corpus
 from ..runs.checkpoint import check_replaceable, check_written_by, complete_checkpoints, load_state, publish, save
-from ..runs.directory import RunDir
+from ..runs.directory import RunDir, model_files
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan, sharding
@@ -92,7 +92,7 @@ def run(recipe: Recipe) -> Path:
     if not data_path.exists():
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
-    teacher_weights = [teacher / "model.safetensors"] if teacher and (teacher / "model.safetensors").exists() else []
+    teacher_weights = model_files(teacher) if teacher else []
     # compile changes speed, not results: toggling it keeps the stage done and its checkpoints resumable
     config = {"sft": cfg.model_dump(exclude={"compile"}), "seed": recipe.run.seed}
     memory_plan.check(
