@@ -88,3 +88,26 @@ def test_warmstart_report_rebuilds_the_page_and_refuses_what_is_not_a_run(run_di
         refused.returncode == 1
         and refused.stderr.strip() == f"error: {tmp_path}: not a run directory (no manifest.json)"
     )
+
+
+@pytest.mark.parametrize(
+    "name, content, why",
+    [
+        ("eval/results.json", '{"k": 2, "rows": ["a"', "eval/results.json: not valid JSON"),
+        ("eval/results.json", "[]", "eval/results.json: holds a JSON list, not the dict warmstart writes"),
+        ("eval/results.json", "{}", "eval/results.json: holds no eval results"),
+        ("manifest.json", "{not json", "manifest.json: not valid JSON"),
+        ("manifest.json", '{"version": 1}', "manifest.json: holds no stages"),
+        ("metrics.jsonl", '{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n', "metrics.jsonl:2: not a metrics record"),
+    ],
+)
+def test_a_corrupt_run_file_is_one_error_line_naming_it(run_dir, tmp_path, name, content, why):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / name).write_text(content)
+    done = subprocess.run([sys.executable, "-m", "warmstart.cli", "report", str(copy)], capture_output=True, text=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {copy / why.split(':')[0]}")
+    assert why in lines[0], lines[0]

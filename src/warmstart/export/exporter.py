@@ -6,13 +6,12 @@ curated file, the output directory) runs before anything is read in full or writ
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from ..errors import WarmstartError
 from ..runs.directory import file_digest
-from ..runs.jsonl import read_records
+from ..runs.jsonl import read_json, read_records
 from ..types import Trajectory
 from .card import CardFacts, dataset_card
 from .output import check_output, staged
@@ -71,12 +70,3 @@ def curated_file(root: Path, data: str) -> Path:
         here = f"curated data here: {', '.join(names)} (--data NAME)" if names else "no curated data here (run curate)"
         raise WarmstartError(f"--data {data}: {source} not found; {here}")
     return source
-
-
-def read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise WarmstartError(f"{path}: not valid JSON ({exc})") from None

@@ -19,9 +19,10 @@ import json
 import time
 from pathlib import Path
 
+from ..errors import WarmstartError
 from ..metrics.tally import unscored
-from ..runs.directory import sample_paths
-from ..runs.jsonl import write_text_atomic
+from ..runs.directory import read_manifest, sample_paths
+from ..runs.jsonl import read_json, write_text_atomic
 from ..runs.tracking import read_metrics
 from . import figures
 from .lineage import Lineage, row_lineages
@@ -38,15 +39,13 @@ pre { background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; font-size: 0.8
 """
 
 
-def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def build_report(root: Path) -> Path:
     """Write `<root>/report.html` from what the run holds; return its path."""
     root = Path(root)
-    stages = (read_json(root / "manifest.json") or {}).get("stages", {})
+    stages = read_manifest(root / "manifest.json")["stages"]
     results = read_json(root / "eval" / "results.json")
+    if results is not None and not (isinstance(results.get("policies"), dict) and results.get("rows")):
+        raise WarmstartError(f"{root / 'eval' / 'results.json'}: holds no eval results (no policies, no rows)")
     sections = [f"<h1>warmstart run: {html.escape(root.name)}</h1>", f"<p>{run_line(stages)}</p>"]
     if results:
         lineages = row_lineages(results, stages)

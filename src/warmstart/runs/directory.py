@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import Recipe, recipe_toml
 from ..errors import WarmstartError
 from .costs import write_costs
-from .jsonl import write_json_atomic, write_text_atomic
+from .jsonl import read_json, write_json_atomic, write_text_atomic
 from .lock import RunLock
 from .tracking import Tracker
 
@@ -39,6 +39,16 @@ def fingerprint(config: dict, inputs: list[Path]) -> str:
         h.update(str(path).encode())
         h.update(file_digest(path).encode() if Path(path).is_file() else b"<dir>")
     return h.hexdigest()[:16]
+
+
+def read_manifest(path: Path) -> dict:
+    """A run's manifest.json (no file: no stage yet); one error naming it where it is not one."""
+    manifest = read_json(path)
+    if manifest is None:
+        return {"stages": {}}
+    if not isinstance(manifest.get("stages"), dict):
+        raise WarmstartError(f"{path}: holds no stages (not a manifest warmstart wrote)")
+    return manifest
 
 
 def model_files(path: Path) -> list[Path]:
@@ -84,9 +94,7 @@ class RunDir:
         return self.root / "manifest.json"
 
     def manifest(self) -> dict:
-        if not self.manifest_path.exists():
-            return {"stages": {}}
-        return json.loads(self.manifest_path.read_text())
+        return read_manifest(self.manifest_path)
 
     def write_recipe(self) -> None:
         write_text_atomic(self.root / "recipe.toml", recipe_toml(self.recipe))

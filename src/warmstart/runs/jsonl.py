@@ -152,6 +152,21 @@ def fs_error(path: Path, what: str, exc: OSError) -> WarmstartError:
     return WarmstartError(f"{path}: {what} ({exc.strerror or exc})")
 
 
+def read_json(path: Path, shape: type = dict):
+    """A JSON file warmstart wrote (a manifest, results, costs), or None where there is none; one error naming
+    the file where it is not valid JSON or not a `shape` (an object, for every file warmstart writes)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # not JSON, not UTF-8, unreadable
+        raise WarmstartError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, shape):
+        raise WarmstartError(f"{path}: holds a JSON {type(data).__name__}, not the {shape.__name__} warmstart writes")
+    return data
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """Write a JSON file via a temporary file and rename, so readers never see half of it."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -64,16 +64,24 @@ class Tracker:
 
 
 def read_metrics(root: Path) -> list[dict]:
-    """Every line of a run's metrics.jsonl (a torn last line, from a kill, left out)."""
+    """Every line of a run's metrics.jsonl. A torn last line (a kill mid-write) is left out; a bad line
+    before it is corruption, one error naming the file and the line."""
     path = Path(root) / "metrics.jsonl"
     if not path.exists():
         return []
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif number < len(lines):  # not the last piece: complete lines end with a newline
+            raise WarmstartError(f"{path}:{number}: not a metrics record (a JSON object)")
     return rows
 
 

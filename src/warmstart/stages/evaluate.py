@@ -14,7 +14,6 @@ its verdict in eval/<policy>.jsonl, so what a policy answered, and why it failed
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -31,7 +30,7 @@ from ..metrics.tally import PassTally, compare, unscored
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, load_prices
 from ..runs.directory import RunDir, model_files, sample_paths
-from ..runs.jsonl import JsonlAppender, write_json_atomic
+from ..runs.jsonl import JsonlAppender, read_json, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling
 from .common import check_disjoint, load_tasks, make_environment
@@ -152,7 +151,7 @@ def run(recipe: Recipe) -> Path:
     cluster.connect(recipe)  # an unreachable cluster fails here, before the stage writes anything
     with run_dir.stage("eval", config, inputs, [out]) as stage:
         if stage.done:
-            print_table(json.loads(out.read_text()), cfg.k)
+            print_table(read_json(out), cfg.k)
             return out
         tasks = load_tasks(recipe, env, "eval")
         check_disjoint(load_tasks(recipe, env, "train"), tasks)
