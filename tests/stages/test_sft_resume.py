@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers import curated_run, write_recipe_file
+from warmstart.errors import WarmstartError
 from warmstart.runs.checkpoint import MARKER, complete_checkpoints
 from warmstart.stages import sft
 
@@ -101,3 +103,14 @@ def test_gradient_accumulation_gives_the_update_of_one_big_batch(tmp_path):
     a, b = weights(sft.run(one)), weights(sft.run(two))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=2e-5)
+
+
+def test_a_diverged_loss_stops_sft_before_it_is_saved_or_published(tmp_path):
+    recipe = curated_run(tmp_path / "run", "sft.lr=1e30", "sft.steps=6", "sft.checkpoint_every=1", train=40)
+    with pytest.raises(WarmstartError, match=r"sft: the loss is (nan|inf) at step \d: training diverged"):
+        sft.run(recipe)
+    assert not (tmp_path / "run" / "models" / "student").exists()
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "NaN" not in metrics and "Infinity" not in metrics  # every line is still valid JSON
+    for line in metrics.splitlines():
+        json.loads(line)

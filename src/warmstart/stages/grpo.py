@@ -46,6 +46,7 @@ from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.grpo import batch_tensors, collect, separate_old_pass, update
+from ..train.step_checks import check_finite_loss
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
 from . import grpo_server
@@ -397,6 +398,7 @@ def grpo_step(
             learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher, world=world
         )
         learner.scheduler.step()
+        check_finite_loss(loss, step, "grpo", "grpo.lr")
         trained_tokens = int(batch["input_ids"].numel())
     trained_at = time.time()
     if served is not None:

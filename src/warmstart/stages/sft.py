@@ -50,6 +50,7 @@ from ..train import distributed, host_memory, lora, memory_plan, sharding
 from ..train.data import Example, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
+from ..train.step_checks import check_finite_loss
 from ..types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprin
             loss, tokens = train_step(s.model, optimizer, stream, cfg, s.tokenizer.pad_token_id, s.kd, run.kd, world)
             scheduler.step()
             step += 1
+            check_finite_loss(loss, step, "sft", "sft.lr")
             run.tokens += tokens
             run.losses.append(loss)
             advance(1, note=f"loss {loss:.4f}")
