@@ -47,3 +47,26 @@ def test_only_shared_tasks_are_compared_and_none_shared_is_an_error():
     assert paired_difference({"a": 1.0, "b": 0.0}, {"a": 0.5, "c": 1.0}).value == 0.5
     with pytest.raises(ValueError):
         paired_difference({"a": 1.0}, {"b": 1.0})
+
+
+def test_tasks_that_all_agree_prove_no_exact_value_the_interval_is_wilsons():
+    # No task passed out of 200: not "exactly 0" but at most ~1.9 % (the 95 % Wilson bound, 3.84 / 203.84).
+    none = bootstrap_mean([0.0] * 200, bounds=(0.0, 1.0))
+    assert none.value == 0.0 and none.low == 0.0 and none.high == pytest.approx(1.959964**2 / (200 + 1.959964**2))
+    every = bootstrap_mean([1.0] * 20, bounds=(0.0, 1.0))
+    assert every.high == 1.0 and 0.8 < every.low < 0.9
+    one = bootstrap_mean([1 / 3], bounds=(0.0, 1.0))  # one task: as wide as one trial allows
+    assert one.low < 0.05 and one.high > 0.9
+    # A difference on one task is no evidence: within noise; on 200 tasks that all moved, it is evidence.
+    assert paired_difference({"t": 1 / 3}, {"t": 0.0}).within_noise
+    many = paired_difference({f"t{i}": 1.0 for i in range(200)}, {f"t{i}": 0.0 for i in range(200)})
+    assert not many.within_noise and 0.95 < many.low < many.high == 1.0
+
+
+def test_near_the_boundary_intervals_still_cover_about_95_percent():
+    rng, p, covered, trials = random.Random(0), 0.005, 0, 300
+    for trial in range(trials):
+        tasks = [float(rng.random() < p) for _ in range(200)]  # often no task passes at all
+        interval = bootstrap_mean(tasks, seed=trial, resamples=500, bounds=(0.0, 1.0))
+        covered += interval.low <= p <= interval.high
+    assert covered / trials >= 0.85  # the percentile interval alone, a point at 0 whenever no task passed: ~0.37

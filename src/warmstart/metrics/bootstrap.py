@@ -9,10 +9,17 @@ whose interval holds 0 is "within noise".
 
 Seeded (`random.Random`), so a report is reproducible; 2,000 resamples put the 2.5 % and 97.5 %
 percentiles within about ±0.005 of their limit for the sizes here (200 tasks).
+
+Where every task gave the same value (no task passed, every task passed, one task) the resampled means are
+all equal and the percentile interval has no width: it would say the tasks prove the value exactly. Such
+an interval is the Wilson score interval instead, of that value as a proportion of as many trials as there
+are tasks (scaled onto the values' range: a difference lies in [-1, 1]): 0 of 200 tasks is [0, 0.019],
+one task is as wide as one trial allows.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -34,20 +41,43 @@ class Interval:
         return [round(self.low, 4), round(self.high, 4)]
 
 
-def bootstrap_mean(values: list[float], seed: int = 0, resamples: int = RESAMPLES, level: float = 0.95) -> Interval:
-    """The mean of `values` (one per task) with a percentile bootstrap interval over tasks."""
+def bootstrap_mean(
+    values: list[float],
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+    level: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> Interval:
+    """The mean of `values` (one per task) with a percentile bootstrap interval over tasks. `bounds`: the
+    range the values lie in (a pass rate's [0, 1]), for the interval of values that are all equal (module
+    docstring); without, such an interval keeps no width."""
     if not values:
         raise ValueError("a bootstrap interval of no tasks")
     rng, n = random.Random(seed), len(values)
+    mean = sum(values) / n
+    if bounds is not None and max(values) == min(values):
+        low, high = wilson(mean, n, bounds)
+        return Interval(mean, low, high)
     means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
     cut = (1.0 - level) / 2
     low, high = means[int(cut * resamples)], means[min(resamples - 1, int((1.0 - cut) * resamples))]
-    return Interval(sum(values) / n, low, high)
+    return Interval(mean, low, high)
+
+
+def wilson(value: float, n: int, bounds: tuple[float, float], z: float = 1.959964) -> tuple[float, float]:
+    """The 95 % Wilson score interval of `value` read as a proportion of `n` trials on the scale `bounds`."""
+    lo, hi = bounds
+    p = (value - lo) / (hi - lo)
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if p <= 0.0 else max(0.0, center - half)  # at the ends exactly (no float residue)
+    high = 1.0 if p >= 1.0 else min(1.0, center + half)
+    return lo + (hi - lo) * low, lo + (hi - lo) * high
 
 
 def paired_difference(a: dict[str, float], b: dict[str, float], seed: int = 0) -> Interval:
-    """mean(a - b) over the tasks both have (task id -> per-task value), with its bootstrap interval."""
+    """mean(a - b) over the tasks both have (task id -> per-task value in [0, 1]), with its interval."""
     shared = sorted(set(a) & set(b))
     if not shared:
         raise ValueError("a paired difference of policies with no task in common")
-    return bootstrap_mean([a[t] - b[t] for t in shared], seed)
+    return bootstrap_mean([a[t] - b[t] for t in shared], seed, bounds=(-1.0, 1.0))

@@ -41,9 +41,9 @@ class PassTally:
                 f"no sample could be scored ({self.request_errors} requests failed, "
                 f"{self.infra_errors} verifier infra errors)"
             )
-        pass_1 = bootstrap_mean(list(per_task_pass(counts, 1).values()))
+        pass_1 = bootstrap_mean(list(per_task_pass(counts, 1).values()), bounds=(0.0, 1.0))
         full = per_task_pass(counts, k)
-        pass_k = bootstrap_mean(list(full.values())) if full else None
+        pass_k = bootstrap_mean(list(full.values()), bounds=(0.0, 1.0)) if full else None
         return {
             "pass@1": pass_1.value,
             "pass@1_ci": pass_1.as_list(),

@@ -78,7 +78,9 @@ def compute_figure(results: dict, lineages: dict[str, Lineage | None]) -> str | 
     for name, lin in rows.items():
         p = policies[name]
         low, high = p.get("pass@1_ci") or [p["pass@1"], p["pass@1"]]
-        ax.errorbar(lin.seconds, p["pass@1"], yerr=[[p["pass@1"] - low], [high - p["pass@1"]]], fmt="o", capsize=3)
+        # max(0, ...): an interval rounded to 4 places may end a hair inside its unrounded value
+        below, above = max(0.0, p["pass@1"] - low), max(0.0, high - p["pass@1"])
+        ax.errorbar(lin.seconds, p["pass@1"], yerr=[[below], [above]], fmt="o", capsize=3)
         ax.annotate(name, (lin.seconds, p["pass@1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
         parent = by_model.get(lin.parent) if lin.parent else None
         if parent and parent != name:
