@@ -142,3 +142,17 @@ def test_eval_is_done_again_when_its_task_file_or_a_models_files_change(tmp_path
         "tokenizer.json",
     ]
     assert model_files(tmp_path / "missing") == [] and model_files(eval_file) == [eval_file]
+
+
+def test_a_missing_model_is_refused_before_any_policy_is_evaluated_and_long_names_fit(tmp_path):
+    from warmstart.stages import evaluate
+
+    recipe = small_recipe(tmp_path / "run", "eval.k=1", "eval.policies={first='reference', gone='run:missing'}")
+    with pytest.raises(WarmstartError, match=r"eval.policies.gone: no model directory or .gguf file at .*missing"):
+        evaluate.run(recipe)
+    assert not (tmp_path / "run" / "eval").exists()  # the first policy's samples were not written either
+    long_name = "a very long row name " * 15
+    recipe = small_recipe(tmp_path / "run", "eval.k=1", f"eval.policies={{'{long_name}'='reference'}}")
+    evaluate.run(recipe)
+    [samples] = (tmp_path / "run" / "eval").glob("*.jsonl")
+    assert len(samples.name) <= 106

@@ -142,7 +142,7 @@ def sample_paths(root: Path, names: list[str]) -> dict[str, Path]:
     distinct where two names would slug alike."""
     paths: dict[str, Path] = {}
     for name in names:
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "policy"
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:100] or "policy"  # a file name's length
         while any(p.stem == slug for p in paths.values()):
             slug += "-"
         paths[name] = Path(root) / "eval" / f"{slug}.jsonl"

@@ -26,6 +26,7 @@ from rich.table import Table
 from .. import cluster
 from ..config import PolicySpec, Recipe
 from ..errors import WarmstartError
+from ..lm.paths import resolve_model_path
 from ..metrics.tally import PassTally, compare, unscored
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, load_prices
@@ -159,6 +160,9 @@ def run(recipe: Recipe) -> Path:
         unknown = [name for pair in cfg.compare for name in pair if name not in specs]
         if unknown:
             raise WarmstartError(f"eval.compare: {unknown[0]!r} is not a policy of eval.policies")
+        for name, spec in specs.items():  # every local model there, before any policy's samples are written
+            if spec.is_local_model:
+                resolve_model_path(spec.name, f"eval.policies.{name}")
         samples = sample_paths(run_dir.root, list(specs))
         # One verifier for every policy: its workers (python's sandboxes, local or Ray actors) start once.
         with cluster.make_verifier(env, recipe) as verifier:
