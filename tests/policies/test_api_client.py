@@ -272,14 +272,14 @@ def test_a_judge_as_the_reward_masks_an_unparseable_judgement(tmp_path):
     assert len(api.log) == 4
 
 
-def test_in_eval_a_request_that_keeps_failing_is_an_infra_error_not_a_zero(tmp_path):
+def test_in_eval_a_request_that_keeps_failing_is_left_out_and_counted_not_a_zero(tmp_path):
     from warmstart.stages import evaluate
 
     with FakeAPI() as api:
         recipe = recipe_for(tmp_path, api, 'eval.policies={teacher="teacher"}', "eval.k=1", "eval.batch_size=1")
         api.faults = ["500"] * 4  # the first eval request and its three retries
         row = json.loads(evaluate.run(recipe).read_text())["policies"]["teacher"]
-    assert row["infra_errors"] == 1
+    assert row["request_errors"] == 1 and row["infra_errors"] == 0  # the request's failure, not the verifier's
     assert row["pass@1"] == 1.0  # the 19 answered samples are all right; the failed one is left out
     costs = json.loads((tmp_path / "costs.json").read_text())["stages"]["eval"]["api"]
     assert costs["trajectories"] == 20 and costs["accepted"] == 19

@@ -156,3 +156,31 @@ def test_a_missing_model_is_refused_before_any_policy_is_evaluated_and_long_name
     evaluate.run(recipe)
     [samples] = (tmp_path / "run" / "eval").glob("*.jsonl")
     assert len(samples.name) <= 106
+
+
+def test_a_stopped_eval_bills_what_it_spent_and_eval_money_is_not_per_accepted_trajectory(tmp_path):
+    import json
+
+    from fake_api import FakeAPI
+    from warmstart.stages import evaluate
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."fake-model"]\ninput = 1.0\noutput = 2.0\n')
+    with FakeAPI() as api:
+        api.faults = ["500"] * 5
+        recipe = small_recipe(
+            tmp_path / "run",
+            "eval.k=2",
+            "api.max_retries=0",
+            "api.concurrency=1",
+            f"api.prices='{prices}'",
+            f"eval.policies={{api='openai:fake-model@{api.url}/v1'}}",
+            eval_=10,
+        )
+        with pytest.raises(WarmstartError, match="5 of 20 samples' requests failed"):
+            evaluate.run(recipe)
+    costs = json.loads((tmp_path / "run" / "costs.json").read_text())
+    entry = costs["stages"]["eval"]
+    assert entry["status"] == "failed" and entry["api"]["requests"] == 15
+    assert entry["api"]["usd"] == pytest.approx(15 * (20 * 1.0 + 6 * 2.0) / 1e6)
+    assert costs["total"]["usd_per_accepted_trajectory"] is None  # no teacher data was bought

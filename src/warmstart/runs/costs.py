@@ -153,6 +153,7 @@ def describe(stage: str, cost: dict) -> str:
 def write_costs(root: Path, manifest: dict) -> dict:
     """costs.json from the manifest's stages: money and seconds per stage, and totals."""
     stages, usd, unknown, accepted = {}, 0.0, set(), 0
+    data_usd, data_unknown = 0.0, False  # what the teacher data cost: the generate stages' money only
     for name, info in sorted(manifest.get("stages", {}).items()):
         entry = {"seconds": info.get("seconds"), **({"status": info["status"]} if "status" in info else {})}
         if info.get("estimate"):  # generate's bill before the run, beside what the job came to
@@ -162,7 +163,10 @@ def write_costs(root: Path, manifest: dict) -> dict:
             entry["api"] = cost
             unknown |= set(cost["unknown_price_models"])
             usd += cost["usd"] or 0.0
-            accepted += cost["accepted"] if name.startswith("generate:") else 0
+            if name.startswith("generate:"):
+                accepted += cost["accepted"]
+                data_usd += cost["usd"] or 0.0
+                data_unknown |= cost["usd"] is None
         stages[name] = entry
     total_usd = None if unknown else round(usd, 6)
     summary = {
@@ -170,9 +174,8 @@ def write_costs(root: Path, manifest: dict) -> dict:
         "total": {
             "usd": total_usd,
             "unknown_price_models": sorted(unknown),
-            "usd_per_accepted_trajectory": round(total_usd / accepted, 6)
-            if total_usd is not None and accepted
-            else None,
+            # the teacher data's dollars per accepted trajectory (eval's API spend made no trajectory)
+            "usd_per_accepted_trajectory": round(data_usd / accepted, 6) if not data_unknown and accepted else None,
             "seconds": round(sum(s["seconds"] or 0.0 for s in stages.values()), 2),
         },
     }

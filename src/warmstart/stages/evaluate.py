@@ -165,11 +165,15 @@ def run(recipe: Recipe) -> Path:
                 resolve_model_path(spec.name, f"eval.policies.{name}")
         samples = sample_paths(run_dir.root, list(specs))
         # One verifier for every policy: its workers (python's sandboxes, local or Ray actors) start once.
-        with cluster.make_verifier(env, recipe) as verifier:
-            results = {
-                name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier, samples[name])
-                for name, spec in specs.items()
-            }
+        try:
+            with cluster.make_verifier(env, recipe) as verifier:
+                results = {
+                    name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier, samples[name])
+                    for name, spec in specs.items()
+                }
+        except BaseException:
+            stage.summary = {"api_cost": ledger.summary()}  # a stopped eval's spend is in costs.json too
+            raise
         for name in results:
             results[name]["gap_closed"] = gap_closed(results, name)
         summary = {
