@@ -139,3 +139,29 @@ def test_management_endpoints_are_off_without_their_flag(base_url, method, path,
     body = {"lora_name": "a", "lora_path": "/x"} if method == "POST" else None
     status, content_type, data = http(method, base_url.removesuffix("/v1") + path, body)
     assert status == 404 and content_type == "application/json" and flag in error_of(data)["message"]
+
+
+@pytest.mark.parametrize(("port", "why"), [("70000", "--port 70000 is not a port"), ("-1", "--port -1 is not a port")])
+def test_a_port_out_of_range_is_refused_before_the_model_loads(model_dir, port, why):
+    done = subprocess.run(
+        [sys.executable, "-m", "warmstart.cli", "serve", str(model_dir), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0] == f"error: serve: {why} (0-65535)"
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(  # no model at all: the port's error comes first
+            [sys.executable, "-m", "warmstart.cli", "serve", str(tmp_path / "absent"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1 and f"error: serve: cannot listen on 127.0.0.1:{port}" in done.stderr

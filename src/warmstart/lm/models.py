@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -26,9 +27,24 @@ def _from_pretrained_args(path: Path, key: str) -> tuple[Path, dict]:
     return path.parent, {"gguf_file": path.name}
 
 
+@contextmanager
+def loading(path, key: str):
+    """A model directory that is there but cannot be loaded (weights cut short, a tokenizer file missing or
+    broken, a config transformers cannot read) is one error naming the recipe key and the path. Broad on
+    purpose: whatever transformers, tokenizers or safetensors raise, this user's model cannot be used."""
+    try:
+        yield
+    except WarmstartError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        why = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise WarmstartError(f"{key}: cannot load the model at {path} ({type(exc).__name__}: {why})") from None
+
+
 def load_tokenizer(path: str | Path, key: str):
     directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
-    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    with loading(directory, key):
+        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -37,13 +53,15 @@ def load_tokenizer(path: str | Path, key: str):
 def load_config(path: str | Path, key: str):
     """The model's config alone (no weights read)."""
     directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
-    return AutoConfig.from_pretrained(directory, **kwargs)
+    with loading(directory, key):
+        return AutoConfig.from_pretrained(directory, **kwargs)
 
 
 def load_model_and_tokenizer(path: str | Path, key: str, device=None):
     """(model in fp32 on `device`, or the CPU; tokenizer)."""
     directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32", **kwargs)
+    with loading(directory, key):
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32", **kwargs)
     return (model.to(device) if device is not None else model), load_tokenizer(path, key)
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..lm.chat import assistant_spans, stop_token_ids
+from ..lm.chat import assistant_spans, check_template, stop_token_ids
 from ..lm.models import load_model_and_tokenizer
 from ..lm.rollout import Episode, run_episodes
 from ..lm.scoring import score_tokens
@@ -63,6 +63,7 @@ class HFPolicy:
         self.spec = f"hf:{path}"
         self.env, self.max_turns, self.top_logprobs = env, max_turns, top_logprobs
         self.model, self.tokenizer = load_model_and_tokenizer(path, key, device)
+        check_template(self.tokenizer, key)  # a conversation is rendered through it, every turn
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
 

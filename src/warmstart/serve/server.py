@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import logging
 import threading
 import time
@@ -422,11 +423,7 @@ def is_loopback(host: str) -> bool:
 
 def load_for_serving(model_dir: Path, device: str = "auto"):
     where = resolve_device(device, "serve --device")
-    try:
-        model, tokenizer = load_model_and_tokenizer(model_dir, "serve", where)
-    except (OSError, ValueError, KeyError) as exc:  # what transformers raises for a broken directory
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WarmstartError(f"serve: cannot load the model at {model_dir}: {first_line}") from None
+    model, tokenizer = load_model_and_tokenizer(model_dir, "serve", where)  # a broken one: one error (lm/models.py)
     model.eval()
     return model, tokenizer
 
@@ -442,6 +439,7 @@ def serve(
 ) -> None:
     """Load the model, listen, print `serving NAME on http://HOST:PORT/v1`, and serve until interrupted."""
     check_options(host, max_batch, options)
+    check_port(host, port)  # before the model loads, which for a large one takes minutes
     model, tokenizer = load_for_serving(model_dir, device)
     name = model_name or Path(model_dir).resolve().name
     app = ChatServer(model, tokenizer, name, max_batch, replace(options, model_path=str(model_dir)))
@@ -459,6 +457,22 @@ def serve(
     finally:
         httpd.server_close()
         app.engine.stop()
+
+
+def check_port(host: str, port: int) -> None:
+    """A port out of range, or one another process listens on, as one error before anything loads. The
+    probe binds as the server will (address reuse on) and lets go at once; port 0 picks a free one later."""
+    if not 0 <= port <= 65535:
+        raise WarmstartError(f"serve: --port {port} is not a port (0-65535)")
+    if port == 0:
+        return
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise WarmstartError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def check_options(host: str, max_batch: int, options: ServeOptions) -> None:

@@ -33,7 +33,7 @@ from ..distill.teacher import make_teacher
 from ..envs.base import Environment
 from ..envs.verification import Verifier
 from ..errors import WarmstartError
-from ..lm.chat import stop_token_ids
+from ..lm.chat import check_template, stop_token_ids
 from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device
 from ..lm.generation import sample_ids_pruned
@@ -86,6 +86,7 @@ def load_policy(cfg: GrpoConfig, start_from: Path, resume_from: Path | None, dev
         reference = None
         if cfg.kl_weight > 0:
             reference = load_model_and_tokenizer(start_from, "grpo.init", device)[0].eval()
+    check_template(tokenizer, "grpo.init")  # rollouts are rendered through it
     if cfg.gradient_checkpointing:
         enable_activation_checkpointing(model)
     return model, tokenizer, reference
