@@ -257,6 +257,23 @@ def test_bad_requests_are_400_and_the_server_lives_on(client, base_url):
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 400
     assert "not valid JSON" in json.loads(caught.value.read())["error"]["message"]
+    # What the SDK never sends but other clients do: a lone surrogate (JSON's \ud800 escape), a body nested
+    # deeper than any parser goes. A 400 each, never a 500 with a traceback in the server's log.
+    surrogate = b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800 abc"}], "max_tokens": 2}'
+    deep = b'{"model": "tiny", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for path, body, why in [
+        ("chat/completions", surrogate, "not valid Unicode"),
+        (
+            "completions",
+            surrogate.replace(b'"messages": [{"role": "user", "content": ', b'"prompt": ').replace(b"}], ", b", "),
+            "not valid Unicode",
+        ),
+        ("chat/completions", deep, "nested too deeply"),
+    ]:
+        request = urllib.request.Request(f"{base_url}/{path}", data=body, headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        assert caught.value.code == 400 and why in json.loads(caught.value.read())["error"]["message"], path
     for options, named in [
         ({"temperature": 3}, "temperature"),
         ({"top_logprobs": 2}, "top_logprobs"),

@@ -165,3 +165,19 @@ def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path):
             timeout=120,
         )
     assert done.returncode == 1 and f"error: serve: cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_sigterm_stops_the_server_as_ctrl_c_does(model_dir, tmp_path):
+    import select
+    import signal
+
+    command = [sys.executable, "-m", "warmstart.cli", "serve", str(model_dir), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 90)
+        assert ready and " on http://127.0.0.1:" in process.stdout.readline()
+        process.send_signal(signal.SIGTERM)  # what docker stop and systemd send
+        assert process.wait(timeout=30) == 0  # closed and stopped, not killed by the signal (-15)
+    finally:
+        process.kill()
+    assert "Traceback" not in process.stderr.read()

@@ -63,8 +63,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 import logging
+import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -250,6 +251,9 @@ class ChatServer:
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+READ_TIMEOUT_S = 60
+
+
 class ChatHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a client holding a connection open never blocks shutdown
 
@@ -261,6 +265,9 @@ class ChatHTTPServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses its connections
     server: ChatHTTPServer
+    # Each read of the socket waits at most this long: a client that sends headers and never its body (or
+    # stops halfway) would otherwise hold its thread for good. Generation is not a read: it is not bounded here.
+    timeout = READ_TIMEOUT_S
 
     def do_GET(self) -> None:
         self._answer(self._get)
@@ -325,14 +332,21 @@ class Handler(BaseHTTPRequestHandler):
         """Run a route; every failure becomes an OpenAI error body, never a traceback for the client."""
         path = urlsplit(self.path).path
         try:
-            route(path)
-        except ApiError as exc:
-            self._send_json(exc.status, exc.body())
-        except (BrokenPipeError, ConnectionResetError):
+            try:
+                route(path)
+            except ApiError as exc:
+                self._send_json(exc.status, exc.body())
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                raise
+            except Exception as exc:
+                log.exception("request failed: %s %s", self.command, self.path)
+                self._send_json(500, ApiError(500, f"internal error: {type(exc).__name__}: {exc}").body())
+        except (BrokenPipeError, ConnectionResetError):  # also while its error was being sent
             log.info("client went away before its answer was sent")
-        except Exception as exc:
-            log.exception("request failed: %s %s", self.command, self.path)
-            self._send_json(500, ApiError(500, f"internal error: {type(exc).__name__}: {exc}").body())
+            self.close_connection = True
+        except TimeoutError:  # the socket made no progress for READ_TIMEOUT_S (a body never sent, a stalled reader)
+            log.info("client connection stalled for %d s; closed", READ_TIMEOUT_S)
+            self.close_connection = True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (a malformed request line, an unknown method, headers too long) as an
@@ -407,8 +421,16 @@ def _json_object(raw: bytes) -> dict:
         body = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # arrays or objects nested deeper than the parser goes
+        raise ApiError(400, "the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    try:  # JSON's \ud800-style escapes can spell a lone surrogate, which no tokenizer takes
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "the request body holds text that is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
     return body
 
 
@@ -450,6 +472,7 @@ def serve(
     app.engine.start()
     log.info("context window: %s tokens; request bodies up to %d bytes", app.context.tokens, app.max_request_bytes)
     print(f"serving {app.name} on http://{host}:{httpd.server_address[1]}/v1", flush=True)  # tests wait for this line
+    stop_on_sigterm()
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
@@ -457,6 +480,17 @@ def serve(
     finally:
         httpd.server_close()
         app.engine.stop()
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (what `docker stop`, systemd and `kill` send) stops the server as Ctrl-C does: the socket
+    closed, the engine stopped; without this it killed the process with no cleanup."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def check_port(host: str, port: int) -> None:
