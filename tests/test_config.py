@@ -497,3 +497,18 @@ def test_a_run_policy_names_a_model_of_the_run_not_a_path():
     assert load_recipe(None, ["eval.policies.x='run:base'"]).eval.policies["x"] == PolicySpec(
         "run", "base", text="run:base"
     )
+
+
+@pytest.mark.parametrize(
+    "overrides, why",
+    [
+        (["grpo.overlong_buffer=1000", "grpo.max_new_tokens=24"], "overlong_buffer = 1000 must be less than max_new"),
+        (["grpo.teacher_tokens_budget=100"], "teacher_tokens_budget counts a teacher's scored tokens"),
+        (["grpo.reward_weight=0"], "reward_weight weighs the reward against a teacher's distillation"),
+    ],
+)
+def test_grpo_settings_that_would_do_nothing_are_refused(overrides, why):
+    with pytest.raises(WarmstartError, match=re.escape(why)):
+        load_recipe(None, overrides)
+    with_teacher = load_recipe(None, ["grpo.teacher='run:teacher-model'", "grpo.reward_weight=0"])
+    assert with_teacher.grpo.reward_weight == 0.0

@@ -489,6 +489,20 @@ class GrpoConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _settings_that_take_effect(self) -> GrpoConfig:
+        """Settings that would do nothing, or something else than asked, are refused rather than ignored."""
+        if self.overlong_buffer >= self.max_new_tokens:
+            raise ValueError(
+                f"overlong_buffer = {self.overlong_buffer} must be less than max_new_tokens = {self.max_new_tokens}: "
+                "it penalises the last N tokens before the limit, so every reply would be penalised"
+            )
+        if self.teacher is None and self.teacher_tokens_budget is not None:
+            raise ValueError("teacher_tokens_budget counts a teacher's scored tokens: it needs grpo.teacher")
+        if self.teacher is None and self.reward_weight != 1.0:
+            raise ValueError("reward_weight weighs the reward against a teacher's distillation: it needs grpo.teacher")
+        return self
+
 
 class EvalConfig(Section):
     # name -> policy. "base", "student" and "teacher" mean the run's own; any other value is a policy string.
