@@ -66,6 +66,7 @@ def test_unknown_section_and_misspelled_key_are_named():
         ("eval.top_p", "1.5"),
         ("eval.policies", '"student"'),
         ("eval.policies", "{}"),  # no row to evaluate
+        ("eval.policies", '{" " = "reference"}'),  # a row with no name
         # values of another TOML type are not converted (lax validation took each of these)
         ("sft.lr", "true"),
         ("tasks.train", "true"),

@@ -511,6 +511,16 @@ class EvalConfig(Section):
     )
     k: int = Field(4, ge=1)  # samples per task; pass@1 and pass@k are reported
     temperature: float = Field(0.6, ge=0.0)
+
+    @field_validator("policies")
+    @classmethod
+    def _named_rows(cls, policies: dict) -> dict:
+        """A blank row name is no row a table or a comparison can show."""
+        blank = [name for name in policies if not name.strip()]
+        if blank:
+            raise ValueError(f"a row name must say something, got {blank[0]!r}")
+        return policies
+
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
     batch_size: int = Field(256, ge=1)

@@ -111,3 +111,13 @@ def test_a_corrupt_run_file_is_one_error_line_naming_it(run_dir, tmp_path, name,
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {copy / why.split(':')[0]}")
     assert why in lines[0], lines[0]
+
+
+def test_without_a_base_row_the_cost_of_a_point_is_not_called_no_gain():
+    from warmstart.report.html import cost_cells
+    from warmstart.report.lineage import Lineage
+
+    lineage = Lineage(stages=["sft:student"], seconds=48.0, flops=3.2e12)
+    stages = {"sft:student": {"data": "train"}}
+    assert cost_cells(0.6, None, lineage, stages)[3:] == ["n/a (no base row)", "n/a (no base row)"]
+    assert cost_cells(0.6, 0.1, lineage, stages)[3] == f"{48.0 / 50:,.1f}"  # 50 points of pass@1 gained

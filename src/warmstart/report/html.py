@@ -123,7 +123,10 @@ def cost_cells(pass_1: float, base: float | None, lin: Lineage | None, stages: d
     if lin is None or not lin.stages:
         return ["", "", "", "", ""]
     dollars = teacher_dollars(stages, lin)
-    points = 100 * (pass_1 - base) if base is not None else 0.0
+    if base is None:  # no base row: no gain to divide by, which is not "no gain"
+        usd = "price unknown" if dollars is None else f"{dollars:,.4f}"
+        return [f"{lin.seconds:,.0f}", f"{lin.flops:.2e}", usd, "n/a (no base row)", "n/a (no base row)"]
+    points = 100 * (pass_1 - base)
     per_s = f"{lin.seconds / points:,.1f}" if points > 0 else "no gain"
     per_usd = (
         f"{dollars / points:,.4f}" if points > 0 and dollars is not None else ("n/a" if dollars is None else "no gain")

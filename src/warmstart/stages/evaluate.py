@@ -156,6 +156,13 @@ def run(recipe: Recipe) -> Path:
             return out
         tasks = load_tasks(recipe, env, "eval")
         check_disjoint(load_tasks(recipe, env, "train"), tasks)
+        if cfg.temperature == 0 and cfg.k > 1:
+            log.warning(
+                "eval: temperature 0 with k = %d: a policy that decodes greedily gives the same answer k times, so "
+                "pass@%d tells nothing pass@1 does not",
+                cfg.k,
+                cfg.k,
+            )
         ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
         unknown = [name for pair in cfg.compare for name in pair if name not in specs]
         if unknown:
@@ -179,6 +186,9 @@ def run(recipe: Recipe) -> Path:
         summary = {
             "k": cfg.k,
             "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens,
+            "seed": recipe.run.seed,
             "rows": list(results),
             "policies": results,
             "comparisons": comparisons(results, cfg.compare),
