@@ -159,3 +159,17 @@ def test_available_memory_without_proc_is_the_whole_memory_and_says_so(tmp_path,
     without = host_available_bytes(proc=tmp_path)  # as on macOS: no /proc/meminfo
     assert without == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >= with_proc * 0.5
     assert "no /proc/meminfo" in caplog.text
+
+
+def test_the_planned_peak_is_said_once_under_torchrun(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from warmstart.train.memory_plan import announce
+
+    plan = plan_for(small_recipe(tmp_path), "sft")
+    with caplog.at_level(logging.INFO, logger="warmstart.train.memory_plan"):
+        monkeypatch.setenv("RANK", "1")  # another process of the same run: it plans the same, says nothing
+        announce(plan)
+        monkeypatch.setenv("RANK", "0")
+        announce(plan)
+    assert len([r for r in caplog.records if "planned peak memory" in r.getMessage()]) == 1

@@ -97,7 +97,10 @@ class Plan:
 
 
 def announce(plan: Plan) -> Plan:
-    """One log line on the planned peak (`warmstart plan` prints the whole table)."""
+    """One log line on the planned peak (`warmstart plan` prints the whole table); under torchrun from the
+    main process only (RANK 0), as every other line (each process plans the same)."""
+    if os.environ.get("RANK", "0") != "0":
+        return plan
     log.info(
         "%s: planned peak memory %s on %s (%s available; largest: %s)",
         plan.stage,
