@@ -61,6 +61,9 @@ def test_tasks_that_all_agree_prove_no_exact_value_the_interval_is_wilsons():
     assert paired_difference({"t": 1 / 3}, {"t": 0.0}).within_noise
     many = paired_difference({f"t{i}": 1.0 for i in range(200)}, {f"t{i}": 0.0 for i in range(200)})
     assert not many.within_noise and 0.95 < many.low < many.high == 1.0
+    # Two policies that both solved none of 200 tasks: 0, within the 1.9 % either one's own interval allows.
+    nothing = paired_difference({f"t{i}": 0.0 for i in range(200)}, {f"t{i}": 0.0 for i in range(200)})
+    assert nothing.within_noise and nothing.high == pytest.approx(-nothing.low) == pytest.approx(none.high)
 
 
 def test_near_the_boundary_intervals_still_cover_about_95_percent():

@@ -13,8 +13,9 @@ percentiles within about ±0.005 of their limit for the sizes here (200 tasks).
 Where every task gave the same value (no task passed, every task passed, one task) the resampled means are
 all equal and the percentile interval has no width: it would say the tasks prove the value exactly. Such
 an interval is the Wilson score interval instead, of that value as a proportion of as many trials as there
-are tasks (scaled onto the values' range: a difference lies in [-1, 1]): 0 of 200 tasks is [0, 0.019],
-one task is as wide as one trial allows.
+are tasks: 0 of 200 tasks is [0, 0.019], one task is as wide as one trial allows. A paired difference
+whose tasks all moved alike is the difference of two such intervals, of the share of tasks gained and the
+share lost (one of them 0): two policies that both solved none of 200 tasks differ by 0 within ±0.019.
 """
 
 from __future__ import annotations
@@ -80,4 +81,15 @@ def paired_difference(a: dict[str, float], b: dict[str, float], seed: int = 0) -
     shared = sorted(set(a) & set(b))
     if not shared:
         raise ValueError("a paired difference of policies with no task in common")
-    return bootstrap_mean([a[t] - b[t] for t in shared], seed, bounds=(-1.0, 1.0))
+    differences = [a[t] - b[t] for t in shared]
+    if max(differences) == min(differences):  # every task moved alike: resampling cannot vary
+        return alike_difference(differences[0], len(differences))
+    return bootstrap_mean(differences, seed)
+
+
+def alike_difference(difference: float, n: int) -> Interval:
+    """The interval of a difference every one of `n` tasks showed: the Wilson interval of the share gained
+    minus that of the share lost (module docstring)."""
+    gain_low, gain_high = wilson(max(difference, 0.0), n, (0.0, 1.0))
+    loss_low, loss_high = wilson(max(-difference, 0.0), n, (0.0, 1.0))
+    return Interval(difference, gain_low - loss_high, gain_high - loss_low)
