@@ -72,3 +72,13 @@ def test_an_unknown_backend_is_refused_in_the_recipe(tmp_path):
     )
     assert result.returncode == 1 and "log.to.0" in result.stderr and "Traceback" not in result.stderr
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"].get("sft:student") is None
+
+
+def test_a_line_a_kill_cut_short_is_cut_before_the_resumed_stage_appends(tmp_path):
+    with Tracker(tmp_path, "sft:student", ["jsonl"], "p", {}) as tracker:
+        tracker.log(1, {"loss": 2.0})
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"stage": "sft:student", "step": 2, "lo')  # a kill mid-write
+    with Tracker(tmp_path, "sft:student", ["jsonl"], "p", {}) as tracker:  # the resumed stage
+        tracker.log(2, {"loss": 1.5})
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 2.0), (2, 1.5)]
