@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -60,10 +61,31 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
             from . import cluster
 
             cluster.connect(recipe)
-        for name in stage_names:  # each stage that does work writes the run's recipe.toml (runs/directory.py Stage)
-            stages.runner(name)(recipe)
+        with recipe_when_worked(recipe):
+            for name in stage_names:
+                stages.runner(name)(recipe)
 
     _run_reporting_errors(run_all)
+
+
+@contextmanager
+def recipe_when_worked(recipe: Recipe):
+    """The command's resolved recipe as the run's recipe.toml once a stage has done work (the manifest
+    changed), a failed one included, never for a command refused before any stage began (another config,
+    a bad task file): the run's recipe keeps saying what its data was made with."""
+    from .runs.directory import RunDir
+
+    run_dir = RunDir(recipe)
+    before = manifest_bytes(run_dir)
+    try:
+        yield
+    finally:
+        if os.environ.get("RANK", "0") == "0" and manifest_bytes(run_dir) != before:  # torchrun: the main one writes
+            run_dir.write_recipe()
+
+
+def manifest_bytes(run_dir) -> bytes | None:
+    return run_dir.manifest_path.read_bytes() if run_dir.manifest_path.exists() else None
 
 
 def _run_reporting_errors(action) -> None:

@@ -158,9 +158,7 @@ class Stage:
             ...             # the work
             stage.summary = {"kept": ...}  # recorded in the manifest beside fingerprint, outputs, seconds
 
-    Leaving the block normally marks a stage that was not done as done (manifest.json, then costs.json,
-    then recipe.toml: the resolved recipe of the last stage that did work, so a command refused or failed
-    before its stage began leaves the run's recipe as it was).
+    Leaving the block normally marks a stage that was not done as done (manifest.json, then costs.json).
     An exception marks nothing done, so the next run does the work again (resuming where the stage can);
     a stage that set a summary before it failed (what it spent, say) has it recorded with status
     "failed", so costs.json counts it. While in the block the stage holds the run directory's lock
@@ -190,7 +188,6 @@ class Stage:
         try:
             if exc_type is None and not self.done:
                 self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, self.summary)
-                self.run_dir.write_recipe()
             elif exc_type is not None and self.summary:
                 failed = {
                     **self.summary,
@@ -198,6 +195,5 @@ class Stage:
                     "error": str(exc).splitlines()[0] if str(exc) else exc_type.__name__,
                 }
                 self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
-                self.run_dir.write_recipe()
         finally:
             self.lock.release()
