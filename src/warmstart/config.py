@@ -365,6 +365,12 @@ class CurateConfig(Section):
         return value
 
 
+# Knobs of speed, memory and bookkeeping, not of results: left out of a training stage's fingerprint, so
+# toggling one keeps a finished stage done and its checkpoints resumable (gradient checkpointing recomputes
+# the same activations; a compiled decoder computes the same function).
+NOT_RESULTS = {"compile", "gradient_checkpointing", "checkpoint_every", "keep_checkpoints"}
+
+
 class SftConfig(Section):
     # Defaults suit the tiny student on 2 CPU cores (measured: see README); set lr, seq_len and the
     # batch for a real model, e.g. lr = 2e-5 and seq_len = 2048.

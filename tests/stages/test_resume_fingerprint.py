@@ -93,6 +93,21 @@ def test_an_interrupted_run_with_the_same_settings_still_resumes(tmp_path, caplo
         torch.testing.assert_close(whole[name], resumed[name], rtol=0, atol=1e-6)
 
 
+def test_a_resume_may_turn_on_the_knobs_of_memory_and_bookkeeping(tmp_path, caplog):
+    # After an out-of-memory kill a user turns gradient checkpointing on (docs/memory.md): the same run
+    # resumes, as compile, checkpoint_every and keep_checkpoints leave the results as they are.
+    recipe = curated_run(tmp_path, *SFT)
+    whole = weights(sft.run(recipe))
+    shutil.rmtree(tmp_path / "checkpoints" / "student" / "step-4")
+    shutil.rmtree(tmp_path / "models" / "student")
+    knobs = ["sft.gradient_checkpointing=true", "sft.keep_checkpoints=3", "sft.checkpoint_every=1"]
+    with caplog.at_level(logging.INFO, logger="warmstart"):
+        resumed = weights(sft.run(small_recipe(tmp_path, *SFT, *knobs)))
+    assert "resuming from" in caplog.text and "step-2" in caplog.text
+    for name in whole:
+        torch.testing.assert_close(whole[name], resumed[name], rtol=0, atol=1e-6)
+
+
 GRPO = [
     "sft.steps=1",
     "grpo.init=base",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Recipe, SftConfig
+from ..config import NOT_RESULTS, Recipe, SftConfig
 from ..distill.signal_choice import Signal, choose, local_teacher_path
 from ..distill.step import KdSetup, KdTotals, check_plain_head
 from ..distill.topk import Alignment, token_index
@@ -94,8 +94,7 @@ def run(recipe: Recipe) -> Path:
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
     teacher_weights = model_files(teacher) if teacher else []
-    # compile changes speed, not results: toggling it keeps the stage done and its checkpoints resumable
-    config = {"sft": cfg.model_dump(exclude={"compile"}), "seed": recipe.run.seed}
+    config = {"sft": cfg.model_dump(exclude=NOT_RESULTS), "seed": recipe.run.seed}  # see config.NOT_RESULTS
     memory_plan.check(
         memory_plan.announce(memory_plan.plan_for(recipe, "sft"))
     )  # the device too: before anything is written
