@@ -184,3 +184,28 @@ def test_a_stopped_eval_bills_what_it_spent_and_eval_money_is_not_per_accepted_t
     assert entry["status"] == "failed" and entry["api"]["requests"] == 15
     assert entry["api"]["usd"] == pytest.approx(15 * (20 * 1.0 + 6 * 2.0) / 1e6)
     assert costs["total"]["usd_per_accepted_trajectory"] is None  # no teacher data was bought
+
+
+def test_an_eval_stopped_mid_call_bills_the_requests_that_had_finished(tmp_path):
+    import json
+
+    from fake_api import FakeAPI
+    from warmstart.stages import evaluate
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."fake-model"]\ninput = 1.0\noutput = 2.0\n')
+    with FakeAPI(slow_s=1.0) as api:
+        api.faults = [None, None, None, "late_401"]  # the key refused once three replies were paid for
+        recipe = small_recipe(
+            tmp_path / "run",
+            "eval.k=1",
+            "eval.batch_size=4",
+            "api.concurrency=4",
+            f"api.prices='{prices}'",
+            f"eval.policies={{api='openai:fake-model@{api.url}/v1'}}",
+            eval_=4,
+        )
+        with pytest.raises(WarmstartError, match="HTTP 401"):
+            evaluate.run(recipe)
+    entry = json.loads((tmp_path / "run" / "costs.json").read_text())["stages"]["eval"]
+    assert entry["status"] == "failed" and entry["api"]["requests"] == 3

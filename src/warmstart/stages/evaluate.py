@@ -28,6 +28,7 @@ from ..config import PolicySpec, Recipe
 from ..errors import WarmstartError
 from ..lm.paths import resolve_model_path
 from ..metrics.tally import PassTally, compare, unscored
+from ..policies.api import finished_rollouts
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, load_prices
 from ..runs.directory import RunDir, model_files, sample_paths
@@ -79,7 +80,13 @@ def evaluate_policy(
     ):
         for start in range(0, len(requests), cfg.batch_size):
             chunk = requests[start : start + cfg.batch_size]
-            trajectories = [t for t in policy.rollout(chunk, sampling, recipe.run.seed) if t.key not in seen]
+            try:
+                answered_chunk = policy.rollout(chunk, sampling, recipe.run.seed)
+            except BaseException as stop:  # what had finished was paid for: in the ledger before it stops
+                for trajectory in finished_rollouts(stop):
+                    ledger.add(trajectory, False)
+                raise
+            trajectories = [t for t in answered_chunk if t.key not in seen]
             seen.update(t.key for t in trajectories)
             for trajectory in trajectories:
                 if trajectory.error is not None:  # a failed request is never a 0
