@@ -160,7 +160,7 @@ def test_a_refused_command_leaves_the_runs_recipe_as_it_was(tmp_path):
     [
         ({"hidden": {}}, "hidden.answer is missing"),
         ({"hidden": {"answer": "134"}}, "hidden.answer must be int, not str"),
-        ({"meta": {}}, "meta.a is missing"),
+        ({"meta": {"a": 46, "op": "+"}}, "meta.b is missing"),
         ({"meta": {"a": "46", "op": "+", "b": 88}}, "meta.a must be int, not str"),
         ({"meta": {"a": 46, "op": "/", "b": 88}}, "meta.op must be one of + - *"),
         ({"hidden": {"answer": 135}}, "hidden.answer 135 is not 46+88 = 134"),
@@ -175,3 +175,13 @@ def test_a_task_file_whose_task_lacks_what_its_environment_reads(tmp_path, chang
     recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
     assert_one_line_error(cli("generate", str(recipe_file)), "tasks.train_file", "task arithmetic/46+88", why)
     assert not (tmp_path / "run" / "trajectories").exists()
+
+
+def test_a_task_file_of_answers_only_serves_an_api_teacher_but_not_the_reference(tmp_path):
+    env = Arithmetic()
+    answers_only = [t.model_copy(update={"meta": {}}) for t in env.tasks("train", 4, 0)]  # a user's own tasks
+    (tmp_path / "train.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in answers_only))
+    recipe = small_recipe(tmp_path / "run", f"tasks.train_file='{tmp_path / 'train.jsonl'}'")
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    # Loads (verification needs only hidden.answer); the reference teacher, which works from meta, says why not.
+    assert_one_line_error(cli("generate", str(recipe_file)), f"task {answers_only[0].id}: no meta.a", "another teacher")

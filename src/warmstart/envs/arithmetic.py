@@ -22,6 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import WarmstartError
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import field_problem, final_assistant_text, hash_split
 
@@ -132,10 +133,15 @@ def reference_chain(a: int, op: str, b: int, error_rate: float, rng: random.Rand
 
 
 def problem_of_integer_task(task: Task, meta: dict[str, tuple[type, ...]] | None = None) -> str | None:
-    """What an arithmetic-family task lacks: an integer answer, the problem (`meta` a, op, b and any further
-    keys an environment names) its reference solver works from, and an answer that is the problem's."""
+    """What an arithmetic-family task lacks: an integer answer (what verification reads), and, where the
+    task names its problem in `meta` (a, op, b and any further keys an environment names: what the reference
+    solver works from), the whole problem, whose result the answer must be. A task without `meta` is one for
+    a teacher other than the reference (`reference` refuses it)."""
     wanted = {"a": (int,), "op": (str,), "b": (int,), **(meta or {})}
-    problem = field_problem(task.hidden, {"answer": (int,)}, "hidden") or field_problem(task.meta, wanted, "meta")
+    problem = field_problem(task.hidden, {"answer": (int,)}, "hidden")
+    if problem or not any(key in task.meta for key in wanted):
+        return problem
+    problem = field_problem(task.meta, wanted, "meta")
     if problem:
         return problem
     a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]
@@ -144,6 +150,17 @@ def problem_of_integer_task(task: Task, meta: dict[str, tuple[type, ...]] | None
     if EXACT[op](a, b) != task.hidden["answer"]:
         return f"hidden.answer {task.hidden['answer']} is not {a}{op}{b} = {EXACT[op](a, b)}"
     return None
+
+
+def require_problem(task: Task, meta: tuple[str, ...] = ("a", "op", "b")) -> None:
+    """The reference solver works the problem from `meta`: a task without it (a user's, answer only) is one
+    error naming it, not a KeyError."""
+    missing = [key for key in meta if key not in task.meta]
+    if missing:
+        raise WarmstartError(
+            f"task {task.id}: no meta.{missing[0]}, so the reference teacher cannot solve it (give the tasks "
+            "meta a, op, b, or use another teacher)"
+        )
 
 
 def verify_integer_answer(task: Task, trajectory: Trajectory) -> Verdict:
@@ -219,6 +236,7 @@ class Arithmetic:
         return problem_of_integer_task(task)
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
+        require_problem(task)
         lines, result = reference_chain(
             task.meta["a"], task.meta["op"], task.meta["b"], self.options.teacher_error_rate, rng
         )

@@ -30,7 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..lm.toolcalls import call_arguments
 from ..types import Message, Provenance, Task, ToolCall, ToolFunction, Trajectory, Verdict
-from .arithmetic import EXACT, Op, operand, problem_of_integer_task, reference_chain, split_of, verify_integer_answer
+from .arithmetic import (
+    EXACT,
+    Op,
+    operand,
+    problem_of_integer_task,
+    reference_chain,
+    require_problem,
+    split_of,
+    verify_integer_answer,
+)
 
 MAX_EXPRESSION_CHARS = 200
 MAX_RESULT = 10**100
@@ -167,6 +176,7 @@ class Calculator:
         return problem_of_integer_task(task, {"size": (str,)})
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
+        require_problem(task, ("a", "op", "b", "size"))
         a, op, b = task.meta["a"], task.meta["op"], task.meta["b"]
         if task.meta["size"] == "large":
             call = ToolCall(
