@@ -367,7 +367,8 @@ class CurateConfig(Section):
 
 # Knobs of speed, memory and bookkeeping, not of results: left out of a training stage's fingerprint, so
 # toggling one keeps a finished stage done and its checkpoints resumable (gradient checkpointing recomputes
-# the same activations; a compiled decoder computes the same function).
+# the same activations, and a compiled decoder computes the same function, up to the order of float sums:
+# GRPO under gradient checkpointing runs each row's prompt itself rather than once per group).
 NOT_RESULTS = {"compile", "gradient_checkpointing", "checkpoint_every", "keep_checkpoints"}
 
 
