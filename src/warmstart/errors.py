@@ -13,3 +13,9 @@ def error_line(exc: WarmstartError | OSError) -> str:
         return f"error: {exc}"
     where = f"{exc.filename}: " if exc.filename else ""
     return f"error: {where}{exc.strerror or exc}"
+
+
+def first_line(message, limit: int = 200) -> str:
+    """The first line of an exception's message (or any text), cut to `limit` characters: what a one-line
+    error quotes of a library's report, however many lines it ran to."""
+    return (str(message).strip().splitlines() or [""])[0][:limit]

@@ -99,22 +99,22 @@ def test_template_that_cannot_mark_assistant_turns(run, tmp_path):
     assert snapshot(Path(recipe.run.dir)) == before
 
 
+def task_files_recipe(tmp_path, train: list, eval_: list | None = None) -> Path:
+    """A recipe file whose train tasks (and eval tasks, where given) come from task files written here."""
+    files = {"train": train, **({"eval": eval_} if eval_ is not None else {})}
+    for split, tasks in files.items():
+        with JsonlAppender(tmp_path / f"{split}.jsonl") as writer:
+            for task in tasks:
+                writer.append(task)
+    keys = [f"tasks.{split}_file='{tmp_path / f'{split}.jsonl'}'" for split in files]
+    return write_recipe_file(tmp_path / "recipe.toml", small_recipe(tmp_path / "run", *keys))
+
+
 def test_eval_split_that_overlaps_train(tmp_path):
     env = Arithmetic()
     train, eval_ = env.tasks("train", 30, 0), env.tasks("eval", 10, 0)
     leaked = eval_[0].model_copy(update={"split": "train"})
-    with JsonlAppender(tmp_path / "train.jsonl") as w:
-        for task in [*train, leaked]:
-            w.append(task)
-    with JsonlAppender(tmp_path / "eval.jsonl") as w:
-        for task in eval_:
-            w.append(task)
-    recipe = small_recipe(
-        tmp_path / "run",
-        f"tasks.train_file='{tmp_path / 'train.jsonl'}'",
-        f"tasks.eval_file='{tmp_path / 'eval.jsonl'}'",
-    )
-    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    recipe_file = task_files_recipe(tmp_path, [*train, leaked], eval_)
     for stage in ("generate", "eval"):
         assert_one_line_error(cli(stage, str(recipe_file)), "eval split overlaps train", eval_[0].id)
     assert not (tmp_path / "run" / "trajectories").exists()
@@ -124,16 +124,7 @@ def test_a_task_file_that_gives_one_id_twice(tmp_path):
     env = Arithmetic()
     train, eval_ = env.tasks("train", 6, 0), env.tasks("eval", 3, 0)
     relabelled = train[1].model_copy(update={"id": train[0].id})  # another problem under the first one's id
-    for name, tasks in (("train", [*train, relabelled]), ("eval", [*eval_, eval_[0]])):
-        with JsonlAppender(tmp_path / f"{name}.jsonl") as w:
-            for task in tasks:
-                w.append(task)
-    recipe = small_recipe(
-        tmp_path / "run",
-        f"tasks.train_file='{tmp_path / 'train.jsonl'}'",
-        f"tasks.eval_file='{tmp_path / 'eval.jsonl'}'",
-    )
-    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    recipe_file = task_files_recipe(tmp_path, [*train, relabelled], [*eval_, eval_[0]])
     assert_one_line_error(
         cli("generate", str(recipe_file)), "tasks.train_file", f"task id {train[0].id!r} more than once"
     )
@@ -170,9 +161,7 @@ def test_a_task_file_whose_task_lacks_what_its_environment_reads(tmp_path, chang
     env = Arithmetic()
     good = env._task(46, "+", 88, "train")
     train = [*env.tasks("train", 4, 0), good.model_copy(update=change)]
-    (tmp_path / "train.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in train))
-    recipe = small_recipe(tmp_path / "run", f"tasks.train_file='{tmp_path / 'train.jsonl'}'")
-    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    recipe_file = task_files_recipe(tmp_path, train)
     assert_one_line_error(cli("generate", str(recipe_file)), "tasks.train_file", "task arithmetic/46+88", why)
     assert not (tmp_path / "run" / "trajectories").exists()
 
@@ -180,8 +169,6 @@ def test_a_task_file_whose_task_lacks_what_its_environment_reads(tmp_path, chang
 def test_a_task_file_of_answers_only_serves_an_api_teacher_but_not_the_reference(tmp_path):
     env = Arithmetic()
     answers_only = [t.model_copy(update={"meta": {}}) for t in env.tasks("train", 4, 0)]  # a user's own tasks
-    (tmp_path / "train.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in answers_only))
-    recipe = small_recipe(tmp_path / "run", f"tasks.train_file='{tmp_path / 'train.jsonl'}'")
-    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    recipe_file = task_files_recipe(tmp_path, answers_only)
     # Loads (verification needs only hidden.answer); the reference teacher, which works from meta, says why not.
     assert_one_line_error(cli("generate", str(recipe_file)), f"task {answers_only[0].id}: no meta.a", "another teacher")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from fake_api import FakeAPI
 from helpers import small_recipe
 from warmstart.config import PolicySpec
 from warmstart.envs.arithmetic import Arithmetic, ArithmeticOptions
 from warmstart.errors import WarmstartError
+from warmstart.metrics.tally import unscored
 from warmstart.runs.costs import CostLedger
+from warmstart.runs.directory import model_files
+from warmstart.stages import evaluate
 from warmstart.stages.evaluate import evaluate_policy
 from warmstart.types import Verdict
 
@@ -47,10 +53,7 @@ def test_a_policy_whose_every_sample_crashed_the_verifier_is_an_error(tmp_path):
 
 
 def test_eval_reports_intervals_paired_differences_and_keeps_every_sample_with_its_verdict(tmp_path):
-    import json
-
     from warmstart.runs.jsonl import read_records
-    from warmstart.stages import evaluate
     from warmstart.types import Trajectory
 
     recipe = small_recipe(
@@ -77,15 +80,12 @@ def test_eval_reports_intervals_paired_differences_and_keeps_every_sample_with_i
 
 
 def test_a_comparison_of_a_policy_eval_does_not_have_is_refused(tmp_path):
-    from warmstart.stages import evaluate
-
     recipe = small_recipe(tmp_path, "eval.policies.teacher='reference'", "eval.compare=[['teacher', 'nobody']]")
     with pytest.raises(WarmstartError, match="eval.compare: 'nobody' is not a policy of eval.policies"):
         evaluate.run(recipe)
 
 
 def api_policy_row(tmp_path, faults: list[str], *overrides: str) -> dict:
-    from fake_api import FakeAPI
 
     with FakeAPI() as api:
         api.faults = faults
@@ -102,8 +102,6 @@ def test_failed_requests_are_counted_apart_and_past_eval_max_error_rate_eval_sto
     row = api_policy_row(tmp_path / "one", ["500"])
     assert row["pass@1"] == 1.0 and row["request_errors"] == 1 and row["infra_errors"] == 0
     assert row["tasks_scored"] == 10
-    from warmstart.metrics.tally import unscored
-
     assert unscored(row) == "1 failed requests"
     # Past the cap: an error, not a pass@1 over what happened to be answered.
     with pytest.raises(WarmstartError, match=r"eval.policies.api: 2 of 20 samples' requests failed, more than eval"):
@@ -114,11 +112,6 @@ def test_failed_requests_are_counted_apart_and_past_eval_max_error_rate_eval_sto
 
 
 def test_eval_is_done_again_when_its_task_file_or_a_models_files_change(tmp_path):
-    import json
-
-    from warmstart.runs.directory import model_files
-    from warmstart.stages import evaluate
-
     env = Arithmetic()
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text("".join(t.model_dump_json() + "\n" for t in env.tasks("eval", 6, 0)))
@@ -145,8 +138,6 @@ def test_eval_is_done_again_when_its_task_file_or_a_models_files_change(tmp_path
 
 
 def test_a_missing_model_is_refused_before_any_policy_is_evaluated_and_long_names_fit(tmp_path):
-    from warmstart.stages import evaluate
-
     recipe = small_recipe(tmp_path / "run", "eval.k=1", "eval.policies={first='reference', gone='run:missing'}")
     with pytest.raises(WarmstartError, match=r"eval.policies.gone: no model directory or .gguf file at .*missing"):
         evaluate.run(recipe)
@@ -159,24 +150,9 @@ def test_a_missing_model_is_refused_before_any_policy_is_evaluated_and_long_name
 
 
 def test_a_stopped_eval_bills_what_it_spent_and_eval_money_is_not_per_accepted_trajectory(tmp_path):
-    import json
-
-    from fake_api import FakeAPI
-    from warmstart.stages import evaluate
-
-    prices = tmp_path / "prices.toml"
-    prices.write_text('[models."fake-model"]\ninput = 1.0\noutput = 2.0\n')
     with FakeAPI() as api:
         api.faults = ["500"] * 5
-        recipe = small_recipe(
-            tmp_path / "run",
-            "eval.k=2",
-            "api.max_retries=0",
-            "api.concurrency=1",
-            f"api.prices='{prices}'",
-            f"eval.policies={{api='openai:fake-model@{api.url}/v1'}}",
-            eval_=10,
-        )
+        recipe = priced_api_recipe(tmp_path, api, "eval.k=2", "api.max_retries=0", "api.concurrency=1", eval_=10)
         with pytest.raises(WarmstartError, match="5 of 20 samples' requests failed"):
             evaluate.run(recipe)
     costs = json.loads((tmp_path / "run" / "costs.json").read_text())
@@ -187,25 +163,18 @@ def test_a_stopped_eval_bills_what_it_spent_and_eval_money_is_not_per_accepted_t
 
 
 def test_an_eval_stopped_mid_call_bills_the_requests_that_had_finished(tmp_path):
-    import json
-
-    from fake_api import FakeAPI
-    from warmstart.stages import evaluate
-
-    prices = tmp_path / "prices.toml"
-    prices.write_text('[models."fake-model"]\ninput = 1.0\noutput = 2.0\n')
     with FakeAPI(slow_s=1.0) as api:
         api.faults = [None, None, None, "late_401"]  # the key refused once three replies were paid for
-        recipe = small_recipe(
-            tmp_path / "run",
-            "eval.k=1",
-            "eval.batch_size=4",
-            "api.concurrency=4",
-            f"api.prices='{prices}'",
-            f"eval.policies={{api='openai:fake-model@{api.url}/v1'}}",
-            eval_=4,
-        )
+        recipe = priced_api_recipe(tmp_path, api, "eval.k=1", "eval.batch_size=4", "api.concurrency=4", eval_=4)
         with pytest.raises(WarmstartError, match="HTTP 401"):
             evaluate.run(recipe)
     entry = json.loads((tmp_path / "run" / "costs.json").read_text())["stages"]["eval"]
     assert entry["status"] == "failed" and entry["api"]["requests"] == 3
+
+
+def priced_api_recipe(tmp_path, api, *overrides: str, eval_: int):
+    """A run whose one eval row is the loopback API `api`, priced at $1 / $2 per million tokens in / out."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."fake-model"]\ninput = 1.0\noutput = 2.0\n')
+    policy = f"eval.policies={{api='openai:fake-model@{api.url}/v1'}}"
+    return small_recipe(tmp_path / "run", *overrides, f"api.prices='{prices}'", policy, eval_=eval_)

@@ -30,6 +30,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -81,5 +83,5 @@ def warn_eager(key: str, error: BaseException) -> None:
     # Dynamo wraps the backend's error (BackendCompilerFailed, "backend=... raised:"): the innermost says why.
     while getattr(error, "inner_exception", None) is not None or error.__cause__ is not None:
         error = getattr(error, "inner_exception", None) or error.__cause__
-    reason = (str(error).strip().splitlines() or [""])[0][:300]  # one line, however long the compiler's report
+    reason = first_line(error, 300)  # however long the compiler's report
     log.warning("%s: torch.compile failed (%s: %s); running eager", key, type(error).__name__, reason)

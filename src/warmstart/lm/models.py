@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ..errors import WarmstartError
+from ..errors import WarmstartError, first_line
 from .paths import resolve_model_path
 
 # transformers dequantizes GGUF through the `gguf` package and refuses without `accelerate` installed.
@@ -37,8 +37,9 @@ def loading(path, key: str):
     except WarmstartError:
         raise
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        why = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise WarmstartError(f"{key}: cannot load the model at {path} ({type(exc).__name__}: {why})") from None
+        raise WarmstartError(
+            f"{key}: cannot load the model at {path} ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
 
 
 def load_tokenizer(path: str | Path, key: str):

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import httpx2
 
-from ..errors import WarmstartError
+from ..errors import WarmstartError, first_line
 from ..types import Message, Record, Sampling, Usage
 from .limits import RETRYABLE_STATUS, Failure, classify
 
@@ -160,7 +160,7 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
     except sdk.APIStatusError as exc:
         if exc.status_code == 404:
             return None  # no model list here: the first request will say if the model is unknown
-        said = f"{base_url} answered HTTP {exc.status_code} to the model list ({one_line(exc.message)})"
+        said = f"{base_url} answered HTTP {exc.status_code} to the model list ({first_line(exc.message)})"
         if exc.status_code in RETRYABLE_STATUS:
             return Retry(said)
         raise WarmstartError(f"{where}: {said}") from None
@@ -188,10 +188,6 @@ def within(seconds: float, call):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
-
-
-def one_line(text: str) -> str:
-    return (str(text).strip().splitlines() or [""])[0][:200]
 
 
 def sdk_tls_context():

@@ -21,19 +21,28 @@ from typing import Iterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import WarmstartError
+from ..errors import WarmstartError, first_line
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-def _complete_length(path: Path) -> tuple[int, bool]:
-    """Byte length of the file up to and including its last newline, and whether what follows it is a
-    whole record written without its newline (kept: see the module docstring)."""
-    with path.open("rb") as f:
-        data = f.read()
+def end_cleanly(path: Path) -> None:
+    """Make `path` (where it exists) end with a newline before anything is appended: a torn last line is cut
+    off, a whole last record written without its newline is ended (see the module docstring). Appended to
+    as it was, a torn line would become a bad line in the middle of the file."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
     keep = data.rfind(b"\n") + 1
-    return keep, keep < len(data) and is_json_object(data[keep:])
+    if keep == len(data):
+        return
+    if is_json_object(data[keep:]):
+        with path.open("ab") as f:
+            f.write(b"\n")
+        return
+    log.warning("%s: cutting a torn last line before appending", path)
+    os.truncate(path, keep)
 
 
 def read_records(path: Path, model: type[M]) -> list[M]:
@@ -75,7 +84,7 @@ def is_json_object(line: bytes) -> bool:
 def why(exc: ValueError) -> str:
     """The first problem pydantic found, with the field it is in: `id: Input should be a valid string`."""
     if not isinstance(exc, ValidationError) or not exc.errors():
-        return str(exc).splitlines()[0]
+        return first_line(exc)
     errors = exc.errors()
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"])
@@ -97,15 +106,8 @@ class JsonlAppender:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            unended = False
-            if self.path.exists():
-                keep, unended = _complete_length(self.path)
-                if keep != self.path.stat().st_size and not unended:
-                    log.warning("%s: cutting a torn last line before appending", self.path)
-                    os.truncate(self.path, keep)
+            end_cleanly(self.path)
             self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            if unended:  # a whole last record without its newline: end it, then append after it
-                os.write(self._fd, b"\n")
             self._size = os.fstat(self._fd).st_size
         except OSError as exc:
             raise fs_error(self.path, "cannot write to it", exc) from None
@@ -161,7 +163,7 @@ def read_json(path: Path, shape: type = dict):
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:  # not JSON, not UTF-8, unreadable
-        raise WarmstartError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+        raise WarmstartError(f"{path}: not valid JSON ({first_line(exc)})") from None
     if not isinstance(data, shape):
         raise WarmstartError(f"{path}: holds a JSON {type(data).__name__}, not the {shape.__name__} warmstart writes")
     return data

@@ -12,15 +12,13 @@ one error naming the extra. W&B runs offline unless `WANDB_API_KEY` is set (or `
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
 from pathlib import Path
 
 from ..errors import WarmstartError
-
-log = logging.getLogger(__name__)
+from .jsonl import end_cleanly
 
 SCALARS = {
     "loss": "training loss of the step (SFT: per target token; GRPO: the clipped objective)",
@@ -45,7 +43,7 @@ class Tracker:
     def __init__(self, root: Path, stage: str, to: list[str], project: str, config: dict):
         self.root, self.stage = Path(root), stage
         self.path = self.root / "metrics.jsonl"
-        cut_torn_line(self.path)
+        end_cleanly(self.path)  # a line a kill cut short would become a bad middle line
         self.backends = [open_backend(name, self.root, stage, project, config) for name in to if name != "jsonl"]
 
     def log(self, step: int, scalars: dict[str, float | None]) -> None:
@@ -65,18 +63,6 @@ class Tracker:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def cut_torn_line(path: Path) -> None:
-    """A line a kill cut short (no newline at the end) is cut off before more are appended: appended to, it
-    would become a bad line in the middle of the file, which `read_metrics` refuses."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        log.warning("%s: cutting a torn last line before appending", path)
-        os.truncate(path, keep)
 
 
 def read_metrics(root: Path) -> list[dict]:
