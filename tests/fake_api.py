@@ -30,6 +30,11 @@ and replies no real server should send, which a client must survive:
     other_model        a 200 that says another model answered
     no_finish          a 200 with no finish_reason (OpenAI) / a null stop_reason (Anthropic)
     server_tool        (Anthropic) a 200 whose content starts with a server_tool_use block
+    endless            a 200 whose body never ends (chunked, written until the client goes away)
+    oversized          a 200 declaring a Content-Length of 10 GiB (its body trickles, never whole)
+    gzip_bomb          a 200 of ~100 KB gzip that expands to `BOMB_BYTES`
+
+and replies as a server may encode them: `gzip`, `deflate` (raw deflate, as some servers send it).
 
 Beside faults, a server can behave like a real teacher (`Teacher`): answer each problem right with a
 known probability (`pass_rate(problem)`, drawn per request from the request's seed, so sample i of a
@@ -43,7 +48,8 @@ counts a provider could bill (what a client's ledger should add up to; a `slow` 
 has stopped waiting for when it comes, an `event_stream` one, whose counts it cannot read, and the
 `huge_*usage` ones, which no provider bills, are left out). `models_fault` ("html") spoils the model
 list, which is otherwise served whole; `models_faults` queues one fault per model-list request ("429",
-"503", "529", or "trickle": a byte every 0.2 s, never the whole body). `held`, a cleared threading.Event, holds every reply until it is
+"503", "529", or "trickle": a byte every 0.2 s, never the whole body; "endless", "oversized", "gzip_bomb" as above,
+for any GET). `held`, a cleared threading.Event, holds every reply until it is
 set: a client caught mid-request for as long as a test needs.
 
 With no fault queued it answers correctly: for "What is A+B? ..." it replies "Answer: <A+B>". Every
@@ -54,16 +60,20 @@ logprobs: a completion with no logprobs at all (a server that cannot score a pro
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import random
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 HTML_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+BOMB_BYTES = 100 * 2**20
 PROBLEM_RE = re.compile(r"What is (-?\d+)([+\-*])(-?\d+)\?")
 MODELS = ["fake-model", "claude-fake-1"]
 CHAOS_FAULTS = [
@@ -226,6 +236,8 @@ class FakeAPI:
                         self.wfile.flush()
                         time.sleep(0.2)
                     return None
+                if queued in BODY_FAULTS:  # any GET: the model list, a rollout server's weight version
+                    return self._body_fault(queued)
                 if self.path.rstrip("/").endswith("/models") and api.models_fault == "html":
                     return self._raw(200, HTML_PAGE, content_type="text/html")
                 if self.path.rstrip("/").endswith("/models"):
@@ -284,6 +296,8 @@ class FakeAPI:
                     return
                 if fault == "malformed":
                     return self._raw(200, b"{this is not json")
+                if fault in BODY_FAULTS:
+                    return self._body_fault(fault)
                 if fault == "html":
                     return self._raw(200, HTML_PAGE, content_type="text/html")
                 text = answer_text(body, fault)
@@ -308,7 +322,33 @@ class FakeAPI:
                 if fault == "event_stream":  # what a server that streams whatever it is asked sends
                     events = b"data: " + json.dumps(reply).encode() + b"\n\ndata: [DONE]\n\n"
                     return self._raw(200, events, content_type="text/event-stream")
+                if fault in ("gzip", "deflate"):
+                    return self._raw(200, ENCODE[fault](json.dumps(reply).encode()), {"content-encoding": fault})
                 self._json(200, reply)
+
+            def _body_fault(self, fault: str):
+                """A 200 whose body is too large for any client to hold (`endless`, `oversized`, `gzip_bomb`)."""
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                if fault == "gzip_bomb":
+                    bomb = gzip_bomb()
+                    self.send_header("content-encoding", "gzip")
+                    self.send_header("content-length", str(len(bomb)))
+                    self.end_headers()
+                    return self.wfile.write(bomb)
+                self.send_header(
+                    *(("content-length", str(10 * 2**30)) if fault == "oversized" else ("transfer-encoding", "chunked"))
+                )
+                self.end_headers()
+                chunk = b'{"pad": "' + b"a" * 65536
+                try:
+                    for _ in range(1_000_000):  # ~64 GB: more than any test would wait for
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if fault == "endless" else chunk[:1])
+                        if fault == "oversized":
+                            time.sleep(0.1)
+                except OSError:  # the client went away
+                    pass
+                self.close_connection = True
 
             def _error(self, fault: str):
                 status = {"500": 500, "529": 529, "401": 401}.get(fault, 429)
@@ -330,6 +370,16 @@ class FakeAPI:
                 self.wfile.write(data)
 
         return Handler
+
+
+BODY_FAULTS = ("endless", "oversized", "gzip_bomb")
+# A server's own compression; `deflate` raw, as some servers send it (HTTP's is zlib-wrapped).
+ENCODE = {"gzip": gzip.compress, "deflate": lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)}
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    return gzip.compress(b'{"pad": "' + b" " * BOMB_BYTES, compresslevel=9)
 
 
 def answer_text(body: dict, fault: str | None = None) -> str:

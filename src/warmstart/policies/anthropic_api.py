@@ -35,6 +35,7 @@ from .backend import (
     sdk_tls_context,
     served_models,
 )
+from .bounded_http import async_http_client, http_client
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -76,7 +77,7 @@ class AnthropicBackend:
     ) -> Reply:
         if self.client is None:
             # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
-            http = anthropic.DefaultAsyncHttpxClient(base_url=self.endpoint, timeout=self.timeout_s, verify=self.tls)
+            http = async_http_client(anthropic, self.timeout_s, base_url=self.endpoint, verify=self.tls)
             self.client = anthropic.AsyncAnthropic(
                 base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http
             )
@@ -112,7 +113,10 @@ class AnthropicBackend:
 
 def check_model(base_url: str, key: str, model: str, where: str) -> None:
     served = served_models(
-        anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), anthropic, base_url, where
+        anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, http_client=http_client(anthropic, 15.0)),
+        anthropic,
+        base_url,
+        where,
     )
     if model.endswith("-latest"):
         return

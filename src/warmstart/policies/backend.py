@@ -17,6 +17,7 @@ import httpx2
 
 from ..errors import WarmstartError, first_line
 from ..types import Message, Record, Sampling, Usage
+from .bounded_http import ReplyTooLarge, reply_too_large
 from .limits import RETRYABLE_STATUS, Failure, classify
 
 
@@ -89,6 +90,8 @@ def request_error(exc: Exception, sdk) -> RequestError:
     if isinstance(exc, sdk.APIStatusError):
         body = json.dumps(exc.body) if exc.body is not None else ""
         return RequestError(classify(exc.status_code, body, dict(exc.response.headers), exc.message))
+    if too_large := reply_too_large(exc):  # asked again, as a server error; a 200 was likely billed (how much: unknown)
+        return RequestError(Failure(True, f"invalid reply: {too_large}"), bill_unknown=too_large.status == 200)
     return RequestError(classify(None, "", None, f"{type(exc).__name__}: {exc}"))
 
 
@@ -153,7 +156,9 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
         return Retry(f"{base_url} did not answer the model list within {MODEL_LIST_TRY_S:g} s")
     except sdk.APITimeoutError:
         return Retry(f"{base_url} did not answer the model list within {MODEL_LIST_TRY_S:g} s")
-    except sdk.APIConnectionError:
+    except (ReplyTooLarge, sdk.APIConnectionError) as exc:
+        if too_large := reply_too_large(exc):
+            raise WarmstartError(f"{where}: {base_url}: {too_large}") from None
         raise WarmstartError(f"{where}: cannot reach {base_url}") from None
     except sdk.AuthenticationError:
         raise WarmstartError(f"{where}: {base_url} rejected the API key") from None

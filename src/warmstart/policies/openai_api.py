@@ -32,6 +32,7 @@ from .backend import (
     served_models,
     whole_count,
 )
+from .bounded_http import async_http_client, http_client
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -39,7 +40,10 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 def check_endpoint(base_url: str, key: str, model: str, where: str) -> None:
     """Fail before spending anything when the server is unreachable, the key is bad or the model unknown."""
     served = served_models(
-        openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=15.0), openai, base_url, where
+        openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, http_client=http_client(openai, 15.0)),
+        openai,
+        base_url,
+        where,
     )
     require_served(model, served, lambda wanted, name: wanted == name, base_url, where)
 
@@ -128,7 +132,7 @@ class OpenAIBackend:
 
     def _new_client(self) -> openai.AsyncOpenAI:
         # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
-        http = openai.DefaultAsyncHttpxClient(base_url=self.endpoint, timeout=self.timeout_s, verify=self.tls)
+        http = async_http_client(openai, self.timeout_s, base_url=self.endpoint, verify=self.tls)
         return openai.AsyncOpenAI(
             base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http
         )

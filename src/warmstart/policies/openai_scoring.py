@@ -21,6 +21,7 @@ import openai
 from ..config import PolicySpec
 from ..errors import WarmstartError
 from .backend import api_key
+from .bounded_http import http_client
 from .openai_api import DEFAULT_BASE_URL, check_endpoint
 
 
@@ -35,7 +36,9 @@ class RemoteScorer:
 
     def __init__(self, model: str, base_url: str, api_key: str, timeout_s: float, concurrency: int, max_retries: int):
         self.model, self.base_url, self.concurrency = model, base_url, concurrency
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=api_key, max_retries=max_retries, http_client=http_client(openai, timeout_s)
+        )
 
     def score(self, sequences: list[list[int]]) -> list[ScoredSequence]:
         """One ScoredSequence per sequence, in order."""

@@ -31,6 +31,7 @@ from ..errors import WarmstartError
 from ..lm.generation import Sampled
 from ..types import Sampling
 from .backend import api_key, served_models
+from .bounded_http import http_client
 from .openai_api import check_endpoint
 
 WHERE = "grpo.rollout_server"
@@ -43,8 +44,10 @@ class RolloutServer:
     def __init__(self, name: str, base_url: str, key: str, timeout_s: float, concurrency: int, max_retries: int):
         self.base_name, self.base_url, self.key, self.concurrency = name, base_url, key, concurrency
         self.policy = name  # the model name requests use: the base, or the newest adapter
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout_s, max_retries=max_retries)
-        self.http = httpx2.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"})
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=key, max_retries=max_retries, http_client=http_client(openai, timeout_s)
+        )
+        self.http = http_client(openai, timeout_s, headers={"Authorization": f"Bearer {key}"})
 
     def close(self) -> None:
         self.client.close()
@@ -107,14 +110,16 @@ class RolloutServer:
         return None if info.get("weight_version") is None else str(info["weight_version"])
 
     def served(self) -> list[str]:
-        client = openai.OpenAI(base_url=self.base_url, api_key=self.key, max_retries=0, timeout=15.0)
+        client = openai.OpenAI(
+            base_url=self.base_url, api_key=self.key, max_retries=0, http_client=http_client(openai, 15.0)
+        )
         return served_models(client, openai, self.base_url, WHERE) or []
 
     def _post(self, path: str, body: dict, under_v1: bool) -> None:
         url = (self.base_url if under_v1 else self.root) + path
         try:
             answer = self.http.post(url, json=body)
-        except httpx2.HTTPError as exc:
+        except (httpx2.HTTPError, ValueError) as exc:  # ValueError: an answer past its bound (bounded_http)
             raise WarmstartError(f"{WHERE}: cannot reach {url}: {one_line(str(exc)) or type(exc).__name__}") from None
         if answer.status_code != 200 or not accepted(answer):
             raise WarmstartError(f"{WHERE}: {url} refused {body}: HTTP {answer.status_code} {reason(answer)}")
