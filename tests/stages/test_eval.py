@@ -162,6 +162,28 @@ def test_a_stopped_eval_bills_what_it_spent_and_eval_money_is_not_per_accepted_t
     assert costs["total"]["usd_per_accepted_trajectory"] is None  # no teacher data was bought
 
 
+def test_what_earlier_eval_runs_paid_stays_in_costs_json_when_eval_runs_again(tmp_path):
+    unit = (20 * 1.0 + 6 * 2.0) / 1e6  # one reply's price
+    with FakeAPI() as api:
+        api.faults = ["500"] * 5
+        overrides = ("eval.k=2", "api.max_retries=0", "api.concurrency=1")
+        with pytest.raises(WarmstartError, match="5 of 20 samples' requests failed"):
+            evaluate.run(priced_api_recipe(tmp_path, api, *overrides, eval_=10))
+        evaluate.run(priced_api_recipe(tmp_path, api, *overrides, eval_=10))  # 15 from the cache, 5 asked again
+        costs = json.loads((tmp_path / "run" / "costs.json").read_text())
+        entry = costs["stages"]["eval"]
+        assert entry["api"]["requests"] == 5 and entry["api"]["cache_hits"] == 15
+        assert entry["api_earlier_runs"]["runs"] == 1 and entry["api_earlier_runs"]["requests"] == 15
+        assert costs["total"]["usd"] == pytest.approx(20 * unit)
+        # Another setting: every sample asked again, and both earlier runs' bills carried.
+        evaluate.run(priced_api_recipe(tmp_path, api, *overrides, "eval.temperature=0.5", eval_=10))
+    costs = json.loads((tmp_path / "run" / "costs.json").read_text())
+    entry = costs["stages"]["eval"]
+    assert entry["api"]["requests"] == 20 and entry["api_earlier_runs"]["runs"] == 2
+    assert entry["api_earlier_runs"]["requests"] == 20 and entry["api_earlier_runs"]["usd"] == pytest.approx(20 * unit)
+    assert costs["total"]["usd"] == pytest.approx(40 * unit) and len(api.billed) == 40
+
+
 def test_an_eval_stopped_mid_call_bills_the_requests_that_had_finished(tmp_path):
     with FakeAPI(slow_s=1.0) as api:
         api.faults = [None, None, None, "late_401"]  # the key refused once three replies were paid for

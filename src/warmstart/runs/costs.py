@@ -4,7 +4,8 @@ Stages that call a policy add up the usage of every turn of every trajectory (`C
 the summary in the manifest under their stage; `write_costs` then rebuilds `costs.json` from the
 manifest: per stage the API money (or a flag naming the models with no price: an unknown price is
 never counted as 0) and the stage's wall seconds, with totals and the money per accepted (verified)
-trajectory of the generate stages.
+trajectory of the generate stages. A stage whose rerun starts its ledger afresh (eval) carries what its
+earlier runs paid (`carried_spend`), and the totals count it: money spent is never dropped from the table.
 
 Not priced: Anthropic's cache-write premium (cache writes are counted as plain input tokens).
 """
@@ -150,6 +151,25 @@ def describe(stage: str, cost: dict) -> str:
     )
 
 
+SPEND_FIELDS = ("requests", "tokens_in", "tokens_cached", "tokens_out")
+
+
+def carried_spend(entry: dict | None) -> dict | None:
+    """What the earlier runs of a stage paid, where the entry recording them is about to be replaced by a run
+    whose ledger starts from nothing (eval asks every sample again, so an earlier run's bill is in no later
+    run's ledger): the entry's own spend and what it had carried, summed; None where they paid nothing."""
+    parts = [p for p in ((entry or {}).get("api_cost"), (entry or {}).get("api_cost_earlier_runs")) if p]
+    parts = [p for p in parts if p.get("requests")]
+    if not parts:
+        return None
+    return {
+        "runs": sum(p.get("runs", 1) for p in parts),
+        **{field: sum(p.get(field, 0) for p in parts) for field in SPEND_FIELDS},
+        "usd": None if any(p["usd"] is None for p in parts) else round(sum(p["usd"] for p in parts), 6),
+        "unknown_price_models": sorted({m for p in parts for m in p["unknown_price_models"]}),
+    }
+
+
 def write_costs(root: Path, manifest: dict) -> dict:
     """costs.json from the manifest's stages: money and seconds per stage, and totals."""
     stages, usd, unknown, accepted = {}, 0.0, set(), 0
@@ -167,6 +187,11 @@ def write_costs(root: Path, manifest: dict) -> dict:
                 accepted += cost["accepted"]
                 data_usd += cost["usd"] or 0.0
                 data_unknown |= cost["usd"] is None
+        earlier = info.get("api_cost_earlier_runs")
+        if earlier:  # paid by runs of the stage this entry replaced: money spent all the same
+            entry["api_earlier_runs"] = earlier
+            unknown |= set(earlier["unknown_price_models"])
+            usd += earlier["usd"] or 0.0
         stages[name] = entry
     total_usd = None if unknown else round(usd, 6)
     summary = {

@@ -30,7 +30,7 @@ from ..lm.paths import resolve_model_path
 from ..metrics.tally import PassTally, compare, unscored
 from ..policies.api import finished_rollouts
 from ..policies.spec import resolve
-from ..runs.costs import CostLedger, load_prices
+from ..runs.costs import CostLedger, carried_spend, load_prices
 from ..runs.directory import RunDir, model_files, sample_paths
 from ..runs.jsonl import JsonlAppender, read_json, write_json_atomic
 from ..runs.progress import progress_bar
@@ -171,6 +171,8 @@ def run(recipe: Recipe) -> Path:
                 cfg.k,
             )
         ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+        earlier = carried_spend(run_dir.manifest()["stages"].get("eval"))  # this entry replaces theirs
+        spent = {"api_cost_earlier_runs": earlier} if earlier else {}
         unknown = [name for pair in cfg.compare for name in pair if name not in specs]
         if unknown:
             raise WarmstartError(f"eval.compare: {unknown[0]!r} is not a policy of eval.policies")
@@ -186,7 +188,7 @@ def run(recipe: Recipe) -> Path:
                     for name, spec in specs.items()
                 }
         except BaseException:
-            stage.summary = {"api_cost": ledger.summary()}  # a stopped eval's spend is in costs.json too
+            stage.summary = {"api_cost": ledger.summary(), **spent}  # a stopped eval's spend is in costs.json too
             raise
         for name in results:
             results[name]["gap_closed"] = gap_closed(results, name)
@@ -203,7 +205,7 @@ def run(recipe: Recipe) -> Path:
         write_json_atomic(out, summary)
         with run_dir.tracker("eval") as tracker:
             tracker.log(0, {f"pass@1/{name}": r["pass@1"] for name, r in results.items()})
-        stage.summary = {"api_cost": ledger.summary()}
+        stage.summary = {"api_cost": ledger.summary(), **spent}
     print_table(summary, cfg.k)
     return out
 
