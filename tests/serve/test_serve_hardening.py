@@ -4,11 +4,15 @@ refusals as JSON, and the management endpoints off unless their flag is given.""
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
+import time
 from urllib.parse import urlsplit
 
 import openai
@@ -167,17 +171,52 @@ def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path):
     assert done.returncode == 1 and f"error: serve: cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
-def test_sigterm_stops_the_server_as_ctrl_c_does(model_dir, tmp_path):
-    import select
-    import signal
-
-    command = [sys.executable, "-m", "warmstart.cli", "serve", str(model_dir), "--port", "0"]
+def serve_process(model_dir, *flags: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "warmstart.cli", "serve", str(model_dir), "--port", "0", *flags]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([process.stdout], [], [], 90)
+    line = process.stdout.readline() if ready else ""
+    assert " on http://127.0.0.1:" in line, line
+    return process, line.split()[-1]
+
+
+def test_sigterm_stops_the_server_as_ctrl_c_does(model_dir, tmp_path):
+    process, _ = serve_process(model_dir)
     try:
-        ready, _, _ = select.select([process.stdout], [], [], 90)
-        assert ready and " on http://127.0.0.1:" in process.stdout.readline()
         process.send_signal(signal.SIGTERM)  # what docker stop and systemd send
         assert process.wait(timeout=30) == 0  # closed and stopped, not killed by the signal (-15)
     finally:
         process.kill()
     assert "Traceback" not in process.stderr.read()
+
+
+def test_shutdown_answers_the_requests_in_progress_and_refuses_new_ones(model_dir):
+    process, url = serve_process(model_dir)
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    try:
+        kept = http_client.HTTPConnection(host, port, timeout=60)
+        kept.request("GET", "/health")  # a connection kept alive across the shutdown
+        assert kept.getresponse().read()
+        # A request in progress when the signal comes, for as long as the test needs: its body half sent.
+        body = json.dumps({"model": "tiny", "messages": QUESTION, "max_tokens": 8}).encode()
+        slow = socket.create_connection((host, port), timeout=60)
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        slow.sendall(head.encode() + body[:10])
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)  # what docker stop and systemd send
+        time.sleep(1.0)
+        kept.request("POST", "/v1/chat/completions", json.dumps({"model": "tiny", "messages": QUESTION}))
+        refused = kept.getresponse()
+        assert refused.status == 503 and error_of(refused.read())["code"] == "server_shutting_down"
+        with pytest.raises(ConnectionRefusedError):  # the listening socket is closed: no new connection
+            socket.create_connection((host, port), timeout=5)
+        assert process.poll() is None  # still waiting for the request in progress
+        slow.sendall(body[10:])
+        answer = slow.makefile("rb").read()  # the whole answer, then the connection closes
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+    status_line, _, payload = answer.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 200") and json.loads(payload)["choices"][0]["message"]["content"]
+    log = process.stderr.read()
+    assert "shutting down once 1 request(s) in progress are answered" in log and "Traceback" not in log

@@ -83,6 +83,7 @@ from ..lm.models import load_model_and_tokenizer
 from . import admin
 from .admission import ContextLimit, context_window, longest_token_chars
 from .completions import CompletionRequest, completion_json, parse_completion_request
+from .draining import InProgress, finish_in_progress
 from .engine import AdapterGone, BatchEngine, Job, RequestTimeout
 from .lora import linear_layers
 from .metrics import ServerMetrics
@@ -133,6 +134,7 @@ class ChatServer:
         self.linears, self.weight_shapes = linear_layers(model), weight_shapes(model)
         self.engine = BatchEngine(model, tokenizer.pad_token_id, stop_ids, max_batch, on_slice=self._sliced)
         self.metrics = ServerMetrics(self.engine)
+        self.in_progress = InProgress()  # the requests being answered: shutdown finishes them first
 
     def _sliced(self, rows: int) -> None:
         self.metrics.slice_rows.observe(rows)
@@ -329,6 +331,16 @@ class Handler(BaseHTTPRequestHandler):
         raise ApiError(405, f"method {self.command} is not allowed: this server answers GET and POST")
 
     def _answer(self, route) -> None:
+        """Run a route, counted as in progress; while the server shuts down, a 503 (draining.py)."""
+        in_progress = self.server.app.in_progress
+        if not in_progress.enter():
+            return self._run(shutting_down)
+        try:
+            self._run(route)
+        finally:
+            in_progress.leave()
+
+    def _run(self, route) -> None:
         """Run a route; every failure becomes an OpenAI error body, never a traceback for the client."""
         path = urlsplit(self.path).path
         try:
@@ -416,6 +428,10 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)  # one line per request would drown the batch log
 
 
+def shutting_down(path: str) -> None:
+    raise ApiError(503, "the server is shutting down; ask again elsewhere or later", code="server_shutting_down")
+
+
 def _json_object(raw: bytes) -> dict:
     try:
         body = json.loads(raw)
@@ -478,13 +494,14 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        httpd.server_close()
-        app.engine.stop()
+        httpd.server_close()  # no new connection; those kept alive are answered 503
+        finish_in_progress(app.in_progress, app.engine)
 
 
 def stop_on_sigterm() -> None:
     """SIGTERM (what `docker stop`, systemd and `kill` send) stops the server as Ctrl-C does: the socket
-    closed, the engine stopped; without this it killed the process with no cleanup."""
+    closed, the requests in progress answered, the engine stopped; without this it killed the process with
+    no cleanup."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
