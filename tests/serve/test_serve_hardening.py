@@ -220,3 +220,23 @@ def test_shutdown_answers_the_requests_in_progress_and_refuses_new_ones(model_di
     assert status_line.startswith(b"HTTP/1.1 200") and json.loads(payload)["choices"][0]["message"]["content"]
     log = process.stderr.read()
     assert "shutting down once 1 request(s) in progress are answered" in log and "Traceback" not in log
+
+
+def test_a_request_whose_client_went_away_is_dropped_not_generated_to_its_end(model_dir):
+    # One sequence at a time, 300 prompts in one request: ~15 s of work queued behind each other.
+    process, url = serve_process(model_dir, "--max-batch", "1")
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    try:
+        body = json.dumps({"model": "tiny", "prompt": ["what is 2 plus 3?"] * 300, "max_tokens": 230}).encode()
+        gone = socket.create_connection((host, port), timeout=60)
+        gone.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(1.0)
+        gone.close()  # the client gives up
+        status, _, _ = http("POST", url + "/chat/completions", {"model": "tiny", "messages": QUESTION, "max_tokens": 4})
+        health = json.loads(http("GET", url.removesuffix("/v1") + "/health")[2])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert status == 200
+    assert health["requests"] < 300  # the next request was not queued behind the abandoned prompts' work
+    assert "client went away while its request was generated; its work was dropped" in process.stderr.read()

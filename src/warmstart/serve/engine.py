@@ -15,7 +15,9 @@ worker runs it between slices, once no running row depends on what it changes; t
 wait for it, so every request sees the model as it was when it was queued or later, never half of each.
 
 A job with a timeout that is still unfinished after a slice ends past it fails with `RequestTimeout`, its
-rows dropped; the others go on.
+rows dropped; the others go on. A job whose client has gone away (`abandoned`, set by its handler thread)
+is dropped the same way before its next slice, or before it is admitted: no slice is spent on an answer
+nobody will read.
 
 Log-probs come from a second forward pass over prompt + completion, for the rows that asked: the model's
 own distribution (raw logits: no temperature, no top-p) under the job's adapter, as OpenAI and vLLM report
@@ -51,6 +53,10 @@ class AdapterGone(Exception):
     """A job for an adapter that was unloaded before the job began."""
 
 
+class ClientGone(Exception):
+    """A job dropped because its client went away."""
+
+
 @dataclass
 class Row:
     """One generated sequence."""
@@ -75,6 +81,7 @@ class Job:
     timeout_s: float | None = None  # ended at the first slice boundary past this many seconds
     future: Future = field(default_factory=Future)  # resolves to list[Row], n of them
     queued: float = field(default_factory=time.monotonic)
+    abandoned: bool = False  # set by the handler thread once its client is gone; read by the worker
 
     @property
     def expired(self) -> bool:
@@ -194,7 +201,9 @@ class BatchEngine:
             if admitted >= room:
                 return
             self.waiting.popleft()
-            if item.adapter is not None and item.adapter not in self.adapters.loaded:
+            if item.abandoned:
+                item.future.set_exception(ClientGone())
+            elif item.adapter is not None and item.adapter not in self.adapters.loaded:
                 item.future.set_exception(AdapterGone(item.adapter))
             elif item.seed is not None or item.sampling.max_new_tokens == 0:
                 self._run_alone(item)  # its seed alone decides its output
@@ -208,6 +217,9 @@ class BatchEngine:
     def _advance(self) -> None:
         """One slice for the oldest rows' settings (up to max_batch rows); finished jobs resolved, expired
         ones dropped. The rows advanced go to the back, so that other settings take turns."""
+        self._drop({id(r.job): r.job for r in self.live if r.job.abandoned}, ClientGone())
+        if not self.live:
+            return
         first = self.live[0].job
         group = [r for r in self.live if r.job.batch_key == first.batch_key][: self.max_batch]
         new_tokens = min(SLICE_TOKENS, min(r.remaining for r in group))
@@ -275,7 +287,7 @@ class BatchEngine:
                 sampled = self._generate_alone(job)
             self._finish(job, sampled)
         except Exception as exc:  # a failed batch fails its request (500, or 504 for a timeout), never the worker
-            if not isinstance(exc, RequestTimeout):
+            if not isinstance(exc, (RequestTimeout, ClientGone)):
                 log.exception("a request run alone failed")
             job.future.set_exception(exc)
 
@@ -288,6 +300,8 @@ class BatchEngine:
                 break
             if index > 0 and job.expired:
                 raise RequestTimeout(f"generation ran past {job.timeout_s} s")
+            if job.abandoned:
+                raise ClientGone()
             tokens = min(SLICE_TOKENS, min(limit - len(r.completion_ids) for r in open_rows))
             step = Sampling(job.sampling.temperature, job.sampling.top_p, tokens)
             # The first slice takes the seed itself (one slice is all most requests need); later ones a seed

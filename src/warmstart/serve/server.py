@@ -64,10 +64,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import select
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import wait
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,7 +87,7 @@ from . import admin
 from .admission import ContextLimit, context_window, longest_token_chars
 from .completions import CompletionRequest, completion_json, parse_completion_request
 from .draining import InProgress, finish_in_progress
-from .engine import AdapterGone, BatchEngine, Job, RequestTimeout
+from .engine import AdapterGone, BatchEngine, ClientGone, Job, RequestTimeout
 from .lora import linear_layers
 from .metrics import ServerMetrics
 from .request import ApiError, ChatRequest, bad, parse_chat_request
@@ -163,14 +166,20 @@ class ChatServer:
     def adapter_of(self, model: str) -> str | None:
         return None if model == self.name else model
 
-    def run(self, job: Job) -> list:
-        """The job's rows, once the engine has them; a timeout or a vanished adapter as the client's error."""
-        return self.rows_of(self.engine.submit(job))
+    def rows_of(self, jobs: list[Job], client_gone: Callable[[], bool]) -> list[list]:
+        """Each submitted job's rows, once the engine has them; a timeout or a vanished adapter as the client's
+        error. Meanwhile the client is looked at every `CLIENT_CHECK_S`: once it is gone its jobs are
+        abandoned (the engine drops them before their next slice) and `ClientGone` is raised."""
+        while wait([job.future for job in jobs], timeout=CLIENT_CHECK_S).not_done:
+            if client_gone():
+                for job in jobs:
+                    job.abandoned = True
+                raise ClientGone()
+        return [self.job_rows(job) for job in jobs]
 
-    def rows_of(self, future) -> list:
-        """A submitted job's rows (`run`'s second half: several jobs are submitted before any is awaited)."""
+    def job_rows(self, job: Job) -> list:
         try:
-            return future.result()
+            return job.future.result()
         except RequestTimeout as exc:
             raise ApiError(504, f"the request timed out: {exc} (--request-timeout)", code="timeout") from None
         except AdapterGone as exc:
@@ -178,10 +187,12 @@ class ChatServer:
                 404, f"the model {exc} was unloaded before the request ran", code="model_not_found", param="model"
             ) from None
 
-    def complete(self, request: ChatRequest) -> dict:
+    def complete(self, request: ChatRequest, client_gone: Callable[[], bool] = lambda: False) -> dict:
         request, prompt_ids = self.admit(request)
         job = Job(prompt_ids, request.n, request.sampling, request.seed, request.top_logprobs)
-        rows = self.run(self.configure(job, request.model, request.return_token_ids))
+        job = self.configure(job, request.model, request.return_token_ids)
+        self.engine.submit(job)
+        [rows] = self.rows_of([job], client_gone)
         with self.tokenizer_lock:
             completions = [decode_row(self.tokenizer, row, request.stop) for row in rows]
         ids = list(prompt_ids) if request.return_token_ids else None
@@ -195,22 +206,22 @@ class ChatServer:
             job, adapter=self.adapter_of(model), score_stop=return_token_ids, timeout_s=self.request_timeout_s
         )
 
-    def complete_text(self, request: CompletionRequest) -> dict:
+    def complete_text(self, request: CompletionRequest, client_gone: Callable[[], bool] = lambda: False) -> dict:
         """Legacy completions: each prompt as it is (no chat template), continued and/or scored (echo). Every
         prompt is checked before any is queued, and all are queued before any is awaited (one batch)."""
         self.context.check_max_tokens(request.sampling.max_new_tokens)
         prompt_ids = [self.text_prompt_ids(p, request.sampling.max_new_tokens) for p in request.prompts]
-        futures = [
-            self.engine.submit(
-                self.configure(
-                    Job(ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo),
-                    request.model,
-                    request.return_token_ids,
-                )
+        jobs = [
+            self.configure(
+                Job(ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo),
+                request.model,
+                request.return_token_ids,
             )
             for ids in prompt_ids
         ]
-        rows = [row for future in futures for row in self.rows_of(future)]
+        for job in jobs:
+            self.engine.submit(job)
+        rows = [row for job_rows in self.rows_of(jobs, client_gone) for row in job_rows]
         with self.tokenizer_lock:
             response = completion_json(self.tokenizer, request, prompt_ids, rows)
         self.metrics.tokens(response["usage"])
@@ -254,6 +265,7 @@ class ChatServer:
 
 
 READ_TIMEOUT_S = 60
+CLIENT_CHECK_S = 0.5  # how often a handler waiting for its answer looks whether its client is still there
 
 
 class ChatHTTPServer(ThreadingHTTPServer):
@@ -308,13 +320,14 @@ class Handler(BaseHTTPRequestHandler):
         body = _json_object(raw)
         if path == "/v1/chat/completions":
             request = parse_chat_request(body, app.models(), app.max_batch)
-            response = app.complete(request)
+            response = app.complete(request, self._client_gone)
             if request.stream:
                 self._send_events(stream_chunks(response, request.include_usage))
             else:
                 self._send_json(200, response)
         elif path == "/v1/completions":
-            self._send_json(200, app.complete_text(parse_completion_request(body, app.models(), app.vocab_size)))
+            request = parse_completion_request(body, app.models(), app.vocab_size)
+            self._send_json(200, app.complete_text(request, self._client_gone))
         elif path == "/v1/load_lora_adapter":
             self._send_bytes(200, admin.load_adapter(app, body).encode(), "text/plain; charset=utf-8")
         elif path == "/v1/unload_lora_adapter":
@@ -348,7 +361,7 @@ class Handler(BaseHTTPRequestHandler):
                 route(path)
             except ApiError as exc:
                 self._send_json(exc.status, exc.body())
-            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            except (BrokenPipeError, ConnectionResetError, TimeoutError, ClientGone):
                 raise
             except Exception as exc:
                 log.exception("request failed: %s %s", self.command, self.path)
@@ -356,9 +369,21 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # also while its error was being sent
             log.info("client went away before its answer was sent")
             self.close_connection = True
+        except ClientGone:
+            log.info("client went away while its request was generated; its work was dropped")
+            self.close_connection = True
         except TimeoutError:  # the socket made no progress for READ_TIMEOUT_S (a body never sent, a stalled reader)
             log.info("client connection stalled for %d s; closed", READ_TIMEOUT_S)
             self.close_connection = True
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its connection: the socket reads as ended (a client that sends its next
+        request early is not gone; it is read once this one is answered)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):  # reset, or closed under us
+            return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (a malformed request line, an unknown method, headers too long) as an
