@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ..types import Sampling
 from .engine import Row
 from .request import MAX_TOP_LOGPROBS, bad, check_params, flag, integer, stop_strings, temperature_top_p
-from .response import decode_row, logprob_entry
+from .response import decode_row, logprob_entry, token_text
 
 # Accepted without effect: `user` only labels the caller, a zero penalty is none, and the others ask for
 # what the server does anyway.
@@ -147,10 +147,10 @@ def completion_choice(
 def prompt_entries(tokenizer, prompt_ids: list[int], row: Row) -> list[dict]:
     """The prompt's tokens as chat-format logprob entries; the first has no log-prob and no alternatives."""
     first = {
-        "token": tokenizer.decode([prompt_ids[0]]),
+        "token": token_text(tokenizer, prompt_ids[0])[0],
         "logprob": None,
         "top_logprobs": None,
-    }  # as response._token decodes
+    }
     return [first, *(logprob_entry(tokenizer, t) for t in row.prompt_logprobs or [])]
 
 

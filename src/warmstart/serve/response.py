@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..lm.chat import parse_completion
 from ..lm.generation import produced_ids
 from ..lm.scoring import TokenLogprob
+from ..lm.token_bytes import raw_token_bytes
 from .engine import Row
 
 WORD_RE = re.compile(r"\S+\s*|\s+")  # stream pieces: a word with the space after it (or leading space)
@@ -75,10 +76,18 @@ def logprob_entry(tokenizer, token: TokenLogprob) -> dict:
 
 
 def _token(tokenizer, token_id: int, logprob: float) -> dict:
-    # Decoded one token at a time: a token holding part of a multi-byte character reads as U+FFFD, and
-    # its `bytes` are those of that text, not the raw bytes (no tokenizer-independent way to get those).
-    text = tokenizer.decode([token_id])
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+    text, data = token_text(tokenizer, token_id)
+    return {"token": text, "logprob": logprob, "bytes": list(data)}
+
+
+def token_text(tokenizer, token_id: int) -> tuple[str, bytes]:
+    """A token's text and bytes: its own bytes where the tokenizer keeps them (lm/token_bytes.py; a part
+    of a character reads as U+FFFD in the text), else the text it decodes to alone."""
+    data = raw_token_bytes(tokenizer, token_id)
+    if data is None:
+        text = tokenizer.decode([token_id])
+        return text, text.encode("utf-8")
+    return data.decode("utf-8", errors="replace"), data
 
 
 def choice_json(index: int, completion: Completion, tools_given: bool, token_ids: bool = False) -> dict:
