@@ -225,8 +225,8 @@ def test_tokenize_drops_examples_longer_than_a_row(tokenizer):
             task_id="t", policy="p", messages=messages, provenance=Provenance(provider="p", model="m", created=0)
         )
 
-    examples, too_long, _ = tokenize(tokenizer, [trajectory("Answer: 3"), trajectory("carry " * 200)], seq_len=64)
-    assert too_long == 1 and len(examples) == 1
+    examples, dropped, _ = tokenize(tokenizer, [trajectory("Answer: 3"), trajectory("carry " * 200)], seq_len=64)
+    assert dropped == {"longer than a row": 1} and len(examples) == 1
     assert (
         masked_text(tokenizer, render_for_training(tokenizer, trajectory("Answer: 3").messages))
         == "Answer: 3<|im_end|>"

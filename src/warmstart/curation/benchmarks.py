@@ -37,7 +37,8 @@ def read_texts(path: Path, field: str | None) -> list[str]:
 def read_jsonl(path: Path, field: str | None) -> list[str]:
     texts = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # "\n" only: splitlines() would also split at U+2028 / U+2029 / U+0085, which JSON strings hold as they are
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError:
         raise WarmstartError(f"{path}: not UTF-8 text (JSON Lines expected, or a .parquet file)") from None
     for number, line in enumerate(lines, start=1):

@@ -89,3 +89,12 @@ def checked_texts(messages: list[Message]) -> list[str]:
     calls), each alone. System prompts are left out (train and eval share them by construction, so they
     would match every item), and so are tool results (what the environment said, not the data's text)."""
     return [text for m in messages if m.role in ("user", "assistant") for text in message_texts(m)]
+
+
+def searched_texts(messages: list[Message]) -> list[str]:
+    """What decontamination searches in a trajectory: `checked_texts` each alone, and joined as the items
+    it looks for are (an eval task's prompt: its turns' texts joined; a benchmark's chat item: its user
+    turns joined), so that a copied few-shot or multi-turn prompt, whose n-grams span its turns, is found."""
+    texts = checked_texts(messages)
+    users = [text for m in messages if m.role == "user" for text in message_texts(m)]
+    return texts + ["\n".join(joined) for joined in (texts, users) if len(joined) > 1]

@@ -55,6 +55,46 @@ def token_index(tokenizer) -> dict[str, int]:
     return {text: i for text, i in seen.items() if text not in ambiguous}
 
 
+LOGPROBS_SHAPE = (
+    "per assistant turn, null or a list of one entry per token: {token or id, logprob, top_logprobs: "
+    "[{token or id, logprob}, ...]}, as generate records them"
+)
+
+
+def logprobs_problem(turns) -> str | None:
+    """What is wrong with a record's `logprobs` for top-k KD (a user's data may hold another shape), or None."""
+    if turns is None:
+        return None
+    if not isinstance(turns, list):
+        return f"its logprobs are a {type(turns).__name__}, not {LOGPROBS_SHAPE}"
+    for number, entries in enumerate(turns):
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            return f"logprobs[{number}] is a {type(entries).__name__}, not a list ({LOGPROBS_SHAPE})"
+        for position, entry in enumerate(entries):
+            where = f"logprobs[{number}][{position}]"
+            problem = entry_problem(entry) or next(
+                (entry_problem(a) for a in entry.get("top_logprobs") or [] if entry_problem(a)), None
+            )
+            if problem:
+                return f"{where} {problem} ({LOGPROBS_SHAPE})"
+    return None
+
+
+def entry_problem(entry) -> str | None:
+    if not isinstance(entry, dict):
+        return f"holds a {type(entry).__name__}"
+    if not isinstance(entry.get("token"), str) and not isinstance(entry.get("id"), int):
+        return "has no token text or id"
+    logprob = entry.get("logprob")
+    if logprob is not None and (isinstance(logprob, bool) or not isinstance(logprob, (int, float))):
+        return f"has a logprob that is not a number ({logprob!r})"
+    if "top_logprobs" in entry and not isinstance(entry["top_logprobs"], (list, type(None))):
+        return f"has top_logprobs that are a {type(entry['top_logprobs']).__name__}, not a list"
+    return None
+
+
 def entry_id(entry: dict, index: dict[str, int]) -> int | None:
     return entry["id"] if "id" in entry else index.get(entry["token"])
 

@@ -101,7 +101,8 @@ def load_task_records(path: Path) -> list[tuple[int, dict]]:
     except UnicodeDecodeError as exc:
         raise WarmstartError(f"env.options.tasks_file: {path} is not UTF-8 text (byte {exc.start})") from None
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # "\n" only: splitlines() would also split at U+2028 / U+2029 / U+0085, which JSON strings hold as they are
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

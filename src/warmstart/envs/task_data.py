@@ -171,7 +171,8 @@ def numbered(records: list[dict]) -> list[tuple[str, dict]]:
 
 def read_jsonl(path: Path, where: str) -> list[tuple[str, dict]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # "\n" only: splitlines() would also split at U+2028 / U+2029 / U+0085, which JSON strings hold as they are
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError:
         raise WarmstartError(f"{where}: {path}: not UTF-8 text (JSON Lines expected)") from None
     except OSError as exc:

@@ -195,7 +195,9 @@ def failed_samples(path: Path) -> list[str]:
     if not path.exists():
         return []
     shown, tasks = [], set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):  # JSON Lines: "\n" only, as the samples were written
+        if not line.strip():
+            continue
         record = json.loads(line)
         verdict = record.get("verdict") or {}
         if verdict.get("passed") is not False or verdict.get("infra_error") or record["task_id"] in tasks:

@@ -12,6 +12,7 @@ field.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import logging
@@ -55,7 +56,7 @@ def iter_records(path: Path, model: type[M]) -> Iterator[M]:
         raise WarmstartError(f"{path}: file not found")
     try:
         with path.open("rb") as f:
-            lines = f.read().split(b"\n")
+            lines = f.read().removeprefix(codecs.BOM_UTF8).split(b"\n")  # a byte-order mark an editor wrote
     except OSError as exc:
         raise WarmstartError(f"{path}: cannot read ({exc.strerror})") from None
     # After the final newline split() leaves b"" (complete file), a last record written without its

@@ -25,7 +25,7 @@ from ..curation import difficulty
 from ..curation.benchmarks import read_texts
 from ..curation.contamination import Source, find_contamination
 from ..curation.dedup import exact_duplicates, near_duplicate_reasons
-from ..curation.text import checked_texts
+from ..curation.text import checked_texts, searched_texts
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..runs.directory import RunDir
@@ -53,8 +53,8 @@ def drop_reason(t: Trajectory, require_passed: bool) -> str | None:
     flagged = FLAGGED_FINISH.get(t.finish_reason or "")
     if flagged:
         return flagged
-    if t.verdict is None:
-        return "not verified"
+    if t.verdict is None:  # kept where verification is not asked for (data of one's own may have no verdicts)
+        return "not verified" if require_passed else None
     if t.verdict.infra_error is not None:
         return "verifier infra error"
     if require_passed and not t.verdict.passed:
@@ -78,7 +78,7 @@ def curate(
         trajectories = [strip_reasoning(t) for t in trajectories]
     found, index = [None] * len(trajectories), None
     if sources is not None:
-        found, index = find_contamination(sources, [checked_texts(t.messages) for t in trajectories], cfg.ngram)
+        found, index = find_contamination(sources, [searched_texts(t.messages) for t in trajectories], cfg.ngram)
     reasons, matched = item_reasons(trajectories, found, rates, cfg)
     if cfg.dedup:
         reasons |= exact_duplicates(trajectories, remaining(trajectories, reasons))
@@ -161,20 +161,37 @@ def run(recipe: Recipe) -> Path:
         if not records:
             raise WarmstartError(f"{source}: has no trajectories to curate")
         trajectories = latest_attempts(records)  # an attempt a rerun of generate replaced is not data
+        warn_of_shared_keys(source, records, trajectories)
         sources = contamination_sources(recipe, files) if cfg.decontaminate else None
         kept, found = curate(trajectories, sources, cfg)
         if cfg.student_pass_rate is not None:
             kept = drop_by_student_rate(recipe, kept, found)
+        dropped = found["dropped"]
+        log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dropped or "none")
+        if not kept:  # before anything is written: an earlier run's curated data stays as it was
+            raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dropped})")
         write_records(out, kept)
         stage.summary = {"source": cfg.input, "input": len(trajectories), "kept": len(kept), **found}
         if len(records) > len(trajectories):
             stage.summary["superseded_attempts"] = len(records) - len(trajectories)
         write_json_atomic(report, stage.summary)
-        dropped = found["dropped"]
-        log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dropped or "none")
-        if not kept:
-            raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dropped})")
     return out
+
+
+def warn_of_shared_keys(source: Path, records: list[Trajectory], latest: list[Trajectory]) -> None:
+    """Say so where records were set aside as earlier attempts though none of them had failed: distinct
+    samples given one task id and sample index (their own data's, or two files joined) look like that."""
+    kept = {id(t) for t in latest}
+    superseded = [t for t in records if id(t) not in kept and t.error is None]
+    if superseded:
+        log.warning(
+            "%s: %d record(s) share a task id and sample index with a later one and were set aside (only the "
+            "newest attempt of a sample stands; first: %s#%d); give distinct samples distinct sample_index values",
+            source,
+            len(superseded),
+            superseded[0].task_id,
+            superseded[0].sample_index,
+        )
 
 
 def drop_by_student_rate(recipe: Recipe, kept: list[Trajectory], found: dict) -> list[Trajectory]:

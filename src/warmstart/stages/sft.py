@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from ..runs.directory import RunDir, model_files
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan, sharding
-from ..train.data import Example, tokenize
+from ..train.data import NO_TARGET, TOO_LONG, Example, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
 from ..train.step_checks import check_finite_loss
@@ -153,7 +154,7 @@ class Setup:
     model: torch.nn.Module
     tokenizer: object
     examples: list[Example]
-    too_long: int  # examples dropped as longer than a row
+    dropped: Counter  # examples dropped, per reason (train/data.py: longer than a row, nothing to learn)
     alignment: Alignment  # how the teacher's recorded top-k lined up with the student's tokens
     signal: Signal
     kd: KdSetup | None
@@ -197,15 +198,29 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     wants_topk = cfg.kd_weight > 0 and cfg.distill in ("auto", "topk") and any(t.logprobs for t in trajectories)
     index = token_index(tokenizer) if wants_topk else None
     tools = list(make_env(recipe.env).tools)
-    examples, too_long, alignment = tokenize(tokenizer, trajectories, cfg.seq_len, tools, index)
+    examples, dropped, alignment = tokenize(tokenizer, trajectories, cfg.seq_len, tools, index)
     if not examples:
-        raise WarmstartError(f"sft: every example is longer than sft.seq_len={cfg.seq_len} tokens")
+        raise WarmstartError(f"sft: no example to train on of {len(trajectories)} ({said(dropped, cfg.seq_len)})")
+    if dropped:
+        log.warning(
+            "sft:%s: %d of %d examples left out: %s",
+            cfg.output,
+            dropped.total(),
+            len(trajectories),
+            said(dropped, cfg.seq_len),
+        )
     signal = choose(recipe, tokenizer, alignment if wants_topk else None)
     log.info("sft:%s: training signal %s: %s", cfg.output, signal.kind, signal.reason)
     if signal.kind != "topk":
         for example in examples:
             example.teacher = None
-    return Setup(model, tokenizer, examples, too_long, alignment, signal, kd_setup(signal, cfg, model, device))
+    return Setup(model, tokenizer, examples, dropped, alignment, signal, kd_setup(signal, cfg, model, device))
+
+
+def said(dropped: Counter, seq_len: int) -> str:
+    """Examples dropped, per reason, in words: `seq_len` names the row it was measured against."""
+    reasons = {TOO_LONG: f"{TOO_LONG} (sft.seq_len = {seq_len} tokens)", NO_TARGET: NO_TARGET}
+    return ", ".join(f"{count} {reasons[reason]}" for reason, count in dropped.items())
 
 
 def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprint: str, world: World = SINGLE) -> dict:
@@ -316,7 +331,8 @@ def training_summary(s: Setup, cfg: SftConfig, run: RunTotals, earlier: dict) ->
         # Mean KL to the teacher over the positions that had its distribution, this run.
         "mean_kd": run.kd.kd_sum / run.kd.kd_positions if run.kd.kd_positions else None,
         "examples": len(s.examples),
-        "dropped_too_long": s.too_long,
+        "dropped_too_long": s.dropped[TOO_LONG],
+        "dropped_no_assistant_turn": s.dropped[NO_TARGET],
         "first_loss": run.losses[0] if run.losses else None,  # of this run (a resumed run starts mid-way)
         "final_loss": run.losses[-1] if run.losses else None,
         "tokens_this_run": run.tokens,

@@ -9,11 +9,14 @@ token of each example is never a target, since it cannot be predicted from the e
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
+from jinja2 import TemplateError
 
-from ..distill.topk import Alignment, TeacherTokens, align
+from ..distill.topk import Alignment, TeacherTokens, align, logprobs_problem
+from ..errors import WarmstartError, first_line
 from ..lm.chat import render_for_training
 from ..types import Trajectory
 
@@ -25,27 +28,55 @@ class Example:
     teacher: TeacherTokens | None = None  # the teacher's top-k per position (sparse KD only)
 
 
+TOO_LONG, NO_TARGET = "longer than a row", "no assistant turn to learn"
+
+
 def tokenize(
     tokenizer,
     trajectories: list[Trajectory],
     seq_len: int,
     tools: list[dict] | None = None,
     teacher_index: dict[str, int] | None = None,
-) -> tuple[list[Example], int, Alignment]:
-    """Examples that fit in a row, the number dropped as too long, and how the teacher's recorded
-    log-probs lined up (only with a `teacher_index`, `distill.topk.token_index`). `tools`: the environment's."""
-    examples, too_long, alignment = [], 0, Alignment()
+) -> tuple[list[Example], Counter, Alignment]:
+    """Examples that fit in a row; those dropped, counted per reason (longer than `seq_len` tokens, no
+    assistant turn: nothing to learn); and how the teacher's recorded log-probs lined up (only with a
+    `teacher_index`, `distill.topk.token_index`). `tools`: the environment's. A conversation its chat template
+    cannot render, or log-probs of another shape than generate records, is one error naming the record."""
+    examples, dropped, alignment = [], Counter(), Alignment()
     for trajectory in trajectories:
-        rendered = render_for_training(tokenizer, trajectory.messages, tools)
+        if not any(m.role == "assistant" for m in trajectory.messages):
+            dropped[NO_TARGET] += 1
+            continue
+        rendered = rendered_example(tokenizer, trajectory, tools)
         if len(rendered.input_ids) > seq_len:
-            too_long += 1
+            dropped[TOO_LONG] += 1
             continue
         teacher = None
         if teacher_index is not None:
+            if problem := logprobs_problem(trajectory.logprobs):
+                raise WarmstartError(f"sft: record {record_name(trajectory)}: {problem}")
             teacher, stats = align(rendered.input_ids, rendered.loss_mask, trajectory.logprobs, teacher_index)
             alignment.add(stats)
         examples.append(Example(rendered.input_ids, rendered.loss_mask, teacher))
-    return examples, too_long, alignment
+    return examples, dropped, alignment
+
+
+def record_name(trajectory: Trajectory) -> str:
+    return f"{trajectory.task_id}#{trajectory.sample_index}"
+
+
+def rendered_example(tokenizer, trajectory: Trajectory, tools: list[dict] | None):
+    if trajectory.messages[0].role == "assistant":
+        raise WarmstartError(
+            f"sft: record {record_name(trajectory)}: the conversation starts with an assistant turn; "
+            "a chat template renders an assistant turn after a system or user turn"
+        )
+    try:
+        return render_for_training(tokenizer, trajectory.messages, tools)
+    except (TemplateError, ValueError, TypeError) as exc:  # e.g. a template that refuses a role order
+        raise WarmstartError(
+            f"sft: record {record_name(trajectory)}: the chat template cannot render it ({first_line(str(exc))})"
+        ) from None
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -66,7 +66,7 @@ def read_task_set(directory: Path) -> TaskSet:
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         snapshot = json.loads((directory / "snapshot.json").read_text())
-        lines = (directory / "tasks.jsonl").read_text().splitlines()
+        lines = (directory / "tasks.jsonl").read_text(encoding="utf-8").split("\n")  # JSON Lines: "\n" only
         tasks = [json.loads(line) for line in lines if line.strip()]
     except (OSError, ValueError) as exc:
         raise WarmstartError(f"{directory}: not a mined task set ({exc})") from None
