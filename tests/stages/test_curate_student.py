@@ -5,10 +5,11 @@ pass rate per task (tests/fake_api.py), so which tasks go is known in advance.""
 from __future__ import annotations
 
 import json
+import logging
 
 from fake_api import FakeAPI, Teacher
 from helpers import small_recipe
-from warmstart.runs.jsonl import read_records
+from warmstart.runs.jsonl import JsonlAppender, read_records
 from warmstart.stages import curate, generate
 from warmstart.stages.common import load_tasks, make_environment
 from warmstart.types import Trajectory
@@ -42,3 +43,27 @@ def test_tasks_the_student_always_solves_are_dropped_and_counted(tmp_path):
     assert report["dropped"]["student pass rate 1.00 outside [0, 0.75]"] == len(sums)
     assert sum(report["dropped"].values()) == len(tasks) - len(kept)
     assert report["student_pass_rate"]["tasks_outside"] == len(sums) and report["student_pass_rate"]["samples"] == asked
+
+
+def test_tasks_the_student_cannot_be_asked_are_kept_and_said_to_be_unmeasured(tmp_path, caplog):
+    with FakeAPI(teacher=Teacher(pass_rate=student_rate)) as api:
+        recipe = small_recipe(
+            tmp_path,
+            f"curate.student='openai:fake-model@{api.url}/v1'",
+            "curate.student_pass_rate=[0.0, 0.75]",
+            "curate.student_samples=1",
+            train=20,
+        )
+        path = generate.run(recipe)
+        teacher = read_records(path, Trajectory)
+        path.unlink()
+        with JsonlAppender(path) as writer:  # data of one's own: tasks the recipe's train split does not hold
+            for t in teacher:
+                writer.append(t.model_copy(update={"task_id": f"mine/{t.task_id}"}))
+        with caplog.at_level(logging.WARNING, logger="warmstart.stages.curate"):
+            out = curate.run(recipe)
+    kept = read_records(out, Trajectory)
+    assert kept and all(t.task_id.startswith("mine/") for t in kept)
+    report = json.loads((tmp_path / "curated" / "train.dropped.json").read_text())
+    assert report["student_pass_rate"]["tasks_not_measured"] == len({t.task_id for t in kept})
+    assert any("task(s) kept unmeasured" in r.getMessage() for r in caplog.records)

@@ -202,7 +202,18 @@ def drop_by_student_rate(recipe: Recipe, kept: list[Trajectory], found: dict) ->
     reasons = {t.task_id: difficulty.outside_reason(rates.get(t.task_id), bounds, "student") for t in kept}
     dropped = Counter(reasons[t.task_id] for t in kept if reasons[t.task_id])
     found["dropped"] = dict(Counter(found["dropped"]) + dropped)
-    found["student_pass_rate"] = difficulty.summary(rates, bounds, "student") | {"samples": len(samples)}
+    unmeasured = sorted({t.task_id for t in kept} - set(rates))
+    found["student_pass_rate"] = difficulty.summary(rates, bounds, "student") | {
+        "samples": len(samples),
+        "tasks_not_measured": len(unmeasured),
+    }
+    if unmeasured:  # kept: nothing says where they lie
+        log.warning(
+            "curate.student_pass_rate: %d task(s) kept unmeasured: not tasks of the train split, or no sample of "
+            "the student's was judged (first: %s)",
+            len(unmeasured),
+            unmeasured[0],
+        )
     return [t for t in kept if not reasons[t.task_id]]
 
 
