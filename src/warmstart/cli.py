@@ -265,7 +265,9 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory (run.di
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory (run.dir of a recipe)."),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl | parquet | hf (parquet and hf: warmstart[datasets])."),
+    fmt: str = typer.Option(
+        "jsonl", "--format", help="jsonl | parquet | hf (parquet and hf: pip install 'warmstart\\[datasets]')."
+    ),
     data: str = typer.Option("train", "--data", help="The curated data set: RUN_DIR/curated/NAME.jsonl."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN_DIR/export/FORMAT)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output directory."),

@@ -78,12 +78,22 @@ def test_an_empty_output_directory_is_used_without_force(arithmetic_run, tmp_pat
 
 def test_force_replaces_an_earlier_export_whole(arithmetic_run, tmp_path):
     out = tmp_path / "out"
-    assert export(arithmetic_run, "--out", out).exit_code == 0
-    (out / "stale.txt").write_text("from before")
-    result = export(arithmetic_run, "--out", out, "--force")
+    assert export(arithmetic_run, "--out", out, "--format", "parquet").exit_code == 0
+    result = export(arithmetic_run, "--out", out, "--force")  # another format: the earlier one's file goes too
     assert result.exit_code == 0, result.stderr
     assert set(files(out)) == {"data.jsonl", "README.md"}
     assert list(tmp_path.iterdir()) == [out]  # no staging or old directory left beside it
+
+
+def test_force_never_deletes_what_was_added_to_an_earlier_export(arithmetic_run, tmp_path):
+    out = tmp_path / "out"
+    assert export(arithmetic_run, "--out", out).exit_code == 0
+    (out / "LICENSE").write_text("CC-BY-4.0")  # as a dataset repository holds them
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    before = files(out)
+    assert_one_line_error(export(arithmetic_run, "--out", out, "--force"), ".git, LICENSE", "which no export writes")
+    assert files(out) == before
 
 
 def test_force_never_replaces_a_directory_that_is_not_an_export(arithmetic_run, copied_run, tmp_path):
@@ -132,3 +142,11 @@ def test_a_missing_library_names_the_extra(arithmetic_run, tmp_path, monkeypatch
 def test_a_datasets_without_json_names_the_version(arithmetic_run, tmp_path, monkeypatch):
     monkeypatch.delattr(datasets, "Json")  # as in datasets before 4.7
     assert_one_line_error(export(arithmetic_run, "--format", "hf", "--out", tmp_path / "o"), "datasets 4.7 or later")
+
+
+def test_data_is_a_plain_name_and_a_run_given_as_dot_is_named_by_its_directory(copied_run, tmp_path, monkeypatch):
+    assert_one_line_error(export(copied_run, "--data", "../trajectories/teacher", "--out", tmp_path / "o"), "a path")
+    monkeypatch.chdir(copied_run)
+    result = export(".", "--out", tmp_path / "dot")
+    assert result.exit_code == 0, result.stderr
+    assert f"# warmstart {copied_run.name}: train" in (tmp_path / "dot" / "README.md").read_text()

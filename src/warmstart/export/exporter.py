@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import check_run_name
 from ..errors import WarmstartError
 from ..runs.directory import file_digest
 from ..runs.jsonl import read_json, read_records
@@ -46,7 +47,7 @@ def export_run(
     with staged(out) as stage:
         form.write(rows, stage)
         facts = CardFacts(
-            title=f"warmstart {root.name}: {data}",
+            title=f"warmstart {root.resolve().name}: {data}",  # resolved: `export .` names its directory
             source=f"curated/{source.name}",
             fmt=form,
             rows=rows,
@@ -64,6 +65,10 @@ def curated_file(root: Path, data: str) -> Path:
     """`root/curated/<data>.jsonl`, after checking that `root` is a run directory and the file exists."""
     if not (root / "manifest.json").is_file():
         raise WarmstartError(f"{root}: not a run directory (no manifest.json)")
+    try:
+        check_run_name(data)  # curate's output name: a plain name, as curate.output is
+    except ValueError as exc:
+        raise WarmstartError(f"--data: {exc}") from None
     source = root / "curated" / f"{data}.jsonl"
     if not source.is_file():
         names = sorted(p.stem for p in (root / "curated").glob("*.jsonl")) if (root / "curated").is_dir() else []

@@ -3,7 +3,8 @@
 The export is written into a hidden sibling directory and renamed into place when it is complete, so an
 interrupted export leaves the previous output (or nothing) where the output goes. An existing non-empty
 directory is refused unless `force`, and even then never one that holds the run directory or the data
-being exported (replacing it would delete them).
+being exported, nor one holding files no export writes (a repository's .git, a LICENSE added by hand):
+replacing it would delete them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,24 @@ def check_output(out: Path, protected: list[Path], force: bool) -> None:
             f"--out {out}: is not an earlier export (no warmstart dataset card README.md), and --force replaces "
             "only those: choose an empty or new directory"
         )
+    if _non_empty(out) and (others := not_written_by_exports(out)):
+        raise WarmstartError(
+            f"--out {out}: holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}, which no export "
+            "writes, and --force replaces the whole directory: move them out, or export elsewhere and copy"
+        )
+
+
+EXPORT_FILES = {"README.md", "data.jsonl", "data.parquet", "dataset_info.json", "state.json"}  # writers.py
+
+
+def not_written_by_exports(path: Path) -> list[str]:
+    """The entries of an earlier export's directory that an export does not write (a repository's .git,
+    a LICENSE added by hand): replacing the directory would delete them."""
+    return sorted(entry.name for entry in path.iterdir() if not export_writes(entry.name))
+
+
+def export_writes(name: str) -> bool:
+    return name in EXPORT_FILES or (name.startswith("data-") and name.endswith(".arrow"))  # hf's Arrow shards
 
 
 def _non_empty(path: Path) -> bool:
