@@ -190,6 +190,21 @@ def test_a_teacher_with_another_tokenizer_is_refused_for_logit_kd(kd_run, foreig
     assert record["signal"] == "topk" and "differs" in record["reason"]
 
 
+def test_token_ids_a_teacher_of_another_vocabulary_recorded_are_not_used_for_sparse_kd(kd_run, foreign_teacher):
+    # The kd data's ids are the tiny tokenizer's; this student's vocabulary is another.
+    forced = with_section(
+        kd_run, "sft", data="kd", student=str(foreign_teacher), output="ids-forced", distill="topk", steps=3
+    )
+    with pytest.raises(
+        WarmstartError, match=r"sft.distill = topk: the token ids .*kd-teacher recorded are not the student"
+    ):
+        sft.run(forced)
+    auto = with_section(kd_run, "sft", data="kd", student=str(foreign_teacher), output="ids-auto", steps=3)
+    sft.run(auto)
+    record = signal_of(auto, "ids-auto")
+    assert record["signal"] == "tokens" and "recorded are not the student's" in record["reason"]
+
+
 def test_recorded_tokens_that_are_not_the_students_are_refused_for_sparse_kd(kd_run):
     run_dir = RunDir(kd_run)
     trajectories = read_records(run_dir.curated("kd"), Trajectory)

@@ -60,6 +60,8 @@ def choose_logits(recipe: Recipe, student_tokenizer) -> tuple[Signal | None, str
 
 
 def topk_verdict(alignment: Alignment) -> tuple[bool, str]:
+    if alignment.turns == 0 and alignment.foreign_ids_reason:
+        return False, f"{alignment.foreign_ids_reason}: logit KD needs a shared tokenizer"
     if alignment.turns == 0:
         return False, "the trajectories carry no token log-probs (the teacher gave text only)"
     if alignment.aligned == 0:

@@ -15,6 +15,7 @@ log-probs) are trained with cross-entropy only and counted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..lm.chat import assistant_spans
 
@@ -27,6 +28,8 @@ class Alignment:
     aligned: int = 0
     foreign_tokens: int = 0  # turns with a token text that is not a token of the student
     example: str | None = None  # the first foreign token, for the error message
+    foreign_ids: int = 0  # turns of token ids a teacher of another vocabulary recorded (`foreign_id_teachers`)
+    foreign_ids_reason: str | None = None
 
     def add(self, other: "Alignment") -> None:
         self.turns += other.turns
@@ -41,6 +44,25 @@ class TeacherTokens:
 
     ids: list[list[int]] = field(default_factory=list)
     logp: list[list[float]] = field(default_factory=list)
+
+
+def records_ids(trajectory) -> bool:
+    """Whether a trajectory's log-probs name tokens by id (a local teacher's: ids of its own vocabulary)."""
+    return any(isinstance(e, dict) and "id" in e for turn in trajectory.logprobs or [] for e in turn or [])
+
+
+def foreign_id_teachers(trajectories, vocabulary_problem) -> dict[str, str]:
+    """The local teachers (their model as recorded) whose token ids are not the student's, and why:
+    `vocabulary_problem(path)` says how a teacher's vocabulary differs (None: it is the student's). A
+    teacher no longer at its path cannot be checked, and its ids are not used either."""
+    models = {t.provenance.model for t in trajectories if records_ids(t)}
+    problems = {}
+    for model in sorted(models):
+        path = Path(model).expanduser()
+        problem = vocabulary_problem(path) if path.is_dir() else f"the teacher {model} is not there to check it"
+        if problem:
+            problems[model] = problem
+    return problems
 
 
 def token_index(tokenizer) -> dict[str, int]:

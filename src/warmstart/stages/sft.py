@@ -33,13 +33,13 @@ import torch
 from ..config import NOT_RESULTS, Recipe, SftConfig
 from ..distill.signal_choice import Signal, choose, local_teacher_path
 from ..distill.step import KdSetup, KdTotals, check_plain_head
-from ..distill.topk import Alignment, token_index
+from ..distill.topk import Alignment, foreign_id_teachers, records_ids, token_index
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..lm.chat import check_template
 from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device, warn_if_emulated_bf16
-from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer
+from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer, vocabulary_mismatch
 from ..lm.paths import resolve_model_path
 from ..lm.precision import enable_activation_checkpointing
 from ..lm.tinymodel import save_tiny_student, tiny_llama_config, tokenizer_corpus
@@ -197,8 +197,12 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     check_template(tokenizer, "sft.student")
     wants_topk = cfg.kd_weight > 0 and cfg.distill in ("auto", "topk") and any(t.logprobs for t in trajectories)
     index = token_index(tokenizer) if wants_topk else None
+    usable, foreign = without_foreign_ids(trajectories, tokenizer) if wants_topk else (trajectories, None)
     tools = list(make_env(recipe.env).tools)
-    examples, dropped, alignment = tokenize(tokenizer, trajectories, cfg.seq_len, tools, index)
+    examples, dropped, alignment = tokenize(tokenizer, usable, cfg.seq_len, tools, index)
+    if foreign:
+        alignment.foreign_ids, alignment.foreign_ids_reason = foreign
+        log.warning("sft:%s: %s; its %d turns of log-probs are not used", cfg.output, foreign[1], foreign[0])
     if not examples:
         raise WarmstartError(f"sft: no example to train on of {len(trajectories)} ({said(dropped, cfg.seq_len)})")
     if dropped:
@@ -215,6 +219,20 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
         for example in examples:
             example.teacher = None
     return Setup(model, tokenizer, examples, dropped, alignment, signal, kd_setup(signal, cfg, model, device))
+
+
+def without_foreign_ids(trajectories: list[Trajectory], tokenizer) -> tuple[list[Trajectory], tuple[int, str] | None]:
+    """The trajectories without the log-probs a local teacher of another vocabulary recorded as token ids (they
+    would name other tokens in the student's), and how many turns those were and why; None where there were none."""
+    foreign = foreign_id_teachers(trajectories, lambda path: vocabulary_mismatch(path, tokenizer))
+    if not foreign:
+        return trajectories, None
+    dropped = [t for t in trajectories if t.provenance.model in foreign and records_ids(t)]
+    model, why = next(iter(foreign.items()))
+    turns = sum(len(t.logprobs or []) for t in dropped)
+    without = {id(t) for t in dropped}
+    usable = [t.model_copy(update={"logprobs": None}) if id(t) in without else t for t in trajectories]
+    return usable, (turns, f"the token ids {model} recorded are not the student's ({why})")
 
 
 def said(dropped: Counter, seq_len: int) -> str:
