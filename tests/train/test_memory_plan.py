@@ -12,6 +12,7 @@ import pytest
 
 from helpers import curated_run, small_recipe, tiny_model, write_recipe_file
 from warmstart.errors import WarmstartError
+from warmstart.lm.tinymodel import build_tiny_llama
 from warmstart.train.memory_plan import MB, check, host_available_bytes, plan_for
 
 # A short SFT in a fresh interpreter, so that its peak RSS is that of one training run alone (the data
@@ -66,6 +67,20 @@ def test_parameter_count_is_the_real_models(tmp_path):
     plan = plan_for(small_recipe(tmp_path), "sft")
     assert plan.parameters == sum(p.numel() for p in model.parameters())
     assert plan.trainable_parameters == plan.parameters
+
+
+def test_a_users_student_is_planned_though_the_run_has_a_built_tiny_base(tmp_path):
+    tiny, tokenizer = tiny_model()
+    tiny.save_pretrained(tmp_path / "models" / "base")  # what an earlier tiny-student run left
+    wide = small_recipe(tmp_path / "other", *WIDE)
+    mine = tmp_path / "mine"
+    build_tiny_llama(tokenizer, wide.sft.tiny, 0).save_pretrained(mine)
+    tokenizer.save_pretrained(mine)
+    plan = plan_for(small_recipe(tmp_path, f"sft.student='{mine}'"), "sft")
+    assert plan.parameters == sum(p.numel() for p in build_tiny_llama(tokenizer, wide.sft.tiny, 0).parameters())
+    assert plan.parameters > 10 * sum(p.numel() for p in tiny.parameters())
+    with pytest.raises(WarmstartError, match="sft.student"):  # a mistyped path is said, not planned as the tiny one
+        plan_for(small_recipe(tmp_path, f"sft.student='{tmp_path / 'mien'}'"), "sft")
 
 
 def test_lora_trains_only_the_adapter(tmp_path):

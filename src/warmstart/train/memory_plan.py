@@ -205,9 +205,10 @@ def has_config(path: Path | None) -> bool:
 
 
 def sft_student_config(recipe: Recipe, notes: list[str]) -> PretrainedConfig:
-    """sft.student's config: the run's built base, a model directory, or the tiny config."""
+    """sft.student's config: the run's built base (the tiny student's, or a .gguf file's conversion: what sft
+    trains from for those only), a model directory, or the tiny config."""
     student, base = recipe.sft.student, run_model_dir(recipe, "base")
-    if has_config(base):
+    if (student == "tiny" or student.endswith(".gguf")) and has_config(base):
         return AutoConfig.from_pretrained(base)
     if student != "tiny":  # a directory, a .gguf file (its header) or package:NAME/FILE
         return load_config(student, "sft.student")
