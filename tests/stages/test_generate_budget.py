@@ -19,10 +19,11 @@ import pytest
 from fake_api import FakeAPI, Teacher
 from helpers import small_recipe, write_recipe_file
 from warmstart.errors import WarmstartError
+from warmstart.runs.costs import load_terms, terms_of
 from warmstart.runs.jsonl import read_records
 from warmstart.stages import generate
 from warmstart.stages.common import latest_attempts
-from warmstart.types import Trajectory
+from warmstart.types import Provenance, Trajectory
 
 FAST = ["api.backoff_s=0.05", "api.timeout_s=5.0", "api.max_retries=2"]
 PRICE = "input = 1.0\noutput = 4.0\n"  # dollars per million tokens
@@ -166,7 +167,24 @@ def test_reasoning_in_think_tags_becomes_the_messages_reasoning_and_terms_are_re
     reply = records[0].messages[-1]
     assert reply.reasoning.startswith("step step") and reply.content.startswith("Answer: ")
     assert "<think>" not in reply.content and all(t.verdict.passed for t in records)
-    assert all(t.provenance.terms and "openai.com" in t.provenance.terms for t in records)
+    # A server of one's own that speaks OpenAI's API is not under OpenAI's terms: none recorded ...
+    assert all(t.provenance.terms is None for t in records)
+    # ... unless a price table of one's own names them; OpenAI's own host is under OpenAI's.
+    prices = tmp_path / "prices.toml"
+    prices.write_text(f'[models."fake-model"]\n{PRICE}\n[providers.openai]\nterms = "our lab\'s terms"\n')
+    with FakeAPI() as api:
+        recipe = small_recipe(
+            tmp_path / "own",
+            f"generate.teacher='openai:fake-model@{api.url}/v1'",
+            f"api.prices='{prices}'",
+            *FAST,
+            train=6,
+        )
+        assert {t.provenance.terms for t in read_records(generate.run(recipe), Trajectory)} == {"our lab's terms"}
+    builtin = load_terms(None)
+    hosted = Provenance(provider="openai", model="gpt-4o", created=0, endpoint="https://api.openai.com/v1")
+    assert "openai.com" in terms_of(builtin, hosted)
+    assert terms_of(builtin, hosted.model_copy(update={"endpoint": "https://my-gateway.example/v1"})) is None
 
 
 @pytest.mark.parametrize(

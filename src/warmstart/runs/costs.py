@@ -16,6 +16,7 @@ import logging
 import tomllib
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..errors import WarmstartError
 from ..types import Trajectory
@@ -57,11 +58,25 @@ def usd_of(tokens_in: int, tokens_cached: int, tokens_out: int, price: dict, bat
     return cost / 1e6 * (price.get("batch", 1.0) if batch else 1.0)
 
 
-def load_terms(path: str | None) -> dict[str, str]:
-    """Each provider's terms-of-use identifier (`[providers.NAME] terms`), recorded on every trajectory: the
-    built-in table's, updated by the user's (a price table of one's own need not repeat the terms)."""
+def load_terms(path: str | None) -> dict[str, dict]:
+    """Each provider's terms of use (`[providers.NAME]`: `terms`, and the `hosts` they govern where given),
+    recorded on every trajectory (`terms_of`): the built-in table's, updated by the user's (a price table of
+    one's own need not repeat them)."""
     providers = price_table(None).get("providers", {}) | (price_table(path).get("providers", {}) if path else {})
-    return {name: entry["terms"] for name, entry in providers.items() if "terms" in entry}
+    return {name: entry for name, entry in providers.items() if "terms" in entry}
+
+
+def terms_of(terms: dict[str, dict], provenance) -> str | None:
+    """The terms of use that govern a trajectory's teacher: its provider's, where the endpoint it came from
+    is one of the provider's `hosts` (an OpenAI-compatible server of one's own speaks OpenAI's API but is
+    not under OpenAI's terms); None (not recorded) otherwise."""
+    entry = terms.get(provenance.provider)
+    if entry is None:
+        return None
+    hosts = entry.get("hosts")
+    if hosts is not None and urlparse(provenance.endpoint or "").hostname not in hosts:
+        return None
+    return entry["terms"]
 
 
 class CostLedger:

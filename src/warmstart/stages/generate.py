@@ -18,7 +18,7 @@ from ..config import Recipe
 from ..errors import WarmstartError
 from ..policies.api import NOT_SENT, finished_rollouts
 from ..runs.budget import BudgetGuard
-from ..runs.costs import CostLedger, describe, load_prices, load_terms
+from ..runs.costs import CostLedger, describe, load_prices, load_terms, terms_of
 from ..runs.directory import RunDir, Stage
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..runs.progress import progress_bar
@@ -277,7 +277,7 @@ class Job:
             self.passed += verdict.passed
         for trajectory in trajectories:
             if trajectory.provenance.terms is None:
-                trajectory.provenance.terms = self.terms.get(trajectory.provenance.provider)
+                trajectory.provenance.terms = terms_of(self.terms, trajectory.provenance)
             self.writer.append(trajectory)
             self.written.add(trajectory.key)
             self.ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
