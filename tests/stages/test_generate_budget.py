@@ -160,6 +160,18 @@ def test_log_probs_asked_and_not_returned_warn_once_or_fail_when_required(tmp_pa
             generate.run(recipe_for(tmp_path / "strict", api, "api.top_logprobs=3", "generate.require_logprobs=true"))
 
 
+def test_a_finished_stage_asked_again_for_log_probs_says_its_records_have_none(tmp_path, caplog):
+    with FakeAPI() as api:
+        generate.run(recipe_for(tmp_path / "run", api, train=6))  # no log-probs asked
+        with caplog.at_level(logging.WARNING):
+            generate.run(recipe_for(tmp_path / "run", api, "api.top_logprobs=3", train=6))
+        assert any("6 of 6 records carry no log-probs" in r.message for r in caplog.records)
+        with pytest.raises(WarmstartError, match="already done, but 6 of 6 records carry no log-probs"):
+            generate.run(
+                recipe_for(tmp_path / "run", api, "api.top_logprobs=3", "generate.require_logprobs=true", train=6)
+            )
+
+
 def test_reasoning_in_think_tags_becomes_the_messages_reasoning_and_terms_are_recorded(tmp_path):
     with FakeAPI(teacher=Teacher(think_tags=True)) as api:
         out = generate.run(recipe_for(tmp_path / "run", api, train=6))

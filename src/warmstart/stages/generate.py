@@ -61,6 +61,7 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
         if stage.done:
             if pilot_only:
                 raise WarmstartError(f"{stage.name} is already done: what it cost is in {run_dir.root}/costs.json")
+            check_done_logprobs(recipe, stage.name, out)
             return out
         job, tasks = start_job(recipe, run_dir, stage, env, out)
         # The first tasks are the pilot the bill is projected from (stated before the rest is asked).
@@ -80,6 +81,25 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
             job.ask_all(plans[1])
         finish_job(job, stage, plans)
     return out
+
+
+def check_done_logprobs(recipe: Recipe, stage: str, out: Path) -> None:
+    """A finished stage is not asked again for log-probs asked for now (api.top_logprobs is how they are
+    asked, not what the answers are): where its records carry none, say so (an error with
+    generate.require_logprobs), rather than hand them on as if they had them."""
+    if not recipe.api.top_logprobs:
+        return
+    answered = [t for t in latest_attempts(read_records(out, Trajectory)) if t.error is None]
+    without = sum(not any(t.logprobs or []) for t in answered)
+    if not without:
+        return
+    said = (
+        f"{stage}: already done, but {without} of {len(answered)} records carry no log-probs (asked without "
+        f"api.top_logprobs, or the teacher gave none); to ask again for them, remove {out} or set generate.output"
+    )
+    if recipe.generate.require_logprobs:
+        raise WarmstartError(said)
+    log.warning(said)
 
 
 @contextmanager
