@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +54,7 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
     def run_all() -> None:
         from . import stages
         from .envs import make_env
+        from .runs.directory import recipe_when_worked
 
         make_env(recipe.env)  # an environment that cannot load (a plugin's import, its options) fails first
         if {"generate", "eval"} & set(stage_names):  # an unreachable [ray] cluster too, before anything is written
@@ -66,26 +66,6 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
                 stages.runner(name)(recipe)
 
     _run_reporting_errors(run_all)
-
-
-@contextmanager
-def recipe_when_worked(recipe: Recipe):
-    """The command's resolved recipe as the run's recipe.toml once a stage has done work (the manifest
-    changed), a failed one included, never for a command refused before any stage began (another config,
-    a bad task file): the run's recipe keeps saying what its data was made with."""
-    from .runs.directory import RunDir
-
-    run_dir = RunDir(recipe)
-    before = manifest_bytes(run_dir)
-    try:
-        yield
-    finally:
-        if os.environ.get("RANK", "0") == "0" and manifest_bytes(run_dir) != before:  # torchrun: the main one writes
-            run_dir.write_recipe()
-
-
-def manifest_bytes(run_dir) -> bytes | None:
-    return run_dir.manifest_path.read_bytes() if run_dir.manifest_path.exists() else None
 
 
 def _run_reporting_errors(action) -> None:
@@ -218,7 +198,7 @@ def demo_cmd(
     recipe = _load(None, set_, base)
 
     def run_demo() -> None:
-        from .demos import kd_ablation, pump  # each writes the run's recipe itself
+        from .demos import kd_ablation, pump  # each writes the run's recipe itself, once a stage did work
         from .demos import seeds as seeded
 
         if seeds > 1:

@@ -144,6 +144,10 @@ def test_a_refused_command_leaves_the_runs_recipe_as_it_was(tmp_path):
     assert_one_line_error(refused, "another config")
     assert (tmp_path / "run" / "recipe.toml").read_text() == written  # still the recipe its data came from
     assert snapshot(tmp_path / "run") == before
+    refused = cli("demo", "--dir", str(tmp_path / "run"), "--set", "sft.steps=5")  # the demo's other config
+    assert_one_line_error(refused, "another config")
+    assert (tmp_path / "run" / "recipe.toml").read_text() == written
+    assert snapshot(tmp_path / "run") == before
 
 
 @pytest.mark.parametrize(

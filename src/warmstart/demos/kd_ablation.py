@@ -36,7 +36,7 @@ from ..report.html import build_report
 from ..report.lineage import row_lineages
 from ..runs.checkpoint import complete_checkpoints
 from ..runs.costs import CostLedger
-from ..runs.directory import RunDir
+from ..runs.directory import RunDir, recipe_when_worked
 from ..runs.jsonl import read_records, write_json_atomic
 from ..stages import curate, evaluate, generate, grpo, sft
 from ..stages.common import load_tasks, make_environment
@@ -73,8 +73,13 @@ class KdDemo:
 
 
 def run(recipe: Recipe, demo: KdDemo = KdDemo()) -> Path:
+    """The ablation's stages and table; the run's recipe.toml written once a stage did work."""
+    with recipe_when_worked(recipe):
+        return run_stages(recipe, demo)
+
+
+def run_stages(recipe: Recipe, demo: KdDemo) -> Path:
     started, run_dir = time.time(), RunDir(recipe)
-    run_dir.write_recipe()
     generate.run(recipe)
     curate.run(recipe)
     teacher = train_teacher(recipe, demo)

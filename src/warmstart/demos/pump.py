@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import Recipe, with_section
 from ..report.html import build_report
 from ..report.lineage import row_lineages
-from ..runs.directory import RunDir
+from ..runs.directory import RunDir, recipe_when_worked
 from ..stages import curate, evaluate, generate, grpo, sft
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,14 @@ COMPARE = [
 
 
 def run(recipe: Recipe) -> Path:
+    """The demo's stages, its table and report; the run's recipe.toml written once a stage did work."""
+    with recipe_when_worked(recipe):
+        return run_stages(recipe)
+
+
+def run_stages(recipe: Recipe) -> Path:
     started = time.time()
     run_dir = RunDir(recipe)
-    run_dir.write_recipe()
     generate.run(recipe)
     curate.run(recipe)
     sft.run(recipe)

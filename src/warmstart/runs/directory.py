@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -197,3 +200,21 @@ class Stage:
                 self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
         finally:
             self.lock.release()
+
+
+@contextmanager
+def recipe_when_worked(recipe: Recipe) -> Iterator[None]:
+    """The command's resolved recipe as the run's recipe.toml once a stage has done work (the manifest
+    changed), a failed one included, never for a command refused before any stage began (another config,
+    a bad task file): the run's recipe keeps saying what its data was made with."""
+    run_dir = RunDir(recipe)
+    before = manifest_bytes(run_dir)
+    try:
+        yield
+    finally:
+        if os.environ.get("RANK", "0") == "0" and manifest_bytes(run_dir) != before:  # torchrun: the main one writes
+            run_dir.write_recipe()
+
+
+def manifest_bytes(run_dir: RunDir) -> bytes | None:
+    return run_dir.manifest_path.read_bytes() if run_dir.manifest_path.exists() else None
