@@ -1,5 +1,6 @@
 """A token's own bytes where decoding it alone gives U+FFFD (part of a multi-byte character): byte-level
-BPE and SentencePiece's byte fallback, and `warmstart serve`'s log-prob `bytes` built from them."""
+BPE and SentencePiece's byte fallback; `warmstart serve`'s log-prob `bytes` built from them, and a
+teacher's recorded top-k found by them."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import PreTrainedTokenizerFast
 
 from warmstart.config import TinyModelConfig
+from warmstart.distill.topk import align, token_index
+from warmstart.lm.chat import assistant_spans, render_for_training
 from warmstart.lm.scoring import TokenLogprob
 from warmstart.lm.tinymodel import save_tiny_student
 from warmstart.lm.token_bytes import byte_level_alphabet, raw_token_bytes
 from warmstart.serve.response import logprob_entry
+from warmstart.types import Message
 
 TEXT = "日本 é 🙂 plain"
 
@@ -55,3 +59,26 @@ def test_sentencepiece_tokens_keep_their_leading_space_and_added_tokens_their_te
     entry = logprob_entry(tokenizer, TokenLogprob(tokenizer.eos_token_id, -0.1, []))
     assert entry["token"] == "<|end of turn|>" and bytes(entry["bytes"]) == b"<|end of turn|>"
     assert raw_token_bytes(tokenizer, tokenizer.eos_token_id) is None
+
+
+def test_recorded_top_k_with_parts_of_characters_lines_up_by_their_bytes(tmp_path):
+    model_dir = save_tiny_student(["plain text"] * 20, tmp_path / "tiny", TinyModelConfig(vocab_size=300), seed=0)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    messages = [Message(role="user", content="Größe?"), Message(role="assistant", content="Größe: 7 ü")]
+    rendered = render_for_training(tokenizer, messages)
+    [(start, end)] = assistant_spans(rendered.loss_mask)
+    ids = rendered.input_ids[start : end - 1]  # the turn's tokens, its end-of-turn token left out
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)
+
+    def entry(i: int, with_bytes: bool) -> dict:  # as OpenAI's API and `warmstart serve` give a token
+        data = {"bytes": list(raw_token_bytes(tokenizer, i))} if with_bytes else {}
+        return {"token": tokenizer.decode([i]), "logprob": -0.1, "top_logprobs": [], **data}
+
+    index = token_index(tokenizer)
+    for with_bytes, aligned in ((True, 1), (False, 0)):
+        turns = [[entry(i, with_bytes) for i in ids]]
+        teacher, stats = align(rendered.input_ids, rendered.loss_mask, turns, index)
+        assert (stats.turns, stats.aligned) == (1, aligned)
+    turns = [[entry(i, True) for i in ids]]
+    teacher, _ = align(rendered.input_ids, rendered.loss_mask, turns, index)
+    assert [support[0] for support in teacher.ids[start : end - 1]] == ids

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..lm.chat import assistant_spans
+from ..lm.token_bytes import TokenBytes
+
+REPLACEMENT = "\ufffd".encode()
 
 
 @dataclass
@@ -65,16 +68,34 @@ def foreign_id_teachers(trajectories, vocabulary_problem) -> dict[str, str]:
     return problems
 
 
-def token_index(tokenizer) -> dict[str, int]:
-    """Token text -> id over the student's vocabulary; texts two ids share are left out (ambiguous)."""
-    seen: dict[str, int] = {}
-    ambiguous = set()
-    for token_id in range(len(tokenizer)):
-        text = tokenizer.decode([token_id])
-        if text in seen:
-            ambiguous.add(text)
-        seen[text] = token_id
-    return {text: i for text, i in seen.items() if text not in ambiguous}
+@dataclass
+class TokenIndex:
+    """The student's tokens by their text decoded alone and by their own bytes (lm/token_bytes.py), each
+    without the keys two ids share (ambiguous). A teacher's recorded token is found by its bytes where it
+    gives them, as OpenAI's API and `warmstart serve` do: a token holding part of a multi-byte character
+    reads as U+FFFD, a text many ids share, but its bytes are its own. Else by its text."""
+
+    by_text: dict[str, int]
+    by_bytes: dict[bytes, int]
+
+
+def token_index(tokenizer) -> TokenIndex:
+    own_bytes = TokenBytes(tokenizer)
+    ids = range(len(tokenizer))
+    return TokenIndex(
+        unambiguous((tokenizer.decode([i]), i) for i in ids),
+        unambiguous((data, i) for i in ids if (data := own_bytes(i)) is not None),
+    )
+
+
+def unambiguous(pairs) -> dict:
+    """key -> id, without the keys more than one id has."""
+    seen, ambiguous = {}, set()
+    for key, token_id in pairs:
+        if key in seen:
+            ambiguous.add(key)
+        seen[key] = token_id
+    return {key: i for key, i in seen.items() if key not in ambiguous}
 
 
 LOGPROBS_SHAPE = (
@@ -117,11 +138,22 @@ def entry_problem(entry) -> str | None:
     return None
 
 
-def entry_id(entry: dict, index: dict[str, int]) -> int | None:
-    return entry["id"] if "id" in entry else index.get(entry["token"])
+def entry_id(entry: dict, index: TokenIndex) -> int | None:
+    if "id" in entry:
+        return entry["id"]
+    data = entry.get("bytes")
+    if (
+        isinstance(data, list)
+        and data
+        and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in data)
+    ):
+        # U+FFFD's own bytes are what some servers give for a part of a character: not a token's own
+        if bytes(data) != REPLACEMENT and (token_id := index.by_bytes.get(bytes(data))) is not None:
+            return token_id
+    return index.by_text.get(entry["token"])
 
 
-def support(entry: dict, index: dict[str, int]) -> tuple[list[int], list[float]] | None:
+def support(entry: dict, index: TokenIndex) -> tuple[list[int], list[float]] | None:
     """The sampled token first, then the alternatives not already listed; None if one is not a token."""
     ids, logps = [], []
     for item in [entry, *(entry.get("top_logprobs") or [])]:
@@ -135,7 +167,7 @@ def support(entry: dict, index: dict[str, int]) -> tuple[list[int], list[float]]
 
 
 def align(
-    input_ids: list[int], loss_mask: list[int], turns: list | None, index: dict[str, int]
+    input_ids: list[int], loss_mask: list[int], turns: list | None, index: TokenIndex
 ) -> tuple[TeacherTokens, Alignment]:
     """The teacher's distributions at the positions of the turns that line up with the training ids."""
     teacher = TeacherTokens([[] for _ in input_ids], [[] for _ in input_ids])

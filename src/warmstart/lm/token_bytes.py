@@ -48,25 +48,36 @@ def decoder_states(tokenizer) -> list[dict]:
 def raw_token_bytes(tokenizer, token_id: int) -> bytes | None:
     """The bytes token `token_id` stands for, or None where its tokenizer keeps them in no way read here
     (an added token, a decoder of another kind: its text decoded alone is then the best there is)."""
-    piece = tokenizer.convert_ids_to_tokens(token_id)
-    if not isinstance(piece, str) or token_id in tokenizer.added_tokens_decoder:
-        return None
-    decoders = decoder_states(tokenizer)
-    kinds = {d.get("type") for d in decoders}
-    if "ByteFallback" in kinds and (match := BYTE_PIECE.fullmatch(piece)):
-        return bytes([int(match.group(1), 16)])
-    if "ByteLevel" in kinds:
-        return bytes(BYTE_LEVEL[char] for char in piece) if all(char in BYTE_LEVEL for char in piece) else None
-    spaces = [d for d in decoders if d.get("type") in ("Metaspace", "Replace")]
-    if not spaces:
-        return None
-    for decoder in spaces:  # "▁" back to a space, as the decoder does before it strips the text's first one
-        old, new = (decoder.get("replacement", "▁"), " ") if decoder["type"] == "Metaspace" else replaced(decoder)
-        piece = piece.replace(old, new) if old else piece
-    return piece.encode("utf-8")
+    return TokenBytes(tokenizer)(token_id)
 
 
-def replaced(decoder: dict) -> tuple[str | None, str]:
-    """A Replace decoder's plain-string pattern and its content (None: a regex pattern, not applied)."""
-    pattern = decoder.get("pattern", {})
-    return pattern.get("String"), decoder.get("content", "")
+class TokenBytes:
+    """`raw_token_bytes` for many tokens of one tokenizer: its decoders read once."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        decoders = decoder_states(tokenizer)
+        kinds = {d.get("type") for d in decoders}
+        self.byte_fallback, self.byte_level = "ByteFallback" in kinds, "ByteLevel" in kinds
+        self.spaces = [space_replacement(d) for d in decoders if d.get("type") in ("Metaspace", "Replace")]
+
+    def __call__(self, token_id: int) -> bytes | None:
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        if not isinstance(piece, str) or token_id in self.tokenizer.added_tokens_decoder:
+            return None
+        if self.byte_fallback and (match := BYTE_PIECE.fullmatch(piece)):
+            return bytes([int(match.group(1), 16)])
+        if self.byte_level:
+            return bytes(BYTE_LEVEL[char] for char in piece) if all(char in BYTE_LEVEL for char in piece) else None
+        if not self.spaces:
+            return None
+        for old, new in self.spaces:  # "▁" back to a space, as the decoder does before it strips the first one
+            piece = piece.replace(old, new) if old else piece
+        return piece.encode("utf-8")
+
+
+def space_replacement(decoder: dict) -> tuple[str | None, str]:
+    """What a Metaspace or Replace decoder replaces, and with what (None: a regex pattern, not applied)."""
+    if decoder["type"] == "Metaspace":
+        return decoder.get("replacement", "▁"), " "
+    return decoder.get("pattern", {}).get("String"), decoder.get("content", "")

@@ -103,14 +103,22 @@ def token_logprobs(choice) -> list[dict] | None:
     content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
     if not content:
         return None
+    # Each token's bytes too where the server gives them: a token holding part of a multi-byte character
+    # reads as U+FFFD, and only its bytes say which token it is (distill/topk.py).
     return [
         {
             "token": t.token,
             "logprob": t.logprob,
-            "top_logprobs": [{"token": a.token, "logprob": a.logprob} for a in t.top_logprobs or []],
+            **own_bytes(t),
+            "top_logprobs": [{"token": a.token, "logprob": a.logprob, **own_bytes(a)} for a in t.top_logprobs or []],
         }
         for t in content
     ]
+
+
+def own_bytes(entry) -> dict:
+    data = getattr(entry, "bytes", None)
+    return {"bytes": data} if isinstance(data, list) else {}
 
 
 class OpenAIBackend:

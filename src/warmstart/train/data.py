@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from jinja2 import TemplateError
 
-from ..distill.topk import Alignment, TeacherTokens, align, logprobs_problem
+from ..distill.topk import Alignment, TeacherTokens, TokenIndex, align, logprobs_problem
 from ..errors import WarmstartError, first_line
 from ..lm.chat import render_for_training
 from ..types import Trajectory
@@ -36,7 +36,7 @@ def tokenize(
     trajectories: list[Trajectory],
     seq_len: int,
     tools: list[dict] | None = None,
-    teacher_index: dict[str, int] | None = None,
+    teacher_index: TokenIndex | None = None,
 ) -> tuple[list[Example], Counter, Alignment]:
     """Examples that fit in a row; those dropped, counted per reason (longer than `seq_len` tokens, no
     assistant turn: nothing to learn); and how the teacher's recorded log-probs lined up (only with a
