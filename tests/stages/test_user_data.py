@@ -146,3 +146,13 @@ def test_records_sft_cannot_read_are_one_error_naming_the_record(run, change, wh
     assert "\n" not in str(caught.value) and f"record {records[0].task_id}#{records[0].sample_index}: " in str(
         caught.value
     )
+
+
+def test_distinct_problems_under_one_task_id_are_refused_before_curation_judges_them_as_one(run):
+    recipe, teacher, curated = run
+    before = curated.read_bytes()
+    records = read_records(teacher, Trajectory)
+    rewrite(teacher, [t.model_copy(update={"task_id": "mydata", "sample_index": i}) for i, t in enumerate(records)])
+    with pytest.raises(WarmstartError, match=r"task id 'mydata' has samples asked different prompts \(1 task id"):
+        curate.run(recipe)
+    assert curated.read_bytes() == before

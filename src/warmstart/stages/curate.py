@@ -25,13 +25,13 @@ from ..curation import difficulty
 from ..curation.benchmarks import read_texts
 from ..curation.contamination import Source, find_contamination
 from ..curation.dedup import exact_duplicates, near_duplicate_reasons
-from ..curation.text import checked_texts, searched_texts
+from ..curation.text import checked_texts, prompt_messages, searched_texts
 from ..envs import make_env
 from ..errors import WarmstartError
 from ..runs.directory import RunDir
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..types import Trajectory
-from .common import latest_attempts, load_tasks
+from .common import latest_attempts, load_tasks, prompt_key
 from .student_rates import student_pass_rates
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ def run(recipe: Recipe) -> Path:
             raise WarmstartError(f"{source}: has no trajectories to curate")
         trajectories = latest_attempts(records)  # an attempt a rerun of generate replaced is not data
         warn_of_shared_keys(source, records, trajectories)
+        check_one_prompt_per_task(source, trajectories)
         sources = contamination_sources(recipe, files) if cfg.decontaminate else None
         kept, found = curate(trajectories, sources, cfg)
         if cfg.student_pass_rate is not None:
@@ -176,6 +177,21 @@ def run(recipe: Recipe) -> Path:
             stage.summary["superseded_attempts"] = len(records) - len(trajectories)
         write_json_atomic(report, stage.summary)
     return out
+
+
+def check_one_prompt_per_task(source: Path, trajectories: list[Trajectory]) -> None:
+    """Refuse samples of one task id that were asked different prompts: curation reads a task's prompt,
+    difficulty and near-duplicates by its id (distinct problems under one id of one's own data would be
+    judged as one, and some dropped as near-duplicates of each other)."""
+    prompts: dict[str, set[str]] = {}
+    for t in trajectories:
+        prompts.setdefault(t.task_id, set()).add(prompt_key(prompt_messages(t.messages)))
+    mixed = [task for task, keys in prompts.items() if len(keys) > 1]
+    if mixed:
+        raise WarmstartError(
+            f"{source}: task id {mixed[0]!r} has samples asked different prompts ({len(mixed)} task id(s) do); "
+            "give each problem its own task_id"
+        )
 
 
 def warn_of_shared_keys(source: Path, records: list[Trajectory], latest: list[Trajectory]) -> None:
