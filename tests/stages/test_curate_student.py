@@ -20,16 +20,21 @@ def student_rate(problem: str) -> float:
     return 1.0 if "+" in problem.split("?")[0] else 0.0
 
 
+def student_recipe(tmp_path, api: FakeAPI, samples: int, train: int):
+    """Curation that keeps the tasks whose student (the loopback `api`) pass rate lies in [0, 0.75]."""
+    return small_recipe(
+        tmp_path,
+        f"curate.student='openai:fake-model@{api.url}/v1'",
+        "curate.student_pass_rate=[0.0, 0.75]",
+        f"curate.student_samples={samples}",
+        "api.backoff_s=0.05",
+        train=train,
+    )
+
+
 def test_tasks_the_student_always_solves_are_dropped_and_counted(tmp_path):
     with FakeAPI(teacher=Teacher(pass_rate=student_rate)) as api:
-        recipe = small_recipe(
-            tmp_path,
-            f"curate.student='openai:fake-model@{api.url}/v1'",
-            "curate.student_pass_rate=[0.0, 0.75]",
-            "curate.student_samples=2",
-            "api.backoff_s=0.05",
-            train=60,
-        )
+        recipe = student_recipe(tmp_path, api, samples=2, train=60)
         teacher = read_records(generate.run(recipe), Trajectory)  # the reference teacher (wrong one time in ten)
         out = curate.run(recipe)
         asked = len(api.log)
@@ -47,13 +52,7 @@ def test_tasks_the_student_always_solves_are_dropped_and_counted(tmp_path):
 
 def test_tasks_the_student_cannot_be_asked_are_kept_and_said_to_be_unmeasured(tmp_path, caplog):
     with FakeAPI(teacher=Teacher(pass_rate=student_rate)) as api:
-        recipe = small_recipe(
-            tmp_path,
-            f"curate.student='openai:fake-model@{api.url}/v1'",
-            "curate.student_pass_rate=[0.0, 0.75]",
-            "curate.student_samples=1",
-            train=20,
-        )
+        recipe = student_recipe(tmp_path, api, samples=1, train=20)
         path = generate.run(recipe)
         teacher = read_records(path, Trajectory)
         path.unlink()
