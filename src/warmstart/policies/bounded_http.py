@@ -173,20 +173,16 @@ def bound(response: httpx2.Response) -> None:
     response.stream = BoundedStream(response.stream, metered(response))
 
 
-def async_http_client(sdk, timeout_s: float, **options):
+def async_http_client(sdk, timeout_s: float, headers: dict | None = None, **options):
     """The SDK's (`sdk`: the openai or anthropic module) default async HTTP client (its connection limits,
     redirects), its answers bounded."""
+    headers = {"Accept-Encoding": ACCEPT_ENCODING} | (headers or {})
     return sdk.DefaultAsyncHttpxClient(
-        timeout=timeout_s, event_hooks={"response": [bound_async]}, headers=headers(options), **options
+        timeout=timeout_s, event_hooks={"response": [bound_async]}, headers=headers, **options
     )
 
 
-def http_client(sdk, timeout_s: float, **options):
+def http_client(sdk, timeout_s: float, headers: dict | None = None, **options):
     """`async_http_client` for the SDK's synchronous client."""
-    return sdk.DefaultHttpxClient(
-        timeout=timeout_s, event_hooks={"response": [bound]}, headers=headers(options), **options
-    )
-
-
-def headers(options: dict) -> dict:
-    return {"Accept-Encoding": ACCEPT_ENCODING} | options.pop("headers", {})
+    headers = {"Accept-Encoding": ACCEPT_ENCODING} | (headers or {})
+    return sdk.DefaultHttpxClient(timeout=timeout_s, event_hooks={"response": [bound]}, headers=headers, **options)

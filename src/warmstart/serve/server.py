@@ -379,9 +379,11 @@ class Handler(BaseHTTPRequestHandler):
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection: the socket reads as ended (a client that sends its next
         request early is not gone; it is read once this one is answered)."""
+        poller = select.poll()  # not select.select: it refuses a descriptor above 1023 (a busy server's)
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            poller.register(self.connection, select.POLLIN)
+            # Readable: the peek returns at once (the socket's read timeout would wait on an idle one).
+            return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):  # reset, or closed under us
             return True
 
