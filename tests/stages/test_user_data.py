@@ -130,6 +130,8 @@ def test_sft_says_what_it_left_out_and_trains_nothing_without_an_assistant_turn(
         ({"messages": [Message(role="assistant", content="Hello")]}, "starts with an assistant turn"),
         ({"logprobs": [{"token": "A", "logprob": -0.1, "top_logprobs": []}]}, r"logprobs\[0\] is a dict, not a list"),
         ({"logprobs": [[{"text": "A", "logprob": -0.1}]]}, r"logprobs\[0\]\[0\] has no token text or id"),
+        ({"logprobs": [[{"token": "A"}]]}, r"logprobs\[0\]\[0\] has no logprob"),
+        ({"logprobs": [[{"id": "5", "logprob": -0.1}]]}, r"logprobs\[0\]\[0\] has an id that is not an integer"),
         (
             {"logprobs": [[{"token": "A", "logprob": -0.1, "top_logprobs": {"A": -0.1}}]]},
             "top_logprobs that are a dict",

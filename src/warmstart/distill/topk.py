@@ -128,9 +128,13 @@ def logprobs_problem(turns) -> str | None:
 def entry_problem(entry) -> str | None:
     if not isinstance(entry, dict):
         return f"holds a {type(entry).__name__}"
-    if not isinstance(entry.get("token"), str) and not isinstance(entry.get("id"), int):
+    if "id" in entry and (isinstance(entry["id"], bool) or not isinstance(entry["id"], int)):
+        return f"has an id that is not an integer ({entry['id']!r})"
+    if "id" not in entry and not isinstance(entry.get("token"), str):
         return "has no token text or id"
-    logprob = entry.get("logprob")
+    if "logprob" not in entry:
+        return "has no logprob"
+    logprob = entry["logprob"]
     if logprob is not None and (isinstance(logprob, bool) or not isinstance(logprob, (int, float))):
         return f"has a logprob that is not a number ({logprob!r})"
     if "top_logprobs" in entry and not isinstance(entry["top_logprobs"], (list, type(None))):

@@ -48,7 +48,7 @@ from ..runs.directory import RunDir, model_files
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan, sharding
-from ..train.data import NO_TARGET, TOO_LONG, Example, tokenize
+from ..train.data import NO_TARGET, TOO_LONG, Example, check_logprobs, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
 from ..train.step_checks import check_finite_loss
@@ -196,6 +196,8 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     model, tokenizer = load_student(cfg, base, checkpoint, device)
     check_template(tokenizer, "sft.student")
     wants_topk = cfg.kd_weight > 0 and cfg.distill in ("auto", "topk") and any(t.logprobs for t in trajectories)
+    if wants_topk:
+        check_logprobs(trajectories)
     index = token_index(tokenizer) if wants_topk else None
     usable, foreign = without_foreign_ids(trajectories, tokenizer) if wants_topk else (trajectories, None)
     tools = list(make_env(recipe.env).tools)

@@ -40,8 +40,8 @@ def tokenize(
 ) -> tuple[list[Example], Counter, Alignment]:
     """Examples that fit in a row; those dropped, counted per reason (longer than `seq_len` tokens, no
     assistant turn: nothing to learn); and how the teacher's recorded log-probs lined up (only with a
-    `teacher_index`, `distill.topk.token_index`). `tools`: the environment's. A conversation its chat template
-    cannot render, or log-probs of another shape than generate records, is one error naming the record."""
+    `teacher_index`, `distill.topk.token_index`; the log-probs checked first, `check_logprobs`). `tools`: the
+    environment's. A conversation its chat template cannot render is one error naming the record."""
     examples, dropped, alignment = [], Counter(), Alignment()
     for trajectory in trajectories:
         if not any(m.role == "assistant" for m in trajectory.messages):
@@ -53,12 +53,17 @@ def tokenize(
             continue
         teacher = None
         if teacher_index is not None:
-            if problem := logprobs_problem(trajectory.logprobs):
-                raise WarmstartError(f"sft: record {record_name(trajectory)}: {problem}")
             teacher, stats = align(rendered.input_ids, rendered.loss_mask, trajectory.logprobs, teacher_index)
             alignment.add(stats)
         examples.append(Example(rendered.input_ids, rendered.loss_mask, teacher))
     return examples, dropped, alignment
+
+
+def check_logprobs(trajectories: list[Trajectory]) -> None:
+    """Refuse, naming the record, log-probs of another shape than generate records (data of one's own)."""
+    for trajectory in trajectories:
+        if problem := logprobs_problem(trajectory.logprobs):
+            raise WarmstartError(f"sft: record {record_name(trajectory)}: {problem}")
 
 
 def record_name(trajectory: Trajectory) -> str:
