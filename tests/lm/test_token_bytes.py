@@ -12,8 +12,8 @@ from warmstart.distill.topk import align, token_index
 from warmstart.lm.chat import assistant_spans, render_for_training
 from warmstart.lm.scoring import TokenLogprob
 from warmstart.lm.tinymodel import save_tiny_student
-from warmstart.lm.token_bytes import byte_level_alphabet, raw_token_bytes
-from warmstart.serve.response import logprob_entry
+from warmstart.lm.token_bytes import TokenBytes, byte_level_alphabet
+from warmstart.serve.response import logprob_entries
 from warmstart.types import Message
 
 TEXT = "日本 é 🙂 plain"
@@ -42,7 +42,7 @@ def test_serve_logprob_bytes_join_back_into_the_text(tmp_path):
     for tokenizer in (PreTrainedTokenizerFast.from_pretrained(byte_level), byte_fallback_tokenizer()):
         ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
         assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # the case this is for: halves of characters
-        entries = [logprob_entry(tokenizer, TokenLogprob(i, -0.5, [(i, -0.5)])) for i in ids]
+        entries = logprob_entries(tokenizer, [TokenLogprob(i, -0.5, [(i, -0.5)]) for i in ids])
         for entry in entries:
             assert entry["top_logprobs"][0]["bytes"] == entry["bytes"]
         joined = bytes(b for entry in entries for b in entry["bytes"]).decode()
@@ -53,12 +53,12 @@ def test_sentencepiece_tokens_keep_their_leading_space_and_added_tokens_their_te
     tokenizer = byte_fallback_tokenizer()
     space, plain = tokenizer("p", add_special_tokens=False)["input_ids"]
     assert tokenizer.decode([space]) == ""  # decoded alone, the decoder strips the space it starts with
-    assert logprob_entry(tokenizer, TokenLogprob(space, -0.1, []))["token"] == " "
-    assert logprob_entry(tokenizer, TokenLogprob(plain, -0.1, []))["bytes"] == [112]
+    assert logprob_entries(tokenizer, [TokenLogprob(space, -0.1, [])])[0]["token"] == " "
+    assert logprob_entries(tokenizer, [TokenLogprob(plain, -0.1, [])])[0]["bytes"] == [112]
     tokenizer.add_special_tokens({"eos_token": "<|end of turn|>"})  # a space in it: no piece of any alphabet
-    entry = logprob_entry(tokenizer, TokenLogprob(tokenizer.eos_token_id, -0.1, []))
+    entry = logprob_entries(tokenizer, [TokenLogprob(tokenizer.eos_token_id, -0.1, [])])[0]
     assert entry["token"] == "<|end of turn|>" and bytes(entry["bytes"]) == b"<|end of turn|>"
-    assert raw_token_bytes(tokenizer, tokenizer.eos_token_id) is None
+    assert TokenBytes(tokenizer)(tokenizer.eos_token_id) is None
 
 
 def test_recorded_top_k_with_parts_of_characters_lines_up_by_their_bytes(tmp_path):
@@ -71,7 +71,7 @@ def test_recorded_top_k_with_parts_of_characters_lines_up_by_their_bytes(tmp_pat
     assert any("\ufffd" in tokenizer.decode([i]) for i in ids)
 
     def entry(i: int, with_bytes: bool) -> dict:  # as OpenAI's API and `warmstart serve` give a token
-        data = {"bytes": list(raw_token_bytes(tokenizer, i))} if with_bytes else {}
+        data = {"bytes": list(TokenBytes(tokenizer)(i))} if with_bytes else {}
         return {"token": tokenizer.decode([i]), "logprob": -0.1, "top_logprobs": [], **data}
 
     index = token_index(tokenizer)

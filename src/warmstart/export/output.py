@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import WarmstartError
+from .writers import FORMATS
 
 
 def check_output(out: Path, protected: list[Path], force: bool) -> None:
@@ -41,7 +42,8 @@ def check_output(out: Path, protected: list[Path], force: bool) -> None:
         )
 
 
-EXPORT_FILES = {"README.md", "data.jsonl", "data.parquet", "dataset_info.json", "state.json"}  # writers.py
+# The card, each format's data file, and the layout of hf's save_to_disk (dataset_info.json, state.json, data-*.arrow).
+EXPORT_FILES = {"README.md", "dataset_info.json", "state.json", *(f.data_file for f in FORMATS.values() if f.data_file)}
 
 
 def not_written_by_exports(path: Path) -> list[str]:

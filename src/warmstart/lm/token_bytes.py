@@ -45,14 +45,10 @@ def decoder_states(tokenizer) -> list[dict]:
     return state.get("decoders", [state]) if state.get("type") == "Sequence" else [state]
 
 
-def raw_token_bytes(tokenizer, token_id: int) -> bytes | None:
-    """The bytes token `token_id` stands for, or None where its tokenizer keeps them in no way read here
-    (an added token, a decoder of another kind: its text decoded alone is then the best there is)."""
-    return TokenBytes(tokenizer)(token_id)
-
-
 class TokenBytes:
-    """`raw_token_bytes` for many tokens of one tokenizer: its decoders read once."""
+    """The bytes a token id of `tokenizer` stands for (call it with the id), or None where the tokenizer
+    keeps them in no way read here (an added token, a decoder of another kind: its text decoded alone is
+    then the best there is). The tokenizer's decoders are read once, when it is made."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer

@@ -173,8 +173,8 @@ def carried_spend(entry: dict | None) -> dict | None:
     """What the earlier runs of a stage paid, where the entry recording them is about to be replaced by a run
     whose ledger starts from nothing (eval asks every sample again, so an earlier run's bill is in no later
     run's ledger): the entry's own spend and what it had carried, summed; None where they paid nothing."""
-    parts = [p for p in ((entry or {}).get("api_cost"), (entry or {}).get("api_cost_earlier_runs")) if p]
-    parts = [p for p in parts if p.get("requests")]
+    entry = entry or {}
+    parts = [p for p in (entry.get("api_cost"), entry.get("api_cost_earlier_runs")) if p and p.get("requests")]
     if not parts:
         return None
     return {

@@ -32,10 +32,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..lm.token_bytes import TokenBytes
 from ..types import Sampling
 from .engine import Row
 from .request import MAX_TOP_LOGPROBS, bad, check_params, flag, integer, stop_strings, temperature_top_p
-from .response import decode_row, logprob_entry, token_text
+from .response import decode_row, logprob_entries, token_text
 
 # Accepted without effect: `user` only labels the caller, a zero penalty is none, and the others ask for
 # what the server does anyway.
@@ -147,11 +148,11 @@ def completion_choice(
 def prompt_entries(tokenizer, prompt_ids: list[int], row: Row) -> list[dict]:
     """The prompt's tokens as chat-format logprob entries; the first has no log-prob and no alternatives."""
     first = {
-        "token": token_text(tokenizer, prompt_ids[0])[0],
+        "token": token_text(tokenizer, TokenBytes(tokenizer), prompt_ids[0])[0],
         "logprob": None,
         "top_logprobs": None,
     }
-    return [first, *(logprob_entry(tokenizer, t) for t in row.prompt_logprobs or [])]
+    return [first, *logprob_entries(tokenizer, row.prompt_logprobs or [])]
 
 
 def legacy_logprobs(entries: list[dict]) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..lm.chat import parse_completion
 from ..lm.generation import produced_ids
 from ..lm.scoring import TokenLogprob
-from ..lm.token_bytes import raw_token_bytes
+from ..lm.token_bytes import TokenBytes
 from .engine import Row
 
 WORD_RE = re.compile(r"\S+\s*|\s+")  # stream pieces: a word with the space after it (or leading space)
@@ -45,7 +45,7 @@ def decode_row(tokenizer, row: Row, stop: list[str]) -> Completion:
         finish = "stop"
     # A row scored with its end-of-turn token (`Job.score_stop`) has one log-prob per token counted, else
     # one per token of the text: the first `tokens` are what was kept either way.
-    logprobs = None if row.logprobs is None else [logprob_entry(tokenizer, t) for t in row.logprobs[:tokens]]
+    logprobs = None if row.logprobs is None else logprob_entries(tokenizer, row.logprobs[:tokens])
     return Completion(text, tokens, finish, logprobs, row.completion_ids[:tokens])
 
 
@@ -68,22 +68,27 @@ def tokens_through(tokenizer, ids: list[int], end: int) -> int:
     return high
 
 
-def logprob_entry(tokenizer, token: TokenLogprob) -> dict:
-    return {
-        **_token(tokenizer, token.token_id, token.logprob),
-        "top_logprobs": [_token(tokenizer, i, lp) for i, lp in token.top],
-    }
+def logprob_entries(tokenizer, tokens: list[TokenLogprob]) -> list[dict]:
+    """Each token's chat-format entry: its text, log-prob and bytes, and its alternatives'."""
+    own_bytes = TokenBytes(tokenizer)  # the tokenizer's decoders read once, not per entry
+    return [
+        {
+            **_token(tokenizer, own_bytes, token.token_id, token.logprob),
+            "top_logprobs": [_token(tokenizer, own_bytes, i, lp) for i, lp in token.top],
+        }
+        for token in tokens
+    ]
 
 
-def _token(tokenizer, token_id: int, logprob: float) -> dict:
-    text, data = token_text(tokenizer, token_id)
+def _token(tokenizer, own_bytes: TokenBytes, token_id: int, logprob: float) -> dict:
+    text, data = token_text(tokenizer, own_bytes, token_id)
     return {"token": text, "logprob": logprob, "bytes": list(data)}
 
 
-def token_text(tokenizer, token_id: int) -> tuple[str, bytes]:
+def token_text(tokenizer, own_bytes: TokenBytes, token_id: int) -> tuple[str, bytes]:
     """A token's text and bytes: its own bytes where the tokenizer keeps them (lm/token_bytes.py; a part
     of a character reads as U+FFFD in the text), else the text it decodes to alone."""
-    data = raw_token_bytes(tokenizer, token_id)
+    data = own_bytes(token_id)
     if data is None:
         text = tokenizer.decode([token_id])
         return text, text.encode("utf-8")
