@@ -109,6 +109,22 @@ def test_an_odd_reply_is_asked_again_and_billed_only_where_its_usage_is_real(tmp
     assert len(failed.rejected_usage) == (4 if billed_twice else 0)
 
 
+def test_an_unusable_reply_is_asked_again_with_another_seed_and_a_request_that_failed_with_the_same(tmp_path):
+    """A server that honours seeds answers a seed the same way each time: asked again with the seed of an
+    unusable reply, it would send the same unusable reply, billed each time. The seeds stay reproducible."""
+
+    def seeds_sent(run: str) -> list[int]:
+        with FakeAPI() as api:
+            api.faults = ["empty", "500", "no_choices"]
+            [trajectory] = rollouts(recipe_for(tmp_path / run, api))
+        assert trajectory.error is None and [e["fault"] for e in api.log] == ["empty", "500", "no_choices", None]
+        return [e["body"]["seed"] for e in api.log]
+
+    first, after_empty, after_500, after_no_choices = seeds_sent("one")
+    assert after_empty != first and after_500 == after_empty and after_no_choices not in (first, after_empty)
+    assert seeds_sent("two") == [first, after_empty, after_500, after_no_choices]
+
+
 def test_a_stage_whose_every_request_failed_fails_bills_what_was_billed_and_a_rerun_retries_exactly_those(tmp_path):
     prices = tmp_path / "prices.toml"
     prices.write_text(PRICES)

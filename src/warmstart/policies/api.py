@@ -10,7 +10,8 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
   error). Every wait is bounded: a request, its retries included, gives up at `api.deadline_s` (by
   default the retry policy's own worst case, `ApiSettings.worst_case_s`);
 - replies are checked before use (`reply_problem`): text that is not Unicode (lone surrogates), an empty
-  reply are refused and asked again, and the usage they carried is kept on the trajectory
+  reply are refused and asked again, with another seed (a server that honours seeds answers the same seed
+  the same unusable way, each try billed), and the usage they carried is kept on the trajectory
   (`rejected_usage`: the provider bills it). Token counts that are impossible (negative) or implausible
   (`usage_problem`: more than 4 x the request's bound + 4096 in, 4 x `max_new_tokens` + 4096 out;
   providers add template and tool-prompt tokens) are refused and asked again too, but never billed: the
@@ -265,6 +266,8 @@ class APIPolicy:
                 raise WarmstartError(f"{self.spec}: {failure.message}")
             if attempt == self.settings.max_retries:
                 raise RequestError(Failure(False, f"{failure.message} (after {attempt} retries)"))
+            if failure.answered:  # the same seed would draw the same unusable reply (module docstring)
+                ask.seed = provider_seed(sample | {"retry": attempt + 1})
             rng = rng or random.Random(key)
             await self._wait_to_retry(attempt, failure, rng, ask.deadline)  # set by the first try
         raise AssertionError("unreachable")
@@ -341,7 +344,7 @@ class APIPolicy:
         problem = reply_problem(reply, ask)
         if problem:
             self.request_tally.rejected += 1
-            failure = self._failed(Failure(True, f"invalid reply: {problem}"), billed, rejected)
+            failure = self._failed(Failure(True, f"invalid reply: {problem}", answered=True), billed, rejected)
             return Sent(None, failure, billed, bill_known=billed is not None)
         self._note_served_model(reply.usage.model)
         return Sent(split_reasoning_tags(flag_oversized(reply, ask.sampling)), None, billed)
@@ -397,7 +400,7 @@ def provider_seed(sample: dict) -> int:
 
 @dataclass
 class Ask:
-    """What one turn asks the provider, the same on every try."""
+    """What one turn asks the provider, the same on every try but for the seed after an unusable reply."""
 
     messages: list[Message]
     tools: list[dict]

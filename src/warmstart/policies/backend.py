@@ -50,12 +50,12 @@ class RequestError(Exception):
 def no_usage_reply() -> RequestError:
     """A reply with no token counts: refused (its cost would be unknown, not 0) and asked again; under a
     dollar cap it counts at the request's largest possible cost."""
-    return RequestError(Failure(True, "invalid reply: no token usage"), bill_unknown=True)
+    return RequestError(Failure(True, "invalid reply: no token usage", answered=True), bill_unknown=True)
 
 
 def invalid_reply(problem: str, billed: Usage | None = None) -> RequestError:
     """A reply that came back but cannot be used: retried like a server error, its usage (if any) billed."""
-    return RequestError(Failure(True, f"invalid reply: {problem}"), billed)
+    return RequestError(Failure(True, f"invalid reply: {problem}", answered=True), billed)
 
 
 def require_parsed(response, expected: type) -> None:
@@ -90,8 +90,9 @@ def request_error(exc: Exception, sdk) -> RequestError:
     if isinstance(exc, sdk.APIStatusError):
         body = json.dumps(exc.body) if exc.body is not None else ""
         return RequestError(classify(exc.status_code, body, dict(exc.response.headers), exc.message))
-    if too_large := reply_too_large(exc):  # asked again, as a server error; a 200 was likely billed (how much: unknown)
-        return RequestError(Failure(True, f"invalid reply: {too_large}"), bill_unknown=too_large.status == 200)
+    if too_large := reply_too_large(exc):  # asked again, as a server error
+        answered = too_large.status == 200  # likely billed (how much: unknown); another seed may answer shorter
+        return RequestError(Failure(True, f"invalid reply: {too_large}", answered=answered), bill_unknown=answered)
     return RequestError(classify(None, "", None, f"{type(exc).__name__}: {exc}"))
 
 

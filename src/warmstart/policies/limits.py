@@ -49,6 +49,7 @@ class Failure:
     retry: bool
     message: str
     retry_after: float | None = None  # seconds the server asked for
+    answered: bool = False  # the server did answer, unusably: the next try asks with another seed
 
 
 def classify(status: int | None, body: str, headers: dict[str, str] | None, message: str) -> Failure:
