@@ -284,8 +284,8 @@ class GenerateConfig(Section):
     # None: `samples_per_task` samples each, whatever they scored (the plain mode).
     stop_after_verified: int | None = Field(None, ge=1)
     max_samples_per_task: int | None = Field(None, ge=1)  # None: samples_per_task
-    # adaptive: after `samples_per_task` samples, a task the teacher always passed or never passed gets no
-    # more; one it sometimes fails is asked again, up to max_samples_per_task.
+    # adaptive: after `samples_per_task` (>= 2) samples, a task the teacher always passed or never passed gets
+    # no more; one it sometimes fails is asked again, up to max_samples_per_task.
     adaptive: bool = False
     # A hard cap on this stage's API dollars: it stops before the request that could cross it (requests in
     # flight counted at their largest possible cost), keeps everything, and a rerun with a higher cap goes on.
@@ -303,6 +303,17 @@ class GenerateConfig(Section):
         if self.max_samples_per_task is not None and self.max_samples_per_task < self.samples_per_task:
             raise ValueError(
                 f"max_samples_per_task = {self.max_samples_per_task} is below samples_per_task = {self.samples_per_task}"
+            )
+        aware = self.stop_after_verified is not None or self.adaptive
+        if self.max_samples_per_task not in (None, self.samples_per_task) and not aware:
+            raise ValueError(
+                f"max_samples_per_task = {self.max_samples_per_task} bounds a budget-aware mode, and neither "
+                f"stop_after_verified nor adaptive is set: every task gets samples_per_task = {self.samples_per_task}"
+            )
+        if self.adaptive and self.samples_per_task < 2:
+            raise ValueError(
+                "adaptive needs a probe of samples_per_task >= 2 samples: a probe of 1 always passed or never "
+                "passed, so no task would be asked again"
             )
         return self
 

@@ -81,3 +81,30 @@ def test_the_summary_counts_what_was_asked(adaptive):
     summary, first_round = plan.summary(), 2 if adaptive else 1  # the probe; or the one pass k asks for
     assert summary["samples"] == summary["verified_samples"] == 3 * first_round and summary["tasks_verified"] == 3
     assert plan.next_round() == []  # every task passed: decided
+
+
+def test_adaptive_asks_its_probe_whole_before_any_more_whatever_k_asks_for():
+    """k = 3 passes wanted, a probe of 2: a task whose probe never passed gets no third sample."""
+    cfg = GenerateConfig(samples_per_task=2, max_samples_per_task=6, adaptive=True, stop_after_verified=3)
+    plan, (a, b, c) = SamplingPlan(cfg, TASKS, []), (t.id for t in TASKS)
+    first = plan.next_round()
+    assert sorted((r.task.id, r.sample_index) for r in first) == sorted((t, i) for t in (a, b, c) for i in (0, 1))
+    answers = {a: [False] * 6, b: [True] * 6, c: [True, False, True, True, True, True]}
+    asked = play(cfg, answers)
+    assert asked[a] == [0, 1]  # never passed in its probe: no more, though k asked for 3 passes
+    assert asked[b] == [0, 1]  # always passed in its probe
+    assert asked[c] == [0, 1, 2, 3]  # sometimes failed: on until its third pass
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"max_samples_per_task": 4}, "neither stop_after_verified nor adaptive is set"),
+        ({"samples_per_task": 2, "max_samples_per_task": 4}, "neither stop_after_verified nor adaptive is set"),
+        ({"adaptive": True, "max_samples_per_task": 4}, "adaptive needs a probe of samples_per_task >= 2"),
+    ],
+)
+def test_settings_a_mode_would_ignore_are_refused(settings, words):
+    with pytest.raises(ValueError, match=words):
+        GenerateConfig(**settings)
+    GenerateConfig(samples_per_task=3, max_samples_per_task=3)  # the plain mode's own count: harmless

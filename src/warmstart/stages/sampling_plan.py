@@ -10,8 +10,8 @@ samples cannot teach anything new:
   the ones a student lacks, and the rate is uncertain);
 - either way, at most `max_samples_per_task` samples (default `samples_per_task`).
 
-Every round asks each open task only for samples no outcome could make unnecessary: the probe, or the
-passes still missing toward k, else one more; so no request is spent on a task already decided. A sample that ended in an error says nothing about the task: it is asked
+Every round asks each open task only for samples no outcome could make unnecessary: the rest of the
+probe (and only that, whatever k asks), or the passes still missing toward k, else one more; so no request is spent on a task already decided. A sample that ended in an error says nothing about the task: it is asked
 again by a rerun (as in plain mode) and counts toward neither passes nor failures.
 """
 
@@ -79,12 +79,15 @@ class SamplingPlan:
         k = self.cfg.stop_after_verified
         if k is not None and entry.passed >= k:
             return 0
-        probe = self.cfg.samples_per_task if self.cfg.adaptive else 0
-        if self.cfg.adaptive and answered >= probe and (entry.passed == 0 or entry.failed == 0):
-            return 0  # always passed or never passed in its probe: more samples would repeat that
-        # the rest of the probe, or the passes still missing toward k (each needs a sample), else one more
+        if self.cfg.adaptive:
+            probe = self.cfg.samples_per_task
+            if answered < probe:  # the rest of the probe, no more: its outcome decides whether the task goes on
+                return min(room, probe - answered)
+            if entry.passed == 0 or entry.failed == 0:
+                return 0  # always passed or never passed in its probe: more samples would repeat that
+        # the passes still missing toward k (each needs a sample), else one more
         missing_passes = k - entry.passed if k is not None else 0
-        return min(room, max(probe - answered, missing_passes, 1))
+        return min(room, max(missing_passes, 1))
 
     def summary(self) -> dict:
         """Samples asked per task and where tasks ended: for the stage's log and manifest."""
