@@ -26,6 +26,8 @@ and replies no real server should send, which a client must survive:
     no_usage / bad_usage   a 200 with no usage / with token counts that are strings
     no_choices         a 200 with an empty `choices` list (and usage)
     empty              a 200 whose message has no content and no tool call
+    thinking_cut       a 200 cut by the token limit while thinking: no content, `reasoning_content` only,
+                       finish_reason "length" (as vLLM and SGLang with a reasoning parser send it)
     huge               a 200 whose text is `huge_bytes` long whatever max_tokens asked
     other_model        a 200 that says another model answered
     no_finish          a 200 with no finish_reason (OpenAI) / a null stop_reason (Anthropic)
@@ -460,6 +462,9 @@ def odd_openai_reply(reply: dict, fault: str | None) -> dict:
         reply["choices"] = []
     elif fault == "empty":
         reply["choices"][0]["message"]["content"] = None
+    elif fault == "thinking_cut":
+        reply["choices"][0]["message"] |= {"content": None, "reasoning_content": "First, the ones column"}
+        reply["choices"][0]["finish_reason"] = "length"
     elif fault == "other_model":
         reply["model"] = "other-model"
     elif fault == "huge_usage":

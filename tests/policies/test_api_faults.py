@@ -109,6 +109,21 @@ def test_an_odd_reply_is_asked_again_and_billed_only_where_its_usage_is_real(tmp
     assert len(failed.rejected_usage) == (4 if billed_twice else 0)
 
 
+def test_a_reply_cut_by_the_token_limit_while_thinking_is_kept_as_cut_not_asked_again(tmp_path):
+    """No text, only reasoning, cut at max_new_tokens: asked again at the same limit it would be cut again,
+    each try billed. It is one request, kept and flagged (not cached), and curate drops it."""
+    with FakeAPI() as api:
+        api.faults = ["thinking_cut"]
+        recipe = recipe_for(tmp_path, api, train=1)
+        [trajectory] = read_records(generate.run(recipe), Trajectory)
+    assert len(api.log) == 1 and trajectory.error is None and trajectory.finish_reason == "length"
+    assert trajectory.messages[-1].reasoning == "First, the ones column" and not trajectory.messages[-1].content
+    cache = tmp_path / "run" / "cache" / "responses.jsonl"
+    assert not cache.exists() or not cache.read_text().strip()  # a cut reply is not cached
+    with pytest.raises(WarmstartError, match=r"every trajectory .* was dropped \({'truncated': 1}\)"):
+        curate.run(recipe)
+
+
 def test_an_unusable_reply_is_asked_again_with_another_seed_and_a_request_that_failed_with_the_same(tmp_path):
     """A server that honours seeds answers a seed the same way each time: asked again with the seed of an
     unusable reply, it would send the same unusable reply, billed each time. The seeds stay reproducible."""

@@ -10,7 +10,7 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
   error). Every wait is bounded: a request, its retries included, gives up at `api.deadline_s` (by
   default the retry policy's own worst case, `ApiSettings.worst_case_s`);
 - replies are checked before use (`reply_problem`): text that is not Unicode (lone surrogates), an empty
-  reply are refused and asked again, with another seed (a server that honours seeds answers the same seed
+  reply (but for one cut by the token limit, kept as cut) are refused and asked again, with another seed (a server that honours seeds answers the same seed
   the same unusable way, each try billed), and the usage they carried is kept on the trajectory
   (`rejected_usage`: the provider bills it). Token counts that are impossible (negative) or implausible
   (`usage_problem`: more than 4 x the request's bound + 4096 in, 4 x `max_new_tokens` + 4096 out;
@@ -110,7 +110,10 @@ def reply_problem(reply: Reply, ask: Ask) -> str | None:
     if problem:
         return problem
     message = reply.message
-    if not (message.content or message.tool_calls):
+    # A reply cut by the token limit with no text spent its tokens thinking (reasoning the server sent
+    # apart, or hid): asked again at the same limit it would be cut again, billed each time. It is kept,
+    # flagged by its finish reason (not cached; curate drops it).
+    if not (message.content or message.tool_calls) and reply.finish_reason != "length":
         return "an empty reply (no text and no tool call)"
     try:
         reply.model_dump_json()
