@@ -13,6 +13,7 @@ Not priced: Anthropic's cache-write premium (cache writes are counted as plain i
 from __future__ import annotations
 
 import logging
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -34,18 +35,55 @@ def price_table(path: str | None) -> dict:
     """`api.prices` (or the built-in table) parsed: `models` (prices) and `providers` (terms of use)."""
     try:
         text = Path(path).read_text() if path else resources.files("warmstart.runs").joinpath("prices.toml").read_text()
-        return tomllib.loads(text)
+        table = tomllib.loads(text)
     except FileNotFoundError:
         raise WarmstartError(f"api.prices: {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise WarmstartError(f"api.prices: {path} is not valid TOML ({exc})") from None
+    problem = price_table_problem(table)
+    if problem:  # found when the stage starts, not at the first bill after requests were paid for
+        raise WarmstartError(f"api.prices: {path or 'the built-in table'}: {problem}")
+    return table
+
+
+PRICE_FIELDS = {"input": True, "output": True, "cached_input": False, "batch": False}  # name: required
+
+
+def price_table_problem(table: dict) -> str | None:
+    """What is wrong with a price table's models, or None: each `[models.NAME]` a table of dollars per
+    million tokens (`input`, `output`; optional `cached_input`, and `batch`, a factor), numbers >= 0."""
+    models = table.get("models", {})
+    if not isinstance(models, dict):
+        return "`models` must be a table of [models.NAME] entries"
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            return f"models.{name} must be a table (input = ..., output = ...)"
+        unknown = sorted(set(entry) - set(PRICE_FIELDS))
+        if unknown:
+            return f"models.{name}: unknown field {unknown[0]!r} (fields: {', '.join(PRICE_FIELDS)})"
+        for field, required in PRICE_FIELDS.items():
+            value = entry.get(field)
+            if value is None:
+                if required:
+                    return f"models.{name}: no {field!r} price"
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                return f"models.{name}.{field} = {value!r}: expected a number >= 0"
+    return None
+
+
+# What a provider appends to a model's name for a dated snapshot of it: "-2024-08-06", "-20250514", "-0613",
+# "-latest", Vertex's "@20240620". Any other tail names another model ("o3-pro" is not "o3").
+SNAPSHOT_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|@\d{8})")
 
 
 def price_of(model: str, prices: dict[str, dict]) -> dict | None:
+    """The price of `model`: its own entry, else the entry of the model it is a dated snapshot of; None where
+    the table has neither (an unknown price is never guessed from a similar name)."""
     if model in prices:
         return prices[model]
-    matches = [name for name in prices if model.startswith(name)]
-    return prices[max(matches, key=len)] if matches else None
+    snapshot_of = [name for name in prices if model.startswith(name) and SNAPSHOT_SUFFIX.fullmatch(model[len(name) :])]
+    return prices[max(snapshot_of, key=len)] if snapshot_of else None
 
 
 def usd_of(tokens_in: int, tokens_cached: int, tokens_out: int, price: dict, batch: bool) -> float:
