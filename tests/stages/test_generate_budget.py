@@ -156,8 +156,21 @@ def test_log_probs_asked_and_not_returned_warn_once_or_fail_when_required(tmp_pa
             generate.run(recipe_for(tmp_path / "warn", api, "api.top_logprobs=3", train=6))
         warnings = [r.message for r in caplog.records if "returned no log-probs" in r.message]
         assert len(warnings) == 1 and "api.top_logprobs = 3" in warnings[0]
+        before = len(api.log)
         with pytest.raises(WarmstartError, match="require_logprobs"):
             generate.run(recipe_for(tmp_path / "strict", api, "api.top_logprobs=3", "generate.require_logprobs=true"))
+        paid = len(api.log) - before
+    # the replies that came back were paid for: written and billed before the error, not left to the cache
+    kept = read_records(tmp_path / "strict" / "trajectories" / "teacher.jsonl", Trajectory)
+    assert paid > 0 and len(kept) == paid
+    costs = json.loads((tmp_path / "strict" / "costs.json").read_text())
+    assert costs["stages"]["generate:teacher"]["api"]["requests"] == paid and costs["total"]["usd"] > 0
+
+
+def test_require_logprobs_with_a_teacher_that_gives_none_fails_on_the_first_run_not_only_on_a_rerun(tmp_path):
+    recipe = small_recipe(tmp_path / "run", "api.top_logprobs=3", "generate.require_logprobs=true", train=6)
+    with pytest.raises(WarmstartError, match="reference returned no log-probs"):
+        generate.run(recipe)  # the reference teacher has none to give
 
 
 def test_a_finished_stage_asked_again_for_log_probs_says_its_records_have_none(tmp_path, caplog):

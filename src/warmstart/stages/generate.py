@@ -126,6 +126,11 @@ def no_estimate(stage: str, job: Job, pilot: list[Task]) -> str:
 def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> tuple[Job, list[Task]]:
     """The teacher, the train tasks and the ledger of what earlier runs of the stage spent, checked."""
     cfg = recipe.generate
+    if cfg.budget_usd is not None and recipe.api.batch_discount:
+        raise WarmstartError(
+            "generate.budget_usd with api.batch_discount = true: the cap would count batch prices, but warmstart "
+            "sends every request as it goes, billed at the full price; unset one of them"
+        )
     # A bad spec (or a cluster's worker that cannot make the policy) fails before any file is read.
     policy = cluster.make_policy(cfg.teacher, env, "generate.teacher", recipe)
     note = unrequested_logprobs(policy, recipe)
@@ -289,7 +294,6 @@ class Job:
         self.stopped = self.guard is not None and self.guard.exhausted
         trajectories = [t for t in trajectories if not is_unsent(t) and t.key not in self.written]
         answered = [t for t in trajectories if t.error is None]
-        self.check_logprobs(answered)
         for trajectory, verdict in zip(
             answered, self.verifier.verify_all([(self.by_id[t.task_id], t) for t in answered])
         ):
@@ -303,12 +307,14 @@ class Job:
             self.ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
         self.answered += trajectories
         self.advance(len(trajectories), note=f"verified {self.passed}")
+        self.check_logprobs(answered)  # after the chunk is written: its replies were paid for
         return trajectories
 
     def check_logprobs(self, answered: list[Trajectory]) -> None:
         """Log-probs asked (api.top_logprobs) and a reply has none: one warning at the first such reply, or
-        the stage's error with generate.require_logprobs."""
-        if self.logprobs_checked or not self.recipe.api.top_logprobs or self.policy.request_tally is None:
+        the stage's error with generate.require_logprobs. Any teacher (the reference one gives none): the
+        same rule `check_done_logprobs` applies to a finished stage."""
+        if self.logprobs_checked or not self.recipe.api.top_logprobs:
             return
         lacking = next((t for t in answered if t.logprobs is None), None)
         if lacking is None:
