@@ -73,6 +73,9 @@ class Usage(Record):
     tokens_cached: int = 0
     model: str | None = None  # the model the provider says answered (it may differ from the one asked for)
     from_cache: bool = False  # answered from warmstart's response cache: no request was sent, nothing paid
+    # Names one billed reply (its cached copies carry it too): generate's ledger bills each reply once,
+    # the ones a stopped run paid for and never wrote included (stages/paid_replies.py).
+    reply_id: str | None = None
 
 
 class Verdict(Record):

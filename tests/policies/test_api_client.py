@@ -116,10 +116,11 @@ def test_generate_caches_every_reply_and_a_rerun_pays_for_nothing(tmp_path):
     assert paid["requests"] == paid["requests_sent"] == 12 and paid["cache_hits"] == 0
     assert paid["tokens_in"] == 12 * 20 and paid["tokens_out"] == 12 * 6
     assert paid["usd"] is None and paid["unknown_price_models"] == ["fake-model"]  # flagged, not 0
-    # The rerun sent nothing: its ledger bills nothing and counts the cache hits apart.
+    # The rerun sent nothing and counts the cache hits apart; the replies they repeat were paid for once, by
+    # the first run, whose records are gone: its journal of paid replies still bills them, once.
     cached = json.loads((tmp_path / "costs.json").read_text())["stages"]["generate:teacher"]["api"]
-    assert cached["requests"] == cached["requests_sent"] == 0 and cached["cache_hits"] == 12
-    assert cached["tokens_in"] == cached["tokens_out"] == 0 and cached["usd"] == 0.0
+    assert cached["requests_sent"] == 0 and cached["cache_hits"] == 12
+    assert cached["requests"] == cached["paid_unwritten"] == 12 and cached["tokens_in"] == 12 * 20
     assert all(u.from_cache for r in records for u in r.usage)
 
 
@@ -138,11 +139,11 @@ def test_the_provider_seed_names_the_sample_not_the_server_it_is_asked_of(tmp_pa
 
 def test_prices_turn_tokens_into_money_per_accepted_trajectory(tmp_path):
     prices = tmp_path / "prices.toml"
-    prices.write_text('[models."fake"]\ninput = 1.0\ncached_input = 0.5\noutput = 2.0\nbatch = 0.5\n')
+    prices.write_text('[models."fake-model"]\ninput = 1.0\ncached_input = 0.5\noutput = 2.0\nbatch = 0.5\n')
     with FakeAPI() as api:
         generate.run(recipe_for(tmp_path / "run", api, f"api.prices='{prices}'", "api.batch_discount=true"))
     cost = json.loads((tmp_path / "run" / "costs.json").read_text())["total"]
-    per_request = (20 * 1.0 + 6 * 2.0) / 1e6 * 0.5  # "fake-model" priced by its longest listed prefix
+    per_request = (20 * 1.0 + 6 * 2.0) / 1e6 * 0.5
     assert cost["usd"] == pytest.approx(6 * per_request)
     assert cost["usd_per_accepted_trajectory"] == pytest.approx(per_request)
 

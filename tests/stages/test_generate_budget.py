@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -106,6 +107,40 @@ def test_budget_usd_is_never_crossed_and_a_higher_cap_continues_without_asking_t
     assert len(bodies) == 80 and len(set(bodies)) == 80
     records = latest_attempts(read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory))
     assert len(records) == 80 and all(t.error is None for t in records)
+
+
+def test_replies_a_killed_run_paid_for_and_never_wrote_are_billed_by_the_rerun_not_answered_as_free(tmp_path):
+    """SIGKILL while a chunk waits for its last reply: the chunk's other replies were paid for and cached, not
+    written. The rerun answers them from the cache; the ledger (and so the dollar cap) still counts them."""
+    with FakeAPI(teacher=Teacher(verbose=True)) as api:
+        api.faults = [None] * 8 + ["hold"]  # the second chunk's first request never answers
+        settings = ["generate.concurrency=8", "generate.max_new_tokens=600", "generate.budget_usd=5.0"]
+        recipe = recipe_for(tmp_path / "run", api, *settings, train=24)
+        recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "warmstart.cli", "generate", str(recipe_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while len(api.billed) < 15:  # the first chunk's 8 and the second's 7 that answered
+                assert child.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            time.sleep(0.3)  # the replies reach the client and its cache
+        finally:
+            child.kill()
+            child.wait()
+        written = read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory)
+        assert len(written) == 8  # the second chunk never returned whole
+        generate.run(recipe)
+        billed = billed_usd(api)  # before the held request is let go: the client never saw its reply
+    costs = json.loads((tmp_path / "run" / "costs.json").read_text())
+    cost = costs["stages"]["generate:teacher"]["api"]
+    assert cost["paid_unwritten"] == 7 and cost["requests"] == 15 + cost["requests_sent"]
+    assert costs["total"]["usd"] == pytest.approx(billed, rel=1e-9)
+    generate.run(recipe)  # done: read again, the bill is the same (each reply billed once)
+    assert json.loads((tmp_path / "run" / "costs.json").read_text())["total"]["usd"] == pytest.approx(billed, rel=1e-9)
 
 
 def test_a_cap_below_one_request_sends_nothing(tmp_path):

@@ -40,6 +40,8 @@ import json
 import logging
 import random
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -161,6 +163,9 @@ class APIPolicy:
         self.request_tally = RequestTally(worst_case_s=settings.worst_case_s())
         self.served_elsewhere: set[str] = set()  # served models already warned of
         self.budget: BudgetGuard | None = None  # a dollar cap, set by the stage that has one
+        # Called with each billed reply's usage as it arrives (a usable one or one refused), before anything
+        # else keeps it: set by a stage that must bill replies a kill keeps from its records (generate).
+        self.paid: Callable[[Usage], None] | None = None
 
     def rollout(self, requests: list[Request], sampling: Sampling, seed: int) -> list[Trajectory]:
         return asyncio.run(self._rollout_all(requests, sampling, seed))
@@ -303,6 +308,10 @@ class APIPolicy:
             sent = None
             try:
                 sent = await self._send(ask, rejected)
+                if sent.billed is not None:
+                    sent.billed.reply_id = uuid.uuid4().hex
+                    if self.paid is not None:
+                        self.paid(sent.billed)
                 return sent.reply, sent.failure
             finally:
                 if self.budget is not None:  # a bill not known (a timeout, a cancellation) counts at its largest

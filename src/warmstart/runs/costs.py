@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import WarmstartError
-from ..types import Trajectory
+from ..types import Trajectory, Usage
 from .jsonl import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ class CostLedger:
             "errors": 0,
             "requests": 0,  # replies billed (each turn's and each refused one's)
             "cache_hits": 0,
+            "paid_unwritten": 0,  # of `requests`: replies a stopped run paid for and never wrote (`add_unwritten`)
             "tokens_in": 0,
             "tokens_out": 0,
             "tokens_cached": 0,
@@ -154,11 +155,20 @@ class CostLedger:
             if usage.from_cache:
                 self.totals["cache_hits"] += 1
                 continue
-            self.totals["requests"] += 1
-            self.totals["tokens_in"] += usage.tokens_in
-            self.totals["tokens_out"] += usage.tokens_out
-            self.totals["tokens_cached"] += usage.tokens_cached
-            self._price(usage.model or trajectory.provenance.model, usage)
+            self._bill(usage, trajectory.provenance.model)
+
+    def add_unwritten(self, usage: Usage, model: str) -> None:
+        """A reply paid for by a run of the stage that stopped before writing it (stages/paid_replies.py)."""
+        self.api = True
+        self.totals["paid_unwritten"] += 1
+        self._bill(usage, model)
+
+    def _bill(self, usage: Usage, model: str) -> None:
+        self.totals["requests"] += 1
+        self.totals["tokens_in"] += usage.tokens_in
+        self.totals["tokens_out"] += usage.tokens_out
+        self.totals["tokens_cached"] += usage.tokens_cached
+        self._price(usage.model or model, usage)
 
     def count_requests(self, tally: dict) -> None:
         """What this process's requests came to (`policies.api.RequestTally.summary`): sent, failed, retried."""

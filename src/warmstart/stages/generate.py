@@ -26,6 +26,7 @@ from ..types import Request, Sampling, Task, Trajectory
 from . import estimate
 from .common import check_disjoint, latest_attempts, load_tasks, make_environment
 from .estimate import PILOT_TASKS
+from .paid_replies import paid_replies_path, unrecorded
 from .sampling_plan import SamplingPlan
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> 
     job = Job(policy, env, {t.id: t for t in tasks}, out, ledger, recipe, stage.name)
     for trajectory in job.earlier:  # earlier runs' replies cost money too, failed attempts included
         ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
+    for usage in unrecorded(job.paid_path, job.earlier):  # and those a killed run paid for and never wrote
+        ledger.add_unwritten(usage, cfg.teacher.name)
     job.guard = budget_guard(policy, ledger, recipe)
     if policy.request_tally is not None:
         log.info("%s: %s", stage.name, limits_note(len(tasks), recipe, policy.request_tally.worst_case_s))
@@ -249,6 +252,7 @@ class Job:
         self.earlier = read_records(out, Trajectory) if out.exists() else []  # every record of earlier runs
         self.guard: BudgetGuard | None = None
         self.terms = load_terms(recipe.api.prices)  # provider -> terms of use, recorded on each trajectory
+        self.paid_path = paid_replies_path(out)
 
     @contextmanager
     def progress(self):
@@ -256,10 +260,25 @@ class Job:
         with (
             cluster.stopping(self.policy, self.recipe),
             JsonlAppender(self.out) as self.writer,
+            self.paid_replies(),
             cluster.make_verifier(self.env, self.recipe) as self.verifier,
             progress_bar(f"generate {self.cfg.output}", 0) as self.advance,
         ):
             yield
+
+    @contextmanager
+    def paid_replies(self):
+        """Each billed reply of an API teacher noted as it arrives (stages/paid_replies.py). With [ray] the
+        replies arrive in the workers and reach the driver with their records, in one piece: not noted."""
+        if not hasattr(self.policy, "paid"):
+            yield
+            return
+        with JsonlAppender(self.paid_path) as journal:
+            self.policy.paid = journal.append
+            try:
+                yield
+            finally:
+                self.policy.paid = None
 
     def ask_all(self, plan: SamplingPlan) -> None:
         """Ask `plan`'s rounds until it has nothing left, or the dollar cap stops the job. The bar's total

@@ -1,19 +1,40 @@
 """Runs pytest inside the sandbox for the swe grader and miner (copied to /task; never imported by warmstart).
 
-Trusted code that runs before any of the repository's: it imports pytest from the interpreter's own
-site-packages *before* the repository is put on sys.path (so a `pytest.py` or `_pytest/` in the
-repository cannot shadow it), disables plugin auto-loading, installs an audit hook that refuses writes
-into the results directory from anything but pytest's JUnit writer of this session (in the main thread,
-after the last check: not a nested `pytest.main` the repository started), records what the repository's code
-could patch to forge results (the import machinery, pytest's report and JUnit functions) and aborts
-without a result if any of it changed, and ends with os._exit right after pytest returns, so no atexit
-handler or thread of the repository's code runs after the report is written. Its output goes to
-/dev/null: the grader reads the JUnit XML and nothing else.
+Trusted code that runs before any of the repository's. The report it leaves (JUnit XML in the results
+directory) is believed because nothing but pytest's own writer can produce it, and that does not rest
+on the repository's code being unable to *find* anything (the results path, a key): it rests on what
+the kernel and an audit hook refuse to the whole process, whatever code asks.
+
+- Process creation is impossible: a seccomp filter (installed first; the kernel enforces it and nothing
+  removes it) makes execve/execveat fail, so no program without the audit hook can run, however it is
+  started (`subprocess`, `os.system`, `_posixsubprocess.fork_exec`, which raises no audit event); the
+  audit hook also refuses fork, spawn and Popen outright, with a clear error.
+- An audit hook (it cannot be removed) refuses every write, creation, rename, link, symlink, chmod or
+  removal that lands in the results directory unless the caller is pytest's JUnit writer of this
+  session (in the main thread, after the runner's last check) or this file. Paths are resolved as the
+  kernel would: against the event's `dir_fd` (read back from /proc/self/fd), an fd against what it is
+  open on, symlinks followed. `os.open` does not report its `dir_fd`, so an `os.open` of a relative path
+  for writing is refused outright. Foreign calls and raw memory through ctypes are refused, since they
+  could do all of this without the hook seeing it.
+- The runner confirms the report: it exits with REPORTED only when the hook let pytest's writer write
+  it and pytest finished normally; the grader reads the report only then, and only if it is a regular
+  file (not a symlink, FIFO or directory).
+
+It also imports pytest from the interpreter's own site-packages *before* the repository is put on
+sys.path (so a `pytest.py` or `_pytest/` in the repository cannot shadow it), disables plugin
+auto-loading, records what the repository's code could patch to forge results (the import machinery,
+pytest's report and JUnit functions) and aborts without a result if any of it changed, checks (when
+grading) that every test it runs is code compiled from the repository's files as they were before any
+of the repository's code ran (not a module put in a test module's place in sys.modules), and ends with
+os._exit right after pytest returns, so no atexit handler of the repository's code runs after the report
+is written. Its output goes to /dev/null: the grader reads the JUnit XML and nothing else.
 
 Usage: python -I runner.py SPEC.json — SPEC: root, paths (sys.path entries), results (a directory),
 ids (node ids; empty: the whole suite), assert ("plain" or "rewrite"), maxfail, collect_only.
 """
 
+import errno
+import inspect
 import json
 import operator
 import os
@@ -26,8 +47,37 @@ MUTABLE = {
     "pytestPDB": ("_pluginmanager", "_config", "_saved", "_recursive_debug", "_wrapped_pdb_cls"),
     "_pytest.assertion.util": ("_reprcompare", "_config", "_assertion_pass"),  # messages only, not outcomes
 }
+REPORTED = 0  # the report (or the listing) was written by pytest's writer (the runner) and pytest finished
 NO_PYTEST = 5  # the interpreter has no pytest: the caller checks this once, before any untrusted run
 TAMPERED = 6
+NOT_WRITTEN = 7  # pytest returned without its writer having written the report
+NO_EXEC_FILTER = 8  # the kernel refused the seccomp filter: nothing untrusted may run then
+
+# Audit events that start another program or reach raw memory: refused to everyone, always.
+REFUSED_EVENTS = frozenset(
+    {
+        "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+        "pty.spawn", "ctypes.call_function", "ctypes.cdata",
+    }
+)  # fmt: skip
+# Audit events that change the file system: per path argument, its index and its dir_fd's (None: none).
+PATH_EVENTS = {
+    "os.rename": ((0, 2), (1, 3)),
+    "os.link": ((0, 2), (1, 3)),
+    "os.symlink": ((1, 2),),  # the link; its target is checked apart
+    "os.remove": ((0, 1),),
+    "os.rmdir": ((0, 1),),
+    "os.mkdir": ((0, 2),),
+    "os.chmod": ((0, 2),),
+    "os.chown": ((0, 3),),
+    "os.utime": ((0, 3),),
+    "os.truncate": ((0, None),),
+    "os.setxattr": ((0, None),),
+    "os.removexattr": ((0, None),),
+}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+# seccomp: per machine, the audit architecture and the numbers of execve and execveat.
+EXEC_SYSCALLS = {"x86_64": (0xC000003E, 59, 322), "aarch64": (0xC00000B7, 221, 281)}
 
 
 def main() -> None:
@@ -40,12 +90,18 @@ def main() -> None:
         import pytest
     except ImportError:
         os._exit(NO_PYTEST)
+    if not forbid_exec():
+        os._exit(NO_EXEC_FILTER)
     root, results = spec["root"], spec["results"]
     if spec.get("probe"):
         os._exit(0)
+    # The tests' code as the files hold it now, before anything of the repository runs (grading only:
+    # mining rewrites asserts, so its code differs, and runs the unmodified package).
+    sources = python_sources(root) if spec["assert"] == "plain" and spec["ids"] else None
     watched = watch()
-    writer = {"thread": None}  # set by the Guard once this session's report may be written
+    writer = {"thread": None, "wrote": False}  # set by the Guard once this session's report may be written
     sys.addaudithook(results_hook(results, os.path.dirname(_pytest.junitxml.__file__), writer))
+    plugin = Guard(watched, results, spec.get("collect_only", False), writer, sources)
     os.chdir(root)
     sys.path[:0] = [os.path.join(root, p) for p in spec["paths"]]
     quiet = os.open(os.devnull, os.O_WRONLY)
@@ -58,12 +114,75 @@ def main() -> None:
     ]  # fmt: skip
     if spec.get("maxfail"):
         args.append(f"--maxfail={spec['maxfail']}")
-    plugin = Guard(watched, results, spec.get("collect_only", False), writer)
     # The last check runs before JUnit's LogXML writes the report; the finders are recorded after pytest's own.
     Guard.pytest_sessionfinish = pytest.hookimpl(tryfirst=True)(Guard.pytest_sessionfinish)
     Guard.pytest_configure = pytest.hookimpl(trylast=True)(Guard.pytest_configure)
+    Guard.pytest_runtest_call = pytest.hookimpl(tryfirst=True)(Guard.pytest_runtest_call)
     code = pytest.main([*args, *spec["ids"]], plugins=[plugin])
-    os._exit(int(code))
+    finished = int(code) in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    os._exit(REPORTED if writer["wrote"] and finished else int(code) or NOT_WRITTEN)
+
+
+def forbid_exec() -> bool:
+    """Make execve and execveat fail (EPERM) for this process and every child, for good: a seccomp filter,
+    which the kernel enforces and nothing in the process can lift. A program started any way at all
+    would run without the audit hook. False when the filter could not be installed."""
+    import ctypes
+    import struct
+
+    machine = EXEC_SYSCALLS.get(os.uname().machine)
+    if machine is None:
+        return False
+    arch, execve, execveat = machine
+    deny, allow = 0x00050000 | errno.EPERM, 0x7FFF0000  # SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ALLOW
+    program = [  # classic BPF over struct seccomp_data: (code, jump if true, jump if false, k)
+        (0x20, 0, 0, 4),  # load the architecture
+        (0x15, 1, 0, arch),  # ours: go on
+        (0x06, 0, 0, deny),  # another ABI (i386 through int 0x80): nothing
+        (0x20, 0, 0, 0),  # load the syscall number
+        (0x35, 3, 0, 0x40000000),  # x32 numbers: deny
+        (0x15, 2, 0, execve),
+        (0x15, 1, 0, execveat),
+        (0x06, 0, 0, allow),
+        (0x06, 0, 0, deny),
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    ulong = ctypes.c_ulong
+    fprog = Program(len(program), ctypes.addressof(code))
+    no_new_privs = prctl(38, ulong(1), ulong(0), ulong(0), ulong(0))  # PR_SET_NO_NEW_PRIVS
+    return no_new_privs == 0 and prctl(22, ulong(2), ctypes.byref(fprog), ulong(0), ulong(0)) == 0  # PR_SET_SECCOMP
+
+
+def python_sources(root: str) -> dict[str, bytes]:
+    """Every .py file of the repository, by absolute path, as it is before any of its code runs."""
+    sources = {}
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                with open(path, "rb") as f:
+                    sources[path] = f.read()
+    return sources
+
+
+def code_objects(source: bytes, path: str) -> set:
+    """Every code object compiling `source` makes (as the import system compiles it, plain asserts)."""
+    try:
+        pending = [compile(source, path, "exec", dont_inherit=True)]
+    except (SyntaxError, ValueError):
+        return set()
+    found = set()
+    while pending:
+        code = pending.pop()
+        found.add(code)
+        pending.extend(c for c in code.co_consts if isinstance(c, type(code)))
+    return found
 
 
 def watch_targets() -> list[tuple[object, str]]:
@@ -130,33 +249,82 @@ def unchanged(watched: dict) -> bool:
 
 
 def results_hook(results: str, junit_dir: str, writer: dict):
-    """An audit hook (it cannot be removed): nothing but pytest's JUnit writer (or this file) writes into
-    `results`, and only in the thread and at the moment the Guard allows (after its last check, as this
-    session ends): not a pytest session the repository's code started itself, not another thread."""
+    """An audit hook (it cannot be removed): no other program is started, and nothing but pytest's JUnit
+    writer (or this file) changes anything in `results`, and only in the thread and at the moment the
+    Guard allows (after its last check, as this session ends): not a pytest session the repository's code
+    started itself, not another thread."""
     prefix = os.path.realpath(results) + os.sep
 
     def hook(event: str, args: tuple) -> None:
         if event == "open":
-            path, mode = args[0], args[1]
-            writing = isinstance(mode, str) and any(c in mode for c in "wax+")
-            if isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR):
-                writing = True
-            if (
-                writing
-                and isinstance(path, (str, bytes))
-                and inside(path, prefix)
-                and not trusted_writer(junit_dir, writer)
-            ):
-                raise PermissionError(f"{path}: the results directory is the runner's")
-        elif event in ("os.rename", "os.remove", "os.rmdir", "os.symlink", "os.link", "os.truncate", "os.chmod"):
-            if any(isinstance(a, (str, bytes)) and inside(a, prefix) for a in args[:2]):
-                raise PermissionError("the results directory is the runner's")
+            if opens_for_writing(args) and inside(location(args[0]), prefix):
+                if not trusted_writer(junit_dir, writer):
+                    raise PermissionError(f"{args[0]}: the results directory is the runner's")
+                writer["wrote"] = True
+        elif event in PATH_EVENTS:
+            paths = [location(args[i], args[d] if d is not None else None) for i, d in PATH_EVENTS[event]]
+            if event == "os.symlink":
+                paths.append(link_target(args[0], paths[0]))
+            if any(inside(path, prefix) for path in paths):
+                raise PermissionError(f"{event}: the results directory is the runner's")
+        elif event in REFUSED_EVENTS:
+            raise PermissionError(f"{event}: not allowed while the tests run (the swe runner refuses it)")
 
     return hook
 
 
-def inside(path, prefix: str) -> bool:
-    return (os.path.realpath(os.fsdecode(path)) + os.sep).startswith(prefix)
+def opens_for_writing(args: tuple) -> bool:
+    """Whether an `open` event (path, mode, flags) may write. `os.open` (mode None) of a relative path
+    for writing is refused here: its dir_fd, which could be the results directory, is not in the event."""
+    path, mode, flags = args[0], args[1], args[2]
+    if not isinstance(flags, int) or not flags & WRITE_FLAGS:
+        return False
+    if mode is None and isinstance(path, (str, bytes)) and not os.path.isabs(path):
+        raise PermissionError(f"{path!r}: os.open of a relative path for writing (use an absolute path)")
+    return True
+
+
+def location(path, dir_fd=None) -> str:
+    """The absolute path an event acts on: an fd's open file, or `path` against `dir_fd` or the cwd."""
+    if isinstance(path, int):
+        return fd_target(path)
+    try:
+        path = os.fsdecode(path)
+    except TypeError:
+        return ""
+    if os.path.isabs(path):
+        return path
+    if isinstance(dir_fd, int) and dir_fd >= 0:
+        return os.path.join(fd_target(dir_fd), path)
+    try:
+        return os.path.join(os.getcwd(), path)
+    except OSError:
+        return ""
+
+
+def fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""  # not an open fd: the call itself fails
+
+
+def link_target(target, link: str) -> str:
+    """Where a symlink at `link` would point: a relative target is read from the link's directory."""
+    try:
+        target = os.fsdecode(target)
+    except TypeError:
+        return ""
+    return target if os.path.isabs(target) else os.path.join(os.path.dirname(link), target)
+
+
+def inside(path: str, prefix: str) -> bool:
+    """Whether `path` (or, not following its last part, the entry itself) is in the directory `prefix`."""
+    if not path:
+        return False
+    followed = os.path.realpath(path)
+    entry = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return any((p + os.sep).startswith(prefix) for p in (followed, entry))
 
 
 def trusted_writer(junit_dir: str, writer: dict) -> bool:
@@ -167,13 +335,30 @@ def trusted_writer(junit_dir: str, writer: dict) -> bool:
     return name == os.path.join(junit_dir, "junitxml.py") or name == os.path.abspath(__file__)
 
 
+def test_function(item):
+    """The function pytest calls for `item` (for a method, as its class holds it now), or None for an item
+    that is not a Python function (a doctest, a conftest's own kind of test)."""
+    name = getattr(item, "originalname", None)
+    if name is None:
+        return None
+    cls = getattr(item, "cls", None)
+    found = getattr(cls, name, None) if cls is not None else getattr(item, "obj", None)
+    return getattr(found, "__func__", found)
+
+
 class Guard:
     """Checks, as collection ends, after every test and before the report is written, that the watched
     machinery is the same objects as before any repository code ran, and the import machinery as pytest
-    configured it; otherwise exits without a report."""
+    configured it; when grading, that every test is code compiled from the repository's own files;
+    otherwise exits without a report."""
 
-    def __init__(self, watched: dict, results: str, collect_only: bool, writer: dict):
+    def __init__(self, watched: dict, results: str, collect_only: bool, writer: dict, sources):
         self.watched, self.results, self.collect_only, self.writer = watched, results, collect_only, writer
+        self.sources: dict[str, bytes] | None = sources  # None: the tests' code is not checked
+        # The interpreter's own library directories (read-only in the sandbox): made before the repository's
+        # directories are put on sys.path.
+        self.libraries = tuple(os.path.join(p, "") for p in sys.path if os.path.isabs(p))
+        self.codes: dict[str, set] = {}
         self.collect_errors: list[dict] = []
 
     def check(self) -> None:
@@ -182,6 +367,32 @@ class Guard:
         configured = self.watched["configured_meta_path"]
         same_finders = [id(f) for f in sys.meta_path[: len(configured)]] == configured
         if not same_finders or not unchanged(self.watched):
+            os._exit(TAMPERED)
+
+    def original(self, code) -> bool:
+        """Whether `code` is compiled from a file of the repository as it was before any of its code ran."""
+        path = code.co_filename
+        if path not in self.codes:
+            source = self.sources.get(path)
+            self.codes[path] = code_objects(source, path) if source is not None else set()
+        return code in self.codes[path]
+
+    def check_test(self, item) -> None:
+        """The test's own code, or (a library's decorator: mock.patch, ...) the code it wraps, comes from the
+        repository's files: not a module the repository's code put in a test module's place in sys.modules,
+        nor a method replaced since."""
+        if self.sources is None:
+            return
+        function = test_function(item)
+        code = getattr(function, "__code__", None)
+        if code is None or self.original(code):
+            return
+        try:
+            inner = getattr(inspect.unwrap(function), "__code__", None)
+        except ValueError:
+            inner = None
+        in_library = code.co_filename.startswith(self.libraries)
+        if not (in_library and inner is not None and inner is not code and self.original(inner)):
             os._exit(TAMPERED)
 
     def pytest_configure(self, config) -> None:
@@ -195,12 +406,17 @@ class Guard:
 
     def pytest_collection_finish(self, session) -> None:
         self.check()
+        for item in session.items:
+            self.check_test(item)
         if self.collect_only:  # the miner's listing of the suite (trusted code only: the unmutated package)
             listing = {"ids": [item.nodeid for item in session.items], "errors": self.collect_errors}
             self.writer["thread"] = threading.get_ident()
             with open(os.path.join(self.results, "collected.json"), "w") as f:
                 json.dump(listing, f)
-            os._exit(0)
+            os._exit(REPORTED)
+
+    def pytest_runtest_call(self, item) -> None:
+        self.check_test(item)
 
     def pytest_runtest_logreport(self, report) -> None:
         if report.when == "call":

@@ -2,9 +2,12 @@
 
 The sandbox's /work is a fresh directory holding the repository (`repo/`) and a results directory with
 a random name made for this run (the agent's tool calls never saw it, so nothing can have been prepared
-there); the runner (runner.py, in the read-only /task) writes the XML there. Exit code and output are
-never read (the runner sends both to /dev/null); a run killed at its time limit has no XML, so every
-test in it is missing, a failure.
+there); the runner (runner.py, in the read-only /task) writes the XML there. Output is never read (the
+runner sends it to /dev/null). The report is read only when the runner confirms it (exit status
+REPORTED: pytest's own writer wrote it, in a process that could start no other program and where
+nothing else could write there: runner.py says how) and only as a regular file, opened without following
+a symlink, in the results directory, itself not a symlink. A run killed at its time limit has no XML,
+so every test in it is missing, a failure.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +27,12 @@ from .junit import Outcome, read_outcomes
 from .paths import source_roots
 
 RUNNER = Path(__file__).with_name("runner.py")
-NO_PYTEST = 5  # runner.py's exit codes: the interpreter cannot import pytest; the watched machinery changed
+# runner.py's exit codes: its report was written by pytest's writer; the interpreter cannot import pytest;
+# the watched machinery changed; the kernel refused the filter that stops other programs from starting.
+REPORTED = 0
+NO_PYTEST = 5
 TAMPERED = 6
+NO_EXEC_FILTER = 8
 
 
 @dataclass
@@ -73,11 +81,31 @@ def run_pytest(
         (task / "spec.json").write_text(json.dumps(spec))
         argv = [*python.argv(), "/task/runner.py", "/task/spec.json"]
         execution = sandbox.run(argv, task, limits, work_dir=work, python=python)
-        junit = work / results_name / "junit.xml"
-        collected = work / results_name / "collected.json"
-        outcomes = read_outcomes(junit.read_text(errors="replace")) if junit.is_file() else None
-        listed = json.loads(collected.read_text()) if collect_only and collected.is_file() else None
+        confirmed = execution.returncode == REPORTED
+        report = read_report(work / results_name, "collected.json" if collect_only else "junit.xml")
+        report = report if confirmed else None
+        outcomes = read_outcomes(report) if report is not None and not collect_only else None
+        listed = json.loads(report) if report is not None and collect_only else None
     return SuiteRun(outcomes, listed, execution)
+
+
+def read_report(results: Path, name: str) -> str | None:
+    """`results/name` when both are what the runner made: a directory and a regular file in it, neither a
+    symlink (nor the file a FIFO, a device, a directory); None otherwise."""
+    try:
+        directory = os.open(results, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    except OSError:
+        return None
+    finally:
+        os.close(directory)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read().decode(errors="replace")
 
 
 def check_pytest(python: Interpreter, given: str) -> None:
@@ -93,6 +121,11 @@ def check_pytest(python: Interpreter, given: str) -> None:
         raise WarmstartError(f"swe: the sandbox did not start: {done.infra_error}")
     if done.returncode == NO_PYTEST:
         raise WarmstartError(f"swe: {given} cannot import pytest inside the sandbox; install pytest into it")
+    if done.returncode == NO_EXEC_FILTER:
+        raise WarmstartError(
+            f"swe: {given} could not install the seccomp filter that stops the tests from starting programs "
+            "(x86_64 or aarch64 Linux, with ctypes, is needed)"
+        )
     if done.returncode != 0:
         last = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise WarmstartError(f"swe: {given} does not run inside the sandbox (it runs as `nobody`): {last}")
