@@ -55,7 +55,9 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
         from . import stages
         from .envs import make_env
         from .runs.directory import recipe_when_worked
+        from .runs.tracking import check_installed
 
+        check_installed(recipe.log.to)  # a tracker asked for and missing, before a stage works (or pays)
         make_env(recipe.env)  # an environment that cannot load (a plugin's import, its options) fails first
         if {"generate", "eval"} & set(stage_names):  # an unreachable [ray] cluster too, before anything is written
             from . import cluster

@@ -584,6 +584,14 @@ class LogConfig(Section):
     to: list[Literal["jsonl", "tensorboard", "trackio", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
     project: str = "warmstart"  # the trackio / W&B project
 
+    @field_validator("to")
+    @classmethod
+    def _check_once_each(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # each would get every scalar twice (TensorBoard: two event files, a zig-zag line)
+            raise ValueError(f"{repeated[0]} is named more than once")
+        return names
+
 
 class Recipe(Section):
     run: RunConfig = Field(default_factory=RunConfig)

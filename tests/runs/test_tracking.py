@@ -11,6 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import curated_run, write_recipe_file
+from warmstart.config import load_recipe
 from warmstart.errors import WarmstartError
 from warmstart.runs.tracking import Tracker, read_metrics
 from warmstart.stages import grpo, sft
@@ -82,3 +83,29 @@ def test_a_line_a_kill_cut_short_is_cut_before_the_resumed_stage_appends(tmp_pat
     with Tracker(tmp_path, "sft:student", ["jsonl"], "p", {}) as tracker:  # the resumed stage
         tracker.log(2, {"loss": 1.5})
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 2.0), (2, 1.5)]
+
+
+def test_a_backend_that_is_not_installed_is_refused_before_any_stage_works(tmp_path):
+    """Not when the stage opens its tracker: eval opens it after sampling everything, sft after generate and
+    curate (paid, with an API teacher) have run."""
+    recipe_file = write_recipe_file(tmp_path / "r.toml", curated_run(tmp_path / "run"))
+    without_wandb = (
+        "import sys; sys.modules['wandb'] = None; from warmstart.cli import app; "
+        "sys.argv = ['warmstart', *sys.argv[1:]]; app()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_wandb, "sft", str(recipe_file), "--set", "log.to=['jsonl', 'wandb']"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and lines == [
+        "error: log.to: wandb is not installed; pip install -c constraints-cpu.txt -e '.[wandb]'"
+    ]
+    assert not (tmp_path / "run" / "models" / "student").exists()
+
+
+def test_a_backend_named_twice_is_refused_in_the_recipe(tmp_path):
+    with pytest.raises(WarmstartError, match="log.to: tensorboard is named more than once"):
+        load_recipe(None, ["log.to=['tensorboard', 'jsonl', 'tensorboard']"])

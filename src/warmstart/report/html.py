@@ -94,22 +94,33 @@ def teacher_dollars(stages: dict, lin: Lineage) -> float | None:
     return total
 
 
+def eval_sample(path: Path, number: int, line: str) -> dict:
+    """One line of eval/<policy>.jsonl, or one error naming it (a hand-edited or torn file)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("task_id"), str):
+        raise WarmstartError(f"{path}:{number}: not an eval sample (a JSON object with a task_id)")
+    if not isinstance(record.get("messages"), list) or not all(isinstance(m, dict) for m in record["messages"]):
+        raise WarmstartError(f"{path}:{number}: an eval sample without its messages")
+    return record
+
+
 def results_table(results: dict, lineages: dict[str, Lineage | None], stages: dict) -> str:
     k, policies = results["k"], results["policies"]
     teacher = policies.get("teacher", {}).get("pass@1")
     base = policies.get("base", {}).get("pass@1")
-    head = ["policy", "pass@1 [95 %]", f"pass@{k} [95 %]", "% of teacher", "train s", "train FLOPs", "teacher $"]
+    at_k = [f"pass@{k} [95 %]"] if k > 1 else []  # k = 1: pass@k is pass@1, shown once
+    head = ["policy", "pass@1 [95 %]", *at_k, "% of teacher", "train s", "train FLOPs", "teacher $"]
     head += ["s per pass@1 point", "$ per pass@1 point"]
     rows = []
     for name in results["rows"]:
         p, lin = policies[name], lineages.get(name)
         share = f"{p['pass@1'] / teacher:.0%}" if teacher else ""
-        cells = [
-            name,
-            interval(p["pass@1"], p.get("pass@1_ci")),
-            interval(p.get(f"pass@{k}"), p.get(f"pass@{k}_ci")),
-            share,
-        ]
+        cells = [name, interval(p["pass@1"], p.get("pass@1_ci"))]
+        cells += [interval(p.get(f"pass@{k}"), p.get(f"pass@{k}_ci"))] if k > 1 else []
+        cells.append(share)
         cells += cost_cells(p["pass@1"], base, lin, stages)
         rows.append(cells)
     caption = f"{first_tasks(policies)} held-out tasks, {k} samples each at temperature {results['temperature']}."
@@ -195,10 +206,10 @@ def failed_samples(path: Path) -> list[str]:
     if not path.exists():
         return []
     shown, tasks = [], set()
-    for line in path.read_text(encoding="utf-8").split("\n"):  # JSON Lines: "\n" only, as the samples were written
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # "\n" only, as written
         if not line.strip():
             continue
-        record = json.loads(line)
+        record = eval_sample(path, number, line)
         verdict = record.get("verdict") or {}
         if verdict.get("passed") is not False or verdict.get("infra_error") or record["task_id"] in tasks:
             continue  # one sample per task: a few different failures say more than one task's k samples

@@ -11,6 +11,7 @@ one error naming the extra. W&B runs offline unless `WANDB_API_KEY` is set (or `
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -91,6 +92,18 @@ def stage_dir_name(stage: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stage)
 
 
+def check_installed(names: list[str]) -> None:
+    """Refuse a backend that is not installed before any stage works (a stage opens its tracker once it has
+    something to log: eval, after sampling everything)."""
+    for name in names:
+        if name in EXTRAS and importlib.util.find_spec(name) is None:
+            raise WarmstartError(not_installed(name))
+
+
+def not_installed(name: str) -> str:
+    return f"log.to: {name} is not installed; pip install -c constraints-cpu.txt -e '.[{EXTRAS[name]}]'"
+
+
 def open_backend(name: str, root: Path, stage: str, project: str, config: dict):
     try:
         if name == "tensorboard":
@@ -99,9 +112,7 @@ def open_backend(name: str, root: Path, stage: str, project: str, config: dict):
             return Trackio(project, stage, config)
         return WandB(project, stage, config, root)
     except ImportError:
-        raise WarmstartError(
-            f"log.to: {name} is not installed; pip install -c constraints-cpu.txt -e '.[{EXTRAS[name]}]'"
-        ) from None
+        raise WarmstartError(not_installed(name)) from None
 
 
 class TensorBoard:
