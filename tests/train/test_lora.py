@@ -76,6 +76,7 @@ def test_a_resumed_lora_run_ends_where_an_uninterrupted_one_does(tmp_path):
 def test_lora_grpo_keeps_no_second_model_for_its_kl_reference(tmp_path):
     recipe = curated_run(
         tmp_path,
+        "env.name=even_length_env:EvenLength",  # reward variance in every group: every step updates
         "sft.steps=40",
         "sft.lr=1e-2",
         "grpo.lora.r=4",
@@ -89,13 +90,13 @@ def test_lora_grpo_keeps_no_second_model_for_its_kl_reference(tmp_path):
     student = sft.run(recipe)
     learner = load_learner(recipe, student, None)
     assert isinstance(learner.reference, AdapterOff)
-    assert not list(learner.reference.parameters())  # nothing of its own
+    assert not isinstance(learner.reference, torch.nn.Module)  # no weights of its own: the policy's base
     trained = sum(p.numel() for p in learner.model.parameters() if p.requires_grad)
     assert 0 < trained < learner.params / 5
     out = grpo.run(recipe)
     assert (out / "model.safetensors").exists() and (out / ADAPTER_DIR / "adapter_config.json").exists()
     history = json.loads((tmp_path / "manifest.json").read_text())["stages"]["grpo:student-grpo"]["history"]
-    assert len(history) == 2
+    assert len(history) == 2 and all(h["zero_variance_fraction"] < 1 for h in history)  # updates ran, KL included
 
 
 @pytest.mark.parametrize(
@@ -143,3 +144,18 @@ def test_resuming_with_other_lora_settings_is_one_error_naming_the_checkpoints(t
         )
         with pytest.raises(WarmstartError, match=message):
             sft.run(changed)
+
+
+def test_a_fresh_adapter_is_the_same_in_every_run_of_a_seed(tmp_path):
+    """Its random init comes from run.seed, not from whatever the process drew before (under torchrun each
+    process had started from an adapter of its own)."""
+    first = curated_run(tmp_path, "sft.steps=2", "sft.lora.r=4")
+    sft.run(first)  # builds models/base too, which draws from the generator
+    again = first.model_copy(update={"sft": first.sft.model_copy(update={"output": "again"})})
+    sft.run(again)  # the base is there: nothing seeded the generator since the first run trained
+    adapters = [
+        load_file(tmp_path / "models" / name / ADAPTER_DIR / "adapter_model.safetensors")
+        for name in ("student", "again")
+    ]
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])

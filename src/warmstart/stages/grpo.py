@@ -94,6 +94,7 @@ def load_policy(cfg: GrpoConfig, start_from: Path, resume_from: Path | None, dev
 
 def load_learner(recipe: Recipe, start_from: Path, resume_from: Path | None) -> Learner:
     cfg = recipe.grpo
+    torch.manual_seed(recipe.run.seed)  # a fresh LoRA adapter's random init: the same on every run and process
     model, tokenizer, reference = load_policy(cfg, start_from, resume_from, resolve_device(recipe.run.device))
     compile_decoder(model, cfg.compile, "grpo.compile")  # sampling and update; in place: checkpoints keep their keys
     teacher = make_teacher(resolve(cfg.teacher, recipe), "grpo.teacher", recipe, tokenizer) if cfg.teacher else None

@@ -193,6 +193,7 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     they carry."""
     cfg = recipe.sft
     device = resolve_device(recipe.run.device)
+    torch.manual_seed(recipe.run.seed)  # a fresh LoRA adapter's random init: the same on every run and process
     model, tokenizer = load_student(cfg, base, checkpoint, device)
     check_template(tokenizer, "sft.student")
     wants_topk = cfg.kd_weight > 0 and cfg.distill in ("auto", "topk") and any(t.logprobs for t in trajectories)

@@ -30,6 +30,7 @@ policy's turns are trained on, tool results and template text between turns are 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -192,6 +193,14 @@ def process_rows(batch: dict, world: World) -> dict:
     return rows_of(batch, sorted(world.share(by_length)))
 
 
+def scoring_model(reference):
+    """The model that scores the KL reference: a frozen copy as it is; LoRA's base with the adapter switched
+    off (train/lora.py `AdapterOff.switched_off`), which scoring reads as a model of its own (its config,
+    decoder and head), not only through a forward."""
+    switched_off = getattr(reference, "switched_off", None)
+    return switched_off() if switched_off is not None else contextlib.nullcontext(reference)
+
+
 def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -> tuple[torch.Tensor, dict]:
     """[B] group advantages, or with a teacher [B, L-1] per-token ones; and the teacher's statistics."""
     if teacher is None:
@@ -300,7 +309,8 @@ def update(
         if not reuse_current:
             old = sequence_logprobs(model, batch, policy_positions(batch))
         if reference is not None:
-            ref = [sequence_logprobs(reference, c, policy_positions(c)) for c in chunks]
+            with scoring_model(reference) as scorer:
+                ref = [sequence_logprobs(scorer, c, policy_positions(c)) for c in chunks]
     advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)  # without a teacher, `old` is not read
     mismatch = MismatchTally()
     loss_value = 0.0

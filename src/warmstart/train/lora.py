@@ -148,19 +148,20 @@ def publish(checkpoint: Path, base: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-class AdapterOff(torch.nn.Module):
-    """The base under a peft model, as a module of its own: its forward runs with the adapter switched
-    off. GRPO's KL reference with LoRA, without a second copy of the weights."""
+class AdapterOff:
+    """The base under a peft model: GRPO's KL reference with LoRA, without a second copy of the weights.
+    Scored inside `switched_off()`, which yields the base model (its config, decoder and head, as scoring
+    reads them: lm/scoring.py) while the adapter is switched off."""
 
     def __init__(self, model: PeftModel):
-        super().__init__()
-        self.__dict__["peft_model"] = model  # not a registered submodule: its parameters are not ours
+        self.peft_model = model
 
-    def forward(self, *args, **kwargs):
+    @contextlib.contextmanager
+    def switched_off(self):
         training = self.peft_model.training
         self.peft_model.eval()  # a reference, as the frozen copy it replaces was: no dropout
         try:
             with self.peft_model.disable_adapter():
-                return self.peft_model(*args, **kwargs)
+                yield self.peft_model.get_base_model()
         finally:
             self.peft_model.train(training)
