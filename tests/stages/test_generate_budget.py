@@ -276,3 +276,11 @@ def test_an_estimate_whose_every_pilot_request_failed_is_an_error_not_a_null_bil
     assert not (tmp_path / "run" / "estimates").exists()
     kept = read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory)
     assert kept and all(t.error for t in kept)  # the failed pilot is on record: a rerun asks exactly it again
+
+
+def test_an_estimate_the_dollar_cap_stopped_says_so_not_that_nothing_was_answered(tmp_path):
+    with FakeAPI(teacher=Teacher(verbose=True)) as api:
+        recipe = recipe_for(tmp_path / "run", api, "generate.max_new_tokens=600", "generate.budget_usd=0.004", train=40)
+        with pytest.raises(WarmstartError, match=r"budget_usd = \$0.004 stopped the pilot after \d+ of its 20 tasks"):
+            generate.run(recipe, pilot_only=True)
+        assert api.log  # some of the pilot was asked, and kept

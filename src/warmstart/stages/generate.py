@@ -117,8 +117,16 @@ def billing_if_stopped(job: Job, stage: Stage):
 
 
 def no_estimate(stage: str, job: Job, pilot: list[Task]) -> str:
-    """Why `warmstart estimate` has no bill to project: no pilot task was answered (its first error)."""
+    """Why `warmstart estimate` has no bill to project: the dollar cap stopped the pilot, or no pilot task
+    was answered (its first error)."""
     ids = {t.id for t in pilot}
+    if job.stopped and job.guard is not None:
+        answered = {t.task_id for t in latest_attempts([*job.earlier, *job.answered]) if t.task_id in ids}
+        return (
+            f"{stage}: generate.budget_usd = ${job.guard.cap:g} stopped the pilot after {len(answered)} of its "
+            f"{len(pilot)} tasks (${job.guard.spent:.4f} spent), so there is no bill to project; what was paid is "
+            "kept, and a rerun with a higher budget_usd goes on from there"
+        )
     errors = [t.error for t in latest_attempts([*job.earlier, *job.answered]) if t.task_id in ids and t.error]
     why = f" (first error: {errors[0]})" if errors else ""
     return f"{stage}: no pilot task was answered, so there is no bill to project{why}; what was paid is kept"
