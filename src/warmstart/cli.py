@@ -26,6 +26,18 @@ app = typer.Typer(
 
 RecipeArg = typer.Argument(..., help="Recipe TOML file.", exists=False)
 SetOption = typer.Option([], "--set", help="Override a recipe key: --set sft.lr=1e-3 (repeatable).")
+# Keys `warmstart demo` sets itself, stage by stage (demos/pump.py, kd_ablation.py): an override would be
+# taken by some stages and not others.
+DEMO_NAMES = {
+    "generate.output",
+    "curate.input",
+    "curate.output",
+    "sft.data",
+    "sft.output",
+    "grpo.init",
+    "grpo.output",
+    "eval.policies",
+}
 
 
 # Libraries that log a line per request at INFO ("HTTP Request: POST ..."): 20,000 lines for a real
@@ -191,6 +203,14 @@ def demo_cmd(
     """The whole pump offline on the embedded default: reference teacher, tiny student, arithmetic, SFT then GRPO."""
     if kd and seeds > 1:
         typer.echo("error: --seeds runs the main demo; the --kd ablation takes one seed (--set run.seed=N)", err=True)
+        raise typer.Exit(1)
+    named = [text for text in set_ if text.split("=", 1)[0].strip() in DEMO_NAMES]
+    if named:  # its rows, table and report are built from these names
+        typer.echo(
+            f"error: --set {named[0]}: the demo names its own data, models and eval rows; "
+            "for names of your own, run a recipe (warmstart run)",
+            err=True,
+        )
         raise typer.Exit(1)
     base = copy.deepcopy(DEMO_RECIPE)
     name = "demo-kd" if kd else "demo-seeds" if seeds > 1 else "demo"

@@ -150,6 +150,14 @@ def test_a_refused_command_leaves_the_runs_recipe_as_it_was(tmp_path):
     assert snapshot(tmp_path / "run") == before
 
 
+@pytest.mark.parametrize("override", ["sft.output=mine", "grpo.init=base", "eval.policies={}", " curate.output = x"])
+def test_the_demo_refuses_names_it_sets_itself_before_any_work(tmp_path, override):
+    """Taken by some of its stages and not others, such a name had run the whole demo into a traceback."""
+    refused = cli("demo", "--dir", str(tmp_path / "run"), "--set", override)
+    assert_one_line_error(refused, "the demo names its own data, models and eval rows")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "change, why",
     [
