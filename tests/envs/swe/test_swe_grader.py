@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from swe_fixture import BROKEN, CORE, FAIL_TO_PASS, FILES, PASS_TO_PASS
 
@@ -9,6 +11,7 @@ from warmstart.envs.sandbox import bubblewrap as sandbox
 from warmstart.envs.swe.grader import grade
 from warmstart.envs.swe.junit import junit_key, read_outcomes
 from warmstart.envs.swe.paths import applicable
+from warmstart.envs.swe.suite import read_report
 
 LIMITS = sandbox.Limits(wall_s=60, cpu_s=60, memory_bytes=2 << 30, open_files=256)
 
@@ -89,3 +92,60 @@ def test_junit_keys_match_what_pytest_writes():
     outcomes = read_outcomes(xml)
     assert outcomes[("t", "a")].passed and not outcomes[("t", "b")].passed and not outcomes[("t", "c")].passed
     assert read_outcomes("PASSED 10 passed") is None
+
+
+# What ordinary suites do, which the runner's defences must let through: a test decorated by a library
+# (mock.patch), test methods inherited from a helper module, a relative write in the working directory,
+# and a temporary directory removed through dir_fds (shutil.rmtree).
+ORDINARY_TESTS = {
+    "tests/helpers.py": "from calc import clamp\n\n\nclass HighTests:\n    def test_high(self):\n        assert clamp(15, 0, 10) == 10\n",
+    "tests/test_ordinary.py": """import os
+import tempfile
+from unittest import mock
+
+from calc import clamp
+from helpers import HighTests
+
+
+class TestInherited(HighTests):
+    pass
+
+
+@mock.patch("os.getcwd", return_value="/nowhere")
+def test_patched(getcwd):
+    assert os.getcwd() == "/nowhere" and clamp(15, 0, 10) == 10
+
+
+def test_files():
+    with open("relative.txt", "w") as f:
+        f.write("x")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, "a", "b"))
+        open(os.path.join(tmp, "a", "b", "c"), "w").close()
+    assert clamp(15, 0, 10) == 10
+""",
+}
+ORDINARY_IDS = [
+    "tests/test_ordinary.py::TestInherited::test_high",
+    "tests/test_ordinary.py::test_patched",
+    "tests/test_ordinary.py::test_files",
+]
+
+
+def test_ordinary_suites_pass_the_runner_checks(sandbox_python):
+    original = {**FILES, **ORDINARY_TESTS}
+    fixed = grade(original, BROKEN, {"calc/core.py": CORE}, ORDINARY_IDS, PASS_TO_PASS, sandbox_python, LIMITS)
+    assert fixed.reward == 1.0, fixed.details
+    broken = grade(original, BROKEN, {}, ORDINARY_IDS, PASS_TO_PASS, sandbox_python, LIMITS)
+    assert broken.details["fail_to_pass"] == 0 and broken.details["pass_to_pass"] == len(PASS_TO_PASS)
+
+
+def test_a_report_is_read_only_as_a_regular_file(tmp_path):
+    (tmp_path / "real.xml").write_text("<testsuites/>")
+    (tmp_path / "link.xml").symlink_to(tmp_path / "real.xml")
+    os.mkfifo(tmp_path / "fifo.xml")
+    (tmp_path / "dir.xml").mkdir()
+    assert read_report(tmp_path, "real.xml") == "<testsuites/>"
+    assert [read_report(tmp_path, n) for n in ("link.xml", "fifo.xml", "dir.xml", "absent.xml")] == [None] * 4
+    (tmp_path.parent / "results-link").symlink_to(tmp_path)
+    assert read_report(tmp_path.parent / "results-link", "real.xml") is None

@@ -102,10 +102,13 @@ def read_report(results: Path, name: str) -> str | None:
         return None
     finally:
         os.close(directory)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return f.read().decode(errors="replace")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read().decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def check_pytest(python: Interpreter, given: str) -> None:
