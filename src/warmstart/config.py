@@ -379,8 +379,10 @@ class CurateConfig(Section):
 # Knobs of speed, memory and bookkeeping, not of results: left out of a training stage's fingerprint, so
 # toggling one keeps a finished stage done and its checkpoints resumable (gradient checkpointing recomputes
 # the same activations, and a compiled decoder computes the same function, up to the order of float sums:
-# GRPO under gradient checkpointing runs each row's prompt itself rather than once per group).
-NOT_RESULTS = {"compile", "gradient_checkpointing", "checkpoint_every", "keep_checkpoints"}
+# GRPO under gradient checkpointing runs each row's prompt itself rather than once per group). Sharding
+# trains the same weights (tests/train/test_distributed_sft.py), and its checkpoints are gathered into the
+# unsharded layout: a run that did not fit unsharded resumes sharded.
+NOT_RESULTS = {"compile", "gradient_checkpointing", "checkpoint_every", "keep_checkpoints", "sharding"}
 
 
 class SftConfig(Section):

@@ -72,8 +72,13 @@ def test_two_gloo_processes_train_the_same_weights_as_one(tmp_path, sharding):
 
 
 # ("fsdp", 1): sharded training saves its optimizer state by parameter name; one process takes it up.
-@pytest.mark.parametrize("sharding, resumed_by", [("none", 2), ("fsdp", 2), ("fsdp", 1)])
-def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path, sharding, resumed_by):
+# ("none", 2, "fsdp"): a run that did not fit unsharded is resumed sharded (sharding is not in the
+# fingerprint: config.NOT_RESULTS), and the other way round.
+@pytest.mark.parametrize(
+    "sharding, resumed_by, resumed_sharding",
+    [("none", 2, "none"), ("fsdp", 2, "fsdp"), ("fsdp", 1, "fsdp"), ("none", 2, "fsdp"), ("fsdp", 2, "none")],
+)
+def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path, sharding, resumed_by, resumed_sharding):
     one, two, two_file = one_and_two_processes(tmp_path, f"sft.sharding={sharding}", settings=KILLED_SETTINGS)
     process = subprocess.Popen(
         torchrun(two_file, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -87,7 +92,8 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path, sharding
     kill_every_process_of(two_file)  # torchrun and both of its workers
     process.wait()
     assert not (two / "models" / "student").exists(), "killed too late: training had finished"
-    result = subprocess.run(torchrun(two_file, resumed_by), capture_output=True, text=True, timeout=600)
+    resumed = torchrun(two_file, resumed_by, "--set", f"sft.sharding={resumed_sharding}")
+    result = subprocess.run(resumed, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stderr
     assert_same_weights(student_weights(one), student_weights(two))

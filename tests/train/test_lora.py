@@ -22,6 +22,7 @@ from warmstart.stages.grpo import load_learner
 from warmstart.train.lora import ADAPTER_DIR, AdapterOff
 
 LORA = ["sft.lora.r=4", "sft.lora.alpha=8", "sft.lr=1e-2"]
+LORA_SETTINGS = {"r": 4, "alpha": 8.0}
 
 
 def sft_summary(root) -> dict:
@@ -106,6 +107,10 @@ def test_lora_grpo_keeps_no_second_model_for_its_kl_reference(tmp_path):
             "sft.lora.target_modules=['not_a_layer']",
             "sft.lora.target_modules: not_a_layer not among the model's linear layers",
         ),
+        (  # merged, its delta would change the input embedding too: a model nobody trained
+            "sft.lora.target_modules=['q_proj', 'lm_head']",
+            "sft.lora.target_modules: lm_head is the output head, whose weight the input embedding shares",
+        ),
     ],
 )
 def test_lora_target_modules_that_do_not_exist_are_one_error_and_nothing_is_written(tmp_path, setting, message):
@@ -135,7 +140,8 @@ def test_resuming_with_other_lora_settings_is_one_error_naming_the_checkpoints(t
     recipe = curated_run(tmp_path, "sft.steps=2", "sft.checkpoint_every=1", *LORA)
     sft.run(recipe)
     for change, message in (
-        ({"steps": 4, "lora": {"r": 8, "alpha": 8.0}}, "was trained with r=4"),
+        ({"steps": 4, "lora": {"r": 8, "alpha": 8.0}}, r"was trained with r 4 \(now 8\):"),
+        ({"steps": 4, "lora": {**LORA_SETTINGS, "target_modules": ["v_proj"]}}, r"was trained with target_modules \["),
         ({"steps": 4, "lora": {"r": 0}}, "holds a LoRA adapter but sft.lora is off"),
     ):
         # Validated whole, so the new lora settings are LoraSettings (a dict put in by model_copy is not).

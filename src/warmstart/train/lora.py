@@ -63,6 +63,20 @@ def check_targets(config, settings: LoraSettings, key: str) -> None:
         raise WarmstartError(
             f"{key}.target_modules: {', '.join(missing)} not among the model's linear layers ({', '.join(linear_names(model))})"
         )
+    tied = tied_head_name(model)
+    if tied in wanted:  # merged, its delta would land in the weight the input embedding shares: another model
+        raise WarmstartError(
+            f"{key}.target_modules: {tied} is the output head, whose weight the input embedding shares "
+            "(tie_word_embeddings): an adapter on it cannot be merged into the model it trained"
+        )
+
+
+def tied_head_name(model: torch.nn.Module) -> str | None:
+    """The last name of the output head where its weight is the input embedding's, else None."""
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or embedding is None or head.weight is not embedding.weight:
+        return None
+    return next(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is head)
 
 
 def wrap(model: torch.nn.Module, settings: LoraSettings, key: str) -> PeftModel:
@@ -123,9 +137,18 @@ def check_resumable(checkpoint: Path, settings: LoraSettings | None, key: str) -
     same_targets = (
         set(saved.get("target_modules") or []) == set(wanted.target_modules) or wanted.target_modules == "all-linear"
     )
-    if saved.get("r") != wanted.r or saved.get("lora_alpha") != wanted.lora_alpha or not same_targets:
+    changed = [
+        f"{name} {was!r} (now {now!r})"
+        for name, was, now, same in (
+            ("r", saved.get("r"), wanted.r, saved.get("r") == wanted.r),
+            ("alpha", saved.get("lora_alpha"), wanted.lora_alpha, saved.get("lora_alpha") == wanted.lora_alpha),
+            ("target_modules", sorted(saved.get("target_modules") or []), settings.target_modules, same_targets),
+        )
+        if not same
+    ]
+    if changed:
         raise WarmstartError(
-            f"{key}.lora: {checkpoint} was trained with r={saved.get('r')}, alpha={saved.get('lora_alpha')}: "
+            f"{key}.lora: {checkpoint} was trained with {', '.join(changed)}: "
             f"remove {checkpoint.parent} to train with the new settings, or set another output"
         )
 

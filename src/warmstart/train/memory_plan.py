@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from ..config import LoraSettings, PolicySpec, Recipe
 from ..errors import WarmstartError
-from ..lm.device import resolve_device
+from ..lm.device import cuda_device, resolve_device
 from ..lm.linear_ce import CHUNK_BYTES
 from ..lm.models import load_config
 from ..lm.tinymodel import tiny_llama_config
@@ -147,8 +147,8 @@ def device_name(wanted: str) -> str:
 
 
 def device_available_bytes(device: str) -> int:
-    if device == "cuda":
-        return torch.cuda.mem_get_info()[0]
+    if device == "cuda":  # this process's GPU (LOCAL_RANK's under torchrun), not the current one: GPU 0 before
+        return torch.cuda.mem_get_info(cuda_device())[0]  # the stage sets its device
     if device == "mps":
         return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
     # Processes torchrun started on this machine share its memory: each may plan with its part.
