@@ -6,6 +6,7 @@ updates anything."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from warmstart.errors import WarmstartError
 from warmstart.lm.generation import sample_ids_pruned
 from warmstart.lm.rollout import Episode
 from warmstart.lm.scoring import sequence_logprobs
+from warmstart.stages.grpo import step_scalars
 from warmstart.train.grpo import Group, batch_tensors, update
 from warmstart.train.losses import clipped_policy_loss
 from warmstart.train.mismatch import MismatchTally, tis_weights
@@ -68,6 +70,24 @@ def test_the_mismatch_statistics_report_the_perturbation():
     unknown.add(trainer, torch.full_like(trainer, float("nan")), mask, cap=2.0)
     assert unknown.stats() == {}  # a sampler without log-probs: nothing to report, weights 1
     assert tis_weights(trainer, torch.full_like(trainer, float("nan")), 2.0).eq(1.0).all()
+
+
+def test_the_largest_ratio_is_over_every_token_not_the_quantiles_subsample():
+    """10,000 tokens (the quantiles read a subsample of them): the one ratio of e^3 the cap cut is the max."""
+    trainer, sampler = torch.zeros(1, 10_000), torch.zeros(1, 10_000)
+    sampler[0, 1] = -3.0
+    stats = MismatchTally()
+    stats.add(trainer, sampler, torch.ones_like(trainer), cap=2.0)
+    stats = stats.stats()
+    assert stats["is_ratio_max"] == pytest.approx(math.exp(3.0)) and stats["tis_capped_fraction"] == 1e-4
+
+
+def test_every_ratio_statistic_reaches_the_trackers():
+    entry = {"mean_reward": 0.5, "zero_variance_fraction": 0.0, "loss": 0.1, "seconds": 1.0, "rollouts": 4}
+    entry |= {"filter_rollouts": 0, "sampled_tokens": 8, "filter_sampled_tokens": 0}
+    entry |= {"is_ratio_p05": 0.9, "is_ratio_p50": 1.0, "is_ratio_p95": 1.1, "is_ratio_max": 2}
+    scalars = step_scalars(entry)
+    assert [scalars[f"is_ratio_{q}"] for q in ("p05", "p50", "p95", "max")] == [0.9, 1.0, 1.1, 2]
 
 
 def rollouts(model, tokenizer, n: int = 4) -> list[Episode]:

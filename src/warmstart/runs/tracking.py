@@ -34,6 +34,10 @@ SCALARS = {
     "filter_learnable": "share of the filter's candidate tasks with 0 < pass rate < 1 (steps that refresh it)",
     "filter_pass_rate": "the filter's mean estimated pass rate over its candidates (steps that refresh it)",
     "pass@1": "held-out pass@1 (eval, one value per policy: `pass@1/<policy>`)",
+    "mismatch_abs_logp": "mean |trainer - sampler log-prob| per policy token (GRPO: train/mismatch.py)",
+    "is_ratio_p05": "the 5th, 50th and 95th percentiles (p05, p50, p95) and the largest (max) trainer/sampler ratio",
+    "tis_capped_fraction": "share of policy tokens whose ratio the truncated importance sampling cap cut",
+    "policy_version": "the rollout server's policy version the step's samples came from",
 }
 EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
 

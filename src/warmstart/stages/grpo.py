@@ -302,7 +302,7 @@ def step_scalars(entry: dict) -> dict:
         "filter_learnable": refresh["learnable"] / max(1, refresh["candidates"]) if refresh else None,
         "filter_pass_rate": refresh["mean_pass_rate"] if refresh else None,
         "mismatch_abs_logp": entry.get("mismatch_abs_logp"),
-        "is_ratio_p95": entry.get("is_ratio_p95"),
+        **{name: entry.get(name) for name in ("is_ratio_p05", "is_ratio_p50", "is_ratio_p95", "is_ratio_max")},
         "tis_capped_fraction": entry.get("tis_capped_fraction"),
         "policy_version": entry.get("policy_version"),
     }

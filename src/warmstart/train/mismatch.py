@@ -22,6 +22,7 @@ policy token; train/grpo.live_chunks) add nothing to the gradient and are not me
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -66,6 +67,9 @@ class MismatchTally:
         if not tokens:
             return {}
         mine = torch.cat(self.log_ratios) if self.log_ratios else torch.zeros(0, dtype=torch.float64)
+        # The largest over every token (a subsample would miss the one ratio the cap cut); the quantiles
+        # from a subsample.
+        largest = max(world.gather_shares([float(mine.max()) if len(mine) else float("-inf")]))
         mine = mine[:: max(1, len(mine) // QUANTILE_SAMPLE)]
         ratios = torch.tensor(world.gather_shares(mine.tolist()), dtype=torch.float64).exp()
         p05, p50, p95 = torch.quantile(ratios, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)).tolist()
@@ -74,7 +78,7 @@ class MismatchTally:
             "is_ratio_p05": p05,
             "is_ratio_p50": p50,
             "is_ratio_p95": p95,
-            "is_ratio_max": float(ratios.max()),
+            "is_ratio_max": math.exp(largest),
             "tis_capped_fraction": world.total(self.capped) / tokens,
             "mismatch_tokens": int(tokens),
         }
