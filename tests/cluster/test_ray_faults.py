@@ -158,6 +158,34 @@ def test_an_unreachable_ray_address_is_one_error_line_and_no_records(tmp_path, s
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
+def test_auto_joining_an_unreachable_ray_address_from_the_environment_is_one_error_line(tmp_path):
+    """`auto` joins RAY_ADDRESS: where nothing answers there, Ray had retried for minutes."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+    address = f"127.0.0.1:{free_port()}"
+    recipe = write_recipe_file(tmp_path / "recipe.toml", small_recipe(tmp_path / "run", "ray.address='auto'"))
+    env = os.environ | {"RAY_ADDRESS": address}
+    done = subprocess.run(
+        [str(WARMSTART), "generate", str(recipe)], capture_output=True, text=True, timeout=60, env=env
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and errors == [
+        f"error: ray.address = 'auto' joins '{address}' (the RAY_ADDRESS environment variable): nothing answers at "
+        f"{address} (Connection refused)"
+    ]
+
+
+def test_local_starts_an_instance_of_its_own_whatever_ray_address_says(tmp_path):
+    """`local` is a Ray instance for this process: not RAY_ADDRESS's cluster (ray.init(None) had joined it)."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+    recipe = write_recipe_file(tmp_path / "recipe.toml", small_recipe(tmp_path / "run", "ray.address='local'"))
+    env = os.environ | {"RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
+    done = subprocess.run(
+        [str(WARMSTART), "generate", str(recipe)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "trajectories" / "teacher.jsonl").exists()
+
+
 def test_without_a_ray_section_ray_is_never_imported(tmp_path):
     script = textwrap.dedent(
         f"""
