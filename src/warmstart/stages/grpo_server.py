@@ -63,7 +63,11 @@ class ServerRollouts:
     def _sampled(self, step: int, cursor: int) -> tuple[Batch, int]:
         self.sync.check()
         version = self.sync.version
-        return self.collect_at(step, cursor), version
+        batch = self.collect_at(step, cursor)
+        # And after: a server restarted while the batch was sampled serves its first weights under the same
+        # name, and the client's retries reach it (a batch of the step-0 policy had been trained on as v3).
+        self.sync.check()
+        return batch, version
 
 
 def connect(recipe, model, world: World, done: int, collect_at: Callable[[int, int], Batch]) -> ServerRollouts:
