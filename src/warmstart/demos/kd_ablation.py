@@ -219,7 +219,7 @@ def steps_to(points: list[dict], target: float, offset: int = 0) -> str:
 def write_report(run_dir: RunDir, results: dict, curves: dict, budget: int, seconds: float, demo: KdDemo) -> None:
     k, policies = results["k"], results["policies"]
     teacher = policies["teacher"]["pass@1"]
-    lineages = row_lineages(results, run_dir.manifest()["stages"])
+    lineages = row_lineages(results, run_dir.manifest()["stages"], run_dir.root)
     lines = [
         "# warmstart demo --kd: distillation signals at equal teacher tokens",
         "",

@@ -89,7 +89,7 @@ def write_report(run_dir: RunDir, summary: dict, seconds: float) -> None:
     k, sft_cfg = summary["k"], run_dir.recipe.sft
     teacher = summary["policies"]["teacher"]["pass@1"]
     stages = run_dir.manifest()["stages"]
-    lineages = row_lineages(summary, stages)
+    lineages = row_lineages(summary, stages, run_dir.root)
     lines = [
         "# warmstart demo",
         "",

@@ -48,7 +48,7 @@ def build_report(root: Path) -> Path:
         raise WarmstartError(f"{root / 'eval' / 'results.json'}: holds no eval results (no policies, no rows)")
     sections = [f"<h1>warmstart run: {html.escape(root.name)}</h1>", f"<p>{run_line(stages)}</p>"]
     if results:
-        lineages = row_lineages(results, stages)
+        lineages = row_lineages(results, stages, root)
         sections += [results_table(results, lineages, stages), comparisons_table(results.get("comparisons", []))]
         sections.append(figure(figures.compute_figure(results, lineages), COMPUTE_CAPTION))
     sections.append(figure(figures.training_curves(read_metrics(root)), "Training curves, per stage (metrics.jsonl)."))

@@ -20,12 +20,18 @@ class Lineage:
     parent: str | None = None  # the run's model the row's own stage started from; None: untrained, or not the run's
 
 
-def run_model(path: str | None) -> str | None:
-    """The name of a run's model from its path (`.../models/NAME`, wherever the run directory was), else None."""
+def run_model(path: str | None, root: Path | None = None) -> str | None:
+    """The name of a run's model from its path (`.../models/NAME`, wherever the run directory was), else None.
+    With `root` (the run directory), a model that is there under another run directory is that run's, not
+    this one's: None (its stages are in its own manifest)."""
     if not path:
         return None
     path = Path(path.removeprefix("hf:"))
-    return path.name if path.parent.name == "models" else None
+    if path.parent.name != "models":
+        return None
+    if root is not None and path.exists() and path.resolve().parent != (Path(root) / "models").resolve():
+        return None
+    return path.name
 
 
 def lineage(model: str, stages: dict) -> Lineage:
@@ -46,10 +52,10 @@ def lineage(model: str, stages: dict) -> Lineage:
     return out
 
 
-def row_lineages(results: dict, stages: dict) -> dict[str, Lineage | None]:
-    """Per eval row: its lineage, or None for a policy that is not one of the run's models."""
+def row_lineages(results: dict, stages: dict, root: Path | None = None) -> dict[str, Lineage | None]:
+    """Per eval row: its lineage, or None for a policy that is not one of the run's models (`run_model`)."""
     out = {}
     for name, row in results["policies"].items():
-        model = run_model(row["policy"])
+        model = run_model(row["policy"], root)
         out[name] = lineage(model, stages) if model is not None else None
     return out
