@@ -241,11 +241,12 @@ def study_cmd(
     base = copy.deepcopy(DEMO_RECIPE)
     base["run"]["dir"] = str(dir) if dir else time.strftime("runs/study-%Y%m%d-%H%M%S")
     recipe = _load(None, set_, base)
+    kd_recipe = _load(None, set_, {**base, "sft": dict(KD_SFT)})  # E4 as `demo --kd`: its SFT, then --set
 
     def run_study() -> None:
         from .demos import study
 
-        print(study.run(recipe, kd_seeds))
+        print(study.run(recipe, kd_seeds, kd_recipe=kd_recipe))
 
     _run_reporting_errors(run_study)
 

@@ -53,3 +53,30 @@ def test_study_reports_every_experiment_with_intervals(tmp_path):
     for g in range(1, study.GENERATIONS):
         taught = (tmp_path / "E6" / "trajectories" / f"by-gen-{g}.jsonl").read_text().splitlines()
         assert taught and all(json.loads(line)["policy"].endswith(f"/gen-{g}") for line in taught[:3])
+
+
+def test_e6_stops_its_chain_at_a_generation_with_nothing_to_teach_and_reports_it(tmp_path):
+    """A 6-step generation 1 answers no training task right: the chain ends there as a row of E6, and the
+    study goes on (the curate refusal had ended the whole study before E1 and E4)."""
+    recipe = small(tmp_path, "generate.max_new_tokens=48")
+    rows = study.iterated(recipe)
+    stopped = [r for r in rows if r["what"] == "stopped after generation 1"]
+    assert len(stopped) == 1 and "could teach generation 2" in stopped[0]["note"]
+    assert [r["what"] for r in rows if "pass@1" in r] == ["teacher (reference)", "generation 1"]
+
+
+def test_the_study_takes_set_for_e4_as_demo_kd_does(tmp_path, monkeypatch):
+    """E4 starts from the KD demo's SFT settings with the user's --set over them (it had put them back)."""
+    from typer.testing import CliRunner
+
+    from warmstart.cli import app
+    from warmstart.demos.recipe import KD_SFT
+
+    taken = {}
+    monkeypatch.setattr(study, "run", lambda recipe, kd_seeds, kd_recipe: taken.update(kd=kd_recipe) or "study.md")
+    settings = ["--set", "sft.steps=7", "--set", "sft.tiny.hidden_size=32"]
+    done = CliRunner().invoke(app, ["study", "--dir", str(tmp_path / "s"), *settings])
+    assert done.exit_code == 0, done.output
+    kd = taken["kd"]
+    assert kd.sft.steps == 7 and kd.sft.tiny.hidden_size == 32  # the user's, over KD_SFT's
+    assert kd.sft.lr == KD_SFT["lr"]  # KD_SFT's own where the user said nothing

@@ -34,17 +34,24 @@ GENERATIONS = 3  # E6
 
 
 def run(
-    recipe: Recipe, kd_seeds: int = 3, kd: kd_ablation.KdDemo = kd_ablation.KdDemo(), kd_sft: dict = KD_SFT
+    recipe: Recipe,
+    kd_seeds: int = 3,
+    kd: kd_ablation.KdDemo = kd_ablation.KdDemo(),
+    kd_sft: dict = KD_SFT,
+    kd_recipe: Recipe | None = None,
 ) -> Path:
-    """The whole study; `kd` and `kd_sft` (sft keys) size E4 (the tests run it small)."""
+    """The whole study; `kd` and `kd_sft` (sft keys) size E4 (the tests run it small). `kd_recipe`: E4's
+    recipe as `warmstart demo --kd` makes it (its SFT settings, then the user's --set over them); without
+    it, `recipe` with `kd_sft` put in."""
     root, started, rows = Path(recipe.run.dir), time.time(), []
+    kd_base = kd_recipe if kd_recipe is not None else with_section(recipe, "sft", **kd_sft)
     demo = json.loads(pump.run(in_dir(recipe, root / "demo")).read_text())
     experiments = [
         lambda: demo_claims(demo),  # cheapest first: a study stopped early has the most rows
         lambda: verification(in_dir(recipe, root / "E5"), demo),
         lambda: iterated(in_dir(recipe, root / "E6")),
         lambda: data_sweep(in_dir(recipe, root / "E1")),
-        lambda: kd_signals(recipe, root / "E4", kd_seeds, kd, kd_sft),  # the longest, last
+        lambda: kd_signals(kd_base, root / "E4", kd_seeds, kd),  # the longest, last
     ]
     for experiment in experiments:  # the table so far is written after each: hours of work show as they go
         rows += experiment()
@@ -127,11 +134,11 @@ def demo_claims(demo: dict) -> list[dict]:
     ]
 
 
-def kd_signals(recipe: Recipe, root: Path, seeds: int, kd: kd_ablation.KdDemo, sft_keys: dict) -> list[dict]:
+def kd_signals(recipe: Recipe, root: Path, seeds: int, kd: kd_ablation.KdDemo) -> list[dict]:
     """E4: the KD ablation per seed; per row the mean pass@1 over seeds and each seed's difference from SFT."""
     per_seed = []
     for seed in range(seeds):
-        seeded = with_section(with_section(recipe, "run", dir=str(root / f"seed-{seed}"), seed=seed), "sft", **sft_keys)
+        seeded = with_section(recipe, "run", dir=str(root / f"seed-{seed}"), seed=seed)
         kd_ablation.run(seeded, kd)
         per_seed.append(json.loads((root / f"seed-{seed}" / "eval" / "results.json").read_text()))
     out, sft_row = [], "SFT on the teacher's tokens"
@@ -183,18 +190,25 @@ def iterated(recipe: Recipe) -> list[dict]:
     curate.run(recipe)
     sft.run(with_section(recipe, "sft", output="gen-1"))
     policies = {"base": "base", "teacher": "teacher", "generation 1": "run:gen-1"}
+    trained, ended = 1, ""
     for g in range(2, GENERATIONS + 1):
         taught = with_section(recipe, "generate", teacher=f"run:gen-{g - 1}", output=f"by-gen-{g - 1}", temperature=0.6)
         taught = with_section(taught, "curate", input=f"by-gen-{g - 1}", output=f"by-gen-{g - 1}")
         generate.run(taught)
-        curate.run(taught)
+        try:
+            curate.run(taught)
+        except curate.NothingKept as exc:  # a result of E6 (the plateau is 0), not a reason to drop E1 and E4
+            ended = f"nothing of generation {g - 1}'s answers could teach generation {g} ({exc})"
+            break
         sft.run(with_section(taught, "sft", data=f"by-gen-{g - 1}", output=f"gen-{g}"))
-        policies[f"generation {g}"] = f"run:gen-{g}"
-    pairs = [[f"generation {g}", f"generation {g - 1}"] for g in range(2, GENERATIONS + 1)]
+        policies[f"generation {g}"], trained = f"run:gen-{g}", g
+    pairs = [[f"generation {g}", f"generation {g - 1}"] for g in range(2, trained + 1)]
     results = json.loads(evaluate.run(with_section(recipe, "eval", policies=policies, compare=pairs)).read_text())
     teacher = results["policies"]["teacher"]["pass@1"]
     out = [row("E6", "teacher (reference)", results["policies"]["teacher"])]
-    for g in range(1, GENERATIONS + 1):
+    if ended:
+        out.append(row("E6", f"stopped after generation {trained}", note=ended))
+    for g in range(1, trained + 1):
         p = results["policies"][f"generation {g}"]
         out.append(
             row("E6", f"generation {g}", p, note=f"{p['pass@1'] / teacher:.0%} of the teacher" if teacher else "")

@@ -36,6 +36,11 @@ from .student_rates import student_pass_rates
 
 log = logging.getLogger(__name__)
 
+
+class NothingKept(WarmstartError):
+    """Every trajectory was dropped: nothing to train on (a result for a caller that expects it: study's E6)."""
+
+
 EVAL_SPLIT = "eval split"  # the name the eval split's tasks are reported under as a contamination source
 
 # Finish reasons that make a reply unusable as training data, whatever the verifier says.
@@ -170,7 +175,7 @@ def run(recipe: Recipe) -> Path:
         dropped = found["dropped"]
         log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dropped or "none")
         if not kept:  # before anything is written: an earlier run's curated data stays as it was
-            raise WarmstartError(f"curate: every trajectory of {source} was dropped ({dropped})")
+            raise NothingKept(f"curate: every trajectory of {source} was dropped ({dropped})")
         write_records(out, kept)
         stage.summary = {"source": cfg.input, "input": len(trajectories), "kept": len(kept), **found}
         if len(records) > len(trajectories):
