@@ -158,6 +158,10 @@ def test_the_estimate_is_within_a_fifth_of_the_actual_bill(tmp_path):
         estimate_file = generate.run(recipe, pilot_only=True)
         estimate = json.loads(estimate_file.read_text())
         pilot_requests = len(api.log)
+        # the pilot was paid for: costs.json says so, the stage left undone
+        pilot = json.loads((tmp_path / "run" / "costs.json").read_text())["stages"]["generate:teacher"]
+        assert pilot["status"] == "pilot" and pilot["api"]["requests"] == pilot_requests
+        assert pilot["api"]["usd"] == pytest.approx(billed_usd(api))
         generate.run(recipe)
     assert pilot_requests == generate.PILOT_TASKS * 2  # the pilot is the job's first tasks, paid once
     assert len(api.log) == 240

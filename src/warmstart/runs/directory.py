@@ -187,6 +187,14 @@ class Stage:
             log.info("%s: already done, nothing to do", self.name)
         return self
 
+    def record_unfinished(self, status: str) -> None:
+        """Record the stage's summary with `status` (not "done": a later run does the work) and leave the block
+        without marking it done: `warmstart estimate`'s paid pilot, which costs.json must count."""
+        self.run_dir.mark_done(
+            self.name, self.fingerprint, self.outputs, self.started, {**self.summary, "status": status}
+        )
+        self.done = True  # nothing more to record on the way out
+
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
             if exc_type is None and not self.done:

@@ -76,8 +76,10 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
             if pilot_only:
                 if stage.summary.get("estimate") is None:
                     raise WarmstartError(no_estimate(stage.name, job, pilot))
-                stage.done = True  # not marked done: the rest of the tasks are still to ask
                 write_json_atomic(run_dir.root / "estimates" / f"{cfg.output}.json", stage.summary["estimate"])
+                # Not done (the rest of the tasks are still to ask), but the pilot was paid for: in costs.json.
+                stage.summary["api_cost"] = job.cost()
+                stage.record_unfinished("pilot")
                 return run_dir.root / "estimates" / f"{cfg.output}.json"
             job.ask_all(plans[1])
         finish_job(job, stage, plans)
@@ -110,9 +112,7 @@ def billing_if_stopped(job: Job, stage: Stage):
     try:
         yield
     except BaseException:
-        if job.policy.request_tally is not None:
-            job.ledger.count_requests(job.policy.request_tally.summary())
-        stage.summary["api_cost"] = job.ledger.summary()
+        stage.summary["api_cost"] = job.cost()
         raise
 
 
@@ -163,9 +163,7 @@ def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> 
 def finish_job(job: Job, stage: Stage, plans: list[SamplingPlan]) -> None:
     """The stage's summary and log lines; its error where the dollar cap or the error rate stopped it."""
     cfg, ledger = job.cfg, job.ledger
-    if job.policy.request_tally is not None:
-        ledger.count_requests(job.policy.request_tally.summary())
-    cost = ledger.summary()
+    cost = job.cost()
     final = latest_attempts([*job.earlier, *job.answered])  # the output file's records, without reading it again
     sampling = plan_summary(plans)
     stage.summary |= {
@@ -261,6 +259,12 @@ class Job:
         self.guard: BudgetGuard | None = None
         self.terms = load_terms(recipe.api.prices)  # provider -> terms of use, recorded on each trajectory
         self.paid_path = paid_replies_path(out)
+
+    def cost(self) -> dict:
+        """The ledger's summary, with what this process's requests came to."""
+        if self.policy.request_tally is not None:
+            self.ledger.count_requests(self.policy.request_tally.summary())
+        return self.ledger.summary()
 
     @contextmanager
     def progress(self):
