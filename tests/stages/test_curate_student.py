@@ -48,6 +48,9 @@ def test_tasks_the_student_always_solves_are_dropped_and_counted(tmp_path):
     assert report["dropped"]["student pass rate 1.00 outside [0, 0.75]"] == len(sums)
     assert sum(report["dropped"].values()) == len(tasks) - len(kept)
     assert report["student_pass_rate"]["tasks_outside"] == len(sums) and report["student_pass_rate"]["samples"] == asked
+    # the student's samples were paid for: the curate stage's costs.json entry bills them
+    cost = json.loads((tmp_path / "costs.json").read_text())["stages"]["curate:train"]["api"]
+    assert cost["requests"] == asked and cost["tokens_in"] == 20 * asked
 
 
 def test_tasks_the_student_cannot_be_asked_are_kept_and_said_to_be_unmeasured(tmp_path, caplog):

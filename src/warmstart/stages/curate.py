@@ -219,7 +219,9 @@ def drop_by_student_rate(recipe: Recipe, kept: list[Trajectory], found: dict) ->
     """`kept` less the trajectories of tasks whose student pass rate lies outside `curate.student_pass_rate`
     (counted in `found`, with the rates' summary); the student answers only the tasks still kept."""
     bounds = recipe.curate.student_pass_rate
-    rates, samples = student_pass_rates(recipe, {t.task_id for t in kept})
+    rates, samples, cost = student_pass_rates(recipe, {t.task_id for t in kept})
+    if cost["api"]:  # an API student was paid for: the stage's costs.json entry counts it
+        found["api_cost"] = cost
     reasons = {t.task_id: difficulty.outside_reason(rates.get(t.task_id), bounds, "student") for t in kept}
     dropped = Counter(reasons[t.task_id] for t in kept if reasons[t.task_id])
     found["dropped"] = dict(Counter(found["dropped"]) + dropped)
