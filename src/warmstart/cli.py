@@ -40,6 +40,9 @@ DEMO_NAMES = {
 }
 
 
+# What gloo says when the process at the other end of a collective has left (torch 2.x).
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
 # Libraries that log a line per request at INFO ("HTTP Request: POST ..."): 20,000 lines for a real
 # generate. Shown with -v; their warnings always are.
 CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic")
@@ -89,6 +92,18 @@ def _run_reporting_errors(action) -> None:
     except (WarmstartError, OSError) as exc:
         _report(error_line(exc))
         raise typer.Exit(1) from None
+    except RuntimeError as exc:
+        if not _main_went_away(exc):
+            raise
+        raise typer.Exit(1) from None  # the main process stopped first and says why: its error line is the one
+
+
+def _main_went_away(exc: RuntimeError) -> bool:
+    """Under torchrun, a process other than the main one whose collective failed because the main process
+    left the group (it met an error of its own, said on its one line, and abandoned the group)."""
+    if os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return False
+    return any(words in str(exc) for words in PEER_GONE)
 
 
 def _report(line: str) -> None:

@@ -118,3 +118,17 @@ def test_sharding_with_lora_is_one_error(tmp_path):
     assert result.returncode != 0 and len(errors) == 1, result.stderr[-3000:]
     assert "sft.sharding = 'fsdp' with sft.lora" in errors[0]
     assert not (tmp_path / "run" / "models" / "student").exists()
+
+
+def test_an_error_of_the_main_process_alone_is_its_one_line_not_the_others_tracebacks(tmp_path):
+    """The main process builds (here: checks) the base alone; its error leaves the group, and the other
+    process's collective then fails: that one stops quietly (it had printed ~130 lines of traceback)."""
+    recipe = curated_run(tmp_path / "run", *SETTINGS)
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    subprocess.run([sys.executable, "-m", "warmstart.cli", "sft", str(recipe_file)], check=True, timeout=600)
+    other_shape = ("--set", "sft.output=again", "--set", "sft.tiny.hidden_size=64")  # models/base is of another
+    result = subprocess.run(torchrun(recipe_file, 2, *other_shape), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "was built with another sft.tiny config" in errors[0]
+    assert "[rank1]" not in result.stderr
