@@ -134,6 +134,22 @@ def test_grpo_plan_counts_the_rollouts_kv_cache(tmp_path):
     assert "reference model" in {r.name for r in with_reference.rows}
 
 
+def test_grpo_plan_counts_a_local_on_policy_teacher_and_refuses_one_that_cannot_fit(tmp_path):
+    """An 8B teacher held whole by on-policy distillation: ~30 GB the GRPO plan had left out ("fits")."""
+    big = tmp_path / "big"
+    big.mkdir()
+    shape = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32}
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_key_value_heads": 8}
+    (big / "config.json").write_text(json.dumps(config | shape | {"vocab_size": 128256}))
+    plan = plan_for(small_recipe(tmp_path / "run", f"grpo.teacher='hf:{big}'"), "grpo", available_bytes=16 * 2**30)
+    teacher = next(r.bytes for r in plan.rows if r.name == "teacher (on-policy)")
+    assert 7.5e9 * 4 < teacher < 8.5e9 * 4  # its parameters, in fp32
+    with pytest.raises(WarmstartError, match=r"teacher \(on-policy\).*serve the teacher"):
+        check(plan)
+    served = plan_for(small_recipe(tmp_path / "run", "grpo.teacher='openai:big@http://127.0.0.1:1/v1'"), "grpo")
+    assert "teacher (on-policy)" not in {r.name for r in served.rows}  # the server's memory, not ours
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "warmstart.cli", *args], capture_output=True, text=True, timeout=120)
 

@@ -367,6 +367,19 @@ def sft_teacher(recipe: Recipe, notes: list[str]) -> torch.nn.Module | None:
     return meta_model(AutoConfig.from_pretrained(path))
 
 
+def grpo_teacher(recipe: Recipe, notes: list[str]) -> torch.nn.Module | None:
+    """The local teacher on-policy distillation loads whole (grpo.teacher), on the meta device; None for none
+    or a served one (its memory is the server's)."""
+    spec = recipe.grpo.teacher
+    path = spec_path(spec, recipe) if spec is not None else None
+    if path is None:
+        return None
+    if not has_config(path):
+        notes.append(f"grpo.teacher {spec} ({path}) has no config.json: its weights are not counted")
+        return None
+    return meta_model(AutoConfig.from_pretrained(path))
+
+
 def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
     cfg, notes = recipe.sft, []
     model = meta_model(sft_student_config(recipe, notes))
@@ -416,8 +429,15 @@ def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
     rows.append(Row("logits", 3 * chunk_tokens * shape.vocab * FLOAT32, "update"))  # logits, log-softmax, grad
     if cfg.kl_weight > 0 and cfg.lora.r == 0:
         rows.append(Row("reference model", total * FLOAT32))
+    teacher = grpo_teacher(recipe, notes)
+    if teacher is not None:  # held whole; it scores the update's chunks (its logits beside the student's)
+        rows.append(Row("teacher (on-policy)", parameter_count(teacher) * FLOAT32))
+        teacher_vocab = Shape.of(teacher.config).vocab
+        rows.append(Row("teacher logits", 2 * chunk_tokens * teacher_vocab * FLOAT32, "update"))
     rows.append(Row("process baseline", process_baseline(device)))
     knobs = {
+        "teacher (on-policy)": "serve the teacher (grpo.teacher = openai:NAME@URL) or pick a smaller one",
+        "teacher logits": f"lower grpo.max_new_tokens ({cfg.max_new_tokens})",
         "weights": weight_knob("grpo", cfg.lora, "grpo.init"),
         "gradients": weight_knob("grpo", cfg.lora, "grpo.init"),
         "optimizer (AdamW)": weight_knob("grpo", cfg.lora, "grpo.init"),
