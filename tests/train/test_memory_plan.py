@@ -100,8 +100,13 @@ def test_lora_trains_only_the_adapter(tmp_path):
 # read 830-870 MB late in full test runs: that was pytest's own RSS, carried into the child's ru_maxrss.)
 @pytest.mark.parametrize(
     "overrides",
-    [WIDE + ["sft.seq_len=512", "sft.rows_per_micro_batch=4"], LONG, LONG + ["sft.lora.r=8", "sft.lr=1e-3"]],
-    ids=["wide", "long", "long-lora"],
+    [
+        WIDE + ["sft.seq_len=512", "sft.rows_per_micro_batch=4"],
+        LONG,
+        LONG + ["sft.lora.r=8", "sft.lr=1e-3"],
+        LONG + ["sft.tiny.num_layers=8", "sft.gradient_checkpointing=true"],  # planned 26 % under before its refit
+    ],
+    ids=["wide", "long", "long-lora", "long-checkpointed"],
 )
 def test_plan_is_within_25_percent_of_the_peak_rss(tmp_path, overrides):
     overrides = ["sft.steps=2", "sft.checkpoint_every=2", *overrides]
