@@ -137,3 +137,25 @@ def test_the_pipeline_runs_on_repo_tasks(tmp_path):
     summary = json.loads(evaluate.run(recipe).read_text())
     assert summary["policies"]["teacher"]["pass@1"] == 1.0
     assert summary["policies"]["student"]["pass@1"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "name, arguments",
+    [
+        ("write_file", {"path": "pystats", "content": "x"}),  # a directory
+        ("write_file", {"path": "pystats/stats.py/x.py", "content": "x"}),  # under a file
+        ("write_file", {"path": "pystats/a\u0000.py", "content": "x"}),
+        ("write_file", {"path": "pystats/" + "a" * 300 + ".py", "content": "x"}),
+        ("write_file", {"path": "pystats/stats.py", "content": 'x = "\ud800"'}),
+        ("run", {"command": "echo a\u0000b"}),
+        ("run", {"command": "echo \ud800"}),
+    ],
+    ids=["directory", "under-a-file", "nul", "long-name", "surrogate", "nul-command", "surrogate-command"],
+)
+def test_arguments_no_file_system_takes_are_errors_not_exceptions(name, arguments):
+    odd = ToolCall(id="call-0-0", function=ToolFunction(name=name, arguments=json.dumps(arguments)))
+    trajectory = agent(MEDIAN, odd, call("run", 1, command="git status --short"))
+    replies = [m.content for m in trajectory.messages if m.role == "tool"]
+    assert replies[0].startswith("error: ") and replies[1] == "exit code 0\n", replies
+    verdict = ENV.verify(MEDIAN, trajectory)  # graded on the untouched copy: no exception
+    assert not verdict.passed and verdict.infra_error is None and verdict.details["changed_files"] == []

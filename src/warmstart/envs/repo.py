@@ -2,7 +2,10 @@
 
 Tools: `list_files`, `read_file(path)`, `write_file(path, content)`, `run(command)`. The environment
 keeps no state: the agent's working copy is the pristine repository plus every `write_file` of the
-conversation so far, replayed in order, so episodes can run anywhere and in any order. `run` builds
+conversation so far, replayed in order, so episodes can run anywhere and in any order. A write the
+copy could not hold (a NUL byte or an over-long name in its path, a path that is a directory or lies
+under a file, text with a lone surrogate) is refused with an `error:` reply, and the replay refuses it
+alike, so no tool argument can make `step` or `verify` raise. `run` builds
 that copy as a fresh git repository with one commit (the pristine files; nothing else reachable: no
 other commits, reflog entries, tags or packed objects, so the fix cannot be dug out of history) and
 runs the command in the sandbox (`sandbox/bubblewrap.py`), as `nobody`, with no network.
@@ -40,6 +43,12 @@ from .sandbox import bubblewrap as sandbox
 
 MAX_FILE_BYTES = 100_000
 MAX_TOOL_OUTPUT = 4_000
+MAX_NAME_BYTES = 255  # longer file names cannot be created (ENAMETOOLONG on every common file system)
+MAX_PATH_BYTES = 1024
+PATH_ERROR = (
+    "error: path must be a relative path inside the repository (no '..', not .git, no NUL byte, "
+    f"names of at most {MAX_NAME_BYTES} bytes)"
+)
 EVAL_BUCKETS = 3  # three fixtures: one lands in eval
 
 
@@ -81,13 +90,72 @@ class RepoOptions(BaseModel):
 
 
 def clean_path(path) -> str | None:
-    """A relative path inside the repository, or None (absolute, `..`, .git, not a string)."""
-    if not isinstance(path, str) or not path or path.startswith("/"):
+    """A relative path inside the repository that a file can be created at, or None (absolute, `..`,
+    .git, not a string; a NUL byte, text UTF-8 cannot encode, or names too long for a file system: a
+    model can emit each of these, and writing the working copy would raise)."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\0" in path or not encodable(path):
         return None
     normal = posixpath.normpath(path)
     if normal.startswith("..") or normal == "." or normal.split("/")[0] == ".git":
         return None
-    return normal
+    too_long = len(normal.encode()) > MAX_PATH_BYTES or any(
+        len(name.encode()) > MAX_NAME_BYTES for name in normal.split("/")
+    )
+    return None if too_long else normal
+
+
+def encodable(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (JSON can carry a lone surrogate; a file cannot)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def tree_conflict(path: str, files: dict[str, str]) -> str | None:
+    """Why `path` cannot be a file among `files` (it is a directory there, or lies under a file), or None."""
+    names = path.split("/")
+    for depth in range(1, len(names)):
+        prefix = "/".join(names[:depth])
+        if prefix in files:
+            return f"error: {prefix} is a file, so {path} cannot be created"
+    if any(other.startswith(path + "/") for other in files):
+        return f"error: {path} is a directory"
+    return None
+
+
+def content_error(content, max_bytes: int) -> str | None:
+    """Why `content` cannot be a file's text (not a string, not encodable as UTF-8, too big), or None."""
+    if not isinstance(content, str):
+        return f"error: content must be a string of at most {max_bytes} bytes"
+    if not encodable(content):
+        return "error: content must be text UTF-8 can encode (it holds a lone surrogate, e.g. \\ud800)"
+    if len(content.encode()) > max_bytes:
+        return f"error: a file may hold at most {max_bytes} bytes"
+    return None
+
+
+def command_error(command) -> str | None:
+    """Why `command` cannot be run (empty, a NUL byte, not encodable: exec would raise), or None."""
+    if not isinstance(command, str) or not command.strip():
+        return "error: run needs a command"
+    if "\0" in command or not encodable(command):
+        return "error: the command must be text without NUL bytes or lone surrogates"
+    return None
+
+
+def write(files: dict[str, str], arguments: dict, max_bytes: int = MAX_FILE_BYTES) -> str | None:
+    """Apply one write_file call to `files` in place; the error text when it cannot be applied (the
+    working copy could not hold it: the same refusal when the call is made and whenever it is replayed)."""
+    path = clean_path(arguments.get("path"))
+    if path is None:
+        return PATH_ERROR
+    content = arguments.get("content")
+    error = content_error(content, max_bytes) or tree_conflict(path, files)
+    if error is None:
+        files[path] = content
+    return error
 
 
 def is_test_path(path: str) -> bool:
@@ -105,17 +173,18 @@ def strict_equal(a, b) -> bool:
     return a == b
 
 
-def written_files(messages: list[Message]) -> dict[str, str]:
-    """Every well-formed write_file of the conversation, in order: the agent's changes."""
-    files: dict[str, str] = {}
-    for message in messages:
-        for call in message.tool_calls or []:
-            if call.function.name != "write_file":
-                continue
-            arguments = call_arguments(call) or {}
-            path, content = clean_path(arguments.get("path")), arguments.get("content")
-            if path is not None and isinstance(content, str) and len(content.encode()) <= MAX_FILE_BYTES:
-                files[path] = content
+def replayed_files(start: dict[str, str], messages: list[Message], before_call: str | None = None) -> dict[str, str]:
+    """`start` with every write_file of the conversation replayed in order (a refused one changes
+    nothing); with `before_call` (a tool call's id), only those made before the last call with that id."""
+    calls = [call for message in messages for call in message.tool_calls or []]
+    if before_call is not None:
+        ids = [call.id for call in calls]
+        if before_call in ids:
+            calls = calls[: len(ids) - 1 - ids[::-1].index(before_call)]
+    files = dict(start)
+    for call in calls:
+        if call.function.name == "write_file":
+            write(files, call_arguments(call) or {})
     return files
 
 
@@ -124,6 +193,16 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
+
+
+def write_changes(root: Path, changes: dict[str, str]) -> str | None:
+    """The agent's changes written over the tree at `root`; the error text when the file system refuses
+    them (the replay already refused every path and text that cannot be written: a full disk is left)."""
+    try:
+        write_tree(root, changes)
+    except OSError as exc:
+        return f"error: the working copy could not be written: {exc.strerror or exc}"
+    return None
 
 
 def git_repository(root: Path, files: dict[str, str]) -> None:
@@ -178,29 +257,23 @@ class RepoEnv:
             raise ValueError(f"repo: only {len(pool)} {split} task(s) exist, {n} asked")
         return pool[:n]
 
-    def working_files(self, task: Task, messages: list[Message]) -> dict[str, str]:
-        return {**task.hidden["files"], **written_files(messages)}
-
     def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         arguments = call_arguments(call) or {}
-        files = self.working_files(task, messages)  # writes so far, this turn's included
+        files = replayed_files(task.hidden["files"], messages, before_call=call.id)  # what this call sees
         name = call.function.name
         if name == "list_files":
             return "\n".join(sorted(files))
-        if name in ("read_file", "write_file"):
+        if name == "read_file":
             path = clean_path(arguments.get("path"))
             if path is None:
-                return "error: path must be a relative path inside the repository (no '..', not .git)"
-            if name == "read_file":
-                return files[path][:MAX_FILE_BYTES] if path in files else f"error: no such file: {path}"
+                return PATH_ERROR
+            return files[path][:MAX_FILE_BYTES] if path in files else f"error: no such file: {path}"
+        if name == "write_file":
+            error = write(dict(files), arguments)  # as the replay will decide it
             content = arguments.get("content")
-            if not isinstance(content, str) or len(content.encode()) > MAX_FILE_BYTES:
-                return f"error: content must be a string of at most {MAX_FILE_BYTES} bytes"
-            return f"wrote {len(content.encode())} bytes to {path}"
+            return error or f"wrote {len(content.encode())} bytes to {clean_path(arguments.get('path'))}"
         command = arguments.get("command")
-        if not isinstance(command, str) or not command.strip():
-            return "error: run needs a command"
-        return self._run(task, files, command)
+        return command_error(command) or self._run(task, files, command)
 
     def _run(self, task: Task, files: dict[str, str], command: str) -> str:
         with tempfile.TemporaryDirectory(prefix="warmstart-repo-") as tmp:
@@ -208,7 +281,9 @@ class RepoEnv:
             work, empty = Path(tmp) / "work", Path(tmp) / "task"
             empty.mkdir()
             git_repository(work, task.hidden["files"])
-            write_tree(work, {p: c for p, c in files.items() if task.hidden["files"].get(p) != c})
+            error = write_changes(work, {p: c for p, c in files.items() if task.hidden["files"].get(p) != c})
+            if error is not None:
+                return error
             execution = sandbox.run(
                 ["/bin/sh", "-c", command], empty, self._limits(), unsafe=self.options.unsafe_no_sandbox, work_dir=work
             )
@@ -220,12 +295,17 @@ class RepoEnv:
         )
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
-        changes = {p: c for p, c in written_files(trajectory.messages).items() if not is_test_path(p)}
+        start = task.hidden["files"]
+        files = replayed_files(start, trajectory.messages)
+        changes = {p: c for p, c in files.items() if start.get(p) != c and not is_test_path(p)}
         probes, nonce = task.hidden["probes"], secrets.token_hex(8)
         with tempfile.TemporaryDirectory(prefix="warmstart-grade-") as tmp:
             os.chmod(tmp, 0o755)  # the sandbox user must reach the two directories inside
             work, task_dir = Path(tmp) / "work", Path(tmp) / "task"
-            write_tree(work, {**task.hidden["files"], **changes})
+            write_tree(work, start)
+            error = write_changes(work, changes)
+            if error is not None:  # the replay refuses what cannot be written: this is the host's disk
+                return Verdict(reward=0.0, passed=False, infra_error=error)
             task_dir.mkdir()
             calls = [
                 {"function": "__probe", "args": [p["module"], p["function"], *p["args"]], "kwargs": {}} for p in probes

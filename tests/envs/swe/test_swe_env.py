@@ -136,3 +136,48 @@ def test_fix_edit_is_a_unique_small_replacement():
     assert broken.count(old) == 1 and broken.replace(old, new) == fixed
     old, new = fix_edit("x\ny\n", "x\nif q:\n    z\ny\n")  # a removed branch put back
     assert "x\ny\n".replace(old, new) == "x\nif q:\n    z\ny\n"
+
+
+# Arguments a model can emit that no working copy can hold: each is an `error:` reply, changes nothing,
+# and neither the next `run` nor the grading raises (each had raised out of step or verify, ending a stage).
+ODD_CALLS = [
+    ("write_file", {"path": "calc", "content": "x"}),  # a directory
+    ("write_file", {"path": "calc/core.py/x.py", "content": "x"}),  # under a file
+    ("write_file", {"path": "calc/a\u0000.py", "content": "x = 1"}),
+    ("write_file", {"path": "calc/" + "a" * 300 + ".py", "content": "x = 1"}),
+    ("write_file", {"path": "calc/\ud800.py", "content": "x = 1"}),
+    ("write_file", {"path": "calc/core.py", "content": 'x = "\ud800"'}),
+    ("edit_file", {"path": "calc/core.py", "old": "def both", "new": "def \ud800both"}),
+    ("read_file", {"path": "calc/a\u0000.py"}),
+    ("run", {"command": "echo a\u0000b"}),
+    ("run", {"command": "echo \ud800"}),
+]
+
+
+def test_arguments_no_file_system_takes_are_errors_not_exceptions(env):
+    task = only_task(env)
+    calls = [
+        ToolCall(id=f"c{turn}", function=ToolFunction(name=name, arguments=json.dumps(arguments)))
+        for turn, (name, arguments) in enumerate(ODD_CALLS)
+    ]
+    messages, replies = conversation(env, task, *calls, call("run", len(calls), command="git status --short"))
+    assert all(reply.startswith("error: ") for reply in replies[:-1]), replies
+    assert all(reply.encode() for reply in replies)  # every reply can be written out
+    assert replies[-1] == "exit code 0\n"  # nothing was written: the working copy is the broken tree
+    verdict = env.verify(task, trajectory(task, messages))
+    assert verdict.reward == 0.0 and verdict.details["changed_files"] == []
+    assert len(verdict.details["refused_calls"]) == 7  # the writes and the edit
+
+
+def test_two_task_sets_of_one_name_or_one_task_id_are_refused(tmp_path, sandbox_python):
+    record = {"id": "calc/000", "repo": "calc", "file": "calc/core.py", "broken": BROKEN["calc/core.py"]}
+    record |= {"problem": "p", "fail_to_pass": FAIL_TO_PASS, "pass_to_pass": PASS_TO_PASS}
+    calc = {"name": "calc", "python": sandbox_python.host}
+    write_task_set(tmp_path / "names" / "v1", calc, FILES, [record], force=False)
+    write_task_set(tmp_path / "names" / "v2", calc, FILES, [{**record, "id": "calc/001"}], force=False)
+    with pytest.raises(WarmstartError, match=r"names/v1 and .*names/v2 are both task sets named 'calc'"):
+        SweEnv(SweOptions(tasks_dir=str(tmp_path / "names")))
+    write_task_set(tmp_path / "ids" / "a", calc, FILES, [record], force=False)
+    write_task_set(tmp_path / "ids" / "b", {**calc, "name": "calc2"}, FILES, [{**record, "repo": "calc2"}], force=False)
+    with pytest.raises(WarmstartError, match=r"ids/a and .*ids/b both hold task 'calc/000'"):
+        SweEnv(SweOptions(tasks_dir=str(tmp_path / "ids")))

@@ -149,3 +149,19 @@ def test_a_report_is_read_only_as_a_regular_file(tmp_path):
     assert [read_report(tmp_path, n) for n in ("link.xml", "fifo.xml", "dir.xml", "absent.xml")] == [None] * 4
     (tmp_path.parent / "results-link").symlink_to(tmp_path)
     assert read_report(tmp_path.parent / "results-link", "real.xml") is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"calc/a\u0000.py": "x = 1\n"},
+        {"calc/" + "a" * 300 + ".py": "x = 1\n"},
+        {"calc/core.py": CORE.replace("Small", "\ud800")},  # the fix, with a lone surrogate
+    ],
+    ids=["nul", "long-name", "surrogate"],
+)
+def test_a_change_no_tree_can_hold_is_refused_with_a_reason(changes):
+    # (A directory or a path under a file is never applied: no new file outside a module is.)
+    verdict = grade(FILES, BROKEN, changes, FAIL_TO_PASS, PASS_TO_PASS, None, LIMITS)  # refused before any run
+    assert verdict.reward == 0.0 and not verdict.passed and verdict.infra_error is None
+    assert verdict.details["reason"].startswith("a change cannot be written: calc")

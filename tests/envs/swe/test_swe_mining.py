@@ -12,8 +12,9 @@ import pytest
 from swe_fixture import BROKEN, FILES
 
 from warmstart.envs.sandbox import bubblewrap as sandbox
+from warmstart.envs.swe.env import SweEnv, SweOptions
 from warmstart.envs.swe.grader import grade
-from warmstart.envs.swe.mining import MineSettings, mine_to_directory
+from warmstart.envs.swe.mining import MineSettings, mine_to_directory, stable_order
 from warmstart.envs.swe.mutations import mutations
 from warmstart.envs.swe.suite import write_tree
 from warmstart.envs.swe.taskset import read_task_set
@@ -128,3 +129,41 @@ def test_a_package_that_patches_pytest_itself(tmp_path, sandbox_python):
         cli("tasks", "mine-bugs", str(source), "--out", str(tmp_path / "o"), "--python", sandbox_python.host)
     )
     assert "changed pytest's machinery" in line and str(source) in line
+
+
+# A suite whose second test reads what the first registered: it passes only in collection order.
+ORDERED = {
+    **FILES,
+    "calc/registry.py": "_items = {}\n\n\ndef add(name, value):\n    _items[name] = value\n\n\ndef get(name):\n    return _items.get(name)\n",
+    "tests/test_registry.py": (
+        "from calc import registry\n\n\n"
+        "def test_register():\n    registry.add('x', 1)\n    assert registry.get('x') == 1\n\n\n"
+        "def test_lookup_after_register():\n    assert registry.get('x') == 1\n"
+    ),
+}
+
+
+def test_tests_are_stored_and_graded_in_collection_order(tmp_path, sandbox_python):
+    out = tmp_path / "tasks" / "calc"
+    mine_to_directory(package(tmp_path / "calc", ORDERED), out, "calc", sandbox_python.host, SETTINGS, force=False)
+    env = SweEnv(SweOptions(tasks_dir=str(out)))
+    for task in env.all_tasks:  # sorted, test_lookup_after_register ran first: every reference scored 0
+        assert env.verify(task, env.reference(task, None)).reward == 1.0, task.id
+    task_set = read_task_set(out)
+    order = task_set.manifest["ids"]
+    assert order.index("tests/test_registry.py::test_register") < order.index(
+        "tests/test_registry.py::test_lookup_after_register"
+    )
+    for task in task_set.tasks:
+        assert [i for i in order if i in task["pass_to_pass"]] == task["pass_to_pass"]
+
+
+def test_only_the_variants_of_one_parametrized_test_are_sorted():
+    collected = ["b.py::test_z", "b.py::test_p[y]", "b.py::test_p[x]", "a.py::test_a", "b.py::C::test_q[2]"]
+    assert stable_order(collected) == [
+        "b.py::test_z",
+        "b.py::test_p[x]",
+        "b.py::test_p[y]",
+        "a.py::test_a",
+        "b.py::C::test_q[2]",
+    ]

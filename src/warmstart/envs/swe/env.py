@@ -25,14 +25,22 @@ from ...errors import WarmstartError
 from ...lm.toolcalls import call_arguments
 from ...types import Message, Task, ToolCall, Trajectory, Verdict
 from ..base import hash_split
+from ..repo import (
+    PATH_ERROR,
+    clean_path,
+    command_error,
+    command_report,
+    git_repository,
+    scripted_episode,
+    write_changes,
+)
 from ..repo import TOOLS as REPO_TOOLS
-from ..repo import clean_path, command_report, git_repository, scripted_episode, write_tree
 from ..sandbox import bubblewrap as sandbox
 from ..sandbox.interpreter import interpreter
 from .grader import grade
 from .suite import check_pytest
 from .taskset import load_task_sets
-from .tools import EDIT_TOOL, changed, edit, working_files, write
+from .tools import EDIT_TOOL, changed, edit, replay, working_files, write
 
 EVAL_BUCKETS = 4
 MAX_READ_CHARS = 20_000
@@ -64,6 +72,8 @@ class SweEnv:
         self.python = interpreter(given)
         check_pytest(self.python, given)
         self.snapshots = {s.manifest["name"]: s.snapshot for s in sets}
+        # The order mining ran the tests in (None: a set mined before it was stored, its ids sorted).
+        self.orders = {s.manifest["name"]: s.manifest.get("ids") for s in sets}
         self.all_tasks = [self._task(record) for s in sets for record in s.tasks]
 
     def _task(self, record: dict) -> Task:
@@ -99,8 +109,10 @@ class SweEnv:
             return "\n".join(sorted(before))
         if name == "read_file":
             path = clean_path(arguments.get("path"))
-            if path is None or path not in before:
-                return f"error: no such file: {arguments.get('path')}"
+            if path is None:
+                return PATH_ERROR
+            if path not in before:
+                return f"error: no such file: {path}"
             text = before[path]
             return text if len(text) <= MAX_READ_CHARS else text[:MAX_READ_CHARS] + "\n[... cut: use run with sed -n]"
         if name in ("write_file", "edit_file"):
@@ -108,9 +120,7 @@ class SweEnv:
             error = (write if name == "write_file" else edit)(files, arguments)
             return error or f"{name}: {clean_path(arguments.get('path'))} updated"
         command = arguments.get("command")
-        if not isinstance(command, str) or not command.strip():
-            return "error: run needs a command"
-        return self._run(task, before, command)
+        return command_error(command) or self._run(task, before, command)
 
     def _run(self, task: Task, files: dict[str, str], command: str) -> str:
         start = self.start_files(task)
@@ -127,13 +137,16 @@ class SweEnv:
             work, empty = Path(tmp) / "work", Path(tmp) / "task"
             empty.mkdir()
             git_repository(work, start)
-            write_tree(work, changed(start, files))
+            error = write_changes(work, changed(start, files))
+            if error is not None:
+                return error
             execution = sandbox.run(["/bin/sh", "-c", script], empty, limits, work_dir=work, python=self.python)
         return command_report(execution)
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
         start = self.start_files(task)
-        changes = changed(start, working_files(start, trajectory.messages))
+        files, refused = replay(start, trajectory.messages)
+        changes = changed(start, files)
         limits = sandbox.Limits(
             wall_s=self.options.wall_s,
             cpu_s=int(self.options.wall_s) + 1,
@@ -144,7 +157,11 @@ class SweEnv:
         broken = {task.hidden["file"]: task.hidden["broken"]}
         original = self.snapshots[task.hidden["repo"]]
         hidden = task.hidden
-        return grade(original, broken, changes, hidden["fail_to_pass"], hidden["pass_to_pass"], self.python, limits)
+        f2p, p2p, order = hidden["fail_to_pass"], hidden["pass_to_pass"], self.orders[hidden["repo"]]
+        verdict = grade(original, broken, changes, f2p, p2p, self.python, limits, order=order)
+        if refused:  # writes and edits the agent was told were refused: they changed nothing
+            verdict.details["refused_calls"] = refused[:10]
+        return verdict
 
     def reference(self, task: Task, rng) -> Trajectory:
         """Put the original lines back with one edit_file, run the failing tests, answer."""

@@ -6,8 +6,16 @@ source files (mutations.py) are tried one at a time, in an order shuffled by the
 across files, each by running the tests that passed, in the sandbox, and reading the JUnit XML. A
 mutation is kept when at least one and at most `max_failing` tests fail (`--maxfail` stops a run once
 more have failed) and the run finished: those are its fail-to-pass tests, the others that passed its
-pass-to-pass. Each kept mutation becomes a task (taskset.py); the problem statement is written from
-the failing tests' ids and their assertion messages, and never names the file or the change.
+pass-to-pass. A kept mutation is then graded as a task is (`grade`: plain asserts, the ids in the
+order below): the broken tree must score 0, as the original tree (graded once) must score 1. Each kept
+mutation becomes a task (taskset.py); the problem statement is written from the failing tests' ids and
+their assertion messages, and never names the file or the change.
+
+Every run takes the ids in the suite's collection order (pytest runs explicit ids in the order given,
+and a suite may depend on it: a test that reads what an earlier one registered), stored so in the tasks
+and, whole, in the manifest (`ids`), which the grader follows. Only the variants of one parametrized
+test are sorted among themselves: over a set they are collected in an order that follows the hash seed,
+which the sandboxed interpreter (`-I`) leaves random, and the same tree must mine the same tasks.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from pathlib import Path
 from ...errors import WarmstartError
 from ..sandbox import bubblewrap as sandbox
 from ..sandbox.interpreter import Interpreter, interpreter
+from .grader import grade
 from .junit import junit_key, outcome_of
 from .mutations import Mutation, mutations
 from .paths import is_protected
@@ -53,6 +62,7 @@ class MineResult:
     tried: int
     tasks: list[dict]
     seconds: float
+    ids: list[str]  # every test's id, in the order the runs took them (the grader follows it)
 
     @property
     def acceptance(self) -> float:
@@ -96,7 +106,7 @@ def passing_tests(path: Path, files: dict[str, str], python: Interpreter, settin
     if listing.collected is None or listing.collected["errors"]:
         why = (listing.collected or {}).get("errors") or [{"nodeid": "", "message": no_report(listing.execution)}]
         raise WarmstartError(f"{path}: the tests cannot be collected: {why[0]['nodeid']} {why[0]['message']}".rstrip())
-    ids = listing.collected["ids"]
+    ids = stable_order(listing.collected["ids"])
     if not ids:
         raise WarmstartError(f"{path}: the test suite collects no tests")
     baseline = run_pytest(files, files, ids, python, limits(settings), assert_mode="rewrite")
@@ -111,6 +121,23 @@ def passing_tests(path: Path, files: dict[str, str], python: Interpreter, settin
     keys = [junit_key(i) for i in ids]
     unique = {k for k in keys if keys.count(k) == 1}  # two ids that write one JUnit entry cannot be told apart
     return [i for i, k in zip(ids, keys) if k in unique and outcome_of(i, baseline.outcomes).passed]
+
+
+def stable_order(ids: list[str]) -> list[str]:
+    """Collection order, with the variants of each parametrized test (`test_x[...]`) sorted among themselves."""
+    first: dict[str, int] = {}
+    for position, test_id in enumerate(ids):
+        first.setdefault(test_id.partition("[")[0], position)
+    return sorted(ids, key=lambda test_id: (first[test_id.partition("[")[0]], test_id))
+
+
+def check_graded_original(path: Path, files: dict[str, str], ids: list[str], python, settings: MineSettings) -> None:
+    """The unmutated tree must score 1 as the grader runs it (plain asserts, these ids in this order:
+    every task's reference fix is this run); else one error naming the first failure."""
+    verdict = grade(files, {}, {}, ids, [], python, limits(settings), order=ids)
+    if verdict.reward != 1.0:
+        why = verdict.infra_error or verdict.details.get("first_failure") or verdict.details.get("reason")
+        raise WarmstartError(f"{path}: the unmutated test suite fails as the grader runs it (plain asserts): {why}")
 
 
 def candidate_order(files: dict[str, str], seed: int) -> list[Mutation]:
@@ -141,7 +168,13 @@ def try_mutation(m: Mutation, files, ids, python, settings: MineSettings) -> lis
         return None
     failing = [(i, outcome_of(i, run.outcomes)) for i in ids]
     failing = [(i, o.message or o.kind) for i, o in failing if not o.passed]
-    return failing if 1 <= len(failing) <= settings.max_failing else None
+    if not 1 <= len(failing) <= settings.max_failing:
+        return None
+    # As the grader will see the task: the broken tree must score 0 (the reference, 1: check_graded_original).
+    failed = {i for i, _ in failing}
+    f2p, p2p = [i for i in ids if i in failed], [i for i in ids if i not in failed]
+    graded = grade(files, {m.path: m.source}, {}, f2p, p2p, python, limits(settings), order=ids)
+    return failing if graded.reward == 0.0 and graded.infra_error is None else None
 
 
 def problem_statement(name: str, failing: list[tuple[str, str]]) -> str:
@@ -166,6 +199,7 @@ def mine(
     files = check_package(path)
     check_pytest(python, str(python.host))
     ids = passing_tests(path, files, python, settings)
+    check_graded_original(path, files, ids, python, settings)
     candidates = candidate_order(files, settings.seed)[: settings.max_mutations]
     tasks: list[dict] = []
     tried = 0
@@ -182,7 +216,7 @@ def mine(
                     tasks.append(task_record(name, len(tasks), m, failing, ids))
             if progress is not None:
                 progress(tried, len(tasks))
-    return files, MineResult(name, len(ids), tried, tasks, time.monotonic() - started)
+    return files, MineResult(name, len(ids), tried, tasks, time.monotonic() - started, ids)
 
 
 def task_record(name: str, index: int, m: Mutation, failing: list[tuple[str, str]], ids: list[str]) -> dict:
@@ -194,9 +228,8 @@ def task_record(name: str, index: int, m: Mutation, failing: list[tuple[str, str
         "broken": m.source,
         "mutation": f"{m.kind}: {m.description} ({m.path}:{m.line})",
         "problem": problem_statement(name, failing),
-        # Sorted: tests parametrized over a set are collected in an order that changes with the hash seed.
-        "fail_to_pass": sorted(i for i in ids if i in failed),
-        "pass_to_pass": sorted(i for i in ids if i not in failed),
+        "fail_to_pass": [i for i in ids if i in failed],  # in the order they ran (stable_order)
+        "pass_to_pass": [i for i in ids if i not in failed],
     }
 
 
@@ -221,6 +254,7 @@ def mine_to_directory(
         "acceptance": round(result.acceptance, 3),
         "seconds": round(result.seconds, 1),
         "settings": asdict(settings),
+        "ids": result.ids,
     }
     write_task_set(out, manifest, files, result.tasks, force)
     return result

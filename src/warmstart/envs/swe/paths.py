@@ -10,11 +10,17 @@ changes to source files only. Dropped, whatever their content:
 - a new file that is not a `.py` file in a package directory the original already had (an `__init__.py`
   beside it), or whose name would shadow what the runner imports (pytest, _pytest, pluggy, ...): a new
   top-level module or directory could be imported in the place of something else.
+
+`unwritable` names the changes no tree could hold (a path a file cannot have, text UTF-8 cannot encode,
+a path that is a directory of the tree or lies under one of its files): the grader refuses those
+outright (a 0 with the reason), rather than let writing the tree raise.
 """
 
 from __future__ import annotations
 
 import posixpath
+
+from ..repo import clean_path, encodable, tree_conflict
 
 TEST_DIRS = frozenset({"tests", "test", "testing"})
 CONFIG_FILES = frozenset(
@@ -68,3 +74,17 @@ def applied_changes(changes: dict[str, str], original: dict[str, str]) -> dict[s
 def source_roots(original: dict[str, str]) -> list[str]:
     """sys.path entries for the repository, from the original's layout: its root, and `src` if it has one."""
     return ["", "src"] if any(p.startswith("src/") for p in original) else [""]
+
+
+def unwritable(changes: dict[str, str], start: dict[str, str]) -> dict[str, str]:
+    """Why each change (by path) could not be written into the tree `start` holds with the changes."""
+    tree = {**start, **changes}
+    reasons = {}
+    for path, content in changes.items():
+        if clean_path(path) != path:
+            reasons[path] = "not a path a file can have (a NUL byte, an over-long name, not normalised)"
+        elif not isinstance(content, str) or not encodable(content):
+            reasons[path] = "not text UTF-8 can encode"
+        elif conflict := tree_conflict(path, tree):
+            reasons[path] = conflict.removeprefix("error: ")
+    return reasons

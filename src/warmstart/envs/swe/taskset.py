@@ -9,7 +9,9 @@ One directory per repository (what `warmstart tasks mine-bugs PATH --out DIR` wr
                         mutation, problem (issue-style), fail_to_pass, pass_to_pass (node ids)
 
 The reference fix of a task is the snapshot's own `file`. `load_task_sets(DIR)` reads one such
-directory, or every such directory directly inside DIR (a bundle of several repositories). A
+directory, or every such directory directly inside DIR (a bundle of several repositories); two sets of
+one name, or one task id in two sets, are refused (the env keys snapshots by name: one set would be
+graded against the other's snapshot, and one mutation could land in both splits under two ids). A
 directory is written under a temporary name and renamed into place, so it is whole or absent.
 """
 
@@ -80,7 +82,29 @@ def load_task_sets(path: Path) -> list[TaskSet]:
         raise WarmstartError(f"env.options.tasks_dir: {path} is not a directory")
     if (path / "manifest.json").is_file():
         return [read_task_set(path)]
-    sets = [read_task_set(d) for d in sorted(path.iterdir()) if (d / "manifest.json").is_file()]
+    directories = [d for d in sorted(path.iterdir()) if (d / "manifest.json").is_file()]
+    sets = [read_task_set(d) for d in directories]
     if not sets:
         raise WarmstartError(f"env.options.tasks_dir: {path} holds no mined task set (no manifest.json)")
+    check_unique(list(zip(directories, sets)))
     return sets
+
+
+def check_unique(sets: list[tuple[Path, TaskSet]]) -> None:
+    """One error naming both directories when two sets share a name or a task id."""
+    names: dict[str, Path] = {}
+    ids: dict[str, Path] = {}
+    for directory, task_set in sets:
+        name = task_set.manifest.get("name")
+        if name in names:
+            raise WarmstartError(
+                f"env.options.tasks_dir: {names[name]} and {directory} are both task sets named {name!r}; "
+                "mine one again with another --name"
+            )
+        names[name] = directory
+        for task in task_set.tasks:
+            if task["id"] in ids:
+                raise WarmstartError(
+                    f"env.options.tasks_dir: {ids[task['id']]} and {directory} both hold task {task['id']!r}"
+                )
+            ids[task["id"]] = directory

@@ -2,15 +2,19 @@
 
 The copy is the task's broken repository plus every well-formed `write_file` and `edit_file` of the
 conversation, replayed in order; an `edit_file` whose `old` text does not occur exactly once changes
-nothing (the agent was told so when it made the call). Paths are cleaned as in `repo` (relative, no
-`..`, never .git). The grader decides later which of these changes it applies (paths.py).
+nothing (the agent was told so when it made the call), and so does a write or edit the working copy
+could not hold (`repo.write`: a path with a NUL byte or an over-long name, one that is a directory or
+lies under a file, text with a lone surrogate), so writing the copy never raises. Paths are cleaned as
+in `repo` (relative, no `..`, never .git). The grader decides later which of these changes it applies
+(paths.py).
 """
 
 from __future__ import annotations
 
 from ...lm.toolcalls import call_arguments
 from ...types import Message
-from ..repo import clean_path, function_tool
+from ..repo import PATH_ERROR, clean_path, content_error, function_tool
+from ..repo import write as write_file
 
 MAX_FILE_BYTES = 1_000_000
 
@@ -26,7 +30,7 @@ def edit(files: dict[str, str], arguments: dict) -> str | None:
     path = clean_path(arguments.get("path"))
     old, new = arguments.get("old"), arguments.get("new")
     if path is None:
-        return "error: path must be a relative path inside the repository (no '..', not .git)"
+        return PATH_ERROR
     if path not in files:
         return f"error: no such file: {path}"
     if not isinstance(old, str) or not isinstance(new, str) or not old:
@@ -35,35 +39,39 @@ def edit(files: dict[str, str], arguments: dict) -> str | None:
     if count != 1:
         return f"error: `old` occurs {count} times in {path}; it must occur exactly once"
     content = files[path].replace(old, new, 1)
-    if len(content.encode()) > MAX_FILE_BYTES:
-        return f"error: a file may hold at most {MAX_FILE_BYTES} bytes"
-    files[path] = content
-    return None
+    error = content_error(content, MAX_FILE_BYTES)
+    if error is None:
+        files[path] = content
+    return error
 
 
 def write(files: dict[str, str], arguments: dict) -> str | None:
-    path, content = clean_path(arguments.get("path")), arguments.get("content")
-    if path is None:
-        return "error: path must be a relative path inside the repository (no '..', not .git)"
-    if not isinstance(content, str) or len(content.encode()) > MAX_FILE_BYTES:
-        return f"error: content must be a string of at most {MAX_FILE_BYTES} bytes"
-    files[path] = content
-    return None
+    """Apply one write_file call to `files` in place; the error text when it cannot be applied."""
+    return write_file(files, arguments, MAX_FILE_BYTES)
 
 
 def working_files(start: dict[str, str], messages: list[Message], before_call: str | None = None) -> dict[str, str]:
     """`start` with every write and edit of the conversation replayed in order; with `before_call` (a
     tool call's id), only those made before the last call with that id (the state that call sees)."""
+    return replay(start, messages, before_call)[0]
+
+
+def replay(
+    start: dict[str, str], messages: list[Message], before_call: str | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """`working_files`, and the error of each write or edit the replay refused (changing nothing)."""
     calls = [call for message in messages for call in message.tool_calls or []]
     if before_call is not None:
         ids = [call.id for call in calls]
         if before_call in ids:
             calls = calls[: len(ids) - 1 - ids[::-1].index(before_call)]
-    files = dict(start)
+    files, refused = dict(start), []
     for call in calls:
         if call.function.name in ("write_file", "edit_file"):
-            (write if call.function.name == "write_file" else edit)(files, call_arguments(call) or {})
-    return files
+            error = (write if call.function.name == "write_file" else edit)(files, call_arguments(call) or {})
+            if error is not None:
+                refused.append(f"{call.function.name}: {error}")
+    return files, refused
 
 
 def changed(start: dict[str, str], files: dict[str, str]) -> dict[str, str]:
