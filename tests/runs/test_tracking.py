@@ -109,3 +109,16 @@ def test_a_backend_that_is_not_installed_is_refused_before_any_stage_works(tmp_p
 def test_a_backend_named_twice_is_refused_in_the_recipe(tmp_path):
     with pytest.raises(WarmstartError, match="log.to: tensorboard is named more than once"):
         load_recipe(None, ["log.to=['tensorboard', 'jsonl', 'tensorboard']"])
+
+
+def test_tensorboard_shows_the_last_run_of_a_stage_not_two_spliced(tmp_path):
+    """Trained anew (or resumed from an earlier step), a stage writes another event file beside the first:
+    TensorBoard shows the new run from its first step on, not the old run's later steps (nor a line that
+    jumps back)."""
+    for steps, scale in ((range(1, 5), 1.0), (range(1, 3), 10.0), (range(2, 4), 100.0)):
+        with Tracker(tmp_path, "sft:x", ["tensorboard"], "p", {}) as tracker:
+            for step in steps:
+                tracker.log(step, {"loss": scale * step})
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "sft-x"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 10.0), (2, 200.0), (3, 300.0)]

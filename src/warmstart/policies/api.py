@@ -10,9 +10,9 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
   error). Every wait is bounded: a request, its retries included, gives up at `api.deadline_s` (by
   default the retry policy's own worst case, `ApiSettings.worst_case_s`);
 - replies are checked before use (`reply_problem`): text that is not Unicode (lone surrogates), an empty
-  reply (but for one cut by the token limit, kept as cut) are refused and asked again, with another seed (a server that honours seeds answers the same seed
-  the same unusable way, each try billed), and the usage they carried is kept on the trajectory
-  (`rejected_usage`: the provider bills it). Token counts that are impossible (negative) or implausible
+  reply (but for one cut by the token limit, kept as cut) are refused and asked again, with another seed
+  (a server that honours seeds answers the same seed the same unusable way, each try billed), and the
+  usage they carried is kept on the trajectory (`rejected_usage`: the provider bills it). Token counts that are impossible (negative) or implausible
   (`usage_problem`: more than 4 x the request's bound + 4096 in, 4 x `max_new_tokens` + 4096 out;
   providers add template and tool-prompt tokens) are refused and asked again too, but never billed: the
   bill is unknown, and under a dollar cap it counts at the request's largest possible cost, as a request

@@ -38,11 +38,24 @@ def svg(fig) -> str:
 
 
 def series(metrics: list[dict], scalar: str) -> dict[str, tuple[list[int], list[float]]]:
-    """stage -> (steps, values) of one scalar; a step logged twice (a resumed run) keeps its last value."""
+    """stage -> (steps, values) of one scalar, as the stage's last run made them. A stage's step that does not
+    follow the one before it (in metrics.jsonl's order) starts another run of it: resumed from a checkpoint
+    at that step, or trained again from scratch (step 1); what earlier runs logged from that step on is
+    not this run's, and is left out (the curve of a 2-step retrain had been the old 4-step run's beyond it)."""
     by_stage: dict[str, dict[int, float]] = {}
+    last_step: dict[str, int] = {}
     for row in metrics:
-        if scalar in row and "step" in row:
-            by_stage.setdefault(row["stage"], {})[row["step"]] = row[scalar]
+        if "step" not in row:
+            continue
+        stage, step = row["stage"], row["step"]
+        points = by_stage.setdefault(stage, {})
+        if step <= last_step.get(stage, step - 1):
+            for later in [s for s in points if s >= step]:
+                del points[later]
+        last_step[stage] = step
+        if scalar in row:
+            points[step] = row[scalar]
+    by_stage = {stage: points for stage, points in by_stage.items() if points}
     return {stage: (sorted(points), [points[s] for s in sorted(points)]) for stage, points in by_stage.items()}
 
 

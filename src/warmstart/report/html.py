@@ -102,7 +102,10 @@ def eval_sample(path: Path, number: int, line: str) -> dict:
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("task_id"), str):
         raise WarmstartError(f"{path}:{number}: not an eval sample (a JSON object with a task_id)")
-    if not isinstance(record.get("messages"), list) or not all(isinstance(m, dict) for m in record["messages"]):
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
+    ):
         raise WarmstartError(f"{path}:{number}: an eval sample without its messages")
     return record
 

@@ -35,7 +35,10 @@ SCALARS = {
     "filter_pass_rate": "the filter's mean estimated pass rate over its candidates (steps that refresh it)",
     "pass@1": "held-out pass@1 (eval, one value per policy: `pass@1/<policy>`)",
     "mismatch_abs_logp": "mean |trainer - sampler log-prob| per policy token (GRPO: train/mismatch.py)",
-    "is_ratio_p05": "the 5th, 50th and 95th percentiles (p05, p50, p95) and the largest (max) trainer/sampler ratio",
+    "is_ratio_p05": "5th percentile of the policy tokens' trainer/sampler probability ratios",
+    "is_ratio_p50": "their median",
+    "is_ratio_p95": "their 95th percentile",
+    "is_ratio_max": "the largest of them (over every token, not a sample)",
     "tis_capped_fraction": "share of policy tokens whose ratio the truncated importance sampling cap cut",
     "policy_version": "the rollout server's policy version the step's samples came from",
 }
@@ -120,17 +123,27 @@ def open_backend(name: str, root: Path, stage: str, project: str, config: dict):
 
 
 class TensorBoard:
-    """Event files written with the tensorboard package's own writer (no torch needed to log a scalar)."""
+    """Event files written with the tensorboard package's own writer (no torch needed to log a scalar).
+
+    A stage run again (resumed from a checkpoint, or trained anew) writes another event file into the same
+    directory; its first event is a session START at its first step, by which TensorBoard leaves out what
+    earlier files logged from that step on (its `purge_orphaned_data`): the curve is the last run's, not
+    steps 1..32 then 21..60 of a killed run and its resume."""
 
     def __init__(self, directory: Path):
-        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self.event, self.summary = Event, Summary
+        self.event, self.summary, self.session_log = Event, Summary, SessionLog
         self.writer = EventFileWriter(str(directory))
+        self.started = False
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.started:
+            start = self.session_log(status=self.session_log.START)
+            self.writer.add_event(self.event(session_log=start, step=step, wall_time=time.time()))
+            self.started = True
         scalars = [self.summary.Value(tag=name, simple_value=value) for name, value in values.items()]
         self.writer.add_event(self.event(summary=self.summary(value=scalars), step=step, wall_time=time.time()))
 
