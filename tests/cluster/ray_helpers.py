@@ -7,11 +7,14 @@ from pathlib import Path
 
 
 def comparable(path: Path) -> list[str]:
-    """Each record as canonical JSON, sorted, without its creation time (the one field a run may change)."""
+    """Each record as canonical JSON, sorted, without what names the run rather than the answer: its creation
+    time and its billed replies' ids (Usage.reply_id, drawn per reply)."""
     out = []
     for line in path.read_bytes().splitlines():
         record = json.loads(line)
         del record["provenance"]["created"]
+        for usage in [*record.get("usage", []), *record.get("rejected_usage", [])]:
+            usage.pop("reply_id", None)
         out.append(json.dumps(record, sort_keys=True))
     return sorted(out)
 
