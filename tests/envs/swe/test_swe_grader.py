@@ -57,7 +57,8 @@ def test_a_new_module_in_a_package_is_applied(sandbox_python):
     [
         ("calc/core.py", True),
         ("calc/new.py", True),
-        ("README.md", True),
+        ("README.md", False),
+        ("calc/data.json", False),
         ("newtop.py", False),
         ("calc/sub/new.py", False),
         ("tests/test_core.py", False),
@@ -78,6 +79,28 @@ def test_a_new_module_in_a_package_is_applied(sandbox_python):
 )
 def test_which_paths_the_grader_applies(path, applied):
     assert applicable(path, {**FILES, **BROKEN}) is applied
+
+
+@pytest.mark.parametrize(
+    "path, applied",
+    [
+        ("calc/core.py", True),
+        ("calc/new.py", True),
+        ("unit_tests/helpers.py", False),
+        ("unit_tests/deep/more.py", False),
+        ("calc/test_listed.py", False),
+        ("calc/check_core.py", False),  # a test file only `python_files` names: listed by mining
+    ],
+)
+def test_the_task_sets_test_paths_are_never_applied(path, applied):
+    helpers = (
+        "unit_tests/__init__.py",
+        "unit_tests/helpers.py",
+        "unit_tests/deep/__init__.py",
+        "unit_tests/deep/more.py",
+    )
+    original = {**FILES, **BROKEN, "calc/check_core.py": "", **dict.fromkeys(helpers, "")}
+    assert applicable(path, original, ["calc/check_core.py", "unit_tests/"]) is applied
 
 
 def test_junit_keys_match_what_pytest_writes():

@@ -16,6 +16,7 @@ from warmstart.envs.swe.env import SweEnv, SweOptions
 from warmstart.envs.swe.grader import grade
 from warmstart.envs.swe.mining import MineSettings, mine_to_directory, stable_order
 from warmstart.envs.swe.mutations import mutations
+from warmstart.envs.swe.paths import find_test_paths
 from warmstart.envs.swe.suite import write_tree
 from warmstart.envs.swe.taskset import read_task_set
 
@@ -167,3 +168,48 @@ def test_only_the_variants_of_one_parametrized_test_are_sorted():
         "a.py::test_a",
         "b.py::C::test_q[2]",
     ]
+
+
+# Tests beside the code, in the package's own folder (no tests/ directory), as some packages keep them.
+BESIDE = {
+    **{path: text for path, text in FILES.items() if not path.startswith("tests/")},
+    "calc/test_core.py": FILES["tests/test_core.py"],
+    "pyproject.toml": '[project]\nname = "calc"\nversion = "0.1"\n',
+}
+
+
+def test_a_package_whose_tests_sit_beside_its_code_mines_and_grades(tmp_path, sandbox_python):
+    """calc/ holds a test file, but its __init__.py imports calc/core.py: a folder of code, not of tests,
+    so its modules are still mined and the agent's fix to them graded."""
+    out = tmp_path / "tasks" / "calc"
+    mine_to_directory(package(tmp_path / "calc", BESIDE), out, "calc", sandbox_python.host, SETTINGS, force=False)
+    task_set = read_task_set(out)
+    assert task_set.manifest["test_paths"] == ["calc/test_core.py"]
+    assert task_set.tasks and all(task["file"] == "calc/core.py" for task in task_set.tasks)
+    env = SweEnv(SweOptions(tasks_dir=str(out)))
+    for task in env.all_tasks:
+        assert env.verify(task, env.reference(task, None)).reward == 1.0, task.id
+
+
+def test_test_paths_by_layout():
+    base = {path: text for path, text in FILES.items() if not path.startswith("tests/")}
+    helpers = {"unit_tests/__init__.py": "", "unit_tests/helpers.py": "from unit_tests.fixtures import x\n"}
+    support = {**base, **helpers, "unit_tests/fixtures.py": "x = 1\n", "unit_tests/test_core.py": ""}
+    assert find_test_paths(support, ["unit_tests/test_core.py"]) == ["unit_tests/"]  # helpers importing helpers
+    assert find_test_paths({**base, "calc/test_core.py": ""}, ["calc/test_core.py"]) == ["calc/test_core.py"]
+    assert find_test_paths({**base, "test_calc.py": ""}, ["test_calc.py"]) == ["test_calc.py"]  # the root: inflection
+    assert find_test_paths({**FILES}, ["tests/test_core.py"]) == ["tests/"]
+    src = {"src/calc/__init__.py": "from . import core\n", "src/calc/core.py": "", "src/calc/test_core.py": ""}
+    assert find_test_paths(src, ["src/calc/test_core.py"]) == ["src/calc/test_core.py"]
+    # pkg/sub is code because pkg (code: its __init__ imports pkg/core.py) imports it; pkg/t only holds tests.
+    nested = {
+        "pkg/__init__.py": "from .core import f\nfrom .sub import impl\n",
+        "pkg/core.py": "",
+        "pkg/sub/__init__.py": "",
+        "pkg/sub/impl.py": "",
+        "pkg/sub/test_impl.py": "",
+        "pkg/t/__init__.py": "",
+        "pkg/t/test_core.py": "",
+        "pkg/t/helpers.py": "",
+    }
+    assert find_test_paths(nested, ["pkg/sub/test_impl.py", "pkg/t/test_core.py"]) == ["pkg/sub/test_impl.py", "pkg/t/"]

@@ -74,6 +74,8 @@ class SweEnv:
         self.snapshots = {s.manifest["name"]: s.snapshot for s in sets}
         # The order mining ran the tests in (None: a set mined before it was stored, its ids sorted).
         self.orders = {s.manifest["name"]: s.manifest.get("ids") for s in sets}
+        # The test files and folders the grader never takes from the agent (None: mined before they were stored).
+        self.test_paths = {s.manifest["name"]: s.manifest.get("test_paths") for s in sets}
         self.all_tasks = [self._task(record) for s in sets for record in s.tasks]
 
     def _task(self, record: dict) -> Task:
@@ -157,8 +159,9 @@ class SweEnv:
         broken = {task.hidden["file"]: task.hidden["broken"]}
         original = self.snapshots[task.hidden["repo"]]
         hidden = task.hidden
-        f2p, p2p, order = hidden["fail_to_pass"], hidden["pass_to_pass"], self.orders[hidden["repo"]]
-        verdict = grade(original, broken, changes, f2p, p2p, self.python, limits, order=order)
+        f2p, p2p, repo = hidden["fail_to_pass"], hidden["pass_to_pass"], hidden["repo"]
+        order, tests = self.orders[repo], self.test_paths[repo]
+        verdict = grade(original, broken, changes, f2p, p2p, self.python, limits, order=order, test_paths=tests)
         if refused:  # writes and edits the agent was told were refused: they changed nothing
             verdict.details["refused_calls"] = refused[:10]
         return verdict

@@ -2,8 +2,9 @@
 
 Given the original repository (text files by path), the task's broken files, the agent's writes and
 the task's fail-to-pass and pass-to-pass node ids: a fresh tree is built from the original with the
-broken files in place, the agent's writes are applied where paths.py allows (never tests, conftest,
-configuration, hidden paths, new top-level modules), and pytest runs those ids only
+broken files in place, the agent's writes are applied where paths.py allows (`.py` files only, never
+tests, the task set's `test_paths` (test helpers and folders), conftest, configuration, hidden paths,
+new top-level modules), and pytest runs those ids only
 (suite.py / runner.py) with plain asserts (nothing of pytest's assertion rewriter for the code under
 test to patch). Each id's outcome comes from the JUnit XML (junit.py); reward 1 only when every id
 passed. The sandbox failing to start is an infra error, never a 0. A change no tree could hold (a NUL
@@ -30,11 +31,14 @@ def grade(
     python: Interpreter,
     limits: sandbox.Limits,
     order: list[str] | None = None,
+    test_paths: list[str] | None = None,
 ) -> Verdict:
     """`order`: the suite's collection order as mining ran it (the task set's manifest `ids`); the ids run
-    in it, since pytest runs explicit ids in the order given and a suite may depend on it."""
+    in it, since pytest runs explicit ids in the order given and a suite may depend on it. `test_paths`:
+    the manifest's (paths.find_test_paths), never taken from the agent; None for a set mined before they were
+    stored (then only the name rules protect the tests)."""
     start = {**original, **broken}
-    applied = applied_changes(changes, start)
+    applied = applied_changes(changes, start, test_paths)
     refused = unwritable(applied, start)
     if refused:
         path = sorted(refused)[0]

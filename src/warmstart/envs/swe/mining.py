@@ -1,7 +1,10 @@
 """Mining bug-fix tasks from a package's own test suite (`warmstart tasks mine-bugs PATH`).
 
 The suite is listed and run once unmutated in the sandbox (every collected test must collect, and none
-may fail: a suite that fails before any mutation is refused); then candidate mutations of the non-test
+may fail: a suite that fails before any mutation is refused). The listing decides the task set's
+`test_paths` (paths.find_test_paths: the collected test files and the folders of tests, with their helpers
+and data), stored in the manifest: the grader never takes the agent's changes there, and no mutation
+goes there (a mutated test helper is no bug of the package). Then candidate mutations of the other
 source files (mutations.py) are tried one at a time, in an order shuffled by the seed and interleaved
 across files, each by running the tests that passed, in the sandbox, and reading the JUnit XML. A
 mutation is kept when at least one and at most `max_failing` tests fail (`--maxfail` stops a run once
@@ -23,6 +26,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +37,7 @@ from ..sandbox.interpreter import Interpreter, interpreter
 from .grader import grade
 from .junit import junit_key, outcome_of
 from .mutations import Mutation, mutations
-from .paths import is_protected
+from .paths import find_test_paths, is_listed, is_protected
 from .snapshot import read_tree
 from .suite import TAMPERED, check_pytest, run_pytest
 from .taskset import write_task_set
@@ -63,6 +67,7 @@ class MineResult:
     tasks: list[dict]
     seconds: float
     ids: list[str]  # every test's id, in the order the runs took them (the grader follows it)
+    test_paths: list[str]  # what the grader never takes from the agent (paths.find_test_paths)
 
     @property
     def acceptance(self) -> float:
@@ -79,13 +84,15 @@ def limits(settings: MineSettings) -> sandbox.Limits:
     )
 
 
-def source_files(files: dict[str, str]) -> list[str]:
-    """The files mutations go into: Python source of the package, not its tests, setup or docs."""
+def source_files(files: dict[str, str], tests: Sequence[str] = ()) -> list[str]:
+    """The files mutations go into: Python source of the package, not its tests (`tests`: test_paths),
+    setup or docs."""
     return [
         p
         for p in files
         if p.endswith(".py")
         and not is_protected(p)
+        and not is_listed(p, tests)
         and p.rsplit("/", 1)[-1] not in NOT_MINED
         and p.split("/")[0] not in NOT_MINED_DIRS
     ]
@@ -100,8 +107,8 @@ def check_package(path: Path) -> dict[str, str]:
     return files
 
 
-def passing_tests(path: Path, files: dict[str, str], python: Interpreter, settings: MineSettings) -> list[str]:
-    """The suite's node ids, all of which pass unmutated (skipped ones are left out); else one error."""
+def collected_tests(path: Path, files: dict[str, str], python: Interpreter, settings: MineSettings) -> list[str]:
+    """Every node id of the suite (skipped ones too), in stable_order; else one error."""
     listing = run_pytest(files, files, [], python, limits(settings), collect_only=True)
     if listing.collected is None or listing.collected["errors"]:
         why = (listing.collected or {}).get("errors") or [{"nodeid": "", "message": no_report(listing.execution)}]
@@ -109,6 +116,25 @@ def passing_tests(path: Path, files: dict[str, str], python: Interpreter, settin
     ids = stable_order(listing.collected["ids"])
     if not ids:
         raise WarmstartError(f"{path}: the test suite collects no tests")
+    return ids
+
+
+def suite_test_paths(path: Path, files: dict[str, str], ids: list[str]) -> list[str]:
+    """paths.find_test_paths of the collected suite; one error when no source file is left to mutate."""
+    tests = find_test_paths(files, (test_id.split("::")[0] for test_id in ids))
+    if not source_files(files, tests):
+        folders = ", ".join([t for t in tests if t.endswith("/")] or tests[:5])
+        raise WarmstartError(
+            f"{path}: every Python source file is in a folder of its tests ({folders}); a folder holding tests "
+            "counts as the package's code only when its own __init__.py, or code outside it, imports a module in it"
+        )
+    return tests
+
+
+def passing_tests(
+    path: Path, files: dict[str, str], ids: list[str], python: Interpreter, settings: MineSettings
+) -> list[str]:
+    """The collected `ids` that pass unmutated (skipped ones are left out); one error if any fails."""
     baseline = run_pytest(files, files, ids, python, limits(settings), assert_mode="rewrite")
     if baseline.outcomes is None:
         raise WarmstartError(f"{path}: the unmutated test suite left no report: {no_report(baseline.execution)}")
@@ -131,20 +157,22 @@ def stable_order(ids: list[str]) -> list[str]:
     return sorted(ids, key=lambda test_id: (first[test_id.partition("[")[0]], test_id))
 
 
-def check_graded_original(path: Path, files: dict[str, str], ids: list[str], python, settings: MineSettings) -> None:
+def check_graded_original(
+    path: Path, files: dict[str, str], ids: list[str], tests: list[str], python, settings: MineSettings
+) -> None:
     """The unmutated tree must score 1 as the grader runs it (plain asserts, these ids in this order:
     every task's reference fix is this run); else one error naming the first failure."""
-    verdict = grade(files, {}, {}, ids, [], python, limits(settings), order=ids)
+    verdict = grade(files, {}, {}, ids, [], python, limits(settings), order=ids, test_paths=tests)
     if verdict.reward != 1.0:
         why = verdict.infra_error or verdict.details.get("first_failure") or verdict.details.get("reason")
         raise WarmstartError(f"{path}: the unmutated test suite fails as the grader runs it (plain asserts): {why}")
 
 
-def candidate_order(files: dict[str, str], seed: int) -> list[Mutation]:
+def candidate_order(files: dict[str, str], tests: list[str], seed: int) -> list[Mutation]:
     """Every file's mutations shuffled, then taken one file at a time in turn (so no file dominates)."""
     rng = random.Random(seed)
     per_file = []
-    for path in sorted(source_files(files)):
+    for path in sorted(source_files(files, tests)):
         seen, unique = set(), []
         for m in mutations(path, files[path]):
             if m.source not in seen:
@@ -159,7 +187,7 @@ def candidate_order(files: dict[str, str], seed: int) -> list[Mutation]:
     return order
 
 
-def try_mutation(m: Mutation, files, ids, python, settings: MineSettings) -> list[tuple[str, str]] | None:
+def try_mutation(m: Mutation, files, ids, tests, python, settings: MineSettings) -> list[tuple[str, str]] | None:
     """The (id, message) of each test the mutation fails, or None when it is not a task."""
     run = run_pytest(
         {**files, m.path: m.source}, files, ids, python, limits(settings), "rewrite", settings.max_failing + 1
@@ -173,7 +201,7 @@ def try_mutation(m: Mutation, files, ids, python, settings: MineSettings) -> lis
     # As the grader will see the task: the broken tree must score 0 (the reference, 1: check_graded_original).
     failed = {i for i, _ in failing}
     f2p, p2p = [i for i in ids if i in failed], [i for i in ids if i not in failed]
-    graded = grade(files, {m.path: m.source}, {}, f2p, p2p, python, limits(settings), order=ids)
+    graded = grade(files, {m.path: m.source}, {}, f2p, p2p, python, limits(settings), order=ids, test_paths=tests)
     return failing if graded.reward == 0.0 and graded.infra_error is None else None
 
 
@@ -198,9 +226,11 @@ def mine(
     started = time.monotonic()
     files = check_package(path)
     check_pytest(python, str(python.host))
-    ids = passing_tests(path, files, python, settings)
-    check_graded_original(path, files, ids, python, settings)
-    candidates = candidate_order(files, settings.seed)[: settings.max_mutations]
+    collected = collected_tests(path, files, python, settings)
+    tests = suite_test_paths(path, files, collected)
+    ids = passing_tests(path, files, collected, python, settings)
+    check_graded_original(path, files, ids, tests, python, settings)
+    candidates = candidate_order(files, tests, settings.seed)[: settings.max_mutations]
     tasks: list[dict] = []
     tried = 0
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
@@ -209,14 +239,14 @@ def mine(
             if len(tasks) >= settings.max_tasks:
                 break
             batch = candidates[start : start + settings.workers]
-            results = list(pool.map(lambda m: try_mutation(m, files, ids, python, settings), batch))
+            results = list(pool.map(lambda m: try_mutation(m, files, ids, tests, python, settings), batch))
             for m, failing in zip(batch, results):
                 tried += 1
                 if failing is not None and len(tasks) < settings.max_tasks:
                     tasks.append(task_record(name, len(tasks), m, failing, ids))
             if progress is not None:
                 progress(tried, len(tasks))
-    return files, MineResult(name, len(ids), tried, tasks, time.monotonic() - started, ids)
+    return files, MineResult(name, len(ids), tried, tasks, time.monotonic() - started, ids, tests)
 
 
 def task_record(name: str, index: int, m: Mutation, failing: list[tuple[str, str]], ids: list[str]) -> dict:
@@ -255,6 +285,7 @@ def mine_to_directory(
         "seconds": round(result.seconds, 1),
         "settings": asdict(settings),
         "ids": result.ids,
+        "test_paths": result.test_paths,
     }
     write_task_set(out, manifest, files, result.tasks, force)
     return result

@@ -3,7 +3,9 @@
 One directory per repository (what `warmstart tasks mine-bugs PATH --out DIR` writes):
 
     DIR/manifest.json   the repository's name, where it came from, the interpreter it was mined with,
-                        the numbers of the mining (tests, mutations tried and accepted, seconds)
+                        the numbers of the mining (tests, mutations tried and accepted, seconds), the
+                        tests' collection order (`ids`) and `test_paths` (the collected test files and
+                        folders of tests, `dir/`: what the grader never takes from the agent)
     DIR/snapshot.json   the original repository, once: {relative path: text}
     DIR/tasks.jsonl     one task a line: id, repo, file, broken (the mutated file's whole text),
                         mutation, problem (issue-style), fail_to_pass, pass_to_pass (node ids)
