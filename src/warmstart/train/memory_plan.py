@@ -365,24 +365,17 @@ def sft_teacher(recipe: Recipe, notes: list[str]) -> torch.nn.Module | None:
     cfg = recipe.sft
     if cfg.kd_weight == 0 or cfg.distill not in ("auto", "logits"):
         return None
-    path = spec_path(cfg.teacher, recipe)
-    if path is None:
-        return None
-    if not has_config(path):
-        notes.append(f"sft.teacher {cfg.teacher} ({path}) has no config.json: its weights are not counted")
-        return None
-    return meta_model(AutoConfig.from_pretrained(path))
+    return local_teacher(cfg.teacher, "sft.teacher", recipe, notes)
 
 
-def grpo_teacher(recipe: Recipe, notes: list[str]) -> torch.nn.Module | None:
-    """The local teacher on-policy distillation loads whole (grpo.teacher), on the meta device; None for none
-    or a served one (its memory is the server's)."""
-    spec = recipe.grpo.teacher
+def local_teacher(spec: PolicySpec | None, key: str, recipe: Recipe, notes: list[str]) -> torch.nn.Module | None:
+    """The local model a teacher spec loads, on the meta device; None for none or a served one (its memory
+    is the server's), or one without a config (noted)."""
     path = spec_path(spec, recipe) if spec is not None else None
     if path is None:
         return None
     if not has_config(path):
-        notes.append(f"grpo.teacher {spec} ({path}) has no config.json: its weights are not counted")
+        notes.append(f"{key} {spec} ({path}) has no config.json: its weights are not counted")
         return None
     return meta_model(AutoConfig.from_pretrained(path))
 
@@ -436,7 +429,7 @@ def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
     rows.append(Row("logits", 3 * chunk_tokens * shape.vocab * FLOAT32, "update"))  # logits, log-softmax, grad
     if cfg.kl_weight > 0 and cfg.lora.r == 0:
         rows.append(Row("reference model", total * FLOAT32))
-    teacher = grpo_teacher(recipe, notes)
+    teacher = local_teacher(cfg.teacher, "grpo.teacher", recipe, notes)  # on-policy distillation's, held whole
     if teacher is not None:  # held whole; it scores the update's chunks (its logits beside the student's)
         rows.append(Row("teacher (on-policy)", parameter_count(teacher) * FLOAT32))
         teacher_vocab = Shape.of(teacher.config).vocab
