@@ -213,3 +213,20 @@ def test_test_paths_by_layout():
         "pkg/t/helpers.py": "",
     }
     assert find_test_paths(nested, ["pkg/sub/test_impl.py", "pkg/t/test_core.py"]) == ["pkg/sub/test_impl.py", "pkg/t/"]
+
+
+def test_the_snapshot_leaves_out_a_venv_and_a_task_set_mined_into_the_tree(tmp_path):
+    """A venv's modules are not the package's (mining would mutate them); a task set mined into the tree
+    earlier holds the unmutated code and every mutation (an agent could read every fix)."""
+    from warmstart.envs.swe.snapshot import read_tree
+
+    (tmp_path / "calc").mkdir()
+    (tmp_path / "calc" / "__init__.py").write_text("X = 1\n")
+    (tmp_path / "venv" / "lib").mkdir(parents=True)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "venv" / "lib" / "six.py").write_text("Y = 2\n")
+    earlier = tmp_path / "swe-tasks" / "calc"
+    earlier.mkdir(parents=True)
+    for name in ("manifest.json", "tasks.jsonl", "snapshot.json"):
+        (earlier / name).write_text("{}\n")
+    assert sorted(read_tree(tmp_path)) == ["calc/__init__.py"]
