@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from .config import PolicySpec, Recipe, load_recipe, with_section
 from .demos.recipe import DEMO_RECIPE, KD_SFT
 from .errors import WarmstartError, error_line
+from .runs.tracking import check_installed
 
 # Stages import torch and transformers (seconds); they are imported inside the commands, after the
 # recipe is checked, so that a mistake in the recipe is reported at once.
@@ -70,9 +71,7 @@ def _run_stages(recipe: Recipe, stage_names: list[str]) -> None:
         from . import stages
         from .envs import make_env
         from .runs.directory import recipe_when_worked
-        from .runs.tracking import check_installed
 
-        check_installed(recipe.log.to)  # a tracker asked for and missing, before a stage works (or pays)
         make_env(recipe.env)  # an environment that cannot load (a plugin's import, its options) fails first
         if {"generate", "eval"} & set(stage_names):  # an unreachable [ray] cluster too, before anything is written
             from . import cluster
@@ -114,7 +113,9 @@ def _report(line: str) -> None:
 
 def _load(recipe_path: Path | None, overrides: list[str], base: dict | None = None) -> Recipe:
     try:
-        return load_recipe(recipe_path, overrides, base)
+        recipe = load_recipe(recipe_path, overrides, base)
+        check_installed(recipe.log.to)  # a tracker asked for and missing: before any command works (or pays)
+        return recipe
     except WarmstartError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

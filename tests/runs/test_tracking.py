@@ -104,6 +104,14 @@ def test_a_backend_that_is_not_installed_is_refused_before_any_stage_works(tmp_p
         "error: log.to: wandb is not installed; pip install -c constraints-cpu.txt -e '.[wandb]'"
     ]
     assert not (tmp_path / "run" / "models" / "student").exists()
+    demo = subprocess.run(  # every command that loads a recipe: the demo too, before its 5 minutes of work
+        [sys.executable, "-c", without_wandb, "demo", "--dir", str(tmp_path / "demo"), "--set", "log.to=['wandb']"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 1 and demo.stderr.strip().splitlines() == lines
+    assert not (tmp_path / "demo").exists()
 
 
 def test_a_backend_named_twice_is_refused_in_the_recipe(tmp_path):
