@@ -87,3 +87,23 @@ def test_an_mbpp_file_loads_and_grades_right(tmp_path, zygote):
     finally:
         env.close()
     assert (failed, passed_wrong, infra) == ([], [], [])
+
+
+@needs_bwrap
+def test_what_mbpp_test_setup_code_defines_is_there_for_the_solution_too(tmp_path):
+    # MBPP's harness runs test_setup_code and the solution in one namespace; here the solution ran alone,
+    # so a canonical solution using the setup's table failed with a NameError.
+    record = {
+        "task_id": 901,
+        "text": "Write a function that looks a code up in the table RATES.",
+        "code": "def rate(code):\n    return RATES[code]\n",
+        "test_list": ["assert rate('a') == 1.5", "assert rate('b') == 2"],
+        "test_setup_code": "RATES = {'a': 1.5, 'b': 2}",
+    }
+    env = load(tmp_path, [record], zygote=True)
+    try:
+        [task] = env.all_tasks
+        assert env.verify(task, env.reference(task, random.Random(0))).passed
+        assert not env.verify(task, reply(task, "def rate(code):\n    return 0\n")).passed
+    finally:
+        env.close()

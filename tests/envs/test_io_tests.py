@@ -169,12 +169,45 @@ def test_contest_idioms_read_and_write_the_real_descriptors(sum_env):
         assert verdict.passed, (program, verdict.details)
 
 
+# Programs that are right when Python runs them as a script, through what the interpreter does as a
+# program ends: each printed nothing here (wrong_answer) or failed a flush of a closed stdout.
+ENDINGS = {
+    "thread": (
+        "import sys, threading\nsys.setrecursionlimit(10**6)\nthreading.stack_size(1 << 26)\n"
+        "def main():\n    print(sum(map(int, input().split())))\n"
+        "threading.Thread(target=main).start()\n"
+    ),
+    "atexit": (
+        "import atexit, io, sys\nreal, sys.stdout = sys.stdout, io.StringIO()\n"
+        "atexit.register(lambda: real.write(sys.stdout.getvalue()))\nprint(sum(map(int, input().split())))\n"
+    ),
+    "dunder-stdout": "import sys\nsys.__stdout__.write(str(sum(map(int, input().split()))) + '\\n')\n",
+    "closed-stdout": "import sys\nprint(sum(map(int, input().split())))\nsys.stdout.close()\n",
+    "file-on-fd-1": "import os\nout = os.fdopen(1, 'w')\nout.write(str(sum(map(int, input().split()))))\n",
+}
+
+
+@pytest.mark.parametrize("program", ENDINGS.values(), ids=ENDINGS.keys())
+def test_a_program_ends_as_the_interpreter_ends_it(sum_env, program):
+    env, task = sum_env
+    verdict = env.verify(task, answer(task, program))
+    assert verdict.passed, verdict.details
+
+
+def test_a_thread_that_never_ends_is_a_timeout(sum_env):
+    env, task = sum_env
+    program = "import threading, time\nthreading.Thread(target=lambda: time.sleep(60)).start()\nprint(1)\n"
+    verdict = env.verify(task, answer(task, program))
+    assert verdict.details["failure"] == "timeout" and verdict.infra_error is None
+
+
 def test_a_new_sandbox_per_execution_grades_the_same(tmp_path):
     env = PythonEnv(PythonOptions(tasks_file=write_tasks(tmp_path, SAMPLE_TASKS[:1]), zygote=False))
     [task] = env.all_tasks
     assert env.verify(task, env.reference(task, random.Random(0))).passed
     wrong = env.verify(task, answer(task, "print(3)\n"))
     assert not wrong.passed and wrong.details["passed_tests"] == 1 and wrong.details["failed_test"] == 1
+    assert env.verify(task, answer(task, ENDINGS["thread"])).passed  # no zygote: the harness's own process
 
 
 def test_a_sandbox_that_fails_is_an_infra_error_not_a_zero():

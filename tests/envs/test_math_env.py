@@ -100,6 +100,7 @@ def test_every_near_miss_fails(row_id, form):
         ("Costs \\$2.50 each, and 1,024 of them", "1,024", "last number"),
         ("We get 3 and then 4/5 of it", "4/5", "last number"),
         ("an unclosed \\boxed{12 and then 9", "9", "last number"),
+        ("the change is \u22125 degrees", "-5", "last number"),  # U+2212, the typeset minus
     ],
 )
 def test_the_final_answer_is_the_last_box_else_answer_line_else_last_number(text, answer, source):
@@ -125,6 +126,22 @@ def test_without_the_number_fallback_a_bare_number_is_no_answer():
 )
 def test_a_data_answer_gives_its_final_answer(text, expected):
     assert gold_answer(text) == expected
+
+
+def test_a_typeset_minus_in_the_last_number_is_its_sign():
+    task = Task(
+        id="math/neg", env="math", prompt=[Message(role="user", content="q")], hidden={"answer": "-5"}, split="train"
+    )
+    assert ENV.verify(task, reply(task, "So the temperature fell to \u22125.")).passed
+
+
+def test_a_numeric_data_answer_verifies_against_a_plain_decimal(tmp_path):
+    # A JSON number read as str(2.5e-05): no reply was equal to "2.5e-05", so every right answer scored 0.
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "tiny", "problem": "What is 1/40000?", "answer": 2.5e-05}) + "\n")
+    env = MathEnv(MathOptions(data=DataSource(path=str(path), id_field="id", eval_share=0.5)))
+    (task,) = [t for split in ("train", "eval") for t in env.tasks(split, split_size(env, split), 0)]
+    assert env.verify(task, reply(task, "\\boxed{0.000025}")).passed
 
 
 def test_details_say_what_was_extracted_and_why_it_failed():

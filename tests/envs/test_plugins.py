@@ -25,9 +25,10 @@ from warmstart.envs import BUILT_IN, make_env
 from warmstart.envs.plugins import PluginEnvironment, resolve
 from warmstart.envs.verification import verify_all
 from warmstart.errors import WarmstartError
+from warmstart.lm.toolcalls import tool_results
 from warmstart.runs.jsonl import read_records
 from warmstart.stages import curate, evaluate, generate
-from warmstart.types import Message, Provenance, Task, Trajectory, Verdict
+from warmstart.types import Message, Provenance, Task, ToolCall, ToolFunction, Trajectory, Verdict
 
 HERE = __name__  # this module as the plugins' `module.path`, however pytest imported it
 EXAMPLE = Path(__file__).parents[2] / "examples" / "warmstart-wordcount"
@@ -91,6 +92,40 @@ class ReturnsAFloat(Echo):
         return 1.0
 
 
+class NaNReward(Echo):
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        return Verdict(reward=float("nan"), passed=True)
+
+
+class InfiniteReward(Echo):
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        return Verdict(reward=float("inf"), passed=True)
+
+
+class ExitsInVerify(Echo):
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        raise SystemExit(3)
+
+
+class WithATool(Echo):
+    tools = ({"type": "function", "function": {"name": "say", "parameters": {"type": "object", "properties": {}}}},)
+
+    def step(self, task, call, messages) -> str:
+        raise KeyError("a bug in step")
+
+
+class StepReturnsAnInt(WithATool):
+    def step(self, task, call, messages) -> int:
+        return 42
+
+
+class Unpicklable(Echo):
+    verify_workers = 2
+
+    def __init__(self):
+        self.numbers = (n for n in range(3))  # a generator: pickle refuses it
+
+
 class NoVerify:
     name = "no-verify"
 
@@ -146,6 +181,11 @@ class ReferenceRaises(Echo):
 class ReferenceNone(Echo):
     def reference(self, task, rng):
         return None
+
+
+class ReferenceOfAnotherTask(Echo):
+    def reference(self, task, rng):
+        return super().reference(task, rng).model_copy(update={"task_id": "echo/other"})
 
 
 def env_config(name: str, **options):
@@ -227,6 +267,7 @@ def test_an_unknown_name_lists_the_built_ins_and_installed_entry_points(installe
         (f"{HERE}:Echo", {"loud": True}, ["env.options", "takes no options"]),
         (f"{HERE}:EchoWithOptions", {"lowd": True}, ["unknown key env.options.lowd"]),
         (f"{HERE}:HERE", {}, ["is not a class"]),
+        (f"{HERE}:Unpicklable", {}, ["verify_workers = 2", "cannot be pickled (TypeError: cannot pickle 'generator'"]),
     ],
     ids=[
         "protocol-incomplete",
@@ -236,6 +277,7 @@ def test_an_unknown_name_lists_the_built_ins_and_installed_entry_points(installe
         "options-without-model",
         "option-typo",
         "not-a-class",
+        "unpicklable-for-workers",
     ],
 )
 def test_a_bad_plugin_is_one_line_naming_what_is_wrong(name, options, fragments):
@@ -255,6 +297,38 @@ def test_a_verify_that_raises_or_returns_no_verdict_is_an_infra_error_not_a_zero
     assert env.verify(even, answered(even, "0")).passed
     returns_float = make_env(env_config(f"{HERE}:ReturnsAFloat"))
     assert returns_float.verify(even, answered(even, "0")).infra_error == "echo.verify returned float, not a Verdict"
+
+
+@pytest.mark.parametrize(
+    "plugin, infra_error",
+    [
+        ("NaNReward", "echo.verify returned a reward of nan, not a finite number"),
+        ("InfiniteReward", "echo.verify returned a reward of inf, not a finite number"),
+        ("ExitsInVerify", "echo.verify raised SystemExit: 3"),
+    ],
+)
+def test_a_verify_that_returns_no_finite_reward_or_exits_is_an_infra_error(plugin, infra_error):
+    # NaN reaches JSON as null (no stage reads that record back) and GRPO's group mean; sys.exit() ended
+    # warmstart with the plugin's exit code and no error line.
+    env = make_env(env_config(f"{HERE}:{plugin}"))
+    task = env.tasks("train", 1, 0)[0]
+    assert env.verify(task, answered(task, "0")) == Verdict(reward=0.0, passed=False, infra_error=infra_error)
+
+
+@pytest.mark.parametrize(
+    "plugin, fragment",
+    [
+        ("WithATool", "echo.step raised KeyError: 'a bug in step' on tool 'say' of task echo/0"),
+        ("StepReturnsAnInt", "echo.step returned int, not a str, on tool 'say' of task echo/0"),
+    ],
+)
+def test_a_step_that_raises_or_returns_no_text_is_one_line_naming_the_tool(plugin, fragment):
+    env = make_env(env_config(f"{HERE}:{plugin}"))
+    task = env.tasks("train", 1, 0)[0]
+    call = ToolCall(id="c1", function=ToolFunction(name="say", arguments="{}"))
+    with pytest.raises(WarmstartError) as error:
+        tool_results(env, task, [*task.prompt, Message(role="assistant", tool_calls=[call])])
+    assert str(error.value) == fragment
 
 
 def test_a_verify_that_raises_in_verification_workers_is_an_infra_error_too():
@@ -370,6 +444,7 @@ def test_cli_the_example_plugin_runs_generate_curate_sft_eval(tmp_path):
         ("TasksOfTheOtherSplit", ["split 'eval' (asked: env 'echo', split 'train')"]),
         ("ReferenceRaises", ["echo.reference raised IndexError: a bug in reference on task echo/0"]),
         ("ReferenceNone", ["echo.reference returned NoneType, not a Trajectory (task echo/0)"]),
+        ("ReferenceOfAnotherTask", ["echo.reference returned a trajectory of task 'echo/other' for task echo/0"]),
     ],
 )
 def test_a_plugins_tasks_and_reference_are_checked_and_a_bug_is_one_line(tmp_path, plugin, fragments):

@@ -220,3 +220,53 @@ def test_without_the_extra_the_error_says_what_to_install(tmp_path, monkeypatch,
     datasets.Dataset.from_list(RECORDS).save_to_disk(str(tmp_path / "saved"))
     monkeypatch.setitem(sys.modules, module, None)  # what an install without the extra gives: ImportError
     assert "pip install 'warmstart[datasets]'" in error_of(DataSource(path=str(tmp_path / suffix), **MAPPING))
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ('{"problem": "a", "answer": ""}', "line 1: field 'answer' is empty"),
+        ('{"problem": "a", "answer": " \\t"}', "line 1: field 'answer' is empty"),
+        ('{"problem": "a", "answer": NaN}', "line 1: field 'answer' holds nan, not a number an answer can equal"),
+        ('{"problem": "a", "answer": -Infinity}', "line 1: field 'answer' holds -inf, not a number"),
+        ('{"qid": "", "problem": "a", "answer": "1"}', "line 1 (id ''): field 'qid' is empty"),
+    ],
+    ids=["empty-answer", "blank-answer", "nan-answer", "infinite-answer", "empty-id"],
+)
+def test_an_answer_or_id_no_task_can_use_is_an_error(tmp_path, line, expected):
+    # A blank or non-finite answer loaded fine before, and then no reply could ever pass: a silent 0.
+    (tmp_path / "p.jsonl").write_text(line + "\n")
+    assert expected in error_of(DataSource(path=str(tmp_path / "p.jsonl"), id_field="qid" if "qid" in line else None))
+
+
+def test_numeric_answers_are_written_without_an_exponent(tmp_path):
+    # str() wrote 2.5e-05 and 1e+16, which no reply is judged equal to (math-verify reads no exponent).
+    answers = {"small?": 2.5e-05, "large?": 1e16, "half?": 0.5, "whole?": 72.0}
+    expected = {"small?": "0.000025", "large?": "10000000000000000", "half?": "0.5", "whole?": "72.0"}
+    records = [{"problem": problem, "answer": answer} for problem, answer in answers.items()]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "p.parquet")  # one float column
+    for path in (write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "p.parquet"):
+        assert {r.prompt: r.answer for r in load_rows(DataSource(path=str(path)), WHERE)} == expected
+
+
+def test_a_dotted_field_name_reads_a_nested_field(tmp_path):
+    records = [{"id": 7, "q": {"text": "What is 2+2?"}, "meta": {"answer": 4}, "a.b": "literal"}]
+    source = DataSource(
+        path=str(write_jsonl(tmp_path / "p.jsonl", records)), prompt_field="q.text", answer_field="meta.answer"
+    )
+    row = load_rows(source, WHERE)[0]
+    assert (row.prompt, row.answer) == ("What is 2+2?", "4")
+    assert load_rows(source.model_copy(update={"answer_field": "a.b"}), WHERE)[0].answer == "literal"  # a key first
+    missing = error_of(source.model_copy(update={"answer_field": "meta.final"}))
+    assert "line 1 (id 7): no field 'meta.final' (it has: id, q, meta, a.b)" in missing
+
+
+def test_a_json_file_holding_one_array_of_objects_is_read(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps(RECORDS, indent=2))
+    assert rows_as_tuples(DataSource(path=str(tmp_path / "p.json"), **MAPPING)) == rows_as_tuples(
+        DataSource(path=str(write_jsonl(tmp_path / "p.jsonl", RECORDS)), **MAPPING)
+    )
+    (tmp_path / "bad.json").write_text(json.dumps([RECORDS[0], [1, 2]]))
+    assert "bad.json: row 1: a JSON list, not an object" in error_of(
+        DataSource(path=str(tmp_path / "bad.json"), **MAPPING)
+    )

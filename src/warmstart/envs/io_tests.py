@@ -36,7 +36,7 @@ PROMPT = (
 # Runs inside the sandbox (standard library only), loaded by python_harness.py as the "program"; the
 # harness calls run_stdio once, and a per-call alarm (its CallTimeout) is the per-test time limit.
 RUNNER = r"""
-import base64, builtins, os, resource, signal, sys
+import atexit, base64, builtins, gc, os, resource, signal, sys, threading
 
 
 def run_stdio(source, stdin_text, output_cap):
@@ -47,6 +47,7 @@ def run_stdio(source, stdin_text, output_cap):
     while data:
         data = data[os.write(stdin_fd, data):]
     os.lseek(stdin_fd, 0, os.SEEK_SET)
+    flush_quietly(sys.__stdout__)  # anything of the harness's left in it goes to fd 1 as it is now: /dev/null
     os.dup2(stdin_fd, 0)
     stdout_fd = os.memfd_create("stdout")
     os.dup2(stdout_fd, 1)
@@ -55,31 +56,71 @@ def run_stdio(source, stdin_text, output_cap):
     resource.setrlimit(resource.RLIMIT_FSIZE, (output_cap + 1, output_cap + 1))
     sys.stdin = open(0, "r", encoding="utf-8", closefd=False)
     sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+    atexit._clear()  # the harness's handlers, if any, are not the program's to run
     real_exit = os._exit
     # `os._exit(0)` after printing is a common contest idiom; it must end the program, not the harness.
     # (The zygote itself calls os._exit after the harness, hence the restore.)
     os._exit = lambda code=0: (_ for _ in ()).throw(SystemExit(code))
     namespace = {"__name__": "__main__", "__builtins__": builtins, "exit": sys.exit, "quit": sys.exit}
-    error = ""
     try:
-        exec(compile(source, "solution.py", "exec"), namespace)
-        sys.stdout.flush()
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            error = f"SystemExit: {exc.code}"
-    except BaseException as exc:
-        if type(exc).__name__ == "CallTimeout":
-            raise
-        error = f"{type(exc).__name__}: {exc}"
+        error = run_program(source, namespace)
+        error = end_like_the_interpreter(namespace) or error
     finally:
         os._exit = real_exit
-    try:
-        sys.stdout.flush()
-    except BaseException as exc:
-        error = error or f"{type(exc).__name__}: {exc}"
     size = os.fstat(stdout_fd).st_size
     out = os.pread(stdout_fd, min(size, output_cap), 0)
     return {"stdout": base64.b64encode(out).decode(), "bytes": size, "error": error.splitlines()[-1][:500] if error else ""}
+
+
+def run_program(source, namespace):
+    try:
+        exec(compile(source, "solution.py", "exec"), namespace)
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            return f"SystemExit: {exc.code}"
+    except BaseException as exc:
+        if type(exc).__name__ == "CallTimeout":
+            raise
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def end_like_the_interpreter(namespace):
+    # What a Python process does as its program ends, which this one (the harness goes on, then os._exit)
+    # would not: wait for non-daemon threads (`threading.Thread(target=main).start()` with a big stack is a
+    # contest idiom for deep recursion; the per-test alarm bounds the wait), run atexit handlers (fast-output
+    # templates print their buffer there), flush stdout and sys.__stdout__ unless closed, then free the
+    # program's objects, so a file it opened on fd 1 is flushed as it is closed. Returns a flush's error.
+    main = threading.main_thread()
+    while any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        for thread in threading.enumerate():
+            if thread is not main and not thread.daemon:
+                thread.join()
+    try:
+        atexit._run_exitfuncs()  # a handler's exception is printed to stderr and ignored, as at exit
+    except BaseException as exc:
+        if type(exc).__name__ == "CallTimeout":
+            raise
+    error = ""
+    for stream in (sys.stdout, sys.__stdout__):
+        try:
+            flush_quietly(stream, raise_errors=True)
+        except BaseException as exc:
+            if type(exc).__name__ == "CallTimeout":
+                raise
+            error = error or f"{type(exc).__name__}: {exc}"
+    namespace.clear()
+    gc.collect()
+    return error
+
+
+def flush_quietly(stream, raise_errors=False):
+    try:
+        if stream is not None and not stream.closed:
+            stream.flush()
+    except (OSError, ValueError):
+        if raise_errors:
+            raise
 """
 
 

@@ -37,7 +37,8 @@ MAX_REPLY_CHARS = 100_000
 MAX_ANSWER_CHARS = 1_000  # an extracted answer longer than this is not a final answer: no sympy on it
 BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 ANSWER_LINE_RE = re.compile(r"answer\**\s*(?:is)?\s*:\**[ \t]*(?P<answer>[^\n]*?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
-NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+# The sign may be U+2212 (the typeset minus many models write): without it a right "−5" was read as 5.
+NUMBER_RE = re.compile(r"[-\u2212]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 GSM8K_FINAL_RE = re.compile(r"####\s*(?P<answer>[^\n]+?)\s*$")
 MATH_DELIMITERS = (("\\(", "\\)"), ("\\[", "\\]"))
 UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")  # a math delimiter; `\$` is a dollar sign
@@ -89,7 +90,7 @@ def extract_answer(text: str, last_number_fallback: bool) -> Extracted | None:
     if lines:
         return Extracted(strip_math(lines[-1]), "answer line")
     numbers = NUMBER_RE.findall(text) if last_number_fallback else []
-    return Extracted(numbers[-1], "last number") if numbers else None
+    return Extracted(numbers[-1].replace("\u2212", "-"), "last number") if numbers else None
 
 
 def strip_math(answer: str) -> str:

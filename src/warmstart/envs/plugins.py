@@ -14,6 +14,8 @@ counted, never a reward of 0): see `PluginEnvironment`. docs/environments.md, "W
 from __future__ import annotations
 
 import importlib
+import math
+import pickle
 from importlib.metadata import entry_points
 
 from pydantic import BaseModel, ValidationError
@@ -23,6 +25,10 @@ from ..errors import WarmstartError
 from ..types import Message, Task, ToolCall, Trajectory, Verdict
 
 METHODS = ("tasks", "verify", "reference", "step")
+
+# What a plugin's method may raise that is its own bug: every Exception, and SystemExit (a `sys.exit()` left
+# in a verifier would otherwise end warmstart silently, with the plugin's exit code and no error line).
+PLUGIN_BUGS = (Exception, SystemExit)
 
 
 def make_plugin_env(config: EnvConfig) -> PluginEnvironment:
@@ -36,12 +42,27 @@ def make_plugin_env(config: EnvConfig) -> PluginEnvironment:
         env = env_class(validated_options(config, options_model)) if options_model else env_class()
     except WarmstartError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a bug in the plugin, said in one line naming it
+    except PLUGIN_BUGS as exc:  # noqa: BLE001 - a bug in the plugin, said in one line naming it
         raise WarmstartError(f"{where}: {env_class.__qualname__}() raised {describe(exc)}") from None
     wrong = wrong_attributes(env)
     if wrong:
         raise WarmstartError(f"{where}: {not_an_environment(env_class)}: {', '.join(wrong)}")
-    return PluginEnvironment(env)
+    plugin = PluginEnvironment(env)
+    if plugin.verify_workers > 1:
+        check_picklable(plugin, where)
+    return plugin
+
+
+def check_picklable(plugin: PluginEnvironment, where: str) -> None:
+    """Verification workers get the environment pickled (verification.py): one that cannot travel would
+    stop the first verified batch with pickle's traceback, after the stage has written its first records."""
+    try:
+        pickle.loads(pickle.dumps(plugin))
+    except Exception as exc:  # noqa: BLE001 - pickle raises many types (TypeError, PicklingError, AttributeError)
+        raise WarmstartError(
+            f"{where}: verify_workers = {plugin.verify_workers} sends the environment to worker processes, "
+            f"but it cannot be pickled ({describe(exc)}); keep verify_workers = 1 or make it picklable"
+        ) from None
 
 
 def not_an_environment(env_class: type) -> str:
@@ -79,7 +100,7 @@ def import_class(name: str) -> object:
     module_name, _, attribute = name.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the plugin's import, whatever it raised, said in one line
+    except PLUGIN_BUGS as exc:  # noqa: BLE001 - the plugin's import, whatever it raised, said in one line
         raise WarmstartError(f"env.name {name!r}: importing {module_name} raised {describe(exc)}") from None
     if not hasattr(module, attribute):
         raise WarmstartError(f"env.name {name!r}: module {module_name} has no {attribute}")
@@ -95,7 +116,7 @@ def entry_point_class(name: str) -> object:
     (entry,) = found.values()
     try:
         return entry.load()
-    except Exception as exc:  # noqa: BLE001 - as for an import
+    except PLUGIN_BUGS as exc:  # noqa: BLE001 - as for an import
         raise WarmstartError(f"env.name {name!r}: loading entry point {entry.value} raised {describe(exc)}") from None
 
 
@@ -127,7 +148,7 @@ class PluginEnvironment:
             tasks = self.env.tasks(split, n, seed)
         except (WarmstartError, ValueError):
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug in the plugin, said in one line naming it
+        except PLUGIN_BUGS as exc:  # noqa: BLE001 - a bug in the plugin, said in one line naming it
             raise WarmstartError(f"{self.name}.tasks raised {describe(exc)}") from None
         problem = tasks_problem(tasks, self.name, split, n)
         if problem:
@@ -135,7 +156,22 @@ class PluginEnvironment:
         return tasks
 
     def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
-        return self.env.step(task, call, messages)
+        """The plugin's tool reply. The protocol answers a bad argument with an error text, so an exception
+        or a reply that is not text is a bug of the plugin: one line naming it, the tool and the task
+        (not pydantic's or the plugin's traceback out of the rollout)."""
+        try:
+            reply = self.env.step(task, call, messages)
+        except WarmstartError:
+            raise
+        except PLUGIN_BUGS as exc:  # noqa: BLE001 - see the docstring
+            raise WarmstartError(
+                f"{self.name}.step raised {describe(exc)} on tool {call.function.name!r} of task {task.id}"
+            ) from None
+        if not isinstance(reply, str):
+            raise WarmstartError(
+                f"{self.name}.step returned {type(reply).__name__}, not a str, on tool {call.function.name!r} of task {task.id}"
+            )
+        return reply
 
     def reference(self, task: Task, rng) -> Trajectory:
         """The plugin's own solution of `task` (the offline teacher); an exception or something that is not
@@ -144,11 +180,15 @@ class PluginEnvironment:
             trajectory = self.env.reference(task, rng)
         except WarmstartError:
             raise
-        except Exception as exc:  # noqa: BLE001 - see the docstring
+        except PLUGIN_BUGS as exc:  # noqa: BLE001 - see the docstring
             raise WarmstartError(f"{self.name}.reference raised {describe(exc)} on task {task.id}") from None
         if not isinstance(trajectory, Trajectory):
             raise WarmstartError(
                 f"{self.name}.reference returned {type(trajectory).__name__}, not a Trajectory (task {task.id})"
+            )
+        if trajectory.task_id != task.id:  # the stage files it under its task_id: another task's would be lost
+            raise WarmstartError(
+                f"{self.name}.reference returned a trajectory of task {trajectory.task_id!r} for task {task.id}"
             )
         return trajectory
 
@@ -160,10 +200,13 @@ class PluginEnvironment:
             verdict = self.env.verify(task, trajectory)
         except WarmstartError:
             raise
-        except Exception as exc:  # noqa: BLE001 - see the docstring
+        except PLUGIN_BUGS as exc:  # noqa: BLE001 - see the docstring
             return infra_error(f"{self.name}.verify raised {describe(exc)}")
         if not isinstance(verdict, Verdict):
             return infra_error(f"{self.name}.verify returned {type(verdict).__name__}, not a Verdict")
+        if not math.isfinite(verdict.reward):
+            # NaN would poison GRPO's group mean and is written to JSON as null, which no stage can read back.
+            return infra_error(f"{self.name}.verify returned a reward of {verdict.reward}, not a finite number")
         return verdict
 
     def close(self) -> None:

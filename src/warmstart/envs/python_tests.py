@@ -139,7 +139,10 @@ def mbpp_parts(record: dict, where: str) -> tuple[str, str, dict]:
     proxied = list(dict.fromkeys(name for name in called if name in defined))
     if not proxied:
         raise WarmstartError(f"{where}: the tests call none of the functions that `code` defines")
-    hidden = {"entry_point": proxied[0], "prompt_code": "", "solution": record["code"]}
+    # MBPP's harness runs test_setup_code and the solution in one namespace: what the setup defines (a
+    # table, a class, an import) the solution may use, so it leads the candidate's program as well.
+    program_setup = f"{setup}\n" if setup.strip() else ""
+    hidden = {"entry_point": proxied[0], "prompt_code": program_setup, "solution": record["code"]}
     try:
         if setup.strip() or len(proxied) > 1:
             raise NotLiteral("needs the proxy")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +33,7 @@ EXTRA = "pip install 'warmstart[datasets]'"
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SHOWN_FIELDS = 12  # a row's field names listed in an error, at most
+MISSING = object()  # a field a row does not have (None is a null it has)
 
 
 class DataSource(BaseModel):
@@ -101,26 +104,52 @@ def prompt_messages(source: DataSource, text: str) -> list[Message]:
 
 def map_row(source: DataSource, record: dict, where: str) -> TaskRow:
     where = with_id(record, source.id_field or "id", where)
-    prompt = field_text(record, source.prompt_field, where)
-    if not prompt.strip():
-        raise WarmstartError(f"{where}: field {source.prompt_field!r} is empty")
-    answer = field_text(record, source.answer_field, where)
+    prompt = nonblank_text(record, source.prompt_field, where)
+    # A blank answer is a task no reply can pass: every sample would score 0, silently.
+    answer = nonblank_text(record, source.answer_field, where)
     solution = field_text(record, source.solution_field, where) if source.solution_field else None
-    row_id = field_text(record, source.id_field, where) if source.id_field else prompt_hash(prompt)
+    row_id = nonblank_text(record, source.id_field, where) if source.id_field else prompt_hash(prompt)
     split = hash_split(" ".join(prompt.lower().split()), source.eval_buckets)
     return TaskRow(id=row_id, prompt=prompt, answer=answer, solution=solution, split=split)
 
 
+def nonblank_text(record: dict, field: str, where: str) -> str:
+    text = field_text(record, field, where)
+    if not text.strip():
+        raise WarmstartError(f"{where}: field {field!r} is empty")
+    return text
+
+
 def field_text(record: dict, field: str, where: str) -> str:
     """A mapped field as text: strings as they are, numbers written out (GSM8K-style integer answers)."""
-    if field not in record or record[field] is None:
+    value = field_value(record, field)
+    if value is MISSING or value is None:
         fields = ", ".join(list(record)[:SHOWN_FIELDS]) or "nothing"
-        missing = "no field" if field not in record else "a null in field"
+        missing = "no field" if value is MISSING else "a null in field"
         raise WarmstartError(f"{where}: {missing} {field!r} (it has: {fields})")
-    value = record[field]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise WarmstartError(f"{where}: field {field!r} holds {type(value).__name__!r}, not text or a number")
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity, a parquet NaN
+        raise WarmstartError(f"{where}: field {field!r} holds {value}, not a number an answer can equal")
+    return value if isinstance(value, str) else number_text(value)
+
+
+def field_value(record: dict, field: str) -> Any:
+    """`record[field]`, or for a dotted name not a key itself (`meta.answer`) the nested value; MISSING if absent."""
+    if field in record:
+        return record[field]
+    value: Any = record
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
+def number_text(value: int | float) -> str:
+    """A number as a person writes it: never in exponent notation (str(2.5e-05) is "2.5e-05", str(1e16)
+    "1e+16", which no answer is judged equal to), a float with the digits of its shortest repr."""
+    return str(value) if isinstance(value, int) else format(Decimal(repr(value)), "f")
 
 
 def with_id(record: dict, id_field: str, where: str) -> str:
@@ -177,11 +206,25 @@ def read_jsonl(path: Path, where: str) -> list[tuple[str, dict]]:
         raise WarmstartError(f"{where}: {path}: not UTF-8 text (JSON Lines expected)") from None
     except OSError as exc:
         raise WarmstartError(f"{where}: {path}: cannot be read ({exc.strerror})") from None
+    if path.suffix.lower() == ".json" and "".join(lines).lstrip().startswith("["):
+        return json_array(path, "\n".join(lines), where)
     records = []
     for number, line in enumerate(lines, start=1):
         if line.strip():
             records.append((f"line {number}", parse_line(line, f"{where}: {path}: line {number}")))
     return records
+
+
+def json_array(path: Path, text: str, where: str) -> list[tuple[str, dict]]:
+    """A `.json` file holding one array of objects (how many datasets ship), rows numbered from 0."""
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WarmstartError(f"{where}: {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise WarmstartError(f"{where}: {path}: row {index}: a JSON {type(record).__name__}, not an object")
+    return numbered(records)
 
 
 def parse_line(line: str, where: str) -> dict:
