@@ -4,6 +4,7 @@ zygote (the default) and with a new sandbox per execution alike; real bubblewrap
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 import time
@@ -261,3 +262,28 @@ def test_many_executions_leaving_files_leave_no_memory_or_disk_behind(mode, exec
         assert sandbox_disk_bytes() - disk < 50 * MB
     finally:
         env.close()
+
+
+def test_a_work_dir_is_copied_into_capped_scratch_and_the_hosts_copy_is_never_written():
+    """A caller's work_dir (the repo and swe environments' working copy) had been bound writable at /work:
+    writes landed on the host's disk with no cap but the file-size rlimit per file (a model's command
+    wrote 287 MB in 0.37 s). Now /work is a tmpfs capped at tmpfs_bytes beyond the copied tree."""
+    limits = sandbox.Limits(wall_s=20.0, tmpfs_bytes=8 * MB)
+    script = (
+        "cat notes.txt; echo changed > notes.txt; cat notes.txt; mkdir -p sub && echo new > sub/new.txt; "
+        "for i in 1 2 3 4 5 6; do head -c 4000000 /dev/zero > big$i || break; done; echo kept $(ls big* | wc -l)"
+    )
+    with tempfile.TemporaryDirectory(prefix="warmstart-work-") as tmp:
+        os.chmod(tmp, 0o755)  # the sandbox user must reach the two directories inside
+        work, task = Path(tmp) / "work", Path(tmp) / "task"
+        work.mkdir()
+        task.mkdir()
+        (work / "notes.txt").write_text("original\n")
+        (work / "data.bin").write_bytes(b"y" * (3 * MB))  # the tree's own size is room beyond the cap
+        execution = sandbox.run(["/bin/sh", "-c", script], task, limits, work_dir=work)
+        host = sorted(p.relative_to(work).as_posix() for p in work.rglob("*"))
+        notes = (work / "notes.txt").read_text()
+    out, err = execution.stdout.decode(), execution.stderr.decode()
+    assert out.startswith("original\nchanged\n"), (out, err)  # the program worked on its own writable copy
+    assert "No space left on device" in err and int(out.split("kept ")[1]) <= 3, (out, err)
+    assert host == ["data.bin", "notes.txt"] and notes == "original\n"  # nothing of it reached the host

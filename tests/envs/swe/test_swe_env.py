@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
-from swe_fixture import BROKEN, FAIL_TO_PASS, FILES, PASS_TO_PASS
+from swe_fixture import BROKEN, FAIL_TO_PASS, FILES, PASS_TO_PASS, make_sandbox_venv
 
 from warmstart.config import EnvConfig
 from warmstart.envs import make_env
+from warmstart.envs.swe import env as env_module
 from warmstart.envs.swe.env import SweEnv, SweOptions, fix_edit
-from warmstart.envs.swe.taskset import write_task_set
+from warmstart.envs.swe.taskset import read_task_set, write_task_set
 from warmstart.errors import WarmstartError
 from warmstart.types import Message, Provenance, ToolCall, ToolFunction, Trajectory
 
@@ -181,3 +186,91 @@ def test_two_task_sets_of_one_name_or_one_task_id_are_refused(tmp_path, sandbox_
     write_task_set(tmp_path / "ids" / "b", {**calc, "name": "calc2"}, FILES, [{**record, "repo": "calc2"}], force=False)
     with pytest.raises(WarmstartError, match=r"ids/a and .*ids/b both hold task 'calc/000'"):
         SweEnv(SweOptions(tasks_dir=str(tmp_path / "ids")))
+
+
+# A folder of task sets mined with different interpreters: the second set's tests import a module only its
+# own interpreter has (a package's dependency installed in its venv), as a set of another package would.
+MARKER_TEST = "import only_in_b\n\n\ndef test_marker():\n    assert only_in_b.WHERE == 'b'\n"
+
+
+@pytest.fixture(scope="module")
+def python_b():
+    """A second sandbox interpreter (swe_fixture.make_sandbox_venv) with `only_in_b` in its site-packages.
+    Not under tmp_path: the sandbox runs as `nobody`."""
+    root = Path(tempfile.mkdtemp(prefix="warmstart-swe-venv-b-"))
+    os.chmod(root, 0o755)
+    try:
+        python = make_sandbox_venv(root / "venv")
+        (site,) = (root / "venv").glob("lib/python3*/site-packages")
+        (site / "only_in_b.py").write_text("WHERE = 'b'\n")
+        yield str(python)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def write_two_sets(root: Path, python_a: str, python_b: str) -> None:
+    """`a`: the tiny package, mined with `python_a`; `b`: the same with a test needing `only_in_b`."""
+    record = {"id": "calc/000", "repo": "calc", "file": "calc/core.py", "broken": BROKEN["calc/core.py"]}
+    record |= {"problem": "p", "fail_to_pass": FAIL_TO_PASS, "pass_to_pass": PASS_TO_PASS}
+    write_task_set(root / "a", {"name": "calc", "python": python_a}, FILES, [record], force=False)
+    files_b = {**FILES, "tests/test_marker.py": MARKER_TEST}
+    record_b = {**record, "id": "calcb/000", "repo": "calcb", "pass_to_pass": [*PASS_TO_PASS, MARKER_ID]}
+    write_task_set(root / "b", {"name": "calcb", "python": python_b}, files_b, [record_b], force=False)
+
+
+MARKER_ID = "tests/test_marker.py::test_marker"
+WHICH = "python -c 'import only_in_b; print(\"marker\", only_in_b.WHERE)' 2>&1 | tail -n 1"
+
+
+def test_each_task_set_is_graded_and_run_with_its_own_interpreter(tmp_path, sandbox_python, python_b, monkeypatch):
+    """Every set had been graded and run with the first set's interpreter: set b's reference scored 0 (its
+    marker test could not import), and its `run` commands ran set a's Python."""
+    checked = []
+    check = env_module.check_pytest
+    monkeypatch.setattr(env_module, "check_pytest", lambda python, given: checked.append(given) or check(python, given))
+    write_two_sets(tmp_path / "sets", sandbox_python.host, python_b)
+    write_task_set(  # a third set of the first interpreter: each distinct interpreter is checked once
+        tmp_path / "sets" / "c",
+        {"name": "calcc", "python": sandbox_python.host},
+        FILES,
+        [{**read_task_set(tmp_path / "sets" / "a").tasks[0], "id": "calcc/000", "repo": "calcc"}],
+        force=False,
+    )
+    env = SweEnv(SweOptions(tasks_dir=str(tmp_path / "sets"), wall_s=60, tool_wall_s=60))
+    tasks = {t.hidden["repo"]: t for t in env.all_tasks}
+    for name, task in tasks.items():
+        assert env.verify(task, env.reference(task, None)).reward == 1.0, name
+        assert env.verify(task, trajectory(task, list(task.prompt))).reward == 0.0, name
+    _, (in_b,) = conversation(env, tasks["calcb"], call("run", 0, command=WHICH))
+    _, (in_a,) = conversation(env, tasks["calc"], call("run", 0, command=WHICH))
+    assert "marker b" in in_b, in_b
+    assert "No module named 'only_in_b'" in in_a, in_a
+    assert sorted(checked) == sorted([sandbox_python.host, python_b])  # once each, though three sets
+
+
+def test_a_sets_missing_interpreter_is_one_error_naming_the_set(tmp_path, sandbox_python, python_b):
+    write_two_sets(tmp_path / "sets", sandbox_python.host, "/nonexistent/venv/bin/python")
+    with pytest.raises(WarmstartError) as raised:
+        SweEnv(SweOptions(tasks_dir=str(tmp_path / "sets")))
+    message = str(raised.value)
+    assert "task set 'calcb'" in message and "/nonexistent/venv/bin/python" in message and "\n" not in message
+    assert str(tmp_path / "sets" / "b") in message
+    # env.options.python overrides every set's: the missing one is not needed, and it grades every set.
+    env = SweEnv(SweOptions(tasks_dir=str(tmp_path / "sets"), python=python_b))
+    for task in env.all_tasks:
+        assert env.verify(task, env.reference(task, None)).reward == 1.0, task.id
+
+
+def test_writes_into_the_working_copy_are_capped(env):
+    """The working copy had been the host's own directory, bound writable: a command wrote 287 MB to the
+    host's disk in 0.37 s. It is a capped tmpfs now (the sandbox's tmpfs_bytes beyond the repository)."""
+    task = only_task(env)
+    command = (
+        "for i in $(seq 1 12); do head -c 8000000 /dev/zero > blob$i || break; done; "
+        "echo blobs $(ls blob* | wc -l); rm blob*; echo x >> README.md; git status --short"
+    )
+    _, (reply,) = conversation(env, task, call("run", 0, command=command))
+    assert "No space left on device" in reply, reply
+    blobs = int(reply.split("blobs ")[1].split()[0])
+    assert blobs <= 9, reply  # 64 MB of room: 8 blobs, and the one cut short
+    assert "\n M README.md\n" in reply  # the room came back: still the working copy, a git repository

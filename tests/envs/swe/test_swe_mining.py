@@ -230,3 +230,40 @@ def test_the_snapshot_leaves_out_a_venv_and_a_task_set_mined_into_the_tree(tmp_p
     for name in ("manifest.json", "tasks.jsonl", "snapshot.json"):
         (earlier / name).write_text("{}\n")
     assert sorted(read_tree(tmp_path)) == ["calc/__init__.py"]
+
+
+# Files the snapshot leaves out (not UTF-8, over 2 MB) that the suite needs: mining had failed with a
+# "No such file: /work/repo/..." for a file that is there in the tree (or an import error), naming nothing
+# of why; the error names them now.
+LATIN1_TEST = (
+    "from pathlib import Path\n\n\ndef test_names():\n"
+    "    assert (Path(__file__).parent / 'names.txt').read_text(encoding='latin-1') == 'Jos\\xe9\\n'\n"
+)
+BIG_TEST = "from pathlib import Path\n\n\ndef test_big():\n    assert len((Path(__file__).parent / 'big.txt').read_text()) > 2_000_000\n"
+LEGACY_TEST = "from calc.legacy import NAME\n\n\ndef test_legacy():\n    assert NAME == 'Jos\\xe9'\n"
+DROPPED = [
+    (
+        {"tests/test_names.py": LATIN1_TEST},
+        {"tests/names.txt": "José\n".encode("latin-1")},
+        "tests/names.txt (not UTF-8",
+    ),
+    ({"tests/test_big.py": BIG_TEST}, {"tests/big.txt": b"x" * 2_100_000}, "tests/big.txt (over 2 MB"),
+    (
+        {"tests/test_legacy.py": LEGACY_TEST},
+        {"calc/legacy.py": "# -*- coding: latin-1 -*-\nNAME = 'José'\n".encode("latin-1")},
+        "calc/legacy.py (not UTF-8",
+    ),
+]
+
+
+@pytest.mark.parametrize("tests, data, named", DROPPED, ids=["latin-1 data", "over 2 MB", "latin-1 module"])
+def test_files_the_snapshot_drops_are_named_when_the_suite_fails_without_them(
+    tmp_path, sandbox_python, tests, data, named
+):
+    source = package(tmp_path / "calc", {**FILES, **tests})
+    for path, content in data.items():
+        (source / path).write_bytes(content)
+    out = tmp_path / "out"
+    line = one_error_line(cli("tasks", "mine-bugs", str(source), "--out", str(out), "--python", sandbox_python.host))
+    assert "mining's snapshot of the tree left out 1 file" in line, line
+    assert named in line and not out.exists()

@@ -5,8 +5,9 @@ What it protects against, per execution:
   DNS and no connection to servers on the host's loopback;
 - the host's files: only /usr (read-only) and the task's own directory (read-only) are visible; the
   working directory /work, /tmp and /dev/shm are private tmpfs mounts capped in size, fresh for each
-  execution; the root and /dev are read-only; no home, no /etc secrets, no site-packages of ours;
-  writes anywhere else fail;
+  execution (a tree the caller made to work in is copied into /work, never written in place); the root
+  and /dev are read-only; no home, no /etc secrets, no site-packages of ours; writes anywhere else fail
+  (but in the one host directory a caller may hand over for results, `out_dir`);
 - other executions: nothing one execution writes is seen by the next or outlives it (its tmpfs die
   with its namespaces, killed or not), including in the zygote, whose own namespace holds nothing
   writable (zygote.py says how each job gets its own);
@@ -52,6 +53,14 @@ NOBODY = 65534
 PR_SET_CHILD_SUBREAPER = 36
 PRLIMIT, SETPRIV = "/usr/bin/prlimit", "/usr/bin/setpriv"  # util-linux: on every Debian
 SANDBOX_FAILED = "sandbox failed: "  # how an Execution that never ran begins its stderr
+WORK_ORIGINAL = "/work-original"  # a caller's work_dir, read-only: copied into the capped /work before the program
+TMPFS_PAGE = 4096  # what a tmpfs charges a file for, per page started
+# Runs first in a sandbox given a work_dir: the tree copied into /work (ownership is the sandbox user's, so
+# git sees its own repository), then the program in its place. A failed copy is the sandbox's failure.
+COPY_IN = (
+    f"if ! why=$(cp -R -P --preserve=mode,timestamps {WORK_ORIGINAL}/. /work/ 2>&1); then "
+    f'printf "{SANDBOX_FAILED}copying the working copy into /work: %s\\n" "$why" >&2; exit 125; fi; exec "$@"'
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ class Limits:
     processes: int = 64  # processes of the sandbox user
     open_files: int = 64
     output_bytes: int = 1 << 20  # stdout + stderr kept; more kills the run
-    tmpfs_bytes: int = 64 << 20  # /work, /tmp and /dev/shm, each: writing more fails with ENOSPC
+    tmpfs_bytes: int = 64 << 20  # /work (beyond a work_dir copied in), /tmp, /dev/shm, each: more fails with ENOSPC
     tmpfs_inodes: int = 4096  # files and directories in each of them (a zygote's jobs; bwrap cannot set it)
 
 
@@ -96,18 +105,24 @@ def bwrap_command(
     work_dir: Path | None,
     scratch: bool = True,
     python: Interpreter = Interpreter(),
+    out_dir: Path | None = None,
 ) -> list[str]:
-    """The bwrap command line. Writable: /work, /tmp and /dev/shm only, size-capped tmpfs of this sandbox
-    (`work_dir` instead, when given, on /work: a throwaway copy the caller made of a repository to work
-    in); everything else read-only. `scratch=False` (the zygote): nothing writable at all, since the
+    """The bwrap command line. Writable: /work, /tmp and /dev/shm only, size-capped tmpfs of this sandbox;
+    everything else read-only. `work_dir` (a tree the caller made for the program to work in) is mounted
+    read-only and copied into /work first (`work_mounts`); `out_dir`, a host directory, is mounted
+    writable at /work/<its name>. `scratch=False` (the zygote): nothing writable at all, since the
     zygote's namespace outlives its jobs and each job mounts its own scratch tmpfs (zygote.py)."""
     # fmt: off
     if not scratch:
         writable = ["--dir", "/work", "--dir", "/tmp"]  # mount points for each job's own tmpfs
     else:
         tmpfs = str(limits.tmpfs_bytes)
-        work = ["--bind", str(work_dir), "/work"] if work_dir else ["--size", tmpfs, "--tmpfs", "/work"]
-        writable = [*work, "--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", "/dev/shm"]
+        writable = [
+            *work_mounts(limits, work_dir, out_dir),
+            "--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", "/dev/shm",
+        ]
+    if scratch and work_dir is not None:
+        argv = ["/bin/sh", "-c", COPY_IN, "sh", *argv]
     return [
         bwrap_path(),
         "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
@@ -123,6 +138,36 @@ def bwrap_command(
         "--", *argv,
     ]
     # fmt: on
+
+
+def work_mounts(limits: Limits, work_dir: Path | None, out_dir: Path | None) -> list[str]:
+    """/work: a tmpfs capped at the work_dir's own size plus `tmpfs_bytes`, the work_dir read-only beside it
+    (COPY_IN copies it in), and the out_dir's bind.
+
+    Why a copy, not the work_dir bound writable at /work (as it was): a bind writes to the host's disk with
+    no cap but the file-size rlimit per file, and a model's command wrote 287 MB there in 0.37 s. A tmpfs
+    is capped by the kernel (ENOSPC), dies with the sandbox, and the copy costs a few ms for a repository.
+    Nothing the program writes in /work is read back afterwards but what the caller asked for through
+    `out_dir`, the one writable host directory (the swe runner's report: its audit hook lets only pytest's
+    writer in, and the file-size rlimit caps that file)."""
+    size = limits.tmpfs_bytes + (tree_bytes(work_dir) if work_dir is not None else 0)
+    mounts = ["--size", str(size), "--tmpfs", "/work"]
+    if work_dir is not None:
+        mounts += ["--ro-bind", str(work_dir), WORK_ORIGINAL]
+    if out_dir is not None:
+        mounts += ["--bind", str(out_dir), f"/work/{out_dir.name}"]
+    return mounts
+
+
+def tree_bytes(root: Path) -> int:
+    """What a copy of `root` takes in a tmpfs: every file's pages, and a page per entry to spare."""
+    total = 0
+    for directory, subdirs, names in os.walk(root):
+        for name in names:
+            size = os.lstat(os.path.join(directory, name)).st_size
+            total += -(-size // TMPFS_PAGE) * TMPFS_PAGE
+        total += TMPFS_PAGE * (1 + len(subdirs) + len(names))
+    return total
 
 
 def limited(command: list[str], limits: Limits, demote: bool) -> list[str]:
@@ -150,21 +195,25 @@ def run(
     unsafe: bool = False,
     work_dir: Path | None = None,
     python: Interpreter = Interpreter(),
+    out_dir: Path | None = None,
 ) -> Execution:
     """Run `argv` (paths inside the sandbox: the task directory is /task, read-only, and the cwd is
-    /work: a size-capped tmpfs, or `work_dir` mounted writable — a copy the caller throws away), with
-    `python`'s directories mounted read-only."""
+    /work: a size-capped tmpfs, holding a copy of `work_dir` when given — the host's tree is never
+    written), with `python`'s directories mounted read-only. `out_dir`: a host directory the program
+    may write, at /work/<its name> (the only writes that outlive it; sandboxed only)."""
     sandboxed = bwrap_path() is not None
     if not sandboxed and not unsafe:
         raise WarmstartError(
             "sandbox: bubblewrap (bwrap) is not installed; install it (apt-get install bubblewrap) or pass unsafe=True for trusted code"
         )
     hand_over(Path(task_dir), writable=False)  # `nobody` must be able to read the task it runs
-    if work_dir is not None:
-        hand_over(Path(work_dir), writable=True)
+    if work_dir is not None:  # read by the copy inside; written in place only without bwrap (trusted code)
+        hand_over(Path(work_dir), writable=not sandboxed)
+    if out_dir is not None:
+        hand_over(Path(out_dir), writable=True)
     # Without bwrap there is no /task mount: the same paths are the task directory itself.
     command = (
-        bwrap_command(Path(task_dir), argv, limits, work_dir, python=python)
+        bwrap_command(Path(task_dir), argv, limits, work_dir, python=python, out_dir=out_dir)
         if sandboxed
         else [a.replace("/task", str(task_dir), 1) if a.startswith("/task") else a for a in argv]
     )

@@ -6,9 +6,12 @@ exact occurrence: large files need not be rewritten whole). State is the replay 
 writes and edits (tools.py). `run` builds the working copy as a git repository whose only commit is the
 broken tree (so `git diff` / `git status` show the agent's own changes and nothing else is in the
 history) and runs the command in the sandbox with the task's interpreter first on PATH (`python -m
-pytest` works, with the packages of `env.options.python` mounted read-only), no network, and time,
-memory and output limits. `verify` is the real-suite grader (grader.py). The reference solver puts the
-original lines back with `edit_file`, runs the failing tests, and answers.
+pytest` works, with its packages mounted read-only), no network, and time, memory, output and disk
+limits (the working copy is a capped tmpfs: bubblewrap.py). Each task set's tasks are graded and run
+with the interpreter that set was mined with (its manifest's `python`), or `env.options.python` for
+all: a folder of sets mined with different interpreters (one package's dependencies in one venv,
+another's in another) grades each with its own. `verify` is the real-suite grader (grader.py). The
+reference solver puts the original lines back with `edit_file`, runs the failing tests, and answers.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ from ..repo import (
 )
 from ..repo import TOOLS as REPO_TOOLS
 from ..sandbox import bubblewrap as sandbox
-from ..sandbox.interpreter import interpreter
+from ..sandbox.interpreter import Interpreter, interpreter
 from .grader import grade
 from .suite import check_pytest
-from .taskset import load_task_sets
+from .taskset import TaskSet, load_task_sets
 from .tools import EDIT_TOOL, changed, edit, replay, working_files, write
 
 EVAL_BUCKETS = 4
@@ -50,7 +53,9 @@ class SweOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks_dir: str  # a mined task set, or a directory of them (taskset.py)
-    python: str | None = None  # interpreter with pytest and the packages' dependencies; default: the one mined with
+    python: str | None = (
+        None  # interpreter with pytest and the packages' dependencies, for every set; default: each set's own
+    )
     wall_s: float = Field(60.0, gt=0)  # per grading
     tool_wall_s: float = Field(30.0, gt=0)  # per `run` command
     memory_mb: int = Field(2048, ge=256)
@@ -68,9 +73,8 @@ class SweEnv:
                 "env swe: bubblewrap (bwrap) is not installed; the test suites run only in the sandbox"
             )
         sets = load_task_sets(Path(self.options.tasks_dir))
-        given = self.options.python or sets[0].manifest["python"]
-        self.python = interpreter(given)
-        check_pytest(self.python, given)
+        # Per set name (a task's hidden["repo"]): what grades its tasks and runs their `run` commands.
+        self.pythons = set_interpreters(sets, self.options.python)
         self.snapshots = {s.manifest["name"]: s.snapshot for s in sets}
         # The order mining ran the tests in (None: a set mined before it was stored, its ids sorted).
         self.orders = {s.manifest["name"]: s.manifest.get("ids") for s in sets}
@@ -126,7 +130,8 @@ class SweEnv:
 
     def _run(self, task: Task, files: dict[str, str], command: str) -> str:
         start = self.start_files(task)
-        bin_dir = os.path.dirname(self.python.path)
+        python = self.pythons[task.hidden["repo"]]
+        bin_dir = os.path.dirname(python.path)
         script = f'PATH="{bin_dir}:/usr/bin"; export PATH; {command}'
         limits = sandbox.Limits(
             wall_s=self.options.tool_wall_s,
@@ -142,7 +147,7 @@ class SweEnv:
             error = write_changes(work, changed(start, files))
             if error is not None:
                 return error
-            execution = sandbox.run(["/bin/sh", "-c", script], empty, limits, work_dir=work, python=self.python)
+            execution = sandbox.run(["/bin/sh", "-c", script], empty, limits, work_dir=work, python=python)
         return command_report(execution)
 
     def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
@@ -161,7 +166,8 @@ class SweEnv:
         hidden = task.hidden
         f2p, p2p, repo = hidden["fail_to_pass"], hidden["pass_to_pass"], hidden["repo"]
         order, tests = self.orders[repo], self.test_paths[repo]
-        verdict = grade(original, broken, changes, f2p, p2p, self.python, limits, order=order, test_paths=tests)
+        python = self.pythons[repo]
+        verdict = grade(original, broken, changes, f2p, p2p, python, limits, order=order, test_paths=tests)
         if refused:  # writes and edits the agent was told were refused: they changed nothing
             verdict.details["refused_calls"] = refused[:10]
         return verdict
@@ -177,6 +183,42 @@ class SweEnv:
         ]
         answer = f"Fixed the bug in {path}; the failing tests pass."
         return scripted_episode(self, task, plan, answer, "swe-original-files")
+
+
+def set_interpreters(sets: list[TaskSet], given: str | None) -> dict[str, Interpreter]:
+    """Each set's interpreter by set name: `given` (env.options.python) for all, else the one its manifest
+    names. Each distinct one is probed and checked for pytest in the sandbox once, before anything runs."""
+    checked: dict[str | None, Interpreter] = {}
+    chosen = {}
+    for task_set in sets:
+        path = given or task_set.manifest.get("python")
+        if path not in checked:
+            checked[path] = checked_interpreter(path) if given else mined_interpreter(task_set, path)
+        chosen[task_set.manifest["name"]] = checked[path]
+    return chosen
+
+
+def checked_interpreter(path: str) -> Interpreter:
+    python = interpreter(path)
+    check_pytest(python, path)
+    return python
+
+
+def mined_interpreter(task_set: TaskSet, path: str | None) -> Interpreter:
+    """The interpreter a set's manifest names, checked; any error is one line naming the set (the errors of
+    `interpreter` speak of env.options.python, which the user did not set)."""
+    where = f"env swe: task set {task_set.manifest.get('name')!r} ({task_set.directory})"
+    if not path:
+        raise WarmstartError(f"{where} names no interpreter in its manifest; set env.options.python")
+    if not Path(path).exists():
+        raise WarmstartError(
+            f"{where} was mined with {path}, which does not exist here; make it again (pytest and the "
+            "package's dependencies) or set env.options.python"
+        )
+    try:
+        return checked_interpreter(path)
+    except WarmstartError as exc:
+        raise WarmstartError(f"{where}: {exc}") from None
 
 
 def fix_edit(broken: str, fixed: str) -> tuple[str, str]:

@@ -26,8 +26,9 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from .grader import grade
 from .junit import junit_key, outcome_of
 from .mutations import Mutation, mutations
 from .paths import find_test_paths, is_listed, is_protected
-from .snapshot import read_tree
+from .snapshot import Snapshot, dropped_note, read_snapshot
 from .suite import TAMPERED, check_pytest, run_pytest
 from .taskset import write_task_set
 
@@ -98,13 +99,27 @@ def source_files(files: dict[str, str], tests: Sequence[str] = ()) -> list[str]:
     ]
 
 
-def check_package(path: Path) -> dict[str, str]:
+def check_package(path: Path) -> Snapshot:
     if not path.is_dir():
         raise WarmstartError(f"{path}: not a directory")
-    files = read_tree(path)
-    if not source_files(files):
-        raise WarmstartError(f"{path}: not a Python package (no Python source files outside tests)")
-    return files
+    snapshot = read_snapshot(path)
+    with naming_dropped(snapshot):
+        if not source_files(snapshot.files):
+            raise WarmstartError(f"{path}: not a Python package (no Python source files outside tests)")
+    return snapshot
+
+
+@contextmanager
+def naming_dropped(snapshot: Snapshot) -> Iterator[None]:
+    """An error of the unmutated suite names the files the snapshot left out: the suite runs without them,
+    so a test that reads one fails with "No such file" for a file that is there in the tree."""
+    try:
+        yield
+    except WarmstartError as exc:
+        note = dropped_note(snapshot.dropped, str(exc))
+        if not note:
+            raise
+        raise WarmstartError(f"{exc}; {note}") from None
 
 
 def collected_tests(path: Path, files: dict[str, str], python: Interpreter, settings: MineSettings) -> list[str]:
@@ -224,12 +239,14 @@ def mine(
     path: Path, name: str, python: Interpreter, settings: MineSettings, progress=None
 ) -> tuple[dict[str, str], MineResult]:
     started = time.monotonic()
-    files = check_package(path)
+    snapshot = check_package(path)
+    files = snapshot.files
     check_pytest(python, str(python.host))
-    collected = collected_tests(path, files, python, settings)
-    tests = suite_test_paths(path, files, collected)
-    ids = passing_tests(path, files, collected, python, settings)
-    check_graded_original(path, files, ids, tests, python, settings)
+    with naming_dropped(snapshot):
+        collected = collected_tests(path, files, python, settings)
+        tests = suite_test_paths(path, files, collected)
+        ids = passing_tests(path, files, collected, python, settings)
+        check_graded_original(path, files, ids, tests, python, settings)
     candidates = candidate_order(files, tests, settings.seed)[: settings.max_mutations]
     tasks: list[dict] = []
     tried = 0

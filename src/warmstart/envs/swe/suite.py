@@ -1,13 +1,14 @@
 """One pytest run over a repository in the sandbox, its outcomes read from the JUnit XML it wrote.
 
-The sandbox's /work is a fresh directory holding the repository (`repo/`) and a results directory with
-a random name made for this run (the agent's tool calls never saw it, so nothing can have been prepared
-there); the runner (runner.py, in the read-only /task) writes the XML there. Output is never read (the
-runner sends it to /dev/null). The report is read only when the runner confirms it (exit status
-REPORTED: pytest's own writer wrote it, in a process that could start no other program and where
-nothing else could write there: runner.py says how) and only as a regular file, opened without following
-a symlink, in the results directory, itself not a symlink. A run killed at its time limit has no XML,
-so every test in it is missing, a failure.
+The sandbox's /work is a fresh, size-capped tmpfs holding a copy of the repository (`repo/`: whatever the
+code under test writes there is capped and never reaches the host's disk) and a results directory with a
+random name made for this run (the agent's tool calls never saw it, so nothing can have been prepared
+there): a host directory mounted there, the only thing read back; the runner (runner.py, in the
+read-only /task) writes the XML there. Output is never read (the runner sends it to /dev/null). The
+report is read only when the runner confirms it (exit status REPORTED: pytest's own writer wrote it, in
+a process that could start no other program and where nothing else could write there: runner.py says
+how) and only as a regular file, opened without following a symlink, in the results directory, itself
+not a symlink. A run killed at its time limit has no XML, so every test in it is missing, a failure.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def run_pytest(
         os.chmod(tmp, 0o755)  # the sandbox user must reach the directories inside
         work, task = Path(tmp) / "work", Path(tmp) / "task"
         results_name = f"results-{secrets.token_hex(16)}"
+        results = Path(tmp) / results_name  # mounted at /work/<its name>, beside the repository's copy
         write_tree(work / "repo", files)
-        (work / results_name).mkdir(parents=True)
+        results.mkdir()
         task.mkdir()
         (task / "runner.py").write_text(RUNNER.read_text())
         spec = {
@@ -80,9 +82,9 @@ def run_pytest(
         }
         (task / "spec.json").write_text(json.dumps(spec))
         argv = [*python.argv(), "/task/runner.py", "/task/spec.json"]
-        execution = sandbox.run(argv, task, limits, work_dir=work, python=python)
+        execution = sandbox.run(argv, task, limits, work_dir=work, python=python, out_dir=results)
         confirmed = execution.returncode == REPORTED
-        report = read_report(work / results_name, "collected.json" if collect_only else "junit.xml")
+        report = read_report(results, "collected.json" if collect_only else "junit.xml")
         report = report if confirmed else None
         outcomes = read_outcomes(report) if report is not None and not collect_only else None
         listed = json.loads(report) if report is not None and collect_only else None

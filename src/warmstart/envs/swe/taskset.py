@@ -36,6 +36,7 @@ class TaskSet:
     manifest: dict
     snapshot: dict[str, str]
     tasks: list[dict]
+    directory: Path | None = None  # where it was read from (errors name it)
 
 
 def write_task_set(out: Path, manifest: dict, snapshot: dict[str, str], tasks: list[dict], force: bool) -> None:
@@ -76,7 +77,7 @@ def read_task_set(directory: Path) -> TaskSet:
         raise WarmstartError(f"{directory}: not a mined task set ({exc})") from None
     if manifest.get("format") != FORMAT:
         raise WarmstartError(f"{directory}: task set format {manifest.get('format')!r}, expected {FORMAT}")
-    return TaskSet(manifest, snapshot, tasks)
+    return TaskSet(manifest, snapshot, tasks, directory)
 
 
 def load_task_sets(path: Path) -> list[TaskSet]:
