@@ -3,6 +3,8 @@ one clear error; a turn is cut at the trainer's stop ids; a stop the trainer doe
 
 from __future__ import annotations
 
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -55,3 +57,28 @@ def test_a_stop_the_trainer_does_not_know_or_a_wrong_count_is_refused():
         sampled_turn([9], choice([5, 6], [-0.1, -0.2], "stop"), {2}, "url")
     with pytest.raises(WarmstartError, match="returned 1 logprobs for 3 token ids"):
         sampled_turn([9], choice([5, 6, 7], [-0.1], "length"), {2}, "url")
+
+
+def test_closing_the_client_ends_a_wait_on_a_request_in_another_thread():
+    # One step off policy, the batch sampled ahead waits on the prefetch thread; an interrupted run closes
+    # the client and must not wait out the request (tests/stages/test_grpo_server_interrupt.py: the process).
+    with FakeAPI() as api:
+        api.faults = ["hold"]  # answered only once the test ends
+        server = client_of(api)
+        outcome: dict = {}
+
+        def sample() -> None:
+            try:
+                server.sample(None, 0, [[1, 2, 3]], SAMPLING, [2], 0)
+            except WarmstartError as exc:
+                outcome["error"] = str(exc)
+
+        waiting = threading.Thread(target=sample)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not api.log and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.close()
+        waiting.join(timeout=5)
+        assert not waiting.is_alive(), "the wait outlived close()"
+        assert "closed with 1 requests" in outcome["error"]

@@ -17,11 +17,23 @@ Where the server stops is its own (its end-of-turn tokens): a completion is cut 
 trainer's stop ids, and one that stopped on a token the trainer does not know as a stop is an error.
 Requests carry no seed: a server batches them with others, so its samples are not reproducible from the
 run's seed (the local sampler's are).
+
+Every request runs on a daemon thread while the calling thread waits for it (`_detached`), so that a
+Ctrl-C stops the run at once, whatever the server does: the main thread stops waiting when the interrupt
+comes, `close` ends the waits of other threads (one step off policy, the batch sampled ahead), and the
+interpreter does not join daemon threads at exit (it joins a ThreadPoolExecutor's, which is what made an
+interrupted run wait out its requests). Closing the client does not wake a thread blocked in a read, and
+shutting its sockets down would not be enough either: the SDK retries a request whose connection failed,
+after a sleep, on a thread that exit would still join. An abandoned request only reads the network:
+nothing it returns is written anywhere.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Callable
 from urllib.parse import urlsplit
 
 import httpx2
@@ -48,8 +60,11 @@ class RolloutServer:
             base_url=base_url, api_key=key, max_retries=max_retries, http_client=http_client(openai, timeout_s)
         )
         self.http = http_client(openai, timeout_s, headers={"Authorization": f"Bearer {key}"})
+        self.closed: Future = Future()  # done once closed: every wait on a request (`_detached`) ends then
 
     def close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
         self.client.close()
         self.http.close()
 
@@ -61,9 +76,9 @@ class RolloutServer:
         if not prompts:
             return []
         chunks = [prompts[i : i + PROMPTS_PER_REQUEST] for i in range(0, len(prompts), PROMPTS_PER_REQUEST)]
-        with ThreadPoolExecutor(min(self.concurrency, len(chunks))) as pool:
-            answers = pool.map(lambda chunk: self._sample_chunk(chunk, sampling, set(stop_ids)), chunks)
-            return [turn for answer in answers for turn in answer]
+        calls = [lambda chunk=chunk: self._sample_chunk(chunk, sampling, set(stop_ids)) for chunk in chunks]
+        answers = self._detached(calls, self.concurrency)
+        return [turn for answer in answers for turn in answer]
 
     def _sample_chunk(self, prompts: list[list[int]], sampling: Sampling, stop_ids: set[int]) -> list[Sampled]:
         """One request for several prompts (vLLM's and `warmstart serve`'s batch form): the server starts them
@@ -110,15 +125,18 @@ class RolloutServer:
         return None if info.get("weight_version") is None else str(info["weight_version"])
 
     def served(self) -> list[str]:
-        client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.key, max_retries=0, http_client=http_client(openai, 15.0)
-        )
-        return served_models(client, openai, self.base_url, WHERE) or []
+        def listed() -> list[str] | None:
+            client = openai.OpenAI(
+                base_url=self.base_url, api_key=self.key, max_retries=0, http_client=http_client(openai, 15.0)
+            )
+            return served_models(client, openai, self.base_url, WHERE)
+
+        return self._detached([listed])[0] or []
 
     def _post(self, path: str, body: dict, under_v1: bool) -> None:
         url = (self.base_url if under_v1 else self.root) + path
         try:
-            answer = self.http.post(url, json=body)
+            answer = self._detached([lambda: self.http.post(url, json=body)])[0]
         except (httpx2.HTTPError, ValueError) as exc:  # ValueError: an answer past its bound (bounded_http)
             raise WarmstartError(f"{WHERE}: cannot reach {url}: {one_line(str(exc)) or type(exc).__name__}") from None
         if answer.status_code != 200 or not accepted(answer):
@@ -127,17 +145,56 @@ class RolloutServer:
     def _get(self, path: str) -> dict:
         url = self.root + path
         try:
-            answer = self.http.get(url)
+            answer = self._detached([lambda: self.http.get(url)])[0]
             answer.raise_for_status()
             return answer.json()
         except (httpx2.HTTPError, ValueError) as exc:
             raise WarmstartError(f"{WHERE}: {url}: {one_line(str(exc)) or type(exc).__name__}") from None
+
+    def _detached(self, calls: list[Callable], workers: int = 1) -> list:
+        """Each call's result, in order, once all have ended, the calls made on up to `workers` daemon
+        threads (the module's docstring says why); the first failed call's exception, in order, once all
+        have ended. Closed before or meanwhile: a WarmstartError at once, whatever is still in flight."""
+        if self.closed.done():
+            raise WarmstartError(f"{WHERE}: the client of {self.base_url} is closed")
+        futures = start_daemons(calls, workers)
+        unfinished = set(futures)
+        while unfinished and not self.closed.done():
+            unfinished = wait([*unfinished, self.closed], return_when=FIRST_COMPLETED).not_done - {self.closed}
+        if unfinished:
+            raise WarmstartError(f"{WHERE}: closed with {len(unfinished)} requests to {self.base_url} in flight")
+        return [future.result() for future in futures]
 
     @property
     def root(self) -> str:
         """The server's root, where SGLang's weight endpoints are (the base URL without its /v1)."""
         parts = urlsplit(self.base_url)
         return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/').removesuffix('/v1')}"
+
+
+def start_daemons(calls: list[Callable], workers: int) -> list[Future]:
+    """A future per call, the calls taken in order by up to `workers` daemon threads: threads the
+    interpreter does not join at exit, unlike a ThreadPoolExecutor's."""
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    futures = [Future() for _ in calls]
+    for item in zip(calls, futures):
+        todo.put(item)
+    for _ in range(min(workers, len(calls))):
+        threading.Thread(target=work_through, args=(todo,), name="rollout-request", daemon=True).start()
+    return futures
+
+
+def work_through(todo: queue.SimpleQueue) -> None:
+    """Make the queued calls until none is left, each one's outcome on its future."""
+    while True:
+        try:
+            call, future = todo.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # noqa: BLE001 - the caller's to raise, as an executor hands it over
+            future.set_exception(exc)
 
 
 def sampled_turn(prompt: list[int], choice, stop_ids: set[int], base_url: str) -> Sampled:

@@ -54,11 +54,14 @@ class ServerRollouts:
         self.sync.publish(step)
 
     def close(self) -> None:
+        # The server first: that ends the prefetch's waits on its requests at once (an interrupted run
+        # would otherwise wait out the batch sampled ahead before it could exit), so waiting for the
+        # prefetch thread after it takes no longer than what it was doing besides HTTP.
+        self.server.close()
         if self.prefetch is not None:
             if self.pending is not None:
                 self.pending.cancel()
             self.prefetch.shutdown(wait=True)
-        self.server.close()
 
     def _sampled(self, step: int, cursor: int) -> tuple[Batch, int]:
         self.sync.check()
