@@ -32,6 +32,14 @@ and replies no real server should send, which a client must survive:
     other_model        a 200 that says another model answered
     no_finish          a 200 with no finish_reason (OpenAI) / a null stop_reason (Anthropic)
     server_tool        (Anthropic) a 200 whose content starts with a server_tool_use block
+    error_200          a 200 whose body is an error object (as some proxies and aggregators pass on an upstream failure)
+    usage_list         a 200 whose usage is a list (OpenAI) / a string (Anthropic), not an object
+    choices_object     (OpenAI) a 200 whose `choices` is an object, not a list
+    content_text       (Anthropic) a 200 whose `content` is a string, not a list of blocks
+    stop_number        (Anthropic) a 200 whose `stop_reason` is a number
+    huge_reasoning     a 200 whose reasoning (`reasoning_content` / a thinking block) is 3 MB long
+    too_long           400: the prompt is longer than the model's context (OpenAI's, or Anthropic's, words)
+    sibling_model      a 200 that says a sibling of the model answered (`fake-model-mini` for `fake-model`)
     endless            a 200 whose body never ends (chunked, written until the client goes away)
     oversized          a 200 declaring a Content-Length of 10 GiB (its body trickles, never whole)
     gzip_bomb          a 200 of ~100 KB gzip that expands to `BOMB_BYTES`
@@ -76,6 +84,7 @@ from typing import Callable
 
 HTML_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 BOMB_BYTES = 100 * 2**20
+HUGE_REASONING_BYTES = 3_000_000  # `huge_reasoning`: far more than any test's max_tokens allows
 PROBLEM_RE = re.compile(r"What is (-?\d+)([+\-*])(-?\d+)\?")
 MODELS = ["fake-model", "claude-fake-1"]
 CHAOS_FAULTS = [
@@ -201,7 +210,8 @@ class FakeAPI:
 
     def bill(self, reply: dict) -> None:
         """Log a delivered reply's usage if a provider could bill it (whole, non-negative counts)."""
-        usage = reply.get("usage") or {}
+        usage = reply.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         counts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")]
         counts = [c for c in counts if c is not None]
         if len(counts) == 2 and all(isinstance(c, int) and c >= 0 for c in counts):
@@ -285,6 +295,10 @@ class FakeAPI:
                     time.sleep(api.slow_s)
                 if fault == "late_401":
                     return self._error("401")
+                if fault == "too_long":
+                    return self._json(400, TOO_LONG_BODIES["anthropic" if anthropic else "openai"])
+                if fault == "error_200":
+                    return self._json(200, ERROR_200)
                 if fault in ("429", "quota", "500", "529", "401", "retry_after_huge", *RATE_LIMITS):
                     return self._error(fault)
                 if fault == "reset":
@@ -375,6 +389,22 @@ class FakeAPI:
 
 
 BODY_FAULTS = ("endless", "oversized", "gzip_bomb")
+TOO_LONG_BODIES = {
+    "openai": {
+        "error": {
+            "message": "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens "
+            "(8968 in the messages, 32 in the completion). Please reduce the length of the messages or completion.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    },
+    "anthropic": {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"},
+    },
+}
+ERROR_200 = {"error": {"message": "upstream provider returned 502", "code": 502}}
 # A server's own compression; `deflate` raw, as some servers send it (HTTP's is zlib-wrapped).
 ENCODE = {"gzip": gzip.compress, "deflate": lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)}
 
@@ -473,6 +503,14 @@ def odd_openai_reply(reply: dict, fault: str | None) -> dict:
         reply["usage"]["completion_tokens"] = 10**9
     elif fault == "no_finish":
         del reply["choices"][0]["finish_reason"]
+    elif fault == "usage_list":
+        reply["usage"] = [20, 6]
+    elif fault == "choices_object":
+        reply["choices"] = {"first": reply["choices"][0]}
+    elif fault == "huge_reasoning":
+        reply["choices"][0]["message"]["reasoning_content"] = "x" * HUGE_REASONING_BYTES
+    elif fault == "sibling_model":
+        reply["model"] = f"{reply['model']}-mini"
     return reply
 
 
@@ -487,6 +525,17 @@ def odd_anthropic_reply(reply: dict, fault: str | None) -> dict:
     elif fault == "server_tool":
         search = {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {"query": "sum"}}
         reply["content"].insert(0, search)
+    elif fault == "usage_list":
+        reply["usage"] = "20 in, 6 out"
+    elif fault == "content_text":
+        reply["content"] = reply["content"][0]["text"]
+    elif fault == "stop_number":
+        reply["stop_reason"] = 3
+    elif fault == "huge_reasoning":
+        thinking = {"type": "thinking", "thinking": "x" * HUGE_REASONING_BYTES, "signature": "c2ln"}
+        reply["content"].insert(0, thinking)
+    elif fault == "sibling_model":
+        reply["model"] = f"{reply['model']}-mini"
     return reply
 
 

@@ -73,6 +73,9 @@ def test_api_deadline_s_bounds_a_request_and_its_retries(tmp_path):
     assert 2 <= len(api.log) < 40
 
 
+BILLED_UNREADABLE = ("choices_object", "content_text", "stop_number")  # unreadable, with counts that are real
+
+
 @pytest.mark.parametrize(
     "provider, fault, why",
     [
@@ -90,6 +93,14 @@ def test_api_deadline_s_bounds_a_request_and_its_retries(tmp_path):
         ("anthropic", "html", "not JSON"),
         ("anthropic", "event_stream", "not JSON"),
         ("anthropic", "server_tool", "content blocks warmstart cannot represent: server_tool_use"),
+        # bodies the SDKs hand over unchecked, which reading raised on (a crash of the stage, not an error record)
+        ("openai", "usage_list", "no token usage"),
+        ("openai", "choices_object", "a message warmstart cannot read"),
+        ("anthropic", "usage_list", "no token usage"),
+        ("anthropic", "content_text", "a message warmstart cannot read"),
+        ("anthropic", "stop_number", "a message warmstart cannot read"),
+        ("openai", "error_200", "a 200 whose body is an error (upstream provider returned 502)"),
+        ("anthropic", "error_200", "a 200 whose body is an error (upstream provider returned 502)"),
     ],
 )
 def test_an_odd_reply_is_asked_again_and_billed_only_where_its_usage_is_real(tmp_path, provider, fault, why):
@@ -99,7 +110,7 @@ def test_an_odd_reply_is_asked_again_and_billed_only_where_its_usage_is_real(tmp
         assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
         assert [u.tokens_in for u in trajectory.usage] == [20]  # the good reply's, whatever the odd one claimed
         # valid counts on a reply that was refused
-        billed_twice = fault in ("surrogates", "empty", "no_choices", "server_tool")
+        billed_twice = fault in ("surrogates", "empty", "no_choices", "server_tool", *BILLED_UNREADABLE)
         assert len(trajectory.rejected_usage) == int(billed_twice) and len(api.billed) == 1 + int(billed_twice)
         cache = tmp_path / "once" / "run" / "cache" / "responses.jsonl"
         assert len(cache.read_text().splitlines()) == 1  # the good reply only: a refused one is never cached
@@ -388,7 +399,10 @@ def test_a_stage_stopped_by_a_fatal_error_writes_and_bills_what_had_finished(tmp
     assert done["usd"] == pytest.approx(4 * (20 * 1.0 + 6 * 2.0) / 1e6)
 
 
-def test_ctrl_c_mid_call_writes_what_had_finished_and_a_rerun_pays_for_nothing_twice(tmp_path):
+# SIGTERM (a scheduler's stop, `docker stop`, `timeout`) as Ctrl-C: it killed the process at once, the
+# finished rollouts unwritten and the stage's spend unrecorded until a rerun.
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_mid_call_writes_what_had_finished_and_a_rerun_pays_for_nothing_twice(tmp_path, stop):
     prices = tmp_path / "prices.toml"
     prices.write_text(PRICES)
     with FakeAPI() as api:
@@ -408,13 +422,14 @@ def test_ctrl_c_mid_call_writes_what_had_finished_and_a_rerun_pays_for_nothing_t
                 assert proc.poll() is None, proc.stderr.read()
                 assert time.monotonic() < deadline, "the five replies never reached the client"
                 time.sleep(0.01)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
             assert proc.wait(timeout=60) == 130, proc.stderr.read()
         finally:
             proc.kill()
             api.released.set()
         out = tmp_path / "run" / "trajectories" / "teacher.jsonl"
         assert len(read_records(out, Trajectory)) == 5  # paid for, so written, though the call was stopped
+        assert stage_cost(tmp_path / "run")["requests"] == 5  # and the stopped stage's bill recorded
         generate.run(recipe)
         assert len(api.log) == 8 + 3
     records = read_records(out, Trajectory)
@@ -441,3 +456,92 @@ def test_under_a_dollar_cap_a_reply_without_a_bill_to_believe_counts_at_its_larg
     assert trajectory.error is None and not trajectory.rejected_usage
     largest = guard.largest_cost(*prompt_size(task.prompt, []), 32)
     assert guard.spent == pytest.approx(largest + (20 * 1.0 + 6 * 2.0) / 1e6)  # the unknown bill, then the real one
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_reasoning_far_longer_than_max_tokens_is_cut_flagged_and_never_cached(tmp_path, provider):
+    """Thinking is part of `max_tokens` at every provider: 3 MB of it in a 64-token reply is no more believable
+    than 3 MB of text, and was kept whole in the record and the cache."""
+    with FakeAPI() as api:
+        api.faults = ["huge_reasoning"]
+        recipe = recipe_for(tmp_path, api, "generate.max_new_tokens=64", train=2, provider=provider)
+        out = generate.run(recipe)
+    [oversized] = [r for r in read_records(out, Trajectory) if r.finish_reason == "oversized"]
+    message = oversized.messages[-1]
+    assert len((message.content or "").encode()) + len((message.reasoning or "").encode()) <= 64 * 32 + 1024
+    assert message.reasoning_signature is None  # the cut reasoning is no longer what was signed
+    assert out.stat().st_size < 20_000
+    assert (tmp_path / "run" / "cache" / "responses.jsonl").stat().st_size < 20_000
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_prompt_too_long_for_the_model_ends_its_rollout_not_the_stage(tmp_path, provider):
+    """A 400 for the context length is the request's own (a long task, a conversation grown over turns):
+    not retried, an error record, and the other rollouts go on. It stopped the whole stage."""
+    with FakeAPI() as api:
+        api.faults = ["too_long"]
+        trajectories = rollouts(recipe_for(tmp_path, api, "api.concurrency=1", provider=provider), n=3)
+    errors = [t.error for t in trajectories if t.error is not None]
+    assert len(errors) == 1 and "the request is too long for the model" in errors[0]
+    assert len(api.log) == 3  # asked once: retrying cannot make it fit
+
+
+def test_when_every_request_is_too_long_the_settings_are_at_fault_and_the_stage_stops(tmp_path):
+    """None ever answered: max_new_tokens over the model's context, say. Stopped after a few, not after
+    sending every request of the stage to be refused."""
+    with FakeAPI() as api:
+        api.faults = ["too_long"] * 50
+        with pytest.raises(WarmstartError, match="8 requests refused as too long and none answered"):
+            generate.run(recipe_for(tmp_path, api, "generate.concurrency=1", train=20))
+    assert len(api.log) == 8
+
+
+def test_a_sibling_model_is_warned_of_though_its_name_starts_with_the_one_asked_for(tmp_path, caplog):
+    with FakeAPI() as api, caplog.at_level(logging.WARNING, logger="warmstart.policies.api"):
+        api.faults = ["sibling_model"]
+        [trajectory] = rollouts(recipe_for(tmp_path, api))
+    assert trajectory.usage[0].model == "fake-model-mini"
+    assert any("'fake-model-mini' answered" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    "variable, proxy, why",
+    [
+        ("ALL_PROXY", "socks5://127.0.0.1:9", "socksio"),  # a SOCKS proxy without the package httpx needs for it
+        ("HTTP_PROXY", "proxy.internal:port", "Invalid port"),  # a malformed proxy URL
+        ("HTTP_PROXY", "http://127.0.0.1:9", "Connection refused"),  # a proxy that is down
+    ],
+)
+def test_a_proxy_from_the_environment_that_cannot_be_used_is_one_clear_error_naming_it(
+    tmp_path, monkeypatch, provider, variable, proxy, why
+):
+    """The first two were a traceback from httpx; the third said only "cannot reach" the server."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, proxy)
+    with FakeAPI() as api:
+        with pytest.raises(WarmstartError, match=f"through the proxy {re.escape(proxy)} .*{why}"):
+            rollouts(recipe_for(tmp_path, api, provider=provider))
+    assert api.log == []
+
+
+def test_connection_refused_says_why_the_server_could_not_be_reached(tmp_path):
+    with FakeAPI() as api:
+        recipe = recipe_for(tmp_path, api)
+    with pytest.raises(WarmstartError, match=r"cannot reach http://127\.0\.0\.1:\d+/v1 \(.*Connection refused\)"):
+        rollouts(recipe)  # the server is gone
+
+
+def test_the_judge_behind_another_port_is_the_same_judge(tmp_path):
+    """As for the teacher: the judge's URL is where it is reached, not what it is. Its port made a finished
+    stage "another config", refused outright."""
+
+    def recipe(judge: FakeAPI):
+        judge_spec = f"env.judge.policy='openai:fake-model@{judge.url}/v1'"
+        return recipe_for(tmp_path, teacher, judge_spec, "env.judge.rubric='a strict grader'", train=3)
+
+    with FakeAPI() as teacher, FakeAPI() as first, FakeAPI() as second:
+        generate.run(recipe(first))
+        generate.run(recipe(second))  # done: nothing asked of either
+        assert len(teacher.log) == 3 and len(first.log) == 3 and second.log == []

@@ -3,6 +3,8 @@ as one `error:` line naming the path, with no torn line left behind and a rerun 
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import resource
 import subprocess
@@ -11,9 +13,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from fake_api import FakeAPI
 from helpers import small_recipe, write_recipe_file
+from warmstart.errors import WarmstartError
+from warmstart.runs import directory, lock
+from warmstart.runs.directory import RunDir, recipe_when_worked
 from warmstart.runs.jsonl import read_records
+from warmstart.runs.lock import RunLock
 from warmstart.types import Trajectory
 
 
@@ -121,3 +129,42 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
     result = cli("generate", str(recipe_file))  # the kernel dropped the dead holder's lock
     assert result.returncode == 0, result.stderr[-2000:]
     assert len({r.key for r in read_records(out, Trajectory)}) == 3000
+
+
+def test_a_full_disk_when_the_lock_names_its_holder_neither_stops_the_stage_nor_drops_the_lock(tmp_path, monkeypatch):
+    """The pid in `.lock` is a courtesy to a refused process; the lock is the flock. Writing it on a full disk
+    was an `error: No space left on device` naming no file, the lock's descriptor left open (and locked)."""
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lock.os, "pwrite", full_disk)
+    held = RunLock(tmp_path)
+    held.acquire("generate:teacher")
+    with pytest.raises(WarmstartError, match="another warmstart process"):  # the lock is held all the same
+        RunLock(tmp_path).acquire("curate:train")
+    held.release()
+    RunLock(tmp_path).acquire("curate:train")
+
+
+def test_the_error_that_stopped_a_stage_is_said_not_one_met_while_recording_it(tmp_path, monkeypatch, caplog):
+    """On a full disk the record that could not be written stops the stage; recording the failed stage
+    (manifest.json) and the command's recipe.toml then fail too, and each replaced the error before it: the
+    one `error:` line named recipe.toml, not the file the disk refused."""
+    recipe = small_recipe(tmp_path / "run", train=4)
+    run_dir = RunDir(recipe)
+
+    def disk_full(path, *args):
+        raise WarmstartError(f"{path}: could not be written (No space left on device)")
+
+    record = f"{run_dir.trajectories('teacher')}: could not write a record (No space left on device)"
+    with pytest.raises(WarmstartError) as stopped, caplog.at_level(logging.WARNING):
+        with recipe_when_worked(recipe), run_dir.stage("generate:teacher", {}, [], []) as stage:
+            directory.write_json_atomic(run_dir.manifest_path, {"stages": {}, "claims": {}})  # the stage had begun
+            stage.summary["api_cost"] = {"usd": 0.0}
+            monkeypatch.setattr(directory, "write_json_atomic", disk_full)
+            monkeypatch.setattr(directory, "write_text_atomic", disk_full)
+            raise WarmstartError(record)
+    assert str(stopped.value) == record
+    said = [r.getMessage() for r in caplog.records]
+    assert any("manifest.json" in m for m in said) and any("recipe.toml" in m for m in said)  # said, as warnings

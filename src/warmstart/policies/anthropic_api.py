@@ -17,18 +17,20 @@ asked again, its usage billed.
 from __future__ import annotations
 
 import anthropic
-from pydantic import ValidationError
 
 from ..config import PolicySpec
 from ..errors import WarmstartError
-from ..types import Message, Sampling
+from ..types import Message, Sampling, Usage
 from .anthropic_format import from_anthropic, to_anthropic, usage_from_anthropic
 from .backend import (
     Capabilities,
     Reply,
     api_key,
     invalid_reply,
-    no_usage_reply,
+    make_client,
+    read_reply,
+    read_usage,
+    refuse_error_body,
     request_error,
     require_parsed,
     require_served,
@@ -72,15 +74,18 @@ class AnthropicBackend:
         check_model(base_url, key, spec.name, where)
         return cls(spec.name, base_url, key, timeout_s, thinking_tokens)
 
+    def _new_client(self) -> anthropic.AsyncAnthropic:
+        # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
+        http = async_http_client(anthropic, self.timeout_s, base_url=self.endpoint, verify=self.tls)
+        return anthropic.AsyncAnthropic(
+            base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http
+        )
+
     async def complete(
         self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int
     ) -> Reply:
         if self.client is None:
-            # The SDK's default HTTP client (its connection limits, redirects, timeout), with the TLS settings made once.
-            http = async_http_client(anthropic, self.timeout_s, base_url=self.endpoint, verify=self.tls)
-            self.client = anthropic.AsyncAnthropic(
-                base_url=self.endpoint, api_key=self.key, max_retries=0, timeout=self.timeout_s, http_client=http
-            )
+            self.client = make_client(self._new_client, self.endpoint, f"{self.provider}:{self.model}")
         system, turns = to_anthropic(messages)
         options: dict = {"system": system} if system else {}
         if tools:
@@ -94,16 +99,10 @@ class AnthropicBackend:
         except (anthropic.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, anthropic) from None
         require_parsed(response, anthropic.types.Message)
-        usage = usage_from_anthropic(response.usage, response.model if isinstance(response.model, str) else None)
-        if usage is None:  # the cost would be unknown, not 0
-            raise no_usage_reply()
-        try:
-            message, finish = from_anthropic(list(response.content or []), response.stop_reason)
-        except WarmstartError as exc:  # blocks the canonical Message cannot hold (server tools): the teacher may
-            raise invalid_reply(str(exc), usage) from None  # answer without them when asked again
-        except (ValidationError, TypeError, AttributeError, KeyError) as exc:  # e.g. a block missing a field
-            raise invalid_reply(f"a message warmstart cannot read ({type(exc).__name__})", usage) from None
-        return Reply(message=message, usage=usage, finish_reason=finish)
+        refuse_error_body(response)
+        model = getattr(response, "model", None)
+        usage = read_usage(lambda: usage_from_anthropic(response.usage, model if isinstance(model, str) else None))
+        return read_reply(lambda: reply_of(response, usage), usage)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -111,13 +110,24 @@ class AnthropicBackend:
             self.client = None
 
 
+def reply_of(response, usage: Usage) -> Reply:
+    """The Reply of a parsed message; `backend.read_reply` refuses one it cannot read (a block missing a field)."""
+    try:
+        message, finish = from_anthropic(list(response.content or []), response.stop_reason)
+    except WarmstartError as exc:  # blocks the canonical Message cannot hold (server tools): the teacher may
+        raise invalid_reply(str(exc), usage) from None  # answer without them when asked again
+    return Reply(message=message, usage=usage, finish_reason=finish)
+
+
 def check_model(base_url: str, key: str, model: str, where: str) -> None:
-    served = served_models(
-        anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, http_client=http_client(anthropic, 15.0)),
-        anthropic,
+    client = make_client(
+        lambda: anthropic.Anthropic(
+            base_url=base_url, api_key=key, max_retries=0, http_client=http_client(anthropic, 15.0)
+        ),
         base_url,
         where,
     )
+    served = served_models(client, anthropic, base_url, where)
     if model.endswith("-latest"):
         return
     # Aliases ("claude-sonnet-4-5") name dated ids ("claude-sonnet-4-5-20250929").

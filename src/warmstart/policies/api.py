@@ -7,8 +7,9 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
 - concurrency: asyncio, at most `api.concurrency` requests in flight;
 - limits and retries: `limits.py` (RPM / TPM windows, backoff with jitter honouring Retry-After up to
   `api.max_retry_after_s`; no retry on errors retrying cannot fix, which stop the stage with a clear
-  error). Every wait is bounded: a request, its retries included, gives up at `api.deadline_s` (by
-  default the retry policy's own worst case, `ApiSettings.worst_case_s`);
+  error, but for a request too long for the model, whose rollout alone ends in an error). Every wait is
+  bounded: a request, its retries included, gives up at `api.deadline_s` (by default the retry policy's
+  own worst case, `ApiSettings.worst_case_s`);
 - replies are checked before use (`reply_problem`): text that is not Unicode (lone surrogates), an empty
   reply (but for one cut by the token limit, kept as cut) are refused and asked again, with another seed
   (a server that honours seeds answers the same seed the same unusable way, each try billed), and the
@@ -48,6 +49,7 @@ from functools import cached_property
 from ..errors import WarmstartError
 from ..lm.toolcalls import tool_results
 from ..runs.budget import BudgetExhausted, BudgetGuard
+from ..runs.costs import SNAPSHOT_SUFFIX
 from ..types import Message, Provenance, Request, Sampling, Trajectory, Usage
 from .backend import Backend, Reply, RequestError
 from .cache import ResponseCache
@@ -56,6 +58,7 @@ from .reasoning_tags import split_reasoning_tags
 
 log = logging.getLogger(__name__)
 CACHEABLE = {"stop", "tool_calls"}  # finish reasons of a complete, usable reply
+TOO_LONG_BEFORE_STOP = 8  # requests refused as too long, none ever answered: the settings', not a prompt's
 NOT_SENT = "not sent (budget)"  # the error of a rollout the dollar cap stopped: asked again by a rerun
 
 
@@ -86,6 +89,8 @@ class RequestTally:
     retried: int = 0  # failures that were asked again
     rejected: int = 0  # replies refused as unusable (their usage is billed: see rejected_usage)
     cache_hits: int = 0  # turns answered from the response cache: nothing sent
+    answered: int = 0  # requests whose reply was usable
+    too_long: int = 0  # requests refused as too long for the model (each ends its rollout)
     worst_case_s: float = 0.0  # the longest one request may take
 
     def summary(self) -> dict:
@@ -143,14 +148,44 @@ def billable(usage: Usage | None, ask: Ask) -> Usage | None:
 
 def flag_oversized(reply: Reply, sampling: Sampling) -> Reply:
     """A reply longer than `max_new_tokens` allows, cut to that bound and flagged `oversized` (not cached,
-    dropped by curate); any other reply as it is."""
+    dropped by curate); any other reply as it is. What is measured is everything the model wrote, as the
+    limit counts it: text, reasoning (thinking is part of `max_tokens` at every provider) and tool calls."""
     limit = sampling.max_new_tokens * MAX_BYTES_PER_TOKEN + 1024
-    text = reply.message.content or ""
     too_many_tokens = reply.usage.tokens_out > sampling.max_new_tokens * 1.1 + 16
-    if len(text) <= limit and not too_many_tokens and len(text.encode()) <= limit:
+    if not too_many_tokens and not too_long(written_parts(reply.message), limit):
         return reply
-    cut = reply.message.model_copy(update={"content": text.encode()[:limit].decode(errors="ignore")})
-    return reply.model_copy(update={"message": cut, "finish_reason": "oversized", "logprobs": None})
+    return reply.model_copy(
+        update={"message": cut_message(reply.message, limit), "finish_reason": "oversized", "logprobs": None}
+    )
+
+
+def written_parts(message: Message) -> list[str]:
+    """The texts of a reply's message that its output tokens pay for."""
+    calls = [part for c in message.tool_calls or [] for part in (c.id, c.function.name, c.function.arguments)]
+    return [message.content or "", message.reasoning or "", message.reasoning_signature or "", *calls]
+
+
+def too_long(parts: list[str], limit: int) -> bool:
+    chars = sum(map(len, parts))  # encoded only where it could matter: a reply's bytes are up to 4 per character
+    return chars > limit or (4 * chars > limit and sum(len(p.encode()) for p in parts) > limit)
+
+
+def cut_message(message: Message, limit: int) -> Message:
+    """`message` within `limit` bytes: its text first, then its reasoning; a reasoning signature no longer
+    matching the cut reasoning, and tool calls that do not fit, are left out (the record is dropped by curate
+    and never sent back)."""
+    content = cut_to(message.content or "", limit)
+    reasoning = cut_to(message.reasoning or "", limit - len(content.encode())) or None
+    cut = message.model_copy(update={"content": content, "reasoning": reasoning})
+    if reasoning != message.reasoning:
+        cut.reasoning_signature = None
+    if too_long(written_parts(cut), limit):
+        cut = cut.model_copy(update={"reasoning_signature": None, "tool_calls": None})
+    return cut
+
+
+def cut_to(text: str, limit: int) -> str:
+    return text if len(text) * 4 <= limit else text.encode()[: max(0, limit)].decode(errors="ignore")
 
 
 class APIPolicy:
@@ -271,7 +306,8 @@ class APIPolicy:
                     self.cache.put(key, reply)  # written (a kill cannot lose it) before it is used
                 return reply
             if not failure.retry:
-                raise WarmstartError(f"{self.spec}: {failure.message}")
+                self._stop_unless_this_request_only(failure)
+                raise RequestError(failure)
             if attempt == self.settings.max_retries:
                 raise RequestError(Failure(False, f"{failure.message} (after {attempt} retries)"))
             if failure.answered:  # the same seed would draw the same unusable reply (module docstring)
@@ -279,6 +315,21 @@ class APIPolicy:
             rng = rng or random.Random(key)
             await self._wait_to_retry(attempt, failure, rng, ask.deadline)  # set by the first try
         raise AssertionError("unreachable")
+
+    def _stop_unless_this_request_only(self, failure: Failure) -> None:
+        """A failure retrying cannot fix stops the call (a key, a quota), unless it is this request's alone
+        (too long for the model), as long as some request of the policy was ever answered: when none was after
+        `TOO_LONG_BEFORE_STOP` such failures, they are the settings' (max_new_tokens over the model's context),
+        and the stage stops rather than send every request to be refused."""
+        tally = self.request_tally
+        if not failure.this_request_only:
+            raise WarmstartError(f"{self.spec}: {failure.message}")
+        tally.too_long += 1
+        if not (tally.answered or tally.cache_hits) and tally.too_long >= TOO_LONG_BEFORE_STOP:
+            raise WarmstartError(
+                f"{self.spec}: {failure.message} ({tally.too_long} requests refused as too long and none answered: "
+                "is generate.max_new_tokens more than the model's context allows?)"
+            )
 
     async def _wait_to_retry(self, attempt: int, failure: Failure, rng: random.Random, deadline: float) -> None:
         cap = self.settings.max_retry_after_s
@@ -359,6 +410,7 @@ class APIPolicy:
             failure = self._failed(Failure(True, f"invalid reply: {problem}", answered=True), billed, rejected)
             return Sent(None, failure, billed, bill_known=billed is not None)
         self._note_served_model(reply.usage.model)
+        self.request_tally.answered += 1
         return Sent(split_reasoning_tags(flag_oversized(reply, ask.sampling)), None, billed)
 
     def _failed(self, failure: Failure, billed: Usage | None, rejected: list[Usage]) -> Failure:
@@ -369,11 +421,18 @@ class APIPolicy:
 
     def _note_served_model(self, served: str | None) -> None:
         """Warn, once per model, of a reply served by a model other than the one asked for (a dated
-        snapshot of it, `gpt-4o-2024-08-06` for `gpt-4o`, is the same model)."""
-        if served is None or served.startswith(self.backend.model) or served in self.served_elsewhere:
+        snapshot of it, `gpt-4o-2024-08-06` for `gpt-4o`, is the same model; `gpt-4o-mini` is not)."""
+        if served is None or same_model(served, self.backend.model) or served in self.served_elsewhere:
             return
         self.served_elsewhere.add(served)
         log.warning("%s: the server says %r answered; its replies are priced as %r", self.spec, served, served)
+
+
+def same_model(served: str, asked: str) -> bool:
+    """Whether the model a server says answered is the one asked for, or a dated snapshot of it (the rule
+    prices follow: `runs.costs.SNAPSHOT_SUFFIX`); an alias ending in "-latest" names its snapshots too."""
+    base = asked.removesuffix("-latest")
+    return served == asked or (served.startswith(base) and SNAPSHOT_SUFFIX.fullmatch(served[len(base) :]) is not None)
 
 
 def finished_rollouts(stop: BaseException | None) -> list[Trajectory]:

@@ -9,11 +9,13 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import httpx2
+from pydantic import ValidationError
 
 from ..errors import WarmstartError, first_line
 from ..types import Message, Record, Sampling, Usage
@@ -63,6 +65,44 @@ def require_parsed(response, expected: type) -> None:
     (an HTML error page from a proxy, an event stream) as its text, not as `expected`."""
     if not isinstance(response, expected):
         raise invalid_reply(f"a body that is not JSON ({type(response).__name__} instead of {expected.__name__})")
+
+
+# A 200's body is the server's to get wrong in any way JSON allows (usage that is a list, choices that are
+# an object, a stop reason that is a number): the SDKs build their types from it without checking, so
+# reading it can raise any of these. None of them may stop a stage: such a body is an unusable reply.
+UNREADABLE = (ValidationError, TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
+def read_usage(read) -> Usage:
+    """The usage `read()` takes from a parsed reply; a reply without counts warmstart can read is refused
+    (`no_usage_reply`)."""
+    try:
+        usage = read()
+    except UNREADABLE:
+        usage = None
+    if usage is None:  # the cost would be unknown, not 0
+        raise no_usage_reply()
+    return usage
+
+
+def read_reply(read, usage: Usage) -> Reply:
+    """The Reply `read()` makes of a parsed reply; one it cannot read is refused, its usage billed."""
+    try:
+        return read()
+    except UNREADABLE as exc:  # e.g. a tool call without a name, content that is not text
+        raise invalid_reply(f"a message warmstart cannot read ({type(exc).__name__})", usage) from None
+
+
+def refuse_error_body(response) -> None:
+    """Refuse a 200 whose body is an error object (`{"error": {...}}`, Anthropic's `{"type": "error"}`), as
+    some proxies and aggregators send a failure upstream, saying what the server said: without this it
+    reads as a reply with no usage."""
+    extra = getattr(response, "model_extra", None) or {}
+    error = extra.get("error")
+    if not error and getattr(response, "type", None) != "error":
+        return
+    said = error.get("message") if isinstance(error, dict) else error
+    raise invalid_reply(f"a 200 whose body is an error ({first_line(said if said is not None else 'no message')})")
 
 
 def whole_count(value) -> int | None:
@@ -160,7 +200,7 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
     except (ReplyTooLarge, sdk.APIConnectionError) as exc:
         if too_large := reply_too_large(exc):
             raise WarmstartError(f"{where}: {base_url}: {too_large}") from None
-        raise WarmstartError(f"{where}: cannot reach {base_url}") from None
+        raise WarmstartError(f"{where}: cannot reach {base_url}{through(base_url)} ({root_cause(exc)})") from None
     except sdk.AuthenticationError:
         raise WarmstartError(f"{where}: {base_url} rejected the API key") from None
     except sdk.APIStatusError as exc:
@@ -172,6 +212,43 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
         raise WarmstartError(f"{where}: {said}") from None
     except AttributeError:  # the SDKs hand over a body that is not JSON as text, which no page can be made of
         raise WarmstartError(f"{where}: {base_url} answered the model list with something that is not JSON") from None
+
+
+def root_cause(exc: BaseException) -> str:
+    """What the innermost exception behind `exc` says ("[Errno -2] Name or service not known", "[Errno 111]
+    Connection refused", a certificate that does not verify): an SDK's "Connection error." does not tell a
+    mistyped host from a server that is down."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return first_line(exc) or type(exc).__name__
+
+
+def env_proxy(base_url: str) -> str | None:
+    """The proxy the environment routes `base_url` through, as httpx reads it (HTTP_PROXY, HTTPS_PROXY,
+    ALL_PROXY, NO_PROXY), or None: a proxy that is down reads as the server being unreachable, and an error
+    that does not name it sends the user looking at the server."""
+    parsed = urlparse(base_url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parsed.hostname or "", proxies):
+        return None
+    return proxy
+
+
+def through(base_url: str) -> str:
+    proxy = env_proxy(base_url)
+    return f" through the proxy {proxy} (from the environment)" if proxy else ""
+
+
+def make_client(make, base_url: str, where: str):
+    """`make()`'s SDK client. httpx reads the proxy settings of the environment as it makes one: a proxy it
+    cannot use (SOCKS without the socksio package, a malformed URL) is one clear error, not a traceback."""
+    try:
+        return make()
+    except (ImportError, ValueError, httpx2.InvalidURL) as exc:
+        raise WarmstartError(
+            f"{where}: cannot make an HTTP client for {base_url}{through(base_url)}: {first_line(exc)}"
+        ) from None
 
 
 def within(seconds: float, call):

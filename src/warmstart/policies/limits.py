@@ -10,7 +10,9 @@ Retry policy: connection errors, timeouts, 408/409/5xx/529, rate-limit 429s and 
 used are retried with exponential backoff and full jitter, waiting at least what `Retry-After` asks, up
 to `api.max_retry_after_s`. 400/401/403/404/422 and a
 429 that says a spend or quota limit was reached are not: retrying cannot fix them and may cost money,
-so the stage stops with the provider's message.
+so the stage stops with the provider's message. But for a request too long for the model (a prompt over
+its context window, a 413): that is the request's own fault, not the stage's, so its rollout ends in an
+error and the others go on (a multi-turn rollout's conversation grows until one does not fit).
 
 A spend-limit 429 is told from a rate-limit one by the error's code or type where it is one that says
 which (`insufficient_quota`, `billing_hard_limit_reached`, `billing_not_active` / `rate_limit_exceeded`,
@@ -44,12 +46,35 @@ URL = re.compile(r"\w+://\S+")
 MAX_BACKOFF_S = 60.0
 
 
+# A request too long for the model: its prompt (or prompt + max_tokens) over the context window, or a body
+# over the server's size limit. By the error's code where the server gives one (OpenAI's, llama.cpp's,
+# Anthropic's 413), else by its words (vLLM, SGLang, TGI, Anthropic's "prompt is too long").
+TOO_LONG_CODES = {
+    "context_length_exceeded",
+    "exceed_context_size_error",
+    "string_above_max_length",
+    "request_too_large",
+}
+TOO_LONG_PHRASES = (
+    "context length",
+    "context window",
+    "context size",
+    "context limit",
+    "prompt is too long",
+    "input is too long",
+    "too many input tokens",
+)
+
+
 @dataclass
 class Failure:
     retry: bool
     message: str
     retry_after: float | None = None  # seconds the server asked for
     answered: bool = False  # the server did answer, unusably: the next try asks with another seed
+    # Not retried, but this request's alone (too long for the model): its rollout ends in an error and the
+    # stage goes on, where any other failure retrying cannot fix (a key, a quota) stops it.
+    this_request_only: bool = False
 
 
 def classify(status: int | None, body: str, headers: dict[str, str] | None, message: str) -> Failure:
@@ -61,7 +86,22 @@ def classify(status: int | None, body: str, headers: dict[str, str] | None, mess
         return Failure(False, f"HTTP 429, a spend or quota limit was reached: {message}")
     if status in RETRYABLE_STATUS:
         return Failure(True, f"HTTP {status}: {message}", wait)
+    if status in (400, 413, 422) and is_too_long(status, body, message):
+        return Failure(
+            False, f"HTTP {status}, the request is too long for the model: {message}", this_request_only=True
+        )
     return Failure(False, f"HTTP {status}: {message}")
+
+
+def is_too_long(status: int, body: str, message: str) -> bool:
+    """Whether a 4xx says the request is too long for the model (`TOO_LONG_CODES`, `TOO_LONG_PHRASES`)."""
+    error = error_object(body)
+    codes = {str(error.get(field)) for field in ("code", "type")}
+    if status == 413 or codes & TOO_LONG_CODES:
+        return True
+    said = error.get("message")
+    text = (said if isinstance(said, str) else message).lower()
+    return any(phrase in text for phrase in TOO_LONG_PHRASES)
 
 
 def is_spend_limit(body: str) -> bool:

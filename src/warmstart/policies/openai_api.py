@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import openai
 from openai.types.chat import ChatCompletion
-from pydantic import ValidationError
 
 from ..config import PolicySpec
 from ..types import Message, Sampling, ToolCall, ToolFunction, Usage
@@ -24,7 +23,10 @@ from .backend import (
     Reply,
     api_key,
     invalid_reply,
-    no_usage_reply,
+    make_client,
+    read_reply,
+    read_usage,
+    refuse_error_body,
     request_error,
     require_parsed,
     require_served,
@@ -39,12 +41,12 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 def check_endpoint(base_url: str, key: str, model: str, where: str) -> None:
     """Fail before spending anything when the server is unreachable, the key is bad or the model unknown."""
-    served = served_models(
-        openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, http_client=http_client(openai, 15.0)),
-        openai,
+    client = make_client(
+        lambda: openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, http_client=http_client(openai, 15.0)),
         base_url,
         where,
     )
+    served = served_models(client, openai, base_url, where)
     require_served(model, served, lambda wanted, name: wanted == name, base_url, where)
 
 
@@ -71,6 +73,12 @@ def usage_from_openai(usage, model: str | None) -> Usage | None:
     details = getattr(usage, "prompt_tokens_details", None)
     cached = whole_count(getattr(details, "cached_tokens", None)) or 0
     return Usage(tokens_in=tokens_in, tokens_out=tokens_out, tokens_cached=cached, model=model)
+
+
+def served_model(response) -> str | None:
+    """The model the server says answered, where it names one."""
+    model = getattr(response, "model", None)
+    return model if isinstance(model, str) else None
 
 
 def from_openai(choice, usage: Usage) -> Reply:
@@ -149,7 +157,7 @@ class OpenAIBackend:
         self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int
     ) -> Reply:
         if self.client is None:
-            self.client = self._new_client()
+            self.client = make_client(self._new_client, self.endpoint, f"{self.provider}:{self.model}")
         options: dict = {"tools": tools} if tools else {}
         if seed is not None:
             options["seed"] = seed
@@ -167,15 +175,12 @@ class OpenAIBackend:
         except (openai.APIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise request_error(exc, openai) from None
         require_parsed(response, ChatCompletion)
-        usage = usage_from_openai(response.usage, response.model if isinstance(response.model, str) else None)
-        if usage is None:  # the cost would be unknown, not 0
-            raise no_usage_reply()
-        if not response.choices:
+        refuse_error_body(response)
+        usage = read_usage(lambda: usage_from_openai(response.usage, served_model(response)))
+        choices = read_reply(lambda: list(response.choices or []), usage)
+        if not choices:
             raise invalid_reply("no choices", usage)
-        try:
-            return from_openai(response.choices[0], usage)
-        except (ValidationError, TypeError, AttributeError) as exc:  # e.g. a tool call without a name
-            raise invalid_reply(f"a message warmstart cannot read ({type(exc).__name__})", usage) from None
+        return read_reply(lambda: from_openai(choices[0], usage), usage)
 
     async def close(self) -> None:
         if self.client is not None:

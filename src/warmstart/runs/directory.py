@@ -200,14 +200,23 @@ class Stage:
             if exc_type is None and not self.done:
                 self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, self.summary)
             elif exc_type is not None and self.summary:
-                failed = {
-                    **self.summary,
-                    "status": "failed",
-                    "error": str(exc).splitlines()[0] if str(exc) else exc_type.__name__,
-                }
-                self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
+                self._record_failed(exc_type, exc)
         finally:
             self.lock.release()
+
+    def _record_failed(self, exc_type, exc) -> None:
+        """Record the failed stage's summary, where the disk lets us: the error that stopped the stage (a full
+        disk's, naming the file it could not write) is the one the user must see, not a second one met while
+        recording it."""
+        failed = {
+            **self.summary,
+            "status": "failed",
+            "error": str(exc).splitlines()[0] if str(exc) else exc_type.__name__,
+        }
+        try:
+            self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
+        except (WarmstartError, OSError) as also:
+            log.warning("%s: could not record the failed stage: %s", self.name, also)
 
 
 @contextmanager
@@ -219,9 +228,19 @@ def recipe_when_worked(recipe: Recipe) -> Iterator[None]:
     before = manifest_bytes(run_dir)
     try:
         yield
-    finally:
-        if os.environ.get("RANK", "0") == "0" and manifest_bytes(run_dir) != before:  # torchrun: the main one writes
-            run_dir.write_recipe()
+    except BaseException:
+        # The command's own error is the one to say: a recipe that cannot be written too (a full disk) is a warning.
+        try:
+            write_recipe_if_worked(run_dir, before)
+        except (WarmstartError, OSError) as also:
+            log.warning("%s: %s", run_dir.root / "recipe.toml", also)
+        raise
+    write_recipe_if_worked(run_dir, before)
+
+
+def write_recipe_if_worked(run_dir: RunDir, manifest_before: bytes | None) -> None:
+    if os.environ.get("RANK", "0") == "0" and manifest_bytes(run_dir) != manifest_before:  # torchrun: the main one
+        run_dir.write_recipe()
 
 
 def manifest_bytes(run_dir: RunDir) -> bytes | None:

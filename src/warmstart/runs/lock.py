@@ -34,11 +34,23 @@ class RunLock:
                 f"{stage}: another warmstart process (pid {holder}) is running a stage in {self.path.parent}; "
                 "wait for it to finish, or give this run another run.dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a file system without locks (ENOLCK): no stage may run unguarded
+            os.close(fd)
+            raise WarmstartError(f"{self.path}: cannot lock the run directory ({exc.strerror})") from None
         self.fd = fd
+        write_holder(fd)
 
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the lock
             self.fd = None
+
+
+def write_holder(fd: int) -> None:
+    """Our pid in the lock file, for a refused process to name. Only a courtesy: the lock is the flock, so a
+    write the disk refuses (full) leaves the stage running with the lock held, and the holder unnamed."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass

@@ -10,6 +10,8 @@ still writes every file.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,18 +36,26 @@ log = logging.getLogger(__name__)
 
 def stage_config(recipe: Recipe) -> tuple[dict, list[Path]]:
     """What decides the answers: the config (not its batching, error tolerance or dollar cap: a rerun with a
-    higher cap continues the same job), the teacher by backend and model (not by its URL: the same server on
-    another port is the same teacher), and the task file."""
+    higher cap continues the same job), the teacher and the environment's judge by backend and model (not by
+    their URLs: the same server on another port is the same model), and the task file."""
     generate = recipe.generate.model_dump(exclude={"concurrency", "max_error_rate", "budget_usd", "require_logprobs"})
-    teacher = recipe.generate.teacher
-    generate["teacher"] = f"{teacher.kind}:{teacher.name}" if teacher.base_url else str(teacher)
+    generate["teacher"] = policy_identity(recipe.generate.teacher)
+    env = recipe.env.model_dump()
+    if recipe.env.judge is not None:
+        env["judge"]["policy"] = policy_identity(recipe.env.judge.policy)
     config = {
         "generate": generate,
-        "env": recipe.env.model_dump(),
+        "env": env,
         "tasks": recipe.tasks.model_dump(exclude={"eval", "eval_file"}),
         "seed": recipe.run.seed,
     }
     return config, [Path(recipe.tasks.train_file)] if recipe.tasks.train_file else []
+
+
+def policy_identity(spec) -> str:
+    """A policy as a fingerprint names it: an API model by its backend and model, without the URL it is
+    reached at (kept on each record's provenance and in the response cache's key)."""
+    return f"{spec.kind}:{spec.name}" if spec.base_url else str(spec)
 
 
 def run(recipe: Recipe, pilot_only: bool = False) -> Path:
@@ -56,9 +66,12 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
     cluster.connect(recipe)  # an unreachable cluster fails here, before the stage writes anything
     out = run_dir.trajectories(cfg.output)
     # Done only with no rollout ended in an error: a rerun asks for exactly those again.
-    with run_dir.stage(
-        f"generate:{cfg.output}", *stage_config(recipe), [out], lambda entry: not entry.get("errors")
-    ) as stage:
+    with (
+        sigterm_as_interrupt(),
+        run_dir.stage(
+            f"generate:{cfg.output}", *stage_config(recipe), [out], lambda entry: not entry.get("errors")
+        ) as stage,
+    ):
         if stage.done:
             if pilot_only:
                 raise WarmstartError(f"{stage.name} is already done: what it cost is in {run_dir.root}/costs.json")
@@ -103,6 +116,31 @@ def check_done_logprobs(recipe: Recipe, stage: str, out: Path) -> None:
     if recipe.generate.require_logprobs:
         raise WarmstartError(said)
     log.warning(said)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler's stop, `docker stop`, `kill`, `timeout`) handled as Ctrl-C while the stage runs:
+    the rollouts that had finished are written and the spend recorded (`Job.answer`, `billing_if_stopped`).
+    Python's default for SIGTERM is to die at once, leaving replies paid for and never written. Where
+    SIGINT is ignored (a background job of a shell), SIGTERM keeps its default: it must still end the process.
+    Signals reach only the main thread; elsewhere nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt_on_sigterm(signum, frame) -> None:
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+        return
+    signal.raise_signal(signal.SIGINT)  # to whichever handler has SIGINT now: asyncio's, or Python's
 
 
 @contextmanager
