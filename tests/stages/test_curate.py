@@ -282,3 +282,27 @@ def test_bad_benchmark_files_are_one_error_line(tmp_path, content, needle):
     assert len(errors) == 1 and needle.format(bench=bench) in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (Path(recipe.run.dir) / "curated" / "train.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("finish", "dropped"),
+    [
+        ("stop", None),
+        (None, None),
+        ("turns", None),
+        ("length", "truncated"),
+        ("abort", "unfinished (finish reason 'abort')"),  # vLLM's, for a request it stopped
+        ("pause_turn", "unfinished (finish reason 'pause_turn')"),  # Anthropic's, for a turn it will go on with
+        ("unknown", "unfinished (finish reason 'unknown')"),  # a reply that named no finish reason
+    ],
+)
+def test_a_reply_that_ended_for_a_reason_curate_does_not_know_as_complete_is_dropped(finish, dropped):
+    trajectory = Trajectory(
+        task_id="t",
+        policy="teacher",
+        messages=[Message(role="user", content="2+2?"), Message(role="assistant", content="Answer: 4")],
+        verdict=Verdict(reward=1.0, passed=True),
+        provenance=Provenance(provider="openai", model="m", created=0.0),
+        finish_reason=finish,
+    )
+    assert curate.drop_reason(trajectory, require_passed=True) == dropped

@@ -50,6 +50,10 @@ FLAGGED_FINISH = {
     "content_filter": "content filtered",
     "oversized": "oversized (longer than max_new_tokens allows)",
 }
+# How a usable reply ends: its end of turn, or an episode's turn limit (whose last turn the verifier judges).
+# Anything else a server may say (vLLM's "abort" or "error", Anthropic's "pause_turn", "unknown" for a reply
+# that named none) is a reply cut short for a reason of the server's: never training data.
+COMPLETE_FINISH = {None, "stop", "turns"}
 
 
 def drop_reason(t: Trajectory, require_passed: bool) -> str | None:
@@ -58,6 +62,8 @@ def drop_reason(t: Trajectory, require_passed: bool) -> str | None:
     flagged = FLAGGED_FINISH.get(t.finish_reason or "")
     if flagged:
         return flagged
+    if t.finish_reason not in COMPLETE_FINISH:
+        return f"unfinished (finish reason {t.finish_reason!r})"
     if t.verdict is None:  # kept where verification is not asked for (data of one's own may have no verdicts)
         return "not verified" if require_passed else None
     if t.verdict.infra_error is not None:
