@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from warmstart import cli
-from warmstart.config import PolicySpec, Recipe, load_recipe, parse_override, recipe_toml, with_section
+from warmstart.config import FINGERPRINT, PolicySpec, Recipe, load_recipe, parse_override, recipe_toml, with_section
 from warmstart.errors import WarmstartError
 from warmstart.types import Message, Provenance, Trajectory
 
@@ -513,3 +513,30 @@ def test_grpo_settings_that_would_do_nothing_are_refused(overrides, why):
         load_recipe(None, overrides)
     with_teacher = load_recipe(None, ["grpo.teacher='run:teacher-model'", "grpo.reward_weight=0"])
     assert with_teacher.grpo.reward_weight == 0.0
+
+
+def test_a_fingerprint_names_api_policies_by_backend_and_model_not_by_their_url():
+    """Every stage's fingerprint dumps its sections with FINGERPRINT: the same server on another port (a
+    `warmstart serve --port 0`, a restarted vLLM) is the same model, in every policy field of every
+    section, while the recipe written back keeps each URL."""
+    url = "http://127.0.0.1:{port}/v1"
+    policies = {
+        "generate.teacher": "openai:t@{url}",
+        "env.judge.policy": "anthropic:j@{url}",
+        "curate.student": "openai:s@{url}",
+        "sft.teacher": "openai:k@{url}",
+        "grpo.teacher": "openai:g@{url}",
+        "eval.policies.api": "openai:e@{url}",
+    }
+
+    def recipe(port: int) -> Recipe:
+        where = url.format(port=port)
+        return load_recipe(None, [f"{key}={value.format(url=where)}" for key, value in policies.items()])
+
+    first, second = recipe(8001), recipe(9002)
+    for section in ("generate", "env", "curate", "sft", "grpo", "eval"):
+        dumped = getattr(first, section).model_dump(context=FINGERPRINT)
+        assert dumped == getattr(second, section).model_dump(context=FINGERPRINT), section
+        assert "127.0.0.1" not in repr(dumped), section
+    assert first.generate.model_dump()["teacher"] == "openai:t@http://127.0.0.1:8001/v1"
+    assert "127.0.0.1:8001" in recipe_toml(first)

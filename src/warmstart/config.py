@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    SerializationInfo,
     ValidationError,
     field_validator,
     model_validator,
@@ -146,6 +147,13 @@ class PolicySpec:
     def is_local_model(self) -> bool:
         return self.kind == "hf"
 
+    @property
+    def identity(self) -> str:
+        """The policy as a stage's fingerprint names it: an API model by its backend and model, without the
+        URL it is reached at (the same server on another port is the same model; records keep the URL in
+        their provenance, the response cache in its key); anything else as written."""
+        return f"{self.kind}:{self.name}" if self.base_url else self.text
+
     def __str__(self) -> str:
         return self.text
 
@@ -167,8 +175,16 @@ def model_or_policy(value: Any) -> PolicySpec:
 
 
 # In a recipe a policy is its string: parsed when the recipe loads, written back (model_dump, TOML) as written.
-PolicyField = Annotated[PolicySpec, PlainValidator(PolicySpec.validate), PlainSerializer(str, return_type=str)]
-ModelSpec = Annotated[PolicySpec, PlainValidator(model_or_policy), PlainSerializer(str, return_type=str)]
+FINGERPRINT = {"fingerprint": True}  # `model_dump(context=FINGERPRINT)`: a section as a stage's fingerprint holds it
+
+
+def policy_text(spec: PolicySpec, info: SerializationInfo) -> str:
+    """A policy in a dumped section: as written, or its `identity` in a fingerprint's dump."""
+    return spec.identity if (info.context or {}).get("fingerprint") else str(spec)
+
+
+PolicyField = Annotated[PolicySpec, PlainValidator(PolicySpec.validate), PlainSerializer(policy_text, return_type=str)]
+ModelSpec = Annotated[PolicySpec, PlainValidator(model_or_policy), PlainSerializer(policy_text, return_type=str)]
 
 
 class Section(BaseModel):

@@ -545,3 +545,29 @@ def test_the_judge_behind_another_port_is_the_same_judge(tmp_path):
         generate.run(recipe(first))
         generate.run(recipe(second))  # done: nothing asked of either
         assert len(teacher.log) == 3 and len(first.log) == 3 and second.log == []
+
+
+def test_an_api_policy_behind_another_port_is_the_same_in_curate_and_eval(tmp_path):
+    """The judge's and an evaluated API model's URL, like the teacher's, are where they are reached: a port
+    of their own made a finished curate or eval stage "another config", refused outright."""
+    from warmstart.stages import evaluate
+
+    def recipe(judge: FakeAPI, model: FakeAPI):
+        return recipe_for(
+            tmp_path,
+            teacher,
+            f"env.judge.policy='openai:fake-model@{judge.url}/v1'",
+            f"eval.policies={{api = 'openai:fake-model@{model.url}/v1'}}",
+            "eval.k=1",
+            "tasks.eval=2",
+            train=3,
+        )
+
+    with FakeAPI() as teacher, FakeAPI() as judge, FakeAPI() as model, FakeAPI() as judge2, FakeAPI() as model2:
+        generate.run(recipe(judge, model))
+        curate.run(recipe(judge, model))
+        evaluate.run(recipe(judge, model))
+        asked = len(judge.log), len(model.log)
+        curate.run(recipe(judge2, model2))  # done: nothing asked of either
+        evaluate.run(recipe(judge2, model2))
+        assert (len(judge.log), len(model.log)) == asked and judge2.log == [] and model2.log == []

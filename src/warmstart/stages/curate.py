@@ -20,7 +20,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from ..config import CurateConfig, Recipe
+from ..config import FINGERPRINT, CurateConfig, Recipe
 from ..curation import difficulty
 from ..curation.benchmarks import read_texts
 from ..curation.contamination import Source, find_contamination
@@ -164,7 +164,11 @@ def run(recipe: Recipe) -> Path:
     inputs = [source, *files.values()]  # a changed benchmark file reruns curate, and so does the eval split's
     if cfg.decontaminate and recipe.tasks.eval_file and Path(recipe.tasks.eval_file).is_file():
         inputs.append(Path(recipe.tasks.eval_file))  # (a missing one is load_tasks' error to report)
-    config = {"curate": cfg.model_dump(), "env": recipe.env.model_dump(), "tasks": recipe.tasks.model_dump()}
+    config = {
+        "curate": cfg.model_dump(context=FINGERPRINT),
+        "env": recipe.env.model_dump(context=FINGERPRINT),
+        "tasks": recipe.tasks.model_dump(),
+    }
     with run_dir.stage(f"curate:{cfg.output}", config, inputs, [out, report]) as stage:
         if stage.done:
             return out

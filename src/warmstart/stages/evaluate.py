@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import cluster
-from ..config import PolicySpec, Recipe
+from ..config import FINGERPRINT, PolicySpec, Recipe
 from ..errors import WarmstartError
 from ..lm.paths import resolve_model_path
 from ..metrics.tally import PassTally, compare, unscored
@@ -148,9 +148,9 @@ def run(recipe: Recipe) -> Path:
     env = make_environment(recipe)
     specs = {name: resolve(spec, recipe) for name, spec in cfg.policies.items()}
     config = {
-        "eval": cfg.model_dump(),
-        "specs": {name: str(spec) for name, spec in specs.items()},
-        "env": recipe.env.model_dump(),
+        "eval": cfg.model_dump(context=FINGERPRINT),
+        "specs": {name: spec.identity for name, spec in specs.items()},
+        "env": recipe.env.model_dump(context=FINGERPRINT),
         "tasks": recipe.tasks.model_dump(),
         "seed": recipe.run.seed,
     }

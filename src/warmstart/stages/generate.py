@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import cluster
-from ..config import Recipe
+from ..config import FINGERPRINT, Recipe
 from ..errors import WarmstartError
 from ..policies.api import NOT_SENT, finished_rollouts
 from ..runs.budget import BudgetGuard
@@ -38,24 +38,14 @@ def stage_config(recipe: Recipe) -> tuple[dict, list[Path]]:
     """What decides the answers: the config (not its batching, error tolerance or dollar cap: a rerun with a
     higher cap continues the same job), the teacher and the environment's judge by backend and model (not by
     their URLs: the same server on another port is the same model), and the task file."""
-    generate = recipe.generate.model_dump(exclude={"concurrency", "max_error_rate", "budget_usd", "require_logprobs"})
-    generate["teacher"] = policy_identity(recipe.generate.teacher)
-    env = recipe.env.model_dump()
-    if recipe.env.judge is not None:
-        env["judge"]["policy"] = policy_identity(recipe.env.judge.policy)
+    not_results = {"concurrency", "max_error_rate", "budget_usd", "require_logprobs"}
     config = {
-        "generate": generate,
-        "env": env,
+        "generate": recipe.generate.model_dump(exclude=not_results, context=FINGERPRINT),
+        "env": recipe.env.model_dump(context=FINGERPRINT),
         "tasks": recipe.tasks.model_dump(exclude={"eval", "eval_file"}),
         "seed": recipe.run.seed,
     }
     return config, [Path(recipe.tasks.train_file)] if recipe.tasks.train_file else []
-
-
-def policy_identity(spec) -> str:
-    """A policy as a fingerprint names it: an API model by its backend and model, without the URL it is
-    reached at (kept on each record's provenance and in the response cache's key)."""
-    return f"{spec.kind}:{spec.name}" if spec.base_url else str(spec)
 
 
 def run(recipe: Recipe, pilot_only: bool = False) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import NOT_RESULTS, GrpoConfig, Recipe
+from ..config import FINGERPRINT, NOT_RESULTS, GrpoConfig, Recipe
 from ..distill.teacher import make_teacher
 from ..envs.base import Environment
 from ..envs.verification import Verifier
@@ -151,8 +151,8 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     start_from = init_path(recipe)
     out = run_dir.model(cfg.output)
     config = {
-        "grpo": cfg.model_dump(exclude=NOT_RESULTS),  # speed, memory, bookkeeping: see config.NOT_RESULTS
-        "env": recipe.env.model_dump(),
+        "grpo": cfg.model_dump(exclude=NOT_RESULTS, context=FINGERPRINT),  # NOT_RESULTS: speed, memory, bookkeeping
+        "env": recipe.env.model_dump(context=FINGERPRINT),
         "tasks": recipe.tasks.model_dump(),
         "seed": recipe.run.seed,
     }

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import NOT_RESULTS, Recipe, SftConfig
+from ..config import FINGERPRINT, NOT_RESULTS, Recipe, SftConfig
 from ..distill.signal_choice import Signal, choose, local_teacher_path
 from ..distill.step import KdSetup, KdTotals, check_plain_head
 from ..distill.topk import Alignment, foreign_id_teachers, records_ids, token_index
@@ -95,7 +95,10 @@ def run(recipe: Recipe) -> Path:
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
     teacher_weights = model_files(teacher) if teacher else []
-    config = {"sft": cfg.model_dump(exclude=NOT_RESULTS), "seed": recipe.run.seed}  # see config.NOT_RESULTS
+    config = {
+        "sft": cfg.model_dump(exclude=NOT_RESULTS, context=FINGERPRINT),
+        "seed": recipe.run.seed,
+    }  # see config.NOT_RESULTS
     memory_plan.check(
         memory_plan.announce(memory_plan.plan_for(recipe, "sft"))
     )  # the device too: before anything is written
