@@ -82,3 +82,17 @@ def test_closing_the_client_ends_a_wait_on_a_request_in_another_thread():
         waiting.join(timeout=5)
         assert not waiting.is_alive(), "the wait outlived close()"
         assert "closed with 1 requests" in outcome["error"]
+
+
+@pytest.mark.parametrize(
+    "variable, proxy, why",
+    [("ALL_PROXY", "socks5://127.0.0.1:9", "socksio"), ("HTTP_PROXY", "proxy.internal:port", "Invalid port")],
+)
+def test_a_proxy_setting_the_client_cannot_use_is_one_clear_error(monkeypatch, variable, proxy, why):
+    """As for the teacher's client (backend.make_client): httpx reads the environment's proxy as the client is
+    made, and one it cannot use had been a traceback of httpx's."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, proxy)
+    with pytest.raises(WarmstartError, match=f"grpo.rollout_server: .*{why}"):
+        RolloutServer("m", "http://127.0.0.1:9/v1", "unused", timeout_s=10, concurrency=2, max_retries=0)

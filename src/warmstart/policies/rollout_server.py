@@ -42,7 +42,7 @@ import openai
 from ..errors import WarmstartError
 from ..lm.generation import Sampled
 from ..types import Sampling
-from .backend import api_key, served_models
+from .backend import api_key, make_client, served_models
 from .bounded_http import http_client
 from .openai_api import check_endpoint
 
@@ -56,10 +56,16 @@ class RolloutServer:
     def __init__(self, name: str, base_url: str, key: str, timeout_s: float, concurrency: int, max_retries: int):
         self.base_name, self.base_url, self.key, self.concurrency = name, base_url, key, concurrency
         self.policy = name  # the model name requests use: the base, or the newest adapter
-        self.client = openai.OpenAI(
-            base_url=base_url, api_key=key, max_retries=max_retries, http_client=http_client(openai, timeout_s)
+        self.client = make_client(
+            lambda: openai.OpenAI(
+                base_url=base_url, api_key=key, max_retries=max_retries, http_client=http_client(openai, timeout_s)
+            ),
+            base_url,
+            WHERE,
         )
-        self.http = http_client(openai, timeout_s, headers={"Authorization": f"Bearer {key}"})
+        self.http = make_client(
+            lambda: http_client(openai, timeout_s, headers={"Authorization": f"Bearer {key}"}), base_url, WHERE
+        )
         self.closed: Future = Future()  # done once closed: every wait on a request (`_detached`) ends then
 
     def close(self) -> None:
@@ -126,8 +132,12 @@ class RolloutServer:
 
     def served(self) -> list[str]:
         def listed() -> list[str] | None:
-            client = openai.OpenAI(
-                base_url=self.base_url, api_key=self.key, max_retries=0, http_client=http_client(openai, 15.0)
+            client = make_client(
+                lambda: openai.OpenAI(
+                    base_url=self.base_url, api_key=self.key, max_retries=0, http_client=http_client(openai, 15.0)
+                ),
+                self.base_url,
+                WHERE,
             )
             return served_models(client, openai, self.base_url, WHERE)
 
