@@ -454,3 +454,5 @@ def test_a_plugins_tasks_and_reference_are_checked_and_a_bug_is_one_line(tmp_pat
     assert "\n" not in str(error.value)
     for fragment in fragments:
         assert fragment in str(error.value), str(error.value)
+    if plugin.startswith(("Tasks", "TooFew")):  # refused before the stage claims anything in the run directory
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]

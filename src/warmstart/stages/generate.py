@@ -173,9 +173,9 @@ def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> 
     note = unrequested_logprobs(policy, recipe)
     if note:
         log.info("%s: %s", stage.name, note)
-    _claim_output(run_dir, stage, out)
-    tasks = load_tasks(recipe, env, "train")
+    tasks = load_tasks(recipe, env, "train")  # bad tasks (a plugin's, a dataset's) refused before anything is written
     check_disjoint(tasks, load_tasks(recipe, env, "eval"))
+    _claim_output(run_dir, stage, out)
     ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
     job = Job(policy, env, {t.id: t for t in tasks}, out, ledger, recipe, stage.name)
     for trajectory in job.earlier:  # earlier runs' replies cost money too, failed attempts included
