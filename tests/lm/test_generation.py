@@ -80,3 +80,19 @@ def test_greedy_like_scores_always_give_their_one_token():
     scores = torch.full((64, 7), -float("inf"))
     scores[:, 4] = 0.0
     assert set(draw(scores).tolist()) == {4}
+
+
+def test_a_temperature_too_small_to_divide_by_samples_greedily():
+    """Logits divided by 1e-300 overflow float32: the softmax was NaN and every token drawn noise, in both
+    samplers (a recipe's temperature may be any number >= 0)."""
+    from warmstart.lm.generation import sample_ids, sample_ids_pruned
+    from warmstart.types import Sampling
+
+    model, tokenizer = tiny_model()
+    model.eval()
+    prompts = [tokenizer(p)["input_ids"] for p in ["What is 1+1?", "carry so far 1+1"]]
+    for sampler in (sample_ids_pruned, sample_ids):
+        greedy = sampler(model, tokenizer.pad_token_id, prompts, Sampling(0.0, 1.0, 12), [], 0)
+        for tiny in (1e-300, 1e-9):
+            drawn = sampler(model, tokenizer.pad_token_id, prompts, Sampling(tiny, 1.0, 12), [], 0)
+            assert [s.completion_ids for s in drawn] == [s.completion_ids for s in greedy], (sampler.__name__, tiny)

@@ -285,6 +285,23 @@ def test_bad_requests_are_400_and_the_server_lives_on(client, base_url):
     assert _ask(client, max_tokens=2).usage.completion_tokens <= 2
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-6])
+def test_a_temperature_too_small_to_divide_by_samples_greedily(client, temperature):
+    # The logits divided by 1e-300 overflow float32: the softmax was NaN and the text whatever a NaN
+    # distribution draws. As vLLM does, a temperature under 1e-5 is greedy, the limit it tends to.
+    greedy = _ask(client, temperature=0, max_tokens=16, logprobs=True)
+    tiny = _ask(client, temperature=temperature, max_tokens=16, logprobs=True)
+    assert [t.token for t in tiny.choices[0].logprobs.content] == [t.token for t in greedy.choices[0].logprobs.content]
+
+
+def test_tool_choice_null_is_the_default(client):
+    # What clients that write every field send when the caller gave none; only "auto" used to pass.
+    answer = _ask(client, max_tokens=2, extra_body={"tool_choice": None})
+    assert answer.usage.completion_tokens <= 2
+    with pytest.raises(openai.BadRequestError, match="tool_choice"):
+        _ask(client, max_tokens=2, tool_choice="required")
+
+
 def test_missing_model_dir_is_one_error_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "warmstart.cli", "serve", str(tmp_path / "absent")],

@@ -5,6 +5,7 @@ each serves checked against peft's merged model (`merge_and_unload`) in this pro
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -207,3 +208,44 @@ def test_load_inplace_replaces_a_loaded_adapter(client, base_url, model_dir, tok
     refused = post(base_url, "/v1/load_lora_adapter", {**body, "lora_name": "tiny"})  # never the base
     assert refused[0] == 400 and "already a served model" in refused[1]
     assert unload(base_url, "policy")[0] == 200
+
+
+def _broken(adapter: Path, out: Path, config: dict | None = None, tensors=None, data: bytes | None = None) -> Path:
+    """A copy of `adapter` with its config changed, its tensors replaced (a function of each), or its
+    weights file overwritten with `data`."""
+    shutil.copytree(adapter, out)
+    if config is not None:
+        settings = json.loads((out / "adapter_config.json").read_text())
+        (out / "adapter_config.json").write_text(json.dumps({**settings, **config}))
+    if tensors is not None:
+        weights = load_file(adapter / "adapter_model.safetensors")
+        save_file({k: tensors(k, v) for k, v in weights.items()}, out / "adapter_model.safetensors")
+    if data is not None:
+        (out / "adapter_model.safetensors").write_bytes(data)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [
+        ({"data": b""}, "cannot be read: SafetensorError"),
+        ({"data": b"\x00" * 64}, "cannot be read: SafetensorError"),
+        ({"config": {"lora_alpha": "eight"}}, "must be a number, got 'eight'"),
+        ({"config": {"lora_alpha": None}}, "must be a number, got None"),
+        ({"config": {"alpha_pattern": {"v_proj(": 16}}}, "is not a regular expression"),
+        ({"tensors": lambda k, v: v[:0] if "lora_A" in k else v[:, :0]}, "does not fit the base model"),  # rank 0
+        ({"tensors": lambda k, v: torch.tensor(1.0)}, "does not fit the base model"),
+        ({"tensors": lambda k, v: torch.full_like(v, float("nan"))}, "not all finite"),
+    ],
+    ids=["empty-file", "corrupt-file", "alpha-text", "alpha-null", "bad-pattern", "rank-0", "scalars", "nan"],
+)
+def test_an_adapter_with_broken_files_or_config_is_a_400(client, base_url, adapters, tmp_path, broken, why):
+    # Each was a 500 that quoted the server's own exception (ZeroDivisionError, IndexError, re.error, ...),
+    # not counted as a failed load; the NaN one loaded and served NaN log-probs.
+    counted = scrape(base_url)
+    status, text = load(base_url, "broken", _broken(adapters["plain"], tmp_path / "broken", **broken))
+    error = json.loads(text)["error"]
+    assert status == 400 and why in error["message"] and error["param"] == "lora_path", text
+    assert "broken" not in [m.id for m in client.models.list()]
+    loads = "warmstart_adapter_loads_total"
+    assert metric(scrape(base_url), loads, result="error") - metric(counted, loads, result="error") == 1

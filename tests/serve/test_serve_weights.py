@@ -5,6 +5,7 @@ gives loaded on its own, and a directory that does not fit changes nothing."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,22 @@ def test_directories_that_do_not_fit_leave_the_old_weights(client, base_url, mod
     updates = "warmstart_weight_updates_total"
     assert metric(scrape(base_url), updates, result="error") - metric(counted, updates, result="error") == 4
     assert metric(scrape(base_url), updates, result="ok") == metric(counted, updates, result="ok")
+
+
+def test_a_directory_whose_weights_file_is_corrupt_is_a_400_and_changes_nothing(
+    client, base_url, model_dir, tokenizer, tmp_path
+):
+    # A checkpoint cut short as it was written (a full disk, a copy interrupted): safetensors' own error,
+    # which was a 500 in OpenAI's shape, not SGLang's refusal, and was not counted as a failed update.
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(model_dir, corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    prompt = tokenizer(SENTENCE, add_special_tokens=False)["input_ids"]
+    before, counted = served_greedy(client, prompt), scrape(base_url)
+    status, answer = update(base_url, {"model_path": str(corrupt)})
+    assert status == 400 and answer["success"] is False, answer
+    assert "cannot load a model from" in answer["message"]
+    assert served_greedy(client, prompt) == before
+    updates = "warmstart_weight_updates_total"
+    assert metric(scrape(base_url), updates, result="error") - metric(counted, updates, result="error") == 1

@@ -20,6 +20,9 @@ from .chat import parse_completion
 from .decode_step import ForwardDecoder, LeanDecoder, lean_decoding_blocker
 
 log = logging.getLogger(__name__)
+# A temperature below this samples greedily (vLLM's `_SAMPLING_EPS`): logits divided by a tiny one overflow
+# float32 to inf, the softmax is NaN, and every draw is garbage; it is the argmax it tends to anyway.
+GREEDY_BELOW_TEMPERATURE = 1e-5
 
 
 @dataclass
@@ -95,7 +98,7 @@ def sample_ids(
     in; `keys` is not used (it is `sample_ids_pruned`'s: one stream per row)."""
     ids, attention = left_padded(prompts, pad_id, device_of(model))
     torch.manual_seed(seed)
-    do_sample = sampling.temperature > 0
+    do_sample = samples(sampling)
     output = model.generate(
         input_ids=ids,
         attention_mask=attention,
@@ -113,6 +116,12 @@ def sample_ids(
         completion = generated if stop_at is None else generated[: stop_at + 1]
         out.append(Sampled(list(prompt), completion, stop_at is not None))
     return out
+
+
+def samples(sampling: Sampling) -> bool:
+    """Whether a turn is drawn at random, not greedily: a temperature below GREEDY_BELOW_TEMPERATURE (0
+    included) is greedy."""
+    return sampling.temperature >= GREEDY_BELOW_TEMPERATURE
 
 
 def next_token_scores(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
@@ -211,7 +220,7 @@ def sample_ids_pruned(
     decoder = decoder_after_prefill(model, cache, cache_arg, index, attention, sampling.max_new_tokens)
     position = positions[:, -1:]
     for step in range(sampling.max_new_tokens):
-        if sampling.temperature > 0:
+        if samples(sampling):
             token = draw(next_token_scores(logits, sampling), uniforms[rows, step])
         else:
             token = logits.argmax(dim=-1)

@@ -1,5 +1,5 @@
 """`warmstart serve`: an OpenAI-compatible HTTP server over a local model. `server.py` (HTTP, endpoints),
-`request.py` (chat requests in), `admission.py` (what cannot fit the context is refused before it is
+`body.py` (request bodies: Content-Length or chunked), `request.py` (chat requests in), `admission.py` (what cannot fit the context is refused before it is
 queued), `completions.py` (the legacy completions endpoint: scoring), `engine.py`
 (the worker thread that owns the model and batches), `response.py` (responses and stream chunks out),
 `admin.py` (adapter and weight endpoints, the API key), `lora.py` (LoRA adapters as forward hooks),

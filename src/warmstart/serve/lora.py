@@ -96,13 +96,31 @@ def _config(directory: Path) -> dict:
 
 
 def _tensors(directory: Path) -> dict[str, torch.Tensor]:
-    if (directory / "adapter_model.safetensors").is_file():
+    file = directory / "adapter_model.safetensors"
+    if not file.is_file():
+        file = directory / "adapter_model.bin"
+    if not file.is_file():
+        raise AdapterError(f"{directory} is not a peft adapter: no adapter_model.safetensors or adapter_model.bin")
+    try:
+        tensors = _load_tensors(file)
+    except Exception as exc:  # each format fails its own way (SafetensorError, UnpicklingError, EOFError, ...)
+        raise AdapterError(f"{file} cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        raise AdapterError(f"{file} does not hold a dictionary of tensors")
+    return tensors
+
+
+def _load_tensors(file: Path):
+    if file.suffix == ".safetensors":
         from safetensors.torch import load_file  # transformers' own dependency
 
-        return load_file(directory / "adapter_model.safetensors")
-    if (directory / "adapter_model.bin").is_file():
-        return torch.load(directory / "adapter_model.bin", map_location="cpu", weights_only=True)
-    raise AdapterError(f"{directory} is not a peft adapter: no adapter_model.safetensors or adapter_model.bin")
+        return load_file(file)
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def _module(name: str, ab: dict[str, torch.Tensor], linears: dict[str, Linear], config: dict) -> tuple:
@@ -113,23 +131,36 @@ def _module(name: str, ab: dict[str, torch.Tensor], linears: dict[str, Linear], 
     if set(ab) != {"A", "B"}:
         raise AdapterError(f"the adapter is incomplete: {name} has lora_{''.join(ab)} only")
     a, b = ab["A"], ab["B"]
-    rank = a.shape[0]
-    if tuple(a.shape) != (rank, base.in_features) or tuple(b.shape) != (base.out_features, rank):
+    rank = a.shape[0] if a.dim() == 2 else 0
+    if rank == 0 or tuple(a.shape) != (rank, base.in_features) or tuple(b.shape) != (base.out_features, rank):
         raise AdapterError(
             f"the adapter does not fit the base model: {name} is {base.in_features} -> {base.out_features}, "
             f"the adapter's lora_A is {tuple(a.shape)} and lora_B {tuple(b.shape)}"
         )
+    if not (a.isfinite().all() and b.isfinite().all()):  # NaN weights would serve NaN log-probs, garbage text
+        raise AdapterError(f"the adapter's weights of {name} are not all finite (NaN or infinite values)")
     alpha = _pattern_value(config.get("alpha_pattern") or {}, name, config.get("lora_alpha", 8))
     scale = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
     return a.to(base.device, base.dtype), b.to(base.device, base.dtype), float(scale)
 
 
 def _pattern_value(patterns: dict, name: str, default: float) -> float:
-    """peft's per-module override: the first pattern that matches the end of the module's name."""
-    for pattern, value in patterns.items():
-        if re.match(rf"(.*\.)?{pattern}$", name):
-            return value
-    return default
+    """peft's per-module override: the first pattern that matches the end of the module's name. The
+    config is a file anyone may have written: a value that is not a number or a pattern that does not
+    compile is the adapter's error (a 400), not the server's."""
+    if not isinstance(patterns, dict):
+        raise AdapterError(f"alpha_pattern must be an object of pattern: alpha, got {patterns!r}")
+    value = next((v for p, v in patterns.items() if _matches(p, name)), default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AdapterError(f"the adapter's alpha for {name} must be a number, got {value!r}")
+    return value
+
+
+def _matches(pattern, name: str) -> bool:
+    try:
+        return re.match(rf"(.*\.)?{pattern}$", name) is not None
+    except (re.error, TypeError) as exc:
+        raise AdapterError(f"alpha_pattern {pattern!r} is not a regular expression: {exc}") from None
 
 
 class LoraSet:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from ..lm.generation import GREEDY_BELOW_TEMPERATURE
 from ..types import Message, Sampling, ToolCall
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
@@ -80,7 +81,7 @@ def check_params(body: dict, known: set[str], harmless: dict, models: Sequence[s
 
 def parse_chat_request(body: dict, models: Sequence[str], max_batch: int) -> ChatRequest:
     check_params(body, KNOWN, HARMLESS, models)
-    if body.get("tool_choice", "auto") != "auto":
+    if body.get("tool_choice") not in (None, "auto"):  # null, as some clients send it: the default
         raise bad("tool_choice", "only 'auto' is supported")
     stream = flag(body, "stream")
     logprobs = flag(body, "logprobs")
@@ -104,7 +105,8 @@ def temperature_top_p(body: dict) -> dict:
     """Only the settings the client gave; the rest keep Sampling's defaults (OpenAI's: 1.0 and 1.0)."""
     given: dict = {}
     if body.get("temperature") is not None:
-        given["temperature"] = number(body, "temperature", 0.0, 2.0)
+        temperature = number(body, "temperature", 0.0, 2.0)
+        given["temperature"] = 0.0 if temperature < GREEDY_BELOW_TEMPERATURE else temperature
     if body.get("top_p") is not None:
         given["top_p"] = number(body, "top_p", 0.0, 1.0)
         if given["top_p"] == 0:  # transformers needs top_p > 0; greedy is temperature 0

@@ -53,10 +53,11 @@ on anything but loopback. --request-timeout ends a request still generating at t
 past it (504, code `timeout`). Every error, http.server's own included (a malformed request line, PUT or
 DELETE), is an OpenAI-shaped JSON body.
 
-Admission (`admission.py`): a body over --max-request-bytes is a 413; a prompt (after the chat template)
-plus max_tokens beyond the model's context, or max_tokens alone beyond it, is a 400 with code
-`context_length_exceeded`, answered by the handler thread before the request is queued. Without
-max_tokens the default (256) is fitted to the room the prompt leaves, as OpenAI does.
+Bodies (`body.py`) are read by their Content-Length or in chunked encoding. Admission (`admission.py`): a
+body over --max-request-bytes is a 413; a prompt (after the chat template) plus max_tokens beyond the
+model's context, or max_tokens alone beyond it, is a 400 with code `context_length_exceeded`, answered by
+the handler thread before the request is queued. Without max_tokens the default (256) is fitted to the
+room the prompt leaves, as OpenAI does.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +86,7 @@ from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer
 from . import admin
 from .admission import ContextLimit, context_window, longest_token_chars
+from .body import drain, read_body
 from .completions import CompletionRequest, completion_json, parse_completion_request
 from .draining import InProgress, finish_in_progress
 from .engine import AdapterGone, BatchEngine, ClientGone, Job, RequestTimeout
@@ -96,9 +98,6 @@ from .weights import weight_shapes
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # ~1M tokens of text: far beyond any context served here
-# A refused body is read and dropped up to this size, so that the client, still sending, gets the 413 rather
-# than a connection reset; a larger one is not read at all.
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -169,13 +168,20 @@ class ChatServer:
     def rows_of(self, jobs: list[Job], client_gone: Callable[[], bool]) -> list[list]:
         """Each submitted job's rows, once the engine has them; a timeout or a vanished adapter as the client's
         error. Meanwhile the client is looked at every `CLIENT_CHECK_S`: once it is gone its jobs are
-        abandoned (the engine drops them before their next slice) and `ClientGone` is raised."""
-        while wait([job.future for job in jobs], timeout=CLIENT_CHECK_S).not_done:
+        abandoned (the engine drops them before their next slice) and `ClientGone` is raised. The first job
+        that fails fails the request at once, its other jobs abandoned: a request of many prompts that timed
+        out would otherwise wait for each of them to spend a slice and time out in turn."""
+        while True:
+            not_done = wait([job.future for job in jobs], timeout=CLIENT_CHECK_S, return_when=FIRST_EXCEPTION)[1]
+            failed = [job for job in jobs if job.future.done() and job.future.exception() is not None]
+            if failed:
+                abandon(jobs)
+                self.job_rows(failed[0])  # raises its error
+            if not not_done:
+                return [self.job_rows(job) for job in jobs]
             if client_gone():
-                for job in jobs:
-                    job.abandoned = True
+                abandon(jobs)
                 raise ClientGone()
-        return [self.job_rows(job) for job in jobs]
 
     def job_rows(self, job: Job) -> list:
         try:
@@ -265,11 +271,17 @@ class ChatServer:
 
 
 READ_TIMEOUT_S = 60
+LISTEN_BACKLOG = 1024
 CLIENT_CHECK_S = 0.5  # how often a handler waiting for its answer looks whether its client is still there
 
 
 class ChatHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a client holding a connection open never blocks shutdown
+    # The listen backlog: connections the kernel completes before the server thread accepts them.
+    # socketserver's default of 5 overflowed when a trainer opened its rollouts' connections at once, and
+    # the clients over it had their connections reset (measured: 20-30 of 64). The kernel caps it at
+    # net.core.somaxconn.
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], app: ChatServer):
         super().__init__(address, Handler)
@@ -296,6 +308,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _get(self, path: str) -> None:
         app = self.server.app
+        if "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
+            # A GET with a body (`requests.get(url, json=...)`): read and dropped, or the next request on
+            # this kept-alive connection would be read from its middle (a 501 for method "{}GET").
+            read_body(self.rfile, self.headers, app.max_request_bytes)
         admin.authorize(app, path, self.headers.get("Authorization"))
         if path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [app.model_json(name) for name in app.models()]})
@@ -314,7 +330,8 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, f"no such endpoint: GET {path}")
 
     def _post(self, path: str) -> None:
-        raw = self._read_body()  # read first, so the connection is clean for the next request either way
+        # Read first, so the connection is clean for the next request either way.
+        raw = read_body(self.rfile, self.headers, self.server.app.max_request_bytes)
         app = self.server.app
         admin.authorize(app, path, self.headers.get("Authorization"))
         body = _json_object(raw)
@@ -339,8 +356,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self, path: str) -> None:
         length = self.headers.get("Content-Length", "")
-        if length.isdigit():
-            self._drain(int(length))
+        if length.isascii() and length.isdigit():
+            drain(self.rfile, int(length))
         raise ApiError(405, f"method {self.command} is not allowed: this server answers GET and POST")
 
     def _answer(self, route) -> None:
@@ -395,29 +412,6 @@ class Handler(BaseHTTPRequestHandler):
             self.request_version = "HTTP/1.0"
         self._send_json(code, ApiError(code, f"{code} {HTTPStatus(code).phrase}: {text}").body())
 
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
-            raise ApiError(400, "the request needs a JSON body with a Content-Length header")
-        limit = self.server.app.max_request_bytes
-        if int(length) > limit:
-            self._drain(int(length))
-            raise ApiError(
-                413,
-                f"the request body is {length} bytes, more than this server's limit of {limit} (--max-request-bytes)",
-                code="request_too_large",
-            )
-        return self.rfile.read(int(length))
-
-    def _drain(self, length: int) -> None:
-        """Read and drop a refused body, a chunk at a time, if it is small enough to be worth reading."""
-        left = length if length <= DRAIN_LIMIT_BYTES else 0
-        while left > 0:
-            chunk = self.rfile.read(min(left, 1024 * 1024))
-            if not chunk:
-                break
-            left -= len(chunk)
-
     def _send_json(self, status: int, body: dict) -> None:
         self._send_bytes(status, json.dumps(body).encode(), "application/json")
 
@@ -453,6 +447,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)  # one line per request would drown the batch log
+
+
+def abandon(jobs: list[Job]) -> None:
+    """Nobody will read these jobs' rows: the engine drops each before its next slice, or its admission."""
+    for job in jobs:
+        job.abandoned = True
 
 
 def shutting_down(path: str) -> None:

@@ -31,9 +31,9 @@ def read_weights(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, tor
         # float32, torch's default dtype: loading in another one would set the process-wide default while the
         # worker generates; `copy_weights` casts to the served dtype.
         state = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
-    except (OSError, ValueError, KeyError) as exc:  # what transformers raises for a broken directory
+    except Exception as exc:  # a broken directory fails in many ways (OSError, SafetensorError, RuntimeError, ...)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot load a model from {path}: {first_line}") from None
+        raise WeightsError(f"cannot load a model from {path}: {type(exc).__name__}: {first_line}") from None
     missing = sorted(shapes.keys() - state.keys())
     if missing:
         raise WeightsError(f"{path} is another architecture: it has no {missing[0]} ({len(missing)} weights missing)")
