@@ -48,6 +48,17 @@ def scripts() -> list[Path]:
     return found
 
 
+def written_at(path: Path) -> datetime.datetime:
+    """When a results file was written: its last commit's time where it is as committed (a fresh checkout's
+    files all carry the checkout's time), else its modification time."""
+    unchanged = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=BENCH).returncode == 0
+    committed = subprocess.run(
+        ["git", "log", "-1", "--format=%ct", "--", str(path)], cwd=BENCH, capture_output=True, text=True
+    ).stdout.strip()
+    seconds = int(committed) if unchanged and committed else path.stat().st_mtime
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
@@ -93,7 +104,7 @@ def main() -> None:
     failed = [md for _, md in outcomes if md]
     paths = sorted(harness.RESULTS.glob("*.md"))
     stale = [  # sections this run did not write: kept, with their date, so the reader can tell
-        f"{p.name} ({datetime.datetime.fromtimestamp(p.stat().st_mtime, datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)"
+        f"{p.name} ({written_at(p):%Y-%m-%d %H:%M} UTC)"
         for p in paths
         if p.stat().st_mtime < started_at.timestamp() - 1
     ]
