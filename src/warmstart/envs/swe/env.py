@@ -53,9 +53,8 @@ class SweOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks_dir: str  # a mined task set, or a directory of them (taskset.py)
-    python: str | None = (
-        None  # interpreter with pytest and the packages' dependencies, for every set; default: each set's own
-    )
+    # An interpreter with pytest and the packages' dependencies, for every set; default: each set's own.
+    python: str | None = None
     wall_s: float = Field(60.0, gt=0)  # per grading
     tool_wall_s: float = Field(30.0, gt=0)  # per `run` command
     memory_mb: int = Field(2048, ge=256)
