@@ -62,3 +62,24 @@ def test_prompt_and_checked_texts():
     assert trajectory_text(messages) == 'What is 2+2?\nadd them\ncalc {"x": "2+2"}\n4\nAnswer: 4'
     # System prompts and tool results are not checked for contamination; the user's and assistant's turns are.
     assert checked_texts(messages) == ["What is 2+2?", "add them", 'calc {"x": "2+2"}', "Answer: 4"]
+
+
+def test_invisible_characters_do_not_split_words():
+    """Zero-width spaces, joiners, soft hyphens and direction marks inside words (scraped or obfuscated text)
+    would otherwise split them: a benchmark item carrying them escaped decontamination."""
+    plain = "How many legs does a spider have in total?"
+    marked = "How many le\u200bgs does a spi\u00adder ha\u2060ve in to\u200dtal\u200e?\ufeff"
+    assert words(marked) == words(plain)
+
+
+def test_a_superscript_is_a_power_not_a_digit():
+    """NFKC alone reads `2³` as 23: two distinct problems would be one to near-dedup."""
+    assert words("2³ + x² - 10⁻³") == ["2", "^", "3", "+", "x", "^", "2", "-", "10", "^", "-", "3"]
+    assert words("What is 2³ + 1?") != words("What is 23 + 1?")
+    assert words("What is 2³ + 1?") == words("What is 2^3 + 1?")
+
+
+def test_typeset_dashes_are_a_minus_and_the_fraction_slash_a_division():
+    assert words("12 – 3, 12 ‐ 3, 12 ‒ 3") == words("12 - 3, 12 - 3, 12 - 3")
+    assert words("½ of 8") == words("1/2 of 8")
+    assert words("step‐by‐step and Smith–Jones") == ["step", "by", "step", "and", "smith", "jones"]

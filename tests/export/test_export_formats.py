@@ -15,7 +15,7 @@ import pytest
 
 from warmstart.export.exporter import export_run
 from warmstart.runs.jsonl import read_records
-from warmstart.types import Trajectory
+from warmstart.types import Message, ToolCall, ToolFunction, Trajectory
 
 RUNS = ["arithmetic_run", "calculator_run"]
 
@@ -134,3 +134,26 @@ def test_jsonl_loads_neither_torch_nor_the_datasets_extra(arithmetic_run, tmp_pa
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [str(tmp_path / "j"), "[]"]
+
+
+# Arguments Python's json reads but `datasets` cannot decode as written: NaN became null, and an integer
+# beyond 64 bits made the whole parquet or hf export fail to load ("Value is too big!").
+UNDECODABLE = [
+    '{"x": NaN}',
+    '{"x": -Infinity}',
+    '{"n": 123456789012345678901234567890}',
+    '{"x": -12345678901234567890123.5}',
+]
+
+
+def test_arguments_datasets_cannot_decode_load_as_the_text_the_teacher_wrote(copied_run, tmp_path):
+    template = read_records(copied_run / "curated" / "train.jsonl", Trajectory)[0]
+    calls = [ToolCall(id=f"c{i}", function=ToolFunction(name="calc", arguments=a)) for i, a in enumerate(UNDECODABLE)]
+    fine = ToolCall(id="ok", function=ToolFunction(name="calc", arguments='{"n": 18446744073709551615, "x": -0.5}'))
+    messages = [*template.messages[:-1], Message(role="assistant", tool_calls=[*calls, fine])]
+    t = template.model_copy(update={"messages": messages})
+    (copied_run / "curated" / "train.jsonl").write_text(t.model_dump_json() + "\n")
+    for fmt in ["jsonl", "parquet", "hf"]:
+        ds = load(export_run(copied_run, fmt, out=tmp_path / fmt), fmt)
+        arguments = [c["function"]["arguments"] for c in ds[0]["messages"][-1]["tool_calls"]]
+        assert arguments == [*UNDECODABLE, {"n": 18446744073709551615, "x": -0.5}], fmt

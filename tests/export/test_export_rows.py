@@ -65,3 +65,19 @@ def test_think_in_content_is_warmstarts_own_rendering_of_the_reasoning():
     rows = trajectory_row(t, think_in_content=True)["messages"]
     assert [m["content"] for m in rows] == [d["content"] for d in template_messages(t.messages)]
     assert all(m["reasoning_content"] is None for m in rows)
+
+
+def exported_arguments(text: str):
+    call = ToolCall(id="c", function=ToolFunction(name="calc", arguments=text))
+    t = make_trajectory()
+    t = t.model_copy(update={"messages": [*t.messages[:2], Message(role="assistant", tool_calls=[call])]})
+    return trajectory_row(t)["messages"][-1]["tool_calls"][0]["function"]["arguments"]
+
+
+def test_arguments_datasets_cannot_decode_are_kept_as_a_json_string():
+    """NaN and Infinity (Python's json reads them, JSON has none) and integers beyond 64 bits (pandas' ujson,
+    which `datasets` decodes with, refuses them): as text, so that they load as the teacher wrote them."""
+    for text in ['{"x": NaN}', "Infinity", '{"n": 18446744073709551616}', "[-9223372036854775809]", "1" + "0" * 25]:
+        assert json.loads(exported_arguments(text)) == text
+    for text in ['{"n": 18446744073709551615, "m": -9223372036854775808}', '{"x": -0.5e300}', "null"]:
+        assert exported_arguments(text) == text

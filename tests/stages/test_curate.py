@@ -193,6 +193,35 @@ def test_a_near_duplicate_task_keeps_its_best_verified_member_whatever_the_syste
     assert report["near_duplicates"]["prompt"]["examples"] == ["first-seen-failed ~ reworded-passed"]
 
 
+def test_a_benchmark_item_with_invisible_characters_inside_its_words_is_still_found(tmp_path):
+    """A scraped benchmark's zero-width spaces and soft hyphens inside words split them into others: the
+    item, copied into a training prompt without them, went unnoticed."""
+    recipe = demo_recipe(tmp_path / "run", train=60)
+    generate.run(recipe)
+    passed = next(t for t in read_records(teacher_file(recipe), Trajectory) if t.verdict.passed)
+    with JsonlAppender(teacher_file(recipe)) as writer:
+        writer.append(with_prompt(passed, "plant/spider", "How many legs does a spider have in total?"))
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "How many le\u200bgs does a spi\u00adder have in total?"}) + "\n")
+    recipe = demo_recipe(tmp_path / "run", f"curate.decontaminate_against=['{bench}']", train=60)
+    curate.run(recipe)
+    report = dropped_report(recipe)
+    assert report["contamination"]["sources"][str(bench)]["examples"] == ["plant/spider"]
+    assert report["kept"] + sum(report["dropped"].values()) == report["input"] == 61
+
+
+def test_a_power_written_in_superscript_is_not_a_near_duplicate_of_the_plain_number(tmp_path):
+    """NFKC reads `2³` as `23`: two distinct problems were one prompt to near-dedup, and one was dropped."""
+    samples = [
+        trajectory("power", "Be brief.", "What is 2³ + 1? End with 'Answer: <integer>'.", passed=True),
+        trajectory("number", "Be brief.", "What is 23 + 1? End with 'Answer: <integer>'.", passed=True),
+        trajectory("caret", "Be brief.", "what is 2^3 + 1?? END WITH answer: <integer>", passed=True),
+    ]
+    kept, report = curate.curate(samples, None, demo_recipe(tmp_path).curate)
+    assert [t.task_id for t in kept] == ["power", "number"]
+    assert report["near_duplicates"]["prompt"]["examples"] == ["caret ~ power"]
+
+
 def test_a_changed_benchmark_file_reruns_curate(tmp_path):
     recipe = demo_recipe(tmp_path / "run", train=60)
     generate.run(recipe)

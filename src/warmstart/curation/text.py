@@ -1,8 +1,9 @@
 """Text as curation compares it: normalized words, segments, and the content a text is about.
 
-Normalization folds what does not change a problem (case, Unicode forms, punctuation, spacing,
-thousands separators, the hyphen of `step-by-step`) and keeps what does: every number as written, the
-math symbols and parentheses, and identifiers. `What is 12+34?` and `what is 12 + 34` are the same
+Normalization folds what does not change a problem (case, Unicode forms, invisible characters,
+punctuation, spacing, thousands separators, the hyphen of `step-by-step`, a dash for a minus) and keeps
+what does: every number as written (a superscript as a power), the math symbols and parentheses, and
+identifiers. `What is 12+34?` and `what is 12 + 34` are the same
 words; `What is 12+35?` is not.
 
 A segment is a line or a sentence: near-duplicate detection takes its shingles within segments, so
@@ -16,8 +17,18 @@ import unicodedata
 
 from ..types import Message
 
-# Operator look-alikes that NFKC leaves alone.
-SYMBOL_FORMS = str.maketrans({"×": "*", "÷": "/", "−": "-", "≤": "<=", "≥": ">="})
+# Operator look-alikes that NFKC leaves alone. The hyphens and the en dash are how typeset text (and a word
+# processor's autocorrect) writes a minus: `12 – 3` is `12 - 3`. The fraction slash is a division: NFKC
+# writes `½` as `1⁄2`, which is `1/2`.
+SYMBOL_FORMS = str.maketrans(
+    {"×": "*", "÷": "/", "−": "-", "≤": "<=", "≥": ">=", "\u2010": "-", "\u2012": "-", "\u2013": "-", "\u2044": "/"}
+)
+# Invisible format characters (zero-width space and joiners, soft hyphen, word joiner, direction marks, BOM):
+# inside a word they would split it (`cap\u200bital` as `cap ital`), so a copy carrying them, as scraped
+# or deliberately obfuscated text does, would escape decontamination and dedup. NFKC leaves them in.
+INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+# NFKC makes a superscript a plain digit, so `2³` would read as the number 23: it is a power, `2^3`.
+SUPERSCRIPT = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+")
 WORD_HYPHEN = re.compile(r"(?<=[^\W\d_])-(?=[^\W\d_])")  # step-by-step: one word each side, no minus
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # 1,000 is the number 1000, not 1 and 000
 TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d]\w*|[-+*/=<>^%()]")
@@ -27,6 +38,7 @@ DIGIT_OR_UNDERSCORE = re.compile(r"[\d_]")
 
 
 def normalize(text: str) -> str:
+    text = SUPERSCRIPT.sub(lambda power: "^" + power[0], INVISIBLE.sub("", text))
     text = unicodedata.normalize("NFKC", text).translate(SYMBOL_FORMS).lower()
     return THOUSANDS.sub("", WORD_HYPHEN.sub(" ", text))
 

@@ -5,7 +5,8 @@ Messages carry every field of `schema.MESSAGE` on every turn: `content` is alway
 turn's is ""), `tool_calls` always a list (empty where there are none), `reasoning_content` and
 `tool_call_id` null where absent. Tool-call `arguments` stay the JSON text the OpenAI schema has (the
 column is typed JSON, `schema.JSON`); text that is not JSON (a call the model wrote badly, kept as
-written) is stored as a JSON string holding it, so that every value decodes.
+written), or that `datasets` cannot decode as written (NaN, Infinity, an integer beyond 64 bits), is
+stored as a JSON string holding it, so that every value decodes to what the file holds.
 `reasoning_signature` (an opaque token an Anthropic teacher returns with its reasoning) is not data to
 train on and is left out.
 
@@ -17,6 +18,7 @@ not render `reasoning_content` (the tiny student's, Llama 3's, Qwen2.5's), which
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 
 from ..types import Message, ToolCall, Trajectory
@@ -57,13 +59,34 @@ def tool_call_row(call: ToolCall) -> dict:
     return {"id": call.id, "type": call.type, "function": function}
 
 
+# The integers `datasets` can decode: it reads JSON columns with pandas' ujson, which refuses any number whose
+# integer part lies outside int64 and uint64 ("Value is too big!"), failing the whole dataset's load.
+DECODABLE = range(-(2**63), 2**64)
+
+
 def json_text(text: str) -> str:
-    """`text` if it is JSON, else `text` as a JSON string."""
+    """`text` if it is JSON that `datasets` can decode, else `text` as a JSON string."""
     try:
-        json.loads(text)
+        json.loads(text, parse_constant=not_json, parse_int=decodable_int, parse_float=decodable_float)
     except ValueError:
         return json.dumps(text)
     return text
+
+
+def not_json(constant: str) -> None:
+    """Python's json reads NaN and Infinity, which JSON has not: `datasets` turns NaN into null."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def decodable_int(digits: str) -> int:
+    if int(digits) not in DECODABLE:
+        raise ValueError(f"{digits} is out of range")
+    return int(digits)
+
+
+def decodable_float(number: str) -> float:
+    decodable_int(re.split("[.eE]", number)[0])  # ujson reads the integer part as an integer first
+    return float(number)
 
 
 def created_time(unix: float) -> datetime:
