@@ -15,7 +15,7 @@ from warmstart.errors import WarmstartError
 from warmstart.lm.chat import parse_completion, render_for_training, template_messages
 from warmstart.lm.tinymodel import CHAT_TEMPLATE, TinyModelConfig, build_tiny_llama, train_tokenizer
 from warmstart.train.data import Example, collate, pack, tokenize
-from warmstart.types import Message, Provenance, Trajectory
+from warmstart.types import Message, Provenance, ToolCall, ToolFunction, Trajectory
 
 TRAINING_TEXT = [
     "What is 12+34? End with 'Answer: <integer>'.",
@@ -141,6 +141,29 @@ def test_template_that_is_not_prefix_consistent_is_refused(tokenizer, template):
 def test_tokenizer_without_chat_template_is_refused(tokenizer):
     with pytest.raises(WarmstartError, match="no chat template"):
         render_for_training(with_template(tokenizer, None), conversation(reasoning=False))
+
+
+# A plain chat template (no tool_calls) that renders every conversation prefix-consistently.
+PLAIN_CHAT = (
+    "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' -}}{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def test_a_template_that_leaves_out_tool_calls_is_one_error_naming_the_record(tokenizer):
+    call = ToolCall(id="c1", function=ToolFunction(name="calc", arguments='{"x": "12+34"}'))
+    messages = [
+        *conversation(reasoning=False)[:2],
+        Message(role="assistant", content="", tool_calls=[call]),
+        Message(role="tool", tool_call_id="c1", content="46"),
+        Message(role="assistant", content="Answer: 46"),
+    ]
+    assert "calc" in masked_text(tokenizer, render_for_training(tokenizer, messages))  # the tiny template's
+    trajectory = Trajectory(
+        task_id="t", policy="p", messages=messages, provenance=Provenance(provider="p", model="m", created=0)
+    )
+    with pytest.raises(WarmstartError, match=r"record t#0: .*leaves out the assistant's tool call 'calc'"):
+        tokenize(with_template(tokenizer, PLAIN_CHAT), [trajectory], 512)
 
 
 # Shows how many messages the conversation has in every header: no prefix renders as a prefix of the whole,

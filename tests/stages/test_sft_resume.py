@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import curated_run, write_recipe_file
+from warmstart.config import PolicySpec
 from warmstart.errors import WarmstartError
 from warmstart.runs.checkpoint import MARKER, complete_checkpoints
-from warmstart.stages import sft
+from warmstart.stages import grpo, sft
 
 STEPS = ["sft.steps=150", "sft.checkpoint_every=5", "sft.keep_checkpoints=3"]
 
@@ -106,7 +108,8 @@ def test_gradient_accumulation_gives_the_update_of_one_big_batch(tmp_path):
 
 
 def test_a_diverged_loss_stops_sft_before_it_is_saved_or_published(tmp_path):
-    recipe = curated_run(tmp_path / "run", "sft.lr=1e30", "sft.steps=6", "sft.checkpoint_every=1", train=40)
+    # No checkpoint before the loss is NaN (step 3): one at step 2 is refused for its NaN weights (next test).
+    recipe = curated_run(tmp_path / "run", "sft.lr=1e30", "sft.steps=6", "sft.checkpoint_every=4", train=40)
     with pytest.raises(WarmstartError, match=r"sft: the loss is (nan|inf) at step \d: training diverged"):
         sft.run(recipe)
     assert not (tmp_path / "run" / "models" / "student").exists()
@@ -114,3 +117,41 @@ def test_a_diverged_loss_stops_sft_before_it_is_saved_or_published(tmp_path):
     assert "NaN" not in metrics and "Infinity" not in metrics  # every line is still valid JSON
     for line in metrics.splitlines():
         json.loads(line)
+
+
+def test_weights_a_step_made_nan_under_a_finite_loss_are_neither_checkpointed_nor_published(tmp_path):
+    """A step's loss is computed before its update: at lr 1e30 step 2's loss is finite, its gradient
+    overflows and its update writes NaN weights, which the last step's checkpoint would publish."""
+    recipe = curated_run(tmp_path / "run", "sft.lr=1e30", "sft.steps=2", "sft.checkpoint_every=1", train=40)
+    with pytest.raises(WarmstartError, match=r"sft: the weights are NaN or infinite after step 2 \(.+\): training"):
+        sft.run(recipe)
+    assert not (tmp_path / "run" / "models" / "student").exists()
+    assert [p.name for p in complete_checkpoints(tmp_path / "run" / "checkpoints" / "student")] == ["step-1"]
+
+
+def test_sft_output_naming_a_model_another_stage_wrote_is_refused_before_it_is_replaced(tmp_path):
+    grpo_keys = ["grpo.steps=1", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=8"]
+    recipe = curated_run(tmp_path, "sft.steps=2", *grpo_keys, "grpo.drop_zero_variance=false", train=40)
+    sft.run(recipe)
+    grpo.run(recipe)
+    rl_model = tmp_path / "models" / "student-grpo"
+    before = weights(rl_model)
+    shutil.rmtree(tmp_path / "checkpoints" / "student-grpo")  # what the checkpoints' own refusal advises
+    clash = recipe.model_copy(update={"sft": recipe.sft.model_copy(update={"output": "student-grpo"})})
+    with pytest.raises(WarmstartError, match=r"models/student-grpo is the model stage grpo:student-grpo wrote"):
+        sft.run(clash)
+    for name, tensor in weights(rl_model).items():
+        assert torch.equal(tensor, before[name])
+
+
+def test_sft_output_naming_its_own_dense_kd_teacher_is_refused(tmp_path):
+    recipe = curated_run(tmp_path, "sft.steps=2", train=40)
+    student = sft.run(recipe)
+    before = weights(student)
+    update = {"teacher": PolicySpec.parse("run:student"), "distill": "logits"}
+    self_taught = recipe.model_copy(update={"sft": recipe.sft.model_copy(update=update)})
+    shutil.rmtree(tmp_path / "checkpoints" / "student")  # else its checkpoints' fingerprint refuses it
+    with pytest.raises(WarmstartError, match=r"models/student is sft.teacher, the model this run distils from"):
+        sft.run(self_taught)
+    for name, tensor in weights(student).items():
+        assert torch.equal(tensor, before[name])

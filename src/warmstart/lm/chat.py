@@ -124,7 +124,9 @@ def render_for_training(
     dicts = template_messages(messages)
     spans = _assistant_spans(tokenizer, dicts, tools)
     if spans is not None:
-        rendered = _tokenize_pieces(tokenizer, _render(tokenizer, dicts, tools), spans)
+        text = _render(tokenizer, dicts, tools)
+        _check_tool_calls_rendered(text, spans, dicts)
+        rendered = _tokenize_pieces(tokenizer, text, spans)
     elif GENERATION_TAG_RE.search(tokenizer.chat_template):
         rendered = _render_with_generation_tags(tokenizer, dicts, tools)
     else:
@@ -137,6 +139,20 @@ def render_for_training(
             "sft: the chat template marked no assistant tokens in a conversation with an assistant turn"
         )
     return rendered
+
+
+def _check_tool_calls_rendered(text: str, spans: list[tuple[int, int]], dicts: list[dict]) -> None:
+    """Refuse a template that leaves an assistant turn's tool calls out of its text (one written for plain
+    chat): the turn would be trained without them, teaching the student to end it where it called a tool.
+    A call's function name must appear in its own turn's span. ValueError: the caller names the record."""
+    turns = [d for d in dicts if d["role"] == "assistant"]
+    for (start, end), turn in zip(spans, turns):
+        for call in turn.get("tool_calls") or []:
+            if call["function"]["name"] not in text[start:end]:
+                raise ValueError(
+                    f"it leaves out the assistant's tool call {call['function']['name']!r}, which would be "
+                    "trained as a turn without it; a template that renders tool_calls is needed"
+                )
 
 
 def _assistant_spans(tokenizer, dicts: list[dict], tools: list[dict] | None) -> list[tuple[int, int]] | None:

@@ -51,7 +51,7 @@ from ..train import distributed, host_memory, lora, memory_plan, sharding
 from ..train.data import NO_TARGET, TOO_LONG, Example, check_logprobs, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
-from ..train.step_checks import check_finite_loss
+from ..train.step_checks import check_finite_loss, check_finite_weights
 from ..types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def run(recipe: Recipe) -> Path:
     if not data_path.exists():
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
+    check_output_free(run_dir, f"sft:{cfg.output}", out, teacher)  # before anything is written
     teacher_weights = model_files(teacher) if teacher else []
     config = {
         "sft": cfg.model_dump(exclude=NOT_RESULTS, context=FINGERPRINT),
@@ -122,6 +123,25 @@ def run(recipe: Recipe) -> Path:
         raise
     distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
     return out
+
+
+def check_output_free(run_dir: RunDir, name: str, out: Path, teacher: Path | None) -> None:
+    """Refuse an `sft.output` whose models/<output> another stage of the run wrote (GRPO's model, say) or
+    that is the teacher this run distils from. Publishing would replace that model: the manifest would then
+    name it the output of two stages, and a teacher replaced by its student changes this stage's inputs,
+    so every rerun would refuse the checkpoints it wrote."""
+    if teacher is not None and teacher.resolve() == out.resolve():
+        raise WarmstartError(
+            f"sft.output = {out.name!r}: models/{out.name} is sft.teacher, the model this run distils from; "
+            "publishing the student would replace it. Name the SFT model otherwise"
+        )
+    claimed = str(out.relative_to(run_dir.root))
+    for other, entry in run_dir.manifest()["stages"].items():
+        if other != name and claimed in entry.get("outputs", []):
+            raise WarmstartError(
+                f"sft.output = {out.name!r}: models/{out.name} is the model stage {other} wrote; publishing "
+                "the SFT model would replace it. Name the SFT model otherwise"
+            )
 
 
 def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -> None:
@@ -291,6 +311,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprin
                 },
             )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                check_finite_weights(s.model, step, "sft", "sft.lr", world.total)  # what is saved, then published
                 # A sharded model's whole state is gathered by every process, to the main one that writes it.
                 sharded = sharding.is_sharded(s.model)
                 states = sharding.full_states(s.model, optimizer) if sharded else None
