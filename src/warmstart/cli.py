@@ -40,6 +40,8 @@ DEMO_NAMES = {
     "eval.policies",
 }
 
+# The eval row `run --rl` adds for the GRPO model (the demos' name for it too).
+GRPO_ROW = "student + GRPO"
 
 # What gloo says when the process at the other end of a collective has left (torch 2.x).
 PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
@@ -113,6 +115,8 @@ def _report(line: str) -> None:
 
 def _load(recipe_path: Path | None, overrides: list[str], base: dict | None = None) -> Recipe:
     try:
+        if recipe_path is not None and recipe_path.is_dir():  # "not found" would send them looking for a file
+            raise WarmstartError(f"{recipe_path}: a directory, not a recipe file (give the .toml file)")
         recipe = load_recipe(recipe_path, overrides, base)
         check_installed(recipe.log.to)  # a tracker asked for and missing: before any command works (or pays)
         return recipe
@@ -201,10 +205,24 @@ def run_cmd(
     if not rl:
         _run_stages(loaded, ["generate", "curate", "sft", "eval"])
         return
-    grpo_row = PolicySpec.parse(f"run:{loaded.grpo.output}")
-    if grpo_row not in loaded.eval.policies.values():
-        loaded = with_section(loaded, "eval", policies={**loaded.eval.policies, "student + GRPO": grpo_row})
-    _run_stages(loaded, ["generate", "curate", "sft", "grpo", "eval"])
+    _run_stages(_with_grpo_row(loaded), ["generate", "curate", "sft", "grpo", "eval"])
+
+
+def _with_grpo_row(recipe: Recipe) -> Recipe:
+    """`recipe` with the GRPO model an eval row ("student + GRPO") where no row names it yet. A row of the
+    user's under that name that is another policy is refused: replacing it would drop their row unseen."""
+    grpo_row = PolicySpec.parse(f"run:{recipe.grpo.output}")
+    policies = recipe.eval.policies
+    if grpo_row in policies.values():
+        return recipe
+    if GRPO_ROW in policies:
+        typer.echo(
+            f'error: eval.policies row "{GRPO_ROW}" is {policies[GRPO_ROW]}, but --rl evaluates {grpo_row} under that '
+            f"name; rename that row, or name {grpo_row} in eval.policies yourself",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return with_section(recipe, "eval", policies={**policies, GRPO_ROW: grpo_row})
 
 
 @app.command("demo")

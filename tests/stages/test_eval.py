@@ -79,6 +79,38 @@ def test_eval_reports_intervals_paired_differences_and_keeps_every_sample_with_i
     assert sum(s.verdict.passed for s in samples) == sum(c for _, c in teacher["per_task"].values())
 
 
+class CrashesOnSecondFailures(Arithmetic):
+    """A teacher that slips half the time, whose verifier crashes on the second sample whenever it fails:
+    the tasks left with both samples judged are the easy ones."""
+
+    def __init__(self):
+        super().__init__(ArithmeticOptions(teacher_error_rate=0.5))
+
+    def verify(self, task, trajectory):
+        verdict = super().verify(task, trajectory)
+        if trajectory.sample_index == 1 and not verdict.passed:
+            return Verdict(reward=0.0, passed=False, infra_error="verifier crashed")
+        return verdict
+
+
+def test_pass_at_k_over_fewer_tasks_than_pass_at_1_says_over_how_many(tmp_path):
+    recipe = small_recipe(tmp_path, "eval.k=2")
+    env = CrashesOnSecondFailures()
+    row = evaluate_policy(
+        "teacher", PolicySpec.parse("reference"), recipe, env, env.tasks("eval", 40, 0), CostLedger({}, False)
+    )
+    kept_two = sum(1 for n, _ in row["per_task"].values() if n == 2)
+    assert row["tasks_scored"] == 40 and 0 < kept_two < 40
+    assert row["tasks_scored_k"] == kept_two  # pass@2 is over these only (1.0 here, a biased share)
+    assert unscored(row) == f"{row['infra_errors']} infra errors; pass@2 over {kept_two} of 40 tasks"
+
+
+def test_a_comparison_of_a_row_with_itself_is_refused(tmp_path):
+    recipe = small_recipe(tmp_path, "eval.policies.teacher='reference'", "eval.compare=[['teacher', 'teacher']]")
+    with pytest.raises(WarmstartError, match=r"eval.compare: \['teacher', 'teacher'\] compares a row with itself"):
+        evaluate.run(recipe)
+
+
 def test_a_comparison_of_a_policy_eval_does_not_have_is_refused(tmp_path):
     recipe = small_recipe(tmp_path, "eval.policies.teacher='reference'", "eval.compare=[['teacher', 'nobody']]")
     with pytest.raises(WarmstartError, match="eval.compare: 'nobody' is not a policy of eval.policies"):
@@ -102,7 +134,7 @@ def test_failed_requests_are_counted_apart_and_past_eval_max_error_rate_eval_sto
     row = api_policy_row(tmp_path / "one", ["500"])
     assert row["pass@1"] == 1.0 and row["request_errors"] == 1 and row["infra_errors"] == 0
     assert row["tasks_scored"] == 10
-    assert unscored(row) == "1 failed requests"
+    assert unscored(row) == "1 failed requests; pass@2 over 9 of 10 tasks"  # one task kept 1 sample of 2
     # Past the cap: an error, not a pass@1 over what happened to be answered.
     with pytest.raises(WarmstartError, match=r"eval.policies.api: 2 of 20 samples' requests failed, more than eval"):
         api_policy_row(tmp_path / "two", ["500", "500"])

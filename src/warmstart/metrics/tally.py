@@ -53,6 +53,9 @@ class PassTally:
             "request_errors": self.request_errors,
             "tasks": len(self.task_ids),
             "tasks_scored": sum(1 for n, _ in counts.values() if n),  # pass@1 is over these
+            # pass@k is over these: a task left with fewer than k judged samples has no unbiased pass@k, and
+            # the tasks that keep k are those its verifier judged, not a random share: said, not hidden.
+            "tasks_scored_k": len(full),
             "samples_per_task": k,
             "tokens_out": self.tokens_out,
             "per_task": {t: list(c) for t, c in counts.items()},
@@ -62,14 +65,22 @@ class PassTally:
 
 
 def unscored(row: dict) -> str:
-    """What a row's pass@k leaves out: samples whose request failed or whose verifier could not judge, and
-    the tasks left with no scored sample ("" where nothing was left out)."""
+    """What a row's pass@k leaves out: samples whose request failed or whose verifier could not judge, the
+    tasks left with no scored sample, and those left with fewer than k ("" where nothing was left out)."""
     requests, infra = row.get("request_errors", 0), row.get("infra_errors", 0)
     if not requests and not infra:
         return ""
     parts = [f"{requests} failed requests"] * bool(requests) + [f"{infra} infra errors"] * bool(infra)
-    missing = row["tasks"] - row.get("tasks_scored", row["tasks"])
-    return ", ".join(parts) + (f"; {missing} tasks unscored" if missing else "")
+    scored = row.get("tasks_scored", row["tasks"])
+    missing = row["tasks"] - scored
+    return ", ".join(parts) + (f"; {missing} tasks unscored" if missing else "") + short_of_k(row, scored)
+
+
+def short_of_k(row: dict, scored: int) -> str:
+    """Where pass@k is over fewer tasks than pass@1 (some kept fewer than k judged samples): over how many.
+    Those tasks are the ones the verifier and the API happened to serve, so the reader must know."""
+    k, over = row.get("samples_per_task", 1), row.get("tasks_scored_k", scored)  # older results lack the key
+    return f"; pass@{k} over {over} of {row['tasks']} tasks" if k > 1 and over < scored else ""
 
 
 def per_task_pass(counts: dict[str, tuple[int, int]], k: int) -> dict[str, float]:

@@ -123,6 +123,17 @@ def check_request_errors(name: str, errors: int, samples: int, first: str | None
         )
 
 
+def check_compare(pairs: list[list[str]], rows) -> None:
+    """Each pair of `eval.compare` names two different rows: a row against itself differs by exactly 0,
+    and resampling its tasks would still draw an interval around that 0 as if it were a measurement."""
+    unknown = [name for pair in pairs for name in pair if name not in rows]
+    if unknown:
+        raise WarmstartError(f"eval.compare: {unknown[0]!r} is not a policy of eval.policies")
+    same = [a for a, b in pairs if a == b]
+    if same:
+        raise WarmstartError(f"eval.compare: [{same[0]!r}, {same[0]!r}] compares a row with itself")
+
+
 def comparisons(results: dict[str, dict], pairs: list[list[str]]) -> list[dict]:
     """Paired differences of pass@1: every policy against `base` (where it is a row), then `pairs`."""
     against_base = [[name, "base"] for name in results if name != "base"] if "base" in results else []
@@ -173,9 +184,7 @@ def run(recipe: Recipe) -> Path:
         ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
         earlier = carried_spend(run_dir.manifest()["stages"].get("eval"))  # this entry replaces theirs
         spent = {"api_cost_earlier_runs": earlier} if earlier else {}
-        unknown = [name for pair in cfg.compare for name in pair if name not in specs]
-        if unknown:
-            raise WarmstartError(f"eval.compare: {unknown[0]!r} is not a policy of eval.policies")
+        check_compare(cfg.compare, specs)
         for name, spec in specs.items():  # every local model there, before any policy's samples are written
             if spec.is_local_model:
                 resolve_model_path(spec.name, f"eval.policies.{name}")
