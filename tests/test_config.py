@@ -540,3 +540,17 @@ def test_a_fingerprint_names_api_policies_by_backend_and_model_not_by_their_url(
         assert "127.0.0.1" not in repr(dumped), section
     assert first.generate.model_dump()["teacher"] == "openai:t@http://127.0.0.1:8001/v1"
     assert "127.0.0.1:8001" in recipe_toml(first)
+
+
+def test_a_recipe_written_with_a_byte_order_mark_is_read(tmp_path):
+    """TOML is UTF-8 and tomllib refuses a BOM ("Invalid statement at line 1, column 1"), which Windows
+    editors write: the error pointed at nothing the user could see."""
+    path = tmp_path / "recipe.toml"
+    path.write_bytes(b"\xef\xbb\xbf[sft]\nsteps = 7\n")
+    assert load_recipe(path).sft.steps == 7
+
+
+@pytest.mark.parametrize("text", ["=3", "sft..lr=3", ".lr=3", "sft.=3", " =3"])
+def test_an_override_with_an_empty_part_in_its_key_is_one_error(text):
+    with pytest.raises(WarmstartError, match="no empty part in the key"):
+        load_recipe(None, [text])

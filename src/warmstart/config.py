@@ -629,11 +629,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise WarmstartError(f"--set {text!r}: expected stage.key=value")
     key, raw = text.split("=", 1)
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise WarmstartError(f"--set {text!r}: expected stage.key=value, with no empty part in the key")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # a bare word is a string: --set generate.teacher=reference
-    return key.strip().split("."), value
+    return path, value
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -685,7 +688,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base: dict |
         if not path.is_file():
             raise WarmstartError(f"{path}: recipe file not found")
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors write one) skipped
         except tomllib.TOMLDecodeError as exc:
             raise WarmstartError(f"{path}: not valid TOML ({exc})") from None
         except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
