@@ -1,17 +1,25 @@
-"""`warmstart grpo`: a cold start gets only flat groups and never updates; a killed run resumes as if uninterrupted."""
+"""`warmstart grpo`: a cold start gets only flat groups and never updates (and says so); a killed run resumes
+as if uninterrupted; an output that would replace a model the run reads or another stage wrote is refused;
+weights an update made NaN are never checkpointed."""
 
 from __future__ import annotations
 
 import json
+import logging
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers import curated_run
+from warmstart.envs.arithmetic import Arithmetic, ArithmeticOptions
+from warmstart.envs.base import final_assistant_text
+from warmstart.errors import WarmstartError
 from warmstart.stages import grpo, sft
+from warmstart.types import Verdict
 
 
-def test_a_cold_start_gets_only_flat_groups_and_no_update(tmp_path):
+def test_a_cold_start_gets_only_flat_groups_and_no_update(tmp_path, caplog):
     # An untrained model never answers correctly: every group is all-zero reward, so dynamic sampling
     # drops them all and the weights do not move. This is the waste a warm start avoids.
     recipe = curated_run(
@@ -26,7 +34,9 @@ def test_a_cold_start_gets_only_flat_groups_and_no_update(tmp_path):
         "grpo.checkpoint_every=1",
     )
     sft.run(recipe)  # builds models/base
-    out = grpo.run(recipe)
+    with caplog.at_level(logging.WARNING, logger="warmstart.stages.grpo"):
+        out = grpo.run(recipe)
+    assert "every group of all 2 steps was flat" in caplog.text  # not a silent copy of grpo.init
     history = json.loads((tmp_path / "manifest.json").read_text())["stages"]["grpo:student-grpo"]["history"]
     assert [h["zero_variance_fraction"] for h in history] == [1.0, 1.0]
     assert [h["groups_used"] for h in history] == [0, 0]
@@ -90,3 +100,60 @@ def test_a_killed_rl_run_resumes_as_if_uninterrupted(tmp_path):
     ]
     drop_time = [[{k: v for k, v in h.items() if not k.endswith("seconds")} for h in run] for run in history]
     assert drop_time[0] == drop_time[1]  # same rewards, losses and compute step by step
+
+
+SMALL_RL = [
+    "sft.steps=1",
+    "grpo.steps=1",
+    "grpo.tasks_per_step=2",
+    "grpo.group_size=2",
+    "grpo.max_new_tokens=12",
+    "grpo.max_refills=1",
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        (["grpo.output=student"], "models/student is grpo.init"),  # RL from the student, over the student
+        (["grpo.init=base", "grpo.output=student"], "the model stage sft:student wrote"),
+    ],
+)
+def test_an_output_naming_the_start_or_another_stages_model_is_refused_before_anything_is_written(
+    tmp_path, settings, says
+):
+    # checkpoints/student are SFT's: a resume read them (a KeyError), or, had they been removed, the
+    # published RL model replaced the model it started from.
+    recipe = curated_run(tmp_path, *SMALL_RL, *settings)
+    sft.run(recipe)
+    student = (tmp_path / "models" / "student" / "model.safetensors").read_bytes()
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints" / "student").iterdir())
+    with pytest.raises(WarmstartError, match=says):
+        grpo.run(recipe)
+    assert (tmp_path / "models" / "student" / "model.safetensors").read_bytes() == student
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "student").iterdir()) == checkpoints
+    assert list(json.loads((tmp_path / "manifest.json").read_text())["stages"]) == [
+        "curate:train",
+        "generate:teacher",
+        "sft:student",
+    ]
+
+
+class HugeReward(Arithmetic):
+    """A reward of 1e38 for an even-length reply, else 0: unscaled advantages that large overflow the
+    gradient (an infinite norm; the clip's factor 0; inf x 0 = NaN) under a finite loss."""
+
+    def verify(self, task, trajectory):
+        passed = len(final_assistant_text(trajectory) or "") % 2 == 0
+        return Verdict(reward=1e38 if passed else 0.0, passed=passed)
+
+
+def test_weights_an_update_made_nan_are_never_checkpointed_nor_published(tmp_path):
+    recipe = curated_run(
+        tmp_path, *SMALL_RL, "grpo.scale_by_std=false", "grpo.updates_per_batch=1", "grpo.checkpoint_every=1"
+    )
+    sft.run(recipe)
+    with pytest.raises(WarmstartError, match="the weights are NaN or infinite after step 1"):
+        grpo.run(recipe, env=HugeReward(ArithmeticOptions()))
+    assert not list((tmp_path / "checkpoints" / "student-grpo").glob("step-*"))
+    assert not (tmp_path / "models" / "student-grpo").exists()

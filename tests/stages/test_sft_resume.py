@@ -151,7 +151,7 @@ def test_sft_output_naming_its_own_dense_kd_teacher_is_refused(tmp_path):
     update = {"teacher": PolicySpec.parse("run:student"), "distill": "logits"}
     self_taught = recipe.model_copy(update={"sft": recipe.sft.model_copy(update=update)})
     shutil.rmtree(tmp_path / "checkpoints" / "student")  # else its checkpoints' fingerprint refuses it
-    with pytest.raises(WarmstartError, match=r"models/student is sft.teacher, the model this run distils from"):
+    with pytest.raises(WarmstartError, match=r"models/student is sft.teacher, a model this run reads"):
         sft.run(self_taught)
     for name, tensor in weights(student).items():
         assert torch.equal(tensor, before[name])

@@ -1,4 +1,5 @@
-"""What several stages share: the tasks of a split, and prompt text for decontamination."""
+"""What several stages share: the tasks of a split, prompt text for decontamination, and the check that a
+training stage's output replaces no model the run reads or another stage wrote."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ..envs.base import Environment
 from ..envs.judge import Judged, NoTools, RubricJudge
 from ..errors import WarmstartError
 from ..policies import make_policy
+from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
 from ..types import Message, Task, Trajectory
 
@@ -81,3 +83,24 @@ def check_disjoint(train: list[Task], eval_: list[Task]) -> None:
             f"the eval split overlaps train: {len(shared)} eval task(s) share a prompt with a train task "
             f"(first: {shared[0].id})"
         )
+
+
+def check_output_free(run_dir: RunDir, stage: str, key: str, out: Path, reads: dict[str, Path | None]) -> None:
+    """Refuse a training stage's output (`key`: sft.output, grpo.output) whose models/<output> is a model the
+    stage reads (`reads`: its role -> directory, e.g. "grpo.init") or one another stage of the run wrote.
+    Publishing would replace that model: the manifest would name it the output of two stages, a resume would
+    meet that stage's checkpoints, and a model the stage reads, replaced by its own result, changes the
+    stage's inputs, so every rerun would refuse the checkpoints it wrote. Called before anything is written."""
+    for role, model in reads.items():
+        if model is not None and model.resolve() == out.resolve():
+            raise WarmstartError(
+                f"{key} = {out.name!r}: models/{out.name} is {role}, a model this run reads; publishing would "
+                "replace it. Name the trained model otherwise"
+            )
+    claimed = str(out.relative_to(run_dir.root))
+    for other, entry in run_dir.manifest()["stages"].items():
+        if other != stage and claimed in entry.get("outputs", []):
+            raise WarmstartError(
+                f"{key} = {out.name!r}: models/{out.name} is the model stage {other} wrote; publishing would "
+                "replace it. Name the trained model otherwise"
+            )

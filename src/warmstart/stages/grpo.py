@@ -46,11 +46,11 @@ from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.grpo import batch_tensors, collect, separate_old_pass, update
-from ..train.step_checks import check_finite_loss
+from ..train.step_checks import check_finite_loss, check_finite_weights
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
 from . import grpo_server
-from .common import load_tasks, make_environment
+from .common import check_output_free, load_tasks, make_environment
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,16 @@ def init_path(recipe: Recipe) -> Path:
     return Path(resolve(recipe.grpo.init, recipe).name)
 
 
+def local_teacher(recipe: Recipe) -> Path | None:
+    """The directory of `grpo.teacher` where it is a local model; None without one, or for a server."""
+    teacher = resolve(recipe.grpo.teacher, recipe) if recipe.grpo.teacher else None
+    return Path(teacher.name) if teacher is not None and teacher.is_local_model else None
+
+
 def stage_inputs(recipe: Recipe, start_from: Path) -> list[Path]:
     """The weights whose content decides the run: the starting model's and a local teacher's."""
-    teacher = resolve(recipe.grpo.teacher, recipe) if recipe.grpo.teacher else None
-    local_teacher = model_files(Path(teacher.name)) if teacher is not None and teacher.is_local_model else []
-    return [*model_files(start_from), *local_teacher]
+    teacher = local_teacher(recipe)
+    return [*model_files(start_from), *(model_files(teacher) if teacher is not None else [])]
 
 
 def budget_used(history: list[dict], cfg: GrpoConfig) -> float | None:
@@ -150,6 +155,8 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     cfg, run_dir = recipe.grpo, RunDir(recipe)
     start_from = init_path(recipe)
     out = run_dir.model(cfg.output)
+    reads = {"grpo.init": start_from, "grpo.teacher": local_teacher(recipe)}
+    check_output_free(run_dir, f"grpo:{cfg.output}", "grpo.output", out, reads)  # before anything is written
     config = {
         "grpo": cfg.model_dump(exclude=NOT_RESULTS, context=FINGERPRINT),  # NOT_RESULTS: speed, memory, bookkeeping
         "env": recipe.env.model_dump(context=FINGERPRINT),
@@ -185,6 +192,7 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
         env = env or make_environment(recipe)
         history = train(recipe, env, start_from, stage, world)
         if world.main:
+            warn_if_nothing_learned(history, cfg)
             last = complete_checkpoints(RunDir(recipe).checkpoints(cfg.output))[-1]
             models = RunDir(recipe).root / "models"
             if lora.enabled(cfg.lora):
@@ -193,6 +201,21 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
             else:
                 publish(last, out, models)
             stage.summary = {**summary(history, cfg), "init": str(start_from), "processes": world.size}
+
+
+def warn_if_nothing_learned(history: list[dict], cfg: GrpoConfig) -> None:
+    """Say so where every group of every step was flat: the run took no update that moved the weights,
+    and the model it publishes is `grpo.init`'s, which the manifest's flat-group share alone would leave
+    to be noticed. A teacher's per-token advantages move the weights whatever the rewards."""
+    if cfg.teacher is None and all(h["zero_variance_fraction"] == 1.0 for h in history):
+        log.warning(
+            "grpo: every group of all %d steps was flat (each sample of a task got the same reward: all "
+            "passed or all failed), so no update had a signal (a group needs two verified samples) and models/%s holds grpo.init's weights. A "
+            "model that never (or always) passes gets nothing from GRPO: start from a better student, use "
+            "harder or easier tasks, or a larger grpo.group_size",
+            len(history),
+            cfg.output,
+        )
 
 
 def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, world: World = SINGLE) -> list[dict]:
@@ -224,7 +247,10 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
             tracker.log(step, step_scalars(entry))
             # Seconds differ between processes: the main one's decide when a budget is spent.
             out_of_budget = world.agree(progress.advance(history, entry))
-            if world.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget):
+            checkpoint_due = step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget
+            if checkpoint_due:  # what is saved, then published; in every process: the check adds up over them
+                check_finite_weights(learner.model, step, "grpo", "grpo.lr", world.total)
+            if world.main and checkpoint_due:
                 position = {
                     "cursor": cursor,
                     # The pool a refresh chose depends on the policy then: kept, not recomputed on resume.

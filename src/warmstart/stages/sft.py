@@ -53,6 +53,7 @@ from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
 from ..train.step_checks import check_finite_loss, check_finite_weights
 from ..types import Trajectory
+from .common import check_output_free
 
 log = logging.getLogger(__name__)
 BASE_INFO = "warmstart_base.json"
@@ -94,7 +95,7 @@ def run(recipe: Recipe) -> Path:
     if not data_path.exists():
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
-    check_output_free(run_dir, f"sft:{cfg.output}", out, teacher)  # before anything is written
+    check_output_free(run_dir, f"sft:{cfg.output}", "sft.output", out, {"sft.teacher": teacher})  # before writing
     teacher_weights = model_files(teacher) if teacher else []
     config = {
         "sft": cfg.model_dump(exclude=NOT_RESULTS, context=FINGERPRINT),
@@ -123,25 +124,6 @@ def run(recipe: Recipe) -> Path:
         raise
     distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
     return out
-
-
-def check_output_free(run_dir: RunDir, name: str, out: Path, teacher: Path | None) -> None:
-    """Refuse an `sft.output` whose models/<output> another stage of the run wrote (GRPO's model, say) or
-    that is the teacher this run distils from. Publishing would replace that model: the manifest would then
-    name it the output of two stages, and a teacher replaced by its student changes this stage's inputs,
-    so every rerun would refuse the checkpoints it wrote."""
-    if teacher is not None and teacher.resolve() == out.resolve():
-        raise WarmstartError(
-            f"sft.output = {out.name!r}: models/{out.name} is sft.teacher, the model this run distils from; "
-            "publishing the student would replace it. Name the SFT model otherwise"
-        )
-    claimed = str(out.relative_to(run_dir.root))
-    for other, entry in run_dir.manifest()["stages"].items():
-        if other != name and claimed in entry.get("outputs", []):
-            raise WarmstartError(
-                f"sft.output = {out.name!r}: models/{out.name} is the model stage {other} wrote; publishing "
-                "the SFT model would replace it. Name the SFT model otherwise"
-            )
 
 
 def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -> None:

@@ -31,6 +31,7 @@ policy's turns are trained on, tool results and template text between turns are 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,10 @@ class Group:
 
 def score(episode: Episode, verdict, cfg: GrpoConfig) -> tuple[float, bool]:
     if verdict.infra_error is not None:
+        return 0.0, False
+    if not math.isfinite(verdict.reward):
+        # An environment passed from Python is not wrapped as a plugin is (envs/plugins.py, which makes such a
+        # verdict an infra error): NaN would make the group's advantages and the loss NaN, an error blaming lr.
         return 0.0, False
     reward = verdict.reward
     if cfg.overlong_buffer:  # on the last turn: the one a token limit can cut
