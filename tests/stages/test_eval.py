@@ -232,3 +232,21 @@ def priced_api_recipe(tmp_path, api, *overrides: str, eval_: int):
     prices.write_text('[models."fake-model"]\ninput = 1.0\noutput = 2.0\n')
     policy = f"eval.policies={{api='openai:fake-model@{api.url}/v1'}}"
     return small_recipe(tmp_path / "run", *overrides, f"api.prices='{prices}'", policy, eval_=eval_)
+
+
+def test_a_rerun_stopped_by_a_later_row_leaves_the_samples_of_the_results_on_disk(tmp_path):
+    """eval/<row>.jsonl holds the samples results.json counted: a rerun (here with k = 2) that a later row
+    stopped had replaced the first row's file with its own samples while results.json kept the run before."""
+    run_dir = tmp_path / "run"
+    first = small_recipe(run_dir, "eval.k=1", "eval.policies={teacher='reference'}", "tasks.eval=5")
+    evaluate.run(first)
+    samples = run_dir / "eval" / "teacher.jsonl"
+    before = samples.read_bytes()
+    with FakeAPI() as api:
+        api.faults = ["500"] * 10
+        rows = f"eval.policies={{teacher='reference', api='openai:fake-model@{api.url}/v1'}}"
+        again = small_recipe(run_dir, "eval.k=2", rows, "tasks.eval=5", "api.max_retries=0", "api.concurrency=1")
+        with pytest.raises(WarmstartError, match="eval.policies.api"):
+            evaluate.run(again)
+    assert samples.read_bytes() == before
+    assert json.loads((run_dir / "eval" / "results.json").read_text())["k"] == 1

@@ -59,17 +59,19 @@ def evaluate_policy(
     ledger: CostLedger,
     verifier=None,
     samples: Path | None = None,
+    publish: bool = True,
 ) -> dict:
     """`verifier`: the caller's (a local or a Ray verifier), shared by several policies; without one, this
     policy's batches get their own.
-    `samples`: where to keep every sample with its verdict (JSONL), replaced whole when the policy is done."""
+    `samples`: where to keep every sample with its verdict (JSONL), replaced whole when the policy is done;
+    with `publish=False` left beside it (`unpublished`) for the caller to replace it with its other results."""
     cfg, started = recipe.eval, time.time()
     policy = cluster.make_policy(spec, env, f"eval.policies.{name}", recipe)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     requests = [Request(t, i) for t in tasks for i in range(cfg.k)]
     by_id = {t.id: t for t in tasks}
     tally = PassTally([t.id for t in tasks])
-    kept = samples.with_name(samples.name + ".tmp") if samples else None
+    kept = unpublished(samples) if samples else None
     seen: set[tuple[str, int]] = set()  # (task, sample index) counted: each once
     first_error: str | None = None
     with (
@@ -102,7 +104,7 @@ def evaluate_policy(
                 for trajectory in trajectories:
                     writer.append(trajectory)
             advance(len(chunk))
-    if kept:
+    if kept and publish:
         os.replace(kept, samples)
     check_request_errors(name, tally.request_errors, len(requests), first_error, cfg.max_error_rate)
     try:
@@ -110,6 +112,11 @@ def evaluate_policy(
     except ValueError as exc:
         raise WarmstartError(f"eval.policies.{name}: {exc}") from None
     return {"policy": str(spec), **row, "seconds": round(time.time() - started, 2)}
+
+
+def unpublished(samples: Path) -> Path:
+    """Where a row's samples are written until they are published at `samples`."""
+    return samples.with_name(samples.name + ".tmp")
 
 
 def check_request_errors(name: str, errors: int, samples: int, first: str | None, max_rate: float) -> None:
@@ -193,7 +200,7 @@ def run(recipe: Recipe) -> Path:
         try:
             with cluster.make_verifier(env, recipe) as verifier:
                 results = {
-                    name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier, samples[name])
+                    name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier, samples[name], False)
                     for name, spec in specs.items()
                 }
         except BaseException:
@@ -211,6 +218,11 @@ def run(recipe: Recipe) -> Path:
             "policies": results,
             "comparisons": comparisons(results, cfg.compare),
         }
+        # Every row's samples with the results they were counted in: a rerun stopped by a later row had
+        # replaced the earlier rows' sample files while results.json still held the run before.
+        for path in samples.values():
+            if unpublished(path).exists():
+                os.replace(unpublished(path), path)
         write_json_atomic(out, summary)
         with run_dir.tracker("eval") as tracker:
             tracker.log(0, {f"pass@1/{name}": r["pass@1"] for name, r in results.items()})
