@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import first_line
+
 KEY_RE = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
 UNSUPPORTED = {"use_dora": "DoRA", "modules_to_save": "modules_to_save (fully trained layers)"}
 
@@ -104,7 +106,9 @@ def _tensors(directory: Path) -> dict[str, torch.Tensor]:
     try:
         tensors = _load_tensors(file)
     except Exception as exc:  # each format fails its own way (SafetensorError, UnpicklingError, EOFError, ...)
-        raise AdapterError(f"{file} cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise AdapterError(
+            f"{file} cannot be read: {type(exc).__name__}: {first_line(exc) or '(no message)'}"
+        ) from None
     if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
         raise AdapterError(f"{file} does not hold a dictionary of tensors")
     return tensors
@@ -116,11 +120,6 @@ def _load_tensors(file: Path):
 
         return load_file(file)
     return torch.load(file, map_location="cpu", weights_only=True)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 def _module(name: str, ab: dict[str, torch.Tensor], linears: dict[str, Linear], config: dict) -> tuple:

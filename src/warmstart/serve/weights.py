@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from ..errors import first_line
+
 
 class WeightsError(Exception):
     """Why a directory's weights cannot replace the served ones (one line)."""
@@ -32,8 +34,9 @@ def read_weights(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, tor
         # worker generates; `copy_weights` casts to the served dtype.
         state = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
     except Exception as exc:  # a broken directory fails in many ways (OSError, SafetensorError, RuntimeError, ...)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot load a model from {path}: {type(exc).__name__}: {first_line}") from None
+        raise WeightsError(
+            f"cannot load a model from {path}: {type(exc).__name__}: {first_line(exc) or '(no message)'}"
+        ) from None
     missing = sorted(shapes.keys() - state.keys())
     if missing:
         raise WeightsError(f"{path} is another architecture: it has no {missing[0]} ({len(missing)} weights missing)")

@@ -218,7 +218,7 @@ def test_test_paths_by_layout():
 def test_the_snapshot_leaves_out_a_venv_and_a_task_set_mined_into_the_tree(tmp_path):
     """A venv's modules are not the package's (mining would mutate them); a task set mined into the tree
     earlier holds the unmutated code and every mutation (an agent could read every fix)."""
-    from warmstart.envs.swe.snapshot import read_tree
+    from warmstart.envs.swe.snapshot import read_snapshot
 
     (tmp_path / "calc").mkdir()
     (tmp_path / "calc" / "__init__.py").write_text("X = 1\n")
@@ -229,7 +229,7 @@ def test_the_snapshot_leaves_out_a_venv_and_a_task_set_mined_into_the_tree(tmp_p
     earlier.mkdir(parents=True)
     for name in ("manifest.json", "tasks.jsonl", "snapshot.json"):
         (earlier / name).write_text("{}\n")
-    assert sorted(read_tree(tmp_path)) == ["calc/__init__.py"]
+    assert sorted(read_snapshot(tmp_path).files) == ["calc/__init__.py"]
 
 
 # Files the snapshot leaves out (not UTF-8, over 2 MB) that the suite needs: mining had failed with a

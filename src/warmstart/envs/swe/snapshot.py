@@ -81,10 +81,6 @@ def drop_reason(path: Path) -> str | None:
     return f"over 2 MB: {size / 1e6:.1f} MB" if size > MAX_FILE_BYTES else None
 
 
-def read_tree(root: Path) -> dict[str, str]:
-    return read_snapshot(root).files
-
-
 def dropped_note(dropped: dict[str, str], message: str = "") -> str:
     """One line naming the dropped files (first those `message` mentions: the error they likely caused)."""
     if not dropped:
