@@ -554,3 +554,14 @@ def test_a_recipe_written_with_a_byte_order_mark_is_read(tmp_path):
 def test_an_override_with_an_empty_part_in_its_key_is_one_error(text):
     with pytest.raises(WarmstartError, match="no empty part in the key"):
         load_recipe(None, [text])
+
+
+def test_env_verify_timeout_is_written_back_but_is_no_part_of_a_fingerprint():
+    """It only stops a verifier that hangs: a stage rerun with another bound is the same stage."""
+    short, default = load_recipe(None, ["env.verify_timeout=5"]), load_recipe(None, [])
+    assert short.env.model_dump(context=FINGERPRINT) == default.env.model_dump(context=FINGERPRINT)
+    assert "verify_timeout" not in default.env.model_dump(context=FINGERPRINT)
+    assert default.env.verify_timeout == 300.0
+    assert "verify_timeout = 5.0" in recipe_toml(short)
+    with pytest.raises(WarmstartError, match="verify_timeout"):
+        load_recipe(None, ["env.verify_timeout=0"])

@@ -28,6 +28,7 @@ from pydantic import (
     SerializationInfo,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -269,11 +270,22 @@ class EnvConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)  # checked by the environment's own options model
     max_turns: int = Field(4, ge=1)  # policy turns per rollout where the environment has tools
     judge: JudgeConfig | None = None
+    # Seconds one verification in a worker process may take (envs/verification.py): past it the verdict is
+    # an infra error and the worker is replaced. Bounds a plugin's `verify` (run in a worker wherever its
+    # environment can be pickled) and the sandboxed environments' workers, whose programs have limits of their own.
+    verify_timeout: float = Field(300.0, gt=0.0)
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
         return check_env_name(name)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler, info: SerializationInfo) -> dict:
+        data = handler(self)
+        if (info.context or {}).get("fingerprint"):
+            data.pop("verify_timeout", None)  # it stops a verifier that hangs; it changes no verdict that returns
+        return data
 
 
 class TasksConfig(Section):

@@ -23,7 +23,7 @@ from helpers import TINY, small_recipe
 from warmstart.config import BUILT_IN_ENVS, load_recipe
 from warmstart.envs import BUILT_IN, make_env
 from warmstart.envs.plugins import PluginEnvironment, resolve
-from warmstart.envs.verification import verify_all
+from warmstart.envs.verification import Verifier, verify_all
 from warmstart.errors import WarmstartError
 from warmstart.lm.toolcalls import tool_results
 from warmstart.runs.jsonl import read_records
@@ -122,6 +122,20 @@ class StepReturnsAnInt(WithATool):
 class Unpicklable(Echo):
     verify_workers = 2
 
+    def __init__(self):
+        self.numbers = (n for n in range(3))  # a generator: pickle refuses it
+
+
+class HangsOnOdd(Echo):
+    """A verifier that never returns on odd tasks (a request to a server that never answers)."""
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        if task.hidden["n"] % 2:
+            time.sleep(3600)
+        return super().verify(task, trajectory)
+
+
+class UnpicklableInProcess(Echo):
     def __init__(self):
         self.numbers = (n for n in range(3))  # a generator: pickle refuses it
 
@@ -337,6 +351,44 @@ def test_a_verify_that_raises_in_verification_workers_is_an_infra_error_too():
     verdicts = verify_all(env, [(t, answered(t, str(t.hidden["n"]))) for t in tasks])
     assert [v.infra_error is not None for v in verdicts] == [False, True] * 3
     assert [v.passed for v in verdicts] == [True, False] * 3
+
+
+def test_a_verify_that_never_returns_is_an_infra_error_after_env_verify_timeout():
+    env = make_env(env_config(f"{HERE}:HangsOnOdd"))  # verify_workers = 1: one worker, which can be stopped
+    assert env.verifies_in_worker
+    tasks = env.tasks("train", 4, 0)
+    started = time.monotonic()
+    with Verifier(env, timeout=1.5) as verifier:
+        odd = tasks[1]
+        (alone,) = verifier.verify_all([(odd, answered(odd, "1"))])  # one pair is bounded too
+        verdicts = verifier.verify_all([(t, answered(t, str(t.hidden["n"]))) for t in tasks])
+    expected = "echo.verify did not return within 1.5 s (env.verify_timeout); its worker process was stopped"
+    assert alone.infra_error == expected
+    assert [v.infra_error for v in verdicts] == [None, expected, None, expected]
+    assert [v.passed for v in verdicts] == [True, False, True, False]
+    assert time.monotonic() - started < 60
+
+
+def test_a_plugin_that_cannot_be_pickled_verifies_in_this_process_and_says_so(caplog):
+    with caplog.at_level("WARNING", logger="warmstart"):
+        env = make_env(env_config(f"{HERE}:UnpicklableInProcess"))
+    assert not env.verifies_in_worker
+    (warning,) = [r.getMessage() for r in caplog.records if "env.verify_timeout" in r.getMessage()]
+    assert "verify runs in this process" in warning and "cannot pickle 'generator'" in warning
+    task = env.tasks("train", 1, 0)[0]
+    with Verifier(env, timeout=1.0) as verifier:
+        (verdict,) = verifier.verify_all([(task, answered(task, "0"))])
+    assert verdict.passed
+
+
+def test_generate_goes_on_past_a_verify_that_never_returns(tmp_path):
+    recipe = small_recipe(tmp_path / "run", f"env.name='{HERE}:HangsOnOdd'", "env.verify_timeout=1", train=4, eval_=2)
+    generate.run(recipe)
+    records = list(read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory))
+    assert len(records) == 4
+    stuck = [r for r in records if r.verdict.infra_error]
+    assert sorted(r.task_id for r in stuck) == ["echo/1", "echo/3"]
+    assert all("did not return within 1 s" in r.verdict.infra_error for r in stuck)
 
 
 def test_infra_errors_of_a_plugin_are_dropped_by_curate_and_counted_by_eval(tmp_path):

@@ -62,6 +62,15 @@ class RaisesEnv(PidEnv):
         return super().verify(task, trajectory)
 
 
+class HangsEnv(PidEnv):
+    """Its verification of the reply "2" never returns, as a plugin's `verify` waiting on a dead server would."""
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        if trajectory.messages[-1].content == "2":
+            time.sleep(3600)
+        return super().verify(task, trajectory)
+
+
 class PidPythonEnv(PythonEnv):
     """The python environment, with each verdict naming the process (the worker) that gave it."""
 
@@ -301,3 +310,23 @@ def test_a_worker_that_dies_on_every_try_is_an_error_not_a_hang():
         with pytest.raises(WarmstartError, match="twice on the same batch"):
             thread.submit(verify_with_a_verifier).result(timeout=120)
     assert_nothing_left_but(before)
+
+
+def test_a_verification_past_the_timeout_is_an_infra_error_and_its_worker_is_replaced():
+    before = descendants()
+    started = time.monotonic()
+    with Verifier(HangsEnv(), timeout=1.0) as verifier:
+        verdicts = verifier.verify_all(numbered(8))
+        assert [v.reward for v in verdicts] == [0, 1, 0, 3, 4, 5, 6, 7]  # the rest of the stuck chunk too, in order
+        assert [v.infra_error for v in verdicts].count(None) == 7
+        assert verdicts[2].infra_error == (
+            "pid.verify did not return within 1 s (env.verify_timeout); its worker process was stopped"
+        )
+        assert [v.reward for v in verifier.verify_all(numbered(2))] == [0, 1]  # and it goes on
+    assert time.monotonic() - started < 30
+    assert_nothing_left_but(before)
+
+
+def test_without_a_timeout_the_workers_wait_as_long_as_verification_takes():
+    with Verifier(PidEnv(), timeout=None) as verifier:
+        assert [v.reward for v in verifier.verify_all(numbered(5))] == [0, 1, 2, 3, 4]

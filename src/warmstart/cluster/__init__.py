@@ -63,7 +63,7 @@ def make_verifier(env: Environment, recipe: Recipe):
     (or `ray.verify_workers` asks for them)."""
     count = None if recipe.ray is None else (recipe.ray.verify_workers or env.verify_workers)
     if count is None or count <= 1:
-        return Verifier(env)
+        return Verifier(env, recipe.env.verify_timeout)
     from .verifiers import RayVerifier  # Ray only where the recipe asks for it (see `connect`)
 
     return RayVerifier.start(env, count, recipe.ray.max_restarts)

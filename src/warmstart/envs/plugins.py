@@ -14,6 +14,7 @@ counted, never a reward of 0): see `PluginEnvironment`. docs/environments.md, "W
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import pickle
 from importlib.metadata import entry_points
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ValidationError
 from ..config import ENV_ENTRY_POINT_GROUP, EnvConfig, describe_validation_error, unknown_env_message
 from ..errors import WarmstartError
 from ..types import Message, Task, ToolCall, Trajectory, Verdict
+
+log = logging.getLogger(__name__)
 
 METHODS = ("tasks", "verify", "reference", "step")
 
@@ -48,21 +51,37 @@ def make_plugin_env(config: EnvConfig) -> PluginEnvironment:
     if wrong:
         raise WarmstartError(f"{where}: {not_an_environment(env_class)}: {', '.join(wrong)}")
     plugin = PluginEnvironment(env)
-    if plugin.verify_workers > 1:
-        check_picklable(plugin, where)
+    place_verification(plugin, where)
     return plugin
 
 
-def check_picklable(plugin: PluginEnvironment, where: str) -> None:
-    """Verification workers get the environment pickled (verification.py): one that cannot travel would
-    stop the first verified batch with pickle's traceback, after the stage has written its first records."""
+def place_verification(plugin: PluginEnvironment, where: str) -> None:
+    """Verification workers get the environment pickled (verification.py): with verify_workers > 1 one that
+    cannot travel is an error here (it would stop the first verified batch with pickle's traceback, after
+    the stage has written its first records). With 1, it verifies in a worker of its own where it can
+    travel, so that env.verify_timeout can stop a `verify` that never returns; else in this process, said once."""
+    problem = pickling_problem(plugin)
+    if problem and plugin.verify_workers > 1:
+        raise WarmstartError(
+            f"{where}: verify_workers = {plugin.verify_workers} sends the environment to worker processes, "
+            f"but it cannot be pickled ({problem}); keep verify_workers = 1 or make it picklable"
+        )
+    if problem:
+        log.warning(
+            "%s: verify runs in this process, where env.verify_timeout cannot stop it: the environment cannot be "
+            "pickled for a worker process (%s)",
+            where,
+            problem,
+        )
+    plugin.verifies_in_worker = problem is None
+
+
+def pickling_problem(plugin: PluginEnvironment) -> str | None:
     try:
         pickle.loads(pickle.dumps(plugin))
     except Exception as exc:  # noqa: BLE001 - pickle raises many types (TypeError, PicklingError, AttributeError)
-        raise WarmstartError(
-            f"{where}: verify_workers = {plugin.verify_workers} sends the environment to worker processes, "
-            f"but it cannot be pickled ({describe(exc)}); keep verify_workers = 1 or make it picklable"
-        ) from None
+        return describe(exc)
+    return None
 
 
 def not_an_environment(env_class: type) -> str:
@@ -140,6 +159,7 @@ class PluginEnvironment:
         self.name: str = env.name
         self.tools: tuple[dict, ...] = tuple(getattr(env, "tools", ()))
         self.verify_workers: int = getattr(env, "verify_workers", 1)
+        self.verifies_in_worker = False  # set as it loads: place_verification
 
     def tasks(self, split: str, n: int, seed: int) -> list[Task]:
         """The plugin's tasks, checked against the protocol: `n` Task records of this environment and

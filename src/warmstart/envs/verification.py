@@ -20,6 +20,12 @@ that dies while another is being started is missed by its clean-up, which then w
 Here every worker starts with the pool, a dead one shows as the end of its pipe, and a worker whose
 parent is gone reads the end of its pipe, closes its environment and exits.
 
+A worker answers each verification as it finishes it, so the parent knows which one a worker is on: with a
+`timeout`, a verification that has not returned after it (a plugin's `verify` waiting forever) is an infra
+error naming the bound, its worker is killed and replaced, and the rest of its chunk goes on. Only a
+worker process can be stopped from outside, which is why a plugin's environment that can be pickled
+verifies in one even where its `verify_workers` is 1 (`verifies_in_worker`, envs/plugins.py).
+
 A module of its own, outside `stages`, on purpose: a worker imports the module of the function it runs,
 and importing anything under `warmstart.stages` imports the training stages and with them torch and
 transformers — seconds per worker (measured: a batch of 200 sandboxed executions through a pool
@@ -34,6 +40,7 @@ import math
 import multiprocessing
 import pickle
 import signal
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -49,6 +56,7 @@ Pairs = list[tuple[Task, Trajectory]]
 # A batch goes out in several chunks per worker rather than one share each: a worker that drew quick
 # programs takes the next chunk, and an interrupted batch only waits for the chunks already running.
 CHUNKS_PER_WORKER = 4
+READY = "ready"  # a worker's first message: it has the environment
 
 
 class Verifier:
@@ -58,8 +66,9 @@ class Verifier:
     each worker's environment, zygote included, is started once for all batches. Everything else is
     verified here, in order. The workers get the environment as it is when they start."""
 
-    def __init__(self, env: Environment):
+    def __init__(self, env: Environment, timeout: float | None = None):
         self.env = env
+        self.timeout = timeout  # seconds one verification in a worker may take (env.verify_timeout); None: no bound
         self._workers: list[Worker] = []
 
     def __enter__(self) -> Verifier:
@@ -90,9 +99,11 @@ class Verifier:
         for worker in workers:
             worker.stop_reading()
         for worker in workers:
-            worker.join()
+            worker.join(self.timeout)  # one on a verification that never returns is killed past the bound
 
     def _uses_pool(self, pairs: Pairs) -> bool:
+        if getattr(self.env, "verifies_in_worker", False):
+            return True  # only a worker can be stopped when the plugin's verify never returns
         # A single pair is not worth starting workers for; once they run, they take every batch.
         return self.env.verify_workers > 1 and (bool(self._workers) or len(pairs) >= 2)
 
@@ -101,7 +112,7 @@ class Verifier:
             self._workers = start_workers(self.env, self.env.verify_workers)
         chunks = split_in_order(pairs, len(self._workers) * CHUNKS_PER_WORKER)
         try:
-            results = run_chunks(self._workers, chunks)
+            results = run_chunks(self._workers, chunks, Bound(self.env, self.timeout))
         except BaseException:
             self.close()  # a batch cut short (a dead worker, an error, Ctrl-C) may leave answers unread in the pipes
             raise
@@ -143,14 +154,23 @@ class Worker:
         except OSError:  # the worker's end is closed: it died while idle
             raise self.died() from None
 
-    def receive(self) -> list[Verdict]:
+    def receive(self) -> Verdict:
+        """The verdict of the next pair of the chunk the worker is on."""
         try:
-            verdicts, error = self.connection.recv()
+            verdict, error = self.connection.recv()
         except (EOFError, OSError):  # the end of its pipe before an answer: it died on this chunk
             raise self.died() from None
         if error is not None:
             raise error  # the environment's own exception, as it would have raised in-process
-        return verdicts
+        return verdict
+
+    def wait_ready(self) -> None:
+        """Until the worker has the environment (unpickling it imports its modules: seconds, which are not
+        the first verification's)."""
+        try:
+            self.connection.recv()
+        except (EOFError, OSError):
+            raise self.died() from None
 
     def died(self) -> WorkerDied:
         self.process.join(timeout=5.0)
@@ -159,21 +179,29 @@ class Worker:
     def stop_reading(self) -> None:
         self.connection.close()  # the end of the worker's input: it exits after the chunk it is on
 
-    def join(self) -> None:
+    def join(self, timeout: float | None = None) -> None:
+        self.process.join(timeout)
+        if self.process.is_alive():  # still on a verification past the bound: its environment is not closed
+            self.kill()
+
+    def kill(self) -> None:
+        """Stop it now (its sandbox dies with it: bubblewrap's --die-with-parent)."""
+        self.process.kill()
         self.process.join()
+        self.connection.close()
 
 
 def start_workers(env: Environment, count: int) -> list[Worker]:
-    # forkserver: forking this process (torch threads running) could deadlock a child.
-    context = multiprocessing.get_context("forkserver")
     workers: list[Worker] = []
     try:
         for _ in range(count):
-            workers.append(start_worker(context))
+            workers.append(start_worker())
         for worker in workers:
             # The environment goes over the pipe, not with the start: a start whose data fills the pipe
             # (python's tasks: ~120 KB) waits for that worker to import its modules, one worker after another.
             worker.send(env)
+        for worker in workers:
+            worker.wait_ready()
     except BaseException:  # Ctrl-C while starting, or a worker that died: none of them is left behind
         for worker in workers:
             worker.stop_reading()
@@ -182,7 +210,9 @@ def start_workers(env: Environment, count: int) -> list[Worker]:
     return workers
 
 
-def start_worker(context) -> Worker:
+def start_worker() -> Worker:
+    # forkserver: forking this process (torch threads running) could deadlock a child.
+    context = multiprocessing.get_context("forkserver")
     ours, theirs = context.Pipe()
     # daemon: should its Verifier never be closed, multiprocessing still stops it as this process exits.
     process = context.Process(target=serve, args=(theirs,), name="warmstart-verifier", daemon=True)
@@ -191,8 +221,37 @@ def start_worker(context) -> Worker:
     return Worker(process, ours)
 
 
-def run_chunks(workers: list[Worker], chunks: list[Pairs]) -> list[list[Verdict]]:
-    """Each chunk to the next idle worker; the answers in the chunks' order."""
+@dataclass
+class Bound:
+    """How long one verification in a worker may take, and whose (for the verdict that says it did not return)."""
+
+    env: Environment
+    seconds: float | None
+
+    def timed_out(self) -> Verdict:
+        return Verdict(
+            reward=0.0,
+            passed=False,
+            infra_error=f"{self.env.name}.verify did not return within {self.seconds:g} s (env.verify_timeout); "
+            "its worker process was stopped",
+        )
+
+
+@dataclass
+class Job:
+    """A chunk on a worker: `done` of its pairs answered, the next due by `deadline` (monotonic seconds)."""
+
+    worker: Worker
+    index: int
+    chunk: Pairs
+    done: int
+    deadline: float
+
+
+def run_chunks(workers: list[Worker], chunks: list[Pairs], bound: Bound) -> list[list[Verdict]]:
+    """Each chunk to the next idle worker; the answers in the chunks' order. A worker past the bound on a
+    pair is replaced in `workers` by a fresh one; that pair's verdict says so, and the rest of its chunk
+    goes on."""
     results: list[list[Verdict]] = [[] for _ in chunks]
     waiting = collections.deque(enumerate(chunks))
     idle, busy = list(workers), {}
@@ -200,12 +259,39 @@ def run_chunks(workers: list[Worker], chunks: list[Pairs]) -> list[list[Verdict]
         while idle and waiting:
             worker, (index, chunk) = idle.pop(), waiting.popleft()
             worker.send(chunk)
-            busy[worker.connection] = (worker, index)
-        for connection in wait(list(busy)):  # readable: an answer, or the end of a dead worker's pipe
-            worker, index = busy.pop(connection)
-            results[index] = worker.receive()
-            idle.append(worker)
+            busy[worker.connection] = Job(worker, index, chunk, 0, due(bound))
+        for connection in wait(list(busy), timeout=seconds_left(busy.values())):
+            job = busy[connection]  # readable: an answer, or the end of a dead worker's pipe
+            results[job.index].append(job.worker.receive())
+            job.done, job.deadline = job.done + 1, due(bound)
+            if job.done == len(job.chunk):
+                idle.append(busy.pop(connection).worker)
+        for job in [job for job in busy.values() if job.deadline <= time.monotonic()]:
+            del busy[job.worker.connection]
+            results[job.index].append(bound.timed_out())
+            if job.done + 1 < len(job.chunk):  # the chunk's results stay in order: its rest goes first
+                waiting.appendleft((job.index, job.chunk[job.done + 1 :]))
+            idle.append(replaced(workers, job.worker, bound.env))
     return results
+
+
+def due(bound: Bound) -> float:
+    return math.inf if bound.seconds is None else time.monotonic() + bound.seconds
+
+
+def seconds_left(jobs) -> float | None:
+    nearest = min((job.deadline for job in jobs), default=math.inf)
+    return None if nearest == math.inf else max(0.0, nearest - time.monotonic())
+
+
+def replaced(workers: list[Worker], stuck: Worker, env: Environment) -> Worker:
+    """A fresh worker in `stuck`'s place (which is killed: a verification cannot be stopped otherwise)."""
+    stuck.kill()
+    fresh = start_worker()
+    workers[workers.index(stuck)] = fresh
+    fresh.send(env)
+    fresh.wait_ready()
+    return fresh
 
 
 # --- the workers, seen from inside -------------------------------------------------------------------
@@ -220,7 +306,8 @@ def serve(connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         env = connection.recv()
-    except EOFError:
+        connection.send(READY)
+    except (EOFError, ConnectionError):
         return
     try:
         while True:
@@ -228,7 +315,8 @@ def serve(connection: Connection) -> None:
                 chunk = connection.recv()
             except EOFError:
                 return
-            connection.send(answer(env, chunk))
+            for message in answers(env, chunk):
+                connection.send(message)
     except ConnectionError:
         return  # the parent stopped listening mid-chunk (Ctrl-C, an error elsewhere): nothing to answer
     finally:
@@ -237,13 +325,22 @@ def serve(connection: Connection) -> None:
             close()
 
 
-def answer(env: Environment, chunk: Pairs) -> tuple[list[Verdict] | None, Exception | None]:
-    """(verdicts, None), or (None, the exception the environment raised) to raise in the parent."""
-    try:
-        return verify_in_order(env, chunk), None
-    except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
+def answers(env: Environment, chunk: Pairs):
+    """(verdict, None) per pair as each is verified (the parent sees which one a worker is on), or (None, the
+    exception the environment raised, to raise in the parent), which ends the chunk."""
+    for task, trajectory in chunk:
         try:
-            pickle.loads(pickle.dumps(exc))  # it must arrive, not fail the parent's read
-            return None, exc
-        except Exception:  # noqa: BLE001 - an exception that cannot travel: its traceback as text
-            return None, RuntimeError("verification failed in a worker:\n" + "".join(traceback.format_exception(exc)))
+            verdict = env.verify(task, trajectory)
+        except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
+            yield None, travelling(exc)
+            return
+        yield verdict, None
+
+
+def travelling(exc: Exception) -> Exception:
+    """`exc`, or its traceback as text where it cannot be pickled: it must arrive, not fail the parent's read."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - an exception that cannot travel
+        return RuntimeError("verification failed in a worker:\n" + "".join(traceback.format_exception(exc)))

@@ -232,7 +232,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
     with (
-        Verifier(env) as verifier,
+        Verifier(env, recipe.env.verify_timeout) as verifier,
         server_rollouts(recipe, learner, env, lambda: pool, verifier, world, done) as served,
         BudgetProgress(cfg, history, done, world.main) as progress,
         RunDir(recipe).tracker(f"grpo:{cfg.output}") if world.main else silent_tracker() as tracker,

@@ -37,7 +37,10 @@ def sample(policy, env, tasks: list[Task], recipe: Recipe, ledger: CostLedger) -
     sampling = Sampling(recipe.eval.temperature, recipe.eval.top_p, recipe.eval.max_new_tokens)
     requests = [Request(t, i) for t in tasks for i in range(recipe.curate.student_samples)]
     out: list[Trajectory] = []
-    with Verifier(env) as verifier, progress_bar("curate: student samples", len(requests)) as advance:
+    with (
+        Verifier(env, recipe.env.verify_timeout) as verifier,
+        progress_bar("curate: student samples", len(requests)) as advance,
+    ):
         for start in range(0, len(requests), recipe.eval.batch_size):
             chunk = requests[start : start + recipe.eval.batch_size]
             rollouts = policy.rollout(chunk, sampling, recipe.run.seed)
