@@ -250,3 +250,45 @@ def test_a_rerun_stopped_by_a_later_row_leaves_the_samples_of_the_results_on_dis
             evaluate.run(again)
     assert samples.read_bytes() == before
     assert json.loads((run_dir / "eval" / "results.json").read_text())["k"] == 1
+
+
+def test_a_row_added_to_eval_policies_is_the_only_one_evaluated_again(tmp_path, caplog):
+    """Each row's results are kept where nothing they depend on changed: adding a row had sampled every
+    local model again. A changed setting shared by the rows evaluates them all."""
+    run_dir = tmp_path / "run"
+    first = small_recipe(run_dir, "eval.k=2", "eval.policies={teacher='reference'}", "tasks.eval=5")
+    evaluate.run(first)
+    teacher_samples = run_dir / "eval" / "teacher.jsonl"
+    before, first_row = teacher_samples.stat().st_mtime_ns, json.loads((run_dir / "eval" / "results.json").read_text())
+    rows = "eval.policies={teacher='reference', again='reference'}"
+    with caplog.at_level("INFO", logger="warmstart"):
+        results = json.loads(evaluate.run(small_recipe(run_dir, "eval.k=2", rows, "tasks.eval=5")).read_text())
+    assert "eval: teacher as in the last results" in caplog.text
+    assert teacher_samples.stat().st_mtime_ns == before  # not sampled again
+    assert results["policies"]["teacher"]["per_task"] == first_row["policies"]["teacher"]["per_task"]
+    assert results["policies"]["again"]["per_task"] == first_row["policies"]["teacher"]["per_task"]  # same seed
+    assert (
+        results["rows"] == ["teacher", "again"]
+        and len((run_dir / "eval" / "again.jsonl").read_text().splitlines()) == 10
+    )
+    caplog.clear()
+    with caplog.at_level("INFO", logger="warmstart"):
+        results = json.loads(evaluate.run(small_recipe(run_dir, "eval.k=1", rows, "tasks.eval=5")).read_text())
+    assert "as in the last results" not in caplog.text  # k is every row's
+    assert teacher_samples.stat().st_mtime_ns != before and len(teacher_samples.read_text().splitlines()) == 5
+
+
+def test_a_rerun_after_a_stopped_one_keeps_each_sample_once(tmp_path):
+    """A stopped run leaves a row's samples unpublished beside its file; the next run writes them anew
+    (it had appended to them: every sample twice)."""
+    run_dir = tmp_path / "run"
+    with FakeAPI() as api:
+        api.faults = ["500"] * 10
+        rows = f"eval.policies={{teacher='reference', api='openai:fake-model@{api.url}/v1'}}"
+        stopped = small_recipe(run_dir, "eval.k=2", rows, "tasks.eval=5", "api.max_retries=0", "api.concurrency=1")
+        with pytest.raises(WarmstartError, match="eval.policies.api"):
+            evaluate.run(stopped)
+        api.faults = []
+        evaluate.run(stopped)
+    lines = (run_dir / "eval" / "teacher.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and len({(json.loads(x)["task_id"], json.loads(x)["sample_index"]) for x in lines}) == 10

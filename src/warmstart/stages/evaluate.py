@@ -31,7 +31,7 @@ from ..metrics.tally import PassTally, compare, unscored
 from ..policies.api import finished_rollouts
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, carried_spend, load_prices
-from ..runs.directory import RunDir, model_files, sample_paths
+from ..runs.directory import RunDir, fingerprint, model_files, sample_paths
 from ..runs.jsonl import JsonlAppender, read_json, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling
@@ -72,6 +72,8 @@ def evaluate_policy(
     by_id = {t.id: t for t in tasks}
     tally = PassTally([t.id for t in tasks])
     kept = unpublished(samples) if samples else None
+    if kept:
+        kept.unlink(missing_ok=True)  # a stopped run's: this row's samples are all written again
     seen: set[tuple[str, int]] = set()  # (task, sample index) counted: each once
     first_error: str | None = None
     with (
@@ -112,6 +114,40 @@ def evaluate_policy(
     except ValueError as exc:
         raise WarmstartError(f"eval.policies.{name}: {exc}") from None
     return {"policy": str(spec), **row, "seconds": round(time.time() - started, 2)}
+
+
+def row_fingerprints(config: dict, specs: dict[str, PolicySpec], samples: dict[str, Path], tasks: list[Path]) -> dict:
+    """What decides each row's results apart from the other rows: the stage's settings but the list of rows
+    and the comparisons, the row's policy with its model's files, and where its samples are kept."""
+    shared = {**config, "eval": {k: v for k, v in config["eval"].items() if k not in ("policies", "compare")}}
+    shared.pop("specs")
+    return {
+        name: fingerprint(
+            {"shared": shared, "row": name, "policy": spec.identity, "samples": samples[name].name},
+            [*tasks, *policy_inputs(spec)],
+        )
+        for name, spec in specs.items()
+    }
+
+
+def unchanged_rows(out: Path, row_prints: dict[str, str], samples: dict[str, Path]) -> dict[str, dict]:
+    """The rows of the last results (`out`) that this run would compute again the same (a row is sampled
+    with the run's seed whatever rows stand beside it, and API answers come from the response cache):
+    adding a row to eval.policies samples that row, not every local model again."""
+    try:
+        earlier = read_json(out) or {}
+    except WarmstartError as exc:  # a damaged results file is replaced, not read
+        log.warning("eval: %s; every row is evaluated again", exc)
+        return {}
+    prints, rows = earlier.get("row_fingerprints") or {}, earlier.get("policies") or {}
+    kept = {
+        name: rows[name]
+        for name, row_print in row_prints.items()
+        if prints.get(name) == row_print and isinstance(rows.get(name), dict) and samples[name].is_file()
+    }
+    if kept:
+        log.info("eval: %s as in the last results (nothing they depend on changed)", ", ".join(kept))
+    return kept
 
 
 def unpublished(samples: Path) -> Path:
@@ -196,16 +232,21 @@ def run(recipe: Recipe) -> Path:
             if spec.is_local_model:
                 resolve_model_path(spec.name, f"eval.policies.{name}")
         samples = sample_paths(run_dir.root, list(specs))
+        row_prints = row_fingerprints(config, specs, samples, task_files(recipe))
+        unchanged = unchanged_rows(out, row_prints, samples)
+        results = dict(unchanged)
         # One verifier for every policy: its workers (python's sandboxes, local or Ray actors) start once.
         try:
             with cluster.make_verifier(env, recipe) as verifier:
-                results = {
-                    name: evaluate_policy(name, spec, recipe, env, tasks, ledger, verifier, samples[name], False)
-                    for name, spec in specs.items()
-                }
+                for name, spec in specs.items():
+                    if name not in results:
+                        results[name] = evaluate_policy(
+                            name, spec, recipe, env, tasks, ledger, verifier, samples[name], False
+                        )
         except BaseException:
             stage.summary = {"api_cost": ledger.summary(), **spent}  # a stopped eval's spend is in costs.json too
             raise
+        results = {name: results[name] for name in specs}  # the recipe's order
         for name in results:
             results[name]["gap_closed"] = gap_closed(results, name)
         summary = {
@@ -217,11 +258,12 @@ def run(recipe: Recipe) -> Path:
             "rows": list(results),
             "policies": results,
             "comparisons": comparisons(results, cfg.compare),
+            "row_fingerprints": row_prints,
         }
         # Every row's samples with the results they were counted in: a rerun stopped by a later row had
         # replaced the earlier rows' sample files while results.json still held the run before.
-        for path in samples.values():
-            if unpublished(path).exists():
+        for name, path in samples.items():
+            if name not in unchanged:  # a kept row's file is already its results' (a .tmp beside it is older)
                 os.replace(unpublished(path), path)
         write_json_atomic(out, summary)
         with run_dir.tracker("eval") as tracker:
