@@ -61,7 +61,8 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     "name, content, field, needle",
     [
         ("b.jsonl", '{"id": 1, "answer": "5"}\n', None, "b.jsonl:1: no text field (it has: id, answer)"),
-        ("b.jsonl", '{"question": "a b c"}\n{"id": 2}\n', None, "b.jsonl:2: no field 'question' (it has: id)"),
+        ("b.jsonl", '{"question": "a b c"}\n{"id": 2}\n', None, "b.jsonl:2: no text field (it has: id)"),
+        ("b.jsonl", '{"question": "a b c"}\n{"id": 2}\n', "question", "b.jsonl:2: no field 'question' (it has: id)"),
         ("b.jsonl", '{"q": "a b c"}\n', "prompt", "b.jsonl:1: no field 'prompt' (it has: q)"),
         ("b.jsonl", '{"question": "a b c"}\n\n{"question": oops}\n', None, "b.jsonl:3: not valid JSON"),
         ("b.jsonl", '["a", "b"]\n', None, "b.jsonl:1: a JSON list, not an object"),
@@ -73,7 +74,7 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
             "b.jsonl:1: field 'messages' holds a chat part whose text is 'int', not text",
         ),
         ("b.jsonl", "", None, "b.jsonl: has no items"),
-        ("b.jsonl", b"\xff\xfe\x00", None, "b.jsonl: not UTF-8"),
+        ("b.jsonl", b"\xff\xfe\x00", None, "b.jsonl:1: not UTF-8"),
         ("b.parquet", "not parquet at all", None, "b.parquet: not a readable parquet file"),
     ],
 )

@@ -1,14 +1,18 @@
 """Benchmark files for decontamination: the text of each item of a JSONL or parquet file.
 
-The text field is the one named (`curate.decontaminate_field`) or the first of TEXT_FIELDS the file
-has. A field holding a chat (a list of messages) gives its user turns: the question, not a system
-prompt every item repeats or a reference answer short enough to be anywhere. Every problem is one
-`WarmstartError` line naming the file (and the line of a JSONL file).
+An item's text is its field named (`curate.decontaminate_field`) or the first of TEXT_FIELDS and
+CHAT_FIELDS it has that holds text: a null or empty one is passed over, as datasets exported with every
+column on every row write them. A field holding a chat (a list of messages) gives its user turns: the
+question, not a system prompt every item repeats or a reference answer short enough to be anywhere.
+Files are read a line (a parquet batch) at a time: a benchmark dump of several GB needs the memory of
+its texts, not of the file. Every problem is one `WarmstartError` line naming the file (and the line of
+a JSONL file).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +38,30 @@ def read_texts(path: Path, field: str | None) -> list[str]:
     return texts
 
 
-def read_jsonl(path: Path, field: str | None) -> list[str]:
-    texts = []
+def read_jsonl(path: Path, field: str | None) -> Iterator[str]:
+    for number, record in jsonl_records(path):
+        where = f"{path}:{number}"
+        if field is not None and field not in record:
+            raise WarmstartError(f"{where}: no field {field!r} (it has: {', '.join(record) or 'nothing'})")
+        yield item_text(record, [field] if field else text_fields(where, list(record)), f"{where}: field")
+
+
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """Each record of a JSON Lines file with its line number, one line in memory at a time."""
+    with path.open("rb") as file:
+        # A binary file splits at b"\n" only, as JSON Lines does: U+2028 / U+2029 / U+0085, where splitlines()
+        # would split, are characters JSON strings hold as they are.
+        for number, raw in enumerate(file, start=1):
+            line = decode_line(path, number, raw)
+            if line.strip():
+                yield number, parse_line(path, number, line)
+
+
+def decode_line(path: Path, number: int, raw: bytes) -> str:
     try:
-        # "\n" only: splitlines() would also split at U+2028 / U+2029 / U+0085, which JSON strings hold as they are
-        lines = path.read_text(encoding="utf-8-sig").split("\n")
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark opens a file only
     except UnicodeDecodeError:
-        raise WarmstartError(f"{path}: not UTF-8 text (JSON Lines expected, or a .parquet file)") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        record = parse_line(path, number, line)
-        field = field or detect_field(f"{path}:{number}", list(record))
-        if field not in record:
-            raise WarmstartError(f"{path}:{number}: no field {field!r} (it has: {', '.join(record) or 'nothing'})")
-        texts.append(as_text(record[field], f"{path}:{number}: field {field!r}"))
-    return texts
+        raise WarmstartError(f"{path}:{number}: not UTF-8 text (JSON Lines expected, or a .parquet file)") from None
 
 
 def parse_line(path: Path, number: int, line: str) -> dict:
@@ -62,30 +74,40 @@ def parse_line(path: Path, number: int, line: str) -> dict:
     return record
 
 
-def read_parquet(path: Path, field: str | None) -> list[str]:
+def read_parquet(path: Path, field: str | None) -> Iterator[str]:
     try:  # an optional extra, loaded only when a parquet file is listed
         import pyarrow.parquet as pq
     except ImportError:
         raise WarmstartError(f"{path}: reading parquet needs pyarrow: pip install 'warmstart[datasets]'") from None
     try:
-        names = pq.read_schema(path).names
-        field = field or detect_field(str(path), names)
-        if field not in names:
+        file = pq.ParquetFile(path)
+        names = file.schema_arrow.names
+        if field is not None and field not in names:
             raise WarmstartError(f"{path}: no column {field!r} (it has: {', '.join(names) or 'nothing'})")
-        values = pq.read_table(path, columns=[field]).column(field).to_pylist()
+        fields = [field] if field else text_fields(str(path), names)
+        rows = (row for batch in file.iter_batches(columns=fields) for row in batch.to_pylist())
+        for number, row in enumerate(rows):
+            yield item_text(row, fields, f"{path}: row {number}: column")
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise WarmstartError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
-    return [as_text(value, f"{path}: row {row}: column {field!r}") for row, value in enumerate(values)]
 
 
-def detect_field(where: str, names: list[str]) -> str:
-    found = next((name for name in TEXT_FIELDS + CHAT_FIELDS if name in names), None)
-    if found is None:
+def text_fields(where: str, names: list[str]) -> list[str]:
+    """The fields of TEXT_FIELDS and CHAT_FIELDS among `names`, in that order: where an item's text may be."""
+    found = [name for name in TEXT_FIELDS + CHAT_FIELDS if name in names]
+    if not found:
         raise WarmstartError(
             f"{where}: no text field (it has: {', '.join(names) or 'nothing'}); "
             f"expected one of {', '.join(TEXT_FIELDS + CHAT_FIELDS)}, or set curate.decontaminate_field"
         )
     return found
+
+
+def item_text(record: dict, fields: list[str], where: str) -> str:
+    """The text of the first of `fields` that holds any (empty when none does). A later field is read only
+    when the earlier ones are null or empty: `{"question": "...", "input": 5}` is a question."""
+    texts = (as_text(record[name], f"{where} {name!r}") for name in fields)
+    return next((text for text in texts if text.strip()), "")
 
 
 def as_text(value: Any, where: str) -> str:

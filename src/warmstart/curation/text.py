@@ -1,9 +1,9 @@
 """Text as curation compares it: normalized words, segments, and the content a text is about.
 
-Normalization folds what does not change a problem (case, Unicode forms, invisible characters,
-punctuation, spacing, thousands separators, the hyphen of `step-by-step`, a dash for a minus) and keeps
-what does: every number as written (a superscript as a power), the math symbols and parentheses, and
-identifiers. `What is 12+34?` and `what is 12 + 34` are the same
+Normalization folds what does not change a problem (case, Unicode forms, invisible characters, the
+script of a digit, punctuation, spacing, thousands separators, the hyphen of `step-by-step`, a dash for a
+minus) and keeps what does: every number as written (a superscript as a power), the math symbols and
+parentheses, and identifiers. `What is 12+34?`, `what is 12 + 34` and `What is ١٢+٣٤?` are the same
 words; `What is 12+35?` is not.
 
 A segment is a line or a sentence: near-duplicate detection takes its shingles within segments, so
@@ -29,6 +29,10 @@ SYMBOL_FORMS = str.maketrans(
 INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
 # NFKC makes a superscript a plain digit, so `2³` would read as the number 23: it is a power, `2^3`.
 SUPERSCRIPT = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+")
+# A decimal digit of another script (`٣` Arabic-Indic, `۳` Extended Arabic-Indic, `३` Devanagari): NFKC folds
+# only the fullwidth and mathematical ones, so `What is ٣ + ٤?` would escape a benchmark's `What is 3 + 4?`.
+# Python's `\d` is exactly Unicode's category Nd, the digits `unicodedata.decimal` gives the value of.
+OTHER_SCRIPT_DIGIT = re.compile(r"(?![0-9])\d")
 WORD_HYPHEN = re.compile(r"(?<=[^\W\d_])-(?=[^\W\d_])")  # step-by-step: one word each side, no minus
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # 1,000 is the number 1000, not 1 and 000
 TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d]\w*|[-+*/=<>^%()]")
@@ -39,8 +43,15 @@ DIGIT_OR_UNDERSCORE = re.compile(r"[\d_]")
 
 def normalize(text: str) -> str:
     text = SUPERSCRIPT.sub(lambda power: "^" + power[0], INVISIBLE.sub("", text))
-    text = unicodedata.normalize("NFKC", text).translate(SYMBOL_FORMS).lower()
+    text = ascii_digits(unicodedata.normalize("NFKC", text).translate(SYMBOL_FORMS).lower())
     return THOUSANDS.sub("", WORD_HYPHEN.sub(" ", text))
+
+
+def ascii_digits(text: str) -> str:
+    """Every decimal digit as the ASCII digit of its value: `٤٦+٨٨` is `46+88`."""
+    if text.isascii():  # nearly every text: nothing to fold, and no scan for it
+        return text
+    return OTHER_SCRIPT_DIGIT.sub(lambda digit: str(unicodedata.decimal(digit[0])), text)
 
 
 def words(text: str) -> list[str]:
