@@ -40,6 +40,8 @@ and replies no real server should send, which a client must survive:
     huge_reasoning     a 200 whose reasoning (`reasoning_content` / a thinking block) is 3 MB long
     too_long           400: the prompt is longer than the model's context (OpenAI's, or Anthropic's, words)
     sibling_model      a 200 that says a sibling of the model answered (`fake-model-mini` for `fake-model`)
+    html_as_json       a 200 with an HTML page labelled application/json (a captive portal, a proxy)
+    not_utf8           a 200 whose JSON reply is encoded as Latin-1, not UTF-8 (content type application/json)
     endless            a 200 whose body never ends (chunked, written until the client goes away)
     oversized          a 200 declaring a Content-Length of 10 GiB (its body trickles, never whole)
     gzip_bomb          a 200 of ~100 KB gzip that expands to `BOMB_BYTES`
@@ -55,9 +57,9 @@ and leave out the log-probs it was asked for.
 `chaos` (a seeded random.Random) draws a fault for each request instead of the queue: each of
 `CHAOS_FAULTS` with probability `chaos_rate`. `billed` logs the usage of every reply delivered whole with
 counts a provider could bill (what a client's ledger should add up to; a `slow` reply, which the client
-has stopped waiting for when it comes, an `event_stream` one, whose counts it cannot read, and the
-`huge_*usage` ones, which no provider bills, are left out). `models_fault` ("html") spoils the model
-list, which is otherwise served whole; `models_faults` queues one fault per model-list request ("429",
+has stopped waiting for when it comes, an `event_stream` or `not_utf8` one, whose counts it cannot read, and the
+`huge_*usage` ones, which no provider bills, are left out). `models_fault` ("html", or "html_as_json": labelled
+application/json) spoils the model list, which is otherwise served whole; `models_faults` queues one fault per model-list request ("429",
 "503", "529", or "trickle": a byte every 0.2 s, never the whole body; "endless", "oversized", "gzip_bomb" as above,
 for any GET). `held`, a cleared threading.Event, holds every reply until it is
 set: a client caught mid-request for as long as a test needs.
@@ -92,9 +94,9 @@ CHAOS_FAULTS = [
     "surrogates", "negative_usage", "no_usage", "bad_usage", "no_choices", "empty", "huge", "other_model",
     "html", "event_stream", "huge_usage", "huge_output_usage", "no_finish",
 ]  # fmt: skip
-# Replies left out of `billed`: never seen by the client (slow), counts in a body it cannot read (event_stream),
-# counts no provider bills (huge_*).
-NOT_BILLED = ("slow", "event_stream", "huge_usage", "huge_output_usage")
+# Replies left out of `billed`: never seen by the client (slow), counts in a body it cannot read (event_stream,
+# not_utf8), counts no provider bills (huge_*).
+NOT_BILLED = ("slow", "event_stream", "huge_usage", "huge_output_usage", "not_utf8")
 RATE_LIMITS = {
     "rate_limit_openai": {
         "error": {
@@ -184,7 +186,7 @@ class FakeAPI:
         self.chaos, self.chaos_rate = chaos, chaos_rate
         self.released = threading.Event()  # lets go of the requests the `hold` fault keeps
         self.held: threading.Event | None = None  # where set to a cleared Event: replies wait until it is set
-        self.models_fault: str | None = None  # "html": the model list is an HTML page
+        self.models_fault: str | None = None  # "html" / "html_as_json": the model list is an HTML page
         self.models_faults: list[str] = []  # one per model-list request: "429" / "503" / "529", "trickle"
         self.server = Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -252,6 +254,8 @@ class FakeAPI:
                     return self._body_fault(queued)
                 if self.path.rstrip("/").endswith("/models") and api.models_fault == "html":
                     return self._raw(200, HTML_PAGE, content_type="text/html")
+                if self.path.rstrip("/").endswith("/models") and api.models_fault == "html_as_json":
+                    return self._raw(200, HTML_PAGE)
                 if self.path.rstrip("/").endswith("/models"):
                     data = [
                         {
@@ -316,6 +320,8 @@ class FakeAPI:
                     return self._body_fault(fault)
                 if fault == "html":
                     return self._raw(200, HTML_PAGE, content_type="text/html")
+                if fault == "html_as_json":
+                    return self._raw(200, HTML_PAGE)
                 text = answer_text(body, fault)
                 if not text.startswith(("The arithmetic", "Looks fine")):  # a judge's verdict is not a teacher's
                     text, prompt_tokens, completion_tokens = api.teacher.write(body, text)
@@ -338,6 +344,8 @@ class FakeAPI:
                 if fault == "event_stream":  # what a server that streams whatever it is asked sends
                     events = b"data: " + json.dumps(reply).encode() + b"\n\ndata: [DONE]\n\n"
                     return self._raw(200, events, content_type="text/event-stream")
+                if fault == "not_utf8":  # "à" as one Latin-1 byte: no UTF-8 decoder takes it
+                    return self._raw(200, json.dumps(not_utf8_reply(reply), ensure_ascii=False).encode("latin-1"))
                 if fault in ("gzip", "deflate"):
                     return self._raw(200, ENCODE[fault](json.dumps(reply).encode()), {"content-encoding": fault})
                 self._json(200, reply)
@@ -572,3 +580,12 @@ def anthropic_reply(body: dict, text: str, fault: str | None, prompt_tokens: int
             "cache_read_input_tokens": 0,
         },
     }
+
+
+def not_utf8_reply(reply: dict) -> dict:
+    """`reply` with an "à" in its text (OpenAI's message or Anthropic's first block), for the `not_utf8` fault."""
+    if "choices" in reply:
+        reply["choices"][0]["message"]["content"] = f"Voilà: {reply['choices'][0]['message']['content']}"
+    else:
+        reply["content"][0]["text"] = f"Voilà: {reply['content'][0]['text']}"
+    return reply

@@ -29,7 +29,8 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
 - a request that still fails after its retries becomes a trajectory with `error` set, never a gap; an
   error retrying cannot fix stops the whole call, once its other requests are cancelled and have ended;
 - a dollar cap (`runs/budget.py`, `generate.budget_usd`): a request is sent only when its largest
-  possible cost fits beside the requests in flight; reasoning a model writes inside `<think>` tags
+  possible cost fits beside the requests in flight; a reply from a model with no price stops the call
+  (`APIPolicy._note_unpriced`); reasoning a model writes inside `<think>` tags
   becomes the message's reasoning (`reasoning_tags.py`);
 - `RequestTally` counts requests sent, failed, retried and answered from the cache, for the stage's ledger.
 """
@@ -49,7 +50,7 @@ from functools import cached_property
 from ..errors import WarmstartError
 from ..lm.toolcalls import tool_results
 from ..runs.budget import BudgetExhausted, BudgetGuard
-from ..runs.costs import SNAPSHOT_SUFFIX
+from ..runs.costs import SNAPSHOT_SUFFIX, price_of
 from ..types import Message, Provenance, Request, Sampling, Trajectory, Usage
 from .backend import Backend, Reply, RequestError
 from .cache import ResponseCache
@@ -198,6 +199,7 @@ class APIPolicy:
         self.request_tally = RequestTally(worst_case_s=settings.worst_case_s())
         self.served_elsewhere: set[str] = set()  # served models already warned of
         self.budget: BudgetGuard | None = None  # a dollar cap, set by the stage that has one
+        self.unpriced: str | None = None  # under the cap: a model that answered with no price (`_note_unpriced`)
         # Called with each billed reply's usage as it arrives (a usable one or one refused), before anything
         # else keeps it: set by a stage that must bill replies a kill keeps from its records (generate).
         self.paid: Callable[[Usage], None] | None = None
@@ -209,7 +211,9 @@ class APIPolicy:
         in_flight = asyncio.Semaphore(self.settings.concurrency)
         episodes = [asyncio.ensure_future(self._episode(r, sampling, seed, in_flight)) for r in requests]
         try:
-            return await asyncio.gather(*episodes)
+            rollouts = await asyncio.gather(*episodes)
+            self._stop_if_unpriced()  # once every request sent has ended, its reply kept
+            return rollouts
         except BaseException as stop:
             # One episode stopped the call (an error retrying cannot fix, a cancellation): the others must end
             # before the backend closes under them, or each would report the closed client as a connection error.
@@ -354,6 +358,8 @@ class APIPolicy:
         only once its largest possible cost fits (`BudgetExhausted` when it never will)."""
         largest = self._largest_cost(ask)
         async with in_flight:
+            if self.unpriced is not None:  # the cap cannot be kept: nothing more is sent (`_note_unpriced`)
+                raise BudgetExhausted(self._unpriced_said())
             if self.budget is not None:
                 await self.budget.reserve(largest)
             sent = None
@@ -368,6 +374,32 @@ class APIPolicy:
                 if self.budget is not None:  # a bill not known (a timeout, a cancellation) counts at its largest
                     known = sent is not None and sent.bill_known
                     await self.budget.settle(largest, sent.billed if known else None, 0.0 if known else largest)
+                    self._note_unpriced(sent.billed if sent is not None else None)
+
+    def _note_unpriced(self, billed: Usage | None) -> None:
+        """Under a dollar cap, note the first billed reply served by a model the price table has no price for.
+
+        The cap is kept by each reply's price. The guard would settle this one at the asked model's
+        (runs/budget.py), which a dearer model's may exceed many times over, while the ledger records its price
+        as unknown (null), rightly: no price is known. A cap kept on a guessed price is no cap, so nothing more
+        is sent and the call stops once the requests in flight have ended (`_stop_if_unpriced`): their replies
+        are kept and cached, the ledger names the model, and a rerun with its price in api.prices goes on
+        (a rerun without one is refused when the stage starts, as the cap cannot be kept)."""
+        if billed is None or billed.model is None or self.unpriced is not None:
+            return
+        if price_of(billed.model, cap_prices(self.budget)) is None:
+            self.unpriced = billed.model
+
+    def _stop_if_unpriced(self) -> None:
+        if self.unpriced is not None:
+            raise WarmstartError(self._unpriced_said())
+
+    def _unpriced_said(self) -> str:
+        return (
+            f"{self.spec}: the server says {self.unpriced!r} answered, and api.prices has no price for it, so "
+            f"generate.budget_usd cannot be kept; everything answered is kept: add {self.unpriced!r} to api.prices "
+            "and run again"
+        )
 
     def _largest_cost(self, ask: Ask) -> float:
         if self.budget is None:
@@ -426,6 +458,12 @@ class APIPolicy:
             return
         self.served_elsewhere.add(served)
         log.warning("%s: the server says %r answered; its replies are priced as %r", self.spec, served, served)
+
+
+def cap_prices(budget) -> dict[str, dict]:
+    """The price table a dollar cap settles by: a `BudgetGuard`'s own, or (with [ray]) that of the guard a
+    `cluster.budget.SharedBudget` prices requests by."""
+    return getattr(budget, "pricing", budget).prices
 
 
 def same_model(served: str, asked: str) -> bool:

@@ -63,8 +63,45 @@ def invalid_reply(problem: str, billed: Usage | None = None) -> RequestError:
 def require_parsed(response, expected: type) -> None:
     """Refuse a 200 whose body was not the JSON asked for: the SDKs return a body of another content type
     (an HTML error page from a proxy, an event stream) as its text, not as `expected`."""
+    if isinstance(response, str):
+        raise unreadable_reply(f"not JSON: {quoted(response)}")
     if not isinstance(response, expected):
-        raise invalid_reply(f"a body that is not JSON ({type(response).__name__} instead of {expected.__name__})")
+        raise unreadable_reply(f"not JSON ({type(response).__name__} instead of {expected.__name__})")
+
+
+def unreadable_reply(what: str) -> RequestError:
+    """A 200 whose body is no reply at all (`what` it is: an HTML page from a proxy or a captive portal, a
+    body cut short, bytes that are not UTF-8): a server fault, asked again as one. Something came back, so
+    the provider may have billed it, how much unknown: under a dollar cap it counts at the request's largest
+    cost, never as $0. It is asked again with another seed (`answered`), as any reply that came back
+    unusable is: a server whose own encoder spoils a reply would spoil the same seed's reply again."""
+    failure = Failure(True, f"invalid reply: the server answered 200 with a body that is {what}", answered=True)
+    return RequestError(failure, bill_unknown=True)
+
+
+def unreadable_body(exc: BaseException | None) -> str | None:
+    """What a body was that an SDK could not decode (`exc`, or an exception behind it: the JSON or UTF-8
+    decoder's error, which holds the body), quoted; None where `exc` is another failure. The SDKs parse
+    only a 2xx answer's body: any other status is an APIStatusError."""
+    while exc is not None:
+        if isinstance(exc, json.JSONDecodeError):
+            return f"not JSON: {quoted(exc.doc)}"
+        if isinstance(exc, UnicodeDecodeError):
+            text = bytes(exc.object).decode(exc.encoding, errors="replace")
+            return f"not {exc.encoding.upper()} text ({exc.reason} at byte {exc.start}): {quoted(text)}"
+        exc = exc.__cause__
+    return None
+
+
+# How much of a body an error quotes: enough to tell a proxy's page from a reply cut short, on one line.
+QUOTED_CHARS = 80
+
+
+def quoted(text: str) -> str:
+    """`text` as an error quotes it: on one line (its repr), its first `QUOTED_CHARS` characters."""
+    if len(text) <= QUOTED_CHARS:
+        return repr(text)
+    return f"{text[:QUOTED_CHARS]!r} (first {QUOTED_CHARS} characters)"
 
 
 # A 200's body is the server's to get wrong in any way JSON allows (usage that is a list, choices that are
@@ -133,6 +170,8 @@ def request_error(exc: Exception, sdk) -> RequestError:
     if too_large := reply_too_large(exc):  # asked again, as a server error
         answered = too_large.status == 200  # likely billed (how much: unknown); another seed may answer shorter
         return RequestError(Failure(True, f"invalid reply: {too_large}", answered=answered), bill_unknown=answered)
+    if what := unreadable_body(exc):  # a 200 that came back, not a request that got no answer
+        return unreadable_reply(what)
     return RequestError(classify(None, "", None, f"{type(exc).__name__}: {exc}"))
 
 
@@ -212,6 +251,9 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
         raise WarmstartError(f"{where}: {said}") from None
     except AttributeError:  # the SDKs hand over a body that is not JSON as text, which no page can be made of
         raise WarmstartError(f"{where}: {base_url} answered the model list with something that is not JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # labelled JSON, and not (a captive portal's page)
+        said = unreadable_body(exc)
+        raise WarmstartError(f"{where}: {base_url} answered the model list with something that is {said}") from None
 
 
 def root_cause(exc: BaseException) -> str:
