@@ -330,3 +330,16 @@ def test_a_verification_past_the_timeout_is_an_infra_error_and_its_worker_is_rep
 def test_without_a_timeout_the_workers_wait_as_long_as_verification_takes():
     with Verifier(PidEnv(), timeout=None) as verifier:
         assert [v.reward for v in verifier.verify_all(numbered(5))] == [0, 1, 2, 3, 4]
+
+
+def test_ctrl_c_during_a_verification_that_never_returns_stops_within_seconds(ctrl_c_raises):
+    """A stopping stage waits STOP_GRACE_S for a busy worker, not the whole timeout (it had held Ctrl-C
+    for as long as verification took: forever, before the timeout)."""
+    before = descendants()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with Verifier(HangsEnv(), timeout=600.0) as verifier:
+            threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+            verifier.verify_all(numbered(4))
+    assert time.monotonic() - started < 30
+    assert_nothing_left_but(before)

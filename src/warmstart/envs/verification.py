@@ -57,6 +57,7 @@ Pairs = list[tuple[Task, Trajectory]]
 # programs takes the next chunk, and an interrupted batch only waits for the chunks already running.
 CHUNKS_PER_WORKER = 4
 READY = "ready"  # a worker's first message: it has the environment
+STOP_GRACE_S = 5.0  # how long a stopping stage waits for a worker to finish the chunk it is on
 
 
 class Verifier:
@@ -74,8 +75,8 @@ class Verifier:
     def __enter__(self) -> Verifier:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()  # on an exception or Ctrl-C too: every worker closes its zygote as it exits
+    def __exit__(self, exc_type, *exc_info) -> None:
+        self.close(stopping=exc_type is not None)  # on an exception or Ctrl-C too: see close
 
     def verify_all(self, pairs: Pairs) -> list[Verdict]:
         if not self._uses_pool(pairs):
@@ -92,14 +93,17 @@ class Verifier:
                 f"verification: {died}, twice on the same batch of {len(pairs)} (killed from outside, or out of memory: see the system log)"
             ) from None
 
-    def close(self) -> None:
+    def close(self, stopping: bool = False) -> None:
         """Stop the workers: each finishes the chunk it is on, closes its environment (python's zygote)
-        and exits; this waits for all of them. Idempotent."""
+        and exits; this waits for all of them. One still on its chunk after the timeout, or `STOP_GRACE_S`
+        where the stage is `stopping` (an error, Ctrl-C: nobody waits for its verdicts), is killed; its
+        sandbox dies with it. Idempotent."""
         workers, self._workers = self._workers, []
+        wait_s = self.timeout if not stopping else min(STOP_GRACE_S, self.timeout or STOP_GRACE_S)
         for worker in workers:
             worker.stop_reading()
         for worker in workers:
-            worker.join(self.timeout)  # one on a verification that never returns is killed past the bound
+            worker.join(wait_s)
 
     def _uses_pool(self, pairs: Pairs) -> bool:
         if getattr(self.env, "verifies_in_worker", False):
@@ -114,7 +118,7 @@ class Verifier:
         try:
             results = run_chunks(self._workers, chunks, Bound(self.env, self.timeout))
         except BaseException:
-            self.close()  # a batch cut short (a dead worker, an error, Ctrl-C) may leave answers unread in the pipes
+            self.close(stopping=True)  # a batch cut short (a dead worker, an error, Ctrl-C) may leave answers unread
             raise
         return [verdict for chunk in results for verdict in chunk]
 
