@@ -457,7 +457,13 @@ class APIPolicy:
         if served is None or same_model(served, self.backend.model) or served in self.served_elsewhere:
             return
         self.served_elsewhere.add(served)
-        log.warning("%s: the server says %r answered; its replies are priced as %r", self.spec, served, served)
+        log.warning(
+            "%s: the server says %r answered; its replies are priced as %r by api.prices (recorded without a price "
+            "where it has none)",
+            self.spec,
+            served,
+            served,
+        )
 
 
 def cap_prices(budget) -> dict[str, dict]:
