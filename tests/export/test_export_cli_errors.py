@@ -150,3 +150,38 @@ def test_data_is_a_plain_name_and_a_run_given_as_dot_is_named_by_its_directory(c
     result = export(".", "--out", tmp_path / "dot")
     assert result.exit_code == 0, result.stderr
     assert f"# warmstart {copied_run.name}: train" in (tmp_path / "dot" / "README.md").read_text()
+
+
+def edit_json(path, edit) -> None:
+    import json
+
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+# (file, edit, what the error line says): what the dataset card reads, hand-edited into valid JSON of the wrong shape.
+CARD_INPUT_EDITS = {
+    "costs total null": ("costs.json", lambda c: c.update(total=None), "total is null"),
+    "unknown price without its models": ("costs.json", lambda c: c.update(total={"usd": None}), "unknown_price_models"),
+    "stages as a list": ("costs.json", lambda c: c.update(stages=[]), "stages is []"),
+    "a bill without its tokens": (
+        "costs.json",
+        lambda c: c["stages"]["generate:teacher"]["api"].pop("tokens_in"),
+        "stages.generate:teacher.api.tokens_in",
+    ),
+    "a drop count as text": (
+        "curated/train.dropped.json",
+        lambda d: d.update(dropped={"failed verification": "3"}),
+        "dropped is",
+    ),
+    "drop reasons as a list": ("curated/train.dropped.json", lambda d: d.update(dropped=[1]), "dropped is [1]"),
+}
+
+
+@pytest.mark.parametrize("case", CARD_INPUT_EDITS)
+def test_a_hand_edited_file_the_card_reads_is_one_error_line_before_anything_is_written(copied_run, case):
+    name, edit, says = CARD_INPUT_EDITS[case]
+    edit_json(copied_run / name, edit)
+    assert_one_line_error(export(copied_run), str(copied_run / name), says)
+    assert not (copied_run / "export").exists()

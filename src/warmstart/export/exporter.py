@@ -15,6 +15,7 @@ from ..runs.directory import file_digest
 from ..runs.jsonl import read_json, read_records
 from ..types import Trajectory
 from .card import CardFacts, dataset_card
+from .checks import check_costs, check_dropped
 from .output import check_output, staged
 from .rows import trajectory_row
 from .writers import format_named
@@ -43,7 +44,10 @@ def export_run(
     if not trajectories:
         raise WarmstartError(f"{source}: has no trajectories to export")
     rows = [trajectory_row(t, think_in_content) for t in trajectories]
-    dropped, costs = read_json(source.with_name(f"{data}.dropped.json")), read_json(root / "costs.json")
+    dropped_path, costs_path = source.with_name(f"{data}.dropped.json"), root / "costs.json"
+    dropped, costs = read_json(dropped_path), read_json(costs_path)
+    check_dropped(dropped_path, dropped)  # what the card reads of them: checked before anything is written
+    check_costs(costs_path, costs, dropped)
     with staged(out) as stage:
         form.write(rows, stage)
         facts = CardFacts(

@@ -25,6 +25,7 @@ from ..runs.directory import read_manifest, sample_paths
 from ..runs.jsonl import read_json, write_text_atomic
 from ..runs.tracking import read_metrics
 from . import figures
+from .checks import check_results, check_stages
 from .lineage import Lineage, row_lineages
 
 FAILURES_SHOWN = 3
@@ -42,17 +43,17 @@ pre { background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; font-size: 0.8
 def build_report(root: Path) -> Path:
     """Write `<root>/report.html` from what the run holds; return its path."""
     root = Path(root)
-    stages = read_manifest(root / "manifest.json")["stages"]
-    results = read_json(root / "eval" / "results.json")
-    if results is not None and not (isinstance(results.get("policies"), dict) and results.get("rows")):
-        raise WarmstartError(f"{root / 'eval' / 'results.json'}: holds no eval results (no policies, no rows)")
+    stages = check_stages(root / "manifest.json", read_manifest(root / "manifest.json")["stages"])
+    results = read_results(root / "eval" / "results.json")
+    curves, data = figures.training_curves(read_metrics(root)), funnels(stages)
     sections = [f"<h1>warmstart run: {html.escape(root.name)}</h1>", f"<p>{run_line(stages)}</p>"]
+    sections.append(missing_note(results, curves, data))
     if results:
         lineages = row_lineages(results, stages, root)
         sections += [results_table(results, lineages, stages), comparisons_table(results.get("comparisons", []))]
         sections.append(figure(figures.compute_figure(results, lineages), COMPUTE_CAPTION))
-    sections.append(figure(figures.training_curves(read_metrics(root)), "Training curves, per stage (metrics.jsonl)."))
-    sections.append(figure(figures.funnel_figure(funnels(stages)), "The data funnel of each curated data set."))
+    sections.append(figure(curves, "Training curves, per stage (metrics.jsonl)."))
+    sections.append(figure(figures.funnel_figure(data), "The data funnel of each curated data set."))
     if results:
         sections.append(failures(root, results))
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>warmstart: {html.escape(root.name)}</title>"
@@ -66,6 +67,26 @@ COMPUTE_CAPTION = (
     "Held-out pass@1 (95 % intervals over tasks) against the wall seconds of training that made each model, "
     "cumulative from the untrained one; each arrow goes from the model a stage started from to the one it made."
 )
+
+
+def read_results(path: Path) -> dict | None:
+    """eval/results.json, checked (`checks.check_results`); None where eval has not finished yet."""
+    results = read_json(path)
+    if results is None:
+        return None
+    if not (isinstance(results.get("policies"), dict) and results.get("rows")):
+        raise WarmstartError(f"{path}: holds no eval results (no policies, no rows)")
+    return check_results(path, results)
+
+
+def missing_note(results: dict | None, curves: str | None, funnel_data: list[dict]) -> str:
+    """What a run stopped partway (or not yet run that far) lacks, said rather than left out without a word."""
+    lacking = [
+        *(["held-out results (no eval/results.json: eval has not finished)"] if results is None else []),
+        *(["training curves (no training steps in metrics.jsonl)"] if curves is None else []),
+        *(["the data funnel (no curate stage has finished)"] if not funnel_data else []),
+    ]
+    return f"<p>Not in this run yet: {html.escape('; '.join(lacking))}.</p>" if lacking else ""
 
 
 def figure(svg: str | None, caption: str) -> str:
@@ -94,20 +115,31 @@ def teacher_dollars(stages: dict, lin: Lineage) -> float | None:
     return total
 
 
-def eval_sample(path: Path, number: int, line: str) -> dict:
+def eval_sample(path: Path, number: int, line: bytes) -> dict:
     """One line of eval/<policy>.jsonl, or one error naming it (a hand-edited or torn file)."""
     try:
-        record = json.loads(line)
-    except ValueError:
+        record = json.loads(line.decode("utf-8"))  # decoded here: json.loads would guess UTF-16 from odd bytes
+    except ValueError:  # not JSON, or not UTF-8
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("task_id"), str):
         raise WarmstartError(f"{path}:{number}: not an eval sample (a JSON object with a task_id)")
     messages = record.get("messages")
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
-    ):
+    if not isinstance(messages, list) or not all(is_message(m) for m in messages):
         raise WarmstartError(f"{path}:{number}: an eval sample without its messages")
+    verdict = record.get("verdict")
+    if not (verdict is None or isinstance(verdict, dict) and isinstance(verdict.get("details") or {}, dict)):
+        raise WarmstartError(f"{path}:{number}: an eval sample whose verdict is not an object")
     return record
+
+
+def is_message(message) -> bool:
+    """A message as the failures section reads it: a role, and text (or nothing) where it says something."""
+    texts = (message.get(key) for key in ("content", "reasoning")) if isinstance(message, dict) else ()
+    return (
+        isinstance(message, dict)
+        and isinstance(message.get("role"), str)
+        and all(text is None or isinstance(text, str) for text in texts)
+    )
 
 
 def results_table(results: dict, lineages: dict[str, Lineage | None], stages: dict) -> str:
@@ -209,19 +241,31 @@ def failed_samples(path: Path) -> list[str]:
     if not path.exists():
         return []
     shown, tasks = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # "\n" only, as written
-        if not line.strip():
-            continue
-        record = eval_sample(path, number, line)
-        verdict = record.get("verdict") or {}
-        if verdict.get("passed") is not False or verdict.get("infra_error") or record["task_id"] in tasks:
-            continue  # one sample per task: a few different failures say more than one task's k samples
-        tasks.add(record["task_id"])
-        prompt = " ".join(m.get("content") or "" for m in record["messages"] if m["role"] == "user")
-        reply = next((m for m in reversed(record["messages"]) if m["role"] == "assistant"), {})
-        said = "\n".join(x for x in (reply.get("reasoning"), reply.get("content")) if x)[:600]
-        why = (verdict.get("details") or {}).get("reason", "failed")
-        shown.append(f"<pre>{html.escape(prompt)}\n---\n{html.escape(said)}\n--- {html.escape(why)}</pre>")
-        if len(shown) == FAILURES_SHOWN:
-            break
+    # A line at a time, split at b"\n" only (as written): a large eval is never read whole.
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            record = eval_sample(path, number, line)
+            if shows_failure(record, tasks):
+                tasks.add(record["task_id"])
+                shown.append(failure_block(record))
+            if len(shown) == FAILURES_SHOWN:
+                break
     return shown
+
+
+def shows_failure(record: dict, tasks_shown: set[str]) -> bool:
+    """A failed sample worth showing: judged (not an infra error), of a task not shown yet (a few different
+    failures say more than one task's k samples)."""
+    verdict = record.get("verdict") or {}
+    return verdict.get("passed") is False and not verdict.get("infra_error") and record["task_id"] not in tasks_shown
+
+
+def failure_block(record: dict) -> str:
+    verdict = record.get("verdict") or {}
+    prompt = " ".join(m.get("content") or "" for m in record["messages"] if m["role"] == "user")
+    reply = next((m for m in reversed(record["messages"]) if m["role"] == "assistant"), {})
+    said = "\n".join(x for x in (reply.get("reasoning"), reply.get("content")) if x)[:600]
+    why = str((verdict.get("details") or {}).get("reason", "failed"))
+    return f"<pre>{html.escape(prompt)}\n---\n{html.escape(said)}\n--- {html.escape(why)}</pre>"

@@ -56,6 +56,6 @@ def row_lineages(results: dict, stages: dict, root: Path | None = None) -> dict[
     """Per eval row: its lineage, or None for a policy that is not one of the run's models (`run_model`)."""
     out = {}
     for name, row in results["policies"].items():
-        model = run_model(row["policy"], root)
+        model = run_model(row.get("policy"), root)
         out[name] = lineage(model, stages) if model is not None else None
     return out
