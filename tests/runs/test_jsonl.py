@@ -116,3 +116,32 @@ def test_a_bad_record_error_names_the_field_and_the_problem(tmp_path):
     path.write_text("not json\n" + json.dumps(record) + "\n")
     with pytest.raises(WarmstartError, match=re.escape(f"{path}:1: not a valid Trajectory record (Invalid JSON")):
         read_records(path, Trajectory)
+
+
+def test_two_writers_of_one_file_at_once_each_leave_it_whole(tmp_path):
+    """Two `warmstart report`s of one run write report.html at once: each write has a temporary file of its
+    own (a shared one let a writer rename the other's half-written text into place, or fail to find it)."""
+    import threading
+
+    from warmstart.runs.jsonl import write_text_atomic
+
+    path = tmp_path / "report.html"
+    texts = ["a" * 3_000_000, "b" * 3_000_000]
+    errors: list[BaseException] = []
+
+    def write(text: str) -> None:
+        try:
+            for _ in range(15):
+                write_text_atomic(path, text)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(text,)) for text in texts]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert not errors, errors[0]
+    assert path.read_text() in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator, TypeVar
 
@@ -176,17 +177,22 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary file, fsync and rename: a reader sees the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write a text file via a temporary file, fsync and rename: a reader sees the old file or the new one.
+    The temporary file's name is this write's own: two writers at once (two `warmstart report`s of a run)
+    had shared one, so one could rename the other's half-written text into place."""
+    path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as f:
+        descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.fchmod(descriptor, 0o644)  # mkstemp's 0600 would hide a shared run's results from its other readers
+        with open(descriptor, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         raise fs_error(path, "could not be written", exc) from None
