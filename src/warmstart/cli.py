@@ -353,7 +353,12 @@ def serve_cmd(
         help="Require `Authorization: Bearer KEY` (all but /health and /metrics).",
     ),
     request_timeout: Optional[float] = typer.Option(
-        None, "--request-timeout", help="Seconds a request may run; a longer one is ended with a 504."
+        None,
+        "--request-timeout",
+        help="Seconds a request may take from when it is queued; one past it is ended with a 504.",
+    ),
+    max_connections: int = typer.Option(
+        512, "--max-connections", help="Connections served at once; one more is answered 503 at once."
     ),
 ):
     """An OpenAI-compatible HTTP server (/v1/chat/completions) over a local transformers model."""
@@ -367,6 +372,7 @@ def serve_cmd(
             api_key=api_key,
             request_timeout_s=request_timeout,
             max_request_bytes=max_request_bytes,
+            max_connections=max_connections,
         )
         serve(model_dir, host, port, max_batch, model_name, options, device)
 

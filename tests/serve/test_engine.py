@@ -8,7 +8,7 @@ import time
 import pytest
 from transformers import AutoModelForCausalLM
 
-from warmstart.serve.engine import SLICE_TOKENS, AdapterGone, BatchEngine, Control, Job
+from warmstart.serve.engine import SLICE_TOKENS, AdapterGone, BatchEngine, Control, Job, RequestTimeout
 from warmstart.types import Sampling
 
 GREEDY_LONG = Sampling(temperature=0.0, max_new_tokens=5 * SLICE_TOKENS)
@@ -22,6 +22,12 @@ def engine(model_dir):
     running.start()
     yield running
     running.stop()
+
+
+def wait_for_a_slice(engine: BatchEngine) -> None:
+    before, deadline = engine.batches_run, time.monotonic() + 60
+    while engine.batches_run == before and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def test_a_short_request_joins_running_long_ones_and_finishes_first(engine):
@@ -80,3 +86,41 @@ def test_controls_run_between_slices_once_the_rows_they_wait_for_are_done(engine
 def test_a_job_for_an_adapter_not_loaded_fails_alone(engine):
     with pytest.raises(AdapterGone):
         engine.submit(Job([5, 6], 1, Sampling(max_new_tokens=2), None, None, adapter="nope")).result(timeout=120)
+
+
+def test_a_job_whose_time_ran_out_while_queued_fails_without_running(engine):
+    # Its time counts from when it was queued: here, long before the worker saw it (no clock is raced).
+    late = Job([5, 6], 1, Sampling(max_new_tokens=4), None, None, timeout_s=5.0)
+    late.queued -= 10.0
+    slices = engine.batches_run
+    with pytest.raises(RequestTimeout, match="waited in the queue past 5.0 s"):
+        engine.submit(late).result(timeout=120)
+    assert engine.batches_run == slices and engine.queued() == 0
+
+
+def test_jobs_queued_behind_a_full_batch_time_out_there_and_free_their_places(engine):
+    # The long job fills the batch for 5 slices; the jobs behind it can only wait. Their 1 ms runs out
+    # before the next slice ends, and they are answered then, not once the batch has room.
+    long = engine.submit(Job([5, 6, 7, 8], engine.max_batch, GREEDY_LONG, None, None))
+    wait_for_a_slice(engine)
+    queued = [engine.submit(Job([9, 10], 1, Sampling(max_new_tokens=2), None, None, timeout_s=0.001)) for _ in range(3)]
+    for future in queued:
+        with pytest.raises(RequestTimeout, match="waited in the queue"):
+            future.result(timeout=120)
+    assert not long.done(), "the queued jobs were answered only once the batch had room"
+    assert engine.queued() == 0
+    assert [len(r.completion_ids) for r in long.result(timeout=300)] == [GREEDY_LONG.max_new_tokens] * engine.max_batch
+
+
+def test_a_running_job_past_its_time_leaves_the_batch_and_the_others_go_on(engine):
+    # The job's clock is moved back once it runs, rather than raced: its next slice boundary is past its time.
+    kept = engine.submit(Job([5, 6, 7, 8], 1, GREEDY_LONG, None, None))
+    ended = Job([5, 6, 7, 8], 1, GREEDY_LONG, None, None, timeout_s=1000.0)
+    engine.submit(ended)
+    wait_for_a_slice(engine)
+    ended.queued -= 2000.0
+    with pytest.raises(RequestTimeout, match="generation ran past 1000.0 s"):
+        ended.future.result(timeout=120)
+    assert not kept.done()
+    assert len(kept.result(timeout=300)[0].completion_ids) == GREEDY_LONG.max_new_tokens
+    assert not engine.live and engine.queued() == 0

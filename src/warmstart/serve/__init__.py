@@ -2,7 +2,8 @@
 `body.py` (request bodies: Content-Length or chunked), `request.py` (chat requests in), `admission.py` (what cannot fit the context is refused before it is
 queued), `completions.py` (the legacy completions endpoint: scoring), `engine.py`
 (the worker thread that owns the model and batches), `response.py` (responses and stream chunks out),
-`admin.py` (adapter and weight endpoints, the API key), `lora.py` (LoRA adapters as forward hooks),
+`admin.py` (adapter and weight endpoints, the API key), `connections.py` (the connection limit, the
+deadline for a request's head, half-closed clients), `lora.py` (LoRA adapters as forward hooks),
 `weights.py` (full-weight reload), `metrics.py` (/metrics).
 
 May import lm and the core modules; nothing imports it but the CLI. See ARCHITECTURE.md.

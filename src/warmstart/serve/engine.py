@@ -14,10 +14,11 @@ Work on the model itself (an adapter loaded or unloaded, new weights) is a `Cont
 worker runs it between slices, once no running row depends on what it changes; the jobs queued after it
 wait for it, so every request sees the model as it was when it was queued or later, never half of each.
 
-A job with a timeout that is still unfinished after a slice ends past it fails with `RequestTimeout`, its
-rows dropped; the others go on. A job whose client has gone away (`abandoned`, set by its handler thread)
-is dropped the same way before its next slice, or before it is admitted: no slice is spent on an answer
-nobody will read.
+A job's timeout counts from when it is queued, so the time it waits for its turn counts too. Between slices
+the worker fails with `RequestTimeout` every job past its time, running or still queued: a running job's
+rows are dropped, a queued one leaves the queue without ever running, and the others go on. A job whose
+client has gone away (`abandoned`, set by its handler thread) is dropped the same way before its next
+slice, or from the queue: no slice is spent on an answer nobody will read.
 
 Log-probs come from a second forward pass over prompt + completion, for the rows that asked: the model's
 own distribution (raw logits: no temperature, no top-p) under the job's adapter, as OpenAI and vLLM report
@@ -78,7 +79,7 @@ class Job:
     echo: bool = False  # score the prompt's tokens too (with top_logprobs not None)
     adapter: str | None = None  # a loaded LoRA adapter's name; None: the base model
     score_stop: bool = False  # list the end-of-turn token's log-prob too (return_token_ids)
-    timeout_s: float | None = None  # ended at the first slice boundary past this many seconds
+    timeout_s: float | None = None  # from `queued`: failed at the first slice boundary past it, queued or running
     future: Future = field(default_factory=Future)  # resolves to list[Row], n of them
     queued: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # set by the handler thread once its client is gone; read by the worker
@@ -189,6 +190,7 @@ class BatchEngine:
     def _admit(self) -> None:
         """Admit waiting jobs in order, up to `max_batch` rows, running a control when its turn comes and
         nothing running depends on it; a control that must wait holds the jobs behind it."""
+        self._clear_queue()
         admitted, room = 0, self.max_batch - len(self.live)
         while self.waiting:
             item = self.waiting[0]
@@ -207,12 +209,28 @@ class BatchEngine:
                 item.future.set_exception(AdapterGone(item.adapter))
             elif item.seed is not None or item.sampling.max_new_tokens == 0:
                 self._run_alone(item)  # its seed alone decides its output
+                return  # it held the worker for its slices: the queue is cleared of expired jobs again first
             else:
                 rows = [Live(item) for _ in range(item.n)]
                 for row in rows:
                     row.siblings = rows
                 self.live += rows
                 admitted += item.n
+
+    def _clear_queue(self) -> None:
+        """Take out of the queue the jobs nobody will read (abandoned) and those whose time ran out while they
+        waited: each is answered now, wherever it stands in the queue, and its place goes to those behind it."""
+        kept: deque[Job | Control] = deque()
+        for item in self.waiting:
+            if isinstance(item, Control):
+                kept.append(item)
+            elif item.abandoned:
+                item.future.set_exception(ClientGone())
+            elif item.expired:
+                item.future.set_exception(RequestTimeout(f"it waited in the queue past {item.timeout_s} s"))
+            else:
+                kept.append(item)
+        self.waiting = kept
 
     def _advance(self) -> None:
         """One slice for the oldest rows' settings (up to max_batch rows); finished jobs resolved, expired
@@ -236,12 +254,13 @@ class BatchEngine:
             row.completion += s.completion_ids
             row.stopped = s.stopped
             row.done = s.stopped or row.remaining <= 0
-        expired = {id(r.job): r.job for r in group if not r.done and r.job.expired}
         advanced = {id(r) for r in group}
         # The batch is updated before any future resolves: a client that has its answer sees its rows gone.
         self.live = [r for r in self.live if not r.done and id(r) not in advanced] + [r for r in group if not r.done]
         self._resolve_finished(group)
-        self._drop(expired, None)
+        # Every unfinished job is checked, not only those advanced: one of other settings, waiting for its
+        # group's turn, would otherwise overrun its time by a slice per group.
+        self._drop({id(r.job): r.job for r in self.live if r.job.expired}, None)
 
     def _slice(self, prompts: list[list[int]], step: Sampling, seed: int) -> list[Sampled]:
         # The pruned loop (one stream per row, each row dropped from the batch and its KV cache once it

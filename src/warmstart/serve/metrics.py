@@ -41,6 +41,9 @@ class ServerMetrics:
         self.adapter_loads = Counter("warmstart_adapter_loads", "LoRA adapter loads", ["result"], registry=r)
         self.adapter_unloads = Counter("warmstart_adapter_unloads", "LoRA adapter unloads", ["result"], registry=r)
         self.weight_updates = Counter("warmstart_weight_updates", "Full-weight reloads", ["result"], registry=r)
+        self.connections_refused = Counter(
+            "warmstart_connections_refused", "Connections answered 503 past the connection limit", registry=r
+        )
         Gauge("warmstart_queue_depth", "Requests waiting to be admitted", registry=r).set_function(engine.queued)
         Gauge("warmstart_rows_running", "Sequences being generated", registry=r).set_function(lambda: len(engine.live))
 

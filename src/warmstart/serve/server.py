@@ -48,10 +48,12 @@ Not supported (a 400 that names the parameter): `response_format` / structured o
 the legacy `functions`, message `name`.
 
 Access: with --api-key (or WARMSTART_API_KEY) every request but /health and /metrics needs
-`Authorization: Bearer KEY` (else 401, code `invalid_api_key`); without a key the server refuses to listen
-on anything but loopback. --request-timeout ends a request still generating at the first slice boundary
-past it (504, code `timeout`). Every error, http.server's own included (a malformed request line, PUT or
-DELETE), is an OpenAI-shaped JSON body.
+`Authorization: Bearer KEY` (else 401, code `invalid_api_key`, before any of the body is read); without a key
+the server refuses to listen on anything but loopback. --request-timeout bounds a request from when it is
+queued: one still queued or generating at the first slice boundary past it is answered 504 (code
+`timeout`). Every error, http.server's own included (a malformed request line, PUT or DELETE), is an
+OpenAI-shaped JSON body. Connections (`connections.py`): at most `max_connections` served at once (a 503
+with Retry-After past it), a request's head due within HEAD_TIMEOUT_S, a half-closed client still answered.
 
 Bodies (`body.py`) are read by their Content-Length or in chunked encoding. Admission (`admission.py`): a
 body over --max-request-bytes is a 413; a prompt (after the chat template) plus max_tokens beyond the
@@ -62,10 +64,10 @@ room the prompt leaves, as OpenAI does.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
-import select
 import signal
 import socket
 import threading
@@ -88,6 +90,15 @@ from . import admin
 from .admission import ContextLimit, context_window, longest_token_chars
 from .body import drain, read_body
 from .completions import CompletionRequest, completion_json, parse_completion_request
+from .connections import (
+    DEFAULT_MAX_CONNECTIONS,
+    HEAD_TIMEOUT_S,
+    ClientWatch,
+    ConnectionLimit,
+    DeadlineReads,
+    busy_answer,
+    refuse,
+)
 from .draining import InProgress, finish_in_progress
 from .engine import AdapterGone, BatchEngine, ClientGone, Job, RequestTimeout
 from .lora import linear_layers
@@ -110,6 +121,7 @@ class ServeOptions:
     api_key: str | None = None
     request_timeout_s: float | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # served at once; one more is answered 503 (connections.py)
 
 
 class ChatServer:
@@ -123,7 +135,7 @@ class ChatServer:
         self.name, self.tokenizer, self.max_batch = name, tokenizer, max_batch
         self.max_request_bytes, self.api_key = options.max_request_bytes, options.api_key
         self.enable_lora, self.enable_weight_updates = options.enable_lora, options.enable_weight_updates
-        self.request_timeout_s = options.request_timeout_s
+        self.request_timeout_s, self.max_connections = options.request_timeout_s, options.max_connections
         self.model_path, self.weight_version = options.model_path, "0"
         self.context = ContextLimit(context_window(model.config, tokenizer), longest_token_chars(tokenizer))
         self.created = int(time.time())
@@ -286,6 +298,28 @@ class ChatHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: ChatServer):
         super().__init__(address, Handler)
         self.app = app
+        self.connections = ConnectionLimit(app.max_connections)
+        self.busy_answer = busy_answer(app.max_connections)
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        """A thread for the connection if it is within the limit; past it, a 503 from this (accepting) thread,
+        then the connection closed: idle or slow connections must not pile up threads."""
+        if not self.connections.take():
+            self.app.metrics.connections_refused.inc()
+            refuse(request, self.busy_answer)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (the system is out of them): the slot is free again
+            self.connections.give_back()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # served, then closed
+        finally:
+            self.connections.give_back()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -294,6 +328,41 @@ class Handler(BaseHTTPRequestHandler):
     # Each read of the socket waits at most this long: a client that sends headers and never its body (or
     # stops halfway) would otherwise hold its thread for good. Generation is not a read: it is not bounded here.
     timeout = READ_TIMEOUT_S
+    # The request line and headers, all of them, within this long of the connection's opening or of the
+    # previous answer: idle kept-alive connections end, and so do headers trickled a byte at a time.
+    head_timeout = HEAD_TIMEOUT_S
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced by reads that keep the head's deadline (the socket stays open)
+        self.reads = DeadlineReads(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self.reads)
+
+    def handle_one_request(self) -> None:
+        self.reads.deadline = time.monotonic() + self.head_timeout
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        """http.server's parsing, which reads the headers; the head's deadline ends with it."""
+        try:
+            return super().parse_request()
+        finally:
+            self.reads.deadline = None
+            self.connection.settimeout(self.timeout)  # writes too: not what was left of the head's time
+
+    def handle_expect_100(self) -> bool:
+        """A client that waits for `100 Continue` before sending its body (curl does for large ones) is not
+        told to send it without a valid key: it gets the 401 instead, its body never sent."""
+        if self._authorized():
+            return super().handle_expect_100()
+        return True  # no 100: the route answers 401 before reading any body
+
+    def _authorized(self) -> bool:
+        try:
+            admin.authorize(self.server.app, urlsplit(self.path).path, self.headers.get("Authorization"))
+        except ApiError:
+            return False
+        return True
 
     def do_GET(self) -> None:
         self._answer(self._get)
@@ -308,11 +377,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _get(self, path: str) -> None:
         app = self.server.app
+        # The key first: a refusal closes the connection (`_send_bytes`), so no body need be read for it.
+        admin.authorize(app, path, self.headers.get("Authorization"))
         if "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
             # A GET with a body (`requests.get(url, json=...)`): read and dropped, or the next request on
             # this kept-alive connection would be read from its middle (a 501 for method "{}GET").
             read_body(self.rfile, self.headers, app.max_request_bytes)
-        admin.authorize(app, path, self.headers.get("Authorization"))
         if path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [app.model_json(name) for name in app.models()]})
         elif path.startswith("/v1/models/"):
@@ -330,21 +400,22 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, f"no such endpoint: GET {path}")
 
     def _post(self, path: str) -> None:
-        # Read first, so the connection is clean for the next request either way.
-        raw = read_body(self.rfile, self.headers, self.server.app.max_request_bytes)
         app = self.server.app
+        # The key before the body: a client without one must not make the server read up to the body limit.
+        # Its 401 closes the connection (`_send_bytes`), so the unread body is never taken for a request.
         admin.authorize(app, path, self.headers.get("Authorization"))
-        body = _json_object(raw)
+        body = _json_object(read_body(self.rfile, self.headers, app.max_request_bytes))
+        client_gone = ClientWatch(self.connection, self.request_version == "HTTP/1.1").gone
         if path == "/v1/chat/completions":
             request = parse_chat_request(body, app.models(), app.max_batch)
-            response = app.complete(request, self._client_gone)
+            response = app.complete(request, client_gone)
             if request.stream:
                 self._send_events(stream_chunks(response, request.include_usage))
             else:
                 self._send_json(200, response)
         elif path == "/v1/completions":
             request = parse_completion_request(body, app.models(), app.vocab_size)
-            self._send_json(200, app.complete_text(request, self._client_gone))
+            self._send_json(200, app.complete_text(request, client_gone))
         elif path == "/v1/load_lora_adapter":
             self._send_bytes(200, admin.load_adapter(app, body).encode(), "text/plain; charset=utf-8")
         elif path == "/v1/unload_lora_adapter":
@@ -392,17 +463,6 @@ class Handler(BaseHTTPRequestHandler):
         except TimeoutError:  # the socket made no progress for READ_TIMEOUT_S (a body never sent, a stalled reader)
             log.info("client connection stalled for %d s; closed", READ_TIMEOUT_S)
             self.close_connection = True
-
-    def _client_gone(self) -> bool:
-        """Whether the client has closed its connection: the socket reads as ended (a client that sends its next
-        request early is not gone; it is read once this one is answered)."""
-        poller = select.poll()  # not select.select: it refuses a descriptor above 1023 (a busy server's)
-        try:
-            poller.register(self.connection, select.POLLIN)
-            # Readable: the peek returns at once (the socket's read timeout would wait on an idle one).
-            return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):  # reset, or closed under us
-            return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (a malformed request line, an unknown method, headers too long) as an
@@ -559,6 +619,8 @@ def check_options(host: str, max_batch: int, options: ServeOptions) -> None:
         raise WarmstartError("serve: --max-batch must be at least 1")
     if options.max_request_bytes < 1024:
         raise WarmstartError("serve: --max-request-bytes must be at least 1024")
+    if options.max_connections < 1:
+        raise WarmstartError("serve: --max-connections must be at least 1")
     if options.request_timeout_s is not None and options.request_timeout_s <= 0:
         raise WarmstartError("serve: --request-timeout must be more than 0 seconds")
     if options.api_key is not None and not options.api_key.strip():
