@@ -71,6 +71,18 @@ class HangsEnv(PidEnv):
         return super().verify(task, trajectory)
 
 
+class FailsToLoadEnv(PidEnv):
+    """An environment the workers cannot unpickle (as a plugin whose module only the parent can import)."""
+
+    def __init__(self):
+        self.parent = os.getpid()
+
+    def __setstate__(self, state: dict) -> None:
+        if os.getpid() != state["parent"]:
+            raise ImportError("No module named 'user_checker'")
+        self.__dict__.update(state)
+
+
 class PidPythonEnv(PythonEnv):
     """The python environment, with each verdict naming the process (the worker) that gave it."""
 
@@ -342,4 +354,17 @@ def test_ctrl_c_during_a_verification_that_never_returns_stops_within_seconds(ct
             threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
             verifier.verify_all(numbered(4))
     assert time.monotonic() - started < 30
+    assert_nothing_left_but(before)
+
+
+def test_an_environment_a_worker_cannot_load_is_one_error_saying_why():
+    """It had been "verification worker ... died (exit code 1), twice ... (killed from outside, or out of
+    memory)", the worker's traceback on stderr."""
+    before = descendants()
+    with Verifier(FailsToLoadEnv()) as verifier:
+        with pytest.raises(WarmstartError) as error:
+            verifier.verify_all(numbered(4))
+    assert str(error.value) == (
+        "a verification worker could not load the environment: ImportError: No module named 'user_checker'"
+    )
     assert_nothing_left_but(before)

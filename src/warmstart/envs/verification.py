@@ -35,6 +35,7 @@ started for it ran at 8.6/s against 54/s sequentially). This module and the envi
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -170,11 +171,13 @@ class Worker:
 
     def wait_ready(self) -> None:
         """Until the worker has the environment (unpickling it imports its modules: seconds, which are not
-        the first verification's)."""
+        the first verification's); one error saying why where it could not load it."""
         try:
-            self.connection.recv()
+            message = self.connection.recv()
         except (EOFError, OSError):
             raise self.died() from None
+        if message != READY:
+            raise WarmstartError(f"a verification worker could not load the environment: {message}")
 
     def died(self) -> WorkerDied:
         self.process.join(timeout=5.0)
@@ -310,8 +313,15 @@ def serve(connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         env = connection.recv()
-        connection.send(READY)
     except (EOFError, ConnectionError):
+        return
+    except Exception as exc:  # noqa: BLE001 - unpickling it here failed (a module this process cannot import)
+        with contextlib.suppress(ConnectionError):  # said to the parent, not as "died (exit code 1)"
+            connection.send(f"{type(exc).__name__}: {exc}")
+        return
+    try:
+        connection.send(READY)
+    except ConnectionError:
         return
     try:
         while True:
