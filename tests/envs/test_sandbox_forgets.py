@@ -224,8 +224,8 @@ def test_writing_past_the_caps_fails_inside_and_the_host_is_unharmed(env):
 
 
 def test_bwrap_run_writes_only_capped_scratch_and_forgets_it():
-    """`sandbox.run` without a zygote (the repo environment's path): the same writable set, bytes capped
-    (not inodes: bwrap cannot set a tmpfs's nr_inodes; its files still die with the execution)."""
+    """`sandbox.run` without a zygote (the repo environment's path): the same writable set, bytes and
+    inodes capped (test_sandbox_inodes.py tests the inode cap in every mode)."""
     limits = sandbox.Limits(wall_s=20.0, tmpfs_bytes=8 * MB)
 
     def run(function: str, *args):
@@ -243,7 +243,10 @@ def test_bwrap_run_writes_only_capped_scratch_and_forgets_it():
 
     assert set(run("leave", "bwrap", 1024)["wrote"]) == SCRATCH
     assert run("find") == []
-    assert {d: (w <= 8 * MB, e) for d, (w, e, _) in run("fill", False).items()} == {d: (True, 28) for d in SCRATCH}
+    filled = run("fill")
+    assert {d: (w <= 8 * MB, e, f < limits.tmpfs_inodes) for d, (w, e, f) in filled.items()} == {
+        d: (True, 28, True) for d in SCRATCH
+    }
 
 
 @pytest.mark.parametrize(("mode", "executions"), [("zygote", 1000), ("per-execution", 50)])

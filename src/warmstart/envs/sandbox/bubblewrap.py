@@ -4,16 +4,18 @@ What it protects against, per execution:
 - network: a new, empty network namespace (no interface but its own loopback), so no outbound TCP or
   DNS and no connection to servers on the host's loopback;
 - the host's files: only /usr (read-only) and the task's own directory (read-only) are visible; the
-  working directory /work, /tmp and /dev/shm are private tmpfs mounts capped in size, fresh for each
-  execution (a tree the caller made to work in is copied into /work, never written in place); the root
-  and /dev are read-only; no home, no /etc secrets, no site-packages of ours; writes anywhere else fail
+  working directory /work, /tmp and /dev/shm are private tmpfs mounts capped in bytes and in files
+  (inodes: an empty file costs the host's kernel memory but no byte), fresh for each execution (a tree
+  the caller made to work in is copied into /work, never written in place); the root and /dev are
+  read-only; no home, no /etc secrets, no site-packages of ours; writes anywhere else fail
   (but in the one host directory a caller may hand over for results, `out_dir`);
 - other executions: nothing one execution writes is seen by the next or outlives it (its tmpfs die
   with its namespaces, killed or not), including in the zygote, whose own namespace holds nothing
   writable (zygote.py says how each job gets its own);
 - the environment: cleared (no API keys or other secrets leak in);
 - privileges: it runs as `nobody` in new user, pid, ipc, uts and cgroup namespaces, with every
-  capability dropped and a new session (no terminal to inject into);
+  capability dropped and a new session (no terminal to inject into); the set-up that caps the inodes runs
+  before it, as root of bwrap's user namespace, and the program one user namespace below (`capping_inodes`);
 - resources: rlimits on CPU seconds, address space, file size, processes (counted for `nobody`, which
   is why the sandbox never runs as root) and open files; output is read with a cap and the run killed
   when it is exceeded (`truncated`); a wall-clock limit kills bwrap from outside, and since the
@@ -52,6 +54,7 @@ from .interpreter import Interpreter
 NOBODY = 65534
 PR_SET_CHILD_SUBREAPER = 36
 PRLIMIT, SETPRIV = "/usr/bin/prlimit", "/usr/bin/setpriv"  # util-linux: on every Debian
+MOUNT, UNSHARE = "/usr/bin/mount", "/usr/bin/unshare"  # util-linux too
 SANDBOX_FAILED = "sandbox failed: "  # how an Execution that never ran begins its stderr
 WORK_ORIGINAL = "/work-original"  # a caller's work_dir, read-only: copied into the capped /work before the program
 TMPFS_PAGE = 4096  # what a tmpfs charges a file for, per page started
@@ -61,6 +64,13 @@ COPY_IN = (
     f"if ! why=$(cp -R -P --preserve=mode,timestamps {WORK_ORIGINAL}/. /work/ 2>&1); then "
     f'printf "{SANDBOX_FAILED}copying the working copy into /work: %s\\n" "$why" >&2; exit 125; fi; exec "$@"'
 )
+# A sandbox that writes starts as root of bwrap's own user namespace (the one that owns its mounts) with the
+# two capabilities its set-up needs, because bwrap cannot set a tmpfs's nr_inodes and only CAP_SYS_ADMIN in
+# the user namespace that owns a mount may remount it; CAP_SETFCAP because the kernel lets a new user
+# namespace map its parent's root (the set-up's `unshare`, `capping_inodes`) only when its creator held it.
+# (Without --uid 0 bwrap would put the set-up one user namespace below its mounts' owner, as it does a program.)
+SET_UP_AS_ROOT = ("--uid", "0", "--gid", "0", "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETFCAP")
+SET_UP_TOOLS = (b"bwrap:", b"unshare:", b"setpriv:")  # how the set-up's own tools begin their errors
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,16 @@ class Limits:
     open_files: int = 64
     output_bytes: int = 1 << 20  # stdout + stderr kept; more kills the run
     tmpfs_bytes: int = 64 << 20  # /work (beyond a work_dir copied in), /tmp, /dev/shm, each: more fails with ENOSPC
-    tmpfs_inodes: int = 4096  # files and directories in each of them (a zygote's jobs; bwrap cannot set it)
+    # Files, directories and symlinks in each of them (/work: beyond a work_dir's): more fails with ENOSPC.
+    # Each costs the host ~1 KB of kernel memory that tmpfs_bytes does not count (1.4 million empty files
+    # took 1.4 GB in 10 s); 16384 is tmpfs_bytes in one-page files, so only smaller files meet it first.
+    tmpfs_inodes: int = 16384
+
+    def __post_init__(self) -> None:
+        if self.tmpfs_bytes < 1 or self.tmpfs_inodes < 1:  # the kernel reads size=0 and nr_inodes=0 as no cap
+            raise ValueError(
+                f"sandbox: tmpfs caps must be positive: {self.tmpfs_bytes} bytes, {self.tmpfs_inodes} inodes"
+            )
 
 
 @dataclass
@@ -88,7 +107,7 @@ class Execution:
     @property
     def infra_error(self) -> str | None:
         """Why the sandbox itself failed (so the program's outcome says nothing about it), or None."""
-        bwrap_failed = self.returncode not in (0, None) and self.stderr.startswith(b"bwrap:")
+        bwrap_failed = self.returncode not in (0, None) and self.stderr.startswith(SET_UP_TOOLS)
         if bwrap_failed or self.stderr.startswith(SANDBOX_FAILED.encode()):
             return self.stderr[-300:].decode(errors="replace")
         return None
@@ -107,25 +126,29 @@ def bwrap_command(
     python: Interpreter = Interpreter(),
     out_dir: Path | None = None,
 ) -> list[str]:
-    """The bwrap command line. Writable: /work, /tmp and /dev/shm only, size-capped tmpfs of this sandbox;
-    everything else read-only. `work_dir` (a tree the caller made for the program to work in) is mounted
-    read-only and copied into /work first (`work_mounts`); `out_dir`, a host directory, is mounted
-    writable at /work/<its name>. `scratch=False` (the zygote): nothing writable at all, since the
-    zygote's namespace outlives its jobs and each job mounts its own scratch tmpfs (zygote.py)."""
+    """The bwrap command line. Writable: /work, /tmp and /dev/shm only, tmpfs of this sandbox capped in
+    bytes and in inodes; everything else read-only. `work_dir` (a tree the caller made for the program to
+    work in) is mounted read-only and copied into /work first (`work_mounts`); `out_dir`, a host directory,
+    is mounted writable at /work/<its name>. `scratch=False` (the zygote): nothing writable at all, since
+    the zygote's namespace outlives its jobs and each job mounts its own scratch tmpfs (zygote.py)."""
     # fmt: off
     if not scratch:
         writable = ["--dir", "/work", "--dir", "/tmp"]  # mount points for each job's own tmpfs
+        identity = ()
     else:
+        tree = tree_size(work_dir) if work_dir is not None else TreeSize(0, 0)
         tmpfs = str(limits.tmpfs_bytes)
         writable = [
-            *work_mounts(limits, work_dir, out_dir),
+            *work_mounts(limits, tree.bytes, work_dir, out_dir),
             "--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", "/dev/shm",
         ]
-    if scratch and work_dir is not None:
-        argv = ["/bin/sh", "-c", COPY_IN, "sh", *argv]
+        identity = SET_UP_AS_ROOT
+        if work_dir is not None:
+            argv = ["/bin/sh", "-c", COPY_IN, "sh", *argv]
+        argv = capping_inodes(scratch_inodes(limits, tree.entries, out_dir), argv)
     return [
         bwrap_path(),
-        "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
+        "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL", *identity,
         "--ro-bind", "/usr", "/usr", *python.bwrap_mounts(),
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
         "--proc", "/proc", "--dev", "/dev",
@@ -140,9 +163,9 @@ def bwrap_command(
     # fmt: on
 
 
-def work_mounts(limits: Limits, work_dir: Path | None, out_dir: Path | None) -> list[str]:
-    """/work: a tmpfs capped at the work_dir's own size plus `tmpfs_bytes`, the work_dir read-only beside it
-    (COPY_IN copies it in), and the out_dir's bind.
+def work_mounts(limits: Limits, tree_bytes: int, work_dir: Path | None, out_dir: Path | None) -> list[str]:
+    """/work: a tmpfs capped at the work_dir's own size (`tree_bytes`) plus `tmpfs_bytes`, the work_dir
+    read-only beside it (COPY_IN copies it in), and the out_dir's bind.
 
     Why a copy, not the work_dir bound writable at /work (as it was): a bind writes to the host's disk with
     no cap but the file-size rlimit per file, and a model's command wrote 287 MB there in 0.37 s. A tmpfs
@@ -150,8 +173,7 @@ def work_mounts(limits: Limits, work_dir: Path | None, out_dir: Path | None) -> 
     Nothing the program writes in /work is read back afterwards but what the caller asked for through
     `out_dir`, the one writable host directory (the swe runner's report: its audit hook lets only pytest's
     writer in, and the file-size rlimit caps that file)."""
-    size = limits.tmpfs_bytes + (tree_bytes(work_dir) if work_dir is not None else 0)
-    mounts = ["--size", str(size), "--tmpfs", "/work"]
+    mounts = ["--size", str(limits.tmpfs_bytes + tree_bytes), "--tmpfs", "/work"]
     if work_dir is not None:
         mounts += ["--ro-bind", str(work_dir), WORK_ORIGINAL]
     if out_dir is not None:
@@ -159,15 +181,59 @@ def work_mounts(limits: Limits, work_dir: Path | None, out_dir: Path | None) -> 
     return mounts
 
 
-def tree_bytes(root: Path) -> int:
-    """What a copy of `root` takes in a tmpfs: every file's pages, and a page per entry to spare."""
-    total = 0
+@dataclass(frozen=True)
+class TreeSize:
+    bytes: int  # every file's pages, and a page per entry to spare
+    entries: int  # files, directories and symlinks: an inode each
+
+
+def tree_size(root: Path) -> TreeSize:
+    """What a copy of `root` takes in a tmpfs."""
+    total, entries = 0, 0
     for directory, subdirs, names in os.walk(root):
         for name in names:
             size = os.lstat(os.path.join(directory, name)).st_size
             total += -(-size // TMPFS_PAGE) * TMPFS_PAGE
         total += TMPFS_PAGE * (1 + len(subdirs) + len(names))
-    return total
+        entries += len(subdirs) + len(names)
+    return TreeSize(total, entries)
+
+
+def scratch_inodes(limits: Limits, tree_entries: int, out_dir: Path | None) -> dict[str, int]:
+    """Each scratch tmpfs's nr_inodes: `tmpfs_inodes`, and in /work room for what is there before the program
+    runs too (the work_dir's copy, the out_dir's mount point), so the program gets the same count of its own."""
+    work = limits.tmpfs_inodes + tree_entries + (1 if out_dir is not None else 0)
+    return {"/work": work, "/tmp": limits.tmpfs_inodes, "/dev/shm": limits.tmpfs_inodes}
+
+
+def capping_inodes(inodes: dict[str, int], argv: list[str]) -> list[str]:
+    """`argv` after a set-up (root of bwrap's user namespace, SET_UP_AS_ROOT) that remounts each scratch tmpfs
+    with its nr_inodes, then leaves for a user namespace of its own, nested in bwrap's, as the sandbox user
+    (the one bwrap maps itself: same ids inside as outside) with no capability left. That is where bwrap
+    puts a program without a set-up, so the program sees what it did before; it cannot remount or unmount
+    anything (bwrap's user namespace owns the mounts, and the program holds nothing there), and a user
+    namespace it makes for itself gets the mounts locked in place. A failed remount is the sandbox's failure.
+
+    `--options-mode=ignore`: mount would otherwise hand the mount's current options back to the kernel,
+    among them the tmpfs's uid=/gid=, which root of this namespace cannot name (EINVAL); nosuid and nodev
+    are bwrap's flags, which a remount would otherwise clear."""
+    uid, gid = sandbox_ids()
+    remounts = " && ".join(
+        f"{MOUNT} --options-mode=ignore -o remount,nosuid,nodev,nr_inodes={count} {path}"
+        for path, count in inodes.items()
+    )
+    script = (
+        f"if ! why=$({{ {remounts}; }} 2>&1); then "
+        f'printf "{SANDBOX_FAILED}capping the inodes of /work, /tmp and /dev/shm: %s\\n" "$why" >&2; exit 125; fi; '
+        f"exec {UNSHARE} --map-user={uid} --map-group={gid} --keep-caps -- "
+        f'{SETPRIV} --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- "$@"'
+    )
+    return ["/bin/sh", "-c", script, "sh", *argv]
+
+
+def sandbox_ids() -> tuple[int, int]:
+    """The uid and gid bwrap runs as (`limited` makes root `nobody`): the program's, inside as outside."""
+    return (NOBODY, NOBODY) if os.getuid() == 0 else (os.getuid(), os.getgid())
 
 
 def limited(command: list[str], limits: Limits, demote: bool) -> list[str]:
