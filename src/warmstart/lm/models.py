@@ -59,11 +59,32 @@ def load_config(path: str | Path, key: str):
 
 
 def load_model_and_tokenizer(path: str | Path, key: str, device=None):
-    """(model in fp32 on `device`, or the CPU; tokenizer)."""
+    """(model in fp32 on `device`, or the CPU; tokenizer whose pad token the model embeds)."""
     directory, kwargs = _from_pretrained_args(resolve_model_path(path, key), key)
     with loading(directory, key):
         model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32", **kwargs)
-    return (model.to(device) if device is not None else model), load_tokenizer(path, key)
+    tokenizer = load_tokenizer(path, key)
+    pad_with_an_embedded_token(tokenizer, model, key)
+    return (model.to(device) if device is not None else model), tokenizer
+
+
+def pad_with_an_embedded_token(tokenizer, model, key: str) -> None:
+    """Padding fills rows with the pad token, which goes through the input embedding like any other. A
+    tokenizer may name one the model has no row for: transformers' Qwen2 tokenizer, for one, adds
+    <|endoftext|> as a new token when its config names no pad. The eos token pads then, as it does where
+    there is no pad token at all; where the model embeds neither, one error (not an IndexError mid-step)."""
+    embedding = model.get_input_embeddings()
+    rows = getattr(embedding, "num_embeddings", None)
+    if rows is None or (tokenizer.pad_token_id is not None and tokenizer.pad_token_id < rows):
+        return
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id < rows:
+        tokenizer.pad_token = tokenizer.eos_token
+        return
+    raise WarmstartError(
+        f"{key}: the tokenizer pads with {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), which the model's "
+        f"{rows} token embeddings do not include, and has no eos token they do: set pad_token in its "
+        "tokenizer_config.json to a token of the model"
+    )
 
 
 def gguf_to_pretrained(gguf: Path, out: Path, key: str = "sft.student") -> Path:

@@ -20,10 +20,16 @@ def resolve_model_path(path: str | Path, key: str) -> Path:
     if path.suffix == ".gguf" and path.is_file():
         return path
     if not path.is_dir():
-        raise WarmstartError(f"{key}: no model directory or .gguf file at {path}")
+        raise WarmstartError(f"{key}: no model directory or .gguf file at {path}{relative_to_cwd(path)}")
     if not (path / "config.json").exists():
         raise WarmstartError(f"{key}: {path} has no config.json, so it is not a transformers model directory")
     return path
+
+
+def relative_to_cwd(path: Path) -> str:
+    """Where a relative path was looked for: a recipe's paths are relative to the directory the command
+    runs in, not the recipe's (docs/configuration.md), which a run from another directory trips over."""
+    return "" if path.is_absolute() else f" (relative to the directory this command runs in, {Path.cwd()})"
 
 
 def package_file(spec: str, key: str) -> Path:

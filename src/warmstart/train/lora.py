@@ -22,13 +22,17 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
+from transformers.pytorch_utils import Conv1D
 
 from ..config import LoraSettings
-from ..errors import WarmstartError
+from ..errors import WarmstartError, first_line
 from ..lm.models import load_model_and_tokenizer
 
 log = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"  # inside a published model directory
+# The layers peft adapts by name or as "all-linear": nn.Linear, and transformers' Conv1D, the linear layer
+# of GPT-2-style models (c_attn, c_proj, c_fc), whose weight is stored transposed.
+ADAPTABLE = (torch.nn.Linear, Conv1D)
 
 
 def enabled(settings: LoraSettings) -> bool:
@@ -49,14 +53,40 @@ def peft_config(settings: LoraSettings) -> LoraConfig:
 
 def linear_names(model: torch.nn.Module) -> list[str]:
     """The distinct last names of the model's linear layers: what target_modules may name."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, ADAPTABLE)})
+
+
+def layer_shape(module: torch.nn.Module) -> tuple[int, int]:
+    """(in, out) of a linear layer; Conv1D keeps its weight as [in, out], nn.Linear as [out, in]."""
+    rows, columns = module.weight.shape
+    return (rows, columns) if isinstance(module, Conv1D) else (columns, rows)
+
+
+def adapted_layers(model: torch.nn.Module, settings: LoraSettings) -> dict[str, tuple[int, int]]:
+    """Name -> (in, out) of each linear layer the adapter goes on ("all-linear": every one but the output head)."""
+    head = model.get_output_embeddings()
+    wanted = set(settings.target_modules)
+    return {
+        name: layer_shape(m)
+        for name, m in model.named_modules()
+        if isinstance(m, ADAPTABLE) and m is not head and ("all-linear" in wanted or name.rsplit(".", 1)[-1] in wanted)
+    }
+
+
+def meta_model(config) -> torch.nn.Module:
+    """A model of `config` with its parameters on the meta device: exact shapes, no memory."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
 
 
 def check_targets(config, settings: LoraSettings, key: str) -> None:
     """Before anything loads or is written: the target modules exist in a model of this config (built on
-    the meta device, which allocates nothing)."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    the meta device, which allocates nothing), and the rank is one of a low-rank adapter."""
+    model = meta_model(config)
+    if not settings.target_modules:  # peft would say "no target_modules passed", naming none of ours
+        raise WarmstartError(
+            f'{key}.target_modules is empty: name the layers to adapt (e.g. ["q_proj", "v_proj"]) or ["all-linear"]'
+        )
     wanted = [t for t in settings.target_modules if t != "all-linear"]
     missing = [t for t in wanted if t not in linear_names(model)]
     if missing:
@@ -69,6 +99,42 @@ def check_targets(config, settings: LoraSettings, key: str) -> None:
             f"{key}.target_modules: {tied} is the output head, whose weight the input embedding shares "
             "(tie_word_embeddings): an adapter on it cannot be merged into the model it trained"
         )
+    check_rank(adapted_layers(model, settings), settings.r, key)
+
+
+def check_rank(layers: dict[str, tuple[int, int]], r: int, key: str) -> None:
+    """An adapter of rank r has r x (in + out) parameters per layer, and its update no more rank than
+    min(in, out): past the layers' widths it outgrows the weights it adapts and adds nothing they could
+    not learn themselves (peft builds it without a word). Refused where it has as many parameters as them."""
+    weights = sum(n_in * n_out for n_in, n_out in layers.values())
+    per_rank = sum(n_in + n_out for n_in, n_out in layers.values())
+    if not layers or r * per_rank < weights:
+        return
+    name, (n_in, n_out) = min(layers.items(), key=lambda item: min(item[1]))
+    raise WarmstartError(
+        f"{key}.r = {r}: the adapter would have {r * per_rank:,} parameters, at least as many as the {weights:,} weights it "
+        f"adapts (an update of {name.rsplit('.', 1)[-1]}, {n_in} x {n_out}, has rank {min(n_in, n_out)} at most): "
+        f"pick r below {-(-weights // per_rank)}, or r = 0 to train every weight"
+    )
+
+
+def adapter_parameters(config, settings: LoraSettings, key: str) -> int:
+    """The adapter's parameter count on a model of `config`, as peft builds it (Linear and Conv1D layers,
+    an MoE's expert weights), on the meta device: nothing is allocated."""
+    check_targets(config, settings, key)
+    with warnings.catch_warnings(), peft_refusal(key):
+        warnings.simplefilter("ignore")  # peft's notes on the model's layers: the run itself shows them
+        wrapped = get_peft_model(meta_model(config), peft_config(settings))
+    return sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+
+
+@contextlib.contextmanager
+def peft_refusal(key: str):
+    """peft's own refusal (e.g. a model class it cannot adapt) as one error naming the recipe key."""
+    try:
+        yield
+    except ValueError as exc:
+        raise WarmstartError(f"{key}: peft cannot add a LoRA adapter to this model: {first_line(exc)}") from None
 
 
 def tied_head_name(model: torch.nn.Module) -> str | None:
@@ -82,11 +148,8 @@ def tied_head_name(model: torch.nn.Module) -> str | None:
 def wrap(model: torch.nn.Module, settings: LoraSettings, key: str) -> PeftModel:
     """`model` with a fresh adapter."""
     check_targets(model.config, settings, key)
-    try:
-        with quiet_peft():
-            wrapped = get_peft_model(model, peft_config(settings))
-    except ValueError as exc:  # peft's own refusal (e.g. a model class it cannot adapt)
-        raise WarmstartError(f"{key}: peft cannot add a LoRA adapter to this model: {exc}") from None
+    with quiet_peft(), peft_refusal(key):
+        wrapped = get_peft_model(model, peft_config(settings))
     log.info("%s: %s", key, trainable_summary(wrapped))
     return wrapped
 
@@ -111,10 +174,13 @@ def load_for_training(base: Path, adapter: Path | None, settings: LoraSettings, 
 def quiet_peft():
     """peft's PeftModel reads `model.is_gradient_checkpointing`, which transformers 5 deprecates (for
     `is_activation_checkpointing`) with a FutureWarning at every adapter wrap or load: three such lines in
-    a LoRA run, about code that is neither the user's nor warmstart's. That one message is silenced here;
-    any other warning shows."""
+    a LoRA run, about code that is neither the user's nor warmstart's. That message and peft's note on each
+    Conv1D layer are silenced here; any other warning shows."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        # A Conv1D layer (GPT-2's c_attn) stores its weight transposed: peft sets fan_in_fan_out for it itself,
+        # and says so once per layer.
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False but the target module is `Conv1D`")
         yield
 
 

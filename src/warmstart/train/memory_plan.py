@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import PretrainedConfig
 
 from ..config import LoraSettings, PolicySpec, Recipe
 from ..errors import WarmstartError
@@ -24,6 +24,7 @@ from ..lm.device import cuda_device, resolve_device
 from ..lm.linear_ce import CHUNK_BYTES
 from ..lm.models import load_config
 from ..lm.tinymodel import tiny_llama_config
+from . import lora as lora_adapter
 from .grpo import MICRO_BATCH_TOKENS
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def sft_student_config(recipe: Recipe, notes: list[str]) -> PretrainedConfig:
     trains from for those only), a model directory, or the tiny config."""
     student, base = recipe.sft.student, run_model_dir(recipe, "base")
     if (student == "tiny" or student.endswith(".gguf")) and has_config(base):
-        return AutoConfig.from_pretrained(base)
+        return load_config(base, "sft.student")
     if student != "tiny":  # a directory, a .gguf file (its header) or package:NAME/FILE
         return load_config(student, "sft.student")
     return tiny_llama_config(recipe.sft.tiny)
@@ -231,33 +232,22 @@ def spec_path(spec: PolicySpec, recipe: Recipe) -> Path | None:
 
 def grpo_init_config(recipe: Recipe, notes: list[str]) -> PretrainedConfig:
     path = spec_path(recipe.grpo.init, recipe)
-    if has_config(path):
-        return AutoConfig.from_pretrained(path)
+    if has_config(path) or not in_run(path, recipe):  # a user's model is there now, or this is one error
+        return load_config(str(path), "grpo.init")  # str: a package:NAME/DIR student stays one
     notes.append(f"grpo.init {recipe.grpo.init} ({path}) does not exist yet: planned with sft.student's config")
     return sft_student_config(recipe, notes)
 
 
-def meta_model(config: PretrainedConfig) -> torch.nn.Module:
-    """The model with its parameters on the meta device: exact shapes, no memory."""
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+def in_run(path: Path, recipe: Recipe) -> bool:
+    """Whether `path` is a model the run itself writes (its student, base, run:NAME), which may not exist yet."""
+    return path.parent == run_model_dir(recipe, "")
+
+
+meta_model = lora_adapter.meta_model
 
 
 def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # tied embeddings counted once
-
-
-def lora_parameter_count(model: torch.nn.Module, lora: LoraSettings) -> int:
-    """r x (in + out) per adapted linear layer; "all-linear" is every nn.Linear but the output head."""
-    head = model.get_output_embeddings()
-    wanted = set(lora.target_modules)
-    count = 0
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or module is head:
-            continue
-        if "all-linear" in wanted or name.rsplit(".", 1)[-1] in wanted:
-            count += lora.r * (module.in_features + module.out_features)
-    return count
 
 
 @dataclass(frozen=True)
@@ -266,11 +256,12 @@ class Shape:
 
     layers: int
     hidden: int
-    intermediate: int
     heads: int
     kv_heads: int
     head_dim: int
     vocab: int
+    mlp_floats: int  # what the MLP keeps per token: 4 x intermediate, or an MoE's routed experts' (mlp_floats_of)
+    attention_dropout: bool  # attention probabilities then materialised, [rows, heads, seq, seq]
 
     @classmethod
     def of(cls, config: PretrainedConfig) -> Shape:
@@ -280,18 +271,53 @@ class Shape:
         return cls(
             layers=text.num_hidden_layers,
             hidden=text.hidden_size,
-            intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
             heads=heads,
             kv_heads=getattr(text, "num_key_value_heads", None) or heads,
             head_dim=head_dim,
             vocab=text.vocab_size,
+            mlp_floats=mlp_floats_of(text),
+            attention_dropout=any(getattr(text, name, None) for name in ATTENTION_DROPOUT_KEYS),
         )
 
     def layer_floats_per_token(self) -> float:
         kv = self.kv_heads * self.head_dim
         q = self.heads * self.head_dim
-        saved = 9 * self.hidden + 2 * q + 3 * kv + 4 * self.intermediate + self.heads  # + attention's logsumexp
+        saved = 9 * self.hidden + 2 * q + 3 * kv + self.mlp_floats + self.heads  # + attention's logsumexp
         return ACTIVATION_SLACK * saved
+
+    def attention_probability_bytes(self, tokens: int, seq_len: int) -> int:
+        """One layer's saved attention probabilities where dropout applies to them: torch's fused attention
+        kernels do not take dropout on the CPU, so the math path keeps the softmax, the dropout mask and
+        the dropped probabilities of every row, [rows, heads, seq, seq] each. Measured (GPT-2 shape, h256,
+        4 layers, 4 rows x 1024, attn_pdrop 0.1): 2.9 such fp32 tensors per layer above the same model
+        without it; 3 counted. 0 without attention dropout."""
+        return 3 * self.heads * tokens * seq_len * FLOAT32 if self.attention_dropout else 0
+
+
+# Where configs keep the attention dropout (Llama, Qwen, Mistral: attention_dropout; GPT-2: attn_pdrop;
+# BERT-style: attention_probs_dropout_prob).
+ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob")
+
+
+def intermediate_size(config: PretrainedConfig) -> int:
+    """The dense MLP's width (GPT-2: n_inner, None for 4 x hidden)."""
+    return getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * config.hidden_size
+
+
+def mlp_floats_of(config: PretrainedConfig) -> int:
+    """Floats a layer's MLP keeps per token for backward. Dense: gate, up, their activation and product,
+    4 x intermediate. MoE (num_experts_per_tok): each of the k routed experts keeps, for its copy of the
+    token, its input and output (2 x hidden) and its own 4 x expert width (moe_intermediate_size, or
+    intermediate_size where that is the expert's, as Mixtral's), plus a shared expert's 4 x width; the
+    larger of the two where a model mixes dense and MoE layers. Mixtral shape (h256 i512, 8 experts,
+    top 2, 4 layers, 4 x 1024 tokens): planned +11 % over the measured peak, the dense count -12 %."""
+    dense = 4 * intermediate_size(config)
+    routed = getattr(config, "num_experts_per_tok", None)
+    if not routed:
+        return dense
+    expert = getattr(config, "moe_intermediate_size", None) or intermediate_size(config)
+    shared = getattr(config, "shared_expert_intermediate_size", None) or 0
+    return max(dense, routed * (2 * config.hidden_size + 4 * expert) + 4 * shared)
 
 
 # Under gradient checkpointing, what stays per layer and token, in hidden-size floats: measured, not
@@ -301,10 +327,11 @@ class Shape:
 CHECKPOINTED_HIDDEN_PER_LAYER = 9
 
 
-def activation_bytes(shape: Shape, tokens: int, checkpointing: bool) -> int:
-    """Saved activations of one forward over `tokens` tokens, fp32. With gradient checkpointing what each
-    layer keeps (`CHECKPOINTED_HIDDEN_PER_LAYER`), and one layer's full activations while it is recomputed."""
-    per_layer = shape.layer_floats_per_token() * tokens * FLOAT32
+def activation_bytes(shape: Shape, tokens: int, checkpointing: bool, seq_len: int) -> int:
+    """Saved activations of one forward over `tokens` tokens in rows of `seq_len`, fp32. With gradient
+    checkpointing what each layer keeps (`CHECKPOINTED_HIDDEN_PER_LAYER`), and one layer's full activations
+    while it is recomputed."""
+    per_layer = shape.layer_floats_per_token() * tokens * FLOAT32 + shape.attention_probability_bytes(tokens, seq_len)
     if checkpointing:
         return int(CHECKPOINTED_HIDDEN_PER_LAYER * shape.layers * shape.hidden * tokens * FLOAT32 + per_layer)
     return int(shape.layers * per_layer + shape.hidden * tokens * FLOAT32)  # + the embeddings' output
@@ -313,10 +340,11 @@ def activation_bytes(shape: Shape, tokens: int, checkpointing: bool) -> int:
 # --- the stages -------------------------------------------------------------------------------------
 
 
-def training_rows(model: torch.nn.Module, lora: LoraSettings) -> tuple[list[Row], int, int]:
-    """Weights, gradients and fused AdamW's two fp32 states per trained parameter; (rows, total, trained)."""
+def training_rows(model: torch.nn.Module, lora: LoraSettings, key: str) -> tuple[list[Row], int, int]:
+    """Weights, gradients and fused AdamW's two fp32 states per trained parameter; (rows, total, trained).
+    With LoRA (`key` its recipe table) the adapter as peft builds it: one error if it cannot be built."""
     total = parameter_count(model)
-    trained = lora_parameter_count(model, lora) if lora.r > 0 else total
+    trained = lora_adapter.adapter_parameters(model.config, lora, key) if lora.r > 0 else total
     weights = (total + (trained if lora.r > 0 else 0)) * FLOAT32  # the adapter's own weights too
     rows = [
         Row("weights", weights),
@@ -377,20 +405,20 @@ def local_teacher(spec: PolicySpec | None, key: str, recipe: Recipe, notes: list
     if not has_config(path):
         notes.append(f"{key} {spec} ({path}) has no config.json: its weights are not counted")
         return None
-    return meta_model(AutoConfig.from_pretrained(path))
+    return meta_model(load_config(path, key))
 
 
 def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
     cfg, notes = recipe.sft, []
     model = meta_model(sft_student_config(recipe, notes))
     shape = Shape.of(model.config)
-    rows, total, trained = training_rows(model, cfg.lora)
+    rows, total, trained = training_rows(model, cfg.lora, "sft.lora")
     shards = int(os.environ.get("WORLD_SIZE", "1")) if cfg.sharding == "fsdp" else 1
     if shards > 1:
         rows = sharded_rows(rows, model, shards, notes)
     tokens = cfg.rows_per_micro_batch * cfg.seq_len
     teacher = sft_teacher(recipe, notes)
-    rows.append(Row("activations", activation_bytes(shape, tokens, cfg.gradient_checkpointing)))
+    rows.append(Row("activations", activation_bytes(shape, tokens, cfg.gradient_checkpointing, cfg.seq_len)))
     rows.append(Row("logits", sft_logits_bytes(recipe, shape, teacher is not None)))
     if cfg.precision == "bf16" and device == "cpu":
         # fp32 weights, and a bf16 copy of each one a matmul uses, kept between steps (lm/weight_casts.py)
@@ -416,7 +444,7 @@ def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
     cfg, notes = recipe.grpo, []
     model = meta_model(grpo_init_config(recipe, notes))
     shape = Shape.of(model.config)
-    rows, total, trained = training_rows(model, cfg.lora)
+    rows, total, trained = training_rows(model, cfg.lora, "grpo.lora")
     rows[1] = Row(rows[1].name, rows[1].bytes, "update")  # gradients live only during the update
     sequences = cfg.tasks_per_step * cfg.group_size
     seq_len = GRPO_PROMPT_TOKENS + cfg.max_new_tokens
@@ -425,7 +453,8 @@ def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
     rows.append(Row("KV cache (rollouts)", kv, "rollout"))
     # train/grpo.update runs length-sorted chunks of at most MICRO_BATCH_TOKENS padded tokens (a longer row alone)
     chunk_tokens = max(min(MICRO_BATCH_TOKENS, sequences * seq_len), seq_len)
-    rows.append(Row("activations", activation_bytes(shape, chunk_tokens, cfg.gradient_checkpointing), "update"))
+    activations = activation_bytes(shape, chunk_tokens, cfg.gradient_checkpointing, seq_len)
+    rows.append(Row("activations", activations, "update"))
     rows.append(Row("logits", 3 * chunk_tokens * shape.vocab * FLOAT32, "update"))  # logits, log-softmax, grad
     if cfg.kl_weight > 0 and cfg.lora.r == 0:
         rows.append(Row("reference model", total * FLOAT32))
