@@ -573,10 +573,12 @@ def serve(
     except OSError as exc:
         raise WarmstartError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     app.engine.start()
-    log.info("context window: %s tokens; request bodies up to %d bytes", app.context.tokens, app.max_request_bytes)
-    print(f"serving {app.name} on http://{host}:{httpd.server_address[1]}/v1", flush=True)  # tests wait for this line
-    stop_on_sigterm()
     try:
+        # Before the line that says the server is up: a SIGTERM sent as soon as it is read (a supervisor, a
+        # test) had found the default handler still in place and killed the process with no clean-up.
+        stop_on_sigterm()
+        log.info("context window: %s tokens; request bodies up to %d bytes", app.context.tokens, app.max_request_bytes)
+        print(f"serving {app.name} on http://{host}:{httpd.server_address[1]}/v1", flush=True)  # tests wait for it
         httpd.serve_forever()
     except KeyboardInterrupt:
         pass
