@@ -270,10 +270,18 @@ def test_an_implausible_bill_under_a_dollar_cap_is_not_spent_and_the_stage_goes_
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_a_model_list_that_is_not_json_is_one_clear_error_before_any_request(tmp_path, provider):
+@pytest.mark.parametrize(
+    "fault, said",
+    [
+        ("html", "answered the model list with something that is not JSON"),
+        # labelled JSON: it was a JSONDecodeError's traceback
+        ("html_as_json", "answered the model list with something that is not JSON: '<html>"),
+    ],
+)
+def test_a_model_list_that_is_not_json_is_one_clear_error_before_any_request(tmp_path, provider, fault, said):
     with FakeAPI() as api:
-        api.models_fault = "html"
-        with pytest.raises(WarmstartError, match="answered the model list with something that is not JSON"):
+        api.models_fault = fault
+        with pytest.raises(WarmstartError, match=said):
             rollouts(recipe_for(tmp_path, api, provider=provider))
     assert api.log == []
 

@@ -234,6 +234,17 @@ def priced_api_recipe(tmp_path, api, *overrides: str, eval_: int):
     return small_recipe(tmp_path / "run", *overrides, f"api.prices='{prices}'", policy, eval_=eval_)
 
 
+def run_stopped_by_its_api_row(run_dir, api):
+    """An eval at k = 2 of the reference teacher and then `api`, whose every request fails: it stops at that
+    row, after the teacher's samples were written. The recipe, for a rerun."""
+    api.faults = ["500"] * 10
+    rows = f"eval.policies={{teacher='reference', api='openai:fake-model@{api.url}/v1'}}"
+    recipe = small_recipe(run_dir, "eval.k=2", rows, "tasks.eval=5", "api.max_retries=0", "api.concurrency=1")
+    with pytest.raises(WarmstartError, match="eval.policies.api"):
+        evaluate.run(recipe)
+    return recipe
+
+
 def test_a_rerun_stopped_by_a_later_row_leaves_the_samples_of_the_results_on_disk(tmp_path):
     """eval/<row>.jsonl holds the samples results.json counted: a rerun (here with k = 2) that a later row
     stopped had replaced the first row's file with its own samples while results.json kept the run before."""
@@ -243,11 +254,7 @@ def test_a_rerun_stopped_by_a_later_row_leaves_the_samples_of_the_results_on_dis
     samples = run_dir / "eval" / "teacher.jsonl"
     before = samples.read_bytes()
     with FakeAPI() as api:
-        api.faults = ["500"] * 10
-        rows = f"eval.policies={{teacher='reference', api='openai:fake-model@{api.url}/v1'}}"
-        again = small_recipe(run_dir, "eval.k=2", rows, "tasks.eval=5", "api.max_retries=0", "api.concurrency=1")
-        with pytest.raises(WarmstartError, match="eval.policies.api"):
-            evaluate.run(again)
+        run_stopped_by_its_api_row(run_dir, api)
     assert samples.read_bytes() == before
     assert json.loads((run_dir / "eval" / "results.json").read_text())["k"] == 1
 
@@ -283,11 +290,7 @@ def test_a_rerun_after_a_stopped_one_keeps_each_sample_once(tmp_path):
     (it had appended to them: every sample twice)."""
     run_dir = tmp_path / "run"
     with FakeAPI() as api:
-        api.faults = ["500"] * 10
-        rows = f"eval.policies={{teacher='reference', api='openai:fake-model@{api.url}/v1'}}"
-        stopped = small_recipe(run_dir, "eval.k=2", rows, "tasks.eval=5", "api.max_retries=0", "api.concurrency=1")
-        with pytest.raises(WarmstartError, match="eval.policies.api"):
-            evaluate.run(stopped)
+        stopped = run_stopped_by_its_api_row(run_dir, api)
         api.faults = []
         evaluate.run(stopped)
     lines = (run_dir / "eval" / "teacher.jsonl").read_text().splitlines()
