@@ -123,3 +123,13 @@ def kill_every_process_of(recipe_file: Path) -> None:
     while running():  # zombies of this process's own children count until reaped by the caller
         assert time.time() < deadline, "processes outlived SIGKILL"
         time.sleep(0.01)
+
+
+def load_export(out: Path, fmt: str, cache: Path | None = None):
+    """An export loaded as a user loads it (`load_dataset(DIR)`; `load_from_disk` for hf), `datasets`' cache
+    in `cache` (default: beside `out`), not the user's."""
+    import datasets  # the extra: only the export tests need it
+
+    if fmt == "hf":
+        return datasets.load_from_disk(str(out))
+    return datasets.load_dataset(str(out), split="train", cache_dir=str(cache or out.parent / "hf-cache"))

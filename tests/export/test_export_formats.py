@@ -7,24 +7,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import datasets
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import load_export
 from warmstart.export.exporter import export_run
 from warmstart.runs.jsonl import read_records
 from warmstart.types import Message, ToolCall, ToolFunction, Trajectory
 
 RUNS = ["arithmetic_run", "calculator_run"]
-
-
-def load(out: Path, fmt: str, cache: Path | None = None) -> datasets.Dataset:
-    """As a user loads the export; `datasets`' cache in `cache` (default: beside `out`), not the user's."""
-    if fmt == "hf":
-        return datasets.load_from_disk(str(out))
-    return datasets.load_dataset(str(out), split="train", cache_dir=str(cache or out.parent / "hf-cache"))
 
 
 def expected_messages(t: Trajectory, arguments=json.loads) -> list[dict]:
@@ -55,7 +47,7 @@ def test_datasets_reads_back_every_trajectory(run, fmt, request, tmp_path):
     root = request.getfixturevalue(run)
     trajectories = read_records(root / "curated" / "train.jsonl", Trajectory)
     out = export_run(root, fmt, out=tmp_path / fmt)
-    ds = load(out, fmt)
+    ds = load_export(out, fmt)
     assert ds.num_rows == len(trajectories)
     for row, t in zip(ds, trajectories):
         assert (row["task_id"], row["sample_index"]) == t.key
@@ -80,7 +72,7 @@ def test_the_calculator_run_has_what_the_round_trip_must_cover(calculator_run):
 @pytest.mark.parametrize("run", RUNS)
 def test_every_format_loads_with_the_same_types_and_values(run, request, tmp_path):
     root = request.getfixturevalue(run)
-    loaded = {fmt: load(export_run(root, fmt, out=tmp_path / fmt), fmt) for fmt in ["jsonl", "parquet", "hf"]}
+    loaded = {fmt: load_export(export_run(root, fmt, out=tmp_path / fmt), fmt) for fmt in ["jsonl", "parquet", "hf"]}
     assert loaded["jsonl"].features == loaded["parquet"].features == loaded["hf"].features
     assert list(loaded["jsonl"]) == list(loaded["parquet"]) == list(loaded["hf"])
 
@@ -97,7 +89,7 @@ def test_the_files_hold_the_openai_shape(calculator_run, tmp_path):
 
 def test_think_in_content_moves_the_reasoning_into_the_content(arithmetic_run, tmp_path):
     trajectories = read_records(arithmetic_run / "curated" / "train.jsonl", Trajectory)
-    ds = load(export_run(arithmetic_run, "parquet", out=tmp_path / "p", think_in_content=True), "parquet")
+    ds = load_export(export_run(arithmetic_run, "parquet", out=tmp_path / "p", think_in_content=True), "parquet")
     answer, t = ds[0]["messages"][-1], trajectories[0]
     assert answer["reasoning_content"] is None
     assert answer["content"] == f"<think>\n{t.messages[-1].reasoning}\n</think>\n{t.messages[-1].content}"
@@ -108,7 +100,7 @@ def test_another_curated_data_set_with_data(copied_run, tmp_path):
     (copied_run / "curated" / "small.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records))
     out = export_run(copied_run, "jsonl", data="small")
     assert out == copied_run / "export" / "jsonl"  # the default output directory
-    assert load(out, "jsonl").num_rows == 3
+    assert load_export(out, "jsonl").num_rows == 3
 
 
 def test_exports_to_directories_of_one_name_load_their_own_rows(arithmetic_run, calculator_run, tmp_path):
@@ -117,10 +109,10 @@ def test_exports_to_directories_of_one_name_load_their_own_rows(arithmetic_run, 
     cache = tmp_path / "cache"
     first = export_run(arithmetic_run, "jsonl", out=tmp_path / "a" / "jsonl")
     second = export_run(calculator_run, "jsonl", out=tmp_path / "b" / "jsonl")
-    assert load(first, "jsonl", cache)[0]["task_id"].startswith("arithmetic/")
-    assert load(second, "jsonl", cache)[0]["task_id"].startswith("calculator/")
+    assert load_export(first, "jsonl", cache)[0]["task_id"].startswith("arithmetic/")
+    assert load_export(second, "jsonl", cache)[0]["task_id"].startswith("calculator/")
     export_run(arithmetic_run, "jsonl", out=second, force=True)  # the same directory, re-exported
-    assert load(second, "jsonl", cache)[0]["task_id"].startswith("arithmetic/")
+    assert load_export(second, "jsonl", cache)[0]["task_id"].startswith("arithmetic/")
 
 
 def test_jsonl_loads_neither_torch_nor_the_datasets_extra(arithmetic_run, tmp_path):
@@ -154,6 +146,6 @@ def test_arguments_datasets_cannot_decode_load_as_the_text_the_teacher_wrote(cop
     t = template.model_copy(update={"messages": messages})
     (copied_run / "curated" / "train.jsonl").write_text(t.model_dump_json() + "\n")
     for fmt in ["jsonl", "parquet", "hf"]:
-        ds = load(export_run(copied_run, fmt, out=tmp_path / fmt), fmt)
+        ds = load_export(export_run(copied_run, fmt, out=tmp_path / fmt), fmt)
         arguments = [c["function"]["arguments"] for c in ds[0]["messages"][-1]["tool_calls"]]
         assert arguments == [*UNDECODABLE, {"n": 18446744073709551615, "x": -0.5}], fmt

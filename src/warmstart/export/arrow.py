@@ -7,6 +7,9 @@ the `datasets` extra, and jsonl needs nothing beyond warmstart itself.
 
 from __future__ import annotations
 
+import itertools
+from typing import Iterable, Iterator
+
 import pyarrow as pa
 
 from .schema import BOOL, COLUMNS, FLOAT, INT, JSON, STRING, TIME
@@ -39,3 +42,10 @@ def rows_table(rows: list[dict]) -> pa.Table:
     """The rows under the fixed schema (never one inferred from them, which would change with the data).
     pyarrow builds an extension type only from its storage, hence the JSON text first, then the cast."""
     return pa.Table.from_pylist(rows, schema=arrow_schema(pa.string())).cast(arrow_schema())
+
+
+def row_batches(rows: Iterable[dict], size: int) -> Iterator[pa.Table]:
+    """`rows_table` of every `size` rows in turn."""
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, size)):  # itertools.batched: Python 3.12
+        yield rows_table(batch)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from huggingface_hub import DatasetCardData
 
@@ -23,6 +23,36 @@ NOT_RECORDED = "not recorded"
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
 
 
+@dataclass
+class RowTally:
+    """What the card counts of the exported rows, added up one row at a time as they are written (the rows
+    are never all in memory: a curated file of gigabytes would take several times its size as objects)."""
+
+    think_in_content: bool
+    rows: int = 0
+    passed: int = 0
+    rewards: int = 0
+    reward_sum: float = 0.0
+    with_tools: int = 0
+    with_reasoning: int = 0
+    task_ids: set[str] = field(default_factory=set)
+    teachers: Counter = field(default_factory=Counter)
+    terms: dict[tuple, set] = field(default_factory=dict)
+
+    def add(self, row: dict) -> None:
+        self.rows += 1
+        self.passed += bool(row["passed"])
+        if row["reward"] is not None:
+            self.rewards += 1
+            self.reward_sum += row["reward"]
+        self.with_tools += any(m["tool_calls"] for m in row["messages"])
+        self.with_reasoning += any(has_reasoning(m, self.think_in_content) for m in row["messages"])
+        self.task_ids.add(row["task_id"])
+        teacher = (row["provider"], row["model"])
+        self.teachers[teacher] += 1
+        self.terms.setdefault(teacher, set()).add(row["terms"] or NOT_RECORDED)
+
+
 @dataclass(frozen=True)
 class CardFacts:
     """What a card says, gathered by the exporter."""
@@ -30,7 +60,7 @@ class CardFacts:
     title: str
     source: str  # the run file exported, relative to the run directory
     fmt: Format
-    rows: list[dict]
+    tally: RowTally
     dropped: dict | None  # curated/<name>.dropped.json
     costs: dict | None  # costs.json
     think_in_content: bool
@@ -41,10 +71,10 @@ def dataset_card(facts: CardFacts) -> str:
     sections = [
         f"# {facts.title}",
         intro(facts),
-        counts(facts.rows, facts.dropped, facts.think_in_content),
+        counts(facts.tally, facts.dropped),
         drop_reasons(facts.dropped),
         decontamination(facts.dropped),
-        teachers(facts.rows),
+        teachers(facts.tally),
         cost(facts.dropped, facts.costs),
         COLUMNS_SECTION,
         LICENSE_SECTION,
@@ -64,7 +94,7 @@ def header(facts: CardFacts) -> dict:
         "pretty_name": facts.title,
         "task_categories": ["text-generation"],
         "tags": ["warmstart", "synthetic", "distillation", "conversational"],
-        "size_categories": [size_category(len(facts.rows))],
+        "size_categories": [size_category(facts.tally.rows)],
     }
     if facts.fmt.data_file:  # load_from_disk's layout has its own dataset_info.json, and load_dataset refuses it
         head["configs"] = [
@@ -104,19 +134,16 @@ def intro(facts: CardFacts) -> str:
     )
 
 
-def counts(rows: list[dict], dropped: dict | None, think_in_content: bool) -> str:
-    passed = sum(1 for r in rows if r["passed"])
-    rewards = [r["reward"] for r in rows if r["reward"] is not None]
-    with_tools = sum(1 for r in rows if any(m["tool_calls"] for m in r["messages"]))
-    with_reasoning = sum(1 for r in rows if any(has_reasoning(m, think_in_content) for m in r["messages"]))
+def counts(tally: RowTally, dropped: dict | None) -> str:
+    mean_reward = f"{tally.reward_sum / tally.rewards:.3f}" if tally.rewards else "not verified"
     lines = [
-        f"- rows: {len(rows)}, from {len({r['task_id'] for r in rows})} tasks",
-        f"- passed verification: {passed} of {len(rows)}",
-        f"- mean reward: {sum(rewards) / len(rewards):.3f}" if rewards else "- mean reward: not verified",
-        f"- rows with tool calls: {with_tools}; rows with reasoning: {with_reasoning}",
+        f"- rows: {tally.rows}, from {len(tally.task_ids)} tasks",
+        f"- passed verification: {tally.passed} of {tally.rows}",
+        f"- mean reward: {mean_reward}",
+        f"- rows with tool calls: {tally.with_tools}; rows with reasoning: {tally.with_reasoning}",
     ]
     if dropped and "input" in dropped:
-        lines.append(f"- curation kept {dropped.get('kept', len(rows))} of {dropped['input']} trajectories")
+        lines.append(f"- curation kept {dropped.get('kept', tally.rows)} of {dropped['input']} trajectories")
     return "## Counts\n\n" + "\n".join(lines)
 
 
@@ -165,12 +192,8 @@ def sources_table(sources: dict) -> str:
     return markdown_table(head, rows)
 
 
-def teachers(rows: list[dict]) -> str:
-    by_teacher = Counter((r["provider"], r["model"]) for r in rows)
-    terms: dict[tuple, set] = {}
-    for r in rows:
-        terms.setdefault((r["provider"], r["model"]), set()).add(r["terms"] or NOT_RECORDED)
-    table = [(p, m, str(n), "; ".join(sorted(terms[(p, m)]))) for (p, m), n in by_teacher.most_common()]
+def teachers(tally: RowTally) -> str:
+    table = [(p, m, str(n), "; ".join(sorted(tally.terms[(p, m)]))) for (p, m), n in tally.teachers.most_common()]
     note = (
         "The data is these models' output: each provider's terms of use apply to it "
         "(as recorded with each trajectory; check them before training on it or publishing it)."

@@ -6,15 +6,17 @@ curated file, the output directory) runs before anything is read in full or writ
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
+from typing import Iterator
 
 from ..config import check_run_name
 from ..errors import WarmstartError
 from ..runs.directory import file_digest
-from ..runs.jsonl import read_json, read_records
+from ..runs.jsonl import iter_records, read_json
 from ..types import Trajectory
-from .card import CardFacts, dataset_card
+from .card import CardFacts, RowTally, dataset_card
 from .checks import check_costs, check_dropped
 from .output import check_output, staged
 from .rows import trajectory_row
@@ -40,29 +42,38 @@ def export_run(
     source = curated_file(root, data)
     out = Path(out) if out is not None else root / "export" / form.name
     check_output(out, [root, source], force)
-    trajectories = read_records(source, Trajectory)
-    if not trajectories:
+    trajectories = iter_records(source, Trajectory)
+    first = next(trajectories, None)  # the file is read as it is written out, a line at a time
+    if first is None:
         raise WarmstartError(f"{source}: has no trajectories to export")
-    rows = [trajectory_row(t, think_in_content) for t in trajectories]
     dropped_path, costs_path = source.with_name(f"{data}.dropped.json"), root / "costs.json"
     dropped, costs = read_json(dropped_path), read_json(costs_path)
     check_dropped(dropped_path, dropped)  # what the card reads of them: checked before anything is written
     check_costs(costs_path, costs, dropped)
-    with staged(out) as stage:
-        form.write(rows, stage)
+    tally = RowTally(think_in_content)
+    with staged(out) as stage:  # a bad record further on removes what was staged: `out` is left as it was
+        form.write(tallied(itertools.chain([first], trajectories), tally, think_in_content), stage)
         facts = CardFacts(
             title=f"warmstart {root.resolve().name}: {data}",  # resolved: `export .` names its directory
             source=f"curated/{source.name}",
             fmt=form,
-            rows=rows,
+            tally=tally,
             dropped=dropped,
             costs=costs,
             think_in_content=think_in_content,
             data_digest=file_digest(stage / form.data_file) if form.data_file else None,
         )
         (stage / "README.md").write_text(dataset_card(facts), encoding="utf-8")
-    log.info("export: %d rows of %s as %s in %s", len(rows), source, form.name, out)
+    log.info("export: %d rows of %s as %s in %s", tally.rows, source, form.name, out)
     return out
+
+
+def tallied(trajectories: Iterator[Trajectory], tally: RowTally, think_in_content: bool) -> Iterator[dict]:
+    """Each trajectory as its exported row, counted into `tally` on the way to the writer."""
+    for trajectory in trajectories:
+        row = trajectory_row(trajectory, think_in_content)
+        tally.add(row)
+        yield row
 
 
 def curated_file(root: Path, data: str) -> Path:

@@ -12,19 +12,20 @@ Every format writes the same rows under the same types (`schema.py`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..errors import WarmstartError
 
 EXTRA = "pip install 'warmstart[datasets]'"
 
 
-def write_jsonl(rows: list[dict], out: Path) -> None:
+def write_jsonl(rows: Iterable[dict], out: Path) -> None:
     with (out / "data.jsonl").open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False, default=iso_time) + "\n")
@@ -37,21 +38,37 @@ def iso_time(value: datetime) -> str:
     return value.isoformat()
 
 
-def write_parquet(rows: list[dict], out: Path) -> None:
+# Rows turned into Arrow at a time: a few MB of Python objects, where the whole file as objects would be
+# several times its size on disk.
+ARROW_BATCH_ROWS = 2_000
+
+
+def write_parquet(rows: Iterable[dict], out: Path) -> None:
     # pyarrow is imported only here and in write_hf: jsonl must work without the extra.
     import pyarrow.parquet as pq
 
-    from .arrow import rows_table
+    from .arrow import arrow_schema, row_batches
 
-    pq.write_table(rows_table(rows), out / "data.parquet")
+    with pq.ParquetWriter(out / "data.parquet", arrow_schema()) as writer:
+        for table in row_batches(rows, ARROW_BATCH_ROWS):
+            writer.write_table(table)
 
 
-def write_hf(rows: list[dict], out: Path) -> None:
+def write_hf(rows: Iterable[dict], out: Path) -> None:
     import datasets  # the extra, as in write_parquet
+    import pyarrow as pa
 
-    from .arrow import rows_table
+    from .arrow import row_batches
 
-    datasets.Dataset(rows_table(rows)).save_to_disk(str(out))
+    # Arrow's own buffers hold the data about at its size on disk; save_to_disk writes them out. The
+    # fingerprint (what `datasets` keys its cache of map() results by) is the data's digest taken batch by
+    # batch: left to `datasets`, it pickles the whole table into one Python bytes object to hash it.
+    digest, tables = hashlib.sha256(), []
+    for table in row_batches(rows, ARROW_BATCH_ROWS):
+        for batch in table.to_batches():
+            digest.update(batch.serialize())
+        tables.append(table)
+    datasets.Dataset(pa.concat_tables(tables), fingerprint=digest.hexdigest()[:16]).save_to_disk(str(out))
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,7 @@ DATASETS = Library("datasets", "Json", "4.7")  # the feature that decodes it
 @dataclass(frozen=True)
 class Format:
     name: str
-    write: Callable[[list[dict], Path], None]
+    write: Callable[[Iterable[dict], Path], None]
     data_file: str | None  # the file the card's `configs` point `load_dataset` at; None: load_from_disk
     libraries: tuple[Library, ...] = ()
 

@@ -52,23 +52,27 @@ def read_records(path: Path, model: type[M]) -> list[M]:
 
 
 def iter_records(path: Path, model: type[M]) -> Iterator[M]:
+    """`path`'s records one line at a time (a curated file of gigabytes is never held whole)."""
     path = Path(path)
     if not path.exists():
         raise WarmstartError(f"{path}: file not found")
     try:
         with path.open("rb") as f:
-            lines = f.read().removeprefix(codecs.BOM_UTF8).split(b"\n")  # a byte-order mark an editor wrote
+            yield from records_in(f, path, model)
     except OSError as exc:
         raise WarmstartError(f"{path}: cannot read ({exc.strerror})") from None
-    # After the final newline split() leaves b"" (complete file), a last record written without its
-    # newline, or the torn tail of a killed writer.
-    tail = lines.pop()
-    if tail.strip() and not is_json_object(tail):
-        log.warning("%s: skipping a torn last line (%d bytes), left by an interrupted writer", path, len(tail))
-    elif tail.strip():
-        lines.append(tail)
+
+
+def records_in(lines: Iterator[bytes], path: Path, model: type[M]) -> Iterator[M]:
     for number, line in enumerate(lines, start=1):
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)  # a byte-order mark an editor wrote
         if not line.strip():
+            continue
+        # Only the last line can lack its newline: a record written without it, or the torn tail of a
+        # killed writer.
+        if not line.endswith(b"\n") and not is_json_object(line):
+            log.warning("%s: skipping a torn last line (%d bytes), left by an interrupted writer", path, len(line))
             continue
         try:
             yield model.model_validate_json(line)
