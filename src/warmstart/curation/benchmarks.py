@@ -3,7 +3,8 @@
 An item's text is its field named (`curate.decontaminate_field`) or the first of TEXT_FIELDS and
 CHAT_FIELDS it has that holds text: a null or empty one is passed over, as datasets exported with every
 column on every row write them. A field holding a chat (a list of messages) gives its user turns: the
-question, not a system prompt every item repeats or a reference answer short enough to be anywhere.
+question, not a system prompt every item repeats or a reference answer short enough to be anywhere; one
+holding a message's content parts (`[{"type": "text", "text": ...}]`) gives their text.
 Files are read a line (a parquet batch) at a time: a benchmark dump of several GB needs the memory of
 its texts, not of the file. Every problem is one `WarmstartError` line naming the file (and the line of
 a JSONL file).
@@ -111,12 +112,15 @@ def item_text(record: dict, fields: list[str], where: str) -> str:
 
 
 def as_text(value: Any, where: str) -> str:
-    """A string as it is; a chat's user turns joined; nothing (null) as empty."""
+    """A string as it is; a chat's user turns joined; a list of content parts (OpenAI's, a message's content
+    exported alone) as its text parts joined; nothing (null) as empty."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        if not any("role" in m or "from" in m for m in value):  # no message has a speaker: they are parts
+            return turn_text({"content": value}, where)
         return "\n".join(turn_text(m, where) for m in value if (m.get("role") or m.get("from")) in USER_ROLES)
     raise WarmstartError(f"{where} holds {type(value).__name__!r} values, not text or a list of chat messages")
 

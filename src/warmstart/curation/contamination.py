@@ -62,7 +62,12 @@ class ContaminationIndex:
         self.n = n
         self.names = [source.name for source in sources]
         self.ngrams: dict[int, int] = {}  # hash of an n-gram -> the first source that has it
-        self.heads: dict[int, dict[Words, list[tuple[Words, int]]]] = defaultdict(lambda: defaultdict(list))
+        # The items by their first n words (all of a shorter one), then by their length: item -> its first source.
+        # Many long items may open with one instruction; a text that repeats it looks up one item per length,
+        # not every item of that head (with thousands of them, in every trajectory, that was quadratic).
+        self.heads: dict[int, dict[Words, dict[int, dict[Words, int]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(dict))
+        )
         self.sizes: dict[str, dict[str, int]] = {}  # per source: items indexed, items too short to match
         self.first_words: set[str] = set()  # a position starting with another word matches nothing
         items = [self._items(source) for source in sources]
@@ -81,7 +86,7 @@ class ContaminationIndex:
     def _add(self, index: int, items: list[Words], corpus_shapes: Counter, corpus_size: int) -> None:
         for item in items:
             head = item[: self.n]  # whole items are found by their first n words, then compared in full
-            self.heads[len(head)][head].append((item, index))
+            self.heads[len(head)][head][len(item)].setdefault(item, index)
             self.first_words.add(item[0])
         shapes = {item: shape_hashes(item, self.n) for item in items}
         template = template_shapes(list(shapes.values()), corpus_shapes, corpus_size)
@@ -114,10 +119,16 @@ class ContaminationIndex:
         if len(gram) == self.n and (found := self.ngrams.get(hash(gram))) is not None:
             return found
         for length, heads in self.heads.items():
-            for item, index in heads.get(tokens[position : position + length], ()):
-                if tokens[position : position + len(item)] == item:
-                    return index
+            found = whole_items_at(tokens, position, heads.get(tokens[position : position + length], {}))
+            if found:
+                return min(found)  # the first source that has an item here, as the sources are listed
         return None
+
+
+def whole_items_at(tokens: Words, position: int, by_length: dict[int, dict[Words, int]]) -> list[int]:
+    """The sources of the items (of one head, by their length) that `tokens` holds whole at `position`."""
+    found = (items.get(tokens[position : position + length]) for length, items in by_length.items())
+    return [index for index in found if index is not None]
 
 
 def ngrams(item: Words, n: int) -> list[Words]:

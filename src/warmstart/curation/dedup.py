@@ -9,25 +9,42 @@ content signature are compared, so two tasks that differ in a number are never m
 
 from __future__ import annotations
 
-import json
-
 from ..config import CurateConfig
-from ..types import Trajectory
+from ..types import Message, Trajectory
 from .near_dup import Item, near_duplicates
-from .text import content_signature, prompt_text, segments, trajectory_text
+from .text import content_signature, normalize, prompt_text, segments, trajectory_text
 
 EXAMPLES = 5  # pairs shown per kind in the report
 
 
 def exact_duplicates(trajectories: list[Trajectory], candidates: list[int]) -> dict[int, str]:
-    """Each of `candidates` whose messages equal an earlier one's -> "exact duplicate"."""
+    """Each of `candidates` whose messages say what an earlier one's say -> "exact duplicate"; the first
+    seen stays."""
     seen, reasons = set(), {}
     for i in candidates:
-        identity = json.dumps([m.model_dump() for m in trajectories[i].messages], sort_keys=True)
+        identity = messages_identity(trajectories[i].messages)
         if identity in seen:
             reasons[i] = "exact duplicate"
         seen.add(identity)
     return reasons
+
+
+def messages_identity(messages: list[Message]) -> tuple:
+    """What each message says, normalized as decontamination normalizes it (`text.normalize`: Unicode forms,
+    case, a digit's script, invisible characters and a letter's marks folded): a copy in Arabic-Indic digits
+    or fullwidth forms is the same data. Punctuation and layout stay, unlike in `text.words`: `s[::-1]` is
+    not `s[:-1]`, nor an indented line an unindented one; near-dedup (best-verified kept) compares those.
+    Each text keeps its role and field (a chain is not an answer); a tool call's id, made up by whoever
+    called, is left out."""
+    return tuple(
+        (
+            m.role,
+            normalize(m.content or ""),
+            normalize(m.reasoning or ""),
+            tuple((call.function.name, normalize(call.function.arguments)) for call in m.tool_calls or []),
+        )
+        for m in messages
+    )
 
 
 def rank(trajectories: list[Trajectory], i: int) -> tuple:
