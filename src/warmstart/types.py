@@ -45,6 +45,26 @@ class Message(Record):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_of_parts(cls, content: Any) -> Any:
+        return text_of_parts(content) if isinstance(content, list) else content
+
+
+def text_of_parts(parts: list) -> str:
+    """OpenAI's content parts (`[{"type": "text", "text": ...}, ...]`, as chat datasets and clients write a
+    message's content) as the text they hold, one part per line, as vLLM joins them. Anything but text (an
+    image, audio) is an error: a text model's data would silently lose it."""
+    texts = []
+    for part in parts:
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = repr(part.get("type")) if isinstance(part, dict) else type(part).__name__
+            raise ValueError(
+                f"a content part of type {kind}: only text parts ({{'type': 'text', 'text': ...}}) are data here"
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
+
 
 class Task(Record):
     """One problem. `hidden` holds what verification needs (answer, tests); it never enters a prompt."""

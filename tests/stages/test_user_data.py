@@ -158,3 +158,35 @@ def test_distinct_problems_under_one_task_id_are_refused_before_curation_judges_
     with pytest.raises(WarmstartError, match=r"task id 'mydata' has samples asked different prompts \(1 task id"):
         curate.run(recipe)
     assert curated.read_bytes() == before
+
+
+def as_content_parts(record: dict) -> dict:
+    """A trajectory's record as a chat dataset writes it: every message's content a list of text parts."""
+    messages = [
+        {**m, "content": [{"type": "text", "text": line} for line in m["content"].split("\n")]} if m["content"] else m
+        for m in record["messages"]
+    ]
+    return {**record, "messages": messages}
+
+
+def test_content_parts_are_their_text_and_an_image_part_is_one_line(run):
+    recipe, teacher, curated = run
+    records = [json.loads(line) for line in teacher.read_text(encoding="utf-8").splitlines()]
+    teacher.write_text("".join(json.dumps(as_content_parts(r)) + "\n" for r in records), encoding="utf-8")
+    curate.run(recipe)
+    assert [t.messages for t in read_records(teacher, Trajectory)] == [
+        [Message.model_validate(m) for m in r["messages"]] for r in records
+    ]
+    sft.run(recipe)  # the curated data trains
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    parted = as_content_parts(records[1])
+    parted["messages"][-1]["content"].append(image)
+    lines = teacher.read_text(encoding="utf-8").splitlines()
+    lines[1] = json.dumps(parted)
+    teacher.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(
+        WarmstartError,
+        match=r"teacher.jsonl:2: not a valid Trajectory record \(messages.\d+.content: "
+        r"Value error, a content part of type 'image_url': only text parts",
+    ):
+        curate.run(recipe)
