@@ -286,7 +286,12 @@ def study_cmd(
 
 
 @app.command("report")
-def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory (run.dir of a recipe).")):
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory (run.dir of a recipe)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Write the page to this file instead (a run directory you cannot write to, say)."
+    ),
+):
     """Rebuild RUN_DIR/report.html: results with intervals, figures, the data funnel, failures."""
 
     def build() -> None:
@@ -294,7 +299,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory (run.di
 
         if not (run_dir / "manifest.json").is_file():
             raise WarmstartError(f"{run_dir}: not a run directory (no manifest.json)")
-        print(build_report(run_dir))
+        print(build_report(run_dir, out))
 
     _run_reporting_errors(build)
 

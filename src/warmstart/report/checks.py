@@ -132,9 +132,9 @@ def check_stages(path: Path, stages: dict) -> dict:
     for name, entry in stages.items():
         where = f"stages.{name}"
         require(path, where, entry, lambda e: isinstance(e, dict), "an object (one stage's record)")
-        for key in ("seconds", "train_seconds", "flops_estimate"):
+        for key in ("seconds", "train_seconds", "flops_estimate", "finished"):
             optional(path, entry, where, key, either_none(is_number), "a number")
-        for key in ("status", "init", "data", "source"):
+        for key in ("status", "init", "data", "source", "error"):
             optional(path, entry, where, key, either_none(is_text), "text")
         optional(path, entry, where, "api_cost", either_none(lambda c: isinstance(c, dict)), "an object")
         check_api_cost(path, f"{where}.api_cost", entry.get("api_cost") or {})

@@ -82,7 +82,8 @@ def training_curves(metrics: list[dict]) -> str | None:
 def compute_figure(results: dict, lineages: dict[str, Lineage | None]) -> str | None:
     """pass@1 (with its 95 % interval) against the training seconds that made each model; an arrow from the
     model each one started from: the warm start (base -> SFT -> GRPO) and the cold start side by side."""
-    rows = {name: lin for name, lin in lineages.items() if lin is not None}
+    # A row whose training is not recorded (lineage.py: its stage's last run failed, say) has no place on the x axis.
+    rows = {name: lin for name, lin in lineages.items() if lin is not None and not lin.unknown}
     if not any(lin.stages for lin in rows.values()):
         return None
     policies = results["policies"]

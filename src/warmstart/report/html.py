@@ -6,10 +6,13 @@
 - pass@1 versus training compute, warm start and cold start (`figures.compute_figure`);
 - training curves (loss, reward, KL, flat-group share, tokens/s) from metrics.jsonl;
 - the data funnel: generated -> verified -> kept, with the drop reasons;
+- what the stages whose last run failed spent: apart, since a failed run made no row's model;
 - a few failed samples of each policy, from eval/<policy>.jsonl.
 
-Figures are inline SVG, so the page needs no network and no other file. `warmstart report RUN_DIR`
-rebuilds it; `warmstart demo` writes it.
+Where the last eval failed, the results shown are the earlier eval's, and the page says so. Figures are
+inline SVG, so the page needs no network and no other file: `warmstart report RUN_DIR` rebuilds it in the
+run directory, or with `--out PATH` anywhere (a run directory one cannot write to); `warmstart demo`
+writes it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from ..runs.directory import read_manifest, sample_paths
 from ..runs.jsonl import read_json, write_text_atomic
 from ..runs.tracking import read_metrics
 from . import figures
+from .attempts import curves_caption, failed_attempts, failed_because, failed_eval, stale_note, utc
 from .checks import check_results, check_stages
 from .lineage import Lineage, row_lineages
+from .markup import table
+from .target import PAGE_START, report_path, run_name
 
 FAILURES_SHOWN = 3
 STYLE = """
@@ -37,30 +43,45 @@ th:first-child, td:first-child { text-align: left; }
 figure { margin: 1.5em 0; } figcaption { font-size: 0.85em; color: #555; }
 pre { background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; font-size: 0.8em; }
 .noise { color: #888; }
+.stale { background: #fff4d6; padding: 0.5em; }
 """
 
 
-def build_report(root: Path) -> Path:
-    """Write `<root>/report.html` from what the run holds; return its path."""
+def build_report(root: Path, out: Path | None = None) -> Path:
+    """Write the report of the run at `root` to `out` (default `<root>/report.html`); return its path."""
     root = Path(root)
+    target = report_path(root, out)  # before anything is drawn: a page that cannot be written is refused first
     stages = check_stages(root / "manifest.json", read_manifest(root / "manifest.json")["stages"])
     results = read_results(root / "eval" / "results.json")
+    last_eval = failed_eval(stages)
     curves, data = figures.training_curves(read_metrics(root)), funnels(stages)
-    sections = [f"<h1>warmstart run: {html.escape(root.name)}</h1>", f"<p>{run_line(stages)}</p>"]
-    sections.append(missing_note(results, curves, data))
+    name = html.escape(run_name(root))
+    sections = [f"<h1>warmstart run: {name}</h1>", f"<p>{run_line(stages)}</p>"]
+    sections.append(missing_note(results, curves, data, last_eval))
     if results:
-        lineages = row_lineages(results, stages, root)
-        sections += [results_table(results, lineages, stages), comparisons_table(results.get("comparisons", []))]
-        sections.append(figure(figures.compute_figure(results, lineages), COMPUTE_CAPTION))
-    sections.append(figure(curves, "Training curves, per stage (metrics.jsonl)."))
+        sections += held_out_sections(root, results, stages, last_eval)
+    sections.append(failed_attempts(stages))
+    sections.append(figure(curves, curves_caption(stages)))
     sections.append(figure(figures.funnel_figure(data), "The data funnel of each curated data set."))
     if results:
-        sections.append(failures(root, results))
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>warmstart: {html.escape(root.name)}</title>"
+        sections.append(failures(root, results, last_eval))
+    page = f"{PAGE_START}{name}</title>"
     page += f"<style>{STYLE}</style></head><body>{''.join(s for s in sections if s)}</body></html>\n"
-    out = root / "report.html"
-    write_text_atomic(out, page)
-    return out
+    write_text_atomic(target, page)
+    return target
+
+
+def held_out_sections(root: Path, results: dict, stages: dict, last_eval: dict | None) -> list[str]:
+    """The results table (said to be an earlier eval's where the last one failed), the paired differences
+    and pass@1 against training compute."""
+    scored_at = (stages.get("eval") or {}).get("finished")  # a failed eval's time bounds the earlier results' too
+    lineages = row_lineages(results, stages, root, scored_at)
+    stale = stale_note(root / "eval" / "results.json", last_eval)
+    return [
+        results_table(results, lineages, stages, stale),
+        comparisons_table(results.get("comparisons", [])),
+        figure(figures.compute_figure(results, lineages), COMPUTE_CAPTION),
+    ]
 
 
 COMPUTE_CAPTION = (
@@ -79,10 +100,15 @@ def read_results(path: Path) -> dict | None:
     return check_results(path, results)
 
 
-def missing_note(results: dict | None, curves: str | None, funnel_data: list[dict]) -> str:
+def missing_note(results: dict | None, curves: str | None, funnel_data: list[dict], last_eval: dict | None) -> str:
     """What a run stopped partway (or not yet run that far) lacks, said rather than left out without a word."""
+    no_results = (
+        f"held-out results (no eval/results.json: the last eval {failed_because(last_eval)})"
+        if last_eval
+        else "held-out results (no eval/results.json: eval has not finished)"
+    )
     lacking = [
-        *(["held-out results (no eval/results.json: eval has not finished)"] if results is None else []),
+        *([no_results] if results is None else []),
         *(["training curves (no training steps in metrics.jsonl)"] if curves is None else []),
         *(["the data funnel (no curate stage has finished)"] if not funnel_data else []),
     ]
@@ -96,9 +122,11 @@ def figure(svg: str | None, caption: str) -> str:
 def run_line(stages: dict) -> str:
     seconds = sum(s.get("seconds") or 0.0 for s in stages.values())
     failed = [name for name, s in stages.items() if s.get("status") == "failed"]
-    note = f" Failed: {', '.join(failed)}." if failed else ""
-    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return html.escape(f"{len(stages)} stages, {seconds:,.0f} s in all. Built {built}.{note}")
+    in_failed = sum(stages[name].get("seconds") or 0.0 for name in failed)
+    of_them = f" ({in_failed:,.0f} s of them in runs that failed)" if failed else ""
+    note = f" Failed: {', '.join(failed)} (below)." if failed else ""
+    count = f"{len(stages)} stage{'' if len(stages) == 1 else 's'}"
+    return html.escape(f"{count}, {seconds:,.0f} s in all{of_them}. Built {utc(time.time())}.{note}")
 
 
 def teacher_dollars(stages: dict, lin: Lineage) -> float | None:
@@ -142,7 +170,7 @@ def is_message(message) -> bool:
     )
 
 
-def results_table(results: dict, lineages: dict[str, Lineage | None], stages: dict) -> str:
+def results_table(results: dict, lineages: dict[str, Lineage | None], stages: dict, stale: str = "") -> str:
     k, policies = results["k"], results["policies"]
     teacher = policies.get("teacher", {}).get("pass@1")
     base = policies.get("base", {}).get("pass@1")
@@ -162,12 +190,17 @@ def results_table(results: dict, lineages: dict[str, Lineage | None], stages: di
     left_out = [f"{name}: {unscored(policies[name])}" for name in results["rows"] if unscored(policies[name])]
     if left_out:  # failed requests and infra errors are never scored 0: those rows are over fewer samples
         caption += " Not scored (left out, never counted as failures): " + "; ".join(left_out) + "."
-    return "<h2>Held-out results</h2>" + table(head, rows) + f"<p>{html.escape(caption)}</p>"
+    unknown = [f"{name}: {lin.unknown}" for name in results["rows"] if (lin := lineages.get(name)) and lin.unknown]
+    if unknown:
+        caption += " Cost unknown (the training that made the model is not recorded): " + "; ".join(unknown) + "."
+    return "<h2>Held-out results</h2>" + stale + table(head, rows) + f"<p>{html.escape(caption)}</p>"
 
 
 def cost_cells(pass_1: float, base: float | None, lin: Lineage | None, stages: dict) -> list[str]:
     if lin is None or not lin.stages:
         return ["", "", "", "", ""]
+    if lin.unknown:  # neither the seconds nor the data of the run that made the model are recorded
+        return ["unknown"] * 5
     dollars = teacher_dollars(stages, lin)
     if base is None:  # no base row: no gain to divide by, which is not "no gain"
         usd = "price unknown" if dollars is None else f"{dollars:,.4f}"
@@ -202,12 +235,6 @@ def comparisons_table(comparisons: list[dict]) -> str:
     return "<h2>Paired differences on the same tasks</h2>" + table(head, rows)
 
 
-def table(head: list[str], rows: list[list[str]]) -> str:
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def funnels(stages: dict) -> list[dict]:
     """Per curate stage: what its source generated, how much of it passed verification, what it kept."""
     out = []
@@ -228,8 +255,9 @@ def funnels(stages: dict) -> list[dict]:
     return out
 
 
-def failures(root: Path, results: dict) -> str:
-    parts = ["<h2>Some failures</h2>"]
+def failures(root: Path, results: dict, last_eval: dict | None) -> str:
+    heading = "Some failures" + (" (of the earlier eval: the last one failed)" if last_eval else "")
+    parts = [f"<h2>{html.escape(heading)}</h2>"]
     for name, path in sample_paths(root, results["rows"]).items():
         shown = failed_samples(path)
         if shown:

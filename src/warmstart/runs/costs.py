@@ -6,6 +6,9 @@ manifest: per stage the API money (or a flag naming the models with no price: an
 never counted as 0) and the stage's wall seconds, with totals and the money per accepted (verified)
 trajectory of the generate stages. A stage whose rerun starts its ledger afresh (eval) carries what its
 earlier runs paid (`carried_spend`), and the totals count it: money spent is never dropped from the table.
+A stage whose last run failed keeps `"status": "failed"` and counts in the totals (it was spent); the total's
+`seconds_failed` says how much of the run's seconds went to such runs (the report shows them apart from each
+row's cost: a failed training run published no model, report/lineage.py).
 
 Not priced: Anthropic's cache-write premium (cache writes are counted as plain input tokens).
 """
@@ -265,6 +268,10 @@ def write_costs(root: Path, manifest: dict) -> dict:
             # the teacher data's dollars per accepted trajectory (eval's API spend made no trajectory)
             "usd_per_accepted_trajectory": round(data_usd / accepted, 6) if not data_unknown and accepted else None,
             "seconds": round(sum(s["seconds"] or 0.0 for s in stages.values()), 2),
+            # Of `seconds`: those of stages whose last run failed (spent all the same; the report lists them apart).
+            "seconds_failed": round(
+                sum(s["seconds"] or 0.0 for s in stages.values() if s.get("status") == "failed"), 2
+            ),
         },
     }
     write_json_atomic(root / "costs.json", summary)

@@ -1,0 +1,89 @@
+"""What a report says of the stages whose last run failed: a failed eval's results marked as an earlier
+eval's, and what the failed runs spent, apart from the rows' costs (lineage.py: a failed training run
+published no model)."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from .markup import table
+
+
+def utc(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp)) if timestamp is not None else "time not recorded"
+
+
+def failed_eval(stages: dict) -> dict | None:
+    """The manifest's eval entry where the last eval failed: results.json, if any, is an earlier eval's."""
+    entry = stages.get("eval")
+    return entry if entry is not None and entry.get("status", "done") != "done" else None
+
+
+def failed_because(entry: dict) -> str:
+    return (
+        f"{entry.get('status', 'failed')} at {utc(entry.get('finished'))}: {entry.get('error') or 'no error recorded'}"
+    )
+
+
+def stale_note(results_path: Path, last_eval: dict | None) -> str:
+    """Said above results the last eval did not write: the eval that failed left the earlier eval's file
+    (results and samples are replaced only when an eval finishes), and eval/results.json records no time
+    of its own, so its file's time is the one given."""
+    if last_eval is None:
+        return ""
+    written = utc(results_path.stat().st_mtime)
+    text = (
+        f"These are not the last eval's results: the last eval {failed_because(last_eval)}. They are an earlier "
+        f"eval's, as it wrote eval/results.json (file last modified {written}), and so are the failed samples "
+        "below. Run eval again for results of the run as it is now."
+    )
+    return f"<p class='stale'>{html.escape(text)}</p>"
+
+
+def curves_caption(stages: dict) -> str:
+    """Each curve is its stage's last run (figures.series): where that run failed, the curve is not of the
+    model a row scored, which the caption says."""
+    failed = [name for name, entry in stages.items() if entry.get("status") == "failed" and "train_seconds" in entry]
+    note = f" The last run of {', '.join(failed)} failed: its curve is of that run." if failed else ""
+    return f"Training curves, per stage (metrics.jsonl), each the stage's last run.{note}"
+
+
+FAILED_CAPTION = (
+    "What the last run of each stage that failed spent before it failed: spent, so in the run's seconds above and in "
+    "costs.json. A training stage's failed run published no model, so its seconds and FLOPs are in no row's cost; "
+    "a generate stage keeps the records it wrote, so a failed one's dollars are in the teacher $ of rows trained "
+    "on its data."
+)
+
+
+def failed_attempts(stages: dict) -> str:
+    """The stages whose last run failed, with what that run spent: apart from the rows' costs (lineage.py)."""
+    failed = {name: entry for name, entry in sorted(stages.items()) if entry.get("status") == "failed"}
+    if not failed:
+        return ""
+    head = ["stage", "failed at", "wall s", "train s", "train FLOPs", "API $", "error"]
+    rows = [
+        [
+            name,
+            utc(entry.get("finished")),
+            number(entry.get("seconds"), ",.1f"),
+            number(entry.get("train_seconds"), ",.1f"),
+            number(entry.get("flops_estimate"), ".2e"),
+            api_dollars(entry.get("api_cost")),
+            entry.get("error") or "",
+        ]
+        for name, entry in failed.items()
+    ]
+    return "<h2>Runs that failed</h2>" + table(head, rows) + f"<p>{html.escape(FAILED_CAPTION)}</p>"
+
+
+def number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def api_dollars(cost: dict | None) -> str:
+    if not cost or not cost.get("api", cost.get("requests", 0) > 0):
+        return ""  # a local policy: its cost is the seconds beside
+    return "price unknown" if cost.get("usd") is None else f"{cost['usd']:,.4f}"
