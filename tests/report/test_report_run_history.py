@@ -83,6 +83,16 @@ def test_a_failed_training_run_is_in_no_rows_cost_and_is_shown_apart(tmp_path):
     assert f"{before['flops_estimate']:.2e}" not in page  # nor the run before, whose record is gone
     costs = json.loads((root / "costs.json").read_text())
     assert costs["total"]["seconds_failed"] == round(failed["seconds"], 2)
+    (root / "models" / "student.tmp").unlink()
+    train_again(root, steps=4)  # a rerun that succeeds replaces the failed entry: its seconds stay counted
+    rerun = sft_entry(root)
+    assert "status" not in rerun and rerun["seconds_failed_before"] == round(failed["seconds"], 3)
+    costs = json.loads((root / "costs.json").read_text())
+    assert costs["total"]["seconds_failed"] == round(failed["seconds"], 2)
+    assert costs["stages"]["sft:student"]["seconds_failed_before"] == rerun["seconds_failed_before"]
+    everything = sum(s["seconds"] + s.get("seconds_failed_before", 0) for s in costs["stages"].values())
+    assert costs["total"]["seconds"] == round(everything, 2)
+    assert f"({round(failed['seconds']):,} s of them in runs that failed)" in page_of(root)
 
 
 def test_a_model_trained_again_after_eval_has_no_cost_until_eval_runs_again(tmp_path):

@@ -132,7 +132,7 @@ def check_stages(path: Path, stages: dict) -> dict:
     for name, entry in stages.items():
         where = f"stages.{name}"
         require(path, where, entry, lambda e: isinstance(e, dict), "an object (one stage's record)")
-        for key in ("seconds", "train_seconds", "flops_estimate", "finished"):
+        for key in ("seconds", "train_seconds", "flops_estimate", "finished", "seconds_failed_before"):
             optional(path, entry, where, key, either_none(is_number), "a number")
         for key in ("status", "init", "data", "source", "error"):
             optional(path, entry, where, key, either_none(is_text), "text")

@@ -6,8 +6,9 @@ manifest: per stage the API money (or a flag naming the models with no price: an
 never counted as 0) and the stage's wall seconds, with totals and the money per accepted (verified)
 trajectory of the generate stages. A stage whose rerun starts its ledger afresh (eval) carries what its
 earlier runs paid (`carried_spend`), and the totals count it: money spent is never dropped from the table.
-A stage whose last run failed keeps `"status": "failed"` and counts in the totals (it was spent); the total's
-`seconds_failed` says how much of the run's seconds went to such runs (the report shows them apart from each
+A stage whose last run failed keeps `"status": "failed"` and counts in the totals (it was spent), and so do
+the seconds of failed runs a later run's entry replaced (`seconds_failed_before`); the total's
+`seconds_failed` says how much of the run's seconds went to failed runs (the report shows them apart from each
 row's cost: a failed training run published no model, report/lineage.py).
 
 Not priced: Anthropic's cache-write premium (cache writes are counted as plain input tokens).
@@ -236,12 +237,22 @@ def carried_spend(entry: dict | None) -> dict | None:
     }
 
 
+def failed_seconds(entry: dict | None) -> float:
+    """The wall seconds of a stage's runs that failed, as its manifest entry records them: the entry's own
+    where its run failed, and those an entry it replaced carried (`seconds_failed_before`, runs/directory.py)."""
+    entry = entry or {}
+    own = (entry.get("seconds") or 0.0) if entry.get("status") == "failed" else 0.0
+    return round(own + (entry.get("seconds_failed_before") or 0.0), 3)
+
+
 def write_costs(root: Path, manifest: dict) -> dict:
     """costs.json from the manifest's stages: money and seconds per stage, and totals."""
     stages, usd, unknown, accepted = {}, 0.0, set(), 0
     data_usd, data_unknown = 0.0, False  # what the teacher data cost: the generate stages' money only
     for name, info in sorted(manifest.get("stages", {}).items()):
         entry = {"seconds": info.get("seconds"), **({"status": info["status"]} if "status" in info else {})}
+        if info.get("seconds_failed_before"):  # runs of the stage that failed before this one: spent all the same
+            entry["seconds_failed_before"] = info["seconds_failed_before"]
         if info.get("estimate"):  # generate's bill before the run, beside what the job came to
             entry["estimate_vs_actual"] = {"estimate": info["estimate"], "actual": info.get("actual")}
         cost = info.get("api_cost")
@@ -267,11 +278,11 @@ def write_costs(root: Path, manifest: dict) -> dict:
             "unknown_price_models": sorted(unknown),
             # the teacher data's dollars per accepted trajectory (eval's API spend made no trajectory)
             "usd_per_accepted_trajectory": round(data_usd / accepted, 6) if not data_unknown and accepted else None,
-            "seconds": round(sum(s["seconds"] or 0.0 for s in stages.values()), 2),
-            # Of `seconds`: those of stages whose last run failed (spent all the same; the report lists them apart).
-            "seconds_failed": round(
-                sum(s["seconds"] or 0.0 for s in stages.values() if s.get("status") == "failed"), 2
+            "seconds": round(
+                sum((s["seconds"] or 0.0) + s.get("seconds_failed_before", 0.0) for s in stages.values()), 2
             ),
+            # Of `seconds`: those of runs that failed (spent all the same; the report lists them apart).
+            "seconds_failed": round(sum(failed_seconds(s) for s in stages.values()), 2),
         },
     }
     write_json_atomic(root / "costs.json", summary)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..config import Recipe, recipe_toml
 from ..errors import WarmstartError
-from .costs import write_costs
+from .costs import failed_seconds, write_costs
 from .jsonl import read_json, write_json_atomic, write_text_atomic
 from .lock import RunLock
 from .tracking import Tracker
@@ -128,12 +128,15 @@ class RunDir:
         """Record a finished stage (or, with `extra["status"] = "failed"`, one that ended in an error after it
         had spent something worth recording), then rebuild costs.json."""
         manifest = self.manifest()
+        # The wall seconds of failed runs this entry replaces: spent, so kept in the totals (costs.py).
+        failed_before = failed_seconds(manifest["stages"].get(stage))
         manifest["stages"][stage] = {
             "fingerprint": fingerprint,
             "outputs": [str(Path(p).relative_to(self.root)) for p in outputs],
             "seconds": round(time.time() - started, 3),
             "finished": time.time(),
             "versions": {name: version(name) for name in ("warmstart", "torch", "transformers")},
+            **({"seconds_failed_before": failed_before} if failed_before else {}),
             **(extra or {}),
         }
         write_json_atomic(self.manifest_path, manifest)
