@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from warmstart.config import TinyModelConfig
 from warmstart.lm.tinymodel import save_tiny_student
+from warmstart.serve.server import load_for_serving
 
 TINY = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=300)
 TEXTS = [f"what is {a} plus {b}? the answer is {a + b}." for a in range(20) for b in range(15)]
@@ -25,6 +26,12 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer(model_dir):
     return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def served_model(model_dir):
+    """The tiny model and its tokenizer, loaded as `warmstart serve` loads them, for a server in this process."""
+    return load_for_serving(model_dir, "cpu")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Starting a real `warmstart serve` process for a test module, with whatever flags it needs, and the few
-checks several modules share (greedy decoding and log-probs by a forward pass in this process)."""
+"""Starting a real `warmstart serve` process for a test module, with whatever flags it needs, or the server in
+this process where a test changes a limit the flags do not reach, and the few checks several modules share
+(greedy decoding and log-probs by a forward pass in this process)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from warmstart.lm.chat import stop_token_ids
+from warmstart.serve.server import ChatHTTPServer, ChatServer, ServeOptions
 
 
 @contextmanager
@@ -37,6 +40,23 @@ def running_server(model_dir: Path, log_dir: Path, *flags: str, env: dict | None
         process.terminate()
         process.wait(timeout=15)
         stderr.close()
+
+
+@contextmanager
+def in_process_server(served_model, **options):
+    """(host, port) of a server in this process, built as `warmstart serve` builds it with these `ServeOptions`,
+    stopped on leaving; the tests close their connections first."""
+    model, tokenizer = served_model
+    app = ChatServer(model, tokenizer, "tiny", 16, ServeOptions(**options))
+    httpd = ChatHTTPServer(("127.0.0.1", 0), app)
+    app.engine.start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield httpd.server_address
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        app.engine.stop()
 
 
 def http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, str, bytes]:

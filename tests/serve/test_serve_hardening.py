@@ -117,6 +117,8 @@ def raw_exchange(base_url: str, request: bytes) -> tuple[str, bytes]:
     ("request_bytes", "status", "said"),
     [
         (b"PUT /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", "405", "GET and POST"),
+        # int() refuses a number of 4,300 digits or more: a 500 that quoted its ValueError
+        (b"PUT /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", "405", "PUT"),
         (b"DELETE /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n", "405", "DELETE"),
         (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", "501", "Unsupported method ('BREW')"),
         (b"GARBAGE\r\n\r\n", "400", "Bad request syntax"),
@@ -276,12 +278,19 @@ def test_a_chunked_request_body_is_read(base_url):
         (f"Content-Length: {len(CHAT_BODY)}\r\nContent-Length: 3\r\n", CHAT_BODY, "400", "Content-Length must be"),
         (f"Content-Length: {len(CHAT_BODY)}\r\nTransfer-Encoding: chunked\r\n", CHAT_BODY, "400", "send one of them"),
         ("Transfer-Encoding: gzip\r\n", b"", "501", "only chunked"),
+        # two headers are one list, "chunked, gzip": the first alone was read, and the body taken as chunked
+        ("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n", chunked(CHAT_BODY), "501", "'chunked, gzip'"),
+        # a length of 5,000 digits: int() refused it, a 500 that quoted the ValueError
+        ("Content-Length: " + "1" * 5000 + "\r\n", b"", "413", "5000-digit number of bytes"),
         ("Transfer-Encoding: chunked\r\n", b"zz\r\n{}\r\n0\r\n\r\n", "400", "malformed chunk size"),
         ("Transfer-Encoding: chunked\r\n", b"2\r\n{}xx\r\n0\r\n\r\n", "400", "longer than its size"),
         ("Transfer-Encoding: chunked\r\n", b"%x\r\n" % (2**23) + b"{", "413", "--max-request-bytes"),
         ("", b"", "411", "Content-Length header"),
     ],
-    ids=["superscript", "two-lengths", "length-and-chunked", "gzip", "bad-size", "short-chunk", "too-large", "none"],
+    ids=[
+        *"superscript two-lengths length-and-chunked gzip chunked-then-gzip huge-length".split(),
+        *"bad-size short-chunk too-large none".split(),
+    ],
 )
 def test_request_bodies_that_cannot_be_read_are_refused_as_json(base_url, headers, body, status, said):
     line, data = raw_exchange(base_url, chat_request(headers, body))

@@ -3,14 +3,20 @@
 http.server reads headers only; the body is the handler's to read. What a client may send and how each
 is answered:
 
-- `Content-Length: N` (what the SDKs send): N ASCII digits, read whole; over the limit, a 413 (the body
-  read and dropped up to `DRAIN_LIMIT_BYTES` first, so the client, still sending, gets the 413 rather
-  than a reset). Anything but ASCII digits, or two Content-Length headers that disagree, is a 400: `int()`
-  takes "²" or "٣", and which of two lengths to believe is how request smuggling starts.
+- `Content-Length: N` (what the SDKs send): N ASCII digits, read whole. Anything but ASCII digits, or two
+  Content-Length headers that disagree, is a 400: `int()` takes "²" or "٣", and which of two lengths to
+  believe is how request smuggling starts. Over the limit, a 413 at once, from the header alone, none of the
+  body read (the connection's lingering close, `connections.py`, lets a client still sending read it). A
+  body that ends before N bytes is a 400, one that stops coming a 408: neither is taken for the whole.
 - `Transfer-Encoding: chunked` (curl -T -, a streamed upload, Node's fetch with a stream): the chunks
-  joined, the limit checked as they come; a Content-Length beside it is a 400 (RFC 9112 6.3 calls that
-  message an attack); any other transfer coding is a 501.
+  joined. The limit bounds every byte read, the chunks' size lines, extensions and trailers included, so
+  that one-byte chunks with long extensions cannot make the server read a thousand times the limit. A
+  Content-Length beside it is a 400 (RFC 9112 6.3 calls that message an attack); any other transfer
+  coding, in any of the Transfer-Encoding headers, is a 501.
 - Neither: a 411, Length Required.
+
+`declared_length` judges the headers alone, so that a client waiting for `100 Continue` is refused
+before it sends anything.
 """
 
 from __future__ import annotations
@@ -19,53 +25,91 @@ from typing import BinaryIO
 
 from .request import ApiError
 
-# A refused body is read and dropped up to this size, so that the client, still sending, gets the 413 rather
-# than a connection reset; a larger one is not read at all.
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 MAX_CHUNK_LINE = 1024  # a chunk's size line with its extensions: a longer one is not a client's mistake
 MAX_TRAILER_LINES = 64
 
 
 def read_body(rfile: BinaryIO, headers, limit: int) -> bytes:
     """The body of a request with these `headers`, at most `limit` bytes, or the ApiError that refuses it."""
-    coding = headers.get("Transfer-Encoding")
-    if coding is not None:
+    length = declared_length(headers, limit)
+    try:
+        return read_chunked(rfile, limit) if length is None else read_exactly(rfile, length)
+    except TimeoutError:  # the socket's per-read timeout: the client stopped sending, but may still read
+        raise ApiError(408, "the request body stopped arriving before its end") from None
+
+
+def declared_length(headers, limit: int) -> int | None:
+    """The body's length by its Content-Length, None for a chunked body, or the ApiError that refuses the
+    request from its headers alone."""
+    codings = headers.get_all("Transfer-Encoding")
+    if codings:
         if headers.get("Content-Length") is not None:
             raise ApiError(400, "the request has both Transfer-Encoding and Content-Length; send one of them")
+        coding = ", ".join(codings)  # two headers are one list (RFC 9110 5.3): "chunked" then "gzip" is not chunked
         if coding.strip().lower() != "chunked":
             raise ApiError(501, f"Transfer-Encoding {coding!r} is not supported (only chunked)")
-        return read_chunked(rfile, limit)
-    length = content_length(headers)
+        return None
+    length = content_length(headers, limit)
     if length is None:
         raise ApiError(411, "the request needs a JSON body with a Content-Length header (or chunked encoding)")
-    if length > limit:
-        drain(rfile, length)
-        raise too_large(f"the request body is {length} bytes", limit)
-    return rfile.read(length)
+    return length
 
 
-def content_length(headers) -> int | None:
-    """The Content-Length, None where there is none, or a 400 for one that is not a length."""
+def content_length(headers, limit: int) -> int | None:
+    """The Content-Length, None where there is none, a 400 for one that is not a length, a 413 over `limit`."""
     values = {value.strip() for value in headers.get_all("Content-Length") or []}
     if not values:
         return None
     if len(values) > 1 or not all(v.isascii() and v.isdigit() for v in values):
         raise ApiError(400, f"Content-Length must be one number of bytes, got {', '.join(sorted(values))}")
-    return int(values.pop())
+    digits = values.pop().lstrip("0") or "0"
+    # Compared as text first: int() refuses 4,300 digits or more (a 500 once), and any such length is over.
+    if len(digits) > len(str(limit)) or int(digits) > limit:
+        shown = digits if len(digits) <= 20 else f"a {len(digits)}-digit number of"
+        raise too_large(f"the request body is {shown} bytes", limit)
+    return int(digits)
+
+
+def read_exactly(rfile: BinaryIO, length: int) -> bytes:
+    data = rfile.read(length)
+    if len(data) < length:  # the client ended its sending side early: what came is not the request it meant
+        raise ApiError(400, f"the request body ended after {len(data)} of its {length} bytes (Content-Length)")
+    return data
+
+
+class ChunkedReads:
+    """A chunked body's lines and data, every byte counted against the limit as it is read."""
+
+    def __init__(self, rfile: BinaryIO, limit: int):
+        self.rfile, self.limit, self.count = rfile, limit, 0
+
+    def line(self) -> bytes:
+        line = self.rfile.readline(MAX_CHUNK_LINE + 1)
+        self._take(len(line))
+        return line
+
+    def data(self, size: int) -> bytes:
+        self._take(size)  # before the read: a chunk that says it is over the limit is not read at all
+        return self.rfile.read(size)
+
+    def _take(self, size: int) -> None:
+        if self.count + size > self.limit:
+            what = f"the chunked request body comes to {self.count + size} bytes or more, its framing counted"
+            raise too_large(what, self.limit)
+        self.count += size
 
 
 def read_chunked(rfile: BinaryIO, limit: int) -> bytes:
     """A chunked body, its chunks joined; the trailer fields after the last chunk are read and ignored."""
+    reads = ChunkedReads(rfile, limit)
     body = bytearray()
-    while size := chunk_size(rfile.readline(MAX_CHUNK_LINE + 1)):
-        if len(body) + size > limit:
-            raise too_large(f"the chunked request body is more than {len(body) + size} bytes", limit)
-        data = rfile.read(size)
-        if len(data) < size or rfile.readline(MAX_CHUNK_LINE + 1).strip():
+    while size := chunk_size(reads.line()):
+        data = reads.data(size)
+        if len(data) < size or reads.line().strip():
             raise ApiError(400, "the chunked request body ended early or a chunk is longer than its size")
         body += data
     for _ in range(MAX_TRAILER_LINES):
-        if not rfile.readline(MAX_CHUNK_LINE + 1).strip():
+        if not reads.line().strip():
             return bytes(body)
     raise ApiError(400, f"the chunked request body has more than {MAX_TRAILER_LINES} trailer lines")
 
@@ -84,13 +128,3 @@ def too_large(what: str, limit: int) -> ApiError:
         f"{what}, more than this server's limit of {limit} (--max-request-bytes)",
         code="request_too_large",
     )
-
-
-def drain(rfile: BinaryIO, length: int) -> None:
-    """Read and drop a refused body, a chunk at a time, if it is small enough to be worth reading."""
-    left = length if length <= DRAIN_LIMIT_BYTES else 0
-    while left > 0:
-        chunk = rfile.read(min(left, 1024 * 1024))
-        if not chunk:
-            break
-        left -= len(chunk)

@@ -9,9 +9,17 @@ head, and whether a client that has stopped sending is gone or is still waiting 
   trickles its headers a byte at a time, which the per-read timeout alone never ends.
 - A client that closes its connection and one that only half-closes it (shutdown after sending its
   request, still reading) look alike to the server: the socket reads as ended. They differ once written
-  to: a closed one answers with a reset. So the first time the socket reads as ended, an interim
-  `100 Continue` is written (HTTP/1.1 clients skip 1xx answers they did not ask for, RFC 9110 15.2), and
-  the client counts as gone only once that has been refused.
+  to: a closed one answers with a reset. So the first time the socket reads as ended, the answer's first
+  bytes, `HTTP/`, are written ahead of the rest (`AnswerWriter`), and the client counts as gone only once
+  they have been refused. Every answer starts with them, so the client reads the same bytes it would have:
+  sound in HTTP/1.0, which has no interim answers, as in 1.1 (an interim `100 Continue`, the earlier
+  probe, is 1.1's alone: an HTTP/1.0 client was taken for gone).
+- A connection the server closes is closed lingering (`close_lingering`): its sending side shut down, then
+  what the client still sends read and dropped until it closes too, for at most `LINGER_S` (`LINGER_READ_S`
+  of silence) and `LINGER_BYTES`. A client still sending a body the server refused (a 413 over the limit,
+  a 401) thus reads the answer: a socket closed with bytes unread resets the connection, and a client
+  still sending then sees a broken pipe instead of the answer. The bounds keep a client from holding its
+  thread by sending on forever.
 """
 
 from __future__ import annotations
@@ -28,7 +36,12 @@ from .request import ApiError
 DEFAULT_MAX_CONNECTIONS = 512  # far above what one model's batch serves at once, far below the fd limit
 HEAD_TIMEOUT_S = 30  # above the keep-alive expiry of common clients (httpx 5 s, aiohttp 15 s): they close first
 RETRY_AFTER_S = 1  # connections free up as requests are answered; the SDKs wait this long, then ask again
-INTERIM_ANSWER = b"HTTP/1.1 100 Continue\r\n\r\n"
+ANSWER_START = b"HTTP/"  # the first bytes of every answer, whatever its version and status
+# A lingering close reads what the client still sends for at most this long in all, this long of silence, and
+# this many bytes: a client sending a 64 MiB body over a 10 MB/s link reads its 413.
+LINGER_S = 30
+LINGER_READ_S = 5
+LINGER_BYTES = 64 * 1024 * 1024
 
 
 class ConnectionLimit:
@@ -95,13 +108,39 @@ class DeadlineReads(io.RawIOBase):
         return min(left, self.per_read_s)
 
 
+class AnswerWriter(io.BufferedIOBase):
+    """A connection's writes (http.server's `wfile`), whose answer may have been begun ahead of time: the
+    bytes written early are not written twice."""
+
+    def __init__(self, connection: socket.socket):
+        super().__init__()
+        self.connection = connection
+        self.ahead = b""  # written before the answer was known; its next write starts with these bytes
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if self.ahead:
+            if not data.startswith(self.ahead):  # every answer starts with ANSWER_START: a bug, not the client's
+                raise RuntimeError(f"an answer begun with {self.ahead!r} went on with {data[:20]!r}")
+            data, self.ahead = data[len(self.ahead) :], b""
+        self.connection.sendall(data)
+        return len(data)
+
+    def begin(self) -> None:
+        """Write the answer's first bytes now, once."""
+        if not self.ahead:
+            self.connection.sendall(ANSWER_START)
+            self.ahead = ANSWER_START
+
+
 class ClientWatch:
     """Whether the client of one request has gone away while the request is generated (module docstring)."""
 
-    def __init__(self, connection: socket.socket, http_11: bool):
-        self.connection = connection
-        self.may_probe = http_11  # HTTP/1.0 has no 1xx answers: there an ended socket means gone
-        self.probed = False
+    def __init__(self, connection: socket.socket, answer: AnswerWriter):
+        self.connection, self.answer = connection, answer
 
     def gone(self) -> bool:
         poller = select.poll()  # not select.select: it refuses a descriptor above 1023 (a busy server's)
@@ -113,14 +152,26 @@ class ClientWatch:
             if events[0][1] & (select.POLLERR | select.POLLHUP):  # reset: closed, and written to
                 return True
             # Readable: the peek returns at once. Data is its next request, sent early: it is still there.
-            return self.connection.recv(1, socket.MSG_PEEK) == b"" and not self._half_closed()
+            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                # Ended: closed or half-closed. A closed one resets the answer's start, seen at the next look.
+                self.answer.begin()
+            return False
         except (OSError, ValueError):  # reset, or closed under us
             return True
 
-    def _half_closed(self) -> bool:
-        """The socket reads as ended: the first time, write the interim answer that tells a closed connection
-        (it answers with a reset, seen at the next look) from a half-closed one (it does not)."""
-        if self.may_probe and not self.probed:
-            self.connection.sendall(INTERIM_ANSWER)
-            self.probed = True
-        return self.probed
+
+def close_lingering(connection: socket.socket) -> None:
+    """Shut down the sending side, then read and drop what the client still sends until it closes its side
+    too, within the bounds (module docstring); the socket itself is closed by the caller."""
+    deadline = time.monotonic() + LINGER_S
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        dropped, scratch = 0, bytearray(64 * 1024)
+        while dropped < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(min(left, LINGER_READ_S))
+            received = connection.recv_into(scratch)
+            if not received:
+                return
+            dropped += received
+    except OSError:  # reset or closed by the client, or silent past the bounds (TimeoutError): done
+        pass

@@ -53,7 +53,8 @@ the server refuses to listen on anything but loopback. --request-timeout bounds 
 queued: one still queued or generating at the first slice boundary past it is answered 504 (code
 `timeout`). Every error, http.server's own included (a malformed request line, PUT or DELETE), is an
 OpenAI-shaped JSON body. Connections (`connections.py`): at most `max_connections` served at once (a 503
-with Retry-After past it), a request's head due within HEAD_TIMEOUT_S, a half-closed client still answered.
+with Retry-After past it), a request's head due within HEAD_TIMEOUT_S, a half-closed client still answered, a
+connection the server closes closed lingering (a client still sending a refused body reads the answer).
 
 Bodies (`body.py`) are read by their Content-Length or in chunked encoding. Admission (`admission.py`): a
 body over --max-request-bytes is a 413; a prompt (after the chat template) plus max_tokens beyond the
@@ -88,15 +89,17 @@ from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer
 from . import admin
 from .admission import ContextLimit, context_window, longest_token_chars
-from .body import drain, read_body
+from .body import declared_length, read_body
 from .completions import CompletionRequest, completion_json, parse_completion_request
 from .connections import (
     DEFAULT_MAX_CONNECTIONS,
     HEAD_TIMEOUT_S,
+    AnswerWriter,
     ClientWatch,
     ConnectionLimit,
     DeadlineReads,
     busy_answer,
+    close_lingering,
     refuse,
 )
 from .draining import InProgress, finish_in_progress
@@ -337,25 +340,52 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile.close()  # replaced by reads that keep the head's deadline (the socket stays open)
         self.reads = DeadlineReads(self.connection, self.timeout)
         self.rfile = io.BufferedReader(self.reads)
+        self.wfile.close()  # replaced by writes that may begin an answer early (ClientWatch)
+        self.wfile = AnswerWriter(self.connection)
+
+    def finish(self) -> None:
+        super().finish()
+        # A client may still be sending what the server will not read (a refused body): closed at once, its
+        # connection would be reset, and the client, stuck in its send, would never read the answer.
+        close_lingering(self.connection)
 
     def handle_one_request(self) -> None:
         self.reads.deadline = time.monotonic() + self.head_timeout
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        """http.server's parsing, which reads the headers; the head's deadline ends with it."""
+        """http.server's parsing, which reads the headers; the head's deadline ends with it. An HTTP/1.0
+        connection is closed after its answer: http.server keeps one that asks for keep-alive open without
+        saying so, and a 1.0 client, which then reads its answer to the close, waited out the head's deadline."""
         try:
-            return super().parse_request()
+            parsed = super().parse_request()
         finally:
             self.reads.deadline = None
             self.connection.settimeout(self.timeout)  # writes too: not what was left of the head's time
+        if self._before_http_11():
+            self.close_connection = True
+        return parsed
+
+    def _before_http_11(self) -> bool:
+        """An HTTP/1.0 request: no chunked encoding, no kept-alive connection (the versions compared as
+        http.server compares them)."""
+        return self.request_version < "HTTP/1.1"
 
     def handle_expect_100(self) -> bool:
-        """A client that waits for `100 Continue` before sending its body (curl does for large ones) is not
-        told to send it without a valid key: it gets the 401 instead, its body never sent."""
-        if self._authorized():
+        """A client that waits for `100 Continue` before sending its body (curl does for large ones) is told
+        to send it only if the body will be read: not without a valid key (a 401), not for a method other
+        than GET and POST (a 405), and not for a body its headers refuse (a 413 over the limit, a 400, 411
+        or 501). It gets that answer instead, its body never sent."""
+        if self.command in ("GET", "POST") and self._authorized() and self._body_acceptable():
             return super().handle_expect_100()
-        return True  # no 100: the route answers 401 before reading any body
+        return True  # no 100: the route answers from the headers before reading any body
+
+    def _body_acceptable(self) -> bool:
+        try:
+            declared_length(self.headers, self.server.app.max_request_bytes)
+        except ApiError:
+            return False
+        return True
 
     def _authorized(self) -> bool:
         try:
@@ -405,7 +435,7 @@ class Handler(BaseHTTPRequestHandler):
         # Its 401 closes the connection (`_send_bytes`), so the unread body is never taken for a request.
         admin.authorize(app, path, self.headers.get("Authorization"))
         body = _json_object(read_body(self.rfile, self.headers, app.max_request_bytes))
-        client_gone = ClientWatch(self.connection, self.request_version == "HTTP/1.1").gone
+        client_gone = ClientWatch(self.connection, self.wfile).gone
         if path == "/v1/chat/completions":
             request = parse_chat_request(body, app.models(), app.max_batch)
             response = app.complete(request, client_gone)
@@ -426,9 +456,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, f"no such endpoint: POST {path}")
 
     def _not_allowed(self, path: str) -> None:
-        length = self.headers.get("Content-Length", "")
-        if length.isascii() and length.isdigit():
-            drain(self.rfile, int(length))
+        # Its body is left unread: the answer closes the connection, lingering (`finish`).
         raise ApiError(405, f"method {self.command} is not allowed: this server answers GET and POST")
 
     def _answer(self, route) -> None:
@@ -460,7 +488,7 @@ class Handler(BaseHTTPRequestHandler):
         except ClientGone:
             log.info("client went away while its request was generated; its work was dropped")
             self.close_connection = True
-        except TimeoutError:  # the socket made no progress for READ_TIMEOUT_S (a body never sent, a stalled reader)
+        except TimeoutError:  # no progress for READ_TIMEOUT_S: a stalled reader (a stalled body is a 408)
             log.info("client connection stalled for %d s; closed", READ_TIMEOUT_S)
             self.close_connection = True
 
@@ -492,18 +520,25 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _send_events(self, chunks: list[dict]) -> None:
-        """Server-sent events, in HTTP/1.1 chunked encoding so the connection stays reusable."""
+        """Server-sent events, in HTTP/1.1 chunked encoding so the connection stays reusable. An HTTP/1.0
+        client knows no chunked encoding (RFC 9112 6.1 forbids sending it one): its events are sent as they
+        are, and the connection's close ends them."""
+        chunked = not self._before_http_11()
         self._count(200)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Connection", "close")
         self.end_headers()
         for event in [*(f"data: {json.dumps(c)}\n\n" for c in chunks), "data: [DONE]\n\n"]:
             data = event.encode()
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
             self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)  # one line per request would drown the batch log
