@@ -32,6 +32,7 @@ from .backend import (
     read_usage,
     refuse_error_body,
     request_error,
+    require_kind,
     require_parsed,
     require_served,
     sdk_tls_context,
@@ -112,8 +113,9 @@ class AnthropicBackend:
 
 def reply_of(response, usage: Usage) -> Reply:
     """The Reply of a parsed message; `backend.read_reply` refuses one it cannot read (a block missing a field)."""
+    require_kind(response.content, (list,), "content", "a list of blocks")
     try:
-        message, finish = from_anthropic(list(response.content or []), response.stop_reason)
+        message, finish = from_anthropic(response.content, response.stop_reason)
     except WarmstartError as exc:  # blocks the canonical Message cannot hold (server tools): the teacher may
         raise invalid_reply(str(exc), usage) from None  # answer without them when asked again
     return Reply(message=message, usage=usage, finish_reason=finish)

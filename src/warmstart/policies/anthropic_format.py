@@ -49,6 +49,7 @@ from pydantic import BaseModel
 from ..errors import WarmstartError
 from ..lm.toolcalls import call_arguments
 from ..types import Message, ToolCall, ToolFunction, Usage
+from .backend import ReplyShape, require_kind
 
 BLOCKS_PREFIX = "anthropic-blocks:"  # marks a reasoning_signature that holds whole reasoning blocks
 RAW_ARGUMENTS_KEY = "raw_arguments"
@@ -139,7 +140,8 @@ def from_anthropic(content_blocks: list[Any], stop_reason: str | None) -> tuple[
     become ToolCalls with `arguments = json.dumps(input)`. redacted_thinking blocks have no readable text:
     they are absent from `reasoning` and kept, sendable, in `reasoning_signature` (module docstring).
     """
-    blocks = [_as_dict(b) for b in content_blocks]
+    blocks = [_read_block(b, f"content[{i}]") for i, b in enumerate(content_blocks)]
+    require_kind(stop_reason, (str, type(None)), "stop_reason", "text")
     unsupported = sorted({b["type"] for b in blocks} - {"text", "tool_use", *REASONING_TYPES})
     if unsupported:
         raise WarmstartError(
@@ -156,14 +158,36 @@ def from_anthropic(content_blocks: list[Any], stop_reason: str | None) -> tuple[
     return message, finish_reason(stop_reason)
 
 
-def _as_dict(block: Any) -> dict:
-    return block.model_dump() if isinstance(block, BaseModel) else dict(block)
+# The fields of each block type warmstart reads, and what each must be: the SDK builds its blocks from the
+# body unchecked, and a block missing one would be read as a KeyError (or a tool call whose input is null).
+# A thinking block's signature may be missing (a compatible server that signs nothing): such reasoning is
+# kept, unsigned, and never sent back (the module docstring).
+TEXT, OBJECT, OPTIONAL_TEXT = ((str,), "text"), ((dict,), "an object"), ((str, type(None)), "text")
+BLOCK_FIELDS = {
+    "text": {"text": TEXT},
+    "tool_use": {"id": TEXT, "name": TEXT, "input": OBJECT},
+    "thinking": {"thinking": TEXT, "signature": OPTIONAL_TEXT},
+    "redacted_thinking": {"data": TEXT},
+}
+
+
+def _read_block(block: Any, where: str) -> dict:
+    """A content block as a dict, its type and the fields warmstart reads checked (`ReplyShape` naming
+    the first that is not what the API says it is)."""
+    # No serializer warning for a field of the wrong type: it is checked, and named, here
+    fields = block.model_dump(warnings=False) if isinstance(block, BaseModel) else block
+    require_kind(fields, (dict,), where, "a block")
+    if not isinstance(fields.get("type"), str):
+        raise ReplyShape(f"{where} has no type")
+    for name, (kinds, wanted) in BLOCK_FIELDS.get(fields["type"], {}).items():
+        require_kind(fields.get(name), kinds, f"{where}.{name}", wanted)
+    return fields
 
 
 def _reasoning_block(block: dict) -> dict:
     """Only the fields the API takes back: SDK objects carry more (None-valued) fields."""
     if block["type"] == "thinking":
-        return {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
+        return {"type": "thinking", "thinking": block["thinking"], "signature": block.get("signature")}
     return {"type": "redacted_thinking", "data": block["data"]}
 
 
@@ -212,7 +236,7 @@ def usage_from_anthropic(usage: Any, model: str | None = None) -> Usage | None:
     """
     if usage is None:
         return None
-    fields = usage.model_dump() if isinstance(usage, BaseModel) else dict(usage)
+    fields = usage.model_dump(warnings=False) if isinstance(usage, BaseModel) else dict(usage)  # checked below
     uncached, tokens_out = fields.get("input_tokens"), fields.get("output_tokens")
     if not all(isinstance(c, int) and not isinstance(c, bool) for c in (uncached, tokens_out)):
         return None

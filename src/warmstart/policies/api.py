@@ -88,7 +88,8 @@ class RequestTally:
     sent: int = 0  # requests sent to the provider, retries included
     failed: int = 0  # of which ended without a usable reply (an error, a timeout, a reply refused)
     retried: int = 0  # failures that were asked again
-    rejected: int = 0  # replies refused as unusable (their usage is billed: see rejected_usage)
+    rejected: int = 0  # replies that came back and were refused as unusable, whatever the body (their usage,
+    # where it has counts to believe, is billed: see rejected_usage)
     cache_hits: int = 0  # turns answered from the response cache: nothing sent
     answered: int = 0  # requests whose reply was usable
     too_long: int = 0  # requests refused as too long for the model (each ends its rollout)
@@ -422,6 +423,8 @@ class APIPolicy:
                     ask.messages, ask.tools, ask.sampling, seed, self.settings.top_logprobs
                 )
         except RequestError as exc:
+            if exc.failure.answered:  # a reply came back, refused by the backend (not JSON, no choices, ...)
+                self.request_tally.rejected += 1
             billed = billable(exc.billed, ask)
             self.limiter.release(entry, billed.tokens_in + billed.tokens_out if billed else None)
             # unknown: a reply without counts, or with counts not to believe

@@ -6,6 +6,7 @@ check before any request is paid for (the key, the endpoint's model list) and sh
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from ..errors import WarmstartError, first_line
 from ..types import Message, Record, Sampling, Usage
-from .bounded_http import ReplyTooLarge, reply_too_large
+from .bounded_http import ReplyTooLarge, UndecodableBody, reply_too_large
 from .limits import RETRYABLE_STATUS, Failure, classify
 
 
@@ -52,7 +53,8 @@ class RequestError(Exception):
 def no_usage_reply() -> RequestError:
     """A reply with no token counts: refused (its cost would be unknown, not 0) and asked again; under a
     dollar cap it counts at the request's largest possible cost."""
-    return RequestError(Failure(True, "invalid reply: no token usage", answered=True), bill_unknown=True)
+    said = "invalid reply: no token usage (none, or counts that are not whole numbers)"
+    return RequestError(Failure(True, said, answered=True), bill_unknown=True)
 
 
 def invalid_reply(problem: str, billed: Usage | None = None) -> RequestError:
@@ -65,8 +67,8 @@ def require_parsed(response, expected: type) -> None:
     (an HTML error page from a proxy, an event stream) as its text, not as `expected`."""
     if isinstance(response, str):
         raise unreadable_reply(f"not JSON: {quoted(response)}")
-    if not isinstance(response, expected):
-        raise unreadable_reply(f"not JSON ({type(response).__name__} instead of {expected.__name__})")
+    if not isinstance(response, expected):  # JSON, but a list, a number, null: not the object asked for
+        raise unreadable_reply(f"JSON but not an object: {json_kind(response)}")
 
 
 def unreadable_reply(what: str) -> RequestError:
@@ -80,15 +82,18 @@ def unreadable_reply(what: str) -> RequestError:
 
 
 def unreadable_body(exc: BaseException | None) -> str | None:
-    """What a body was that an SDK could not decode (`exc`, or an exception behind it: the JSON or UTF-8
-    decoder's error, which holds the body), quoted; None where `exc` is another failure. The SDKs parse
-    only a 2xx answer's body: any other status is an APIStatusError."""
+    """What a body was that could not be decoded (`exc`, or an exception behind it: the JSON or UTF-8
+    decoder's error, which holds the body, or `bounded_http`'s for a body not in its Content-Encoding),
+    quoted; None where `exc` is another failure. Only a 2xx answer's body is decoded as a reply: any other
+    status is an APIStatusError."""
     while exc is not None:
         if isinstance(exc, json.JSONDecodeError):
             return f"not JSON: {quoted(exc.doc)}"
         if isinstance(exc, UnicodeDecodeError):
             text = bytes(exc.object).decode(exc.encoding, errors="replace")
             return f"not {exc.encoding.upper()} text ({exc.reason} at byte {exc.start}): {quoted(text)}"
+        if isinstance(exc, UndecodableBody):
+            return f"{exc.what}: {quoted(exc.start.decode('utf-8', errors='replace'))}"
         exc = exc.__cause__
     return None
 
@@ -123,11 +128,54 @@ def read_usage(read) -> Usage:
 
 
 def read_reply(read, usage: Usage) -> Reply:
-    """The Reply `read()` makes of a parsed reply; one it cannot read is refused, its usage billed."""
+    """The Reply `read()` makes of a parsed reply; one it cannot read is refused, its usage billed, naming
+    what is wrong where a backend checked it (`ReplyShape`), else the exception reading it raised."""
     try:
         return read()
     except UNREADABLE as exc:  # e.g. a tool call without a name, content that is not text
-        raise invalid_reply(f"a message warmstart cannot read ({type(exc).__name__})", usage) from None
+        said = str(exc) if isinstance(exc, ReplyShape) else type(exc).__name__
+        raise invalid_reply(f"a message warmstart cannot read ({said})", usage) from None
+
+
+class ReplyShape(ValueError):
+    """A part of a parsed reply that is not what the API says it is, named: `choices[0].message is null`."""
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, as an error names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "an object"
+
+
+def require_kind(value, kinds: tuple[type, ...], where: str, wanted: str) -> None:
+    """Raise `ReplyShape` where `value` (the reply's part at `where`) is not one of `kinds` (`wanted`)."""
+    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+        raise ReplyShape(f"{where} is {json_kind(value)}, not {wanted}")
+
+
+# A log-prob computed in float32 can round a hair above 0; anything more is no log-probability.
+LOGPROB_SLACK = 1e-3
+
+
+def logprob_problem(value) -> str | None:
+    """Why `value` is not a log-probability (a finite number, at most 0; None, where a server gives none,
+    is left to the reader), or None. A NaN or a positive one would pass into a distillation loss unseen."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{json_kind(value)}, not a number"
+    if not math.isfinite(value) or value > LOGPROB_SLACK:
+        return f"{value!r}, not a log-probability (a finite number, at most 0)"
+    return None
 
 
 def refuse_error_body(response) -> None:
@@ -239,6 +287,8 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
     except (ReplyTooLarge, sdk.APIConnectionError) as exc:
         if too_large := reply_too_large(exc):
             raise WarmstartError(f"{where}: {base_url}: {too_large}") from None
+        if said := unreadable_body(exc):  # an answer came, and could not be read (anthropic's wording for it)
+            raise WarmstartError(f"{where}: {base_url} answered the model list with something that is {said}") from None
         raise WarmstartError(f"{where}: cannot reach {base_url}{through(base_url)} ({root_cause(exc)})") from None
     except sdk.AuthenticationError:
         raise WarmstartError(f"{where}: {base_url} rejected the API key") from None
@@ -251,7 +301,7 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
         raise WarmstartError(f"{where}: {said}") from None
     except AttributeError:  # the SDKs hand over a body that is not JSON as text, which no page can be made of
         raise WarmstartError(f"{where}: {base_url} answered the model list with something that is not JSON") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # labelled JSON, and not (a captive portal's page)
+    except (json.JSONDecodeError, UnicodeDecodeError, UndecodableBody) as exc:  # labelled JSON, and not
         said = unreadable_body(exc)
         raise WarmstartError(f"{where}: {base_url} answered the model list with something that is {said}") from None
 

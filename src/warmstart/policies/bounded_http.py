@@ -8,6 +8,13 @@ read): a declared Content-Length over the limit is refused at once, and the body
 as they come, decompressed, so a small gzip body cannot expand without bound either. Only gzip and
 deflate are asked for (`Accept-Encoding`): those are the encodings counted here.
 
+A 2xx body that is not in the encoding it is labelled with (a proxy that labels plain JSON gzip, a
+stream spoiled in transit, a server that compresses with an encoding not asked for, such as br) is
+`UndecodableBody`, which the callers take as a body that is not JSON (a server fault, quoted). An error
+status's body is read for its message only: what is done about it (a 401 stops, a 429 waits its
+Retry-After) is its status's, so a message that cannot be decoded is replaced by an error object saying
+so, and the SDK raises its status error as for any other.
+
 The limit is per request, from what the request asks for (`reply_limit`): a base for any answer (an
 error page, a model list) plus, per generated token and per log-prob alternative, a generous JSON size.
 A reply over it is `ReplyTooLarge`, a ValueError, as the SDKs' body that is not JSON is: the callers'
@@ -26,6 +33,8 @@ BASE_BYTES = 16 * 2**20  # any answer: an error page, a model list (an aggregato
 # as a list of numbers, a float (~60-250 bytes in the providers' formats).
 BYTES_PER_ENTRY = 512
 ACCEPT_ENCODING = "gzip, deflate"
+DECODED = ("gzip", "deflate")  # the encodings asked for, decoded here
+START_BYTES = 256  # how much of a body as it came `UndecodableBody` keeps, to be quoted
 
 
 class ReplyTooLarge(ValueError):
@@ -35,6 +44,15 @@ class ReplyTooLarge(ValueError):
             "more than the request can need (a server or proxy that does not stop)"
         )
         self.status = status
+
+
+class UndecodableBody(ValueError):
+    """A 2xx body that is not in the Content-Encoding it is labelled with; `start`: its first bytes as they
+    came, which say what it was (plain JSON labelled gzip, an HTML page)."""
+
+    def __init__(self, url: httpx2.URL, what: str, start: bytes):
+        super().__init__(f"the answer to {url.path} is {what}")
+        self.what, self.start = what, start
 
 
 def reply_too_large(exc: BaseException | None) -> ReplyTooLarge | None:
@@ -80,12 +98,15 @@ def prompt_lengths(prompt) -> list[int]:
 
 
 class Meter:
-    """One answer's body, counted (after decompression) against its limit."""
+    """One answer's body, counted (after decompression) against its limit. `encoding`: the body's
+    Content-Encoding as labelled ("" for none)."""
 
     def __init__(self, response: httpx2.Response, limit: int, encoding: str):
         self.url, self.status, self.limit, self.read = response.request.url, response.status_code, limit, 0
         self.encoding = encoding
-        self.decoder = self._decoder() if encoding else None
+        self.decoder = self._decoder() if encoding in DECODED else None
+        self.start = b""  # the body's first bytes as they came
+        self.replaced = False  # an error status's body that could not be decoded, replaced (`_undecodable`)
 
     def _decoder(self, raw_deflate: bool = False):
         # gzip has a header (wbits + 16); HTTP's deflate is zlib-wrapped, but some servers send it raw
@@ -95,11 +116,24 @@ class Meter:
 
     def take(self, data: bytes) -> bytes:
         """A chunk as it came, decompressed and counted."""
-        return self._counted(self._decompress(data) if self.decoder is not None else data)
+        if self.replaced:
+            return b""
+        first = not self.start
+        self.start += data[: START_BYTES - len(self.start)]
+        if self.decoder is not None:
+            return self._counted(self._decompress(data))
+        if first and self.encoding not in ("", "identity") and not looks_like_json(self.start):
+            return self._undecodable(f"an encoding not asked for (Accept-Encoding: {ACCEPT_ENCODING})")
+        return self._counted(data)
 
     def end(self) -> bytes:
         """What the decompressor still holds once the body has ended, counted."""
-        return self._counted(self.decoder.flush()) if self.decoder is not None else b""
+        if self.decoder is None or self.replaced:
+            return b""
+        try:
+            return self._counted(self.decoder.flush())
+        except zlib.error as exc:
+            return self._undecodable(zlib_problem(exc))
 
     def _counted(self, data: bytes) -> bytes:
         self.read += len(data)
@@ -111,14 +145,40 @@ class Meter:
         room = self.limit - self.read + 1  # decompress at most one byte past the limit, never the whole bomb
         try:
             out = self.decoder.decompress(data, room)
-        except zlib.error:
+        except zlib.error as exc:
             if self.encoding != "deflate" or self.read:
-                raise ValueError(f"the answer to {self.url.path} is not valid {self.encoding}") from None
+                return self._undecodable(zlib_problem(exc))
             self.decoder = self._decoder(raw_deflate=True)
-            out = self.decoder.decompress(data, room)
+            try:
+                out = self.decoder.decompress(data, room)
+            except zlib.error as raw_exc:  # neither zlib-wrapped nor raw deflate
+                return self._undecodable(zlib_problem(raw_exc))
         if self.decoder.unconsumed_tail:  # more output than the room left
             raise ReplyTooLarge(self.url, self.limit, self.status)
         return out
+
+    def _undecodable(self, problem: str) -> bytes:
+        """A body not in its labelled encoding: refused where it is a reply (2xx); else the stand-in for its
+        message (module docstring), the rest of the body dropped."""
+        label = f"labelled {self.encoding} (Content-Encoding)"
+        what = f"{label}, {problem}" if self.encoding not in DECODED else f"{label} but not {self.encoding} ({problem})"
+        if 200 <= self.status < 300:
+            raise UndecodableBody(self.url, what, self.start)
+        self.replaced = True
+        return json.dumps({"error": {"message": f"(the server's message was {what})"}}).encode()
+
+
+def zlib_problem(exc: zlib.error) -> str:
+    """zlib's reason alone ("incorrect header check"), without its "Error -3 while decompressing data: "."""
+    return str(exc).rpartition(": ")[2] or str(exc)
+
+
+def looks_like_json(start: bytes) -> bool:
+    """Whether a body's first bytes can begin a JSON object or array (an API's answer always is one): a
+    body labelled with an encoding not asked for that is plain JSON (a server that labels its charset as
+    an encoding) is read as it is."""
+    stripped = start.lstrip()
+    return not stripped or stripped[:1] in (b"{", b"[")
 
 
 class BoundedAsyncStream(httpx2.AsyncByteStream):
@@ -159,10 +219,9 @@ def metered(response: httpx2.Response) -> Meter:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ReplyTooLarge(response.request.url, limit, response.status_code)
-    encoding = response.headers.pop("content-encoding", "").strip().lower()  # httpx must not decode it again
-    # Identity, or an encoding not asked for: counted as it came (httpx would have decoded one it knows,
-    # without a bound; the body is then no JSON and refused as such).
-    return Meter(response, limit, encoding if encoding in ("gzip", "deflate") else "")
+    # httpx must not decode it again: it would decode an encoding it knows (br, zstd) without a bound
+    encoding = response.headers.pop("content-encoding", "").strip().lower()
+    return Meter(response, limit, encoding)
 
 
 async def bound_async(response: httpx2.Response) -> None:

@@ -14,20 +14,25 @@ since the chat API has no field for it.
 from __future__ import annotations
 
 import openai
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionTokenLogprob
+from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
+from openai.types.chat.chat_completion_token_logprob import TopLogprob
 
 from ..config import PolicySpec
 from ..types import Message, Sampling, ToolCall, ToolFunction, Usage
 from .backend import (
     Capabilities,
     Reply,
+    ReplyShape,
     api_key,
     invalid_reply,
+    logprob_problem,
     make_client,
     read_reply,
     read_usage,
     refuse_error_body,
     request_error,
+    require_kind,
     require_parsed,
     require_served,
     sdk_tls_context,
@@ -81,25 +86,30 @@ def served_model(response) -> str | None:
     return model if isinstance(model, str) else None
 
 
+def choices_of(response) -> list:
+    choices = response.choices or []
+    require_kind(choices, (list,), "choices", "a list")
+    return choices
+
+
 def from_openai(choice, usage: Usage) -> Reply:
     """The Reply of a chat completion's choice. A choice with no finish_reason (which the API always sends)
     finishes "unknown", as Anthropic's reply with no stop_reason does: never mistaken for a clean stop, so
-    it is not cached as a success."""
+    it is not cached as a success. A part that is not what the API says it is (a null message, a finish
+    reason that is a number) is `ReplyShape`, named: the SDK builds its types from the body unchecked."""
+    require_kind(choice, (Choice,), "choices[0]", "an object")
     message = choice.message
-    extra = message.model_extra or {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-    calls = [
-        ToolCall(id=c.id, function=ToolFunction(name=c.function.name, arguments=c.function.arguments or "{}"))
-        for c in message.tool_calls or []
-        if getattr(c, "function", None) is not None
-    ]
-    finish = "refusal" if getattr(message, "refusal", None) else (choice.finish_reason or "unknown")
+    require_kind(message, (ChatCompletionMessage,), "choices[0].message", "an object")
+    for field in ("content", "refusal"):
+        require_kind(getattr(message, field), TEXT, f"choices[0].message.{field}", "text")
+    require_kind(choice.finish_reason, TEXT, "choices[0].finish_reason", "text")
+    finish = "refusal" if message.refusal else (choice.finish_reason or "unknown")
     return Reply(
         message=Message(
             role="assistant",
             content=message.content or message.refusal or "",
-            reasoning=reasoning or None,
-            tool_calls=calls or None,
+            reasoning=reasoning_of(message),
+            tool_calls=tool_calls_of(message),
         ),
         usage=usage,
         finish_reason="stop" if finish == "function_call" else finish,
@@ -107,26 +117,76 @@ def from_openai(choice, usage: Usage) -> Reply:
     )
 
 
+TEXT = (str, type(None))  # a text field the API may leave out
+
+
+def reasoning_of(message) -> str | None:
+    """The reasoning a server sent apart (vLLM and SGLang: `reasoning_content`; others: `reasoning`)."""
+    extra = message.model_extra or {}
+    field = "reasoning_content" if extra.get("reasoning_content") else "reasoning"
+    require_kind(extra.get(field), TEXT, f"choices[0].message.{field}", "text")
+    return extra.get(field) or None
+
+
+def tool_calls_of(message) -> list[ToolCall] | None:
+    """The message's function calls (a custom tool's call, which has no function, is not one)."""
+    calls = message.tool_calls or []
+    require_kind(calls, (list,), "choices[0].message.tool_calls", "a list")
+    read = []
+    for number, call in enumerate(calls):
+        function = getattr(call, "function", None)
+        if function is None:
+            continue
+        where = f"choices[0].message.tool_calls[{number}].function"
+        require_kind(function.name, (str,), f"{where}.name", "text")
+        require_kind(function.arguments, TEXT, f"{where}.arguments", "text")
+        read.append(
+            ToolCall(id=call.id, function=ToolFunction(name=function.name, arguments=function.arguments or "{}"))
+        )
+    return read or None
+
+
 def token_logprobs(choice) -> list[dict] | None:
-    content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
-    if not content:
+    """The reply's log-probs per generated token, with its alternatives; `ReplyShape` where they are not
+    log-probabilities of tokens (a string, a NaN): the rollout's distillation would read them unchecked."""
+    logprobs = choice.logprobs
+    if logprobs is None:
         return None
+    require_kind(logprobs, (ChoiceLogprobs,), "choices[0].logprobs", "an object")
+    content = logprobs.content
+    if content is None:
+        return None
+    require_kind(content, (list,), "choices[0].logprobs.content", "a list")
     # Each token's bytes too where the server gives them: a token holding part of a multi-byte character
     # reads as U+FFFD, and only its bytes say which token it is (distill/topk.py).
-    return [
-        {
-            "token": t.token,
-            "logprob": t.logprob,
-            **own_bytes(t),
-            "top_logprobs": [{"token": a.token, "logprob": a.logprob, **own_bytes(a)} for a in t.top_logprobs or []],
-        }
-        for t in content
-    ]
+    return [token_entry(entry, f"choices[0].logprobs.content[{i}]") for i, entry in enumerate(content)] or None
+
+
+def token_entry(entry, where: str) -> dict:
+    require_kind(entry, (ChatCompletionTokenLogprob,), where, "an object")
+    alternatives = entry.top_logprobs or []
+    require_kind(alternatives, (list,), f"{where}.top_logprobs", "a list")
+    return {
+        **logprob_entry(entry, where),
+        "top_logprobs": [logprob_entry(a, f"{where}.top_logprobs[{j}]") for j, a in enumerate(alternatives)],
+    }
+
+
+def logprob_entry(entry, where: str) -> dict:
+    """A token's (or an alternative's) text, log-prob and bytes."""
+    require_kind(entry, (ChatCompletionTokenLogprob, TopLogprob), where, "an object")
+    require_kind(entry.token, (str,), f"{where}.token", "text")
+    if problem := logprob_problem(entry.logprob):
+        raise ReplyShape(f"{where}.logprob is {problem}")
+    return {"token": entry.token, "logprob": entry.logprob, **own_bytes(entry)}
 
 
 def own_bytes(entry) -> dict:
+    """The token's bytes where the server gives them as bytes; others are left out: the token's text still
+    names it (distill/topk.py reads bytes first, then text)."""
     data = getattr(entry, "bytes", None)
-    return {"bytes": data} if isinstance(data, list) else {}
+    is_bytes = isinstance(data, list) and all(type(b) is int and 0 <= b < 256 for b in data)
+    return {"bytes": data} if is_bytes else {}
 
 
 class OpenAIBackend:
@@ -177,7 +237,7 @@ class OpenAIBackend:
         require_parsed(response, ChatCompletion)
         refuse_error_body(response)
         usage = read_usage(lambda: usage_from_openai(response.usage, served_model(response)))
-        choices = read_reply(lambda: list(response.choices or []), usage)
+        choices = read_reply(lambda: choices_of(response), usage)
         if not choices:
             raise invalid_reply("no choices", usage)
         return read_reply(lambda: from_openai(choices[0], usage), usage)

@@ -8,19 +8,36 @@ teacher share a tokenizer. A server that does not return prompt log-probs (OpenA
 one) is one clear error, not a silent fallback.
 
 One request per sequence, `concurrency` in flight, through the official `openai` SDK, whose own retries
-(`max_retries`, with backoff) cover 429s, 5xx and dropped connections.
+(`max_retries`, with backoff) cover 429s, 5xx and dropped connections. A 200 that is no completion (a
+body that is not JSON, not UTF-8 or not in its Content-Encoding: a proxy's page; log-probs that are not
+numbers) is a server fault as it is for a policy (`backend.unreadable_reply`), quoted on one line, and
+asked again as many times.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import openai
+from openai.types import Completion, CompletionChoice
+from openai.types.completion_choice import Logprobs as CompletionLogprobs
 
 from ..config import PolicySpec
 from ..errors import WarmstartError
-from .backend import api_key
+from .backend import (
+    UNREADABLE,
+    ReplyShape,
+    RequestError,
+    api_key,
+    invalid_reply,
+    logprob_problem,
+    request_error,
+    require_kind,
+    require_parsed,
+    unreadable_body,
+)
 from .bounded_http import http_client
 from .openai_api import DEFAULT_BASE_URL, check_endpoint
 
@@ -31,11 +48,14 @@ class ScoredSequence:
     logprobs: list[float | None]  # log p(token t | tokens before t); entry 0 is None
 
 
+RETRY_WAIT_S = 0.5  # before asking again after a 200 that was no completion, doubled each time (as the SDK's)
+
+
 class RemoteScorer:
     """Scores token-id sequences with an OpenAI-compatible server's legacy completions endpoint (echo + logprobs)."""
 
     def __init__(self, model: str, base_url: str, api_key: str, timeout_s: float, concurrency: int, max_retries: int):
-        self.model, self.base_url, self.concurrency = model, base_url, concurrency
+        self.model, self.base_url, self.concurrency, self.max_retries = model, base_url, concurrency, max_retries
         self.client = openai.OpenAI(
             base_url=base_url, api_key=api_key, max_retries=max_retries, http_client=http_client(openai, timeout_s)
         )
@@ -53,6 +73,20 @@ class RemoteScorer:
     def _score_one(self, ids: list[int]) -> ScoredSequence:
         if not ids:
             return ScoredSequence([], [])
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._ask(ids)
+            except RequestError as exc:  # a 200 that was no completion: the SDK asks again after a 5xx only
+                if attempt == self.max_retries:
+                    after = f" (after {attempt} retries)" if attempt else ""
+                    raise WarmstartError(
+                        f"{self._name()}: no usable answer from {self.base_url}: {exc}{after}"
+                    ) from None
+                time.sleep(RETRY_WAIT_S * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _ask(self, ids: list[int]) -> ScoredSequence:
+        """One request's scores; `RequestError` where a 200 came back that was no completion."""
         try:
             response = self.client.completions.create(
                 model=self.model, prompt=ids, max_tokens=1, echo=True, logprobs=0, temperature=0
@@ -61,19 +95,24 @@ class RemoteScorer:
             raise WarmstartError(
                 f"{self._name()}: HTTP {exc.status_code} from {self.base_url}: {_one_line(exc.message)}"
             ) from None
-        except (openai.APIError, ValueError) as exc:  # no answer after the retries; ValueError: a body that is not JSON
+        except (openai.APIError, ValueError) as exc:  # no answer after the retries, or one that was no completion
+            if unreadable_body(exc) is not None:
+                raise request_error(exc, openai) from None
             raise WarmstartError(
                 f"{self._name()}: no usable answer from {self.base_url}: {type(exc).__name__}: {_one_line(str(exc))}"
             ) from None
-        logprobs = response.choices[0].logprobs if response.choices else None
-        n = len(ids)
-        listed = logprobs.token_logprobs if logprobs is not None and logprobs.tokens is not None else None
-        if listed is None or len(listed) < n or len(logprobs.tokens) < n or any(v is None for v in listed[1:n]):
+        require_parsed(response, Completion)  # a proxy's page the SDK handed over as text
+        try:
+            scored = prompt_scores(response, len(ids))
+        except UNREADABLE as exc:  # the SDK builds its types from the body unchecked
+            said = str(exc) if isinstance(exc, ReplyShape) else type(exc).__name__
+            raise invalid_reply(f"a completion warmstart cannot read ({said})") from None
+        if scored is None:
             raise WarmstartError(
                 f"{self._name()}: {self.base_url} does not return prompt logprobs (echo + logprobs on /v1/completions), "
                 "as OpenAI's hosted models do not; serve the teacher with vLLM or `warmstart serve`"
             )
-        return ScoredSequence(list(logprobs.tokens[:n]), [None, *listed[1:n]])  # nothing predicts the first token
+        return scored
 
     def _name(self) -> str:
         return f"openai:{self.model}"
@@ -86,6 +125,32 @@ def connect_scorer(spec: PolicySpec, api_cfg, key: str) -> RemoteScorer:
     secret = api_key(base_url, api_cfg.key_env or "OPENAI_API_KEY", key)
     check_endpoint(base_url, secret, spec.name, key)
     return RemoteScorer(spec.name, base_url, secret, api_cfg.timeout_s, api_cfg.concurrency, api_cfg.max_retries)
+
+
+def prompt_scores(response: Completion, n: int) -> ScoredSequence | None:
+    """The first `n` echoed tokens' texts and log-probs of a completion; None where it has none (a server
+    that does not score prompts); `ReplyShape` where they are not texts and log-probabilities."""
+    choices = response.choices
+    require_kind(choices, (list,), "choices", "a list")
+    if not choices:
+        return None
+    require_kind(choices[0], (CompletionChoice,), "choices[0]", "an object")
+    logprobs = choices[0].logprobs
+    if logprobs is None:
+        return None
+    require_kind(logprobs, (CompletionLogprobs,), "choices[0].logprobs", "an object")
+    tokens, listed = logprobs.tokens, logprobs.token_logprobs
+    if tokens is None or listed is None:
+        return None
+    require_kind(tokens, (list,), "choices[0].logprobs.tokens", "a list")
+    require_kind(listed, (list,), "choices[0].logprobs.token_logprobs", "a list")
+    if len(listed) < n or len(tokens) < n or any(v is None for v in listed[1:n]):
+        return None
+    for position in range(n):
+        require_kind(tokens[position], (str,), f"choices[0].logprobs.tokens[{position}]", "text")
+        if problem := logprob_problem(listed[position]):
+            raise ReplyShape(f"choices[0].logprobs.token_logprobs[{position}] is {problem}")
+    return ScoredSequence(list(tokens[:n]), [None, *listed[1:n]])  # nothing predicts the first token
 
 
 def _one_line(text: str) -> str:
