@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from ray_helpers import ids_and_verdicts
+from ray_helpers import actor_processes, ids_and_verdicts
 
 from fake_api import FakeAPI, Teacher
 from helpers import small_recipe, write_recipe_file
@@ -39,34 +39,8 @@ def half_right(problem: str) -> float:
     return 0.5
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Ray's raylet is this process's child, its workers the raylet's)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
 def busy_rollout_workers() -> list[int]:
-    """Ray names a worker's process after the actor method it runs: `ray::RolloutWorker.rollout`."""
-    pids = []
-    for pid in descendants(os.getpid()):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if title.startswith(b"ray::RolloutWorker.rollout"):
-            pids.append(pid)
-    return pids
+    return actor_processes("ray::RolloutWorker.rollout")
 
 
 def piece_of_each_problem(recipe) -> dict[str, int]:
@@ -230,6 +204,37 @@ def test_a_dollar_cap_holds_for_two_workers_together_and_a_higher_one_continues(
     assert len(bodies) == len(set(bodies)) == 80  # nothing asked twice
     records = read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory)
     assert len({t.key for t in records if t.error is None}) == 80
+
+
+def test_under_a_dollar_cap_a_reply_from_a_model_with_no_price_stops_every_worker_and_keeps_what_was_paid(
+    tmp_path, ray_cluster
+):
+    """As a local stage (tests/policies/test_api_odd_bodies.py): the cap cannot be kept, so nothing more is
+    sent, the stage stops in one line, and every reply paid for is written and cached. It had stopped only
+    the worker that got the reply: the other went on sending its piece until the stage killed it, and what
+    both had answered but one was neither written nor cached, so the rerun paid for it again."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."fake-model"]\ninput = 1.0\noutput = 2.0\n')
+    with FakeAPI() as api:
+        api.faults = ["sibling_model"]  # the first request's reply says `fake-model-mini` answered
+        teacher = f"generate.teacher='openai:fake-model@{api.url}/v1'"
+        # Two pieces of 10 requests, one in flight per worker.
+        common = [teacher, f"api.prices='{prices}'", *FAST, *RAY, "generate.budget_usd=1.0", "api.concurrency=1"]
+        recipe = small_recipe(tmp_path / "run", *common, "generate.concurrency=20", train=20)
+        with pytest.raises(WarmstartError, match="'fake-model-mini' answered, and api.prices has no price for it, so "):
+            generate.run(recipe)
+        sent = len(api.log)
+        records = read_records(tmp_path / "run" / "trajectories" / "teacher.jsonl", Trajectory)
+        cache = tmp_path / "run" / "cache" / "responses.jsonl"
+        cached = cache.read_bytes().splitlines() if cache.exists() else []
+        cost = json.loads((tmp_path / "run" / "costs.json").read_text())["stages"]["generate:teacher"]["api"]
+        prices.write_text(prices.read_text() + '[models."fake-model-mini"]\ninput = 3.0\noutput = 4.0\n')
+        generate.run(recipe)
+        bodies = [json.dumps(entry["body"], sort_keys=True) for entry in api.log]
+    assert sent < 10  # the requests in flight when the cluster heard of it, not the other worker's piece
+    assert (len(records), len(cached)) == (sent, sent) and all(t.error is None for t in records)
+    assert cost["requests_sent"] == sent and cost["unknown_price_models"] == ["fake-model-mini"]
+    assert len(bodies) == len(set(bodies)) == 20  # the rerun paid for nothing twice
 
 
 def test_a_ray_section_without_ray_installed_is_one_line(tmp_path, monkeypatch):

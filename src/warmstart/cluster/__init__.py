@@ -15,7 +15,8 @@ and Ray is never imported. With one:
     limiter.py      `LimitsActor`: one named actor per API model holding the RPM / TPM windows every
                     worker asks before each request; `SharedRateLimiter`: a worker's handle on it
     budget.py       `BudgetActor`: the stage's `generate.budget_usd`, kept for all workers together
-    verifiers.py    `RayVerifier`: batches verified by sandbox actors
+    verifiers.py    `RayVerifier`: batches verified by sandbox actors, each verification bounded by
+                    `env.verify_timeout` as locally (its actor killed and replaced past it)
 
 Only the driver (the process running the stage) writes: the JSONL records, the response cache, the
 ledger, the manifest. A worker that dies is restarted by Ray and the piece of work it held is asked
@@ -66,7 +67,7 @@ def make_verifier(env: Environment, recipe: Recipe):
         return Verifier(env, recipe.env.verify_timeout)
     from .verifiers import RayVerifier  # Ray only where the recipe asks for it (see `connect`)
 
-    return RayVerifier.start(env, count, recipe.ray.max_restarts)
+    return RayVerifier.start(env, count, recipe.ray.max_restarts, recipe.env.verify_timeout)
 
 
 def stopping(policy: Policy, recipe: Recipe):

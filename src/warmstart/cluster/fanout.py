@@ -11,6 +11,10 @@ The workers start with the first batch, so that a dollar cap set after the polic
 restarted by Ray (`ray.max_restarts`) and the piece is asked of it again (`max_task_retries`): the
 requests of that piece it had already sent are sent again (their replies died with it), nothing else
 is. Past its restarts the stage stops with one line.
+
+A piece that fails (an error in its worker) is raised once the other pieces are back: what they and it had
+answered is kept, replies and tallies included, as a local policy's stopped call hands the stage what had
+finished (`policies.api.finished_rollouts`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from ..runs.budget import BudgetGuard
 from ..types import Request, Sampling, Trajectory
 from .budget import SharedBudget
 from .limiter import limits_actor
-from .results import add_tally, gather, merge
+from .results import add_tally, gather, merge, piece_of
 from .workers import Piece, WorkerPlan, spawn_workers
 
 log = logging.getLogger(__name__)
@@ -78,13 +82,31 @@ class RayPolicy:
         refs = [worker.rollout.remote(piece, sampling, seed) for worker, piece in zip(workers, pieces)]
         answered: dict[tuple[str, int], Trajectory] = {}
         try:
-            while refs:
-                [done], refs = ray.wait(refs, num_returns=1)
-                self.keep(gather(done, self.spec), answered)
+            failure = self.gather_pieces(refs, answered)
         finally:
             if self.books is not None:
                 self.books.cache.close()  # everything the workers received made durable
-        return [answered[(r.task.id, r.sample_index)] for r in requests]
+        keys = [(r.task.id, r.sample_index) for r in requests]
+        if failure is not None:
+            # As a local policy's stopped call: what had finished was paid for, and the stage keeps it.
+            failure.finished_rollouts = [answered[key] for key in keys if key in answered]
+            raise failure
+        return [answered[key] for key in keys]
+
+    def gather_pieces(self, refs: list, answered: dict) -> Exception | None:
+        """Every piece kept as it comes back; the first piece's error, returned once all are back. A failed
+        piece does not drop the others: what they answered was paid for (with a served model without a price
+        they end at once, the cluster's budget refusing their next requests: `budget.BudgetActor`)."""
+        failure = None
+        while refs:
+            [done], refs = ray.wait(refs, num_returns=1)
+            try:
+                piece = gather(done, self.spec)
+            except Exception as exc:  # noqa: BLE001 - raised by `rollout` once the other pieces are kept
+                failure, piece = failure or exc, piece_of(exc)
+            if piece is not None:
+                self.keep(piece, answered)
+        return failure
 
     def started_workers(self) -> list:
         """The workers, started and each holding its policy (a constructor's error raised here, one line)."""

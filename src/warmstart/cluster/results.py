@@ -33,6 +33,12 @@ def creation_error(exc: RayActorError) -> str | None:
     return last[0].removeprefix(WARMSTART_ERROR_LINE) if last and last[0].startswith(WARMSTART_ERROR_LINE) else None
 
 
+def piece_of(exc: Exception):
+    """The `workers.Piece` a worker's failed rollout sent with its error (what had finished), or None. `gather`
+    raises a WarmstartError as itself and anything else as Ray's wrapper, whose `cause` it is."""
+    return getattr(exc, "piece", None) or getattr(getattr(exc, "cause", None), "piece", None)
+
+
 def merge(answered: dict[tuple[str, int], Trajectory], trajectories: list[Trajectory]) -> None:
     """Each (task, sample index) once: the first record that came back for it."""
     for trajectory in trajectories:

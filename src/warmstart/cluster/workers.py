@@ -19,7 +19,7 @@ import ray
 from ..config import PolicySpec, Recipe
 from ..errors import WarmstartError
 from ..policies import make_policy
-from ..policies.api import RequestTally
+from ..policies.api import RequestTally, finished_rollouts
 from ..policies.backend import Reply
 from ..types import Request, Sampling, Trajectory
 from .limiter import SharedRateLimiter
@@ -86,7 +86,16 @@ class RolloutWorker:
         return os.getpid()
 
     def rollout(self, requests: list[Request], sampling: Sampling, seed: int) -> Piece:
-        trajectories = self.policy.rollout(requests, sampling, seed)
+        try:
+            trajectories = self.policy.rollout(requests, sampling, seed)
+        except Exception as stop:
+            # What had finished was paid for: its records, replies and tally travel with the error (`piece_of`).
+            stop.piece = self.piece(finished_rollouts(stop))
+            raise
+        return self.piece(trajectories)
+
+    def piece(self, trajectories: list[Trajectory]) -> Piece:
+        """`trajectories` with the replies and the request tally since the last piece."""
         tally = self.policy.request_tally
         if tally is None:
             return Piece(trajectories)
