@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import WarmstartError
@@ -91,6 +92,19 @@ def _render(tokenizer, dicts: list[dict], tools: list[dict] | None, generation_p
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message], tools: list[dict] | None = None) -> str:
     return _render(tokenizer, template_messages(messages), tools, generation_prompt=True)
+
+
+PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool", "description": "a probe", "parameters": {}}}
+
+
+def template_renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool | None:
+    """Whether the chat template puts `tools` in the prompt (a template may leave them out without a word);
+    None where it cannot render a one-message conversation at all."""
+    asked = [Message(role="user", content="hello")]
+    try:
+        return render_prompt(tokenizer, asked, [PROBE_TOOL]) != render_prompt(tokenizer, asked)
+    except (TemplateError, ValueError, TypeError):
+        return None
 
 
 def continuation_text(tokenizer, messages: list[Message], end_of_turn: str, tools: list[dict] | None = None) -> str:

@@ -84,7 +84,7 @@ from urllib.parse import urlsplit
 from jinja2 import TemplateError
 
 from ..errors import WarmstartError
-from ..lm.chat import render_prompt, stop_token_ids
+from ..lm.chat import render_prompt, stop_token_ids, template_renders_tools
 from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer
 from . import admin
@@ -136,6 +136,7 @@ class ChatServer:
                 "serve: the tokenizer has no chat template, so chat messages cannot be turned into a prompt"
             )
         self.name, self.tokenizer, self.max_batch = name, tokenizer, max_batch
+        warn_if_tools_unrendered(tokenizer, name)
         self.max_request_bytes, self.api_key = options.max_request_bytes, options.api_key
         self.enable_lora, self.enable_weight_updates = options.enable_lora, options.enable_weight_updates
         self.request_timeout_s, self.max_connections = options.request_timeout_s, options.max_connections
@@ -283,6 +284,19 @@ class ChatServer:
             # Rendering is linear and cheap; tokenizing a huge text is not, so a hopeless one stops here.
             self.context.check_chars(len(text), "messages")
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def warn_if_tools_unrendered(tokenizer, name: str) -> None:
+    """Say once, at start, where the chat template leaves `tools` out of the prompt (the tiny student's, many
+    base models'): a request's tool descriptions then never reach the model, as in its training (warmstart
+    renders through the same template), and a client should know rather than guess."""
+    if template_renders_tools(tokenizer) is False:
+        log.warning(
+            "serve: %s's chat template does not render tools: a request's `tools` will not reach the model "
+            "(tool calls it writes are still parsed); describe them in a system message, or serve a model whose "
+            "template renders them",
+            name,
+        )
 
 
 READ_TIMEOUT_S = 60
