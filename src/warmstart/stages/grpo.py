@@ -45,8 +45,8 @@ from ..runs.directory import RunDir, Stage, model_files
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
-from ..train.grpo import batch_tensors, collect, separate_old_pass, update
-from ..train.step_checks import check_finite_loss, check_finite_weights
+from ..train.grpo import batch_tensors, check_unseen_update, collect, repeated_tasks, separate_old_pass, update
+from ..train.step_checks import StepChecks, check_finite_loss, check_finite_weights, output_vocabulary
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
 from . import grpo_server
@@ -229,6 +229,9 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     fingerprint = world.agree(stage.fingerprint if world.main else None)
     done, cursor, history, pool_ids = resume_position(learner, resume, fingerprint) if resume else (0, 0, [], None)
     pool = tasks if pool_ids is None else tasks_by_id(tasks, pool_ids)
+    if world.main and (repeats := repeated_tasks(len(tasks), cfg)):
+        log.warning("grpo:%s: %s", cfg.output, repeats)
+    unseen = None  # the batch of the last update no check has seen since (train/grpo.check_unseen_update)
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
     with (
@@ -242,13 +245,20 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
             if cfg.task_filter == "learnable" and refresh_due(step, cfg.task_filter_every):
                 pool, filtered = refresh_pool(learner, env, tasks, step, recipe, verifier, world)
                 cursor = 0  # a new pool is drawn from its start
-            entry, cursor = grpo_step(learner, env, pool, cursor, step, recipe, verifier, filtered, world, served)
+            entry, cursor, trained_on = grpo_step(
+                learner, env, pool, cursor, step, recipe, verifier, filtered, world, served
+            )
+            unseen = trained_on or unseen
             history.append(entry)
             tracker.log(step, step_scalars(entry))
             # Seconds differ between processes: the main one's decide when a budget is spent.
             out_of_budget = world.agree(progress.advance(history, entry))
             checkpoint_due = step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget
-            if checkpoint_due:  # what is saved, then published; in every process: the check adds up over them
+            if checkpoint_due:  # what is saved, then published; in every process: the checks add up over them
+                if unseen is not None:  # no later step may measure it: flat steps take no update
+                    checks = StepChecks("grpo", step, "grpo.lr", output_vocabulary(learner.model), after_update=True)
+                    check_unseen_update(learner.model, unseen, cfg, checks, world)
+                    unseen = None
                 check_finite_weights(learner.model, step, "grpo", "grpo.lr", world.total)
             if world.main and checkpoint_due:
                 position = {
@@ -403,10 +413,11 @@ def grpo_step(
     filtered: Refresh | None = None,
     world: World = SINGLE,
     served: grpo_server.ServerRollouts | None = None,
-) -> tuple[dict, int]:
-    """Collect groups, update on them; the step's history entry and the next task cursor. `filtered`:
-    the task filter's refresh taken before this step (`refresh_pool`), whose cost the step counts.
-    `served`: the groups come from a rollout server, which gets the new weights after the update."""
+) -> tuple[dict, int, dict | None]:
+    """Collect groups, update on them; the step's history entry, the next task cursor and the batch the
+    update was taken on (None without one: every group flat). `filtered`: the task filter's refresh taken
+    before this step (`refresh_pool`), whose cost the step counts. `served`: the groups come from a
+    rollout server, which gets the new weights after the update."""
     cfg, started = recipe.grpo, time.time()
     learner.model.eval()
     if served is None:
@@ -419,11 +430,12 @@ def grpo_step(
     groups, cursor, stats = batch
     sampled_at = time.time()
     learner.model.train()
-    loss, trained_tokens, update_stats = None, 0, {}
+    loss, trained_tokens, update_stats, batch = None, 0, {}, None
     if groups:  # every group flat: nothing to learn from this step
         batch = batch_tensors(groups, cfg, learner.tokenizer.pad_token_id, next(learner.model.parameters()).device)
+        checks = StepChecks("grpo", step, "grpo.lr", output_vocabulary(learner.model))  # train/step_checks.py
         loss, update_stats = update(
-            learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher, world=world
+            learner.model, learner.reference, learner.optimizer, batch, cfg, learner.teacher, world=world, checks=checks
         )
         learner.scheduler.step()
         check_finite_loss(loss, step, "grpo", "grpo.lr")
@@ -456,7 +468,7 @@ def grpo_step(
         **update_stats,
         **({"task_filter": filtered.record} if filtered else {}),
     }
-    return entry, cursor
+    return entry, cursor, batch
 
 
 def flops_estimate(learner: Learner, cfg: GrpoConfig, sampled_tokens: int, trained_tokens: int) -> int:

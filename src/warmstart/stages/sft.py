@@ -50,8 +50,8 @@ from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan, sharding
 from ..train.data import NO_TARGET, TOO_LONG, Example, check_logprobs, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
-from ..train.sft import RowStream, make_optimizer, masked_ce_sum, train_step
-from ..train.step_checks import check_finite_loss, check_finite_weights
+from ..train.sft import RowStream, check_unseen_update, make_optimizer, masked_ce_sum, repeated_rows, train_step
+from ..train.step_checks import StepChecks, check_finite_weights, output_vocabulary
 from ..types import Trajectory
 from .common import check_output_free
 
@@ -265,6 +265,9 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprin
     step, position = resume_state(resume[-1], s.model, optimizer, scheduler, cfg) if resume else (0, None)
     earlier = position["totals"] if position else {"tokens": 0, "seconds": 0.0}
     stream = RowStream(s.examples, cfg, recipe.run.seed, position)
+    if repeats := repeated_rows(stream, cfg):
+        log.warning("sft:%s: %s", cfg.output, repeats)
+    vocabulary = output_vocabulary(s.model)
     s.model.train()
     run = RunTotals()
     with (
@@ -275,10 +278,12 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprin
         while step < cfg.steps:
             started, kd_before = time.time(), (run.kd.kd_sum, run.kd.kd_positions)
             lr = scheduler.get_last_lr()[0]
-            loss, tokens = train_step(s.model, optimizer, stream, cfg, s.tokenizer.pad_token_id, s.kd, run.kd, world)
+            checks = StepChecks("sft", step + 1, "sft.lr", vocabulary)  # its loss, its gradient (train/step_checks.py)
+            loss, tokens = train_step(
+                s.model, optimizer, stream, cfg, s.tokenizer.pad_token_id, s.kd, run.kd, world, checks
+            )
             scheduler.step()
             step += 1
-            check_finite_loss(loss, step, "sft", "sft.lr")
             run.tokens += tokens
             run.losses.append(loss)
             advance(1, note=f"loss {loss:.4f}")
@@ -293,6 +298,9 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprin
                 },
             )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if step == cfg.steps:  # the last update, which no step's loss saw, before it is saved and published
+                    checks = StepChecks("sft", step, "sft.lr", vocabulary, after_update=True)
+                    check_unseen_update(s.model, stream, cfg, s.tokenizer.pad_token_id, checks, s.kd, world)
                 check_finite_weights(s.model, step, "sft", "sft.lr", world.total)  # what is saved, then published
                 # A sharded model's whole state is gathered by every process, to the main one that writes it.
                 sharded = sharding.is_sharded(s.model)

@@ -64,6 +64,11 @@ def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float, 
     return total
 
 
+def gradient_norm(parameters) -> torch.Tensor:
+    """The global 2-norm of the gradients of `parameters`, as the clip computes it, without clipping."""
+    return torch.nn.utils.get_total_norm([p.grad for p in as_list(parameters) if p.grad is not None])
+
+
 def as_list(parameters) -> list:
     return [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
 

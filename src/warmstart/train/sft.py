@@ -29,10 +29,11 @@ from ..lm.linear_ce import head_ce_sum
 from ..lm.scoring import logit_transforms
 from ..lm.tied_embedding import HeadGradient, embed, tied_embedding
 from ..lm.weight_casts import WeightCasts
-from .clipping import clipped_step
+from .clipping import clipped_step, gradient_norm
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
 from .sharding import is_sharded
+from .step_checks import StepChecks
 
 
 def lr_factor(step: int, cfg: SftConfig) -> float:
@@ -86,6 +87,10 @@ class RowStream:
     def position(self) -> dict:
         return {"epoch": self.epoch, "row": self.row}
 
+    def ahead(self) -> RowStream:
+        """A copy at this position, to read the rows this stream would give next without moving it."""
+        return RowStream(self.examples, self.cfg, self.seed, self.position)
+
 
 def make_optimizer(model, cfg: SftConfig):
     """AdamW (betas 0.9, 0.95) and the warmup + cosine schedule of `lr_factor`."""
@@ -121,16 +126,47 @@ def train_step(
     kd: KdSetup | None = None,
     kd_totals: KdTotals | None = None,
     world: World = SINGLE,
+    checks: StepChecks | None = None,
 ) -> tuple[float, int]:
     """One optimizer step over `grad_accum` micro-batches of the stream's next rows: (loss, real tokens).
     With several processes (train/distributed.py) each takes its share of the step's rows and the
-    gradients are summed across them before the step: the same step as one process would take."""
-    row_groups = [stream.next_rows(cfg.rows_per_micro_batch) for _ in range(cfg.grad_accum)]
+    gradients are summed across them before the step: the same step as one process would take. `checks`:
+    the step's divergence checks (train/step_checks.py), of its loss before the update is taken and of the
+    clip's gradient norm after (a non-finite norm has written NaN into the weights)."""
+    row_groups = step_rows(stream, cfg)
+    device = next(model.parameters()).device
+    loss, targets = accumulate_gradients(model, row_groups, stream.examples, cfg, pad_id, kd, kd_totals, world)
+    if checks is not None:
+        checks.cross_entropy(loss)
+    # Under bf16 autocast a clipping factor goes into the fused AdamW's step (train/clipping.py).
+    norm = clipped_step(optimizer, model.parameters(), cfg.grad_clip, fold=wants_bf16(cfg.precision, device))
+    if checks is not None:
+        checks.gradient_norm(norm, lambda: targets > 0)
+    optimizer.zero_grad(set_to_none=True)
+    real_tokens = sum(len(stream.examples[i].input_ids) for rows in row_groups for row in rows for i in row)
+    return loss, real_tokens
+
+
+def step_rows(stream: RowStream, cfg: SftConfig) -> list[list[list[int]]]:
+    """The stream's next rows, in a step's `grad_accum` micro-batches of `rows_per_micro_batch` (every process's)."""
+    return [stream.next_rows(cfg.rows_per_micro_batch) for _ in range(cfg.grad_accum)]
+
+
+def accumulate_gradients(
+    model,
+    row_groups: list[list[list[int]]],
+    examples: list[Example],
+    cfg: SftConfig,
+    pad_id: int,
+    kd: KdSetup | None = None,
+    kd_totals: KdTotals | None = None,
+    world: World = SINGLE,
+) -> tuple[float, float]:
+    """The loss of a step's rows, its gradient added to the parameters' and summed over the processes (each
+    computes its share of the rows): (the loss, its target tokens), both over every process."""
     mine = row_groups if world.size == 1 else in_groups(world.share(sum(row_groups, [])), cfg.rows_per_micro_batch)
     device = next(model.parameters()).device
-    micro_batches = [
-        to_device(collate(rows, stream.examples, row_width(rows, stream.examples), pad_id), device) for rows in mine
-    ]
+    micro_batches = [to_device(collate(rows, examples, row_width(rows, examples), pad_id), device) for rows in mine]
     targets = world.total(sum(float(b["loss_mask"][:, 1:].sum()) for b in micro_batches))
     kd_before = (kd_totals.kd_sum, kd_totals.kd_positions) if kd_totals is not None else None
     total = 0.0
@@ -154,11 +190,46 @@ def train_step(
     if kd_before is not None and world.size > 1:  # the step's KD totals over every process
         kd_totals.kd_sum = kd_before[0] + world.total(kd_totals.kd_sum - kd_before[0])
         kd_totals.kd_positions = kd_before[1] + int(world.total(kd_totals.kd_positions - kd_before[1]))
-    # Under bf16 autocast a clipping factor goes into the fused AdamW's step (train/clipping.py).
-    clipped_step(optimizer, model.parameters(), cfg.grad_clip, fold=wants_bf16(cfg.precision, device))
-    optimizer.zero_grad(set_to_none=True)
-    real_tokens = sum(len(stream.examples[i].input_ids) for rows in row_groups for row in rows for i in row)
-    return world.total(total), real_tokens
+    return world.total(total), targets
+
+
+def check_unseen_update(
+    model,
+    stream: RowStream,
+    cfg: SftConfig,
+    pad_id: int,
+    checks: StepChecks,
+    kd: KdSetup | None = None,
+    world: World = SINGLE,
+) -> None:
+    """The weights after the last step's update, which no step's loss sees, checked before they are saved
+    and published as a next step would check them: its loss and gradient on the rows it would take (once
+    per run: every earlier update is seen by the next step's loss, a resumed run's included). No update
+    is taken, the gradient is dropped, and the stream and the random state (dropout's draws; a checkpoint
+    keeps it) are left as they were."""
+    with torch.random.fork_rng(devices=[]):
+        loss, targets = accumulate_gradients(
+            model, step_rows(stream.ahead(), cfg), stream.examples, cfg, pad_id, kd, KdTotals() if kd else None, world
+        )
+    norm = gradient_norm(model.parameters())
+    model.zero_grad(set_to_none=True)
+    checks.cross_entropy(loss)
+    checks.gradient_norm(norm, lambda: targets > 0)
+
+
+def repeated_rows(stream: RowStream, cfg: SftConfig) -> str | None:
+    """Where an epoch packs into fewer rows than a step takes, every step repeats rows: a sentence saying
+    so (to be logged once), else None. Not refused: the update is well defined (a row taken twice in a step
+    weighs twice in it, and over the run every row is taken as often as the others, epoch after epoch), and
+    a smoke test on a handful of examples should not need its batch settings changed."""
+    batch, rows = cfg.rows_per_micro_batch * cfg.grad_accum, len(stream.rows)
+    if rows >= batch:
+        return None
+    return (
+        f"{len(stream.examples)} examples pack into {rows} rows of sft.seq_len = {cfg.seq_len} tokens, fewer than "
+        f"the {batch} rows a step takes (sft.rows_per_micro_batch x sft.grad_accum): every step repeats rows "
+        f"(a step spans {batch / rows:.1f} epochs)"
+    )
 
 
 def in_groups(rows: list, size: int) -> list[list]:
