@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from ..config import LoraSettings, PolicySpec, Recipe
+from ..config import GrpoConfig, LoraSettings, PolicySpec, Recipe
 from ..errors import WarmstartError
 from ..lm.device import cuda_device, resolve_device
 from ..lm.linear_ce import CHUNK_BYTES
 from ..lm.models import load_config
 from ..lm.tinymodel import tiny_llama_config
+from . import host_memory
 from . import lora as lora_adapter
-from .grpo import MICRO_BATCH_TOKENS
+from .grpo import MICRO_BATCH_TOKENS, separate_old_pass
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,8 @@ class Shape:
     vocab: int
     mlp_floats: int  # what the MLP keeps per token: 4 x intermediate, or an MoE's routed experts' (mlp_floats_of)
     attention_dropout: bool  # attention probabilities then materialised, [rows, heads, seq, seq]
+    intermediate: int  # the dense MLP's width
+    composite_activation: bool  # the MLP's activation runs as a chain of elementwise operations (COMPOSITE_ACTIVATIONS)
 
     @classmethod
     def of(cls, config: PretrainedConfig) -> Shape:
@@ -277,13 +280,25 @@ class Shape:
             vocab=text.vocab_size,
             mlp_floats=mlp_floats_of(text),
             attention_dropout=any(getattr(text, name, None) for name in ATTENTION_DROPOUT_KEYS),
+            intermediate=intermediate_size(text),
+            composite_activation=activation_name(text) in COMPOSITE_ACTIVATIONS,
         )
 
-    def layer_floats_per_token(self) -> float:
+    def saved_floats_per_token(self) -> int:
+        """What autograd keeps of a layer per token (ACTIVATION_SLACK's comment), without the slack."""
         kv = self.kv_heads * self.head_dim
         q = self.heads * self.head_dim
-        saved = 9 * self.hidden + 2 * q + 3 * kv + self.mlp_floats + self.heads  # + attention's logsumexp
-        return ACTIVATION_SLACK * saved
+        return 9 * self.hidden + 2 * q + 3 * kv + self.mlp_floats + self.heads  # + attention's logsumexp
+
+    def layer_floats_per_token(self) -> float:
+        return ACTIVATION_SLACK * self.saved_floats_per_token()
+
+    def kv_cache_bytes(self, sequences: int, seq_len: int) -> int:
+        return sequences * seq_len * self.layers * 2 * self.kv_heads * self.head_dim * FLOAT32
+
+    def layer_bytes(self, tokens: int, seq_len: int) -> int:
+        """One decoder layer's activations over `tokens` tokens in rows of `seq_len`, fp32."""
+        return int(self.layer_floats_per_token() * tokens * FLOAT32) + self.attention_probability_bytes(tokens, seq_len)
 
     def attention_probability_bytes(self, tokens: int, seq_len: int) -> int:
         """One layer's saved attention probabilities where dropout applies to them: torch's fused attention
@@ -293,10 +308,33 @@ class Shape:
         without it; 3 counted. 0 without attention dropout."""
         return 3 * self.heads * tokens * seq_len * FLOAT32 if self.attention_dropout else 0
 
+    def attention_gradient_bytes(self, tokens: int, seq_len: int) -> int:
+        """What a layer's backward adds to its saved attention probabilities where dropout applies to them:
+        the gradients of the dropped probabilities and of the softmax's input, [rows, heads, seq, seq] fp32
+        each. Counted under gradient checkpointing only: there the peak is the recomputed layer's backward,
+        with its probabilities and their gradients live together (measured, GPT-2 shape, h256, 2-8 layers,
+        4 rows x 1024: 4.3-5.6 such tensors above the same model without dropout, 3 counted before); without
+        it the peak comes while every layer still holds its own, and the 3 per layer measured include them."""
+        return 2 * self.heads * tokens * seq_len * FLOAT32 if self.attention_dropout else 0
+
 
 # Where configs keep the attention dropout (Llama, Qwen, Mistral: attention_dropout; GPT-2: attn_pdrop;
 # BERT-style: attention_probs_dropout_prob).
 ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob")
+# Where configs name the MLP's activation (Llama, Qwen, Phi: hidden_act; GPT-2, GPT-J, CodeGen:
+# activation_function; Gemma: hidden_activation).
+ACTIVATION_KEYS = ("hidden_act", "activation_function", "hidden_activation")
+# Activations transformers computes as a chain of elementwise torch operations in Python (its
+# activations.py: NewGELUActivation's 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))) and kin),
+# not one kernel: each step writes a tensor of the MLP's width, [tokens, intermediate]. GPT-2's default
+# (gelu_new) among them; silu, gelu, gelu_pytorch_tanh and relu are one kernel each.
+COMPOSITE_ACTIVATIONS = frozenset(
+    {"gelu_new", "gelu_fast", "gelu_accurate", "gelu_python", "gelu_python_tanh", "quick_gelu"}
+)
+
+
+def activation_name(config: PretrainedConfig) -> str | None:
+    return next((value for key in ACTIVATION_KEYS if isinstance(value := getattr(config, key, None), str)), None)
 
 
 def intermediate_size(config: PretrainedConfig) -> int:
@@ -327,14 +365,44 @@ def mlp_floats_of(config: PretrainedConfig) -> int:
 CHECKPOINTED_HIDDEN_PER_LAYER = 9
 
 
-def activation_bytes(shape: Shape, tokens: int, checkpointing: bool, seq_len: int) -> int:
+# Under gradient checkpointing on the CPU, what a composite activation (COMPOSITE_ACTIVATIONS) adds, in
+# tensors of [tokens, intermediate] fp32: measured, not derived. Its chain's tensors are written and freed
+# again in every layer's forward and in the recomputed layer's forward and backward; where each is smaller
+# than glibc's largest mmap threshold (host_memory.py: 32 MiB) it comes from the heap, and the freed ones
+# leave gaps there that the next allocations do not fill, so the resident set grows by about
+# CHAIN_HEAP_ONCE blocks plus CHAIN_HEAP_PER_LAYER a layer; larger ones are mapped and unmapped whole,
+# leaving about CHAIN_MAPPED_ONCE (the recomputed layer's extra saved tensors and its backward's). Fitted
+# on GPT-2 shapes (gelu_new against the same model with gelu, which the plan matched): h256 i1024 at 2-16
+# layers x 4 rows x 1024 tokens (16 MiB blocks: +275, +295, +390, +630 MB), h512 i2048 4 layers x 2 rows
+# (+320 MB); 32 MiB blocks (h256 x 8 rows, h512 x 4 rows): +100-195 MB (2-core EPYC, glibc, torch 2.13).
+CHAIN_HEAP_ONCE = 12
+CHAIN_HEAP_PER_LAYER = 2
+CHAIN_MAPPED_ONCE = 6
+
+
+def activation_bytes(shape: Shape, tokens: int, checkpointing: bool, seq_len: int, device: str) -> int:
     """Saved activations of one forward over `tokens` tokens in rows of `seq_len`, fp32. With gradient
     checkpointing what each layer keeps (`CHECKPOINTED_HIDDEN_PER_LAYER`), and one layer's full activations
-    while it is recomputed."""
-    per_layer = shape.layer_floats_per_token() * tokens * FLOAT32 + shape.attention_probability_bytes(tokens, seq_len)
-    if checkpointing:
-        return int(CHECKPOINTED_HIDDEN_PER_LAYER * shape.layers * shape.hidden * tokens * FLOAT32 + per_layer)
-    return int(shape.layers * per_layer + shape.hidden * tokens * FLOAT32)  # + the embeddings' output
+    while it is recomputed, with its backward's attention gradients and, on the CPU, a composite
+    activation's heap (`composite_activation_bytes`)."""
+    per_layer = shape.layer_bytes(tokens, seq_len)
+    if not checkpointing:
+        return int(shape.layers * per_layer + shape.hidden * tokens * FLOAT32)  # + the embeddings' output
+    kept = CHECKPOINTED_HIDDEN_PER_LAYER * shape.layers * shape.hidden * tokens * FLOAT32
+    recomputed = per_layer + shape.attention_gradient_bytes(tokens, seq_len)
+    return int(kept + recomputed + composite_activation_bytes(shape, tokens, device))
+
+
+def composite_activation_bytes(shape: Shape, tokens: int, device: str) -> int:
+    """What a composite activation's chain of [tokens, intermediate] tensors leaves resident under gradient
+    checkpointing on the CPU (CHAIN_HEAP_ONCE and kin). Not on an accelerator: its caching allocator reuses
+    blocks of one size, and no such run was measured."""
+    if not shape.composite_activation or device != "cpu":
+        return 0
+    block = tokens * shape.intermediate * FLOAT32
+    if block < host_memory.LARGEST_MMAP_THRESHOLD:
+        return (CHAIN_HEAP_ONCE + CHAIN_HEAP_PER_LAYER * shape.layers) * block
+    return CHAIN_MAPPED_ONCE * block
 
 
 # --- the stages -------------------------------------------------------------------------------------
@@ -418,7 +486,8 @@ def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
         rows = sharded_rows(rows, model, shards, notes)
     tokens = cfg.rows_per_micro_batch * cfg.seq_len
     teacher = sft_teacher(recipe, notes)
-    rows.append(Row("activations", activation_bytes(shape, tokens, cfg.gradient_checkpointing, cfg.seq_len)))
+    checkpointing = cfg.gradient_checkpointing
+    rows.append(Row("activations", activation_bytes(shape, tokens, checkpointing, cfg.seq_len, device)))
     rows.append(Row("logits", sft_logits_bytes(recipe, shape, teacher is not None)))
     if cfg.precision == "bf16" and device == "cpu":
         # fp32 weights, and a bf16 copy of each one a matmul uses, kept between steps (lm/weight_casts.py)
@@ -440,6 +509,40 @@ def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
     return Plan("sft", device, available, rows, knobs, notes, total, trained)
 
 
+OLD_PASS = "old log-probs"  # the phase of train/grpo.update's no-grad pass over the whole batch
+OLD_PASS_ACTIVATIONS = "old log-probs: activations"
+OLD_PASS_LOGITS = "old log-probs: logits"
+
+
+def old_pass_rows(shape: Shape, sequences: int, new_tokens: int) -> list[Row]:
+    """train/grpo.update's pass for the sampling policy's log-probs (where `separate_old_pass`: more than
+    one update a batch, or a teacher), without gradients but over the whole batch at once, not chunk by
+    chunk: a K/V cache of every row, prompt and reply, as the rollouts' (lm/shared_prefix.py runs each
+    group's prompt once and copies its K/V to the group's rows), one layer at a time over every reply
+    token, whose tensors are counted once each (nothing is kept for a backward: no ACTIVATION_SLACK), and
+    the output head at every scored position, [N, V] fp32 logits and two more of that size in their
+    logsumexp. Measured (h256, 4 layers, 128 rows of up to 128 new tokens; each phase's own peak, the heap
+    trimmed between phases): this pass was the peak of GPT-2's GRPO (1395 MB, its update 1309), the
+    Llama's (1070, 879) and Mixtral's (1437, 1343), 3 % under Qwen2-MoE's update (1389 and 1433)."""
+    tokens = sequences * new_tokens
+    seq_len = GRPO_PROMPT_TOKENS + new_tokens
+    layer = shape.saved_floats_per_token() * tokens * FLOAT32 + shape.attention_probability_bytes(tokens, seq_len)
+    return [
+        Row(OLD_PASS_ACTIVATIONS, shape.kv_cache_bytes(sequences, seq_len) + layer, OLD_PASS),
+        Row(OLD_PASS_LOGITS, 3 * tokens * shape.vocab * FLOAT32, OLD_PASS),
+    ]
+
+
+def old_pass_knob(cfg: GrpoConfig) -> str:
+    shrink = (
+        f"lower grpo.tasks_per_step ({cfg.tasks_per_step}), grpo.group_size ({cfg.group_size}) "
+        f"or grpo.max_new_tokens ({cfg.max_new_tokens})"
+    )
+    if cfg.teacher is not None:  # the teacher's advantages need the sampling policy's log-probs anyway
+        return shrink
+    return shrink + f", or set grpo.updates_per_batch = 1 (now {cfg.updates_per_batch}: no separate pass)"
+
+
 def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
     cfg, notes = recipe.grpo, []
     model = meta_model(grpo_init_config(recipe, notes))
@@ -449,13 +552,14 @@ def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
     sequences = cfg.tasks_per_step * cfg.group_size
     seq_len = GRPO_PROMPT_TOKENS + cfg.max_new_tokens
     notes.append(f"rollout length: {GRPO_PROMPT_TOKENS} prompt tokens (assumed) + grpo.max_new_tokens")
-    kv = sequences * seq_len * shape.layers * 2 * shape.kv_heads * shape.head_dim * FLOAT32
-    rows.append(Row("KV cache (rollouts)", kv, "rollout"))
+    rows.append(Row("KV cache (rollouts)", shape.kv_cache_bytes(sequences, seq_len), "rollout"))
     # train/grpo.update runs length-sorted chunks of at most MICRO_BATCH_TOKENS padded tokens (a longer row alone)
     chunk_tokens = max(min(MICRO_BATCH_TOKENS, sequences * seq_len), seq_len)
-    activations = activation_bytes(shape, chunk_tokens, cfg.gradient_checkpointing, seq_len)
+    activations = activation_bytes(shape, chunk_tokens, cfg.gradient_checkpointing, seq_len, device)
     rows.append(Row("activations", activations, "update"))
     rows.append(Row("logits", 3 * chunk_tokens * shape.vocab * FLOAT32, "update"))  # logits, log-softmax, grad
+    if separate_old_pass(cfg, cfg.teacher):  # the teacher's spec for the teacher: whether there is one
+        rows += old_pass_rows(shape, sequences, cfg.max_new_tokens)
     if cfg.kl_weight > 0 and cfg.lora.r == 0:
         rows.append(Row("reference model", total * FLOAT32))
     teacher = local_teacher(cfg.teacher, "grpo.teacher", recipe, notes)  # on-policy distillation's, held whole
@@ -475,6 +579,8 @@ def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
         "activations": f"lower grpo.max_new_tokens ({cfg.max_new_tokens})"
         + ("" if cfg.gradient_checkpointing else " or set grpo.gradient_checkpointing = true"),
         "logits": f"lower grpo.max_new_tokens ({cfg.max_new_tokens})",
+        OLD_PASS_ACTIVATIONS: old_pass_knob(cfg),
+        OLD_PASS_LOGITS: old_pass_knob(cfg),
         "reference model": "set grpo.kl_weight = 0, or grpo.lora.r > 0 (the adapter-free base is the reference)",
     }
     return Plan("grpo", device, available, rows, knobs, notes, total, trained)
