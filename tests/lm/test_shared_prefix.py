@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from helpers import tiny_model
 from warmstart.config import LoraSettings
 from warmstart.lm.precision import enable_activation_checkpointing
 from warmstart.lm.scoring import sequence_logprobs
-from warmstart.lm.shared_prefix import PrefixPass, expand_to_rows, prefix_of_rows
+from warmstart.lm.shared_prefix import PrefixPass, expand_to_rows, prefix_of_rows, shared_prefix_hidden
 from warmstart.train import lora
 
 
@@ -187,3 +187,17 @@ def test_a_prefix_pass_larger_than_its_budget_is_not_started():
     rows = list(range(len(scored)))
     assert PrefixPass.start(model, batch["input_ids"], scored, rows, max_tokens=13) is None
     assert PrefixPass.start(model, batch["input_ids"], scored, rows, max_tokens=14) is not None
+
+
+def test_a_model_that_drops_its_cache_under_checkpointing_without_gradients_runs_the_plain_forward():
+    """GPT-2 under gradient checkpointing drops the KV cache in training mode even with gradients off (GRPO's
+    old log-probs pass), where Llama's layers keep it: the prefix pass had crashed reading the empty cache."""
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=50, bos_token_id=0, eos_token_id=0))
+    model.gradient_checkpointing_enable()
+    model.train()
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, 3, 7, 8, 9]])
+    scored = torch.zeros(2, 5, dtype=torch.bool)
+    scored[:, 3:] = True
+    with torch.no_grad():
+        assert shared_prefix_hidden(model, ids, scored) is None
+        assert PrefixPass.start(model, ids, scored, [0, 1]) is None

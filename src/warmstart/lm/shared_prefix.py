@@ -85,6 +85,8 @@ def shared_prefix_hidden(model, ids: torch.Tensor, scored: torch.Tensor) -> torc
         return None
     rows, which, prefixes = cut
     cache, prefix_mask = prefix_cache(model, prefixes, ids.device)
+    if cache_dropped(cache):
+        return None
     return suffix_hidden(model, cache, prefix_mask, prefixes, which, ids[rows], scored[rows])
 
 
@@ -161,7 +163,7 @@ class PrefixPass:
         if max_tokens is not None and len(prefixes) * max(len(p) for p in prefixes) > max_tokens:
             return None
         cache, prefix_mask = prefix_cache(model, prefixes, ids.device)
-        if any(holds_more_than_keys_and_values(layer) for layer in cache.layers):
+        if cache_dropped(cache) or any(holds_more_than_keys_and_values(layer) for layer in cache.layers):
             return None
         return cls(cache, prefix_mask, prefixes, {batch_rows[r]: w for r, w in zip(rows, which)})
 
@@ -199,6 +201,13 @@ def holds_more_than_keys_and_values(layer) -> bool:
     """A cache layer with per-row state of its own besides K/V (an indexer's), which its own selection
     expands; by name, the two kinds known to hold only K/V (and constants), in any transformers version."""
     return type(layer).__name__ not in ("DynamicLayer", "DynamicSlidingWindowLayer")
+
+
+def cache_dropped(cache: DynamicCache) -> bool:
+    """Whether the decoder left the cache empty: GPT-2 under gradient checkpointing drops it in training mode
+    even without gradients (the old log-probs' pass), which `checkpointing_drops_the_cache` cannot tell
+    from the model (Llama's layers keep it there); the plain forward runs instead."""
+    return not cache.layers or any(getattr(layer, "keys", None) is None for layer in cache.layers)
 
 
 def checkpointing_drops_the_cache(model) -> bool:
