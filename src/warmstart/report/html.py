@@ -31,7 +31,7 @@ from ..runs.tracking import read_metrics
 from . import figures
 from .attempts import curves_caption, failed_attempts, failed_because, failed_eval, stale_note, utc
 from .checks import check_results, check_stages
-from .lineage import Lineage, row_lineages
+from .lineage import Lineage, row_lineages, started
 from .markup import table
 from .target import PAGE_START, report_path, run_name
 
@@ -75,7 +75,10 @@ def build_report(root: Path, out: Path | None = None) -> Path:
 def held_out_sections(root: Path, results: dict, stages: dict, last_eval: dict | None) -> list[str]:
     """The results table (said to be an earlier eval's where the last one failed), the paired differences
     and pass@1 against training compute."""
-    scored_at = (stages.get("eval") or {}).get("finished")  # a failed eval's time bounds the earlier results' too
+    # When the eval began reading the models (a failed eval's start bounds the earlier results' too): a stage
+    # that finished after it made another model. Its start, not its end: a retrain of a second finishes
+    # within a second of an eval's end, and one process at a time runs a stage (runs/lock.py).
+    scored_at = started(stages["eval"]) if "eval" in stages else None
     lineages = row_lineages(results, stages, root, scored_at)
     stale = stale_note(root / "eval" / "results.json", last_eval)
     return [

@@ -29,8 +29,8 @@ from ..errors import WarmstartError
 from ..runs.directory import model_files, read_manifest
 
 # One process at a time runs a stage in a run directory (runs/lock.py), so a stage that made a model finished
-# before its reader began; a second's slack absorbs the rounding of recorded seconds and clocks a little apart.
-CLOCK_SLACK_S = 1.0
+# before its reader began; the slack absorbs the rounding of recorded seconds (to the millisecond).
+CLOCK_SLACK_S = 0.01
 
 
 @dataclass
