@@ -39,6 +39,11 @@ WINDOWS = 5  # timing windows per shape and op; the shape's rate is their median
 WARMUP = {"quick": 1, "full": 3}  # untimed steps before the timed ones (module docstring)
 RUNS = """Every full run of this benchmark (2 x 256 tokens a step, fp32 % / bf16 % of the peaks; 2-core AMD EPYC,
 family 25 model 17, CPU flags avx2 avx512f avx512_bf16, no AMX; steps 4..8 timed since 2026-12-05).
+At aa5f92a (2026-12-07 05:46 UTC, the SFT step's code as at f2bf8bd, nothing else running): 71.2 / 58.6
+(bf16 1.79x fp32's tokens/s where the peaks' ratio is 2.17x; a slow phase for both, fp32 steps 2.83-3.34 s
+and bf16 1.64-1.93 s after the warm-up, against a bf16 peak of 417.7 GFLOP/s and an fp32 peak of 192.6;
+the bf16 step's cProfile: the decoder's weight gradients 0.41 s a step, its input gradients 0.38 s, its
+forward products 0.34 s, the head's 0.15 s, the attention's batched products 0.10 s, fused AdamW 76 ms).
 At 284d3b3 (2026-12-07 00:35 UTC, the SFT step's code as at f2bf8bd): 69.7 / 61.8 (bf16 1.90x fp32's
 tokens/s where the peaks' ratio is 2.14x; a slow phase for fp32, its steps 2.84-3.59 s after the warm-up
 against 2.7-3.0 in the run before, bf16 steps 1.63-1.91 s, against a bf16 peak of 420.1 GFLOP/s and an fp32
@@ -64,8 +69,8 @@ bf16, the gradient clip's factor applied by the fused AdamW (train/clipping.py):
 head's change alone: 76.1 / 62.8, 74.1 / 59.5, 73.9 / 60.9. With the stages' kept freed memory
 (train/host_memory.py) and the tied embedding's and head's gradient as one tensor
 (lm/tied_embedding.py), 2026-12-05: 70.7 / 60.4, 75.5 / 59.8, 71.5 / 61.7, 77.4 / 59.2, 78.1 / 61.2,
-72.4 / 57.4. Over these twenty-two runs the fp32 goal was met in all but the last (69.7 %, 0.3 points
-short, in a slow phase) and the bf16 goal in thirteen, missed by at most 4.5 points in the others: this
+72.4 / 57.4. Over these twenty-three runs the fp32 goal was met in all but one (69.7 % at 284d3b3, 0.3
+points short, in a slow phase) and the bf16 goal in thirteen, missed by at most 4.5 points in the others: this
 VM's phases move the fp32 step (2.7-3.6 s), the bf16 step (1.5-2.5 s) and the bf16 peak (394-441 GFLOP/s
 in the last thirteen) by more than that. Earlier: 71.2 / 58.3 before those changes; 2026-12-04 (steps 2..4
 timed, which counted the allocator's warm-up) fp32 61.6-73.2, bf16 48.4-58.1; 2026-12-03 70 / 33
