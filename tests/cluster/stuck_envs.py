@@ -61,3 +61,21 @@ class HangsOnOneStopsOnThree(Numbers):
         if task.hidden["n"] == 3:
             raise WarmstartError("numbers: the checker's server is not configured")
         return super().verify(task, trajectory)
+
+
+class SlowToLoadHangsOnZero(Numbers):
+    """An actor takes 3 s to hold it (its modules' imports), task 0's verification never returns and every
+    other takes 1.5 s: while the driver waits for the replacement of the actor stuck on 0, the others answer."""
+
+    def __init__(self) -> None:
+        self.loads_in_s = 3.0  # a state to unpickle: without one, pickle would not call __setstate__
+
+    def __setstate__(self, state: dict) -> None:
+        time.sleep(state["loads_in_s"])
+        self.__dict__.update(state)
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        if task.hidden["n"] == 0:
+            time.sleep(3600)
+        time.sleep(1.5)
+        return super().verify(task, trajectory)

@@ -74,6 +74,20 @@ def test_a_verification_past_the_timeout_is_an_infra_error_and_its_actor_is_repl
     assert actor_processes_when_settled(ACTORS, set()) == set()  # the with-block stopped the actors
 
 
+def test_answers_that_came_while_a_replacement_started_are_kept(ray_cluster):
+    """Three actors: the one stuck on pair 0 is replaced, which holds the driver up for the 3 s a fresh actor
+    takes to load the environment; the other two each answer a pair meanwhile (1.5 s each). Both answers are
+    verdicts, not timeouts: only pair 0 is an infra error."""
+    from warmstart.cluster.verifiers import RayVerifier
+
+    env = plugin("SlowToLoadHangsOnZero")
+    pairs = right_answers(env.tasks("train", 6, 0))
+    with RayVerifier.start(env, count=3, max_restarts=0, timeout=2.0) as verifier:
+        verdicts = verifier.verify_all(pairs)
+    assert [v.infra_error for v in verdicts] == [stuck_verdict("2"), *[None] * 5]
+    assert [v.passed for v in verdicts] == [False, *[True] * 5]
+
+
 def test_ctrl_c_during_a_verification_that_never_returns_stops_the_actors_within_seconds(ray_cluster, ctrl_c_raises):
     """A stopping stage waits STOP_GRACE_S for a busy actor, as locally, not the bound (600 s here)."""
     env = plugin("HangsOnTwo")

@@ -122,7 +122,7 @@ class RayVerifier:
                     busy[job.current] = job
                 else:
                     idle.append(job.slot)
-            for job in [job for job in busy.values() if job.deadline <= time.monotonic()]:
+            for job in expired(busy):
                 del busy[job.current]
                 results[job.index].append(self.bound.timed_out())
                 if job.rest:  # the chunk's results stay in order: its rest goes first
@@ -163,6 +163,21 @@ class RayVerifier:
 
     def __exit__(self, exc_type, *exc_info) -> None:
         self.close(stopping=exc_type is not None)
+
+
+def expired(busy: dict) -> list[Job]:
+    """The jobs past their deadline whose call has not answered. `ray.wait` hands back one answered call at
+    a time, and the driver can be held up for seconds (starting a replacement actor loads the environment):
+    calls answered meanwhile are past their deadline when they are looked at, and are collected by the next
+    wait, not counted as stuck (which had scored them as infra errors and killed their actors, in a cascade
+    as each replacement held the driver up again)."""
+    now = time.monotonic()
+    late = [job for job in busy.values() if job.deadline <= now]
+    if not late:
+        return []
+    answered, _ = ray.wait([job.current for job in late], num_returns=len(late), timeout=0)
+    answered = set(answered)
+    return [job for job in late if job.current not in answered]
 
 
 def wait_ready(actors: list) -> None:
