@@ -33,3 +33,13 @@ def test_a_template_without_tools_is_said_at_start_and_one_with_them_is_not(serv
     rendering.chat_template = TOOLS_TEMPLATE
     assert template_renders_tools(rendering) is True
     assert started_server_says(model, rendering, caplog) == []
+
+
+def test_a_template_that_raises_on_the_probe_still_lets_the_server_start(served_model, caplog):
+    # A template's own Python error (here a division by zero where it computes something) is not a
+    # TemplateError: the probe had let it through and the server did not start.
+    model, tokenizer = served_model
+    failing = copy.deepcopy(tokenizer)
+    failing.chat_template = "{% for m in messages %}{{ m['content'] }}{{ (1 // 0) if tools else '' }}{% endfor %}"
+    assert template_renders_tools(failing) is None
+    assert started_server_says(model, failing, caplog) == []

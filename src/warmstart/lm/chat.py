@@ -29,7 +29,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import WarmstartError
@@ -99,11 +98,15 @@ PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool", "descriptio
 
 def template_renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool | None:
     """Whether the chat template puts `tools` in the prompt (a template may leave them out without a word);
-    None where it cannot render a one-message conversation at all."""
+    None where it cannot render a one-message conversation at all.
+
+    Any error of the template counts as "cannot tell": a template is a program that may raise whatever its
+    Python raises (a division by zero, a missing key), and this probe must not stop a server from starting;
+    a request that trips the same error is answered with it."""
     asked = [Message(role="user", content="hello")]
     try:
         return render_prompt(tokenizer, asked, [PROBE_TOOL]) != render_prompt(tokenizer, asked)
-    except (TemplateError, ValueError, TypeError):
+    except Exception:  # any error of the template: cannot tell (above)
         return None
 
 

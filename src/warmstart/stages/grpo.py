@@ -231,7 +231,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     pool = tasks if pool_ids is None else tasks_by_id(tasks, pool_ids)
     if world.main and (repeats := repeated_tasks(len(tasks), cfg)):
         log.warning("grpo:%s: %s", cfg.output, repeats)
-    unseen = None  # the batch of the last update no check has seen since (train/grpo.check_unseen_update)
+    unseen = None  # (step, batch) of the last update no check has seen since (train/grpo.check_unseen_update)
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
     with (
@@ -248,7 +248,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
             entry, cursor, trained_on = grpo_step(
                 learner, env, pool, cursor, step, recipe, verifier, filtered, world, served
             )
-            unseen = trained_on or unseen
+            unseen = (step, trained_on) if trained_on else unseen
             history.append(entry)
             tracker.log(step, step_scalars(entry))
             # Seconds differ between processes: the main one's decide when a budget is spent.
@@ -256,8 +256,10 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
             checkpoint_due = step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_budget
             if checkpoint_due:  # what is saved, then published; in every process: the checks add up over them
                 if unseen is not None:  # no later step may measure it: flat steps take no update
-                    checks = StepChecks("grpo", step, "grpo.lr", output_vocabulary(learner.model), after_update=True)
-                    check_unseen_update(learner.model, unseen, cfg, checks, world)
+                    updated_at, batch = unseen  # an error names the step that took the update, not a flat one after it
+                    vocab = output_vocabulary(learner.model)
+                    checks = StepChecks("grpo", updated_at, "grpo.lr", vocab, after_update=True)
+                    check_unseen_update(learner.model, batch, cfg, checks, world)
                     unseen = None
                 check_finite_weights(learner.model, step, "grpo", "grpo.lr", world.total)
             if world.main and checkpoint_due:
