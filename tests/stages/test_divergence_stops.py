@@ -62,10 +62,14 @@ def test_sft_at_lr_1e4_stops_at_step_2_and_publishes_nothing(tmp_path):
 
 def test_sft_whose_loss_climbs_far_above_a_uniform_guess_stops_and_keeps_earlier_checkpoints(tmp_path):
     recipe = curated_run(tmp_path, "sft.lr=1", "sft.steps=6", "sft.checkpoint_every=1", train=40)
-    with pytest.raises(WarmstartError, match=r"^sft: the loss is [0-9.]+ at step 4, above 2 ln V = 11\.41 \(V = 300"):
+    # Step 3's update took the loss to 26.9: checked before its checkpoint was saved. Before, step-3 was saved,
+    # step 4's loss stopped the run, and a rerun resumed from step-3 to stop again at once.
+    with pytest.raises(
+        WarmstartError, match=r"^sft: the loss is [0-9.]+ after the update of step 3, above 2 ln V = 11\.41 \(V = 300"
+    ):
         sft.run(recipe)
     assert not published(tmp_path, "student")
-    assert checkpoints(tmp_path, "student") == ["step-2", "step-3"]  # keep_checkpoints = 2
+    assert checkpoints(tmp_path, "student") == ["step-1", "step-2"]  # keep_checkpoints = 2
 
 
 def test_sfts_last_update_is_checked_before_it_is_saved_and_published(tmp_path):

@@ -298,9 +298,11 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprin
                 },
             )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                if step == cfg.steps:  # the last update, which no step's loss saw, before it is saved and published
-                    checks = StepChecks("sft", step, "sft.lr", vocabulary, after_update=True)
-                    check_unseen_update(s.model, stream, cfg, s.tokenizer.pad_token_id, checks, s.kd, world)
+                # The update the checkpoint holds, which no step's loss has seen yet: checked before it is saved
+                # (a diverged update saved had been what a rerun resumed from, to stop again at once) and
+                # published. One more forward and backward per checkpoint.
+                checks = StepChecks("sft", step, "sft.lr", vocabulary, after_update=True)
+                check_unseen_update(s.model, stream, cfg, s.tokenizer.pad_token_id, checks, s.kd, world)
                 check_finite_weights(s.model, step, "sft", "sft.lr", world.total)  # what is saved, then published
                 # A sharded model's whole state is gathered by every process, to the main one that writes it.
                 sharded = sharding.is_sharded(s.model)

@@ -16,6 +16,7 @@ under CPU bfloat16 autocast with linear layers' backward in the layouts CPU kern
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -33,7 +34,7 @@ from .clipping import clipped_step, gradient_norm
 from .data import Example, collate, epoch_order, pack, row_width
 from .distributed import SINGLE, World, sum_gradients
 from .sharding import is_sharded
-from .step_checks import StepChecks
+from .step_checks import StepChecks, random_state_kept
 
 
 def lr_factor(step: int, cfg: SftConfig) -> float:
@@ -88,8 +89,10 @@ class RowStream:
         return {"epoch": self.epoch, "row": self.row}
 
     def ahead(self) -> RowStream:
-        """A copy at this position, to read the rows this stream would give next without moving it."""
-        return RowStream(self.examples, self.cfg, self.seed, self.position)
+        """A copy at this position, to read the rows this stream would give next without moving it. Shallow:
+        it shares this epoch's packed rows (packing an epoch again costs seconds on a large dataset) and, at
+        an epoch's end, packs the next one for itself."""
+        return copy.copy(self)
 
 
 def make_optimizer(model, cfg: SftConfig):
@@ -202,12 +205,11 @@ def check_unseen_update(
     kd: KdSetup | None = None,
     world: World = SINGLE,
 ) -> None:
-    """The weights after the last step's update, which no step's loss sees, checked before they are saved
-    and published as a next step would check them: its loss and gradient on the rows it would take (once
-    per run: every earlier update is seen by the next step's loss, a resumed run's included). No update
-    is taken, the gradient is dropped, and the stream and the random state (dropout's draws; a checkpoint
-    keeps it) are left as they were."""
-    with torch.random.fork_rng(devices=[]):
+    """The weights after a step's update, which no step's loss has seen yet, checked before a checkpoint saves
+    them (and the last one before it is published) as the next step would check them: its loss and gradient
+    on the rows it would take. No update is taken, the gradient is dropped, and the stream and the random
+    state (dropout's draws; a checkpoint keeps it) are left as they were."""
+    with random_state_kept(model):
         loss, targets = accumulate_gradients(
             model, step_rows(stream.ahead(), cfg), stream.examples, cfg, pad_id, kd, KdTotals() if kd else None, world
         )

@@ -24,16 +24,18 @@ A run is stopped as diverged where:
   it. Measured on the tiny student: at most 0.06 per token at `grpo.lr` 1e-4 to 1e-2, up to 5.1 at 0.1 (a
   policy rewritten at each update, still below ln 300 = 5.70), 23 at 1, 2e5 at 100.
 
-The loss a step reports is computed before its update, so no step sees the last update, and in GRPO no
-step may see an update at all (a step whose groups are all flat takes none, a resumed run's first ones
-included): such an update is checked once more before a checkpoint saves it, as a next step would
-(`after_update`; train/sft.py and train/grpo.py `check_unseen_update`).
+The loss a step reports is computed before its update, so the update a checkpoint holds is one no step
+has measured yet (the last one never is, and in GRPO a step whose groups are all flat takes none, a
+resumed run's first ones included): it is checked once more before the checkpoint saves it, as a next step
+would (`after_update`; train/sft.py and train/grpo.py `check_unseen_update`). Saved unchecked, a diverged
+update was the checkpoint a rerun resumed from, to stop again at once.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -138,3 +140,12 @@ class StepChecks:
 def as_float(value) -> float:
     """A scalar tensor (a sharded run's norm is a DTensor: its full value) or number as a float."""
     return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
+
+
+def random_state_kept(model) -> AbstractContextManager:
+    """A block after which the random state is as before it (dropout's draws in a check's forward): the CPU's
+    generator, and the model's GPU's where it is on one (`fork_rng(devices=[])` alone leaves CUDA's drawn)."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.random.fork_rng(devices=[device.index or 0], device_type="cuda")
+    return torch.random.fork_rng(devices=[])
