@@ -131,6 +131,9 @@ def test_sft_says_what_it_left_out_and_trains_nothing_without_an_assistant_turn(
         ({"logprobs": [{"token": "A", "logprob": -0.1, "top_logprobs": []}]}, r"logprobs\[0\] is a dict, not a list"),
         ({"logprobs": [[{"text": "A", "logprob": -0.1}]]}, r"logprobs\[0\]\[0\] has no token text or id"),
         ({"logprobs": [[{"token": "A"}]]}, r"logprobs\[0\]\[0\] has no logprob"),
+        # A null for the sampled token had crashed the alignment (IndexError) where no alternative was listed.
+        ({"logprobs": [[{"token": "A", "logprob": None}]]}, r"logprobs\[0\]\[0\] has a null logprob"),
+        ({"logprobs": [[{"token": "A", "logprob": 0.5}]]}, r"logprobs\[0\]\[0\] has a logprob that is not a log-prob"),
         ({"logprobs": [[{"id": "5", "logprob": -0.1}]]}, r"logprobs\[0\]\[0\] has an id that is not an integer"),
         (
             {"logprobs": [[{"token": "A", "logprob": -0.1, "top_logprobs": {"A": -0.1}}]]},

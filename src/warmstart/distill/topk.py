@@ -14,6 +14,7 @@ log-probs) are trained with cross-entropy only and counted.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def logprobs_problem(turns) -> str | None:
             return f"logprobs[{number}] is a {type(entries).__name__}, not a list ({LOGPROBS_SHAPE})"
         for position, entry in enumerate(entries):
             where = f"logprobs[{number}][{position}]"
-            problem = entry_problem(entry) or next(
+            problem = entry_problem(entry, sampled=True) or next(
                 (entry_problem(a) for a in entry.get("top_logprobs") or [] if entry_problem(a)), None
             )
             if problem:
@@ -125,7 +126,14 @@ def logprobs_problem(turns) -> str | None:
     return None
 
 
-def entry_problem(entry) -> str | None:
+# A log-prob a little above 0 is a server's rounding (as the API clients allow: policies/backend.py).
+LOGPROB_SLACK = 1e-3
+
+
+def entry_problem(entry, sampled: bool = False) -> str | None:
+    """What is wrong with one token's entry, or None. An alternative's null log-prob is skipped (`support`);
+    the `sampled` token's is refused: it is where the teacher's distribution is lined up with the training
+    ids, and without it the turn had crashed the alignment (no alternatives) or gone unaligned unsaid."""
     if not isinstance(entry, dict):
         return f"holds a {type(entry).__name__}"
     if "id" in entry and (isinstance(entry["id"], bool) or not isinstance(entry["id"], int)):
@@ -135,8 +143,12 @@ def entry_problem(entry) -> str | None:
     if "logprob" not in entry:
         return "has no logprob"
     logprob = entry["logprob"]
-    if logprob is not None and (isinstance(logprob, bool) or not isinstance(logprob, (int, float))):
+    if logprob is None:
+        return "has a null logprob (the sampled token's must be a number)" if sampled else None
+    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
         return f"has a logprob that is not a number ({logprob!r})"
+    if not math.isfinite(logprob) or logprob > LOGPROB_SLACK:
+        return f"has a logprob that is not a log-probability ({logprob!r}: a finite number at most 0)"
     if "top_logprobs" in entry and not isinstance(entry["top_logprobs"], (list, type(None))):
         return f"has top_logprobs that are a {type(entry['top_logprobs']).__name__}, not a list"
     return None

@@ -167,15 +167,38 @@ LOGPROB_SLACK = 1e-3
 
 
 def logprob_problem(value) -> str | None:
-    """Why `value` is not a log-probability (a finite number, at most 0; None, where a server gives none,
-    is left to the reader), or None. A NaN or a positive one would pass into a distillation loss unseen."""
-    if value is None:
-        return None
+    """Why `value` is not a log-probability (a finite number, at most 0), or None. A NaN or a positive one
+    would pass into a distillation loss unseen; a null (None) would pass as a token with no teacher
+    distribution. The one place the APIs send a null, an echoed prompt's first token, which nothing
+    predicts, is its reader's to allow (`openai_scoring.prompt_scores`)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"{json_kind(value)}, not a number"
     if not math.isfinite(value) or value > LOGPROB_SLACK:
         return f"{value!r}, not a log-probability (a finite number, at most 0)"
     return None
+
+
+# A synchronous client (a teacher's scoring, GRPO's rollout server) leaves 429s, 5xx and dropped connections
+# to the SDK's own retries (`max_retries`); a 200 that is no reply (a body that cannot be decoded, one of
+# the wrong shape) the SDK hands over as it came, and the client asks again itself, as many times, waiting
+# as the SDK waits between its own tries.
+REASK_WAIT_S = 0.5  # the openai SDK's first wait, doubled each try
+REASK_MAX_WAIT_S = 8.0  # and its longest
+
+
+def asked_until_usable(ask, max_retries: int, give_up, pause=time.sleep):
+    """`ask()`'s answer, asked again up to `max_retries` times while it raises a retryable `RequestError`;
+    then `give_up(what was wrong, "(after N retries)")`, a WarmstartError, is raised. `pause(seconds)`
+    waits between tries (a client that can be closed ends the wait by raising)."""
+    for attempt in range(max_retries + 1):
+        try:
+            return ask()
+        except RequestError as exc:
+            if not exc.failure.retry or attempt == max_retries:
+                after = f" (after {attempt} retries)" if attempt else ""
+                raise give_up(f"{exc}{after}") from None
+        pause(min(REASK_MAX_WAIT_S, REASK_WAIT_S * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def refuse_error_body(response) -> None:

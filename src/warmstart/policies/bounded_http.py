@@ -9,11 +9,13 @@ as they come, decompressed, so a small gzip body cannot expand without bound eit
 deflate are asked for (`Accept-Encoding`): those are the encodings counted here.
 
 A 2xx body that is not in the encoding it is labelled with (a proxy that labels plain JSON gzip, a
-stream spoiled in transit, a server that compresses with an encoding not asked for, such as br) is
-`UndecodableBody`, which the callers take as a body that is not JSON (a server fault, quoted). An error
-status's body is read for its message only: what is done about it (a 401 stops, a 429 waits its
-Retry-After) is its status's, so a message that cannot be decoded is replaced by an error object saying
-so, and the SDK raises its status error as for any other.
+stream spoiled in transit, a server that compresses with an encoding not asked for, such as br), or one
+that ends inside its compressed data (a stream cut short: what came decompresses without error, and is
+only the start of a reply), is `UndecodableBody`, which the callers take as a body that is not JSON (a
+server fault, quoted). An error status's body is read for its message only: what is done about it (a
+401 stops, a 429 waits its Retry-After) is its status's, so a message that cannot be decoded is replaced
+by an error object saying so (one cut short is kept as far as it came), and the SDK raises its status
+error as for any other.
 
 The limit is per request, from what the request asks for (`reply_limit`): a base for any answer (an
 error page, a model list) plus, per generated token and per log-prob alternative, a generous JSON size.
@@ -47,8 +49,9 @@ class ReplyTooLarge(ValueError):
 
 
 class UndecodableBody(ValueError):
-    """A 2xx body that is not in the Content-Encoding it is labelled with; `start`: its first bytes as they
-    came, which say what it was (plain JSON labelled gzip, an HTML page)."""
+    """A 2xx body that is not in the Content-Encoding it is labelled with, or cut short inside it; `start`:
+    its first bytes, which say what it was: as they came (plain JSON labelled gzip, an HTML page), or for
+    a stream cut short as they decompress (the reply it was the start of)."""
 
     def __init__(self, url: httpx2.URL, what: str, start: bytes):
         super().__init__(f"the answer to {url.path} is {what}")
@@ -106,6 +109,8 @@ class Meter:
         self.encoding = encoding
         self.decoder = self._decoder() if encoding in DECODED else None
         self.start = b""  # the body's first bytes as they came
+        self.decoded_start = b""  # and as they decompress
+        self.arrived = 0  # bytes as they came
         self.replaced = False  # an error status's body that could not be decoded, replaced (`_undecodable`)
 
     def _decoder(self, raw_deflate: bool = False):
@@ -120,6 +125,7 @@ class Meter:
             return b""
         first = not self.start
         self.start += data[: START_BYTES - len(self.start)]
+        self.arrived += len(data)
         if self.decoder is not None:
             return self._counted(self._decompress(data))
         if first and self.encoding not in ("", "identity") and not looks_like_json(self.start):
@@ -131,11 +137,21 @@ class Meter:
         if self.decoder is None or self.replaced:
             return b""
         try:
-            return self._counted(self.decoder.flush())
+            rest = self._counted(self.decoder.flush())
         except zlib.error as exc:
             return self._undecodable(zlib_problem(exc))
+        # zlib takes a stream cut short without a word: only the end of its compressed data says it is whole.
+        # An error status's message, cut short, is still the best word on it there is: kept as it came.
+        if self.arrived and not self.decoder.eof and 200 <= self.status < 300:
+            what = (
+                f"a {self.encoding} stream cut short (Content-Encoding: {self.encoding}): the body ends inside its "
+                f"compressed data, after {self.arrived} bytes; decompressed, it begins"
+            )
+            raise UndecodableBody(self.url, what, self.decoded_start)
+        return rest
 
     def _counted(self, data: bytes) -> bytes:
+        self.decoded_start += data[: START_BYTES - len(self.decoded_start)]
         self.read += len(data)
         if self.read > self.limit:
             raise ReplyTooLarge(self.url, self.limit, self.status)

@@ -11,12 +11,11 @@ One request per sequence, `concurrency` in flight, through the official `openai`
 (`max_retries`, with backoff) cover 429s, 5xx and dropped connections. A 200 that is no completion (a
 body that is not JSON, not UTF-8 or not in its Content-Encoding: a proxy's page; log-probs that are not
 numbers) is a server fault as it is for a policy (`backend.unreadable_reply`), quoted on one line, and
-asked again as many times.
+asked again as many times (`backend.asked_until_usable`, as GRPO's rollout server does).
 """
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,8 +28,8 @@ from ..errors import WarmstartError
 from .backend import (
     UNREADABLE,
     ReplyShape,
-    RequestError,
     api_key,
+    asked_until_usable,
     invalid_reply,
     logprob_problem,
     request_error,
@@ -46,9 +45,6 @@ from .openai_api import DEFAULT_BASE_URL, check_endpoint
 class ScoredSequence:
     tokens: list[str]  # the server's text of each token, as returned
     logprobs: list[float | None]  # log p(token t | tokens before t); entry 0 is None
-
-
-RETRY_WAIT_S = 0.5  # before asking again after a 200 that was no completion, doubled each time (as the SDK's)
 
 
 class RemoteScorer:
@@ -73,17 +69,11 @@ class RemoteScorer:
     def _score_one(self, ids: list[int]) -> ScoredSequence:
         if not ids:
             return ScoredSequence([], [])
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._ask(ids)
-            except RequestError as exc:  # a 200 that was no completion: the SDK asks again after a 5xx only
-                if attempt == self.max_retries:
-                    after = f" (after {attempt} retries)" if attempt else ""
-                    raise WarmstartError(
-                        f"{self._name()}: no usable answer from {self.base_url}: {exc}{after}"
-                    ) from None
-                time.sleep(RETRY_WAIT_S * 2**attempt)
-        raise AssertionError("unreachable")
+        return asked_until_usable(  # a 200 that was no completion: the SDK asks again after a 5xx only
+            lambda: self._ask(ids),
+            self.max_retries,
+            lambda said: WarmstartError(f"{self._name()}: no usable answer from {self.base_url}: {said}"),
+        )
 
     def _ask(self, ids: list[int]) -> ScoredSequence:
         """One request's scores; `RequestError` where a 200 came back that was no completion."""
@@ -129,7 +119,8 @@ def connect_scorer(spec: PolicySpec, api_cfg, key: str) -> RemoteScorer:
 
 def prompt_scores(response: Completion, n: int) -> ScoredSequence | None:
     """The first `n` echoed tokens' texts and log-probs of a completion; None where it has none (a server
-    that does not score prompts); `ReplyShape` where they are not texts and log-probabilities."""
+    that does not score prompts: no log-probs, or null for every token but the first); `ReplyShape` where
+    they are not texts and log-probabilities. Only the first token's null is one: nothing predicts it."""
     choices = response.choices
     require_kind(choices, (list,), "choices", "a list")
     if not choices:
@@ -144,10 +135,12 @@ def prompt_scores(response: Completion, n: int) -> ScoredSequence | None:
         return None
     require_kind(tokens, (list,), "choices[0].logprobs.tokens", "a list")
     require_kind(listed, (list,), "choices[0].logprobs.token_logprobs", "a list")
-    if len(listed) < n or len(tokens) < n or any(v is None for v in listed[1:n]):
+    if len(listed) < n or len(tokens) < n or n > 1 and all(v is None for v in listed[1:n]):
         return None
     for position in range(n):
         require_kind(tokens[position], (str,), f"choices[0].logprobs.tokens[{position}]", "text")
+        if position == 0 and listed[0] is None:
+            continue  # the API's null for the first token, which nothing predicts
         if problem := logprob_problem(listed[position]):
             raise ReplyShape(f"choices[0].logprobs.token_logprobs[{position}] is {problem}")
     return ScoredSequence(list(tokens[:n]), [None, *listed[1:n]])  # nothing predicts the first token

@@ -16,7 +16,10 @@ mismatch and stops the run instead of training on another policy's tokens.
 Where the server stops is its own (its end-of-turn tokens): a completion is cut at the first of the
 trainer's stop ids, and one that stopped on a token the trainer does not know as a stop is an error.
 Requests carry no seed: a server batches them with others, so its samples are not reproducible from the
-run's seed (the local sampler's are).
+run's seed (the local sampler's are). A 200 that is no completion (a body that is not JSON, not UTF-8 or
+not in its Content-Encoding; log-probs that are not log-probabilities, a null among them) is a server
+fault, as it is for a teacher: asked again up to `api.max_retries` times (`backend.asked_until_usable`),
+then one line naming what was wrong.
 
 Every request runs on a daemon thread while the calling thread waits for it (`_detached`), so that a
 Ctrl-C stops the run at once, whatever the server does: the main thread stops waiting when the interrupt
@@ -38,11 +41,25 @@ from urllib.parse import urlsplit
 
 import httpx2
 import openai
+from openai.types import Completion
 
 from ..errors import WarmstartError
 from ..lm.generation import Sampled
 from ..types import Sampling
-from .backend import api_key, make_client, served_models
+from .backend import (
+    UNREADABLE,
+    ReplyShape,
+    api_key,
+    asked_until_usable,
+    invalid_reply,
+    logprob_problem,
+    make_client,
+    request_error,
+    require_kind,
+    require_parsed,
+    served_models,
+    unreadable_body,
+)
 from .bounded_http import http_client
 from .openai_api import check_endpoint
 
@@ -55,6 +72,7 @@ class RolloutServer:
 
     def __init__(self, name: str, base_url: str, key: str, timeout_s: float, concurrency: int, max_retries: int):
         self.base_name, self.base_url, self.key, self.concurrency = name, base_url, key, concurrency
+        self.max_retries = max_retries
         self.policy = name  # the model name requests use: the base, or the newest adapter
         self.client = make_client(
             lambda: openai.OpenAI(
@@ -88,7 +106,17 @@ class RolloutServer:
 
     def _sample_chunk(self, prompts: list[list[int]], sampling: Sampling, stop_ids: set[int]) -> list[Sampled]:
         """One request for several prompts (vLLM's and `warmstart serve`'s batch form): the server starts them
-        together, where one request per prompt would start them as they happen to arrive."""
+        together, where one request per prompt would start them as they happen to arrive. Asked again
+        where a 200 came back that was no completion (the SDK asks again after a 5xx only)."""
+        return asked_until_usable(
+            lambda: self._ask(prompts, sampling, stop_ids),
+            self.max_retries,
+            lambda said: WarmstartError(f"{WHERE}: no usable answer from {self.base_url}: {said}"),
+            self._pause,
+        )
+
+    def _ask(self, prompts: list[list[int]], sampling: Sampling, stop_ids: set[int]) -> list[Sampled]:
+        """One request's turns; `RequestError` where a 200 came back that was no completion."""
         try:
             response = self.client.completions.create(
                 model=self.policy,
@@ -104,16 +132,32 @@ class RolloutServer:
                 f"{WHERE}: HTTP {exc.status_code} from {self.base_url}: {one_line(exc.message)}"
             ) from None
         except (openai.APIError, ValueError) as exc:
+            if unreadable_body(exc) is not None:  # a 200 whose body cannot be decoded
+                raise request_error(exc, openai) from None
             raise WarmstartError(f"{WHERE}: no usable answer from {self.base_url}: {one_line(str(exc))}") from None
+        require_parsed(response, Completion)  # a proxy's page the SDK handed over as text
         if response.model != self.policy:
             raise WarmstartError(
                 f"{WHERE}: asked {self.base_url} for policy {self.policy!r} and got an answer from {response.model!r} "
                 "(a policy-version mismatch); no update is taken on it"
             )
+        try:
+            return self._turns(response, prompts, stop_ids)
+        except UNREADABLE as exc:  # the SDK builds its types from the body unchecked
+            said = str(exc) if isinstance(exc, ReplyShape) else type(exc).__name__
+            raise invalid_reply(f"a completion warmstart cannot read ({said})") from None
+
+    def _turns(self, response: Completion, prompts: list[list[int]], stop_ids: set[int]) -> list[Sampled]:
+        require_kind(response.choices, (list,), "choices", "a list")
         choices = sorted(response.choices, key=lambda c: c.index)
         if [c.index for c in choices] != list(range(len(prompts))):
             raise WarmstartError(f"{WHERE}: {self.base_url} answered {len(choices)} choices for {len(prompts)} prompts")
-        return [sampled_turn(p, c, stop_ids, self.base_url) for p, c in zip(prompts, choices)]
+        return [sampled_turn(p, c, stop_ids, self.base_url, c.index) for p, c in zip(prompts, choices)]
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before asking again; closed meanwhile, nothing more is asked."""
+        if wait([self.closed], timeout=seconds).done:
+            raise WarmstartError(f"{WHERE}: the client of {self.base_url} is closed")
 
     # --- weights --------------------------------------------------------------------------------------
 
@@ -207,8 +251,9 @@ def work_through(todo: queue.SimpleQueue) -> None:
             future.set_exception(exc)
 
 
-def sampled_turn(prompt: list[int], choice, stop_ids: set[int], base_url: str) -> Sampled:
-    """The choice's ids and log-probs as a Sampled turn, cut at the first stop id."""
+def sampled_turn(prompt: list[int], choice, stop_ids: set[int], base_url: str, number: int = 0) -> Sampled:
+    """The choice's ids and log-probs as a Sampled turn, cut at the first stop id. `number`: the choice's
+    index, which a reply's problem is named by."""
     extra = choice.model_extra or {}
     ids = extra.get("token_ids")
     if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
@@ -217,7 +262,8 @@ def sampled_turn(prompt: list[int], choice, stop_ids: set[int], base_url: str) -
             "vLLM >= 0.10.2, SGLang and `warmstart serve` do); re-tokenized text is not what the policy sampled"
         )
     listed = choice.logprobs.token_logprobs if choice.logprobs is not None else None
-    logprobs = listed_logprobs(listed, ids, choice.finish_reason == "stop", base_url)
+    where = f"choices[{number}].logprobs.token_logprobs"
+    logprobs = listed_logprobs(listed, ids, choice.finish_reason == "stop", base_url, where)
     cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
     if cut is not None:
         return Sampled(list(prompt), ids[: cut + 1], True, logprobs[: cut + 1])
@@ -229,10 +275,16 @@ def sampled_turn(prompt: list[int], choice, stop_ids: set[int], base_url: str) -
     return Sampled(list(prompt), ids, False, logprobs)
 
 
-def listed_logprobs(listed, ids: list[int], stopped: bool, base_url: str) -> list[float | None]:
-    """One log-prob per id. A server that leaves the stop token's out (one short, stopped) gets None there."""
+def listed_logprobs(listed, ids: list[int], stopped: bool, base_url: str, where: str) -> list[float | None]:
+    """One log-prob per id. A server that leaves the stop token's out (one short, stopped) gets None there:
+    unknown (train/mismatch.py weights it 1). A null the server lists has no such meaning: every token here
+    was sampled, none echoed, so it is `ReplyShape`, as a NaN or a positive one is."""
     if listed is None:
         raise WarmstartError(f"{WHERE}: {base_url} returned no logprobs (asked with logprobs: 0)")
+    require_kind(listed, (list,), where, "a list")
+    for position, value in enumerate(listed):
+        if problem := logprob_problem(value):
+            raise ReplyShape(f"{where}[{position}] is {problem}")
     if len(listed) == len(ids) - 1 and stopped:
         listed = [*listed, None]
     if len(listed) != len(ids):
