@@ -7,12 +7,17 @@ is answered:
   Content-Length headers that disagree, is a 400: `int()` takes "²" or "٣", and which of two lengths to
   believe is how request smuggling starts. Over the limit, a 413 at once, from the header alone, none of the
   body read (the connection's lingering close, `connections.py`, lets a client still sending read it). A
-  body that ends before N bytes is a 400, one that stops coming a 408: neither is taken for the whole.
+  body that ends before N bytes is a 400, one that stops coming a 408: neither is taken for the whole. So is
+  one that does not all come by the body's deadline (`connections.BODY_TIMEOUT_S`), however steadily it trickles.
 - `Transfer-Encoding: chunked` (curl -T -, a streamed upload, Node's fetch with a stream): the chunks
   joined. The limit bounds every byte read, the chunks' size lines, extensions and trailers included, so
   that one-byte chunks with long extensions cannot make the server read a thousand times the limit. A
   Content-Length beside it is a 400 (RFC 9112 6.3 calls that message an attack); any other transfer
-  coding, in any of the Transfer-Encoding headers, is a 501.
+  coding, in any of the Transfer-Encoding headers, is a 501. The framing is read as RFC 9112 7.1 writes it,
+  and anything else is a 400: a size in hexadecimal digits alone (no space, sign or `0x`), then an optional
+  `;extension`, every line ended by CRLF (not a bare LF), each chunk's data followed by CRLF. Leniency here
+  is how requests are smuggled: a proxy in front that reads the same bytes another way (a bare LF as no
+  line end, `1f ` as no size) sees a different request end, and the bytes after it as another request.
 - Neither: a 411, Length Required.
 
 `declared_length` judges the headers alone, so that a client waiting for `100 Continue` is refused
@@ -21,12 +26,18 @@ before it sends anything.
 
 from __future__ import annotations
 
+import re
 from typing import BinaryIO
 
+from .connections import DeadlinePassed
 from .request import ApiError
 
 MAX_CHUNK_LINE = 1024  # a chunk's size line with its extensions: a longer one is not a client's mistake
 MAX_TRAILER_LINES = 64
+# RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" ... ). The extensions are ignored, so
+# only their start is checked; no CR or LF may stand in them. 16 digits: a size up to 2^64.
+CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?\r\n")
+TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n")  # field-name ":" value CRLF
 
 
 def read_body(rfile: BinaryIO, headers, limit: int) -> bytes:
@@ -34,6 +45,8 @@ def read_body(rfile: BinaryIO, headers, limit: int) -> bytes:
     length = declared_length(headers, limit)
     try:
         return read_chunked(rfile, limit) if length is None else read_exactly(rfile, length)
+    except DeadlinePassed as late:  # each read in time, the whole body not (Handler.body_timeout)
+        raise ApiError(408, str(late)) from None
     except TimeoutError:  # the socket's per-read timeout: the client stopped sending, but may still read
         raise ApiError(408, "the request body stopped arriving before its end") from None
 
@@ -105,21 +118,30 @@ def read_chunked(rfile: BinaryIO, limit: int) -> bytes:
     body = bytearray()
     while size := chunk_size(reads.line()):
         data = reads.data(size)
-        if len(data) < size or reads.line().strip():
-            raise ApiError(400, "the chunked request body ended early or a chunk is longer than its size")
+        if len(data) < size:
+            raise ApiError(400, f"the chunked request body ended inside a chunk, after {len(data)} of its {size} bytes")
+        if reads.data(2) != b"\r\n":
+            raise ApiError(400, "a chunk of the chunked request body is longer than its size, or not followed by CRLF")
         body += data
     for _ in range(MAX_TRAILER_LINES):
-        if not reads.line().strip():
+        line = reads.line()
+        if line == b"\r\n":
             return bytes(body)
+        if not TRAILER_LINE.fullmatch(line):
+            raise ApiError(400, f"the chunked request body has a malformed trailer line: {line[:40]!r}")
     raise ApiError(400, f"the chunked request body has more than {MAX_TRAILER_LINES} trailer lines")
 
 
 def chunk_size(line: bytes) -> int:
-    """The size a chunk's line gives (hexadecimal, before any `;extension`), or a 400."""
-    digits = line.split(b";", 1)[0].strip()
-    if not line.endswith(b"\n") or not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
-        raise ApiError(400, f"the chunked request body has a malformed chunk size line: {line[:40]!r}")
-    return int(digits, 16)
+    """The size a chunk's line gives (hexadecimal, before any `;extension`, the line ended by CRLF), or a 400."""
+    framed = CHUNK_SIZE_LINE.fullmatch(line)
+    if framed is None:
+        raise ApiError(
+            400,
+            f"the chunked request body has a malformed chunk size line: {line[:40]!r} "
+            "(hexadecimal digits, an optional ;extension, then CRLF: RFC 9112 7.1)",
+        )
+    return int(framed.group(1), 16)
 
 
 def too_large(what: str, limit: int) -> ApiError:

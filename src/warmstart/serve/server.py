@@ -53,8 +53,10 @@ the server refuses to listen on anything but loopback. --request-timeout bounds 
 queued: one still queued or generating at the first slice boundary past it is answered 504 (code
 `timeout`). Every error, http.server's own included (a malformed request line, PUT or DELETE), is an
 OpenAI-shaped JSON body. Connections (`connections.py`): at most `max_connections` served at once (a 503
-with Retry-After past it), a request's head due within HEAD_TIMEOUT_S, a half-closed client still answered, a
-connection the server closes closed lingering (a client still sending a refused body reads the answer).
+with Retry-After past it), a request's head due within HEAD_TIMEOUT_S and its body within BODY_TIMEOUT_S after
+(a 408), a half-closed client still answered, a connection the server closes closed lingering (a client still
+sending a refused body reads the answer), an HTTP/1.0 one closed after each answer, which says so. An `Expect`
+other than `100-continue` is a 417 (RFC 9110 10.1.1): the server meets no other expectation.
 
 Bodies (`body.py`) are read by their Content-Length or in chunked encoding. Admission (`admission.py`): a
 body over --max-request-bytes is a 413; a prompt (after the chat template) plus max_tokens beyond the
@@ -92,12 +94,14 @@ from .admission import ContextLimit, context_window, longest_token_chars
 from .body import declared_length, read_body
 from .completions import CompletionRequest, completion_json, parse_completion_request
 from .connections import (
+    BODY_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,
     HEAD_TIMEOUT_S,
     AnswerWriter,
     ClientWatch,
     ConnectionLimit,
     DeadlineReads,
+    LingeringCloser,
     busy_answer,
     close_lingering,
     refuse,
@@ -317,14 +321,16 @@ class ChatHTTPServer(ThreadingHTTPServer):
         self.app = app
         self.connections = ConnectionLimit(app.max_connections)
         self.busy_answer = busy_answer(app.max_connections)
+        self.refused = LingeringCloser()  # after super().__init__: a port that cannot be bound leaves no thread
 
     def process_request(self, request: socket.socket, client_address) -> None:
         """A thread for the connection if it is within the limit; past it, a 503 from this (accepting) thread,
-        then the connection closed: idle or slow connections must not pile up threads."""
+        then the connection closed lingering by the one thread that does so for all refused connections: idle
+        or slow connections must not pile up threads, and a client still sending its body must read the 503."""
         if not self.connections.take():
             self.app.metrics.connections_refused.inc()
             refuse(request, self.busy_answer)
-            self.shutdown_request(request)
+            self.refused.close(request)
             return
         try:
             super().process_request(request, client_address)
@@ -338,6 +344,10 @@ class ChatHTTPServer(ThreadingHTTPServer):
         finally:
             self.connections.give_back()
 
+    def server_close(self) -> None:
+        super().server_close()
+        self.refused.stop()
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses its connections
@@ -348,6 +358,8 @@ class Handler(BaseHTTPRequestHandler):
     # The request line and headers, all of them, within this long of the connection's opening or of the
     # previous answer: idle kept-alive connections end, and so do headers trickled a byte at a time.
     head_timeout = HEAD_TIMEOUT_S
+    # The body, all of it, within this long of the head's end: a body trickled a byte at a time is a 408.
+    body_timeout = BODY_TIMEOUT_S
 
     def setup(self) -> None:
         super().setup()
@@ -364,21 +376,31 @@ class Handler(BaseHTTPRequestHandler):
         close_lingering(self.connection)
 
     def handle_one_request(self) -> None:
-        self.reads.deadline = time.monotonic() + self.head_timeout
+        self.reads.keep(self.head_timeout, f"the request's head did not all come within {self.head_timeout:g} s")
         super().handle_one_request()
 
     def parse_request(self) -> bool:
         """http.server's parsing, which reads the headers; the head's deadline ends with it. An HTTP/1.0
         connection is closed after its answer: http.server keeps one that asks for keep-alive open without
-        saying so, and a 1.0 client, which then reads its answer to the close, waited out the head's deadline."""
+        saying so, and a 1.0 client, which then reads its answer to the close, waited out the head's deadline.
+        An expectation the server cannot meet is refused here, before any route runs."""
         try:
             parsed = super().parse_request()
         finally:
-            self.reads.deadline = None
+            self.reads.drop_deadline()
             self.connection.settimeout(self.timeout)  # writes too: not what was left of the head's time
         if self._before_http_11():
             self.close_connection = True
+        if parsed and (unmet := self._unmet_expectations()):
+            self.send_error(417, f"Expect {unmet!r}: this server meets no expectation but 100-continue")
+            return False
         return parsed
+
+    def _unmet_expectations(self) -> str:
+        """The `Expect` header's members other than `100-continue` (http.server answers that one), or "".
+        They used to be ignored: a client that expected something got a plain answer, not told it was unmet."""
+        members = [m.strip() for m in ",".join(self.headers.get_all("Expect") or []).split(",")]
+        return ", ".join(m for m in members if m and m.lower() != "100-continue")
 
     def _before_http_11(self) -> bool:
         """An HTTP/1.0 request: no chunked encoding, no kept-alive connection (the versions compared as
@@ -389,8 +411,10 @@ class Handler(BaseHTTPRequestHandler):
         """A client that waits for `100 Continue` before sending its body (curl does for large ones) is told
         to send it only if the body will be read: not without a valid key (a 401), not for a method other
         than GET and POST (a 405), and not for a body its headers refuse (a 413 over the limit, a 400, 411
-        or 501). It gets that answer instead, its body never sent."""
-        if self.command in ("GET", "POST") and self._authorized() and self._body_acceptable():
+        or 501), and not beside an expectation the server cannot meet (a 417). It gets that answer instead,
+        its body never sent."""
+        acceptable = self._authorized() and self._body_acceptable() and not self._unmet_expectations()
+        if self.command in ("GET", "POST") and acceptable:
             return super().handle_expect_100()
         return True  # no 100: the route answers from the headers before reading any body
 
@@ -426,7 +450,7 @@ class Handler(BaseHTTPRequestHandler):
         if "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
             # A GET with a body (`requests.get(url, json=...)`): read and dropped, or the next request on
             # this kept-alive connection would be read from its middle (a 501 for method "{}GET").
-            read_body(self.rfile, self.headers, app.max_request_bytes)
+            self._read_body()
         if path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [app.model_json(name) for name in app.models()]})
         elif path.startswith("/v1/models/"):
@@ -448,7 +472,7 @@ class Handler(BaseHTTPRequestHandler):
         # The key before the body: a client without one must not make the server read up to the body limit.
         # Its 401 closes the connection (`_send_bytes`), so the unread body is never taken for a request.
         admin.authorize(app, path, self.headers.get("Authorization"))
-        body = _json_object(read_body(self.rfile, self.headers, app.max_request_bytes))
+        body = _json_object(self._read_body())
         client_gone = ClientWatch(self.connection, self.wfile).gone
         if path == "/v1/chat/completions":
             request = parse_chat_request(body, app.models(), app.max_batch)
@@ -468,6 +492,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(200, admin.update_weights(app, body))
         else:
             raise ApiError(404, f"no such endpoint: POST {path}")
+
+    def _read_body(self) -> bytes:
+        """The request's body (body.py), due whole within `body_timeout` of now, however steadily it trickles
+        in: each read bounded alone, a body sent a byte at a time held its thread for as long as it went on."""
+        self.reads.keep(self.body_timeout, f"the request body did not all come within {self.body_timeout:g} s")
+        try:
+            return read_body(self.rfile, self.headers, self.server.app.max_request_bytes)
+        finally:
+            self.reads.drop_deadline()
+            self.connection.settimeout(self.timeout)  # writes too: not what was left of the body's time
 
     def _not_allowed(self, path: str) -> None:
         # Its body is left unread: the answer closes the connection, lingering (`finish`).
@@ -527,7 +561,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        if status >= 400:  # after an error the request body may be unread: start the next request afresh
+        # After an error the request body may be unread: the next request starts on a new connection. An
+        # HTTP/1.0 one is closed after every answer (`parse_request`), and the answer says so: one that had
+        # asked for keep-alive, answered in HTTP/1.1 without a word, could take the connection for kept.
+        if status >= 400 or self._before_http_11():
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
