@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from ..lm.generation import GREEDY_BELOW_TEMPERATURE
-from ..types import Message, Sampling, ToolCall
+from ..types import Message, Sampling, ToolCall, text_of_parts
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 # Parameters accepted without effect, each for a reason: `user` only labels the caller; a zero penalty is
@@ -225,13 +225,16 @@ def _message(m, where: str) -> Message:
 
 
 def _text(content, where: str) -> str | None:
-    """A string, or OpenAI's list of content parts, of which only text parts can reach a text model."""
+    """A string, or OpenAI's list of content parts, of which only text parts can reach a text model: their
+    text as training data has it (`types.text_of_parts`, one part per line), so that a model is served the
+    prompt it was trained on (joined without a separator here, "Solve:" and "2+2" had been "Solve:2+2")."""
     if content is None or isinstance(content, str):
         return content
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
-    ):
-        return "".join(p["text"] for p in content)
+    if isinstance(content, list):
+        try:
+            return text_of_parts(content)
+        except ValueError:
+            pass
     raise bad(f"{where}.content", "must be a string or a list of text parts (images and audio are not supported)")
 
 
