@@ -1,10 +1,13 @@
 """What a report says of the stages whose last run failed: a failed eval's results marked as an earlier
 eval's, and what the failed runs spent, apart from the rows' costs (lineage.py: a failed training run
-published no model)."""
+published no model); and of runs that started and never finished (killed: the manifest's start records,
+runs/directory.py), whose checkpoints, curve and perhaps published model no record describes."""
 
 from __future__ import annotations
 
 import html
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -42,12 +45,58 @@ def stale_note(results_path: Path, last_eval: dict | None) -> str:
     return f"<p class='stale'>{html.escape(text)}</p>"
 
 
-def curves_caption(stages: dict) -> str:
-    """Each curve is its stage's last run (figures.series): where that run failed, the curve is not of the
-    model a row scored, which the caption says."""
+def curves_caption(stages: dict, running: dict | None = None) -> str:
+    """Each curve is its stage's last run (figures.series): where that run failed or never finished, the
+    curve is not of the model a row scored, which the caption says."""
     failed = [name for name, entry in stages.items() if entry.get("status") == "failed" and "train_seconds" in entry]
     note = f" The last run of {', '.join(failed)} failed: its curve is of that run." if failed else ""
+    if running:
+        note += (
+            f" The last run of {', '.join(sorted(running))} never finished (above): its curve is of that run, "
+            "not of the model the stage last recorded."
+        )
     return f"Training curves, per stage (metrics.jsonl), each the stage's last run.{note}"
+
+
+def unfinished_runs(running: dict) -> str:
+    """The runs that started and have no finished or failed record: killed, or still running."""
+    if not running:
+        return ""
+    lines = [
+        f"{name}: a run started at {utc(start.get('started'))} {how_it_ended(start)}"
+        for name, start in sorted(running.items())
+    ]
+    text = (
+        " ".join(f"{line}." for line in lines)
+        + " What such a run wrote (checkpoints, its training curve, a model it may have published) is described "
+        "by no record of the manifest; run the stage again to finish it."
+    )
+    return f"<p class='stale'>{html.escape(text)}</p>"
+
+
+def how_it_ended(start: dict) -> str:
+    """A start record's run: still running here (its pid alive on this host), elsewhere perhaps, or killed."""
+    pid, host = start.get("pid"), start.get("host")
+    if host != socket.gethostname():
+        return f"on host {host} (pid {pid}) and has not finished: it is still running there, or it was killed"
+    if pid_alive(pid):
+        return f"(pid {pid}) is still running"
+    return (
+        f"(pid {pid}, now gone) never finished and recorded no error: it was killed (SIGKILL, the OOM killer, "
+        "a power loss)"
+    )
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 FAILED_CAPTION = (

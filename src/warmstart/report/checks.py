@@ -101,6 +101,7 @@ def check_row(path: Path, where: str, row: Any, k: int) -> None:
     optional(path, row, where, f"pass@{k}", either_none(is_share), "a number from 0 to 1 or null")
     optional(path, row, where, f"pass@{k}_ci", either_none(is_interval), "[low, high] or null")
     optional(path, row, where, "policy", either_none(is_text), "the policy's name")
+    optional(path, row, where, "model_files", is_digests, "an object of file: digest")
 
     def within_tasks(n: Any) -> bool:
         return is_count(n) and n <= row["tasks"]
@@ -136,11 +137,40 @@ def check_stages(path: Path, stages: dict) -> dict:
             optional(path, entry, where, key, either_none(is_number), "a number")
         for key in ("status", "init", "data", "source", "error"):
             optional(path, entry, where, key, either_none(is_text), "text")
+        for key in ("sequence", "started_sequence"):
+            optional(path, entry, where, key, either_none(is_count), "a whole number")
+        optional(
+            path,
+            entry,
+            where,
+            "output_files",
+            lambda o: isinstance(o, dict) and all(map(is_digests, o.values())),
+            "an object of directory: {file: digest}",
+        )
         optional(path, entry, where, "api_cost", either_none(lambda c: isinstance(c, dict)), "an object")
         check_api_cost(path, f"{where}.api_cost", entry.get("api_cost") or {})
         if name.startswith("curate:") and "kept" in entry:
             check_funnel(path, where, entry)
     return stages
+
+
+def check_running(path: Path, running: Any) -> dict:
+    """manifest.json's start records (runs that never finished), absent from older manifests; returned as they are."""
+    running = {} if running is None else running
+    require(path, "running", running, lambda r: isinstance(r, dict), "an object of stage: start record")
+    for name, start in running.items():
+        where = f"running.{name}"
+        require(path, where, start, lambda s: isinstance(s, dict), "an object (a start record)")
+        optional(path, start, where, "started", either_none(is_number), "a number")
+        optional(path, start, where, "pid", either_none(is_count), "a process id")
+        optional(path, start, where, "host", either_none(is_text), "text")
+        optional(path, start, where, "sequence", either_none(is_count), "a whole number")
+    return running
+
+
+def is_digests(value: Any) -> bool:
+    """{file name: digest} of one model's files (a digest null for a directory among them)."""
+    return isinstance(value, dict) and all(either_none(is_text)(d) for d in value.values())
 
 
 def check_api_cost(path: Path, where: str, cost: dict) -> None:

@@ -29,9 +29,9 @@ from ..runs.directory import read_manifest, sample_paths
 from ..runs.jsonl import read_json, write_text_atomic
 from ..runs.tracking import read_metrics
 from . import figures
-from .attempts import curves_caption, failed_attempts, failed_because, failed_eval, stale_note, utc
-from .checks import check_results, check_stages
-from .lineage import Lineage, row_lineages, started
+from .attempts import curves_caption, failed_attempts, failed_because, failed_eval, stale_note, unfinished_runs, utc
+from .checks import check_results, check_running, check_stages
+from .lineage import Lineage, elsewhere_note, files_note, row_lineages, run_model
 from .markup import table
 from .target import PAGE_START, report_path, run_name
 
@@ -52,17 +52,19 @@ def build_report(root: Path, out: Path | None = None) -> Path:
     """Write the report of the run at `root` to `out` (default `<root>/report.html`); return its path."""
     root = Path(root)
     target = report_path(root, out)  # before anything is drawn: a page that cannot be written is refused first
-    stages = check_stages(root / "manifest.json", read_manifest(root / "manifest.json")["stages"])
+    manifest = read_manifest(root / "manifest.json")
+    stages = check_stages(root / "manifest.json", manifest["stages"])
+    running = check_running(root / "manifest.json", manifest.get("running"))  # absent from older manifests
     results = read_results(root / "eval" / "results.json")
     last_eval = failed_eval(stages)
     curves, data = figures.training_curves(read_metrics(root)), funnels(stages)
     name = html.escape(run_name(root))
-    sections = [f"<h1>warmstart run: {name}</h1>", f"<p>{run_line(stages)}</p>"]
+    sections = [f"<h1>warmstart run: {name}</h1>", f"<p>{run_line(stages)}</p>", unfinished_runs(running)]
     sections.append(missing_note(results, curves, data, last_eval))
     if results:
-        sections += held_out_sections(root, results, stages, last_eval)
+        sections += held_out_sections(root, results, stages, last_eval, running)
     sections.append(failed_attempts(stages))
-    sections.append(figure(curves, curves_caption(stages)))
+    sections.append(figure(curves, curves_caption(stages, running)))
     sections.append(figure(figures.funnel_figure(data), "The data funnel of each curated data set."))
     if results:
         sections.append(failures(root, results, last_eval))
@@ -72,17 +74,18 @@ def build_report(root: Path, out: Path | None = None) -> Path:
     return target
 
 
-def held_out_sections(root: Path, results: dict, stages: dict, last_eval: dict | None) -> list[str]:
+def held_out_sections(
+    root: Path, results: dict, stages: dict, last_eval: dict | None, running: dict | None = None
+) -> list[str]:
     """The results table (said to be an earlier eval's where the last one failed), the paired differences
     and pass@1 against training compute."""
-    # When the eval began reading the models (a failed eval's start bounds the earlier results' too): a stage
-    # that finished after it made another model. Its start, not its end: a retrain of a second finishes
-    # within a second of an eval's end, and one process at a time runs a stage (runs/lock.py).
-    scored_at = started(stages["eval"]) if "eval" in stages else None
-    lineages = row_lineages(results, stages, root, scored_at)
+    # A stage that finished after the eval began reading the models (a failed eval's start bounds the earlier
+    # results' too) made another model: told by the files' digests or the records' order (lineage.py).
+    lineages = row_lineages(results, stages, root, running=running)
     stale = stale_note(root / "eval" / "results.json", last_eval)
+    notes = row_notes(root, results, lineages, stages, running or {})
     return [
-        results_table(results, lineages, stages, stale),
+        results_table(results, lineages, stages, stale, notes),
         comparisons_table(results.get("comparisons", [])),
         figure(figures.compute_figure(results, lineages), COMPUTE_CAPTION),
     ]
@@ -174,7 +177,21 @@ def is_message(message) -> bool:
     )
 
 
-def results_table(results: dict, lineages: dict[str, Lineage | None], stages: dict, stale: str = "") -> str:
+def row_notes(root: Path, results: dict, lineages: dict[str, Lineage | None], stages: dict, running: dict) -> list[str]:
+    """What the table says of a row beside its cost: its model's files changed after the eval (a killed run),
+    or it scored another run directory's model (no cost here, and why)."""
+    notes = []
+    for name in results["rows"]:
+        row, lin = results["policies"][name], lineages.get(name)
+        model = run_model(row.get("policy")) if lin is not None else None
+        note = files_note(row, model, root, stages, running) if lin is not None else elsewhere_note(row, root)
+        notes += [f"{name}: {note}"] if note else []
+    return notes
+
+
+def results_table(
+    results: dict, lineages: dict[str, Lineage | None], stages: dict, stale: str = "", notes: list[str] = ()
+) -> str:
     k, policies = results["k"], results["policies"]
     teacher = policies.get("teacher", {}).get("pass@1")
     base = policies.get("base", {}).get("pass@1")
@@ -197,6 +214,8 @@ def results_table(results: dict, lineages: dict[str, Lineage | None], stages: di
     unknown = [f"{name}: {lin.unknown}" for name in results["rows"] if (lin := lineages.get(name)) and lin.unknown]
     if unknown:
         caption += " Cost unknown (the training that made the model is not recorded): " + "; ".join(unknown) + "."
+    if notes:
+        caption += " Also: " + "; ".join(notes) + "."
     return "<h2>Held-out results</h2>" + stale + table(head, rows) + f"<p>{html.escape(caption)}</p>"
 
 

@@ -3,6 +3,13 @@
 `manifest.json` records, per stage, a fingerprint of its config and inputs, its outputs and timings.
 A stage whose fingerprint matches a finished entry and whose outputs exist is skipped: a rerun of a
 finished stage does no work. `RunDir.stage` is that sequence, written once for every stage (`Stage`).
+
+A stage that starts work first writes a start record (`running`: its start time, pid and host) that its
+finished or failed record replaces: one killed (SIGKILL, the OOM killer, a power loss: no exception, so
+no failed record) leaves it behind, and the report says so. Each record takes the next `sequence` number
+of the manifest, so the order of stages is known without comparing clocks (a run copied to a machine
+whose clock differs); a finished stage records the digests of the model directories it wrote
+(`output_files`), which the eval's results compare with the files each row scored.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,11 +45,34 @@ def file_digest(path: Path) -> str:
 
 
 def fingerprint(config: dict, inputs: list[Path]) -> str:
+    return fingerprint_of(config, input_digests(inputs))
+
+
+def input_digests(inputs: list[Path]) -> list[tuple[str, str | None]]:
+    """(path, digest) of each input, in order (a path twice stays twice); None for a directory."""
+    return [(str(path), file_digest(path) if Path(path).is_file() else None) for path in inputs]
+
+
+def fingerprint_of(config: dict, digests: list[tuple[str, str | None]]) -> str:
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for path in inputs:
-        h.update(str(path).encode())
-        h.update(file_digest(path).encode() if Path(path).is_file() else b"<dir>")
+    for path, digest in digests:
+        h.update(path.encode())
+        h.update(digest.encode() if digest is not None else b"<dir>")
     return h.hexdigest()[:16]
+
+
+def directory_digests(path: Path) -> dict[str, str]:
+    """The digest of each file of a model directory (or of a .gguf file), by file name: which model it is."""
+    return {p.name: file_digest(p) for p in model_files(path)}
+
+
+def next_sequence(manifest: dict) -> int:
+    """The number of the manifest's next record: one more than any record's, start records included. One
+    process at a time writes the manifest (runs/lock.py), so it orders the stages as they ran, whatever the
+    clocks of the machines they ran on said."""
+    records = [*manifest["stages"].values(), *(manifest.get("running") or {}).values()]
+    numbers = [r.get(key) for r in records if isinstance(r, dict) for key in ("sequence", "started_sequence")]
+    return 1 + max((n for n in numbers if isinstance(n, int)), default=0)
 
 
 def read_manifest(path: Path) -> dict:
@@ -130,17 +161,60 @@ class RunDir:
         manifest = self.manifest()
         # The wall seconds of failed runs this entry replaces: spent, so kept in the totals (costs.py).
         failed_before = failed_seconds(manifest["stages"].get(stage))
+        sequence = next_sequence(manifest)
+        start = pop_running(manifest, stage)  # this record replaces the stage's start record
+        done = (extra or {}).get("status", "done") == "done"
         manifest["stages"][stage] = {
             "fingerprint": fingerprint,
             "outputs": [str(Path(p).relative_to(self.root)) for p in outputs],
             "seconds": round(time.time() - started, 3),
             "finished": time.time(),
+            "sequence": sequence,
+            **({"started_sequence": start["sequence"]} if start and "sequence" in start else {}),
+            **({"output_files": self.output_files(outputs)} if done else {}),
             "versions": {name: version(name) for name in ("warmstart", "torch", "transformers")},
             **({"seconds_failed_before": failed_before} if failed_before else {}),
             **(extra or {}),
         }
         write_json_atomic(self.manifest_path, manifest)
         write_costs(self.root, manifest)  # costs.json follows the manifest: money and seconds per stage
+
+    def output_files(self, outputs: list[Path]) -> dict[str, dict[str, str]]:
+        """The file digests of each output that is a directory (a model): which model this record is of."""
+        return {str(Path(p).relative_to(self.root)): directory_digests(Path(p)) for p in outputs if Path(p).is_dir()}
+
+    def mark_running(self, stage: str) -> int:
+        """Write the start record of `stage`, which its finished or failed record replaces; its sequence number."""
+        manifest = self.manifest()
+        sequence = next_sequence(manifest)
+        manifest.setdefault("running", {})[stage] = {
+            "started": time.time(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "sequence": sequence,
+        }
+        write_json_atomic(self.manifest_path, manifest)
+        return sequence
+
+    def clear_running(self, stage: str, manifest_before: bytes | None) -> None:
+        """Remove the start record of `stage`, which stopped with an error and records nothing: the manifest is
+        as the stage found it (and absent where it was: `recipe_when_worked` tells a refused command by that)."""
+        manifest = self.manifest()
+        if pop_running(manifest, stage) is None:
+            return
+        if manifest_before is None and manifest == {"stages": {}}:
+            self.manifest_path.unlink()
+        else:
+            write_json_atomic(self.manifest_path, manifest)
+
+
+def pop_running(manifest: dict, stage: str) -> dict | None:
+    """Take the start record of `stage` out of `manifest` (the section gone with its last record)."""
+    running = manifest.get("running") or {}
+    start = running.pop(stage, None)
+    if not running:
+        manifest.pop("running", None)
+    return start if isinstance(start, dict) else None
 
 
 def sample_paths(root: Path, names: list[str]) -> dict[str, Path]:
@@ -176,7 +250,10 @@ class Stage:
     ):
         self.started = time.time()  # the stage's seconds include hashing its inputs
         self.run_dir, self.name, self.outputs, self.finished = run_dir, name, outputs, finished
-        self.fingerprint = fingerprint(config, inputs)
+        # Kept by path: eval records the digests of the model files each row scored (no second read of them).
+        digests = input_digests(inputs)
+        self.input_digests = dict(digests)
+        self.fingerprint = fingerprint_of(config, digests)
         self.lock = RunLock(run_dir.root)
         self.done = False
         self.summary: dict = {}
@@ -188,6 +265,9 @@ class Stage:
             self.done = self.finished(self.run_dir.manifest()["stages"][self.name])
         if self.done:
             log.info("%s: already done, nothing to do", self.name)
+        else:
+            self.manifest_before = manifest_bytes(self.run_dir)
+            self.run_dir.mark_running(self.name)
         return self
 
     def record_unfinished(self, status: str) -> None:
@@ -204,8 +284,18 @@ class Stage:
                 self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, self.summary)
             elif exc_type is not None and self.summary:
                 self._record_failed(exc_type, exc)
+            elif exc_type is not None and not self.done:
+                self._clear_running()
         finally:
             self.lock.release()
+
+    def _clear_running(self) -> None:
+        """A stage stopped by an exception that records nothing (a refusal, Ctrl-C) was not killed: its start
+        record goes, where the disk lets us (the error that stopped it is the one to say)."""
+        try:
+            self.run_dir.clear_running(self.name, self.manifest_before)
+        except (WarmstartError, OSError) as also:
+            log.warning("%s: could not remove the stage's start record: %s", self.name, also)
 
     def _record_failed(self, exc_type, exc) -> None:
         """Record the failed stage's summary, where the disk lets us: the error that stopped the stage (a full

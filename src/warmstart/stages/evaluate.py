@@ -45,6 +45,13 @@ def policy_inputs(spec: PolicySpec) -> list[Path]:
     return model_files(Path(spec.name)) if spec.is_local_model else []
 
 
+def scored_files(spec: PolicySpec, digests: dict[str, str | None]) -> dict[str, str | None]:
+    """The digest of each file of the local model a row scored, by file name (read once, for the stage's
+    fingerprint): the report tells by them whether the model's files are still those, and which training
+    record is of that model, whatever the clocks of the machines the stages ran on said."""
+    return {path.name: digests.get(str(path)) for path in policy_inputs(spec)}
+
+
 def task_files(recipe: Recipe) -> list[Path]:
     """The task files eval reads (their content, not only their names, decides what is evaluated)."""
     return [Path(f) for f in (recipe.tasks.train_file, recipe.tasks.eval_file) if f]
@@ -247,6 +254,9 @@ def run(recipe: Recipe) -> Path:
             stage.summary = {"api_cost": ledger.summary(), **spent}  # a stopped eval's spend is in costs.json too
             raise
         results = {name: results[name] for name in specs}  # the recipe's order
+        for name, spec in specs.items():  # a kept row's too: its fingerprint says its model's files are the same
+            if spec.is_local_model:
+                results[name]["model_files"] = scored_files(spec, stage.input_digests)
         for name in results:
             results[name]["gap_closed"] = gap_closed(results, name)
         summary = {
