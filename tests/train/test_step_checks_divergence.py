@@ -112,6 +112,12 @@ def test_the_last_update_is_checked_as_a_next_step_would_check_it(lr, says):
 
 def test_a_healthy_last_update_passes_and_leaves_the_random_state_alone():
     model, stream, cfg, tokenizer = sft_run(lr=2e-3, steps=2)
+    dropping = [m for m in model.modules() if hasattr(m, "attention_dropout")]
+    for attention in dropping:  # the tiny model has no dropout: with some, a check's forward draws
+        attention.attention_dropout = 0.1
+    state = torch.get_rng_state()
+    train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), stream.ahead(), cfg, tokenizer.pad_token_id)
+    assert dropping and not torch.equal(torch.get_rng_state(), state)  # a step draws: the check below means something
     state = torch.get_rng_state()
     check_unseen_sft_update(model, stream, cfg, tokenizer.pad_token_id, checks(step=2, after_update=True))
     assert torch.equal(torch.get_rng_state(), state)
