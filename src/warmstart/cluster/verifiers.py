@@ -25,6 +25,7 @@ from ..types import Task, Trajectory, Verdict
 from .results import gather
 
 WHERE = "verification"  # what an error of an actor is said to come from
+CLOSE_WAIT_S = 30  # for the actors to close their environments at the end of a stage, then they are killed
 
 
 @ray.remote
@@ -145,13 +146,15 @@ class RayVerifier:
 
     def close(self, stopping: bool = False) -> None:
         """Stop the actors: each closes its environment (python's zygote) once its calls are answered, and is
-        killed after the bound, or `STOP_GRACE_S` where the stage is `stopping` (an error, Ctrl-C: nobody
+        killed after `CLOSE_WAIT_S`, or `STOP_GRACE_S` where the stage is `stopping` (an error, Ctrl-C: nobody
         waits for its verdicts; one stuck on a verification would never get to its close). Idempotent."""
         actors, self.actors = self.actors, []
         if not actors:
             return
         seconds = self.bound.seconds
-        wait_s = seconds if not stopping else min(STOP_GRACE_S, seconds or STOP_GRACE_S)
+        # Closing, no call is in flight: closing an environment takes moments, so not the verification bound
+        # (300 s by default, none where env.verify_timeout is off, which had waited forever on a stuck close).
+        wait_s = CLOSE_WAIT_S if not stopping else min(STOP_GRACE_S, seconds or STOP_GRACE_S)
         try:
             ray.wait([actor.close.remote() for actor in actors], num_returns=len(actors), timeout=wait_s)
         finally:
