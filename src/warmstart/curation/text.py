@@ -1,7 +1,8 @@
 """Text as curation compares it: normalized words, segments, and the content a text is about.
 
 Normalization folds what does not change a problem (case, Unicode forms, invisible characters, a
-letter's accents and marks, the script of a digit and of its decimal and thousands separators,
+letter's accents and marks, the script of a digit and of its decimal and thousands separators, a thousands
+grouping by a space or an apostrophe, Latin letters swapped for their Cyrillic or Greek look-alikes,
 punctuation, spacing, the hyphen of `step-by-step`, a dash for a minus) and keeps what does: every number
 as written (a superscript as a power), the math symbols and parentheses, and identifiers. `What is
 12+34?`, `what is 12 + 34` and `What is ١٢+٣٤?` are the same words; `What is 12+35?` is not.
@@ -46,8 +47,44 @@ SUPERSCRIPT = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+")
 # only the fullwidth and mathematical ones, so `What is ٣ + ٤?` would escape a benchmark's `What is 3 + 4?`.
 # Python's `\d` is exactly Unicode's category Nd, the digits `unicodedata.decimal` gives the value of.
 OTHER_SCRIPT_DIGIT = re.compile(r"(?![0-9])\d")
+# Unicode's confusables (UTS #39, confusables.txt) among the small Greek and Cyrillic letters: each looks like
+# one Latin letter. By name, as a table of glyphs typed in would look like the Latin letters themselves. Applied
+# after case folding, so a capital whose small letter is here folds too (`А` is `а` is `a`); a look-alike only as
+# a capital (Cyrillic `В`, `Н`, `Т`, Greek `Η`, `Κ`) is not folded.
+LOOKALIKE_NAMES = {
+    "a": "CYRILLIC SMALL LETTER A, GREEK SMALL LETTER ALPHA",
+    "c": "CYRILLIC SMALL LETTER ES",
+    "d": "CYRILLIC SMALL LETTER KOMI DE",
+    "e": "CYRILLIC SMALL LETTER IE, CYRILLIC SMALL LETTER ABKHASIAN CHE",
+    "h": "CYRILLIC SMALL LETTER SHHA",
+    "i": "CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I, CYRILLIC SMALL LETTER PALOCHKA, GREEK SMALL LETTER IOTA",
+    "j": "CYRILLIC SMALL LETTER JE",
+    "o": "CYRILLIC SMALL LETTER O, GREEK SMALL LETTER OMICRON, GREEK SMALL LETTER SIGMA",
+    "p": "CYRILLIC SMALL LETTER ER, GREEK SMALL LETTER RHO",
+    "q": "CYRILLIC SMALL LETTER QA",
+    "r": "CYRILLIC SMALL LETTER GHE",
+    "s": "CYRILLIC SMALL LETTER DZE",
+    "u": "GREEK SMALL LETTER UPSILON",
+    "v": "CYRILLIC SMALL LETTER IZHITSA, GREEK SMALL LETTER NU",
+    "w": "CYRILLIC SMALL LETTER OMEGA, CYRILLIC SMALL LETTER WE",
+    "x": "CYRILLIC SMALL LETTER HA",
+    "y": "CYRILLIC SMALL LETTER U, CYRILLIC SMALL LETTER STRAIGHT U, GREEK SMALL LETTER GAMMA",
+}
+LOOKALIKES = {unicodedata.lookup(name): latin for latin, names in LOOKALIKE_NAMES.items() for name in names.split(", ")}
+LOOKALIKE_LETTERS = "".join(LOOKALIKES)
+LOOKALIKE_TO_LATIN = str.maketrans(LOOKALIKES)
+LOOKALIKE_LETTER = re.compile(f"[{LOOKALIKE_LETTERS}]")
+LATIN_LETTER = re.compile("[a-z]")  # after case folding and the marks left out
+LETTER_RUN = re.compile(r"[^\W\d_]+")  # a word's letters: a word mixing scripts is one run
 WORD_HYPHEN = re.compile(r"(?<=[^\W\d_])-(?=[^\W\d_])")  # step-by-step: one word each side, no minus
-THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # 1,000 is the number 1000, not 1 and 000
+# A run of digit groups joined by one separator: a comma (Arabic script's `٬` is one by now), a space (NFKC has
+# made the no-break, narrow no-break and thin spaces of SI and French style one: `1 250`) or an apostrophe
+# (Swiss `1'250`, typeset `1’250`); not after a decimal point, where `3.141 592` groups decimals.
+DIGIT_GROUPS = re.compile(r"(?<![\d.])\d+(?:([,' ’])\d+)(?:\1\d+)*")
+# The run is one number only where it can be nothing else: a first group of 1-3 digits, then groups of exactly
+# three (`12 345 678` is 12345678, `1,000` is 1000). `3 4`, `2024 123` and `1 250 12` stay numbers apart, and so
+# does `1, 2`. Three-digit numbers listed with one separator (`100 200`) read as one number, in every text alike.
+THOUSANDS_GROUPING = re.compile(r"\d{1,3}(?:[,' ’]\d{3})+")
 TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d]\w*|[-+*/=<>^%()]")
 # A sentence's end in ASCII, fullwidth, CJK, Arabic-script and Devanagari punctuation, and the quote or
 # bracket that may close it: a copy in fullwidth forms or another script must have the same segments, or its
@@ -63,8 +100,13 @@ DIGIT_OR_UNDERSCORE = re.compile(r"[\d_]")
 
 def normalize(text: str) -> str:
     text = SUPERSCRIPT.sub(lambda power: "^" + power[0], INVISIBLE.sub("", text))
-    text = ascii_digits(compatibility_form(text).translate(SYMBOL_FORMS).casefold())
-    return THOUSANDS.sub("", WORD_HYPHEN.sub(" ", text))
+    text = latin_lookalikes(ascii_digits(compatibility_form(text).translate(SYMBOL_FORMS).casefold()))
+    return DIGIT_GROUPS.sub(without_group_separators, WORD_HYPHEN.sub(" ", text))
+
+
+def without_group_separators(run: re.Match) -> str:
+    """A run of digit groups (`DIGIT_GROUPS`) as one number where it is a thousands grouping, else as it was."""
+    return run[0].replace(run[1], "") if THOUSANDS_GROUPING.fullmatch(run[0]) else run[0]
 
 
 def compatibility_form(text: str) -> str:
@@ -104,6 +146,23 @@ def ascii_digits(text: str) -> str:
     if text.isascii():  # nearly every text: nothing to fold, and no scan for it
         return text
     return OTHER_SCRIPT_DIGIT.sub(lambda digit: str(unicodedata.decimal(digit[0])), text)
+
+
+def latin_lookalikes(text: str) -> str:
+    """`text` (case folded) with every look-alike of a Latin letter as that letter, where a word of it mixes the
+    two (`whаt` with a Cyrillic `а`): no language writes such a word, a copy disguised by swapped letters does.
+    The whole text is folded then, as its words made wholly of look-alikes (`іѕ` for `is`) hide Latin ones too.
+    Genuine Russian or Greek text (`сор`, `ρ = 5`) has no such word and keeps its letters; a Greek letter in a
+    disguised text (`ρ`) folds with the rest, which costs that word's match, never merges two texts."""
+    if not mixes_scripts(text) or not any(mixes_scripts(word) for word in LETTER_RUN.findall(text)):
+        return text  # nearly every text (all English, all Russian): nothing disguised, and no scan for it
+    return text.translate(LOOKALIKE_TO_LATIN)
+
+
+def mixes_scripts(word: str) -> bool:
+    """Whether `word` (or a text) holds both a Latin letter and a look-alike of one (linear: a regex spanning a
+    word from one to the other would rescan a long run of letters from each look-alike in it)."""
+    return not word.isascii() and LATIN_LETTER.search(word) is not None and LOOKALIKE_LETTER.search(word) is not None
 
 
 def words(text: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Recipe
+from ..curation.text import normalize
 from ..envs import make_env
 from ..envs.base import Environment
 from ..envs.judge import Judged, NoTools, RubricJudge
@@ -70,9 +71,12 @@ def latest_attempts(trajectories: list[Trajectory]) -> list[Trajectory]:
 
 
 def prompt_key(messages: list[Message]) -> str:
-    """Prompt text normalised for matching: user and system turns, case and whitespace folded."""
+    """Prompt text normalised for matching: user and system turns, as exact dedup compares texts
+    (`curation.text.normalize`: case, Unicode forms, a digit's script, number separators, invisible characters
+    folded), whitespace collapsed. One dataset exported twice, its digits rendered once as `٤٦` and once as `46`
+    or in fullwidth forms, asks one prompt; `46+88` and `46+89` stay two."""
     text = " ".join(m.content or "" for m in messages if m.role in ("system", "user"))
-    return " ".join(text.lower().split())
+    return " ".join(normalize(text).split())
 
 
 def check_disjoint(train: list[Task], eval_: list[Task]) -> None:
