@@ -52,7 +52,8 @@ def read_records(path: Path, model: type[M]) -> list[M]:
 
 
 def iter_records(path: Path, model: type[M]) -> Iterator[M]:
-    """`path`'s records one line at a time (a curated file of gigabytes is never held whole)."""
+    """`path`'s records one line at a time (a curated file of gigabytes is never held whole). A generator:
+    a missing or unreadable file is said at the first record asked for, not at the call."""
     path = Path(path)
     if not path.exists():
         raise WarmstartError(f"{path}: file not found")
