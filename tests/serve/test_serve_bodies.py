@@ -18,7 +18,8 @@ import pytest
 from serve_helpers import in_process_server
 
 from warmstart.serve import connections
-from warmstart.serve.server import DEFAULT_MAX_REQUEST_BYTES, Handler
+from warmstart.serve.handler import Handler
+from warmstart.serve.server import DEFAULT_MAX_REQUEST_BYTES
 
 KEY = "sekrit-key"
 BIG = 40_000_000  # ~10 times the default limit (4 MiB), within what the lingering close reads (64 MiB)

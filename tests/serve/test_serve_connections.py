@@ -26,7 +26,7 @@ from serve_helpers import in_process_server, metric, running_server, scrape
 
 from warmstart.serve import server as serve_server
 from warmstart.serve.engine import SLICE_TOKENS
-from warmstart.serve.server import Handler
+from warmstart.serve.handler import Handler
 
 KEY = "sekrit-key"
 SENTENCE = "what is 3 plus 4? the answer is"

@@ -23,7 +23,7 @@ import pytest
 from serve_helpers import in_process_server
 
 from warmstart.serve import connections
-from warmstart.serve.server import Handler
+from warmstart.serve.handler import Handler
 
 ANSWER_WITHIN_S = 10  # a bound for "at once" far above the real figure (milliseconds) on a loaded machine
 GENERATED_WITHIN_S = 120

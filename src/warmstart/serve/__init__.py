@@ -1,4 +1,4 @@
-"""`warmstart serve`: an OpenAI-compatible HTTP server over a local model. `server.py` (HTTP, endpoints),
+"""`warmstart serve`: an OpenAI-compatible HTTP server over a local model. `server.py` (the app, the listening server, start-up), `handler.py` (HTTP: endpoints, each request read and answered),
 `body.py` (request bodies: Content-Length or chunked), `request.py` (chat requests in), `admission.py` (what cannot fit the context is refused before it is
 queued), `completions.py` (the legacy completions endpoint: scoring), `engine.py`
 (the worker thread that owns the model and batches), `response.py` (responses and stream chunks out),
