@@ -1,11 +1,13 @@
 """A teacher that scores the student's own tokens (on-policy distillation).
 
-Two kinds, one method: `logprobs(batch)` gives log q(token t + 1 | tokens up to t) for the positions of
-a right-padded [B, L] batch of the student's sequences, as [B, L-1] (what `lm.scoring.sequence_logprobs` gives
-for the student): a remote teacher every position, a local one the policy's tokens where the batch carries
-GRPO's loss mask (the only ones the loss reads) and every position otherwise.
+Two kinds, one method: `logprobs(batch, lengths, chunks)` gives log q(token t + 1 | tokens up to t) for the
+positions of a right-padded [B, L] batch of the student's sequences, as [B, L-1] (what
+`lm.scoring.sequence_logprobs` gives for the student): a remote teacher every position, a local one the
+policy's tokens where the batch carries GRPO's loss mask (the only ones the loss reads) and every position
+otherwise.
 
-    local    hf:PATH / run:NAME: one forward pass of the teacher over the same ids
+    local    hf:PATH / run:NAME: the teacher's forward over the same ids, one chunk of rows at a time
+             (GRPO's update chunks: its activations and [N, V] logits are one chunk's, not the batch's)
     remote   openai:MODEL@URL: a server's legacy completions endpoint with echo + logprobs, the token
              ids sent as the prompt (`warmstart serve`, vLLM); one request per sequence
 
@@ -23,7 +25,7 @@ from ..errors import WarmstartError
 from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer, vocabulary_mismatch
 from ..lm.paths import resolve_model_path
-from ..lm.scoring import sequence_logprobs
+from ..lm.scoring import chunked_sequence_logprobs
 
 
 class LocalTeacher:
@@ -36,11 +38,15 @@ class LocalTeacher:
         self.params = sum(p.numel() for p in self.model.parameters())
 
     @torch.no_grad()
-    def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
+    def logprobs(
+        self, batch: dict[str, torch.Tensor], lengths: list[int], chunks: list[list[int]] | None = None
+    ) -> torch.Tensor:
+        """`chunks`: the rows run together (GRPO passes its update's chunks), each row's log-probs as in one
+        pass over the batch to within rounding; rows in none read 0. None: the whole batch in one pass."""
         # The positions the loss reads: with the batch's loss mask (GRPO's), the policy's tokens, through
-        # the same path as the student's own log-probs in the update (head at those positions, a group's
-        # prompt run once), so a teacher equal to the student reads the same floats; without one, every
-        # position of each row (not its padding). The other positions read 0.
+        # the same path and chunks as the student's old log-probs in the update (head at those positions,
+        # a group's prompt run once), so a teacher equal to the student reads the same floats; without one,
+        # every position of each row (not its padding). The other positions read 0.
         ids = batch["input_ids"]
         if "loss_mask" in batch:
             scored = batch["loss_mask"][:, 1:] > 0
@@ -49,7 +55,8 @@ class LocalTeacher:
                 torch.arange(ids.shape[1] - 1, device=ids.device)
                 < torch.tensor(lengths, device=ids.device)[:, None] - 1
             )
-        return sequence_logprobs(self.model, batch, scored)
+        rows = [list(range(ids.shape[0]))] if chunks is None else chunks
+        return chunked_sequence_logprobs(self.model, ids, scored, lengths, rows)
 
 
 class RemoteTeacher:
@@ -57,7 +64,11 @@ class RemoteTeacher:
         self.scorer, self.key, self.tokenizer = scorer, key, student_tokenizer
         self.checked, self.params = False, 0  # the remote model's size is unknown: no FLOPs counted for it
 
-    def logprobs(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> torch.Tensor:
+    def logprobs(
+        self, batch: dict[str, torch.Tensor], lengths: list[int], chunks: list[list[int]] | None = None
+    ) -> torch.Tensor:
+        """Every row, one request each (`concurrency` in flight), whatever `chunks` are: what a request holds
+        here is its row's ids and log-probs, and the forward's memory is the server's."""
         sequences = [row[:n] for row, n in zip(batch["input_ids"].tolist(), lengths)]
         scored = self.scorer.score(sequences)
         if not self.checked:

@@ -42,7 +42,7 @@ from ..envs.verification import Verifier
 from ..errors import WarmstartError
 from ..lm.generation import sample_ids_pruned
 from ..lm.rollout import Episode
-from ..lm.scoring import logit_transforms, sequence_logprobs
+from ..lm.scoring import chunked_sequence_logprobs, logit_transforms, sequence_logprobs
 from ..lm.shared_prefix import PrefixPass
 from ..types import Sampling
 from .clipping import clip_gradients, gradient_norm
@@ -222,12 +222,15 @@ def scoring_model(reference):
     return switched_off() if switched_off is not None else contextlib.nullcontext(reference)
 
 
-def token_advantages(old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher) -> tuple[torch.Tensor, dict]:
-    """[B] group advantages, or with a teacher [B, L-1] per-token ones; and the teacher's statistics."""
+def token_advantages(
+    old: torch.Tensor, batch: dict, cfg: GrpoConfig, teacher, chunks: list[list[int]]
+) -> tuple[torch.Tensor, dict]:
+    """[B] group advantages, or with a teacher [B, L-1] per-token ones; and the teacher's statistics.
+    `chunks`: the update's rows, chunk by chunk, which a local teacher scores one chunk at a time."""
     if teacher is None:
         return batch["advantages"], {}
     mask = batch["loss_mask"][:, 1:]
-    teacher_logp = teacher.logprobs(batch, batch["lengths"])
+    teacher_logp = teacher.logprobs(batch, batch["lengths"], chunks)
     per_token = (
         reverse_kl_advantages(old, teacher_logp, mask) + cfg.reward_weight * batch["advantages"].unsqueeze(1) * mask
     )
@@ -319,8 +322,10 @@ def update(
     """`updates_per_batch` optimizer steps on the batch. Each step runs in length-sorted chunks (less
     padding: `micro_batches`) whose gradients add up to the whole batch's loss: every chunk's loss is
     weighted by its share of the batch's normalizer (counted over all rows, computed or not). The
-    "old" log-probs take a no-grad pass only where `separate_old_pass`. Several processes: each computes
-    its rows' gradients (`process_rows`), summed over the processes before clipping and the step.
+    "old" log-probs take a no-grad pass only where `separate_old_pass`, by the same chunks, as a local
+    teacher's scoring does (a row no chunk computes reads 0 there: no loss term reads it). Several
+    processes: each computes its rows' gradients (`process_rows`), summed over the processes before
+    clipping and the step.
     `checks`: the step's divergence checks (train/step_checks.py), before each optimizer step: the clip's
     gradient norm, and from the second update on how far the earlier ones moved the sampled tokens'
     log-probs (read from the pass the update takes anyway)."""
@@ -330,13 +335,16 @@ def update(
         batch, skip_silent_rows and reference is None and teacher is None, skip_silent_rows, chunk_tokens
     )
     old, ref = None, [None] * len(chunks)
+    chunk_rows = [c["rows"].tolist() for c in chunks]
     with torch.no_grad():
-        if not reuse_current:
-            old = sequence_logprobs(model, batch, policy_positions(batch))
+        if not reuse_current:  # by the update's chunks: one chunk's activations and logits at a time
+            old = chunked_sequence_logprobs(
+                model, batch["input_ids"], policy_positions(batch), batch["lengths"], chunk_rows
+            )
         if reference is not None:
             with scoring_model(reference) as scorer:
                 ref = [sequence_logprobs(scorer, c, policy_positions(c)) for c in chunks]
-    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher)  # without a teacher, `old` is not read
+    advantages, teacher_stats = token_advantages(old, batch, cfg, teacher, chunk_rows)  # no teacher: `old` unread
     mismatch = MismatchTally()
     loss_value = 0.0
     for update_index in range(cfg.updates_per_batch):

@@ -509,35 +509,38 @@ def sft_plan(recipe: Recipe, device: str, available: int) -> Plan:
     return Plan("sft", device, available, rows, knobs, notes, total, trained)
 
 
-OLD_PASS = "old log-probs"  # the phase of train/grpo.update's no-grad pass over the whole batch
+OLD_PASS = "old log-probs"  # the phase of train/grpo.update's no-grad pass for the sampling policy's log-probs
 OLD_PASS_ACTIVATIONS = "old log-probs: activations"
 OLD_PASS_LOGITS = "old log-probs: logits"
+TEACHER_PASS = "teacher scoring"  # the phase of a local on-policy teacher's no-grad pass (grpo.token_advantages)
+TEACHER_PASS_ACTIVATIONS = "teacher scoring: activations"
+TEACHER_PASS_LOGITS = "teacher scoring: logits"
 
 
-def old_pass_rows(shape: Shape, sequences: int, new_tokens: int) -> list[Row]:
-    """train/grpo.update's pass for the sampling policy's log-probs (where `separate_old_pass`: more than
-    one update a batch, or a teacher), without gradients but over the whole batch at once, not chunk by
-    chunk: a K/V cache of every row, prompt and reply, as the rollouts' (lm/shared_prefix.py runs each
-    group's prompt once and copies its K/V to the group's rows), one layer at a time over every reply
-    token, whose tensors are counted once each (nothing is kept for a backward: no ACTIVATION_SLACK), and
-    the output head at every scored position, [N, V] fp32 logits and two more of that size in their
-    logsumexp. Measured (h256, 4 layers, 128 rows of up to 128 new tokens; each phase's own peak, the heap
-    trimmed between phases): this pass was the peak of GPT-2's GRPO (1395 MB, its update 1309), the
-    Llama's (1070, 879) and Mixtral's (1437, 1343), 3 % under Qwen2-MoE's update (1389 and 1433)."""
-    tokens = sequences * new_tokens
-    seq_len = GRPO_PROMPT_TOKENS + new_tokens
-    layer = shape.saved_floats_per_token() * tokens * FLOAT32 + shape.attention_probability_bytes(tokens, seq_len)
+def scoring_pass_rows(shape: Shape, chunk_tokens: int, seq_len: int, names: tuple[str, str], phase: str) -> list[Row]:
+    """A no-grad scoring pass of train/grpo.update, run by the update's chunks (lm/scoring.py
+    `chunked_sequence_logprobs`), so one chunk of `chunk_tokens` padded tokens is live at a time: the
+    sampling policy's old log-probs (where `separate_old_pass`: more than one update a batch, or a
+    teacher) and a local teacher's scores, each a phase of its own (one runs after the other; the
+    update's chunks after both). Per chunk: the K/V of its rows, prompt and reply (lm/shared_prefix.py
+    runs each prompt once and copies its K/V to its rows), one layer's tensors at a time, counted once
+    each (nothing is kept for a backward: no ACTIVATION_SLACK), and the output head at its scored
+    positions (at most every position), [N, V] fp32 logits and two more of that size in their logsumexp.
+    Until these passes were chunked they ran over the whole batch and were the measured peak of GRPO
+    (h256, 4 layers, 128 rows of up to 128 new tokens: GPT-2's pass 1395 MB, its update 1309; the
+    Llama's 1070 and 879; Mixtral's 1437 and 1343); by chunks they are under the update's phase."""
+    layer = shape.saved_floats_per_token() * chunk_tokens * FLOAT32
+    layer += shape.attention_probability_bytes(chunk_tokens, seq_len)
     return [
-        Row(OLD_PASS_ACTIVATIONS, shape.kv_cache_bytes(sequences, seq_len) + layer, OLD_PASS),
-        Row(OLD_PASS_LOGITS, 3 * tokens * shape.vocab * FLOAT32, OLD_PASS),
+        Row(names[0], shape.kv_cache_bytes(1, chunk_tokens) + layer, phase),
+        Row(names[1], 3 * chunk_tokens * shape.vocab * FLOAT32, phase),
     ]
 
 
 def old_pass_knob(cfg: GrpoConfig) -> str:
-    shrink = (
-        f"lower grpo.tasks_per_step ({cfg.tasks_per_step}), grpo.group_size ({cfg.group_size}) "
-        f"or grpo.max_new_tokens ({cfg.max_new_tokens})"
-    )
+    """The pass is one update chunk (MICRO_BATCH_TOKENS padded tokens, or one longer row): the batch's
+    size does not change it, a row's length only where a row is longer than a chunk."""
+    shrink = f"lower grpo.max_new_tokens ({cfg.max_new_tokens})"
     if cfg.teacher is not None:  # the teacher's advantages need the sampling policy's log-probs anyway
         return shrink
     return shrink + f", or set grpo.updates_per_batch = 1 (now {cfg.updates_per_batch}: no separate pass)"
@@ -559,18 +562,19 @@ def grpo_plan(recipe: Recipe, device: str, available: int) -> Plan:
     rows.append(Row("activations", activations, "update"))
     rows.append(Row("logits", 3 * chunk_tokens * shape.vocab * FLOAT32, "update"))  # logits, log-softmax, grad
     if separate_old_pass(cfg, cfg.teacher):  # the teacher's spec for the teacher: whether there is one
-        rows += old_pass_rows(shape, sequences, cfg.max_new_tokens)
+        rows += scoring_pass_rows(shape, chunk_tokens, seq_len, (OLD_PASS_ACTIVATIONS, OLD_PASS_LOGITS), OLD_PASS)
     if cfg.kl_weight > 0 and cfg.lora.r == 0:
         rows.append(Row("reference model", total * FLOAT32))
     teacher = local_teacher(cfg.teacher, "grpo.teacher", recipe, notes)  # on-policy distillation's, held whole
-    if teacher is not None:  # held whole; it scores the update's chunks (its logits beside the student's)
+    if teacher is not None:  # held whole; it scores the batch before the update, chunk by chunk
         rows.append(Row("teacher (on-policy)", parameter_count(teacher) * FLOAT32))
-        teacher_vocab = Shape.of(teacher.config).vocab
-        rows.append(Row("teacher logits", 2 * chunk_tokens * teacher_vocab * FLOAT32, "update"))
+        names = (TEACHER_PASS_ACTIVATIONS, TEACHER_PASS_LOGITS)
+        rows += scoring_pass_rows(Shape.of(teacher.config), chunk_tokens, seq_len, names, TEACHER_PASS)
     rows.append(Row("process baseline", process_baseline(device)))
     knobs = {
         "teacher (on-policy)": "serve the teacher (grpo.teacher = openai:NAME@URL) or pick a smaller one",
-        "teacher logits": f"lower grpo.max_new_tokens ({cfg.max_new_tokens})",
+        TEACHER_PASS_ACTIVATIONS: "serve the teacher (grpo.teacher = openai:NAME@URL) or pick a smaller one",
+        TEACHER_PASS_LOGITS: "serve the teacher (grpo.teacher = openai:NAME@URL)",
         "weights": weight_knob("grpo", cfg.lora, "grpo.init"),
         "gradients": weight_knob("grpo", cfg.lora, "grpo.init"),
         "optimizer (AdamW)": weight_knob("grpo", cfg.lora, "grpo.init"),
