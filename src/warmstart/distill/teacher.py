@@ -78,7 +78,8 @@ class RemoteTeacher:
             batch["input_ids"].shape[0], batch["input_ids"].shape[1] - 1, device=batch["input_ids"].device
         )
         for row, s in enumerate(scored):
-            out[row, : len(s.logprobs) - 1] = torch.tensor([v if v is not None else 0.0 for v in s.logprobs[1:]])
+            # Past the first token every log-prob is a number: the scorer refuses a null there (openai_scoring).
+            out[row, : len(s.logprobs) - 1] = torch.tensor(s.logprobs[1:])
         return out
 
     def check_tokens(self, ids: list[int], texts: list[str]) -> None:
