@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from warmstart.config import Recipe, TinyModelConfig, load_recipe
 from warmstart.lm.tinymodel import build_tiny_llama, train_tokenizer
 from warmstart.stages import curate, generate
+from warmstart.train.memory_plan import MB, plan_for
 from warmstart.types import Message, Provenance, ToolCall, ToolFunction, Trajectory, Usage, Verdict
 
 TINY = [
@@ -133,3 +138,38 @@ def load_export(out: Path, fmt: str, cache: Path | None = None):
     if fmt == "hf":
         return datasets.load_from_disk(str(out))
     return datasets.load_dataset(str(out), split="train", cache_dir=str(cache or out.parent / "hf-cache"))
+
+
+# A stage's peak in a fresh interpreter (VmHWM): the test process's own peak would hide it.
+SFT_PEAK = """
+import json
+from warmstart.config import load_recipe
+from warmstart.stages import sft
+from warmstart.train.memory_plan import peak_rss_mb
+sft.run(load_recipe({recipe_file!r}))
+print(json.dumps({{"peak_mb": peak_rss_mb()}}))
+"""
+
+
+def gpt2_sft_planned_and_peak(tmp_path: Path, layers: int, rows: int, *overrides: str) -> tuple[float, float]:
+    """A short SFT of a fresh GPT-2 (width 256, 4 heads, its default dropout and gelu_new) on 1024-token rows:
+    (the memory plan's MB, the measured peak MB)."""
+    tokenizer = train_tokenizer(["What is 1+1? Answer: 2 carry so far"] * 4, 300)
+    model_dir = tmp_path / "gpt2"
+    config = AutoConfig.for_model(
+        "gpt2", vocab_size=len(tokenizer), n_embd=256, n_layer=layers, n_head=4, n_positions=1024
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    settings = [f"sft.student='{model_dir}'", "sft.steps=2", "sft.seq_len=1024", f"sft.rows_per_micro_batch={rows}"]
+    recipe = curated_run(tmp_path / "run", *settings, *overrides)
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    done = subprocess.run(
+        [sys.executable, "-c", SFT_PEAK.format(recipe_file=str(recipe_file))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+    return plan_for(recipe, "sft").total_bytes / MB, measured

@@ -5,16 +5,12 @@ planned 23-29 % under a checkpointed SFT's peak (1038 planned, 1348-1466 MB meas
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
 
-from helpers import curated_run, small_recipe, write_recipe_file
-from warmstart.lm.tinymodel import train_tokenizer
-from warmstart.train.memory_plan import MB, Shape, activation_bytes, plan_for
+from helpers import gpt2_sft_planned_and_peak, small_recipe
+from warmstart.train.memory_plan import Shape, activation_bytes, plan_for
 
 CHECKPOINTED = ["sft.seq_len=512", "sft.rows_per_micro_batch=2", "sft.gradient_checkpointing=true"]
 
@@ -63,33 +59,7 @@ def test_a_composite_activations_mapped_blocks_are_counted_once_and_not_on_an_ac
 # A short checkpointed SFT of a GPT-2 with its default dropout (attn_pdrop 0.1) and activation (gelu_new), its
 # peak taken in a fresh interpreter (VmHWM). Measured 851 and 881 MB on a 2-core EPYC: planned 714 before
 # (-16 to -19 %), 906 now (+3 to +6 %).
-SFT_PEAK = """
-import json
-from warmstart.config import load_recipe
-from warmstart.stages import sft
-from warmstart.train.memory_plan import peak_rss_mb
-sft.run(load_recipe({recipe_file!r}))
-print(json.dumps({{"peak_mb": peak_rss_mb()}}))
-"""
-
-
 def test_a_checkpointed_gpt2_is_planned_within_14_percent_under_and_25_over_its_peak(tmp_path):
-    tokenizer = train_tokenizer(["What is 1+1? Answer: 2 carry so far"] * 4, 300)
-    model_dir = tmp_path / "gpt2"
-    config = AutoConfig.for_model("gpt2", vocab_size=len(tokenizer), n_embd=256, n_layer=2, n_head=4, n_positions=1024)
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    overrides = [f"sft.student='{model_dir}'", "sft.steps=2", "sft.seq_len=1024", "sft.rows_per_micro_batch=2"]
-    recipe = curated_run(tmp_path / "run", *overrides, "sft.gradient_checkpointing=true")
-    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
-    done = subprocess.run(
-        [sys.executable, "-c", SFT_PEAK.format(recipe_file=str(recipe_file))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    measured = json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
-    planned = plan_for(recipe, "sft").total_bytes / MB
+    planned, measured = gpt2_sft_planned_and_peak(tmp_path, 2, 2, "sft.gradient_checkpointing=true")
     # Under is the side that lets a run start that will not fit: a narrower band there.
     assert -0.14 <= (planned - measured) / measured <= 0.25, (planned, measured)

@@ -6,8 +6,6 @@ traceback, and nothing is written before it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import torch
 from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from helpers import curated_run, small_recipe, write_recipe_file
+from helpers import curated_run, gpt2_sft_planned_and_peak, small_recipe
 from warmstart.config import LoraSettings
 from warmstart.errors import WarmstartError
 from warmstart.lm.models import load_model_and_tokenizer
@@ -24,7 +22,7 @@ from warmstart.lm.paths import resolve_model_path
 from warmstart.lm.tinymodel import train_tokenizer
 from warmstart.stages import sft
 from warmstart.train import lora
-from warmstart.train.memory_plan import MB, plan_for
+from warmstart.train.memory_plan import plan_for
 
 SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
 
@@ -119,34 +117,8 @@ def test_an_moe_layer_counts_each_routed_experts_activations(tmp_path):
 
 # GPT-2's default attention dropout (0.1): the attention probabilities of every row are kept, which the plan
 # left out (planned 1264 MB, measured 1976: -36 %). A short SFT's peak in a fresh interpreter (VmHWM).
-SFT_PEAK = """
-import json
-from warmstart.config import load_recipe
-from warmstart.stages import sft
-from warmstart.train.memory_plan import peak_rss_mb
-sft.run(load_recipe({recipe_file!r}))
-print(json.dumps({{"peak_mb": peak_rss_mb()}}))
-"""
-
-
 def test_a_gpt2_students_plan_is_within_25_percent_of_its_peak(tmp_path):
-    tokenizer = train_tokenizer(["What is 1+1? Answer: 2 carry so far"] * 4, 300)
-    model_dir = tmp_path / "gpt2"
-    config = AutoConfig.for_model("gpt2", vocab_size=len(tokenizer), n_embd=256, n_layer=4, n_head=4, n_positions=1024)
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    overrides = [f"sft.student='{model_dir}'", "sft.steps=2", "sft.seq_len=1024", "sft.rows_per_micro_batch=4"]
-    recipe = curated_run(tmp_path / "run", *overrides)
-    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
-    done = subprocess.run(
-        [sys.executable, "-c", SFT_PEAK.format(recipe_file=str(recipe_file))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    measured = json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
-    planned = plan_for(recipe, "sft").total_bytes / MB
+    planned, measured = gpt2_sft_planned_and_peak(tmp_path, 4, 4)
     assert abs(planned - measured) <= 0.25 * measured, (planned, measured)
 
 
