@@ -635,9 +635,14 @@ HISTORY = """Before and after (2026-12-03, the same 2-core AMD EPYC with AVX-512
   a decoding step at 128 rows 6.7 vs 5.8 ms (eager ran ~3.6 ms earlier that day in a process that
   compiled nothing; whether compiling slowed it is not measured): slower, not kept.
 - 2026-12-06, later (same machine type; GRPO's code unchanged, the benchmark's model choice moved into
-  sft_vs_trl.py's shared helpers). The run of this section, at 37a3370: tiny 2.13x (0.62 vs 1.32 s; per
+  sft_vs_trl.py's shared helpers). The run of this section then, at 37a3370: tiny 2.13x (0.62 vs 1.32 s; per
   repetition 2.00-2.54x), SmolLM2 2.39x (7.49 vs 17.87 s): of the eight tiny runs since the decoding
-  change, 2.09, 1.85, 2.30, 2.26, 2.35, 2.36, 2.38 and 2.13x; SmolLM2 2.19-2.69x in all eight."""
+  change, 2.09, 1.85, 2.30, 2.26, 2.35, 2.36, 2.38 and 2.13x; SmolLM2 2.19-2.69x in all eight.
+- 2026-12-07 (same machine type, nothing else running; since 37a3370 GRPO's old log-probs and a local
+  teacher's scoring run by the update's chunks, which this benchmark's one update per batch does not take).
+  The run of this section, at dcb21aa: tiny 2.25x (0.61 vs 1.37 s; per repetition 1.85-2.87x), SmolLM2
+  2.30x (6.79 vs 15.61 s; per repetition 1.80-2.72x); the rewards per step the same as at 37a3370. Of the
+  nine tiny runs since the decoding change, the goal met in eight; SmolLM2's in all nine."""
 
 
 def header(args, wall: float) -> str:
