@@ -10,7 +10,8 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from helpers import gpt2_sft_planned_and_peak, small_recipe
-from warmstart.train.memory_plan import Shape, activation_bytes, plan_for
+from warmstart.train.activation_memory import Shape, activation_bytes
+from warmstart.train.memory_plan import plan_for
 
 CHECKPOINTED = ["sft.seq_len=512", "sft.rows_per_micro_batch=2", "sft.gradient_checkpointing=true"]
 
