@@ -7,7 +7,10 @@ import json
 import time
 
 import pytest
+from odd_api import OddAPI
 from test_api_faults import recipe_for, rollouts
+from test_api_odd_bodies import with_prompt_logprobs
+from test_api_odd_bodies_more import CutAPI, sampled
 
 from fake_api import BOMB_BYTES, FakeAPI
 from warmstart.config import ApiConfig, PolicySpec
@@ -71,6 +74,22 @@ def test_answers_under_their_bound_are_read_whole_compressed_or_not(tmp_path, pr
     for trajectory in (gzipped, deflated):
         assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
     assert BOMB_BYTES > BASE_BYTES  # the bomb is over the bound it is tested against
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_teachers_scoring_and_a_rollout_server_ask_again_after_an_answer_past_its_bound(fault):
+    """As a teacher's client does: another request may be answered whole (they had stopped at the first)."""
+    with OddAPI() as api:
+        api.shapes = {"scored": with_prompt_logprobs(lambda reply: reply)}
+        scorer = connect_scorer(PolicySpec.parse(f"openai:fake-model@{api.url}/v1"), ApiConfig(max_retries=1), "unused")
+        api.faults = [fault, "scored"]
+        assert scorer.score([[1, 2, 3]])[0].logprobs == [None, -0.5, -0.25]
+        scorer.close()
+        assert [entry["fault"] for entry in api.log[-2:]] == [fault, "scored"]
+    with CutAPI() as api:
+        [turn] = sampled(api, [fault, "served"], max_retries=1)
+        assert [entry["fault"] for entry in api.log] == [fault, "served"]
+    assert (turn.completion_ids, turn.stopped) == ([5, 6, 2], True)
 
 
 def test_a_teachers_scoring_and_a_rollout_server_refuse_an_answer_past_its_bound():

@@ -11,7 +11,8 @@ One request per sequence, `concurrency` in flight, through the official `openai`
 (`max_retries`, with backoff) cover 429s, 5xx and dropped connections. A 200 that is no completion (a
 body that is not JSON, not UTF-8 or not in its Content-Encoding: a proxy's page; log-probs that are not
 numbers) is a server fault as it is for a policy (`backend.unreadable_reply`), quoted on one line, and
-asked again as many times (`backend.asked_until_usable`, as GRPO's rollout server does).
+asked again as many times (`backend.asked_until_usable`, as GRPO's rollout server does); so is an answer
+larger than the request can need (`bounded_http`: a server or proxy that does not stop).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .backend import (
     require_parsed,
     unreadable_body,
 )
-from .bounded_http import http_client
+from .bounded_http import http_client, reply_too_large
 from .openai_api import DEFAULT_BASE_URL, check_endpoint
 
 
@@ -86,7 +87,7 @@ class RemoteScorer:
                 f"{self._name()}: HTTP {exc.status_code} from {self.base_url}: {_one_line(exc.message)}"
             ) from None
         except (openai.APIError, ValueError) as exc:  # no answer after the retries, or one that was no completion
-            if unreadable_body(exc) is not None:
+            if unreadable_body(exc) is not None or reply_too_large(exc):  # one that cannot be read, or held
                 raise request_error(exc, openai) from None
             raise WarmstartError(
                 f"{self._name()}: no usable answer from {self.base_url}: {type(exc).__name__}: {_one_line(str(exc))}"

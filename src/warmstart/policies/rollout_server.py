@@ -18,8 +18,8 @@ trainer's stop ids, and one that stopped on a token the trainer does not know as
 Requests carry no seed: a server batches them with others, so its samples are not reproducible from the
 run's seed (the local sampler's are). A 200 that is no completion (a body that is not JSON, not UTF-8 or
 not in its Content-Encoding; log-probs that are not log-probabilities, a null among them) is a server
-fault, as it is for a teacher: asked again up to `api.max_retries` times (`backend.asked_until_usable`),
-then one line naming what was wrong.
+fault, as it is for a teacher, and so is an answer larger than the request can need (`bounded_http`): asked
+again up to `api.max_retries` times (`backend.asked_until_usable`), then one line naming what was wrong.
 
 Every request runs on a daemon thread while the calling thread waits for it (`_detached`), so that a
 Ctrl-C stops the run at once, whatever the server does: the main thread stops waiting when the interrupt
@@ -60,7 +60,7 @@ from .backend import (
     served_models,
     unreadable_body,
 )
-from .bounded_http import http_client
+from .bounded_http import http_client, reply_too_large
 from .openai_api import check_endpoint
 
 WHERE = "grpo.rollout_server"
@@ -132,7 +132,7 @@ class RolloutServer:
                 f"{WHERE}: HTTP {exc.status_code} from {self.base_url}: {one_line(exc.message)}"
             ) from None
         except (openai.APIError, ValueError) as exc:
-            if unreadable_body(exc) is not None:  # a 200 whose body cannot be decoded
+            if unreadable_body(exc) is not None or reply_too_large(exc):  # a 200 that cannot be read, or held
                 raise request_error(exc, openai) from None
             raise WarmstartError(f"{WHERE}: no usable answer from {self.base_url}: {one_line(str(exc))}") from None
         require_parsed(response, Completion)  # a proxy's page the SDK handed over as text
