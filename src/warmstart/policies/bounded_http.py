@@ -6,7 +6,8 @@ front of it, that streams without end or answers with gigabytes would take the p
 makes for an API server checks each answer as it arrives (an httpx response hook, before the body is
 read): a declared Content-Length over the limit is refused at once, and the body's bytes are counted
 as they come, decompressed, so a small gzip body cannot expand without bound either. Only gzip and
-deflate are asked for (`Accept-Encoding`): those are the encodings counted here.
+deflate are asked for (`Accept-Encoding`): those are the encodings counted here (a gzip body of several
+members read whole, as gunzip reads it).
 
 A 2xx body that is not in the encoding it is labelled with (a proxy that labels plain JSON gzip, a
 stream spoiled in transit, a server that compresses with an encoding not asked for, such as br), or one
@@ -158,7 +159,25 @@ class Meter:
         return data
 
     def _decompress(self, data: bytes) -> bytes:
-        room = self.limit - self.read + 1  # decompress at most one byte past the limit, never the whole bomb
+        out = self._inflate(data, 0)
+        while rest := self._next_gzip_member():
+            out += self._inflate(rest, len(out))
+        return out
+
+    def _next_gzip_member(self) -> bytes:
+        """What came after a gzip member that has ended, for a decoder of the next (RFC 1952 2.2: a gzip body
+        may be several members, one after another, which gunzip reads as one; the first alone had been read,
+        the rest dropped without a word); b"" where nothing follows but zero bytes (padding)."""
+        if self.encoding != "gzip" or not self.decoder.eof:
+            return b""
+        rest = self.decoder.unused_data.lstrip(b"\0")  # a member begins 1f 8b: zeros before it are padding
+        if rest:
+            self.decoder = self._decoder()
+        return rest
+
+    def _inflate(self, data: bytes, pending: int) -> bytes:
+        """`data` through the decoder; `pending`: bytes this chunk already decompressed, not yet counted."""
+        room = self.limit - self.read - pending + 1  # at most one byte past the limit, never the whole bomb
         try:
             out = self.decoder.decompress(data, room)
         except zlib.error as exc:

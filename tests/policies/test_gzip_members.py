@@ -1,0 +1,71 @@
+"""A gzip body of several members (RFC 1952 2.2: members one after another, which gunzip reads as one, as a
+server that compresses each flush of its output writes them) is read whole by every API client warmstart
+makes: the first member alone had been read and the rest dropped without a word, so the reply read as
+a body that is not JSON, asked again without end. Zeros after the last member are padding; anything else
+after it is not gzip, and said so."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import httpx2
+import pytest
+from odd_api import OddAPI
+from test_api_faults import recipe_for, rollouts
+
+from warmstart.policies.bounded_http import Meter, UndecodableBody
+
+TEXT = json.dumps({"id": "x", "choices": [{"text": "Answer: 5 " * 40}]}).encode()
+
+
+def members(data: bytes, parts: int = 3) -> bytes:
+    step = -(-len(data) // parts)
+    return b"".join(gzip.compress(data[i : i + step]) for i in range(0, len(data), step))
+
+
+def metered(body: bytes, chunk: int, status: int = 200) -> bytes:
+    """The body as a client reads it through `Meter`, arriving `chunk` bytes at a time."""
+    response = httpx2.Response(status, request=httpx2.Request("POST", "http://127.0.0.1/v1/completions"))
+    meter = Meter(response, 2**20, "gzip")
+    read = b"".join(meter.take(body[i : i + chunk]) for i in range(0, len(body), chunk))
+    return read + meter.end()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10**6])
+def test_every_member_is_read_whatever_the_chunks_they_arrive_in(chunk):
+    assert metered(members(TEXT), chunk) == TEXT
+    assert metered(members(TEXT) + b"\0" * 9, chunk) == TEXT  # padding
+    assert metered(gzip.compress(TEXT[:10]) + b"\0" * 5 + gzip.compress(TEXT[10:]), chunk) == TEXT
+
+
+def test_what_follows_the_last_member_and_is_not_gzip_is_said_and_so_is_a_member_cut_short():
+    with pytest.raises(UndecodableBody, match="labelled gzip .* but not gzip .incorrect header check"):
+        metered(members(TEXT) + b"trailing", 64)
+    with pytest.raises(UndecodableBody, match="a gzip stream cut short"):
+        metered(members(TEXT)[:-5], 64)
+
+
+class MembersAPI(OddAPI):
+    """OddAPI whose replies, for the fault `members`, come as three gzip members."""
+
+    def _handler(self):
+        api, answer = self, super()._handler()
+
+        class Handler(answer):
+            def _raw(self, status: int, data: bytes, headers: dict | None = None, content_type="application/json"):
+                headers = headers or {}
+                if self.command == "POST" and getattr(api.current, "fault", None) == "members":
+                    data, headers = members(data), headers | {"content-encoding": "gzip"}
+                super()._raw(status, data, headers, content_type)
+
+        return Handler
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_teachers_reply_in_several_gzip_members_is_read_at_the_first_try(tmp_path, provider):
+    with MembersAPI() as api:
+        api.faults = ["members"]
+        [trajectory] = rollouts(recipe_for(tmp_path, api, provider=provider))
+        assert [entry["fault"] for entry in api.log] == ["members"]
+    assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
