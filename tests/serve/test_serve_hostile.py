@@ -242,6 +242,20 @@ def test_chunked_framing_the_rfc_allows_is_read(address):
         assert response.status == 200 and json.loads(response.read())["choices"]
 
 
+@pytest.mark.parametrize(
+    "framing", ["Transfer-Encoding: chunked\r\n", "Transfer-Encoding: chunked\r\nContent-Length: 9\r\n"]
+)
+def test_an_http_10_request_with_a_transfer_encoding_is_refused_as_faulty_framing(address, framing):
+    # RFC 9112 6.1: HTTP/1.0 has no transfer codings. The body was read as chunked and the request served.
+    body = chat_body(max_tokens=1)
+    with socket.create_connection(address, timeout=GENERATED_WITHIN_S) as client:
+        client.sendall(chat_head(framing, "HTTP/1.0") + chunked(body))
+        response = answer_of(client)
+        assert response.status == 400 and response.getheader("Connection") == "close"
+        assert "Transfer-Encoding" in error_of(response)["message"]
+        assert client.recv(1) == b""  # and closed
+
+
 # An expectation the server cannot meet is a 417 (RFC 9110 10.1.1).
 
 

@@ -196,6 +196,12 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         """The request's body (body.py), due whole within `body_timeout` of now, however steadily it trickles
         in: each read bounded alone, a body sent a byte at a time held its thread for as long as it went on."""
+        if self._before_http_11() and "Transfer-Encoding" in self.headers:
+            # RFC 9112 6.1: HTTP/1.0 has no transfer codings, so such a message's framing is faulty. Read as
+            # chunked, its end would be where this server says, not where a 1.0 proxy in front of it reads it.
+            raise ApiError(
+                400, "an HTTP/1.0 request cannot use Transfer-Encoding (RFC 9112 6.1); send a Content-Length"
+            )
         self.reads.keep(self.body_timeout, f"the request body did not all come within {self.body_timeout:g} s")
         try:
             return read_body(self.rfile, self.headers, self.server.app.max_request_bytes)
