@@ -45,9 +45,9 @@ def stale_note(results_path: Path, last_eval: dict | None) -> str:
     return f"<p class='stale'>{html.escape(text)}</p>"
 
 
-def curves_caption(stages: dict, running: dict | None = None, metrics: list[dict] | None = None) -> str:
-    """Each curve is its stage's last run (figures.series): where that run failed, never finished, or stopped
-    and recorded nothing, the curve is not of the model a row scored, which the caption says."""
+def curves_caption(stages: dict, running: dict | None = None) -> str:
+    """Each curve is its stage's last run (figures.series): where that run failed or never finished, the
+    curve is not of the model a row scored, which the caption says."""
     failed = [name for name, entry in stages.items() if entry.get("status") == "failed" and "train_seconds" in entry]
     note = f" The last run of {', '.join(failed)} failed: its curve is of that run." if failed else ""
     if running:
@@ -55,32 +55,7 @@ def curves_caption(stages: dict, running: dict | None = None, metrics: list[dict
             f" The last run of {', '.join(sorted(running))} never finished (above): its curve is of that run, "
             "not of the model the stage last recorded."
         )
-    if stopped := stopped_unrecorded(metrics or [], stages, running or {}):
-        note += (
-            f" The last run of {', '.join(stopped)} stopped before it finished and recorded nothing (Ctrl-C, or "
-            "an error before it had anything to record): its curve is of that run, not of a model the stage recorded."
-        )
     return f"Training curves, per stage (metrics.jsonl), each the stage's last run.{note}"
-
-
-def stopped_unrecorded(metrics: list[dict], stages: dict, running: dict) -> list[str]:
-    """The stages whose curve is of a run that stopped and left no record: each row carries the sequence
-    number of its run's start record (`run`: runs/tracking.py), and the last run's is neither the one the
-    stage's record started from nor a start record still standing (a stage stopped by an exception with
-    nothing to record takes its start record away). Rows written before runs were numbered tell nothing."""
-    last_run: dict[str, object] = {}
-    for row in metrics:
-        if "step" in row and "stage" in row:
-            last_run[row["stage"]] = row.get("run")
-    stopped = []
-    for stage, run in last_run.items():
-        if not isinstance(run, int) or isinstance(run, bool):
-            continue
-        recorded = (stages.get(stage) or {}).get("started_sequence")
-        started = (running.get(stage) or {}).get("sequence")
-        if run not in (recorded, started):
-            stopped.append(stage)
-    return sorted(stopped)
 
 
 def unfinished_runs(running: dict) -> str:

@@ -57,15 +57,14 @@ def build_report(root: Path, out: Path | None = None) -> Path:
     running = check_running(root / "manifest.json", manifest.get("running"))  # absent from older manifests
     results = read_results(root / "eval" / "results.json")
     last_eval = failed_eval(stages)
-    metrics = read_metrics(root)
-    curves, data = figures.training_curves(metrics), funnels(stages)
+    curves, data = figures.training_curves(read_metrics(root)), funnels(stages)
     name = html.escape(run_name(root))
     sections = [f"<h1>warmstart run: {name}</h1>", f"<p>{run_line(stages)}</p>", unfinished_runs(running)]
     sections.append(missing_note(results, curves, data, last_eval))
     if results:
         sections += held_out_sections(root, results, stages, last_eval, running)
     sections.append(failed_attempts(stages))
-    sections.append(figure(curves, curves_caption(stages, running, metrics)))
+    sections.append(figure(curves, curves_caption(stages, running)))
     sections.append(figure(figures.funnel_figure(data), "The data funnel of each curated data set."))
     if results:
         sections.append(failures(root, results, last_eval))

@@ -136,9 +136,7 @@ class RunDir:
     def tracker(self, stage: str) -> Tracker:
         """Where stage `stage` logs its training scalars (`[log]`: metrics.jsonl and the backends asked for)."""
         log_cfg = self.recipe.log
-        start = (self.manifest().get("running") or {}).get(stage)  # the stage's start record (`mark_running`)
-        run = start.get("sequence") if isinstance(start, dict) else None
-        return Tracker(self.root, stage, log_cfg.to, log_cfg.project, self.recipe.model_dump(mode="json"), run)
+        return Tracker(self.root, stage, log_cfg.to, log_cfg.project, self.recipe.model_dump(mode="json"))
 
     def stage(self, name: str, config: dict, inputs: list[Path], outputs: list[Path], finished=None) -> Stage:
         """The bookkeeping of stage `name`, whose work depends on `config` and the files `inputs` and

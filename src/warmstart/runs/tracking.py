@@ -46,21 +46,17 @@ EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
 
 
 class Tracker:
-    """The scalars of one stage. Use as a context manager; `log(step, {name: value})` per step. `run`: the
-    sequence number of the stage's start record (runs/directory.py), written on every row, so a report can
-    tell which run of the stage a curve is: one that stopped and recorded nothing (Ctrl-C, an error before
-    any summary) left its rows behind the stage's last record."""
+    """The scalars of one stage. Use as a context manager; `log(step, {name: value})` per step."""
 
-    def __init__(self, root: Path, stage: str, to: list[str], project: str, config: dict, run: int | None = None):
-        self.root, self.stage, self.run = Path(root), stage, run
+    def __init__(self, root: Path, stage: str, to: list[str], project: str, config: dict):
+        self.root, self.stage = Path(root), stage
         self.path = self.root / "metrics.jsonl"
         end_cleanly(self.path)  # a line a kill cut short would become a bad middle line
         self.backends = [open_backend(name, self.root, stage, project, config) for name in to if name != "jsonl"]
 
     def log(self, step: int, scalars: dict[str, float | None]) -> None:
         values = {name: float(v) for name, v in scalars.items() if v is not None}
-        run = {} if self.run is None else {"run": self.run}
-        line = json.dumps({"stage": self.stage, "step": step, "time": round(time.time(), 3), **run, **values})
+        line = json.dumps({"stage": self.stage, "step": step, "time": round(time.time(), 3), **values})
         with self.path.open("a", encoding="utf-8") as f:  # a few lines a second at most: open per line
             f.write(line + "\n")
         for backend in self.backends:
