@@ -290,8 +290,9 @@ class Stage:
             self.lock.release()
 
     def _clear_running(self) -> None:
-        """A stage stopped by an exception that records nothing (a refusal, Ctrl-C) was not killed: its start
-        record goes, where the disk lets us (the error that stopped it is the one to say)."""
+        """A stage stopped by an exception that records nothing (a refusal, a Ctrl-C before any training step)
+        was not killed: its start record goes, where the disk lets us (the error that stopped it is the one to
+        say)."""
         try:
             self.run_dir.clear_running(self.name, self.manifest_before)
         except (WarmstartError, OSError) as also:
@@ -301,15 +302,18 @@ class Stage:
         """Record the failed stage's summary, where the disk lets us: the error that stopped the stage (a full
         disk's, naming the file it could not write) is the one the user must see, not a second one met while
         recording it."""
-        failed = {
-            **self.summary,
-            "status": "failed",
-            "error": str(exc).splitlines()[0] if str(exc) else exc_type.__name__,
-        }
+        failed = {**self.summary, "status": "failed", "error": error_line(exc_type, exc)}
         try:
             self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
         except (WarmstartError, OSError) as also:
             log.warning("%s: could not record the failed stage: %s", self.name, also)
+
+
+def error_line(exc_type, exc) -> str:
+    """What stopped a stage, on one line: its error's first line, or what it was."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        return "stopped by Ctrl-C (KeyboardInterrupt)"
+    return str(exc).splitlines()[0] if str(exc) else exc_type.__name__
 
 
 @contextmanager

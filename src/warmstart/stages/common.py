@@ -3,6 +3,8 @@ training stage's output replaces no model the run reads or another stage wrote."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import Recipe
@@ -108,3 +110,16 @@ def check_output_free(run_dir: RunDir, stage: str, key: str, out: Path, reads: d
                 f"{key} = {out.name!r}: models/{out.name} is the model stage {other} wrote; publishing would "
                 "replace it. Name the trained model otherwise"
             )
+
+
+@contextmanager
+def summary_if_stopped(stopped: Callable[[dict], None] | None, summary: Callable[[], dict | None]):
+    """Where the block stops with an exception (Ctrl-C's included), `stopped(summary())` first, where there is
+    a summary: a training run stopped part-way records what it spent (`Stage`: status "failed"), which
+    costs.json counts and the report shows; it had recorded nothing, its seconds lost."""
+    try:
+        yield
+    except BaseException:
+        if stopped is not None and (spent := summary()) is not None:
+            stopped(spent)
+        raise

@@ -50,7 +50,7 @@ from ..train.step_checks import StepChecks, check_finite_loss, check_finite_weig
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
 from . import grpo_server
-from .common import check_output_free, load_tasks, make_environment
+from .common import check_output_free, load_tasks, make_environment, summary_if_stopped
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
                 lora.publish(last, start_from, out)
             else:
                 publish(last, out, models)
-            stage.summary = {**summary(history, cfg), "init": str(start_from), "processes": world.size}
+            stage.summary = stage_summary(history, cfg, start_from, world)
 
 
 def warn_if_nothing_learned(history: list[dict], cfg: GrpoConfig) -> None:
@@ -234,7 +234,12 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     unseen = None  # (step, batch) of the last update no check has seen since (train/grpo.check_unseen_update)
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
+    record = (lambda spent: setattr(stage, "summary", spent)) if world.main else None
     with (
+        # A run stopped part-way (Ctrl-C, a divergence, a server gone) records what it spent, status "failed".
+        summary_if_stopped(
+            record, lambda: stage_summary(history, cfg, start_from, world) if len(history) > done else None
+        ),
         Verifier(env, recipe.env.verify_timeout) as verifier,
         server_rollouts(recipe, learner, env, lambda: pool, verifier, world, done) as served,
         BudgetProgress(cfg, history, done, world.main) as progress,
@@ -510,6 +515,10 @@ class BudgetProgress:
         self.shown += moved
         self.move(moved, note=progress_note(entry))
         return used is not None and used >= 1.0
+
+
+def stage_summary(history: list[dict], cfg: GrpoConfig, start_from: Path, world: World) -> dict:
+    return {**summary(history, cfg), "init": str(start_from), "processes": world.size}
 
 
 def summary(history: list[dict], cfg: GrpoConfig) -> dict:

@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.sft import RowStream, check_unseen_update, make_optimizer, masked_ce_sum, repeated_rows, train_step
 from ..train.step_checks import StepChecks, check_finite_weights, output_vocabulary
 from ..types import Trajectory
-from .common import check_output_free
+from .common import check_output_free, summary_if_stopped
 
 log = logging.getLogger(__name__)
 BASE_INFO = "warmstart_base.json"
@@ -136,9 +137,14 @@ def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -
         if not trajectories:
             raise WarmstartError(f"{data_path}: has no trajectories to train on")
         base = world.agree(prepare_base(recipe, trajectories) if world.main else None)  # built once, by the main one
-        summary = train(recipe, base, trajectories, fingerprint, world)
+
+        def recorded(spent: dict) -> None:
+            stage.summary = {**spent, "data": cfg.data, "init": str(base), "processes": world.size}
+
+        # A run stopped part-way (Ctrl-C, a divergence, a full disk) records what it spent, status "failed".
+        summary = train(recipe, base, trajectories, fingerprint, world, recorded if world.main else None)
         if world.main:
-            stage.summary = {**summary, "data": cfg.data, "init": str(base), "processes": world.size}
+            recorded(summary)
             last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
             models = run_dir.root / "models"
             if lora.enabled(cfg.lora):
@@ -249,10 +255,18 @@ def said(dropped: Counter, seq_len: int) -> str:
     return ", ".join(f"{count} {reasons[reason]}" for reason, count in dropped.items())
 
 
-def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprint: str, world: World = SINGLE) -> dict:
+def train(
+    recipe: Recipe,
+    base: Path,
+    trajectories: list[Trajectory],
+    fingerprint: str,
+    world: World = SINGLE,
+    stopped: Callable[[dict], None] | None = None,
+) -> dict:
     """`sft.steps` optimizer steps from `base` (or the newest checkpoint, written under `fingerprint`, the
     stage's), checkpointing as it goes (the main process; every process trains its share of each step:
-    train/distributed.py)."""
+    train/distributed.py); the run's summary. A run stopped part-way by an exception (Ctrl-C's included)
+    after a step hands `stopped` the summary of what it did: its seconds and FLOPs were spent."""
     cfg = recipe.sft
     ckpt_root = RunDir(recipe).checkpoints(cfg.output)
     newest = checkpoint_to_resume(cfg, ckpt_root, fingerprint) if world.main else []
@@ -271,6 +285,7 @@ def train(recipe: Recipe, base: Path, trajectories: list[Trajectory], fingerprin
     s.model.train()
     run = RunTotals()
     with (
+        summary_if_stopped(stopped, lambda: training_summary(s, cfg, run, earlier) if run.losses else None),
         progress_bar(f"sft {cfg.output}", cfg.steps) if world.main else silent_bar() as advance,
         RunDir(recipe).tracker(f"sft:{cfg.output}") if world.main else silent_tracker() as tracker,
     ):
