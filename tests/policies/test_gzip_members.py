@@ -2,7 +2,7 @@
 server that compresses each flush of its output writes them) is read whole by every API client warmstart
 makes: the first member alone had been read and the rest dropped without a word, so the reply read as
 a body that is not JSON, asked again without end. Zeros after the last member are padding; anything else
-after it is not gzip, and said so."""
+after it that begins no member is dropped (as other HTTP clients drop it), counted against the limit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from odd_api import OddAPI
 from test_api_faults import recipe_for, rollouts
 
-from warmstart.policies.bounded_http import Meter, UndecodableBody
+from warmstart.policies.bounded_http import Meter, ReplyTooLarge, UndecodableBody
 
 TEXT = json.dumps({"id": "x", "choices": [{"text": "Answer: 5 " * 40}]}).encode()
 
@@ -39,11 +39,30 @@ def test_every_member_is_read_whatever_the_chunks_they_arrive_in(chunk):
     assert metered(gzip.compress(TEXT[:10]) + b"\0" * 5 + gzip.compress(TEXT[10:]), chunk) == TEXT
 
 
-def test_what_follows_the_last_member_and_is_not_gzip_is_said_and_so_is_a_member_cut_short():
-    with pytest.raises(UndecodableBody, match="labelled gzip .* but not gzip .incorrect header check"):
-        metered(members(TEXT) + b"trailing", 64)
+def test_bytes_after_the_end_that_begin_no_member_are_dropped_but_a_member_cut_short_is_said():
+    for trailing in (b"\r\n", b"garbage", b"\0\0\x1f"):  # as urllib3 and httpx drop them
+        assert metered(members(TEXT) + trailing, 64) == TEXT
     with pytest.raises(UndecodableBody, match="a gzip stream cut short"):
         metered(members(TEXT)[:-5], 64)
+    with pytest.raises(UndecodableBody, match="a gzip stream cut short"):
+        metered(members(TEXT) + b"\x1f\x8b", 64)  # a member begun, never ended
+
+
+def test_what_comes_after_the_end_counts_against_the_limit_and_no_member_is_read_past_it():
+    with pytest.raises(ReplyTooLarge):  # zeros, dropped: never held, but not taken without end either
+        metered(gzip.compress(TEXT) + b"\0" * 2**21, 2**16)
+    bomb = gzip.compress(b"x" * 2**27)  # 128 MiB of one byte: ~128 KB compressed
+    response = httpx2.Response(200, request=httpx2.Request("POST", "http://127.0.0.1/v1/completions"))
+    meter = Meter(response, 1000, "gzip")
+    with pytest.raises(ReplyTooLarge):  # the first member fills the limit and one byte: the bomb is not opened
+        meter.take(gzip.compress(b"y" * 1001) + bomb)
+    assert meter.decoder.unconsumed_tail == b"" and meter.read <= 1001
+
+
+def test_an_error_status_whose_later_member_is_spoiled_keeps_the_message_that_came():
+    message = json.dumps({"error": {"message": "rate limited", "code": "rate_limit_exceeded"}}).encode()
+    spoiled = gzip.compress(message) + b"\x1f\x8b" + b"\xff" * 20
+    assert json.loads(metered(spoiled, 64, status=429)) == json.loads(message)
 
 
 class MembersAPI(OddAPI):

@@ -7,7 +7,8 @@ makes for an API server checks each answer as it arrives (an httpx response hook
 read): a declared Content-Length over the limit is refused at once, and the body's bytes are counted
 as they come, decompressed, so a small gzip body cannot expand without bound either. Only gzip and
 deflate are asked for (`Accept-Encoding`): those are the encodings counted here (a gzip body of several
-members read whole, as gunzip reads it).
+members read whole, as gunzip reads it; bytes after the end of the compressed data that begin no member
+dropped, as other HTTP clients drop them, and counted).
 
 A 2xx body that is not in the encoding it is labelled with (a proxy that labels plain JSON gzip, a
 stream spoiled in transit, a server that compresses with an encoding not asked for, such as br), or one
@@ -38,6 +39,7 @@ BYTES_PER_ENTRY = 512
 ACCEPT_ENCODING = "gzip, deflate"
 DECODED = ("gzip", "deflate")  # the encodings asked for, decoded here
 START_BYTES = 256  # how much of a body as it came `UndecodableBody` keeps, to be quoted
+GZIP_MAGIC = b"\x1f\x8b"  # how every gzip member begins (RFC 1952 2.3.1)
 
 
 class ReplyTooLarge(ValueError):
@@ -113,6 +115,7 @@ class Meter:
         self.decoded_start = b""  # and as they decompress
         self.arrived = 0  # bytes as they came
         self.replaced = False  # an error status's body that could not be decoded, replaced (`_undecodable`)
+        self.held = b""  # after the end of a gzip member: a byte that may begin the next (`_past_the_end`)
 
     def _decoder(self, raw_deflate: bool = False):
         # gzip has a header (wbits + 16); HTTP's deflate is zlib-wrapped, but some servers send it raw
@@ -159,47 +162,66 @@ class Meter:
         return data
 
     def _decompress(self, data: bytes) -> bytes:
-        out = self._inflate(data, 0)
-        while rest := self._next_gzip_member():
-            out += self._inflate(rest, len(out))
+        out = b""
+        while data and not self.replaced:
+            if self.decoder.eof and not (data := self._past_the_end(data)):
+                break
+            out += self._inflate(data, len(out))
+            data = self.decoder.unused_data if self.decoder.eof else b""
         return out
 
-    def _next_gzip_member(self) -> bytes:
-        """What came after a gzip member that has ended, for a decoder of the next (RFC 1952 2.2: a gzip body
-        may be several members, one after another, which gunzip reads as one; the first alone had been read,
-        the rest dropped without a word); b"" where nothing follows but zero bytes (padding)."""
-        if self.encoding != "gzip" or not self.decoder.eof:
-            return b""
-        rest = self.decoder.unused_data.lstrip(b"\0")  # a member begins 1f 8b: zeros before it are padding
-        if rest:
+    def _past_the_end(self, data: bytes) -> bytes:
+        """What came after the end of the compressed data: where it begins another gzip member (RFC 1952 2.2:
+        members one after another, which gunzip reads as one; the first alone had been read, the rest dropped
+        without a word), that member's bytes, for a fresh decoder; else b"": zero bytes (padding) and anything
+        else after the end are dropped, as other HTTP clients drop them, but counted against the limit."""
+        data, self.held = self.held + data, b""
+        start = data.lstrip(b"\0") if self.encoding == "gzip" else b""
+        if start.startswith(GZIP_MAGIC) or start == GZIP_MAGIC[:1]:
+            self._counted_past_the_end(len(data) - len(start))
+            if len(start) == 1:  # the next member's first byte: its second still to come
+                self.held = start
+                return b""
             self.decoder = self._decoder()
-        return rest
+            return start
+        self._counted_past_the_end(len(data))
+        return b""
+
+    def _counted_past_the_end(self, count: int) -> None:
+        self.read += count  # bytes dropped: never held, but no body streams them without end either
+        if self.read > self.limit:
+            raise ReplyTooLarge(self.url, self.limit, self.status)
 
     def _inflate(self, data: bytes, pending: int) -> bytes:
         """`data` through the decoder; `pending`: bytes this chunk already decompressed, not yet counted."""
         room = self.limit - self.read - pending + 1  # at most one byte past the limit, never the whole bomb
+        if room <= 0:  # (zlib takes a length of 0 as no limit)
+            raise ReplyTooLarge(self.url, self.limit, self.status)
         try:
             out = self.decoder.decompress(data, room)
         except zlib.error as exc:
             if self.encoding != "deflate" or self.read:
-                return self._undecodable(zlib_problem(exc))
+                return self._undecodable(zlib_problem(exc), pending)
             self.decoder = self._decoder(raw_deflate=True)
             try:
                 out = self.decoder.decompress(data, room)
             except zlib.error as raw_exc:  # neither zlib-wrapped nor raw deflate
-                return self._undecodable(zlib_problem(raw_exc))
+                return self._undecodable(zlib_problem(raw_exc), pending)
         if self.decoder.unconsumed_tail:  # more output than the room left
             raise ReplyTooLarge(self.url, self.limit, self.status)
         return out
 
-    def _undecodable(self, problem: str) -> bytes:
+    def _undecodable(self, problem: str, pending: int = 0) -> bytes:
         """A body not in its labelled encoding: refused where it is a reply (2xx); else the stand-in for its
-        message (module docstring), the rest of the body dropped."""
+        message (module docstring), the rest of the body dropped, or, where some of it had decoded (a later
+        gzip member spoiled), what had: the message as far as it came."""
         label = f"labelled {self.encoding} (Content-Encoding)"
         what = f"{label}, {problem}" if self.encoding not in DECODED else f"{label} but not {self.encoding} ({problem})"
         if 200 <= self.status < 300:
             raise UndecodableBody(self.url, what, self.start)
         self.replaced = True
+        if self.read + pending:
+            return b""
         return json.dumps({"error": {"message": f"(the server's message was {what})"}}).encode()
 
 
