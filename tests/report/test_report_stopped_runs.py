@@ -1,6 +1,7 @@
 """A training run stopped part-way by an exception (Ctrl-C at the terminal, a divergence, a rollout server
-gone) records what it spent: the stage's entry says "failed", with the error and the run's seconds and
-FLOPs, which costs.json counts and the report shows with the run's curve said to be that run's. It had
+gone) records what it spent: as the stage's failed run where it had no finished one, else beside the
+finished run, whose record still describes the model in models/ (it is kept: the stage stays done for its
+recipe). costs.json counts its seconds and the report lists it, its curve said to be that run's. It had
 recorded nothing: its seconds were in no total, and its curve was drawn as the stage's without a word."""
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report_killed_and_copied import manifest, page_of, recipe, sft_steps, trained_run
+from test_report_killed_and_copied import cost_cells, known_cost, manifest, page_of, recipe, sft_steps, trained_run
 
 from helpers import curated_run, write_recipe_file
 from warmstart.stages import grpo, sft
 
-CTRL_C = "stopped by Ctrl-C (KeyboardInterrupt)"
+CTRL_C = "interrupted (KeyboardInterrupt: Ctrl-C, or a SIGTERM generate takes as one)"
 # Code run before `warmstart sft` in the interrupted process: a Ctrl-C (SIGINT) once step 3 is logged.
 INTERRUPTED_AT_STEP_3 = (
     "import os, signal\n"
@@ -45,23 +46,32 @@ def costs(root: Path) -> dict:
     return json.loads((root / "costs.json").read_text())
 
 
-def test_an_sft_run_stopped_by_ctrl_c_records_what_it_spent_and_the_page_says_whose_curve_it_is(tmp_path):
+def test_an_sft_retrain_stopped_by_ctrl_c_is_recorded_beside_the_finished_run_it_leaves_in_place(tmp_path):
+    """models/student is still the finished run's: its record stays (the stage still done for its recipe, the
+    eval's row still of known cost), and the stopped run's seconds are beside it, in every total."""
     root = trained_run(tmp_path / "run")
+    before = manifest(root)["stages"]["sft:student"]
     stopped = interrupted_retrain(root)
     assert stopped.returncode not in (0, -9), stopped.stderr[-2000:]
     assert sft_steps(root) == [1, 2, 1, 2, 3]
-    entry = manifest(root)["stages"]["sft:student"]
-    assert (entry["status"], entry["error"]) == ("failed", CTRL_C)
-    assert entry["train_seconds"] > 0 and entry["flops_estimate"] > 0 and entry["final_loss"] is not None
-    assert "running" not in manifest(root)
-    assert entry["seconds"] > 0 and costs(root)["total"]["seconds_failed"] == pytest.approx(entry["seconds"], abs=0.01)
+    entry = dict(manifest(root)["stages"]["sft:student"])
+    [run] = entry.pop("stopped_runs")
+    assert entry == before and "running" not in manifest(root)
+    assert run["error"] == CTRL_C and run["seconds"] > 0 and run["sequence"] > before["sequence"]
+    total = costs(root)["total"]
+    assert total["seconds_failed"] == pytest.approx(run["seconds"], abs=0.01)
+    assert costs(root)["stages"]["sft:student"]["seconds_stopped"] == pytest.approx(run["seconds"], abs=0.001)
     page = page_of(root)
-    assert "The last run of sft:student failed: its curve is of that run." in page
-    assert CTRL_C in page  # in the table of runs that failed, beside what it spent
-    sft.run(recipe(root, "sft.steps=4"))  # run again to its end: the spent seconds stay in the totals
+    assert "The last run of sft:student stopped part-way (above): its curve is of that run" in page
+    assert "sft:student (stopped part-way)" in page and CTRL_C in page
+    assert cost_cells(page)[:2] == known_cost(before)  # the row's model is still the finished run's
+    sft.run(recipe(root))  # the finished run's recipe: still done, nothing trained
+    assert sft_steps(root) == [1, 2, 1, 2, 3]
+    sft.run(recipe(root, "sft.steps=4"))  # the new recipe to its end: the stopped run's seconds carried on
     entry = manifest(root)["stages"]["sft:student"]
-    assert entry.get("status", "done") == "done" and entry["seconds_failed_before"] > 0
-    assert "The last run of sft:student failed" not in page_of(root)
+    assert "stopped_runs" not in entry and entry["seconds_failed_before"] == pytest.approx(run["seconds"], abs=0.001)
+    assert costs(root)["total"]["seconds_failed"] == pytest.approx(run["seconds"], abs=0.01)
+    assert "stopped part-way" not in page_of(root)
 
 
 def test_a_grpo_run_stopped_part_way_records_the_steps_it_took(tmp_path, monkeypatch):

@@ -50,6 +50,11 @@ def curves_caption(stages: dict, running: dict | None = None) -> str:
     curve is not of the model a row scored, which the caption says."""
     failed = [name for name, entry in stages.items() if entry.get("status") == "failed" and "train_seconds" in entry]
     note = f" The last run of {', '.join(failed)} failed: its curve is of that run." if failed else ""
+    if stopped := [name for name, entry in sorted(stages.items()) if entry.get("stopped_runs")]:
+        note += (
+            f" The last run of {', '.join(stopped)} stopped part-way (above): its curve is of that run, not of the "
+            "model the stage last recorded."
+        )
     if running:
         note += (
             f" The last run of {', '.join(sorted(running))} never finished (above): its curve is of that run, "
@@ -108,9 +113,11 @@ FAILED_CAPTION = (
 
 
 def failed_attempts(stages: dict) -> str:
-    """The stages whose last run failed, with what that run spent: apart from the rows' costs (lineage.py)."""
+    """The stages whose last run failed, with what that run spent, and the training runs stopped part-way
+    beside a stage's finished run: apart from the rows' costs (lineage.py)."""
     failed = {name: entry for name, entry in sorted(stages.items()) if entry.get("status") == "failed"}
-    if not failed:
+    stopped = [(name, run) for name, entry in sorted(stages.items()) for run in entry.get("stopped_runs") or []]
+    if not failed and not stopped:
         return ""
     head = ["stage", "failed at", "wall s", "train s", "train FLOPs", "API $", "error"]
     rows = [
@@ -125,7 +132,26 @@ def failed_attempts(stages: dict) -> str:
         ]
         for name, entry in failed.items()
     ]
-    return "<h2>Runs that failed</h2>" + table(head, rows) + f"<p>{html.escape(FAILED_CAPTION)}</p>"
+    rows += [
+        [
+            f"{name} (stopped part-way)",
+            utc(run.get("finished")),
+            number(run.get("seconds"), ",.1f"),
+            "",
+            "",
+            "",
+            run.get("error") or "",
+        ]
+        for name, run in stopped
+    ]
+    caption = FAILED_CAPTION + (STOPPED_CAPTION if stopped else "")
+    return "<h2>Runs that failed</h2>" + table(head, rows) + f"<p>{html.escape(caption)}</p>"
+
+
+STOPPED_CAPTION = (
+    " A training run stopped part-way (Ctrl-C, a divergence) before it published a model is listed beside the "
+    "stage's finished run, whose record still describes the stage's model: its wall seconds are in the totals."
+)
 
 
 def number(value: float | None, spec: str) -> str:

@@ -147,11 +147,21 @@ def check_stages(path: Path, stages: dict) -> dict:
             lambda o: isinstance(o, dict) and all(map(is_digests, o.values())),
             "an object of directory: {file: digest}",
         )
+        optional(path, entry, where, "stopped_runs", is_stopped_runs, "a list of {started, finished, seconds, error}")
         optional(path, entry, where, "api_cost", either_none(lambda c: isinstance(c, dict)), "an object")
         check_api_cost(path, f"{where}.api_cost", entry.get("api_cost") or {})
         if name.startswith("curate:") and "kept" in entry:
             check_funnel(path, where, entry)
     return stages
+
+
+def is_stopped_runs(runs: Any) -> bool:
+    """A stage entry's runs stopped part-way beside it (runs/directory.py `add_stopped_run`)."""
+    fields = {"started": is_number, "finished": is_number, "seconds": is_number, "error": is_text}
+    return isinstance(runs, list) and all(
+        isinstance(run, dict) and all(check(run.get(key, 0 if key != "error" else "")) for key, check in fields.items())
+        for run in runs
+    )
 
 
 def check_running(path: Path, running: Any) -> dict:

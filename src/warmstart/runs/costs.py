@@ -7,7 +7,8 @@ never counted as 0) and the stage's wall seconds, with totals and the money per 
 trajectory of the generate stages. A stage whose rerun starts its ledger afresh (eval) carries what its
 earlier runs paid (`carried_spend`), and the totals count it: money spent is never dropped from the table.
 A stage whose last run failed keeps `"status": "failed"` and counts in the totals (it was spent), and so do
-the seconds of failed runs a later run's entry replaced (`seconds_failed_before`); the total's
+the seconds of failed runs a later run's entry replaced (`seconds_failed_before`) and of training runs stopped
+part-way beside a finished run's entry (`stopped_runs`, `seconds_stopped` here); the total's
 `seconds_failed` says how much of the run's seconds went to failed runs (the report shows them apart from each
 row's cost: a failed training run published no model, report/lineage.py).
 
@@ -239,10 +240,16 @@ def carried_spend(entry: dict | None) -> dict | None:
 
 def failed_seconds(entry: dict | None) -> float:
     """The wall seconds of a stage's runs that failed, as its manifest entry records them: the entry's own
-    where its run failed, and those an entry it replaced carried (`seconds_failed_before`, runs/directory.py)."""
+    where its run failed, those an entry it replaced carried (`seconds_failed_before`, runs/directory.py),
+    and those of runs stopped part-way beside it (`stopped_runs`)."""
     entry = entry or {}
     own = (entry.get("seconds") or 0.0) if entry.get("status") == "failed" else 0.0
-    return round(own + (entry.get("seconds_failed_before") or 0.0), 3)
+    return round(own + (entry.get("seconds_failed_before") or 0.0) + stopped_seconds(entry), 3)
+
+
+def stopped_seconds(entry: dict) -> float:
+    """The wall seconds of the runs of a stage that stopped part-way beside its finished run's record."""
+    return sum(run.get("seconds") or 0.0 for run in entry.get("stopped_runs") or [])
 
 
 def write_costs(root: Path, manifest: dict) -> dict:
@@ -253,6 +260,8 @@ def write_costs(root: Path, manifest: dict) -> dict:
         entry = {"seconds": info.get("seconds"), **({"status": info["status"]} if "status" in info else {})}
         if info.get("seconds_failed_before"):  # runs of the stage that failed before this one: spent all the same
             entry["seconds_failed_before"] = info["seconds_failed_before"]
+        if stopped := stopped_seconds(info):  # runs stopped part-way since it: spent all the same
+            entry["seconds_stopped"] = round(stopped, 3)
         if info.get("estimate"):  # generate's bill before the run, beside what the job came to
             entry["estimate_vs_actual"] = {"estimate": info["estimate"], "actual": info.get("actual")}
         cost = info.get("api_cost")
@@ -279,10 +288,14 @@ def write_costs(root: Path, manifest: dict) -> dict:
             # the teacher data's dollars per accepted trajectory (eval's API spend made no trajectory)
             "usd_per_accepted_trajectory": round(data_usd / accepted, 6) if not data_unknown and accepted else None,
             "seconds": round(
-                sum((s["seconds"] or 0.0) + s.get("seconds_failed_before", 0.0) for s in stages.values()), 2
+                sum(
+                    (s["seconds"] or 0.0) + s.get("seconds_failed_before", 0.0) + s.get("seconds_stopped", 0.0)
+                    for s in stages.values()
+                ),
+                2,
             ),
             # Of `seconds`: those of runs that failed (spent all the same; the report lists them apart).
-            "seconds_failed": round(sum(failed_seconds(s) for s in stages.values()), 2),
+            "seconds_failed": round(sum(failed_seconds(info) for info in manifest.get("stages", {}).values()), 2),
         },
     }
     write_json_atomic(root / "costs.json", summary)

@@ -179,6 +179,32 @@ class RunDir:
         write_json_atomic(self.manifest_path, manifest)
         write_costs(self.root, manifest)  # costs.json follows the manifest: money and seconds per stage
 
+    def is_finished(self, stage: str) -> bool:
+        """Whether `stage` has the record of a finished run (of whatever fingerprint)."""
+        entry = self.manifest()["stages"].get(stage)
+        return bool(entry) and entry.get("status", "done") == "done"
+
+    def add_stopped_run(self, stage: str, started: float, error: str) -> None:
+        """Record a run of `stage` that stopped part-way before it wrote its outputs (Ctrl-C, a divergence)
+        beside the finished run's record, which still describes those outputs and is kept: its wall seconds
+        (spent: costs.json counts them) and error in the entry's `stopped_runs`; it replaces the start record."""
+        manifest = self.manifest()
+        sequence = next_sequence(manifest)
+        start = pop_running(manifest, stage)
+        now = time.time()
+        manifest["stages"][stage].setdefault("stopped_runs", []).append(
+            {
+                "started": started,
+                "finished": now,
+                "seconds": round(now - started, 3),
+                "error": error,
+                "sequence": sequence,
+                **({"started_sequence": start["sequence"]} if start and "sequence" in start else {}),
+            }
+        )
+        write_json_atomic(self.manifest_path, manifest)
+        write_costs(self.root, manifest)
+
     def output_files(self, outputs: list[Path]) -> dict[str, dict[str, str]]:
         """The file digests of each output that is a directory (a model): which model this record is of."""
         return {str(Path(p).relative_to(self.root)): directory_digests(Path(p)) for p in outputs if Path(p).is_dir()}
@@ -257,6 +283,8 @@ class Stage:
         self.lock = RunLock(run_dir.root)
         self.done = False
         self.summary: dict = {}
+        # What a training run stopped part-way (an exception before it wrote its outputs) spent: `_record_failed`.
+        self.stopped: dict = {}
 
     def __enter__(self) -> Stage:
         self.lock.acquire(self.name)
@@ -282,7 +310,7 @@ class Stage:
         try:
             if exc_type is None and not self.done:
                 self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, self.summary)
-            elif exc_type is not None and self.summary:
+            elif exc_type is not None and (self.summary or self.stopped):
                 self._record_failed(exc_type, exc)
             elif exc_type is not None and not self.done:
                 self._clear_running()
@@ -302,9 +330,13 @@ class Stage:
         """Record the failed stage's summary, where the disk lets us: the error that stopped the stage (a full
         disk's, naming the file it could not write) is the one the user must see, not a second one met while
         recording it."""
-        failed = {**self.summary, "status": "failed", "error": error_line(exc_type, exc)}
+        failed = {**(self.summary or self.stopped), "status": "failed", "error": error_line(exc_type, exc)}
         try:
-            self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
+            if not self.summary and self.run_dir.is_finished(self.name):
+                # Stopped before it wrote its outputs: the finished run's record still describes them.
+                self.run_dir.add_stopped_run(self.name, self.started, failed["error"])
+            else:
+                self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
         except (WarmstartError, OSError) as also:
             log.warning("%s: could not record the failed stage: %s", self.name, also)
 
@@ -312,7 +344,7 @@ class Stage:
 def error_line(exc_type, exc) -> str:
     """What stopped a stage, on one line: its error's first line, or what it was."""
     if issubclass(exc_type, KeyboardInterrupt):
-        return "stopped by Ctrl-C (KeyboardInterrupt)"
+        return "interrupted (KeyboardInterrupt: Ctrl-C, or a SIGTERM generate takes as one)"
     return str(exc).splitlines()[0] if str(exc) else exc_type.__name__
 
 

@@ -3,6 +3,7 @@ training stage's output replaces no model the run reads or another stage wrote."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ from ..policies import make_policy
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
 from ..types import Message, Task, Trajectory
+
+log = logging.getLogger(__name__)
 
 
 def make_environment(recipe: Recipe) -> Environment:
@@ -115,11 +118,18 @@ def check_output_free(run_dir: RunDir, stage: str, key: str, out: Path, reads: d
 @contextmanager
 def summary_if_stopped(stopped: Callable[[dict], None] | None, summary: Callable[[], dict | None]):
     """Where the block stops with an exception (Ctrl-C's included), `stopped(summary())` first, where there is
-    a summary: a training run stopped part-way records what it spent (`Stage`: status "failed"), which
-    costs.json counts and the report shows; it had recorded nothing, its seconds lost."""
+    a summary: a training run stopped part-way records what it spent (`Stage.stopped`: a failed run, or one
+    beside the finished run whose record still describes the stage's outputs), which costs.json counts and
+    the report shows; it had recorded nothing, its seconds lost."""
     try:
         yield
     except BaseException:
-        if stopped is not None and (spent := summary()) is not None:
-            stopped(spent)
+        if stopped is not None:
+            try:
+                spent = summary()
+            except Exception as also:  # the error that stopped the run is the one to say
+                log.warning("what the stopped run spent could not be summed up: %s", also)
+                spent = None
+            if spent is not None:
+                stopped(spent)
         raise

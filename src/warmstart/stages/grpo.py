@@ -193,6 +193,8 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
         history = train(recipe, env, start_from, stage, world)
         if world.main:
             warn_if_nothing_learned(history, cfg)
+            # Before publishing, as sft's: a run stopped while it replaces models/<output> is recorded as failed.
+            stage.summary = stage_summary(history, cfg, start_from, world)
             last = complete_checkpoints(RunDir(recipe).checkpoints(cfg.output))[-1]
             models = RunDir(recipe).root / "models"
             if lora.enabled(cfg.lora):
@@ -200,7 +202,6 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
                 lora.publish(last, start_from, out)
             else:
                 publish(last, out, models)
-            stage.summary = stage_summary(history, cfg, start_from, world)
 
 
 def warn_if_nothing_learned(history: list[dict], cfg: GrpoConfig) -> None:
@@ -234,9 +235,9 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     unseen = None  # (step, batch) of the last update no check has seen since (train/grpo.check_unseen_update)
     # One Verifier for the whole run: its workers and their sandboxes start once, not once per step, and
     # stop with the loop, however it ends.
-    record = (lambda spent: setattr(stage, "summary", spent)) if world.main else None
+    record = (lambda spent: setattr(stage, "stopped", spent)) if world.main else None
     with (
-        # A run stopped part-way (Ctrl-C, a divergence, a server gone) records what it spent, status "failed".
+        # A run stopped part-way (Ctrl-C, a divergence, a server gone) records what it spent (runs/directory.py).
         summary_if_stopped(
             record, lambda: stage_summary(history, cfg, start_from, world) if len(history) > done else None
         ),

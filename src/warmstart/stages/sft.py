@@ -138,13 +138,15 @@ def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -
             raise WarmstartError(f"{data_path}: has no trajectories to train on")
         base = world.agree(prepare_base(recipe, trajectories) if world.main else None)  # built once, by the main one
 
-        def recorded(spent: dict) -> None:
-            stage.summary = {**spent, "data": cfg.data, "init": str(base), "processes": world.size}
+        def described(spent: dict) -> dict:
+            return {**spent, "data": cfg.data, "init": str(base), "processes": world.size}
 
-        # A run stopped part-way (Ctrl-C, a divergence, a full disk) records what it spent, status "failed".
-        summary = train(recipe, base, trajectories, fingerprint, world, recorded if world.main else None)
+        def stopped(spent: dict) -> None:  # part-way (Ctrl-C, a divergence): what it spent is recorded
+            stage.stopped = described(spent)
+
+        summary = train(recipe, base, trajectories, fingerprint, world, stopped if world.main else None)
         if world.main:
-            recorded(summary)
+            stage.summary = described(summary)
             last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
             models = run_dir.root / "models"
             if lora.enabled(cfg.lora):

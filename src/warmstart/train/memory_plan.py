@@ -363,7 +363,7 @@ def scoring_pass_rows(shape: Shape, chunk_tokens: int, seq_len: int, names: tupl
     teacher) and a local teacher's scores, each a phase of its own (one runs after the other; the
     update's chunks after both). Per chunk: the K/V of its rows, prompt and reply (lm/shared_prefix.py
     runs each prompt once and copies its K/V to its rows), one layer's tensors at a time, counted once
-    each (nothing is kept for a backward: no ACTIVATION_SLACK), and the output head at its scored
+    each (nothing is kept for a backward: no activation_memory.ACTIVATION_SLACK), and the output head at its scored
     positions (at most every position), [N, V] fp32 logits and two more of that size in their logsumexp.
     Until these passes were chunked they ran over the whole batch and were the measured peak of GRPO
     (h256, 4 layers, 128 rows of up to 128 new tokens: GPT-2's pass 1395 MB, its update 1309; the
