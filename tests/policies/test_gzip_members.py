@@ -51,6 +51,8 @@ def test_bytes_after_the_end_that_begin_no_member_are_dropped_but_a_member_cut_s
 def test_what_comes_after_the_end_counts_against_the_limit_and_no_member_is_read_past_it():
     with pytest.raises(ReplyTooLarge):  # zeros, dropped: never held, but not taken without end either
         metered(gzip.compress(TEXT) + b"\0" * 2**21, 2**16)
+    with pytest.raises(ReplyTooLarge):  # empty members decode to nothing: what arrives is bounded too
+        metered(gzip.compress(b"") * 2 * 10**5, 2**16)  # 4 MB against a 1 MiB limit
     bomb = gzip.compress(b"x" * 2**27)  # 128 MiB of one byte: ~128 KB compressed
     response = httpx2.Response(200, request=httpx2.Request("POST", "http://127.0.0.1/v1/completions"))
     meter = Meter(response, 1000, "gzip")

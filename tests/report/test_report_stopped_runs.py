@@ -70,6 +70,7 @@ def test_an_sft_retrain_stopped_by_ctrl_c_is_recorded_beside_the_finished_run_it
     sft.run(recipe(root, "sft.steps=4"))  # the new recipe to its end: the stopped run's seconds carried on
     entry = manifest(root)["stages"]["sft:student"]
     assert "stopped_runs" not in entry and entry["seconds_failed_before"] == pytest.approx(run["seconds"], abs=0.001)
+    assert entry["started_sequence"] > run["sequence"]  # records keep their order past a stopped run
     assert costs(root)["total"]["seconds_failed"] == pytest.approx(run["seconds"], abs=0.01)
     assert "stopped part-way" not in page_of(root)
 

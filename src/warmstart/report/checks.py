@@ -157,7 +157,7 @@ def check_stages(path: Path, stages: dict) -> dict:
 
 def is_stopped_runs(runs: Any) -> bool:
     """A stage entry's runs stopped part-way beside it (runs/directory.py `add_stopped_run`)."""
-    fields = {"started": is_number, "finished": is_number, "seconds": is_number, "error": is_text}
+    fields = {"started": is_number, "finished": is_number, "seconds": is_number, "error": is_text, "sequence": is_count}
     return isinstance(runs, list) and all(
         isinstance(run, dict) and all(check(run.get(key, 0 if key != "error" else "")) for key, check in fields.items())
         for run in runs

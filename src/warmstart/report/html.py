@@ -131,10 +131,12 @@ def run_line(stages: dict) -> str:
         (s.get("seconds") or 0.0) + (s.get("seconds_failed_before") or 0.0) + stopped_seconds(s)
         for s in stages.values()
     )
-    failed = [name for name, s in stages.items() if s.get("status") == "failed" or s.get("stopped_runs")]
+    failed = [name for name, s in stages.items() if s.get("status") == "failed"]
+    stopped = [name for name, s in stages.items() if s.get("stopped_runs") and s.get("status") != "failed"]
     in_failed = sum(failed_seconds(s) for s in stages.values())
     of_them = f" ({in_failed:,.0f} s of them in runs that failed)" if in_failed else ""
     note = f" Failed: {', '.join(failed)} (below)." if failed else ""
+    note += f" Stopped part-way since their last finished run: {', '.join(stopped)} (below)." if stopped else ""
     count = f"{len(stages)} stage{'' if len(stages) == 1 else 's'}"
     return html.escape(f"{count}, {seconds:,.0f} s in all{of_them}. Built {utc(time.time())}.{note}")
 

@@ -5,8 +5,9 @@ A stage whose fingerprint matches a finished entry and whose outputs exist is sk
 finished stage does no work. `RunDir.stage` is that sequence, written once for every stage (`Stage`).
 
 A stage that starts work first writes a start record (`running`: its start time, pid and host) that its
-finished or failed record replaces: one killed (SIGKILL, the OOM killer, a power loss: no exception, so
-no failed record) leaves it behind, and the report says so. Each record takes the next `sequence` number
+finished or failed record replaces (or, for a training run stopped part-way beside a finished run's record,
+its entry in that record's `stopped_runs`): one killed (SIGKILL, the OOM killer, a power loss: no
+exception, so no failed record) leaves it behind, and the report says so. Each record takes the next `sequence` number
 of the manifest, so the order of stages is known without comparing clocks (a run copied to a machine
 whose clock differs); a finished stage records the digests of the model directories it wrote
 (`output_files`), which the eval's results compare with the files each row scored.
@@ -67,10 +68,12 @@ def directory_digests(path: Path) -> dict[str, str]:
 
 
 def next_sequence(manifest: dict) -> int:
-    """The number of the manifest's next record: one more than any record's, start records included. One
-    process at a time writes the manifest (runs/lock.py), so it orders the stages as they ran, whatever the
-    clocks of the machines they ran on said."""
-    records = [*manifest["stages"].values(), *(manifest.get("running") or {}).values()]
+    """The number of the manifest's next record: one more than any record's, start records and stopped runs
+    included. One process at a time writes the manifest (runs/lock.py), so it orders the stages as they ran,
+    whatever the clocks of the machines they ran on said."""
+    entries = [e for e in manifest["stages"].values() if isinstance(e, dict)]
+    stopped = [run for e in entries if isinstance(e.get("stopped_runs"), list) for run in e["stopped_runs"]]
+    records = [*entries, *stopped, *(manifest.get("running") or {}).values()]
     numbers = [r.get(key) for r in records if isinstance(r, dict) for key in ("sequence", "started_sequence")]
     return 1 + max((n for n in numbers if isinstance(n, int)), default=0)
 
