@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import httpx2
 import pytest
@@ -24,10 +25,10 @@ def members(data: bytes, parts: int = 3) -> bytes:
     return b"".join(gzip.compress(data[i : i + step]) for i in range(0, len(data), step))
 
 
-def metered(body: bytes, chunk: int, status: int = 200) -> bytes:
+def metered(body: bytes, chunk: int, status: int = 200, encoding: str = "gzip") -> bytes:
     """The body as a client reads it through `Meter`, arriving `chunk` bytes at a time."""
     response = httpx2.Response(status, request=httpx2.Request("POST", "http://127.0.0.1/v1/completions"))
-    meter = Meter(response, 2**20, "gzip")
+    meter = Meter(response, 2**20, encoding)
     read = b"".join(meter.take(body[i : i + chunk]) for i in range(0, len(body), chunk))
     return read + meter.end()
 
@@ -90,3 +91,13 @@ def test_a_teachers_reply_in_several_gzip_members_is_read_at_the_first_try(tmp_p
         [trajectory] = rollouts(recipe_for(tmp_path, api, provider=provider))
         assert [entry["fault"] for entry in api.log] == ["members"]
     assert trajectory.error is None and trajectory.messages[-1].content.startswith("Answer: ")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 64])
+def test_a_raw_deflate_body_is_read_whatever_its_first_chunk(chunk):
+    """HTTP's deflate is zlib-wrapped, but some servers send it raw: the zlib decoder took a first chunk of one
+    byte without a word, and the raw decoder, given only what came after, failed ("invalid block type")."""
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw = packer.compress(TEXT) + packer.flush()
+    assert metered(raw, chunk, encoding="deflate") == TEXT
+    assert metered(zlib.compress(TEXT), chunk, encoding="deflate") == TEXT

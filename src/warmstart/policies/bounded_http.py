@@ -119,6 +119,8 @@ class Meter:
         self.arrived = 0  # bytes as they came
         self.replaced = False  # an error status's body that could not be decoded, replaced (`_undecodable`)
         self.held = b""  # after the end of a gzip member: a byte that may begin the next (`_past_the_end`)
+        self.undecided = b""  # a deflate body's bytes before its first decoded one: raw deflate's, if it is that
+        self.raw_deflate = False
 
     def _decoder(self, raw_deflate: bool = False):
         # gzip has a header (wbits + 16); HTTP's deflate is zlib-wrapped, but some servers send it raw
@@ -206,14 +208,18 @@ class Meter:
         room = self.limit - self.read - pending + 1  # at most one byte past the limit, never the whole bomb
         if room <= 0:  # (zlib takes a length of 0 as no limit)
             raise ReplyTooLarge(self.url, self.limit, self.status)
+        undecided = self.encoding == "deflate" and not (self.read or pending or self.raw_deflate)
+        if undecided:
+            self.undecided += data
         try:
             out = self.decoder.decompress(data, room)
         except zlib.error as exc:
-            if self.encoding != "deflate" or self.read:
+            if not undecided:
                 return self._undecodable(zlib_problem(exc), pending)
+            self.raw_deflate = True
             self.decoder = self._decoder(raw_deflate=True)
-            try:
-                out = self.decoder.decompress(data, room)
+            try:  # every byte so far: the zlib decoder may have taken a first chunk of one byte without a word
+                out = self.decoder.decompress(self.undecided, room)
             except zlib.error as raw_exc:  # neither zlib-wrapped nor raw deflate
                 return self._undecodable(zlib_problem(raw_exc), pending)
         if self.decoder.unconsumed_tail:  # more output than the room left
