@@ -16,6 +16,7 @@ import pytest
 from test_report_killed_and_copied import cost_cells, known_cost, manifest, page_of, recipe, sft_steps, trained_run
 
 from helpers import curated_run, write_recipe_file
+from warmstart.report.attempts import curves_caption
 from warmstart.stages import grpo, sft
 
 CTRL_C = "interrupted (KeyboardInterrupt: Ctrl-C, or a SIGTERM generate takes as one)"
@@ -106,3 +107,10 @@ def test_a_run_stopped_before_its_first_step_records_nothing(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         grpo.run(run)
     assert manifest(tmp_path / "run") == before
+
+
+def test_a_stage_run_again_since_its_stopped_run_is_said_of_its_last_run_only():
+    stopped = {"sft:student": {"sequence": 3, "stopped_runs": [{"started": 1.0, "finished": 2.0, "seconds": 1.0}]}}
+    assert "stopped part-way" in curves_caption(stopped)
+    later = curves_caption(stopped, {"sft:student": {"sequence": 5, "pid": 1}})  # killed, or running, since
+    assert "never finished" in later and "stopped part-way" not in later

@@ -50,7 +50,11 @@ def curves_caption(stages: dict, running: dict | None = None) -> str:
     curve is not of the model a row scored, which the caption says."""
     failed = [name for name, entry in stages.items() if entry.get("status") == "failed" and "train_seconds" in entry]
     note = f" The last run of {', '.join(failed)} failed: its curve is of that run." if failed else ""
-    if stopped := [name for name, entry in sorted(stages.items()) if entry.get("stopped_runs")]:
+    # A stage with a start record standing ran again since its stopped run: that later run is its last.
+    stopped = [
+        name for name, entry in sorted(stages.items()) if entry.get("stopped_runs") and name not in (running or {})
+    ]
+    if stopped:
         note += (
             f" The last run of {', '.join(stopped)} stopped part-way (above): its curve is of that run, not of the "
             "model the stage last recorded."
