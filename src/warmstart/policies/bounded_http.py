@@ -130,16 +130,13 @@ class Meter:
 
     def take(self, data: bytes) -> bytes:
         """A chunk as it came, decompressed and counted."""
-        if self.replaced:  # the rest of an error body that could not be decoded: dropped, but not without end
-            self.arrived += len(data)
-            if self.arrived > ARRIVED_PER_LIMIT * self.limit:
-                raise ReplyTooLarge(self.url, self.limit, self.status)
+        self.arrived += len(data)
+        if self.arrived > ARRIVED_PER_LIMIT * self.limit:  # empty gzip members, a dropped rest: not without end
+            raise ReplyTooLarge(self.url, self.limit, self.status)
+        if self.replaced:  # the rest of an error body that could not be decoded
             return b""
         first = not self.start
         self.start += data[: START_BYTES - len(self.start)]
-        self.arrived += len(data)
-        if self.arrived > ARRIVED_PER_LIMIT * self.limit:  # empty gzip members without end count for nothing
-            raise ReplyTooLarge(self.url, self.limit, self.status)
         if self.decoder is not None:
             return self._counted(self._decompress(data))
         if first and self.encoding not in ("", "identity") and not looks_like_json(self.start):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import WarmstartError
 from ..metrics.tally import unscored
-from ..runs.costs import failed_seconds, stopped_seconds
+from ..runs.costs import failed_seconds, spent_seconds
 from ..runs.directory import read_manifest, sample_paths
 from ..runs.jsonl import read_json, write_text_atomic
 from ..runs.tracking import read_metrics
@@ -127,10 +127,7 @@ def figure(svg: str | None, caption: str) -> str:
 
 
 def run_line(stages: dict) -> str:
-    seconds = sum(
-        (s.get("seconds") or 0.0) + (s.get("seconds_failed_before") or 0.0) + stopped_seconds(s)
-        for s in stages.values()
-    )
+    seconds = sum(spent_seconds(s) for s in stages.values())
     failed = [name for name, s in stages.items() if s.get("status") == "failed"]
     stopped = [name for name, s in stages.items() if s.get("stopped_runs") and s.get("status") != "failed"]
     in_failed = sum(failed_seconds(s) for s in stages.values())

@@ -247,6 +247,12 @@ def failed_seconds(entry: dict | None) -> float:
     return round(own + (entry.get("seconds_failed_before") or 0.0) + stopped_seconds(entry), 3)
 
 
+def spent_seconds(entry: dict) -> float:
+    """The wall seconds a stage's manifest entry accounts for: its run's, and those of the failed runs it
+    replaced and of the runs stopped beside it."""
+    return (entry.get("seconds") or 0.0) + (entry.get("seconds_failed_before") or 0.0) + stopped_seconds(entry)
+
+
 def stopped_seconds(entry: dict) -> float:
     """The wall seconds of the runs of a stage that stopped part-way beside its finished run's record."""
     return sum(run.get("seconds") or 0.0 for run in entry.get("stopped_runs") or [])
@@ -287,13 +293,7 @@ def write_costs(root: Path, manifest: dict) -> dict:
             "unknown_price_models": sorted(unknown),
             # the teacher data's dollars per accepted trajectory (eval's API spend made no trajectory)
             "usd_per_accepted_trajectory": round(data_usd / accepted, 6) if not data_unknown and accepted else None,
-            "seconds": round(
-                sum(
-                    (s["seconds"] or 0.0) + s.get("seconds_failed_before", 0.0) + s.get("seconds_stopped", 0.0)
-                    for s in stages.values()
-                ),
-                2,
-            ),
+            "seconds": round(sum(spent_seconds(info) for info in manifest.get("stages", {}).values()), 2),
             # Of `seconds`: those of runs that failed (spent all the same; the report lists them apart).
             "seconds_failed": round(sum(failed_seconds(info) for info in manifest.get("stages", {}).values()), 2),
         },
