@@ -16,7 +16,8 @@ import pytest
 from test_report_killed_and_copied import cost_cells, known_cost, manifest, page_of, recipe, sft_steps, trained_run
 
 from helpers import curated_run, write_recipe_file
-from warmstart.report.attempts import curves_caption
+from warmstart.report.attempts import curves_caption, failed_attempts
+from warmstart.runs.directory import RunDir
 from warmstart.stages import grpo, sft
 
 CTRL_C = "interrupted (KeyboardInterrupt: Ctrl-C, or a SIGTERM generate takes as one)"
@@ -52,6 +53,8 @@ def test_an_sft_retrain_stopped_by_ctrl_c_is_recorded_beside_the_finished_run_it
     eval's row still of known cost), and the stopped run's seconds are beside it, in every total."""
     root = trained_run(tmp_path / "run")
     before = manifest(root)["stages"]["sft:student"]
+    RunDir(recipe(root)).write_recipe()  # what `warmstart sft` writes once the finished run recorded itself
+    finished_recipe = (root / "recipe.toml").read_text()
     stopped = interrupted_retrain(root)
     assert stopped.returncode not in (0, -9), stopped.stderr[-2000:]
     assert sft_steps(root) == [1, 2, 1, 2, 3]
@@ -59,6 +62,11 @@ def test_an_sft_retrain_stopped_by_ctrl_c_is_recorded_beside_the_finished_run_it
     [run] = entry.pop("stopped_runs")
     assert entry == before and "running" not in manifest(root)
     assert run["error"] == CTRL_C and run["seconds"] > 0 and run["sequence"] > before["sequence"]
+    # Its own training: 3 steps of 4 (flops per token x tokens), within its wall seconds.
+    assert 0 < run["this_run"]["train_seconds"] < run["seconds"]
+    assert run["this_run"]["flops_estimate"] > before["flops_estimate"]
+    # models/student is still the finished run's model: the run's recipe stays the one that made it.
+    assert (root / "recipe.toml").read_text() == finished_recipe
     total = costs(root)["total"]
     assert total["seconds_failed"] == pytest.approx(run["seconds"], abs=0.01)
     assert costs(root)["stages"]["sft:student"]["seconds_stopped"] == pytest.approx(run["seconds"], abs=0.001)
@@ -114,3 +122,71 @@ def test_a_stage_run_again_since_its_stopped_run_is_said_of_its_last_run_only():
     assert "stopped part-way" in curves_caption(stopped)
     later = curves_caption(stopped, {"sft:student": {"sequence": 5, "pid": 1}})  # killed, or running, since
     assert "never finished" in later and "stopped part-way" not in later
+
+
+def stopped_at(module, name: str, stop: int, step_of):
+    """`module.name` (a step function) raising KeyboardInterrupt on its step `stop`, as a Ctrl-C there would."""
+    step = getattr(module, name)
+
+    def stopped(*args, **kwargs):
+        if step_of(args) == stop:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    return stopped
+
+
+def test_a_resumed_grpo_run_that_stops_records_its_own_part_of_the_training(tmp_path, monkeypatch):
+    """A failed run that had resumed from a checkpoint spent only its own steps: those are the report's
+    train s and FLOPs in the table of failed runs, not the whole training's (which the record's totals keep)."""
+    run = curated_run(
+        tmp_path / "run",
+        "sft.steps=4",
+        "grpo.steps=4",
+        "grpo.tasks_per_step=2",
+        "grpo.group_size=2",
+        "grpo.checkpoint_every=1",
+    )
+    sft.run(run)
+    step_number = lambda args: args[4]  # noqa: E731 (grpo_step's step)
+    monkeypatch.setattr(grpo, "grpo_step", stopped_at(grpo, "grpo_step", 3, step_number))
+    with pytest.raises(KeyboardInterrupt):
+        grpo.run(run)
+    monkeypatch.undo()
+    monkeypatch.setattr(grpo, "grpo_step", stopped_at(grpo, "grpo_step", 4, step_number))
+    with pytest.raises(KeyboardInterrupt):
+        grpo.run(run)  # resumes from step 2's checkpoint, takes step 3, stops at 4
+    entry = manifest(tmp_path / "run")["stages"]["grpo:student-grpo"]
+    assert (entry["status"], entry["steps"]) == ("failed", 3)
+    third = entry["history"][2]
+    assert entry["this_run"] == {"train_seconds": third["seconds"], "flops_estimate": third["flops_estimate"]}
+    assert entry["train_seconds"] > third["seconds"]
+    table = failed_attempts({"grpo:student-grpo": entry})
+    assert f"<td>{third['seconds']:,.1f}</td><td>{third['flops_estimate']:.2e}</td>" in table
+
+
+def test_a_resumed_sft_run_that_stops_records_its_own_part_of_the_training(tmp_path, monkeypatch):
+    run = curated_run(tmp_path / "run", "sft.steps=5", "sft.checkpoint_every=2")
+    calls = []
+
+    def step_number(args):
+        calls.append(1)
+        return len(calls)
+
+    monkeypatch.setattr(sft, "train_step", stopped_at(sft, "train_step", 3, step_number))
+    with pytest.raises(KeyboardInterrupt):
+        sft.run(run)  # steps 1 and 2 (a checkpoint), stopped at 3
+    checkpointed_tokens = manifest(tmp_path / "run")["stages"]["sft:student"]["tokens_this_run"]
+    calls.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(sft, "train_step", stopped_at(sft, "train_step", 3, step_number))
+    with pytest.raises(KeyboardInterrupt):
+        sft.run(run)  # resumes at step 2, takes steps 3 and 4, stopped at 5
+    entry = manifest(tmp_path / "run")["stages"]["sft:student"]
+    assert entry["status"] == "failed" and entry["tokens_this_run"] > 0
+    own = entry["this_run"]
+    # FLOPs per token x this run's tokens; the totals add the checkpoint's tokens.
+    per_token = own["flops_estimate"] // entry["tokens_this_run"]
+    assert own["flops_estimate"] == per_token * entry["tokens_this_run"]
+    assert entry["flops_estimate"] == per_token * (checkpointed_tokens + entry["tokens_this_run"])
+    assert 0 < own["train_seconds"] < entry["train_seconds"]

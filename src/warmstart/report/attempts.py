@@ -110,10 +110,18 @@ def pid_alive(pid: int | None) -> bool:
 
 FAILED_CAPTION = (
     "What the last run of each stage that failed spent before it failed: spent, so in the run's seconds above and in "
-    "costs.json. A training stage's failed run published no model, so its seconds and FLOPs are in no row's cost; "
+    "costs.json. Its train s and FLOPs are its own (a run resumed from a checkpoint: from there on). A training "
+    "stage's failed run published no model, so its seconds and FLOPs are in no row's cost; "
     "a generate stage keeps the records it wrote, so a failed one's dollars are in the teacher $ of rows trained "
     "on its data."
 )
+
+
+def own(record: dict, key: str):
+    """A failed or stopped run's own training seconds or FLOPs: its record's totals are the model's whole
+    training, a checkpoint's included, where the run had resumed from one (`this_run` is the run's part;
+    records written before it existed give the totals)."""
+    return (record.get("this_run") or {}).get(key, record.get(key))
 
 
 def failed_attempts(stages: dict) -> str:
@@ -129,8 +137,8 @@ def failed_attempts(stages: dict) -> str:
             name,
             utc(entry.get("finished")),
             number(entry.get("seconds"), ",.1f"),
-            number(entry.get("train_seconds"), ",.1f"),
-            number(entry.get("flops_estimate"), ".2e"),
+            number(own(entry, "train_seconds"), ",.1f"),
+            number(own(entry, "flops_estimate"), ".2e"),
             api_dollars(entry.get("api_cost")),
             entry.get("error") or "",
         ]
@@ -141,8 +149,8 @@ def failed_attempts(stages: dict) -> str:
             f"{name} (stopped part-way)",
             utc(run.get("finished")),
             number(run.get("seconds"), ",.1f"),
-            "",
-            "",
+            number(own(run, "train_seconds"), ",.1f"),
+            number(own(run, "flops_estimate"), ".2e"),
             "",
             run.get("error") or "",
         ]

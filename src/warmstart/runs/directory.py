@@ -187,10 +187,11 @@ class RunDir:
         entry = self.manifest()["stages"].get(stage)
         return bool(entry) and entry.get("status", "done") == "done"
 
-    def add_stopped_run(self, stage: str, started: float, error: str) -> None:
+    def add_stopped_run(self, stage: str, started: float, error: str, this_run: dict | None = None) -> None:
         """Record a run of `stage` that stopped part-way before it wrote its outputs (Ctrl-C, a divergence)
         beside the finished run's record, which still describes those outputs and is kept: its wall seconds
-        (spent: costs.json counts them) and error in the entry's `stopped_runs`; it replaces the start record."""
+        (spent: costs.json counts them), error and own training seconds and FLOPs (`this_run`) in the entry's
+        `stopped_runs`; it replaces the start record."""
         manifest = self.manifest()
         sequence = next_sequence(manifest)
         start = pop_running(manifest, stage)
@@ -201,6 +202,7 @@ class RunDir:
                 "finished": now,
                 "seconds": round(now - started, 3),
                 "error": error,
+                **({"this_run": this_run} if this_run else {}),
                 "sequence": sequence,
                 **({"started_sequence": start["sequence"]} if start and "sequence" in start else {}),
             }
@@ -337,7 +339,7 @@ class Stage:
         try:
             if not self.summary and self.run_dir.is_finished(self.name):
                 # Stopped before it wrote its outputs: the finished run's record still describes them.
-                self.run_dir.add_stopped_run(self.name, self.started, failed["error"])
+                self.run_dir.add_stopped_run(self.name, self.started, failed["error"], failed.get("this_run"))
             else:
                 self.run_dir.mark_done(self.name, self.fingerprint, self.outputs, self.started, failed)
         except (WarmstartError, OSError) as also:
@@ -357,7 +359,7 @@ def recipe_when_worked(recipe: Recipe) -> Iterator[None]:
     changed), a failed one included, never for a command refused before any stage began (another config,
     a bad task file): the run's recipe keeps saying what its data was made with."""
     run_dir = RunDir(recipe)
-    before = manifest_bytes(run_dir)
+    before = recorded_work(run_dir)
     try:
         yield
     except BaseException:
@@ -370,9 +372,26 @@ def recipe_when_worked(recipe: Recipe) -> Iterator[None]:
     write_recipe_if_worked(run_dir, before)
 
 
-def write_recipe_if_worked(run_dir: RunDir, manifest_before: bytes | None) -> None:
-    if os.environ.get("RANK", "0") == "0" and manifest_bytes(run_dir) != manifest_before:  # torchrun: the main one
+def write_recipe_if_worked(run_dir: RunDir, work_before: str | None) -> None:
+    if os.environ.get("RANK", "0") == "0" and recorded_work(run_dir) != work_before:  # torchrun: the main one
         run_dir.write_recipe()
+
+
+def recorded_work(run_dir: RunDir) -> str | None:
+    """The manifest but for the runs stopped part-way beside a finished record: one of those wrote nothing the
+    finished record does not describe, so the recipe that made the stage's outputs stays the run's recipe."""
+    raw = manifest_bytes(run_dir)
+    if raw is None:
+        return None
+    try:
+        manifest = json.loads(raw)
+    except ValueError:  # not one warmstart wrote: the stage that reads it says so; compared as it is
+        return raw.decode("latin-1")
+    stages = manifest.get("stages") if isinstance(manifest, dict) else None
+    for entry in (stages or {}).values():
+        if isinstance(entry, dict):
+            entry.pop("stopped_runs", None)
+    return json.dumps(manifest, sort_keys=True)
 
 
 def manifest_bytes(run_dir: RunDir) -> bytes | None:

@@ -190,11 +190,11 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
         if world.agree(stage.done):
             return
         env = env or make_environment(recipe)
-        history = train(recipe, env, start_from, stage, world)
+        history, resumed = train(recipe, env, start_from, stage, world)
         if world.main:
             warn_if_nothing_learned(history, cfg)
             # Before publishing, as sft's: a run stopped while it replaces models/<output> is recorded as failed.
-            stage.summary = stage_summary(history, cfg, start_from, world)
+            stage.summary = stage_summary(history, cfg, start_from, world, resumed)
             last = complete_checkpoints(RunDir(recipe).checkpoints(cfg.output))[-1]
             models = RunDir(recipe).root / "models"
             if lora.enabled(cfg.lora):
@@ -219,7 +219,9 @@ def warn_if_nothing_learned(history: list[dict], cfg: GrpoConfig) -> None:
         )
 
 
-def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, world: World = SINGLE) -> list[dict]:
+def train(
+    recipe: Recipe, env: Environment, start_from: Path, stage: Stage, world: World = SINGLE
+) -> tuple[list[dict], int]:
     """GRPO steps until `grpo.steps` or a budget runs out, checkpointing as it goes (the main process);
     the steps' history. Every process samples and trains its share of each step (train/rollouts.py)."""
     cfg, ckpt_root = recipe.grpo, RunDir(recipe).checkpoints(recipe.grpo.output)
@@ -239,7 +241,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
     with (
         # A run stopped part-way (Ctrl-C, a divergence, a server gone) records what it spent (runs/directory.py).
         summary_if_stopped(
-            record, lambda: stage_summary(history, cfg, start_from, world) if len(history) > done else None
+            record, lambda: stage_summary(history, cfg, start_from, world, done) if len(history) > done else None
         ),
         Verifier(env, recipe.env.verify_timeout) as verifier,
         server_rollouts(recipe, learner, env, lambda: pool, verifier, world, done) as served,
@@ -292,7 +294,7 @@ def train(recipe: Recipe, env: Environment, start_from: Path, stage: Stage, worl
                 host_memory.release_freed_memory()  # what the steps kept for reuse (train/host_memory.py)
             if out_of_budget:
                 break
-    return history
+    return history, done
 
 
 @contextlib.contextmanager
@@ -518,8 +520,19 @@ class BudgetProgress:
         return used is not None and used >= 1.0
 
 
-def stage_summary(history: list[dict], cfg: GrpoConfig, start_from: Path, world: World) -> dict:
-    return {**summary(history, cfg), "init": str(start_from), "processes": world.size}
+def stage_summary(history: list[dict], cfg: GrpoConfig, start_from: Path, world: World, resumed: int) -> dict:
+    """The run's record; `resumed`: the steps of `history` a checkpoint had taken before this run."""
+    this_run = history[resumed:]
+    return {
+        **summary(history, cfg),
+        "init": str(start_from),
+        "processes": world.size,
+        # This run's own part of the totals: what a resumed run that failed or stopped spent (the report's failed runs).
+        "this_run": {
+            "train_seconds": sum(h["seconds"] for h in this_run),
+            "flops_estimate": sum(h["flops_estimate"] for h in this_run),
+        },
+    }
 
 
 def summary(history: list[dict], cfg: GrpoConfig) -> dict:

@@ -380,6 +380,10 @@ def resume_state(checkpoint: Path, model, optimizer, scheduler, cfg: SftConfig) 
 def training_summary(s: Setup, cfg: SftConfig, run: RunTotals, earlier: dict) -> dict:
     seconds = run.seconds
     teacher_params = sum(p.numel() for p in s.kd.teacher.parameters()) if s.kd and s.kd.teacher is not None else 0
+    # Training compute estimate per token (attention left out): forward 2 x parameters, backward 2 x
+    # parameters for the activations' gradients and 2 x the trained ones for theirs (6 x parameters
+    # without LoRA). Dense KD adds the teacher's forward pass: 2 x its parameters per token.
+    flops_per_token = 4 * parameters(s.model) + 2 * parameters(s.model, trainable=True) + 2 * teacher_params
     return {
         "distill": {**s.signal.record(), "kd_weight": cfg.kd_weight, **alignment_record(s.alignment, s.signal)},
         # Mean KL to the teacher over the positions that had its distribution, this run.
@@ -392,11 +396,9 @@ def training_summary(s: Setup, cfg: SftConfig, run: RunTotals, earlier: dict) ->
         "tokens_this_run": run.tokens,
         # Over the whole training, resumed parts included: the compute the student cost.
         "train_seconds": earlier["seconds"] + seconds,
-        # Training compute estimate per token (attention left out): forward 2 x parameters, backward 2 x
-        # parameters for the activations' gradients and 2 x the trained ones for theirs (6 x parameters
-        # without LoRA). Dense KD adds the teacher's forward pass: 2 x its parameters per token.
-        "flops_estimate": (4 * parameters(s.model) + 2 * parameters(s.model, trainable=True) + 2 * teacher_params)
-        * (earlier["tokens"] + run.tokens),
+        "flops_estimate": flops_per_token * (earlier["tokens"] + run.tokens),
+        # This run's own part of them: what a resumed run that failed or stopped spent (the report's failed runs).
+        "this_run": {"train_seconds": seconds, "flops_estimate": flops_per_token * run.tokens},
         "trainable_parameters": parameters(s.model, trainable=True),
         "tokens_per_second": round(run.tokens / seconds, 1) if seconds > 0 else None,
         # This process's peak host memory (a resumed run's own), beside the plan `warmstart plan` prints.
