@@ -73,3 +73,40 @@ def test_near_the_boundary_intervals_still_cover_about_95_percent():
         interval = bootstrap_mean(tasks, seed=trial, resamples=500, bounds=(0.0, 1.0))
         covered += interval.low <= p <= interval.high
     assert covered / trials >= 0.85  # the percentile interval alone, a point at 0 whenever no task passed: ~0.37
+
+
+def test_the_same_gain_on_every_task_is_alike_whatever_the_float_residue():
+    """+1 of 10 samples is 0.3 - 0.1 on one task and 0.5 - 0.3 on another, which differ in their last bit: the
+    exact test had sent such a difference to the percentile bootstrap, a point interval, "not within noise"."""
+    assert 0.3 - 0.1 != 0.5 - 0.3
+    varied = paired_difference({"t1": 3 / 10, "t2": 5 / 10}, {"t1": 1 / 10, "t2": 3 / 10})
+    same = paired_difference({"t1": 3 / 10, "t2": 3 / 10}, {"t1": 1 / 10, "t2": 1 / 10})
+    assert (varied.low, varied.high, varied.within_noise) == (same.low, same.high, True)
+    rng = random.Random(0)
+    start = {f"t{i}": rng.randint(0, 4) / 5 for i in range(200)}
+    gained = paired_difference({t: p + 1 / 5 for t, p in start.items()}, start)
+    assert gained.high - gained.low > 0.1  # not the point [0.2, 0.2]
+
+
+def test_few_tasks_give_no_stronger_verdict_than_students_t_allows():
+    """The percentile interval over few tasks is too narrow (its means spread by sqrt((n-1)/n) of the sd,
+    with a normal's 1.96): 2 tasks that gained +1/4 and +2/4 had been "not within noise", [0.25, 0.5], where 2
+    that both gained +2/4, stronger evidence, were within noise."""
+    weaker = paired_difference({"t1": 0.5, "t2": 0.75}, {"t1": 0.25, "t2": 0.25})
+    assert weaker.within_noise and weaker.low == -1.0  # t(1) = 12.7: held to the differences' range
+    three = paired_difference({"t1": 0.5, "t2": 0.75, "t3": 1.0}, {"t1": 0.25, "t2": 0.25, "t3": 0.25})
+    # mean 0.5, sd 0.25: 0.5 -+ 4.303 x 0.25 / sqrt(3), held at 1
+    assert three.within_noise and three.low == pytest.approx(0.5 - 4.303 * 0.25 / 3**0.5) and three.high == 1.0
+    two = bootstrap_mean([0.25, 0.5], bounds=(0.0, 1.0))
+    assert (two.low, two.high) == (0.0, 1.0)  # a 95 % interval of 2 tasks is not their [min, max]
+
+
+def test_under_no_difference_few_tasks_are_called_apart_about_5_percent_of_the_time_or_less():
+    rng, apart, trials = random.Random(0), 0, 300
+    for trial in range(trials):
+        rates = [rng.random() for _ in range(5)]  # both policies pass each task at the same rate, 4 samples
+        a = {f"t{i}": sum(rng.random() < r for _ in range(4)) / 4 for i, r in enumerate(rates)}
+        b = {f"t{i}": sum(rng.random() < r for _ in range(4)) / 4 for i, r in enumerate(rates)}
+        if a != b:
+            apart += not paired_difference(a, b, seed=trial).within_noise
+    assert apart / trials <= 0.08  # the percentile interval alone: ~0.145 (2026-12-07)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..config import Recipe, with_section
+from ..metrics.tally import comparison_note
 from ..report.html import build_report
 from ..report.lineage import row_lineages
 from ..runs.directory import RunDir, recipe_when_worked
@@ -119,6 +120,6 @@ def comparison_lines(comparisons: list[dict]) -> list[str]:
     """The paired differences of an eval as a markdown table (after a blank line)."""
     lines = ["", "| policy | minus | pass@1 difference [95 %] | |", "|---|---|---|---|"]
     for c in comparisons:
-        noise = "within noise" if c["within_noise"] else ""
-        lines.append(f"| {c['a']} | {c['b']} | {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {noise} |")
+        interval = f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+        lines.append(f"| {c['a']} | {c['b']} | {c['diff']:+.3f} {interval} | {comparison_note(c)} |")
     return lines

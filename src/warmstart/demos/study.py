@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..config import Recipe, with_section
+from ..metrics.tally import comparison_note
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records, write_json_atomic, write_text_atomic
 from ..stages import curate, evaluate, generate, sft
@@ -71,6 +72,7 @@ def row(experiment: str, what: str, result: dict | None = None, diff: dict | Non
         out |= {"pass@1": result["pass@1"], "ci": result["pass@1_ci"]}
     if diff is not None:
         out |= {"diff": diff["diff"], "diff_ci": diff["ci"], "within_noise": diff["within_noise"]}
+        out |= {"diff_note": comparison_note(diff)}
     return out
 
 
@@ -230,6 +232,6 @@ def markdown(rows: list[dict], seconds: float) -> str:
     for r in sorted(rows, key=lambda r: r["experiment"]):  # stable: each experiment's own order kept
         value = f"{r['pass@1']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]" if "pass@1" in r else ""
         diff = f"{r['diff']:+.3f} [{r['diff_ci'][0]:+.3f}, {r['diff_ci'][1]:+.3f}]" if "diff" in r else ""
-        note = "; ".join(x for x in ("within noise" if r.get("within_noise") else "", r["note"]) if x)
+        note = "; ".join(x for x in (r.get("diff_note", ""), r["note"]) if x)
         lines.append(f"| {r['experiment']} | {r['what']} | {value} | {diff} | {note} |")
     return "\n".join(lines) + "\n"

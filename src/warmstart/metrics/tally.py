@@ -89,9 +89,27 @@ def per_task_pass(counts: dict[str, tuple[int, int]], k: int) -> dict[str, float
 
 
 def compare(a: dict, b: dict) -> dict:
-    """pass@1 of policy row `a` minus that of row `b` (eval results with `per_task`), paired over their tasks."""
-    diff = paired_difference(per_task_pass(a["per_task"], 1), per_task_pass(b["per_task"], 1))
-    return {"diff": round(diff.value, 4), "ci": diff.as_list(), "within_noise": diff.within_noise}
+    """pass@1 of policy row `a` minus that of row `b` (eval results with `per_task`), paired over the tasks
+    both scored (`tasks`, of the `tasks_either` one of them scored)."""
+    pass_a, pass_b = per_task_pass(a["per_task"], 1), per_task_pass(b["per_task"], 1)
+    diff = paired_difference(pass_a, pass_b)
+    return {
+        "diff": round(diff.value, 4),
+        "ci": diff.as_list(),
+        "within_noise": diff.within_noise,
+        "tasks": len(pass_a.keys() & pass_b.keys()),
+        "tasks_either": len(pass_a.keys() | pass_b.keys()),
+    }
+
+
+def comparison_note(comparison: dict) -> str:
+    """ "within noise", and where the two rows did not score the same tasks (failed requests, infra errors),
+    over how many the difference is: over fewer than the rows' own pass@1, which it may seem to contradict."""
+    parts = ["within noise"] if comparison["within_noise"] else []
+    shared, either = comparison.get("tasks"), comparison.get("tasks_either")  # older results lack them
+    if shared is not None and either is not None and shared < either:
+        parts.append(f"over the {shared} of {either} tasks both scored")
+    return "; ".join(parts)
 
 
 class Agreement:

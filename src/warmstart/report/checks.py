@@ -117,6 +117,8 @@ def check_comparison(path: Path, where: str, comparison: Any) -> None:
     for key in ("a", "b"):
         require(path, f"{where}.{key}", comparison.get(key, MISSING), is_text, "a row name")
     require(path, f"{where}.diff", comparison.get("diff", MISSING), is_number, "a number")
+    for key in ("tasks", "tasks_either"):
+        optional(path, comparison, where, key, is_count, "a whole number")
     require(path, f"{where}.ci", comparison.get("ci", MISSING), is_interval, "[low, high]")
     require(
         path,
@@ -133,7 +135,14 @@ def check_stages(path: Path, stages: dict) -> dict:
     for name, entry in stages.items():
         where = f"stages.{name}"
         require(path, where, entry, lambda e: isinstance(e, dict), "an object (one stage's record)")
-        for key in ("seconds", "train_seconds", "flops_estimate", "finished", "seconds_failed_before"):
+        for key in (
+            "seconds",
+            "train_seconds",
+            "flops_estimate",
+            "finished",
+            "seconds_failed_before",
+            "seconds_before",
+        ):
             optional(path, entry, where, key, either_none(is_number), "a number")
         for key in ("status", "init", "data", "source", "error"):
             optional(path, entry, where, key, either_none(is_text), "text")
@@ -147,6 +156,7 @@ def check_stages(path: Path, stages: dict) -> dict:
             lambda o: isinstance(o, dict) and all(map(is_digests, o.values())),
             "an object of directory: {file: digest}",
         )
+        optional(path, entry, where, "this_run", is_own_part, "an object of numbers (train_seconds, flops_estimate)")
         optional(path, entry, where, "stopped_runs", is_stopped_runs, "a list of {started, finished, seconds, error}")
         optional(path, entry, where, "api_cost", either_none(lambda c: isinstance(c, dict)), "an object")
         check_api_cost(path, f"{where}.api_cost", entry.get("api_cost") or {})
@@ -159,9 +169,16 @@ def is_stopped_runs(runs: Any) -> bool:
     """A stage entry's runs stopped part-way beside it (runs/directory.py `add_stopped_run`)."""
     fields = {"started": is_number, "finished": is_number, "seconds": is_number, "error": is_text, "sequence": is_count}
     return isinstance(runs, list) and all(
-        isinstance(run, dict) and all(check(run.get(key, 0 if key != "error" else "")) for key, check in fields.items())
+        isinstance(run, dict)
+        and all(check(run.get(key, 0 if key != "error" else "")) for key, check in fields.items())
+        and is_own_part(run.get("this_run"))
         for run in runs
     )
+
+
+def is_own_part(part: Any) -> bool:
+    """A training run's own seconds and FLOPs (`this_run`: absent from older records)."""
+    return part is None or (isinstance(part, dict) and all(either_none(is_number)(v) for v in part.values()))
 
 
 def check_running(path: Path, running: Any) -> dict:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import WarmstartError
-from ..metrics.tally import unscored
+from ..metrics.tally import comparison_note, unscored
 from ..runs.costs import failed_seconds, spent_seconds
 from ..runs.directory import read_manifest, sample_paths
 from ..runs.jsonl import read_json, write_text_atomic
@@ -254,8 +254,9 @@ def comparisons_table(comparisons: list[dict]) -> str:
         return ""
     rows = []
     for c in comparisons:
-        noise = "within noise" if c["within_noise"] else ""
-        rows.append([c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", noise])
+        rows.append(
+            [c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", comparison_note(c)]
+        )
     head = ["policy", "minus", "pass@1 difference", "95 % interval", ""]
     return "<h2>Paired differences on the same tasks</h2>" + table(head, rows)
 

@@ -27,7 +27,7 @@ from .. import cluster
 from ..config import FINGERPRINT, PolicySpec, Recipe
 from ..errors import WarmstartError
 from ..lm.paths import resolve_model_path
-from ..metrics.tally import PassTally, compare, unscored
+from ..metrics.tally import PassTally, compare, comparison_note, unscored
 from ..policies.api import finished_rollouts
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, carried_spend, load_prices
@@ -286,7 +286,8 @@ def run(recipe: Recipe) -> Path:
 def fmt(value: float | None, interval: list[float] | None = None) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.3f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+    # The interval to the value's places: to 2, 0.999's [0.9962, 1.0] read [1.00, 1.00], the value outside it.
+    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
 def print_table(summary: dict, k: int) -> None:
@@ -334,8 +335,9 @@ def print_comparisons(rows: list[dict]) -> None:
     for column in ("policy", "minus", "difference", "interval", ""):
         table.add_column(column, justify="left" if column in ("policy", "minus", "") else "right")
     for c in rows:
-        noise = "within noise" if c["within_noise"] else ""
-        table.add_row(c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", noise)
+        table.add_row(
+            c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", comparison_note(c)
+        )
     Console().print(table)
 
 
