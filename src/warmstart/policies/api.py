@@ -101,7 +101,8 @@ class RequestTally:
             "requests_failed": self.failed,
             "retries": self.retried,
             "replies_rejected": self.rejected,
-            "cache_hits": self.cache_hits,
+            # This process's own: the ledger's `cache_hits` counts every record's, earlier runs' included.
+            "cache_hits_this_run": self.cache_hits,
         }
 
 

@@ -247,10 +247,20 @@ def failed_seconds(entry: dict | None) -> float:
     return round(own + (entry.get("seconds_failed_before") or 0.0) + stopped_seconds(entry), 3)
 
 
+def unfinished_seconds(entry: dict | None) -> float:
+    """The wall seconds of a stage's runs that recorded themselves unfinished without failing (`warmstart
+    estimate`'s paid pilot, status "pilot"), as its manifest entry records them: the entry's own where it
+    is one, and those of such runs it replaced (`seconds_before`, runs/directory.py)."""
+    entry = entry or {}
+    own = (entry.get("seconds") or 0.0) if entry.get("status", "done") not in ("done", "failed") else 0.0
+    return round(own + (entry.get("seconds_before") or 0.0), 3)
+
+
 def spent_seconds(entry: dict) -> float:
-    """The wall seconds a stage's manifest entry accounts for: its run's, and those of the failed runs it
-    replaced and of the runs stopped beside it."""
-    return (entry.get("seconds") or 0.0) + (entry.get("seconds_failed_before") or 0.0) + stopped_seconds(entry)
+    """The wall seconds a stage's manifest entry accounts for: its run's, and those of the failed and the
+    unfinished runs it replaced and of the runs stopped beside it."""
+    carried = (entry.get("seconds_failed_before") or 0.0) + (entry.get("seconds_before") or 0.0)
+    return (entry.get("seconds") or 0.0) + carried + stopped_seconds(entry)
 
 
 def stopped_seconds(entry: dict) -> float:
@@ -266,6 +276,8 @@ def write_costs(root: Path, manifest: dict) -> dict:
         entry = {"seconds": info.get("seconds"), **({"status": info["status"]} if "status" in info else {})}
         if info.get("seconds_failed_before"):  # runs of the stage that failed before this one: spent all the same
             entry["seconds_failed_before"] = info["seconds_failed_before"]
+        if info.get("seconds_before"):  # a pilot's run it replaced (`warmstart estimate`): spent all the same
+            entry["seconds_before"] = info["seconds_before"]
         if stopped := stopped_seconds(info):  # runs stopped part-way since it: spent all the same
             entry["seconds_stopped"] = round(stopped, 3)
         if info.get("estimate"):  # generate's bill before the run, beside what the job came to

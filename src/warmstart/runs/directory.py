@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..config import Recipe, recipe_toml
 from ..errors import WarmstartError
-from .costs import failed_seconds, write_costs
+from .costs import failed_seconds, unfinished_seconds, write_costs
 from .jsonl import read_json, write_json_atomic, write_text_atomic
 from .lock import RunLock
 from .tracking import Tracker
@@ -162,8 +162,10 @@ class RunDir:
         """Record a finished stage (or, with `extra["status"] = "failed"`, one that ended in an error after it
         had spent something worth recording), then rebuild costs.json."""
         manifest = self.manifest()
-        # The wall seconds of failed runs this entry replaces: spent, so kept in the totals (costs.py).
+        # The wall seconds of failed runs this entry replaces, and of unfinished ones (a pilot): spent, so kept
+        # in the totals (costs.py).
         failed_before = failed_seconds(manifest["stages"].get(stage))
+        unfinished_before = unfinished_seconds(manifest["stages"].get(stage))
         sequence = next_sequence(manifest)
         start = pop_running(manifest, stage)  # this record replaces the stage's start record
         done = (extra or {}).get("status", "done") == "done"
@@ -177,6 +179,7 @@ class RunDir:
             **({"output_files": self.output_files(outputs)} if done else {}),
             "versions": {name: version(name) for name in ("warmstart", "torch", "transformers")},
             **({"seconds_failed_before": failed_before} if failed_before else {}),
+            **({"seconds_before": unfinished_before} if unfinished_before else {}),
             **(extra or {}),
         }
         write_json_atomic(self.manifest_path, manifest)

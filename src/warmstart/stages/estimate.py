@@ -4,18 +4,20 @@ A pilot asks the teacher, for real, the first few tasks under the stage's own sa
 adaptive or stop-after-verified plan is measured, not guessed); the rest is projected from it: requests
 and completion tokens per task as the pilot's mean, prompt tokens per byte of prompt (the tasks' prompt
 sizes are known), dollars from the price table at the full input rate (a provider's prompt cache only
-makes it cheaper). The interval is a bootstrap over the pilot's tasks, so a pilot of 8 tasks says how
-little it knows. The pilot's replies go to the response cache: `generate` then answers them from it
+makes it cheaper). The interval is a bootstrap over the pilot's tasks of that same projection (prompt
+tokens per byte as the ratio of the resampled tasks' sums, completion tokens as their mean), so a pilot
+of 8 tasks says how little it knows. The pilot's replies go to the response cache: `generate` then answers them from it
 and pays nothing twice. `generate` states the same projection when it starts, and keeps it beside what
 the job came to in `costs.json` (estimate vs actual).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from statistics import fmean
 
-from ..metrics.bootstrap import bootstrap_mean
+from ..metrics.bootstrap import RESAMPLES
 from ..policies.api import prompt_size
 from ..runs.costs import price_of, usd_of
 from ..types import Task, Trajectory
@@ -56,16 +58,16 @@ def project(
     """The whole stage projected from the pilot's tasks; `model` None: a local teacher (no API money)."""
     if not pilot:
         raise ValueError("no pilot task was answered")
-    n, pilot_bytes = len(tasks), sum(c.prompt_bytes for c in pilot)
+    n = len(tasks)
     mean_bytes = sum(prompt_size(t.prompt, tools)[0] for t in tasks) / n
-    in_per_byte = sum(c.tokens_in for c in pilot) / max(1, pilot_bytes)
+    tokens_in, _, tokens_out = projected_tokens(pilot, n, mean_bytes)
     out = {
         "tasks": n,
         "pilot_tasks": len(pilot),
         "samples": round(n * fmean(c.samples for c in pilot)),
         "requests": round(n * fmean(c.requests for c in pilot)),
-        "tokens_in": round(n * mean_bytes * in_per_byte),
-        "tokens_out": round(n * fmean(c.tokens_out for c in pilot)),
+        "tokens_in": round(tokens_in),
+        "tokens_out": round(tokens_out),
         "usd": None,
         "usd_range": None,
     }
@@ -74,13 +76,30 @@ def project(
     price = price_of(model, prices)
     if price is not None:
         out["usd"] = round(usd_of(out["tokens_in"], 0, out["tokens_out"], price, batch), 6)
-        # per pilot task, its cost as if its prompt had the tasks' mean size; resampled over tasks
-        per_task = [
-            usd_of(c.tokens_in * mean_bytes / max(1, c.prompt_bytes), 0, c.tokens_out, price, batch) for c in pilot
-        ]
-        interval = bootstrap_mean(per_task)
-        out["usd_range"] = [round(n * interval.low, 6), round(n * interval.high, 6)]
+
+        def dollars(sample: list[TaskCost]) -> float:
+            return usd_of(*projected_tokens(sample, n, mean_bytes), price, batch)
+
+        low, high = bootstrap_range(pilot, dollars)
+        out["usd_range"] = [round(min(low, out["usd"]), 6), round(max(high, out["usd"]), 6)]
     return out
+
+
+def projected_tokens(pilot: list[TaskCost], n: int, mean_bytes: float) -> tuple[float, float, float]:
+    """Prompt, cached and completion tokens of `n` tasks whose prompts average `mean_bytes`, from the pilot's
+    tasks: prompt tokens per byte as a ratio of sums (a long prompt weighs as its length), completion
+    tokens per task as a mean (usd_of's arguments)."""
+    in_per_byte = sum(c.tokens_in for c in pilot) / max(1, sum(c.prompt_bytes for c in pilot))
+    return n * mean_bytes * in_per_byte, 0, n * fmean(c.tokens_out for c in pilot)
+
+
+def bootstrap_range(pilot: list[TaskCost], statistic, seed: int = 0) -> tuple[float, float]:
+    """The 95 % percentile bootstrap range of `statistic` over the pilot's tasks, resampled with replacement
+    (seeded: the same pilot gives the same range). The point estimate is held inside it by the caller: a
+    percentile range of a ratio may leave it out by a little."""
+    rng = random.Random(seed)
+    draws = sorted(statistic(rng.choices(pilot, k=len(pilot))) for _ in range(RESAMPLES))
+    return draws[int(0.025 * RESAMPLES)], draws[min(RESAMPLES - 1, int(0.975 * RESAMPLES))]
 
 
 def describe(stage: str, estimate: dict) -> str:
@@ -98,19 +117,22 @@ def describe(stage: str, estimate: dict) -> str:
 
 
 def actual(trajectories: list[Trajectory], model: str, prices: dict, batch: bool) -> dict:
-    """What the stage's trajectories came to, cache hits priced as if paid: the estimate's counterpart."""
+    """What the stage's trajectories came to, cache hits priced as if paid: the estimate's counterpart. A
+    reply served by a model with no price makes the dollars unknown (None), as in the ledger: never priced
+    as the model asked for."""
     requests = tokens_in = tokens_out = 0
-    usd, price = 0.0, price_of(model, prices)
+    usd, priced = 0.0, price_of(model, prices) is not None
     for trajectory in trajectories:
         for usage in [*trajectory.usage, *trajectory.rejected_usage]:
             requests += 1
             tokens_in, tokens_out = tokens_in + usage.tokens_in, tokens_out + usage.tokens_out
-            served = (price_of(usage.model, prices) if usage.model else None) or price
+            served = price_of(usage.model or model, prices)
+            priced = priced and served is not None
             usd += usd_of(usage.tokens_in, usage.tokens_cached, usage.tokens_out, served, batch) if served else 0.0
     return {
         "samples": sum(t.error is None for t in trajectories),
         "requests": requests,
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
-        "usd": round(usd, 6) if price else None,
+        "usd": round(usd, 6) if priced else None,
     }

@@ -29,7 +29,7 @@ from . import estimate
 from .common import check_disjoint, latest_attempts, load_tasks, make_environment
 from .estimate import PILOT_TASKS
 from .paid_replies import paid_replies_path, unrecorded
-from .sampling_plan import SamplingPlan
+from .sampling_plan import SamplingPlan, open_errors
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def billing_if_stopped(job: Job, stage: Stage):
     try:
         yield
     except BaseException:
+        job.bill_unwritten()  # replies it paid for and never wrote (a call stopped while it asked again)
         stage.summary["api_cost"] = job.cost()
         raise
 
@@ -180,8 +181,7 @@ def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> 
     job = Job(policy, env, {t.id: t for t in tasks}, out, ledger, recipe, stage.name)
     for trajectory in job.earlier:  # earlier runs' replies cost money too, failed attempts included
         ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
-    for usage in unrecorded(job.paid_path, job.earlier):  # and those a killed run paid for and never wrote
-        ledger.add_unwritten(usage, cfg.teacher.name)
+    job.bill_unwritten()  # and those a killed run paid for and never wrote
     job.guard = budget_guard(policy, ledger, recipe)
     if policy.request_tally is not None:
         log.info("%s: %s", stage.name, limits_note(len(tasks), recipe, policy.request_tally.worst_case_s))
@@ -193,13 +193,16 @@ def finish_job(job: Job, stage: Stage, plans: list[SamplingPlan]) -> None:
     cfg, ledger = job.cfg, job.ledger
     cost = job.cost()
     final = latest_attempts([*job.earlier, *job.answered])  # the output file's records, without reading it again
+    errors = open_errors(cfg, list(job.by_id.values()), final)
     sampling = plan_summary(plans)
     stage.summary |= {
         "records": len(final),
-        "errors": sum(t.error is not None for t in final),
+        "errors": len(errors),  # a rerun asks these again; the stage is done once there are none
         "sampling": sampling,
         "api_cost": cost,
     }
+    if moot := sum(t.error is not None for t in final) - len(errors):
+        stage.summary["errors_moot"] = moot  # of tasks their other samples decided: no rerun asks them
     if stage.summary.get("estimate"):
         stage.summary["actual"] = estimate.actual(final, cfg.teacher.name, ledger.prices, ledger.batch)
     log.info("%s; %s", describe(stage.name, cost), describe_sampling(sampling))  # the stage's one closing line
@@ -209,7 +212,7 @@ def finish_job(job: Job, stage: Stage, plans: list[SamplingPlan]) -> None:
             f"(${job.guard.spent:.4f} spent); everything answered is kept, and a rerun with a higher budget_usd "
             "continues without asking anything twice"
         )
-    check_error_rate(final, cfg.max_error_rate, stage.name)
+    check_error_rate(final, errors, cfg.max_error_rate, stage.name)
 
 
 def budget_guard(policy, ledger: CostLedger, recipe: Recipe) -> BudgetGuard | None:
@@ -262,10 +265,9 @@ def limits_note(tasks: int, recipe: Recipe, worst_case_s: float) -> str:
     )
 
 
-def check_error_rate(records: list[Trajectory], max_rate: float, stage: str) -> None:
-    """A stage whose records ended in an error more often than `max_rate` fails (it is not done: a rerun
-    asks again for exactly those)."""
-    errors = [t for t in records if t.error is not None]
+def check_error_rate(records: list[Trajectory], errors: list[Trajectory], max_rate: float, stage: str) -> None:
+    """A stage whose records ended in an error a rerun asks again (`errors`) more often than `max_rate` fails
+    (it is not done: a rerun asks again for exactly those)."""
     if records and len(errors) / len(records) > max_rate:
         raise WarmstartError(
             f"{stage}: {len(errors)} of {len(records)} rollouts ended in an error, more than generate.max_error_rate "
@@ -287,6 +289,15 @@ class Job:
         self.guard: BudgetGuard | None = None
         self.terms = load_terms(recipe.api.prices)  # provider -> terms of use, recorded on each trajectory
         self.paid_path = paid_replies_path(out)
+        self.unwritten_billed: set[str] = set()  # reply ids of paid replies no record bills, in the ledger
+
+    def bill_unwritten(self) -> None:
+        """Put in the ledger the replies the journal says were paid for that no record bills and it does not
+        hold yet (stages/paid_replies.py): an earlier run's, or this run's where it stops before writing them."""
+        for usage in unrecorded(self.paid_path, [*self.earlier, *self.answered]):
+            if usage.reply_id not in self.unwritten_billed:
+                self.unwritten_billed.add(usage.reply_id)
+                self.ledger.add_unwritten(usage, self.cfg.teacher.name)
 
     def cost(self) -> dict:
         """The ledger's summary, with what this process's requests came to."""

@@ -12,7 +12,9 @@ samples cannot teach anything new:
 
 Every round asks each open task only for samples no outcome could make unnecessary: the rest of the
 probe (and only that, whatever k asks), or the passes still missing toward k, else one more; so no request is spent on a task already decided. A sample that ended in an error says nothing about the task: it is asked
-again by a rerun (as in plain mode) and counts toward neither passes nor failures.
+again by a rerun (as in plain mode) and counts toward neither passes nor failures, unless the task's other
+samples decided it (k passed, or its probe always passed or never did): then no rerun asks it again, and
+its error is moot (`open_errors`), neither an error the stage must mend nor one of its error rate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from dataclasses import dataclass, field
 
 from ..config import GenerateConfig
 from ..types import Request, Task, Trajectory
+
+
+def open_errors(cfg: GenerateConfig, tasks: list[Task], records: list[Trajectory]) -> list[Trajectory]:
+    """The records (latest attempts) that ended in an error a rerun would ask again: not those of tasks their
+    other samples decided in a budget-aware mode. Counted, those had failed the stage on every rerun, none
+    of which asks them (module docstring)."""
+    rerun = SamplingPlan(cfg, tasks, records)
+    return [t for t in records if t.error is not None and (rerun.plain or rerun.asks_again(t.task_id))]
 
 
 @dataclass
@@ -88,6 +98,11 @@ class SamplingPlan:
         # the passes still missing toward k (each needs a sample), else one more
         missing_passes = k - entry.passed if k is not None else 0
         return min(room, max(missing_passes, 1))
+
+    def asks_again(self, task_id: str) -> bool:
+        """Whether a rerun would ask anything more of the task (an errored sample of it, among others)."""
+        entry = self.records.get(task_id)
+        return entry is None or self.wanted(entry) > 0
 
     def summary(self) -> dict:
         """Samples asked per task and where tasks ended: for the stage's log and manifest."""
