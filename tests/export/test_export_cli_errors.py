@@ -185,3 +185,28 @@ def test_a_hand_edited_file_the_card_reads_is_one_error_line_before_anything_is_
     edit_json(copied_run / name, edit)
     assert_one_line_error(export(copied_run), str(copied_run / name), says)
     assert not (copied_run / "export").exists()
+
+
+def test_an_export_through_a_symlink_replaces_what_it_points_at(arithmetic_run, calculator_run, tmp_path):
+    """--force on a link to an earlier export had replaced the link with a directory and left the target's
+    older export in place (and a dangling `.link....old` beside it)."""
+    target, link = tmp_path / "target", tmp_path / "link"
+    assert export(calculator_run, "--out", target).exit_code == 0
+    link.symlink_to(target)
+    result = export(arithmetic_run, "--out", link, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert export(arithmetic_run, "--out", tmp_path / "reference").exit_code == 0
+    assert link.is_symlink() and files(target) == files(tmp_path / "reference")  # the new export, at the target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "reference", "target"]  # nothing left beside
+
+
+def test_an_export_into_the_working_directory_stays_that_directory(arithmetic_run, tmp_path, monkeypatch):
+    """`--out .` had failed (Device or resource busy: "." has no name to stage beside); an empty directory is
+    filled in place, so a shell standing in it sees the files."""
+    here = tmp_path / "here"
+    here.mkdir()
+    inode = here.stat().st_ino
+    monkeypatch.chdir(here)
+    result = export(arithmetic_run, "--out", ".")
+    assert result.exit_code == 0, result.stderr
+    assert here.stat().st_ino == inode and set(files(here)) == {"data.jsonl", "README.md"}

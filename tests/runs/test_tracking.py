@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -13,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from helpers import curated_run, write_recipe_file
 from warmstart.config import load_recipe
 from warmstart.errors import WarmstartError
-from warmstart.runs.tracking import Tracker, read_metrics
+from warmstart.runs.tracking import Tracker, read_metrics, stage_dir_name
 from warmstart.stages import grpo, sft
 
 RL = ["grpo.init=student", "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=12"]
@@ -130,3 +131,31 @@ def test_tensorboard_shows_the_last_run_of_a_stage_not_two_spliced(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard" / "sft-x"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 10.0), (2, 200.0), (3, 300.0)]
+
+
+def test_stage_names_that_clean_alike_get_directories_of_their_own():
+    """Cleaned alone, `学生` and `助手` had both been `sft-`, and `student v2` and `student-v2` one directory:
+    each run's session start dropped the other's curves from TensorBoard."""
+    names = ["sft:学生", "sft:助手", "sft:student v2", "sft:student-v2", "sft:student", "grpo:student"]
+    directories = [stage_dir_name(name) for name in names]
+    assert len(set(directories)) == len(names)
+    assert directories[-3:] == ["sft-student-v2", "sft-student", "grpo-student"]  # plain names as they were
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", d) for d in directories)
+
+
+def test_a_backend_that_cannot_start_is_one_error_and_one_that_fails_later_is_left_out(tmp_path, caplog):
+    (tmp_path / "tensorboard").write_text("a file where the directory goes")
+    with pytest.raises(WarmstartError, match="log.to: tensorboard could not start for eval"):
+        Tracker(tmp_path, "eval", ["jsonl", "tensorboard"], "p", {})
+    (tmp_path / "tensorboard").unlink()
+    with Tracker(tmp_path, "sft:x", ["jsonl", "tensorboard"], "p", {}) as tracker:
+        tracker.log(1, {"loss": 1.0})
+
+        def broken(step, values):
+            raise OSError("No space left on device")
+
+        tracker.backends["tensorboard"].log = broken
+        tracker.log(2, {"loss": 0.5})
+        tracker.log(3, {"loss": 0.25})  # said once, then left out
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    assert caplog.text.count("log.to tensorboard failed (step 2: No space left on device)") == 1

@@ -295,3 +295,17 @@ def test_a_rerun_after_a_stopped_one_keeps_each_sample_once(tmp_path):
         evaluate.run(stopped)
     lines = (run_dir / "eval" / "teacher.jsonl").read_text().splitlines()
     assert len(lines) == 10 and len({(json.loads(x)["task_id"], json.loads(x)["sample_index"]) for x in lines}) == 10
+
+
+def test_a_tracker_that_cannot_start_stops_eval_before_it_samples_or_replaces_the_results(tmp_path):
+    """The tracker had opened after results.json was replaced: its failure (W&B online without a key, a
+    directory it cannot write) left the manifest's "done" of the earlier settings beside the new results, so
+    eval with the earlier settings said "already done" and showed the others."""
+    teacher_only = ("eval.policies={teacher='reference'}",)
+    out = evaluate.run(small_recipe(tmp_path, *teacher_only, "eval.k=1"))
+    before = out.read_bytes()
+    (tmp_path / "tensorboard").mkdir(exist_ok=True)
+    (tmp_path / "tensorboard" / "eval").write_text("a file where the tracker's directory goes")
+    with pytest.raises(WarmstartError, match="log.to: tensorboard could not start for eval"):
+        evaluate.run(small_recipe(tmp_path, *teacher_only, "eval.k=2", "log.to=['jsonl', 'tensorboard']"))
+    assert out.read_bytes() == before and json.loads(before)["k"] == 1

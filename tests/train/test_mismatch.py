@@ -142,3 +142,13 @@ def test_a_sampler_far_from_the_trainer_stops_the_step_before_any_update():
         update(model, None, torch.optim.SGD(model.parameters(), lr=1e-2), far, cfg)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
+
+
+def test_a_ratio_past_floats_range_is_infinite_not_an_overflow_error():
+    """A sampler's log-prob of -800 for a token the trainer finds likely: e^800 had raised OverflowError and
+    stopped GRPO in its statistics."""
+    trainer, sampler = torch.zeros(1, 4), torch.zeros(1, 4)
+    sampler[0, 2] = -800.0
+    stats = MismatchTally()
+    stats.add(trainer, sampler, torch.ones_like(trainer), cap=2.0)
+    assert stats.stats()["is_ratio_max"] == math.inf

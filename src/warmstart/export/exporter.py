@@ -40,7 +40,9 @@ def export_run(
     form = format_named(fmt)
     form.check_libraries()
     source = curated_file(root, data)
-    out = Path(out) if out is not None else root / "export" / form.name
+    # Resolved: `--out .` has no name to stage beside, and a symlink's target is the export a user means
+    # (replacing the link itself had left the target's older export in place, unsaid).
+    out = (Path(out) if out is not None else root / "export" / form.name).resolve()
     check_output(out, [root, source], force)
     trajectories = iter_records(source, Trajectory)
     first = next(trajectories, None)  # the file is read as it is written out, a line at a time

@@ -77,19 +77,32 @@ def staged(out: Path) -> Iterator[Path]:
     """A fresh directory to write the export into; on leaving without an exception it becomes `out`
     (replacing what was there), and on an exception it is removed."""
     stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as error:  # the export is written beside --out, then renamed into place
+        raise WarmstartError(f"--out {out}: cannot write in {out.parent} ({error.strerror})") from None
     try:
         yield stage
-        _replace(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    try:
+        _replace(stage, out)
+    except OSError as error:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise WarmstartError(f"--out {out}: cannot be replaced ({error.strerror}; a mount point?)") from None
 
 
 def _replace(stage: Path, out: Path) -> None:
-    if not _non_empty(out):
-        os.replace(stage, out)  # rename(2) replaces an empty directory in one step
+    if out.is_dir() and not _non_empty(out):
+        # An empty directory stays the same directory (`--out .`, a mount point: a shell in it sees the files)
+        for entry in stage.iterdir():
+            os.replace(entry, out / entry.name)
+        stage.rmdir()
+        return
+    if not out.exists():
+        os.replace(stage, out)
         return
     old = stage.with_name(stage.name.replace(".partial", ".old"))
     os.replace(out, old)

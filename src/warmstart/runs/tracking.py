@@ -11,8 +11,10 @@ one error naming the extra. W&B runs offline unless `WANDB_API_KEY` is set (or `
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import time
@@ -20,6 +22,8 @@ from pathlib import Path
 
 from ..errors import WarmstartError
 from .jsonl import end_cleanly
+
+log = logging.getLogger(__name__)
 
 SCALARS = {
     "loss": "training loss of the step (SFT: per target token; GRPO: the clipped objective)",
@@ -52,19 +56,41 @@ class Tracker:
         self.root, self.stage = Path(root), stage
         self.path = self.root / "metrics.jsonl"
         end_cleanly(self.path)  # a line a kill cut short would become a bad middle line
-        self.backends = [open_backend(name, self.root, stage, project, config) for name in to if name != "jsonl"]
+        self.backends: dict[str, object] = {}
+        try:
+            for name in (name for name in to if name != "jsonl"):
+                self.backends[name] = open_backend(name, self.root, stage, project, config)
+        except BaseException:
+            self.close()  # those that did start
+            raise
 
     def log(self, step: int, scalars: dict[str, float | None]) -> None:
         values = {name: float(v) for name, v in scalars.items() if v is not None}
         line = json.dumps({"stage": self.stage, "step": step, "time": round(time.time(), 3), **values})
         with self.path.open("a", encoding="utf-8") as f:  # a few lines a second at most: open per line
             f.write(line + "\n")
-        for backend in self.backends:
-            backend.log(step, values)
+        for name, backend in list(self.backends.items()):
+            self.guarded(name, lambda: backend.log(step, values), f"step {step}")
 
     def close(self) -> None:
-        for backend in self.backends:
-            backend.close()
+        for name, backend in list(self.backends.items()):
+            self.guarded(name, backend.close, "closing")
+
+    def guarded(self, name: str, call, when: str) -> None:
+        """A backend that fails once it has started (its service gone, a full disk) is said once and left
+        out from then on: metrics.jsonl, always written, keeps every scalar, and a long training run is not
+        stopped for a dashboard."""
+        try:
+            call()
+        except Exception as error:
+            self.backends.pop(name, None)
+            log.warning(
+                "%s: log.to %s failed (%s: %s) and is left out from here on; metrics.jsonl has every scalar",
+                self.stage,
+                name,
+                when,
+                first_line(error),
+            )
 
     def __enter__(self) -> Tracker:
         return self
@@ -96,7 +122,14 @@ def read_metrics(root: Path) -> list[dict]:
 
 
 def stage_dir_name(stage: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stage)
+    """The stage's TensorBoard directory: `sft:student` is `sft-student`. A name with other characters has
+    them replaced and its digest added: cleaned alone, `学生` and `助手` were both `sft-` and `student v2`
+    and `student-v2` one directory, where each run's session start dropped the other's curves."""
+    name = stage.replace(":", "-", 1)  # a stage's kind has no "-": the kind and the output stay apart
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    if clean == name:
+        return name
+    return f"{clean}-{hashlib.blake2b(stage.encode(), digest_size=4).hexdigest()}"
 
 
 def check_installed(names: list[str]) -> None:
@@ -120,6 +153,13 @@ def open_backend(name: str, root: Path, stage: str, project: str, config: dict):
         return WandB(project, stage, config, root)
     except ImportError:
         raise WarmstartError(not_installed(name)) from None
+    except Exception as error:  # installed, but cannot start: W&B online without a key, a directory not writable
+        raise WarmstartError(f"log.to: {name} could not start for {stage}: {first_line(error)}") from error
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class TensorBoard:

@@ -242,41 +242,43 @@ def run(recipe: Recipe) -> Path:
         row_prints = row_fingerprints(config, specs, samples, task_files(recipe))
         unchanged = unchanged_rows(out, row_prints, samples)
         results = dict(unchanged)
-        # One verifier for every policy: its workers (python's sandboxes, local or Ray actors) start once.
-        try:
-            with cluster.make_verifier(env, recipe) as verifier:
-                for name, spec in specs.items():
-                    if name not in results:
-                        results[name] = evaluate_policy(
-                            name, spec, recipe, env, tasks, ledger, verifier, samples[name], False
-                        )
-        except BaseException:
-            stage.summary = {"api_cost": ledger.summary(), **spent}  # a stopped eval's spend is in costs.json too
-            raise
-        results = {name: results[name] for name in specs}  # the recipe's order
-        for name, spec in specs.items():  # a kept row's too: its fingerprint says its model's files are the same
-            if spec.is_local_model:
-                results[name]["model_files"] = scored_files(spec, stage.input_digests)
-        for name in results:
-            results[name]["gap_closed"] = gap_closed(results, name)
-        summary = {
-            "k": cfg.k,
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "max_new_tokens": cfg.max_new_tokens,
-            "seed": recipe.run.seed,
-            "rows": list(results),
-            "policies": results,
-            "comparisons": comparisons(results, cfg.compare),
-            "row_fingerprints": row_prints,
-        }
-        # Every row's samples with the results they were counted in: a rerun stopped by a later row had
-        # replaced the earlier rows' sample files while results.json still held the run before.
-        for name, path in samples.items():
-            if name not in unchanged:  # a kept row's file is already its results' (a .tmp beside it is older)
-                os.replace(unpublished(path), path)
-        write_json_atomic(out, summary)
+        # Opened before any sampling: a log.to backend that cannot start (W&B online without a key, a directory
+        # it cannot write) is one error before the work, and never after results.json was replaced.
         with run_dir.tracker("eval") as tracker:
+            # One verifier for every policy: its workers (python's sandboxes, local or Ray actors) start once.
+            try:
+                with cluster.make_verifier(env, recipe) as verifier:
+                    for name, spec in specs.items():
+                        if name not in results:
+                            results[name] = evaluate_policy(
+                                name, spec, recipe, env, tasks, ledger, verifier, samples[name], False
+                            )
+            except BaseException:
+                stage.summary = {"api_cost": ledger.summary(), **spent}  # a stopped eval's spend is in costs.json too
+                raise
+            results = {name: results[name] for name in specs}  # the recipe's order
+            for name, spec in specs.items():  # a kept row's too: its fingerprint says its model's files are the same
+                if spec.is_local_model:
+                    results[name]["model_files"] = scored_files(spec, stage.input_digests)
+            for name in results:
+                results[name]["gap_closed"] = gap_closed(results, name)
+            summary = {
+                "k": cfg.k,
+                "temperature": cfg.temperature,
+                "top_p": cfg.top_p,
+                "max_new_tokens": cfg.max_new_tokens,
+                "seed": recipe.run.seed,
+                "rows": list(results),
+                "policies": results,
+                "comparisons": comparisons(results, cfg.compare),
+                "row_fingerprints": row_prints,
+            }
+            # Every row's samples with the results they were counted in: a rerun stopped by a later row had
+            # replaced the earlier rows' sample files while results.json still held the run before.
+            for name, path in samples.items():
+                if name not in unchanged:  # a kept row's file is already its results' (a .tmp beside it is older)
+                    os.replace(unpublished(path), path)
+            write_json_atomic(out, summary)
             tracker.log(0, {f"pass@1/{name}": r["pass@1"] for name, r in results.items()})
         stage.summary = {"api_cost": ledger.summary(), **spent}
     print_table(summary, cfg.k)

@@ -78,7 +78,8 @@ class MismatchTally:
             "is_ratio_p05": p05,
             "is_ratio_p50": p50,
             "is_ratio_p95": p95,
-            "is_ratio_max": math.exp(largest),
+            # inf past e^709 (a sampler's log-prob of -800 for a token the trainer finds likely), not OverflowError
+            "is_ratio_max": math.exp(largest) if largest < 709.0 else math.inf,
             "tis_capped_fraction": world.total(self.capped) / tokens,
             "mismatch_tokens": int(tokens),
         }
