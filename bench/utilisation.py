@@ -214,7 +214,17 @@ slowed through the run. Also measured and not kept: causal attention by blocks o
 a row's queries against the first half of its keys only, the masked quarter of the scores never
 computed; the same floats): alone, 30 layers' forward and backward 194 against 303 ms, in the bf16 step
 1.737 against 1.745 s (medians of 16 interleaved steps each): inside the step, as with the norms, the
-saving measured alone did not appear."""
+saving measured alone did not appear.
+2026-12-07 (same machine type). Measured and not kept: transparent huge pages for torch's and glibc's
+allocations (THP_MEM_ALLOC_ENABLE=1 with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, the VM's THP set to
+madvise; 0.87 GB of the process's 3.4 GB then in huge pages): bf16 step medians 1.84, 1.61 and 1.85 s
+against 1.82, 1.80 and 1.78 s in three pairs of alternating processes (12 steps each, the first 3 left
+out), the first step 2x slower (pages compacted on fault): no steady gain. Where a bf16 step's time went
+that day (a TorchDispatchMode timer, 3 steps): torch.mm 1.087 s, bmm 0.091, fused AdamW 0.083, copies
+0.055 (the weights' bf16 casts and the gradients' casts back), every elementwise operator together
+~0.23 s (the largest: the head's fp32 softmax exp 22 ms, the attention's mask and softmax 13 ms each,
+the 150 bf16 casts of linear inputs 11 ms), and ~0.1-0.15 s outside the operators; the decoder's products
+ran at 364-392 GFLOP/s (k and v's 294-331), the head's at 388-400."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
