@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 import logging
 
+import pytest
+
 from warmstart.lm.chat import template_renders_tools
+from warmstart.serve.request import ApiError, parse_chat_request
 from warmstart.serve.server import ChatServer
 
 SAYS = "chat template does not render tools"
@@ -43,3 +46,17 @@ def test_a_template_that_raises_on_the_probe_still_lets_the_server_start(served_
     failing.chat_template = "{% for m in messages %}{{ m['content'] }}{{ (1 // 0) if tools else '' }}{% endfor %}"
     assert template_renders_tools(failing) is None
     assert started_server_says(model, failing, caplog) == []
+
+
+def test_a_template_that_fails_on_a_request_is_a_400_naming_its_error_not_a_500(served_model):
+    """The template's own code failing on these messages (a missing key, a division by zero) is about the
+    request and the model's template: it had been a 500, as if the server had failed."""
+    model, tokenizer = served_model
+    failing = copy.deepcopy(tokenizer)
+    failing.chat_template = "{% for m in messages %}{{ m['content'] }}{{ 1 // (m['content'] | length) }}{% endfor %}"
+    server = ChatServer(model, failing, "tiny", 4)
+    request = parse_chat_request({"model": "tiny", "messages": [{"role": "user", "content": ""}]}, ["tiny"], 4)
+    with pytest.raises(ApiError) as refused:
+        server.encode_prompt(request)
+    assert refused.value.status == 400
+    assert "chat template failed on them (ZeroDivisionError: integer division or modulo by zero)" in str(refused.value)

@@ -252,9 +252,14 @@ class ChatServer:
         with self.tokenizer_lock:
             try:
                 text = render_prompt(self.tokenizer, request.messages, request.tools)
-            except (TemplateError, ValueError, TypeError) as exc:  # e.g. a template that refuses a role order
+            except TemplateError as exc:  # e.g. a template that refuses a role order (its raise_exception)
                 raise ApiError(
                     400, f"messages: the model's chat template cannot render them: {exc}", param="messages"
+                ) from None
+            except Exception as exc:  # the template's own code failing on these messages: theirs to change
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                raise ApiError(
+                    400, f"messages: the model's chat template failed on them ({why})", param="messages"
                 ) from None
             # Rendering is linear and cheap; tokenizing a huge text is not, so a hopeless one stops here.
             self.context.check_chars(len(text), "messages")
