@@ -41,20 +41,20 @@ from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import final_assistant_text, hash_split
 from .io_tests import grade_io, io_task_parts, is_io_record
 from .python_harness import decode
-from .python_tests import humaneval_tests, is_mbpp_record, mbpp_parts, parses, proxy_spec
+from .python_tests import SAFE_BUILTIN_NAMES, humaneval_tests, is_mbpp_record, mbpp_parts, parses, proxy_spec
 from .sandbox import bubblewrap as sandbox
 from .sandbox.interpreter import Interpreter, interpreter
 
 DEFAULT_TASKS = Path(__file__).with_name("python_tasks.jsonl")
 HARNESS = Path(__file__).with_name("python_harness.py")
 PROXY = Path(__file__).with_name("python_proxy.py")
-CODE_BLOCK_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
+# A fence's opening line (its info string after it) and a Python one's tag: any case, `python3`, `py`, `py3`,
+# or none (a ```Python block had been taken as prose, the whole reply graded as the program: SyntaxError).
+FENCE_RE = re.compile(r"[ \t]*```[ \t]*([^`\n]*)")
+PYTHON_TAG_RE = re.compile(r"(?:(?:python|py)3?)?(?:[ \t].*)?", re.IGNORECASE)
 EVAL_BUCKETS = 8
 # What a test's assertion may use beside the results (plain data) when it is evaluated here.
-SAFE_BUILTINS = {
-    name: getattr(builtins, name)
-    for name in "abs all any bool dict float frozenset int isinstance len list max min round set sorted str sum tuple type".split()
-}
+SAFE_BUILTINS = {name: getattr(builtins, name) for name in SAFE_BUILTIN_NAMES}
 
 
 class PythonOptions(BaseModel):
@@ -142,8 +142,28 @@ def check_entry_point_defined(record: dict, where: str) -> None:
 
 
 def last_code_block(reply: str) -> str:
-    blocks = CODE_BLOCK_RE.findall(reply)
+    """The last fenced Python (or untagged) block of the reply; the reply itself where it has none."""
+    blocks = [code for tag, code in fenced_blocks(reply) if PYTHON_TAG_RE.fullmatch(tag)]
     return blocks[-1] if blocks else reply
+
+
+def fenced_blocks(reply: str) -> list[tuple[str, str]]:
+    """(info string, text) of each fenced block, read a line at a time so that a block of another language
+    is skipped whole (matched by pattern alone, its closing fence had opened an untagged block). A block
+    closes at a line that is a fence or ends with one (`print(x)```); one never closed is not a block."""
+    blocks, tag, lines = [], None, []
+    for line in reply.split("\n"):
+        if tag is None:
+            if opening := FENCE_RE.fullmatch(line):
+                tag, lines = opening.group(1).strip(), []
+        elif line.rstrip().endswith("```"):
+            lines.append(line.rstrip()[:-3])
+            text = "\n".join(lines)
+            blocks.append((tag, text if text.endswith("\n") or not text else text + "\n"))
+            tag = None
+        else:
+            lines.append(line)
+    return blocks
 
 
 def program_of(reply: str, prompt_code: str, entry_point: str) -> str:

@@ -24,6 +24,15 @@ from .python_harness import encode
 PROXY_LOAD_S = 5.0  # how long the test waits for the program to load before calling it
 
 
+# What an assertion graded outside the sandbox may name beside its calls' results (python.py evaluates it
+# with these builtins and `math`); one naming anything else (range, a helper or constant of the test or the
+# prompt, an import) goes through the proxy, where the test file runs whole.
+SAFE_BUILTIN_NAMES = tuple(
+    "abs all any bool dict float frozenset int isinstance len list max min round set sorted str sum tuple type".split()
+)
+OUTSIDE_NAMES = frozenset(SAFE_BUILTIN_NAMES) | {"math"}
+
+
 class NotLiteral(WarmstartError):
     """The test is not of the literal-call shape (so it goes through the proxy)."""
 
@@ -84,10 +93,25 @@ def compile_tests(test: str, entry_point: str, where: str) -> tuple[list[dict], 
         expression = Replace().visit(statement.test)
         if not used:
             raise NotLiteral(f"{where}: line {statement.lineno} of the test never calls the candidate")
+        if unknown := names_needed(expression) - OUTSIDE_NAMES:
+            # Graded outside, each had been a NameError read as a failed assert: every answer scored 0.
+            raise NotLiteral(f"{where}: line {statement.lineno} of the test names {', '.join(sorted(unknown))}")
         asserts.append({"expr": ast.unparse(expression), "calls": used})
     if not asserts:
         raise NotLiteral(f"{where}: the test has no assertions")
     return calls, asserts
+
+
+def names_needed(expression: ast.AST) -> set[str]:
+    """The names an expression reads that it does not bind itself (a comprehension's or a lambda's), beside
+    the calls' results (`__rN`)."""
+    nodes = list(ast.walk(expression))
+    bound = {n.id for n in nodes if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    for lam in (n for n in nodes if isinstance(n, ast.Lambda)):
+        spec = lam.args
+        bound |= {a.arg for a in [*spec.posonlyargs, *spec.args, *spec.kwonlyargs, spec.vararg, spec.kwarg] if a}
+    read = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return {name for name in read - bound if not name.startswith("__r")}
 
 
 def humaneval_tests(record: dict, where: str) -> dict:
