@@ -44,6 +44,7 @@ from ..runs.checkpoint import check_replaceable, complete_checkpoints, load_stat
 from ..runs.directory import RunDir, Stage, model_files
 from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_tracker
+from ..train.dropout import disable_dropout, forward_is_repeatable
 from ..train.grpo import batch_tensors, check_unseen_update, collect, repeated_tasks, separate_old_pass, update
 from ..train.step_checks import StepChecks, check_finite_loss, check_finite_weights, output_vocabulary
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
@@ -87,9 +88,22 @@ def load_policy(cfg: GrpoConfig, start_from: Path, resume_from: Path | None, dev
         if cfg.kl_weight > 0:
             reference = load_model_and_tokenizer(start_from, "grpo.init", device)[0].eval()
     check_template(tokenizer, "grpo.init")  # rollouts are rendered through it
+    quiet_policy(model)
     if cfg.gradient_checkpointing:
         enable_activation_checkpointing(model)
     return model, tokenizer, reference
+
+
+def quiet_policy(model: torch.nn.Module) -> None:
+    """The policy's dropout off, and a forward that is random all the same said (train/dropout.py)."""
+    if turned_off := disable_dropout(model):
+        log.info("grpo: the policy's dropout is off (%s): GRPO's passes must see one model", ", ".join(turned_off))
+    if not forward_is_repeatable(model, model.get_input_embeddings().num_embeddings):
+        log.warning(
+            "grpo: the policy's forward is random in training mode after its dropout was turned off (a router's "
+            "jitter noise?): the update's ratio to its old log-probs, the TIS weights and the mismatch statistics "
+            "will carry that noise"
+        )
 
 
 def load_learner(recipe: Recipe, start_from: Path, resume_from: Path | None) -> Learner:
