@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
 from helpers import tiny_model
-from warmstart.lm.scoring import sequence_logprobs
+from warmstart.lm.scoring import logit_transforms, sequence_logprobs
 
 
 def batch_and_positions(vocab: int) -> tuple[dict, torch.Tensor]:
@@ -50,3 +52,12 @@ def test_a_model_that_transforms_its_logits_takes_the_full_pass():
     model.config.final_logit_softcapping = 30.0  # read by logit_transforms; Llama's forward ignores it
     full = sequence_logprobs(model, batch) * scored
     torch.testing.assert_close(sequence_logprobs(model, batch, scored), full, rtol=0, atol=0)
+
+
+def test_falcon_h1s_head_multiplier_is_a_transform_of_its_logits():
+    """Falcon-H1 multiplies its head's output by `lm_head_multiplier`: left unseen, SFT and KD computed their
+    loss on other logits than the model's (54.25 for 54.10 at 0.25)."""
+    from transformers import FalconH1Config
+
+    assert logit_transforms(SimpleNamespace(config=FalconH1Config(lm_head_multiplier=0.25))) == ["lm_head_multiplier"]
+    assert logit_transforms(SimpleNamespace(config=FalconH1Config())) == []  # 1.0: the head's logits as they are

@@ -4,11 +4,15 @@ The mask is 1 exactly on tokens the assistant produced (its content and end-of-t
 everything else. Two ways to find those tokens, tried in order:
 
 1. each assistant turn is located by rendering the conversation up to it with the generation prompt
-   and up to its end, and taking the text in between. The text is then tokenized piece by piece, so
-   an assistant turn gets exactly the tokens it would have if the model had generated it after that
-   prompt (tokenizing the whole text can merge the prompt's last newline into the reply's first
-   token). This needs a template that renders every prefix of a conversation as a prefix of the
-   whole, which is checked;
+   and up to its end, and taking the text in between, up to its last end-of-turn token (text a template
+   writes after it, ChatML's newline, is not the model's: it stops at that token). The text is then
+   tokenized piece by piece, so an assistant turn gets exactly the tokens it would have if the model had
+   generated it after that prompt (tokenizing the whole text can merge the prompt's last newline into
+   the reply's first token): each piece as it follows the text before it, its ids those of the text
+   through it past those of the text before it, where these extend them (a SentencePiece tokenizer, Llama
+   2's or Mistral's, tokenizing a piece alone writes a "▁" before it, a space the model never generates
+   after the prompt), else the piece alone. This needs a template that renders every prefix of a
+   conversation as a prefix of the whole, which is checked;
 2. a template that is not prefix-consistent but marks assistant text with `{% generation %}` is
    used through transformers' `return_assistant_tokens_mask` (whole-text tokenization).
 
@@ -183,8 +187,17 @@ def _assistant_spans(tokenizer, dicts: list[dict], tools: list[dict] | None) -> 
         through = _render(tokenizer, dicts[: i + 1], tools)
         if not (through.startswith(before) and full.startswith(through)) or len(through) == len(before):
             return None
-        spans.append((len(before), len(through)))
+        spans.append((len(before), len(before) + turn_end(tokenizer, through[len(before) :])))
     return spans
+
+
+def turn_end(tokenizer, turn: str) -> int:
+    """Where an assistant turn's text ends: after its last end-of-turn token where only whitespace follows
+    it (ChatML's `<|im_end|>` + newline), else where the template's rendering of it ends."""
+    markers = {*END_OF_TURN_TOKENS, *([tokenizer.eos_token] if tokenizer.eos_token else [])}
+    ends = [turn.rfind(marker) + len(marker) for marker in markers if marker in turn]
+    end = max(ends, default=len(turn))
+    return end if not turn[end:].strip() else len(turn)
 
 
 def _tokenize_pieces(tokenizer, text: str, spans: list[tuple[int, int]]) -> Rendered:
@@ -192,13 +205,22 @@ def _tokenize_pieces(tokenizer, text: str, spans: list[tuple[int, int]]) -> Rend
     mask: list[int] = []
     at = 0
     for start, end in [*spans, (len(text), len(text))]:
-        for piece, is_assistant in ((text[at:start], 0), (text[start:end], 1)):
-            if piece:
-                piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        for piece_end, is_assistant in ((start, 0), (end, 1)):
+            if piece_end > at:
+                piece_ids = following_ids(tokenizer, text, at, piece_end, ids)
                 ids += piece_ids
                 mask += [is_assistant] * len(piece_ids)
-        at = end
+                at = piece_end
     return Rendered(ids, mask)
+
+
+def following_ids(tokenizer, text: str, start: int, end: int, before: list[int]) -> list[int]:
+    """The ids of text[start:end] as it follows `before` (the ids of text[:start]): those of text[:end] past
+    `before` where they extend it, else the piece's own (module docstring)."""
+    through = tokenizer(text[:end], add_special_tokens=False)["input_ids"] if start else []
+    if start and through[: len(before)] == before:
+        return through[len(before) :]
+    return tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
 
 
 def _render_with_generation_tags(tokenizer, dicts: list[dict], tools: list[dict] | None) -> Rendered:

@@ -32,8 +32,9 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-# Config settings by which a model's logits are more than its output head applied to the last hidden state.
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+# Config settings by which a model's logits are more than its output head applied to the last hidden state
+# (Gemma's softcap, Cohere's scale, Granite's scaling, Falcon-H1's head multiplier).
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier")
 
 
 def logit_transforms(model) -> list[str]:
