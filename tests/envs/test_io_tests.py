@@ -211,7 +211,7 @@ def test_a_new_sandbox_per_execution_grades_the_same(tmp_path):
 
 
 def test_a_sandbox_that_fails_is_an_infra_error_not_a_zero():
-    def broken(spec: dict) -> Execution:
+    def broken(spec: dict, calls_s: float | None = None) -> Execution:
         return Execution(returncode=None, stdout=b"", stderr=f"{SANDBOX_FAILED}no answer in time".encode())
 
     hidden = {"io_tests": [{"input": "1 2", "output": "3"}], "float_tolerance": None}

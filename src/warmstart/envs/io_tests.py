@@ -212,7 +212,7 @@ def first_apps_solution(solutions) -> str | None:
 # --- running ----------------------------------------------------------------------------------------
 
 
-def run_one(execute: Callable[[dict], Execution], program: str, stdin_text: str, per_test_s: float) -> dict:
+def run_one(execute: Callable[[dict, float], Execution], program: str, stdin_text: str, per_test_s: float) -> dict:
     """One sandboxed run: {"stdout": str} or {"failure": kind[, "stderr": last line]} or {"infra_error": why}."""
     nonce = secrets.token_hex(8)
     spec = {
@@ -222,7 +222,7 @@ def run_one(execute: Callable[[dict], Execution], program: str, stdin_text: str,
         "nonce": nonce,
         "per_call_s": per_test_s,
     }
-    execution = execute(spec)
+    execution = execute(spec, per_test_s)  # the alarm inside, and the same limit (with a grace) outside
     record = harness_record(execution.stdout, nonce)
     if record is None or "load_error" in record:
         return outcome_without_result(execution, record)
@@ -270,7 +270,7 @@ def outcome_without_result(execution: Execution, record: dict | None) -> dict:
     return {"failure": "runtime_error", "stderr": f"exit code {execution.returncode}"}
 
 
-def grade_io(hidden: dict, program: str, execute: Callable[[dict], Execution], per_test_s: float) -> Verdict:
+def grade_io(hidden: dict, program: str, execute: Callable[[dict, float], Execution], per_test_s: float) -> Verdict:
     tests, tolerance = hidden["io_tests"], hidden.get("float_tolerance")
     passed, first_failure, not_run = 0, None, 0
     for index, test in enumerate(tests):
