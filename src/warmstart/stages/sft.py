@@ -51,6 +51,7 @@ from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan, sharding
 from ..train.data import NO_TARGET, TOO_LONG, Example, check_logprobs, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
+from ..train.packing import keeps_examples_apart
 from ..train.sft import RowStream, check_unseen_update, make_optimizer, masked_ce_sum, repeated_rows, train_step
 from ..train.step_checks import StepChecks, check_finite_weights, output_vocabulary
 from ..types import Trajectory
@@ -171,6 +172,7 @@ class Setup:
     alignment: Alignment  # how the teacher's recorded top-k lined up with the student's tokens
     signal: Signal
     kd: KdSetup | None
+    packed: bool = True  # several examples a row; False: one, for a model that lets them see each other
 
 
 @dataclass
@@ -234,7 +236,27 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     if signal.kind != "topk":
         for example in examples:
             example.teacher = None
-    return Setup(model, tokenizer, examples, dropped, alignment, signal, kd_setup(signal, cfg, model, device))
+    kd = kd_setup(signal, cfg, model, device)
+    packed = packable(cfg, model, kd.teacher if kd else None)
+    return Setup(model, tokenizer, examples, dropped, alignment, signal, kd, packed)
+
+
+def packable(cfg: SftConfig, model, teacher) -> bool:
+    """Whether the student (and a dense-KD teacher, which scores the same rows) keeps packed examples apart
+    (train/packing.py); said where not: its rows then hold one example each."""
+    leaking = [
+        type(m).__name__
+        for m in (model, teacher)
+        if m is not None and not keeps_examples_apart(m, m.get_input_embeddings().num_embeddings)
+    ]
+    if leaking:
+        log.warning(
+            "sft:%s: %s lets packed examples see each other (its attention or state crosses a row's restarted "
+            "positions): one example per row, the rest padding",
+            cfg.output,
+            " and ".join(leaking),
+        )
+    return not leaking
 
 
 def without_foreign_ids(trajectories: list[Trajectory], tokenizer) -> tuple[list[Trajectory], tuple[int, str] | None]:
@@ -280,7 +302,7 @@ def train(
     optimizer, scheduler = make_optimizer(s.model, cfg)
     step, position = resume_state(resume[-1], s.model, optimizer, scheduler, cfg) if resume else (0, None)
     earlier = position["totals"] if position else {"tokens": 0, "seconds": 0.0}
-    stream = RowStream(s.examples, cfg, recipe.run.seed, position)
+    stream = RowStream(s.examples, cfg, recipe.run.seed, position, packed=s.packed)
     if repeats := repeated_rows(stream, cfg):
         log.warning("sft:%s: %s", cfg.output, repeats)
     vocabulary = output_vocabulary(s.model)

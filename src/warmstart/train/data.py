@@ -2,7 +2,8 @@
 
 Packing puts several examples in one row. Position ids restart at 0 for each example; with no 2-D
 attention mask, transformers turns those restarts into a block-diagonal causal mask, so a token
-never attends across an example boundary (tested: packed logits equal unpacked ones). The first
+never attends across an example boundary (tested: packed logits equal unpacked ones). A model that does
+not (OPT, BLOOM, MPT, a state-space layer's) gets one example per row (`train/packing.py`). The first
 token of each example is never a target, since it cannot be predicted from the example before it.
 """
 

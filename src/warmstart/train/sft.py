@@ -67,19 +67,24 @@ def masked_ce_sum(model, batch: dict[str, torch.Tensor], casts: WeightCasts | No
 class RowStream:
     """Packed rows in a seeded order, epoch after epoch; its position is saved in checkpoints."""
 
-    def __init__(self, examples: list[Example], cfg: SftConfig, seed: int, position: dict | None = None):
-        self.examples, self.cfg, self.seed = examples, cfg, seed
+    def __init__(
+        self, examples: list[Example], cfg: SftConfig, seed: int, position: dict | None = None, packed: bool = True
+    ):
+        self.examples, self.cfg, self.seed, self.packed = examples, cfg, seed, packed
         self.epoch, self.row = (position["epoch"], position["row"]) if position else (0, 0)
-        self.rows = pack(examples, epoch_order(len(examples), seed, self.epoch), cfg.seq_len)
+        self.rows = self.rows_of(self.epoch)
+
+    def rows_of(self, epoch: int) -> list[list[int]]:
+        """The epoch's rows: examples packed in its seeded order, or one a row (train/packing.py)."""
+        order = epoch_order(len(self.examples), self.seed, epoch)
+        return pack(self.examples, order, self.cfg.seq_len) if self.packed else [[index] for index in order]
 
     def next_rows(self, n: int) -> list[list[int]]:
         out = []
         while len(out) < n:
             if self.row == len(self.rows):
                 self.epoch, self.row = self.epoch + 1, 0
-                self.rows = pack(
-                    self.examples, epoch_order(len(self.examples), self.seed, self.epoch), self.cfg.seq_len
-                )
+                self.rows = self.rows_of(self.epoch)
             out.append(self.rows[self.row])
             self.row += 1
         return out
