@@ -64,3 +64,42 @@ def test_a_python_block_is_the_program_whatever_its_tag_says(fence):
 def test_a_block_of_another_language_is_not_taken_for_python():
     assert last_code_block("```text\nnot code\n```\n```python\nprint(2)\n```") == "print(2)\n"
     assert last_code_block("```pyrite\nnot python\n```") != "not python\n"
+
+
+@pytest.mark.skipif(bubblewrap.bwrap_path() is None, reason="bubblewrap is not installed")
+def test_an_assertion_whose_comprehension_or_lambda_reads_a_result_is_graded(tmp_path):
+    """A generator expression's or a lambda's body does not see eval's locals: results kept there had been a
+    NameError, read as a failure, for every answer."""
+    tests = {
+        "genexpr": "def check(candidate):\n    assert all(x in candidate(3) for x in [0, 1, 2])\n",
+        "lambda": "def check(candidate):\n    assert (lambda: candidate(3))() == [0, 1, 2]\n",
+    }
+    prompt = 'def upto(n: int) -> list:\n    """0..n-1."""\n'
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"task_id": name, "prompt": prompt, "canonical_solution": "    return list(range(n))\n", "test": test}
+                | {"entry_point": "upto"}
+            )
+            + "\n"
+            for name, test in tests.items()
+        )
+    )
+    env = PythonEnv(PythonOptions(tasks_file=str(path)))
+    for task in env.all_tasks:
+        assert env.verify(task, code_reply(task, task.hidden["solution"])).passed, task.id
+        assert not env.verify(task, code_reply(task, "def upto(n):\n    return [0]\n")).passed, task.id
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Here: ```python\nprint(1)\n```",  # a fence after text on its line
+        "````python\nprint(1)\n````",  # four backticks
+        "```python\nprint(1)\n``` That's it.",  # words after the closing fence
+        "```python\r\nprint(1)\r\n```",  # CRLF
+    ],
+)
+def test_odd_fences_still_give_the_block(reply):
+    assert last_code_block(reply).replace("\r", "").strip() == "print(1)"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from test_report_killed_and_copied import cost_cells, known_cost, manifest, page_of, recipe, sft_steps, trained_run
 
-from helpers import curated_run, write_recipe_file
+from helpers import curated_run, small_recipe, write_recipe_file
 from warmstart.report.attempts import curves_caption, failed_attempts
-from warmstart.runs.directory import RunDir
+from warmstart.runs.directory import RunDir, recipe_when_worked
 from warmstart.stages import grpo, sft
 
 CTRL_C = "interrupted (KeyboardInterrupt: Ctrl-C, or a SIGTERM generate takes as one)"
@@ -190,3 +190,26 @@ def test_a_resumed_sft_run_that_stops_records_its_own_part_of_the_training(tmp_p
     assert own["flops_estimate"] == per_token * entry["tokens_this_run"]
     assert entry["flops_estimate"] == per_token * (checkpointed_tokens + entry["tokens_this_run"])
     assert 0 < own["train_seconds"] < entry["train_seconds"]
+
+
+def test_a_killed_runs_start_record_does_not_make_a_stopped_run_rewrite_the_recipe(tmp_path):
+    """A retrain killed -9 leaves its start record; the next one, stopped beside the finished run, takes it
+    away: that had counted as work done, and recipe.toml took the stopped run's settings."""
+    finished = small_recipe(tmp_path, "sft.lr=0.001")
+    run_dir, stage = RunDir(finished), "sft:student"
+    run_dir.manifest_path.write_text(
+        json.dumps(
+            {
+                "stages": {stage: {"status": "done", "sequence": 1, "seconds": 5.0, "fingerprint": "A"}},
+                "running": {stage: {"started": 1.0, "pid": 999999, "host": "h", "sequence": 2}},
+            }
+        )
+    )
+    run_dir.write_recipe()
+    before = (tmp_path / "recipe.toml").read_text()
+    retrain = small_recipe(tmp_path, "sft.lr=0.003")
+    with pytest.raises(KeyboardInterrupt), recipe_when_worked(retrain):
+        RunDir(retrain).mark_running(stage)
+        RunDir(retrain).add_stopped_run(stage, 2.0, CTRL_C, {"train_seconds": 1.0, "flops_estimate": 1.0})
+        raise KeyboardInterrupt
+    assert (tmp_path / "recipe.toml").read_text() == before

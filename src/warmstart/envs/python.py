@@ -52,6 +52,9 @@ PROXY = Path(__file__).with_name("python_proxy.py")
 # or none (a ```Python block had been taken as prose, the whole reply graded as the program: SyntaxError).
 FENCE_RE = re.compile(r"[ \t]*```[ \t]*([^`\n]*)")
 PYTHON_TAG_RE = re.compile(r"(?:(?:python|py)3?)?(?:[ \t].*)?", re.IGNORECASE)
+# Where a reply has no block a line at a time finds (a fence after text on its line, four backticks, a
+# closing fence with words after it), a block found by pattern, as before.
+CODE_BLOCK_RE = re.compile(r"```(?:(?:python|py)3?\b[^\n]*)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 EVAL_BUCKETS = 8
 # The per-call limit is an alarm inside the program's process, which the program can ignore (SIG_IGN, a
 # cleared timer): a run is also stopped from outside once its calls' limits and this much more have passed
@@ -148,6 +151,7 @@ def check_entry_point_defined(record: dict, where: str) -> None:
 def last_code_block(reply: str) -> str:
     """The last fenced Python (or untagged) block of the reply; the reply itself where it has none."""
     blocks = [code for tag, code in fenced_blocks(reply) if PYTHON_TAG_RE.fullmatch(tag)]
+    blocks = blocks or CODE_BLOCK_RE.findall(reply)
     return blocks[-1] if blocks else reply
 
 
@@ -463,6 +467,8 @@ def assertion_holds(assertion: dict, results: dict[int, dict]) -> bool:
         except (ValueError, TypeError, KeyError, RecursionError):
             return False
     try:
-        return bool(eval(assertion["expr"], {"__builtins__": SAFE_BUILTINS, "math": math}, values))  # noqa: S307 - the test's own expression, on plain data
+        # The results among the globals: a generator expression's or a lambda's body does not see eval's locals.
+        namespace = {"__builtins__": SAFE_BUILTINS, "math": math, **values}
+        return bool(eval(assertion["expr"], namespace))  # noqa: S307 - the test's own expression, on plain data
     except Exception:
         return False

@@ -75,32 +75,48 @@ def is_export(path: Path) -> bool:
 @contextlib.contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """A fresh directory to write the export into; on leaving without an exception it becomes `out`
-    (replacing what was there), and on an exception it is removed."""
-    stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    (replacing what was there), and on an exception it is removed. An empty directory `out` is filled in
+    place, its staging directory inside it (the same filesystem: a mount point; the same directory: `--out .`
+    for a shell standing in it); any other `out` is staged beside it and renamed into place."""
+    in_place = out.is_dir() and not _non_empty(out)
+    stage = (out if in_place else out.parent) / f".{out.name or 'export'}.{uuid.uuid4().hex[:8]}.partial"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage.mkdir()
-    except OSError as error:  # the export is written beside --out, then renamed into place
-        raise WarmstartError(f"--out {out}: cannot write in {out.parent} ({error.strerror})") from None
+    except OSError as error:
+        raise WarmstartError(f"--out {out}: cannot write in {stage.parent} ({error.strerror})") from None
     try:
         yield stage
+        if in_place:
+            _fill(stage, out)
+        else:
+            _replace(stage, out)
+    except OSError as error:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise WarmstartError(f"--out {out}: cannot be written ({error.strerror})") from error
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def _fill(stage: Path, out: Path) -> None:
+    """Move the staged export's files into the empty `out`; interrupted or failed, `out` is left empty again."""
+    moved = []
     try:
-        _replace(stage, out)
-    except OSError as error:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise WarmstartError(f"--out {out}: cannot be replaced ({error.strerror}; a mount point?)") from None
+        for entry in sorted(stage.iterdir()):
+            os.replace(entry, out / entry.name)
+            moved.append(out / entry.name)
+        stage.rmdir()
+    except BaseException:
+        for path in moved:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        raise
 
 
 def _replace(stage: Path, out: Path) -> None:
-    if out.is_dir() and not _non_empty(out):
-        # An empty directory stays the same directory (`--out .`, a mount point: a shell in it sees the files)
-        for entry in stage.iterdir():
-            os.replace(entry, out / entry.name)
-        stage.rmdir()
-        return
     if not out.exists():
         os.replace(stage, out)
         return

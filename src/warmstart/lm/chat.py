@@ -9,7 +9,7 @@ everything else. Two ways to find those tokens, tried in order:
    tokenized piece by piece, so an assistant turn gets exactly the tokens it would have if the model had
    generated it after that prompt (tokenizing the whole text can merge the prompt's last newline into
    the reply's first token): each piece as it follows the text before it, its ids those of the text
-   through it past those of the text before it, where these extend them (a SentencePiece tokenizer, Llama
+   through it past those of the text before it (a window of it), where these extend them (a SentencePiece tokenizer, Llama
    2's or Mistral's, tokenizing a piece alone writes a "▁" before it, a space the model never generates
    after the prompt), else the piece alone. This needs a template that renders every prefix of a
    conversation as a prefix of the whole, which is checked;
@@ -207,19 +207,28 @@ def _tokenize_pieces(tokenizer, text: str, spans: list[tuple[int, int]]) -> Rend
     for start, end in [*spans, (len(text), len(text))]:
         for piece_end, is_assistant in ((start, 0), (end, 1)):
             if piece_end > at:
-                piece_ids = following_ids(tokenizer, text, at, piece_end, ids)
+                piece_ids = following_ids(tokenizer, text, at, piece_end)
                 ids += piece_ids
                 mask += [is_assistant] * len(piece_ids)
                 at = piece_end
     return Rendered(ids, mask)
 
 
-def following_ids(tokenizer, text: str, start: int, end: int, before: list[int]) -> list[int]:
-    """The ids of text[start:end] as it follows `before` (the ids of text[:start]): those of text[:end] past
-    `before` where they extend it, else the piece's own (module docstring)."""
-    through = tokenizer(text[:end], add_special_tokens=False)["input_ids"] if start else []
-    if start and through[: len(before)] == before:
-        return through[len(before) :]
+# Characters of the text before a piece that are tokenized with it (module docstring): tokenization is local
+# at a turn's boundary, so a window gives the ids the whole prefix would, at a cost linear in the text (the
+# whole prefix made a 60-turn, 81k-token conversation take 12.5 s instead of 0.2).
+CONTEXT_CHARS = 256
+
+
+def following_ids(tokenizer, text: str, start: int, end: int) -> list[int]:
+    """The ids of text[start:end] as it follows the text before it: those of a window of that text and the
+    piece, past those of the window alone, where these extend them; else the piece's own (module docstring)."""
+    if start:
+        window = max(0, start - CONTEXT_CHARS)
+        before = tokenizer(text[window:start], add_special_tokens=False)["input_ids"]
+        through = tokenizer(text[window:end], add_special_tokens=False)["input_ids"]
+        if through[: len(before)] == before:
+            return through[len(before) :]
     return tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
 
 

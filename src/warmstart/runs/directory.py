@@ -381,8 +381,9 @@ def write_recipe_if_worked(run_dir: RunDir, work_before: str | None) -> None:
 
 
 def recorded_work(run_dir: RunDir) -> str | None:
-    """The manifest but for the runs stopped part-way beside a finished record: one of those wrote nothing the
-    finished record does not describe, so the recipe that made the stage's outputs stays the run's recipe."""
+    """The manifest but for the runs stopped part-way beside a finished record and the start records: a
+    stopped run wrote nothing the finished record does not describe (and takes a killed run's start record
+    away), so the recipe that made the stage's outputs stays the run's recipe."""
     raw = manifest_bytes(run_dir)
     if raw is None:
         return None
@@ -390,6 +391,8 @@ def recorded_work(run_dir: RunDir) -> str | None:
         manifest = json.loads(raw)
     except ValueError:  # not one warmstart wrote: the stage that reads it says so; compared as it is
         return raw.decode("latin-1")
+    if isinstance(manifest, dict):
+        manifest.pop("running", None)
     stages = manifest.get("stages") if isinstance(manifest, dict) else None
     for entry in (stages or {}).values():
         if isinstance(entry, dict):

@@ -256,6 +256,8 @@ class ChatServer:
                 raise ApiError(
                     400, f"messages: the model's chat template cannot render them: {exc}", param="messages"
                 ) from None
+            except MemoryError:
+                raise
             except Exception as exc:  # the template's own code failing on these messages: theirs to change
                 why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 raise ApiError(

@@ -79,7 +79,7 @@ class MismatchTally:
             "is_ratio_p50": p50,
             "is_ratio_p95": p95,
             # inf past e^709 (a sampler's log-prob of -800 for a token the trainer finds likely), not OverflowError
-            "is_ratio_max": math.exp(largest) if largest < 709.0 else math.inf,
+            "is_ratio_max": math.inf if largest > 709.78 else math.exp(largest),
             "tis_capped_fraction": world.total(self.capped) / tokens,
             "mismatch_tokens": int(tokens),
         }
