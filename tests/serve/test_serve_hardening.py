@@ -202,7 +202,7 @@ def test_shutdown_answers_the_requests_in_progress_and_refuses_new_ones(model_di
         kept.request("GET", "/health")  # a connection kept alive across the shutdown
         assert kept.getresponse().read()
         # A request in progress when the signal comes, for as long as the test needs: its body half sent.
-        body = json.dumps({"model": "tiny", "messages": QUESTION, "max_tokens": 8}).encode()
+        body = json.dumps({"model": "tiny", "messages": QUESTION, "max_tokens": 8, "seed": 0}).encode()
         slow = socket.create_connection((host, port), timeout=60)
         head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
         slow.sendall(head.encode() + body[:10])
@@ -221,7 +221,11 @@ def test_shutdown_answers_the_requests_in_progress_and_refuses_new_ones(model_di
     finally:
         process.kill()
     status_line, _, payload = answer.partition(b"\r\n\r\n")
-    assert status_line.startswith(b"HTTP/1.1 200") and json.loads(payload)["choices"][0]["message"]["content"]
+    # Answered whole: the untrained model's text may be anything, an empty reply included (it may sample its
+    # end of turn first: the content had been asserted non-empty, which failed once in a CI run).
+    assert (
+        status_line.startswith(b"HTTP/1.1 200") and json.loads(payload)["choices"][0]["message"]["role"] == "assistant"
+    )
     log = process.stderr.read()
     assert "shutting down once 1 request(s) in progress are answered" in log and "Traceback" not in log
 
