@@ -39,7 +39,10 @@ WINDOWS = 5  # timing windows per shape and op; the shape's rate is their median
 WARMUP = {"quick": 1, "full": 3}  # untimed steps before the timed ones (module docstring)
 RUNS = """Every full run of this benchmark (2 x 256 tokens a step, fp32 % / bf16 % of the peaks; 2-core AMD EPYC,
 family 25 model 17, CPU flags avx2 avx512f avx512_bf16, no AMX; steps 4..8 timed since 2026-12-05).
-At 814ad4f (2026-12-07 08:16 UTC, the SFT step's code as at f2bf8bd, nothing else running): 80.5 / 56.1
+At 05c60da (2026-12-07 14:36 UTC, the SFT step's code as at f2bf8bd but for the row stream's one-example-a-row
+option, unused here, nothing else running): 76.7 / 61.0 (bf16 1.77x fp32's tokens/s where the peaks' ratio is
+2.23x; bf16 steps 1.61-1.75 s after the warm-up, against a bf16 peak of 425.0 GFLOP/s and an fp32 peak of
+190.8). At 814ad4f (2026-12-07 08:16 UTC, the SFT step's code as at f2bf8bd, nothing else running): 80.5 / 56.1
 (bf16 only 1.55x fp32's tokens/s where the peaks' ratio is 2.22x, that goal, within 30 %, missed (every
 earlier run whose ratio is recorded met it): a fast phase for fp32, its steps ~2.8 s, while bf16's ran 1.72-1.92 s after the warm-up against
 a bf16 peak of 435.1 GFLOP/s). At aa5f92a (2026-12-07 05:46 UTC, the SFT step's code as at f2bf8bd, nothing else running): 71.2 / 58.6
@@ -72,8 +75,8 @@ bf16, the gradient clip's factor applied by the fused AdamW (train/clipping.py):
 head's change alone: 76.1 / 62.8, 74.1 / 59.5, 73.9 / 60.9. With the stages' kept freed memory
 (train/host_memory.py) and the tied embedding's and head's gradient as one tensor
 (lm/tied_embedding.py), 2026-12-05: 70.7 / 60.4, 75.5 / 59.8, 71.5 / 61.7, 77.4 / 59.2, 78.1 / 61.2,
-72.4 / 57.4. Over these twenty-four runs the fp32 goal was met in all but one (69.7 % at 284d3b3, 0.3
-points short, in a slow phase) and the bf16 goal in thirteen, missed by at most 4.5 points in the others: this
+72.4 / 57.4. Over these twenty-five runs the fp32 goal was met in all but one (69.7 % at 284d3b3, 0.3
+points short, in a slow phase) and the bf16 goal in fourteen, missed by at most 4.5 points in the others: this
 VM's phases move the fp32 step (2.7-3.6 s), the bf16 step (1.5-2.5 s) and the bf16 peak (394-441 GFLOP/s
 in the last thirteen) by more than that. Earlier: 71.2 / 58.3 before those changes; 2026-12-04 (steps 2..4
 timed, which counted the allocator's warm-up) fp32 61.6-73.2, bf16 48.4-58.1; 2026-12-03 70 / 33
