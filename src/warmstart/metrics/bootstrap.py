@@ -69,19 +69,26 @@ def bootstrap_mean(
     docstring); without, such an interval keeps no width."""
     if not values:
         raise ValueError("a bootstrap interval of no tasks")
-    rng, n = random.Random(seed), len(values)
+    n = len(values)
     mean = sum(values) / n
     if bounds is not None and alike(values):
         low, high = wilson(mean, n, bounds)
         return Interval(mean, low, high)
-    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
-    low, high = means[int(0.025 * resamples)], means[min(resamples - 1, int(0.975 * resamples))]
+    low, high = percentile_range(values, lambda sample: sum(sample) / n, seed, resamples)
     if n > 1:
         half = t_quantile(n - 1) * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
         low, high = min(low, mean - half), max(high, mean + half)
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return Interval(mean, low, high)
+
+
+def percentile_range(items: list, statistic, seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float]:
+    """The 2.5 % and 97.5 % percentiles of `statistic` over `resamples` resamples of `items` with replacement
+    (seeded: the same items give the same range)."""
+    rng = random.Random(seed)
+    draws = sorted(statistic(rng.choices(items, k=len(items))) for _ in range(resamples))
+    return draws[int(0.025 * resamples)], draws[min(resamples - 1, int(0.975 * resamples))]
 
 
 def alike(values: list[float]) -> bool:

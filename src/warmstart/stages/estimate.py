@@ -13,11 +13,10 @@ the job came to in `costs.json` (estimate vs actual).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from statistics import fmean
 
-from ..metrics.bootstrap import RESAMPLES
+from ..metrics.bootstrap import percentile_range
 from ..policies.api import prompt_size
 from ..runs.costs import price_of, usd_of
 from ..types import Task, Trajectory
@@ -80,7 +79,8 @@ def project(
         def dollars(sample: list[TaskCost]) -> float:
             return usd_of(*projected_tokens(sample, n, mean_bytes), price, batch)
 
-        low, high = bootstrap_range(pilot, dollars)
+        # The percentile range of a ratio may leave the point out by a little: it is held inside.
+        low, high = percentile_range(pilot, dollars)
         out["usd_range"] = [round(min(low, out["usd"]), 6), round(max(high, out["usd"]), 6)]
     return out
 
@@ -91,15 +91,6 @@ def projected_tokens(pilot: list[TaskCost], n: int, mean_bytes: float) -> tuple[
     tokens per task as a mean (usd_of's arguments)."""
     in_per_byte = sum(c.tokens_in for c in pilot) / max(1, sum(c.prompt_bytes for c in pilot))
     return n * mean_bytes * in_per_byte, 0, n * fmean(c.tokens_out for c in pilot)
-
-
-def bootstrap_range(pilot: list[TaskCost], statistic, seed: int = 0) -> tuple[float, float]:
-    """The 95 % percentile bootstrap range of `statistic` over the pilot's tasks, resampled with replacement
-    (seeded: the same pilot gives the same range). The point estimate is held inside it by the caller: a
-    percentile range of a ratio may leave it out by a little."""
-    rng = random.Random(seed)
-    draws = sorted(statistic(rng.choices(pilot, k=len(pilot))) for _ in range(RESAMPLES))
-    return draws[int(0.025 * RESAMPLES)], draws[min(RESAMPLES - 1, int(0.975 * RESAMPLES))]
 
 
 def describe(stage: str, estimate: dict) -> str:
