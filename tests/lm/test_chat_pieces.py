@@ -11,7 +11,7 @@ import json
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers.models.llama.tokenization_llama import LlamaTokenizer
 
-from warmstart.lm.chat import render_for_training
+from warmstart.lm.chat import continuation_ids, render_for_training
 from warmstart.types import Message
 
 CHATML = (
@@ -60,3 +60,17 @@ def test_the_newline_chatml_writes_after_the_end_of_turn_is_not_trained():
     ends = [i for i, token in enumerate(tokens) if token == "<|im_end|>"]
     assert [rendered.loss_mask[i] for i in ends] == [0, 1, 0, 1]  # the assistant's end-of-turn is trained
     assert all(tokens[i + 1] == "\n" and rendered.loss_mask[i + 1] == 0 for i in ends)  # what follows is not
+
+
+def test_the_ids_after_a_tool_turn_are_those_of_the_whole_conversation_not_a_prefix_space():
+    """A multi-turn rollout appends the template's text after a policy turn (tool results, the next prompt)
+    to the ids the policy sampled: tokenized alone it began with a "▁" the whole conversation does not have."""
+    tokenizer = sentencepiece_tokenizer()
+    messages = TURNS[:3]
+    ids = continuation_ids(tokenizer, messages, "<|im_end|>")
+    dicts = [m.model_dump(include={"role", "content"}) for m in messages]
+    text = tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=True)
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert whole[-len(ids) :] == ids
+    assert tokenizer.convert_ids_to_tokens(ids)[:2] == ["\n", "<|im_start|>"]
+    assert tokenizer.decode(ids) == text[text.rindex("Answer: 46<|im_end|>") + len("Answer: 46<|im_end|>") :]

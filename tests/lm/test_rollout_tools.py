@@ -287,7 +287,7 @@ def test_grpo_trains_only_on_the_policy_tokens_of_a_multi_turn_episode(tokenizer
 
 def test_a_turn_ended_by_a_token_the_template_never_writes_is_a_clear_error(tokenizer):
     from warmstart.errors import WarmstartError
-    from warmstart.lm.chat import continuation_text
+    from warmstart.lm.chat import continuation_ids
 
     call = ToolCall(id="call-0-0", function=ToolFunction(name="calculator", arguments='{"expression": "1+1"}'))
     messages = [
@@ -295,9 +295,7 @@ def test_a_turn_ended_by_a_token_the_template_never_writes_is_a_clear_error(toke
         Message(role="assistant", content="", tool_calls=[call]),
         Message(role="tool", tool_call_id="call-0-0", content="2"),
     ]
-    assert (
-        continuation_text(tokenizer, messages, "<|im_end|>", TOOLS)
-        == "<|im_start|>tool\n2<|im_end|><|im_start|>assistant\n"
-    )
+    continuation = continuation_ids(tokenizer, messages, "<|im_end|>", TOOLS)
+    assert tokenizer.decode(continuation) == "<|im_start|>tool\n2<|im_end|><|im_start|>assistant\n"
     with pytest.raises(WarmstartError, match="never writes after a turn"):
-        continuation_text(tokenizer, messages, "<|endoftext|>", TOOLS)
+        continuation_ids(tokenizer, messages, "<|endoftext|>", TOOLS)

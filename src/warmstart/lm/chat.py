@@ -24,8 +24,9 @@ Tool calls and tool results are passed to the template in the OpenAI shape (`too
 calls back out of generated text); environment tools are passed as `tools=`.
 
 Multi-turn rollouts never re-tokenize what the policy produced: after a policy turn, only the text the
-template adds after it (tool results, the next generation prompt) is rendered and tokenized
-(`continuation_text`), so the token ids of a rollout are exactly what the policy saw and sampled.
+template adds after it (tool results, the next generation prompt) is rendered and tokenized as it follows
+the conversation's text (`continuation_ids`), so the token ids of a rollout are exactly what the policy saw
+and sampled, and those SFT renders for the same conversation.
 """
 
 from __future__ import annotations
@@ -114,13 +115,24 @@ def template_renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool | None:
         return None
 
 
-def continuation_text(tokenizer, messages: list[Message], end_of_turn: str, tools: list[dict] | None = None) -> str:
-    """The text the template puts between the end of the last policy turn and the next generation.
+def continuation_ids(
+    tokenizer, messages: list[Message], end_of_turn: str, tools: list[dict] | None = None
+) -> list[int]:
+    """The ids of the text the template puts between the end of the last policy turn and the next generation.
 
     `messages` ends with tool results (or any non-assistant turns) after the policy's last turn, whose
     generated text ended with `end_of_turn`. Anything the template writes after that token (e.g. a
-    newline) belongs to the continuation, since the policy never produced it.
+    newline) belongs to the continuation, since the policy never produced it. Its ids are those that follow
+    the conversation before it (`following_ids`): tokenized alone, a SentencePiece tokenizer
+    (LlamaTokenizer, as Llama 2 and Mistral load) writes a "▁" before it that neither the whole
+    conversation's tokens nor SFT's have.
     """
+    full, start = _continuation(tokenizer, messages, end_of_turn, tools)
+    return following_ids(tokenizer, full, start, len(full))
+
+
+def _continuation(tokenizer, messages: list[Message], end_of_turn: str, tools: list[dict] | None) -> tuple[str, int]:
+    """The whole conversation's text with the next generation prompt, and where its continuation starts."""
     last = max(i for i, m in enumerate(messages) if m.role == "assistant")
     dicts = template_messages(messages)
     through = _render(tokenizer, dicts[: last + 1], tools)
@@ -135,7 +147,7 @@ def continuation_text(tokenizer, messages: list[Message], end_of_turn: str, tool
         raise WarmstartError(
             f"the policy ended its turn with {end_of_turn!r}, which its chat template never writes after a turn"
         )
-    return full[end + len(end_of_turn) :]
+    return full, end + len(end_of_turn)
 
 
 def render_for_training(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..types import Message, Sampling, Task, Usage
-from .chat import continuation_text, render_prompt
+from .chat import continuation_ids, render_prompt
 from .generation import completion_message, sample_ids
 from .toolcalls import tool_results
 
@@ -102,8 +102,7 @@ def run_episodes(
 
 def continue_after_tools(tokenizer, env, episode: Episode, end_of_turn: str, tools) -> None:
     episode.messages += tool_results(env, episode.task, episode.messages)
-    text = continuation_text(tokenizer, episode.messages, end_of_turn, tools)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = continuation_ids(tokenizer, episode.messages, end_of_turn, tools)
     episode.ids += ids
     episode.policy_mask += [0] * len(ids)
     episode.sampler_logprobs += [None] * len(ids)
