@@ -79,10 +79,18 @@ def kl_to_reference(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     """Per-token KL(policy || reference) estimate from sampled tokens (the non-negative "k3" form).
 
     logp, logp_ref: [B, T] -> [B, T]; exp(ref - logp) - (ref - logp) - 1, unbiased for the KL when
-    tokens are sampled from the policy, and >= 0 for every sample.
+    tokens are sampled from the policy, and >= 0 for every sample. Bounded per token at K3_MAX: the term
+    grows as exp(ref - logp), so one token the policy has made far less likely than the reference (7.7e6
+    after one large step, measured) outweighed every other token's clipped objective; a token past the
+    bound adds K3_MAX and no gradient (as verl's "low_var_kl"), and the log-ratio is bounded first so that
+    exp never overflows to inf (whose gradient would be nan).
     """
-    delta = logp_ref - logp
-    return torch.exp(delta) - delta - 1
+    delta = (logp_ref - logp).clamp(-K3_LOG_RATIO_MAX, K3_LOG_RATIO_MAX)
+    return (torch.exp(delta) - delta - 1).clamp(max=K3_MAX)
+
+
+K3_MAX = 10.0  # nats a token: a k3 of 10 is a log-ratio of ~2.5 (12x less likely than the reference)
+K3_LOG_RATIO_MAX = 20.0
 
 
 def overlong_penalty(lengths: torch.Tensor, max_length: int, buffer: int) -> torch.Tensor:
