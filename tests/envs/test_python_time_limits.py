@@ -1,6 +1,7 @@
-"""The per-call time limit holds from outside the program too: it is an alarm in the program's own process,
-which a program can switch off (SIG_IGN, a cleared timer), and then only `wall_s` (10 s) had stopped it: a
-program taking twice the limit on every test passed."""
+"""The per-call time limit holds when the program switches its alarm off (SIG_IGN, a cleared timer): only
+`wall_s` (10 s) had stopped it, and a program taking twice the limit on every test passed. An io task's run
+is stopped from outside; a function's calls are timed by the harness's own clock. A program's load is
+bounded by `wall_s` alone (an outside bound of its calls' limits had cut a slow import)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,31 @@ def test_a_stdin_program_that_ignores_the_alarm_is_stopped_at_the_limit_not_at_w
     assert env.verify(task, code_reply(task, task.hidden["solution"])).passed
 
 
-def test_a_function_that_ignores_the_alarm_is_stopped_within_its_calls_limits(tmp_path):
+CLEARED = "import signal, time\ndef g(n):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n"
+
+
+def test_a_function_that_ignores_the_alarm_is_a_timeout(tmp_path):
     env = env_of(tmp_path, FUNCTION_TASK)
     [task] = env.all_tasks
-    # The harness sets its alarm before each call: the function clears it, then takes 3 s (limit: 2 x 1 s + 2).
-    slow = "import signal, time\ndef g(n):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    time.sleep(3)\n    return n + 1\n"
+    # The harness sets its alarm before each call: the function clears it, then takes 1.5 s (limit 1 s).
+    slow = CLEARED + "    time.sleep(1.5)\n    return n + 1\n"
     verdict = env.verify(task, code_reply(task, slow))
     assert not verdict.passed and verdict.details["reason"] == "time limit"
     assert env.verify(task, code_reply(task, "def g(n):\n    return n + 1\n")).passed
+
+
+def test_one_call_over_its_limit_fails_the_task_though_the_run_is_short(tmp_path):
+    env = env_of(tmp_path, FUNCTION_TASK)
+    [task] = env.all_tasks
+    one_slow = CLEARED + "    if n == 2:\n        time.sleep(1.5)\n    return n + 1\n"
+    verdict = env.verify(task, code_reply(task, one_slow))
+    assert not verdict.passed and verdict.details["tests_passed"] == 1 and verdict.details["reason"] == "time limit"
+
+
+def test_a_program_whose_load_takes_longer_than_its_calls_limits_has_wall_s(tmp_path):
+    env = env_of(tmp_path, FUNCTION_TASK)
+    [task] = env.all_tasks
+    # Calls' limits 2 x 1 s: a table computed at import in ~4.5 s (under wall_s 10 s) is the program's own time.
+    slow_load = "import time\ntime.sleep(4.5)\nTABLE = {n: n + 1 for n in range(10)}\ndef g(n):\n    return TABLE[n]\n"
+    verdict = env.verify(task, code_reply(task, slow_load))
+    assert verdict.passed, verdict.details

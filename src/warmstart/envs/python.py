@@ -56,9 +56,9 @@ PYTHON_TAG_RE = re.compile(r"(?:(?:python|py)3?)?(?:[ \t].*)?", re.IGNORECASE)
 # closing fence with words after it), a block found by pattern, as before.
 CODE_BLOCK_RE = re.compile(r"```(?:(?:python|py)3?\b[^\n]*)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 EVAL_BUCKETS = 8
-# The per-call limit is an alarm inside the program's process, which the program can ignore (SIG_IGN, a
-# cleared timer): a run is also stopped from outside once its calls' limits and this much more have passed
-# (the sandbox's start and the interpreter's are inside the wall clock), not only at `wall_s`.
+# An io task's limit (its whole run) is an alarm inside the program's process, which the program can ignore
+# (SIG_IGN, a cleared timer): its run is also stopped from outside once the limit and this much more have
+# passed (the sandbox's start and the interpreter's are inside the wall clock), not only at `wall_s`.
 OUTSIDE_GRACE_S = 2.0
 # What a test's assertion may use beside the results (plain data) when it is evaluated here.
 SAFE_BUILTINS = {name: getattr(builtins, name) for name in SAFE_BUILTIN_NAMES}
@@ -285,11 +285,11 @@ class PythonEnv:
             self.zygote.close()
             self.zygote = None
 
-    def execute(self, spec: dict, calls_s: float | None = None) -> sandbox.Execution:
+    def execute(self, spec: dict, run_limit_s: float | None = None) -> sandbox.Execution:
         """One program run: in the pre-started zygote (fresh namespaces per run), or without it in a
         new sandbox per run (`zygote = false`), or unsandboxed (`unsafe_no_sandbox`, trusted code).
-        `calls_s`: what its calls may take in all (their `per_call_s` each), enforced from outside too."""
-        wall_s = min(self.options.wall_s, calls_s + OUTSIDE_GRACE_S) if calls_s else self.options.wall_s
+        `run_limit_s`: what the whole run may take (an io task's per-test limit), enforced from outside too."""
+        wall_s = min(self.options.wall_s, run_limit_s + OUTSIDE_GRACE_S) if run_limit_s else self.options.wall_s
         limits = sandbox.Limits(wall_s=wall_s, cpu_s=int(wall_s) + 1, memory_bytes=self.options.memory_mb << 20)
         if self.options.unsafe_no_sandbox:
             with tempfile.TemporaryDirectory(prefix="warmstart-py-") as tmp:
@@ -316,7 +316,9 @@ class PythonEnv:
             "nonce": nonce,
             "per_call_s": self.options.per_call_s,
         }
-        execution = self.execute(spec, len(hidden["calls"]) * self.options.per_call_s)
+        # Bounded outside by wall_s alone: the program's load (its imports, a table it computes once) has the
+        # whole of it, and each call is timed by the harness's own clock besides its alarm.
+        execution = self.execute(spec)
         results, load_error = parse_results(execution.stdout, nonce, len(hidden["calls"]))
         if not results and load_error is None and execution.infra_error:
             return Verdict(reward=0.0, passed=False, infra_error=execution.infra_error)
@@ -330,7 +332,7 @@ class PythonEnv:
         }
         if load_error:
             details["reason"] = f"program did not load: {load_error}"
-        elif execution.timed_out:
+        elif execution.timed_out or any(r.get("raised") == "CallTimeout" for r in results.values()):
             details["reason"] = "time limit"
         elif execution.truncated:
             details["reason"] = "output limit"
