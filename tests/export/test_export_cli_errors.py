@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -210,3 +211,57 @@ def test_an_export_into_the_working_directory_stays_that_directory(arithmetic_ru
     result = export(arithmetic_run, "--out", ".")
     assert result.exit_code == 0, result.stderr
     assert here.stat().st_ino == inode and set(files(here)) == {"data.jsonl", "README.md"}
+
+
+def test_force_in_the_working_directory_replaces_the_earlier_export_in_place(arithmetic_run, tmp_path, monkeypatch):
+    """`--out . --force` over an earlier export had renamed the directory away and put a new one in its place:
+    the shell standing in it was left in a deleted directory."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert export(arithmetic_run, "--out", ".", "--format", "parquet").exit_code == 0
+    inode = here.stat().st_ino
+    result = export(arithmetic_run, "--out", ".", "--force")  # another format: the earlier one's file goes too
+    assert result.exit_code == 0, result.stderr
+    assert here.stat().st_ino == inode and set(files(here)) == {"data.jsonl", "README.md"}
+    assert sorted(p.name for p in here.iterdir()) == ["README.md", "data.jsonl"]  # nothing set aside is left
+
+
+def test_a_failed_write_in_the_working_directory_leaves_the_earlier_export(arithmetic_run, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert export(arithmetic_run, "--out", ".").exit_code == 0
+    before = files(here)
+
+    def disk_full(rows, directory):
+        (directory / "data.jsonl").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory / "data.jsonl"))
+
+    monkeypatch.setitem(writers.FORMATS, "jsonl", writers.Format("jsonl", disk_full, "data.jsonl"))
+    assert_one_line_error(export(arithmetic_run, "--out", ".", "--force"), "No space left on device")
+    assert files(here) == before and sorted(p.name for p in here.iterdir()) == ["README.md", "data.jsonl"]
+
+
+def test_a_move_that_fails_half_way_in_place_puts_the_earlier_export_back(tmp_path, monkeypatch):
+    from warmstart.export import output
+
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "README.md").write_text("old card")
+    (here / "data.parquet").write_text("old data")
+    monkeypatch.chdir(here)
+    real_replace, calls = output.os.replace, []
+
+    def failing_fourth(source, target):
+        calls.append(target)
+        if len(calls) == 4:  # two set aside, one new file moved in, then the disk fails
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(source, target)
+
+    monkeypatch.setattr(output.os, "replace", failing_fourth)
+    with pytest.raises(output.WarmstartError, match="Input/output error"):
+        with output.staged(Path(".")) as stage:
+            (stage / "README.md").write_text("new card")
+            (stage / "data.jsonl").write_text("new data")
+    assert files(here) == {"README.md": b"old card", "data.parquet": b"old data"}

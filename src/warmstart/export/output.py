@@ -75,10 +75,11 @@ def is_export(path: Path) -> bool:
 @contextlib.contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """A fresh directory to write the export into; on leaving without an exception it becomes `out`
-    (replacing what was there), and on an exception it is removed. An empty directory `out` is filled in
-    place, its staging directory inside it (the same filesystem: a mount point; the same directory: `--out .`
-    for a shell standing in it); any other `out` is staged beside it and renamed into place."""
-    in_place = out.is_dir() and not _non_empty(out)
+    (replacing what was there), and on an exception it is removed. Most `out`s are staged beside and
+    renamed into place. Filled in place, its staging directory inside it: an empty `out` (a mount point
+    cannot be renamed onto), a mount point, and the working directory or one above it (`--out . --force`:
+    renamed away, it would leave the shell standing in it in a deleted directory)."""
+    in_place = out.is_dir() and (not _non_empty(out) or os.path.ismount(out) or _holds_working_directory(out))
     stage = (out if in_place else out.parent) / f".{out.name or 'export'}.{uuid.uuid4().hex[:8]}.partial"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,21 +100,38 @@ def staged(out: Path) -> Iterator[Path]:
         raise
 
 
-def _fill(stage: Path, out: Path) -> None:
-    """Move the staged export's files into the empty `out`; interrupted or failed, `out` is left empty again."""
-    moved = []
+def _holds_working_directory(path: Path) -> bool:
     try:
+        return Path.cwd().resolve().is_relative_to(path.resolve())
+    except OSError:  # the working directory was deleted: nothing to keep
+        return False
+
+
+def _fill(stage: Path, out: Path) -> None:
+    """Move the staged export's files into `out`, the earlier export's (check_output allowed only those)
+    set aside in a directory inside it first; interrupted or failed, `out` is left as it was."""
+    earlier = stage.with_name(stage.name.replace(".partial", ".old"))
+    earlier.mkdir()
+    set_aside, moved = [], []
+    try:
+        for entry in sorted(p for p in out.iterdir() if p not in (stage, earlier)):
+            os.replace(entry, earlier / entry.name)
+            set_aside.append(entry.name)
         for entry in sorted(stage.iterdir()):
             os.replace(entry, out / entry.name)
             moved.append(out / entry.name)
-        stage.rmdir()
     except BaseException:
         for path in moved:
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink()
+        for name in set_aside:
+            os.replace(earlier / name, out / name)
+        earlier.rmdir()
         raise
+    shutil.rmtree(earlier, ignore_errors=True)
+    stage.rmdir()
 
 
 def _replace(stage: Path, out: Path) -> None:
