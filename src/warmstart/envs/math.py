@@ -9,10 +9,12 @@ ending in `#### N` (GSM8K): the final answer is taken from it the same way.
 Verification: the final answer is extracted from the last assistant message — the last `\\boxed{...}`,
 else the last `Answer:` line, else the last number (`last_number_fallback`) — and math-verify decides
 whether it equals the reference (fractions, decimals, LaTeX, intervals, sets; units, `$` and `%` signs
-stripped). Reward is 1 for an equivalent answer, plus `format_weight` for one given in a box or on an
-`Answer:` line. math-verify bounds its work with SIGALRM, which exists only in the main thread: there it
-is used, elsewhere the check runs in a helper thread that is waited for as long. A timeout or any error
-of math-verify is an infra error (masked and counted), never a 0.
+stripped), read as `math_answers.py` says: a hedge (`5 = 3`, `5 \\to 3`, `5 (or 3)`) never passes, and
+scientific notation, unit words and an inequality against an interval are read as meant. Reward is 1 for
+an equivalent answer, plus `format_weight` for one given in a box or on an `Answer:` line. math-verify
+bounds its work with SIGALRM, which exists only in the main thread: there it is used, elsewhere the check
+runs in a helper thread that is waited for as long. A timeout or any error of math-verify is an infra
+error (masked and counted), never a 0.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import WarmstartError
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import field_problem, final_assistant_text
+from .math_answers import compare
 from .task_data import DataSource, TaskRow, load_rows, prompt_messages
 
 SAMPLE = Path(__file__).with_name("math_sample.jsonl")
@@ -152,18 +155,8 @@ def guarded(check: Callable[[int | None], Any], timeout: int | None) -> Any:
 
 def equivalent(gold: str, answer: str, timeout: int | None) -> tuple[bool, bool]:
     """(whether `answer` equals `gold`, whether math-verify could parse `answer` as maths at all)."""
-    # sympy and latex2sympy take ~0.6 s to import: only an environment that verifies maths pays for it.
-    from math_verify import parse, verify
-    from sympy import Basic, MatrixBase
-
-    def as_maths(text: str) -> list:
-        # A box around the whole answer makes math-verify parse exactly it, as LaTeX (plain 1/2 included).
-        return parse(f"\\boxed{{{text}}}", parsing_timeout=timeout, raise_on_error=True)
-
-    gold_parsed, answer_parsed = as_maths(gold), as_maths(answer)
-    parsed = any(isinstance(item, (Basic, MatrixBase)) for item in answer_parsed)
-    same = verify(gold_parsed, answer_parsed, timeout_seconds=timeout, raise_on_error=True)
-    return bool(same), parsed
+    comparison = compare(gold, answer, timeout)
+    return comparison.same, comparison.parsed
 
 
 class MathEnv:
@@ -222,13 +215,17 @@ class MathEnv:
         if len(found.text) > MAX_ANSWER_CHARS:
             return failed(f"final answer longer than {MAX_ANSWER_CHARS} chars", details)
         try:
-            same, parsed = call_bounded(lambda t: equivalent(gold, found.text, t), self.options.timeout_s)
+            comparison = call_bounded(lambda t: compare(gold, found.text, t), self.options.timeout_s)
         except MathVerifyFailed as exc:
             return Verdict(reward=0.0, passed=False, details=details, infra_error=str(exc))
         bonus = self.options.format_weight if found.well_formed else 0.0
-        if same:
+        if comparison.same:
             return Verdict(reward=1.0 + bonus, passed=True, details=details)
-        reason = "not equivalent to the expected answer" if parsed else "not parsable as maths, and not the same text"
+        reason = comparison.hedge or (
+            "not equivalent to the expected answer"
+            if comparison.parsed
+            else "not parsable as maths, and not the same text"
+        )
         return Verdict(reward=bonus, passed=False, details={**details, "reason": reason})
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
