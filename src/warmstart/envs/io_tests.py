@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from ..errors import WarmstartError
 from ..types import Verdict
-from .python_harness import decode
+from .python_harness import decode_claimed
 from .sandbox.bubblewrap import Execution
 
 OUTPUT_CAP = 512 << 10  # stdout bytes per run: base64 of it fits the sandbox's 1 MiB output channel
@@ -232,7 +232,10 @@ def run_one(execute: Callable[[dict, float], Execution], program: str, stdin_tex
             if record["raised"] == "CallTimeout"
             else {"failure": "runtime_error", "stderr": record["raised"]}
         )
-    result = decode(record.get("value"))
+    try:
+        result = decode_claimed(record.get("value"))
+    except ValueError:
+        result = None
     if not (isinstance(result, dict) and {"stdout", "bytes", "error"} <= result.keys()):
         return {"failure": "runtime_error", "stderr": "malformed result"}  # a program writing on our channel
     if result["bytes"] > OUTPUT_CAP:
@@ -250,7 +253,7 @@ def harness_record(stdout: bytes, nonce: str) -> dict | None:
         if line.startswith(prefix):
             try:
                 record = json.loads(line[len(prefix) :])
-            except ValueError:
+            except (ValueError, RecursionError):  # a line the program wrote itself may be nested past the limit
                 continue
             if isinstance(record, dict) and (record.get("i") == 0 or "load_error" in record):
                 return record
@@ -260,8 +263,11 @@ def harness_record(stdout: bytes, nonce: str) -> dict | None:
 def outcome_without_result(execution: Execution, record: dict | None) -> dict:
     if execution.infra_error:
         return {"infra_error": execution.infra_error}
-    if record is not None:  # RUNNER itself did not load: our fault, not the program's
-        return {"infra_error": f"io runner did not load: {record['load_error']}"}
+    if record is not None:
+        # RUNNER is fixed code that loads before the program runs, beside it in one process: a load error on
+        # the channel is one the program wrote itself, which as an infra error would have been masked from
+        # training and left out of eval's tally (a wrong answer's 0 dodged).
+        return {"failure": "runtime_error", "stderr": "the program wrote on the grader's channel"}
     if execution.timed_out:
         return {"failure": "timeout"}
     if execution.truncated:

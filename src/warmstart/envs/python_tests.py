@@ -96,10 +96,37 @@ def compile_tests(test: str, entry_point: str, where: str) -> tuple[list[dict], 
         if unknown := names_needed(expression) - OUTSIDE_NAMES:
             # Graded outside, each had been a NameError read as a failed assert: every answer scored 0.
             raise NotLiteral(f"{where}: line {statement.lineno} of the test names {', '.join(sorted(unknown))}")
+        if amplifier := amplifying(expression):
+            raise NotLiteral(f"{where}: line {statement.lineno} of the test computes {amplifier} from the results")
         asserts.append({"expr": ast.unparse(expression), "calls": used})
     if not asserts:
         raise NotLiteral(f"{where}: the test has no assertions")
     return calls, asserts
+
+
+# Graded outside, an assertion runs in the verifying process with no time or memory bound, on values the
+# program chose: those whose work can grow past the values' own size (`2 ** candidate(3)` with 10**9 returned,
+# `[0] * candidate()`, math.factorial of a result) run in the sandbox, through the proxy.
+AMPLIFYING_OPERATORS = {ast.Pow: "**", ast.LShift: "<<", ast.Mult: "*", ast.MatMult: "@"}
+MATH_OUTSIDE = frozenset(
+    "isclose isnan isinf isfinite fabs floor ceil trunc sqrt isqrt copysign pi e tau inf nan".split()
+)
+
+
+def amplifying(expression: ast.AST) -> str | None:
+    """What in the expression does work that a returned value can make unbounded, or None."""
+    for node in ast.walk(expression):
+        if isinstance(node, ast.BinOp) and type(node.op) in AMPLIFYING_OPERATORS and reads_values(node):
+            return AMPLIFYING_OPERATORS[type(node.op)]
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "math":
+            if node.attr not in MATH_OUTSIDE:
+                return f"math.{node.attr}"
+    return None
+
+
+def reads_values(node: ast.AST) -> bool:
+    """Whether `node` reads anything but constants and modules: a result, or a name bound from one."""
+    return any(isinstance(n, ast.Name) and n.id not in OUTSIDE_NAMES for n in ast.walk(node))
 
 
 def names_needed(expression: ast.AST) -> set[str]:
