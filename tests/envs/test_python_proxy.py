@@ -282,3 +282,67 @@ def test_alternating_proxied_and_literal_jobs_leave_nothing_behind_in_the_zygote
                 assert verdict.passed, (task.id, verdict)
     finally:
         env.close()
+
+
+# A literal job's program runs in a fork of the zygote (no exec): it scans its own memory, freed memory
+# included, for an earlier proxied job's test and an earlier literal job's program.
+HEAP_SCAN = r"""
+import ctypes, re
+
+
+def scan(pattern):
+    found = set()
+    for line in open("/proc/self/maps"):
+        parts = line.split()
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        named = len(parts) > 5 and parts[5] != "[heap]"
+        if not parts[1].startswith("r") or named or end - start > 256 << 20:
+            continue
+        found |= {m.decode() for m in re.findall(pattern, ctypes.string_at(start, end - start))}
+    return found
+
+
+def snoop(control):
+    earlier = scan(rb"warmstart-" + rb"secret-[0-9a-f]{6}") | scan(rb"EARLIER-" + rb"PROGRAM-[0-9]{4}")
+    return sorted(earlier), bool(scan(re.escape(control.encode())))
+"""
+
+
+def test_a_literal_job_finds_nothing_of_earlier_jobs_in_the_zygotes_memory(tmp_path):
+    """It had found an earlier proxied job's test (expected values included) and an earlier sample's program
+    in the zygote's freed memory: the zygote now never parses a job's spec and zeroes it, and its output,
+    once the job is done."""
+    records = [
+        {
+            "task_id": "secret/0",
+            "prompt": PROMPT,
+            "canonical_solution": f"    return {SECRET!r}\n",
+            "test": TEST,
+            "entry_point": "guess",
+        },
+        {
+            "task_id": "earlier/literal",
+            "prompt": "def one() -> str:\n    pass\n",
+            "canonical_solution": "    return 'EARLIER-PROGRAM-1234'\n",
+            "test": "def check(candidate):\n    assert candidate() == 'EARLIER-PROGRAM-1234'\n",
+            "entry_point": "one",
+        },
+        {
+            "task_id": "snoop/literal",
+            "prompt": "def snoop(control: str):\n    pass\n",
+            "canonical_solution": "    return [], True\n",
+            # The control: the job's own call argument is found (the scan works); nothing earlier is.
+            "test": "def check(candidate):\n    assert candidate('control-marker-7731') == ([], True)\n",
+            "entry_point": "snoop",
+        },
+    ]
+    env = PythonEnv(PythonOptions(tasks_file=write_tasks(tmp_path, records), per_call_s=20, wall_s=60))
+    secret, earlier, snoop = env.all_tasks
+    assert secret.hidden["mode"] == "proxy" and "calls" in earlier.hidden and "calls" in snoop.hidden
+    try:
+        for task in (secret, earlier):
+            assert env.verify(task, env.reference(task, random.Random(0))).passed
+        verdict = env.verify(snoop, answer(snoop, HEAP_SCAN))
+    finally:
+        env.close()
+    assert verdict.passed, verdict.details

@@ -426,10 +426,12 @@ class Zygote:
     def execute(self, spec: dict, limits: Limits) -> Execution:
         if self.process is None or self.process.poll() is not None:
             self._start()
-        job = {"spec": spec, **dataclasses.asdict(limits)}
+        body = json.dumps(spec).encode()
+        mode = spec.get("mode", "literal")
+        header = json.dumps({**dataclasses.asdict(limits), "mode": mode, "spec_bytes": len(body)}).encode()
         started = time.monotonic()
-        try:
-            self.process.stdin.write((json.dumps(job) + "\n").encode())
+        try:  # the zygote's protocol (zygote.py): the header's length, the header, the spec
+            self.process.stdin.write(f"{len(header):010d}\n".encode() + header + body)
             self.process.stdin.flush()
             header = self._read_line(limits.wall_s + 5.0)
             _, size, timed_out, truncated, code, isolated = header.split()

@@ -22,10 +22,19 @@ own: the test's runner, forked from here, and the candidate, which execs a fresh
 its code runs (this process has held the test, and a fork would hand the program a copy of it); the two
 talk only through a pair of pipes, and only the runner reports.
 
-Protocol (stdin / stdout of the zygote): one JSON job per line; for each, a header line
-`RESULT <bytes> <timed_out> <truncated> <exit code> <isolated>` and then that many bytes of the job's
-output. `isolated` 0: a child's isolation failed before any job code ran (the caller's infra error); only
-a byte the set-up writes says so, never an exit code, which a program could choose.
+Why one job's data cannot reach a later job's program: a literal or io job's program runs in a fork of
+this process (no exec: the ~20 ms it saves is the zygote's point), so it can read all of this process's
+memory, freed memory included, with ctypes. So a job's spec (its program, its test and expected values) is
+never turned into Python objects here: it is read into a bytearray that only the job's own child parses,
+and zeroed once the job is done; the job's output is collected into one bytearray, written out from it
+and zeroed too. (Before, a literal program could find an earlier proxied job's test, expected values
+included, and an earlier sample's program, in the zygote's freed memory.)
+
+Protocol (stdin / stdout of the zygote): for each job, its header's length as 10 digits and a newline,
+the header (JSON: the limits, `mode` and `spec_bytes`), then `spec_bytes` bytes of the spec's JSON; for
+each, a line `RESULT <bytes> <timed_out> <truncated> <exit code> <isolated>` and then that many bytes of the
+job's output. `isolated` 0: a child's isolation failed before any job code ran (the caller's infra error);
+only a byte the set-up writes says so, never an exit code, which a program could choose.
 """
 
 import ctypes
@@ -113,15 +122,20 @@ def run_harness(job: dict, channel: int) -> None:
     os.dup2(null, 0)  # not the zygote's own stdin, where the next jobs arrive
     os.dup2(channel, 1)
     os.dup2(null, 2)
-    python_harness.run_spec(job["spec"])
+    python_harness.run_spec(json.loads(job["spec"]))
 
 
 def run_check(job: dict, channel: int, to_candidate: int, from_candidate: int) -> None:
-    """The test side of a proxied job (python_proxy.py): trusted code, reporting on `channel`."""
-    spec, out = job["spec"], os.fdopen(channel, "w")
+    """The test side of a proxied job (python_proxy.py): trusted code, reporting on `channel`. It hands the
+    candidate its program first (the zygote never reads the spec)."""
+    spec, out = json.loads(job["spec"]), os.fdopen(channel, "w")
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
+    try:
+        python_proxy.write_all(to_candidate, python_proxy.program_line(spec))
+    except OSError:
+        pass  # it died: the test finds no program there, and its isolation byte tells whether that was ours
 
     def emit(record: dict) -> None:
         out.write(f"{spec['nonce']} {json.dumps(record)}\n")
@@ -161,7 +175,7 @@ def spawn_candidate(job: dict, libc) -> dict:
 
 
 def limits_of(job: dict) -> str:
-    return json.dumps({k: v for k, v in job.items() if k not in ("spec", "fds")}, sort_keys=True)
+    return json.dumps({k: v for k, v in job.items() if k not in ("spec", "spec_bytes", "fds")}, sort_keys=True)
 
 
 def retire(candidate: dict) -> bool:
@@ -219,8 +233,10 @@ def exit_code(status: int) -> int:
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
-def collect(fd: int, wall_s: float, cap: int) -> tuple[bytes, bool, bool]:
-    chunks, size, deadline = [], 0, time.monotonic() + wall_s
+def collect(fd: int, wall_s: float, output: bytearray) -> tuple[int, bool, bool]:
+    """Read the job's output into `output` (its length is the cap, plus one byte to see past it): (size,
+    timed out, truncated). Read in place, so no copy of it is left in this process's freed memory."""
+    view, size, deadline = memoryview(output), 0, time.monotonic() + wall_s
     timed_out = truncated = False
     while True:
         remaining = deadline - time.monotonic()
@@ -230,15 +246,14 @@ def collect(fd: int, wall_s: float, cap: int) -> tuple[bytes, bool, bool]:
         ready, _, _ = select.select([fd], [], [], remaining)
         if not ready:
             continue
-        data = os.read(fd, 65536)
-        if not data:
+        got = os.readv(fd, [view[size:]])
+        if not got:
             break
-        size += len(data)
-        if size > cap:
-            truncated = True
+        size += got
+        if size == len(output):  # one byte past the cap
+            truncated, size = True, size - 1
             break
-        chunks.append(data)
-    return b"".join(chunks), timed_out, truncated
+    return size, timed_out, truncated
 
 
 def stop(child: int) -> int:
@@ -272,25 +287,21 @@ def was_isolated(ready_read: int) -> bool:
     return isolated
 
 
-def run_job(job: dict, libc, spare: dict | None) -> tuple[bytes, bool, bool, int, bool]:
-    """(output, timed out, truncated, exit code, isolated) of one job: the literal-call harness in one
-    isolated process, or a proxied test (`spec["mode"] == "proxy"`) in two, each isolated on its own (the
-    candidate's: `spare` when its limits match, else one started now)."""
+def run_job(job: dict, libc, spare: dict | None, output: bytearray) -> tuple[int, bool, bool, int, bool]:
+    """(output's size, timed out, truncated, exit code, isolated) of one job, its output collected into
+    `output`: the literal-call harness in one isolated process, or a proxied test (`mode` "proxy") in two,
+    each isolated on its own (the candidate's: `spare` when its limits match, else one started now)."""
     report_read, report_write = os.pipe()
     job["fds"] = [report_read, report_write]
-    if job["spec"].get("mode") != "proxy":
+    if job["mode"] != "proxy":
         child, ready = fork_job(job, libc, lambda: run_harness(job, report_write), keep=(report_write,))
         os.close(report_write)
-        data, timed_out, truncated = collect(report_read, job["wall_s"], job["output_bytes"])
+        size, timed_out, truncated = collect(report_read, job["wall_s"], output)
         os.close(report_read)
-        return data, timed_out, truncated, stop(child), was_isolated(ready)
+        return size, timed_out, truncated, stop(child), was_isolated(ready)
     candidate = spare if spare is not None and spare["limits"] == limits_of(job) else spawn_candidate(job, libc)
     if spare is not None and candidate is not spare:
         retire(spare)
-    try:
-        python_proxy.write_all(candidate["requests"], python_proxy.program_line(job["spec"]))
-    except OSError:
-        pass  # it died: the test finds no program there, and its isolation byte tells whether that was ours
     channel = (candidate["requests"], candidate["replies"])
     job["fds"] += channel
     test, test_ready = fork_job(
@@ -299,13 +310,13 @@ def run_job(job: dict, libc, spare: dict | None) -> tuple[bytes, bool, bool, int
     for fd in (report_write, *channel):
         os.close(fd)
     candidate["requests"] = candidate["replies"] = None  # handed over: the test child holds them now
-    data, timed_out, truncated = collect(report_read, job["wall_s"], job["output_bytes"])
+    size, timed_out, truncated = collect(report_read, job["wall_s"], output)
     os.close(report_read)
     code = stop(test)
     test_isolated = was_isolated(test_ready)
     candidate_isolated = retire(candidate)  # always: a candidate left behind would run on
     isolated = test_isolated and candidate_isolated
-    return data, timed_out, truncated, code, isolated
+    return size, timed_out, truncated, code, isolated
 
 
 def main() -> None:
@@ -314,20 +325,63 @@ def main() -> None:
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     for module in PRELOADED:
         importlib.import_module(module)
-    out = sys.stdout.buffer
-    spare = None
-    for line in sys.stdin:
-        job = json.loads(line)
-        if spare is not None and job["spec"].get("mode") != "proxy":
+    spare, output = None, bytearray()
+    while (job := read_job()) is not None:
+        if spare is not None and job["mode"] != "proxy":
             retire(spare)  # a literal or io job next: the waiting candidate is not needed (nor inherited)
             spare = None
-        data, timed_out, truncated, code, isolated = run_job(job, libc, spare)
-        out.write(f"RESULT {len(data)} {int(timed_out)} {int(truncated)} {code} {int(isolated)}\n".encode() + data)
-        out.flush()
+        if len(output) != job["output_bytes"] + 1:
+            output = bytearray(job["output_bytes"] + 1)
+        size, timed_out, truncated, code, isolated = run_job(job, libc, spare, output)
+        write_all(1, f"RESULT {size} {int(timed_out)} {int(truncated)} {code} {int(isolated)}\n".encode())
+        write_all(1, memoryview(output)[:size])
+        zero(output, size)
+        zero(job["spec"], len(job["spec"]))
         # After a proxied job, the next one's candidate starts now, while the caller reads this result.
-        spare = spawn_candidate(job, libc) if job["spec"].get("mode") == "proxy" else None
+        spare = spawn_candidate(job, libc) if job["mode"] == "proxy" else None
     if spare is not None:
         retire(spare)
+
+
+def read_job() -> dict | None:
+    """The next job from stdin (module docstring), its spec left as raw bytes; None at the end of input."""
+    length = read_exactly(11)
+    if length is None:
+        return None
+    job = json.loads(read_exactly(int(length)))
+    job["spec"] = bytearray(job["spec_bytes"])
+    view, got = memoryview(job["spec"]), 0
+    while got < len(view):
+        read = os.readv(0, [view[got:]])
+        if not read:
+            raise EOFError("stdin ended inside a job's spec")
+        got += read
+    return job
+
+
+def read_exactly(n: int) -> bytes | None:
+    """n bytes of stdin (not secret: a length or a header), or None at the end of input before any."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            if data:
+                raise EOFError("stdin ended inside a job's header")
+            return None
+        data += chunk
+    return data
+
+
+def write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def zero(buffer: bytearray, size: int) -> None:
+    """Overwrite the first `size` bytes in place: a later job's program, forked from here, could read them."""
+    if size:
+        ctypes.memset((ctypes.c_char * size).from_buffer(buffer), 0, size)
 
 
 if __name__ == "__main__":
