@@ -229,6 +229,7 @@ class JudgeConfig(Section):
     policy: PolicyField  # any policy, e.g. the teacher's
     rubric: str = "The final answer is correct and complete."
     use: Literal["compare", "reward"] = "compare"  # compare: the verifier decides; reward: the judge does
+    max_new_tokens: int = Field(512, ge=1)  # the judge's reply: its reasons and the verdict line
 
 
 # The built-in environments: envs.BUILT_IN's names (tests/envs/test_plugins.py holds the two equal). Any

@@ -4,6 +4,7 @@ retries and what is never retried, timeouts, the response cache, flagged replies
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -250,7 +251,35 @@ def test_a_judge_beside_the_verifier_reports_agreement_and_unparseable_replies_a
     assert agreement["samples"] == 20 * 2 - 1  # the unparseable judgement left out, not counted as a fail
     assert agreement["judge_pass_verifier_fail"] + agreement["judge_fail_verifier_pass"] == 1  # the lie
     assert agreement["agreement"] == pytest.approx((39 - 1) / 39, abs=1e-4)
+    assert agreement["judge_errors"] == 1 and "VERDICT" in agreement["first_judge_error"]  # and counted
     assert row["infra_errors"] == 0  # compare mode: the verifier decided every sample
+
+
+def test_a_judge_that_never_answers_is_counted_and_said_not_taken_for_no_judge(tmp_path, caplog):
+    """Every judgement failing had left results.json without judge_agreement and the table without a judge
+    column: a judge that never worked looked like none. Its reply budget is env.judge.max_new_tokens."""
+    from warmstart.stages import evaluate
+
+    with FakeAPI() as api:
+        judge = f"openai:fake-model@{api.url}/v1"
+        recipe = small_recipe(
+            tmp_path,
+            f"env.judge.policy='{judge}'",
+            "env.judge.max_new_tokens=64",
+            *FAST,
+            'eval.policies={teacher="teacher"}',
+            "eval.k=2",
+            train=10,
+        )
+        api.faults = ["garbage"] * 80  # each of the 40 judgements asked twice
+        with caplog.at_level(logging.WARNING):
+            summary = json.loads(evaluate.run(recipe).read_text())
+        asked = {e["body"].get("max_tokens") for e in api.log}
+    agreement = summary["policies"]["teacher"]["judge_agreement"]
+    assert agreement["samples"] == 0 and agreement["agreement"] is None and agreement["judge_errors"] == 40
+    assert summary["policies"]["teacher"]["infra_errors"] == 0  # the verifier decided them all
+    assert "the judge failed on 40 samples of row 'teacher'" in caplog.text and "VERDICT" in caplog.text
+    assert asked == {64}
 
 
 def test_a_judge_as_the_reward_masks_an_unparseable_judgement(tmp_path):

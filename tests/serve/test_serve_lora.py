@@ -156,7 +156,7 @@ def test_adapters_that_cannot_be_served_are_400_and_serving_goes_on(
     kept = complete(client, "kept", prompt)
     cases = [
         ("kept", adapters["scaled"], "already a served model"),
-        ("tiny", adapters["plain"], "already a served model"),
+        ("tiny", adapters["plain"], "is the base model's name"),
         ("x", tmp_path / "absent", "no directory at"),
         ("x", tmp_path / "empty", "not a peft adapter: it has no adapter_config.json"),
         ("x", _other_shapes(model_dir, tmp_path / "wide"), "does not fit the base model"),
@@ -206,7 +206,7 @@ def test_load_inplace_replaces_a_loaded_adapter(client, base_url, model_dir, tok
     ids, _ = complete(client, "policy", prompt)
     assert ids == greedy(merged(model_dir, adapters["scaled"]), tokenizer, prompt, 12)
     refused = post(base_url, "/v1/load_lora_adapter", {**body, "lora_name": "tiny"})  # never the base
-    assert refused[0] == 400 and "already a served model" in refused[1]
+    assert refused[0] == 400 and "is the base model's name" in refused[1] and "load_inplace" not in refused[1]
     assert unload(base_url, "policy")[0] == 200
 
 

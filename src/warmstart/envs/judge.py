@@ -6,7 +6,8 @@ which reads the task, the rubric and the final answer and must end with `VERDICT
 and counted by GRPO and eval), never a 0.
 
     use = "compare"  the environment's verifier decides; the judge's opinion rides along in the
-                     verdict's details, and eval reports judge-verifier agreement
+                     verdict's details (its failure too: `judge_error`, not masked, since the verifier
+                     decided), and eval reports judge-verifier agreement and the judge's failures
     use = "reward"   the judge decides (rubric tasks); the verifier's opinion rides along instead
 
 A judge that answers without a verdict line is asked once more with a fresh sample before it counts
@@ -58,8 +59,8 @@ def parse_judgement(text: str | None) -> bool | None:
 
 
 class RubricJudge:
-    def __init__(self, make_policy, rubric: str):
-        self.make_policy, self.rubric = make_policy, rubric
+    def __init__(self, make_policy, rubric: str, max_new_tokens: int = 512):
+        self.make_policy, self.rubric, self.max_new_tokens = make_policy, rubric, max_new_tokens
         self.policy = None  # made on first use: a stage that never verifies never contacts the judge
 
     def judge(self, task: Task, trajectory: Trajectory, attempts: int = 2) -> Verdict:
@@ -68,7 +69,8 @@ class RubricJudge:
         prompt = judge_task(task, trajectory, self.rubric)
         for attempt in range(attempts):  # a fresh sample index is a fresh request, not a cache hit
             request = Request(prompt, trajectory.sample_index + attempt * 1_000_000)
-            [reply] = self.policy.rollout([request], Sampling(temperature=0.0, top_p=1.0, max_new_tokens=512), seed=0)
+            sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=self.max_new_tokens)
+            [reply] = self.policy.rollout([request], sampling, seed=0)
             if reply.error is not None:
                 return Verdict(reward=0.0, passed=False, infra_error=f"judge request failed: {reply.error}")
             passed = parse_judgement(final_assistant_text(reply))
@@ -101,5 +103,7 @@ class Judged:
             "verifier_passed": verifier.passed if verifier.infra_error is None else None,
             "judge_passed": judged.passed if judged.infra_error is None else None,
         }
+        if self.use == "compare" and judged.infra_error is not None:
+            opinions["judge_error"] = judged.infra_error  # counted by eval (metrics/tally.py Agreement)
         decider = judged if self.use == "reward" else verifier
         return decider.model_copy(update={"details": {**decider.details, **opinions}})

@@ -60,7 +60,7 @@ class PassTally:
             "tokens_out": self.tokens_out,
             "per_task": {t: list(c) for t, c in counts.items()},
             **(self.by_size.summary() if tools else {}),
-            **({"judge_agreement": self.agreement.summary()} if self.agreement.samples else {}),
+            **({"judge_agreement": self.agreement.summary()} if self.agreement.seen else {}),
         }
 
 
@@ -113,12 +113,22 @@ def comparison_note(comparison: dict) -> str:
 
 
 class Agreement:
-    """Judge vs verifier on the samples where both gave an opinion (see envs/judge.py)."""
+    """Judge vs verifier on the samples where both gave an opinion (see envs/judge.py), and the samples
+    where the judge failed (`use = "compare"`: the verifier decided them; a judge that never answered had
+    looked like no judge at all)."""
 
     def __init__(self):
         self.samples, self.agree, self.judge_only, self.verifier_only = 0, 0, 0, 0
+        self.judge_errors, self.first_error = 0, None
+
+    @property
+    def seen(self) -> bool:
+        return bool(self.samples or self.judge_errors)
 
     def add(self, details: dict) -> None:
+        if error := details.get("judge_error"):
+            self.judge_errors += 1
+            self.first_error = self.first_error or str(error)
         judge, verifier = details.get("judge_passed"), details.get("verifier_passed")
         if judge is None or verifier is None:
             return
@@ -130,9 +140,11 @@ class Agreement:
     def summary(self) -> dict:
         return {
             "samples": self.samples,
-            "agreement": round(self.agree / self.samples, 4),
+            "agreement": round(self.agree / self.samples, 4) if self.samples else None,
             "judge_pass_verifier_fail": self.judge_only,
             "judge_fail_verifier_pass": self.verifier_only,
+            "judge_errors": self.judge_errors,
+            **({"first_judge_error": self.first_error[:300]} if self.first_error else {}),
         }
 
 

@@ -334,7 +334,8 @@ class APIPolicy:
         if not (tally.answered or tally.cache_hits) and tally.too_long >= TOO_LONG_BEFORE_STOP:
             raise WarmstartError(
                 f"{self.spec}: {failure.message} ({tally.too_long} requests refused as too long and none answered: "
-                "is generate.max_new_tokens more than the model's context allows?)"
+                "is the max_new_tokens asked for (generate's, eval's, grpo's or env.judge's, as this policy serves) more "
+                "than the model's context allows?)"
             )
 
     async def _wait_to_retry(self, attempt: int, failure: Failure, rng: random.Random, deadline: float) -> None:

@@ -106,7 +106,9 @@ def unload_adapter(app, body: dict) -> str:
 
 
 def _check_free(app, name: str, inplace: bool = False) -> None:
-    if name == app.name or (name in app.engine.adapters.loaded and not inplace):
+    if name == app.name:  # the base model: neither unloaded nor replaced, so no advice to do either
+        raise ApiError(400, f"lora_name: {name!r} is the base model's name; choose another", param="lora_name")
+    if name in app.engine.adapters.loaded and not inplace:
         raise ApiError(
             400, f"lora_name: {name!r} is already a served model; unload it first or load_inplace", param="lora_name"
         )

@@ -29,7 +29,11 @@ def make_environment(recipe: Recipe) -> Environment:
     if cfg is None:
         return env
     return Judged(
-        env, RubricJudge(lambda: make_policy(cfg.policy, NoTools(), "env.judge.policy", recipe), cfg.rubric), cfg.use
+        env,
+        RubricJudge(
+            lambda: make_policy(cfg.policy, NoTools(), "env.judge.policy", recipe), cfg.rubric, cfg.max_new_tokens
+        ),
+        cfg.use,
     )
 
 

@@ -282,7 +282,23 @@ def run(recipe: Recipe) -> Path:
             tracker.log(0, {f"pass@1/{name}": r["pass@1"] for name, r in results.items()})
         stage.summary = {"api_cost": ledger.summary(), **spent}
     print_table(summary, cfg.k)
+    warn_of_judge_failures(summary)
     return out
+
+
+def warn_of_judge_failures(summary: dict) -> None:
+    """A judge beside the verifier (`use = "compare"`) that failed: the verifier decided those samples, so
+    nothing is masked, but the agreement is over fewer samples, or none."""
+    for name, r in summary["policies"].items():
+        agreement = r.get("judge_agreement") or {}
+        if errors := agreement.get("judge_errors"):
+            log.warning(
+                "eval: the judge failed on %d samples of row %r (its agreement is over the other %d): %s",
+                errors,
+                name,
+                agreement["samples"],
+                agreement.get("first_judge_error", ""),
+            )
 
 
 def fmt(value: float | None, interval: list[float] | None = None) -> str:
@@ -290,6 +306,14 @@ def fmt(value: float | None, interval: list[float] | None = None) -> str:
         return "n/a"
     # The interval to the value's places: to 2, 0.999's [0.9962, 1.0] read [1.00, 1.00], the value outside it.
     return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def agreement_text(agreement: dict | None) -> str:
+    if not agreement:
+        return ""
+    share = "" if agreement["agreement"] is None else f"{agreement['agreement']:.0%} of {agreement['samples']}"
+    errors = agreement.get("judge_errors", 0)  # older results lack it
+    return "; ".join([*([share] if share else []), *([f"judge failed on {errors}"] if errors else [])])
 
 
 def print_table(summary: dict, k: int) -> None:
@@ -318,8 +342,7 @@ def print_table(summary: dict, k: int) -> None:
             gap,
             f"{r['seconds']:.1f}",
         ]
-        agreement = r.get("judge_agreement")
-        agrees = f"{agreement['agreement']:.0%} of {agreement['samples']}" if agreement else ""
+        agrees = agreement_text(r.get("judge_agreement"))
         table.add_row(
             *row,
             *([tool_use_text(r.get("tool_use", {}))] if tools else []),
