@@ -107,6 +107,17 @@ KEPT = [
     ("3", r"3^{\circ}\text{C}", True),
     ("1500", "1.5E+3", True),
     (r"\frac{1}{2}", r"\frac{1}{2} (or 0.5)", True),  # two forms of one value
+    # Not units (review 79: each had passed once unit words were dropped): fraction and ordinal words,
+    # plural multipliers, factorial, Greek letters, and a word after an expression rather than a number.
+    ("3", "3 fifths", False),
+    ("1", "1 sixth", False),
+    ("5", "5 factorial", False),
+    ("2", "2 thousands", False),
+    ("3", "3 millions", False),
+    ("3", "1 + 2 phi", False),
+    ("1250", "1,250 people", True),
+    ("3", r"\$3 dollars", True),
+    ("0.5", r"\frac{1}{2} cup", True),
 ]
 
 

@@ -37,7 +37,8 @@ ZIPPED = {
     "task_id": "zipped",
     "prompt": 'def add(a, b):\n    """Return a+b."""\n',
     "canonical_solution": "    return a + b\n",
-    "test": "EXPECTED = [3, 15]\ndef check(candidate):\n    for (a, b), want in zip([(1, 2), (10, 5)], EXPECTED):\n        assert candidate(a, b) == want\n",
+    # The candidate called inside the iterator: its StopIteration, raised in the test as itself, ends the loop.
+    "test": "EXPECTED = [3, 15]\ndef check(candidate):\n    for got, want in zip(map(lambda p: candidate(*p), [(1, 2), (10, 5)]), EXPECTED):\n        assert got == want\n",
     "entry_point": "add",
 }
 POWER = {
@@ -67,6 +68,10 @@ DEEP = "'[' * 100000 + '\\n'"
 BAD_COMPLEX = """'{"i": 0, "value": {"complex": []}}\\n'"""
 TWO_KEYS = """'{"i": 0, "value": {"a": 1, "b": 2}}\\n'"""
 LOAD_ERROR = """'{"load_error": "x"}\\n'"""
+# RUNNER's result of the right keys with the wrong types (review 79: each had raised out of the grading).
+COUNT_AS_TEXT = """'{"i": 0, "value": {"dict": [["stdout", ""], ["bytes", "x"], ["error", ""]]}}\\n'"""
+ERROR_AS_LIST = """'{"i": 0, "value": {"dict": [["stdout", ""], ["bytes", 0], ["error", [1]]]}}\\n'"""
+NOT_BASE64 = """'{"i": 0, "value": {"dict": [["stdout", "a"], ["bytes", 0], ["error", ""]]}}\\n'"""
 WRONG_FUNCTION = "def add(a, b):\n    return 0\n"
 WRONG_IO = "print('wrong')\n"
 
@@ -87,7 +92,7 @@ def test_a_function_program_writing_on_the_channel_fails_and_the_batch_goes_on(t
     assert verdicts[1].infra_error is None and verdicts[1].reward == 0.0
 
 
-@pytest.mark.parametrize("line", [DEEP, BAD_COMPLEX, TWO_KEYS, LOAD_ERROR])
+@pytest.mark.parametrize("line", [DEEP, BAD_COMPLEX, TWO_KEYS, LOAD_ERROR, COUNT_AS_TEXT, ERROR_AS_LIST, NOT_BASE64])
 def test_an_io_program_writing_on_the_channel_fails_not_an_infra_error(tmp_path, line):
     env = env_of(tmp_path, IO)
     [task] = env.all_tasks
@@ -117,7 +122,10 @@ def test_a_proxied_candidate_raising_stop_iteration_does_not_end_the_tests_loop(
         ("2 ** candidate(3) == 8", "**"),
         ("len([0] * candidate(3)) == 3", "*"),
         ("candidate(3) << 2 == 12", "<<"),
-        ("math.factorial(candidate(3)) == 6", "math.factorial"),
+        ("math.factorial(candidate(3)) == 6", "math.factorial(...)"),
+        ("candidate(4) % 2 == 0", "%"),  # a format string returned: %0200000000d
+        ("'x'.ljust(candidate(2)) == 'x '", "'x'.ljust(...)"),
+        ("f'{candidate(1):>{candidate(2)}}' == 'x'", "a format width"),
         ("all(x * 2 > 0 for x in candidate(3))", "*"),
     ],
 )
@@ -128,7 +136,13 @@ def test_an_assertion_whose_work_a_value_can_make_unbounded_is_not_graded_here(a
 
 @pytest.mark.parametrize(
     "assertion",
-    ["math.isclose(candidate(1.0), 2 * math.pi)", "candidate(3) == 2 ** 10", "abs(candidate(2) - 4) < 1e-9 * 4"],
+    [
+        "math.isclose(candidate(1.0), 2 * math.pi)",
+        "candidate(3) == 2 ** 10",
+        "abs(candidate(2) - 4) < 1e-9 * 4",
+        "abs(candidate(2) - math.log(2)) < 1e-9",  # a math function of constants
+        "candidate('a').count('a') == 1",
+    ],
 )
 def test_constants_and_bounded_maths_are_still_graded_here(assertion):
     calls, asserts = compile_tests(f"def check(candidate):\n    assert {assertion}\n", "f", "task")

@@ -74,3 +74,15 @@ def test_a_program_whose_load_takes_longer_than_its_calls_limits_has_wall_s(tmp_
     slow_load = "import time\ntime.sleep(4.5)\nTABLE = {n: n + 1 for n in range(10)}\ndef g(n):\n    return TABLE[n]\n"
     verdict = env.verify(task, code_reply(task, slow_load))
     assert verdict.passed, verdict.details
+
+
+def test_a_program_that_patches_the_clock_at_import_is_still_timed(tmp_path):
+    """The harness took its clock after loading the program: `time.monotonic = lambda: 0.0` at import, with
+    the alarm cleared in the call, let a call past its limit pass."""
+    env = env_of(tmp_path, FUNCTION_TASK)
+    [task] = env.all_tasks
+    frozen = "import time\n_sleep = time.sleep\ntime.monotonic = lambda: 0.0\n" + CLEARED.replace(
+        "import signal, time\n", "import signal\n"
+    )
+    verdict = env.verify(task, code_reply(task, frozen + "    _sleep(1.5)\n    return n + 1\n"))
+    assert not verdict.passed and verdict.details["reason"] == "time limit"

@@ -9,7 +9,7 @@ import torch
 
 from warmstart.lm.scoring import token_logprobs
 from warmstart.train.losses import (
-    K3_MAX,
+    K3_TANGENT_FROM,
     clipped_policy_loss,
     group_advantages,
     kl_to_reference,
@@ -96,17 +96,22 @@ def test_kl_to_reference_is_zero_at_equality_and_matches_kl_in_expectation():
     assert (kl_to_reference(p.log(), q.log()) >= 0).all()
 
 
-def test_kl_to_reference_is_bounded_per_token_and_never_inf_or_nan():
+def test_kl_to_reference_grows_linearly_past_its_bound_and_is_never_inf_or_nan():
     """One token the policy made far less likely than the reference had a k3 of 7.7e6, outweighing every
-    other token's clipped objective; at a log-ratio past 709 it was inf and its gradient nan."""
-    logp = torch.tensor([[-1.0, -30.0, -800.0, -2.0]], requires_grad=True)
-    logp_ref = torch.tensor([[-1.2, -1.0, -1.0, -1.0]])
+    other token's clipped objective; at a log-ratio past 709 it was inf and its gradient nan. Past the bound
+    the term follows its tangent: finite, and its gradient still pulls the token back."""
+    logp = torch.tensor([[-1.0, -30.0, -800.0, -2.0, -1.0]], requires_grad=True)
+    logp_ref = torch.tensor([[-1.2, -1.0, -1.0, -1.0, -20.0]])
     kl = kl_to_reference(logp, logp_ref)
     assert kl[0, 0].item() == pytest.approx(math.exp(-0.2) + 0.2 - 1, rel=1e-6)  # unchanged below the bound
-    assert kl[0, 1].item() == kl[0, 2].item() == K3_MAX
     assert kl[0, 3].item() == pytest.approx(math.e - 2, rel=1e-6)
+    assert kl[0, 4].item() == pytest.approx(math.exp(-19) + 19 - 1, rel=1e-6)  # the other side: unchanged
+    slope, at_bound = math.exp(K3_TANGENT_FROM) - 1, math.exp(K3_TANGENT_FROM) - K3_TANGENT_FROM - 1
+    assert kl[0, 1].item() == pytest.approx(at_bound + slope * (29 - K3_TANGENT_FROM), rel=1e-5)
+    assert torch.isfinite(kl).all()
     kl.sum().backward()
-    assert torch.isfinite(logp.grad).all() and logp.grad[0, 1].item() == logp.grad[0, 2].item() == 0.0
+    assert torch.isfinite(logp.grad).all()
+    assert logp.grad[0, 1].item() == pytest.approx(-slope, rel=1e-5) == logp.grad[0, 2].item()
     assert logp.grad[0, 3].item() == pytest.approx(1 - math.e, rel=1e-6)
 
 

@@ -232,18 +232,32 @@ def run_one(execute: Callable[[dict, float], Execution], program: str, stdin_tex
             if record["raised"] == "CallTimeout"
             else {"failure": "runtime_error", "stderr": record["raised"]}
         )
-    try:
-        result = decode_claimed(record.get("value"))
-    except ValueError:
-        result = None
-    if not (isinstance(result, dict) and {"stdout", "bytes", "error"} <= result.keys()):
+    result = runner_result(record.get("value"))
+    if result is None:
         return {"failure": "runtime_error", "stderr": "malformed result"}  # a program writing on our channel
     if result["bytes"] > OUTPUT_CAP:
         return {"failure": "output_limit"}
     if result["error"]:
         kind = "memory" if result["error"].startswith("MemoryError") else "runtime_error"
         return {"failure": kind, "stderr": result["error"]}
-    return {"stdout": base64.b64decode(result["stdout"]).decode(errors="replace")}
+    return {"stdout": result["stdout"].decode(errors="replace")}
+
+
+def runner_result(value) -> dict | None:
+    """RUNNER's result, {"stdout": bytes, "bytes": int, "error": str}, or None where it is not of that shape:
+    the program shares RUNNER's process and may have written it (a string for a count had raised here)."""
+    try:
+        result = decode_claimed(value)
+        if not (
+            isinstance(result, dict)
+            and type(result.get("bytes")) is int
+            and isinstance(result.get("error"), str)
+            and isinstance(result.get("stdout"), str)
+        ):
+            return None
+        return {**result, "stdout": base64.b64decode(result["stdout"], validate=True)}
+    except ValueError:  # binascii.Error is one
+        return None
 
 
 def harness_record(stdout: bytes, nonce: str) -> dict | None:

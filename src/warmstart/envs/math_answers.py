@@ -41,7 +41,17 @@ MATHS_WORDS = frozenset(
     mod det inf infty infinity e i x y z n or and not to plus minus times over divided zero one two three four
     five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen
     twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion trillion dozen half
-    halves third thirds quarter quarters percent percentage pct""".split()
+    halves third thirds quarter quarters percent percentage pct hundreds thousands millions billions trillions
+    dozens fourth fourths fifth fifths sixth sixths seventh sevenths eighth eighths ninth ninths tenth tenths
+    hundredth hundredths thousandth thousandths millionth millionths first second factorial choose power
+    powers root roots degree degrees radian radians alpha beta gamma delta epsilon zeta eta theta
+    iota kappa lambda mu nu xi omicron rho sigma tau upsilon phi chi psi omega""".split()
+)
+# What a unit may follow: a bare number (a sign, thousands commas, decimals, `\times 10^{k}` from scientific
+# notation, a `$`), never an expression (`1 + 2 phi` is not 3).
+BARE_NUMBER_RE = re.compile(
+    r"^\\?\$?[-\u2212]?\d[\d,]*(?:\.\d+)?(?:/\d+)?(?:\s*\\times\s*10\^\{[+-]?\d+\})?$"
+    r"|^\\frac\{\d+\}\{\d+\}$"
 )
 POWER_WORDS = frozenset({"squared", "cubed"})  # a unit after a unit (`cm squared`); after a number, a power
 
@@ -96,7 +106,9 @@ def without_unit_words(text: str) -> str:
     """`text` without the plain unit words that end it after a number (`18.00 dollars`, `25 km/h`, and
     `10^{6} dollars`, which is how `1e6 dollars` arrives)."""
     match = UNIT_WORDS_RE.search(text)
-    return text[: match.start()] if match and is_unit(re.findall(r"[A-Za-z]+", match["words"])) else text
+    if not match or not BARE_NUMBER_RE.match(text[: match.start()].strip()):
+        return text
+    return text[: match.start()] if is_unit(re.findall(r"[A-Za-z]+", match["words"])) else text
 
 
 def without_leading_words(alternative: str) -> str:

@@ -108,6 +108,8 @@ def run_spec(spec: dict) -> None:
         out.write(f"{spec['nonce']} {json.dumps(record)}\n")
         out.flush()
 
+    # Bound before the program runs: patching `time` or `signal` at its import does not reach these.
+    limit_s, clock, set_timer, on_signal = spec["per_call_s"], time.monotonic, signal.setitimer, signal.signal
     namespace = {"__name__": "solution"}
     try:
         exec(compile(spec["program"], "solution.py", "exec"), namespace)
@@ -115,15 +117,14 @@ def run_spec(spec: dict) -> None:
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: nothing stops the harness
         emit({"load_error": f"{type(exc).__name__}: {exc}"[:500]})
         return
-    signal.signal(signal.SIGALRM, on_alarm)
-    limit_s, clock = spec["per_call_s"], time.monotonic  # bound here: patching `time` later does not reach them
+    on_signal(signal.SIGALRM, on_alarm)
     for index, call in enumerate(spec["calls"]):
         try:
             started = clock()
-            signal.setitimer(signal.ITIMER_REAL, limit_s)
+            set_timer(signal.ITIMER_REAL, limit_s)
             target = namespace[call["function"]] if "function" in call else function
             value = target(*decode(call["args"]), **{k: decode(v) for k, v in call["kwargs"].items()})
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            set_timer(signal.ITIMER_REAL, 0)
             # The alarm is the program's to switch off (SIG_IGN, a cleared timer): a call past its limit
             # is a timeout whatever it returned.
             emit(
@@ -132,7 +133,7 @@ def run_spec(spec: dict) -> None:
                 else {"i": index, "value": encode(value)}
             )
         except BaseException as exc:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            set_timer(signal.ITIMER_REAL, 0)
             emit({"i": index, "raised": type(exc).__name__})
 
 

@@ -105,12 +105,12 @@ def compile_tests(test: str, entry_point: str, where: str) -> tuple[list[dict], 
 
 
 # Graded outside, an assertion runs in the verifying process with no time or memory bound, on values the
-# program chose: those whose work can grow past the values' own size (`2 ** candidate(3)` with 10**9 returned,
-# `[0] * candidate()`, math.factorial of a result) run in the sandbox, through the proxy.
-AMPLIFYING_OPERATORS = {ast.Pow: "**", ast.LShift: "<<", ast.Mult: "*", ast.MatMult: "@"}
-MATH_OUTSIDE = frozenset(
-    "isclose isnan isinf isfinite fabs floor ceil trunc sqrt isqrt copysign pi e tau inf nan".split()
-)
+# program chose: those whose work can grow past the values' own size run in the sandbox, through the proxy:
+# `2 ** candidate(3)` with 10**9 returned, `[0] * candidate()`, `candidate() % 2` with a format string
+# returned ('%0200000000d'), math.factorial of a result, a width read from a result (`"x".ljust(...)`,
+# an f-string's format spec).
+AMPLIFYING_OPERATORS = {ast.Pow: "**", ast.LShift: "<<", ast.Mult: "*", ast.MatMult: "@", ast.Mod: "%"}
+MATH_OUTSIDE = frozenset("isclose isnan isinf isfinite fabs floor ceil trunc sqrt isqrt copysign".split())
 
 
 def amplifying(expression: ast.AST) -> str | None:
@@ -118,10 +118,17 @@ def amplifying(expression: ast.AST) -> str | None:
     for node in ast.walk(expression):
         if isinstance(node, ast.BinOp) and type(node.op) in AMPLIFYING_OPERATORS and reads_values(node):
             return AMPLIFYING_OPERATORS[type(node.op)]
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "math":
-            if node.attr not in MATH_OUTSIDE:
-                return f"math.{node.attr}"
+        if isinstance(node, ast.FormattedValue) and node.format_spec is not None and reads_values(node.format_spec):
+            return "a format width"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and any_reads_values(node):
+            owner = node.func.value
+            if not (isinstance(owner, ast.Name) and owner.id == "math" and node.func.attr in MATH_OUTSIDE):
+                return f"{ast.unparse(node.func)}(...)"
     return None
+
+
+def any_reads_values(call: ast.Call) -> bool:
+    return any(reads_values(argument) for argument in [*call.args, *(k.value for k in call.keywords)])
 
 
 def reads_values(node: ast.AST) -> bool:

@@ -121,17 +121,26 @@ def _fill(stage: Path, out: Path) -> None:
             os.replace(entry, out / entry.name)
             moved.append(out / entry.name)
     except BaseException:
-        for path in moved:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        for name in set_aside:
-            os.replace(earlier / name, out / name)
-        earlier.rmdir()
+        _put_back(moved, set_aside, earlier, out)
         raise
     shutil.rmtree(earlier, ignore_errors=True)
     stage.rmdir()
+
+
+def _put_back(moved: list[Path], set_aside: list[str], earlier: Path, out: Path) -> None:
+    """Undo a failed `_fill`, each step on its own: one that fails leaves the others done, and what could
+    not be put back stays in `earlier` (inside `out`), never deleted."""
+    for path in moved:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    for name in set_aside:
+        with contextlib.suppress(OSError):
+            os.replace(earlier / name, out / name)
+    with contextlib.suppress(OSError):
+        earlier.rmdir()  # only if everything went back
 
 
 def _replace(stage: Path, out: Path) -> None:

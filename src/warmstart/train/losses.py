@@ -12,6 +12,7 @@ length bias), `scale_by_std` (False: Dr. GRPO's unscaled advantages), a KL-to-re
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -79,18 +80,20 @@ def kl_to_reference(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     """Per-token KL(policy || reference) estimate from sampled tokens (the non-negative "k3" form).
 
     logp, logp_ref: [B, T] -> [B, T]; exp(ref - logp) - (ref - logp) - 1, unbiased for the KL when
-    tokens are sampled from the policy, and >= 0 for every sample. Bounded per token at K3_MAX: the term
-    grows as exp(ref - logp), so one token the policy has made far less likely than the reference (7.7e6
-    after one large step, measured) outweighed every other token's clipped objective; a token past the
-    bound adds K3_MAX and no gradient (as verl's "low_var_kl"), and the log-ratio is bounded first so that
-    exp never overflows to inf (whose gradient would be nan).
+    tokens are sampled from the policy, and >= 0 for every sample. Past a log-ratio of K3_TANGENT_FROM
+    (a token the policy made ~12x less likely than the reference) it goes on along its tangent: the term
+    grows as exp(ref - logp), so one such token (7.7e6 after one large step, measured) outweighed every
+    other token's clipped objective, and past 709 nats it was inf with a nan gradient. Along the tangent
+    its gradient stays that of the bound (e^2.5 - 1, ~11) and still pulls the token back, where a clamp of
+    the value (verl's "low_var_kl") gives such a token no gradient at all. Below the bound: unchanged.
     """
-    delta = (logp_ref - logp).clamp(-K3_LOG_RATIO_MAX, K3_LOG_RATIO_MAX)
-    return (torch.exp(delta) - delta - 1).clamp(max=K3_MAX)
+    delta = logp_ref - logp
+    bounded = delta.clamp(max=K3_TANGENT_FROM)
+    k3 = torch.exp(bounded) - bounded - 1
+    return k3 + (math.exp(K3_TANGENT_FROM) - 1) * (delta - bounded)
 
 
-K3_MAX = 10.0  # nats a token: a k3 of 10 is a log-ratio of ~2.5 (12x less likely than the reference)
-K3_LOG_RATIO_MAX = 20.0
+K3_TANGENT_FROM = 2.5  # log-ratio (reference over policy) past which k3 is linear
 
 
 def overlong_penalty(lengths: torch.Tensor, max_length: int, buffer: int) -> torch.Tensor:

@@ -335,7 +335,7 @@ def main() -> None:
         size, timed_out, truncated, code, isolated = run_job(job, libc, spare, output)
         write_all(1, f"RESULT {size} {int(timed_out)} {int(truncated)} {code} {int(isolated)}\n".encode())
         write_all(1, memoryview(output)[:size])
-        zero(output, size)
+        zero(output, len(output))  # a truncated output's byte past the cap too
         zero(job["spec"], len(job["spec"]))
         # After a proxied job, the next one's candidate starts now, while the caller reads this result.
         spare = spawn_candidate(job, libc) if job["mode"] == "proxy" else None
