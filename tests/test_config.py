@@ -316,7 +316,7 @@ def assert_one_error_line(result: CliResult, *fragments: str) -> None:
         ),
         ("", ["--set", "generate.teacher=gemini:pro"], ["generate.teacher", "unknown policy 'gemini:pro'"]),
         ("", ["--set", "generate.teacher=hf:/nonexistent"], ["generate.teacher", "/nonexistent"]),
-        ('[env.options]\nopss = ["+"]\n', [], ["unknown key env.options.opss"]),
+        ('[env.options]\nopss = ["+"]\n', [], ["recipe.toml: unknown key env.options.opss"]),  # the file named
         ("", ["--set", "generate.teacher"], ["expected stage.key=value"]),
         ("[run\n", [], ["not valid TOML"]),
     ],

@@ -119,6 +119,9 @@ def _load(recipe_path: Path | None, overrides: list[str], base: dict | None = No
             raise WarmstartError(f"{recipe_path}: a directory, not a recipe file (give the .toml file)")
         recipe = load_recipe(recipe_path, overrides, base)
         check_installed(recipe.log.to)  # a tracker asked for and missing: before any command works (or pays)
+        from .envs import built_in_options  # here: the environments are not needed to start the CLI
+
+        built_in_options(recipe.env, str(recipe_path) if recipe_path is not None else "recipe")  # names the file
         return recipe
     except WarmstartError as exc:
         typer.echo(f"error: {exc}", err=True)

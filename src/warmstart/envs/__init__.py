@@ -39,9 +39,16 @@ BUILT_IN = {
 def make_env(config: EnvConfig) -> Environment:
     if config.name not in BUILT_IN:  # a plugin: `module.path:ClassName` or an entry point's name
         return make_plugin_env(config)
-    env_class, options_model = BUILT_IN[config.name]
+    env_class, _ = BUILT_IN[config.name]
+    return env_class(built_in_options(config, "recipe"))
+
+
+def built_in_options(config: EnvConfig, source: str):
+    """A built-in environment's options, validated; an error names `source` (the recipe file, where known).
+    None for a plugin, whose options its own class reads."""
+    if config.name not in BUILT_IN:
+        return None
     try:
-        options = options_model.model_validate(config.options)
+        return BUILT_IN[config.name][1].model_validate(config.options)
     except ValidationError as exc:
-        raise WarmstartError(describe_validation_error("recipe", exc, prefix="env.options")) from None
-    return env_class(options)
+        raise WarmstartError(describe_validation_error(source, exc, prefix="env.options")) from None
