@@ -30,10 +30,10 @@ import signal
 import sys
 
 try:
-    from .python_harness import CallTimeout, decode, encode, on_alarm
+    from .python_harness import CallTimeout, decode, decode_claimed, encode, on_alarm
 except ImportError:  # a script inside the sandbox (-I leaves its own directory off sys.path)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from python_harness import CallTimeout, decode, encode, on_alarm
+    from python_harness import CallTimeout, decode, decode_claimed, encode, on_alarm
 
 MAX_REPLY_BYTES = 16 << 20  # one answer; past it the call fails
 REPLY_GRACE_S = 1.0  # the runner waits per_call_s plus this for an answer
@@ -107,7 +107,7 @@ class Channel:
         return message
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data) -> None:
     """All of `data` into a pipe: one write may take only part of it (a signal, a large call)."""
     view = memoryview(data)
     while view:
@@ -119,8 +119,8 @@ def answer(reply: dict):
     (tests catch ValueError and the like), anything else as CandidateError."""
     if "value" in reply:
         try:
-            return decode(reply["value"])
-        except Exception:  # noqa: BLE001 - every malformed answer is the same failure
+            return decode_claimed(reply["value"])
+        except ValueError:
             raise CandidateError("an answer that is not plain data") from None
     name, message = str(reply.get("raised", "")), str(reply.get("message", ""))[:500]
     kind = getattr(builtins, name, None)

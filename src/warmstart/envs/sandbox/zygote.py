@@ -333,10 +333,10 @@ def main() -> None:
         if len(output) != job["output_bytes"] + 1:
             output = bytearray(job["output_bytes"] + 1)
         size, timed_out, truncated, code, isolated = run_job(job, libc, spare, output)
-        write_all(1, f"RESULT {size} {int(timed_out)} {int(truncated)} {code} {int(isolated)}\n".encode())
-        write_all(1, memoryview(output)[:size])
-        zero(output, len(output))  # a truncated output's byte past the cap too
-        zero(job["spec"], len(job["spec"]))
+        python_proxy.write_all(1, f"RESULT {size} {int(timed_out)} {int(truncated)} {code} {int(isolated)}\n".encode())
+        python_proxy.write_all(1, memoryview(output)[:size])
+        zero(output)  # all of it: a truncated output's byte past the cap too
+        zero(job["spec"])
         # After a proxied job, the next one's candidate starts now, while the caller reads this result.
         spare = spawn_candidate(job, libc) if job["mode"] == "proxy" else None
     if spare is not None:
@@ -372,16 +372,10 @@ def read_exactly(n: int) -> bytes | None:
     return data
 
 
-def write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def zero(buffer: bytearray, size: int) -> None:
-    """Overwrite the first `size` bytes in place: a later job's program, forked from here, could read them."""
-    if size:
-        ctypes.memset((ctypes.c_char * size).from_buffer(buffer), 0, size)
+def zero(buffer: bytearray) -> None:
+    """Overwrite the buffer in place: a later job's program, forked from here, could read it."""
+    if buffer:
+        ctypes.memset((ctypes.c_char * len(buffer)).from_buffer(buffer), 0, len(buffer))
 
 
 if __name__ == "__main__":
