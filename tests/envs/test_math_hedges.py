@@ -17,6 +17,8 @@ SEVERAL = "answer offers more than one value"
 RELATION = "a relation whose sides are not all the expected answer"
 ARROWS = "an arrow chain whose parts are not all the expected answer"
 UNPARSED = "not parsable as maths, and not the same text"
+APPROXIMATION = "an approximation whose sides are not all the expected answer"
+CHANGED = "words after the number that change it or offer another"
 
 # (gold, answer, reason): math-verify alone passed every one of these as the gold.
 HEDGES = [
@@ -40,6 +42,17 @@ HEDGES = [
     ("3", r"5 \left(or 3\right)", SEVERAL),
     ("5", r"5 \text{ (or 3)}", SEVERAL),  # a final \text{...} was dropped as a unit
     ("7", r"7 \text{ goats (or 8)}", SEVERAL),
+    ("3", r"3 \approx 5", APPROXIMATION),  # read as its first side
+    ("3", "3 \u2248 5", APPROXIMATION),
+    ("3", r"3 \simeq 5", APPROXIMATION),
+    ("3", r"3 \approx 3.4", APPROXIMATION),  # 3.4 shows one decimal: 3 is not within 0.05 of it
+    (r"\pi", r"\pi \approx 3.2", APPROXIMATION),
+    ("3", r"3 \text{ five}", CHANGED),  # a final \text{...} was dropped as a unit
+    ("3", r"3 \text{ or five}", CHANGED),
+    ("3", r"3 \text{ (approximately five)}", CHANGED),
+    ("3", r"3 \text{ dozen}", CHANGED),  # 36
+    ("100", r"100 \text{ thousand}", CHANGED),
+    ("5", r"5 \text{ factorial}", CHANGED),
     ("3", r"5 \lor 3", UNPARSED),  # LaTeX it cannot read was read again as plain text: its last number
     ("3", "5 | 3", UNPARSED),
     ("3", r"5 \star 3", UNPARSED),
@@ -66,6 +79,11 @@ NOTATIONS = [
     (r"\{3,5\}", "5 (or 3)"),  # the alternatives' set, as `5 or 3`
     (r"\{3,5\}", "5 (or maybe 3)"),
     ("3", "3 = x"),  # x names the value 3
+    (r"\pi", r"\pi \approx 3.14"),  # a value and its rounding: either is the answer
+    ("3.14", r"\pi \approx 3.14"),
+    (r"\sqrt{2}", r"\sqrt{2} \approx 1.414"),
+    (r"\frac{1}{3}", r"\frac{1}{3} \approx 0.33"),
+    ("3", r"x = 3 \approx 3.0"),
 ]
 
 # (gold, answer, passes): the same verdict as math-verify alone.
@@ -118,6 +136,9 @@ KEPT = [
     ("1250", "1,250 people", True),
     ("3", r"\$3 dollars", True),
     ("0.5", r"\frac{1}{2} cup", True),
+    ("3", r"x \approx 3", True),
+    ("90", r"90 \text{ degrees}", True),  # a final text without value words is still a unit
+    (r"\{3,5\}", r"3 \text{ or } 5", True),  # a text between values is read: {3, 5}
 ]
 
 

@@ -33,6 +33,8 @@ from typing import Any
 SEVERAL_VALUES = "answer offers more than one value"
 FALSE_RELATION = "a relation whose sides are not all the expected answer"
 FALSE_ARROWS = "an arrow chain whose parts are not all the expected answer"
+FALSE_APPROXIMATION = "an approximation whose sides are not all the expected answer"
+CHANGED_BY_WORDS = "words after the number that change it or offer another"
 
 # Words that read as maths, numbers or alternatives, never as a unit or a filler word (`3 pi` is not 3, nor
 # `3 or five`); x, y, z and n too, which a `\text{...}` after a number may hold as a variable.
@@ -53,6 +55,16 @@ BARE_NUMBER_RE = re.compile(
     r"^\\?\$?[-\u2212]?\d[\d,]*(?:\.\d+)?(?:/\d+)?(?:\s*\\times\s*10\^\{[+-]?\d+\})?$"
     r"|^\\frac\{\d+\}\{\d+\}$"
 )
+# Words in a `\\text{...}` after a number that make it another value or offer a second one (`3 \\text{ dozen}`,
+# `3 \\text{ or five}`): math-verify drops a final text as a unit and read these as the bare number.
+VALUE_WORDS = frozenset(
+    """or and not to plus minus times over divided zero one two three four five six seven eight nine ten eleven
+    twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy
+    eighty ninety hundred thousand million billion trillion dozen half halves third thirds quarter quarters
+    hundreds thousands millions billions trillions dozens fourth fourths fifth fifths sixth sixths seventh
+    sevenths eighth eighths ninth ninths tenth tenths hundredth hundredths thousandth thousandths millionth
+    millionths factorial choose power powers squared cubed""".split()
+)
 POWER_WORDS = frozenset({"squared", "cubed"})  # a unit after a unit (`cm squared`); after a number, a power
 
 SCIENTIFIC_RE = re.compile(r"(?<![\w.\\])(?P<mantissa>\d+(?:\.\d+)?)[eE](?P<exponent>[+-]?\d+)(?![\w.])")
@@ -70,6 +82,11 @@ ARROW_NAMES = """to gets mapsto longmapsto implies impliedby iff leadsto hookrig
     longrightarrow Longrightarrow leftarrow Leftarrow longleftarrow Longleftarrow leftrightarrow Leftrightarrow
     longleftrightarrow Longleftrightarrow""".split()
 ARROW_RE = re.compile(rf"\\(?:{'|'.join(ARROW_NAMES)})(?![A-Za-z])|->|=>|[→⇒⟶⟹↦⇔⟺←⇐]")
+# Approximate equality, `\\approx` and its kin: math-verify reads `3 \\approx 5` as 3.
+APPROXIMATE_RE = re.compile(
+    r"\\(?:approx|approxeq|thickapprox|simeq|sim|thicksim|cong|doteq|eqsim)(?![A-Za-z])|[\u2248\u2243\u2245\u223c\u2252]"
+)
+DECIMAL_RE = re.compile(r"(?<![\d.])\d*\.(?P<places>\d+)")
 ESCAPED_BRACE_RE = re.compile(r"\\[{}]")
 EQUALS_RE = re.compile(r"(?<![\\<!>])=")  # math-verify's: not `\=`, `<=`, `!=` or `>=`
 LIST_RE = re.compile(r"[,;]|(?<![A-Za-z])(?:and|or)(?![A-Za-z])")  # math-verify reads `and` and `or` as `,`
@@ -102,6 +119,18 @@ def are_plain(words: list[str]) -> bool:
     return all(word.isalpha() and word.lower() not in MATHS_WORDS for word in words)
 
 
+def changed_by_words(text: str) -> bool:
+    """Whether the answer ends in a `\\text{...}` after a number, holding no number itself, whose words make the
+    number another value or offer a second one (`3 \\text{ dozen}`, `3 \\text{ or five}`): math-verify drops
+    such a final text as a unit (a text between two values it reads: `3 \\text{ or } 5` is {3, 5})."""
+    for match in TEXT_RE.finditer(text):
+        words = {word.lower() for word in re.findall(r"[A-Za-z]+", match["content"])}
+        final = not text[match.end() :].strip(" .$")
+        if final and match["gap"] is not None and not re.search(r"\d", match["content"]) and words & VALUE_WORDS:
+            return True
+    return False
+
+
 def without_unit_words(text: str) -> str:
     """`text` without the plain unit words that end it after a number (`18.00 dollars`, `25 km/h`, and
     `10^{6} dollars`, which is how `1e6 dollars` arrives)."""
@@ -119,11 +148,12 @@ def without_leading_words(alternative: str) -> str:
     return " ".join(words)
 
 
-def arrow_parts(text: str) -> list[str]:
-    """The non-blank parts of `text` between its arrows outside braces (`\\lim_{x \\to 3} f(x)` is one part)."""
+def arrow_parts(text: str, separator: re.Pattern = ARROW_RE) -> list[str]:
+    """The non-blank parts of `text` between its arrows (or another `separator`) outside braces
+    (`\\lim_{x \\to 3} f(x)` is one part)."""
     unescaped = ESCAPED_BRACE_RE.sub("  ", text)  # `\{` and `\}` are set braces, not grouping
     cuts = [
-        m for m in ARROW_RE.finditer(text) if unescaped.count("{", 0, m.start()) == unescaped.count("}", 0, m.start())
+        m for m in separator.finditer(text) if unescaped.count("{", 0, m.start()) == unescaped.count("}", 0, m.start())
     ]
     bounds = [0, *(edge for m in cuts for edge in (m.start(), m.end())), len(text)]
     parts = [text[start:end] for start, end in zip(bounds[::2], bounds[1::2])]
@@ -204,6 +234,11 @@ def compare(gold: str, answer: str, timeout: int | None) -> Comparison:
     if reference.relation:
         parsed = parse_answer(normalised(answer, unit_words), timeout)
         return Comparison(reference.matches(parsed), bool(maths_in(parsed)))
+    if changed_by_words(answer):
+        return Comparison(False, True, CHANGED_BY_WORDS)
+    approximated = arrow_parts(answer, APPROXIMATE_RE)
+    if len(approximated) > 1:
+        return compare_approximation(reference, approximated, unit_words)
     arrow_separated = arrow_parts(answer)
     texts = [side for part in arrow_separated for side in chain_sides(part)]
     parts = [parse_answer(normalised(text, unit_words), timeout) for text in texts]
@@ -222,6 +257,33 @@ def compare_parts(reference: Gold, parts: list[list], reason: str) -> Comparison
     if not all(reference.holds_within(answer) for answer in answers):
         return Comparison(False, True, FALSE_RELATION)
     return compare_values(reference, [value for answer in answers for value in reference.values(answer)], reason)
+
+
+def compare_approximation(reference: Gold, sides: list[str], unit_words: bool) -> Comparison:
+    """`a \\approx b`: passes if a value among its sides is the gold and every other value is that one, or,
+    where the answer shows decimals, within half a unit of its fewest decimal places (`\\pi \\approx 3.14`
+    is both pi and 3.14; `3 \\approx 5` is a hedge)."""
+    parts = [parse_answer(normalised(side, unit_words), reference.timeout) for side in sides]
+    if not all(maths_in(part) for part in parts):
+        return Comparison(False, any(maths_in(part) for part in parts), FALSE_APPROXIMATION)
+    values = [value for part in parts for value in reference.values(maths_in(part)[0])]
+    places = [len(match["places"]) for side in sides for match in DECIMAL_RE.finditer(side)]
+    tolerance = 0.5 * 10 ** -min(places) if places else 0.0
+    for value in values:
+        if reference.matches(value) and all(near(value, other, tolerance, reference.timeout) for other in values):
+            return Comparison(True, True)
+    return Comparison(False, True, FALSE_APPROXIMATION)
+
+
+def near(value: Any, other: Any, tolerance: float, timeout: int | None) -> bool:
+    """Whether two values are the same, or numbers no further apart than `tolerance` (and a rounding's slack)."""
+    if same_maths(value, other, timeout):
+        return True
+    try:
+        difference = abs(complex(value) - complex(other))
+    except (TypeError, ValueError):
+        return False  # not numbers (a symbol, a set): only the same maths is near
+    return difference <= tolerance * (1 + 1e-9)
 
 
 def compare_one(reference: Gold, parsed: list) -> Comparison:
