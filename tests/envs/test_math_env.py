@@ -18,7 +18,7 @@ import pytest
 
 from helpers import small_recipe
 from warmstart.envs import BUILT_IN
-from warmstart.envs.math import SAMPLE, MathEnv, MathOptions, extract_answer, gold_answer
+from warmstart.envs.math import SAMPLE, Extracted, MathEnv, MathOptions, extract_answer, gold_answer
 from warmstart.envs.task_data import DataSource, load_rows
 from warmstart.errors import WarmstartError
 from warmstart.runs.jsonl import read_records
@@ -174,12 +174,21 @@ def test_format_weight_rewards_a_boxed_or_answer_line_answer_right_or_wrong():
     }
 
 
-def test_a_math_verify_timeout_is_an_infra_error_not_a_zero():
+def test_an_answer_that_runs_math_verify_out_of_time_is_wrong_not_masked():
+    """Masked as an infra error, a policy that writes such an answer when unsure left eval's pass@1 instead of
+    scoring 0 (review 83: right on half the samples, towers on the rest, it was reported as pass@1 1.0)."""
     env = MathEnv(MathOptions(timeout_s=1))
     task = TASKS["math/m13"]
     verdict = env.verify(task, reply(task, "\\boxed{10^{10^{10}}}"))  # sympy would work on it for minutes
-    assert verdict.infra_error and "math-verify" in verdict.infra_error and not verdict.passed
+    assert (verdict.passed, verdict.infra_error) == (False, None), verdict
+    assert verdict.details["reason"] == "math-verify could not compare it within timeout_s = 1 s"
     assert verdict.details["extracted"] == "10^{10^{10}}"
+
+
+def test_an_expected_answer_that_runs_math_verify_out_of_time_is_an_infra_error():
+    env = MathEnv(MathOptions(timeout_s=1))
+    verdict = env.judge("10^{10^{10}}", Extracted("42", "boxed"))  # no reply could be judged against it
+    assert verdict.infra_error and "math-verify" in verdict.infra_error and not verdict.passed
 
 
 def test_a_math_verify_error_is_an_infra_error(monkeypatch):

@@ -208,11 +208,12 @@ def test_a_reply_is_verified_with_the_hedge_rules(text, passed):
     assert (verdict.passed, verdict.reward) == (passed, 1.5 if passed else 0.5), verdict
 
 
-def test_a_timeout_inside_a_hedge_is_an_infra_error():
+def test_a_timeout_inside_a_hedge_is_a_wrong_answer():
     env = MathEnv(MathOptions(timeout_s=1))
     for answer in (r"42 \to 10^{10^{10}}", r"x = 42 = 10^{10^{10}}", r"x = 10^{10^{10}}"):
         verdict = judge("42", answer, env)
-        assert verdict.infra_error and "math-verify" in verdict.infra_error and not verdict.passed, answer
+        assert (verdict.passed, verdict.infra_error) == (False, None), answer
+        assert verdict.details["reason"] == "math-verify could not compare it within timeout_s = 1 s", answer
 
 
 def test_hedges_are_judged_the_same_off_the_main_thread():

@@ -33,7 +33,7 @@ class FlakyVerifier(Arithmetic):
 
 
 def test_infra_errors_are_left_out_of_pass_at_k(tmp_path):
-    recipe = small_recipe(tmp_path, "eval.k=2")
+    recipe = small_recipe(tmp_path, "eval.k=2", "eval.max_error_rate=0.5")
     env = FlakyVerifier(broken={0})
     tasks = env.tasks("eval", 10, 0)
     row = evaluate_policy("teacher", PolicySpec.parse("reference"), recipe, env, tasks, CostLedger({}, False))
@@ -43,8 +43,20 @@ def test_infra_errors_are_left_out_of_pass_at_k(tmp_path):
     assert row["pass@2"] is None  # no task kept two judged samples
 
 
+def test_infra_errors_past_the_error_rate_stop_eval(tmp_path):
+    """Left out, every sample its verifier could not judge would leave the row scored on the rest: another
+    test than the other rows' (a verifier that crashes on wrong answers makes any policy look right)."""
+    recipe = small_recipe(tmp_path, "eval.k=2", "eval.max_error_rate=0.4")
+    env = FlakyVerifier(broken={0})
+    message = r"eval.policies.teacher: 10 of 20 samples could not be verified, more than eval.max_error_rate = 0.4"
+    with pytest.raises(WarmstartError, match=message + r" \(first: verifier crashed\)"):
+        evaluate_policy(
+            "teacher", PolicySpec.parse("reference"), recipe, env, env.tasks("eval", 10, 0), CostLedger({}, False)
+        )
+
+
 def test_a_policy_whose_every_sample_crashed_the_verifier_is_an_error(tmp_path):
-    recipe = small_recipe(tmp_path, "eval.k=2")
+    recipe = small_recipe(tmp_path, "eval.k=2", "eval.max_error_rate=1")
     env = FlakyVerifier(broken={0, 1})
     with pytest.raises(WarmstartError, match="infra error"):
         evaluate_policy(
@@ -94,7 +106,7 @@ class CrashesOnSecondFailures(Arithmetic):
 
 
 def test_pass_at_k_over_fewer_tasks_than_pass_at_1_says_over_how_many(tmp_path):
-    recipe = small_recipe(tmp_path, "eval.k=2")
+    recipe = small_recipe(tmp_path, "eval.k=2", "eval.max_error_rate=0.5")
     env = CrashesOnSecondFailures()
     row = evaluate_policy(
         "teacher", PolicySpec.parse("reference"), recipe, env, env.tasks("eval", 40, 0), CostLedger({}, False)

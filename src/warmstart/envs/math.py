@@ -119,6 +119,10 @@ class MathVerifyFailed(Exception):
     """math-verify timed out or raised: the answer could not be judged."""
 
 
+class MathVerifyTimedOut(MathVerifyFailed):
+    """math-verify ran past its time limit (the reply's answer may be what made it slow)."""
+
+
 def call_bounded(check: Callable[[int | None], Any], timeout_s: int) -> Any:
     """`check(timeout)` bounded to about `timeout_s` per math-verify call. In the main thread math-verify's
     own SIGALRM timeout does it. Elsewhere signals cannot be used (math-verify raises), so the check runs
@@ -138,7 +142,7 @@ def call_bounded(check: Callable[[int | None], Any], timeout_s: int) -> Any:
     helper.start()
     helper.join(3 * timeout_s)  # a parse of each side and a comparison, each allowed timeout_s
     if helper.is_alive():
-        raise MathVerifyFailed(f"math-verify took more than {3 * timeout_s} s")
+        raise MathVerifyTimedOut(f"math-verify took more than {3 * timeout_s} s")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -150,7 +154,8 @@ def guarded(check: Callable[[int | None], Any], timeout: int | None) -> Any:
     except BaseException as exc:  # math-verify's TimeoutException is a BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise MathVerifyFailed(f"math-verify failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+        failure = MathVerifyTimedOut if type(exc).__name__ == "TimeoutException" else MathVerifyFailed
+        raise failure(f"math-verify failed: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def equivalent(gold: str, answer: str, timeout: int | None) -> tuple[bool, bool]:
@@ -214,11 +219,18 @@ class MathEnv:
         details: dict[str, Any] = {"extracted": found.text, "source": found.source, "expected": gold}
         if len(found.text) > MAX_ANSWER_CHARS:
             return failed(f"final answer longer than {MAX_ANSWER_CHARS} chars", details)
+        bonus = self.options.format_weight if found.well_formed else 0.0
         try:
             comparison = call_bounded(lambda t: compare(gold, found.text, t), self.options.timeout_s)
+        except MathVerifyTimedOut as exc:
+            if self.gold_is_slow(gold):
+                return Verdict(reward=0.0, passed=False, details=details, infra_error=str(exc))
+            # The answer made it slow (`9^{9^{9^{9}}}`): masked, a policy unsure of an answer could write one
+            # such and drop out of eval's pass@1 instead of scoring 0.
+            reason = f"math-verify could not compare it within timeout_s = {self.options.timeout_s} s"
+            return Verdict(reward=bonus, passed=False, details={**details, "reason": reason})
         except MathVerifyFailed as exc:
             return Verdict(reward=0.0, passed=False, details=details, infra_error=str(exc))
-        bonus = self.options.format_weight if found.well_formed else 0.0
         if comparison.same:
             return Verdict(reward=1.0 + bonus, passed=True, details=details)
         reason = comparison.hedge or (
@@ -227,6 +239,15 @@ class MathEnv:
             else "not parsable as maths, and not the same text"
         )
         return Verdict(reward=bonus, passed=False, details={**details, "reason": reason})
+
+    def gold_is_slow(self, gold: str) -> bool:
+        """Whether the expected answer runs math-verify out of time against a plain number (then no reply could
+        be judged: the task's fault, not the reply's)."""
+        try:
+            call_bounded(lambda t: compare(gold, "0", t), self.options.timeout_s)
+        except MathVerifyFailed:
+            return True
+        return False
 
     def reference(self, task: Task, rng: random.Random) -> Trajectory:
         solution = task.hidden.get("solution")

@@ -83,6 +83,7 @@ def evaluate_policy(
         kept.unlink(missing_ok=True)  # a stopped run's: this row's samples are all written again
     seen: set[tuple[str, int]] = set()  # (task, sample index) counted: each once
     first_error: str | None = None
+    first_infra_error: str | None = None
     with (
         cluster.stopping(policy, recipe),
         nullcontext(verifier) if verifier else cluster.make_verifier(env, recipe) as verifier,
@@ -108,6 +109,7 @@ def evaluate_policy(
             for trajectory, verdict in zip(answered, verifier.verify_all([(by_id[t.task_id], t) for t in answered])):
                 ledger.add(trajectory, verdict.passed and verdict.infra_error is None)
                 tally.add(by_id[trajectory.task_id], trajectory, verdict)
+                first_infra_error = first_infra_error or verdict.infra_error
                 trajectory.verdict = verdict
             if writer:
                 for trajectory in trajectories:
@@ -116,6 +118,7 @@ def evaluate_policy(
     if kept and publish:
         os.replace(kept, samples)
     check_request_errors(name, tally.request_errors, len(requests), first_error, cfg.max_error_rate)
+    check_infra_errors(name, tally.infra_errors, len(requests), first_infra_error, cfg.max_error_rate)
     try:
         row = tally.row(cfg.k, bool(env.tools))
     except ValueError as exc:
@@ -170,6 +173,16 @@ def check_request_errors(name: str, errors: int, samples: int, first: str | None
         raise WarmstartError(
             f"eval.policies.{name}: {errors} of {samples} samples' requests failed, more than eval.max_error_rate "
             f"= {max_rate:g} (first: {first}); a rerun asks them again"
+        )
+
+
+def check_infra_errors(name: str, errors: int, samples: int, first: str | None, max_rate: float) -> None:
+    """Samples the verifier could not judge are left out of the row as failed requests are: past
+    `eval.max_error_rate` the row would be scored on the samples its verifier happened to judge."""
+    if errors > max_rate * samples:
+        raise WarmstartError(
+            f"eval.policies.{name}: {errors} of {samples} samples could not be verified, more than "
+            f"eval.max_error_rate = {max_rate:g} (first: {first})"
         )
 
 
