@@ -355,3 +355,22 @@ def test_generate_and_curate_with_an_api_teacher_on_a_parquet_file(tmp_path):
     failed = {t.task_id.removeprefix("math/") for t in trajectories if not t.verdict.passed}
     assert failed == WRONG & train_ids and all(t.verdict.infra_error is None for t in trajectories)
     assert {t.task_id.removeprefix("math/") for t in kept} == train_ids - WRONG  # kept: exactly the verified
+
+
+@pytest.mark.parametrize("answer", ["\\boxed{}", "$$", "She has 5 apples. #### ", "\\boxed{ }"])
+def test_a_data_answer_with_no_final_answer_in_it_is_an_error(tmp_path, answer):
+    """A field that holds text but no final answer once its box, `####` or `$` are read: every reply, the
+    right one too, had scored 0 as "not parsable as maths", and GRPO trained against right answers."""
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "q0", "problem": "What is 2 + 3?", "answer": answer}) + "\n")
+    env = MathEnv(MathOptions(data=DataSource(path=str(path), id_field="id", eval_share=0.5)))
+    split = "eval" if split_size(env, "eval") else "train"
+    with pytest.raises(WarmstartError, match=r"p.jsonl: row 'q0': field 'answer' holds no final answer"):
+        env.tasks(split, 1, 0)
+
+
+@pytest.mark.parametrize("answer", ["", "   ", "$$"])
+def test_a_task_files_blank_answer_is_a_problem_of_that_task(answer):
+    task = TASKS["math/m13"].model_copy(update={"hidden": {"answer": answer}})
+    assert ENV.task_problem(task) == "hidden.answer is blank: no reply could pass"
+    assert ENV.task_problem(TASKS["math/m13"]) is None

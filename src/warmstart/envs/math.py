@@ -186,6 +186,11 @@ class MathEnv:
     def _task(self, row: TaskRow) -> Task:
         text = f"{row.prompt}\n\n{self.options.instruction}" if self.options.instruction else row.prompt
         hidden = {"answer": gold_answer(row.answer)}
+        if not hidden["answer"].strip():  # `\boxed{}`, `$$`, `#### `: no reply could pass, every sample would score 0
+            raise WarmstartError(
+                f"env.options.data: {self.source.path}: row {row.id!r}: field {self.source.answer_field!r} holds "
+                f"no final answer ({row.answer[-60:]!r} leaves nothing once its box, `####` or `$` are read)"
+            )
         if row.solution is not None:
             hidden["solution"] = row.solution
         return Task(
@@ -198,7 +203,10 @@ class MathEnv:
 
     def task_problem(self, task: Task) -> str | None:
         """Why a task from a user's file (tasks.train_file / eval_file) cannot be verified, or None."""
-        return field_problem(task.hidden, {"answer": (str,)}, "hidden")
+        problem = field_problem(task.hidden, {"answer": (str,)}, "hidden")
+        if problem is None and not strip_math(task.hidden["answer"]).strip():
+            return "hidden.answer is blank: no reply could pass"
+        return problem
 
     def step(self, task: Task, call: ToolCall, messages: list[Message]) -> str:
         raise ValueError("math has no tools")  # unreachable: tool calls are parsed only where tools exist
