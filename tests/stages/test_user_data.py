@@ -41,6 +41,12 @@ def test_a_curate_that_keeps_nothing_leaves_the_earlier_curated_data_as_it_was(r
     with pytest.raises(WarmstartError, match="was dropped"):
         curate.run(recipe)
     assert curated.read_bytes() == before
+    # ... but sft does not train on it as if it were this run's (review 81: it had, silently)
+    with pytest.raises(
+        WarmstartError, match=r"sft.data: .*train.jsonl is an earlier curate run's: the last one failed \(.*was dropped"
+    ):
+        sft.run(recipe)
+    assert not (Path(recipe.run.dir) / "models" / "student").exists()
 
 
 def test_unverified_data_of_ones_own_is_kept_where_verification_is_not_asked_for(run):

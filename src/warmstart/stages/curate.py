@@ -184,7 +184,9 @@ def run(recipe: Recipe) -> Path:
             kept = drop_by_student_rate(recipe, kept, found)
         dropped = found["dropped"]
         log.info("%s: kept %d of %d; dropped %s", stage.name, len(kept), len(trajectories), dropped or "none")
-        if not kept:  # before anything is written: an earlier run's curated data stays as it was
+        if not kept:  # before anything is written: an earlier run's curated data stays as it was, but the
+            # manifest says this run failed, so sft does not train on that data as if it were this recipe's
+            stage.summary = {"source": cfg.input, "input": len(trajectories), "kept": 0, **found}
             raise NothingKept(f"curate: every trajectory of {source} was dropped ({dropped})")
         write_records(out, kept)
         stage.summary = {"source": cfg.input, "input": len(trajectories), "kept": len(kept), **found}

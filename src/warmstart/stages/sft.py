@@ -91,11 +91,23 @@ def prepare_tiny_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
     return path
 
 
+def check_last_curate(run_dir: RunDir, data: str, data_path: Path) -> None:
+    """Refuse curated data whose last curate run failed: the file is an earlier run's (curate keeps it when a
+    later run keeps nothing), made under another config, data the current recipe may call contaminated."""
+    entry = run_dir.manifest()["stages"].get(f"curate:{data}")
+    if entry and entry.get("status") == "failed":
+        raise WarmstartError(
+            f"sft.data: {data_path} is an earlier curate run's: the last one failed ({entry.get('error')}); "
+            "rerun curate, or set sft.data to other data"
+        )
+
+
 def run(recipe: Recipe) -> Path:
     cfg, run_dir = recipe.sft, RunDir(recipe)
     data_path, out = run_dir.curated(cfg.data), run_dir.model(cfg.output)
     if not data_path.exists():
         raise WarmstartError(f"sft.data: {data_path} does not exist (run curate first)")
+    check_last_curate(run_dir, cfg.data, data_path)
     teacher = local_teacher_path(recipe) if cfg.kd_weight > 0 and cfg.distill in ("auto", "logits") else None
     check_output_free(run_dir, f"sft:{cfg.output}", "sft.output", out, {"sft.teacher": teacher})  # before writing
     teacher_weights = model_files(teacher) if teacher else []
