@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from warmstart.report.figures import series
+import pytest
+
+from warmstart.report.figures import funnel_figure, series, training_curves
 
 
 def rows(stage: str, steps: range, scale: float) -> list[dict]:
@@ -25,3 +27,13 @@ def test_a_resumed_stage_continues_its_line_from_the_checkpoint():
 def test_stages_interleaved_in_the_file_keep_their_own_lines():
     metrics = [r for pair in zip(rows("sft:a", range(1, 4), 1.0), rows("grpo:b", range(1, 4), 2.0)) for r in pair]
     assert series(metrics, "loss") == {"sft:a": ([1, 2, 3], [1.0, 2.0, 3.0]), "grpo:b": ([1, 2, 3], [2.0, 4.0, 6.0])}
+
+
+@pytest.mark.parametrize("name", ["student $x_$", "cost $x^$ a", "a $\\frac$ b", "student $5 vs $10 teacher"])
+def test_names_on_a_figure_are_drawn_as_written_never_as_tex(name):
+    """A name with two `$` had been parsed as mathtext: invalid TeX stopped the report with matplotlib's
+    traceback, and valid TeX was drawn as maths (review 83)."""
+    funnel = funnel_figure([{"name": name, "generated": 3, "verified": 2, "kept": 1, "dropped": {name: 1}}])
+    assert funnel.count(name) == 2
+    curves = training_curves([{"stage": name, "step": s, "loss": 1.0 / s} for s in (1, 2, 3)])
+    assert name in curves

@@ -321,3 +321,18 @@ def test_a_tracker_that_cannot_start_stops_eval_before_it_samples_or_replaces_th
     with pytest.raises(WarmstartError, match="log.to: tensorboard could not start for eval"):
         evaluate.run(small_recipe(tmp_path, *teacher_only, "eval.k=2", "log.to=['jsonl', 'tensorboard']"))
     assert out.read_bytes() == before and json.loads(before)["k"] == 1
+
+
+def test_row_names_are_printed_as_written_never_read_as_markup(tmp_path, capsys):
+    """A name is the user's text: `teacher [/]` had stopped eval (rich's MarkupError) after its samples were
+    paid for, and `teacher [run 2]` was printed as `teacher ` (review 83)."""
+    recipe = small_recipe(
+        tmp_path,
+        "eval.k=1",
+        "eval.policies={'teacher [/]'='reference', 'teacher [run 2]'='reference', 'teacher [red]v2'='reference'}",
+        "eval.compare=[['teacher [/]', 'teacher [run 2]']]",
+    )
+    evaluate.run(recipe)
+    out = capsys.readouterr()
+    for name in ("teacher [/]", "teacher [run 2]", "teacher [red]v2"):
+        assert name in out.out and f"eval {name}" in out.err, name

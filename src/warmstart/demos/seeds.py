@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import Recipe, with_section
@@ -80,5 +81,7 @@ def show(rows: list[dict], seeds: int) -> None:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for r in rows:
         share = f"{r['mean'] / teacher:.0%}" if teacher else ""
-        table.add_row(r["name"], f"{r['mean']:.3f}", f"{r['stdev']:.3f}", f"{r['min']:.3f} – {r['max']:.3f}", share)
+        table.add_row(
+            escape(r["name"]), f"{r['mean']:.3f}", f"{r['stdev']:.3f}", f"{r['min']:.3f} – {r['max']:.3f}", share
+        )
     Console().print(table)

@@ -27,6 +27,11 @@ CURVES = [  # (scalar, title), in the order drawn; a scalar no stage logged is l
 ]
 
 
+# Names on a figure (rows, stages, drop reasons) are the user's text: `student $x_$` is no TeX to parse (it had
+# stopped the report with matplotlib's traceback) and `$5 vs $10` no maths to set in italics.
+PLAIN_TEXT = matplotlib.rc_context({"text.parse_math": False})
+
+
 def svg(fig) -> str:
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": "warmstart", "svg.fonttype": "none"}):
@@ -59,6 +64,7 @@ def series(metrics: list[dict], scalar: str) -> dict[str, tuple[list[int], list[
     return {stage: (sorted(points), [points[s] for s in sorted(points)]) for stage, points in by_stage.items()}
 
 
+@PLAIN_TEXT
 def training_curves(metrics: list[dict]) -> str | None:
     panels = [(scalar, title, series(metrics, scalar)) for scalar, title in CURVES]
     panels = [p for p in panels if p[2] and any(len(steps) > 1 for steps, _ in p[2].values())]
@@ -79,6 +85,7 @@ def training_curves(metrics: list[dict]) -> str | None:
     return svg(fig)
 
 
+@PLAIN_TEXT
 def compute_figure(results: dict, lineages: dict[str, Lineage | None]) -> str | None:
     """pass@1 (with its 95 % interval) against the training seconds that made each model; an arrow from the
     model each one started from: the warm start (base -> SFT -> GRPO) and the cold start side by side."""
@@ -110,6 +117,7 @@ def compute_figure(results: dict, lineages: dict[str, Lineage | None]) -> str | 
     return svg(fig)
 
 
+@PLAIN_TEXT
 def funnel_figure(funnels: list[dict]) -> str | None:
     """Per curated data set: generated -> verified -> kept, and the drop reasons (`report.html.funnels`)."""
     if not funnels:

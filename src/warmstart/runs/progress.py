@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 PLAIN_EVERY_S = 30.0
@@ -18,6 +19,7 @@ def progress_bar(description: str, total: int):
     """Yields `advance(n=1, note="", total=None)`: moves the bar and shows a short note (e.g. the loss); a
     `total` changes the bar's length (a stage whose work grows as it learns more, `generate`'s rounds)."""
     console = Console(stderr=True)
+    description = escape(description)  # a stage's or row's name, the user's text: `qwen3 [/no_think]` is no tag
     if not console.is_terminal:
         with plain_progress(description, total, console) as advance:
             yield advance
@@ -34,7 +36,7 @@ def progress_bar(description: str, total: int):
         task = progress.add_task(description, total=total, note="")
 
         def advance(n: int = 1, note: str | None = None, total: int | None = None) -> None:
-            changes = {"note": note} if note is not None else {}
+            changes = {"note": escape(note)} if note is not None else {}
             progress.update(task, advance=n, total=total, **changes)
 
         yield advance
@@ -51,7 +53,7 @@ def plain_progress(description: str, total: int, console: Console):
         share = f" ({100 * done / whole:.0f} %)" if whole else ""
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - state["started"]))
         note = f", {state['note']}" if state["note"] else ""
-        console.print(f"{description}: {done:,}/{whole:,}{share}, {elapsed} elapsed{note}", highlight=False)
+        console.print(f"{description}: {done:,}/{whole:,}{share}, {elapsed} elapsed{escape(note)}", highlight=False)
         state["said"], state["said_done"] = time.monotonic(), done
 
     def advance(n: int = 1, note: str | None = None, total: int | None = None) -> None:

@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import cluster
@@ -349,7 +350,7 @@ def print_table(summary: dict, k: int) -> None:
         r = summary["policies"][name]
         gap = "" if r["gap_closed"] is None or name in ("base", "teacher") else f"{r['gap_closed']:.0%}"
         row = [
-            name,
+            escape(name),  # a row's name is the user's text: `qwen3 [/no_think]` is no markup tag
             fmt(r["pass@1"], r.get("pass@1_ci")),
             *([fmt(r[f"pass@{k}"], r.get(f"pass@{k}_ci"))] if k > 1 else []),
             gap,
@@ -359,8 +360,8 @@ def print_table(summary: dict, k: int) -> None:
         table.add_row(
             *row,
             *([tool_use_text(r.get("tool_use", {}))] if tools else []),
-            *([agrees] if judged else []),
-            *([unscored(r)] if erred else []),
+            *([escape(agrees)] if judged else []),
+            *([escape(unscored(r))] if erred else []),
         )
     Console().print(table)
     print_comparisons(summary.get("comparisons", []))
@@ -373,9 +374,8 @@ def print_comparisons(rows: list[dict]) -> None:
     for column in ("policy", "minus", "difference", "interval", ""):
         table.add_column(column, justify="left" if column in ("policy", "minus", "") else "right")
     for c in rows:
-        table.add_row(
-            c["a"], c["b"], f"{c['diff']:+.3f}", f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]", comparison_note(c)
-        )
+        interval = f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+        table.add_row(escape(c["a"]), escape(c["b"]), f"{c['diff']:+.3f}", escape(interval), comparison_note(c))
     Console().print(table)
 
 
