@@ -93,10 +93,11 @@ def compare(a: dict, b: dict) -> dict:
     both scored (`tasks`, of the `tasks_either` one of them scored)."""
     pass_a, pass_b = per_task_pass(a["per_task"], 1), per_task_pass(b["per_task"], 1)
     diff = paired_difference(pass_a, pass_b)
+    low, high = diff.as_list()
     return {
         "diff": round(diff.value, 4),
-        "ci": diff.as_list(),
-        "within_noise": diff.within_noise,
+        "ci": [low, high],
+        "within_noise": low <= 0.0 <= high,  # of the interval as written: a reader derives it from `ci`
         "tasks": len(pass_a.keys() & pass_b.keys()),
         "tasks_either": len(pass_a.keys() | pass_b.keys()),
     }

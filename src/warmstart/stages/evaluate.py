@@ -210,11 +210,15 @@ def comparisons(results: dict[str, dict], pairs: list[list[str]]) -> list[dict]:
 
 
 def gap_closed(results: dict, name: str) -> float | None:
+    """The share of the teacher's lead over the base that row `name` closed; None where that lead is within
+    noise (its paired interval holds 0): a ratio over noise is no measurement, and over equal pass counts,
+    summed in another order, it had divided by 1e-16 (review 83)."""
     if "base" not in results or "teacher" not in results:
         return None
-    base, teacher = results["base"]["pass@1"], results["teacher"]["pass@1"]
-    if teacher <= base:
+    lead = compare(results["teacher"], results["base"])
+    if lead["within_noise"] or lead["diff"] <= 0:
         return None
+    base, teacher = results["base"]["pass@1"], results["teacher"]["pass@1"]
     return (results[name]["pass@1"] - base) / (teacher - base)
 
 
