@@ -565,3 +565,21 @@ def test_env_verify_timeout_is_written_back_but_is_no_part_of_a_fingerprint():
     assert "verify_timeout = 5.0" in recipe_toml(short)
     with pytest.raises(WarmstartError, match="verify_timeout"):
         load_recipe(None, ["env.verify_timeout=0"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("run.dir=''", "run.dir: is blank: name a file or directory"),  # had written the run into the cwd
+        ("run.dir='  '", "run.dir: is blank: name a file or directory"),
+        ("tasks.train_file=''", "tasks.train_file: is blank: name a file or directory"),
+        ("tasks.eval_file=''", "tasks.eval_file: is blank: name a file or directory"),
+        ("api.prices=''", "api.prices: is blank: name a file or directory"),
+        ("curate.decontaminate_against=['b.jsonl', '']", "curate.decontaminate_against.1: is blank"),
+        ("run.seed=18446744073709551616", "run.seed: Input should be less than 9223372036854775808"),  # sft had crashed
+        ("run.seed=-9223372036854775809", "run.seed: Input should be greater than or equal to -9223372036854775808"),
+    ],
+)
+def test_a_blank_path_or_a_seed_torch_cannot_take_is_one_error(override, message):
+    with pytest.raises(WarmstartError, match=f"^recipe: {re.escape(message)}"):
+        load_recipe(None, [override])

@@ -92,6 +92,14 @@ def toml_tuple(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def check_path_text(path: str) -> str:
+    """A path the user names: blank is no path (`run.dir = ""` had written the run into the working directory)."""
+    if not path.strip():
+        raise ValueError("is blank: name a file or directory")
+    return path
+
+
+PathText = Annotated[str, AfterValidator(check_path_text)]
 PassRateRange = Annotated[tuple[float, float], BeforeValidator(toml_tuple)]
 PolicyPair = Annotated[tuple[str, str], BeforeValidator(toml_tuple)]
 RunName = Annotated[str, AfterValidator(check_run_name)]
@@ -206,8 +214,9 @@ class TinyModelConfig(Section):
 
 
 class RunConfig(Section):
-    dir: str = "runs/default"
-    seed: int = 0
+    dir: PathText = "runs/default"
+    # What torch, the tasks' draw and the export's int64 column take: 2**64 had passed generate and stopped sft.
+    seed: int = Field(0, ge=-(2**63), lt=2**63)
     # Where models train and generate (lm/device.py): "auto" takes cuda, then mps, then the CPU; a device
     # asked for by name and absent is an error, never a silent fallback.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -292,8 +301,8 @@ class EnvConfig(Section):
 class TasksConfig(Section):
     train: int = Field(2000, ge=1)
     eval: int = Field(200, ge=1)
-    train_file: str | None = None  # JSONL of Task records instead of generated tasks
-    eval_file: str | None = None
+    train_file: PathText | None = None  # JSONL of Task records instead of generated tasks
+    eval_file: PathText | None = None
 
 
 class GenerateConfig(Section):
@@ -368,7 +377,7 @@ class ApiConfig(Section):
     send_seed: bool = True
     thinking_tokens: int = Field(0, ge=0)  # anthropic: >0 turns extended thinking on with this budget
     # TOML price table used instead of the built-in one (src/warmstart/runs/prices.toml)
-    prices: str | None = None
+    prices: PathText | None = None
     batch_discount: bool = False  # price requests at the provider's batch rate
 
 
@@ -386,7 +395,7 @@ class CurateConfig(Section):
     near_dup_threshold: float = Field(0.8, gt=0.0, le=1.0)  # Jaccard similarity (exact, on LSH's candidates)
     # n-gram decontamination (curation/contamination.py): prompts and answers sharing an n-gram of
     # normalized words with the eval split or with any of these files (JSONL or parquet)
-    decontaminate_against: list[str] = Field(default_factory=list)
+    decontaminate_against: list[PathText] = Field(default_factory=list)
     decontaminate_field: str | None = None  # the files' text field; None: detected (prompt, question, ...)
     ngram: int = Field(13, ge=1)
     # Keep tasks whose teacher pass rate (over its samples) lies in [lo, hi]; None keeps every task.
