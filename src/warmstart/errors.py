@@ -19,3 +19,15 @@ def first_line(message, limit: int = 200) -> str:
     """The first line of an exception's message (or any text), cut to `limit` characters: what a one-line
     error quotes of a library's report, however many lines it ran to."""
     return (str(message).strip().splitlines() or [""])[0][:limit]
+
+
+# What `json.loads` raises for text it cannot read, beyond JSONDecodeError: ValueError for an integer past
+# Python's 4,300 digits, RecursionError for nesting deeper than the interpreter's stack.
+JSON_ERRORS = (ValueError, RecursionError)
+
+
+def json_problem(exc: Exception) -> str:
+    """Why `json.loads` refused a text, in a few words for a one-line error."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return getattr(exc, "msg", None) or first_line(exc, 120)

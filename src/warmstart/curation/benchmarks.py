@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import WarmstartError
+from ..errors import JSON_ERRORS, WarmstartError, json_problem
 
 TEXT_FIELDS = ("prompt", "question", "problem", "input", "instruction", "query", "text", "content")
 CHAT_FIELDS = ("messages", "conversations")
@@ -68,8 +68,8 @@ def decode_line(path: Path, number: int, raw: bytes) -> str:
 def parse_line(path: Path, number: int, line: str) -> dict:
     try:
         record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise WarmstartError(f"{path}:{number}: not valid JSON ({exc.msg}); JSON Lines expected") from None
+    except JSON_ERRORS as exc:
+        raise WarmstartError(f"{path}:{number}: not valid JSON ({json_problem(exc)}); JSON Lines expected") from None
     if not isinstance(record, dict):
         raise WarmstartError(f"{path}:{number}: a JSON {type(record).__name__}, not an object with a text field")
     return record

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import WarmstartError
+from ..errors import JSON_ERRORS, WarmstartError, json_problem
 from ..types import Message, Provenance, Task, ToolCall, Trajectory, Verdict
 from .base import final_assistant_text, hash_split
 from .io_tests import grade_io, io_task_parts, is_io_record
@@ -114,8 +114,8 @@ def load_task_records(path: Path) -> list[tuple[int, dict]]:
             continue
         try:
             record = json.loads(line)
-        except ValueError:
-            raise WarmstartError(f"{path}:{number}: not valid JSON") from None
+        except JSON_ERRORS as exc:
+            raise WarmstartError(f"{path}:{number}: not valid JSON ({json_problem(exc)})") from None
         if not isinstance(record, dict):
             raise WarmstartError(f"{path}:{number}: a task is a JSON object, not {type(record).__name__}")
         records.append((number, record))

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import WarmstartError
+from ..errors import JSON_ERRORS, WarmstartError, json_problem
 from ..types import Message
 from .base import hash_split
 
@@ -219,8 +219,9 @@ def json_array(path: Path, text: str, where: str) -> list[tuple[str, dict]]:
     """A `.json` file holding one array of objects (how many datasets ship), rows numbered from 0."""
     try:
         records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WarmstartError(f"{where}: {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except JSON_ERRORS as exc:
+        at = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise WarmstartError(f"{where}: {path}: not valid JSON ({json_problem(exc)}{at})") from None
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise WarmstartError(f"{where}: {path}: row {index}: a JSON {type(record).__name__}, not an object")
@@ -230,8 +231,8 @@ def json_array(path: Path, text: str, where: str) -> list[tuple[str, dict]]:
 def parse_line(line: str, where: str) -> dict:
     try:
         record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise WarmstartError(f"{where}: not valid JSON ({exc.msg}); JSON Lines expected") from None
+    except JSON_ERRORS as exc:
+        raise WarmstartError(f"{where}: not valid JSON ({json_problem(exc)}); JSON Lines expected") from None
     if not isinstance(record, dict):
         raise WarmstartError(f"{where}: a JSON {type(record).__name__}, not an object")
     return record
