@@ -107,6 +107,40 @@ class ExitsInVerify(Echo):
         raise SystemExit(3)
 
 
+class NumpyDetails(Echo):
+    verify_workers = 2
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        import numpy
+
+        return Verdict(reward=1.0, passed=True, details={"n": numpy.int64(task.hidden["n"])})
+
+
+class FunctionInDetails(Echo):
+    verify_workers = 2
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        return Verdict(reward=1.0, passed=True, details={"check": lambda: True})
+
+
+class ChangesItsTask(Echo):
+    """A verify that changes the task it was given: the next sample of the task would be judged against 1 more."""
+
+    verify_workers = 2
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        verdict = super().verify(task, trajectory)
+        task.hidden["n"] += 1
+        return verdict
+
+
+class EndsItsWorker(Echo):
+    verify_workers = 2
+
+    def verify(self, task: Task, trajectory: Trajectory) -> Verdict:
+        os._exit(3)
+
+
 class WithATool(Echo):
     tools = ({"type": "function", "function": {"name": "say", "parameters": {"type": "object", "properties": {}}}},)
 
@@ -175,6 +209,16 @@ class TasksRaise(Echo):
 class TooFewTasks(Echo):
     def tasks(self, split, n, seed):
         return super().tasks(split, n, seed)[:-1]
+
+
+class TasksValueError(Echo):
+    def tasks(self, split, n, seed):
+        return [int("seven")]
+
+
+class TasksInvalid(Echo):
+    def tasks(self, split, n, seed):
+        return [Task(id="echo/0", env="echo", prompt=[], hidden={}, split=split)]
 
 
 class TasksOfAnotherEnv(Echo):
@@ -345,6 +389,43 @@ def test_a_step_that_raises_or_returns_no_text_is_one_line_naming_the_tool(plugi
     assert str(error.value) == fragment
 
 
+@pytest.mark.parametrize(
+    "plugin, fragment",
+    [("NumpyDetails", "Unable to serialize unknown type: <class 'numpy.int64'>"), ("FunctionInDetails", "")],
+)
+def test_a_verdict_that_cannot_be_recorded_is_that_samples_infra_error(plugin, fragment):
+    """A numpy scalar in `details` had stopped generate with a traceback as the verdict was written; a function
+    had killed the verification worker as it sent the verdict back ("killed from outside, or out of memory")."""
+    env = make_env(env_config(f"{HERE}:{plugin}"))
+    tasks = env.tasks("train", 4, 0)
+    for verdicts in (
+        [env.verify(t, answered(t, str(t.hidden["n"]))) for t in tasks],  # in this process
+        verify_all(env, [(t, answered(t, str(t.hidden["n"]))) for t in tasks]),  # in verification workers
+    ):
+        assert all(
+            v.infra_error.startswith("echo.verify returned a Verdict that cannot be recorded (") for v in verdicts
+        )
+        assert all(fragment in v.infra_error for v in verdicts)
+
+
+def test_a_verify_that_changes_its_task_changes_no_other_samples_verdict():
+    """Its change had carried over to the task's later samples in the same worker's chunk (not across chunks):
+    verdicts depended on how samples were chunked (review 81)."""
+    env = make_env(env_config(f"{HERE}:ChangesItsTask"))
+    task = env.tasks("train", 1, 0)[0]
+    pairs = [(task, answered(task, "0").model_copy(update={"sample_index": i})) for i in range(4)]
+    assert [v.passed for v in verify_all(env, pairs)] == [True] * 4
+    assert [env.verify(*pair).passed for pair in pairs] == [True] * 4
+    assert task.hidden["n"] == 0
+
+
+def test_a_verify_that_ends_its_worker_process_is_said_to_have_done_so():
+    env = make_env(env_config(f"{HERE}:EndsItsWorker"))
+    tasks = env.tasks("train", 2, 0)
+    with pytest.raises(WarmstartError, match=r"exit code 3\), twice .* \(it ended itself: the environment's verify"):
+        verify_all(env, [(t, answered(t, "0")) for t in tasks])
+
+
 def test_a_verify_that_raises_in_verification_workers_is_an_infra_error_too():
     env = make_env(env_config(f"{HERE}:RaisesOnOddInWorkers"))
     tasks = env.tasks("train", 6, 0)
@@ -493,6 +574,10 @@ def test_cli_the_example_plugin_runs_generate_curate_sft_eval(tmp_path):
         ("TasksNone", ["returned NoneType, not a list of Task records"]),
         ("TasksRaise", ["echo.tasks raised KeyError: 'a bug in tasks'"]),
         ("TooFewTasks", ["returned 2 tasks, not the 3 asked"]),
+        # a ValueError had read as the count's fault (`tasks.train: invalid literal ...`) without the plugin's name,
+        # and a Task built wrong as pydantic's four lines (review 81)
+        ("TasksValueError", ["tasks.train: echo.tasks: invalid literal for int() with base 10: 'seven'"]),
+        ("TasksInvalid", ["echo.tasks built an invalid Task (prompt: "]),
         ("TasksOfAnotherEnv", ["returned task echo/0 of env 'arithmetic'"]),
         ("TasksOfTheOtherSplit", ["split 'eval' (asked: env 'echo', split 'train')"]),
         ("ReferenceRaises", ["echo.reference raised IndexError: a bug in reference on task echo/0"]),

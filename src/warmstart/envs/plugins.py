@@ -22,7 +22,8 @@ from importlib.metadata import entry_points
 from pydantic import BaseModel, ValidationError
 
 from ..config import ENV_ENTRY_POINT_GROUP, EnvConfig, describe_validation_error, unknown_env_message
-from ..errors import WarmstartError
+from ..errors import WarmstartError, first_line
+from ..runs.jsonl import why
 from ..types import Message, Task, ToolCall, Trajectory, Verdict
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,12 @@ class PluginEnvironment:
         `split` (a ValueError is the plugin saying it has fewer: the stage reports it as `tasks.SPLIT`)."""
         try:
             tasks = self.env.tasks(split, n, seed)
-        except (WarmstartError, ValueError):
+        except WarmstartError:
             raise
+        except ValidationError as exc:  # a Task built wrong: a bug, not "fewer tasks" (pydantic's is a ValueError)
+            raise WarmstartError(f"{self.name}.tasks built an invalid Task ({why(exc)})") from None
+        except ValueError as exc:  # the protocol's "fewer than asked"; the stage says it as `tasks.SPLIT: ...`
+            raise ValueError(f"{self.name}.tasks: {exc}") from None
         except PLUGIN_BUGS as exc:  # noqa: BLE001 - a bug in the plugin, said in one line naming it
             raise WarmstartError(f"{self.name}.tasks raised {describe(exc)}") from None
         problem = tasks_problem(tasks, self.name, split, n)
@@ -217,7 +222,9 @@ class PluginEnvironment:
         trajectory masked and counted), never a 0 that would train against a right answer. A
         WarmstartError is the plugin saying the user must fix something: it stops the stage as one line."""
         try:
-            verdict = self.env.verify(task, trajectory)
+            # Copies: a verify that changes its task (`task.hidden["answer"] += 1`) would change the later samples'
+            # verdicts, by how the samples happened to be chunked across workers (not reproducible).
+            verdict = self.env.verify(task.model_copy(deep=True), trajectory.model_copy(deep=True))
         except WarmstartError:
             raise
         except PLUGIN_BUGS as exc:  # noqa: BLE001 - see the docstring
@@ -227,6 +234,9 @@ class PluginEnvironment:
         if not math.isfinite(verdict.reward):
             # NaN would poison GRPO's group mean and is written to JSON as null, which no stage can read back.
             return infra_error(f"{self.name}.verify returned a reward of {verdict.reward}, not a finite number")
+        problem = unrecordable(verdict)
+        if problem:
+            return infra_error(f"{self.name}.verify returned a Verdict that cannot be recorded ({problem})")
         return verdict
 
     def close(self) -> None:
@@ -249,6 +259,18 @@ def tasks_problem(tasks, name: str, split: str, n: int) -> str | None:
         return f"returned task {t.id} of env {t.env!r}, split {t.split!r} (asked: env {name!r}, split {split!r})"
     if len(tasks) != n:
         return f"returned {len(tasks)} tasks, not the {n} asked (raise ValueError when there are fewer)"
+    return None
+
+
+def unrecordable(verdict: Verdict) -> str | None:
+    """Why a verdict cannot be written to its JSONL file or sent back from a verification worker (`details`
+    holding a numpy scalar, a function), or None: checked here, it is that sample's infra error; found as it
+    is written, it had stopped the stage with a traceback, or killed the worker."""
+    try:
+        verdict.model_dump_json()
+        pickle.dumps(verdict)
+    except Exception as exc:  # noqa: BLE001 - pydantic's and pickle's errors for whatever a plugin put there
+        return first_line(exc, 160)
     return None
 
 

@@ -91,7 +91,7 @@ class Verifier:
             return self._verify_in_pool(pairs)
         except WorkerDied as died:
             raise WarmstartError(
-                f"verification: {died}, twice on the same batch of {len(pairs)} (killed from outside, or out of memory: see the system log)"
+                f"verification: {died}, twice on the same batch of {len(pairs)} ({died.cause})"
             ) from None
 
     def close(self, stopping: bool = False) -> None:
@@ -147,6 +147,18 @@ def split_in_order(pairs: Pairs, at_most: int) -> list[Pairs]:
 class WorkerDied(Exception):
     """A worker process ended while it owed an answer, or before it could take a chunk."""
 
+    def __init__(self, message: str, exit_code: int | None):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @property
+    def cause(self) -> str:
+        """What its exit code says: a signal came from outside; a code of its own, the environment's code
+        (its verify, or a library it calls) ended the process."""
+        if self.exit_code is not None and self.exit_code > 0:
+            return "it ended itself: the environment's verify, or a library it calls, exited the process"
+        return "killed from outside, or out of memory: see the system log"
+
 
 @dataclass
 class Worker:
@@ -181,7 +193,8 @@ class Worker:
 
     def died(self) -> WorkerDied:
         self.process.join(timeout=5.0)
-        return WorkerDied(f"verification worker {self.process.pid} died (exit code {self.process.exitcode})")
+        code = self.process.exitcode
+        return WorkerDied(f"verification worker {self.process.pid} died (exit code {code})", code)
 
     def stop_reading(self) -> None:
         self.connection.close()  # the end of the worker's input: it exits after the chunk it is on
