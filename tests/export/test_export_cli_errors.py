@@ -4,6 +4,7 @@ half-written left behind (an earlier export stays as it was)."""
 from __future__ import annotations
 
 import errno
+import json
 import sys
 from pathlib import Path
 
@@ -265,3 +266,34 @@ def test_a_move_that_fails_half_way_in_place_puts_the_earlier_export_back(tmp_pa
             (stage / "README.md").write_text("new card")
             (stage / "data.jsonl").write_text("new data")
     assert files(here) == {"README.md": b"old card", "data.parquet": b"old data"}
+
+
+@pytest.mark.parametrize(
+    "field, value, needles",
+    [
+        ("created", 1.7e12, ["provenance.created = 1700000000000.0 is no time (in milliseconds?"]),
+        ("created", float("nan"), ["provenance.created = nan is no time"]),
+        ("reward", float("nan"), ["its verdict's reward is nan, not a number a dataset can hold"]),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_time_or_reward_no_dataset_can_hold_is_one_error_line_and_writes_nothing(
+    copied_run, field, value, needles, fmt
+):
+    """Of one's own curated data: a time in milliseconds or NaN had stopped export with a traceback, and a NaN
+    reward was written as NaN, no JSON, read back by `datasets` as null (review 81)."""
+    from warmstart.runs.jsonl import read_records
+    from warmstart.types import Trajectory
+
+    curated = copied_run / "curated" / "train.jsonl"
+    records = read_records(curated, Trajectory)
+    last = records[-1]
+    if field == "created":
+        last = last.model_copy(update={"provenance": last.provenance.model_copy(update={"created": value})})
+    else:
+        last = last.model_copy(update={"verdict": last.verdict.model_copy(update={"reward": value})})
+    # json.dumps, as a user's own tool would write the file: NaN as a bare NaN (pydantic would write null)
+    curated.write_text("".join(json.dumps(r.model_dump()) + "\n" for r in [*records[:-1], last]))
+    result = export(copied_run, "--format", fmt)
+    assert_one_line_error(result, f"task {last.task_id!r}, sample {last.sample_index}", *needles)
+    assert not (copied_run / "export").exists()

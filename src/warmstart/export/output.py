@@ -81,6 +81,7 @@ def staged(out: Path) -> Iterator[Path]:
     renamed away, it would leave the shell standing in it in a deleted directory)."""
     in_place = out.is_dir() and (not _non_empty(out) or os.path.ismount(out) or _holds_working_directory(out))
     stage = (out if in_place else out.parent) / f".{out.name or 'export'}.{uuid.uuid4().hex[:8]}.partial"
+    made = [parent for parent in (out.parent, *out.parent.parents) if not parent.exists()]  # removed on failure
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage.mkdir()
@@ -93,11 +94,20 @@ def staged(out: Path) -> Iterator[Path]:
         else:
             _replace(stage, out)
     except OSError as error:
-        shutil.rmtree(stage, ignore_errors=True)
+        _remove_staging(stage, made)
         raise WarmstartError(f"--out {out}: cannot be written ({error.strerror})") from error
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        _remove_staging(stage, made)
         raise
+
+
+def _remove_staging(stage: Path, made: list[Path]) -> None:
+    """The staging directory, and the directories made to hold it (`RUN/export/` of a first export): a failed
+    export leaves nothing behind."""
+    shutil.rmtree(stage, ignore_errors=True)
+    for directory in made:  # innermost first; one that holds something else stays
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def _holds_working_directory(path: Path) -> bool:

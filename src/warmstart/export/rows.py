@@ -18,14 +18,19 @@ not render `reasoning_content` (the tiny student's, Llama 3's, Qwen2.5's), which
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 
+from ..errors import WarmstartError
 from ..types import Message, ToolCall, Trajectory
 
 
 def trajectory_row(trajectory: Trajectory, think_in_content: bool = False) -> dict:
     verdict, provenance = trajectory.verdict, trajectory.provenance
+    where = f"task {trajectory.task_id!r}, sample {trajectory.sample_index}"
+    if verdict and not math.isfinite(verdict.reward):  # written as NaN: no JSON, read back by `datasets` as null
+        raise WarmstartError(f"{where}: its verdict's reward is {verdict.reward}, not a number a dataset can hold")
     return {
         "messages": [message_row(m, think_in_content) for m in trajectory.messages],
         "task_id": trajectory.task_id,
@@ -34,7 +39,7 @@ def trajectory_row(trajectory: Trajectory, think_in_content: bool = False) -> di
         "passed": verdict.passed if verdict else None,
         "provider": provenance.provider,
         "model": provenance.model,
-        "created": created_time(provenance.created),
+        "created": created_time(provenance.created, where),
         "sampling": json.dumps(provenance.sampling, sort_keys=True),
         "seed": provenance.seed,
         "terms": provenance.terms,
@@ -89,6 +94,11 @@ def decodable_float(number: str) -> float:
     return float(number)
 
 
-def created_time(unix: float) -> datetime:
-    """To the second, in UTC: the column's type (`schema.TIME`)."""
-    return datetime.fromtimestamp(int(unix), timezone.utc)
+def created_time(unix: float, where: str) -> datetime:
+    """To the second, in UTC: the column's type (`schema.TIME`). A time no date can hold (NaN, one written in
+    milliseconds, as many tools write them) is one error naming the sample."""
+    try:
+        return datetime.fromtimestamp(int(unix), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        hint = " (in milliseconds? provenance.created is in seconds)" if math.isfinite(unix) and unix > 1e11 else ""
+        raise WarmstartError(f"{where}: provenance.created = {unix} is no time{hint}") from None
