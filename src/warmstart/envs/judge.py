@@ -14,6 +14,10 @@ A judge that answers without a verdict line is asked once more with a fresh samp
 as an infra error. Judgements go through the judge policy's response cache like any request, so a
 rerun pays nothing (and gets the same judgements). Judging is one request per verification, in
 order (not batched across a stage's trajectories).
+
+An API judge's requests cost money: a stage bills them beside its own (`made_policy`, then the policy's
+`paid` hook: stages/common.py `bill_judge`) and, under a dollar cap, the judge's policy is given the stage's
+guard (generate).
 """
 
 from __future__ import annotations
@@ -63,9 +67,15 @@ class RubricJudge:
         self.make_policy, self.rubric, self.max_new_tokens = make_policy, rubric, max_new_tokens
         self.policy = None  # made on first use: a stage that never verifies never contacts the judge
 
-    def judge(self, task: Task, trajectory: Trajectory, attempts: int = 2) -> Verdict:
+    def made_policy(self):
+        """The judge's policy, made now where it was not yet: a stage that bills the judge's requests or caps
+        their dollars sets it up before the first verification."""
         if self.policy is None:
             self.policy = self.make_policy()
+        return self.policy
+
+    def judge(self, task: Task, trajectory: Trajectory, attempts: int = 2) -> Verdict:
+        self.made_policy()
         prompt = judge_task(task, trajectory, self.rubric)
         for attempt in range(attempts):  # a fresh sample index is a fresh request, not a cache hit
             request = Request(prompt, trajectory.sample_index + attempt * 1_000_000)

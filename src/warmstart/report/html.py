@@ -1,5 +1,6 @@
 """`report.html`: one self-contained page per run, built from the files the stages wrote.
 
+- the run's API dollars in all, and per stage (its LLM judge's and its earlier runs' apart), as costs.json;
 - the held-out table: pass@1 and pass@k with 95 % intervals, share of the teacher, what each row cost
   (training seconds and FLOPs, the teacher data's API dollars) and what one point of pass@1 gained cost;
 - paired differences of pass@1 on the same tasks, marked "within noise" where the interval holds 0;
@@ -24,13 +25,13 @@ from pathlib import Path
 
 from ..errors import WarmstartError
 from ..metrics.tally import comparison_note, unscored
-from ..runs.costs import failed_seconds, spent_seconds
+from ..runs.costs import API_PARTS, failed_seconds, money, spent_seconds
 from ..runs.directory import read_manifest, sample_paths
 from ..runs.jsonl import read_json, write_text_atomic
 from ..runs.tracking import read_metrics
 from . import figures
 from .attempts import curves_caption, failed_attempts, failed_because, failed_eval, stale_note, unfinished_runs, utc
-from .checks import check_results, check_running, check_stages
+from .checks import check_results, check_running, check_stages, is_number
 from .lineage import Lineage, elsewhere_note, files_note, row_lineages, run_model
 from .markup import table
 from .target import PAGE_START, report_path, run_name
@@ -59,7 +60,8 @@ def build_report(root: Path, out: Path | None = None) -> Path:
     last_eval = failed_eval(stages)
     curves, data = figures.training_curves(read_metrics(root)), funnels(stages)
     name = html.escape(run_name(root))
-    sections = [f"<h1>warmstart run: {name}</h1>", f"<p>{run_line(stages)}</p>", unfinished_runs(running)]
+    sections = [f"<h1>warmstart run: {name}</h1>", f"<p>{run_line(stages)}</p>", api_line(stages)]
+    sections.append(unfinished_runs(running))
     sections.append(missing_note(results, curves, data, last_eval))
     if results:
         sections += held_out_sections(root, results, stages, last_eval, running)
@@ -136,6 +138,37 @@ def run_line(stages: dict) -> str:
     note += f" Stopped part-way since their last finished run: {', '.join(stopped)} (below)." if stopped else ""
     count = f"{len(stages)} stage{'' if len(stages) == 1 else 's'}"
     return html.escape(f"{count}, {seconds:,.0f} s in all{of_them}. Built {utc(time.time())}.{note}")
+
+
+SPEND_PARTS = {"api": "", "api_judge": "its judge", "api_earlier_runs": "earlier runs"}  # costs.json key: how said
+
+
+def api_line(stages: dict) -> str:
+    """The run's API dollars as costs.json adds them up (runs/costs.py `write_costs`): in all, then per stage
+    its run's, its LLM judge's and its earlier runs' (eval's) parts; a price unknown is said, never taken as 0.
+    Nothing where no stage called an API (a local run's cost is its seconds)."""
+    total, unknown, said = 0.0, set(), []
+    for name, entry in sorted(stages.items()):
+        shares = []
+        for field, key in API_PARTS.items():
+            cost = entry.get(field)
+            if not isinstance(cost, dict) or not cost.get("api", (cost.get("requests") or 0) > 0):
+                continue  # none, or a local policy's
+            usd = cost.get("usd")
+            if not is_number(usd):
+                unknown |= {str(m) for m in cost.get("unknown_price_models") or ["a model"]}
+            total += usd if is_number(usd) else 0.0
+            shares.append(" ".join(filter(None, [SPEND_PARTS[key], money(usd) if is_number(usd) else "price unknown"])))
+        if shares:
+            said.append(f"{name} {', '.join(shares)}")
+    if not said:
+        return ""
+    in_all = f"{money(total)} in all"
+    if unknown:
+        in_all = (
+            f"{money(total)} priced, and replies of {', '.join(sorted(unknown))}, whose price is unknown (api.prices)"
+        )
+    return "<p>" + html.escape(f"API dollars: {in_all} ({'; '.join(said)}).") + "</p>"
 
 
 def teacher_dollars(stages: dict, lin: Lineage) -> float | None:
@@ -228,14 +261,16 @@ def cost_cells(pass_1: float, base: float | None, lin: Lineage | None, stages: d
         return ["unknown"] * 5
     dollars = teacher_dollars(stages, lin)
     if base is None:  # no base row: no gain to divide by, which is not "no gain"
-        usd = "price unknown" if dollars is None else f"{dollars:,.4f}"
+        usd = "price unknown" if dollars is None else money(dollars).removeprefix("$")
         return [f"{lin.seconds:,.0f}", f"{lin.flops:.2e}", usd, "n/a (no base row)", "n/a (no base row)"]
     points = 100 * (pass_1 - base)
     per_s = f"{lin.seconds / points:,.1f}" if points > 0 else "no gain"
     per_usd = (
-        f"{dollars / points:,.4f}" if points > 0 and dollars is not None else ("n/a" if dollars is None else "no gain")
+        money(dollars / points).removeprefix("$")
+        if points > 0 and dollars is not None
+        else ("n/a" if dollars is None else "no gain")
     )
-    usd = "price unknown" if dollars is None else f"{dollars:,.4f}"
+    usd = "price unknown" if dollars is None else money(dollars).removeprefix("$")
     return [f"{lin.seconds:,.0f}", f"{lin.flops:.2e}", usd, per_s, per_usd]
 
 

@@ -18,6 +18,7 @@ Not priced: Anthropic's cache-write premium (cache writes are counted as plain i
 from __future__ import annotations
 
 import logging
+import math
 import re
 import tomllib
 from importlib import resources
@@ -30,6 +31,20 @@ from .jsonl import write_json_atomic
 
 log = logging.getLogger(__name__)
 PRICED_PROVIDERS = {"openai", "anthropic"}  # others run locally: their cost is compute time
+# Dollars kept in costs.json to a ten-billionth: below the price of one token (cached gpt-4.1-nano input is
+# $0.000000025), so a sub-cent bill keeps its digits; above float noise, so sums read as what was billed.
+USD_PLACES = 10
+# A stage's API spend in the manifest (its key there: its key in costs.json): its run's (the teacher's, or
+# eval's rows'), its LLM judge's (`[env.judge]`), and what its earlier runs paid (`carried_spend`).
+API_PARTS = {"api_cost": "api", "api_cost_judge": "api_judge", "api_cost_earlier_runs": "api_earlier_runs"}
+
+
+def money(usd: float) -> str:
+    """Dollars for a person: to four places with thousands separators, and an amount under a cent to two
+    significant digits ($0.000013), never shown as $0.0000."""
+    if usd == 0 or abs(usd) >= 0.01:
+        return f"${usd:,.4f}" if usd else "$0"
+    return f"${usd:.{1 - math.floor(math.log10(abs(usd)))}f}"
 
 
 def load_prices(path: str | None) -> dict[str, dict]:
@@ -43,6 +58,10 @@ def price_table(path: str | None) -> dict:
         table = tomllib.loads(text)
     except FileNotFoundError:
         raise WarmstartError(f"api.prices: {path} not found") from None
+    except UnicodeDecodeError as exc:
+        raise WarmstartError(f"api.prices: {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:  # a directory, no permission, an I/O error: one line, not a traceback
+        raise WarmstartError(f"api.prices: {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise WarmstartError(f"api.prices: {path} is not valid TOML ({exc})") from None
     problem = price_table_problem(table)
@@ -52,11 +71,15 @@ def price_table(path: str | None) -> dict:
 
 
 PRICE_FIELDS = {"input": True, "output": True, "cached_input": False, "batch": False}  # name: required
+# No model is priced near this (dollars per million tokens): a larger number is a typo, and an infinite one
+# (`inf`, or `1e400`, which TOML reads as inf) makes every bill NaN, which no dollar cap ever refuses.
+MOST_PER_MILLION = 10_000.0
 
 
 def price_table_problem(table: dict) -> str | None:
     """What is wrong with a price table's models, or None: each `[models.NAME]` a table of dollars per
-    million tokens (`input`, `output`; optional `cached_input`, and `batch`, a factor), numbers >= 0."""
+    million tokens (`input`, `output`; optional `cached_input`, and `batch`, a factor), finite numbers from 0
+    to `MOST_PER_MILLION`."""
     models = table.get("models", {})
     if not isinstance(models, dict):
         return "`models` must be a table of [models.NAME] entries"
@@ -74,6 +97,8 @@ def price_table_problem(table: dict) -> str | None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 return f"models.{name}.{field} = {value!r}: expected a number >= 0"
+            if not value <= MOST_PER_MILLION:  # inf too (nan was refused above)
+                return f"models.{name}.{field} = {value!r}: expected at most {MOST_PER_MILLION:,.0f} dollars per million tokens"
     return None
 
 
@@ -164,8 +189,13 @@ class CostLedger:
 
     def add_unwritten(self, usage: Usage, model: str) -> None:
         """A reply paid for by a run of the stage that stopped before writing it (stages/paid_replies.py)."""
-        self.api = True
         self.totals["paid_unwritten"] += 1
+        self.add_usage(usage, model)
+
+    def add_usage(self, usage: Usage, model: str) -> None:
+        """One paid reply that no trajectory of the stage carries (an LLM judge's: its verdict keeps only the
+        text), priced as the model that served it, else as `model`, the one asked."""
+        self.api = True
         self._bill(usage, model)
 
     def _bill(self, usage: Usage, model: str) -> None:
@@ -187,14 +217,16 @@ class CostLedger:
         self.usd += usd_of(usage.tokens_in, usage.tokens_cached, usage.tokens_out, price, self.batch)
 
     def summary(self) -> dict:
-        usd = None if self.unknown else round(self.usd, 6)
+        usd = None if self.unknown else round(self.usd, USD_PLACES)
         accepted = self.totals["accepted"]
         return {
             **self.totals,
             **self.requests,
             "api": self.api,
             "usd": usd if self.api else 0.0,
-            "usd_per_accepted": round(usd / accepted, 6) if self.api and usd is not None and accepted else None,
+            "usd_per_accepted": round(usd / accepted, USD_PLACES)
+            if self.api and usd is not None and accepted
+            else None,
             "unknown_price_models": sorted(self.unknown),
         }
 
@@ -202,12 +234,11 @@ class CostLedger:
 def describe(stage: str, cost: dict) -> str:
     if not cost.get("api", cost["requests"] > 0):
         return f"{stage}: no API requests (a local policy: its cost is the stage's compute time in costs.json)"
-    money = (
-        f"${cost['usd']:.4f}"
-        if cost["usd"] is not None
-        else f"price unknown for {', '.join(cost['unknown_price_models'])}"
+    dollars = money(cost["usd"]) if cost["usd"] is not None else None
+    dollars = dollars or f"price unknown for {', '.join(cost['unknown_price_models'])}"
+    per = (
+        f" ({money(cost['usd_per_accepted'])} per accepted trajectory)" if cost["usd_per_accepted"] is not None else ""
     )
-    per = f" (${cost['usd_per_accepted']:.5f} per accepted trajectory)" if cost["usd_per_accepted"] is not None else ""
     sent = (
         f"; this run sent {cost['requests_sent']}, {cost['requests_failed']} failed, {cost['retries']} retried"
         if "requests_sent" in cost
@@ -215,7 +246,7 @@ def describe(stage: str, cost: dict) -> str:
     )
     return (
         f"{stage}: {cost['requests']} replies billed, {cost['cache_hits']} from the cache{sent}; "
-        f"tokens in {cost['tokens_in']:,} (cached {cost['tokens_cached']:,}) out {cost['tokens_out']:,}: {money}{per}"
+        f"tokens in {cost['tokens_in']:,} (cached {cost['tokens_cached']:,}) out {cost['tokens_out']:,}: {dollars}{per}"
     )
 
 
@@ -225,15 +256,16 @@ SPEND_FIELDS = ("requests", "tokens_in", "tokens_cached", "tokens_out")
 def carried_spend(entry: dict | None) -> dict | None:
     """What the earlier runs of a stage paid, where the entry recording them is about to be replaced by a run
     whose ledger starts from nothing (eval asks every sample again, so an earlier run's bill is in no later
-    run's ledger): the entry's own spend and what it had carried, summed; None where they paid nothing."""
+    run's ledger): the entry's own spend (its judge's included) and what it had carried, summed; None where
+    they paid nothing."""
     entry = entry or {}
-    parts = [p for p in (entry.get("api_cost"), entry.get("api_cost_earlier_runs")) if p and p.get("requests")]
+    parts = [p for p in map(entry.get, API_PARTS) if p and p.get("requests")]
     if not parts:
         return None
     return {
         "runs": sum(p.get("runs", 1) for p in parts),
         **{field: sum(p.get(field, 0) for p in parts) for field in SPEND_FIELDS},
-        "usd": None if any(p["usd"] is None for p in parts) else round(sum(p["usd"] for p in parts), 6),
+        "usd": None if any(p["usd"] is None for p in parts) else round(sum(p["usd"] for p in parts), USD_PLACES),
         "unknown_price_models": sorted({m for p in parts for m in p["unknown_price_models"]}),
     }
 
@@ -282,33 +314,33 @@ def write_costs(root: Path, manifest: dict) -> dict:
             entry["seconds_stopped"] = round(stopped, 3)
         if info.get("estimate"):  # generate's bill before the run, beside what the job came to
             entry["estimate_vs_actual"] = {"estimate": info["estimate"], "actual": info.get("actual")}
-        cost = info.get("api_cost")
-        if cost:
-            entry["api"] = cost
+        # Earlier runs' spend is in the entry a run replaced: money spent all the same, as its judge's is.
+        for field, key in API_PARTS.items():
+            cost = info.get(field)
+            if not cost:
+                continue
+            entry[key] = cost
             unknown |= set(cost["unknown_price_models"])
             usd += cost["usd"] or 0.0
-            if name.startswith("generate:"):
-                accepted += cost["accepted"]
+            if name.startswith("generate:") and field != "api_cost_earlier_runs":  # the data and its judging
+                accepted += cost["accepted"] if field == "api_cost" else 0
                 data_usd += cost["usd"] or 0.0
                 data_unknown |= cost["usd"] is None
-        earlier = info.get("api_cost_earlier_runs")
-        if earlier:  # paid by runs of the stage this entry replaced: money spent all the same
-            entry["api_earlier_runs"] = earlier
-            unknown |= set(earlier["unknown_price_models"])
-            usd += earlier["usd"] or 0.0
         stages[name] = entry
-    total_usd = None if unknown else round(usd, 6)
+    total_usd = None if unknown else round(usd, USD_PLACES)
     summary = {
         "stages": stages,
         "total": {
             "usd": total_usd,
             "unknown_price_models": sorted(unknown),
             # the teacher data's dollars per accepted trajectory (eval's API spend made no trajectory)
-            "usd_per_accepted_trajectory": round(data_usd / accepted, 6) if not data_unknown and accepted else None,
+            "usd_per_accepted_trajectory": (
+                round(data_usd / accepted, USD_PLACES) if not data_unknown and accepted else None
+            ),
             "seconds": round(sum(spent_seconds(info) for info in manifest.get("stages", {}).values()), 2),
             # Of `seconds`: those of runs that failed (spent all the same; the report lists them apart).
             "seconds_failed": round(sum(failed_seconds(info) for info in manifest.get("stages", {}).values()), 2),
         },
     }
-    write_json_atomic(root / "costs.json", summary)
+    write_json_atomic(root / "costs.json", summary, finite=True)
     return summary

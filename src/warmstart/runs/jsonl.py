@@ -176,9 +176,16 @@ def read_json(path: Path, shape: type = dict):
     return data
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write a JSON file via a temporary file and rename, so readers never see half of it."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json_atomic(path: Path, obj, finite: bool = False) -> None:
+    """Write a JSON file via a temporary file and rename, so readers never see half of it. With `finite`
+    (money: costs.json) a NaN or an infinity is an error, not a file a strict JSON parser refuses."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=not finite)
+    except ValueError as exc:  # allow_nan=False's (or a circular reference's: never in what warmstart writes)
+        raise WarmstartError(
+            f"{path}: not written, it would hold a number JSON has not (NaN or infinity): {exc}"
+        ) from None
+    write_text_atomic(path, text + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -15,9 +15,10 @@ from ..envs.base import Environment
 from ..envs.judge import Judged, NoTools, RubricJudge
 from ..errors import WarmstartError
 from ..policies import make_policy
+from ..runs.costs import CostLedger
 from ..runs.directory import RunDir
 from ..runs.jsonl import read_records
-from ..types import Message, Task, Trajectory
+from ..types import Message, Task, Trajectory, Usage
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,39 @@ def make_environment(recipe: Recipe) -> Environment:
         ),
         cfg.use,
     )
+
+
+def judge_policy(env: Environment):
+    """The API policy of the environment's LLM judge (`[env.judge]`), made now; None without a judge, or
+    where it runs locally (its cost is compute time, as a local teacher's)."""
+    judge = getattr(env, "judge", None)
+    if not isinstance(judge, RubricJudge):
+        return None
+    policy = judge.made_policy()
+    return policy if getattr(policy, "request_tally", None) is not None else None
+
+
+def bill_judge(policy, ledger: CostLedger, note: Callable[[Usage], None] | None = None) -> None:
+    """Bill every reply the judge's API `policy` pays for in `ledger` as it arrives (after `note`, where
+    given: a journal a killed run leaves behind). Its verdicts keep only the judge's text, so this is the
+    only place its spend is seen: a stage with a judge bills it as its own line (`judge_cost`)."""
+    ledger.api = True  # an API judge: money is its cost, none spent (all from the cache) included
+
+    def paid(usage: Usage) -> None:
+        if note is not None:
+            note(usage)
+        ledger.add_usage(usage, policy.backend.model)
+
+    policy.paid = paid
+
+
+def judge_cost(policy, ledger: CostLedger) -> dict:
+    """The judge's line of a stage's summary, `{"api_cost_judge": ...}` (costs.json's `api_judge`, counted in
+    the stage's and the run's totals), with what its requests came to; {} without an API judge."""
+    if policy is None:
+        return {}
+    ledger.count_requests(policy.request_tally.summary())
+    return {"api_cost_judge": ledger.summary()}
 
 
 def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:

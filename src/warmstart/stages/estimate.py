@@ -18,7 +18,7 @@ from statistics import fmean
 
 from ..metrics.bootstrap import percentile_range
 from ..policies.api import prompt_size
-from ..runs.costs import price_of, usd_of
+from ..runs.costs import USD_PLACES, money, price_of, usd_of
 from ..types import Task, Trajectory
 
 PILOT_TASKS = 20  # a reply length varies by ~50 % from task to task: 20 tasks put the mean within ~10 %
@@ -74,14 +74,14 @@ def project(
         return out | {"usd": 0.0, "usd_range": [0.0, 0.0], "local": True}
     price = price_of(model, prices)
     if price is not None:
-        out["usd"] = round(usd_of(out["tokens_in"], 0, out["tokens_out"], price, batch), 6)
+        out["usd"] = round(usd_of(out["tokens_in"], 0, out["tokens_out"], price, batch), USD_PLACES)
 
         def dollars(sample: list[TaskCost]) -> float:
             return usd_of(*projected_tokens(sample, n, mean_bytes), price, batch)
 
         # The percentile range of a ratio may leave the point out by a little: it is held inside.
         low, high = percentile_range(pilot, dollars)
-        out["usd_range"] = [round(min(low, out["usd"]), 6), round(max(high, out["usd"]), 6)]
+        out["usd_range"] = [round(min(low, out["usd"]), USD_PLACES), round(max(high, out["usd"]), USD_PLACES)]
     return out
 
 
@@ -95,14 +95,15 @@ def projected_tokens(pilot: list[TaskCost], n: int, mean_bytes: float) -> tuple[
 
 def describe(stage: str, estimate: dict) -> str:
     if estimate.get("local"):
-        money = "no API cost (a local teacher: its cost is compute time)"
+        dollars = "no API cost (a local teacher: its cost is compute time)"
     elif estimate["usd"] is not None:
-        money = f"${estimate['usd']:.4f} (95 % range ${estimate['usd_range'][0]:.4f}-${estimate['usd_range'][1]:.4f})"
+        low, high = estimate["usd_range"]
+        dollars = f"{money(estimate['usd'])} (95 % range {money(low)}-{money(high)})"
     else:
-        money = "dollars unknown (no price for the model: api.prices)"
+        dollars = "dollars unknown (no price for the model: api.prices)"
     return (
         f"{stage}: expected {estimate['samples']:,} samples of {estimate['tasks']:,} tasks, {estimate['requests']:,} "
-        f"requests, {estimate['tokens_in']:,} prompt + {estimate['tokens_out']:,} completion tokens: {money}, "
+        f"requests, {estimate['tokens_in']:,} prompt + {estimate['tokens_out']:,} completion tokens: {dollars}, "
         f"projected from a pilot of {estimate['pilot_tasks']} tasks"
     )
 
@@ -125,5 +126,5 @@ def actual(trajectories: list[Trajectory], model: str, prices: dict, batch: bool
         "requests": requests,
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
-        "usd": round(usd, 6) if priced else None,
+        "usd": round(usd, USD_PLACES) if priced else None,
     }

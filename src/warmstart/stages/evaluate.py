@@ -36,7 +36,7 @@ from ..runs.directory import RunDir, fingerprint, model_files, sample_paths
 from ..runs.jsonl import JsonlAppender, read_json, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling
-from .common import check_disjoint, load_tasks, make_environment
+from .common import bill_judge, check_disjoint, judge_cost, judge_policy, load_tasks, make_environment
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,13 @@ def evaluate_policy(
     verifier=None,
     samples: Path | None = None,
     publish: bool = True,
+    tallies: list[dict] | None = None,
 ) -> dict:
     """`verifier`: the caller's (a local or a Ray verifier), shared by several policies; without one, this
     policy's batches get their own.
     `samples`: where to keep every sample with its verdict (JSONL), replaced whole when the policy is done;
-    with `publish=False` left beside it (`unpublished`) for the caller to replace it with its other results."""
+    with `publish=False` left beside it (`unpublished`) for the caller to replace it with its other results.
+    `tallies`: where an API policy's request counts go (sent, failed, retried, refused: costs.json's)."""
     cfg, started = recipe.eval, time.time()
     policy = cluster.make_policy(spec, env, f"eval.policies.{name}", recipe)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
@@ -116,6 +118,8 @@ def evaluate_policy(
                 for trajectory in trajectories:
                     writer.append(trajectory)
             advance(len(chunk))
+    if tallies is not None and getattr(policy, "request_tally", None) is not None:
+        tallies.append(policy.request_tally.summary())
     if kept and publish:
         os.replace(kept, samples)
     check_request_errors(name, tally.request_errors, len(requests), first_error, cfg.max_error_rate)
@@ -250,6 +254,9 @@ def run(recipe: Recipe) -> Path:
                 cfg.k,
             )
         ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+        judge, judge_ledger, tallies = judge_policy(env), CostLedger(ledger.prices, ledger.batch), []
+        if judge is not None:  # an API judge's requests: billed on their own line of the stage's cost
+            bill_judge(judge, judge_ledger)
         earlier = carried_spend(run_dir.manifest()["stages"].get("eval"))  # this entry replaces theirs
         spent = {"api_cost_earlier_runs": earlier} if earlier else {}
         check_compare(cfg.compare, specs)
@@ -269,10 +276,10 @@ def run(recipe: Recipe) -> Path:
                     for name, spec in specs.items():
                         if name not in results:
                             results[name] = evaluate_policy(
-                                name, spec, recipe, env, tasks, ledger, verifier, samples[name], False
+                                name, spec, recipe, env, tasks, ledger, verifier, samples[name], False, tallies
                             )
-            except BaseException:
-                stage.summary = {"api_cost": ledger.summary(), **spent}  # a stopped eval's spend is in costs.json too
+            except BaseException:  # a stopped eval's spend is in costs.json too
+                stage.summary = {**eval_costs(ledger, tallies, judge, judge_ledger), **spent}
                 raise
             results = {name: results[name] for name in specs}  # the recipe's order
             for name, spec in specs.items():  # a kept row's too: its fingerprint says its model's files are the same
@@ -298,7 +305,7 @@ def run(recipe: Recipe) -> Path:
                     os.replace(unpublished(path), path)
             write_json_atomic(out, summary)
             tracker.log(0, {f"pass@1/{name}": r["pass@1"] for name, r in results.items()})
-        stage.summary = {"api_cost": ledger.summary(), **spent}
+        stage.summary = {**eval_costs(ledger, tallies, judge, judge_ledger), **spent}
     print_table(summary, cfg.k)
     warn_of_judge_failures(summary)
     return out
@@ -332,6 +339,14 @@ def agreement_text(agreement: dict | None) -> str:
     share = "" if agreement["agreement"] is None else f"{agreement['agreement']:.0%} of {agreement['samples']}"
     errors = agreement.get("judge_errors", 0)  # older results lack it
     return "; ".join([*([share] if share else []), *([f"judge failed on {errors}"] if errors else [])])
+
+
+def eval_costs(ledger: CostLedger, tallies: list[dict], judge, judge_ledger: CostLedger) -> dict:
+    """The stage summary's money: the rows' (`api_cost`, with their API requests' counts added up) and the LLM
+    judge's (`api_cost_judge`), apart."""
+    if tallies:
+        ledger.count_requests({field: sum(t[field] for t in tallies) for field in tallies[0]})
+    return {"api_cost": ledger.summary(), **judge_cost(judge, judge_ledger)}
 
 
 def print_table(summary: dict, k: int) -> None:

@@ -19,16 +19,16 @@ from .. import cluster
 from ..config import FINGERPRINT, Recipe
 from ..errors import WarmstartError
 from ..policies.api import NOT_SENT, finished_rollouts
-from ..runs.budget import BudgetGuard
-from ..runs.costs import CostLedger, describe, load_prices, load_terms, terms_of
+from ..runs.budget import BudgetGuard, ModelBudget, RequestBounds, crossed_said, stop_said
+from ..runs.costs import CostLedger, describe, load_prices, load_terms, money, terms_of
 from ..runs.directory import RunDir, Stage
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling, Task, Trajectory
 from . import estimate
-from .common import check_disjoint, latest_attempts, load_tasks, make_environment
+from .common import bill_judge, check_disjoint, judge_cost, judge_policy, latest_attempts, load_tasks, make_environment
 from .estimate import PILOT_TASKS
-from .paid_replies import paid_replies_path, unrecorded
+from .paid_replies import judge_paid_path, paid, paid_replies_path, unrecorded
 from .sampling_plan import SamplingPlan, open_errors
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def run(recipe: Recipe, pilot_only: bool = False) -> Path:
                     raise WarmstartError(no_estimate(stage.name, job, pilot))
                 write_json_atomic(run_dir.root / "estimates" / f"{cfg.output}.json", stage.summary["estimate"])
                 # Not done (the rest of the tasks are still to ask), but the pilot was paid for: in costs.json.
-                stage.summary["api_cost"] = job.cost()
+                stage.summary |= job.costs()
                 stage.record_unfinished("pilot")
                 return run_dir.root / "estimates" / f"{cfg.output}.json"
             job.ask_all(plans[1])
@@ -141,7 +141,7 @@ def billing_if_stopped(job: Job, stage: Stage):
         yield
     except BaseException:
         job.bill_unwritten()  # replies it paid for and never wrote (a call stopped while it asked again)
-        stage.summary["api_cost"] = job.cost()
+        stage.summary |= job.costs()
         raise
 
 
@@ -178,11 +178,16 @@ def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> 
     check_disjoint(tasks, load_tasks(recipe, env, "eval"))
     _claim_output(run_dir, stage, out)
     ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+    ledger.api = policy.request_tally is not None  # an API teacher's cost is money, even before any reply
     job = Job(policy, env, {t.id: t for t in tasks}, out, ledger, recipe, stage.name)
     for trajectory in job.earlier:  # earlier runs' replies cost money too, failed attempts included
         ledger.add(trajectory, trajectory.verdict is not None and trajectory.verdict.passed)
     job.bill_unwritten()  # and those a killed run paid for and never wrote
-    job.guard = budget_guard(policy, ledger, recipe)
+    for usage in paid(job.judge_paid_path) if job.judge is not None else []:  # the judge's, every run's
+        job.judge_ledger.add_usage(usage, job.judge.backend.model)
+    job.guard = budget_guard(policy, [ledger, job.judge_ledger], recipe)
+    if job.guard is not None and job.judge is not None:  # the judge's requests spend under the same cap
+        job.judge.budget = judge_budget(job.guard, job.judge, ledger)
     if policy.request_tally is not None:
         log.info("%s: %s", stage.name, limits_note(len(tasks), recipe, policy.request_tally.worst_case_s))
     return job, tasks
@@ -191,6 +196,7 @@ def start_job(recipe: Recipe, run_dir: RunDir, stage: Stage, env, out: Path) -> 
 def finish_job(job: Job, stage: Stage, plans: list[SamplingPlan]) -> None:
     """The stage's summary and log lines; its error where the dollar cap or the error rate stopped it."""
     cfg, ledger = job.cfg, job.ledger
+    job.bill_unwritten()  # replies paid for and not written: those whose judging the dollar cap kept from being sent
     cost = job.cost()
     final = latest_attempts([*job.earlier, *job.answered])  # the output file's records, without reading it again
     errors = open_errors(cfg, list(job.by_id.values()), final)
@@ -199,36 +205,39 @@ def finish_job(job: Job, stage: Stage, plans: list[SamplingPlan]) -> None:
         "records": len(final),
         "errors": len(errors),  # a rerun asks these again; the stage is done once there are none
         "sampling": sampling,
-        "api_cost": cost,
+        **job.costs(),
     }
     if moot := sum(t.error is not None for t in final) - len(errors):
         stage.summary["errors_moot"] = moot  # of tasks their other samples decided: no rerun asks them
     if stage.summary.get("estimate"):
         stage.summary["actual"] = estimate.actual(final, cfg.teacher.name, ledger.prices, ledger.batch)
     log.info("%s; %s", describe(stage.name, cost), describe_sampling(sampling))  # the stage's one closing line
+    if "api_cost_judge" in stage.summary:
+        log.info("%s", describe(f"{stage.name} (its judge, env.judge)", stage.summary["api_cost_judge"]))
     if job.guard is not None and job.guard.exhausted:
-        raise WarmstartError(
-            f"{stage.name}: stopped before generate.budget_usd = ${job.guard.cap:g} could be crossed "
-            f"(${job.guard.spent:.4f} spent); everything answered is kept, and a rerun with a higher budget_usd "
-            "continues without asking anything twice"
-        )
+        raise WarmstartError(stop_said(stage.name, job.guard))
+    if job.guard is not None and job.guard.spent > job.guard.cap:  # finished, but not within the cap
+        log.warning("%s: %s", stage.name, crossed_said(job.guard))
     check_error_rate(final, errors, cfg.max_error_rate, stage.name)
 
 
-def budget_guard(policy, ledger: CostLedger, recipe: Recipe) -> BudgetGuard | None:
-    """The dollar cap on the policy's requests, counting what earlier runs of the stage spent."""
+def budget_guard(policy, ledgers: list[CostLedger], recipe: Recipe) -> BudgetGuard | None:
+    """The dollar cap on the policy's requests, counting what earlier runs of the stage spent (the ledgers':
+    the teacher's and its judge's)."""
     cap = recipe.generate.budget_usd
     if cap is None:
         return None
     if policy.request_tally is None:
         log.warning("generate.budget_usd: %s is not an API teacher; its cost is compute time, not capped", policy.spec)
         return None
-    spent = ledger.summary()["usd"]
-    if spent is None:
+    unknown = sorted({model for ledger in ledgers for model in ledger.unknown})
+    if unknown:
         raise WarmstartError(
             f"generate.budget_usd: earlier replies were served by models with no price "
-            f"({', '.join(sorted(ledger.unknown))}), so a dollar cap cannot be kept; add them to api.prices"
+            f"({', '.join(unknown)}), so a dollar cap cannot be kept; add them to api.prices"
         )
+    spent = sum(ledger.summary()["usd"] for ledger in ledgers)
+    ledger = ledgers[0]
     try:
         guard = BudgetGuard(cap, spent, policy.backend.model, ledger.prices, ledger.batch)
     except ValueError as exc:
@@ -237,6 +246,18 @@ def budget_guard(policy, ledger: CostLedger, recipe: Recipe) -> BudgetGuard | No
         return policy.share_budget(guard)
     policy.budget = guard
     return guard
+
+
+def judge_budget(guard, judge, ledger: CostLedger) -> ModelBudget:
+    """The stage's cap as the LLM judge's requests meet it: the same guard (with [ray], the shared one),
+    each request bounded at the judge model's price."""
+    try:
+        bounds = RequestBounds(judge.backend.model, ledger.prices, ledger.batch)
+    except ValueError as exc:
+        raise WarmstartError(
+            f"generate.budget_usd: the judge (env.judge.policy): {exc}; add it to api.prices"
+        ) from None
+    return ModelBudget(guard, bounds)
 
 
 def plan_summary(plans: list[SamplingPlan]) -> dict:
@@ -290,6 +311,9 @@ class Job:
         self.terms = load_terms(recipe.api.prices)  # provider -> terms of use, recorded on each trajectory
         self.paid_path = paid_replies_path(out)
         self.unwritten_billed: set[str] = set()  # reply ids of paid replies no record bills, in the ledger
+        self.judge = judge_policy(env)  # an API judge's requests are billed on their own line, and capped
+        self.judge_ledger = CostLedger(ledger.prices, ledger.batch)
+        self.judge_paid_path = judge_paid_path(out)
 
     def bill_unwritten(self) -> None:
         """Put in the ledger the replies the journal says were paid for that no record bills and it does not
@@ -304,6 +328,10 @@ class Job:
         if self.policy.request_tally is not None:
             self.ledger.count_requests(self.policy.request_tally.summary())
         return self.ledger.summary()
+
+    def costs(self) -> dict:
+        """The stage summary's money: the teacher's (`api_cost`) and its judge's (`api_cost_judge`), apart."""
+        return {"api_cost": self.cost(), **judge_cost(self.judge, self.judge_ledger)}
 
     @contextmanager
     def progress(self):
@@ -321,15 +349,29 @@ class Job:
     def paid_replies(self):
         """Each billed reply of an API teacher noted as it arrives (stages/paid_replies.py). With [ray] the
         replies arrive in the workers and reach the driver with their records, in one piece: not noted."""
-        if not hasattr(self.policy, "paid"):
+        with self.judge_paid():
+            if not hasattr(self.policy, "paid"):
+                yield
+                return
+            with JsonlAppender(self.paid_path) as journal:
+                self.policy.paid = journal.append
+                try:
+                    yield
+                finally:
+                    self.policy.paid = None
+
+    @contextmanager
+    def judge_paid(self):
+        """Each billed reply of an API judge noted (the judge's own journal: no record bills it) and billed."""
+        if self.judge is None:
             yield
             return
-        with JsonlAppender(self.paid_path) as journal:
-            self.policy.paid = journal.append
+        with JsonlAppender(self.judge_paid_path) as journal:
+            bill_judge(self.judge, self.judge_ledger, journal.append)
             try:
                 yield
             finally:
-                self.policy.paid = None
+                self.judge.paid = None
 
     def ask_all(self, plan: SamplingPlan) -> None:
         """Ask `plan`'s rounds until it has nothing left, or the dollar cap stops the job. The bar's total
@@ -361,14 +403,19 @@ class Job:
 
     def keep(self, trajectories: list[Trajectory]) -> list[Trajectory]:
         """Verify, write and bill a chunk's rollouts (see `answer`)."""
-        self.stopped = self.guard is not None and self.guard.exhausted
         trajectories = [t for t in trajectories if not is_unsent(t) and t.key not in self.written]
         answered = [t for t in trajectories if t.error is None]
         for trajectory, verdict in zip(
             answered, self.verifier.verify_all([(self.by_id[t.task_id], t) for t in answered])
         ):
             trajectory.verdict = verdict
-            self.passed += verdict.passed
+        # After verifying: the judge's requests spend under the cap too. A rollout whose judging the cap
+        # kept from being sent is not written: a rerun judges it (its reply from the cache; the paid journal
+        # bills it once).
+        self.stopped = self.guard is not None and self.guard.exhausted
+        trajectories = [t for t in trajectories if not judge_unsent(t)]
+        answered = [t for t in answered if not judge_unsent(t)]
+        self.passed += sum(t.verdict.passed for t in answered)
         for trajectory in trajectories:
             if trajectory.provenance.terms is None:
                 trajectory.provenance.terms = terms_of(self.terms, trajectory.provenance)
@@ -409,12 +456,25 @@ class Job:
             figures, tasks, list(self.env.tools), model, self.ledger.prices, self.ledger.batch
         )
         log.info(estimate.describe(self.name, projection))
+        if self.judge is not None:
+            log.info(
+                "%s: the estimate leaves out the LLM judge's requests (env.judge); they have cost %s so far",
+                self.name,
+                money(self.judge_ledger.usd),
+            )
         return projection
 
 
 def is_unsent(trajectory: Trajectory) -> bool:
     """A rollout the dollar cap stopped before any reply: nothing to keep (a rerun asks it)."""
     return (trajectory.error or "").startswith(NOT_SENT) and not trajectory.usage and not trajectory.rejected_usage
+
+
+def judge_unsent(trajectory: Trajectory) -> bool:
+    """A rollout whose judge request the dollar cap kept from being sent: its verdict lacks the judgement."""
+    verdict = trajectory.verdict
+    said = [verdict.infra_error, verdict.details.get("judge_error")] if verdict is not None else []
+    return any(isinstance(s, str) and NOT_SENT in s for s in said)
 
 
 def unrequested_logprobs(policy, recipe: Recipe) -> str | None:

@@ -23,6 +23,17 @@ def paid_replies_path(out: Path) -> Path:
     return out.parent / "paid" / out.name
 
 
+def judge_paid_path(out: Path) -> Path:
+    """The LLM judge's paid replies (`[env.judge]`), every one: no record carries a judge's bill, so each run
+    of the stage bills them all (trajectories/paid/judge/<output>.jsonl)."""
+    return out.parent / "paid" / "judge" / out.name
+
+
+def paid(path: Path) -> list[Usage]:
+    """Every reply `path` says was paid for."""
+    return read_records(path, Usage) if path.exists() else []
+
+
 def unrecorded(path: Path, records: list[Trajectory]) -> list[Usage]:
     """The replies `path` says were paid for that none of `records` bills."""
     if not path.exists():
