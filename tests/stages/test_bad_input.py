@@ -184,3 +184,31 @@ def test_a_task_file_of_answers_only_serves_an_api_teacher_but_not_the_reference
     recipe_file = task_files_recipe(tmp_path, answers_only)
     # Loads (verification needs only hidden.answer); the reference teacher, which works from meta, says why not.
     assert_one_line_error(cli("generate", str(recipe_file)), f"task {answers_only[0].id}: no meta.a", "another teacher")
+
+
+def test_a_task_files_bad_last_line_is_an_error_not_a_torn_tail(tmp_path):
+    """Without a newline, a typo on the last line had been skipped as the torn tail of an interrupted writer (a
+    warning), the task silently gone from the split (review 81): the user wrote the file, warmstart did not."""
+    env = Arithmetic()
+    recipe_file = task_files_recipe(tmp_path, env.tasks("train", 4, 0))
+    with (tmp_path / "train.jsonl").open("a") as f:
+        f.write('{"id": "z", oops}')
+    assert_one_line_error(cli("generate", str(recipe_file)), "train.jsonl:5: not a valid Task record")
+    assert not (tmp_path / "run" / "trajectories").exists()
+
+
+def test_a_task_file_task_of_another_env_or_split_says_which(tmp_path):
+    env = Arithmetic()
+    other = env.tasks("eval", 1, 0)[0]
+    recipe_file = task_files_recipe(tmp_path, [*env.tasks("train", 4, 0), other])
+    assert_one_line_error(
+        cli("generate", str(recipe_file)),
+        f"train.jsonl: task {other.id} is of env 'arithmetic', split 'eval' (this run's: env 'arithmetic', split 'train')",
+    )
+
+
+def test_a_task_file_that_is_a_directory_says_so(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    recipe = small_recipe(tmp_path / "run", f"tasks.train_file='{tmp_path / 'tasks'}'")
+    recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
+    assert_one_line_error(cli("generate", str(recipe_file)), f"{tmp_path / 'tasks'}: a directory, not a JSONL file")

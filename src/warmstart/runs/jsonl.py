@@ -47,24 +47,28 @@ def end_cleanly(path: Path) -> None:
     os.truncate(path, keep)
 
 
-def read_records(path: Path, model: type[M]) -> list[M]:
-    return list(iter_records(path, model))
+def read_records(path: Path, model: type[M], torn_tail: bool = True) -> list[M]:
+    return list(iter_records(path, model, torn_tail))
 
 
-def iter_records(path: Path, model: type[M]) -> Iterator[M]:
+def iter_records(path: Path, model: type[M], torn_tail: bool = True) -> Iterator[M]:
     """`path`'s records one line at a time (a curated file of gigabytes is never held whole). A generator:
-    a missing or unreadable file is said at the first record asked for, not at the call."""
+    a missing or unreadable file is said at the first record asked for, not at the call. `torn_tail`: a
+    last line that is no JSON object is the torn tail of a killed writer of warmstart's own files, skipped
+    with a warning; a file the user wrote (tasks.train_file) passes False, and such a line is an error."""
     path = Path(path)
     if not path.exists():
         raise WarmstartError(f"{path}: file not found")
+    if path.is_dir():
+        raise WarmstartError(f"{path}: a directory, not a JSONL file")
     try:
         with path.open("rb") as f:
-            yield from records_in(f, path, model)
+            yield from records_in(f, path, model, torn_tail)
     except OSError as exc:
         raise WarmstartError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def records_in(lines: Iterator[bytes], path: Path, model: type[M]) -> Iterator[M]:
+def records_in(lines: Iterator[bytes], path: Path, model: type[M], torn_tail: bool = True) -> Iterator[M]:
     for number, line in enumerate(lines, start=1):
         if number == 1:
             line = line.removeprefix(codecs.BOM_UTF8)  # a byte-order mark an editor wrote
@@ -72,7 +76,7 @@ def records_in(lines: Iterator[bytes], path: Path, model: type[M]) -> Iterator[M
             continue
         # Only the last line can lack its newline: a record written without it, or the torn tail of a
         # killed writer.
-        if not line.endswith(b"\n") and not is_json_object(line):
+        if torn_tail and not line.endswith(b"\n") and not is_json_object(line):
             log.warning("%s: skipping a torn last line (%d bytes), left by an interrupted writer", path, len(line))
             continue
         try:

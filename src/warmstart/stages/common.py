@@ -79,12 +79,15 @@ def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:
         except ValueError as exc:
             raise WarmstartError(f"tasks.{split}: {exc}") from None
         return unique_ids(tasks, f"tasks.{split}: the {env.name} environment")
-    tasks = read_records(Path(file), Task)
+    tasks = read_records(Path(file), Task, torn_tail=False)  # the user's file: a bad last line is no torn tail
     if not tasks:
         raise WarmstartError(f"tasks.{split}_file: {file} has no tasks")
-    wrong = [t.id for t in tasks if t.split != split or t.env != env.name]
+    wrong = [t for t in tasks if t.split != split or t.env != env.name]
     if wrong:
-        raise WarmstartError(f"tasks.{split}_file: task {wrong[0]} is not a {env.name} {split} task")
+        raise WarmstartError(
+            f"tasks.{split}_file: {file}: task {wrong[0].id} is of env {wrong[0].env!r}, split {wrong[0].split!r} "
+            f"(this run's: env {env.name!r}, split {split!r})"
+        )
     check_fields = getattr(env, "task_problem", None)  # what an environment reads from hidden / meta, where it says
     for task in tasks if check_fields else []:
         problem = check_fields(task)
