@@ -212,3 +212,18 @@ def test_a_task_file_that_is_a_directory_says_so(tmp_path):
     recipe = small_recipe(tmp_path / "run", f"tasks.train_file='{tmp_path / 'tasks'}'")
     recipe_file = write_recipe_file(tmp_path / "recipe.toml", recipe)
     assert_one_line_error(cli("generate", str(recipe_file)), f"{tmp_path / 'tasks'}: a directory, not a JSONL file")
+
+
+def test_generate_keeps_its_trajectories_when_only_an_unused_count_or_the_task_files_spelling_changes(tmp_path):
+    """With tasks.train_file set, tasks.train is not used and `dir/./train.jsonl` is `dir/train.jsonl`: either
+    change had made generate refuse its own trajectories as another config's, telling the user to remove them."""
+    from warmstart.stages import generate
+
+    env = Arithmetic()
+    task_files_recipe(tmp_path, env.tasks("train", 4, 0))
+    train_file = tmp_path / "train.jsonl"
+    out = generate.run(small_recipe(tmp_path / "run", f"tasks.train_file='{train_file}'"))
+    before = out.read_bytes()
+    for changed in ("tasks.train=7", f"tasks.train_file='{tmp_path / '.' / 'train.jsonl'}'"):
+        generate.run(small_recipe(tmp_path / "run", f"tasks.train_file='{train_file}'", changed))
+        assert out.read_bytes() == before, changed

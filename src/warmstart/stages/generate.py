@@ -42,10 +42,19 @@ def stage_config(recipe: Recipe) -> tuple[dict, list[Path]]:
     config = {
         "generate": recipe.generate.model_dump(exclude=not_results, context=FINGERPRINT),
         "env": recipe.env.model_dump(context=FINGERPRINT),
-        "tasks": recipe.tasks.model_dump(exclude={"eval", "eval_file"}),
+        "tasks": train_tasks_config(recipe),
         "seed": recipe.run.seed,
     }
-    return config, [Path(recipe.tasks.train_file)] if recipe.tasks.train_file else []
+    return config, [Path(recipe.tasks.train_file).resolve()] if recipe.tasks.train_file else []
+
+
+def train_tasks_config(recipe: Recipe) -> dict:
+    """What decides the train tasks: their count, or a task file's content (an input, by its resolved path:
+    `./train.jsonl` is `train.jsonl`), not the count it makes unused nor how its path is spelt. Either had
+    made generate refuse its own trajectories as another config's (review 81)."""
+    if recipe.tasks.train_file:
+        return {"train_file": "its content"}
+    return recipe.tasks.model_dump(exclude={"eval", "eval_file"})  # as before: {"train": n, "train_file": None}
 
 
 def run(recipe: Recipe, pilot_only: bool = False) -> Path:
