@@ -129,14 +129,22 @@ def test_without_an_id_field_the_id_is_a_stable_hash_of_the_prompt(tmp_path):
     assert len({r.id for r in rows}) == 2 and all(len(r.id) == 16 for r in rows)
 
 
-def test_a_repeated_prompt_is_kept_once(tmp_path):
+def test_a_repeated_prompt_is_kept_once_and_one_with_another_answer_is_said(tmp_path, caplog):
     records = [
         {"problem": "Same?", "answer": "1"},
         {"problem": "Other", "answer": "2"},
         {"problem": "Same?", "answer": "3"},
+        {"problem": "Other", "answer": "2"},  # the same row again: nothing to say
     ]
-    rows = load_rows(DataSource(path=str(write_jsonl(tmp_path / "p.jsonl", records))), WHERE)
+    with caplog.at_level("WARNING", logger="warmstart.envs.task_data"):
+        rows = load_rows(DataSource(path=str(write_jsonl(tmp_path / "p.jsonl", records))), WHERE)
     assert [(r.prompt, r.answer) for r in rows] == [("Same?", "1"), ("Other", "2")]
+    # Dropped without a word, the disagreement (a label problem of the data) had gone unseen (review 81).
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.endswith(
+        "1 rows repeat an earlier row's prompt with another answer; the first row of each is kept "
+        "(first: line 3 (answer '3') repeats line 1 (answer '1'))"
+    ), said
 
 
 def test_the_system_prompt_leads_the_prompt():
@@ -227,8 +235,8 @@ def test_without_the_extra_the_error_says_what_to_install(tmp_path, monkeypatch,
     [
         ('{"problem": "a", "answer": ""}', "line 1: field 'answer' is empty"),
         ('{"problem": "a", "answer": " \\t"}', "line 1: field 'answer' is empty"),
-        ('{"problem": "a", "answer": NaN}', "line 1: field 'answer' holds nan, not a number an answer can equal"),
-        ('{"problem": "a", "answer": -Infinity}', "line 1: field 'answer' holds -inf, not a number"),
+        ('{"problem": "a", "answer": NaN}', "line 1: field 'answer' holds nan, not text or a number a reply can give"),
+        ('{"problem": "a", "answer": -Infinity}', "line 1: field 'answer' holds -inf, not text or a number"),
         ('{"qid": "", "problem": "a", "answer": "1"}', "line 1 (id ''): field 'qid' is empty"),
     ],
     ids=["empty-answer", "blank-answer", "nan-answer", "infinite-answer", "empty-id"],

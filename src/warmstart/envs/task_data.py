@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import JSON_ERRORS, WarmstartError, json_problem
 from ..types import Message
 from .base import hash_split
+
+log = logging.getLogger(__name__)
 
 EXTRA = "pip install 'warmstart[datasets]'"
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -85,15 +88,28 @@ def load_rows(source: DataSource, where: str) -> list[TaskRow]:
     if not records:
         raise WarmstartError(f"{where}: {origin} has no rows")
     rows: dict[str, TaskRow] = {}
+    first_at: dict[str, str] = {}  # prompt -> where its kept row is
+    disagreeing: list[str] = []  # repeats of a prompt with another answer: a label problem to say, not to hide
     ids: set[str] = set()
     for number, record in records:
         row = map_row(source, record, f"{where}: {origin}: {number}")
         if row.prompt in rows:
+            if row.answer != rows[row.prompt].answer:
+                disagreeing.append(f"{number} (answer {row.answer[:40]!r}) repeats {first_at[row.prompt]}")
             continue
         if row.id in ids:
             raise WarmstartError(f"{where}: {origin}: {number}: id {row.id!r} is used by an earlier row")
         ids.add(row.id)
-        rows[row.prompt] = row
+        rows[row.prompt], first_at[row.prompt] = row, f"{number} (answer {row.answer[:40]!r})"
+    if disagreeing:
+        log.warning(
+            "%s: %s: %d rows repeat an earlier row's prompt with another answer; the first row of each is kept "
+            "(first: %s)",
+            where,
+            origin,
+            len(disagreeing),
+            disagreeing[0],
+        )
     return list(rows.values())
 
 
@@ -130,7 +146,7 @@ def field_text(record: dict, field: str, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise WarmstartError(f"{where}: field {field!r} holds {type(value).__name__!r}, not text or a number")
     if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity, a parquet NaN
-        raise WarmstartError(f"{where}: field {field!r} holds {value}, not a number an answer can equal")
+        raise WarmstartError(f"{where}: field {field!r} holds {value}, not text or a number a reply can give")
     return value if isinstance(value, str) else number_text(value)
 
 

@@ -143,6 +143,8 @@ def benchmark_files(cfg: CurateConfig) -> dict[str, Path]:
         return {}
     files = {name: Path(name).expanduser() for name in cfg.decontaminate_against}
     for name, path in files.items():
+        if path.is_dir():  # a `save_to_disk` dataset, say
+            raise WarmstartError(f"curate.decontaminate_against: {name} is a directory, not a JSONL or parquet file")
         if not path.is_file():
             raise WarmstartError(f"curate.decontaminate_against: {name} does not exist")
     return files
