@@ -177,3 +177,12 @@ def test_a_task_file_that_is_not_utf8_is_one_error_and_a_byte_order_mark_is_read
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(HUMANEVAL_RECORD).encode() + b"\n")
     [task] = PythonEnv(PythonOptions(tasks_file=str(path))).all_tasks
     assert task.id == "python/t/1"
+
+
+def test_two_task_records_under_one_id_are_one_error_naming_both_lines(tmp_path):
+    """Both had loaded, and which one a run used went by the seed and the count drawn (review 81)."""
+    path = tmp_path / "tasks.jsonl"
+    other = HUMANEVAL_RECORD | {"task_id": "t/0", "prompt": HUMANEVAL_RECORD["prompt"] + "    # another\n"}
+    path.write_text(json.dumps(HUMANEVAL_RECORD | {"task_id": "t/0"}) + "\n\n" + json.dumps(other) + "\n")
+    with pytest.raises(WarmstartError, match=re.escape(f"{path}:3: task id 'python/t/0' is also line 1's")):
+        PythonEnv(PythonOptions(tasks_file=str(path)))

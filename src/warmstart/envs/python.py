@@ -122,6 +122,16 @@ def load_task_records(path: Path) -> list[tuple[int, dict]]:
     return records
 
 
+def check_unique_ids(tasks: list[Task], lines: list[int], path: Path) -> None:
+    """One task per id: two records under one id had both loaded, and which one a run used went by the seed
+    and the count drawn (both drawn: an error naming neither record's line)."""
+    first: dict[str, int] = {}
+    for line, task in zip(lines, tasks):
+        if task.id in first:
+            raise WarmstartError(f"{path}:{line}: task id {task.id!r} is also line {first[task.id]}'s")
+        first[task.id] = line
+
+
 def check_field_types(record: dict, where: str) -> None:
     for key, types in FIELD_TYPES.items():
         value = record.get(key, ...)
@@ -207,10 +217,12 @@ class PythonEnv:
         if self.options.python and not self.options.unsafe_no_sandbox:
             check_starts_sandboxed(self.python, self.options.python)
         path = Path(self.options.tasks_file) if self.options.tasks_file else DEFAULT_TASKS
+        records = load_task_records(path)
         self.all_tasks = [
             self._task(r, f"{path.name}:{number}: task {r.get('task_id', r.get('problem_id'))}")
-            for number, r in load_task_records(path)
+            for number, r in records
         ]
+        check_unique_ids(self.all_tasks, [number for number, _ in records], path)
 
     def _task(self, record: dict, where: str) -> Task:
         check_field_types(record, where)
