@@ -62,6 +62,8 @@ class AnthropicBackend:
     def __init__(self, model: str, base_url: str, key: str, timeout_s: float, thinking_tokens: int):
         self.model, self.endpoint, self.key, self.timeout_s = model, base_url, key, timeout_s
         self.thinking_tokens = thinking_tokens
+        # Thinking changes the answer (reasoning, and the text after it): a reply cached without it is not one.
+        self.answer_options = {"thinking_tokens": thinking_tokens} if thinking_tokens else {}
         self.client: anthropic.AsyncAnthropic | None = None  # made inside the running event loop
         self.tls = sdk_tls_context()  # once, not per client
 

@@ -30,7 +30,9 @@ Choices, and why:
   thinking block with text — keeps its plain signature. What is lost: the content of redacted blocks is
   encrypted, so `reasoning` (the training text) holds only the readable thinking, joined by blank lines.
   If `reasoning` was changed after the fact, the blocks no longer match it and are dropped like unsigned
-  reasoning rather than sent with signatures the API would reject.
+  reasoning rather than sent with signatures the API would reject; but for reasoning added after them (a
+  chain the model also wrote in `<think>` tags into its text, `reasoning_tags.py`): that is the reply's own,
+  unsigned, and the signed blocks still go back exactly as they were signed (`signed_apart`).
 
 Also lost on the way in: citations on text blocks, and the order of text relative to tool_use blocks
 (the canonical Message has one `content` and then its `tool_calls`; text blocks are concatenated, as the
@@ -108,10 +110,28 @@ def _reasoning_blocks(m: Message) -> list[dict]:
         return []  # unsigned reasoning is dropped: see the module docstring
     if signature.startswith(BLOCKS_PREFIX):
         blocks = json.loads(signature[len(BLOCKS_PREFIX) :])
-        return blocks if _readable_reasoning(blocks) == m.reasoning else []
+        return blocks if _still_signed(_readable_reasoning(blocks), m.reasoning) else []
     if not m.reasoning:
         return []
     return [{"type": "thinking", "thinking": m.reasoning, "signature": signature}]
+
+
+def _still_signed(signed: str | None, reasoning: str | None) -> bool:
+    """Whether `reasoning` still holds the signed blocks' text unchanged: all of it, or first, with unsigned
+    reasoning added after it (`signed_apart`)."""
+    if signed is None or reasoning == signed:
+        return True
+    return reasoning is not None and reasoning.startswith(signed + THINKING_SEPARATOR)
+
+
+def signed_apart(message: Message) -> str | None:
+    """The message's reasoning_signature in the form that keeps its signed thinking as it was signed (the
+    blocks, verbatim), for reasoning about to be added to (`reasoning_tags.split_reasoning`): a plain signature
+    would be sent back with the reasoning as it then is, which the API refuses (400: invalid signature)."""
+    signature = message.reasoning_signature
+    if signature is None or signature.startswith(BLOCKS_PREFIX) or not message.reasoning:
+        return signature
+    return BLOCKS_PREFIX + json.dumps([{"type": "thinking", "thinking": message.reasoning, "signature": signature}])
 
 
 def _tool_use(call: ToolCall) -> dict:

@@ -11,9 +11,9 @@ A backend (`openai_api.py`, `anthropic_api.py`) only turns one conversation into
   bounded: a request, its retries included, gives up at `api.deadline_s` (by default the retry policy's
   own worst case, `ApiSettings.worst_case_s`);
 - replies are checked before use (`reply_problem`): text that is not Unicode (lone surrogates), an empty
-  reply (but for one cut by the token limit, kept as cut) are refused and asked again, with another seed
-  (a server that honours seeds answers the same seed the same unusable way, each try billed), and the
-  usage they carried is kept on the trajectory (`rejected_usage`: the provider bills it). Token counts that are impossible (negative) or implausible
+  reply (but for one cut by the token limit, content-filtered or refused: kept, flagged) are refused and
+  asked again, with another seed (a server that honours seeds answers the same seed the same unusable way,
+  each try billed), and the usage they carried is kept on the trajectory (`rejected_usage`: the provider bills it). Token counts that are impossible (negative) or implausible
   (`usage_problem`: more than 4 x the request's bound + 4096 in, 4 x `max_new_tokens` + 4096 out;
   providers add template and tool-prompt tokens) are refused and asked again too, but never billed: the
   bill is unknown, and under a dollar cap it counts at the request's largest possible cost, as a request
@@ -59,7 +59,12 @@ from .reasoning_tags import split_reasoning_tags
 
 log = logging.getLogger(__name__)
 CACHEABLE = {"stop", "tool_calls"}  # finish reasons of a complete, usable reply
+# Finish reasons that end a reply for good, text or none: cut by the token limit (its tokens spent thinking),
+# content-filtered (OpenAI, Azure), refused (Anthropic). Asked again, such a request ends the same way, each
+# try billed: the reply is kept, flagged by its finish reason (not cached; curate drops it).
+FINAL_WITHOUT_TEXT = {"length", "content_filter", "refusal"}
 TOO_LONG_BEFORE_STOP = 8  # requests refused as too long, none ever answered: the settings', not a prompt's
+LEAST_TRY_S = 1.0  # the least time a retry is sent with (or api.timeout_s, if less): else it is not sent
 NOT_SENT = "not sent (budget)"  # the error of a rollout the dollar cap stopped: asked again by a rerun
 
 
@@ -120,10 +125,7 @@ def reply_problem(reply: Reply, ask: Ask) -> str | None:
     if problem:
         return problem
     message = reply.message
-    # A reply cut by the token limit with no text spent its tokens thinking (reasoning the server sent
-    # apart, or hid): asked again at the same limit it would be cut again, billed each time. It is kept,
-    # flagged by its finish reason (not cached; curate drops it).
-    if not (message.content or message.tool_calls) and reply.finish_reason != "length":
+    if not (message.content or message.tool_calls) and reply.finish_reason not in FINAL_WITHOUT_TEXT:
         return "an empty reply (no text and no tool call)"
     try:
         reply.model_dump_json()
@@ -292,13 +294,23 @@ class APIPolicy:
             "sample_index": sample_index,
         }
 
+    def _answer_options(self) -> dict:
+        """The settings beside the sample that change the answer, for the response cache's key: the backend's
+        own (Anthropic's thinking budget: a reply without thinking is no answer to a request with it) and
+        whether a seed is sent. Only those not at their defaults: a default leaves every key as it was, so a
+        cache filled before a setting was keyed is still read."""
+        options = dict(getattr(self.backend, "answer_options", {}))  # a backend with none may leave it out
+        if not self.settings.send_seed:
+            options["send_seed"] = False
+        return options
+
     async def _turn(
         self, messages, tools, sampling: Sampling, seed: int, sample_index: int, in_flight, rejected
     ) -> Reply:
         """One policy turn: from the cache, or asked of the provider with retries until `api.deadline_s`.
         The usage of replies refused on the way goes to `rejected` (they were billed)."""
         sample = self._sample(messages, tools, sampling, seed, sample_index)
-        key = ResponseCache.key(sample | {"endpoint": self.backend.endpoint})
+        key = ResponseCache.key(sample | {"endpoint": self.backend.endpoint} | self._answer_options())
         cached = self.cache.get(key)
         if cached is not None:
             self.request_tally.cache_hits += 1
@@ -341,7 +353,8 @@ class APIPolicy:
     async def _wait_to_retry(self, attempt: int, failure: Failure, rng: random.Random, deadline: float) -> None:
         cap = self.settings.max_retry_after_s
         wait = backoff_seconds(attempt, self.settings.backoff_s, failure.retry_after, rng, cap)
-        if time.monotonic() + wait >= deadline:
+        # A retry left less than a try's least time would be sent only to be abandoned (and maybe billed).
+        if time.monotonic() + wait + min(self.settings.timeout_s, LEAST_TRY_S) >= deadline:
             raise RequestError(
                 Failure(
                     False, f"{failure.message}; gave up after {attempt + 1} tries: another would pass api.deadline_s"
@@ -360,6 +373,7 @@ class APIPolicy:
         """One request: (a usable reply, None) or (None, why not). Under a dollar cap (`budget`) it is sent
         only once its largest possible cost fits (`BudgetExhausted` when it never will)."""
         largest = self._largest_cost(ask)
+        queued = time.monotonic()  # waiting from here until sent is not the request's (`_send`)
         async with in_flight:
             if self.unpriced is not None:  # the cap cannot be kept: nothing more is sent (`_note_unpriced`)
                 raise BudgetExhausted(self._unpriced_said())
@@ -367,7 +381,7 @@ class APIPolicy:
                 await self.budget.reserve(largest)
             sent = None
             try:
-                sent = await self._send(ask, rejected)
+                sent = await self._send(ask, rejected, queued)
                 if sent.billed is not None:
                     sent.billed.reply_id = uuid.uuid4().hex
                     if self.paid is not None:
@@ -409,18 +423,25 @@ class APIPolicy:
             return 0.0
         return self.budget.largest_cost(*ask.prompt, ask.sampling.max_new_tokens)
 
-    async def _send(self, ask: Ask, rejected: list[Usage]) -> Sent:
-        """Send one request within the rate limits and `api.timeout_s`; check the reply."""
+    async def _send(self, ask: Ask, rejected: list[Usage], queued: float) -> Sent:
+        """Send one request within the rate limits and `api.timeout_s`; check the reply. `queued`: when it
+        began to wait for a slot (`api.concurrency`), the dollar cap and the rate limits."""
         seed = ask.seed if self.settings.send_seed else None
         # the most tokens the request may use, read by a TPM limit only
         tokens = reservation(*ask.prompt, ask.sampling.max_new_tokens) if self.limiter.counts_tokens else 0
         entry = await self.limiter.acquire(tokens)
-        if ask.deadline is None:  # from the first send: waiting for a slot or the rate limits is not the request's
-            ask.deadline = time.monotonic() + self.request_tally.worst_case_s
+        now = time.monotonic()
+        # From the first send, and waiting to send is not the request's: a retry queued behind slow requests
+        # would otherwise be sent with no time left, the provider billing a request the client abandons.
+        if ask.deadline is None:
+            ask.deadline = now + self.request_tally.worst_case_s
+        else:
+            ask.deadline += now - queued
+        limit_s = max(0.001, min(self.settings.timeout_s, ask.deadline - now))
         self.request_tally.sent += 1
         try:
             # asyncio.timeout, not wait_for: no extra task and event-loop rounds per request
-            async with asyncio.timeout(max(0.001, min(self.settings.timeout_s, ask.deadline - time.monotonic()))):
+            async with asyncio.timeout(limit_s):
                 reply = await self.backend.complete(
                     ask.messages, ask.tools, ask.sampling, seed, self.settings.top_logprobs
                 )
@@ -434,7 +455,7 @@ class APIPolicy:
             return Sent(None, self._failed(exc.failure, billed, rejected), billed, bill_known=known)
         except TimeoutError:  # asyncio.timeout's; the SDK's own timeout is an APITimeoutError
             self.limiter.release(entry, None)
-            failure = Failure(True, f"no answer within api.timeout_s={self.settings.timeout_s}")
+            failure = Failure(True, self._no_answer_said(limit_s))
             return Sent(None, self._failed(failure, None, rejected), None, bill_known=False)
         except asyncio.CancelledError:  # the call is stopping (`_rollout_all`): the slot is not held for good
             self.limiter.release(entry, None)
@@ -449,6 +470,13 @@ class APIPolicy:
         self._note_served_model(reply.usage.model)
         self.request_tally.answered += 1
         return Sent(split_reasoning_tags(flag_oversized(reply, ask.sampling)), None, billed)
+
+    def _no_answer_said(self, limit_s: float) -> str:
+        """What ended a try that got no answer in `limit_s`: `api.timeout_s`, or what was left of the deadline."""
+        if limit_s >= self.settings.timeout_s:
+            return f"no answer within api.timeout_s={self.settings.timeout_s}"
+        deadline = f"api.deadline_s={self.settings.deadline_s}" if self.settings.deadline_s else "api.deadline_s"
+        return f"no answer within the {limit_s:.1f} s left before {deadline} (the request's retries and waits included)"
 
     def _failed(self, failure: Failure, billed: Usage | None, rejected: list[Usage]) -> Failure:
         self.request_tally.failed += 1

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from ..errors import WarmstartError, first_line
 from ..types import Message, Record, Sampling, Usage
 from .bounded_http import ReplyTooLarge, UndecodableBody, reply_too_large
-from .limits import RETRYABLE_STATUS, Failure, classify
+from .limits import Failure, classify, error_message, error_object, is_retryable_status
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,9 @@ class Backend(Protocol):
     model: str
     endpoint: str  # base URL: part of the cache key, since two servers may serve one name differently
     capabilities: Capabilities
+    # The backend's own settings that change the answer, at other than their defaults (Anthropic's thinking
+    # budget): part of the cache key. A backend without any may leave it out.
+    answer_options: dict
 
     async def complete(
         self, messages: list[Message], tools: list[dict], sampling: Sampling, seed: int | None, top_logprobs: int
@@ -237,13 +240,23 @@ def request_error(exc: Exception, sdk) -> RequestError:
     connection / timeout errors with no HTTP answer."""
     if isinstance(exc, sdk.APIStatusError):
         body = json.dumps(exc.body) if exc.body is not None else ""
-        return RequestError(classify(exc.status_code, body, dict(exc.response.headers), exc.message))
+        return RequestError(classify(exc.status_code, body, dict(exc.response.headers), status_said(exc, body)))
     if too_large := reply_too_large(exc):  # asked again, as a server error
         answered = too_large.status == 200  # likely billed (how much: unknown); another seed may answer shorter
         return RequestError(Failure(True, f"invalid reply: {too_large}", answered=answered), bill_unknown=answered)
     if what := unreadable_body(exc):  # a 200 that came back, not a request that got no answer
         return unreadable_reply(what)
     return RequestError(classify(None, "", None, f"{type(exc).__name__}: {exc}"))
+
+
+def status_said(exc, body: str) -> str:
+    """The SDK's message for an error status, with the body's own words where it left them out: the openai SDK
+    says only "Error code: 429" for a body that is a JSON list (Gemini's) or not JSON at all (a proxy's page)."""
+    page = isinstance(exc.body, str)  # not JSON: quoted, as a 200's body that is not JSON is
+    said = (exc.body if page else error_message(error_object(body))) or ""
+    if not said.strip() or said.strip() in exc.message:
+        return exc.message
+    return f"{exc.message} - {quoted(first_line(said, 1000)) if page else first_line(said)}"
 
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -319,7 +332,7 @@ def list_models_once(client, sdk, base_url: str, where: str) -> list[str] | None
         if exc.status_code == 404:
             return None  # no model list here: the first request will say if the model is unknown
         said = f"{base_url} answered HTTP {exc.status_code} to the model list ({first_line(exc.message)})"
-        if exc.status_code in RETRYABLE_STATUS:
+        if is_retryable_status(exc.status_code):
             return Retry(said)
         raise WarmstartError(f"{where}: {said}") from None
     except AttributeError:  # the SDKs hand over a body that is not JSON as text, which no page can be made of

@@ -19,6 +19,13 @@ server fault, quoted). An error status's body is read for its message only: what
 by an error object saying so (one cut short is kept as far as it came), and the SDK raises its status
 error as for any other.
 
+A 2xx whose body the connection ends before its end (a dropped connection, a reset, a read that timed out
+after the headers came) is `UndecodableBody` too: the reply was generated, and likely billed, so it is an
+answer that cannot be read, not a request that got none. A synchronous client's answer is also bounded in
+time as a whole (`http_client`): httpx's timeout bounds each read, and a server that trickles its body a
+byte at a time would never trip it; the asynchronous clients' requests are bounded by their callers
+(`asyncio.timeout` in api.py).
+
 The limit is per request, from what the request asks for (`reply_limit`): a base for any answer (an
 error page, a model list) plus, per generated token and per log-prob alternative, a generous JSON size.
 A reply over it is `ReplyTooLarge`, a ValueError, as the SDKs' body that is not JSON is: the callers'
@@ -28,6 +35,7 @@ handlers for a reply they cannot read take it.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 
 import httpx2
@@ -113,6 +121,7 @@ class Meter:
     def __init__(self, response: httpx2.Response, limit: int, encoding: str):
         self.url, self.status, self.limit, self.read = response.request.url, response.status_code, limit, 0
         self.encoding = encoding
+        self.declared = response.headers.get("content-length", "")  # the body's length as declared, if it was
         self.decoder = self._decoder() if encoding in DECODED else None
         self.start = b""  # the body's first bytes as they came
         self.decoded_start = b""  # and as they decompress
@@ -160,6 +169,15 @@ class Meter:
             )
             raise UndecodableBody(self.url, what, self.decoded_start)
         return rest
+
+    def cut_off(self, exc: httpx2.TransportError) -> Exception:
+        """What the connection ending a body before its end (`exc`: RemoteProtocolError, ReadError, a read
+        timeout) is: for a 2xx, `UndecodableBody` (the module docstring); for any other status, `exc` itself."""
+        if not 200 <= self.status < 300:
+            return exc
+        of = f" of {self.declared}" if self.declared.isdigit() else ""
+        what = f"cut short by the connection after {self.arrived}{of} bytes ({type(exc).__name__}); it begins"
+        return UndecodableBody(self.url, what, self.decoded_start or self.start)
 
     def _counted(self, data: bytes) -> bytes:
         self.decoded_start += data[: START_BYTES - len(self.decoded_start)]
@@ -255,24 +273,46 @@ class BoundedAsyncStream(httpx2.AsyncByteStream):
         self.inner, self.meter = inner, meter
 
     async def __aiter__(self):
-        async for chunk in self.inner:
+        async for chunk in self._arriving():
             yield self.meter.take(chunk)
         if rest := self.meter.end():
             yield rest
+
+    async def _arriving(self):
+        """The body's chunks as they come; the connection ending it early: `Meter.cut_off`."""
+        try:
+            async for chunk in self.inner:
+                yield chunk
+        except httpx2.TransportError as exc:
+            raise self.meter.cut_off(exc) from exc
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
 class BoundedStream(httpx2.SyncByteStream):
-    def __init__(self, inner, meter: Meter):
-        self.inner, self.meter = inner, meter
+    """`BoundedAsyncStream` for a synchronous client, and bounded in time: a body still arriving at
+    `deadline` (time.monotonic()) is a read timeout, as one that stopped arriving is."""
+
+    def __init__(self, inner, meter: Meter, deadline: float, timeout_s: float):
+        self.inner, self.meter, self.deadline, self.timeout_s = inner, meter, deadline, timeout_s
 
     def __iter__(self):
-        for chunk in self.inner:
+        for chunk in self._arriving():
+            if time.monotonic() > self.deadline:
+                raise httpx2.ReadTimeout(
+                    f"no whole answer to {self.meter.url.path} within {self.timeout_s:g} s (its body was still "
+                    f"arriving, {self.meter.arrived} bytes so far: a server or proxy that trickles it)"
+                )
             yield self.meter.take(chunk)
         if rest := self.meter.end():
             yield rest
+
+    def _arriving(self):
+        try:
+            yield from self.inner
+        except httpx2.TransportError as exc:
+            raise self.meter.cut_off(exc) from exc
 
     def close(self) -> None:
         self.inner.close()
@@ -297,8 +337,22 @@ async def bound_async(response: httpx2.Response) -> None:
     response.stream = BoundedAsyncStream(response.stream, metered(response))
 
 
-def bound(response: httpx2.Response) -> None:
-    response.stream = BoundedStream(response.stream, metered(response))
+SENT_AT = "warmstart.sent_at"  # a request's extension: when a synchronous client sent it (time.monotonic())
+
+
+def note_sent(request: httpx2.Request) -> None:
+    request.extensions[SENT_AT] = time.monotonic()
+
+
+def bound_within(timeout_s: float):
+    """A synchronous client's response hook: its answers bounded in size, and in time as a whole, `timeout_s`
+    from when the request was sent (`note_sent`)."""
+
+    def bound(response: httpx2.Response) -> None:
+        deadline = response.request.extensions.get(SENT_AT, time.monotonic()) + timeout_s
+        response.stream = BoundedStream(response.stream, metered(response), deadline, timeout_s)
+
+    return bound
 
 
 def async_http_client(sdk, timeout_s: float, headers: dict | None = None, **options):
@@ -311,6 +365,8 @@ def async_http_client(sdk, timeout_s: float, headers: dict | None = None, **opti
 
 
 def http_client(sdk, timeout_s: float, headers: dict | None = None, **options):
-    """`async_http_client` for the SDK's synchronous client."""
+    """`async_http_client` for the SDK's synchronous client, each answer also bounded as a whole by `timeout_s`
+    (a teacher's scoring, GRPO's rollout server, model lists: nothing else bounds their requests)."""
     headers = {"Accept-Encoding": ACCEPT_ENCODING} | (headers or {})
-    return sdk.DefaultHttpxClient(timeout=timeout_s, event_hooks={"response": [bound]}, headers=headers, **options)
+    hooks = {"request": [note_sent], "response": [bound_within(timeout_s)]}
+    return sdk.DefaultHttpxClient(timeout=timeout_s, event_hooks=hooks, headers=headers, **options)

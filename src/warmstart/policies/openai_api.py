@@ -6,12 +6,16 @@ request is paid for, the endpoint's model list is checked: an unreachable URL, a
 model the server does not serve is one clear error.
 
 The SDK's own retries are off (`max_retries=0`): `api.py` retries with the project's policy, which
-stops on a spend-limit 429 the SDK would retry. Reasoning is read from `reasoning_content` or
-`reasoning` where a server returns it (vLLM, SGLang, DeepSeek); it is not sent back on later turns,
-since the chat API has no field for it.
+stops on a spend-limit 429 the SDK would retry. OpenAI's reasoning models (o1, o3, o4-mini, gpt-5) are
+sent `max_completion_tokens` and no temperature or top_p, which they refuse (`sampling_fields`). Reasoning
+is read from `reasoning_content` or `reasoning` where a server returns it (vLLM, SGLang, DeepSeek); it is
+not sent back on later turns, since the chat API has no field for it.
 """
 
 from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionTokenLogprob
@@ -24,6 +28,7 @@ from .backend import (
     Capabilities,
     Reply,
     ReplyShape,
+    RequestError,
     api_key,
     invalid_reply,
     logprob_problem,
@@ -40,8 +45,15 @@ from .backend import (
     whole_count,
 )
 from .bounded_http import async_http_client, http_client
+from .limits import Failure
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and their variants) refuse `max_tokens` (400
+# unsupported_parameter: "use max_completion_tokens") and any temperature or top_p but the default, 1. Named
+# as served, whatever the host (Azure's deployments of them too); an id with a vendor prefix ("openai/o3") is
+# an aggregator's, which takes the chat API's usual fields and maps them itself.
+REASONING_MODEL = re.compile(r"(o\d+|gpt-5)([-.].*)?")
+OPENAI_HOST = "api.openai.com"  # takes `max_completion_tokens` for every model: `max_tokens` is deprecated there
 
 
 def check_endpoint(base_url: str, key: str, model: str, where: str) -> None:
@@ -189,12 +201,38 @@ def own_bytes(entry) -> dict:
     return {"bytes": data} if is_bytes else {}
 
 
+def is_reasoning_model(model: str) -> bool:
+    return REASONING_MODEL.fullmatch(model) is not None
+
+
+def sampling_fields(model: str, base_url: str, sampling: Sampling) -> dict:
+    """The request's token limit, temperature and top_p, as the endpoint takes them. An OpenAI reasoning model
+    (`REASONING_MODEL`) is sent `max_completion_tokens` and no temperature or top_p (it samples at 1; one
+    asked to sample otherwise is refused here, before anything is paid for); api.openai.com is sent
+    `max_completion_tokens` for every model; any other server (vLLM, SGLang, llama.cpp, a gateway) the fields
+    every OpenAI-compatible server takes, as they are."""
+    if not is_reasoning_model(model):
+        limit = "max_completion_tokens" if urlparse(base_url).hostname == OPENAI_HOST else "max_tokens"
+        return {limit: sampling.max_new_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p}
+    if (sampling.temperature, sampling.top_p) != (1.0, 1.0):
+        raise RequestError(
+            Failure(
+                False,
+                f"{model} is one of OpenAI's reasoning models, which sample only at temperature 1 and top_p 1, and "
+                f"the stage asks for temperature {sampling.temperature:g}, top_p {sampling.top_p:g}: set the "
+                "stage's temperature (and top_p) to 1",
+            )
+        )
+    return {"max_completion_tokens": sampling.max_new_tokens}
+
+
 class OpenAIBackend:
     provider = "openai"
     capabilities = Capabilities(logprobs=True, top_logprobs=True, tools=True, reasoning=True)
 
     def __init__(self, model: str, base_url: str, key: str, timeout_s: float):
         self.model, self.endpoint, self.key, self.timeout_s = model, base_url, key, timeout_s
+        self.answer_options: dict = {}  # no setting of its own changes an answer (api.py `_answer_options`)
         self.client: openai.AsyncOpenAI | None = None  # made inside the running event loop
         self.tls = sdk_tls_context()  # once, not per client
 
@@ -227,9 +265,7 @@ class OpenAIBackend:
             response = await self.client.chat.completions.create(
                 model=self.model,
                 messages=to_openai(messages),
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_new_tokens,
+                **sampling_fields(self.model, self.endpoint, sampling),
                 **options,
             )
         except (openai.APIError, ValueError) as exc:  # ValueError: a body that is not JSON

@@ -8,7 +8,8 @@ teacher share a tokenizer. A server that does not return prompt log-probs (OpenA
 one) is one clear error, not a silent fallback.
 
 One request per sequence, `concurrency` in flight, through the official `openai` SDK, whose own retries
-(`max_retries`, with backoff) cover 429s, 5xx and dropped connections. A 200 that is no completion (a
+(`max_retries`, with backoff) cover 429s, 5xx, dropped connections and timeouts (each try bounded as a whole
+by `api.timeout_s`: `bounded_http.http_client`). A 200 that is no completion (a
 body that is not JSON, not UTF-8 or not in its Content-Encoding: a proxy's page; log-probs that are not
 numbers) is a server fault as it is for a policy (`backend.unreadable_reply`), quoted on one line, and
 asked again as many times (`backend.asked_until_usable`, as GRPO's rollout server does); so is an answer
@@ -53,6 +54,7 @@ class RemoteScorer:
 
     def __init__(self, model: str, base_url: str, api_key: str, timeout_s: float, concurrency: int, max_retries: int):
         self.model, self.base_url, self.concurrency, self.max_retries = model, base_url, concurrency, max_retries
+        self.timeout_s = timeout_s
         self.client = openai.OpenAI(
             base_url=base_url, api_key=api_key, max_retries=max_retries, http_client=http_client(openai, timeout_s)
         )
@@ -85,6 +87,11 @@ class RemoteScorer:
         except openai.APIStatusError as exc:
             raise WarmstartError(
                 f"{self._name()}: HTTP {exc.status_code} from {self.base_url}: {_one_line(exc.message)}"
+            ) from None
+        except openai.APITimeoutError:  # each try bounded as a whole (bounded_http.http_client), and asked again
+            raise WarmstartError(
+                f"{self._name()}: no whole answer from {self.base_url} within api.timeout_s = {self.timeout_s:g} s, "
+                f"on each of {self.max_retries + 1} tries"
             ) from None
         except (openai.APIError, ValueError) as exc:  # no answer after the retries, or one that was no completion
             if unreadable_body(exc) is not None or reply_too_large(exc):  # one that cannot be read, or held

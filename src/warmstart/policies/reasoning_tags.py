@@ -7,7 +7,9 @@ could not be stripped (the answer-only ablation) or masked, and the verifier wou
 answer. Only a leading block is taken (text before it is whitespace): a tag inside the answer, in code
 say, is content. Some chat templates open the block in the prompt, so the reply starts mid-chain and
 holds only the closing tag: everything before a closing tag that ends its line, with no opening tag
-before it, is reasoning too.
+before it, is reasoning too. Signed reasoning (Anthropic's thinking) must go back exactly as it was signed:
+its signature is kept in the form that holds the signed text apart (`anthropic_format.signed_apart`), and
+the chain taken from the text is added after it, unsigned.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 
 from ..types import Message
+from .anthropic_format import THINKING_SEPARATOR, signed_apart
 from .backend import Reply
 
 OPENED = re.compile(r"\A\s*<(think|reasoning)>(.*?)</\1>\s*", re.DOTALL)
@@ -30,8 +33,9 @@ def split_reasoning(message: Message) -> Message:
     if match is None:
         return message
     chain = match.group(2) if match.re is OPENED else match.group(1)
-    reasoning = "\n\n".join(part for part in (message.reasoning, chain.strip()) if part)
-    return message.model_copy(update={"content": text[match.end() :], "reasoning": reasoning or None})
+    reasoning = THINKING_SEPARATOR.join(part for part in (message.reasoning, chain.strip()) if part)
+    update = {"content": text[match.end() :], "reasoning": reasoning or None}
+    return message.model_copy(update=update | {"reasoning_signature": signed_apart(message)})
 
 
 def split_reasoning_tags(reply: Reply) -> Reply:

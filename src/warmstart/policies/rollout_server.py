@@ -20,6 +20,8 @@ run's seed (the local sampler's are). A 200 that is no completion (a body that i
 not in its Content-Encoding; log-probs that are not log-probabilities, a null among them) is a server
 fault, as it is for a teacher, and so is an answer larger than the request can need (`bounded_http`): asked
 again up to `api.max_retries` times (`backend.asked_until_usable`), then one line naming what was wrong.
+Each request is bounded as a whole by `api.timeout_s` (`bounded_http.http_client`: a body trickled a byte at
+a time cannot hold a run), and one that timed out is asked again by the SDK, as after a 5xx.
 
 Every request runs on a daemon thread while the calling thread waits for it (`_detached`), so that a
 Ctrl-C stops the run at once, whatever the server does: the main thread stops waiting when the interrupt
@@ -72,7 +74,7 @@ class RolloutServer:
 
     def __init__(self, name: str, base_url: str, key: str, timeout_s: float, concurrency: int, max_retries: int):
         self.base_name, self.base_url, self.key, self.concurrency = name, base_url, key, concurrency
-        self.max_retries = max_retries
+        self.max_retries, self.timeout_s = max_retries, timeout_s
         self.policy = name  # the model name requests use: the base, or the newest adapter
         self.client = make_client(
             lambda: openai.OpenAI(
@@ -130,6 +132,11 @@ class RolloutServer:
         except openai.APIStatusError as exc:
             raise WarmstartError(
                 f"{WHERE}: HTTP {exc.status_code} from {self.base_url}: {one_line(exc.message)}"
+            ) from None
+        except openai.APITimeoutError:  # each try bounded as a whole (bounded_http.http_client), and asked again
+            raise WarmstartError(
+                f"{WHERE}: no whole answer from {self.base_url} within api.timeout_s = {self.timeout_s:g} s, "
+                f"on each of {self.max_retries + 1} tries"
             ) from None
         except (openai.APIError, ValueError) as exc:
             if unreadable_body(exc) is not None or reply_too_large(exc):  # a 200 that cannot be read, or held
