@@ -33,3 +33,36 @@ def test_an_eval_judges_requests_and_its_rows_requests_are_billed_and_counted(tm
     assert server_bill(api, "claude-fake-1") > 0
     assert stage["api_judge"]["usd"] == pytest.approx(server_bill(api, "claude-fake-1"), rel=1e-9)
     assert costs["total"]["usd"] == pytest.approx(server_bill(api), rel=1e-9)
+
+
+def test_a_grpo_judges_requests_are_billed_as_the_stages_judge_line(tmp_path):
+    """GRPO keeps no ledger of its own: an API judge as its reward had cost money no file recorded."""
+    from helpers import curated_run
+    from warmstart.stages import grpo, sft
+
+    with FakeAPI() as api:
+        prices = tmp_path / "prices.toml"
+        prices.write_text("".join(f'[models."{m}"]\ninput = {i}\noutput = {o}\n' for m, (i, o) in PRICES.items()))
+        recipe = curated_run(
+            tmp_path / "run",
+            "sft.steps=1",
+            "grpo.init=base",
+            "grpo.steps=1",
+            "grpo.tasks_per_step=2",
+            "grpo.group_size=2",
+            "grpo.max_new_tokens=8",
+            "grpo.max_refills=0",
+            f"env.judge.policy='openai:claude-fake-1@{api.url}/v1'",
+            "env.judge.use=reward",
+            "env.judge.max_new_tokens=16",
+            f"api.prices='{prices}'",
+            "api.backoff_s=0.05",
+        )
+        sft.run(recipe)  # builds models/base
+        before = server_bill(api)  # generate's judge (curated_run)
+        grpo.run(recipe)
+    costs = json.loads((tmp_path / "run" / "costs.json").read_text())
+    judged = costs["stages"]["grpo:student-grpo"]["api_judge"]
+    assert judged["requests"] == 4 and server_bill(api) > before  # 2 tasks x 2 samples, each judged once
+    assert judged["usd"] == pytest.approx(server_bill(api) - before, rel=1e-9)
+    assert costs["total"]["usd"] == pytest.approx(server_bill(api), rel=1e-9)

@@ -41,6 +41,7 @@ from ..lm.models import load_config, load_model_and_tokenizer
 from ..lm.precision import enable_activation_checkpointing
 from ..policies.spec import resolve
 from ..runs.checkpoint import check_replaceable, complete_checkpoints, load_state, publish, save
+from ..runs.costs import CostLedger, load_prices
 from ..runs.directory import RunDir, Stage, model_files
 from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_tracker
@@ -50,7 +51,15 @@ from ..train.step_checks import StepChecks, check_finite_loss, check_finite_weig
 from ..train.task_filter import candidates, describe, estimate_pass_rates, filter_seed, refresh_due, select_pool
 from ..types import Task
 from . import grpo_server
-from .common import check_output_free, load_tasks, make_environment, summary_if_stopped
+from .common import (
+    bill_judge,
+    check_output_free,
+    judge_cost,
+    judge_policy,
+    load_tasks,
+    make_environment,
+    summary_if_stopped,
+)
 from .grpo_record import BudgetProgress, stage_summary, step_scalars, warn_if_nothing_learned
 
 log = logging.getLogger(__name__)
@@ -181,6 +190,13 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     return out
 
 
+def stopped_summary(history, cfg, start_from, world, done, judge: JudgeBill | None) -> dict | None:
+    """What a run stopped part-way spent: its steps' and its judge's (None where it spent neither)."""
+    steps = stage_summary(history, cfg, start_from, world, done) if len(history) > done else None
+    paid = judge.cost() if judge is not None else {}
+    return {**(steps or {}), **paid} if steps or paid else None
+
+
 def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, start_from: Path, out: Path) -> None:
     """The stage's work, in every process; only the main one writes (train/distributed.py)."""
     cfg = recipe.grpo
@@ -188,11 +204,12 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
         if world.agree(stage.done):
             return
         env = env or make_environment(recipe)
-        history, resumed = train(recipe, env, start_from, stage, world)
+        judge = JudgeBill(recipe, env) if world.main else None  # an API judge as the reward: what it cost
+        history, resumed = train(recipe, env, start_from, stage, world, judge)
         if world.main:
             warn_if_nothing_learned(history, cfg)
             # Before publishing, as sft's: a run stopped while it replaces models/<output> is recorded as failed.
-            stage.summary = stage_summary(history, cfg, start_from, world, resumed)
+            stage.summary = {**stage_summary(history, cfg, start_from, world, resumed), **judge.cost()}
             last = complete_checkpoints(RunDir(recipe).checkpoints(cfg.output))[-1]
             models = RunDir(recipe).root / "models"
             if lora.enabled(cfg.lora):
@@ -202,8 +219,28 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
                 publish(last, out, models)
 
 
+class JudgeBill:
+    """An API judge's requests (`[env.judge]`, as GRPO's reward or beside it), billed as they are paid for: the
+    stage's `api_cost_judge` (costs.json's `api_judge`). The main process's requests: with several processes
+    (torchrun) each judges its share, and the others' are not counted."""
+
+    def __init__(self, recipe: Recipe, env: Environment):
+        self.policy = judge_policy(env)
+        self.ledger = CostLedger(load_prices(recipe.api.prices), recipe.api.batch_discount)
+        if self.policy is not None:
+            bill_judge(self.policy, self.ledger)
+
+    def cost(self) -> dict:
+        return judge_cost(self.policy, self.ledger)
+
+
 def train(
-    recipe: Recipe, env: Environment, start_from: Path, stage: Stage, world: World = SINGLE
+    recipe: Recipe,
+    env: Environment,
+    start_from: Path,
+    stage: Stage,
+    world: World = SINGLE,
+    judge: JudgeBill | None = None,
 ) -> tuple[list[dict], int]:
     """GRPO steps until `grpo.steps` or a budget runs out, checkpointing as it goes (the main process);
     the steps' history. Every process samples and trains its share of each step (train/rollouts.py)."""
@@ -223,9 +260,7 @@ def train(
     record = (lambda spent: setattr(stage, "stopped", spent)) if world.main else None
     with (
         # A run stopped part-way (Ctrl-C, a divergence, a server gone) records what it spent (runs/directory.py).
-        summary_if_stopped(
-            record, lambda: stage_summary(history, cfg, start_from, world, done) if len(history) > done else None
-        ),
+        summary_if_stopped(record, lambda: stopped_summary(history, cfg, start_from, world, done, judge)),
         Verifier(env, recipe.env.verify_timeout) as verifier,
         server_rollouts(recipe, learner, env, lambda: pool, verifier, world, done) as served,
         BudgetProgress(cfg, history, done, world.main) as progress,
