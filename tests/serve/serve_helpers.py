@@ -43,16 +43,16 @@ def running_server(model_dir: Path, log_dir: Path, *flags: str, env: dict | None
 
 
 @contextmanager
-def in_process_server(served_model, **options):
-    """(host, port) of a server in this process, built as `warmstart serve` builds it with these `ServeOptions`,
-    stopped on leaving; the tests close their connections first."""
+def in_process_server(served_model, host: str = "127.0.0.1", **options):
+    """(host, port) of a server in this process on `host`, built as `warmstart serve` builds it with these
+    `ServeOptions`, stopped on leaving; the tests close their connections first."""
     model, tokenizer = served_model
     app = ChatServer(model, tokenizer, "tiny", 16, ServeOptions(**options))
-    httpd = ChatHTTPServer(("127.0.0.1", 0), app)
+    httpd = ChatHTTPServer((host, 0), app)
     app.engine.start()
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        yield httpd.server_address
+        yield httpd.server_address[:2]  # an IPv6 address has two more fields
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -124,3 +124,39 @@ def test_a_running_job_past_its_time_leaves_the_batch_and_the_others_go_on(engin
     assert not kept.done()
     assert len(kept.result(timeout=300)[0].completion_ids) == GREEDY_LONG.max_new_tokens
     assert not engine.live and engine.queued() == 0
+
+
+def test_a_short_request_does_not_shorten_the_slices_of_long_rows(engine):
+    # The slice was min(remaining) of its group: with max_tokens 1 requests arriving all along, a long row
+    # advanced one token per slice, its prompt re-read for each (the reviewer counted 85-192 slices for 6).
+    long = engine.submit(Job([5, 6, 7, 8], 1, GREEDY_LONG, None, None))
+    wait_for_a_slice(engine)
+    slices_before, shorts = engine.batches_run, []
+    while not long.done():
+        shorts.append(engine.submit(Job([9, 10, len(shorts) % 50 + 11], 1, Sampling(0.0, 1.0, 1), None, None)))
+        shorts[-1].result(timeout=120)
+    assert engine.batches_run - slices_before <= GREEDY_LONG.max_new_tokens // SLICE_TOKENS + 1
+    whole = long.result()[0].completion_ids
+    assert len(whole) == GREEDY_LONG.max_new_tokens
+    for short in shorts:  # each cut at its own max_tokens, from a slice generated for the long row
+        [row] = short.result()
+        assert len(row.completion_ids) == 1 and row.stopped == (row.completion_ids[0] == 3)
+
+
+def test_a_stop_token_past_a_rows_max_tokens_is_not_a_stop(engine):
+    from warmstart.lm.generation import Sampled
+
+    engine = BatchEngine(engine.model, pad_id=0, stop_ids=[3], max_batch=4)  # its worker not started
+    # The long row makes the slice 3 tokens; the short one (max_tokens 2) gets 3 with the stop third.
+    replies = {(1,): Sampled([1], [4, 5, 3], True), (2,): Sampled([2], [6, 7, 8], False)}
+    engine._slice = lambda prompts, step, seed: [replies[tuple(p)] for p in prompts]
+    short = Job([1], 1, Sampling(0.0, 1.0, 2), None, None)
+    long = Job([2], 1, Sampling(0.0, 1.0, 3), None, None)
+    engine._finish = lambda job, sampled: job.future.set_result(sampled)
+    for job in (short, long):
+        engine.waiting.append(job)
+    engine._admit()
+    engine._advance()
+    [cut] = short.future.result(timeout=1)
+    assert cut.completion_ids == [4, 5] and cut.stopped is False
+    assert long.future.result(timeout=1)[0].completion_ids == [6, 7, 8]

@@ -116,7 +116,7 @@ def raw_exchange(base_url: str, request: bytes) -> tuple[str, bytes]:
 @pytest.mark.parametrize(
     ("request_bytes", "status", "said"),
     [
-        (b"PUT /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", "405", "GET and POST"),
+        (b"PUT /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", "405", "served with GET, HEAD, OPTIONS"),
         # int() refuses a number of 4,300 digits or more: a 500 that quoted its ValueError
         (b"PUT /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", "405", "PUT"),
         (b"DELETE /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n", "405", "DELETE"),
@@ -340,3 +340,56 @@ def test_a_burst_of_clients_connecting_at_once_is_served_without_resets(base_url
     with ThreadPoolExecutor(96) as pool:
         answers = list(pool.map(ask, range(96)))
     assert answers == [200] * 96, Counter(answers)
+
+
+def exchange(base_url: str, method: str, path: str, body: dict | None = None) -> http_client.HTTPResponse:
+    """One request by http.client (which reads no body after a HEAD's answer), its answer read whole."""
+    address = urlsplit(base_url)
+    connection = http_client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection.request(method, path, body=None if body is None else json.dumps(body))
+    response = connection.getresponse()
+    response.data = response.read()
+    connection.close()
+    return response
+
+
+def test_head_and_options_answer_on_known_paths(base_url):
+    # Both were 501: RFC 9110 asks GET and HEAD of every server, and HAProxy's health check is `OPTIONS /`.
+    get, head = exchange(base_url, "GET", "/health"), exchange(base_url, "HEAD", "/health")
+    assert head.status == 200 and head.data == b"" and head.getheader("Content-Type") == "application/json"
+    assert get.getheader("Content-Length") == head.getheader("Content-Length") != "0"
+    for path, allow in [("/", "GET, HEAD, POST, OPTIONS"), ("/v1/models", "GET, HEAD, OPTIONS")]:
+        answer = exchange(base_url, "OPTIONS", path)
+        assert answer.status == 204 and answer.getheader("Allow") == allow and answer.data == b""
+    assert exchange(base_url, "OPTIONS", "/v1/chat/completions").getheader("Allow") == "POST, OPTIONS"
+
+
+def test_a_wrong_method_on_a_known_path_is_405_with_allow(base_url):
+    # Both were 404 "no such endpoint", as if the path did not exist.
+    for method, path, allow in [
+        ("GET", "/v1/chat/completions", "POST, OPTIONS"),
+        ("POST", "/health", "GET, HEAD, OPTIONS"),
+    ]:
+        answer = exchange(base_url, method, path, {} if method == "POST" else None)
+        assert answer.status == 405 and answer.getheader("Allow") == allow, (method, path, answer.status)
+        assert allow in error_of(answer.data)["message"]
+    assert exchange(base_url, "GET", "/v1/nothing").status == 404
+
+
+def test_a_model_id_in_the_path_is_percent_decoded(base_url):
+    answer = exchange(base_url, "GET", "/v1/models/%74iny")  # was a 404: "%74iny" taken as the name
+    assert answer.status == 200 and json.loads(answer.data)["id"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/completions", {"prompt": "what is"}),
+    ],
+)
+def test_an_explicit_null_is_an_option_not_given(base_url, path, body):
+    # A 400 "unsupported parameter(s)": clients and SDK wrappers send an option left unset as null.
+    nulls = {"response_format": None, "logit_bias": None, "functions": None, "seed": None, "stop": None}
+    answer = exchange(base_url, "POST", path, {"model": "tiny", "max_tokens": 2, **body, **nulls})
+    assert answer.status == 200, answer.data

@@ -7,6 +7,7 @@ same model in this process.
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import openai
 import pytest
@@ -18,6 +19,14 @@ from warmstart.config import ApiConfig, PolicySpec
 from warmstart.errors import WarmstartError
 from warmstart.lm.chat import stop_token_ids
 from warmstart.policies.openai_scoring import RemoteScorer, connect_scorer
+from warmstart.serve.completions import (
+    MAX_LOGPROB_ENTRIES,
+    MAX_REQUEST_TOKENS,
+    CompletionRequest,
+    check_request_size,
+)
+from warmstart.serve.request import ApiError
+from warmstart.types import Sampling
 
 SENTENCE = "what is 3 plus 4? the answer is 7."
 
@@ -285,3 +294,24 @@ def test_several_prompts_in_one_request_answer_as_each_alone(client):
         assert choice.logprobs.token_logprobs == pytest.approx(single.choices[0].logprobs.token_logprobs, abs=1e-4)
     assert together.usage.prompt_tokens == sum(len(p) for p in prompts)
     assert together.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+
+
+def test_a_request_past_the_answer_bound_is_a_400_naming_the_limit(client):
+    # 100 echoed prompts of 500 ids with 20 alternatives: 1,050,000 log-probs, ~150 MB of Python objects for
+    # one 200 KB body (1024 such prompts asked for 1.5 GB); now refused before anything is queued.
+    prompts = [[5 + (i + j) % 200 for j in range(500)] for i in range(100)]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="tiny", prompt=prompts, max_tokens=0, echo=True, logprobs=20)
+    assert refused.value.param == "logprobs" and f"at most {MAX_LOGPROB_ENTRIES}" in refused.value.message
+    # the same prompts with fewer alternatives are within it
+    answer = client.completions.create(model="tiny", prompt=prompts[:2], max_tokens=0, echo=True, logprobs=20)
+    assert len(answer.choices) == 2
+
+
+def test_the_tokens_one_request_may_queue_are_bounded():
+    request = CompletionRequest([[1] * 100] * 2, Sampling(max_new_tokens=MAX_REQUEST_TOKENS), False, None, [], None)
+    with pytest.raises(ApiError, match=f"at most {MAX_REQUEST_TOKENS} in one request"):
+        check_request_size(request, request.prompts)
+    check_request_size(
+        replace(request, sampling=Sampling(max_new_tokens=MAX_REQUEST_TOKENS // 2 - 100)), request.prompts
+    )

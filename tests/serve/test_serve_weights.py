@@ -123,3 +123,37 @@ def test_a_directory_whose_weights_file_is_corrupt_is_a_400_and_changes_nothing(
     assert served_greedy(client, prompt) == before
     updates = "warmstart_weight_updates_total"
     assert metric(scrape(base_url), updates, result="error") - metric(counted, updates, result="error") == 1
+
+
+def _untied(model_dir: Path, out: Path) -> Path:
+    """The same architecture with its own lm_head: the served model ties it to the embedding, one tensor."""
+    config = AutoConfig.from_pretrained(model_dir)
+    config.tie_word_embeddings = False
+    model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype="float32")
+    with torch.no_grad():
+        model.lm_head.weight.copy_(torch.randn(model.lm_head.weight.shape, generator=torch.Generator().manual_seed(5)))
+    model.save_pretrained(out)
+    return out
+
+
+def _with_nan(model_dir: Path, out: Path) -> Path:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(out)
+    return out
+
+
+def test_untied_or_non_finite_weights_are_refused_and_change_nothing(client, base_url, model_dir, tokenizer, tmp_path):
+    # Both were {"success": true}: the untied lm_head and the embedding were copied into the one tied tensor
+    # (the last copy won, wrong log-probs from then on), and a NaN gave NaN log-probs, written as invalid JSON.
+    prompt = tokenizer(SENTENCE, add_special_tokens=False)["input_ids"]
+    before, state = served_greedy(client, prompt), info(base_url)
+    cases = [
+        (_untied(model_dir, tmp_path / "untied"), "unties"),
+        (_with_nan(model_dir, tmp_path / "nan"), "non-finite"),
+    ]
+    for path, why in cases:
+        status, answer = update(base_url, {"model_path": str(path), "weight_version": "bad"})
+        assert status == 400 and answer["success"] is False and why in answer["message"], answer
+    assert served_greedy(client, prompt) == before and info(base_url) == state

@@ -126,7 +126,7 @@ def update_weights(app, body: dict) -> dict:
         version = body.get("weight_version")
         if version is not None and not isinstance(version, str):
             raise ApiError(400, "weight_version: must be a string", param="weight_version")
-        weights = read_weights(path, app.weight_shapes)
+        weights = read_weights(path, app.weight_shapes, app.weight_ties)
     except (ApiError, WeightsError) as exc:
         app.metrics.weight_updates.labels("error").inc()
         raise SglangError(400, str(exc)) from None

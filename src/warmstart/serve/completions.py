@@ -35,7 +35,16 @@ from dataclasses import dataclass
 from ..lm.token_bytes import TokenBytes
 from ..types import Sampling
 from .engine import Row
-from .request import MAX_TOP_LOGPROBS, bad, check_params, flag, integer, stop_strings, temperature_top_p
+from .request import (
+    MAX_TOP_LOGPROBS,
+    bad,
+    check_params,
+    flag,
+    integer,
+    stop_strings,
+    temperature_top_p,
+    without_nulls,
+)
 from .response import decode_row, logprob_entries, token_text
 
 # Accepted without effect: `user` only labels the caller, a zero penalty is none, and the others ask for
@@ -47,6 +56,14 @@ KNOWN = {
 }
 DEFAULT_MAX_TOKENS = 16  # OpenAI's
 MAX_PROMPTS = 1024  # prompts in one request: a bound on what one body can queue
+# Prompt plus completion tokens of all the prompts of one request: the work one body can queue (a GRPO
+# trainer's turn of 256 rollouts of 4k tokens is 1M). 1024 prompts of a full context could ask far more.
+MAX_REQUEST_TOKENS = 4 * 2**20
+# Log-prob entries of one answer: tokens listed (the prompt's with echo, then the generated ones) times
+# (alternatives + 1). Each costs ~150 bytes of Python objects and ~20 of JSON (measured on the tiny model),
+# so this bounds an answer to ~150 MB while being built; unbounded, 1024 echoed prompts with 20
+# alternatives asked for 1.5 GB.
+MAX_LOGPROB_ENTRIES = 2**20
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,7 @@ class CompletionRequest:
 
 
 def parse_completion_request(body: dict, models: Sequence[str], vocab_size: int) -> CompletionRequest:
+    body = without_nulls(body)
     check_params(body, KNOWN, HARMLESS, models)
     echo = flag(body, "echo")
     max_tokens = integer(body, "max_tokens", DEFAULT_MAX_TOKENS, 0, 2**31)
@@ -102,6 +120,29 @@ def parse_prompt(value, vocab_size: int, where: str = "prompt") -> str | list[in
     if wrong is not None:
         raise bad(where, f"token id {wrong} is out of the vocabulary (0 to {vocab_size - 1})")
     return value
+
+
+def check_request_size(request: CompletionRequest, prompt_ids: list[list[int]]) -> None:
+    """A 400 naming the limit for a request that asks for more work, or a larger answer, than one request may:
+    checked once the prompts are tokenized, before any is queued."""
+    max_tokens = request.sampling.max_new_tokens
+    tokens = sum(len(ids) for ids in prompt_ids) + len(prompt_ids) * max_tokens
+    if tokens > MAX_REQUEST_TOKENS:
+        raise bad(
+            "prompt",
+            f"{len(prompt_ids)} prompts of {max_tokens} max_tokens ask for {tokens} prompt and completion tokens; "
+            f"at most {MAX_REQUEST_TOKENS} in one request: send fewer prompts per request",
+        )
+    if request.logprobs is None:
+        return
+    listed = (sum(len(ids) for ids in prompt_ids) if request.echo else 0) + len(prompt_ids) * max_tokens
+    entries = listed * (request.logprobs + 1)
+    if entries > MAX_LOGPROB_ENTRIES:
+        raise bad(
+            "logprobs",
+            f"{listed} tokens listed with {request.logprobs} alternatives each ask for {entries} log-probs; at "
+            f"most {MAX_LOGPROB_ENTRIES} in one answer: send fewer prompts per request, or ask fewer alternatives",
+        )
 
 
 def completion_json(tokenizer, request: CompletionRequest, prompt_ids: list[list[int]], rows: list[Row]) -> dict:

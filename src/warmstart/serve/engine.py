@@ -240,7 +240,9 @@ class BatchEngine:
             return
         first = self.live[0].job
         group = [r for r in self.live if r.job.batch_key == first.batch_key][: self.max_batch]
-        new_tokens = min(SLICE_TOKENS, min(r.remaining for r in group))
+        # The longest remaining, not the shortest: a row of max_tokens 1 had every long row of its group advance
+        # one token per slice (each slice re-reading its whole prompt). A shorter row is cut at its own end.
+        new_tokens = min(SLICE_TOKENS, max(r.remaining for r in group))
         prompts = [r.job.prompt_ids + r.completion for r in group]
         step = Sampling(first.sampling.temperature, first.sampling.top_p, new_tokens)
         try:
@@ -251,9 +253,11 @@ class BatchEngine:
             self._drop({id(r.job): r.job for r in group}, exc)
             return
         for row, s in zip(group, sampled):
-            row.completion += s.completion_ids
-            row.stopped = s.stopped
-            row.done = s.stopped or row.remaining <= 0
+            kept = s.completion_ids[: row.remaining]
+            # A stop token is its row's last: past the row's max_tokens it was cut off, and the row was not stopped.
+            row.stopped = s.stopped and len(kept) == len(s.completion_ids)
+            row.completion += kept
+            row.done = row.stopped or row.remaining <= 0
         advanced = {id(r) for r in group}
         # The batch is updated before any future resolves: a client that has its answer sees its rows gone.
         self.live = [r for r in self.live if not r.done and id(r) not in advanced] + [r for r in group if not r.done]

@@ -13,6 +13,8 @@ Endpoints:
     GET  /get_model_info          {"model_path", "weight_version"}: with --enable-weight-updates
     GET  /health                  {"status", "model", "batches", "requests", "sequences"}: counters since start
     GET  /metrics                 Prometheus text format (`metrics.py`)
+HEAD answers as GET without the body; OPTIONS is a 204 with the path's methods in `Allow`; a known path asked
+with another method is a 405 with `Allow`, any other path a 404.
 
 Access: with --api-key (or WARMSTART_API_KEY) every request but /health and /metrics needs
 `Authorization: Bearer KEY` (else 401, code `invalid_api_key`, before any of the body is read). Every error,
@@ -33,7 +35,7 @@ import json
 import logging
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import admin
 from .body import declared_length, read_body
@@ -45,6 +47,32 @@ from .response import stream_chunks
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 60
+GET_PATHS = {"/v1/models", "/health", "/metrics", "/get_model_info"}  # and /v1/models/{id}
+POST_PATHS = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/load_lora_adapter",
+    "/v1/unload_lora_adapter",
+    "/update_weights_from_disk",
+}
+SERVER_METHODS = "GET, HEAD, POST, OPTIONS"
+
+
+def allowed_methods(path: str) -> str | None:
+    """The methods `path` is served with (the `Allow` of a 405 or an OPTIONS answer); None: no such path."""
+    if path in GET_PATHS or path.startswith("/v1/models/"):
+        return "GET, HEAD, OPTIONS"
+    if path in POST_PATHS:
+        return "POST, OPTIONS"
+    return None
+
+
+def wrong_method(method: str, path: str) -> ApiError:
+    """A 405 for a path served with other methods (vLLM's and FastAPI's answer), a 404 for any other path."""
+    allow = allowed_methods(path)
+    if allow is None:
+        return ApiError(404, f"no such endpoint: {method} {path}")
+    return ApiError(405, f"method {method} is not allowed on {path}: it is served with {allow}", allow=allow)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -60,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
     head_timeout = HEAD_TIMEOUT_S
     # The body, all of it, within this long of the head's end: a body trickled a byte at a time is a 408.
     body_timeout = BODY_TIMEOUT_S
+    head_only = False  # a HEAD request's answer: its body left out (`_send_bytes`)
 
     def setup(self) -> None:
         super().setup()
@@ -76,6 +105,7 @@ class Handler(BaseHTTPRequestHandler):
         close_lingering(self.connection)
 
     def handle_one_request(self) -> None:
+        self.head_only = False  # each request on a kept-alive connection is answered whole unless a HEAD
         self.reads.keep(self.head_timeout, f"the request's head did not all come within {self.head_timeout:g} s")
         super().handle_one_request()
 
@@ -138,6 +168,20 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._answer(self._post)
 
+    def do_HEAD(self) -> None:
+        """GET's answer without its body (RFC 9110 9.3.2: every general-purpose server answers HEAD)."""
+        self.head_only = True
+        self._answer(self._get)
+
+    def do_OPTIONS(self) -> None:
+        """204 with the path's methods in `Allow` (the server's for any other path, `*` and `/` included): a
+        load balancer's health check (HAProxy's default is `OPTIONS /`) took the old 501 for a dead backend."""
+        self._count(204)
+        self.send_response(204)
+        self.send_header("Allow", allowed_methods(urlsplit(self.path).path) or SERVER_METHODS)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_PUT(self) -> None:
         self._answer(self._not_allowed)
 
@@ -154,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [app.model_json(name) for name in app.models()]})
         elif path.startswith("/v1/models/"):
-            name = path.removeprefix("/v1/models/")
+            name = unquote(path.removeprefix("/v1/models/"))  # an adapter's name may hold a space, or é
             if name not in app.models():
                 raise ApiError(404, f"the model {name!r} does not exist", code="model_not_found")
             self._send_json(200, app.model_json(name))
@@ -165,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/get_model_info":
             self._send_json(200, admin.model_info(app))
         else:
-            raise ApiError(404, f"no such endpoint: GET {path}")
+            raise wrong_method("GET", path)
 
     def _post(self, path: str) -> None:
         app = self.server.app
@@ -191,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/update_weights_from_disk":
             self._send_json(200, admin.update_weights(app, body))
         else:
-            raise ApiError(404, f"no such endpoint: POST {path}")
+            raise wrong_method("POST", path)
 
     def _read_body(self) -> bytes:
         """The request's body (body.py), due whole within `body_timeout` of now, however steadily it trickles
@@ -211,7 +255,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self, path: str) -> None:
         # Its body is left unread: the answer closes the connection, lingering (`finish`).
-        raise ApiError(405, f"method {self.command} is not allowed: this server answers GET and POST")
+        allow = allowed_methods(path) or SERVER_METHODS
+        raise ApiError(405, f"method {self.command} is not allowed: {path} is served with {allow}", allow=allow)
 
     def _answer(self, route) -> None:
         """Run a route, counted as in progress; while the server shuts down, a 503 (draining.py)."""
@@ -230,7 +275,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 route(path)
             except ApiError as exc:
-                self._send_json(exc.status, exc.body())
+                self._send_json(exc.status, exc.body(), {"Allow": exc.allow} if exc.allow else {})
             except (BrokenPipeError, ConnectionResetError, TimeoutError, ClientGone):
                 raise
             except Exception as exc:
@@ -254,19 +299,21 @@ class Handler(BaseHTTPRequestHandler):
             self.request_version = "HTTP/1.0"
         self._send_json(code, ApiError(code, f"{code} {HTTPStatus(code).phrase}: {text}").body())
 
-    def _send_json(self, status: int, body: dict) -> None:
-        self._send_bytes(status, json.dumps(body).encode(), "application/json")
+    def _send_json(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(body).encode(), "application/json", headers)
 
     def _count(self, status: int) -> None:
         """Counted before the answer is written, so a client that has it sees it in /metrics."""
         path = urlsplit(self.path).path if self.command else "other"  # no command: the request line did not parse
         self.server.app.metrics.request(path, status)
 
-    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+    def _send_bytes(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self._count(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         # After an error the request body may be unread: the next request starts on a new connection. An
         # HTTP/1.0 one is closed after every answer (`parse_request`), and the answer says so: one that had
         # asked for keep-alive, answered in HTTP/1.1 without a word, could take the connection for kept.
@@ -274,6 +321,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
+        if self.head_only:  # the GET's headers, Content-Length included, and no body
+            self.head_only = False
+            return
         self.wfile.write(data)
 
     def _send_events(self, chunks: list[dict]) -> None:

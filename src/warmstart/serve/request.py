@@ -30,9 +30,12 @@ MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "reasoning_cont
 class ApiError(Exception):
     """A request the server refuses, with the HTTP status and OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+    def __init__(
+        self, status: int, message: str, code: str | None = None, param: str | None = None, allow: str | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
+        self.allow = allow  # a 405's `Allow` header: the methods the path is served with
 
     def body(self) -> dict:
         kind = "invalid_request_error" if self.status < 500 else "server_error"
@@ -59,6 +62,12 @@ class ChatRequest:
     return_token_ids: bool = False  # vLLM's extension: token ids out, the end-of-turn token's log-prob listed
 
 
+def without_nulls(body: dict) -> dict:
+    """The body without its keys whose value is null: OpenAI and vLLM take an explicit null as "not given",
+    and clients and SDK wrappers send options left unset so (`"response_format": null`)."""
+    return {key: value for key, value in body.items() if value is not None}
+
+
 def check_params(body: dict, known: set[str], harmless: dict, models: Sequence[str]) -> None:
     """Refuse parameters the server does not know, harmless ones with an effect, and a model it does not serve
     (`models`: the base model's name first, then the adapters loaded)."""
@@ -80,6 +89,7 @@ def check_params(body: dict, known: set[str], harmless: dict, models: Sequence[s
 
 
 def parse_chat_request(body: dict, models: Sequence[str], max_batch: int) -> ChatRequest:
+    body = without_nulls(body)
     check_params(body, KNOWN, HARMLESS, models)
     if body.get("tool_choice") not in (None, "auto"):  # null, as some clients send it: the default
         raise bad("tool_choice", "only 'auto' is supported")

@@ -53,6 +53,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -68,7 +69,7 @@ from ..lm.chat import render_prompt, stop_token_ids, template_renders_tools
 from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer
 from .admission import ContextLimit, context_window, longest_token_chars
-from .completions import CompletionRequest, completion_json
+from .completions import CompletionRequest, check_request_size, completion_json
 from .connections import (
     DEFAULT_MAX_CONNECTIONS,
     ConnectionLimit,
@@ -83,7 +84,7 @@ from .lora import linear_layers
 from .metrics import ServerMetrics
 from .request import ApiError, ChatRequest, bad
 from .response import decode_row, response_json
-from .weights import weight_shapes
+from .weights import tied_weights, weight_shapes
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # ~1M tokens of text: far beyond any context served here
@@ -125,6 +126,7 @@ class ChatServer:
         self.vocab_size = min(len(tokenizer), model.get_input_embeddings().num_embeddings)
         # What adapters and new weights are checked against, read now: later only the worker touches the model.
         self.linears, self.weight_shapes = linear_layers(model), weight_shapes(model)
+        self.weight_ties = tied_weights(model)
         self.engine = BatchEngine(model, tokenizer.pad_token_id, stop_ids, max_batch, on_slice=self._sliced)
         self.metrics = ServerMetrics(self.engine)
         self.in_progress = InProgress()  # the requests being answered: shutdown finishes them first
@@ -208,6 +210,7 @@ class ChatServer:
         prompt is checked before any is queued, and all are queued before any is awaited (one batch)."""
         self.context.check_max_tokens(request.sampling.max_new_tokens)
         prompt_ids = [self.text_prompt_ids(p, request.sampling.max_new_tokens) for p in request.prompts]
+        check_request_size(request, prompt_ids)
         jobs = [
             self.configure(
                 Job(ids, 1, request.sampling, request.seed, request.logprobs, echo=request.echo),
@@ -282,6 +285,7 @@ def warn_if_tools_unrendered(tokenizer, name: str) -> None:
 
 
 LISTEN_BACKLOG = 1024
+CLIENT_WENT_AWAY = (BrokenPipeError, ConnectionResetError, TimeoutError)
 CLIENT_CHECK_S = 0.5  # how often a handler waiting for its answer looks whether its client is still there
 
 
@@ -294,6 +298,9 @@ class ChatHTTPServer(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], app: ChatServer):
+        self.address_family = address_family(address[0])  # read by socketserver's __init__, which binds
+        # socketserver calls `server_close` from its __init__ when the bind fails: before `refused` is set.
+        self.refused: LingeringCloser | None = None
         super().__init__(address, Handler)
         self.app = app
         self.connections = ConnectionLimit(app.max_connections)
@@ -321,9 +328,28 @@ class ChatHTTPServer(ThreadingHTTPServer):
         finally:
             self.connections.give_back()
 
+    def handle_error(self, request, client_address) -> None:
+        """A connection that failed outside a route's answer (reset while idle, or while an http.server
+        refusal was written): one line when the client went away, as `Handler._run` logs it; socketserver's
+        default printed a traceback per connection, and a port scanner or a load balancer filled the log."""
+        if isinstance(sys.exc_info()[1], CLIENT_WENT_AWAY):
+            log.info("client %s went away: %s", client_address[0], type(sys.exc_info()[1]).__name__)
+        else:
+            log.exception("a connection from %s failed", client_address[0])
+
     def server_close(self) -> None:
         super().server_close()
-        self.refused.stop()
+        if self.refused is not None:
+            self.refused.stop()
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 address (`::1`, `::`), as `check_port` probes it; IPv4 for the rest."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def abandon(jobs: list[Job]) -> None:
@@ -373,7 +399,9 @@ def serve(
         # test) had found the default handler still in place and killed the process with no clean-up.
         stop_on_sigterm()
         log.info("context window: %s tokens; request bodies up to %d bytes", app.context.tokens, app.max_request_bytes)
-        print(f"serving {app.name} on http://{host}:{httpd.server_address[1]}/v1", flush=True)  # tests wait for it
+        print(
+            f"serving {app.name} on http://{url_host(host)}:{httpd.server_address[1]}/v1", flush=True
+        )  # tests wait for it
         httpd.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -402,8 +430,7 @@ def check_port(host: str, port: int) -> None:
     if port == 0:
         return
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
+        with socket.socket(address_family(host), socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:

@@ -25,8 +25,18 @@ def weight_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
-def read_weights(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """The tensors of the model saved at `path`, one per served weight, each of the served shape."""
+def tied_weights(model: torch.nn.Module) -> list[list[str]]:
+    """The names that share one tensor in the served model (e.g. `lm_head.weight` and the embedding), each
+    group in state_dict order: `copy_weights` writes a group's storage once per name, so the last one wins."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict().items():
+        groups.setdefault(tensor.data_ptr(), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def read_weights(path: str, shapes: dict[str, tuple[int, ...]], ties: list[list[str]]) -> dict[str, torch.Tensor]:
+    """The tensors of the model saved at `path`, one per served weight, each of the served shape, finite, and
+    equal within each group of names the served model ties (`ties`), which can hold only one of them."""
     if not Path(path).is_dir():
         raise WeightsError(f"no directory at {path}")
     try:
@@ -45,6 +55,13 @@ def read_weights(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, tor
             raise WeightsError(
                 f"{path} does not match the served model: {name} is {tuple(state[name].shape)}, not {shape}"
             )
+    for names in ties:
+        untied = next((name for name in names[1:] if not torch.equal(state[name], state[names[0]])), None)
+        if untied is not None:
+            raise WeightsError(f"{path} unties {untied} from {names[0]}; the served model ties them")
+    for name in shapes:
+        if not torch.isfinite(state[name]).all():
+            raise WeightsError(f"{path} has non-finite values (NaN or infinity) in {name}")
     return {name: state[name] for name in shapes}
 
 
