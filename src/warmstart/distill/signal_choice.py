@@ -8,7 +8,8 @@
             cross-entropy on the teacher's tokens (plain SFT)
 
 `sft.distill = "auto"` picks in that order and says why; naming one forces it, and a forced logit
-signal the teacher cannot give is an error. Logit KD needs one tokenizer on both sides: the local
+signal the teacher cannot give is an error. A student or local teacher whose config soft-caps or scales
+its logits has no KD signal the chunked loss reproduces: `auto` trains it on tokens, said. Logit KD needs one tokenizer on both sides: the local
 teacher's vocabulary must equal the student's, and recorded token texts must be the student's tokens
 and line up with its tokenization. Cross-tokenizer distillation is out of scope; in auto mode a
 mismatch falls back to plain SFT, printed and recorded with the reason.
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..config import Recipe
 from ..errors import WarmstartError
-from ..lm.models import vocabulary_mismatch
+from ..lm.models import load_config, vocabulary_mismatch
+from ..lm.scoring import logit_transforms
 from ..policies.spec import local_model_path
 from .topk import Alignment
 
@@ -45,6 +48,10 @@ def local_teacher_path(recipe: Recipe) -> Path | None:
     return local_model_path(recipe.sft.teacher, recipe, "sft.teacher")
 
 
+def transformed_logits_reason(whose: str, transforms: list[str]) -> str:
+    return f"the {whose}'s config transforms its logits ({transforms[0]}), which chunked KD does not reproduce"
+
+
 def choose_logits(recipe: Recipe, student_tokenizer) -> tuple[Signal | None, str]:
     path = local_teacher_path(recipe)
     if path is None:
@@ -52,6 +59,10 @@ def choose_logits(recipe: Recipe, student_tokenizer) -> tuple[Signal | None, str
     mismatch = vocabulary_mismatch(path, student_tokenizer)
     if mismatch:
         return None, f"{mismatch}: logit KD needs a shared tokenizer (cross-tokenizer distillation is not supported)"
+    # logit_transforms reads the config alone: the teacher's weights are not loaded for this.
+    teacher_transforms = logit_transforms(SimpleNamespace(config=load_config(path, "sft.teacher")))
+    if teacher_transforms:
+        return None, transformed_logits_reason("teacher", teacher_transforms)
     return Signal(
         "logits",
         f"the teacher {path} is a local model with the student's tokenizer: its full next-token distribution is used",
@@ -77,11 +88,20 @@ def topk_verdict(alignment: Alignment) -> tuple[bool, str]:
     )
 
 
-def choose(recipe: Recipe, student_tokenizer, alignment: Alignment | None) -> Signal:
-    """The signal to train on. `alignment`: how recorded log-probs lined up (None: not looked at)."""
+def choose(
+    recipe: Recipe, student_tokenizer, alignment: Alignment | None, student_transforms: list[str] | None = None
+) -> Signal:
+    """The signal to train on. `alignment`: how recorded log-probs lined up (None: not looked at).
+    `student_transforms`: the student's `lm.scoring.logit_transforms` (a soft cap, a logit scale); under
+    `auto` such a student trains on tokens, said, since no KD signal reproduces its logits (a forced one is
+    refused as the KD step is set up: `distill.step.check_plain_head`)."""
     wanted, notes = recipe.sft.distill, []
     if recipe.sft.kd_weight == 0 or wanted == "tokens":
         return Signal("tokens", "sft.kd_weight = 0" if recipe.sft.kd_weight == 0 else "sft.distill = tokens")
+    if wanted == "auto" and student_transforms:
+        return Signal(
+            "tokens", transformed_logits_reason("student", student_transforms) + ": training on the teacher's tokens"
+        )
     if wanted in ("auto", "logits"):
         signal, why_not = choose_logits(recipe, student_tokenizer)
         if signal:

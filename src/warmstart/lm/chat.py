@@ -84,8 +84,46 @@ def parse_completion(text: str, tool_call_prefix: str | None = None) -> Message:
 
 
 def check_template(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
+    """Refuse a tokenizer without a chat template, or whose template ends an assistant turn with a marker
+    that is not one token (`check_turn_end_marker`)."""
+    check_has_template(tokenizer, where)
+    check_turn_end_marker(tokenizer, where)
+
+
+def check_has_template(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        raise WarmstartError(f"{where}: the tokenizer has no chat template, so assistant turns cannot be marked")
+        raise WarmstartError(f"{where}: the tokenizer has no chat template, so conversations cannot be rendered")
+
+
+PROBE_CONVERSATION = [Message(role="user", content="hello"), Message(role="assistant", content="x")]
+
+
+def check_turn_end_marker(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
+    """Refuse a template whose end-of-turn marker the tokenizer splits into several tokens (a ChatML template
+    given to GPT-2, whose vocabulary has no <|im_end|>): SFT would train the marker as text, but sampling
+    stops only at a single stop token (`stop_token_ids`), so every rollout would run to its token limit and
+    end in the marker's pieces, which a verifier does not accept. A template that cannot render the probe,
+    or renders turns in a way the spans cannot follow, is left to the checks that render real conversations."""
+    dicts = template_messages(PROBE_CONVERSATION)
+    try:
+        spans = _assistant_spans(tokenizer, dicts, None)
+        text = _render(tokenizer, dicts, None)
+    except Exception:  # any error of the template: cannot tell here (template_renders_tools says why)
+        return
+    if not spans:
+        return
+    start, end = spans[0]
+    marker = turn_end_marker(tokenizer, text[start:end])
+    if marker is None:
+        return
+    ids = following_ids(tokenizer, text, end - len(marker), end)
+    if len(ids) > 1:
+        raise WarmstartError(
+            f"{where}: the chat template ends an assistant turn with {marker!r}, which the tokenizer splits into "
+            f"{len(ids)} tokens, so sampling would never stop at it; add it as a special token "
+            f"(tokenizer.add_special_tokens({{'additional_special_tokens': [{marker!r}]}}) and "
+            "model.resize_token_embeddings(len(tokenizer)), then save both) or use a template whose markers are tokens"
+        )
 
 
 def _render(tokenizer, dicts: list[dict], tools: list[dict] | None, generation_prompt: bool = False) -> str:
@@ -153,12 +191,13 @@ def _continuation(tokenizer, messages: list[Message], end_of_turn: str, tools: l
 def render_for_training(
     tokenizer: PreTrainedTokenizerBase, messages: list[Message], tools: list[dict] | None = None
 ) -> Rendered:
-    check_template(tokenizer, "sft")
+    check_has_template(tokenizer, "sft")
     dicts = template_messages(messages)
     spans = _assistant_spans(tokenizer, dicts, tools)
     if spans is not None:
         text = _render(tokenizer, dicts, tools)
         _check_tool_calls_rendered(text, spans, dicts)
+        _check_reasoning_rendered(text, spans, messages)
         rendered = _tokenize_pieces(tokenizer, text, spans)
     elif GENERATION_TAG_RE.search(tokenizer.chat_template):
         rendered = _render_with_generation_tags(tokenizer, dicts, tools)
@@ -188,6 +227,21 @@ def _check_tool_calls_rendered(text: str, spans: list[tuple[int, int]], dicts: l
                 )
 
 
+def _check_reasoning_rendered(text: str, spans: list[tuple[int, int]], messages: list[Message]) -> None:
+    """Refuse a template that leaves an assistant turn's reasoning out of its text (DeepSeek-R1-Distill's
+    first template keeps only what follows </think>): the student would be trained to answer without its
+    chain of thought. The reasoning's first line must appear in its own turn's span. ValueError: the caller
+    names the record."""
+    turns = [m for m in messages if m.role == "assistant"]
+    for (start, end), turn in zip(spans, turns):
+        first_line = next((line.strip() for line in (turn.reasoning or "").splitlines() if line.strip()), "")
+        if first_line and first_line not in text[start:end]:
+            raise ValueError(
+                "it leaves out the assistant's reasoning, which would be trained as a turn without it; a template "
+                "that renders the <think> block of assistant content is needed"
+            )
+
+
 def _assistant_spans(tokenizer, dicts: list[dict], tools: list[dict] | None) -> list[tuple[int, int]] | None:
     """Character spans of assistant turns in the full rendering, or None if prefixes don't line up."""
     full = _render(tokenizer, dicts, tools)
@@ -210,6 +264,12 @@ def turn_end(tokenizer, turn: str) -> int:
     ends = [turn.rfind(marker) + len(marker) for marker in markers if marker in turn]
     end = max(ends, default=len(turn))
     return end if not turn[end:].strip() else len(turn)
+
+
+def turn_end_marker(tokenizer, turn: str) -> str | None:
+    """The end-of-turn marker an assistant turn's text (up to `turn_end`) ends with; None where it ends in none."""
+    markers = {*END_OF_TURN_TOKENS, *([tokenizer.eos_token] if tokenizer.eos_token else [])}
+    return max((m for m in markers if turn.endswith(m)), key=len, default=None)
 
 
 def _tokenize_pieces(tokenizer, text: str, spans: list[tuple[int, int]]) -> Rendered:

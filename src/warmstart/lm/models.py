@@ -8,6 +8,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import WarmstartError, first_line
@@ -85,6 +86,41 @@ def pad_with_an_embedded_token(tokenizer, model, key: str) -> None:
         f"{rows} token embeddings do not include, and has no eos token they do: set pad_token in its "
         "tokenizer_config.json to a token of the model"
     )
+
+
+# Module names of a learned absolute position table (GPT-2 and GPT-Neo's `wpe`, OPT's `embed_positions`, BLOOM
+# and rotary models have none): a position past its rows is an IndexError in the embedding, mid-step.
+LEARNED_POSITION_NAMES = ("wpe", "embed_positions", "position_embeddings")
+
+
+def learned_position_limit(model) -> int | None:
+    """How many positions the model's learned position table holds (its config's n_positions or
+    max_position_embeddings); None for a model without one (rotary or relative positions extrapolate)."""
+    learned = any(
+        name.rsplit(".", 1)[-1] in LEARNED_POSITION_NAMES and isinstance(module, torch.nn.Embedding)
+        for name, module in model.named_modules()
+    )
+    if not learned:
+        return None
+    limits = [getattr(model.config, key, None) for key in ("n_positions", "max_position_embeddings")]
+    return min((limit for limit in limits if isinstance(limit, int)), default=None)
+
+
+def check_ids_embedded(largest_id: int, tokenizer, model, key: str) -> None:
+    """Refuse token ids the model has no embedding or output row for (tokens added to a tokenizer without
+    resize_token_embeddings): one error before training, not an IndexError in the embedding mid-step."""
+    heads = [model.get_input_embeddings(), model.get_output_embeddings()]
+    rows = min(
+        (getattr(head, "num_embeddings", None) or getattr(head, "out_features", None) or largest_id + 1)
+        for head in heads
+        if head is not None
+    )
+    if largest_id >= rows:
+        raise WarmstartError(
+            f"{key}: the data tokenizes to {tokenizer.convert_ids_to_tokens(largest_id)!r} (id {largest_id}), but "
+            f"the model has {rows} token embeddings: after adding tokens, call "
+            "model.resize_token_embeddings(len(tokenizer)) and save the model"
+        )
 
 
 def gguf_to_pretrained(gguf: Path, out: Path, key: str = "sft.student") -> Path:

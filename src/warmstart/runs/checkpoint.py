@@ -14,6 +14,7 @@ new one's name.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -25,6 +26,9 @@ from ..errors import WarmstartError
 
 MARKER = "COMPLETE"
 FINGERPRINT = "FINGERPRINT"  # the writing stage's fingerprint, one line: small, read before anything loads
+# What the fingerprint was made of (the stage's config and its inputs' digests), where the stage gives it: a
+# refused resume names the settings and inputs that changed, not two hashes.
+FINGERPRINTED = "fingerprinted.json"
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -58,9 +62,11 @@ def save(
     states: tuple[dict, dict] | None = None,
     *,
     fingerprint: str,
+    fingerprinted: dict | None = None,
 ) -> Path:
     """`states`: the model's and optimizer's state dicts where the objects do not hold them whole (a
-    sharded model: train/sharding.py gathers them). `fingerprint`: the writing stage's (`Stage.fingerprint`)."""
+    sharded model: train/sharding.py gathers them). `fingerprint`: the writing stage's (`Stage.fingerprint`);
+    `fingerprinted`: what it was made of (`{"config": ..., "inputs": {path: digest}}`), for `check_written_by`."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".step-{step}.tmp"
@@ -82,6 +88,8 @@ def save(
         tmp / "trainer_state.pt",
     )
     (tmp / FINGERPRINT).write_text(f"{fingerprint}\n")  # inside the directory renamed whole: never without it
+    if fingerprinted is not None:
+        (tmp / FINGERPRINTED).write_text(json.dumps(fingerprinted, sort_keys=True))
     _fsync_tree(tmp)
     os.replace(tmp, final)
     with (final / MARKER).open("w") as f:
@@ -100,18 +108,20 @@ def written_by(checkpoint: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def check_written_by(checkpoint: Path, fingerprint: str, output_key: str) -> None:
+def check_written_by(checkpoint: Path, fingerprint: str, output_key: str, fingerprinted: dict | None = None) -> None:
     """Refuse to resume `checkpoint` unless the stage that wrote it had `fingerprint` (the same config and
     input data). Refused, not set aside and restarted: the checkpoints are hours of training that only the
     user can say are worth dropping (a changed key may be a mistake to undo), and the project's other
     resume checks (a changed LoRA setting, GRPO's starting model) refuse the same way. A checkpoint that
     records no fingerprint (an earlier warmstart's) is refused too: what it was trained on is unknown, and
-    resuming it is the very mistake this check exists for; it costs one retrain, once."""
+    resuming it is the very mistake this check exists for; it costs one retrain, once. `fingerprinted`: what
+    `fingerprint` is made of; where the checkpoint records its own, the error names what changed."""
     written = written_by(checkpoint)
     if written == fingerprint:
         return
+    changed = what_changed(read_fingerprinted(checkpoint), fingerprinted)
     made_by = (
-        f"another config or other input data (fingerprint {written}, now {fingerprint})"
+        f"another config or other input data ({changed or f'fingerprint {written}, now {fingerprint}'})"
         if written
         else "an earlier warmstart that did not record the config and data they were trained on"
     )
@@ -119,6 +129,44 @@ def check_written_by(checkpoint: Path, fingerprint: str, output_key: str) -> Non
         f"{checkpoint.parent}: checkpoints of {made_by}; remove that directory to train from scratch, "
         f"or set {output_key} to train beside them"
     )
+
+
+def read_fingerprinted(checkpoint: Path) -> dict | None:
+    try:
+        return json.loads((checkpoint / FINGERPRINTED).read_text())
+    except (OSError, ValueError):  # none (an earlier warmstart's checkpoint) or unreadable: the hashes are said
+        return None
+
+
+def what_changed(then: dict | None, now: dict | None) -> str:
+    """The settings and inputs that differ between two `fingerprinted` records, in words ("sft.steps 2 (now
+    4)", "input /x/data.jsonl changed"); empty where either is missing or nothing readable differs."""
+    if not isinstance(then, dict) or not isinstance(now, dict):
+        return ""
+    old_config, new_config = flat(then.get("config") or {}), flat(now.get("config") or {})
+    settings = [
+        f"{key} {old_config.get(key, '(unset)')} (now {new_config.get(key, '(unset)')})"
+        for key in sorted(old_config.keys() | new_config.keys())
+        if old_config.get(key) != new_config.get(key)
+    ]
+    old_inputs, new_inputs = then.get("inputs") or {}, now.get("inputs") or {}
+    inputs = [
+        f"input {path} {'changed' if path in old_inputs and path in new_inputs else 'added' if path in new_inputs else 'gone'}"
+        for path in sorted(old_inputs.keys() | new_inputs.keys())
+        if old_inputs.get(path) != new_inputs.get(path) or (path in old_inputs) != (path in new_inputs)
+    ]
+    return ", ".join([*settings, *inputs])
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as dotted keys: {"sft": {"steps": 2}} is {"sft.steps": 2}."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def load_state(checkpoint: Path) -> dict:
@@ -142,7 +190,9 @@ def publish(checkpoint: Path, out: Path, models: Path) -> None:
     check_replaceable(out, models)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER, FINGERPRINT))
+    shutil.copytree(
+        checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER, FINGERPRINT, FINGERPRINTED)
+    )
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -1,7 +1,7 @@
 """`sft`: fine-tuning of the student on curated teacher trajectories (the step itself: `train/sft.py`).
 
-The run's student is built (the tiny model, trained tokenizer included) or converted (a .gguf file)
-once into models/base; training resumes from the newest complete checkpoint (`runs/checkpoint.py`) and
+The run's student is built (the tiny model, trained tokenizer included) or converted (a .gguf file, again
+when the file changes) once into models/base; training resumes from the newest complete checkpoint (`runs/checkpoint.py`) and
 continues exactly as if it had never stopped; the last checkpoint is published as models/<output>. Only a
 checkpoint this stage's fingerprint wrote (the same sft config, seed and curated data) is resumed; one of
 other data or settings is refused with one error (`checkpoint.check_written_by` says why).
@@ -40,16 +40,24 @@ from ..errors import WarmstartError
 from ..lm.chat import check_template
 from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device, warn_if_emulated_bf16
-from ..lm.models import gguf_to_pretrained, load_config, load_model_and_tokenizer, vocabulary_mismatch
+from ..lm.models import (
+    check_ids_embedded,
+    gguf_to_pretrained,
+    learned_position_limit,
+    load_config,
+    load_model_and_tokenizer,
+    vocabulary_mismatch,
+)
 from ..lm.paths import resolve_model_path
 from ..lm.precision import enable_activation_checkpointing
+from ..lm.scoring import logit_transforms
 from ..lm.tinymodel import save_tiny_student, tiny_llama_config, tokenizer_corpus
 from ..runs.checkpoint import check_replaceable, check_written_by, complete_checkpoints, load_state, publish, save
-from ..runs.directory import RunDir, model_files
+from ..runs.directory import RunDir, file_digest, model_files
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan, sharding
-from ..train.data import NO_TARGET, TOO_LONG, Example, check_logprobs, tokenize
+from ..train.data import BEYOND_POSITIONS, NO_TARGET, TOO_LONG, Example, check_logprobs, tokenize
 from ..train.distributed import SINGLE, World, silent_bar, silent_tracker
 from ..train.packing import keeps_examples_apart
 from ..train.sft import RowStream, check_unseen_update, make_optimizer, masked_ce_sum, repeated_rows, train_step
@@ -62,12 +70,34 @@ BASE_INFO = "warmstart_base.json"
 
 
 def prepare_user_base(recipe: Recipe) -> Path:
-    """The user's student; a GGUF file is converted once to models/base (a plain float checkpoint)."""
+    """The user's student; a GGUF file is converted to models/base (a plain float checkpoint) once per
+    content: the conversion records the file's digest, and a file replaced since is converted again (the
+    stage's fingerprint has its content too, so that a changed file also retrains)."""
     path = resolve_model_path(recipe.sft.student, "sft.student")
     if path.suffix != ".gguf":
         return path
-    converted = RunDir(recipe).model("base")
-    return converted if converted.exists() else gguf_to_pretrained(path, converted)
+    converted, info = RunDir(recipe).model("base"), {"gguf": str(path), "digest": file_digest(path)}
+    if converted.exists() and read_base_info(converted) == info:
+        return converted
+    shutil.rmtree(converted, ignore_errors=True)  # a conversion of another file, or of unknown origin
+    gguf_to_pretrained(path, converted)
+    (converted / BASE_INFO).write_text(json.dumps(info))
+    return converted
+
+
+def read_base_info(base: Path) -> dict | None:
+    """What models/base records it was built or converted from; None where it records nothing (a conversion
+    by an earlier warmstart: converted again)."""
+    try:
+        return json.loads((base / BASE_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def student_files(cfg: SftConfig) -> list[Path]:
+    """The files of the user's student, for the stage's fingerprint: another model at the same path (or a
+    replaced .gguf) is another stage, not one already done. The tiny student is decided by the config."""
+    return [] if cfg.student == "tiny" else model_files(resolve_model_path(cfg.student, "sft.student"))
 
 
 def student_config(cfg: SftConfig):
@@ -130,9 +160,9 @@ def run(recipe: Recipe) -> Path:
     distributed.check_divisible(
         world, cfg.rows_per_micro_batch * cfg.grad_accum, "sft", "rows_per_micro_batch x grad_accum"
     )
-    stage = run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights], [out])
+    stage = run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights, *student_files(cfg)], [out])
     try:
-        run_stage(recipe, world, stage, data_path, out)
+        run_stage(recipe, world, stage, data_path, out, {"config": config, "inputs": stage.input_digests})
     except BaseException:
         distributed.abandon(world)  # the others' collectives fail at once, and torchrun ends them
         raise
@@ -140,8 +170,9 @@ def run(recipe: Recipe) -> Path:
     return out
 
 
-def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -> None:
-    """The stage's work, in every process; only the main one writes (train/distributed.py)."""
+def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path, fingerprinted: dict) -> None:
+    """The stage's work, in every process; only the main one writes (train/distributed.py). `fingerprinted`:
+    what the stage's fingerprint is made of, kept in each checkpoint (`checkpoint.check_written_by`)."""
     cfg, run_dir, fingerprint = recipe.sft, RunDir(recipe), stage.fingerprint
     with distributed.stage_or_follower(world, stage) as stage:
         if world.agree(stage.done):
@@ -157,7 +188,7 @@ def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path) -
         def stopped(spent: dict) -> None:  # part-way (Ctrl-C, a divergence): what it spent is recorded
             stage.stopped = described(spent)
 
-        summary = train(recipe, base, trajectories, fingerprint, world, stopped if world.main else None)
+        summary = train(recipe, base, trajectories, fingerprint, world, stopped if world.main else None, fingerprinted)
         if world.main:
             stage.summary = described(summary)
             last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
@@ -229,21 +260,26 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     index = token_index(tokenizer) if wants_topk else None
     usable, foreign = without_foreign_ids(trajectories, tokenizer) if wants_topk else (trajectories, None)
     tools = list(make_env(recipe.env).tools)
-    examples, dropped, alignment = tokenize(tokenizer, usable, cfg.seq_len, tools, index)
+    positions = learned_position_limit(model)
+    examples, dropped, alignment = tokenize(tokenizer, usable, cfg.seq_len, tools, index, positions)
+    if examples:
+        check_ids_embedded(max(max(e.input_ids) for e in examples), tokenizer, model, "sft.student")
     if foreign:
         alignment.foreign_ids, alignment.foreign_ids_reason = foreign
         log.warning("sft:%s: %s; its %d turns of log-probs are not used", cfg.output, foreign[1], foreign[0])
     if not examples:
-        raise WarmstartError(f"sft: no example to train on of {len(trajectories)} ({said(dropped, cfg.seq_len)})")
+        raise WarmstartError(
+            f"sft: no example to train on of {len(trajectories)} ({said(dropped, cfg.seq_len, positions)})"
+        )
     if dropped:
         log.warning(
             "sft:%s: %d of %d examples left out: %s",
             cfg.output,
             dropped.total(),
             len(trajectories),
-            said(dropped, cfg.seq_len),
+            said(dropped, cfg.seq_len, positions),
         )
-    signal = choose(recipe, tokenizer, alignment if wants_topk else None)
+    signal = choose(recipe, tokenizer, alignment if wants_topk else None, logit_transforms(model))
     log.info("sft:%s: training signal %s: %s", cfg.output, signal.kind, signal.reason)
     if signal.kind != "topk":
         for example in examples:
@@ -285,9 +321,14 @@ def without_foreign_ids(trajectories: list[Trajectory], tokenizer) -> tuple[list
     return usable, (turns, f"the token ids {model} recorded are not the student's ({why})")
 
 
-def said(dropped: Counter, seq_len: int) -> str:
-    """Examples dropped, per reason, in words: `seq_len` names the row it was measured against."""
-    reasons = {TOO_LONG: f"{TOO_LONG} (sft.seq_len = {seq_len} tokens)", NO_TARGET: NO_TARGET}
+def said(dropped: Counter, seq_len: int, positions: int | None = None) -> str:
+    """Examples dropped, per reason, in words: `seq_len` names the row it was measured against, `positions`
+    the student's learned position table."""
+    reasons = {
+        TOO_LONG: f"{TOO_LONG} (sft.seq_len = {seq_len} tokens)",
+        BEYOND_POSITIONS: f"{BEYOND_POSITIONS} ({positions} positions)",
+        NO_TARGET: NO_TARGET,
+    }
     return ", ".join(f"{count} {reasons[reason]}" for reason, count in dropped.items())
 
 
@@ -298,14 +339,16 @@ def train(
     fingerprint: str,
     world: World = SINGLE,
     stopped: Callable[[dict], None] | None = None,
+    fingerprinted: dict | None = None,
 ) -> dict:
     """`sft.steps` optimizer steps from `base` (or the newest checkpoint, written under `fingerprint`, the
     stage's), checkpointing as it goes (the main process; every process trains its share of each step:
     train/distributed.py); the run's summary. A run stopped part-way by an exception (Ctrl-C's included)
-    after a step hands `stopped` the summary of what it did: its seconds and FLOPs were spent."""
+    after a step hands `stopped` the summary of what it did: its seconds and FLOPs were spent. `fingerprinted`:
+    what `fingerprint` is made of, so that a refused resume names what changed."""
     cfg = recipe.sft
     ckpt_root = RunDir(recipe).checkpoints(cfg.output)
-    newest = checkpoint_to_resume(cfg, ckpt_root, fingerprint) if world.main else []
+    newest = checkpoint_to_resume(cfg, ckpt_root, fingerprint, fingerprinted) if world.main else []
     resume = world.agree(newest)  # the main process's view (the run directory must be shared by all)
     s = prepare(recipe, base, resume[-1] if resume else None, trajectories)
     shard_if_asked(s, cfg, world)
@@ -372,13 +415,14 @@ def train(
                         cfg.keep_checkpoints,
                         states,
                         fingerprint=fingerprint,
+                        fingerprinted=fingerprinted,
                     )
             if step % host_memory.RELEASE_EVERY == 0:
                 host_memory.release_freed_memory()  # what the steps kept for reuse (train/host_memory.py)
     return training_summary(s, cfg, run, earlier)
 
 
-def checkpoint_to_resume(cfg: SftConfig, root: Path, fingerprint: str) -> list[Path]:
+def checkpoint_to_resume(cfg: SftConfig, root: Path, fingerprint: str, fingerprinted: dict | None = None) -> list[Path]:
     """The newest complete checkpoint (a list of it, or empty), checked to be this run's to resume: of
     the same kind (whole weights or an adapter of these LoRA settings) and written under `fingerprint`;
     else one error. Without the check a changed recipe or curated data would resume the old run's last
@@ -386,7 +430,7 @@ def checkpoint_to_resume(cfg: SftConfig, root: Path, fingerprint: str) -> list[P
     newest = complete_checkpoints(root)[-1:]
     for checkpoint in newest:
         lora.check_resumable(checkpoint, cfg.lora, "sft")  # first: it names the setting that changed
-        check_written_by(checkpoint, fingerprint, "sft.output")
+        check_written_by(checkpoint, fingerprint, "sft.output", fingerprinted)
     return newest
 
 

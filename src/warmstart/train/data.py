@@ -30,6 +30,7 @@ class Example:
 
 
 TOO_LONG, NO_TARGET = "longer than a row", "no assistant turn to learn"
+BEYOND_POSITIONS = "longer than the model's position table"
 
 
 def tokenize(
@@ -38,11 +39,13 @@ def tokenize(
     seq_len: int,
     tools: list[dict] | None = None,
     teacher_index: TokenIndex | None = None,
+    max_positions: int | None = None,
 ) -> tuple[list[Example], Counter, Alignment]:
-    """Examples that fit in a row; those dropped, counted per reason (longer than `seq_len` tokens, no
-    assistant turn: nothing to learn); and how the teacher's recorded log-probs lined up (only with a
-    `teacher_index`, `distill.topk.token_index`; the log-probs checked first, `check_logprobs`). `tools`: the
-    environment's. A conversation its chat template cannot render is one error naming the record."""
+    """Examples that fit in a row; those dropped, counted per reason (longer than `seq_len` tokens, longer
+    than `max_positions`, a learned position table's size, no assistant turn: nothing to learn); and how
+    the teacher's recorded log-probs lined up (only with a `teacher_index`, `distill.topk.token_index`; the
+    log-probs checked first, `check_logprobs`). `tools`: the environment's. A conversation its chat
+    template cannot render is one error naming the record."""
     examples, dropped, alignment = [], Counter(), Alignment()
     for trajectory in trajectories:
         if not any(m.role == "assistant" for m in trajectory.messages):
@@ -51,6 +54,9 @@ def tokenize(
         rendered = rendered_example(tokenizer, trajectory, tools)
         if len(rendered.input_ids) > seq_len:
             dropped[TOO_LONG] += 1
+            continue
+        if max_positions is not None and len(rendered.input_ids) > max_positions:
+            dropped[BEYOND_POSITIONS] += 1
             continue
         teacher = None
         if teacher_index is not None:
@@ -112,7 +118,9 @@ def row_width(rows: list[list[int]], examples: list[Example]) -> int:
 
 
 def collate(rows: list[list[int]], examples: list[Example], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """input_ids, position_ids, loss_mask: [rows, seq_len]. Padding is its own segment, never a target."""
+    """input_ids, position_ids, loss_mask: [rows, seq_len]. Padding is never a target, and its positions
+    are all 0 (each padding token a segment of its own): counting them up from the row's end would run past
+    a learned position table (GPT-2's 1024) beside a long row, though every example fits in it."""
     ids = torch.full((len(rows), seq_len), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), seq_len), dtype=torch.long)
     mask = torch.zeros((len(rows), seq_len), dtype=torch.float32)
@@ -126,7 +134,6 @@ def collate(rows: list[list[int]], examples: list[Example], seq_len: int, pad_id
             mask[r, at : at + n] = torch.tensor(example.loss_mask, dtype=torch.float32)
             mask[r, at] = 0.0
             at += n
-        positions[r, at:] = torch.arange(seq_len - at)
     batch = {"input_ids": ids, "position_ids": positions, "loss_mask": mask}
     if any(examples[i].teacher is not None for row in rows for i in row):
         batch |= collate_teacher(rows, examples, seq_len)
