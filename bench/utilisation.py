@@ -231,7 +231,15 @@ that day (a TorchDispatchMode timer, 3 steps): torch.mm 1.087 s, bmm 0.091, fuse
 0.055 (the weights' bf16 casts and the gradients' casts back), every elementwise operator together
 ~0.23 s (the largest: the head's fp32 softmax exp 22 ms, the attention's mask and softmax 13 ms each,
 the 150 bf16 casts of linear inputs 11 ms), and ~0.1-0.15 s outside the operators; the decoder's products
-ran at 364-392 GFLOP/s (k and v's 294-331), the head's at 388-400."""
+ran at 364-392 GFLOP/s (k and v's 294-331), the head's at 388-400.
+2026-12-07, evening (same machine type, nothing else running). Measured and not kept: longer rows. One bf16
+model stepping through 2 x 256, 1 x 1024 and 1 x 2048 tokens in turn (3 rounds of 3 steps each, the last
+two timed; FLOPs as this benchmark counts them, the causal half of the attention included): in the last
+round 272, 230 and 237 GFLOP/s (earlier rounds 229 / 214 / 241 and 178 / 173 / 220 as the allocator warmed
+up): longer rows are no faster per counted FLOP (the attention past 512 keys runs through torch's flash
+kernel, ~110 GFLOP/s in bf16). A longer warm-up: 30 steps of 2 x 256 in one process ran fp32 2.7-3.0 s and
+bf16 1.63-1.97 s from the 5th step on with no trend (the spread is this VM's), so timing later steps would
+not change this benchmark's figure."""
 
 
 def mm_peak(precision: str, tokens: int, seconds: float) -> tuple[float, str]:
