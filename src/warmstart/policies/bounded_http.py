@@ -337,6 +337,11 @@ async def bound_async(response: httpx2.Response) -> None:
     response.stream = BoundedAsyncStream(response.stream, metered(response))
 
 
+def no_whole_answer(base_url: str, timeout_s: float, tries: int) -> str:
+    """What a synchronous client says once every try ran past its whole-request bound (`bound_within`)."""
+    return f"no whole answer from {base_url} within api.timeout_s = {timeout_s:g} s, on each of {tries} tries"
+
+
 SENT_AT = "warmstart.sent_at"  # a request's extension: when a synchronous client sent it (time.monotonic())
 
 

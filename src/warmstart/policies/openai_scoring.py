@@ -39,7 +39,7 @@ from .backend import (
     require_parsed,
     unreadable_body,
 )
-from .bounded_http import http_client, reply_too_large
+from .bounded_http import http_client, no_whole_answer, reply_too_large
 from .openai_api import DEFAULT_BASE_URL, check_endpoint
 
 
@@ -90,8 +90,7 @@ class RemoteScorer:
             ) from None
         except openai.APITimeoutError:  # each try bounded as a whole (bounded_http.http_client), and asked again
             raise WarmstartError(
-                f"{self._name()}: no whole answer from {self.base_url} within api.timeout_s = {self.timeout_s:g} s, "
-                f"on each of {self.max_retries + 1} tries"
+                f"{self._name()}: {no_whole_answer(self.base_url, self.timeout_s, self.max_retries + 1)}"
             ) from None
         except (openai.APIError, ValueError) as exc:  # no answer after the retries, or one that was no completion
             if unreadable_body(exc) is not None or reply_too_large(exc):  # one that cannot be read, or held

@@ -62,7 +62,7 @@ from .backend import (
     served_models,
     unreadable_body,
 )
-from .bounded_http import http_client, reply_too_large
+from .bounded_http import http_client, no_whole_answer, reply_too_large
 from .openai_api import check_endpoint
 
 WHERE = "grpo.rollout_server"
@@ -135,8 +135,7 @@ class RolloutServer:
             ) from None
         except openai.APITimeoutError:  # each try bounded as a whole (bounded_http.http_client), and asked again
             raise WarmstartError(
-                f"{WHERE}: no whole answer from {self.base_url} within api.timeout_s = {self.timeout_s:g} s, "
-                f"on each of {self.max_retries + 1} tries"
+                f"{WHERE}: {no_whole_answer(self.base_url, self.timeout_s, self.max_retries + 1)}"
             ) from None
         except (openai.APIError, ValueError) as exc:
             if unreadable_body(exc) is not None or reply_too_large(exc):  # a 200 that cannot be read, or held

@@ -42,8 +42,10 @@ API_PARTS = {"api_cost": "api", "api_cost_judge": "api_judge", "api_cost_earlier
 def money(usd: float) -> str:
     """Dollars for a person: to four places with thousands separators, and an amount under a cent to two
     significant digits ($0.000013), never shown as $0.0000."""
-    if usd == 0 or abs(usd) >= 0.01:
-        return f"${usd:,.4f}" if usd else "$0"
+    if usd == 0:
+        return "$0"
+    if abs(usd) >= 0.01:
+        return f"${usd:,.4f}"
     return f"${usd:.{1 - math.floor(math.log10(abs(usd)))}f}"
 
 
@@ -234,8 +236,8 @@ class CostLedger:
 def describe(stage: str, cost: dict) -> str:
     if not cost.get("api", cost["requests"] > 0):
         return f"{stage}: no API requests (a local policy: its cost is the stage's compute time in costs.json)"
-    dollars = money(cost["usd"]) if cost["usd"] is not None else None
-    dollars = dollars or f"price unknown for {', '.join(cost['unknown_price_models'])}"
+    unknown = f"price unknown for {', '.join(cost['unknown_price_models'])}"
+    dollars = money(cost["usd"]) if cost["usd"] is not None else unknown
     per = (
         f" ({money(cost['usd_per_accepted'])} per accepted trajectory)" if cost["usd_per_accepted"] is not None else ""
     )

@@ -332,8 +332,9 @@ class ChatHTTPServer(ThreadingHTTPServer):
         """A connection that failed outside a route's answer (reset while idle, or while an http.server
         refusal was written): one line when the client went away, as `Handler._run` logs it; socketserver's
         default printed a traceback per connection, and a port scanner or a load balancer filled the log."""
-        if isinstance(sys.exc_info()[1], CLIENT_WENT_AWAY):
-            log.info("client %s went away: %s", client_address[0], type(sys.exc_info()[1]).__name__)
+        failure = sys.exc_info()[1]
+        if isinstance(failure, CLIENT_WENT_AWAY):
+            log.info("client %s went away: %s", client_address[0], type(failure).__name__)
         else:
             log.exception("a connection from %s failed", client_address[0])
 
