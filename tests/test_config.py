@@ -583,3 +583,11 @@ def test_env_verify_timeout_is_written_back_but_is_no_part_of_a_fingerprint():
 def test_a_blank_path_or_a_seed_torch_cannot_take_is_one_error(override, message):
     with pytest.raises(WarmstartError, match=f"^recipe: {re.escape(message)}"):
         load_recipe(None, [override])
+
+
+def test_a_gradings_wall_clock_past_the_verifiers_timeout_is_refused_as_the_recipe_loads():
+    """Every grading that ran to its own limit would be killed as an infra error (and an swe grading killed so
+    had left its copy of the repository behind)."""
+    with pytest.raises(WarmstartError, match=r"env.options.wall_s = 400 s is not below env.verify_timeout = 300 s"):
+        load_recipe(None, ["env.name='swe'", "env.options={wall_s=400}"])
+    assert load_recipe(None, ["env.name='swe'", "env.options={wall_s=400}", "env.verify_timeout=500"])

@@ -15,7 +15,7 @@ from rich.logging import RichHandler
 
 from .config import PolicySpec, Recipe, load_recipe, with_section
 from .demos.recipe import DEMO_RECIPE, KD_SFT
-from .errors import WarmstartError, error_line
+from .errors import WarmstartError, error_line, peer_failed
 from .runs.tracking import check_installed
 
 # Stages import torch and transformers (seconds); they are imported inside the commands, after the
@@ -42,9 +42,6 @@ DEMO_NAMES = {
 
 # The eval row `run --rl` adds for the GRPO model (the demos' name for it too).
 GRPO_ROW = "student + GRPO"
-
-# What gloo says when the process at the other end of a collective has left (torch 2.x).
-PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
 
 # Libraries that log a line per request at INFO ("HTTP Request: POST ..."): 20,000 lines for a real
 # generate. Shown with -v; their warnings always are.
@@ -102,9 +99,7 @@ def _run_reporting_errors(action) -> None:
 def _main_went_away(exc: RuntimeError) -> bool:
     """Under torchrun, a process other than the main one whose collective failed because the main process
     left the group (it met an error of its own, said on its one line, and abandoned the group)."""
-    if os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return False
-    return any(words in str(exc) for words in PEER_GONE)
+    return os.environ.get("RANK", "0") != "0" and peer_failed(exc)
 
 
 def _report(line: str) -> None:

@@ -290,6 +290,19 @@ class EnvConfig(Section):
     def _check_name(cls, name: str) -> str:
         return check_env_name(name)
 
+    @model_validator(mode="after")
+    def _grading_ends_before_the_verifier_gives_up(self) -> "EnvConfig":
+        """A sandboxed environment's wall clock per grading (`options.wall_s`: the swe and python environments')
+        must end before `verify_timeout` kills the worker: else every grading past it is an infra error, and a
+        killed swe grading had left its copy of the repository behind."""
+        wall_s = self.options.get("wall_s")
+        if isinstance(wall_s, (int, float)) and not isinstance(wall_s, bool) and wall_s >= self.verify_timeout:
+            raise ValueError(
+                f"env.options.wall_s = {wall_s:g} s is not below env.verify_timeout = {self.verify_timeout:g} s: the "
+                "verifier would stop every grading that runs to its own limit; raise verify_timeout or lower wall_s"
+            )
+        return self
+
     @model_serializer(mode="wrap")
     def _dump(self, handler, info: SerializationInfo) -> dict:
         data = handler(self)

@@ -1,5 +1,7 @@
 """The one exception type users see: the CLI prints its message on one line and exits non-zero."""
 
+import os
+
 
 class WarmstartError(Exception):
     """A problem with the user's input or environment, stated so the user can fix it."""
@@ -19,6 +21,34 @@ def first_line(message, limit: int = 200) -> str:
     """The first line of an exception's message (or any text), cut to `limit` characters: what a one-line
     error quotes of a library's report, however many lines it ran to."""
     return (str(message).strip().splitlines() or [""])[0][:limit]
+
+
+# How a collective breaks off in a process whose peer ended (gloo's words, then NCCL's): that process's error
+# says nothing of what went wrong, which the peer that failed first says in its own output.
+PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "remote process exited or there was a network error",
+)
+PEER_FAILED = (
+    "another process of this torchrun job failed first (its own error is in its output); this process's "
+    "collective broke off"
+)
+
+
+def peer_failed(exc: BaseException) -> bool:
+    """Whether `exc`, under torchrun (WORLD_SIZE > 1), is a collective that broke off because another process
+    ended (`PEER_GONE`)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return False
+    return any(words in str(exc) for words in PEER_GONE)
+
+
+def one_line(text: str) -> str:
+    """A server's message (it may run to several lines) as one line: its whitespace runs made one space."""
+    return " ".join(text.split())
 
 
 # What `json.loads` raises for text it cannot read, beyond JSONDecodeError: ValueError for an integer past

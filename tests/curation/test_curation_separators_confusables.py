@@ -84,7 +84,10 @@ def test_a_copy_with_latin_letters_swapped_for_lookalikes_is_found(item, share):
     copy = disguised(item, share, seed=7)
     assert copy != item and words(copy) == words(item)
     assert found(item, copy) == "bench"
-    assert found(item, disguised(item.replace("8", "9"), share, seed=7)) is None  # another problem still
+    # Another problem still: every number changed (a long item's 13 words between two numbers are an n-gram of
+    # its own; only a 1-item, 1-trajectory run used to count that as a template, and a leaked copy hid so).
+    other = item.translate(str.maketrans("864", "975"))
+    assert found(item, disguised(other, share, seed=7)) is None
 
 
 def test_a_disguised_copy_of_a_trajectory_is_an_exact_duplicate():

@@ -59,9 +59,10 @@ def test_prompt_and_checked_texts():
         Message(role="assistant", content="Answer: 4"),
     ]
     assert prompt_text(messages) == "What is 2+2?"  # a system prompt all tasks share would make them alike
-    assert trajectory_text(messages) == 'What is 2+2?\nadd them\ncalc {"x": "2+2"}\n4\nAnswer: 4'
+    # A tool call is its name and the text its JSON arguments hold (not the JSON's quotes, keys and escapes).
+    assert trajectory_text(messages) == "What is 2+2?\nadd them\ncalc\n2+2\n4\nAnswer: 4"
     # System prompts and tool results are not checked for contamination; the user's and assistant's turns are.
-    assert checked_texts(messages) == ["What is 2+2?", "add them", 'calc {"x": "2+2"}', "Answer: 4"]
+    assert checked_texts(messages) == ["What is 2+2?", "add them", "calc\n2+2", "Answer: 4"]
 
 
 def test_invisible_characters_do_not_split_words():

@@ -49,3 +49,22 @@ def test_within_noise_is_that_of_the_interval_as_written():
         a[f"t{i}"], b[f"t{i}"], i = [4, 2], [4, 2], i + 1
     comparison = compare({"per_task": a}, {"per_task": b})
     assert comparison["ci"][0] == 0.0 and comparison["within_noise"], comparison
+
+
+def test_rows_that_scored_no_task_in_common_are_not_compared(caplog):
+    """Two rows whose scored tasks do not meet (failed requests under a raised eval.max_error_rate): a paired
+    difference had raised ValueError out of eval after every row was paid for, its spend unrecorded."""
+    import logging
+
+    from warmstart.stages.evaluate import comparisons
+
+    base, teacher = row([2] * 4 + [0] * 4), row([0] * 4 + [5] * 4)
+    base["per_task"] = {t: c for t, c in base["per_task"].items() if t in {"t0", "t1", "t2", "t3"}}
+    teacher["per_task"] = {t: c for t, c in teacher["per_task"].items() if t not in base["per_task"]}
+    assert compare(teacher, base) is None
+    results = {"base": base, "teacher": teacher, "student": row([3] * 8)}
+    with caplog.at_level(logging.WARNING, logger="warmstart.stages.evaluate"):
+        compared = comparisons(results, [])
+    assert [(c["a"], c["b"]) for c in compared] == [("student", "base")]
+    assert "teacher and base scored no task in common" in caplog.text
+    assert gap_closed(results, "student") is None

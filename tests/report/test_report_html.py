@@ -98,7 +98,11 @@ def test_warmstart_report_rebuilds_the_page_and_refuses_what_is_not_a_run(run_di
         ("eval/results.json", "{}", "eval/results.json: holds no eval results"),
         ("manifest.json", "{not json", "manifest.json: not valid JSON"),
         ("manifest.json", '{"version": 1}', "manifest.json: holds no stages"),
-        ("metrics.jsonl", '{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n', "metrics.jsonl:2: not a metrics record"),
+        (
+            "metrics.jsonl",
+            '{"stage": "sft:s", "step": 1}\n{"step": 2, "lo\n{"stage": "sft:s", "step": 3}\n',
+            "metrics.jsonl:2: not a metrics record",
+        ),
         ("eval/student.jsonl", "not json\n", "eval/student.jsonl:1: not an eval sample"),
         ("eval/student.jsonl", '{"task_id": "t"}\n', "eval/student.jsonl:1: an eval sample without its messages"),
     ],

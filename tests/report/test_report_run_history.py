@@ -50,7 +50,7 @@ def page_of(run_dir: Path) -> str:
 
 
 def cost_cells(page: str, row: str) -> list[str]:
-    """The results table's train s, train FLOPs, teacher $, s and $ per point of `row`."""
+    """The results table's train s, train FLOPs, API $, s and $ per point of `row`."""
     cells = re.search(rf"<tr><td>{re.escape(row)}</td>(.*?)</tr>", page).group(1)
     return re.findall(r"<td>(.*?)</td>", cells)[-5:]
 

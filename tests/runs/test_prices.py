@@ -130,3 +130,17 @@ def test_money_that_is_not_a_number_is_refused_by_the_writer_not_written_as_inva
     with pytest.raises(WarmstartError, match="NaN or infinity"):
         write_json_atomic(tmp_path / "costs.json", {"usd": float("nan")}, finite=True)
     assert not (tmp_path / "costs.json").exists()
+
+
+def test_processes_ledgers_summed_keep_an_unknown_price_unknown():
+    from warmstart.runs.costs import CostLedger, summed
+    from warmstart.types import Usage
+
+    priced, unpriced = CostLedger({"m": {"input": 1.0, "output": 2.0}}, False), CostLedger({}, False)
+    priced.add_usage(Usage(tokens_in=1_000_000, tokens_out=1_000_000), "m")
+    unpriced.add_usage(Usage(tokens_in=10, tokens_out=5), "other")
+    both = summed([priced.summary(), priced.summary()])
+    assert (both["usd"], both["requests"], both["tokens_in"], both["api"]) == (6.0, 2, 2_000_000, True)
+    with_unknown = summed([priced.summary(), unpriced.summary()])
+    assert with_unknown["usd"] is None and with_unknown["unknown_price_models"] == ["other"]
+    assert with_unknown["tokens_out"] == 1_000_005

@@ -160,3 +160,30 @@ def test_a_stop_token_past_a_rows_max_tokens_is_not_a_stop(engine):
     [cut] = short.future.result(timeout=1)
     assert cut.completion_ids == [4, 5] and cut.stopped is False
     assert long.future.result(timeout=1)[0].completion_ids == [6, 7, 8]
+
+
+SAMPLED_LONG = Sampling(temperature=1.0, max_new_tokens=4 * SLICE_TOKENS)
+
+
+def test_a_long_seeded_job_takes_turns_and_its_seed_alone_decides_its_tokens(engine):
+    """A seeded job had run alone for its whole generation, every other request waiting behind it; it now
+    takes its turn slice by slice, and its tokens are still those of its seed, whatever runs beside it."""
+    alone = engine.submit(Job([5, 6, 7, 8], 2, SAMPLED_LONG, 7, None)).result(timeout=300)
+    seeded = engine.submit(Job([5, 6, 7, 8], 2, SAMPLED_LONG, 7, None))
+    wait_for_a_slice(engine)
+    beside = engine.submit(Job([5, 6, 7, 8], 2, SAMPLED_LONG, None, None))  # same settings, no seed
+    short = engine.submit(Job([9, 10], 1, Sampling(max_new_tokens=4), None, None))
+    assert len(short.result(timeout=120)[0].completion_ids) <= 4
+    assert not seeded.done(), "the short request waited for the whole seeded job"
+    assert [r.completion_ids for r in seeded.result(timeout=300)] == [r.completion_ids for r in alone]
+    assert len(beside.result(timeout=300)) == 2
+
+
+def test_a_seeded_job_of_more_rows_than_max_batch_gives_the_same_tokens_every_time(engine):
+    rows = engine.max_batch + 2
+    first, again = (
+        engine.submit(Job([1, 2], rows, Sampling(max_new_tokens=SLICE_TOKENS + 8), 5, None)) for _ in range(2)
+    )
+    assert [r.completion_ids for r in first.result(timeout=300)] == [
+        r.completion_ids for r in again.result(timeout=300)
+    ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_generate_spend import PRICES, recipe_for, server_bill
+from test_generate_spend import PRICES, judged_grpo, price_file, recipe_for, server_bill
 
 from fake_api import FakeAPI
 from warmstart.stages import evaluate
@@ -41,8 +41,6 @@ def test_a_grpo_judges_requests_are_billed_as_the_stages_judge_line(tmp_path):
     from warmstart.stages import grpo, sft
 
     with FakeAPI() as api:
-        prices = tmp_path / "prices.toml"
-        prices.write_text("".join(f'[models."{m}"]\ninput = {i}\noutput = {o}\n' for m, (i, o) in PRICES.items()))
         recipe = curated_run(
             tmp_path / "run",
             "sft.steps=1",
@@ -52,11 +50,7 @@ def test_a_grpo_judges_requests_are_billed_as_the_stages_judge_line(tmp_path):
             "grpo.group_size=2",
             "grpo.max_new_tokens=8",
             "grpo.max_refills=0",
-            f"env.judge.policy='openai:claude-fake-1@{api.url}/v1'",
-            "env.judge.use=reward",
-            "env.judge.max_new_tokens=16",
-            f"api.prices='{prices}'",
-            "api.backoff_s=0.05",
+            *judged_grpo(api, price_file(tmp_path / "prices.toml")),
         )
         sft.run(recipe)  # builds models/base
         before = server_bill(api)  # generate's judge (curated_run)

@@ -24,9 +24,25 @@ FAST = ["api.backoff_s=0.05", "api.timeout_s=5.0", "api.max_retries=2"]
 PRICES = {"fake-model": (1.0, 4.0), "claude-fake-1": (10.0, 40.0)}  # dollars per million tokens: in, out
 
 
+def judged_grpo(api: FakeAPI, prices: Path) -> list[str]:
+    """A GRPO whose reward is the loopback server's judge, priced by `prices` (`price_file`)."""
+    return [
+        f"env.judge.policy='openai:claude-fake-1@{api.url}/v1'",
+        "env.judge.use=reward",
+        "env.judge.max_new_tokens=16",
+        f"api.prices='{prices}'",
+        "api.backoff_s=0.05",
+    ]
+
+
+def price_file(path: Path) -> Path:
+    """The test's prices (PRICES) as a price table at `path`."""
+    path.write_text("".join(f'[models."{m}"]\ninput = {i}\noutput = {o}\n' for m, (i, o) in PRICES.items()))
+    return path
+
+
 def recipe_for(run_dir: Path, api: FakeAPI, *overrides: str, judge: bool = False, train: int = 40):
-    prices = run_dir.parent / "prices.toml"
-    prices.write_text("".join(f'[models."{m}"]\ninput = {i}\noutput = {o}\n' for m, (i, o) in PRICES.items()))
+    prices = price_file(run_dir.parent / "prices.toml")
     teacher = f"generate.teacher='openai:fake-model@{api.url}/v1'"
     # the judge: another, dearer model on the same server (listed by it), its replies short
     judged = [f"env.judge.policy='openai:claude-fake-1@{api.url}/v1'", "env.judge.max_new_tokens=16"] if judge else []

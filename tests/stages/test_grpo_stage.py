@@ -157,3 +157,40 @@ def test_weights_an_update_made_nan_are_never_checkpointed_nor_published(tmp_pat
         grpo.run(recipe, env=HugeReward(ArithmeticOptions()))
     assert not list((tmp_path / "checkpoints" / "student-grpo").glob("step-*"))
     assert not (tmp_path / "models" / "student-grpo").exists()
+
+
+def test_prompts_with_a_token_the_policy_has_no_embedding_for_are_refused_before_the_first_step(tmp_path):
+    """Tokens added to the starting model's tokenizer without resize_token_embeddings: one error line before
+    anything runs (sft has refused such data since review 87; grpo had met an IndexError mid-rollout)."""
+    import shutil
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    recipe = curated_run(tmp_path / "run", "sft.steps=1", "grpo.steps=1", train=10)
+    sft.run(recipe)
+    grown = tmp_path / "grown"
+    shutil.copytree(tmp_path / "run" / "models" / "student", grown)
+    tokenizer = AutoTokenizer.from_pretrained(grown)
+    rows = AutoConfig.from_pretrained(grown).vocab_size
+    tokenizer.add_tokens([f"<unused{i}>" for i in range(rows)] + ["What"])  # "What" leads every prompt
+    tokenizer.save_pretrained(grown)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(WarmstartError, match=r"grpo.init: the data tokenizes to 'What' .* token embeddings"):
+        grpo.run(curated_run(tmp_path / "run", "sft.steps=1", "grpo.steps=1", f"grpo.init='{grown}'", train=10))
+    assert not (tmp_path / "run" / "models" / "student-grpo").exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+def test_a_lora_updates_compute_counts_gradients_of_the_adapter_only():
+    """An update costs 4 x all parameters (forward, input gradients) + 2 x the trainable ones per token, as
+    sft counts it: a LoRA run had been recorded as 6 x base + adapter, more than a full-weight update."""
+    from types import SimpleNamespace
+
+    from warmstart.config import GrpoConfig
+
+    cfg = GrpoConfig(updates_per_batch=1)
+    full = SimpleNamespace(params=1000, trainable_params=1000, teacher=None, reference=None)
+    adapter = SimpleNamespace(params=1010, trainable_params=10, teacher=None, reference=None)
+    assert grpo.flops_estimate(full, cfg, 5, 3) == 1000 * 2 * 5 + 6 * 1000 * 3  # as before for full weights
+    assert grpo.flops_estimate(adapter, cfg, 5, 3) == 1010 * 2 * 5 + (4 * 1010 + 2 * 10) * 3
+    assert grpo.flops_estimate(adapter, cfg, 5, 3) < grpo.flops_estimate(full, cfg, 5, 3) + 10 * 2 * 5

@@ -140,7 +140,7 @@ def test_sft_says_what_it_left_out_and_trains_nothing_without_an_assistant_turn(
         # A null for the sampled token had crashed the alignment (IndexError) where no alternative was listed.
         ({"logprobs": [[{"token": "A", "logprob": None}]]}, r"logprobs\[0\]\[0\] has a null logprob"),
         ({"logprobs": [[{"token": "A", "logprob": 0.5}]]}, r"logprobs\[0\]\[0\] has a logprob that is not a log-prob"),
-        ({"logprobs": [[{"id": "5", "logprob": -0.1}]]}, r"logprobs\[0\]\[0\] has an id that is not an integer"),
+        ({"logprobs": [[{"id": "5", "logprob": -0.1}]]}, r"logprobs\[0\]\[0\] has an id that is not a token id"),
         (
             {"logprobs": [[{"token": "A", "logprob": -0.1, "top_logprobs": {"A": -0.1}}]]},
             "top_logprobs that are a dict",

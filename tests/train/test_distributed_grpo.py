@@ -111,3 +111,26 @@ def test_more_processes_than_rollouts_in_a_step_is_one_error(tmp_path):
     assert result.returncode != 0 and len(errors) == 1, result.stderr[-3000:]
     assert "grpo: 3 processes but a step has only 2 rows" in errors[0]
     assert not (tmp_path / "run" / "models" / "student-grpo").exists()
+
+
+def test_every_processs_api_judge_requests_are_billed(tmp_path):
+    """Each process judges its share of a step's rollouts; only the main process's had been billed (half of
+    what a 2-process run paid for was in no ledger)."""
+    import pytest
+
+    from fake_api import FakeAPI
+
+    sys.path.insert(0, str(HERE.parent / "stages"))
+    from test_generate_spend import judged_grpo, price_file, server_bill
+
+    with FakeAPI() as api:
+        judged_settings = judged_grpo(api, price_file(tmp_path / "prices.toml"))
+        recipe_file = prepared_run(tmp_path / "two", "grpo.steps=1", "grpo.max_refills=0", *judged_settings)
+        before, seen = server_bill(api), len(api.billed)
+        run(grpo_command(recipe_file, 2))
+        judged_requests = len(api.billed) - seen
+        paid = server_bill(api) - before
+    judged = json.loads((tmp_path / "two" / "costs.json").read_text())["stages"]["grpo:student-grpo"]["api_judge"]
+    assert judged_requests == 8  # 2 tasks x 4 samples, each judged once, half of them in each process
+    assert judged["requests"] == judged_requests and judged["requests_sent"] == judged_requests
+    assert judged["usd"] == pytest.approx(paid, rel=1e-9)

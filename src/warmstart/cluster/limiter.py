@@ -15,28 +15,38 @@ import itertools
 import ray
 
 from ..policies.limits import RateLimiter
+from .budget import ACTOR_CALLS
 
 
 # Restarted, its calls asked again, whenever it dies: its windows start empty, which only the requests of
-# the last window could have used (a worker without it could send none at all).
-@ray.remote(max_restarts=-1, max_task_retries=-1)
+# the last window could have used (a worker without it could send none at all). Every request of every
+# worker may wait on it at once (Ray's default of 1,000 calls in an actor had left no room for a release).
+@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=ACTOR_CALLS)
 class LimitsActor:
     def __init__(self, rpm: int | None, tpm: int | None, window_s: float):
         self.limiter = RateLimiter(rpm, tpm, window_s)
-        self.entries: dict[int, list] = {}  # the requests let through and not yet over, by ticket
+        self.entries: dict[int, tuple[list, str | None]] = {}  # the requests let through and not yet over
         self.tickets = itertools.count()
 
-    async def acquire(self, tokens: int) -> int:
-        """Wait until a request of `tokens` fits the windows; its ticket."""
+    async def acquire(self, tokens: int, owner: str | None = None) -> int:
+        """Wait until a request of `tokens` fits the windows; its ticket. `owner`: the worker's actor id."""
         entry = await self.limiter.acquire(tokens)
         ticket = next(self.tickets)
-        self.entries[ticket] = entry
+        self.entries[ticket] = (entry, owner)
         return ticket
 
     async def release(self, ticket: int, tokens: int | None) -> None:
-        entry = self.entries.pop(ticket, None)  # None: a ticket of this actor before a restart
+        entry = self.entries.pop(ticket, None)  # None: a ticket of this actor before a restart, or forgotten
         if entry is not None:
-            self.limiter.release(entry, tokens)
+            self.limiter.release(entry[0], tokens)
+
+    async def forget(self, owner: str) -> int:
+        """A restarted worker's requests let through: over now (a kill left them in flight for good, each a
+        slot of api.rpm and its tokens of api.tpm taken from every worker); how many."""
+        tickets = [ticket for ticket, (_, held_by) in self.entries.items() if held_by == owner]
+        for ticket in tickets:
+            self.limiter.release(self.entries.pop(ticket)[0], None)
+        return len(tickets)
 
 
 def limits_actor(rpm: int | None, tpm: int | None, window_s: float, model: str):
@@ -53,7 +63,7 @@ class SharedRateLimiter:
         self.counts_tokens = tpm is not None
 
     async def acquire(self, tokens: int) -> int:
-        return await self.actor.acquire.remote(tokens)
+        return await self.actor.acquire.remote(tokens, ray.get_runtime_context().get_actor_id())
 
     def release(self, ticket: int, tokens: int | None) -> None:
         self.actor.release.remote(ticket, tokens)  # not awaited: the request's reply is not held up by it

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ..errors import WarmstartError
+from ..errors import WarmstartError, first_line
 from ..types import Trajectory
 
 WARMSTART_ERROR_LINE = f"{WarmstartError.__module__}.{WarmstartError.__name__}: "
@@ -21,6 +21,10 @@ def gather(ref, where: str):
     except RayTaskError as exc:
         if isinstance(exc.cause, WarmstartError):
             raise exc.cause from None
+        if isinstance(exc.cause, RayActorError):  # an actor the worker called died (the budget's, say)
+            raise WarmstartError(
+                f"{where}: an actor of the cluster died under a worker ({first_line(exc.cause)})"
+            ) from None
         raise
     except RayActorError as exc:
         raise WarmstartError(creation_error(exc) or f"{where}: a ray worker died past its restarts ({exc})") from None

@@ -74,7 +74,13 @@ class WorkerPlan:
 @ray.remote
 class RolloutWorker:
     def __init__(self, spec: PolicySpec, env, key: str, recipe: Recipe, limits, replies: dict, budget):
-        """`replies`: the driver's cached replies when the stage started (a restart gets the same)."""
+        """`replies`: the driver's cached replies when the stage started (a restart gets the same). A restart
+        first gives back what the killed worker held: its requests in flight never settle."""
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            me = ray.get_runtime_context().get_actor_id()
+            ray.get(
+                [actor.forget.remote(me) for actor in (limits, getattr(budget, "actor", None)) if actor is not None]
+            )
         self.policy = make_worker_policy(spec, env, key, recipe)
         if self.policy.request_tally is not None:  # an API policy: the limits are the cluster's, the cache the driver's
             self.policy.cache = WorkerCache(replies)

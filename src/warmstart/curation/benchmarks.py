@@ -106,9 +106,28 @@ def text_fields(where: str, names: list[str]) -> list[str]:
 
 def item_text(record: dict, fields: list[str], where: str) -> str:
     """The text of the first of `fields` that holds any (empty when none does). A later field is read only
-    when the earlier ones are null or empty: `{"question": "...", "input": 5}` is a question."""
-    texts = (as_text(record[name], f"{where} {name!r}") for name in fields)
-    return next((text for text in texts if text.strip()), "")
+    when the earlier ones are null or empty: `{"question": "...", "input": 5}` is a question. An Alpaca-style
+    item (`instruction`, `input`, `output`, its fields found, not named) is its instruction and then its input
+    (`alpaca_text`)."""
+    for name in fields:
+        text = as_text(record[name], f"{where} {name!r}")
+        if text.strip():
+            if name in ALPACA_FIELDS and set(ALPACA_FIELDS) <= set(fields):
+                return alpaca_text(record, where)
+            return text
+    return ""
+
+
+# Alpaca's layout: the task in `instruction`, what it applies to in `input` (often empty), the reply in
+# `output`. Its `input` alone (`The dog chased the cat`, `I loved it`) is not the item: a few words any text
+# may hold, while the instruction, the words a copy repeats, would go unindexed.
+ALPACA_FIELDS = ("instruction", "input")
+
+
+def alpaca_text(record: dict, where: str) -> str:
+    """An Alpaca item's text: its instruction, then its input where it has one (a line apart)."""
+    parts = (as_text(record[name], f"{where} {name!r}") for name in ALPACA_FIELDS)
+    return "\n".join(part for part in parts if part.strip())
 
 
 def as_text(value: Any, where: str) -> str:

@@ -23,10 +23,14 @@ class PassRate:
         return self.passed / self.judged
 
 
-def pass_rates(trajectories: list[Trajectory]) -> dict[str, PassRate]:
-    """Per task with at least one judged sample: how many of its judged samples passed."""
+def pass_rates(trajectories: list[Trajectory], probe: int | None = None) -> dict[str, PassRate]:
+    """Per task with at least one judged sample: how many of its judged samples passed. `probe`: only its
+    samples of index below it are read (the first ones, asked whatever the others scored: where generate
+    stopped asking a task by its outcomes, the rest would bias its rate upwards)."""
     passed, judged = Counter(), Counter()
     for t in trajectories:
+        if probe is not None and t.sample_index >= probe:
+            continue
         if t.error is None and t.verdict is not None and t.verdict.infra_error is None:
             judged[t.task_id] += 1
             passed[t.task_id] += t.verdict.passed

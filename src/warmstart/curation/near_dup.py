@@ -15,6 +15,10 @@ Features are the word shingles of each segment (lines, sentences: a reordered ch
 or, for a text too short for one edit to leave its shingles above the threshold, its set of words
 (`min_shingled_words`). A short and a long text are then never alike; at the boundary (about 49 words
 for 5-word shingles at 0.8) a pair can be missed, which costs a duplicate, never a distinct problem.
+A word set ignores order: below a threshold of 1, two short texts with the same words and numbers in
+another order (names swapped: `Alice has 5 ... Bob has 3` / `Bob has 5 ... Alice has 3`) are alike; word
+bigrams would not tell them apart either at 0.8 (in the pairs measured, a swap changed fewer bigrams than a contraction),
+so a threshold of 1 compares whole word sequences: only copies are near-duplicates there.
 
 Within a group, items are visited best first: one at least `threshold` similar to an item already kept
 is a near-duplicate of it, otherwise it is kept. This is greedy, not transitive: a chain of small edits
@@ -93,7 +97,12 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 def features(parts: list[list[str]], shingle_size: int, threshold: float) -> frozenset[str]:
     """The word shingles of each segment (a segment shorter than a shingle is one), or the set of words
-    of a text shorter than `min_shingled_words`."""
+    of a text shorter than `min_shingled_words`. At a threshold of 1 (only copies are near-duplicates) the
+    text's one feature is its whole sequence of words: equal sets of words or shingles are not a copy
+    (`Alice has 5 and Bob has 3` is not `Bob has 5 and Alice has 3`, nor `a is a prefix of b` `b is a prefix
+    of a`)."""
+    if threshold >= 1.0:
+        return frozenset(["\n".join(" ".join(part) for part in parts)])
     if sum(len(part) for part in parts) < min_shingled_words(shingle_size, threshold):
         return frozenset(word for part in parts for word in part)
     return frozenset(shingle for part in parts for shingle in shingles(part, shingle_size))
@@ -111,7 +120,8 @@ def min_shingled_words(shingle_size: int, threshold: float) -> float:
     A changed word alters up to k of the n-k+1 shingles of an n-word text, leaving a Jaccard of
     (n-2k+1)/(n+1); that is >= t from n >= (2k-1+t)/(1-t) words (49 for k=5, t=0.8). Shorter texts, a
     prompt of a dozen words, would need to be identical to be near-duplicates by shingles, so they are
-    compared by their sets of words instead (one changed word in ten leaves 9/11 = 0.82)."""
+    compared by their sets of words instead (one changed word in ten leaves 9/11 = 0.82). At a threshold
+    of 1, `features` compares whole word sequences instead."""
     if threshold >= 1.0:
         return math.inf
     return (2 * shingle_size - 1 + threshold) / (1 - threshold)

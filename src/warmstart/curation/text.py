@@ -14,8 +14,10 @@ are the same text to it.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from typing import Any
 
 from ..types import Message
 
@@ -85,7 +87,19 @@ DIGIT_GROUPS = re.compile(r"(?<![\d.])\d+(?:([,' ’])\d+)(?:\1\d+)*")
 # three (`12 345 678` is 12345678, `1,000` is 1000). `3 4`, `2024 123` and `1 250 12` stay numbers apart, and so
 # does `1, 2`. Three-digit numbers listed with one separator (`100 200`) read as one number, in every text alike.
 THOUSANDS_GROUPING = re.compile(r"\d{1,3}(?:[,' ’]\d{3})+")
-TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d]\w*|[-+*/=<>^%()]")
+# Scripts written without spaces between words (Han, kana, Hangul, Thai): `\w+` would make a whole clause
+# (`小明有15个苹果`) one word, so a copy with one character added, or with a lead-in and no punctuation before
+# it, would share no word with the item it copies. Each of their characters is a word of its own (a Thai letter
+# with the vowel and tone marks on it), as n-gram decontamination of such text usually does.
+THAI_MARKS = "\u0e31\u0e34-\u0e3a\u0e47-\u0e4e"
+UNSPACED = (
+    "[\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3038-\u303b\u3041-\u309f\u30a0-\u30ff\u3131-\u318e"
+    "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7a3\ud7b0-\ud7ff\uf900-\ufaff"
+    "\uff66-\uff9f\u1100-\u11ff\U00020000-\U0003134f]"
+    f"|[\u0e01-\u0e30\u0e32\u0e33\u0e3f-\u0e46\u0e4f\u0e5a\u0e5b][{THAI_MARKS}]*"
+)
+UNSPACED_CHAR = re.compile(UNSPACED)
+TOKEN = re.compile(rf"\d+(?:\.\d+)?|{UNSPACED}|[^\W\d]\w*|[-+*/=<>^%()]")
 # A sentence's end in ASCII, fullwidth, CJK, Arabic-script and Devanagari punctuation, and the quote or
 # bracket that may close it: a copy in fullwidth forms or another script must have the same segments, or its
 # content signature (per segment) differs and near-dedup never compares it.
@@ -165,9 +179,18 @@ def mixes_scripts(word: str) -> bool:
     return not word.isascii() and LATIN_LETTER.search(word) is not None and LOOKALIKE_LETTER.search(word) is not None
 
 
+def matching_key(text: str) -> str:
+    """`text` as exact matching compares it: normalized (`normalize`), its whitespace collapsed."""
+    return " ".join(normalize(text).split())
+
+
 def words(text: str) -> list[str]:
-    """The normalized tokens of `text`: words, numbers, math symbols; punctuation dropped."""
-    return TOKEN.findall(normalize(text))
+    """The normalized tokens of `text`: words, numbers, math symbols; punctuation dropped. A character of a
+    script written without spaces (`UNSPACED`) is a word of its own."""
+    text = normalize(text)
+    if not text.isascii():  # nearly every text is ASCII: no scan for them
+        text = UNSPACED_CHAR.sub(r" \g<0> ", text)
+    return TOKEN.findall(text)
 
 
 def segments(text: str) -> list[list[str]]:
@@ -195,16 +218,55 @@ def content_signature(parts: list[list[str]]) -> tuple[tuple[str, ...], ...]:
 
 
 def message_texts(message: Message) -> list[str]:
-    """What a message says: its content, its reasoning and its tool calls' names and arguments."""
+    """What a message says: its content, its reasoning and its tool calls' names and arguments (the text
+    the arguments hold: `argument_text`)."""
     texts = [message.content, message.reasoning]
-    texts += [f"{call.function.name} {call.function.arguments}" for call in message.tool_calls or []]
+    texts += [f"{call.function.name}\n{argument_text(call.function.arguments)}" for call in message.tool_calls or []]
     return [t for t in texts if t]
 
 
+def argument_text(arguments: str) -> str:
+    """A tool call's arguments as the text they hold: the strings (and numbers) of their JSON, each on a line of
+    its own, in order; the arguments as written where they are not JSON. Read raw, the JSON escapes a file
+    written through a tool (`"...uppercase\\nvowels..."`) would make words of the escapes (`n`) and split
+    every line break's n-gram, and `\\u00e9` would not be `é`: a benchmark item copied that way went unseen."""
+    try:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):  # not JSON (a model's own format): its text as written
+        return arguments
+    return "\n".join(json_strings(value))
+
+
+def json_strings(value: Any) -> list[str]:
+    """The strings and numbers in a JSON value, depth first in order (keys are the schema's, not the data's)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:  # iterative: a deeply nested value cannot exhaust the stack
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, (int, float)):
+            found.append(json.dumps(item))
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return found
+
+
 def prompt_messages(messages: list[Message]) -> list[Message]:
-    """The messages before the first assistant turn: the task as the policy was asked it."""
-    first = next((i for i, m in enumerate(messages) if m.role == "assistant"), len(messages))
-    return messages[:first]
+    """The task as the policy was asked it: every message up to its last user turn. A few-shot prompt's worked
+    examples (user and assistant turns) and a multi-turn prompt's earlier turns are part of it: cut at the first
+    assistant turn, distinct tasks that share a first shot or an opening exchange would be one prompt to dedup
+    and to the one-prompt-per-task check. What the policy produced comes after the last user turn (its
+    replies, and the environment's tool results between them: no environment answers with a user turn). A
+    conversation without a user turn: the messages before its first assistant turn."""
+    last_user = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    if last_user is None:
+        last_user = next((i for i, m in enumerate(messages) if m.role == "assistant"), len(messages)) - 1
+    return messages[: last_user + 1]
 
 
 def prompt_text(messages: list[Message]) -> str:

@@ -77,7 +77,7 @@ def topk_verdict(alignment: Alignment) -> tuple[bool, str]:
         return False, "the trajectories carry no token log-probs (the teacher gave text only)"
     if alignment.aligned == 0:
         if alignment.foreign_tokens:
-            why = f"the teacher's token {alignment.example!r} is not a token of the student"
+            why = f"the teacher's token {alignment.example} is not a token of the student"
         else:
             why = "no teacher turn tokenizes as the student tokenizes it"
         return False, f"{why}: logit KD needs a shared tokenizer (cross-tokenizer distillation is not supported)"

@@ -12,8 +12,8 @@ otherwise.
              ids sent as the prompt (`warmstart serve`, vLLM); one request per sequence
 
 Both need the student's tokenizer: a local teacher's vocabulary must equal it, and a server's text of
-each scored token must be the student's text of the id sent (checked on the first batch), else the
-scores would be of other tokens.
+each scored token must be a text the student's tokenizer gives the id sent (checked on the first batch),
+else the scores would be of other tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..lm.device import resolve_device
 from ..lm.models import load_model_and_tokenizer, vocabulary_mismatch
 from ..lm.paths import resolve_model_path
 from ..lm.scoring import chunked_sequence_logprobs
+from ..lm.token_bytes import TokenBytes, token_text
 
 
 class LocalTeacher:
@@ -83,12 +84,20 @@ class RemoteTeacher:
         return out
 
     def check_tokens(self, ids: list[int], texts: list[str]) -> None:
+        """Each scored token's text as the server gives it must be one the student's tokenizer reads for
+        the id: its own bytes' text (`warmstart serve`, OpenAI's way), the text it decodes to alone (which
+        strips SentencePiece's leading space: "▁x" reads "x") or its raw piece (vLLM's older way)."""
+        own_bytes = TokenBytes(self.tokenizer)
         for token_id, text in zip(ids, texts):
-            ours = self.tokenizer.decode([token_id])
-            if ours != text:
+            readings = (
+                token_text(self.tokenizer, own_bytes, token_id)[0],
+                self.tokenizer.decode([token_id]),
+                self.tokenizer.convert_ids_to_tokens(token_id),
+            )
+            if text not in readings:
                 raise WarmstartError(
-                    f"{self.key}: the server reads token id {token_id} as {text!r}, the student as {ours!r}: "
-                    "on-policy distillation needs the student's tokenizer on both sides"
+                    f"{self.key}: the server reads token id {token_id} as {text!r}, the student as "
+                    f"{readings[0]!r}: on-policy distillation needs the student's tokenizer on both sides"
                 )
 
 

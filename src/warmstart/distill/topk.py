@@ -74,29 +74,42 @@ class TokenIndex:
     """The student's tokens by their text decoded alone and by their own bytes (lm/token_bytes.py), each
     without the keys two ids share (ambiguous). A teacher's recorded token is found by its bytes where it
     gives them, as OpenAI's API and `warmstart serve` do: a token holding part of a multi-byte character
-    reads as U+FFFD, a text many ids share, but its bytes are its own. Else by its text."""
+    reads as U+FFFD, a text many ids share, but its bytes are its own. Else by its text. `rows`: the
+    student's output rows (None: unknown); a recorded id at or past them is no token of the student."""
 
     by_text: dict[str, int]
     by_bytes: dict[bytes, int]
+    rows: int | None = None
+
+    def holds(self, token_id: int) -> bool:
+        return 0 <= token_id and (self.rows is None or token_id < self.rows)
 
 
-def token_index(tokenizer) -> TokenIndex:
+def token_index(tokenizer, rows: int | None = None) -> TokenIndex:
     own_bytes = TokenBytes(tokenizer)
     ids = range(len(tokenizer))
+    # SentencePiece's byte-fallback pieces (<0x20>) stand for bytes its ordinary pieces may hold too ("▁"):
+    # an ordinary piece is the one it writes for them, so it wins such a tie.
+    fallback = {i for i in ids if own_bytes.is_byte_piece(i)}
     return TokenIndex(
-        unambiguous((tokenizer.decode([i]), i) for i in ids),
-        unambiguous((data, i) for i in ids if (data := own_bytes(i)) is not None),
+        unambiguous(((tokenizer.decode([i]), i) for i in ids), fallback),
+        unambiguous(((data, i) for i in ids if (data := own_bytes(i)) is not None), fallback),
+        rows,
     )
 
 
-def unambiguous(pairs) -> dict:
-    """key -> id, without the keys more than one id has."""
-    seen, ambiguous = {}, set()
+def unambiguous(pairs, second_choice: set[int] = frozenset()) -> dict:
+    """key -> id, without the keys more than one id has, but where one of them is not a `second_choice`
+    and the others are (it is then the key's)."""
+    ids: dict = {}
     for key, token_id in pairs:
-        if key in seen:
-            ambiguous.add(key)
-        seen[key] = token_id
-    return {key: i for key, i in seen.items() if key not in ambiguous}
+        ids.setdefault(key, []).append(token_id)
+    index = {}
+    for key, candidates in ids.items():
+        first_choices = [i for i in candidates if i not in second_choice] if len(candidates) > 1 else candidates
+        if len(first_choices) == 1:
+            index[key] = first_choices[0]
+    return index
 
 
 LOGPROBS_SHAPE = (
@@ -136,8 +149,8 @@ def entry_problem(entry, sampled: bool = False) -> str | None:
     ids, and without it the turn had crashed the alignment (no alternatives) or gone unaligned unsaid."""
     if not isinstance(entry, dict):
         return f"holds a {type(entry).__name__}"
-    if "id" in entry and (isinstance(entry["id"], bool) or not isinstance(entry["id"], int)):
-        return f"has an id that is not an integer ({entry['id']!r})"
+    if "id" in entry and (isinstance(entry["id"], bool) or not isinstance(entry["id"], int) or entry["id"] < 0):
+        return f"has an id that is not a token id, an integer from 0 ({entry['id']!r})"
     if "id" not in entry and not isinstance(entry.get("token"), str):
         return "has no token text or id"
     if "logprob" not in entry:
@@ -147,7 +160,8 @@ def entry_problem(entry, sampled: bool = False) -> str | None:
         return "has a null logprob (the sampled token's must be a number)" if sampled else None
     if isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
         return f"has a logprob that is not a number ({logprob!r})"
-    if not math.isfinite(logprob) or logprob > LOGPROB_SLACK:
+    # An alternative's -inf is a probability of 0 (left out: `support`); the sampled token's cannot be.
+    if math.isnan(logprob) or logprob > LOGPROB_SLACK or (sampled and math.isinf(logprob)):
         return f"has a logprob that is not a log-probability ({logprob!r}: a finite number at most 0)"
     if "top_logprobs" in entry and not isinstance(entry["top_logprobs"], (list, type(None))):
         return f"has top_logprobs that are a {type(entry['top_logprobs']).__name__}, not a list"
@@ -155,8 +169,9 @@ def entry_problem(entry, sampled: bool = False) -> str | None:
 
 
 def entry_id(entry: dict, index: TokenIndex) -> int | None:
+    """The student's id of a recorded token, or None where it names none of the student's tokens."""
     if "id" in entry:
-        return entry["id"]
+        return entry["id"] if index.holds(entry["id"]) else None
     data = entry.get("bytes")
     if (
         isinstance(data, list)
@@ -166,20 +181,44 @@ def entry_id(entry: dict, index: TokenIndex) -> int | None:
         # U+FFFD's own bytes are what some servers give for a part of a character: not a token's own
         if bytes(data) != REPLACEMENT and (token_id := index.by_bytes.get(bytes(data))) is not None:
             return token_id
-    return index.by_text.get(entry["token"])
+    # "" with no bytes is how some servers (vLLM) give a token of no text: an end-of-turn, a part of a character
+    return index.by_text.get(entry["token"]) if entry["token"] else None
 
 
 def support(entry: dict, index: TokenIndex) -> tuple[list[int], list[float]] | None:
-    """The sampled token first, then the alternatives not already listed; None if one is not a token."""
-    ids, logps = [], []
-    for item in [entry, *(entry.get("top_logprobs") or [])]:
+    """The sampled token first, then the alternatives not already listed; None if the sampled token is not
+    one of the student's. An alternative that is not (a server's "" of no bytes, an id past the student's
+    rows: a wider embedding's padding) or has no probability is left out: its mass stays in the teacher's
+    tail, where the student's mass of it is too, so the KL over that coarser partition is still exact."""
+    sampled = entry_id(entry, index)
+    if sampled is None:
+        return None
+    ids, logps = [sampled], [float(entry["logprob"])]
+    for item in entry.get("top_logprobs") or []:
         token_id = entry_id(item, index)
-        if token_id is None:
-            return None
-        if token_id not in ids and item["logprob"] is not None:
-            ids.append(token_id)
-            logps.append(float(item["logprob"]))
+        if token_id is None or token_id in ids or item["logprob"] is None or math.isinf(item["logprob"]):
+            continue
+        ids.append(token_id)
+        logps.append(float(item["logprob"]))
     return ids, logps
+
+
+def without_stop_entries(entries: list, index: TokenIndex) -> list:
+    """A turn's entries without the trailing ones of a token of no text the student cannot name (a server's
+    end-of-turn token, "" of no bytes): the span's end-of-turn gets no teacher distribution anyway."""
+    end = len(entries)
+    while (
+        end
+        and "id" not in entries[end - 1]
+        and not entries[end - 1]["token"]
+        and entry_id(entries[end - 1], index) is None
+    ):
+        end -= 1
+    return entries[:end]
+
+
+def recorded_name(entry: dict) -> str:
+    return f"id {entry['id']}" if "id" in entry else repr(entry["token"])
 
 
 def align(
@@ -196,10 +235,11 @@ def align(
         if entries is None:
             continue
         stats.turns += 1
+        entries = without_stop_entries(entries, index)
         supports = [support(e, index) for e in entries]
         if any(s is None for s in supports):
             stats.foreign_tokens += 1
-            stats.example = stats.example or next(e.get("token") for e, s in zip(entries, supports) if s is None)
+            stats.example = stats.example or next(recorded_name(e) for e, s in zip(entries, supports) if s is None)
             continue
         if len(entries) > end - start or [s[0][0] for s in supports] != input_ids[start : start + len(entries)]:
             continue

@@ -192,7 +192,8 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
     for path, content in files.items():
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        with open(target, "w", encoding="utf-8", newline="") as f:  # the text as it is: CRLF stays CRLF
+            f.write(content)
 
 
 def write_changes(root: Path, changes: dict[str, str]) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..curation.text import matching_key
 from ..errors import JSON_ERRORS, WarmstartError, json_problem
 from ..types import Message
 from .base import hash_split
@@ -83,7 +84,10 @@ class TaskRow:
 
 
 def load_rows(source: DataSource, where: str) -> list[TaskRow]:
-    """Every row of the source, mapped and split; duplicates of a prompt after its first row left out."""
+    """Every row of the source, mapped and split; duplicates of a prompt after its first row left out. A
+    prompt is its text as the splits' overlap check reads it (`curation.text.normalize`): rows apart only in
+    case, a digit's script (`٤٦`, fullwidth `４６`) or number separators had each been a task, split by
+    their raw text: two in different splits stopped every stage with an overlap no setting could fix."""
     records, origin = read_records(source, where)
     if not records:
         raise WarmstartError(f"{where}: {origin} has no rows")
@@ -93,14 +97,15 @@ def load_rows(source: DataSource, where: str) -> list[TaskRow]:
     ids: set[str] = set()
     for number, record in records:
         row = map_row(source, record, f"{where}: {origin}: {number}")
-        if row.prompt in rows:
-            if row.answer != rows[row.prompt].answer:
-                disagreeing.append(f"{number} (answer {row.answer[:40]!r}) repeats {first_at[row.prompt]}")
+        key = matching_key(row.prompt)
+        if key in rows:
+            if row.answer != rows[key].answer:
+                disagreeing.append(f"{number} (answer {row.answer[:40]!r}) repeats {first_at[key]}")
             continue
         if row.id in ids:
             raise WarmstartError(f"{where}: {origin}: {number}: id {row.id!r} is used by an earlier row")
         ids.add(row.id)
-        rows[row.prompt], first_at[row.prompt] = row, f"{number} (answer {row.answer[:40]!r})"
+        rows[key], first_at[key] = row, f"{number} (answer {row.answer[:40]!r})"
     if disagreeing:
         log.warning(
             "%s: %s: %d rows repeat an earlier row's prompt with another answer; the first row of each is kept "

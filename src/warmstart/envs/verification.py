@@ -39,8 +39,11 @@ import contextlib
 import logging
 import math
 import multiprocessing
+import os
 import pickle
+import shutil
 import signal
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -164,6 +167,9 @@ class WorkerDied(Exception):
 class Worker:
     process: multiprocessing.process.BaseProcess
     connection: Connection  # the parent's end of the worker's pipe
+    # The worker's temporary directories all go here (its `tempfile.tempdir`); removed once it has ended, so
+    # a verification killed past env.verify_timeout (an swe grading's copy of a repository) leaves nothing.
+    tmp: str = ""
 
     def send(self, message: Environment | Pairs) -> None:
         try:
@@ -193,6 +199,7 @@ class Worker:
 
     def died(self) -> WorkerDied:
         self.process.join(timeout=5.0)
+        self.remove_tmp()
         code = self.process.exitcode
         return WorkerDied(f"verification worker {self.process.pid} died (exit code {code})", code)
 
@@ -203,12 +210,19 @@ class Worker:
         self.process.join(timeout)
         if self.process.is_alive():  # still on a verification past the bound: its environment is not closed
             self.kill()
+        else:
+            self.remove_tmp()
 
     def kill(self) -> None:
         """Stop it now (its sandbox dies with it: bubblewrap's --die-with-parent)."""
         self.process.kill()
         self.process.join()
         self.connection.close()
+        self.remove_tmp()
+
+    def remove_tmp(self) -> None:
+        if self.tmp and not self.process.is_alive():
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def start_workers(env: Environment, count: int) -> list[Worker]:
@@ -234,11 +248,13 @@ def start_worker() -> Worker:
     # forkserver: forking this process (torch threads running) could deadlock a child.
     context = multiprocessing.get_context("forkserver")
     ours, theirs = context.Pipe()
+    tmp = tempfile.mkdtemp(prefix="warmstart-verifier-")
+    os.chmod(tmp, 0o755)  # sandboxes (as `nobody`) reach directories made inside it
     # daemon: should its Verifier never be closed, multiprocessing still stops it as this process exits.
-    process = context.Process(target=serve, args=(theirs,), name="warmstart-verifier", daemon=True)
+    process = context.Process(target=serve, args=(theirs, tmp), name="warmstart-verifier", daemon=True)
     process.start()
     theirs.close()  # the worker holds the only other copy: once this process is gone, its reads end
-    return Worker(process, ours)
+    return Worker(process, ours, tmp)
 
 
 @dataclass
@@ -317,13 +333,15 @@ def replaced(workers: list[Worker], stuck: Worker, env: Environment) -> Worker:
 # --- the workers, seen from inside -------------------------------------------------------------------
 
 
-def serve(connection: Connection) -> None:
+def serve(connection: Connection, tmp: str | None = None) -> None:
     """A worker: take the environment, then verify the chunks that come in with it (so one zygote for
     all batches) until the parent closes its end of the pipe, or dies; then close the environment. A
     worker ends with os._exit, which runs no atexit hooks or weakref finalizers: hence the explicit close."""
     # Ctrl-C reaches the whole process group; the parent's Verifier stops the workers in order instead
     # (each closing its zygote), where a worker killed by it mid-chunk would leave its zygote behind.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if tmp is not None:
+        tempfile.tempdir = tmp  # the parent removes it once this process has ended, killed or not
     try:
         env = connection.recv()
     except (EOFError, ConnectionError):

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from ..config import check_run_name
 from ..errors import WarmstartError
-from ..runs.directory import file_digest
+from ..runs.directory import failed_last, file_digest, read_manifest
 from ..runs.jsonl import iter_records, read_json
 from ..types import Trajectory
 from .card import CardFacts, RowTally, dataset_card
@@ -91,4 +91,16 @@ def curated_file(root: Path, data: str) -> Path:
         names = sorted(p.stem for p in (root / "curated").glob("*.jsonl")) if (root / "curated").is_dir() else []
         here = f"curated data here: {', '.join(names)} (--data NAME)" if names else "no curated data here (run curate)"
         raise WarmstartError(f"--data {data}: {source} not found; {here}")
+    check_last_curate(root, data, source)
     return source
+
+
+def check_last_curate(root: Path, data: str, source: Path) -> None:
+    """Refuse curated data whose last curate run failed, as `sft` does: the file is an earlier run's, kept
+    when a later run kept nothing, made under another config (data the current recipe may call
+    contaminated), and its dropped.json may be either run's."""
+    if error := failed_last(read_manifest(root / "manifest.json"), f"curate:{data}"):
+        raise WarmstartError(
+            f"--data {data}: {source} is an earlier curate run's: the last one failed ({error}); "
+            "rerun curate, or export other data"
+        )

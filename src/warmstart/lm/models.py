@@ -106,16 +106,22 @@ def learned_position_limit(model) -> int | None:
     return min((limit for limit in limits if isinstance(limit, int)), default=None)
 
 
+def embedded_rows(model) -> int | None:
+    """The token ids the model has both an embedding and an output row for (None: it says neither)."""
+    heads = [model.get_input_embeddings(), model.get_output_embeddings()]
+    sizes = [
+        getattr(head, "num_embeddings", None) or getattr(head, "out_features", None)
+        for head in heads
+        if head is not None
+    ]
+    return min((size for size in sizes if size), default=None)
+
+
 def check_ids_embedded(largest_id: int, tokenizer, model, key: str) -> None:
     """Refuse token ids the model has no embedding or output row for (tokens added to a tokenizer without
     resize_token_embeddings): one error before training, not an IndexError in the embedding mid-step."""
-    heads = [model.get_input_embeddings(), model.get_output_embeddings()]
-    rows = min(
-        (getattr(head, "num_embeddings", None) or getattr(head, "out_features", None) or largest_id + 1)
-        for head in heads
-        if head is not None
-    )
-    if largest_id >= rows:
+    rows = embedded_rows(model)
+    if rows is not None and largest_id >= rows:
         raise WarmstartError(
             f"{key}: the data tokenizes to {tokenizer.convert_ids_to_tokens(largest_id)!r} (id {largest_id}), but "
             f"the model has {rows} token embeddings: after adding tokens, call "

@@ -57,6 +57,12 @@ class TokenBytes:
         self.byte_fallback, self.byte_level = "ByteFallback" in kinds, "ByteLevel" in kinds
         self.spaces = [space_replacement(d) for d in decoders if d.get("type") in ("Metaspace", "Replace")]
 
+    def is_byte_piece(self, token_id: int) -> bool:
+        """Whether the id is a byte-fallback piece (`<0x20>`): SentencePiece writes one only for bytes no
+        ordinary piece of its holds."""
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        return self.byte_fallback and isinstance(piece, str) and BYTE_PIECE.fullmatch(piece) is not None
+
     def __call__(self, token_id: int) -> bytes | None:
         piece = self.tokenizer.convert_ids_to_tokens(token_id)
         if not isinstance(piece, str) or token_id in self.tokenizer.added_tokens_decoder:
@@ -77,3 +83,13 @@ def space_replacement(decoder: dict) -> tuple[str | None, str]:
     if decoder["type"] == "Metaspace":
         return decoder.get("replacement", "▁"), " "
     return decoder.get("pattern", {}).get("String"), decoder.get("content", "")
+
+
+def token_text(tokenizer, own_bytes: TokenBytes, token_id: int) -> tuple[str, bytes]:
+    """A token's text and bytes: its own bytes where the tokenizer keeps them (a part of a
+    character reads as U+FFFD in the text), else the text it decodes to alone."""
+    data = own_bytes(token_id)
+    if data is None:
+        text = tokenizer.decode([token_id])
+        return text, text.encode("utf-8")
+    return data.decode("utf-8", errors="replace"), data

@@ -48,20 +48,20 @@ def _unparsed(raw: str, call_id: str) -> ToolCall:
 def _parse_one(raw: str, call_id: str) -> ToolCall:
     try:
         data = json.loads(raw)
-    except ValueError:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
+            return _unparsed(raw, call_id)
+        arguments = json.dumps(data.get("arguments", {}))
+    except (ValueError, RecursionError):  # nested past the recursion limit: as unparsable as bad JSON
         return _unparsed(raw, call_id)
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
-        return _unparsed(raw, call_id)
-    return ToolCall(
-        id=call_id, function=ToolFunction(name=data["name"], arguments=json.dumps(data.get("arguments", {})))
-    )
+    return ToolCall(id=call_id, function=ToolFunction(name=data["name"], arguments=arguments))
 
 
 def call_arguments(call: ToolCall) -> dict | None:
-    """The arguments as a dict, or None when they are not a JSON object."""
+    """The arguments as a dict, or None when they are not a JSON object (or nest past the recursion
+    limit, which `json` raises as RecursionError: such a call is unparsable, not a crash)."""
     try:
         arguments = json.loads(call.function.arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return arguments if isinstance(arguments, dict) else None
 

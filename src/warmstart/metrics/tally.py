@@ -88,10 +88,13 @@ def per_task_pass(counts: dict[str, tuple[int, int]], k: int) -> dict[str, float
     return {t: pass_at_k(n, c, k) for t, (n, c) in counts.items() if n >= k}
 
 
-def compare(a: dict, b: dict) -> dict:
+def compare(a: dict, b: dict) -> dict | None:
     """pass@1 of policy row `a` minus that of row `b` (eval results with `per_task`), paired over the tasks
-    both scored (`tasks`, of the `tasks_either` one of them scored)."""
+    both scored (`tasks`, of the `tasks_either` one of them scored); None where they scored none in common
+    (failed requests, infra errors: there is no paired difference to measure)."""
     pass_a, pass_b = per_task_pass(a["per_task"], 1), per_task_pass(b["per_task"], 1)
+    if not pass_a.keys() & pass_b.keys():
+        return None
     diff = paired_difference(pass_a, pass_b)
     low, high = diff.as_list()
     return {

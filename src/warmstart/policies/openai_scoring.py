@@ -26,7 +26,7 @@ from openai.types import Completion, CompletionChoice
 from openai.types.completion_choice import Logprobs as CompletionLogprobs
 
 from ..config import PolicySpec
-from ..errors import WarmstartError
+from ..errors import WarmstartError, one_line
 from .backend import (
     UNREADABLE,
     ReplyShape,
@@ -86,7 +86,7 @@ class RemoteScorer:
             )
         except openai.APIStatusError as exc:
             raise WarmstartError(
-                f"{self._name()}: HTTP {exc.status_code} from {self.base_url}: {_one_line(exc.message)}"
+                f"{self._name()}: HTTP {exc.status_code} from {self.base_url}: {one_line(exc.message)}"
             ) from None
         except openai.APITimeoutError:  # each try bounded as a whole (bounded_http.http_client), and asked again
             raise WarmstartError(
@@ -96,7 +96,7 @@ class RemoteScorer:
             if unreadable_body(exc) is not None or reply_too_large(exc):  # one that cannot be read, or held
                 raise request_error(exc, openai) from None
             raise WarmstartError(
-                f"{self._name()}: no usable answer from {self.base_url}: {type(exc).__name__}: {_one_line(str(exc))}"
+                f"{self._name()}: no usable answer from {self.base_url}: {type(exc).__name__}: {one_line(str(exc))}"
             ) from None
         require_parsed(response, Completion)  # a proxy's page the SDK handed over as text
         try:
@@ -151,7 +151,3 @@ def prompt_scores(response: Completion, n: int) -> ScoredSequence | None:
         if problem := logprob_problem(listed[position]):
             raise ReplyShape(f"choices[0].logprobs.token_logprobs[{position}] is {problem}")
     return ScoredSequence(list(tokens[:n]), [None, *listed[1:n]])  # nothing predicts the first token
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -45,7 +45,7 @@ import httpx2
 import openai
 from openai.types import Completion
 
-from ..errors import WarmstartError
+from ..errors import WarmstartError, one_line
 from ..lm.generation import Sampled
 from ..types import Sampling
 from .backend import (
@@ -319,10 +319,6 @@ def reason(answer) -> str:
         if message:
             return one_line(str(message))[:300]
     return one_line(str(body))[:300]
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def connect_rollout_server(spec, api_cfg) -> RolloutServer:

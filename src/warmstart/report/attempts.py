@@ -15,7 +15,12 @@ from .markup import table
 
 
 def utc(timestamp: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp)) if timestamp is not None else "time not recorded"
+    if timestamp is None:
+        return "time not recorded"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):  # a hand-edited record's 1e300: past what a clock can say
+        return f"time out of range ({timestamp!r})"
 
 
 def failed_eval(stages: dict) -> dict | None:
@@ -112,7 +117,7 @@ FAILED_CAPTION = (
     "What the last run of each stage that failed spent before it failed: spent, so in the run's seconds above and in "
     "costs.json. Its train s and FLOPs are its own (a run resumed from a checkpoint: from there on). A training "
     "stage's failed run published no model, so its seconds and FLOPs are in no row's cost; "
-    "a generate stage keeps the records it wrote, so a failed one's dollars are in the teacher $ of rows trained "
+    "a generate stage keeps the records it wrote, so a failed one's dollars are in the API $ of rows trained "
     "on its data."
 )
 

@@ -58,7 +58,7 @@ def series(metrics: list[dict], scalar: str) -> dict[str, tuple[list[int], list[
             for later in [s for s in points if s >= step]:
                 del points[later]
         last_step[stage] = step
-        if scalar in row:
+        if row.get(scalar) is not None:  # null: a value that was not finite
             points[step] = row[scalar]
     by_stage = {stage: points for stage, points in by_stage.items() if points}
     return {stage: (sorted(points), [points[s] for s in sorted(points)]) for stage, points in by_stage.items()}
@@ -66,14 +66,16 @@ def series(metrics: list[dict], scalar: str) -> dict[str, tuple[list[int], list[
 
 @PLAIN_TEXT
 def training_curves(metrics: list[dict]) -> str | None:
+    """A panel per scalar some stage logged; a stage of one step is its one point (a run of one step had been
+    told it had no training steps)."""
     panels = [(scalar, title, series(metrics, scalar)) for scalar, title in CURVES]
-    panels = [p for p in panels if p[2] and any(len(steps) > 1 for steps, _ in p[2].values())]
+    panels = [p for p in panels if p[2]]
     if not panels:
         return None
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
     for ax, (scalar, title, lines) in zip(axes[:, 0], panels):
         for stage, (steps, values) in sorted(lines.items()):
-            ax.plot(steps, values, label=stage, linewidth=1.2)
+            ax.plot(steps, values, label=stage, linewidth=1.2, marker="o" if len(steps) == 1 else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         values = [v for _, vs in lines.values() for v in vs]

@@ -154,11 +154,12 @@ def api_line(stages: dict) -> str:
             cost = entry.get(field)
             if not isinstance(cost, dict) or not cost.get("api", (cost.get("requests") or 0) > 0):
                 continue  # none, or a local policy's
-            usd = cost.get("usd")
+            usd, priced = cost.get("usd"), cost.get("usd_priced")  # older records lack usd_priced
             if not is_number(usd):
                 unknown |= {str(m) for m in cost.get("unknown_price_models") or ["a model"]}
-            total += usd if is_number(usd) else 0.0
-            shares.append(" ".join(filter(None, [SPEND_PARTS[key], money(usd) if is_number(usd) else "price unknown"])))
+            known, said_usd = spend_said(usd, priced)
+            total += known
+            shares.append(" ".join(filter(None, [SPEND_PARTS[key], said_usd])))
         if shares:
             said.append(f"{name} {', '.join(shares)}")
     if not said:
@@ -171,17 +172,31 @@ def api_line(stages: dict) -> str:
     return "<p>" + html.escape(f"API dollars: {in_all} ({'; '.join(said)}).") + "</p>"
 
 
-def teacher_dollars(stages: dict, lin: Lineage) -> float | None:
-    """The API dollars of the teacher data the row's SFT stages trained on (None where a price is unknown)."""
-    total = 0.0
+def spend_said(usd, priced) -> tuple[float, str]:
+    """A cost's dollars known (all of them, or the priced part beside a price unknown) and how it is said."""
+    if is_number(usd):
+        return usd, money(usd)
+    if is_number(priced) and priced:
+        return priced, f"{money(priced)} + price unknown"
+    return 0.0, "price unknown"
+
+
+def api_dollars(stages: dict, lin: Lineage) -> float | None:
+    """The API dollars of what made the row's model (None where a price is unknown): the teacher data its SFT
+    stages trained on, the teacher's replies and generate's LLM judge's (costs.json counts both as the
+    data's cost), and the LLM judge each of its stages paid for (GRPO's reward)."""
+    costs = []
     for name in lin.stages:
         entry = stages[name]
+        costs.append(entry.get("api_cost_judge"))
         curate = stages.get(f"curate:{entry.get('data')}", {}) if name.startswith("sft:") else {}
-        cost = stages.get(f"generate:{curate.get('source')}", {}).get("api_cost") if curate else None
-        if cost:
-            if cost.get("usd") is None:
-                return None
-            total += cost["usd"]
+        generate = stages.get(f"generate:{curate.get('source')}", {}) if curate else {}
+        costs += [generate.get("api_cost"), generate.get("api_cost_judge")]
+    total = 0.0
+    for cost in filter(None, costs):
+        if cost.get("usd") is None:
+            return None
+        total += cost["usd"]
     return total
 
 
@@ -231,7 +246,7 @@ def results_table(
     teacher = policies.get("teacher", {}).get("pass@1")
     base = policies.get("base", {}).get("pass@1")
     at_k = [f"pass@{k} [95 %]"] if k > 1 else []  # k = 1: pass@k is pass@1, shown once
-    head = ["policy", "pass@1 [95 %]", *at_k, "% of teacher", "train s", "train FLOPs", "teacher $"]
+    head = ["policy", "pass@1 [95 %]", *at_k, "% of teacher", "train s", "train FLOPs", "API $"]
     head += ["s per pass@1 point", "$ per pass@1 point"]
     rows = []
     for name in results["rows"]:
@@ -240,7 +255,7 @@ def results_table(
         cells = [name, interval(p["pass@1"], p.get("pass@1_ci"))]
         cells += [interval(p.get(f"pass@{k}"), p.get(f"pass@{k}_ci"))] if k > 1 else []
         cells.append(share)
-        cells += cost_cells(p["pass@1"], base, lin, stages)
+        cells += cost_cells(p["pass@1"], base, lin, stages, gain_within_noise(results, name))
         rows.append(cells)
     caption = f"{first_tasks(policies)} held-out tasks, {k} samples each at temperature {results['temperature']}."
     left_out = [f"{name}: {unscored(policies[name])}" for name in results["rows"] if unscored(policies[name])]
@@ -254,15 +269,28 @@ def results_table(
     return "<h2>Held-out results</h2>" + stale + table(head, rows) + f"<p>{html.escape(caption)}</p>"
 
 
-def cost_cells(pass_1: float, base: float | None, lin: Lineage | None, stages: dict) -> list[str]:
+def gain_within_noise(results: dict, name: str) -> bool:
+    """Whether the row's lead over the base row is within noise (its paired interval holds 0)."""
+    against_base = next((c for c in results.get("comparisons") or [] if (c["a"], c["b"]) == (name, "base")), None)
+    return bool(against_base and against_base.get("within_noise"))
+
+
+def cost_cells(
+    pass_1: float, base: float | None, lin: Lineage | None, stages: dict, within_noise: bool = False
+) -> list[str]:
+    """A row's train seconds, FLOPs and API dollars, and those per point of pass@1 gained over the base row:
+    none where the gain is within noise (a ratio over noise is no measurement, as for gap closed)."""
     if lin is None or not lin.stages:
         return ["", "", "", "", ""]
     if lin.unknown:  # neither the seconds nor the data of the run that made the model are recorded
         return ["unknown"] * 5
-    dollars = teacher_dollars(stages, lin)
+    dollars = api_dollars(stages, lin)
+    usd = "price unknown" if dollars is None else money(dollars).removeprefix("$")
+    spent = [f"{lin.seconds:,.0f}", f"{lin.flops:.2e}", usd]
     if base is None:  # no base row: no gain to divide by, which is not "no gain"
-        usd = "price unknown" if dollars is None else money(dollars).removeprefix("$")
-        return [f"{lin.seconds:,.0f}", f"{lin.flops:.2e}", usd, "n/a (no base row)", "n/a (no base row)"]
+        return spent + ["n/a (no base row)"] * 2
+    if within_noise:
+        return spent + ["within noise"] * 2
     points = 100 * (pass_1 - base)
     per_s = f"{lin.seconds / points:,.1f}" if points > 0 else "no gain"
     per_usd = (
@@ -270,8 +298,7 @@ def cost_cells(pass_1: float, base: float | None, lin: Lineage | None, stages: d
         if points > 0 and dollars is not None
         else ("n/a" if dollars is None else "no gain")
     )
-    usd = "price unknown" if dollars is None else money(dollars).removeprefix("$")
-    return [f"{lin.seconds:,.0f}", f"{lin.flops:.2e}", usd, per_s, per_usd]
+    return spent + [per_s, per_usd]
 
 
 def first_tasks(policies: dict) -> int:
@@ -351,10 +378,20 @@ def shows_failure(record: dict, tasks_shown: set[str]) -> bool:
     return verdict.get("passed") is False and not verdict.get("infra_error") and record["task_id"] not in tasks_shown
 
 
+# What a failure block shows of the prompt and the reply: an swe task's prompt (a problem statement and
+# its instructions) runs to thousands of characters, and the page shows several failures of each row.
+PROMPT_CHARS, REPLY_CHARS, REASON_CHARS = 1_500, 600, 600
+
+
 def failure_block(record: dict) -> str:
     verdict = record.get("verdict") or {}
-    prompt = " ".join(m.get("content") or "" for m in record["messages"] if m["role"] == "user")
+    prompt = cut(" ".join(m.get("content") or "" for m in record["messages"] if m["role"] == "user"), PROMPT_CHARS)
     reply = next((m for m in reversed(record["messages"]) if m["role"] == "assistant"), {})
-    said = "\n".join(x for x in (reply.get("reasoning"), reply.get("content")) if x)[:600]
-    why = str((verdict.get("details") or {}).get("reason", "failed"))
+    said = cut("\n".join(x for x in (reply.get("reasoning"), reply.get("content")) if x), REPLY_CHARS)
+    why = cut(str((verdict.get("details") or {}).get("reason", "failed")), REASON_CHARS)
     return f"<pre>{html.escape(prompt)}\n---\n{html.escape(said)}\n--- {html.escape(why)}</pre>"
+
+
+def cut(text: str, most: int) -> str:
+    """`text` up to `most` characters, its cut said."""
+    return text if len(text) <= most else f"{text[:most]} [... {len(text) - most:,} more characters]"

@@ -14,6 +14,7 @@ new one's name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -21,8 +22,9 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
-from ..errors import WarmstartError
+from ..errors import WarmstartError, first_line
 
 MARKER = "COMPLETE"
 FINGERPRINT = "FINGERPRINT"  # the writing stage's fingerprint, one line: small, read before anything loads
@@ -74,23 +76,24 @@ def save(
         if stale.exists():
             shutil.rmtree(stale)
     model_state, optimizer_state = states or (None, optimizer.state_dict())
-    model.save_pretrained(tmp, state_dict=model_state)
-    tokenizer.save_pretrained(tmp)
-    torch.save(
-        {
-            "optimizer": optimizer_state,
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-            "step": step,
-            "position": position,
-        },
-        tmp / "trainer_state.pt",
-    )
-    (tmp / FINGERPRINT).write_text(f"{fingerprint}\n")  # inside the directory renamed whole: never without it
-    if fingerprinted is not None:
-        (tmp / FINGERPRINTED).write_text(json.dumps(fingerprinted, sort_keys=True))
-    _fsync_tree(tmp)
+    with written_whole(tmp):
+        model.save_pretrained(tmp, state_dict=model_state)
+        tokenizer.save_pretrained(tmp)
+        torch.save(
+            {
+                "optimizer": optimizer_state,
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                "step": step,
+                "position": position,
+            },
+            tmp / "trainer_state.pt",
+        )
+        (tmp / FINGERPRINT).write_text(f"{fingerprint}\n")  # inside the directory renamed whole: never without it
+        if fingerprinted is not None:
+            (tmp / FINGERPRINTED).write_text(json.dumps(fingerprinted, sort_keys=True))
+        _fsync_tree(tmp)
     os.replace(tmp, final)
     with (final / MARKER).open("w") as f:
         f.write(f"{step}\n")
@@ -99,6 +102,24 @@ def save(
     for old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old)
     return final
+
+
+@contextlib.contextmanager
+def written_whole(directory: Path):
+    """Writing `directory` (a temporary one, renamed into place once whole): where the writing fails (a full
+    disk, a file-size limit), the partial directory is removed, and the failure is one error naming it: an
+    OSError as it is (the CLI says it on one line, its file named), and what torch.save and safetensors
+    raise for a short write, RuntimeError and SafetensorError (a 60-line traceback), as a WarmstartError."""
+    try:
+        yield
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    except (RuntimeError, SafetensorError) as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise WarmstartError(
+            f"{directory}: could not be written ({first_line(exc)}; is the disk full, or a file-size limit set?)"
+        ) from None
 
 
 def written_by(checkpoint: Path) -> str | None:
@@ -190,9 +211,10 @@ def publish(checkpoint: Path, out: Path, models: Path) -> None:
     check_replaceable(out, models)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(
-        checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER, FINGERPRINT, FINGERPRINTED)
-    )
+    with written_whole(tmp):
+        shutil.copytree(
+            checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MARKER, FINGERPRINT, FINGERPRINTED)
+        )
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

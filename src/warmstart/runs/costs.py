@@ -226,11 +226,41 @@ class CostLedger:
             **self.requests,
             "api": self.api,
             "usd": usd if self.api else 0.0,
+            # The replies of known price (all of them where `usd` is a number): what a price unknown leaves said.
+            "usd_priced": round(self.usd, USD_PLACES),
             "usd_per_accepted": round(usd / accepted, USD_PLACES)
             if self.api and usd is not None and accepted
             else None,
             "unknown_price_models": sorted(self.unknown),
         }
+
+
+def summed(summaries: list[dict]) -> dict:
+    """Several processes' ledger summaries (`CostLedger.summary`) as one: counts and dollars added (unknown
+    where any process met a model of no price), the models of no price joined."""
+    first, *rest = summaries
+    total = dict(first)
+    for other in rest:
+        for key, value in other.items():
+            total[key] = merged_value(key, total.get(key), value)
+    usd, accepted = total.get("usd"), total.get("accepted")
+    total["usd"] = round(usd, USD_PLACES) if usd is not None else None
+    total["usd_per_accepted"] = (
+        round(usd / accepted, USD_PLACES) if total.get("api") and usd is not None and accepted else None
+    )
+    return total
+
+
+def merged_value(key: str, mine, theirs):
+    """One key of two processes' ledger summaries, as one: the models of no price joined, flags or-ed, counts
+    and dollars added (an unknown amount stays unknown); the per-accepted figure is `summed`'s to recompute."""
+    if key == "unknown_price_models":
+        return sorted({*(mine or []), *theirs})
+    if isinstance(theirs, bool):
+        return bool(mine) or theirs
+    if key == "usd_per_accepted" or mine is None or theirs is None:
+        return None
+    return mine + theirs if isinstance(theirs, (int, float)) else mine
 
 
 def describe(stage: str, cost: dict) -> str:

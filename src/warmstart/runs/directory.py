@@ -28,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ..config import Recipe, recipe_toml
-from ..errors import WarmstartError
+from ..errors import PEER_FAILED, WarmstartError, first_line, peer_failed
 from .costs import failed_seconds, unfinished_seconds, write_costs
 from .jsonl import read_json, write_json_atomic, write_text_atomic
 from .lock import RunLock
@@ -76,6 +76,14 @@ def next_sequence(manifest: dict) -> int:
     records = [*entries, *stopped, *(manifest.get("running") or {}).values()]
     numbers = [r.get(key) for r in records if isinstance(r, dict) for key in ("sequence", "started_sequence")]
     return 1 + max((n for n in numbers if isinstance(n, int)), default=0)
+
+
+def failed_last(manifest: dict, stage: str) -> str | None:
+    """The error of `stage`'s last run where that run failed (its record says so), else None."""
+    entry = manifest["stages"].get(stage)
+    if isinstance(entry, dict) and entry.get("status") == "failed":
+        return str(entry.get("error") or "no error recorded")
+    return None
 
 
 def read_manifest(path: Path) -> dict:
@@ -353,6 +361,8 @@ def error_line(exc_type, exc) -> str:
     """What stopped a stage, on one line: its error's first line, or what it was."""
     if issubclass(exc_type, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt: Ctrl-C, or a SIGTERM generate takes as one)"
+    if peer_failed(exc):  # gloo's "Connection closed by peer ... GLHF!" had been the record of what failed
+        return f"{PEER_FAILED} ({first_line(exc, 120)})"
     return str(exc).splitlines()[0] if str(exc) else exc_type.__name__
 
 

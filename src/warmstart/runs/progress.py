@@ -51,7 +51,7 @@ def plain_progress(description: str, total: int, console: Console):
     def say() -> None:
         done, whole = state["done"], state["total"]
         share = f" ({100 * done / whole:.0f} %)" if whole else ""
-        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - state["started"]))
+        elapsed = clock(time.monotonic() - state["started"])
         note = f", {state['note']}" if state["note"] else ""
         console.print(f"{description}: {done:,}/{whole:,}{share}, {elapsed} elapsed{escape(note)}", highlight=False)
         state["said"], state["said_done"] = time.monotonic(), done
@@ -68,3 +68,10 @@ def plain_progress(description: str, total: int, console: Console):
     yield advance
     if state["done"] != state["said_done"]:
         say()  # where it ended, not said yet (a stage stopped early, or one whose last tenth was not said)
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss with as many hours as it took (a day had wrapped back to 00:00:00 as a clock's time would)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -66,7 +67,9 @@ class Tracker:
 
     def log(self, step: int, scalars: dict[str, float | None]) -> None:
         values = {name: float(v) for name, v in scalars.items() if v is not None}
-        line = json.dumps({"stage": self.stage, "step": step, "time": round(time.time(), 3), **values})
+        # NaN and infinity as null: JSON has neither (json.dumps would write `NaN`, which jq and browsers refuse)
+        written = {name: v if math.isfinite(v) else None for name, v in values.items()}
+        line = json.dumps({"stage": self.stage, "step": step, "time": round(time.time(), 3), **written})
         with self.path.open("a", encoding="utf-8") as f:  # a few lines a second at most: open per line
             f.write(line + "\n")
         for name, backend in list(self.backends.items()):
@@ -115,10 +118,29 @@ def read_metrics(root: Path) -> list[dict]:
         except ValueError:
             row = None
         if isinstance(row, dict):
+            if problem := metrics_problem(row):
+                raise WarmstartError(f"{path}:{number}: {problem}")
             rows.append(row)
         elif number < len(lines):  # not the last piece: complete lines end with a newline
             raise WarmstartError(f"{path}:{number}: not a metrics record (a JSON object)")
     return rows
+
+
+def metrics_problem(row: dict) -> str | None:
+    """What makes a metrics record other than `Tracker.log` writes them (a hand-edited file), or None: a step's
+    record names its stage in text and its step as an integer, and every other value is a number or null."""
+    if "step" in row and not isinstance(row.get("stage"), str):
+        return f"a step's record without its stage's name (stage: {row.get('stage')!r})"
+    if "step" in row and (isinstance(row["step"], bool) or not isinstance(row["step"], int)):
+        return f"a step that is not an integer (step: {row['step']!r})"
+    for name, value in row.items():
+        if (
+            name not in ("stage", "step")
+            and value is not None
+            and (isinstance(value, bool) or not isinstance(value, (int, float)))
+        ):
+            return f"{name!r} is not a number ({value!r})"
+    return None
 
 
 def stage_dir_name(stage: str) -> str:

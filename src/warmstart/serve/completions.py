@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..lm.token_bytes import TokenBytes
+from ..lm.token_bytes import TokenBytes, token_text
 from ..types import Sampling
 from .engine import Row
 from .request import (
@@ -45,7 +45,7 @@ from .request import (
     temperature_top_p,
     without_nulls,
 )
-from .response import decode_row, logprob_entries, token_text
+from .response import decode_row, logprob_entries
 
 # Accepted without effect: `user` only labels the caller, a zero penalty is none, and the others ask for
 # what the server does anyway.

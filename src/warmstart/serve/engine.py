@@ -7,8 +7,9 @@ rows that share temperature, top_p and LoRA adapter, and between slices the work
 arrived. So a short request that comes while long ones run joins at the next slice instead of waiting for
 them to finish (continuous batching at the granularity of a slice; each slice re-reads its rows' prompt +
 tokens so far, the price of not keeping a KV cache across slices). Groups of other settings take turns. A
-job with a seed runs alone, slice after slice, so that its seed alone decides its output. Only this thread
-touches the model.
+job with a seed is a group of its own (its n rows, each slice's seed drawn from the job's), so that its seed
+alone decides its output; it takes its turn slice by slice like any group, so a long seeded request no
+longer holds every other request for its whole generation. Only this thread touches the model.
 
 Work on the model itself (an adapter loaded or unloaded, new weights) is a `Control` on the same queue: the
 worker runs it between slices, once no running row depends on what it changes; the jobs queued after it
@@ -83,6 +84,14 @@ class Job:
     future: Future = field(default_factory=Future)  # resolves to list[Row], n of them
     queued: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # set by the handler thread once its client is gone; read by the worker
+    slices_run: int = 0  # the slices its rows took so far (worker only): a seeded job's next slice seed
+
+    @property
+    def next_slice_seed(self) -> int:
+        """A seeded job's seed for its next slice: the seed itself for the first (one slice is all most
+        requests need), then one drawn from it per slice, so the same seed still gives the same tokens."""
+        assert self.seed is not None
+        return self.seed if self.slices_run == 0 else row_seed(self.seed, f"slice {self.slices_run}")
 
     @property
     def expired(self) -> bool:
@@ -90,8 +99,10 @@ class Job:
 
     @property
     def batch_key(self) -> tuple:
-        """Rows share a slice only with rows of equal key: one adapter and one way of sampling per call."""
-        return (self.sampling.temperature, self.sampling.top_p, self.adapter)
+        """Rows share a slice only with rows of equal key: one adapter and one way of sampling per call; a
+        seeded job's rows only with each other (others in its batch would change its output's numerics)."""
+        alone = ("seeded", id(self)) if self.seed is not None else ()
+        return (self.sampling.temperature, self.sampling.top_p, self.adapter, *alone)
 
 
 def never(job: Job) -> bool:
@@ -207,9 +218,9 @@ class BatchEngine:
                 item.future.set_exception(ClientGone())
             elif item.adapter is not None and item.adapter not in self.adapters.loaded:
                 item.future.set_exception(AdapterGone(item.adapter))
-            elif item.seed is not None or item.sampling.max_new_tokens == 0:
-                self._run_alone(item)  # its seed alone decides its output
-                return  # it held the worker for its slices: the queue is cleared of expired jobs again first
+            elif item.sampling.max_new_tokens == 0:
+                self._score_only(item)  # one forward pass, no slices
+                return  # the queue is cleared of expired jobs again first
             else:
                 rows = [Live(item) for _ in range(item.n)]
                 for row in rows:
@@ -239,15 +250,19 @@ class BatchEngine:
         if not self.live:
             return
         first = self.live[0].job
-        group = [r for r in self.live if r.job.batch_key == first.batch_key][: self.max_batch]
+        group = [r for r in self.live if r.job.batch_key == first.batch_key]
+        # A seeded job's n rows take every slice together whatever max_batch, as they would alone.
+        group = group if first.seed is not None else group[: self.max_batch]
         # The longest remaining, not the shortest: a row of max_tokens 1 had every long row of its group advance
         # one token per slice (each slice re-reading its whole prompt). A shorter row is cut at its own end.
         new_tokens = min(SLICE_TOKENS, max(r.remaining for r in group))
         prompts = [r.job.prompt_ids + r.completion for r in group]
         step = Sampling(first.sampling.temperature, first.sampling.top_p, new_tokens)
+        seed = first.next_slice_seed if first.seed is not None else secrets.randbelow(2**31)
+        first.slices_run += 1
         try:
             with self.adapters.using(first.adapter):
-                sampled = self._slice(prompts, step, secrets.randbelow(2**31))
+                sampled = self._slice(prompts, step, seed)
         except Exception as exc:  # a failed slice fails its requests (500), never the worker
             log.exception("a slice of %d sequences failed", len(group))
             self._drop({id(r.job): r.job for r in group}, exc)
@@ -303,38 +318,13 @@ class BatchEngine:
         self.rows_done += job.n
         job.future.set_result([_row(s, lp, job.echo) for s, lp in zip(sampled, scored)])
 
-    def _run_alone(self, job: Job) -> None:
-        """A seeded or scoring-only job, in a batch of its own, slice after slice until it is done."""
+    def _score_only(self, job: Job) -> None:
+        """A job of max_tokens 0: its prompt scored (echo), nothing generated."""
         try:
-            with self.adapters.using(job.adapter):
-                sampled = self._generate_alone(job)
-            self._finish(job, sampled)
-        except Exception as exc:  # a failed batch fails its request (500, or 504 for a timeout), never the worker
-            if not isinstance(exc, (RequestTimeout, ClientGone)):
-                log.exception("a request run alone failed")
+            self._finish(job, [Sampled(list(job.prompt_ids), [], False) for _ in range(job.n)])
+        except Exception as exc:  # a failed pass fails its request (500), never the worker
+            log.exception("scoring a request failed")
             job.future.set_exception(exc)
-
-    def _generate_alone(self, job: Job) -> list[Sampled]:
-        rows = [Sampled(list(job.prompt_ids), [], False) for _ in range(job.n)]
-        limit = job.sampling.max_new_tokens
-        for index in range(limit):  # at most one slice per token; most jobs take one slice
-            open_rows = [r for r in rows if not r.stopped and len(r.completion_ids) < limit]
-            if not open_rows:
-                break
-            if index > 0 and job.expired:
-                raise RequestTimeout(f"generation ran past {job.timeout_s} s")
-            if job.abandoned:
-                raise ClientGone()
-            tokens = min(SLICE_TOKENS, min(limit - len(r.completion_ids) for r in open_rows))
-            step = Sampling(job.sampling.temperature, job.sampling.top_p, tokens)
-            # The first slice takes the seed itself (one slice is all most requests need); later ones a seed
-            # drawn from it, so the same seed still gives the same tokens.
-            seed = job.seed if index == 0 else row_seed(job.seed, f"slice {index}")
-            prompts = [r.prompt_ids + r.completion_ids for r in open_rows]
-            for row, s in zip(open_rows, self._slice(prompts, step, seed)):
-                row.completion_ids += s.completion_ids
-                row.stopped = s.stopped
-        return rows
 
 
 def _settle(future: Future, action: Callable[[], object]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..lm.chat import parse_completion
 from ..lm.generation import produced_ids
 from ..lm.scoring import TokenLogprob
-from ..lm.token_bytes import TokenBytes
+from ..lm.token_bytes import TokenBytes, token_text
 from .engine import Row
 
 WORD_RE = re.compile(r"\S+\s*|\s+")  # stream pieces: a word with the space after it (or leading space)
@@ -83,16 +83,6 @@ def logprob_entries(tokenizer, tokens: list[TokenLogprob]) -> list[dict]:
 def _token(tokenizer, own_bytes: TokenBytes, token_id: int, logprob: float) -> dict:
     text, data = token_text(tokenizer, own_bytes, token_id)
     return {"token": text, "logprob": logprob, "bytes": list(data)}
-
-
-def token_text(tokenizer, own_bytes: TokenBytes, token_id: int) -> tuple[str, bytes]:
-    """A token's text and bytes: its own bytes where the tokenizer keeps them (lm/token_bytes.py; a part
-    of a character reads as U+FFFD in the text), else the text it decodes to alone."""
-    data = own_bytes(token_id)
-    if data is None:
-        text = tokenizer.decode([token_id])
-        return text, text.encode("utf-8")
-    return data.decode("utf-8", errors="replace"), data
 
 
 def choice_json(index: int, completion: Completion, tools_given: bool, token_ids: bool = False) -> dict:

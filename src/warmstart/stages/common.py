@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import Recipe
-from ..curation.text import normalize
+from ..curation.text import matching_key
 from ..envs import make_env
 from ..envs.base import Environment
 from ..envs.judge import Judged, NoTools, RubricJudge
@@ -71,6 +71,25 @@ def judge_cost(policy, ledger: CostLedger) -> dict:
     return {"api_cost_judge": ledger.summary()}
 
 
+def tasks_read(recipe: Recipe, splits: tuple[str, ...]) -> tuple[dict, list[Path]]:
+    """What decides the tasks a stage reads (its `splits`), for its fingerprint: each split's count, or its
+    task file's content (an input, by resolved path: `./train.jsonl` is `train.jsonl`); neither the count a
+    task file makes unused nor another split's settings. Without task files the config is as it always was
+    (every split's count), so runs made before keep their fingerprints."""
+    tasks = recipe.tasks
+    if not tasks.train_file and not tasks.eval_file:
+        return tasks.model_dump(), []
+    config, files = {}, []
+    for split in splits:
+        file = tasks.train_file if split == "train" else tasks.eval_file
+        if file:
+            config[f"{split}_file"] = "its content"
+            files.append(Path(file).resolve())
+        else:
+            config[split] = tasks.train if split == "train" else tasks.eval
+    return config, files
+
+
 def load_tasks(recipe: Recipe, env: Environment, split: str) -> list[Task]:
     file = recipe.tasks.train_file if split == "train" else recipe.tasks.eval_file
     if file is None:
@@ -121,8 +140,7 @@ def prompt_key(messages: list[Message]) -> str:
     (`curation.text.normalize`: case, Unicode forms, a digit's script, number separators, invisible characters
     folded), whitespace collapsed. One dataset exported twice, its digits rendered once as `٤٦` and once as `46`
     or in fullwidth forms, asks one prompt; `46+88` and `46+89` stay two."""
-    text = " ".join(m.content or "" for m in messages if m.role in ("system", "user"))
-    return " ".join(normalize(text).split())
+    return matching_key(" ".join(m.content or "" for m in messages if m.role in ("system", "user")))
 
 
 def check_disjoint(train: list[Task], eval_: list[Task]) -> None:

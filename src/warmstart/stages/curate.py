@@ -28,10 +28,11 @@ from ..curation.dedup import exact_duplicates, near_duplicate_reasons
 from ..curation.text import checked_texts, prompt_messages, searched_texts
 from ..envs import make_env
 from ..errors import WarmstartError
-from ..runs.directory import RunDir
+from ..policies.spec import resolve
+from ..runs.directory import RunDir, model_files
 from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..types import Trajectory
-from .common import latest_attempts, load_tasks, prompt_key
+from .common import latest_attempts, load_tasks, prompt_key, tasks_read
 from .student_rates import student_pass_rates
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,19 @@ def strip_reasoning(t: Trajectory) -> Trajectory:
 
 
 def curate(
-    trajectories: list[Trajectory], sources: list[Source] | None, cfg: CurateConfig
+    trajectories: list[Trajectory], sources: list[Source] | None, cfg: CurateConfig, probe: int | None = None
 ) -> tuple[list[Trajectory], dict]:
     """The trajectories kept, and the report: counts per reason, near-duplicates, contamination (when
-    `sources` are given), pass rates."""
-    rates = difficulty.pass_rates(trajectories)  # from every sample, before any is dropped
-    check_pass_rate_filter(rates, cfg)
+    `sources` are given), pass rates. `probe`: the teacher's pass rates read only each task's samples of
+    index below it (`teacher_probe`)."""
+    rates = difficulty.pass_rates(trajectories, probe)  # from every sample (of the probe), before any is dropped
+    check_pass_rate_filter(rates, cfg, probe)
     if cfg.strip_reasoning:
         trajectories = [strip_reasoning(t) for t in trajectories]
     found, index = [None] * len(trajectories), None
     if sources is not None:
-        found, index = find_contamination(sources, [searched_texts(t.messages) for t in trajectories], cfg.ngram)
+        texts = [searched_texts(t.messages) for t in trajectories]
+        found, index = find_contamination(sources, texts, cfg.ngram, [t.task_id for t in trajectories])
     reasons, matched = item_reasons(trajectories, found, rates, cfg)
     if cfg.dedup:
         reasons |= exact_duplicates(trajectories, remaining(trajectories, reasons))
@@ -103,6 +106,8 @@ def curate(
     if index is not None:
         report["contamination"] = index.report([(source, trajectories[i].task_id) for i, source in matched.items()])
     report["teacher_pass_rate"] = difficulty.summary(rates, cfg.teacher_pass_rate)
+    if probe is not None:
+        report["teacher_pass_rate"]["first_samples_of_each_task"] = probe
     return [t for i, t in enumerate(trajectories) if i not in reasons], report
 
 
@@ -127,12 +132,47 @@ def item_reasons(
     return reasons, matched
 
 
-def check_pass_rate_filter(rates: dict, cfg: CurateConfig) -> None:
+def check_pass_rate_filter(rates: dict, cfg: CurateConfig, probe: int | None = None) -> None:
     if cfg.teacher_pass_rate is not None and rates and max(r.judged for r in rates.values()) == 1:
+        if probe is not None:
+            raise WarmstartError(
+                f"curate.teacher_pass_rate: generate.stop_after_verified stops a task at its first pass, so only "
+                f"its first {probe} sample(s) measure it and every rate is 0 or 1; set generate.stop_after_verified "
+                ">= 2 (or generate.adaptive with samples_per_task >= 2), or leave teacher_pass_rate out"
+            )
         raise WarmstartError(
             "curate.teacher_pass_rate: every task has one judged sample, so every rate is 0 or 1; "
             "generate several per task (generate.samples_per_task > 1)"
         )
+
+
+def teacher_probe(recipe: Recipe) -> int | None:
+    """How many first samples of each task measure the teacher's pass rate, where generate stopped asking by
+    outcome (`generate.stop_after_verified`), for the recipe's own trajectories (curate.input is
+    generate.output); None: every sample does.
+
+    A task is asked until k of its samples passed: one solved at its first try has one judged sample and a rate
+    of 1.00, one solved at its third has 1/3, so a task the teacher solves half the time reads as too easy
+    half the time and rates pile at the top (the stopping rule decides the sample count from the outcomes).
+    The samples asked before any outcome was known are a fixed-size sample of every task: the first round,
+    `stop_after_verified` samples (`samples_per_task`, the probe, with `adaptive`; sampling_plan.py), of
+    indexes 0.. in order. Their share passed is the unbiased rate; later samples are read for everything else.
+    `adaptive` alone stops by the probe's outcome only (all passed or none): its later samples are a fixed
+    number of every task that goes on, and all are read, as before."""
+    gen = recipe.generate
+    if recipe.curate.teacher_pass_rate is None or gen.stop_after_verified is None or recipe.curate.input != gen.output:
+        return None
+    return gen.samples_per_task if gen.adaptive else gen.stop_after_verified
+
+
+def student_fingerprint(recipe: Recipe) -> tuple[dict, list[Path]]:
+    """What `curate.student_pass_rate` measures with, for the stage's fingerprint: the student it resolves to
+    (`base` is sft.student, `student` models/<sft.output>), how it samples (eval's settings, the seed), and
+    its model files' digests (another model at the same path, or one trained again, is another measurement)."""
+    spec = resolve(recipe.curate.student, recipe)
+    sampling = recipe.eval.model_dump(include={"temperature", "top_p", "max_new_tokens", "batch_size"})
+    config = {"student": spec.identity, "sampling": sampling, "seed": recipe.run.seed}
+    return config, model_files(Path(spec.name)) if spec.is_local_model else []
 
 
 def benchmark_files(cfg: CurateConfig) -> dict[str, Path]:
@@ -163,14 +203,19 @@ def run(recipe: Recipe) -> Path:
     if not source.exists():
         raise WarmstartError(f"curate.input: {source} does not exist (run generate first)")
     files = benchmark_files(cfg)
-    inputs = [source, *files.values()]  # a changed benchmark file reruns curate, and so does the eval split's
-    if cfg.decontaminate and recipe.tasks.eval_file and Path(recipe.tasks.eval_file).is_file():
-        inputs.append(Path(recipe.tasks.eval_file))  # (a missing one is load_tasks' error to report)
+    tasks, task_files = tasks_read(recipe, ("eval",) if cfg.decontaminate else ())
+    inputs = [source, *files.values(), *task_files]  # a changed benchmark file reruns curate, so does the eval split
     config = {
         "curate": cfg.model_dump(context=FINGERPRINT),
         "env": recipe.env.model_dump(context=FINGERPRINT),
-        "tasks": recipe.tasks.model_dump(),
+        "tasks": tasks,
     }
+    probe = teacher_probe(recipe)
+    if probe is not None:  # only then: the fingerprints of runs without it stay as they were
+        config["teacher_rates_from_first_samples"] = probe
+    if cfg.student_pass_rate is not None:  # likewise
+        config["student_pass_rate"], student_files = student_fingerprint(recipe)
+        inputs += student_files
     with run_dir.stage(f"curate:{cfg.output}", config, inputs, [out, report]) as stage:
         if stage.done:
             return out
@@ -181,7 +226,7 @@ def run(recipe: Recipe) -> Path:
         warn_of_shared_keys(source, records, trajectories)
         check_one_prompt_per_task(source, trajectories)
         sources = contamination_sources(recipe, files) if cfg.decontaminate else None
-        kept, found = curate(trajectories, sources, cfg)
+        kept, found = curate(trajectories, sources, cfg, probe)
         if cfg.student_pass_rate is not None:
             kept = drop_by_student_rate(recipe, kept, found)
         dropped = found["dropped"]

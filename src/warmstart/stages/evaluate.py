@@ -36,7 +36,7 @@ from ..runs.directory import RunDir, fingerprint, model_files, sample_paths
 from ..runs.jsonl import JsonlAppender, read_json, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling
-from .common import bill_judge, check_disjoint, judge_cost, judge_policy, load_tasks, make_environment
+from .common import bill_judge, check_disjoint, judge_cost, judge_policy, load_tasks, make_environment, tasks_read
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ def scored_files(spec: PolicySpec, digests: dict[str, str | None]) -> dict[str, 
     fingerprint): the report tells by them whether the model's files are still those, and which training
     record is of that model, whatever the clocks of the machines the stages ran on said."""
     return {path.name: digests.get(str(path)) for path in policy_inputs(spec)}
-
-
-def task_files(recipe: Recipe) -> list[Path]:
-    """The task files eval reads (their content, not only their names, decides what is evaluated)."""
-    return [Path(f) for f in (recipe.tasks.train_file, recipe.tasks.eval_file) if f]
 
 
 def evaluate_policy(
@@ -203,13 +198,18 @@ def check_compare(pairs: list[list[str]], rows) -> None:
 
 
 def comparisons(results: dict[str, dict], pairs: list[list[str]]) -> list[dict]:
-    """Paired differences of pass@1: every policy against `base` (where it is a row), then `pairs`."""
+    """Paired differences of pass@1: every policy against `base` (where it is a row), then `pairs`; a pair
+    that scored no task in common is said and left out (it had stopped eval with a traceback, its spend
+    unrecorded)."""
     against_base = [[name, "base"] for name in results if name != "base"] if "base" in results else []
     seen, out = set(), []
     for a, b in [*against_base, *pairs]:
         if (a, b) not in seen:
             seen.add((a, b))
-            out.append({"a": a, "b": b, **compare(results[a], results[b])})
+            if (comparison := compare(results[a], results[b])) is None:
+                log.warning("eval: %s and %s scored no task in common: no paired difference of them", a, b)
+                continue
+            out.append({"a": a, "b": b, **comparison})
     return out
 
 
@@ -220,7 +220,7 @@ def gap_closed(results: dict, name: str) -> float | None:
     if "base" not in results or "teacher" not in results:
         return None
     lead = compare(results["teacher"], results["base"])
-    if lead["within_noise"] or lead["diff"] <= 0:
+    if lead is None or lead["within_noise"] or lead["diff"] <= 0:
         return None
     base, teacher = results["base"]["pass@1"], results["teacher"]["pass@1"]
     return (results[name]["pass@1"] - base) / (teacher - base)
@@ -230,14 +230,15 @@ def run(recipe: Recipe) -> Path:
     cfg, run_dir = recipe.eval, RunDir(recipe)
     env = make_environment(recipe)
     specs = {name: resolve(spec, recipe) for name, spec in cfg.policies.items()}
+    tasks_config, task_files = tasks_read(recipe, ("train", "eval"))  # the train split: checked disjoint
     config = {
         "eval": cfg.model_dump(context=FINGERPRINT),
         "specs": {name: spec.identity for name, spec in specs.items()},
         "env": recipe.env.model_dump(context=FINGERPRINT),
-        "tasks": recipe.tasks.model_dump(),
+        "tasks": tasks_config,
         "seed": recipe.run.seed,
     }
-    inputs = [*task_files(recipe), *(p for spec in specs.values() for p in policy_inputs(spec))]
+    inputs = [*task_files, *(p for spec in specs.values() for p in policy_inputs(spec))]
     out = run_dir.eval_results
     cluster.connect(recipe)  # an unreachable cluster fails here, before the stage writes anything
     with run_dir.stage("eval", config, inputs, [out]) as stage:
@@ -264,7 +265,7 @@ def run(recipe: Recipe) -> Path:
             if spec.is_local_model:
                 resolve_model_path(spec.name, f"eval.policies.{name}")
         samples = sample_paths(run_dir.root, list(specs))
-        row_prints = row_fingerprints(config, specs, samples, task_files(recipe))
+        row_prints = row_fingerprints(config, specs, samples, task_files)
         unchanged = unchanged_rows(out, row_prints, samples)
         results = dict(unchanged)
         # Opened before any sampling: a log.to backend that cannot start (W&B online without a key, a directory

@@ -26,7 +26,16 @@ from ..runs.jsonl import JsonlAppender, read_records, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling, Task, Trajectory
 from . import estimate
-from .common import bill_judge, check_disjoint, judge_cost, judge_policy, latest_attempts, load_tasks, make_environment
+from .common import (
+    bill_judge,
+    check_disjoint,
+    judge_cost,
+    judge_policy,
+    latest_attempts,
+    load_tasks,
+    make_environment,
+    tasks_read,
+)
 from .estimate import PILOT_TASKS
 from .paid_replies import judge_paid_path, paid, paid_replies_path, unrecorded
 from .sampling_plan import SamplingPlan, open_errors
@@ -45,16 +54,17 @@ def stage_config(recipe: Recipe) -> tuple[dict, list[Path]]:
         "tasks": train_tasks_config(recipe),
         "seed": recipe.run.seed,
     }
-    return config, [Path(recipe.tasks.train_file).resolve()] if recipe.tasks.train_file else []
+    return config, tasks_read(recipe, ("train",))[1]
 
 
 def train_tasks_config(recipe: Recipe) -> dict:
-    """What decides the train tasks: their count, or a task file's content (an input, by its resolved path:
-    `./train.jsonl` is `train.jsonl`), not the count it makes unused nor how its path is spelt. Either had
-    made generate refuse its own trajectories as another config's (review 81)."""
+    """What decides the train tasks: their count, or a task file's content (`common.tasks_read`), not the
+    count it makes unused nor how its path is spelt. Either had made generate refuse its own trajectories as
+    another config's (review 81). Without a task file, generate's own form as before (the eval split's
+    count never counted): its runs keep their fingerprints."""
     if recipe.tasks.train_file:
-        return {"train_file": "its content"}
-    return recipe.tasks.model_dump(exclude={"eval", "eval_file"})  # as before: {"train": n, "train_file": None}
+        return tasks_read(recipe, ("train",))[0]
+    return recipe.tasks.model_dump(exclude={"eval", "eval_file"})  # {"train": n, "train_file": None}
 
 
 def run(recipe: Recipe, pilot_only: bool = False) -> Path:

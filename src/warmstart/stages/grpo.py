@@ -32,16 +32,16 @@ from ..config import FINGERPRINT, NOT_RESULTS, GrpoConfig, Recipe
 from ..distill.teacher import make_teacher
 from ..envs.base import Environment
 from ..envs.verification import Verifier
-from ..errors import WarmstartError
-from ..lm.chat import check_template, stop_token_ids
+from ..errors import PEER_FAILED, WarmstartError, peer_failed
+from ..lm.chat import check_template, render_prompt, stop_token_ids
 from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device
 from ..lm.generation import sample_ids_pruned
-from ..lm.models import load_config, load_model_and_tokenizer
+from ..lm.models import check_ids_embedded, embedded_rows, load_config, load_model_and_tokenizer
 from ..lm.precision import enable_activation_checkpointing
 from ..policies.spec import resolve
 from ..runs.checkpoint import check_replaceable, complete_checkpoints, load_state, publish, save
-from ..runs.costs import CostLedger, load_prices
+from ..runs.costs import CostLedger, load_prices, summed
 from ..runs.directory import RunDir, Stage, model_files
 from ..train import distributed, host_memory, lora, memory_plan
 from ..train.distributed import SINGLE, World, silent_tracker
@@ -59,6 +59,7 @@ from .common import (
     load_tasks,
     make_environment,
     summary_if_stopped,
+    tasks_read,
 )
 from .grpo_record import BudgetProgress, stage_summary, step_scalars, warn_if_nothing_learned
 
@@ -81,6 +82,11 @@ class Learner:
     @property
     def params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def trainable_params(self) -> int:
+        """The parameters an update computes gradients for: all of them, or a LoRA adapter's."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
 def load_policy(cfg: GrpoConfig, start_from: Path, resume_from: Path | None, device: torch.device):
@@ -140,6 +146,21 @@ class Refresh:
     seconds: float
 
 
+def check_prompts_embedded(learner: Learner, tasks: list[Task], env: Environment) -> None:
+    """Refuse, before the first step, prompts holding a token the policy has no embedding for (tokens added to
+    its tokenizer without resize_token_embeddings): an IndexError in the first rollout's forward otherwise.
+    Only a tokenizer longer than the embedding can: the prompts are rendered only then."""
+    tokenizer, rows = learner.tokenizer, embedded_rows(learner.model)
+    if rows is None or len(tokenizer) <= rows:
+        return
+    tools = list(env.tools)
+    largest = max(
+        max(tokenizer(render_prompt(tokenizer, task.prompt, tools), add_special_tokens=False)["input_ids"], default=0)
+        for task in tasks
+    )
+    check_ids_embedded(largest, tokenizer, learner.model, "grpo.init")
+
+
 def init_path(recipe: Recipe) -> Path:
     """The model RL starts from (`grpo.init`: the run's student or base, run:NAME, or a directory)."""
     return Path(resolve(recipe.grpo.init, recipe).name)
@@ -163,11 +184,12 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
     start_from = init_path(recipe)
     out = run_dir.model(cfg.output)
     reads = {"grpo.init": start_from, "grpo.teacher": local_teacher(recipe)}
+    tasks_config, task_files = tasks_read(recipe, ("train",))  # a task file by its content
     check_output_free(run_dir, f"grpo:{cfg.output}", "grpo.output", out, reads)  # before anything is written
     config = {
         "grpo": cfg.model_dump(exclude=NOT_RESULTS, context=FINGERPRINT),  # NOT_RESULTS: speed, memory, bookkeeping
         "env": recipe.env.model_dump(context=FINGERPRINT),
-        "tasks": recipe.tasks.model_dump(),
+        "tasks": tasks_config,
         "seed": recipe.run.seed,
     }
     memory_plan.check(
@@ -180,11 +202,13 @@ def run(recipe: Recipe, env: Environment | None = None) -> Path:
         host_memory.keep_freed_memory()
     world = distributed.join(device)
     distributed.check_divisible(world, cfg.tasks_per_step * cfg.group_size, "grpo", "tasks_per_step x group_size")
-    stage = run_dir.stage(f"grpo:{cfg.output}", config, stage_inputs(recipe, start_from), [out])
+    stage = run_dir.stage(f"grpo:{cfg.output}", config, [*stage_inputs(recipe, start_from), *task_files], [out])
     try:
         run_stage(recipe, world, stage, env, start_from, out)
-    except BaseException:
+    except BaseException as exc:
         distributed.abandon(world)  # the others' collectives fail at once, and torchrun ends them
+        if world.main and peer_failed(exc):  # the others stop quietly (cli.py); the one that failed first says why
+            raise WarmstartError(PEER_FAILED) from None
         raise
     distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
     return out
@@ -204,12 +228,13 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
         if world.agree(stage.done):
             return
         env = env or make_environment(recipe)
-        judge = JudgeBill(recipe, env) if world.main else None  # an API judge as the reward: what it cost
+        judge = JudgeBill(recipe, env)  # an API judge as the reward: what it cost (each process judges its share)
         history, resumed = train(recipe, env, start_from, stage, world, judge)
+        judged = judge.cost_of_all(world)  # a collective: every process's requests
         if world.main:
             warn_if_nothing_learned(history, cfg)
             # Before publishing, as sft's: a run stopped while it replaces models/<output> is recorded as failed.
-            stage.summary = {**stage_summary(history, cfg, start_from, world, resumed), **judge.cost()}
+            stage.summary = {**stage_summary(history, cfg, start_from, world, resumed), **judged}
             last = complete_checkpoints(RunDir(recipe).checkpoints(cfg.output))[-1]
             models = RunDir(recipe).root / "models"
             if lora.enabled(cfg.lora):
@@ -221,8 +246,9 @@ def run_stage(recipe: Recipe, world: World, stage, env: Environment | None, star
 
 class JudgeBill:
     """An API judge's requests (`[env.judge]`, as GRPO's reward or beside it), billed as they are paid for: the
-    stage's `api_cost_judge` (costs.json's `api_judge`). The main process's requests: with several processes
-    (torchrun) each judges its share, and the others' are not counted."""
+    stage's `api_cost_judge` (costs.json's `api_judge`). With several processes (torchrun) each judges its
+    share and bills it here; a finished run adds them up (`cost_of_all`); a run stopped part-way records the
+    main process's (the others may be gone: no collective can be asked of them)."""
 
     def __init__(self, recipe: Recipe, env: Environment):
         self.policy = judge_policy(env)
@@ -231,7 +257,13 @@ class JudgeBill:
             bill_judge(self.policy, self.ledger)
 
     def cost(self) -> dict:
+        """This process's requests."""
         return judge_cost(self.policy, self.ledger)
+
+    def cost_of_all(self, world: World) -> dict:
+        """Every process's requests, added up (a collective: every process calls it)."""
+        costs = world.gather_shares([self.cost()])
+        return {"api_cost_judge": summed([c["api_cost_judge"] for c in costs])} if costs[0] else {}
 
 
 def train(
@@ -249,6 +281,7 @@ def train(
     # The main process's view of the checkpoints (the run directory must be shared by all).
     resume = world.agree(complete_checkpoints(ckpt_root) if world.main else [])
     learner = load_learner(recipe, start_from, resume[-1] if resume else None)
+    check_prompts_embedded(learner, tasks, env)
     fingerprint = world.agree(stage.fingerprint if world.main else None)
     done, cursor, history, pool_ids = resume_position(learner, resume, fingerprint) if resume else (0, 0, [], None)
     pool = tasks if pool_ids is None else tasks_by_id(tasks, pool_ids)
@@ -260,7 +293,9 @@ def train(
     record = (lambda spent: setattr(stage, "stopped", spent)) if world.main else None
     with (
         # A run stopped part-way (Ctrl-C, a divergence, a server gone) records what it spent (runs/directory.py).
-        summary_if_stopped(record, lambda: stopped_summary(history, cfg, start_from, world, done, judge)),
+        summary_if_stopped(
+            record, lambda: stopped_summary(history, cfg, start_from, world, done, judge if world.main else None)
+        ),
         Verifier(env, recipe.env.verify_timeout) as verifier,
         server_rollouts(recipe, learner, env, lambda: pool, verifier, world, done) as served,
         BudgetProgress(cfg, history, done, world.main) as progress,
@@ -480,10 +515,12 @@ def grpo_step(
 
 def flops_estimate(learner: Learner, cfg: GrpoConfig, sampled_tokens: int, trained_tokens: int) -> int:
     """2 x params per sampled token; per trained token 2 for the old log-probs where they take a pass of
-    their own (and 2 more for a reference model) plus 6 per update. A local teacher's scoring pass adds 2 x
-    its parameters per trained token."""
-    passes = (
-        2 * separate_old_pass(cfg, learner.teacher) + 2 * (learner.reference is not None) + 6 * cfg.updates_per_batch
-    )
+    their own (and 2 more for a reference model), and per update 4 (forward, input gradients) plus 2 per
+    trainable parameter (weight gradients: all of them, or a LoRA adapter's, as sft counts). A local
+    teacher's scoring pass adds 2 x its parameters per trained token."""
+    params, trainable = learner.params, learner.trainable_params
+    forward_passes = 2 * separate_old_pass(cfg, learner.teacher) + 2 * (learner.reference is not None)
+    updates = cfg.updates_per_batch * (4 * params + 2 * trainable)
     teacher_params = learner.teacher.params if learner.teacher else 0
-    return learner.params * (2 * sampled_tokens + passes * trained_tokens) + 2 * teacher_params * trained_tokens
+    per_trained_token = params * forward_passes + updates + 2 * teacher_params
+    return params * 2 * sampled_tokens + per_trained_token * trained_tokens

@@ -36,12 +36,13 @@ from ..distill.signal_choice import Signal, choose, local_teacher_path
 from ..distill.step import KdSetup, KdTotals, check_plain_head
 from ..distill.topk import Alignment, foreign_id_teachers, records_ids, token_index
 from ..envs import make_env
-from ..errors import WarmstartError
+from ..errors import PEER_FAILED, WarmstartError, peer_failed
 from ..lm.chat import check_template
 from ..lm.compiled import compile_decoder
 from ..lm.device import resolve_device, warn_if_emulated_bf16
 from ..lm.models import (
     check_ids_embedded,
+    embedded_rows,
     gguf_to_pretrained,
     learned_position_limit,
     load_config,
@@ -52,8 +53,16 @@ from ..lm.paths import resolve_model_path
 from ..lm.precision import enable_activation_checkpointing
 from ..lm.scoring import logit_transforms
 from ..lm.tinymodel import save_tiny_student, tiny_llama_config, tokenizer_corpus
-from ..runs.checkpoint import check_replaceable, check_written_by, complete_checkpoints, load_state, publish, save
-from ..runs.directory import RunDir, file_digest, model_files
+from ..runs.checkpoint import (
+    check_replaceable,
+    check_written_by,
+    complete_checkpoints,
+    load_state,
+    publish,
+    save,
+    written_whole,
+)
+from ..runs.directory import RunDir, failed_last, file_digest, model_files
 from ..runs.jsonl import read_records
 from ..runs.progress import progress_bar
 from ..train import distributed, host_memory, lora, memory_plan, sharding
@@ -115,8 +124,9 @@ def prepare_tiny_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
         return path
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_tiny_student(tokenizer_corpus([t.messages for t in trajectories]), tmp, recipe.sft.tiny, recipe.run.seed)
-    (tmp / BASE_INFO).write_text(json.dumps(info))
+    with written_whole(tmp):
+        save_tiny_student(tokenizer_corpus([t.messages for t in trajectories]), tmp, recipe.sft.tiny, recipe.run.seed)
+        (tmp / BASE_INFO).write_text(json.dumps(info))
     os.replace(tmp, path)
     return path
 
@@ -124,10 +134,9 @@ def prepare_tiny_base(recipe: Recipe, trajectories: list[Trajectory]) -> Path:
 def check_last_curate(run_dir: RunDir, data: str, data_path: Path) -> None:
     """Refuse curated data whose last curate run failed: the file is an earlier run's (curate keeps it when a
     later run keeps nothing), made under another config, data the current recipe may call contaminated."""
-    entry = run_dir.manifest()["stages"].get(f"curate:{data}")
-    if entry and entry.get("status") == "failed":
+    if error := failed_last(run_dir.manifest(), f"curate:{data}"):
         raise WarmstartError(
-            f"sft.data: {data_path} is an earlier curate run's: the last one failed ({entry.get('error')}); "
+            f"sft.data: {data_path} is an earlier curate run's: the last one failed ({error}); "
             "rerun curate, or set sft.data to other data"
         )
 
@@ -163,8 +172,10 @@ def run(recipe: Recipe) -> Path:
     stage = run_dir.stage(f"sft:{cfg.output}", config, [data_path, *teacher_weights, *student_files(cfg)], [out])
     try:
         run_stage(recipe, world, stage, data_path, out, {"config": config, "inputs": stage.input_digests})
-    except BaseException:
+    except BaseException as exc:
         distributed.abandon(world)  # the others' collectives fail at once, and torchrun ends them
+        if world.main and peer_failed(exc):  # the others stop quietly (cli.py); the one that failed first says why
+            raise WarmstartError(PEER_FAILED) from None
         raise
     distributed.finish(world)  # after the stage's bookkeeping: the manifest is written when every process leaves
     return out
@@ -257,7 +268,7 @@ def prepare(recipe: Recipe, base: Path, checkpoint: Path | None, trajectories: l
     wants_topk = cfg.kd_weight > 0 and cfg.distill in ("auto", "topk") and any(t.logprobs for t in trajectories)
     if wants_topk:
         check_logprobs(trajectories)
-    index = token_index(tokenizer) if wants_topk else None
+    index = token_index(tokenizer, embedded_rows(model)) if wants_topk else None
     usable, foreign = without_foreign_ids(trajectories, tokenizer) if wants_topk else (trajectories, None)
     tools = list(make_env(recipe.env).tools)
     positions = learned_position_limit(model)
@@ -355,7 +366,7 @@ def train(
     compile_decoder(s.model, cfg.compile, "sft.compile")  # in place: checkpoints keep their keys
     torch.manual_seed(recipe.run.seed)
     optimizer, scheduler = make_optimizer(s.model, cfg)
-    step, position = resume_state(resume[-1], s.model, optimizer, scheduler, cfg) if resume else (0, None)
+    step, position = resume_state(resume[-1], s.model, optimizer, scheduler, cfg, world) if resume else (0, None)
     earlier = position["totals"] if position else {"tokens": 0, "seconds": 0.0}
     stream = RowStream(s.examples, cfg, recipe.run.seed, position, packed=s.packed)
     if repeats := repeated_rows(stream, cfg):
@@ -401,9 +412,11 @@ def train(
                 # A sharded model's whole state is gathered by every process, to the main one that writes it.
                 sharded = sharding.is_sharded(s.model)
                 states = sharding.full_states(s.model, optimizer) if sharded else None
+                # Every process's RNG (its dropout masks drew from it apart from the others'): each resumes its own.
+                rank_rng = world.gather_shares([torch.get_rng_state()]) if world.size > 1 else None
                 if world.main:
                     totals = {"tokens": earlier["tokens"] + run.tokens, "seconds": earlier["seconds"] + run.seconds}
-                    position = {**stream.position, "totals": totals, "sharded": sharded}
+                    position = {**stream.position, "totals": totals, "sharded": sharded, "rank_rng": rank_rng}
                     save(
                         ckpt_root,
                         step,
@@ -445,9 +458,17 @@ def shard_if_asked(s: Setup, cfg: SftConfig, world: World) -> None:
     sharding.shard(s.model, masked_ce_sum)
 
 
-def resume_state(checkpoint: Path, model, optimizer, scheduler, cfg: SftConfig) -> tuple[int, dict]:
-    """Optimizer, schedule and RNG from a checkpoint; (its step, its data position)."""
+def resume_state(
+    checkpoint: Path, model, optimizer, scheduler, cfg: SftConfig, world: World = SINGLE
+) -> tuple[int, dict]:
+    """Optimizer, schedule and RNG from a checkpoint; (its step, its data position). Each process takes its
+    own RNG state where the checkpoint holds one per process of this many (the main process's had been set
+    in every process: with dropout, a resumed run of several processes ended on other weights); resumed
+    with another number of processes, every one takes the main process's, as one process resumes."""
     state = load_state(checkpoint)
+    rank_rng = state["position"].get("rank_rng")
+    if rank_rng and len(rank_rng) == world.size:
+        torch.set_rng_state(rank_rng[world.rank])
     # Sharded training saves the optimizer's state by parameter name: either resumes the other.
     sharding.load_optimizer(model, optimizer, state["optimizer"], state["position"].get("sharded", False))
     scheduler.load_state_dict(state["scheduler"])

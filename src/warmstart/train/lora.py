@@ -27,6 +27,7 @@ from transformers.pytorch_utils import Conv1D
 from ..config import LoraSettings
 from ..errors import WarmstartError, first_line
 from ..lm.models import load_model_and_tokenizer
+from ..runs.checkpoint import written_whole
 
 log = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"  # inside a published model directory
@@ -227,11 +228,12 @@ def publish(checkpoint: Path, base: Path, out: Path) -> None:
         merged = PeftModel.from_pretrained(model, checkpoint).merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / ADAPTER_DIR).mkdir()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(checkpoint / name, tmp / ADAPTER_DIR / name)
+    with written_whole(tmp):
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / ADAPTER_DIR).mkdir()
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(checkpoint / name, tmp / ADAPTER_DIR / name)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

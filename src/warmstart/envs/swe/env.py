@@ -41,6 +41,7 @@ from ..repo import TOOLS as REPO_TOOLS
 from ..sandbox import bubblewrap as sandbox
 from ..sandbox.interpreter import Interpreter, interpreter
 from .grader import grade
+from .paths import source_roots
 from .suite import check_pytest
 from .taskset import TaskSet, load_task_sets
 from .tools import EDIT_TOOL, changed, edit, replay, working_files, write
@@ -111,7 +112,7 @@ class SweEnv:
         name = call.function.name
         before = working_files(self.start_files(task), messages, before_call=call.id)
         if name == "list_files":
-            return "\n".join(sorted(before))
+            return file_list(sorted(before))
         if name == "read_file":
             path = clean_path(arguments.get("path"))
             if path is None:
@@ -130,8 +131,7 @@ class SweEnv:
     def _run(self, task: Task, files: dict[str, str], command: str) -> str:
         start = self.start_files(task)
         python = self.pythons[task.hidden["repo"]]
-        bin_dir = os.path.dirname(python.path)
-        script = f'PATH="{bin_dir}:/usr/bin"; export PATH; {command}'
+        script = run_script(os.path.dirname(python.path), source_roots(start), command)
         limits = sandbox.Limits(
             wall_s=self.options.tool_wall_s,
             cpu_s=int(self.options.tool_wall_s) + 1,
@@ -182,6 +182,24 @@ class SweEnv:
         ]
         answer = f"Fixed the bug in {path}; the failing tests pass."
         return scripted_episode(self, task, plan, answer, "swe-original-files")
+
+
+def file_list(paths: list[str]) -> str:
+    """The paths one a line, cut like read_file (20,000 files were a 720,000-character reply)."""
+    text = "\n".join(paths)
+    if len(text) <= MAX_READ_CHARS:
+        return text
+    shown = text[:MAX_READ_CHARS].rpartition("\n")[0]
+    more = len(paths) - (shown.count("\n") + 1 if shown else 0)
+    return f"{shown}\n[... {more} more files: use run with `git ls-files` (and grep)]"
+
+
+def run_script(bin_dir: str, roots: list[str], command: str) -> str:
+    """The shell script `run` executes in the working copy (/work): the task's interpreter first on PATH,
+    and the repository's source roots on PYTHONPATH, as the grader's sys.path has them (a src-layout
+    package cannot be imported by `python -m pytest` otherwise)."""
+    python_path = ":".join("/work" if root == "" else f"/work/{root}" for root in roots)
+    return f'PATH="{bin_dir}:/usr/bin"; PYTHONPATH="{python_path}"; export PATH PYTHONPATH; {command}'
 
 
 def set_interpreters(sets: list[TaskSet], given: str | None) -> dict[str, Interpreter]:

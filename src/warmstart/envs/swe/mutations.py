@@ -51,12 +51,14 @@ def replaced(source: str, node: ast.AST, text: str) -> str:
 
 
 def removed_statement(source: str, node: ast.stmt) -> str | None:
-    """`source` without the lines of `node`, when it has them to itself."""
-    lines = source.splitlines(keepends=True)
+    """`source` without the lines of `node`, when it has them to itself. Lines as `ast` counts them: split
+    at "\\n", "\\r" and "\\r\\n" only (bytes.splitlines), not also at a form feed, "\\x1c"-"\\x1e", "\\x85" or
+    "\\u2028" as str.splitlines does (a form feed between functions put every later line off by one)."""
+    lines = source.encode().splitlines(keepends=True)
     first, last = lines[node.lineno - 1], lines[node.end_lineno - 1]
-    if first[: node.col_offset].strip() or last.encode()[node.end_col_offset :].strip():
+    if first[: node.col_offset].strip() or last[node.end_col_offset :].strip():
         return None
-    return "".join(lines[: node.lineno - 1] + lines[node.end_lineno :])
+    return b"".join(lines[: node.lineno - 1] + lines[node.end_lineno :]).decode()
 
 
 def expression_mutants(node: ast.AST) -> list[tuple[str, ast.AST, str]]:

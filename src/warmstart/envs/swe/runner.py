@@ -100,7 +100,7 @@ def main() -> None:
     sources = python_sources(root) if spec["assert"] == "plain" and spec["ids"] else None
     watched = watch()
     writer = {"thread": None, "wrote": False}  # set by the Guard once this session's report may be written
-    sys.addaudithook(results_hook(results, os.path.dirname(_pytest.junitxml.__file__), writer))
+    sys.addaudithook(results_hook(results, os.path.dirname(_pytest.junitxml.__file__), writer, watched["code_ids"]))
     plugin = Guard(watched, results, spec.get("collect_only", False), writer, sources)
     os.chdir(root)
     sys.path[:0] = [os.path.join(root, p) for p in spec["paths"]]
@@ -115,9 +115,14 @@ def main() -> None:
     if spec.get("maxfail"):
         args.append(f"--maxfail={spec['maxfail']}")
     # The last check runs before JUnit's LogXML writes the report; the finders are recorded after pytest's own.
+    # The phase wrappers are the outermost: they see each phase's exception (or none) before anything else.
     Guard.pytest_sessionfinish = pytest.hookimpl(tryfirst=True)(Guard.pytest_sessionfinish)
     Guard.pytest_configure = pytest.hookimpl(trylast=True)(Guard.pytest_configure)
-    Guard.pytest_runtest_call = pytest.hookimpl(tryfirst=True)(Guard.pytest_runtest_call)
+    Guard.pytest_runtest_logreport = pytest.hookimpl(tryfirst=True)(Guard.pytest_runtest_logreport)
+    # Old-style wrappers (`hookwrapper`): a repository may pin a pytest older than 7.4's `wrapper=True`.
+    for phase in ("setup", "call", "teardown"):
+        hook = f"pytest_runtest_{phase}"
+        setattr(Guard, hook, pytest.hookimpl(hookwrapper=True, tryfirst=True)(getattr(Guard, hook)))
     code = pytest.main([*args, *spec["ids"]], plugins=[plugin])
     finished = int(code) in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
     os._exit(REPORTED if writer["wrote"] and finished else int(code) or NOT_WRITTEN)
@@ -226,14 +231,37 @@ def mutable(owner, name: str) -> bool:
 
 def watch() -> dict:
     """The watched objects by identity, taken before any repository code runs: per namespace, its live
-    mapping, the names and their objects (checked after every test, so in C loops: `map(is_, ...)`)."""
-    spaces = []
+    mapping, the names and their objects (checked after every test, so in C loops: `map(is_, ...)`); the
+    watched modules as `sys.modules` holds them (a copy of `pytest` whose `raises` swallows everything, put
+    in its place, is another object); and the functions among them, whose `__code__` may not be replaced
+    (that keeps the function's identity)."""
+    spaces, code_ids = [], set()
     for owner, names in group(watch_targets()):
         spaces.append((vars(owner), names, tuple(vars(owner)[n] for n in names)))
-    for space in watched_namespaces():
+    namespaces = watched_namespaces()
+    for space in namespaces:
         names = tuple(n for n in list(vars(space)) if not mutable(space, n))
-        spaces.append((vars(space), names, tuple(vars(space)[n] for n in names)))
-    return {"path_hooks": [id(h) for h in sys.path_hooks], "spaces": spaces}
+        values = tuple(vars(space)[n] for n in names)
+        spaces.append((vars(space), names, values))
+        code_ids.update(id(f) for v in values for f in functions_of(v))
+    modules = {m.__name__: m for m in namespaces if isinstance(m, type(sys)) and sys.modules.get(m.__name__) is m}
+    return {
+        "path_hooks": [id(h) for h in sys.path_hooks],
+        "spaces": spaces,
+        "module_names": tuple(modules),
+        "modules": tuple(modules.values()),
+        "recorded": {name: dict(vars(m)) for name, m in modules.items()},
+        "code_ids": code_ids,
+    }
+
+
+def functions_of(value) -> list:
+    """The Python functions a watched value is or holds (a method, a property's accessors, ...)."""
+    found = []
+    for v in (value, *(getattr(value, a, None) for a in ("__func__", "fget", "fset", "fdel", "__wrapped__"))):
+        if isinstance(v, type(functions_of)):
+            found.append(v)
+    return found
 
 
 def group(pairs: list[tuple[object, str]]) -> list[tuple[object, tuple[str, ...]]]:
@@ -245,14 +273,16 @@ def group(pairs: list[tuple[object, str]]) -> list[tuple[object, tuple[str, ...]
 
 def unchanged(watched: dict) -> bool:
     same = all(all(map(operator.is_, map(m.get, names), values)) for m, names, values in watched["spaces"])
+    same = same and all(map(operator.is_, map(sys.modules.get, watched["module_names"]), watched["modules"]))
     return same and [id(h) for h in sys.path_hooks] == watched["path_hooks"]
 
 
-def results_hook(results: str, junit_dir: str, writer: dict):
+def results_hook(results: str, junit_dir: str, writer: dict, code_ids: frozenset | set = frozenset()):
     """An audit hook (it cannot be removed): no other program is started, and nothing but pytest's JUnit
     writer (or this file) changes anything in `results`, and only in the thread and at the moment the
     Guard allows (after its last check, as this session ends): not a pytest session the repository's code
-    started itself, not another thread."""
+    started itself, not another thread. The code of a watched function (`code_ids`) is never replaced: that
+    changes what it does and keeps the object the identity checks compare."""
     prefix = os.path.realpath(results) + os.sep
 
     def hook(event: str, args: tuple) -> None:
@@ -269,6 +299,8 @@ def results_hook(results: str, junit_dir: str, writer: dict):
                 raise PermissionError(f"{event}: the results directory is the runner's")
         elif event in REFUSED_EVENTS:
             raise PermissionError(f"{event}: not allowed while the tests run (the swe runner refuses it)")
+        elif event == "object.__setattr__" and args[1] == "__code__" and id(args[0]) in code_ids:
+            raise PermissionError("the code of pytest's, unittest's and the import system's functions is the runner's")
 
     return hook
 
@@ -360,6 +392,20 @@ class Guard:
         self.libraries = tuple(os.path.join(p, "") for p in sys.path if os.path.isabs(p))
         self.codes: dict[str, set] = {}
         self.collect_errors: list[dict] = []
+        # Taken now, before any repository code could replace them where they are looked up.
+        import _ast
+        import builtins
+        import importlib.machinery
+        import zipimport
+
+        self.builtins = (builtins, vars(builtins))
+        self.finder_types = (importlib.machinery.FileFinder, zipimport.zipimporter, type(None))
+        self.source_loader = importlib.machinery.SourceFileLoader
+        self.ast = {n: getattr(_ast, n) for n in ("If", "Try", "With", "FunctionDef", "Import", "ImportFrom")}
+        # What the Guard saw itself, apart from pytest's reports: the tests whose call returned, and those
+        # that raised in any phase. The grader takes a test as passed only when both say so.
+        self.called: set[str] = set()
+        self.raised: set[str] = set()
 
     def check(self) -> None:
         # Finders appended later (toolz's `tlz` adds one) are asked only for what none of these finds: files
@@ -404,8 +450,70 @@ class Guard:
             lines = str(report.longrepr).strip().splitlines() or ["collection failed"]
             self.collect_errors.append({"nodeid": report.nodeid, "message": lines[-1][:300]})
 
+    def check_module(self, module) -> None:
+        """A test module as its file's imports and definitions bind it: `import pytest` and `from pytest
+        import raises` bound to the objects recorded before any repository code ran (not a copy put in
+        sys.modules while it was imported and taken out since), its functions compiled from the file, the
+        real builtins, and loaded by the import system's own source loader."""
+        path = getattr(module, "__file__", None)
+        if self.sources is None or path not in self.sources:
+            return
+        namespace = vars(module)
+        loader = getattr(getattr(module, "__spec__", None), "loader", None)
+        if type(loader) is not self.source_loader or namespace.get("__loader__") is not loader:
+            os._exit(TAMPERED)
+        if not any(namespace.get("__builtins__") is b for b in self.builtins):
+            os._exit(TAMPERED)
+        for name, expected in self.bindings(path, self.sources[path]):
+            if expected is None:  # a plain `def` in the file
+                value = namespace.get(name)
+                code = getattr(value, "__code__", None)
+                if isinstance(value, type(test_function)) and not self.original(code):
+                    os._exit(TAMPERED)
+            elif namespace.get(name, expected) is not expected:
+                os._exit(TAMPERED)
+
+    def bindings(self, path: str, source: bytes) -> list[tuple[str, object]]:
+        """The module-level names the file binds by importing a watched module or a name of one (each with
+        the recorded object), or by an undecorated `def` (None)."""
+        node_type = self.ast
+        try:
+            body = list(compile(source, path, "exec", 1024, dont_inherit=True).body)  # 1024: ast.PyCF_ONLY_AST
+        except (SyntaxError, ValueError):
+            return []
+        recorded, found = self.watched["recorded"], []
+
+        modules = dict(zip(self.watched["module_names"], self.watched["modules"]))
+        module = modules.get
+
+        while body:
+            node = body.pop()
+            if isinstance(node, (node_type["If"], node_type["Try"], node_type["With"])):
+                body.extend([*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])])
+                body.extend(s for h in getattr(node, "handlers", []) for s in h.body)
+            elif isinstance(node, node_type["FunctionDef"]) and not node.decorator_list:
+                found.append((node.name, None))
+            elif isinstance(node, node_type["Import"]):
+                for alias in node.names:
+                    bound = alias.asname or alias.name.split(".")[0]
+                    target = module(alias.name if alias.asname else alias.name.split(".")[0])
+                    if target is not None:
+                        found.append((bound, target))
+            elif isinstance(node, node_type["ImportFrom"]) and not node.level and node.module in recorded:
+                for alias in node.names:
+                    names = recorded[node.module]
+                    target = names[alias.name] if alias.name in names else module(f"{node.module}.{alias.name}")
+                    if alias.name != "*" and target is not None:
+                        found.append((alias.asname or alias.name, target))
+        return found
+
     def pytest_collection_finish(self, session) -> None:
         self.check()
+        finders = [type(f) for f in sys.path_importer_cache.values()]
+        if not all(any(f is t for t in self.finder_types) for f in finders):
+            os._exit(TAMPERED)  # a finder of the repository's own cached for a directory (the tests')
+        for module in {id(m): m for m in (getattr(i, "module", None) for i in session.items) if m}.values():
+            self.check_module(module)
         for item in session.items:
             self.check_test(item)
         if self.collect_only:  # the miner's listing of the suite (trusted code only: the unmutated package)
@@ -415,8 +523,30 @@ class Guard:
                 json.dump(listing, f)
             os._exit(REPORTED)
 
-    def pytest_runtest_call(self, item) -> None:
+    def pytest_runtest_setup(self, item):
+        outcome = yield
+        self.note_raised(item, outcome)
+
+    def pytest_runtest_teardown(self, item):
+        outcome = yield
+        self.note_raised(item, outcome)
+
+    def pytest_runtest_call(self, item):
+        """Right after the test function returns (before its report is made, before anything of pytest's
+        reporting runs): a patch put in place while the test ran, which would put the original back the
+        moment it is used, is still there to be found."""
         self.check_test(item)
+        outcome = yield
+        self.check()
+        self.note_raised(item, outcome)
+        if getattr(item, "_excinfo", None):  # a unittest test's failure: kept on the item for its report
+            self.raised.add(item.nodeid)
+        self.called.add(item.nodeid)
+
+    def note_raised(self, item, outcome) -> None:
+        """A phase that raised (its outcome holds the exception) fails its test in the runner's own record."""
+        if outcome.excinfo is not None:
+            self.raised.add(item.nodeid)
 
     def pytest_runtest_logreport(self, report) -> None:
         if report.when == "call":
@@ -425,6 +555,9 @@ class Guard:
     def pytest_sessionfinish(self, session) -> None:
         self.check()
         self.writer["thread"] = threading.get_ident()
+        with open(os.path.join(self.results, "ran.txt"), "w") as f:  # builtins only: they are watched
+            f.write("".join(repr(i) + "\n" for i in sorted(self.called - self.raised)))
+        self.writer["wrote"] = False  # that was the runner's file: pytest's writer has not written yet
 
 
 if __name__ == "__main__":

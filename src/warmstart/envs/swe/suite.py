@@ -13,6 +13,7 @@ not a symlink. A run killed at its time limit has no XML, so every test in it is
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
@@ -24,7 +25,7 @@ from pathlib import Path
 from ...errors import WarmstartError
 from ..sandbox import bubblewrap as sandbox
 from ..sandbox.interpreter import Interpreter
-from .junit import Outcome, read_outcomes
+from .junit import Outcome, junit_key, read_outcomes
 from .paths import source_roots
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -47,7 +48,8 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
     for path, content in files.items():
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        with open(target, "w", encoding="utf-8", newline="") as f:  # the text as it is: CRLF stays CRLF
+            f.write(content)
 
 
 def run_pytest(
@@ -87,8 +89,29 @@ def run_pytest(
         report = read_report(results, "collected.json" if collect_only else "junit.xml")
         report = report if confirmed else None
         outcomes = read_outcomes(report) if report is not None and not collect_only else None
+        if outcomes is not None:
+            outcomes = seen_by_runner(outcomes, read_report(results, "ran.txt"))
         listed = json.loads(report) if report is not None and collect_only else None
     return SuiteRun(outcomes, listed, execution)
+
+
+def seen_by_runner(outcomes: dict[tuple[str, str], Outcome], ran: str | None) -> dict[tuple[str, str], Outcome] | None:
+    """The report's outcomes, a pass kept only where the runner saw the test pass itself (`ran.txt`: one
+    node id a line, as `repr` wrote it: every phase returned, the test function called), whatever pytest's
+    reporting machinery, which code under test can reach, then wrote. None when that record is missing."""
+    if ran is None:
+        return None
+    seen = set()
+    for line in ran.splitlines():
+        try:
+            node_id = ast.literal_eval(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        if not isinstance(node_id, str):
+            return None
+        seen.add(junit_key(node_id))
+    unseen = Outcome(False, "error", "the runner did not see this test pass (pytest's report said it passed)")
+    return {key: o if not o.passed or key in seen else unseen for key, o in outcomes.items()}
 
 
 def read_report(results: Path, name: str) -> str | None:

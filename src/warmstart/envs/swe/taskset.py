@@ -68,16 +68,83 @@ def replace_dir(new: Path, out: Path) -> None:
 
 
 def read_task_set(directory: Path) -> TaskSet:
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-        snapshot = json.loads((directory / "snapshot.json").read_text())
-        lines = (directory / "tasks.jsonl").read_text(encoding="utf-8").split("\n")  # JSON Lines: "\n" only
-        tasks = [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise WarmstartError(f"{directory}: not a mined task set ({exc})") from None
+    """The set in `directory`, its shape checked: a hand-written or damaged set is one error naming the
+    file and the line (a task's missing field had raised a KeyError out of the environment; a task whose
+    broken file is the original scored 1 with no change at all)."""
+    texts = {}
+    for name in ("manifest.json", "snapshot.json", "tasks.jsonl"):
+        try:
+            texts[name] = (directory / name).read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            raise WarmstartError(f"{directory}: not a mined task set ({exc})") from None
+    manifest = parsed(directory / "manifest.json", texts["manifest.json"])
+    snapshot = parsed(directory / "snapshot.json", texts["snapshot.json"])
+    if not isinstance(manifest, dict):
+        raise WarmstartError(f"{directory / 'manifest.json'}: not a JSON object")
     if manifest.get("format") != FORMAT:
         raise WarmstartError(f"{directory}: task set format {manifest.get('format')!r}, expected {FORMAT}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise WarmstartError(f"{directory / 'manifest.json'}: {problem}")
+    if not isinstance(snapshot, dict) or not all(isinstance(v, str) for v in snapshot.values()):
+        raise WarmstartError(f"{directory / 'snapshot.json'}: not an object of {{path: text}}")
+    tasks = []
+    lines = texts["tasks.jsonl"].split("\n")  # JSON Lines: "\n" only
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{directory / 'tasks.jsonl'} line {number}"
+        task = parsed(Path(where), line)
+        problem = task_problem(task, manifest["name"], snapshot)
+        if problem:
+            raise WarmstartError(f"{where}: {problem}")
+        tasks.append(task)
     return TaskSet(manifest, snapshot, tasks, directory)
+
+
+def parsed(where: Path, text: str):
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WarmstartError(f"{where}: not JSON ({str(exc)[:200]})") from None
+
+
+def strings(value, empty_ok: bool = True) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value) and (empty_ok or bool(value))
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's fields the environment reads, or None."""
+    if not isinstance(manifest.get("name"), str) or not manifest["name"]:
+        return "`name` must be a non-empty string"
+    if manifest.get("python") is not None and not isinstance(manifest["python"], str):
+        return "`python` must be a string (the interpreter's path)"
+    for key in ("ids", "test_paths"):
+        if manifest.get(key) is not None and not strings(manifest[key]):
+            return f"`{key}` must be a list of strings"
+    return None
+
+
+def task_problem(task, name: str, snapshot: dict[str, str]) -> str | None:
+    """What is wrong with one task of the set `name`, or None."""
+    if not isinstance(task, dict):
+        return "a task must be a JSON object"
+    for key in ("id", "repo", "file", "broken", "problem"):
+        if not isinstance(task.get(key), str) or (key != "broken" and not task[key]):
+            return f"`{key}` must be a non-empty string" if key in task else f"no `{key}`"
+    if task.get("mutation") is not None and not isinstance(task["mutation"], str):
+        return "`mutation` must be a string"
+    if not strings(task.get("fail_to_pass"), empty_ok=False):
+        return "`fail_to_pass` must be a non-empty list of test ids"
+    if not strings(task.get("pass_to_pass")):
+        return "`pass_to_pass` must be a list of test ids"
+    if task["repo"] != name:
+        return f"task {task['id']!r}: `repo` is {task['repo']!r}, but the set is named {name!r}"
+    if task["file"] not in snapshot:
+        return f"task {task['id']!r}: `file` {task['file']!r} is not in snapshot.json"
+    if task["broken"] == snapshot[task["file"]]:
+        return f"task {task['id']!r}: `broken` is the original file (nothing to fix: the empty patch would pass)"
+    return None
 
 
 def load_task_sets(path: Path) -> list[TaskSet]:

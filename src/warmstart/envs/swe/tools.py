@@ -15,8 +15,10 @@ from ...lm.toolcalls import call_arguments
 from ...types import Message
 from ..repo import PATH_ERROR, clean_path, content_error, function_tool
 from ..repo import write as write_file
+from .snapshot import MAX_FILE_BYTES as SNAPSHOT_FILE_BYTES
 
-MAX_FILE_BYTES = 1_000_000
+# As large as the snapshot keeps: a task mined in a 1.5 MB module must be fixable with these tools.
+MAX_FILE_BYTES = SNAPSHOT_FILE_BYTES
 
 EDIT_TOOL = function_tool(
     "edit_file",
