@@ -104,9 +104,7 @@ def main() -> None:
     failed = [md for _, md in outcomes if md]
     paths = sorted(harness.RESULTS.glob("*.md"))
     stale = [  # sections this run did not write: kept, with their date, so the reader can tell
-        f"{p.name} ({written_at(p):%Y-%m-%d %H:%M} UTC)"
-        for p in paths
-        if p.stat().st_mtime < started_at.timestamp() - 1
+        f"{p.name} ({written_at(p):%Y-%m-%d %H:%M} UTC)" for p in paths if args.join_only or written_at(p) < started_at
     ]
     sections = [p.read_text().rstrip() + "\n" for p in paths]
     command = (

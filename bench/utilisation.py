@@ -39,7 +39,10 @@ WINDOWS = 5  # timing windows per shape and op; the shape's rate is their median
 WARMUP = {"quick": 1, "full": 3}  # untimed steps before the timed ones (module docstring)
 RUNS = """Every full run of this benchmark (2 x 256 tokens a step, fp32 % / bf16 % of the peaks; 2-core AMD EPYC,
 family 25 model 17, CPU flags avx2 avx512f avx512_bf16, no AMX; steps 4..8 timed since 2026-12-05).
-At 86177da (2026-12-07 19:53 UTC, the SFT step's code as at f2bf8bd but for the row stream's one-example-a-row
+At cd081fe (2026-12-07 23:48 UTC, the SFT step's code as at 86177da, nothing else running): 72.5 / 54.3 (a slow
+phase for bf16: its steps 1.84-2.43 s after the warm-up in the first two repetitions, 1.66-2.0 in the third,
+against a bf16 peak of 411.2 GFLOP/s; bf16 1.71x fp32's tokens/s where the peaks' ratio is 2.28x; fp32 steps
+2.9-4.0 s against a peak of 180.5). At 86177da (2026-12-07 19:53 UTC, the SFT step's code as at f2bf8bd but for the row stream's one-example-a-row
 option and collate's padding positions, neither used by these full rows, nothing else running): 71.5 / 60.3 (bf16
 1.77x fp32's tokens/s where the peaks' ratio is 2.10x; bf16 steps 1.73-1.92 s after the warm-up in the last
 two repetitions, 2.06-2.36 in the first, against a bf16 peak of 396.2 GFLOP/s, as low as the run before's,
@@ -84,8 +87,8 @@ bf16, the gradient clip's factor applied by the fused AdamW (train/clipping.py):
 head's change alone: 76.1 / 62.8, 74.1 / 59.5, 73.9 / 60.9. With the stages' kept freed memory
 (train/host_memory.py) and the tied embedding's and head's gradient as one tensor
 (lm/tied_embedding.py), 2026-12-05: 70.7 / 60.4, 75.5 / 59.8, 71.5 / 61.7, 77.4 / 59.2, 78.1 / 61.2,
-72.4 / 57.4. Over these twenty-seven runs the fp32 goal was met in all but one (69.7 % at 284d3b3, 0.3
-points short, in a slow phase) and the bf16 goal in fifteen, missed by at most 4.5 points in the others: this
+72.4 / 57.4. Over these twenty-eight runs the fp32 goal was met in all but one (69.7 % at 284d3b3, 0.3
+points short, in a slow phase) and the bf16 goal in fifteen, missed by at most 5.7 points in the others: this
 VM's phases move the fp32 step (2.7-3.8 s), the bf16 step (1.5-2.5 s) and the bf16 peak (394-441 GFLOP/s
 in the last fifteen) by more than that. Earlier: 71.2 / 58.3 before those changes; 2026-12-04 (steps 2..4
 timed, which counted the allocator's warm-up) fp32 61.6-73.2, bf16 48.4-58.1; 2026-12-03 70 / 33
