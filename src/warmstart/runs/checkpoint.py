@@ -129,20 +129,21 @@ def written_by(checkpoint: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def check_written_by(checkpoint: Path, fingerprint: str, output_key: str, fingerprinted: dict | None = None) -> None:
-    """Refuse to resume `checkpoint` unless the stage that wrote it had `fingerprint` (the same config and
-    input data). Refused, not set aside and restarted: the checkpoints are hours of training that only the
+def check_written_by(checkpoint: Path, accepted: set[str], output_key: str, fingerprinted: dict | None = None) -> None:
+    """Refuse to resume `checkpoint` unless the stage that wrote it had one of the fingerprints `accepted`
+    (the same config and input data: `Stage.accepted`). Refused, not set aside and restarted: the checkpoints are hours of training that only the
     user can say are worth dropping (a changed key may be a mistake to undo), and the project's other
     resume checks (a changed LoRA setting, GRPO's starting model) refuse the same way. A checkpoint that
     records no fingerprint (an earlier warmstart's) is refused too: what it was trained on is unknown, and
     resuming it is the very mistake this check exists for; it costs one retrain, once. `fingerprinted`: what
-    `fingerprint` is made of; where the checkpoint records its own, the error names what changed."""
+    the fingerprint is made of; where the checkpoint records its own, the error names what changed."""
     written = written_by(checkpoint)
-    if written == fingerprint:
+    if written in accepted:
         return
     changed = what_changed(read_fingerprinted(checkpoint), fingerprinted)
+    ours = " or ".join(sorted(accepted))
     made_by = (
-        f"another config or other input data ({changed or f'fingerprint {written}, now {fingerprint}'})"
+        f"another config or other input data ({changed or f'fingerprint {written}, this run: {ours}'})"
         if written
         else "an earlier warmstart that did not record the config and data they were trained on"
     )

@@ -35,6 +35,7 @@ from .lock import RunLock
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
+RUN_LABEL = "<run>"  # the run directory, in the label of an input inside it (`input_label`)
 
 
 def file_digest(path: Path) -> str:
@@ -45,13 +46,44 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(config: dict, inputs: list[Path]) -> str:
-    return fingerprint_of(config, input_digests(inputs))
+def fingerprint(config: dict, inputs: list[Path], root: Path | None = None) -> str:
+    """The fingerprint of work done with `config` on `inputs`; with `root`, the run directory's files are named
+    by their place in it, in the inputs and in the config (`input_label`, `relabelled`)."""
+    if root is None:
+        return fingerprint_of(config, input_digests(inputs))
+    return fingerprint_of(relabelled(config, root), input_digests(inputs, root))
 
 
-def input_digests(inputs: list[Path]) -> list[tuple[str, str | None]]:
-    """(path, digest) of each input, in order (a path twice stays twice); None for a directory."""
-    return [(str(path), file_digest(path) if Path(path).is_file() else None) for path in inputs]
+def input_digests(inputs: list[Path], root: Path | None = None) -> list[tuple[str, str | None]]:
+    """(label, digest) of each input, in order (a path twice stays twice); None for a directory. The label
+    of a file in the run directory `root` is its place in it (`input_label`)."""
+    return [(input_label(path, root), file_digest(path) if Path(path).is_file() else None) for path in inputs]
+
+
+def input_label(path: Path, root: Path | None) -> str:
+    """How an input is named in a fingerprint: a file in the run directory `root` by its place in it
+    ("<run>/curated/train.jsonl"), so a run moved or copied elsewhere (to a bigger machine) finds its
+    finished stages and its checkpoints its own; any other file by its path, as given."""
+    if root is not None:
+        inside = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+        if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
+            return f"{RUN_LABEL}/{Path(inside).as_posix()}"
+    return str(path)
+
+
+def relabelled(config, root: Path):
+    """`config` with the run directory's path, where a value names a file in it (eval's policy "student"
+    resolved to hf:RUN/models/student), written as in `input_label`: moved, the run keeps its fingerprints."""
+    places = sorted({f"{os.path.abspath(root)}{os.sep}", f"{root}{os.sep}"}, key=len, reverse=True)
+    if isinstance(config, str):
+        for place in places:  # the absolute one first: the path as given may be the end of it
+            config = config.replace(place, f"{RUN_LABEL}/")
+        return config
+    if isinstance(config, dict):
+        return {key: relabelled(value, root) for key, value in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [relabelled(value, root) for value in config]
+    return config
 
 
 def fingerprint_of(config: dict, digests: list[tuple[str, str | None]]) -> str:
@@ -155,12 +187,13 @@ class RunDir:
         unfinished (generate: some rollouts ended in an error, which a rerun asks for again)."""
         return Stage(self, name, config, inputs, outputs, finished)
 
-    def is_done(self, stage: str, fingerprint: str, outputs: list[Path]) -> bool:
+    def is_done(self, stage: str, fingerprints: set[str], outputs: list[Path]) -> bool:
+        """Whether `stage` has a finished record of one of `fingerprints` (`Stage.accepted`) and its outputs."""
         entry = self.manifest()["stages"].get(stage)
         return (
             bool(entry)
             and entry.get("status", "done") == "done"
-            and entry["fingerprint"] == fingerprint
+            and entry["fingerprint"] in fingerprints
             and all(Path(p).exists() for p in outputs)
         )
 
@@ -292,10 +325,13 @@ class Stage:
     ):
         self.started = time.time()  # the stage's seconds include hashing its inputs
         self.run_dir, self.name, self.outputs, self.finished = run_dir, name, outputs, finished
-        # Kept by path: eval records the digests of the model files each row scored (no second read of them).
-        digests = input_digests(inputs)
+        # Kept by label: eval records the digests of the model files each row scored (no second read of them).
+        digests = input_digests(inputs, run_dir.root)
         self.input_digests = dict(digests)
-        self.fingerprint = fingerprint_of(config, digests)
+        self.fingerprint = fingerprint_of(relabelled(config, run_dir.root), digests)
+        # What a record or checkpoint written here may carry: this fingerprint, or the one a warmstart that named
+        # every file by its path gave the same work (a run begun before, in the same place, goes on).
+        self.accepted = {self.fingerprint, fingerprint_of(config, [(str(p), d) for p, (_, d) in zip(inputs, digests)])}
         self.lock = RunLock(run_dir.root)
         self.done = False
         self.summary: dict = {}
@@ -304,7 +340,7 @@ class Stage:
 
     def __enter__(self) -> Stage:
         self.lock.acquire(self.name)
-        self.done = self.run_dir.is_done(self.name, self.fingerprint, self.outputs)
+        self.done = self.run_dir.is_done(self.name, self.accepted, self.outputs)
         if self.done and self.finished is not None:
             self.done = self.finished(self.run_dir.manifest()["stages"][self.name])
         if self.done:

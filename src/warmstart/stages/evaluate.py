@@ -32,7 +32,7 @@ from ..metrics.tally import PassTally, compare, comparison_note, unscored
 from ..policies.api import finished_rollouts
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, carried_spend, load_prices
-from ..runs.directory import RunDir, fingerprint, model_files, sample_paths
+from ..runs.directory import RunDir, fingerprint, input_label, model_files, sample_paths
 from ..runs.jsonl import JsonlAppender, read_json, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling
@@ -46,11 +46,11 @@ def policy_inputs(spec: PolicySpec) -> list[Path]:
     return model_files(Path(spec.name)) if spec.is_local_model else []
 
 
-def scored_files(spec: PolicySpec, digests: dict[str, str | None]) -> dict[str, str | None]:
+def scored_files(spec: PolicySpec, digests: dict[str, str | None], root: Path) -> dict[str, str | None]:
     """The digest of each file of the local model a row scored, by file name (read once, for the stage's
-    fingerprint): the report tells by them whether the model's files are still those, and which training
+    fingerprint, by their labels in the run directory `root`): the report tells by them whether the model's files are still those, and which training
     record is of that model, whatever the clocks of the machines the stages ran on said."""
-    return {path.name: digests.get(str(path)) for path in policy_inputs(spec)}
+    return {path.name: digests.get(input_label(path, root)) for path in policy_inputs(spec)}
 
 
 def evaluate_policy(
@@ -126,24 +126,32 @@ def evaluate_policy(
     return {"policy": str(spec), **row, "seconds": round(time.time() - started, 2)}
 
 
-def row_fingerprints(config: dict, specs: dict[str, PolicySpec], samples: dict[str, Path], tasks: list[Path]) -> dict:
+def row_fingerprints(
+    config: dict, specs: dict[str, PolicySpec], samples: dict[str, Path], tasks: list[Path], root: Path | None
+) -> dict:
     """What decides each row's results apart from the other rows: the stage's settings but the list of rows
-    and the comparisons, the row's policy with its model's files, and where its samples are kept."""
+    and the comparisons, the row's policy with its model's files, and where its samples are kept. A file in
+    the run directory `root` is named by its place in it (`runs.directory.input_label`); None: by its path, as
+    an earlier warmstart named every file."""
     shared = {**config, "eval": {k: v for k, v in config["eval"].items() if k not in ("policies", "compare")}}
     shared.pop("specs")
     return {
         name: fingerprint(
             {"shared": shared, "row": name, "policy": spec.identity, "samples": samples[name].name},
             [*tasks, *policy_inputs(spec)],
+            root,
         )
         for name, spec in specs.items()
     }
 
 
-def unchanged_rows(out: Path, row_prints: dict[str, str], samples: dict[str, Path]) -> dict[str, dict]:
+def unchanged_rows(
+    out: Path, row_prints: dict[str, str], samples: dict[str, Path], earlier_prints: dict[str, str] | None = None
+) -> dict[str, dict]:
     """The rows of the last results (`out`) that this run would compute again the same (a row is sampled
     with the run's seed whatever rows stand beside it, and API answers come from the response cache):
-    adding a row to eval.policies samples that row, not every local model again."""
+    adding a row to eval.policies samples that row, not every local model again. `earlier_prints`: each row's
+    fingerprint as an earlier warmstart made it (`row_fingerprints` without the run directory), also accepted."""
     try:
         earlier = read_json(out) or {}
     except WarmstartError as exc:  # a damaged results file is replaced, not read
@@ -153,7 +161,9 @@ def unchanged_rows(out: Path, row_prints: dict[str, str], samples: dict[str, Pat
     kept = {
         name: rows[name]
         for name, row_print in row_prints.items()
-        if prints.get(name) == row_print and isinstance(rows.get(name), dict) and samples[name].is_file()
+        if prints.get(name) in {row_print, (earlier_prints or {}).get(name)}
+        and isinstance(rows.get(name), dict)
+        and samples[name].is_file()
     }
     if kept:
         log.info("eval: %s as in the last results (nothing they depend on changed)", ", ".join(kept))
@@ -265,8 +275,8 @@ def run(recipe: Recipe) -> Path:
             if spec.is_local_model:
                 resolve_model_path(spec.name, f"eval.policies.{name}")
         samples = sample_paths(run_dir.root, list(specs))
-        row_prints = row_fingerprints(config, specs, samples, task_files)
-        unchanged = unchanged_rows(out, row_prints, samples)
+        row_prints = row_fingerprints(config, specs, samples, task_files, run_dir.root)
+        unchanged = unchanged_rows(out, row_prints, samples, row_fingerprints(config, specs, samples, task_files, None))
         results = dict(unchanged)
         # Opened before any sampling: a log.to backend that cannot start (W&B online without a key, a directory
         # it cannot write) is one error before the work, and never after results.json was replaced.
@@ -285,7 +295,7 @@ def run(recipe: Recipe) -> Path:
             results = {name: results[name] for name in specs}  # the recipe's order
             for name, spec in specs.items():  # a kept row's too: its fingerprint says its model's files are the same
                 if spec.is_local_model:
-                    results[name]["model_files"] = scored_files(spec, stage.input_digests)
+                    results[name]["model_files"] = scored_files(spec, stage.input_digests, run_dir.root)
             for name in results:
                 results[name]["gap_closed"] = gap_closed(results, name)
             summary = {

@@ -512,7 +512,7 @@ def _claim_output(run_dir: RunDir, stage: Stage, out: Path) -> None:
     """Record which config is writing `out`, refusing to append to a file another config began."""
     manifest = run_dir.manifest()
     claims = manifest.setdefault("claims", {})
-    if out.exists() and claims.get(out.name, stage.fingerprint) != stage.fingerprint:
+    if out.exists() and claims.get(out.name, stage.fingerprint) not in stage.accepted:
         raise WarmstartError(
             f"{out}: was written by a generate stage (or an estimate) with another config; "
             "remove it or set generate.output"

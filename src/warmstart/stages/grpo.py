@@ -282,8 +282,8 @@ def train(
     resume = world.agree(complete_checkpoints(ckpt_root) if world.main else [])
     learner = load_learner(recipe, start_from, resume[-1] if resume else None)
     check_prompts_embedded(learner, tasks, env)
-    fingerprint = world.agree(stage.fingerprint if world.main else None)
-    done, cursor, history, pool_ids = resume_position(learner, resume, fingerprint) if resume else (0, 0, [], None)
+    fingerprint, accepted = world.agree((stage.fingerprint, stage.accepted) if world.main else None)
+    done, cursor, history, pool_ids = resume_position(learner, resume, accepted) if resume else (0, 0, [], None)
     pool = tasks if pool_ids is None else tasks_by_id(tasks, pool_ids)
     if world.main and (repeats := repeated_tasks(len(tasks), cfg)):
         log.warning("grpo:%s: %s", cfg.output, repeats)
@@ -429,11 +429,14 @@ def refresh_pool(
     return pool, Refresh(record, rates.rollouts, rates.sampled_tokens, time.time() - started)
 
 
-def resume_position(learner: Learner, resume: list[Path], fingerprint: str) -> tuple[int, int, list[dict], list | None]:
-    """Optimizer, schedule and RNG from the newest checkpoint; (its step, task cursor, history, and the
-    filter's task ids: None where the run trains on every task)."""
+def resume_position(
+    learner: Learner, resume: list[Path], accepted: set[str]
+) -> tuple[int, int, list[dict], list | None]:
+    """Optimizer, schedule and RNG from the newest checkpoint, written under one of the fingerprints `accepted`
+    (`Stage.accepted`); (its step, task cursor, history, and the filter's task ids: None where the run trains
+    on every task)."""
     state = load_state(resume[-1])
-    if state["position"]["fingerprint"] != fingerprint:
+    if state["position"]["fingerprint"] not in accepted:
         raise WarmstartError(
             f"{resume[-1].parent}: checkpoints of another grpo config or starting model; remove them or set grpo.output"
         )

@@ -184,7 +184,7 @@ def run(recipe: Recipe) -> Path:
 def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path, fingerprinted: dict) -> None:
     """The stage's work, in every process; only the main one writes (train/distributed.py). `fingerprinted`:
     what the stage's fingerprint is made of, kept in each checkpoint (`checkpoint.check_written_by`)."""
-    cfg, run_dir, fingerprint = recipe.sft, RunDir(recipe), stage.fingerprint
+    cfg, run_dir, fingerprint, accepted = recipe.sft, RunDir(recipe), stage.fingerprint, stage.accepted
     with distributed.stage_or_follower(world, stage) as stage:
         if world.agree(stage.done):
             return
@@ -199,7 +199,9 @@ def run_stage(recipe: Recipe, world: World, stage, data_path: Path, out: Path, f
         def stopped(spent: dict) -> None:  # part-way (Ctrl-C, a divergence): what it spent is recorded
             stage.stopped = described(spent)
 
-        summary = train(recipe, base, trajectories, fingerprint, world, stopped if world.main else None, fingerprinted)
+        summary = train(
+            recipe, base, trajectories, fingerprint, world, stopped if world.main else None, fingerprinted, accepted
+        )
         if world.main:
             stage.summary = described(summary)
             last = complete_checkpoints(run_dir.checkpoints(cfg.output))[-1]
@@ -351,15 +353,18 @@ def train(
     world: World = SINGLE,
     stopped: Callable[[dict], None] | None = None,
     fingerprinted: dict | None = None,
+    accepted: set[str] | None = None,
 ) -> dict:
     """`sft.steps` optimizer steps from `base` (or the newest checkpoint, written under `fingerprint`, the
     stage's), checkpointing as it goes (the main process; every process trains its share of each step:
     train/distributed.py); the run's summary. A run stopped part-way by an exception (Ctrl-C's included)
     after a step hands `stopped` the summary of what it did: its seconds and FLOPs were spent. `fingerprinted`:
-    what `fingerprint` is made of, so that a refused resume names what changed."""
+    what `fingerprint` is made of, so that a refused resume names what changed. `accepted`: the fingerprints a
+    checkpoint to resume may carry (`Stage.accepted`; `fingerprint` alone where not given)."""
     cfg = recipe.sft
     ckpt_root = RunDir(recipe).checkpoints(cfg.output)
-    newest = checkpoint_to_resume(cfg, ckpt_root, fingerprint, fingerprinted) if world.main else []
+    accepted = accepted or {fingerprint}
+    newest = checkpoint_to_resume(cfg, ckpt_root, accepted, fingerprinted) if world.main else []
     resume = world.agree(newest)  # the main process's view (the run directory must be shared by all)
     s = prepare(recipe, base, resume[-1] if resume else None, trajectories)
     shard_if_asked(s, cfg, world)
@@ -435,15 +440,17 @@ def train(
     return training_summary(s, cfg, run, earlier)
 
 
-def checkpoint_to_resume(cfg: SftConfig, root: Path, fingerprint: str, fingerprinted: dict | None = None) -> list[Path]:
+def checkpoint_to_resume(
+    cfg: SftConfig, root: Path, accepted: set[str], fingerprinted: dict | None = None
+) -> list[Path]:
     """The newest complete checkpoint (a list of it, or empty), checked to be this run's to resume: of
-    the same kind (whole weights or an adapter of these LoRA settings) and written under `fingerprint`;
+    the same kind (whole weights or an adapter of these LoRA settings) and written under one of `accepted`;
     else one error. Without the check a changed recipe or curated data would resume the old run's last
     checkpoint, train no step, and publish the old model under the new settings."""
     newest = complete_checkpoints(root)[-1:]
     for checkpoint in newest:
         lora.check_resumable(checkpoint, cfg.lora, "sft")  # first: it names the setting that changed
-        check_written_by(checkpoint, fingerprint, "sft.output", fingerprinted)
+        check_written_by(checkpoint, accepted, "sft.output", fingerprinted)
     return newest
 
 
