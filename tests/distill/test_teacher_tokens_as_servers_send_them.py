@@ -118,3 +118,18 @@ def test_on_policy_distillation_accepts_a_server_with_the_students_own_sentencep
     other = RemoteTeacher(ServedScores(tokenizer), "grpo.teacher", tokenizer)
     with pytest.raises(WarmstartError, match="the server reads token id"):
         other.check_tokens([ids[0], ids[1]], [" ", "x"])
+
+
+def test_alternatives_whose_probabilities_sum_past_one_are_refused_and_rounding_is_not():
+    tokenizer = byte_fallback_tokenizer()
+    ids = tokenizer("plain", add_special_tokens=False)["input_ids"]
+    turn = served_turn(tokenizer, ids)
+    # Negative raw logits (vLLM's --logprobs-mode raw_logits) pass as log-probs one by one, not together.
+    turn[1]["top_logprobs"] = [{"token": "a", "logprob": -0.2}, {"token": "b", "logprob": -0.9}]
+    problem = logprobs_problem([turn])
+    assert problem.startswith("logprobs[0][1] has top_logprobs whose probabilities sum to 1.23, more than 1")
+    # A top-k holding all the mass, each log-prob rounded up a little, and one token listed twice: accepted.
+    half = math.log(0.5) + 1e-4
+    turn[1]["top_logprobs"] = [{"token": "a", "logprob": half}, {"token": "b", "logprob": half}]
+    turn[1]["top_logprobs"].append(dict(turn[1]["top_logprobs"][0]))
+    assert logprobs_problem([turn]) is None

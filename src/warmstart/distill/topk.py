@@ -136,11 +136,31 @@ def logprobs_problem(turns) -> str | None:
             )
             if problem:
                 return f"{where} {problem} ({LOGPROBS_SHAPE})"
+            if (mass := listed_mass(entry.get("top_logprobs") or [])) > 1 + MASS_SLACK:
+                return (
+                    f"{where} has top_logprobs whose probabilities sum to {mass:.3g}, more than 1: not the "
+                    "log-probabilities of one distribution (a server's raw logits, say: vLLM's --logprobs-mode "
+                    "raw_logits; its default, raw_logprobs, is what KD needs)"
+                )
     return None
 
 
 # A log-prob a little above 0 is a server's rounding (as the API clients allow: policies/backend.py).
 LOGPROB_SLACK = 1e-3
+# Rounded log-probs of a top-k that holds nearly all the mass can sum to a hair over 1 (the loss clamps the
+# tail at 0: distill/losses.py); more is no distribution.
+MASS_SLACK = 0.01
+
+
+def listed_mass(alternatives: list[dict]) -> float:
+    """The probability the alternatives of one token (checked by `entry_problem`) hold, each token once
+    (a server may list one twice)."""
+    seen = {}
+    for entry in alternatives:
+        if entry.get("logprob") is not None:
+            key = ("id", entry["id"]) if "id" in entry else ("token", entry.get("token"), str(entry.get("bytes")))
+            seen[key] = entry["logprob"]
+    return sum(math.exp(logprob) for logprob in seen.values())
 
 
 def entry_problem(entry, sampled: bool = False) -> str | None:
