@@ -114,3 +114,15 @@ def test_a_run_directory_named_relative_or_absolute_gives_one_fingerprint_wherev
     assert fingerprint({"p": "hf:a/models/student"}, [], Path("a")) != fingerprint(
         {"p": "hf:c/models/x"}, [], Path("a")
     )
+
+
+def test_an_eval_row_is_kept_only_by_a_fingerprint_its_results_record(tmp_path):
+    out, samples = tmp_path / "results.json", {"student": tmp_path / "student.jsonl"}
+    samples["student"].write_text("")
+    row = {"pass@1": 0.5}
+    write_json_atomic(out, {"policies": {"student": row}})  # results that recorded no row fingerprints
+    assert evaluate.unchanged_rows(out, {"student": "new"}, samples, {"student": "by-path"}) == {}
+    assert evaluate.unchanged_rows(out, {"student": "new"}, samples, {}) == {}
+    write_json_atomic(out, {"policies": {"student": row}, "row_fingerprints": {"student": "by-path"}})
+    assert evaluate.unchanged_rows(out, {"student": "new"}, samples, {"student": "by-path"}) == {"student": row}
+    assert evaluate.unchanged_rows(out, {"student": "new"}, samples) == {}

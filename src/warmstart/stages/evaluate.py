@@ -161,7 +161,7 @@ def unchanged_rows(
     kept = {
         name: rows[name]
         for name, row_print in row_prints.items()
-        if prints.get(name) in {row_print, (earlier_prints or {}).get(name)}
+        if prints.get(name) in {row_print, (earlier_prints or {}).get(name, row_print)}
         and isinstance(rows.get(name), dict)
         and samples[name].is_file()
     }
