@@ -306,6 +306,7 @@ class ChatHTTPServer(ThreadingHTTPServer):
         self.connections = ConnectionLimit(app.max_connections)
         self.busy_answer = busy_answer(app.max_connections)
         self.refused = LingeringCloser()  # after super().__init__: a port that cannot be bound leaves no thread
+        self.interrupted = False  # Ctrl-C or SIGTERM met while a connection's thread started (`process_request`)
 
     def process_request(self, request: socket.socket, client_address) -> None:
         """A thread for the connection if it is within the limit; past it, a 503 from this (accepting) thread,
@@ -318,9 +319,20 @@ class ChatHTTPServer(ThreadingHTTPServer):
             return
         try:
             super().process_request(request, client_address)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM while the connection's thread started (waiting for it to run): that thread
+            # serves the connection and gives its slot back; the server stops once this returns
+            # (`service_actions`). Giving the slot back here as well had raised ValueError (released too many
+            # times), which socketserver logs and goes on: the interrupt was lost and the server kept serving.
+            self.interrupted = True
         except BaseException:  # no thread started (the system is out of them): the slot is free again
             self.connections.give_back()
             raise
+
+    def service_actions(self) -> None:
+        """Called by `serve_forever` after each request: an interrupt `process_request` held stops it now."""
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def process_request_thread(self, request: socket.socket, client_address) -> None:
         try:
