@@ -15,7 +15,7 @@ import itertools
 import ray
 
 from ..policies.limits import RateLimiter
-from .budget import ACTOR_CALLS
+from .budget import ACTOR_CALLS, current_actor
 
 
 # Restarted, its calls asked again, whenever it dies: its windows start empty, which only the requests of
@@ -63,7 +63,7 @@ class SharedRateLimiter:
         self.counts_tokens = tpm is not None
 
     async def acquire(self, tokens: int) -> int:
-        return await self.actor.acquire.remote(tokens, ray.get_runtime_context().get_actor_id())
+        return await self.actor.acquire.remote(tokens, current_actor())
 
     def release(self, ticket: int, tokens: int | None) -> None:
         self.actor.release.remote(ticket, tokens)  # not awaited: the request's reply is not held up by it

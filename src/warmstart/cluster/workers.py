@@ -22,6 +22,7 @@ from ..policies import make_policy
 from ..policies.api import RequestTally, finished_rollouts
 from ..policies.backend import Reply
 from ..types import Request, Sampling, Trajectory
+from .budget import current_actor
 from .limiter import SharedRateLimiter
 
 
@@ -77,7 +78,7 @@ class RolloutWorker:
         """`replies`: the driver's cached replies when the stage started (a restart gets the same). A restart
         first gives back what the killed worker held: its requests in flight never settle."""
         if ray.get_runtime_context().was_current_actor_reconstructed:
-            me = ray.get_runtime_context().get_actor_id()
+            me = current_actor()
             ray.get(
                 [actor.forget.remote(me) for actor in (limits, getattr(budget, "actor", None)) if actor is not None]
             )
