@@ -12,7 +12,7 @@ from pathlib import Path
 
 from helpers import small_recipe
 from warmstart.runs import checkpoint
-from warmstart.runs.directory import RunDir, fingerprint, fingerprint_of, input_label
+from warmstart.runs.directory import RunDir, fingerprint_of, input_digests, input_label, relabelled
 from warmstart.runs.jsonl import write_json_atomic
 from warmstart.stages import curate, evaluate, generate, grpo, sft
 
@@ -27,6 +27,14 @@ TRAINING = [
     "grpo.max_refills=0",
     "eval.policies={teacher='reference', student='student'}",
 ]
+
+
+def fingerprint(config: dict, inputs: list[Path], root: Path | None = None) -> str:
+    """A stage's fingerprint as `Stage` makes it in the run directory `root`; None: as a warmstart that named
+    every input by its path made it."""
+    if root is None:
+        return fingerprint_of(config, input_digests(inputs))
+    return fingerprint_of(relabelled(config, root), input_digests(inputs, root))
 
 
 def stages(run: Path) -> dict:

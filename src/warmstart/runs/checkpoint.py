@@ -7,7 +7,7 @@ newest complete checkpoint. State saved: weights (`save_pretrained`, safetensors
 scheduler, RNG states, step and data position.
 
 A checkpoint also records the fingerprint of the stage that wrote it (`FINGERPRINT`: its config and
-input files, `runs.directory.fingerprint`), and a stage resumes only a checkpoint of its own fingerprint
+input files, `runs.directory.Stage`), and a stage resumes only a checkpoint of its own fingerprint
 (`check_written_by`): a checkpoint of other data or settings would continue the old experiment under the
 new one's name.
 """

@@ -46,14 +46,6 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(config: dict, inputs: list[Path], root: Path | None = None) -> str:
-    """The fingerprint of work done with `config` on `inputs`; with `root`, the run directory's files are named
-    by their place in it, in the inputs and in the config (`input_label`, `relabelled`)."""
-    if root is None:
-        return fingerprint_of(config, input_digests(inputs))
-    return fingerprint_of(relabelled(config, root), input_digests(inputs, root))
-
-
 def input_digests(inputs: list[Path], root: Path | None = None) -> list[tuple[str, str | None]]:
     """(label, digest) of each input, in order (a path twice stays twice); None for a directory. The label
     of a file in the run directory `root` is its place in it (`input_label`)."""

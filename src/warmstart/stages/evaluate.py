@@ -32,7 +32,7 @@ from ..metrics.tally import PassTally, compare, comparison_note, unscored
 from ..policies.api import finished_rollouts
 from ..policies.spec import resolve
 from ..runs.costs import CostLedger, carried_spend, load_prices
-from ..runs.directory import RunDir, fingerprint, input_label, model_files, sample_paths
+from ..runs.directory import RunDir, Stage, fingerprint_of, input_label, model_files, relabelled, sample_paths
 from ..runs.jsonl import JsonlAppender, read_json, write_json_atomic
 from ..runs.progress import progress_bar
 from ..types import Request, Sampling
@@ -127,22 +127,30 @@ def evaluate_policy(
 
 
 def row_fingerprints(
-    config: dict, specs: dict[str, PolicySpec], samples: dict[str, Path], tasks: list[Path], root: Path | None
+    config: dict,
+    specs: dict[str, PolicySpec],
+    samples: dict[str, Path],
+    tasks: list[Path],
+    stage: Stage,
+    by_path: bool = False,
 ) -> dict:
     """What decides each row's results apart from the other rows: the stage's settings but the list of rows
-    and the comparisons, the row's policy with its model's files, and where its samples are kept. A file in
-    the run directory `root` is named by its place in it (`runs.directory.input_label`); None: by its path, as
-    an earlier warmstart named every file."""
+    and the comparisons, the row's policy with its model's files, and where its samples are kept. The files'
+    digests are the stage's (`Stage.input_digests`: each file read once); a file in the run directory is
+    named by its place in it (`runs.directory.input_label`), or, `by_path`, every file by its path, as an
+    earlier warmstart named them."""
     shared = {**config, "eval": {k: v for k, v in config["eval"].items() if k not in ("policies", "compare")}}
     shared.pop("specs")
-    return {
-        name: fingerprint(
-            {"shared": shared, "row": name, "policy": spec.identity, "samples": samples[name].name},
-            [*tasks, *policy_inputs(spec)],
-            root,
-        )
-        for name, spec in specs.items()
-    }
+    root = stage.run_dir.root
+    prints = {}
+    for name, spec in specs.items():
+        row = {"shared": shared, "row": name, "policy": spec.identity, "samples": samples[name].name}
+        files = [(path, stage.input_digests[input_label(path, root)]) for path in [*tasks, *policy_inputs(spec)]]
+        if by_path:
+            prints[name] = fingerprint_of(row, [(str(path), digest) for path, digest in files])
+        else:
+            prints[name] = fingerprint_of(relabelled(row, root), [(input_label(p, root), d) for p, d in files])
+    return prints
 
 
 def unchanged_rows(
@@ -275,8 +283,9 @@ def run(recipe: Recipe) -> Path:
             if spec.is_local_model:
                 resolve_model_path(spec.name, f"eval.policies.{name}")
         samples = sample_paths(run_dir.root, list(specs))
-        row_prints = row_fingerprints(config, specs, samples, task_files, run_dir.root)
-        unchanged = unchanged_rows(out, row_prints, samples, row_fingerprints(config, specs, samples, task_files, None))
+        row_prints = row_fingerprints(config, specs, samples, task_files, stage)
+        by_path = row_fingerprints(config, specs, samples, task_files, stage, by_path=True)
+        unchanged = unchanged_rows(out, row_prints, samples, by_path)
         results = dict(unchanged)
         # Opened before any sampling: a log.to backend that cannot start (W&B online without a key, a directory
         # it cannot write) is one error before the work, and never after results.json was replaced.
